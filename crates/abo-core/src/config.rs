@@ -1,0 +1,571 @@
+//! `abo.yml` (DESIGN §4.1): parsed strictly; an unknown key is an error naming the nearest known one.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::diag::{InputError, PathSeg, from_yaml_error, locate, nearest};
+use crate::units::{ByteSize, Dur};
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    #[serde(default)]
+    pub base_branch: Option<String>,
+    #[serde(default)]
+    pub store: Option<String>,
+    #[serde(default)]
+    pub autonomy: Autonomy,
+    #[serde(default)]
+    pub parallelism: Parallelism,
+    #[serde(default)]
+    pub attempts: Attempts,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub backends: Backends,
+    #[serde(default)]
+    pub router: Router,
+    #[serde(default)]
+    pub gates: Vec<Gate>,
+    #[serde(default)]
+    pub budgets: Budgets,
+    #[serde(default)]
+    pub pricing: BTreeMap<String, Price>,
+    #[serde(default)]
+    pub safety: Safety,
+    #[serde(default)]
+    pub sandbox: Sandbox,
+    #[serde(default)]
+    pub landing: Landing,
+    #[serde(default)]
+    pub notify: Notify,
+    #[serde(default)]
+    pub schedule: Schedule,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Autonomy {
+    #[serde(default)]
+    pub profile: Option<String>,
+    #[serde(default)]
+    pub overrides: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Parallelism {
+    #[serde(default = "default_max_parallel")]
+    pub max_parallel: usize,
+    #[serde(default)]
+    pub per_backend: BTreeMap<String, usize>,
+}
+
+fn default_max_parallel() -> usize {
+    4
+}
+
+impl Default for Parallelism {
+    fn default() -> Self {
+        Self { max_parallel: default_max_parallel(), per_backend: BTreeMap::new() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attempts {
+    #[serde(default = "default_attempts")]
+    pub max: u32,
+    /// Pause the run after this many tasks fail in a row (0: never).
+    #[serde(default = "default_stop_after")]
+    pub stop_after_consecutive_failures: u32,
+}
+
+fn default_attempts() -> u32 {
+    3
+}
+fn default_stop_after() -> u32 {
+    3
+}
+
+impl Default for Attempts {
+    fn default() -> Self {
+        Self { max: default_attempts(), stop_after_consecutive_failures: default_stop_after() }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "d_attempt")]
+    pub attempt: Dur,
+    #[serde(default = "d_silence")]
+    pub silence: Dur,
+    #[serde(default = "d_gate")]
+    pub gate: Dur,
+    #[serde(default = "d_run")]
+    pub run: Dur,
+}
+
+fn d_attempt() -> Dur {
+    Dur::secs(30 * 60)
+}
+fn d_silence() -> Dur {
+    Dur::secs(5 * 60)
+}
+fn d_gate() -> Dur {
+    Dur::secs(10 * 60)
+}
+fn d_run() -> Dur {
+    Dur::secs(8 * 3600)
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self { attempt: d_attempt(), silence: d_silence(), gate: d_gate(), run: d_run() }
+    }
+}
+
+/// `backends:`: a `default` name and the named backends.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Backends {
+    pub default: Option<String>,
+    pub named: BTreeMap<String, BackendConfig>,
+}
+
+impl<'de> Deserialize<'de> for Backends {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = BTreeMap::<String, serde_yaml::Value>::deserialize(d)?;
+        let mut out = Backends::default();
+        for (name, value) in raw {
+            if name == "default" {
+                let serde_yaml::Value::String(s) = value else {
+                    return Err(serde::de::Error::custom("`backends.default` must be a backend name"));
+                };
+                out.default = Some(s);
+                continue;
+            }
+            let backend = BackendConfig::deserialize(value).map_err(|e| {
+                serde::de::Error::custom(format!("backends.{name}: {}", strip_location(&e.to_string())))
+            })?;
+            out.named.insert(name, backend);
+        }
+        Ok(out)
+    }
+}
+
+fn strip_location(s: &str) -> &str {
+    s.rfind(" at line ").map_or(s, |i| &s[..i])
+}
+
+/// One backend (DESIGN §6). Agent and model kinds are accepted here so that a config written for
+/// them parses; whether a kind can run is decided when a run is validated.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", deny_unknown_fields)]
+pub enum BackendConfig {
+    #[serde(rename = "command")]
+    Command { run: String },
+    #[serde(rename = "claude-code")]
+    ClaudeCode {
+        #[serde(default)]
+        command: Option<String>,
+        #[serde(default)]
+        model: Option<String>,
+        #[serde(default)]
+        max_turns: Option<u32>,
+    },
+    #[serde(rename = "codex")]
+    Codex {
+        #[serde(default)]
+        command: Option<String>,
+        #[serde(default)]
+        model: Option<String>,
+    },
+    #[serde(rename = "aider")]
+    Aider {
+        #[serde(default)]
+        command: Option<String>,
+        #[serde(default)]
+        model: Option<String>,
+    },
+    #[serde(rename = "goose")]
+    Goose {
+        #[serde(default)]
+        command: Option<String>,
+        #[serde(default)]
+        model: Option<String>,
+    },
+    #[serde(rename = "anthropic")]
+    Anthropic {
+        model: String,
+        #[serde(default)]
+        api_key_env: Option<String>,
+        #[serde(default)]
+        base_url: Option<String>,
+        #[serde(default)]
+        max_tokens: Option<u32>,
+    },
+    #[serde(rename = "openai")]
+    Openai {
+        model: String,
+        #[serde(default)]
+        base_url: Option<String>,
+        #[serde(default)]
+        api_key_env: Option<String>,
+        #[serde(default)]
+        max_tokens: Option<u32>,
+    },
+}
+
+impl BackendConfig {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Command { .. } => "command",
+            Self::ClaudeCode { .. } => "claude-code",
+            Self::Codex { .. } => "codex",
+            Self::Aider { .. } => "aider",
+            Self::Goose { .. } => "goose",
+            Self::Anthropic { .. } => "anthropic",
+            Self::Openai { .. } => "openai",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Router {
+    #[serde(default)]
+    pub rules: Vec<RouterRule>,
+    #[serde(default)]
+    pub fallback: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouterRule {
+    pub when: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gate {
+    pub name: String,
+    pub run: String,
+    #[serde(default)]
+    pub timeout: Option<Dur>,
+    /// Extra runs of a failing gate before it counts as failed (for flaky suites).
+    #[serde(default)]
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    pub run_usd: Option<f64>,
+    pub run_tokens: Option<u64>,
+    pub task_usd: Option<f64>,
+    pub task_tokens: Option<u64>,
+    pub daily_usd: Option<f64>,
+    pub weekly_usd: Option<f64>,
+    pub alert_at: Option<f64>,
+    pub timezone: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    pub input: f64,
+    pub output: f64,
+    #[serde(default)]
+    pub cache_read: Option<f64>,
+    #[serde(default)]
+    pub cache_write: Option<f64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Safety {
+    pub policy_dir: Option<String>,
+    #[serde(default)]
+    pub allowed_paths: Vec<String>,
+    #[serde(default)]
+    pub forbidden_paths: Vec<String>,
+    #[serde(default)]
+    pub forbidden_patterns: Vec<String>,
+    pub max_diff_lines: Option<u64>,
+    pub require_reason_for_access: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sandbox {
+    pub mode: Option<SandboxMode>,
+    pub gate_network: Option<GateNetwork>,
+    #[serde(default)]
+    pub agent_hosts: Vec<String>,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub env_pass: Vec<String>,
+    #[serde(default)]
+    pub deny_read: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SandboxMode {
+    Required,
+    BestEffort,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GateNetwork {
+    None,
+    Allow,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub memory: Option<ByteSize>,
+    pub processes: Option<u64>,
+    pub cpu_time: Option<Dur>,
+    pub file_size: Option<ByteSize>,
+    pub open_files: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Landing {
+    #[serde(default)]
+    pub mode: LandingMode,
+    #[serde(default = "default_remote")]
+    pub remote: String,
+    #[serde(default = "default_true")]
+    pub gates_after_merge: bool,
+}
+
+fn default_remote() -> String {
+    "origin".into()
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Default for Landing {
+    fn default() -> Self {
+        Self { mode: LandingMode::Branch, remote: default_remote(), gates_after_merge: true }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LandingMode {
+    #[default]
+    Branch,
+    Push,
+    PullRequest,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    #[serde(default)]
+    pub webhooks: Vec<Webhook>,
+    #[serde(default)]
+    pub email: Option<Email>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    #[serde(default)]
+    pub events: Vec<String>,
+    #[serde(default)]
+    pub format: Option<String>,
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Email {
+    pub smtp: String,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub events: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schedule {
+    #[serde(default)]
+    pub windows: Vec<String>,
+    #[serde(default)]
+    pub cron: Vec<String>,
+}
+
+impl Config {
+    /// The configuration used when a repository has no abo.yml.
+    pub fn embedded_default() -> Self {
+        Self {
+            version: 1,
+            base_branch: None,
+            store: None,
+            autonomy: Autonomy::default(),
+            parallelism: Parallelism::default(),
+            attempts: Attempts::default(),
+            timeouts: Timeouts::default(),
+            backends: Backends::default(),
+            router: Router::default(),
+            gates: Vec::new(),
+            budgets: Budgets::default(),
+            pricing: BTreeMap::new(),
+            safety: Safety::default(),
+            sandbox: Sandbox::default(),
+            landing: Landing::default(),
+            notify: Notify::default(),
+            schedule: Schedule::default(),
+        }
+    }
+
+    /// Parses abo.yml; `file` names it in errors.
+    pub fn parse(file: &str, text: &str) -> Result<Self, InputError> {
+        let config: Config =
+            serde_yaml::from_str(text).map_err(|e| locate_backend_error(file, text, &e))?;
+        config.validate(file, text)?;
+        Ok(config)
+    }
+
+    fn validate(&self, file: &str, text: &str) -> Result<(), InputError> {
+        let err = |path: &[PathSeg], msg: String| InputError::new(file, msg).at(locate(text, path));
+        if self.version != 1 {
+            return Err(err(&[PathSeg::key("version")], format!("unsupported version {}", self.version))
+                .hint("this abo reads `version: 1`"));
+        }
+        if self.parallelism.max_parallel == 0 {
+            return Err(err(
+                &[PathSeg::key("parallelism"), PathSeg::key("max_parallel")],
+                "`parallelism.max_parallel` must be at least 1".into(),
+            ));
+        }
+        if self.attempts.max == 0 {
+            return Err(err(
+                &[PathSeg::key("attempts"), PathSeg::key("max")],
+                "`attempts.max` must be at least 1".into(),
+            ));
+        }
+        if let Some(d) = &self.backends.default
+            && !self.backends.named.contains_key(d)
+        {
+            let names = self.backends.named.keys().map(String::as_str);
+            let e = err(
+                &[PathSeg::key("backends"), PathSeg::key("default")],
+                format!("`backends.default` names unknown backend `{d}`"),
+            );
+            return Err(match nearest(d, names) {
+                Some(n) => e.hint(format!("did you mean `{n}`?")),
+                None => e,
+            });
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, g) in self.gates.iter().enumerate() {
+            let path = [PathSeg::key("gates"), PathSeg::Index(i), PathSeg::key("name")];
+            if g.name.is_empty() || !seen.insert(g.name.as_str()) {
+                return Err(err(&path, format!("duplicate or empty gate name `{}`", g.name)));
+            }
+        }
+        for name in self.parallelism.per_backend.keys() {
+            if !self.backends.named.contains_key(name) {
+                return Err(err(
+                    &[PathSeg::key("parallelism"), PathSeg::key("per_backend"), PathSeg::key(name)],
+                    format!("`parallelism.per_backend` names unknown backend `{name}`"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn gate(&self, name: &str) -> Option<&Gate> {
+        self.gates.iter().find(|g| g.name == name)
+    }
+}
+
+/// Backend entries are parsed from an intermediate value, which loses serde_yaml's location:
+/// find the entry in the text instead.
+fn locate_backend_error(file: &str, text: &str, e: &serde_yaml::Error) -> InputError {
+    let out = from_yaml_error(file, text, e);
+    let quoted = out.message.split('`').nth(1).unwrap_or_default();
+    if !quoted.starts_with("backends.") {
+        return out;
+    }
+    let path: Vec<PathSeg> = quoted.split('.').map(PathSeg::key).collect();
+    match locate(text, &path) {
+        Some(pos) => out.at(Some(pos)),
+        None => out,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of DESIGN §4.1 parses.
+    #[test]
+    fn design_example_parses() {
+        let text = include_str!("../tests/data/design-abo.yml");
+        let c = Config::parse("abo.yml", text).unwrap();
+        assert_eq!(c.parallelism.max_parallel, 4);
+        assert_eq!(c.attempts.max, 3);
+        assert_eq!(c.timeouts.gate.to_string(), "10m");
+        assert_eq!(c.backends.default.as_deref(), Some("claude"));
+        assert_eq!(c.backends.named["fmt"], BackendConfig::Command { run: "cargo fmt".into() });
+        assert_eq!(c.backends.named["claude"].kind(), "claude-code");
+        assert_eq!(c.gates[1].retries, 1);
+        assert_eq!(c.sandbox.limits.memory, Some(ByteSize(4 << 30)));
+        assert_eq!(c.landing.mode, LandingMode::Branch);
+    }
+
+    fn err(text: &str) -> String {
+        Config::parse("abo.yml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_place() {
+        assert_eq!(
+            err("version: 1\ntimeouts:\n  atempt: 5m\n"),
+            "abo.yml:3:3: unknown key `timeouts.atempt` (hint: did you mean `attempt`?)"
+        );
+        assert_eq!(
+            err("version: 1\nparalelism: {}\n"),
+            "abo.yml:2:1: unknown key `paralelism` (hint: did you mean `parallelism`?)"
+        );
+        assert_eq!(
+            err("version: 1\ntimeouts:\n  gate: 5 minutes\n"),
+            "abo.yml:3:3: `timeouts.gate`: invalid duration `5 minutes`: unit must be one of ms, s, m, h, d"
+        );
+        assert_eq!(
+            err("version: 1\nbackends:\n  fmt:\n    kind: command\n    rn: x\n"),
+            "abo.yml:5:5: unknown key `backends.fmt.rn` (hint: did you mean `run`?)"
+        );
+        assert_eq!(
+            err("version: 2\n"),
+            "abo.yml:1:1: unsupported version 2 (hint: this abo reads `version: 1`)"
+        );
+        assert_eq!(
+            err("version: 1\nbackends:\n  default: fmtt\n  fmt: { kind: command, run: x }\n"),
+            "abo.yml:3:3: `backends.default` names unknown backend `fmtt` (hint: did you mean `fmt`?)"
+        );
+        assert_eq!(err("version: 1\nlanding: { mode: pull }\n").split(" (hint").next().unwrap(),
+            "abo.yml:2:18: `landing.mode`: unknown value `pull`");
+        assert!(err("version: [\n").starts_with("abo.yml:"));
+    }
+}

@@ -1,0 +1,571 @@
+//! decide: (state, command, now) -> events + effects. Events are applied to the state as they are
+//! decided; the caller commits them before executing any effect (DESIGN §5). Effect results come
+//! back as commands.
+
+use crate::event::{Event, EventBody, GateStage, RetryCause, Usage};
+use crate::ids::{ArtifactId, AttemptId, CommitSha, GateName, TaskId, Timestamp};
+use crate::plan::scopes_overlap;
+use crate::state::{Feedback, RunState, RunStatus, TaskState};
+
+/// What happened, or what someone asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    /// Start a run just created.
+    Start,
+    /// Continue a run after a pause or a crash. `landed` lists in-flight tasks whose commit the
+    /// runtime found on the run branch (the crash came after landing, before its event).
+    Resume { landed: Vec<(TaskId, u32, CommitSha)> },
+    BackendDone { task: TaskId, attempt: u32, outcome: BackendOutcome },
+    GateDone { task: TaskId, attempt: u32, stage: GateStage, outcome: GateOutcome, candidate: Option<CommitSha> },
+    LandDone { task: TaskId, attempt: u32, outcome: LandOutcome },
+    Pause { reason: String },
+    Kill { reason: String },
+    Retry { task: TaskId },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendOutcome {
+    /// `None` when the backend produced a change; else why the attempt failed.
+    pub failure: Option<String>,
+    pub exit: Option<i32>,
+    pub duration_ms: u64,
+    pub files_changed: u32,
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+    pub cost_source: Option<String>,
+    pub log: Option<ArtifactId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GateOutcome {
+    pub name: GateName,
+    pub passed: bool,
+    pub exit: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    pub runs: u32,
+    pub log: Option<ArtifactId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LandOutcome {
+    /// The run branch now holds the task's commit.
+    Landed { commit: CommitSha },
+    /// The attempt was merged onto the run branch's head as `candidate`, not yet moved there:
+    /// the gates run on it first.
+    Merged { candidate: CommitSha },
+    Failed { reason: String, log: Option<ArtifactId> },
+}
+
+/// Work for the runtime, executed only after the events that asked for it are committed.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Effect {
+    /// Create the attempt's worktree from the run branch's head and run the backend in it.
+    StartAttempt { attempt: AttemptId, feedback: Option<Feedback> },
+    /// Run one gate, in the attempt's worktree or on the merged candidate.
+    RunGate { attempt: AttemptId, gate: GateName, stage: GateStage, candidate: Option<CommitSha> },
+    /// Commit the attempt and merge it onto the run branch (fast-forward, or a candidate commit).
+    Land { attempt: AttemptId },
+    /// Move the run branch to a candidate whose gates passed.
+    Advance { attempt: AttemptId, candidate: CommitSha },
+    /// Remove the attempt's worktree and branch, unless `keep` (failed attempts are kept).
+    Cleanup { attempt: AttemptId, keep: bool },
+    /// Stop every process of every attempt now.
+    KillAll,
+    /// The run ended: publish the run branch per `landing`.
+    Finish,
+}
+
+/// A command that does not apply to the run as it is.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum Rejected {
+    #[error("run {run} is {status}: it cannot be {what}")]
+    RunStatus { run: String, status: &'static str, what: &'static str },
+    #[error("task `{task}` is {status}: only failed, denied or cancelled tasks can be retried")]
+    NotRetryable { task: TaskId, status: &'static str },
+    #[error("run {run} has no task `{task}`")]
+    UnknownTask { run: String, task: TaskId },
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Decision {
+    pub events: Vec<Event>,
+    pub effects: Vec<Effect>,
+}
+
+struct Ctx<'a> {
+    state: &'a mut RunState,
+    now: Timestamp,
+    out: Decision,
+}
+
+impl Ctx<'_> {
+    fn emit(&mut self, task: Option<&TaskId>, body: EventBody) {
+        let e = Event { run: self.state.id.clone(), task: task.cloned(), at: self.now, body };
+        self.state.apply(&e);
+        self.out.events.push(e);
+    }
+
+    fn effect(&mut self, e: Effect) {
+        self.out.effects.push(e);
+    }
+
+    fn attempt(&self, task: &TaskId, attempt: u32) -> AttemptId {
+        self.state.attempt_id(task, attempt)
+    }
+}
+
+impl RunState {
+    /// Decides what a command means for this run. On `Ok`, the returned events have been applied to
+    /// `self`; the caller must commit them before running the effects (and must not keep using this
+    /// state if the commit fails).
+    pub fn decide(&mut self, cmd: Command, now: Timestamp) -> Result<Decision, Rejected> {
+        let mut cx = Ctx { state: self, now, out: Decision::default() };
+        match cmd {
+            Command::Start => start(&mut cx)?,
+            Command::Resume { landed } => resume(&mut cx, landed)?,
+            Command::BackendDone { task, attempt, outcome } => backend_done(&mut cx, &task, attempt, outcome),
+            Command::GateDone { task, attempt, stage, outcome, candidate } => {
+                gate_done(&mut cx, &task, attempt, stage, outcome, candidate)
+            }
+            Command::LandDone { task, attempt, outcome } => land_done(&mut cx, &task, attempt, outcome),
+            Command::Pause { reason } => {
+                if cx.state.status != RunStatus::Running {
+                    return Err(rejected(cx.state, "paused"));
+                }
+                cx.emit(None, EventBody::RunPaused { reason });
+            }
+            Command::Kill { reason } => kill(&mut cx, reason)?,
+            Command::Retry { task } => retry(&mut cx, &task)?,
+        }
+        progress(&mut cx);
+        Ok(cx.out)
+    }
+}
+
+fn rejected(state: &RunState, what: &'static str) -> Rejected {
+    Rejected::RunStatus { run: state.id.to_string(), status: state.status.as_str(), what }
+}
+
+fn start(cx: &mut Ctx<'_>) -> Result<(), Rejected> {
+    if cx.state.status != RunStatus::Planned {
+        return Err(rejected(cx.state, "started"));
+    }
+    cx.emit(None, EventBody::RunStarted {});
+    Ok(())
+}
+
+fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(), Rejected> {
+    match cx.state.status {
+        RunStatus::Planned => return start(cx),
+        RunStatus::Finished | RunStatus::Killed { .. } => return Err(rejected(cx.state, "resumed")),
+        RunStatus::Running | RunStatus::Paused { .. } => {}
+    }
+    cx.emit(None, EventBody::RunResumed {});
+    cx.state.inflight = Default::default();
+    let in_flight: Vec<(TaskId, u32)> = cx
+        .state
+        .tasks_in_order()
+        .filter_map(|t| t.state.in_flight().map(|a| (t.spec.id.clone(), a)))
+        .collect();
+    for (task, attempt) in in_flight {
+        match landed.iter().find(|(t, _, _)| *t == task) {
+            Some((_, a, commit)) => {
+                cx.emit(Some(&task), EventBody::TaskLanded { attempt: *a, commit: commit.clone() });
+                cx.effect(Effect::Cleanup { attempt: cx.attempt(&task, *a), keep: false });
+            }
+            None => cx.emit(
+                Some(&task),
+                EventBody::TaskRetry {
+                    attempt,
+                    cause: RetryCause::Interrupted,
+                    reason: "interrupted: abo stopped while the attempt was in flight".into(),
+                    log: None,
+                    kept_worktree: None,
+                },
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome) {
+    if !matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt) {
+        return; // stale: the task was cancelled or the attempt superseded
+    }
+    cx.emit(
+        Some(task),
+        EventBody::TaskBackendFinished {
+            attempt,
+            ok: o.failure.is_none(),
+            exit: o.exit,
+            reason: o.failure.clone(),
+            duration_ms: o.duration_ms,
+            files_changed: o.files_changed,
+            usage: o.usage,
+            cost_usd: o.cost_usd,
+            cost_source: o.cost_source,
+            log: o.log.clone(),
+        },
+    );
+    match o.failure {
+        Some(reason) => attempt_failed(cx, task, attempt, reason, o.log),
+        None => next_gate(cx, task, attempt),
+    }
+}
+
+/// Starts the attempt's next gate, or queues the task for landing when all have passed.
+fn next_gate(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
+    let Some(t) = cx.state.task(task) else { return };
+    let TaskState::Verifying { passed, .. } = t.state else { return };
+    match t.spec.gates.get(passed).cloned() {
+        Some(gate) => cx.effect(Effect::RunGate {
+            attempt: cx.attempt(task, attempt),
+            gate,
+            stage: GateStage::Attempt,
+            candidate: None,
+        }),
+        None => cx.state.inflight.land_queue.push_back(task.clone()),
+    }
+}
+
+fn gate_done(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    stage: GateStage,
+    o: GateOutcome,
+    candidate: Option<CommitSha>,
+) {
+    let Some(t) = cx.state.task(task) else { return };
+    let TaskState::Verifying { attempt: a, passed } = t.state else { return };
+    if a != attempt {
+        return;
+    }
+    let gates = t.spec.gates.clone();
+    // The gate must be the one expected next: anything else is a stale result.
+    let expected = match stage {
+        GateStage::Attempt => gates.get(passed),
+        GateStage::Merged => match &cx.state.inflight.landing {
+            Some((l, n)) if l == task => gates.get(*n),
+            _ => None,
+        },
+    };
+    if expected != Some(&o.name) {
+        return;
+    }
+    cx.emit(
+        Some(task),
+        EventBody::TaskGate {
+            attempt,
+            name: o.name.clone(),
+            stage,
+            passed: o.passed,
+            exit: o.exit,
+            timed_out: o.timed_out,
+            duration_ms: o.duration_ms,
+            runs: o.runs,
+            log: o.log.clone(),
+        },
+    );
+    let where_ = if stage == GateStage::Merged { " on the merged result" } else { "" };
+    if !o.passed {
+        let how = if o.timed_out {
+            "timed out".to_owned()
+        } else {
+            o.exit.map_or("was killed".to_owned(), |c| format!("exited with {c}"))
+        };
+        if stage == GateStage::Merged {
+            cx.state.inflight.landing = None;
+        }
+        let reason = format!("gate `{}` failed{where_}: it {how}", o.name);
+        return attempt_failed(cx, task, attempt, reason, o.log);
+    }
+    match stage {
+        GateStage::Attempt => next_gate(cx, task, attempt),
+        GateStage::Merged => {
+            let n = match &mut cx.state.inflight.landing {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n
+                }
+                None => return,
+            };
+            let attempt_id = cx.attempt(task, attempt);
+            let Some(candidate) = candidate else { return };
+            match gates.get(n) {
+                Some(gate) => cx.effect(Effect::RunGate {
+                    attempt: attempt_id,
+                    gate: gate.clone(),
+                    stage: GateStage::Merged,
+                    candidate: Some(candidate),
+                }),
+                None => cx.effect(Effect::Advance { attempt: attempt_id, candidate }),
+            }
+        }
+    }
+}
+
+fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
+    let landing_this = matches!(&cx.state.inflight.landing, Some((l, _)) if l == task);
+    let verifying = matches!(
+        cx.state.task(task).map(|t| &t.state),
+        Some(TaskState::Verifying { attempt: a, .. }) if *a == attempt
+    );
+    if !landing_this || !verifying {
+        return;
+    }
+    match o {
+        LandOutcome::Landed { commit } => {
+            cx.state.inflight.landing = None;
+            cx.emit(Some(task), EventBody::TaskLanded { attempt, commit });
+            cx.effect(Effect::Cleanup { attempt: cx.attempt(task, attempt), keep: false });
+        }
+        LandOutcome::Merged { candidate } => {
+            let attempt_id = cx.attempt(task, attempt);
+            let first = cx.state.task(task).and_then(|t| t.spec.gates.first().cloned());
+            match first {
+                Some(gate) => cx.effect(Effect::RunGate {
+                    attempt: attempt_id,
+                    gate,
+                    stage: GateStage::Merged,
+                    candidate: Some(candidate),
+                }),
+                None => cx.effect(Effect::Advance { attempt: attempt_id, candidate }),
+            }
+        }
+        LandOutcome::Failed { reason, log } => {
+            cx.state.inflight.landing = None;
+            attempt_failed(cx, task, attempt, reason, log);
+        }
+    }
+}
+
+/// An attempt failed: try again with its feedback, or fail the task and cancel its dependents.
+fn attempt_failed(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String, log: Option<ArtifactId>) {
+    let Some(t) = cx.state.task(task) else { return };
+    let worktree = cx.attempt(task, attempt).worktree();
+    let used = attempt.saturating_sub(t.floor);
+    let max = t.spec.max_attempts;
+    cx.state.inflight.land_queue.retain(|q| q != task);
+    cx.effect(Effect::Cleanup { attempt: cx.attempt(task, attempt), keep: true });
+    if used < max {
+        cx.emit(
+            Some(task),
+            EventBody::TaskRetry {
+                attempt: attempt + 1,
+                cause: RetryCause::Failed,
+                reason,
+                log,
+                kept_worktree: Some(worktree),
+            },
+        );
+        return;
+    }
+    let plural = if used == 1 { "" } else { "s" };
+    cx.emit(
+        Some(task),
+        EventBody::TaskFailed {
+            attempts: attempt,
+            reason: format!("{reason} (after {used} attempt{plural})"),
+            kept_worktree: Some(worktree),
+        },
+    );
+    cancel_dependents(cx, task, &format!("dependency `{task}` failed"));
+    let limit = cx.state.spec.settings.stop_after_consecutive_failures;
+    if limit > 0 && cx.state.consecutive_failures >= limit && cx.state.status == RunStatus::Running {
+        let n = cx.state.consecutive_failures;
+        cx.emit(
+            None,
+            EventBody::RunPaused {
+                reason: format!(
+                    "{n} tasks failed in a row (attempts.stop_after_consecutive_failures: {limit})"
+                ),
+            },
+        );
+    }
+}
+
+/// Cancels every task that depends, directly or not, on `failed`.
+fn cancel_dependents(cx: &mut Ctx<'_>, failed: &TaskId, reason: &str) {
+    let mut frontier = vec![failed.clone()];
+    while let Some(dep) = frontier.pop() {
+        let dependents: Vec<TaskId> = cx
+            .state
+            .tasks_in_order()
+            .filter(|t| t.spec.deps.contains(&dep) && matches!(t.state, TaskState::Pending | TaskState::Ready))
+            .map(|t| t.spec.id.clone())
+            .collect();
+        for d in dependents {
+            let why = if &dep == failed { reason.to_owned() } else { format!("dependency `{dep}` was cancelled") };
+            cx.emit(Some(&d), EventBody::TaskCancelled { reason: why, dependency: Some(dep.clone()) });
+            frontier.push(d);
+        }
+    }
+}
+
+fn kill(cx: &mut Ctx<'_>, reason: String) -> Result<(), Rejected> {
+    if cx.state.status.is_terminal() {
+        return Err(rejected(cx.state, "killed"));
+    }
+    let open: Vec<(TaskId, Option<u32>)> = cx
+        .state
+        .tasks_in_order()
+        .filter(|t| !t.state.is_terminal())
+        .map(|t| (t.spec.id.clone(), t.state.in_flight()))
+        .collect();
+    cx.effect(Effect::KillAll);
+    cx.emit(None, EventBody::RunKilled { reason: reason.clone() });
+    for (task, attempt) in open {
+        cx.emit(Some(&task), EventBody::TaskCancelled { reason: format!("run killed: {reason}"), dependency: None });
+        if let Some(a) = attempt {
+            cx.effect(Effect::Cleanup { attempt: cx.attempt(&task, a), keep: false });
+        }
+    }
+    cx.state.inflight = Default::default();
+    Ok(())
+}
+
+fn retry(cx: &mut Ctx<'_>, task: &TaskId) -> Result<(), Rejected> {
+    let Some(t) = cx.state.task(task) else {
+        return Err(Rejected::UnknownTask { run: cx.state.id.to_string(), task: task.clone() });
+    };
+    if !matches!(t.state, TaskState::Failed { .. } | TaskState::Cancelled { .. }) {
+        return Err(Rejected::NotRetryable { task: task.clone(), status: t.state.status().as_str() });
+    }
+    if let RunStatus::Killed { .. } = cx.state.status {
+        return Err(rejected(cx.state, "retried"));
+    }
+    // The task, and every task cancelled because of it.
+    let mut requeue = vec![task.clone()];
+    let mut i = 0;
+    while let Some(dep) = requeue.get(i).cloned() {
+        i += 1;
+        for d in cx.state.tasks_in_order() {
+            if let TaskState::Cancelled { dependency: Some(by), .. } = &d.state
+                && *by == dep
+                && !requeue.contains(&d.spec.id)
+            {
+                requeue.push(d.spec.id.clone());
+            }
+        }
+    }
+    for id in requeue {
+        let next = cx.state.task(&id).map_or(1, |t| t.attempt + 1);
+        cx.emit(
+            Some(&id),
+            EventBody::TaskRetry {
+                attempt: next,
+                cause: RetryCause::Requested,
+                reason: "retry requested".into(),
+                log: None,
+                kept_worktree: None,
+            },
+        );
+    }
+    if cx.state.status == RunStatus::Finished {
+        cx.emit(None, EventBody::RunPaused { reason: "retry requested: continue with `abo resume`".into() });
+    }
+    Ok(())
+}
+
+/// After every command: make pending tasks ready, land, schedule, and finish when nothing is left.
+fn progress(cx: &mut Ctx<'_>) {
+    if cx.state.status.is_terminal() || cx.state.status == RunStatus::Planned {
+        return;
+    }
+    promote_ready(cx);
+    land_next(cx);
+    if cx.state.status == RunStatus::Running {
+        schedule(cx);
+        finish_if_done(cx);
+    }
+}
+
+fn promote_ready(cx: &mut Ctx<'_>) {
+    let ready: Vec<TaskId> = cx
+        .state
+        .tasks_in_order()
+        .filter(|t| t.state == TaskState::Pending)
+        .filter(|t| {
+            t.spec.deps.iter().all(|d| matches!(cx.state.task(d).map(|d| &d.state), Some(TaskState::Landed { .. })))
+        })
+        .map(|t| t.spec.id.clone())
+        .collect();
+    for id in ready {
+        cx.emit(Some(&id), EventBody::TaskReady {});
+    }
+}
+
+fn land_next(cx: &mut Ctx<'_>) {
+    if cx.state.inflight.landing.is_some() {
+        return;
+    }
+    while let Some(task) = cx.state.inflight.land_queue.pop_front() {
+        if let Some(TaskState::Verifying { attempt, .. }) = cx.state.task(&task).map(|t| &t.state) {
+            let attempt = *attempt;
+            cx.state.inflight.landing = Some((task.clone(), 0));
+            cx.effect(Effect::Land { attempt: cx.attempt(&task, attempt) });
+            return;
+        }
+    }
+}
+
+/// Starts ready tasks, highest priority first, within `max_parallel`, never two with overlapping paths.
+fn schedule(cx: &mut Ctx<'_>) {
+    let max = cx.state.spec.settings.max_parallel;
+    let mut ready: Vec<(i64, usize, TaskId)> = cx
+        .state
+        .order
+        .iter()
+        .enumerate()
+        .filter_map(|(i, id)| {
+            let t = cx.state.task(id)?;
+            (t.state == TaskState::Ready).then(|| (-t.spec.priority, i, id.clone()))
+        })
+        .collect();
+    ready.sort();
+    for (_, _, id) in ready {
+        if cx.state.in_flight() >= max {
+            break;
+        }
+        let Some(t) = cx.state.task(&id) else { continue };
+        let paths = &t.spec.paths;
+        let clash = cx
+            .state
+            .tasks
+            .values()
+            .any(|o| o.state.in_flight().is_some() && scopes_overlap(paths, &o.spec.paths));
+        if clash {
+            continue;
+        }
+        let attempt = t.next_attempt;
+        let feedback = t.feedback.clone();
+        let backend = t.spec.backend.name().clone();
+        let attempt_id = cx.attempt(&id, attempt);
+        cx.emit(Some(&id), EventBody::TaskStarted { attempt, backend, worktree: attempt_id.worktree() });
+        cx.effect(Effect::StartAttempt { attempt: attempt_id, feedback });
+    }
+}
+
+fn finish_if_done(cx: &mut Ctx<'_>) {
+    let busy = cx.state.tasks.values().any(|t| matches!(t.state, TaskState::Ready) || t.state.in_flight().is_some());
+    if busy {
+        return;
+    }
+    // Pending tasks whose dependencies can no longer land would wait forever.
+    let stuck: Vec<TaskId> =
+        cx.state.tasks_in_order().filter(|t| t.state == TaskState::Pending).map(|t| t.spec.id.clone()).collect();
+    for id in stuck {
+        cx.emit(Some(&id), EventBody::TaskCancelled { reason: "a dependency did not land".into(), dependency: None });
+    }
+    let s = &cx.state;
+    let body = EventBody::RunFinished {
+        landed: s.count(crate::state::TaskStatus::Landed),
+        failed: s.count(crate::state::TaskStatus::Failed) + s.count(crate::state::TaskStatus::Denied),
+        cancelled: s.count(crate::state::TaskStatus::Cancelled),
+        skipped: s.count(crate::state::TaskStatus::Skipped),
+    };
+    cx.emit(None, body);
+    cx.effect(Effect::Finish);
+}

@@ -1,0 +1,192 @@
+//! Events (DESIGN §5): every state change of a run, in the order it happened.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ArtifactId, BackendName, CommitSha, GateName, RunId, TaskId, Timestamp};
+use crate::spec::RunSpec;
+
+/// An event as decided, before the store gives it a sequence number.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Event {
+    pub run: RunId,
+    pub task: Option<TaskId>,
+    pub at: Timestamp,
+    pub body: EventBody,
+}
+
+/// An event committed to the store.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// Which tree a gate ran on: the attempt's worktree, or the attempt merged onto the run branch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateStage {
+    Attempt,
+    Merged,
+}
+
+/// Why a task is being tried again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RetryCause {
+    /// The previous attempt failed; this one gets its feedback.
+    Failed,
+    /// abo stopped while the attempt was in flight; the same attempt runs again.
+    Interrupted,
+    /// A person asked for fresh attempts (`abo retry`).
+    Requested,
+}
+
+/// Token usage as a backend reported it (agent and model backends; none for command and patch).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cache_read_tokens: u64,
+    pub cache_write_tokens: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "data")]
+pub enum EventBody {
+    #[serde(rename = "run.created")]
+    RunCreated(Box<RunSpec>),
+    #[serde(rename = "run.started")]
+    RunStarted {},
+    #[serde(rename = "run.paused")]
+    RunPaused { reason: String },
+    #[serde(rename = "run.resumed")]
+    RunResumed {},
+    #[serde(rename = "run.finished")]
+    RunFinished { landed: u32, failed: u32, cancelled: u32, skipped: u32 },
+    #[serde(rename = "run.killed")]
+    RunKilled { reason: String },
+    #[serde(rename = "task.ready")]
+    TaskReady {},
+    #[serde(rename = "task.started")]
+    TaskStarted { attempt: u32, backend: BackendName, worktree: String },
+    #[serde(rename = "task.backend_finished")]
+    TaskBackendFinished {
+        attempt: u32,
+        ok: bool,
+        exit: Option<i32>,
+        reason: Option<String>,
+        duration_ms: u64,
+        files_changed: u32,
+        usage: Option<Usage>,
+        cost_usd: Option<f64>,
+        cost_source: Option<String>,
+        log: Option<ArtifactId>,
+    },
+    #[serde(rename = "task.gate")]
+    TaskGate {
+        attempt: u32,
+        name: GateName,
+        stage: GateStage,
+        passed: bool,
+        exit: Option<i32>,
+        timed_out: bool,
+        duration_ms: u64,
+        runs: u32,
+        log: Option<ArtifactId>,
+    },
+    #[serde(rename = "task.landed")]
+    TaskLanded { attempt: u32, commit: CommitSha },
+    #[serde(rename = "task.retry")]
+    TaskRetry {
+        /// The attempt that comes next.
+        attempt: u32,
+        cause: RetryCause,
+        reason: String,
+        /// The log of the step that failed, handed to the next attempt as feedback.
+        log: Option<ArtifactId>,
+        /// The failed attempt's worktree, kept for inspection until `abo gc`.
+        kept_worktree: Option<String>,
+    },
+    #[serde(rename = "task.failed")]
+    TaskFailed { attempts: u32, reason: String, kept_worktree: Option<String> },
+    #[serde(rename = "task.cancelled")]
+    TaskCancelled { reason: String, dependency: Option<TaskId> },
+}
+
+impl EventBody {
+    /// The `kind` string, as stored and printed.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::RunCreated(_) => "run.created",
+            Self::RunStarted {} => "run.started",
+            Self::RunPaused { .. } => "run.paused",
+            Self::RunResumed {} => "run.resumed",
+            Self::RunFinished { .. } => "run.finished",
+            Self::RunKilled { .. } => "run.killed",
+            Self::TaskReady {} => "task.ready",
+            Self::TaskStarted { .. } => "task.started",
+            Self::TaskBackendFinished { .. } => "task.backend_finished",
+            Self::TaskGate { .. } => "task.gate",
+            Self::TaskLanded { .. } => "task.landed",
+            Self::TaskRetry { .. } => "task.retry",
+            Self::TaskFailed { .. } => "task.failed",
+            Self::TaskCancelled { .. } => "task.cancelled",
+        }
+    }
+
+    /// The `data` object.
+    pub fn data(&self) -> serde_json::Value {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(mut m)) => m.remove("data").unwrap_or_else(|| serde_json::json!({})),
+            _ => serde_json::json!({}),
+        }
+    }
+
+    /// Rebuilds a body from its kind and data, as stored.
+    pub fn from_parts(kind: &str, data: serde_json::Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(serde_json::json!({ "kind": kind, "data": data }))
+    }
+}
+
+impl StoredEvent {
+    /// The line printed by `abo events --json` (DESIGN §5).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "seq": self.seq,
+            "ts": self.event.at.to_rfc3339(),
+            "run": self.event.run,
+            "task": self.event.task,
+            "kind": self.event.body.kind(),
+            "data": self.event.body.data(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_kind_and_data() {
+        let bodies = [
+            EventBody::RunStarted {},
+            EventBody::TaskStarted { attempt: 2, backend: BackendName::new("command"), worktree: "w".into() },
+            EventBody::TaskLanded { attempt: 1, commit: CommitSha::new("abc") },
+            EventBody::TaskRetry {
+                attempt: 2,
+                cause: RetryCause::Failed,
+                reason: "gate `test` failed".into(),
+                log: Some(ArtifactId::new("ff")),
+                kept_worktree: None,
+            },
+        ];
+        for b in bodies {
+            let back = EventBody::from_parts(b.kind(), b.data()).unwrap();
+            assert_eq!(back, b);
+        }
+        assert_eq!(
+            EventBody::TaskLanded { attempt: 1, commit: CommitSha::new("abc") }.data(),
+            serde_json::json!({"attempt": 1, "commit": "abc"})
+        );
+    }
+}

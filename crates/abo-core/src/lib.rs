@@ -1,0 +1,19 @@
+//! abo's domain, pure: no IO, no clock, no randomness (time and fresh ids are passed in).
+//!
+//! The data path through this crate: `config` and `backlog` parse the user's files, `plan` validates
+//! them into a DAG, `spec` freezes it into the run's `run.created` event, and `state`/`decide` are the
+//! run's state machine (`decide` turns commands into events and effects, `apply` folds events).
+
+pub mod backlog;
+pub mod config;
+pub mod decide;
+pub mod diag;
+pub mod event;
+pub mod ids;
+pub mod plan;
+pub mod spec;
+pub mod state;
+pub mod units;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,90 @@
+//! The run's specification: everything the engine needs, frozen when the run is created and stored
+//! in its `run.created` event, so a run resumes and replays without its backlog or abo.yml.
+
+use serde::{Deserialize, Serialize};
+
+use crate::backlog::TaskType;
+use crate::config::{Landing, LandingMode};
+use crate::ids::{ArtifactId, BackendName, CommitSha, GateName, TaskId};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub title: String,
+    pub profile: String,
+    /// The commit the run starts from.
+    pub base: CommitSha,
+    /// The branch `base` was taken from, if any.
+    pub base_branch: Option<String>,
+    /// The run branch, `abo/<run>`.
+    pub branch: String,
+    pub settings: RunSettings,
+    pub tasks: Vec<TaskSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSettings {
+    pub max_parallel: usize,
+    pub stop_after_consecutive_failures: u32,
+    pub attempt_timeout_ms: u64,
+    pub silence_timeout_ms: u64,
+    pub run_timeout_ms: u64,
+    pub gates: Vec<GateSpec>,
+    pub landing: Landing,
+}
+
+impl RunSettings {
+    pub fn gate(&self, name: &GateName) -> Option<&GateSpec> {
+        self.gates.iter().find(|g| &g.name == name)
+    }
+
+    pub fn pushes(&self) -> bool {
+        matches!(self.landing.mode, LandingMode::Push | LandingMode::PullRequest)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GateSpec {
+    pub name: GateName,
+    pub run: String,
+    pub timeout_ms: u64,
+    pub retries: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub id: TaskId,
+    pub title: String,
+    #[serde(rename = "type")]
+    pub kind: TaskType,
+    pub description: String,
+    pub acceptance: Vec<String>,
+    pub paths: Vec<String>,
+    pub deps: Vec<TaskId>,
+    pub backend: BackendSpec,
+    pub gates: Vec<GateName>,
+    pub labels: Vec<String>,
+    pub max_attempts: u32,
+    pub priority: i64,
+    /// Set for tasks that are listed but never run, with the reason.
+    pub skipped: Option<String>,
+    /// `FILE:LINE:COL` where the task was written.
+    pub origin: String,
+}
+
+/// How a task's change is produced.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BackendSpec {
+    /// `sh -c RUN` in the attempt's worktree.
+    Command { name: BackendName, run: String },
+    /// `git apply --3way` of a stored diff.
+    Patch { name: BackendName, diff: ArtifactId, file: String },
+}
+
+impl BackendSpec {
+    pub fn name(&self) -> &BackendName {
+        match self {
+            Self::Command { name, .. } | Self::Patch { name, .. } => name,
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! A run's state as the fold of its events (`apply`), and the task lifecycle.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, EventBody, GateStage, RetryCause, StoredEvent};
+use crate::ids::{ArtifactId, AttemptId, BackendName, CommitSha, RunId, TaskId, Timestamp};
+use crate::spec::{RunSpec, TaskSpec};
+
+/// A run's status (DESIGN §2).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RunStatus {
+    Planned,
+    Running,
+    Paused { reason: String },
+    Finished,
+    Killed { reason: String },
+}
+
+impl RunStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Planned => "planned",
+            Self::Running => "running",
+            Self::Paused { .. } => "paused",
+            Self::Finished => "finished",
+            Self::Killed { .. } => "killed",
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Paused { reason } | Self::Killed { reason } => Some(reason),
+            _ => None,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Finished | Self::Killed { .. })
+    }
+}
+
+/// A task's status as shown to people (DESIGN §5), derived from [`TaskState`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Pending,
+    Ready,
+    Running,
+    Verifying,
+    AwaitingApproval,
+    Landed,
+    Failed,
+    Denied,
+    Cancelled,
+    Paused,
+    Skipped,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Ready => "ready",
+            Self::Running => "running",
+            Self::Verifying => "verifying",
+            Self::AwaitingApproval => "awaiting_approval",
+            Self::Landed => "landed",
+            Self::Failed => "failed",
+            Self::Denied => "denied",
+            Self::Cancelled => "cancelled",
+            Self::Paused => "paused",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a task is in its lifecycle; each state carries only what is valid in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskState {
+    /// Waiting on dependencies.
+    Pending,
+    Ready,
+    /// The backend is producing the attempt's change.
+    Running { attempt: u32 },
+    /// The attempt's gates are running; `passed` of them have passed. When all have, the task waits
+    /// to land (landing is one task at a time).
+    Verifying { attempt: u32, passed: usize },
+    Landed { attempt: u32, commit: CommitSha },
+    Failed { reason: String },
+    /// Cancelled because `dependency` failed, or because the run was killed (`dependency: None`).
+    Cancelled { reason: String, dependency: Option<TaskId> },
+    Skipped { reason: String },
+}
+
+impl TaskState {
+    pub fn status(&self) -> TaskStatus {
+        match self {
+            Self::Pending => TaskStatus::Pending,
+            Self::Ready => TaskStatus::Ready,
+            Self::Running { .. } => TaskStatus::Running,
+            Self::Verifying { .. } => TaskStatus::Verifying,
+            Self::Landed { .. } => TaskStatus::Landed,
+            Self::Failed { .. } => TaskStatus::Failed,
+            Self::Cancelled { .. } => TaskStatus::Cancelled,
+            Self::Skipped { .. } => TaskStatus::Skipped,
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        matches!(self, Self::Landed { .. } | Self::Failed { .. } | Self::Cancelled { .. } | Self::Skipped { .. })
+    }
+
+    /// The attempt in flight, if any.
+    pub fn in_flight(&self) -> Option<u32> {
+        match self {
+            Self::Running { attempt } | Self::Verifying { attempt, .. } => Some(*attempt),
+            _ => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Self::Failed { reason } | Self::Cancelled { reason, .. } | Self::Skipped { reason } => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// Why the previous attempt failed, handed to the next one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Feedback {
+    pub attempt: u32,
+    pub reason: String,
+    pub log: Option<ArtifactId>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRecord {
+    pub spec: TaskSpec,
+    pub state: TaskState,
+    /// The highest attempt number started (0: none yet).
+    pub attempt: u32,
+    /// Attempts up to this number do not count against `max_attempts` (set by `abo retry`).
+    pub floor: u32,
+    /// The next attempt's number; differs from `attempt + 1` when an interrupted attempt is redone.
+    pub next_attempt: u32,
+    pub backend: Option<BackendName>,
+    pub feedback: Option<Feedback>,
+    /// Worktrees of failed attempts, kept for inspection until `abo gc`.
+    pub kept_worktrees: Vec<String>,
+    pub ready_at: Option<Timestamp>,
+}
+
+/// Effects in flight: not part of the event-derived state. After a crash they are gone, and
+/// resume recovers the tasks they were working on.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct InFlight {
+    /// The task landing now (one at a time), and how many gates passed on its merged result.
+    pub landing: Option<(TaskId, usize)>,
+    /// Tasks whose gates all passed, in the order they finished.
+    pub land_queue: VecDeque<TaskId>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunState {
+    pub id: RunId,
+    pub spec: RunSpec,
+    pub status: RunStatus,
+    pub tasks: BTreeMap<TaskId, TaskRecord>,
+    /// Task ids in plan order.
+    pub order: Vec<TaskId>,
+    pub consecutive_failures: u32,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub last_seq: u64,
+    pub inflight: InFlight,
+}
+
+/// Replaying a log that does not describe a run.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ReplayError {
+    #[error("the event log of run {0} does not start with run.created")]
+    NoCreated(RunId),
+    #[error("event {seq} ({kind}) names unknown task `{task}`")]
+    UnknownTask { seq: u64, kind: &'static str, task: TaskId },
+}
+
+impl RunState {
+    /// The state of a run just created from `spec`.
+    pub fn created(id: RunId, spec: RunSpec, at: Timestamp) -> Self {
+        let order: Vec<TaskId> = spec.tasks.iter().map(|t| t.id.clone()).collect();
+        let tasks = spec
+            .tasks
+            .iter()
+            .map(|t| {
+                let state = match &t.skipped {
+                    Some(reason) => TaskState::Skipped { reason: reason.clone() },
+                    None => TaskState::Pending,
+                };
+                let rec = TaskRecord {
+                    spec: t.clone(),
+                    state,
+                    attempt: 0,
+                    floor: 0,
+                    next_attempt: 1,
+                    backend: None,
+                    feedback: None,
+                    kept_worktrees: Vec::new(),
+                    ready_at: None,
+                };
+                (t.id.clone(), rec)
+            })
+            .collect();
+        Self {
+            id,
+            spec,
+            status: RunStatus::Planned,
+            tasks,
+            order,
+            consecutive_failures: 0,
+            created_at: at,
+            started_at: None,
+            finished_at: None,
+            last_seq: 0,
+            inflight: InFlight::default(),
+        }
+    }
+
+    /// Folds a run's whole log into its state.
+    pub fn replay(run: &RunId, events: &[StoredEvent]) -> Result<Self, ReplayError> {
+        let mut it = events.iter();
+        let Some(first) = it.next() else { return Err(ReplayError::NoCreated(run.clone())) };
+        let EventBody::RunCreated(spec) = &first.event.body else {
+            return Err(ReplayError::NoCreated(run.clone()));
+        };
+        let mut state = Self::created(run.clone(), (**spec).clone(), first.event.at);
+        state.last_seq = first.seq;
+        for e in it {
+            if let Some(t) = &e.event.task
+                && !state.tasks.contains_key(t)
+            {
+                return Err(ReplayError::UnknownTask { seq: e.seq, kind: e.event.body.kind(), task: t.clone() });
+            }
+            state.apply(&e.event);
+            state.last_seq = e.seq;
+        }
+        Ok(state)
+    }
+
+    pub fn task(&self, id: &TaskId) -> Option<&TaskRecord> {
+        self.tasks.get(id)
+    }
+
+    pub fn attempt_id(&self, task: &TaskId, attempt: u32) -> AttemptId {
+        AttemptId { run: self.id.clone(), task: task.clone(), attempt }
+    }
+
+    /// Tasks in plan order.
+    pub fn tasks_in_order(&self) -> impl Iterator<Item = &TaskRecord> {
+        self.order.iter().filter_map(|id| self.tasks.get(id))
+    }
+
+    /// Applies one event (evolve). Events are facts: this never fails, and ignores what does not fit.
+    pub fn apply(&mut self, e: &Event) {
+        match &e.body {
+            EventBody::RunCreated(_) => {}
+            EventBody::RunStarted {} => {
+                self.status = RunStatus::Running;
+                self.started_at = Some(e.at);
+            }
+            EventBody::RunPaused { reason } => self.status = RunStatus::Paused { reason: reason.clone() },
+            EventBody::RunResumed {} => {
+                self.status = RunStatus::Running;
+                self.consecutive_failures = 0;
+                self.finished_at = None;
+            }
+            EventBody::RunFinished { .. } => {
+                self.status = RunStatus::Finished;
+                self.finished_at = Some(e.at);
+            }
+            EventBody::RunKilled { reason } => {
+                self.status = RunStatus::Killed { reason: reason.clone() };
+                self.finished_at = Some(e.at);
+            }
+            body => {
+                let Some(id) = &e.task else { return };
+                let Some(t) = self.tasks.get_mut(id) else { return };
+                match body {
+                    EventBody::TaskReady {} => {
+                        t.state = TaskState::Ready;
+                        t.ready_at = Some(e.at);
+                    }
+                    EventBody::TaskStarted { attempt, backend, .. } => {
+                        t.state = TaskState::Running { attempt: *attempt };
+                        t.attempt = t.attempt.max(*attempt);
+                        t.next_attempt = attempt + 1;
+                        t.backend = Some(backend.clone());
+                    }
+                    EventBody::TaskBackendFinished { attempt, ok: true, .. } => {
+                        t.state = TaskState::Verifying { attempt: *attempt, passed: 0 };
+                    }
+                    EventBody::TaskGate { attempt, stage: GateStage::Attempt, passed: true, .. } => {
+                        if let TaskState::Verifying { attempt: a, passed } = &mut t.state
+                            && a == attempt
+                        {
+                            *passed += 1;
+                        }
+                    }
+                    EventBody::TaskLanded { attempt, commit } => {
+                        t.state = TaskState::Landed { attempt: *attempt, commit: commit.clone() };
+                        t.feedback = None;
+                        self.consecutive_failures = 0;
+                    }
+                    EventBody::TaskRetry { attempt, cause, reason, log, kept_worktree } => {
+                        if let Some(w) = kept_worktree {
+                            t.kept_worktrees.push(w.clone());
+                        }
+                        t.next_attempt = *attempt;
+                        match cause {
+                            RetryCause::Failed => {
+                                t.feedback =
+                                    Some(Feedback { attempt: t.attempt, reason: reason.clone(), log: log.clone() });
+                                t.state = TaskState::Ready;
+                            }
+                            RetryCause::Interrupted => t.state = TaskState::Ready,
+                            RetryCause::Requested => {
+                                t.floor = attempt.saturating_sub(1);
+                                t.feedback = None;
+                                t.state = TaskState::Pending;
+                            }
+                        }
+                    }
+                    EventBody::TaskFailed { reason, kept_worktree, .. } => {
+                        if let Some(w) = kept_worktree {
+                            t.kept_worktrees.push(w.clone());
+                        }
+                        t.state = TaskState::Failed { reason: reason.clone() };
+                        self.consecutive_failures += 1;
+                    }
+                    EventBody::TaskCancelled { reason, dependency } => {
+                        t.state = TaskState::Cancelled { reason: reason.clone(), dependency: dependency.clone() };
+                    }
+                    // Failed backend runs and gates change nothing by themselves: the retry or
+                    // failure event that follows them does.
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Counts of tasks by status.
+    pub fn count(&self, status: TaskStatus) -> u32 {
+        let n = self.tasks.values().filter(|t| t.state.status() == status).count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// Tasks with an attempt in flight.
+    pub fn in_flight(&self) -> usize {
+        self.tasks.values().filter(|t| t.state.in_flight().is_some()).count()
+    }
+
+    /// Whether every task that was meant to run has landed.
+    pub fn all_landed(&self) -> bool {
+        self.tasks.values().all(|t| matches!(t.state, TaskState::Landed { .. } | TaskState::Skipped { .. }))
+    }
+}
