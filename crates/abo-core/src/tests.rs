@@ -1,0 +1,487 @@
+//! The state machine, driven by commands and read back as a trace of events and effects.
+
+use expect_test::{Expect, expect};
+use pretty_assertions::assert_eq;
+
+use crate::backlog::TaskType;
+use crate::config::Landing;
+use crate::decide::{BackendOutcome, Command, Effect, GateOutcome, LandOutcome};
+use crate::event::{Event, EventBody, GateStage, StoredEvent};
+use crate::ids::{BackendName, CommitSha, GateName, RunId, TaskId, Timestamp};
+use crate::spec::{BackendSpec, GateSpec, RunSettings, RunSpec, TaskSpec};
+use crate::state::{RunState, RunStatus, TaskState};
+
+struct T {
+    id: &'static str,
+    deps: &'static [&'static str],
+    paths: &'static [&'static str],
+    priority: i64,
+    max_attempts: u32,
+}
+
+const fn t(id: &'static str, deps: &'static [&'static str]) -> T {
+    T { id, deps, paths: &[], priority: 0, max_attempts: 2 }
+}
+
+fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
+    RunSpec {
+        title: "test".into(),
+        profile: "prod-conservative".into(),
+        base: CommitSha::new("base"),
+        base_branch: Some("main".into()),
+        branch: "abo/r".into(),
+        settings: RunSettings {
+            max_parallel,
+            stop_after_consecutive_failures: 2,
+            attempt_timeout_ms: 1000,
+            silence_timeout_ms: 1000,
+            run_timeout_ms: 10_000,
+            gates: gates
+                .iter()
+                .map(|g| GateSpec { name: GateName::new(*g), run: "true".into(), timeout_ms: 1000, retries: 0 })
+                .collect(),
+            landing: Landing::default(),
+        },
+        tasks: tasks
+            .iter()
+            .map(|t| TaskSpec {
+                id: TaskId::new(t.id),
+                title: t.id.to_uppercase(),
+                kind: TaskType::Code,
+                description: String::new(),
+                acceptance: vec![],
+                paths: t.paths.iter().map(|s| (*s).to_owned()).collect(),
+                deps: t.deps.iter().map(|d| TaskId::new(*d)).collect(),
+                backend: BackendSpec::Command { name: BackendName::new("command"), run: "true".into() },
+                gates: gates.iter().map(|g| GateName::new(*g)).collect(),
+                labels: vec![],
+                max_attempts: t.max_attempts,
+                priority: t.priority,
+                skipped: None,
+                origin: "b.yml:1:1".into(),
+            })
+            .collect(),
+    }
+}
+
+/// A run with its log, so replay can be compared with the live state.
+struct Harness {
+    state: RunState,
+    log: Vec<StoredEvent>,
+    now: i64,
+}
+
+impl Harness {
+    fn new(spec: RunSpec) -> Self {
+        let id = RunId::new("r");
+        let created = Event { run: id.clone(), task: None, at: Timestamp(0), body: EventBody::RunCreated(Box::new(spec.clone())) };
+        let state = RunState::created(id, spec, Timestamp(0));
+        Self { state, log: vec![StoredEvent { seq: 1, event: created }], now: 0 }
+    }
+
+    /// Runs commands and renders what each decided.
+    fn run(&mut self, cmds: Vec<Command>) -> String {
+        let mut out = String::new();
+        for cmd in cmds {
+            self.now += 1;
+            out.push_str(&format!("> {}\n", brief_cmd(&cmd)));
+            match self.state.decide(cmd, Timestamp(self.now)) {
+                Ok(d) => {
+                    for e in d.events {
+                        out.push_str(&format!("  {}\n", brief_event(&e)));
+                        let seq = self.log.len() as u64 + 1;
+                        self.log.push(StoredEvent { seq, event: e });
+                    }
+                    for e in d.effects {
+                        out.push_str(&format!("  => {}\n", brief_effect(&e)));
+                    }
+                }
+                Err(e) => out.push_str(&format!("  rejected: {e}\n")),
+            }
+        }
+        out
+    }
+
+    fn check(&mut self, cmds: Vec<Command>, expect: Expect) {
+        expect.assert_eq(&self.run(cmds));
+        // Replaying the log gives the same state as deciding live (effects in flight aside).
+        let mut replayed = RunState::replay(&RunId::new("r"), &self.log).unwrap();
+        replayed.inflight = self.state.inflight.clone();
+        replayed.last_seq = self.state.last_seq;
+        assert_eq!(replayed, self.state);
+    }
+}
+
+fn brief_cmd(c: &Command) -> String {
+    match c {
+        Command::BackendDone { task, attempt, outcome } => match &outcome.failure {
+            None => format!("backend ok {task}#{attempt}"),
+            Some(r) => format!("backend failed {task}#{attempt}: {r}"),
+        },
+        Command::GateDone { task, attempt, stage, outcome, .. } => {
+            format!("gate {} {:?} {task}#{attempt} passed={}", outcome.name, stage, outcome.passed)
+        }
+        Command::LandDone { task, attempt, outcome } => format!("land {task}#{attempt} {outcome:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+fn brief_event(e: &Event) -> String {
+    let task = e.task.as_ref().map(|t| format!(" {t}")).unwrap_or_default();
+    let data = match &e.body {
+        EventBody::RunCreated(_) => String::new(),
+        b => {
+            let d = b.data();
+            if d.as_object().is_some_and(|m| m.is_empty()) { String::new() } else { format!(" {d}") }
+        }
+    };
+    format!("{}{task}{data}", e.body.kind())
+}
+
+fn brief_effect(e: &Effect) -> String {
+    match e {
+        Effect::StartAttempt { attempt, feedback } => {
+            format!("start {attempt}{}", feedback.as_ref().map(|f| format!(" feedback: {}", f.reason)).unwrap_or_default())
+        }
+        Effect::RunGate { attempt, gate, stage, candidate } => {
+            format!("gate {gate} {stage:?} {attempt}{}", candidate.as_ref().map(|c| format!(" on {c}")).unwrap_or_default())
+        }
+        other => format!("{other:?}"),
+    }
+}
+
+fn ok(task: &str, attempt: u32) -> Command {
+    Command::BackendDone {
+        task: TaskId::new(task),
+        attempt,
+        outcome: BackendOutcome {
+            failure: None,
+            exit: Some(0),
+            duration_ms: 5,
+            files_changed: 1,
+            usage: None,
+            cost_usd: None,
+            cost_source: None,
+            log: None,
+        },
+    }
+}
+
+fn backend_failed(task: &str, attempt: u32, why: &str) -> Command {
+    let Command::BackendDone { task, attempt, mut outcome } = ok(task, attempt) else { unreachable!() };
+    outcome.failure = Some(why.into());
+    outcome.exit = Some(1);
+    Command::BackendDone { task, attempt, outcome }
+}
+
+fn gate(task: &str, attempt: u32, name: &str, stage: GateStage, passed: bool, candidate: Option<&str>) -> Command {
+    Command::GateDone {
+        task: TaskId::new(task),
+        attempt,
+        stage,
+        outcome: GateOutcome {
+            name: GateName::new(name),
+            passed,
+            exit: Some(if passed { 0 } else { 1 }),
+            timed_out: false,
+            duration_ms: 3,
+            runs: 1,
+            log: None,
+        },
+        candidate: candidate.map(CommitSha::new),
+    }
+}
+
+fn landed(task: &str, attempt: u32, commit: &str) -> Command {
+    Command::LandDone { task: TaskId::new(task), attempt, outcome: LandOutcome::Landed { commit: CommitSha::new(commit) } }
+}
+
+#[test]
+fn diamond_with_gates() {
+    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &["a"]), t("c", &["a"]), t("d", &["b", "c"])], &["test"], 2));
+    h.check(
+        vec![Command::Start, ok("a", 1), gate("a", 1, "test", GateStage::Attempt, true, None), landed("a", 1, "c1")],
+        expect![[r#"
+            > Start
+              run.started
+              task.ready a
+              task.started a {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+            > backend ok a#1
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              => gate test Attempt r/a/1
+            > gate test Attempt a#1 passed=true
+              task.gate a {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > land a#1 Landed { commit: CommitSha("c1") }
+              task.landed a {"attempt":1,"commit":"c1"}
+              task.ready b
+              task.ready c
+              task.started b {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/b-1"}
+              task.started c {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/c-1"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+              => start r/b/1
+              => start r/c/1
+        "#]],
+    );
+    // b and c finish their gates together: they land one at a time, in the order they finished.
+    h.check(
+        vec![
+            ok("c", 1),
+            ok("b", 1),
+            gate("c", 1, "test", GateStage::Attempt, true, None),
+            gate("b", 1, "test", GateStage::Attempt, true, None),
+            landed("c", 1, "c2"),
+            landed("b", 1, "c3"),
+        ],
+        expect![[r#"
+            > backend ok c#1
+              task.backend_finished c {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              => gate test Attempt r/c/1
+            > backend ok b#1
+              task.backend_finished b {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              => gate test Attempt r/b/1
+            > gate test Attempt c#1 passed=true
+              task.gate c {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 } }
+            > gate test Attempt b#1 passed=true
+              task.gate b {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+            > land c#1 Landed { commit: CommitSha("c2") }
+              task.landed c {"attempt":1,"commit":"c2"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 }, keep: false }
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
+            > land b#1 Landed { commit: CommitSha("c3") }
+              task.landed b {"attempt":1,"commit":"c3"}
+              task.ready d
+              task.started d {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/d-1"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 }, keep: false }
+              => start r/d/1
+        "#]],
+    );
+    h.check(
+        vec![ok("d", 1), gate("d", 1, "test", GateStage::Attempt, true, None), landed("d", 1, "c4")],
+        expect![[r#"
+            > backend ok d#1
+              task.backend_finished d {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              => gate test Attempt r/d/1
+            > gate test Attempt d#1 passed=true
+              task.gate d {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 } }
+            > land d#1 Landed { commit: CommitSha("c4") }
+              task.landed d {"attempt":1,"commit":"c4"}
+              run.finished {"cancelled":0,"failed":0,"landed":4,"skipped":0}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 }, keep: false }
+              => Finish
+        "#]],
+    );
+    assert_eq!(h.state.status, RunStatus::Finished);
+    assert!(h.state.all_landed());
+}
+
+#[test]
+fn overlapping_paths_never_run_together_and_priority_orders() {
+    let tasks = [
+        T { id: "low", deps: &[], paths: &["docs/**"], priority: 0, max_attempts: 1 },
+        T { id: "src", deps: &[], paths: &["src/**"], priority: 5, max_attempts: 1 },
+        T { id: "model", deps: &[], paths: &["src/models/user.rs"], priority: 9, max_attempts: 1 },
+        T { id: "tests", deps: &[], paths: &["tests/**"], priority: 1, max_attempts: 1 },
+    ];
+    let mut h = Harness::new(spec(&tasks, &[], 3));
+    let trace = h.run(vec![Command::Start]);
+    let started: Vec<&str> = trace.lines().filter_map(|l| l.strip_prefix("  => start r/")).collect();
+    // `model` (priority 9) first; `src` overlaps it and waits; then `tests` and `low`.
+    assert_eq!(started, ["model/1", "tests/1", "low/1"]);
+    let trace = h.run(vec![ok("model", 1), landed("model", 1, "m")]);
+    assert!(trace.contains("=> start r/src/1"), "{trace}");
+}
+
+#[test]
+fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
+    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &["a"]), t("c", &["b"]), t("x", &[])], &["test"], 1));
+    h.check(
+        vec![
+            Command::Start,
+            ok("a", 1),
+            gate("a", 1, "test", GateStage::Attempt, false, None),
+            backend_failed("a", 2, "command exited with 1"),
+        ],
+        expect![[r#"
+            > Start
+              run.started
+              task.ready a
+              task.ready x
+              task.started a {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+            > backend ok a#1
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              => gate test Attempt r/a/1
+            > gate test Attempt a#1 passed=false
+              task.gate a {"attempt":1,"duration_ms":3,"exit":1,"log":null,"name":"test","passed":false,"runs":1,"stage":"attempt","timed_out":false}
+              task.retry a {"attempt":2,"cause":"failed","kept_worktree":".abo/worktrees/r/a-1","log":null,"reason":"gate `test` failed: it exited with 1"}
+              task.started a {"attempt":2,"backend":"command","worktree":".abo/worktrees/r/a-2"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: true }
+              => start r/a/2 feedback: gate `test` failed: it exited with 1
+            > backend failed a#2: command exited with 1
+              task.backend_finished a {"attempt":2,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"ok":false,"reason":"command exited with 1","usage":null}
+              task.failed a {"attempts":2,"kept_worktree":".abo/worktrees/r/a-2","reason":"command exited with 1 (after 2 attempts)"}
+              task.cancelled b {"dependency":"a","reason":"dependency `a` failed"}
+              task.cancelled c {"dependency":"b","reason":"dependency `b` was cancelled"}
+              task.started x {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/x-1"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 2 }, keep: true }
+              => start r/x/1
+        "#]],
+    );
+    let a = h.state.task(&TaskId::new("a")).unwrap();
+    assert_eq!(a.kept_worktrees, [".abo/worktrees/r/a-1", ".abo/worktrees/r/a-2"]);
+    // A second task failure in a row pauses the run (stop_after_consecutive_failures: 2).
+    h.check(
+        vec![backend_failed("x", 1, "no change"), backend_failed("x", 2, "no change")],
+        expect![[r#"
+            > backend failed x#1: no change
+              task.backend_finished x {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"ok":false,"reason":"no change","usage":null}
+              task.retry x {"attempt":2,"cause":"failed","kept_worktree":".abo/worktrees/r/x-1","log":null,"reason":"no change"}
+              task.started x {"attempt":2,"backend":"command","worktree":".abo/worktrees/r/x-2"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("x"), attempt: 1 }, keep: true }
+              => start r/x/2 feedback: no change
+            > backend failed x#2: no change
+              task.backend_finished x {"attempt":2,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"ok":false,"reason":"no change","usage":null}
+              task.failed x {"attempts":2,"kept_worktree":".abo/worktrees/r/x-2","reason":"no change (after 2 attempts)"}
+              run.paused {"reason":"2 tasks failed in a row (attempts.stop_after_consecutive_failures: 2)"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("x"), attempt: 2 }, keep: true }
+        "#]],
+    );
+    // `abo retry a` re-queues a and the tasks cancelled because of it, with fresh attempts.
+    h.check(
+        vec![Command::Retry { task: TaskId::new("b") }, Command::Retry { task: TaskId::new("a") }, Command::Resume { landed: vec![] }],
+        expect![[r#"
+            > Retry { task: TaskId("b") }
+              task.retry b {"attempt":1,"cause":"requested","kept_worktree":null,"log":null,"reason":"retry requested"}
+              task.retry c {"attempt":1,"cause":"requested","kept_worktree":null,"log":null,"reason":"retry requested"}
+            > Retry { task: TaskId("a") }
+              task.retry a {"attempt":3,"cause":"requested","kept_worktree":null,"log":null,"reason":"retry requested"}
+              task.ready a
+            > Resume { landed: [] }
+              run.resumed
+              task.started a {"attempt":3,"backend":"command","worktree":".abo/worktrees/r/a-3"}
+              => start r/a/3
+        "#]],
+    );
+    let trace = h.run(vec![backend_failed("a", 3, "again")]);
+    assert!(trace.contains("task.retry a {\"attempt\":4"), "fresh attempts after a retry: {trace}");
+}
+
+#[test]
+fn merged_gates_decide_before_the_run_branch_moves() {
+    let mut h = Harness::new(spec(&[t("a", &[])], &["lint", "test"], 1));
+    h.run(vec![Command::Start, ok("a", 1)]);
+    h.run(vec![gate("a", 1, "lint", GateStage::Attempt, true, None), gate("a", 1, "test", GateStage::Attempt, true, None)]);
+    h.check(
+        vec![
+            Command::LandDone { task: TaskId::new("a"), attempt: 1, outcome: LandOutcome::Merged { candidate: CommitSha::new("m1") } },
+            gate("a", 1, "lint", GateStage::Merged, true, Some("m1")),
+            gate("a", 1, "test", GateStage::Merged, false, Some("m1")),
+        ],
+        expect![[r#"
+            > land a#1 Merged { candidate: CommitSha("m1") }
+              => gate lint Merged r/a/1 on m1
+            > gate lint Merged a#1 passed=true
+              task.gate a {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"lint","passed":true,"runs":1,"stage":"merged","timed_out":false}
+              => gate test Merged r/a/1 on m1
+            > gate test Merged a#1 passed=false
+              task.gate a {"attempt":1,"duration_ms":3,"exit":1,"log":null,"name":"test","passed":false,"runs":1,"stage":"merged","timed_out":false}
+              task.retry a {"attempt":2,"cause":"failed","kept_worktree":".abo/worktrees/r/a-1","log":null,"reason":"gate `test` failed on the merged result: it exited with 1"}
+              task.started a {"attempt":2,"backend":"command","worktree":".abo/worktrees/r/a-2"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: true }
+              => start r/a/2 feedback: gate `test` failed on the merged result: it exited with 1
+        "#]],
+    );
+    h.run(vec![ok("a", 2), gate("a", 2, "lint", GateStage::Attempt, true, None), gate("a", 2, "test", GateStage::Attempt, true, None)]);
+    let trace = h.run(vec![
+        Command::LandDone { task: TaskId::new("a"), attempt: 2, outcome: LandOutcome::Merged { candidate: CommitSha::new("m2") } },
+        gate("a", 2, "lint", GateStage::Merged, true, Some("m2")),
+        gate("a", 2, "test", GateStage::Merged, true, Some("m2")),
+    ]);
+    assert!(trace.ends_with("=> Advance { attempt: AttemptId { run: RunId(\"r\"), task: TaskId(\"a\"), attempt: 2 }, candidate: CommitSha(\"m2\") }\n"), "{trace}");
+}
+
+#[test]
+fn stale_results_are_ignored() {
+    let mut h = Harness::new(spec(&[t("a", &[])], &["test"], 1));
+    h.run(vec![Command::Start]);
+    let trace = h.run(vec![ok("a", 7), gate("a", 1, "test", GateStage::Attempt, true, None), landed("a", 1, "x")]);
+    assert_eq!(trace.lines().filter(|l| !l.starts_with('>')).count(), 0, "{trace}");
+}
+
+#[test]
+fn resume_after_a_crash_recovers_in_flight_tasks() {
+    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &[]), t("c", &["a"])], &["test"], 2));
+    h.run(vec![Command::Start, ok("a", 1), gate("a", 1, "test", GateStage::Attempt, true, None)]);
+    // The process dies here: a was being landed (its commit reached the run branch), b was running.
+    let mut state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    assert_eq!(state.inflight, Default::default());
+    h.state = state.clone();
+    h.check(
+        vec![Command::Resume { landed: vec![(TaskId::new("a"), 1, CommitSha::new("c1"))] }],
+        expect![[r#"
+            > Resume { landed: [(TaskId("a"), 1, CommitSha("c1"))] }
+              run.resumed
+              task.landed a {"attempt":1,"commit":"c1"}
+              task.retry b {"attempt":1,"cause":"interrupted","kept_worktree":null,"log":null,"reason":"interrupted: abo stopped while the attempt was in flight"}
+              task.ready c
+              task.started b {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/b-1"}
+              task.started c {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/c-1"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+              => start r/b/1
+              => start r/c/1
+        "#]],
+    );
+    // An interrupted attempt is redone under the same number: it does not count as a failure.
+    assert_eq!(h.state.task(&TaskId::new("b")).unwrap().attempt, 1);
+    let e = state.decide(Command::Start, Timestamp(9)).unwrap_err();
+    assert_eq!(e.to_string(), "run r is running: it cannot be started");
+}
+
+#[test]
+fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
+    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &[]), t("c", &["a"])], &[], 1));
+    h.check(
+        vec![Command::Start, Command::Pause { reason: "by a person".into() }, ok("a", 1), landed("a", 1, "c1")],
+        expect![[r#"
+            > Start
+              run.started
+              task.ready a
+              task.ready b
+              task.started a {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+            > Pause { reason: "by a person" }
+              run.paused {"reason":"by a person"}
+            > backend ok a#1
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > land a#1 Landed { commit: CommitSha("c1") }
+              task.landed a {"attempt":1,"commit":"c1"}
+              task.ready c
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+        "#]],
+    );
+    assert_eq!(h.state.in_flight(), 0);
+    h.check(
+        vec![Command::Resume { landed: vec![] }, Command::Kill { reason: "by a person".into() }, Command::Kill { reason: "again".into() }],
+        expect![[r#"
+            > Resume { landed: [] }
+              run.resumed
+              task.started b {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/b-1"}
+              => start r/b/1
+            > Kill { reason: "by a person" }
+              run.killed {"reason":"by a person"}
+              task.cancelled b {"dependency":null,"reason":"run killed: by a person"}
+              task.cancelled c {"dependency":null,"reason":"run killed: by a person"}
+              => KillAll
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 }, keep: false }
+            > Kill { reason: "again" }
+              rejected: run r is killed: it cannot be killed
+        "#]],
+    );
+    assert_eq!(h.state.task(&TaskId::new("c")).unwrap().state.status().as_str(), "cancelled");
+    assert!(matches!(h.state.task(&TaskId::new("a")).unwrap().state, TaskState::Landed { .. }));
+}
