@@ -1,1 +1,432 @@
+//! abo's store: the append-only event log and its projections (runs, tasks), plus run leases and
+//! control requests. SQLite (WAL) today; the only crate that speaks SQL.
+//!
+//! Every append is one transaction: the events get gap-free, strictly increasing `seq` numbers and
+//! the projections are updated by [`project`], the same function [`Store::rebuild_projections`]
+//! replays the whole log through.
 
+mod project;
+mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+use abo_core::event::{Event, EventBody, StoredEvent};
+use abo_core::ids::{RunId, TaskId, Timestamp};
+
+pub use project::project;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store {url}: {source}")]
+    Open { url: String, source: sqlx::Error },
+    #[error("unsupported store `{0}`: this abo reads `sqlite:PATH`")]
+    Unsupported(String),
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("store: event {seq} ({kind}) has malformed data: {source}")]
+    Corrupt { seq: u64, kind: String, source: serde_json::Error },
+    #[error("store: the database was written by a newer abo (schema {found}, this abo knows {known})")]
+    NewerSchema { found: i64, known: i64 },
+}
+
+impl StoreError {
+    /// Whether trying again may succeed (the database was busy or locked).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Db(sqlx::Error::Database(e)) => {
+                let m = e.message();
+                m.contains("locked") || m.contains("busy")
+            }
+            Self::Db(sqlx::Error::PoolTimedOut) => true,
+            _ => false,
+        }
+    }
+}
+
+macro_rules! run_select {
+    ($rest:literal) => {
+        concat!(
+            "SELECT id, title, status, branch, base, base_branch, profile, created_at, started_at,
+                    finished_at, reason, spent_usd, spent_tokens, last_seq FROM runs ",
+            $rest
+        )
+    };
+}
+
+type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The store: one event log shared by every run of a repository.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// A run as projected from its events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RunRow {
+    pub id: RunId,
+    pub title: String,
+    pub status: String,
+    pub branch: String,
+    pub base: String,
+    pub base_branch: Option<String>,
+    pub profile: String,
+    pub created_at: Timestamp,
+    pub started_at: Option<Timestamp>,
+    pub finished_at: Option<Timestamp>,
+    pub reason: Option<String>,
+    pub spent_usd: f64,
+    pub spent_tokens: u64,
+    pub last_seq: u64,
+}
+
+/// A task as projected from its events.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskRow {
+    pub run: RunId,
+    pub id: TaskId,
+    pub position: i64,
+    pub title: String,
+    pub kind: String,
+    pub status: String,
+    pub attempts: u32,
+    pub backend: Option<String>,
+    pub commit: Option<String>,
+    pub reason: Option<String>,
+    pub cost_usd: f64,
+    pub tokens: u64,
+    pub kept_worktrees: Vec<String>,
+}
+
+/// Who is executing a run, and when it last said so.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub host: String,
+    pub pid: u32,
+    pub heartbeat: Timestamp,
+}
+
+/// A request from another process to the one executing a run (`abo pause`, `abo kill`, `abo retry`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Request {
+    pub id: i64,
+    pub run: RunId,
+    pub kind: String,
+    pub arg: String,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `url`: `sqlite:PATH`, PATH relative to `base_dir`.
+    pub async fn open(url: &str, base_dir: &Path) -> Result<Self> {
+        let Some(path) = url.strip_prefix("sqlite:") else {
+            return Err(StoreError::Unsupported(url.to_owned()));
+        };
+        let path = path.trim_start_matches("//");
+        let full = base_dir.join(path);
+        if let Some(dir) = full.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let opts = SqliteConnectOptions::new()
+            .filename(&full)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode survives any process crash; only a power loss may drop the last commits.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .map_err(|source| StoreError::Open { url: url.to_owned(), source })?;
+        schema::migrate(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Appends events in one transaction, updating the projections; returns them with their `seq`.
+    pub async fn append(&self, events: &[Event]) -> Result<Vec<StoredEvent>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&mut *tx).await?;
+        let mut out = Vec::with_capacity(events.len());
+        for (i, e) in events.iter().enumerate() {
+            let seq = u64::try_from(last).unwrap_or(0) + i as u64 + 1;
+            let data = e.body.data().to_string();
+            sqlx::query("INSERT INTO events (seq, ts, run, task, kind, data) VALUES (?, ?, ?, ?, ?, ?)")
+                .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+                .bind(e.at.0)
+                .bind(e.run.as_str())
+                .bind(e.task.as_ref().map(TaskId::as_str))
+                .bind(e.body.kind())
+                .bind(data)
+                .execute(&mut *tx)
+                .await?;
+            let stored = StoredEvent { seq, event: e.clone() };
+            project(&mut tx, &stored).await?;
+            out.push(stored);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Events after `after`, optionally of one run, in order, at most `limit`.
+    pub async fn events(&self, run: Option<&RunId>, after: u64, limit: u32) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, ts, run, task, kind, data FROM events
+             WHERE seq > ? AND (? IS NULL OR run = ?) ORDER BY seq LIMIT ?",
+        )
+        .bind(i64::try_from(after).unwrap_or(i64::MAX))
+        .bind(run.map(RunId::as_str))
+        .bind(run.map(RunId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(decode_event).collect()
+    }
+
+    /// Every event of one run, in order.
+    pub async fn run_events(&self, run: &RunId) -> Result<Vec<StoredEvent>> {
+        let mut out = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.events(Some(run), after, 10_000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
+    /// The highest `seq` in the store (0 when empty).
+    pub async fn last_seq(&self) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    pub async fn runs(&self) -> Result<Vec<RunRow>> {
+        let rows = sqlx::query(run_select!("ORDER BY created_at, id")).fetch_all(&self.pool).await?;
+        Ok(rows.iter().map(decode_run).collect())
+    }
+
+    pub async fn run(&self, id: &RunId) -> Result<Option<RunRow>> {
+        let row = sqlx::query(run_select!("WHERE id = ?")).bind(id.as_str()).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(decode_run))
+    }
+
+    /// The most recently created run.
+    pub async fn latest_run(&self) -> Result<Option<RunRow>> {
+        Ok(self.runs().await?.into_iter().next_back())
+    }
+
+    pub async fn tasks(&self, run: &RunId) -> Result<Vec<TaskRow>> {
+        let rows = sqlx::query(
+            "SELECT run, id, position, title, type, status, attempts, backend, commit_sha, reason,
+                    cost_usd, tokens, kept_worktrees
+             FROM tasks WHERE run = ? ORDER BY position",
+        )
+        .bind(run.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(decode_task).collect())
+    }
+
+    /// Runs that contain a task with this id, most recent last.
+    pub async fn runs_with_task(&self, task: &TaskId) -> Result<Vec<RunId>> {
+        let rows: Vec<String> =
+            sqlx::query_scalar("SELECT run FROM tasks WHERE id = ? ORDER BY run").bind(task.as_str()).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(RunId::new).collect())
+    }
+
+    /// Drops the projections and rebuilds them from the event log.
+    pub async fn rebuild_projections(&self) -> Result<()> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("DELETE FROM tasks").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM runs").execute(&mut *tx).await?;
+        let rows = sqlx::query("SELECT seq, ts, run, task, kind, data FROM events ORDER BY seq").fetch_all(&mut *tx).await?;
+        for row in &rows {
+            let e = decode_event(row)?;
+            project(&mut tx, &e).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The projections as text, one row a line, for comparing a rebuild with the live tables.
+    pub async fn dump_projections(&self) -> Result<String> {
+        let mut out = String::new();
+        for r in self.runs().await? {
+            out.push_str(&format!("{r:?}\n"));
+            for t in self.tasks(&r.id).await? {
+                out.push_str(&format!("  {t:?}\n"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Who holds the run's lease, if anyone.
+    pub async fn lease(&self, run: &RunId) -> Result<Option<Lease>> {
+        let row = sqlx::query("SELECT host, pid, heartbeat FROM leases WHERE run = ?")
+            .bind(run.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| Lease {
+            host: r.get(0),
+            pid: u32::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+            heartbeat: Timestamp(r.get(2)),
+        }))
+    }
+
+    /// Takes the run's lease for `owner` if it is free or still held by `expected` (a holder the
+    /// caller found dead). Returns false when someone else holds it.
+    pub async fn take_lease(&self, run: &RunId, owner: &Lease, expected: Option<&Lease>) -> Result<bool> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let current = sqlx::query("SELECT host, pid FROM leases WHERE run = ?")
+            .bind(run.as_str())
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)));
+        let free = match (&current, expected) {
+            (None, _) => true,
+            (Some((h, p)), Some(e)) => *h == e.host && *p == i64::from(e.pid),
+            (Some((h, p)), None) => *h == owner.host && *p == i64::from(owner.pid),
+        };
+        if free {
+            sqlx::query("INSERT OR REPLACE INTO leases (run, host, pid, heartbeat) VALUES (?, ?, ?, ?)")
+                .bind(run.as_str())
+                .bind(&owner.host)
+                .bind(i64::from(owner.pid))
+                .bind(owner.heartbeat.0)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(free)
+    }
+
+    pub async fn heartbeat(&self, run: &RunId, owner: &Lease) -> Result<()> {
+        sqlx::query("UPDATE leases SET heartbeat = ? WHERE run = ? AND host = ? AND pid = ?")
+            .bind(owner.heartbeat.0)
+            .bind(run.as_str())
+            .bind(&owner.host)
+            .bind(i64::from(owner.pid))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn release_lease(&self, run: &RunId, owner: &Lease) -> Result<()> {
+        sqlx::query("DELETE FROM leases WHERE run = ? AND host = ? AND pid = ?")
+            .bind(run.as_str())
+            .bind(&owner.host)
+            .bind(i64::from(owner.pid))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Leaves a request for the process executing `run`.
+    pub async fn push_request(&self, run: &RunId, kind: &str, arg: &str, at: Timestamp) -> Result<()> {
+        sqlx::query("INSERT INTO requests (run, kind, arg, created) VALUES (?, ?, ?, ?)")
+            .bind(run.as_str())
+            .bind(kind)
+            .bind(arg)
+            .bind(at.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Takes the run's unhandled requests, oldest first, marking them handled.
+    pub async fn take_requests(&self, run: &RunId, at: Timestamp) -> Result<Vec<Request>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query("SELECT id, run, kind, arg FROM requests WHERE run = ? AND handled IS NULL ORDER BY id")
+            .bind(run.as_str())
+            .fetch_all(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE requests SET handled = ? WHERE run = ? AND handled IS NULL")
+            .bind(at.0)
+            .bind(run.as_str())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .iter()
+            .map(|r| Request { id: r.get(0), run: RunId::new(r.get::<String, _>(1)), kind: r.get(2), arg: r.get(3) })
+            .collect())
+    }
+
+    /// Whether the run has requests not yet handled (cheap: polled by the engine).
+    pub async fn has_requests(&self, run: &RunId) -> Result<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE run = ? AND handled IS NULL")
+            .bind(run.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn decode_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+    RunRow {
+        id: RunId::new(r.get::<String, _>(0)),
+        title: r.get(1),
+        status: r.get(2),
+        branch: r.get(3),
+        base: r.get(4),
+        base_branch: r.get(5),
+        profile: r.get(6),
+        created_at: Timestamp(r.get(7)),
+        started_at: r.get::<Option<i64>, _>(8).map(Timestamp),
+        finished_at: r.get::<Option<i64>, _>(9).map(Timestamp),
+        reason: r.get(10),
+        spent_usd: r.get(11),
+        spent_tokens: u64::try_from(r.get::<i64, _>(12)).unwrap_or(0),
+        last_seq: u64::try_from(r.get::<i64, _>(13)).unwrap_or(0),
+    }
+}
+
+fn decode_task(r: &sqlx::sqlite::SqliteRow) -> TaskRow {
+    let kept: String = r.get(12);
+    TaskRow {
+        run: RunId::new(r.get::<String, _>(0)),
+        id: TaskId::new(r.get::<String, _>(1)),
+        position: r.get(2),
+        title: r.get(3),
+        kind: r.get(4),
+        status: r.get(5),
+        attempts: u32::try_from(r.get::<i64, _>(6)).unwrap_or(0),
+        backend: r.get(7),
+        commit: r.get(8),
+        reason: r.get(9),
+        cost_usd: r.get(10),
+        tokens: u64::try_from(r.get::<i64, _>(11)).unwrap_or(0),
+        kept_worktrees: serde_json::from_str(&kept).unwrap_or_default(),
+    }
+}
+
+fn decode_event(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent> {
+    let seq = u64::try_from(r.get::<i64, _>(0)).unwrap_or(0);
+    let kind: String = r.get(4);
+    let data: String = r.get(5);
+    let value: serde_json::Value =
+        serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { seq, kind: kind.clone(), source })?;
+    let body = EventBody::from_parts(&kind, value).map_err(|source| StoreError::Corrupt { seq, kind, source })?;
+    Ok(StoredEvent {
+        seq,
+        event: Event {
+            at: Timestamp(r.get(1)),
+            run: RunId::new(r.get::<String, _>(2)),
+            task: r.get::<Option<String>, _>(3).map(TaskId::new),
+            body,
+        },
+    })
+}

@@ -1,0 +1,179 @@
+//! Projections: how each event changes the `runs` and `tasks` tables. Used for live appends and for
+//! rebuilding from the log, so the two cannot disagree.
+
+use sqlx::{Sqlite, Transaction};
+
+use abo_core::event::{EventBody, RetryCause, StoredEvent};
+use abo_core::state::TaskStatus;
+
+use crate::StoreError;
+
+/// Applies one event to the projections, inside the append's transaction.
+pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> Result<(), StoreError> {
+    let run = e.event.run.as_str();
+    let task = e.event.task.as_ref().map(|t| t.as_str()).unwrap_or_default();
+    let at = e.event.at.0;
+    let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
+    match &e.event.body {
+        EventBody::RunCreated(spec) => {
+            sqlx::query(
+                "INSERT INTO runs (id, title, status, branch, base, base_branch, profile, created_at, last_seq)
+                 VALUES (?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(run)
+            .bind(&spec.title)
+            .bind(&spec.branch)
+            .bind(spec.base.as_str())
+            .bind(&spec.base_branch)
+            .bind(&spec.profile)
+            .bind(at)
+            .bind(seq)
+            .execute(&mut **tx)
+            .await?;
+            for (i, t) in spec.tasks.iter().enumerate() {
+                let status = if t.skipped.is_some() { TaskStatus::Skipped } else { TaskStatus::Pending };
+                sqlx::query(
+                    "INSERT INTO tasks (run, id, position, title, type, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .bind(run)
+                .bind(t.id.as_str())
+                .bind(i64::try_from(i).unwrap_or(0))
+                .bind(&t.title)
+                .bind(t.kind.as_str())
+                .bind(status.as_str())
+                .bind(&t.skipped)
+                .execute(&mut **tx)
+                .await?;
+            }
+            return Ok(());
+        }
+        EventBody::RunStarted {} => {
+            sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?")
+                .bind(at)
+                .bind(run)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventBody::RunPaused { reason } => run_status(tx, run, "paused", Some(reason), None).await?,
+        EventBody::RunResumed {} => {
+            sqlx::query("UPDATE runs SET status = 'running', reason = NULL, finished_at = NULL WHERE id = ?")
+                .bind(run)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventBody::RunFinished { .. } => run_status(tx, run, "finished", None, Some(at)).await?,
+        EventBody::RunKilled { reason } => run_status(tx, run, "killed", Some(reason), Some(at)).await?,
+        EventBody::TaskReady {} => task_status(tx, run, task, TaskStatus::Ready, None).await?,
+        EventBody::TaskStarted { attempt, backend, .. } => {
+            sqlx::query(
+                "UPDATE tasks SET status = 'running', reason = NULL, attempts = MAX(attempts, ?), backend = ?
+                 WHERE run = ? AND id = ?",
+            )
+            .bind(i64::from(*attempt))
+            .bind(backend.as_str())
+            .bind(run)
+            .bind(task)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventBody::TaskBackendFinished { ok, usage, cost_usd, .. } => {
+            // Every token counts once: input (cache reads and writes included) plus output.
+            let tokens = usage.map_or(0, |u| u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens);
+            let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
+            let usd = cost_usd.unwrap_or(0.0);
+            let status = if *ok { "verifying" } else { "running" };
+            sqlx::query(
+                "UPDATE tasks SET status = ?, cost_usd = cost_usd + ?, tokens = tokens + ? WHERE run = ? AND id = ?",
+            )
+            .bind(status)
+            .bind(usd)
+            .bind(tokens)
+            .bind(run)
+            .bind(task)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query("UPDATE runs SET spent_usd = spent_usd + ?, spent_tokens = spent_tokens + ? WHERE id = ?")
+                .bind(usd)
+                .bind(tokens)
+                .bind(run)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventBody::TaskGate { .. } => {}
+        EventBody::TaskLanded { commit, .. } => {
+            sqlx::query("UPDATE tasks SET status = 'landed', commit_sha = ?, reason = NULL WHERE run = ? AND id = ?")
+                .bind(commit.as_str())
+                .bind(run)
+                .bind(task)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventBody::TaskRetry { cause, reason, kept_worktree, .. } => {
+            let status = match cause {
+                RetryCause::Failed | RetryCause::Interrupted => TaskStatus::Ready,
+                RetryCause::Requested => TaskStatus::Pending,
+            };
+            task_status(tx, run, task, status, Some(reason)).await?;
+            keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+        }
+        EventBody::TaskFailed { reason, kept_worktree, .. } => {
+            task_status(tx, run, task, TaskStatus::Failed, Some(reason)).await?;
+            keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+        }
+        EventBody::TaskCancelled { reason, .. } => {
+            task_status(tx, run, task, TaskStatus::Cancelled, Some(reason)).await?;
+        }
+    }
+    sqlx::query("UPDATE runs SET last_seq = ? WHERE id = ?").bind(seq).bind(run).execute(&mut **tx).await?;
+    Ok(())
+}
+
+async fn run_status(
+    tx: &mut Transaction<'static, Sqlite>,
+    run: &str,
+    status: &str,
+    reason: Option<&String>,
+    finished: Option<i64>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE runs SET status = ?, reason = ?, finished_at = COALESCE(?, finished_at) WHERE id = ?")
+        .bind(status)
+        .bind(reason)
+        .bind(finished)
+        .bind(run)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn task_status(
+    tx: &mut Transaction<'static, Sqlite>,
+    run: &str,
+    task: &str,
+    status: TaskStatus,
+    reason: Option<&String>,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE tasks SET status = ?, reason = ? WHERE run = ? AND id = ?")
+        .bind(status.as_str())
+        .bind(reason)
+        .bind(run)
+        .bind(task)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn keep_worktree(
+    tx: &mut Transaction<'static, Sqlite>,
+    run: &str,
+    task: &str,
+    path: Option<&str>,
+) -> Result<(), StoreError> {
+    let Some(path) = path else { return Ok(()) };
+    sqlx::query("UPDATE tasks SET kept_worktrees = json_insert(kept_worktrees, '$[#]', ?) WHERE run = ? AND id = ?")
+        .bind(path)
+        .bind(run)
+        .bind(task)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Migrations, applied in order at open; `PRAGMA user_version` records how far a database is.
+
+use sqlx::sqlite::SqlitePool;
+
+use crate::StoreError;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the event log, its projections, leases and requests.
+    "CREATE TABLE events (
+        seq  INTEGER PRIMARY KEY,
+        ts   INTEGER NOT NULL,
+        run  TEXT NOT NULL,
+        task TEXT,
+        kind TEXT NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_run ON events (run, seq);
+    CREATE TABLE runs (
+        id           TEXT PRIMARY KEY,
+        title        TEXT NOT NULL,
+        status       TEXT NOT NULL,
+        branch       TEXT NOT NULL,
+        base         TEXT NOT NULL,
+        base_branch  TEXT,
+        profile      TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        started_at   INTEGER,
+        finished_at  INTEGER,
+        reason       TEXT,
+        spent_usd    REAL NOT NULL DEFAULT 0,
+        spent_tokens INTEGER NOT NULL DEFAULT 0,
+        last_seq     INTEGER NOT NULL
+    );
+    CREATE TABLE tasks (
+        run            TEXT NOT NULL REFERENCES runs (id),
+        id             TEXT NOT NULL,
+        position       INTEGER NOT NULL,
+        title          TEXT NOT NULL,
+        type           TEXT NOT NULL,
+        status         TEXT NOT NULL,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        backend        TEXT,
+        commit_sha     TEXT,
+        reason         TEXT,
+        cost_usd       REAL NOT NULL DEFAULT 0,
+        tokens         INTEGER NOT NULL DEFAULT 0,
+        kept_worktrees TEXT NOT NULL DEFAULT '[]',
+        PRIMARY KEY (run, id)
+    );
+    CREATE TABLE leases (
+        run       TEXT PRIMARY KEY,
+        host      TEXT NOT NULL,
+        pid       INTEGER NOT NULL,
+        heartbeat INTEGER NOT NULL
+    );
+    CREATE TABLE requests (
+        id      INTEGER PRIMARY KEY,
+        run     TEXT NOT NULL,
+        kind    TEXT NOT NULL,
+        arg     TEXT NOT NULL,
+        created INTEGER NOT NULL,
+        handled INTEGER
+    );
+    CREATE INDEX requests_open ON requests (run, handled);",
+];
+
+pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    // One process migrates at a time: the write lock is taken before the version is read.
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if version > known {
+        return Err(StoreError::NewerSchema { found: version, known });
+    }
+    for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+        sqlx::raw_sql(*m).execute(&mut *tx).await?;
+        // PRAGMA takes no bound parameters; the value is an integer of our own.
+        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
