@@ -1,1 +1,14 @@
+//! abo's runtime: the engine loop and the effects it executes (processes, git, worktrees,
+//! backends, gates, landing, artifacts).
 
+pub mod artifacts;
+pub mod context;
+pub mod create;
+pub mod effects;
+pub mod engine;
+pub mod git;
+pub mod process;
+
+pub use context::{Clock, Ctx, SystemClock};
+pub use create::{RunOptions, create_run};
+pub use engine::{Observer, Start, drive};

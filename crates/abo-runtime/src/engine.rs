@@ -1,0 +1,290 @@
+//! The engine loop: decide, commit the events, then execute the effects; their results come back
+//! as commands. One process executes a run at a time (a lease in the store), and any process may
+//! die at any moment: `Start::Resume` recovers from the log and the repository.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use abo_core::decide::{Command, Rejected};
+use abo_core::event::StoredEvent;
+use abo_core::ids::{RunId, TaskId};
+use abo_core::state::{ReplayError, RunState, RunStatus};
+use abo_store::{Lease, Store, StoreError};
+
+use crate::context::Ctx;
+use crate::effects::{self, Done};
+use crate::git::GitError;
+use crate::process;
+
+/// Someone watching the run: the CLI's progress display, tests.
+pub trait Observer: Send {
+    fn on_events(&mut self, state: &RunState, events: &[StoredEvent]);
+    fn warn(&mut self, message: &str);
+    /// Called about once a second while the run is in progress.
+    fn tick(&mut self, _state: &RunState) {}
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Start {
+    /// A run just created.
+    New,
+    /// Continue after a pause, a crash or a kill of the process.
+    Resume,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
+    #[error(transparent)]
+    Rejected(#[from] Rejected),
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error("run {run} is being executed by process {pid} on {host}")]
+    Busy { run: RunId, host: String, pid: u32 },
+    #[error("no run {0} in the store")]
+    NoRun(RunId),
+}
+
+/// How often the engine heartbeats its lease and looks for requests.
+const TICK: Duration = Duration::from_millis(200);
+
+/// How long a lease held from another host stays valid without a heartbeat.
+const LEASE_TTL_MS: i64 = 30_000;
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+}
+
+/// Whether a lease's holder is still alive.
+pub fn holder_alive(lease: &Lease, now: abo_core::ids::Timestamp) -> bool {
+    if lease.host == hostname() {
+        lease.pid != std::process::id() && process::alive(lease.pid)
+    } else {
+        now.0 - lease.heartbeat.0 < LEASE_TTL_MS
+    }
+}
+
+/// Loads a run's state from its log.
+pub async fn load(store: &Store, run: &RunId) -> Result<RunState, EngineError> {
+    let events = store.run_events(run).await?;
+    if events.is_empty() {
+        return Err(EngineError::NoRun(run.clone()));
+    }
+    Ok(RunState::replay(run, &events)?)
+}
+
+/// Decides a command for a run that no process is executing (`abo kill`, `abo retry` on a stopped
+/// run) and commits its events. Effects are not run: there is nothing in flight to act on.
+pub async fn decide_offline(ctx: &Ctx, run: &RunId, cmd: Command) -> Result<RunState, EngineError> {
+    let mut state = load(&ctx.store, run).await?;
+    let decision = state.decide(cmd, ctx.now())?;
+    ctx.store.append(&decision.events).await?;
+    if state.status.is_terminal() {
+        sweep(ctx, &state).await;
+    }
+    Ok(state)
+}
+
+/// Executes a run until it finishes, is killed, or pauses with nothing in flight.
+pub async fn drive(ctx: &Arc<Ctx>, run: &RunId, start: Start, observer: &mut dyn Observer) -> Result<RunState, EngineError> {
+    let mut state = load(&ctx.store, run).await?;
+    let me = Lease { host: hostname(), pid: std::process::id(), heartbeat: ctx.now() };
+    let current = ctx.store.lease(run).await?;
+    if let Some(l) = &current
+        && holder_alive(l, ctx.now())
+    {
+        return Err(EngineError::Busy { run: run.clone(), host: l.host.clone(), pid: l.pid });
+    }
+    if !ctx.store.take_lease(run, &me, current.as_ref()).await? {
+        let l = ctx.store.lease(run).await?.unwrap_or(me.clone());
+        return Err(EngineError::Busy { run: run.clone(), host: l.host, pid: l.pid });
+    }
+    let result = drive_leased(ctx, &mut state, start, observer, &me).await;
+    let _ = ctx.store.release_lease(run, &me).await;
+    result.map(|()| state)
+}
+
+async fn drive_leased(
+    ctx: &Arc<Ctx>,
+    state: &mut RunState,
+    start: Start,
+    observer: &mut dyn Observer,
+    me: &Lease,
+) -> Result<(), EngineError> {
+    let spec = Arc::new(state.spec.clone());
+    let run = state.id.clone();
+    ctx.git.ensure_branch(&spec.branch, &spec.base).await?;
+    let first = match start {
+        Start::New => Command::Start,
+        Start::Resume => {
+            // What a crashed abo left running for this run dies first, then its worktrees go.
+            let killed = process::kill_leftovers(&format!("ABO_RUN_ID={run}"));
+            if killed > 0 {
+                observer.warn(&format!("stopped {killed} leftover process(es) of run {run}"));
+            }
+            sweep(ctx, state).await;
+            Command::Resume { landed: recover_landed(ctx, state).await? }
+        }
+    };
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Done>();
+    let mut pending: VecDeque<Command> = VecDeque::from([first]);
+    let mut jobs = 0usize;
+    let mut ticker = tokio::time::interval(TICK);
+    let mut first_command = true;
+    loop {
+        while let Some(cmd) = pending.pop_front() {
+            let decision = match state.decide(cmd, ctx.now()) {
+                Ok(d) => d,
+                Err(e) if first_command => return Err(e.into()),
+                Err(e) => {
+                    observer.warn(&e.to_string());
+                    continue;
+                }
+            };
+            first_command = false;
+            // The events are committed before any effect they asked for starts.
+            let stored = ctx.store.append(&decision.events).await?;
+            if !stored.is_empty() {
+                observer.on_events(state, &stored);
+            }
+            for effect in decision.effects {
+                jobs += 1;
+                let (ctx, spec, tx) = (Arc::clone(ctx), Arc::clone(&spec), tx.clone());
+                tokio::spawn(async move {
+                    let done = effects::execute(&ctx, &spec, effect).await;
+                    let _ = tx.send(done);
+                });
+            }
+        }
+        let idle = state.in_flight() == 0 && state.inflight.landing.is_none();
+        let stopped = state.status.is_terminal() || matches!(state.status, RunStatus::Paused { .. });
+        if jobs == 0 && idle && stopped {
+            break;
+        }
+        if jobs == 0 && idle && state.status == RunStatus::Running {
+            // Nothing in flight and nothing decided: a run that cannot move is a bug, not a wait.
+            observer.warn("the run has nothing in flight and nothing to start; pausing it");
+            pending.push_back(Command::Pause { reason: "stalled: nothing can start".into() });
+            continue;
+        }
+        tokio::select! {
+            done = rx.recv() => {
+                jobs = jobs.saturating_sub(1);
+                match done {
+                    Some(Done::Command(c)) => pending.push_back(c),
+                    Some(Done::Warning(w)) => observer.warn(&w),
+                    Some(Done::Nothing) | None => {}
+                }
+            }
+            _ = ticker.tick() => {
+                let now = ctx.now();
+                let beat = Lease { heartbeat: now, ..me.clone() };
+                let _ = ctx.store.heartbeat(&run, &beat).await;
+                if ctx.store.has_requests(&run).await.unwrap_or(false) {
+                    for r in ctx.store.take_requests(&run, now).await? {
+                        match r.kind.as_str() {
+                            "pause" => pending.push_back(Command::Pause { reason: r.arg }),
+                            "kill" => pending.push_back(Command::Kill { reason: r.arg }),
+                            "retry" => pending.push_back(Command::Retry { task: TaskId::new(r.arg) }),
+                            other => observer.warn(&format!("ignoring unknown request `{other}`")),
+                        }
+                    }
+                }
+                let limit = state.spec.settings.run_timeout_ms;
+                if state.status == RunStatus::Running
+                    && let Some(started) = state.started_at
+                    && u64::try_from(now.0 - started.0).unwrap_or(0) > limit
+                {
+                    let d = abo_core::units::Dur(Duration::from_millis(limit));
+                    pending.push_back(Command::Pause { reason: format!("the run passed its wall time (timeouts.run: {d})") });
+                }
+                observer.tick(state);
+            }
+        }
+    }
+    sweep(ctx, state).await;
+    Ok(())
+}
+
+/// For each task that was in flight when abo stopped: its commit, if it reached the run branch.
+async fn recover_landed(ctx: &Ctx, state: &RunState) -> Result<Vec<(TaskId, u32, abo_core::ids::CommitSha)>, GitError> {
+    let mut landed = Vec::new();
+    for t in state.tasks_in_order() {
+        if t.state.in_flight().is_some()
+            && let Some((commit, attempt)) = ctx.git.find_task_commit(&state.spec.base, &state.spec.branch, &t.spec.id).await?
+        {
+            landed.push((t.spec.id.clone(), attempt, commit));
+        }
+    }
+    Ok(landed)
+}
+
+/// Removes the run's worktrees, attempt branches and scratch files, except those of failed attempts
+/// (kept for inspection until `abo gc`) and of attempts in flight.
+pub async fn sweep(ctx: &Ctx, state: &RunState) {
+    let mut keep: BTreeSet<String> = state.tasks.values().flat_map(|t| t.kept_worktrees.iter().cloned()).collect();
+    for t in state.tasks.values() {
+        if let Some(a) = t.state.in_flight() {
+            keep.insert(state.attempt_id(&t.spec.id, a).worktree());
+        }
+    }
+    let dir = ctx.run_worktrees(&state.id);
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for e in entries.flatten() {
+            let rel = format!(".abo/worktrees/{}/{}", state.id, e.file_name().to_string_lossy());
+            if !keep.contains(&rel) {
+                let _ = ctx.git.remove_worktree(&e.path()).await;
+            }
+        }
+    }
+    let _ = ctx.git.run(&["worktree", "prune"]).await;
+    let prefix = format!("abo-attempt/{}/", state.id);
+    for b in ctx.git.branches(&prefix).await.unwrap_or_default() {
+        let wt = format!(".abo/worktrees/{}/{}", state.id, b.trim_start_matches(&prefix));
+        if !keep.contains(&wt) {
+            let _ = ctx.git.delete_branch(&b).await;
+        }
+    }
+    if state.in_flight() == 0 {
+        let _ = std::fs::remove_dir_all(ctx.run_scratch(&state.id));
+        if keep.is_empty() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+    }
+}
+
+/// `abo gc`: removes the kept worktrees and attempt branches of runs that ended before `before`.
+pub async fn gc(ctx: &Ctx, before: abo_core::ids::Timestamp) -> Result<Vec<RunId>, EngineError> {
+    let mut cleaned = Vec::new();
+    for r in ctx.store.runs().await? {
+        let ended = matches!(r.status.as_str(), "finished" | "killed");
+        if !ended || r.finished_at.is_none_or(|f| f > before) {
+            continue;
+        }
+        let dir = ctx.run_worktrees(&r.id);
+        let branches = ctx.git.branches(&format!("abo-attempt/{}/", r.id)).await?;
+        if !dir.exists() && branches.is_empty() {
+            continue;
+        }
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                ctx.git.remove_worktree(&e.path()).await?;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        for b in branches {
+            ctx.git.delete_branch(&b).await?;
+        }
+        let _ = std::fs::remove_dir_all(ctx.run_scratch(&r.id));
+        cleaned.push(r.id);
+    }
+    ctx.git.run(&["worktree", "prune"]).await?;
+    Ok(cleaned)
+}

@@ -1,0 +1,245 @@
+//! Running child processes: the one place that spawns them. Every child gets its own process
+//! group, a closed stdin, an explicit cwd and environment, and an optional timeout; when it ends
+//! (or times out, or abo is told to stop) the whole group is killed, so nothing it started outlives it.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Spec {
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    pub cwd: PathBuf,
+    /// Variables set on top of the inherited environment.
+    pub env: Vec<(String, String)>,
+    /// Inherited variables removed.
+    pub env_remove: Vec<String>,
+    pub timeout: Option<Duration>,
+    /// Where stdout and stderr go, interleaved; `None` captures them in memory.
+    pub log: Option<PathBuf>,
+}
+
+impl Spec {
+    pub fn new(program: impl Into<OsString>, cwd: &Path) -> Self {
+        Self {
+            program: program.into(),
+            args: Vec::new(),
+            cwd: cwd.to_owned(),
+            env: Vec::new(),
+            env_remove: Vec::new(),
+            timeout: None,
+            log: None,
+        }
+    }
+
+    /// `sh -c SCRIPT`.
+    pub fn shell(script: &str, cwd: &Path) -> Self {
+        Self::new("sh", cwd).args(["-c", script])
+    }
+
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn env(mut self, k: &str, v: impl Into<String>) -> Self {
+        self.env.push((k.to_owned(), v.into()));
+        self
+    }
+}
+
+/// How a process ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    pub exit: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub killed: bool,
+    pub duration: Duration,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    pub fn success(&self) -> bool {
+        self.exit == Some(0) && !self.timed_out && !self.killed
+    }
+
+    /// "exited with 2", "timed out after 30s", "was killed by signal 9".
+    pub fn describe(&self, timeout: Option<Duration>) -> String {
+        if self.timed_out {
+            let t = timeout.map(|d| abo_core::units::Dur(d).to_string()).unwrap_or_default();
+            return format!("timed out after {t}");
+        }
+        if self.killed {
+            return "was stopped by abo".into();
+        }
+        match (self.exit, self.signal) {
+            (Some(c), _) => format!("exited with {c}"),
+            (None, Some(s)) => format!("was killed by signal {s}"),
+            (None, None) => "ended without a status".into(),
+        }
+    }
+}
+
+/// The process groups alive now, so that all of them can be killed at once.
+#[derive(Clone, Debug, Default)]
+pub struct Groups(Arc<Mutex<BTreeSet<i32>>>);
+
+impl Groups {
+    fn insert(&self, pgid: i32) {
+        if let Ok(mut g) = self.0.lock() {
+            g.insert(pgid);
+        }
+    }
+
+    fn remove(&self, pgid: i32) {
+        if let Ok(mut g) = self.0.lock() {
+            g.remove(&pgid);
+        }
+    }
+
+    /// Kills every group; each waiting [`run`] then returns with `killed`.
+    pub fn kill_all(&self) {
+        let groups: Vec<i32> = self.0.lock().map(|mut g| std::mem::take(&mut *g).into_iter().collect()).unwrap_or_default();
+        for g in groups {
+            kill_group(g);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.lock().map(|g| g.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// SIGKILL to a whole process group; a group already gone is fine.
+pub fn kill_group(pgid: i32) {
+    if pgid > 1 {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Whether a process with this pid exists.
+pub fn alive(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|p| nix::sys::signal::kill(Pid::from_raw(p), None).is_ok())
+}
+
+/// Runs a process to its end, its timeout, or until its group is killed through `groups`.
+pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
+    #[allow(clippy::disallowed_methods, reason = "this module is the one place that spawns processes")]
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args).current_dir(&spec.cwd).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    for k in &spec.env_remove {
+        cmd.env_remove(k);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    match &spec.log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            cmd.stdout(file.try_clone()?).stderr(file);
+        }
+        None => {
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    groups.insert(pgid);
+    let mut stdout = child.stdout.take();
+    let mut stderr = child.stderr.take();
+    let read_out = async {
+        let mut buf = Vec::new();
+        if let Some(s) = stdout.as_mut() {
+            let _ = tokio::io::AsyncReadExt::read_to_end(s, &mut buf).await;
+        }
+        buf
+    };
+    let read_err = async {
+        let mut buf = Vec::new();
+        if let Some(s) = stderr.as_mut() {
+            let _ = tokio::io::AsyncReadExt::read_to_end(s, &mut buf).await;
+        }
+        buf
+    };
+    let wait = async {
+        let (status, out, err) = tokio::join!(child.wait(), read_out, read_err);
+        (status, out, err)
+    };
+    let result = match spec.timeout {
+        Some(t) => tokio::time::timeout(t, wait).await.ok(),
+        None => Some(wait.await),
+    };
+    // Whatever the child left running in its group goes with it.
+    kill_group(pgid);
+    let was_tracked = groups.0.lock().map(|g| g.contains(&pgid)).unwrap_or(true);
+    groups.remove(pgid);
+    let duration = started.elapsed();
+    match result {
+        Some((status, stdout, stderr)) => {
+            let status = status?;
+            use std::os::unix::process::ExitStatusExt;
+            Ok(Outcome {
+                exit: status.code(),
+                signal: status.signal(),
+                timed_out: false,
+                killed: !was_tracked,
+                duration,
+                stdout,
+                stderr,
+            })
+        }
+        None => {
+            let _ = child.wait().await;
+            Ok(Outcome {
+                exit: None,
+                signal: Some(9),
+                timed_out: true,
+                killed: false,
+                duration,
+                stdout: Vec::new(),
+                stderr: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Kills what a crashed abo left behind: every process whose environment carries `marker`
+/// (`ABO_RUN_ID=<run>`, set on everything abo runs for a run). Returns how many it killed.
+pub fn kill_leftovers(marker: &str) -> usize {
+    let me = std::process::id();
+    let mut killed = 0;
+    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+        if environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes())
+            && let Ok(pid) = i32::try_from(pid)
+        {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            killed += 1;
+        }
+    }
+    killed
+}
