@@ -69,7 +69,10 @@ fn default_max_parallel() -> usize {
 
 impl Default for Parallelism {
     fn default() -> Self {
-        Self { max_parallel: default_max_parallel(), per_backend: BTreeMap::new() }
+        Self {
+            max_parallel: default_max_parallel(),
+            per_backend: BTreeMap::new(),
+        }
     }
 }
 
@@ -92,7 +95,10 @@ fn default_stop_after() -> u32 {
 
 impl Default for Attempts {
     fn default() -> Self {
-        Self { max: default_attempts(), stop_after_consecutive_failures: default_stop_after() }
+        Self {
+            max: default_attempts(),
+            stop_after_consecutive_failures: default_stop_after(),
+        }
     }
 }
 
@@ -124,7 +130,12 @@ fn d_run() -> Dur {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Self { attempt: d_attempt(), silence: d_silence(), gate: d_gate(), run: d_run() }
+        Self {
+            attempt: d_attempt(),
+            silence: d_silence(),
+            gate: d_gate(),
+            run: d_run(),
+        }
     }
 }
 
@@ -142,13 +153,18 @@ impl<'de> Deserialize<'de> for Backends {
         for (name, value) in raw {
             if name == "default" {
                 let serde_yaml::Value::String(s) = value else {
-                    return Err(serde::de::Error::custom("`backends.default` must be a backend name"));
+                    return Err(serde::de::Error::custom(
+                        "`backends.default` must be a backend name",
+                    ));
                 };
                 out.default = Some(s);
                 continue;
             }
             let backend = BackendConfig::deserialize(value).map_err(|e| {
-                serde::de::Error::custom(format!("backends.{name}: {}", strip_location(&e.to_string())))
+                serde::de::Error::custom(format!(
+                    "backends.{name}: {}",
+                    strip_location(&e.to_string())
+                ))
             })?;
             out.named.insert(name, backend);
         }
@@ -360,7 +376,11 @@ fn default_true() -> bool {
 
 impl Default for Landing {
     fn default() -> Self {
-        Self { mode: LandingMode::Branch, remote: default_remote(), gates_after_merge: true }
+        Self {
+            mode: LandingMode::Branch,
+            remote: default_remote(),
+            gates_after_merge: true,
+        }
     }
 }
 
@@ -448,8 +468,11 @@ impl Config {
     fn validate(&self, file: &str, text: &str) -> Result<(), InputError> {
         let err = |path: &[PathSeg], msg: String| InputError::new(file, msg).at(locate(text, path));
         if self.version != 1 {
-            return Err(err(&[PathSeg::key("version")], format!("unsupported version {}", self.version))
-                .hint("this abo reads `version: 1`"));
+            return Err(err(
+                &[PathSeg::key("version")],
+                format!("unsupported version {}", self.version),
+            )
+            .hint("this abo reads `version: 1`"));
         }
         if self.parallelism.max_parallel == 0 {
             return Err(err(
@@ -478,15 +501,26 @@ impl Config {
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, g) in self.gates.iter().enumerate() {
-            let path = [PathSeg::key("gates"), PathSeg::Index(i), PathSeg::key("name")];
+            let path = [
+                PathSeg::key("gates"),
+                PathSeg::Index(i),
+                PathSeg::key("name"),
+            ];
             if g.name.is_empty() || !seen.insert(g.name.as_str()) {
-                return Err(err(&path, format!("duplicate or empty gate name `{}`", g.name)));
+                return Err(err(
+                    &path,
+                    format!("duplicate or empty gate name `{}`", g.name),
+                ));
             }
         }
         for name in self.parallelism.per_backend.keys() {
             if !self.backends.named.contains_key(name) {
                 return Err(err(
-                    &[PathSeg::key("parallelism"), PathSeg::key("per_backend"), PathSeg::key(name)],
+                    &[
+                        PathSeg::key("parallelism"),
+                        PathSeg::key("per_backend"),
+                        PathSeg::key(name),
+                    ],
                     format!("`parallelism.per_backend` names unknown backend `{name}`"),
                 ));
             }
@@ -527,7 +561,12 @@ mod tests {
         assert_eq!(c.attempts.max, 3);
         assert_eq!(c.timeouts.gate.to_string(), "10m");
         assert_eq!(c.backends.default.as_deref(), Some("claude"));
-        assert_eq!(c.backends.named["fmt"], BackendConfig::Command { run: "cargo fmt".into() });
+        assert_eq!(
+            c.backends.named["fmt"],
+            BackendConfig::Command {
+                run: "cargo fmt".into()
+            }
+        );
         assert_eq!(c.backends.named["claude"].kind(), "claude-code");
         assert_eq!(c.gates[1].retries, 1);
         assert_eq!(c.sandbox.limits.memory, Some(ByteSize(4 << 30)));
@@ -564,8 +603,13 @@ mod tests {
             err("version: 1\nbackends:\n  default: fmtt\n  fmt: { kind: command, run: x }\n"),
             "abo.yml:3:3: `backends.default` names unknown backend `fmtt` (hint: did you mean `fmt`?)"
         );
-        assert_eq!(err("version: 1\nlanding: { mode: pull }\n").split(" (hint").next().unwrap(),
-            "abo.yml:2:18: `landing.mode`: unknown value `pull`");
+        assert_eq!(
+            err("version: 1\nlanding: { mode: pull }\n")
+                .split(" (hint")
+                .next()
+                .unwrap(),
+            "abo.yml:2:18: `landing.mode`: unknown value `pull`"
+        );
         assert!(err("version: [\n").starts_with("abo.yml:"));
     }
 }

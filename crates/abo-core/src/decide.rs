@@ -14,13 +14,35 @@ pub enum Command {
     Start,
     /// Continue a run after a pause or a crash. `landed` lists in-flight tasks whose commit the
     /// runtime found on the run branch (the crash came after landing, before its event).
-    Resume { landed: Vec<(TaskId, u32, CommitSha)> },
-    BackendDone { task: TaskId, attempt: u32, outcome: BackendOutcome },
-    GateDone { task: TaskId, attempt: u32, stage: GateStage, outcome: GateOutcome, candidate: Option<CommitSha> },
-    LandDone { task: TaskId, attempt: u32, outcome: LandOutcome },
-    Pause { reason: String },
-    Kill { reason: String },
-    Retry { task: TaskId },
+    Resume {
+        landed: Vec<(TaskId, u32, CommitSha)>,
+    },
+    BackendDone {
+        task: TaskId,
+        attempt: u32,
+        outcome: BackendOutcome,
+    },
+    GateDone {
+        task: TaskId,
+        attempt: u32,
+        stage: GateStage,
+        outcome: GateOutcome,
+        candidate: Option<CommitSha>,
+    },
+    LandDone {
+        task: TaskId,
+        attempt: u32,
+        outcome: LandOutcome,
+    },
+    Pause {
+        reason: String,
+    },
+    Kill {
+        reason: String,
+    },
+    Retry {
+        task: TaskId,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -54,20 +76,34 @@ pub enum LandOutcome {
     /// The attempt was merged onto the run branch's head as `candidate`, not yet moved there:
     /// the gates run on it first.
     Merged { candidate: CommitSha },
-    Failed { reason: String, log: Option<ArtifactId> },
+    Failed {
+        reason: String,
+        log: Option<ArtifactId>,
+    },
 }
 
 /// Work for the runtime, executed only after the events that asked for it are committed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
     /// Create the attempt's worktree from the run branch's head and run the backend in it.
-    StartAttempt { attempt: AttemptId, feedback: Option<Feedback> },
+    StartAttempt {
+        attempt: AttemptId,
+        feedback: Option<Feedback>,
+    },
     /// Run one gate, in the attempt's worktree or on the merged candidate.
-    RunGate { attempt: AttemptId, gate: GateName, stage: GateStage, candidate: Option<CommitSha> },
+    RunGate {
+        attempt: AttemptId,
+        gate: GateName,
+        stage: GateStage,
+        candidate: Option<CommitSha>,
+    },
     /// Commit the attempt and merge it onto the run branch (fast-forward, or a candidate commit).
     Land { attempt: AttemptId },
     /// Move the run branch to a candidate whose gates passed.
-    Advance { attempt: AttemptId, candidate: CommitSha },
+    Advance {
+        attempt: AttemptId,
+        candidate: CommitSha,
+    },
     /// Remove the attempt's worktree and branch, unless `keep` (failed attempts are kept).
     Cleanup { attempt: AttemptId, keep: bool },
     /// Stop every process of every attempt now.
@@ -80,7 +116,11 @@ pub enum Effect {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Rejected {
     #[error("run {run} is {status}: it cannot be {what}")]
-    RunStatus { run: String, status: &'static str, what: &'static str },
+    RunStatus {
+        run: String,
+        status: &'static str,
+        what: &'static str,
+    },
     #[error("task `{task}` is {status}: only failed, denied or cancelled tasks can be retried")]
     NotRetryable { task: TaskId, status: &'static str },
     #[error("run {run} has no task `{task}`")]
@@ -101,7 +141,12 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn emit(&mut self, task: Option<&TaskId>, body: EventBody) {
-        let e = Event { run: self.state.id.clone(), task: task.cloned(), at: self.now, body };
+        let e = Event {
+            run: self.state.id.clone(),
+            task: task.cloned(),
+            at: self.now,
+            body,
+        };
         self.state.apply(&e);
         self.out.events.push(e);
     }
@@ -120,15 +165,31 @@ impl RunState {
     /// `self`; the caller must commit them before running the effects (and must not keep using this
     /// state if the commit fails).
     pub fn decide(&mut self, cmd: Command, now: Timestamp) -> Result<Decision, Rejected> {
-        let mut cx = Ctx { state: self, now, out: Decision::default() };
+        let mut cx = Ctx {
+            state: self,
+            now,
+            out: Decision::default(),
+        };
         match cmd {
             Command::Start => start(&mut cx)?,
             Command::Resume { landed } => resume(&mut cx, landed)?,
-            Command::BackendDone { task, attempt, outcome } => backend_done(&mut cx, &task, attempt, outcome),
-            Command::GateDone { task, attempt, stage, outcome, candidate } => {
-                gate_done(&mut cx, &task, attempt, stage, outcome, candidate)
-            }
-            Command::LandDone { task, attempt, outcome } => land_done(&mut cx, &task, attempt, outcome),
+            Command::BackendDone {
+                task,
+                attempt,
+                outcome,
+            } => backend_done(&mut cx, &task, attempt, outcome),
+            Command::GateDone {
+                task,
+                attempt,
+                stage,
+                outcome,
+                candidate,
+            } => gate_done(&mut cx, &task, attempt, stage, outcome, candidate),
+            Command::LandDone {
+                task,
+                attempt,
+                outcome,
+            } => land_done(&mut cx, &task, attempt, outcome),
             Command::Pause { reason } => {
                 if cx.state.status != RunStatus::Running {
                     return Err(rejected(cx.state, "paused"));
@@ -144,7 +205,11 @@ impl RunState {
 }
 
 fn rejected(state: &RunState, what: &'static str) -> Rejected {
-    Rejected::RunStatus { run: state.id.to_string(), status: state.status.as_str(), what }
+    Rejected::RunStatus {
+        run: state.id.to_string(),
+        status: state.status.as_str(),
+        what,
+    }
 }
 
 fn start(cx: &mut Ctx<'_>) -> Result<(), Rejected> {
@@ -158,7 +223,9 @@ fn start(cx: &mut Ctx<'_>) -> Result<(), Rejected> {
 fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(), Rejected> {
     match cx.state.status {
         RunStatus::Planned => return start(cx),
-        RunStatus::Finished | RunStatus::Killed { .. } => return Err(rejected(cx.state, "resumed")),
+        RunStatus::Finished | RunStatus::Killed { .. } => {
+            return Err(rejected(cx.state, "resumed"));
+        }
         RunStatus::Running | RunStatus::Paused { .. } => {}
     }
     cx.emit(None, EventBody::RunResumed {});
@@ -171,8 +238,17 @@ fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(),
     for (task, attempt) in in_flight {
         match landed.iter().find(|(t, _, _)| *t == task) {
             Some((_, a, commit)) => {
-                cx.emit(Some(&task), EventBody::TaskLanded { attempt: *a, commit: commit.clone() });
-                cx.effect(Effect::Cleanup { attempt: cx.attempt(&task, *a), keep: false });
+                cx.emit(
+                    Some(&task),
+                    EventBody::TaskLanded {
+                        attempt: *a,
+                        commit: commit.clone(),
+                    },
+                );
+                cx.effect(Effect::Cleanup {
+                    attempt: cx.attempt(&task, *a),
+                    keep: false,
+                });
             }
             None => cx.emit(
                 Some(&task),
@@ -190,7 +266,8 @@ fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(),
 }
 
 fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome) {
-    if !matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt) {
+    if !matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt)
+    {
         return; // stale: the task was cancelled or the attempt superseded
     }
     cx.emit(
@@ -217,7 +294,9 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
 /// Starts the attempt's next gate, or queues the task for landing when all have passed.
 fn next_gate(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
     let Some(t) = cx.state.task(task) else { return };
-    let TaskState::Verifying { passed, .. } = t.state else { return };
+    let TaskState::Verifying { passed, .. } = t.state else {
+        return;
+    };
     match t.spec.gates.get(passed).cloned() {
         Some(gate) => cx.effect(Effect::RunGate {
             attempt: cx.attempt(task, attempt),
@@ -238,7 +317,9 @@ fn gate_done(
     candidate: Option<CommitSha>,
 ) {
     let Some(t) = cx.state.task(task) else { return };
-    let TaskState::Verifying { attempt: a, passed } = t.state else { return };
+    let TaskState::Verifying { attempt: a, passed } = t.state else {
+        return;
+    };
     if a != attempt {
         return;
     }
@@ -268,12 +349,17 @@ fn gate_done(
             log: o.log.clone(),
         },
     );
-    let where_ = if stage == GateStage::Merged { " on the merged result" } else { "" };
+    let where_ = if stage == GateStage::Merged {
+        " on the merged result"
+    } else {
+        ""
+    };
     if !o.passed {
         let how = if o.timed_out {
             "timed out".to_owned()
         } else {
-            o.exit.map_or("was killed".to_owned(), |c| format!("exited with {c}"))
+            o.exit
+                .map_or("was killed".to_owned(), |c| format!("exited with {c}"))
         };
         if stage == GateStage::Merged {
             cx.state.inflight.landing = None;
@@ -300,7 +386,10 @@ fn gate_done(
                     stage: GateStage::Merged,
                     candidate: Some(candidate),
                 }),
-                None => cx.effect(Effect::Advance { attempt: attempt_id, candidate }),
+                None => cx.effect(Effect::Advance {
+                    attempt: attempt_id,
+                    candidate,
+                }),
             }
         }
     }
@@ -319,11 +408,17 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
         LandOutcome::Landed { commit } => {
             cx.state.inflight.landing = None;
             cx.emit(Some(task), EventBody::TaskLanded { attempt, commit });
-            cx.effect(Effect::Cleanup { attempt: cx.attempt(task, attempt), keep: false });
+            cx.effect(Effect::Cleanup {
+                attempt: cx.attempt(task, attempt),
+                keep: false,
+            });
         }
         LandOutcome::Merged { candidate } => {
             let attempt_id = cx.attempt(task, attempt);
-            let first = cx.state.task(task).and_then(|t| t.spec.gates.first().cloned());
+            let first = cx
+                .state
+                .task(task)
+                .and_then(|t| t.spec.gates.first().cloned());
             match first {
                 Some(gate) => cx.effect(Effect::RunGate {
                     attempt: attempt_id,
@@ -331,7 +426,10 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
                     stage: GateStage::Merged,
                     candidate: Some(candidate),
                 }),
-                None => cx.effect(Effect::Advance { attempt: attempt_id, candidate }),
+                None => cx.effect(Effect::Advance {
+                    attempt: attempt_id,
+                    candidate,
+                }),
             }
         }
         LandOutcome::Failed { reason, log } => {
@@ -342,13 +440,22 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
 }
 
 /// An attempt failed: try again with its feedback, or fail the task and cancel its dependents.
-fn attempt_failed(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String, log: Option<ArtifactId>) {
+fn attempt_failed(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    reason: String,
+    log: Option<ArtifactId>,
+) {
     let Some(t) = cx.state.task(task) else { return };
     let worktree = cx.attempt(task, attempt).worktree();
     let used = attempt.saturating_sub(t.floor);
     let max = t.spec.max_attempts;
     cx.state.inflight.land_queue.retain(|q| q != task);
-    cx.effect(Effect::Cleanup { attempt: cx.attempt(task, attempt), keep: true });
+    cx.effect(Effect::Cleanup {
+        attempt: cx.attempt(task, attempt),
+        keep: true,
+    });
     if used < max {
         cx.emit(
             Some(task),
@@ -373,7 +480,8 @@ fn attempt_failed(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String,
     );
     cancel_dependents(cx, task, &format!("dependency `{task}` failed"));
     let limit = cx.state.spec.settings.stop_after_consecutive_failures;
-    if limit > 0 && cx.state.consecutive_failures >= limit && cx.state.status == RunStatus::Running {
+    if limit > 0 && cx.state.consecutive_failures >= limit && cx.state.status == RunStatus::Running
+    {
         let n = cx.state.consecutive_failures;
         cx.emit(
             None,
@@ -393,12 +501,25 @@ fn cancel_dependents(cx: &mut Ctx<'_>, failed: &TaskId, reason: &str) {
         let dependents: Vec<TaskId> = cx
             .state
             .tasks_in_order()
-            .filter(|t| t.spec.deps.contains(&dep) && matches!(t.state, TaskState::Pending | TaskState::Ready))
+            .filter(|t| {
+                t.spec.deps.contains(&dep)
+                    && matches!(t.state, TaskState::Pending | TaskState::Ready)
+            })
             .map(|t| t.spec.id.clone())
             .collect();
         for d in dependents {
-            let why = if &dep == failed { reason.to_owned() } else { format!("dependency `{dep}` was cancelled") };
-            cx.emit(Some(&d), EventBody::TaskCancelled { reason: why, dependency: Some(dep.clone()) });
+            let why = if &dep == failed {
+                reason.to_owned()
+            } else {
+                format!("dependency `{dep}` was cancelled")
+            };
+            cx.emit(
+                Some(&d),
+                EventBody::TaskCancelled {
+                    reason: why,
+                    dependency: Some(dep.clone()),
+                },
+            );
             frontier.push(d);
         }
     }
@@ -415,11 +536,25 @@ fn kill(cx: &mut Ctx<'_>, reason: String) -> Result<(), Rejected> {
         .map(|t| (t.spec.id.clone(), t.state.in_flight()))
         .collect();
     cx.effect(Effect::KillAll);
-    cx.emit(None, EventBody::RunKilled { reason: reason.clone() });
+    cx.emit(
+        None,
+        EventBody::RunKilled {
+            reason: reason.clone(),
+        },
+    );
     for (task, attempt) in open {
-        cx.emit(Some(&task), EventBody::TaskCancelled { reason: format!("run killed: {reason}"), dependency: None });
+        cx.emit(
+            Some(&task),
+            EventBody::TaskCancelled {
+                reason: format!("run killed: {reason}"),
+                dependency: None,
+            },
+        );
         if let Some(a) = attempt {
-            cx.effect(Effect::Cleanup { attempt: cx.attempt(&task, a), keep: false });
+            cx.effect(Effect::Cleanup {
+                attempt: cx.attempt(&task, a),
+                keep: false,
+            });
         }
     }
     cx.state.inflight = Default::default();
@@ -428,10 +563,19 @@ fn kill(cx: &mut Ctx<'_>, reason: String) -> Result<(), Rejected> {
 
 fn retry(cx: &mut Ctx<'_>, task: &TaskId) -> Result<(), Rejected> {
     let Some(t) = cx.state.task(task) else {
-        return Err(Rejected::UnknownTask { run: cx.state.id.to_string(), task: task.clone() });
+        return Err(Rejected::UnknownTask {
+            run: cx.state.id.to_string(),
+            task: task.clone(),
+        });
     };
-    if !matches!(t.state, TaskState::Failed { .. } | TaskState::Cancelled { .. }) {
-        return Err(Rejected::NotRetryable { task: task.clone(), status: t.state.status().as_str() });
+    if !matches!(
+        t.state,
+        TaskState::Failed { .. } | TaskState::Cancelled { .. }
+    ) {
+        return Err(Rejected::NotRetryable {
+            task: task.clone(),
+            status: t.state.status().as_str(),
+        });
     }
     if let RunStatus::Killed { .. } = cx.state.status {
         return Err(rejected(cx.state, "retried"));
@@ -442,7 +586,10 @@ fn retry(cx: &mut Ctx<'_>, task: &TaskId) -> Result<(), Rejected> {
     while let Some(dep) = requeue.get(i).cloned() {
         i += 1;
         for d in cx.state.tasks_in_order() {
-            if let TaskState::Cancelled { dependency: Some(by), .. } = &d.state
+            if let TaskState::Cancelled {
+                dependency: Some(by),
+                ..
+            } = &d.state
                 && *by == dep
                 && !requeue.contains(&d.spec.id)
             {
@@ -464,7 +611,12 @@ fn retry(cx: &mut Ctx<'_>, task: &TaskId) -> Result<(), Rejected> {
         );
     }
     if cx.state.status == RunStatus::Finished {
-        cx.emit(None, EventBody::RunPaused { reason: "retry requested: continue with `abo resume`".into() });
+        cx.emit(
+            None,
+            EventBody::RunPaused {
+                reason: "retry requested: continue with `abo resume`".into(),
+            },
+        );
     }
     Ok(())
 }
@@ -488,7 +640,12 @@ fn promote_ready(cx: &mut Ctx<'_>) {
         .tasks_in_order()
         .filter(|t| t.state == TaskState::Pending)
         .filter(|t| {
-            t.spec.deps.iter().all(|d| matches!(cx.state.task(d).map(|d| &d.state), Some(TaskState::Landed { .. })))
+            t.spec.deps.iter().all(|d| {
+                matches!(
+                    cx.state.task(d).map(|d| &d.state),
+                    Some(TaskState::Landed { .. })
+                )
+            })
         })
         .map(|t| t.spec.id.clone())
         .collect();
@@ -505,7 +662,9 @@ fn land_next(cx: &mut Ctx<'_>) {
         if let Some(TaskState::Verifying { attempt, .. }) = cx.state.task(&task).map(|t| &t.state) {
             let attempt = *attempt;
             cx.state.inflight.landing = Some((task.clone(), 0));
-            cx.effect(Effect::Land { attempt: cx.attempt(&task, attempt) });
+            cx.effect(Effect::Land {
+                attempt: cx.attempt(&task, attempt),
+            });
             return;
         }
     }
@@ -529,7 +688,9 @@ fn schedule(cx: &mut Ctx<'_>) {
         if cx.state.in_flight() >= max {
             break;
         }
-        let Some(t) = cx.state.task(&id) else { continue };
+        let Some(t) = cx.state.task(&id) else {
+            continue;
+        };
         let paths = &t.spec.paths;
         let clash = cx
             .state
@@ -543,26 +704,51 @@ fn schedule(cx: &mut Ctx<'_>) {
         let feedback = t.feedback.clone();
         let backend = t.spec.backend.name().clone();
         let attempt_id = cx.attempt(&id, attempt);
-        cx.emit(Some(&id), EventBody::TaskStarted { attempt, backend, worktree: attempt_id.worktree() });
-        cx.effect(Effect::StartAttempt { attempt: attempt_id, feedback });
+        cx.emit(
+            Some(&id),
+            EventBody::TaskStarted {
+                attempt,
+                backend,
+                worktree: attempt_id.worktree(),
+            },
+        );
+        cx.effect(Effect::StartAttempt {
+            attempt: attempt_id,
+            feedback,
+        });
     }
 }
 
 fn finish_if_done(cx: &mut Ctx<'_>) {
-    let busy = cx.state.tasks.values().any(|t| matches!(t.state, TaskState::Ready) || t.state.in_flight().is_some());
+    let busy = cx
+        .state
+        .tasks
+        .values()
+        .any(|t| matches!(t.state, TaskState::Ready) || t.state.in_flight().is_some());
     if busy {
         return;
     }
     // Pending tasks whose dependencies can no longer land would wait forever.
-    let stuck: Vec<TaskId> =
-        cx.state.tasks_in_order().filter(|t| t.state == TaskState::Pending).map(|t| t.spec.id.clone()).collect();
+    let stuck: Vec<TaskId> = cx
+        .state
+        .tasks_in_order()
+        .filter(|t| t.state == TaskState::Pending)
+        .map(|t| t.spec.id.clone())
+        .collect();
     for id in stuck {
-        cx.emit(Some(&id), EventBody::TaskCancelled { reason: "a dependency did not land".into(), dependency: None });
+        cx.emit(
+            Some(&id),
+            EventBody::TaskCancelled {
+                reason: "a dependency did not land".into(),
+                dependency: None,
+            },
+        );
     }
     let s = &cx.state;
     let body = EventBody::RunFinished {
         landed: s.count(crate::state::TaskStatus::Landed),
-        failed: s.count(crate::state::TaskStatus::Failed) + s.count(crate::state::TaskStatus::Denied),
+        failed: s.count(crate::state::TaskStatus::Failed)
+            + s.count(crate::state::TaskStatus::Denied),
         cancelled: s.count(crate::state::TaskStatus::Cancelled),
         skipped: s.count(crate::state::TaskStatus::Skipped),
     };

@@ -14,7 +14,13 @@ pub struct InputError {
 
 impl InputError {
     pub fn new(file: &str, message: impl Into<String>) -> Self {
-        Self { file: file.to_owned(), line: None, col: None, message: message.into(), hint: None }
+        Self {
+            file: file.to_owned(),
+            line: None,
+            col: None,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn at(mut self, pos: Option<(usize, usize)>) -> Self {
@@ -182,7 +188,9 @@ pub fn locate(text: &str, path: &[PathSeg]) -> Option<(usize, usize)> {
                             && (lines[i].trim_start().starts_with("- ") || lines[i].trim() == "-")
                     })
                     .collect();
-                let Some(&start) = starts.get(*n) else { return found };
+                let Some(&start) = starts.get(*n) else {
+                    return found;
+                };
                 let end = starts.get(n + 1).copied().unwrap_or(hi);
                 found = Some((start + 1, item_col + 1));
                 lo = start;
@@ -252,8 +260,15 @@ pub fn from_yaml_error(file: &str, text: &str, err: &serde_yaml::Error) -> Input
     if let Some(rest) = body.strip_prefix("unknown field `") {
         let name = rest.split('`').next().unwrap_or_default();
         let known = backticked(rest.split_once("expected").map_or("", |(_, r)| r));
-        let full = if path.is_empty() { name.to_owned() } else { format!("{path}.{name}") };
-        let e = InputError { message: format!("unknown key `{full}`"), ..e };
+        let full = if path.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{path}.{name}")
+        };
+        let e = InputError {
+            message: format!("unknown key `{full}`"),
+            ..e
+        };
         return match nearest(name, known.iter().map(String::as_str)) {
             Some(n) => e.hint(format!("did you mean `{n}`?")),
             None if !known.is_empty() => e.hint(format!("known keys: {}", known.join(", "))),
@@ -263,14 +278,25 @@ pub fn from_yaml_error(file: &str, text: &str, err: &serde_yaml::Error) -> Input
     if let Some(rest) = body.strip_prefix("unknown variant `") {
         let name = rest.split('`').next().unwrap_or_default();
         let known = backticked(rest.split_once("expected").map_or("", |(_, r)| r));
-        let at = if path.is_empty() { String::new() } else { format!("`{path}`: ") };
-        let e = InputError { message: format!("{at}unknown value `{name}`"), ..e };
+        let at = if path.is_empty() {
+            String::new()
+        } else {
+            format!("`{path}`: ")
+        };
+        let e = InputError {
+            message: format!("{at}unknown value `{name}`"),
+            ..e
+        };
         return match nearest(name, known.iter().map(String::as_str)) {
             Some(n) => e.hint(format!("did you mean `{n}`? one of: {}", known.join(", "))),
             None => e.hint(format!("one of: {}", known.join(", "))),
         };
     }
-    let message = if path.is_empty() { body.to_owned() } else { format!("`{path}`: {body}") };
+    let message = if path.is_empty() {
+        body.to_owned()
+    } else {
+        format!("`{path}`: {body}")
+    };
     InputError { message, ..e }
 }
 
@@ -282,11 +308,19 @@ fn strip_positions(raw: &str) -> String {
         let is_pos = words.len() >= 3
             && words[0].chars().all(|c| c.is_ascii_digit())
             && words[1] == "column"
-            && words[2].trim_end_matches(',').chars().all(|c| c.is_ascii_digit());
+            && words[2]
+                .trim_end_matches(',')
+                .chars()
+                .all(|c| c.is_ascii_digit());
         if !is_pos {
             break;
         }
-        let len = " at line ".len() + words[0].len() + 1 + words[1].len() + 1 + words[2].trim_end_matches(',').len();
+        let len = " at line ".len()
+            + words[0].len()
+            + 1
+            + words[1].len()
+            + 1
+            + words[2].trim_end_matches(',').len();
         out.replace_range(i..i + len, "");
     }
     out
@@ -296,7 +330,8 @@ fn strip_positions(raw: &str) -> String {
 fn split_path(msg: &str) -> (&str, &str) {
     if let Some((p, rest)) = msg.split_once(": ") {
         let is_path = !p.is_empty()
-            && p.chars().all(|c| c.is_ascii_alphanumeric() || "._-[]".contains(c))
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-[]".contains(c))
             && !p.contains("unknown");
         if is_path {
             return (p, rest);

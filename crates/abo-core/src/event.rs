@@ -62,13 +62,22 @@ pub enum EventBody {
     #[serde(rename = "run.resumed")]
     RunResumed {},
     #[serde(rename = "run.finished")]
-    RunFinished { landed: u32, failed: u32, cancelled: u32, skipped: u32 },
+    RunFinished {
+        landed: u32,
+        failed: u32,
+        cancelled: u32,
+        skipped: u32,
+    },
     #[serde(rename = "run.killed")]
     RunKilled { reason: String },
     #[serde(rename = "task.ready")]
     TaskReady {},
     #[serde(rename = "task.started")]
-    TaskStarted { attempt: u32, backend: BackendName, worktree: String },
+    TaskStarted {
+        attempt: u32,
+        backend: BackendName,
+        worktree: String,
+    },
     #[serde(rename = "task.backend_finished")]
     TaskBackendFinished {
         attempt: u32,
@@ -108,9 +117,16 @@ pub enum EventBody {
         kept_worktree: Option<String>,
     },
     #[serde(rename = "task.failed")]
-    TaskFailed { attempts: u32, reason: String, kept_worktree: Option<String> },
+    TaskFailed {
+        attempts: u32,
+        reason: String,
+        kept_worktree: Option<String>,
+    },
     #[serde(rename = "task.cancelled")]
-    TaskCancelled { reason: String, dependency: Option<TaskId> },
+    TaskCancelled {
+        reason: String,
+        dependency: Option<TaskId>,
+    },
 }
 
 impl EventBody {
@@ -137,7 +153,9 @@ impl EventBody {
     /// The `data` object.
     pub fn data(&self) -> serde_json::Value {
         match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(mut m)) => m.remove("data").unwrap_or_else(|| serde_json::json!({})),
+            Ok(serde_json::Value::Object(mut m)) => {
+                m.remove("data").unwrap_or_else(|| serde_json::json!({}))
+            }
             _ => serde_json::json!({}),
         }
     }
@@ -170,8 +188,15 @@ mod tests {
     fn round_trips_through_kind_and_data() {
         let bodies = [
             EventBody::RunStarted {},
-            EventBody::TaskStarted { attempt: 2, backend: BackendName::new("command"), worktree: "w".into() },
-            EventBody::TaskLanded { attempt: 1, commit: CommitSha::new("abc") },
+            EventBody::TaskStarted {
+                attempt: 2,
+                backend: BackendName::new("command"),
+                worktree: "w".into(),
+            },
+            EventBody::TaskLanded {
+                attempt: 1,
+                commit: CommitSha::new("abc"),
+            },
             EventBody::TaskRetry {
                 attempt: 2,
                 cause: RetryCause::Failed,
@@ -185,7 +210,11 @@ mod tests {
             assert_eq!(back, b);
         }
         assert_eq!(
-            EventBody::TaskLanded { attempt: 1, commit: CommitSha::new("abc") }.data(),
+            EventBody::TaskLanded {
+                attempt: 1,
+                commit: CommitSha::new("abc")
+            }
+            .data(),
             serde_json::json!({"attempt": 1, "commit": "abc"})
         );
     }

@@ -118,11 +118,14 @@ impl Timestamp {
 
     /// RFC 3339 with milliseconds, `Z` suffix.
     pub fn to_rfc3339(self) -> String {
-        self.to_datetime().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        self.to_datetime()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     }
 
     pub fn parse_rfc3339(s: &str) -> Option<Self> {
-        chrono::DateTime::parse_from_rfc3339(s).ok().map(|d| Self(d.timestamp_millis()))
+        chrono::DateTime::parse_from_rfc3339(s)
+            .ok()
+            .map(|d| Self(d.timestamp_millis()))
     }
 
     pub fn saturating_sub(self, other: Timestamp) -> std::time::Duration {

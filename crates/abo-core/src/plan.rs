@@ -29,7 +29,9 @@ pub enum BackendChoice {
 pub enum Readiness {
     Runnable,
     /// Never run, with the reason (Markdown "Not Ready", or "Pending" until approvals exist).
-    Skipped { reason: String },
+    Skipped {
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -103,10 +105,22 @@ impl Plan {
                     });
                 }
             }
-            let sources = [("run", t.run.is_some()), ("patch", t.patch.is_some()), ("backend", t.backend.is_some())];
-            let set: Vec<&str> = sources.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
+            let sources = [
+                ("run", t.run.is_some()),
+                ("patch", t.patch.is_some()),
+                ("backend", t.backend.is_some()),
+            ];
+            let set: Vec<&str> = sources
+                .iter()
+                .filter(|(_, s)| *s)
+                .map(|(n, _)| *n)
+                .collect();
             if set.len() > 1 {
-                errors.push(err(t, set[1], format!("sets both `{}` and `{}`; choose one", set[0], set[1])));
+                errors.push(err(
+                    t,
+                    set[1],
+                    format!("sets both `{}` and `{}`; choose one", set[0], set[1]),
+                ));
             }
             if let Some(b) = &t.backend
                 && !config.backends.named.contains_key(b)
@@ -115,10 +129,18 @@ impl Plan {
                 let names = config.backends.named.keys().map(String::as_str);
                 errors.push(match nearest(b, names) {
                     Some(n) => e.hint(format!("did you mean `{n}`?")),
-                    None if config.backends.named.is_empty() => e.hint("no backends are configured in abo.yml"),
+                    None if config.backends.named.is_empty() => {
+                        e.hint("no backends are configured in abo.yml")
+                    }
                     None => e.hint(format!(
                         "configured: {}",
-                        config.backends.named.keys().cloned().collect::<Vec<_>>().join(", ")
+                        config
+                            .backends
+                            .named
+                            .keys()
+                            .cloned()
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 });
             }
@@ -135,16 +157,27 @@ impl Plan {
             if let Some(p) = &t.patch
                 && !file_exists(&patch_path(&t.file, p))
             {
-                errors.push(err(t, "patch", format!("patch file `{p}` does not exist")).hint(format!(
-                    "a patch path is relative to the backlog's directory: {}",
-                    patch_path(&t.file, p).display()
-                )));
+                errors.push(
+                    err(t, "patch", format!("patch file `{p}` does not exist")).hint(format!(
+                        "a patch path is relative to the backlog's directory: {}",
+                        patch_path(&t.file, p).display()
+                    )),
+                );
             }
             if t.max_attempts == Some(0) {
-                errors.push(err(t, "max_attempts", "`max_attempts` must be at least 1".into()));
+                errors.push(err(
+                    t,
+                    "max_attempts",
+                    "`max_attempts` must be at least 1".into(),
+                ));
             }
             let runnable = matches!(t.section, Section::Ready);
-            if runnable && t.run.is_none() && t.patch.is_none() && t.backend.is_none() && config.backends.default.is_none() {
+            if runnable
+                && t.run.is_none()
+                && t.patch.is_none()
+                && t.backend.is_none()
+                && config.backends.default.is_none()
+            {
                 errors.push(err(t, "id", "has no backend".into()).hint(
                     "give the task `run:`, `patch:` or `backend:`, or set `backends.default` in abo.yml",
                 ));
@@ -179,12 +212,19 @@ impl Plan {
             .or_else(|| backlogs.first().map(|b| b.file.clone()))
             .unwrap_or_default();
         let profile = backlogs.iter().find_map(|b| b.profile.clone());
-        Ok(Plan { title, profile, tasks })
+        Ok(Plan {
+            title,
+            profile,
+            tasks,
+        })
     }
 
     /// Number of tasks that will run.
     pub fn runnable(&self) -> usize {
-        self.tasks.iter().filter(|t| t.readiness == Readiness::Runnable).count()
+        self.tasks
+            .iter()
+            .filter(|t| t.readiness == Readiness::Runnable)
+            .count()
     }
 }
 
@@ -195,11 +235,19 @@ fn patch_path(backlog_file: &str, patch: &str) -> std::path::PathBuf {
 
 fn plan_task(t: &BacklogTask, config: &Config) -> PlanTask {
     let backend = if let Some(run) = &t.run {
-        BackendChoice::Run { command: run.clone() }
+        BackendChoice::Run {
+            command: run.clone(),
+        }
     } else if let Some(p) = &t.patch {
-        BackendChoice::Patch { file: patch_path(&t.file, p).to_string_lossy().into_owned() }
+        BackendChoice::Patch {
+            file: patch_path(&t.file, p).to_string_lossy().into_owned(),
+        }
     } else {
-        let name = t.backend.clone().or_else(|| config.backends.default.clone()).unwrap_or_default();
+        let name = t
+            .backend
+            .clone()
+            .or_else(|| config.backends.default.clone())
+            .unwrap_or_default();
         BackendChoice::Named { name }
     };
     let readiness = match &t.section {
@@ -211,7 +259,11 @@ fn plan_task(t: &BacklogTask, config: &Config) -> PlanTask {
     };
     let gates = match &t.gates {
         Some(g) => g.iter().map(GateName::new).collect(),
-        None => config.gates.iter().map(|g| GateName::new(&g.name)).collect(),
+        None => config
+            .gates
+            .iter()
+            .map(|g| GateName::new(&g.name))
+            .collect(),
     };
     PlanTask {
         id: TaskId::new(&t.id),
@@ -233,8 +285,10 @@ fn plan_task(t: &BacklogTask, config: &Config) -> PlanTask {
 
 /// A dependency cycle as a list of ids, the first repeated at the end.
 fn find_cycle(tasks: &[&BacklogTask]) -> Option<Vec<String>> {
-    let deps: BTreeMap<&str, Vec<&str>> =
-        tasks.iter().map(|t| (t.id.as_str(), t.deps.iter().map(String::as_str).collect())).collect();
+    let deps: BTreeMap<&str, Vec<&str>> = tasks
+        .iter()
+        .map(|t| (t.id.as_str(), t.deps.iter().map(String::as_str).collect()))
+        .collect();
     #[derive(Clone, Copy, PartialEq)]
     enum Mark {
         Visiting,
@@ -250,7 +304,8 @@ fn find_cycle(tasks: &[&BacklogTask]) -> Option<Vec<String>> {
             Some(Mark::Done) => return None,
             Some(Mark::Visiting) => {
                 let start = stack.iter().position(|s| *s == id).unwrap_or(0);
-                let mut cycle: Vec<String> = stack[start..].iter().map(|s| (*s).to_owned()).collect();
+                let mut cycle: Vec<String> =
+                    stack[start..].iter().map(|s| (*s).to_owned()).collect();
                 cycle.push(id.to_owned());
                 return Some(cycle);
             }
@@ -295,8 +350,8 @@ fn globs_overlap(a: &str, b: &str) -> bool {
     let (lb, wb) = lit(b);
     match (wa, wb) {
         (false, false) => la == lb || is_under(&la, &lb) || is_under(&lb, &la),
-        (true, false) => lb.starts_with(&la) || is_under(&la.trim_end_matches('/').to_owned(), &lb),
-        (false, true) => la.starts_with(&lb) || is_under(&lb.trim_end_matches('/').to_owned(), &la),
+        (true, false) => lb.starts_with(&la) || is_under(la.trim_end_matches('/'), &lb),
+        (false, true) => la.starts_with(&lb) || is_under(lb.trim_end_matches('/'), &la),
         (true, true) => la.starts_with(&lb) || lb.starts_with(&la),
     }
 }
@@ -321,7 +376,8 @@ mod tests {
 
     fn build(text: &str) -> Result<Plan, String> {
         let b = parse_yaml("dir/b.yml", text).map_err(|e| e.to_string())?;
-        Plan::build(&[b], &config(), &|p| p == Path::new("dir/patches/ok.diff")).map_err(|e| e.to_string())
+        Plan::build(&[b], &config(), &|p| p == Path::new("dir/patches/ok.diff"))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -371,11 +427,24 @@ mod tests {
             "tasks:\n  - { id: a, title: A, run: 'echo hi' }\n  - { id: b, title: B, patch: patches/ok.diff, deps: [a], gates: [] }\n  - { id: c, title: C, backend: fmt, max_attempts: 1 }\n",
         )
         .unwrap();
-        assert_eq!(p.tasks[0].backend, BackendChoice::Run { command: "echo hi".into() });
+        assert_eq!(
+            p.tasks[0].backend,
+            BackendChoice::Run {
+                command: "echo hi".into()
+            }
+        );
         assert_eq!(p.tasks[0].gates, [GateName::new("test")]);
-        assert_eq!(p.tasks[1].backend, BackendChoice::Patch { file: "dir/patches/ok.diff".into() });
+        assert_eq!(
+            p.tasks[1].backend,
+            BackendChoice::Patch {
+                file: "dir/patches/ok.diff".into()
+            }
+        );
         assert!(p.tasks[1].gates.is_empty());
-        assert_eq!(p.tasks[2].backend, BackendChoice::Named { name: "fmt".into() });
+        assert_eq!(
+            p.tasks[2].backend,
+            BackendChoice::Named { name: "fmt".into() }
+        );
         assert_eq!((p.tasks[2].max_attempts, p.tasks[0].max_attempts), (1, 3));
     }
 

@@ -38,7 +38,10 @@ impl RunSettings {
     }
 
     pub fn pushes(&self) -> bool {
-        matches!(self.landing.mode, LandingMode::Push | LandingMode::PullRequest)
+        matches!(
+            self.landing.mode,
+            LandingMode::Push | LandingMode::PullRequest
+        )
     }
 }
 
@@ -78,7 +81,11 @@ pub enum BackendSpec {
     /// `sh -c RUN` in the attempt's worktree.
     Command { name: BackendName, run: String },
     /// `git apply --3way` of a stored diff.
-    Patch { name: BackendName, diff: ArtifactId, file: String },
+    Patch {
+        name: BackendName,
+        diff: ArtifactId,
+        file: String,
+    },
 }
 
 impl BackendSpec {

@@ -90,15 +90,30 @@ pub enum TaskState {
     Pending,
     Ready,
     /// The backend is producing the attempt's change.
-    Running { attempt: u32 },
+    Running {
+        attempt: u32,
+    },
     /// The attempt's gates are running; `passed` of them have passed. When all have, the task waits
     /// to land (landing is one task at a time).
-    Verifying { attempt: u32, passed: usize },
-    Landed { attempt: u32, commit: CommitSha },
-    Failed { reason: String },
+    Verifying {
+        attempt: u32,
+        passed: usize,
+    },
+    Landed {
+        attempt: u32,
+        commit: CommitSha,
+    },
+    Failed {
+        reason: String,
+    },
     /// Cancelled because `dependency` failed, or because the run was killed (`dependency: None`).
-    Cancelled { reason: String, dependency: Option<TaskId> },
-    Skipped { reason: String },
+    Cancelled {
+        reason: String,
+        dependency: Option<TaskId>,
+    },
+    Skipped {
+        reason: String,
+    },
 }
 
 impl TaskState {
@@ -116,7 +131,13 @@ impl TaskState {
     }
 
     pub fn is_terminal(&self) -> bool {
-        matches!(self, Self::Landed { .. } | Self::Failed { .. } | Self::Cancelled { .. } | Self::Skipped { .. })
+        matches!(
+            self,
+            Self::Landed { .. }
+                | Self::Failed { .. }
+                | Self::Cancelled { .. }
+                | Self::Skipped { .. }
+        )
     }
 
     /// The attempt in flight, if any.
@@ -129,7 +150,9 @@ impl TaskState {
 
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Self::Failed { reason } | Self::Cancelled { reason, .. } | Self::Skipped { reason } => Some(reason),
+            Self::Failed { reason } | Self::Cancelled { reason, .. } | Self::Skipped { reason } => {
+                Some(reason)
+            }
             _ => None,
         }
     }
@@ -192,7 +215,11 @@ pub enum ReplayError {
     #[error("the event log of run {0} does not start with run.created")]
     NoCreated(RunId),
     #[error("event {seq} ({kind}) names unknown task `{task}`")]
-    UnknownTask { seq: u64, kind: &'static str, task: TaskId },
+    UnknownTask {
+        seq: u64,
+        kind: &'static str,
+        task: TaskId,
+    },
 }
 
 impl RunState {
@@ -204,7 +231,9 @@ impl RunState {
             .iter()
             .map(|t| {
                 let state = match &t.skipped {
-                    Some(reason) => TaskState::Skipped { reason: reason.clone() },
+                    Some(reason) => TaskState::Skipped {
+                        reason: reason.clone(),
+                    },
                     None => TaskState::Pending,
                 };
                 let rec = TaskRecord {
@@ -239,7 +268,9 @@ impl RunState {
     /// Folds a run's whole log into its state.
     pub fn replay(run: &RunId, events: &[StoredEvent]) -> Result<Self, ReplayError> {
         let mut it = events.iter();
-        let Some(first) = it.next() else { return Err(ReplayError::NoCreated(run.clone())) };
+        let Some(first) = it.next() else {
+            return Err(ReplayError::NoCreated(run.clone()));
+        };
         let EventBody::RunCreated(spec) = &first.event.body else {
             return Err(ReplayError::NoCreated(run.clone()));
         };
@@ -249,7 +280,11 @@ impl RunState {
             if let Some(t) = &e.event.task
                 && !state.tasks.contains_key(t)
             {
-                return Err(ReplayError::UnknownTask { seq: e.seq, kind: e.event.body.kind(), task: t.clone() });
+                return Err(ReplayError::UnknownTask {
+                    seq: e.seq,
+                    kind: e.event.body.kind(),
+                    task: t.clone(),
+                });
             }
             state.apply(&e.event);
             state.last_seq = e.seq;
@@ -262,7 +297,11 @@ impl RunState {
     }
 
     pub fn attempt_id(&self, task: &TaskId, attempt: u32) -> AttemptId {
-        AttemptId { run: self.id.clone(), task: task.clone(), attempt }
+        AttemptId {
+            run: self.id.clone(),
+            task: task.clone(),
+            attempt,
+        }
     }
 
     /// Tasks in plan order.
@@ -278,7 +317,11 @@ impl RunState {
                 self.status = RunStatus::Running;
                 self.started_at = Some(e.at);
             }
-            EventBody::RunPaused { reason } => self.status = RunStatus::Paused { reason: reason.clone() },
+            EventBody::RunPaused { reason } => {
+                self.status = RunStatus::Paused {
+                    reason: reason.clone(),
+                }
+            }
             EventBody::RunResumed {} => {
                 self.status = RunStatus::Running;
                 self.consecutive_failures = 0;
@@ -289,27 +332,43 @@ impl RunState {
                 self.finished_at = Some(e.at);
             }
             EventBody::RunKilled { reason } => {
-                self.status = RunStatus::Killed { reason: reason.clone() };
+                self.status = RunStatus::Killed {
+                    reason: reason.clone(),
+                };
                 self.finished_at = Some(e.at);
             }
             body => {
                 let Some(id) = &e.task else { return };
-                let Some(t) = self.tasks.get_mut(id) else { return };
+                let Some(t) = self.tasks.get_mut(id) else {
+                    return;
+                };
                 match body {
                     EventBody::TaskReady {} => {
                         t.state = TaskState::Ready;
                         t.ready_at = Some(e.at);
                     }
-                    EventBody::TaskStarted { attempt, backend, .. } => {
+                    EventBody::TaskStarted {
+                        attempt, backend, ..
+                    } => {
                         t.state = TaskState::Running { attempt: *attempt };
                         t.attempt = t.attempt.max(*attempt);
                         t.next_attempt = attempt + 1;
                         t.backend = Some(backend.clone());
                     }
-                    EventBody::TaskBackendFinished { attempt, ok: true, .. } => {
-                        t.state = TaskState::Verifying { attempt: *attempt, passed: 0 };
+                    EventBody::TaskBackendFinished {
+                        attempt, ok: true, ..
+                    } => {
+                        t.state = TaskState::Verifying {
+                            attempt: *attempt,
+                            passed: 0,
+                        };
                     }
-                    EventBody::TaskGate { attempt, stage: GateStage::Attempt, passed: true, .. } => {
+                    EventBody::TaskGate {
+                        attempt,
+                        stage: GateStage::Attempt,
+                        passed: true,
+                        ..
+                    } => {
                         if let TaskState::Verifying { attempt: a, passed } = &mut t.state
                             && a == attempt
                         {
@@ -317,19 +376,31 @@ impl RunState {
                         }
                     }
                     EventBody::TaskLanded { attempt, commit } => {
-                        t.state = TaskState::Landed { attempt: *attempt, commit: commit.clone() };
+                        t.state = TaskState::Landed {
+                            attempt: *attempt,
+                            commit: commit.clone(),
+                        };
                         t.feedback = None;
                         self.consecutive_failures = 0;
                     }
-                    EventBody::TaskRetry { attempt, cause, reason, log, kept_worktree } => {
+                    EventBody::TaskRetry {
+                        attempt,
+                        cause,
+                        reason,
+                        log,
+                        kept_worktree,
+                    } => {
                         if let Some(w) = kept_worktree {
                             t.kept_worktrees.push(w.clone());
                         }
                         t.next_attempt = *attempt;
                         match cause {
                             RetryCause::Failed => {
-                                t.feedback =
-                                    Some(Feedback { attempt: t.attempt, reason: reason.clone(), log: log.clone() });
+                                t.feedback = Some(Feedback {
+                                    attempt: t.attempt,
+                                    reason: reason.clone(),
+                                    log: log.clone(),
+                                });
                                 t.state = TaskState::Ready;
                             }
                             RetryCause::Interrupted => t.state = TaskState::Ready,
@@ -340,15 +411,24 @@ impl RunState {
                             }
                         }
                     }
-                    EventBody::TaskFailed { reason, kept_worktree, .. } => {
+                    EventBody::TaskFailed {
+                        reason,
+                        kept_worktree,
+                        ..
+                    } => {
                         if let Some(w) = kept_worktree {
                             t.kept_worktrees.push(w.clone());
                         }
-                        t.state = TaskState::Failed { reason: reason.clone() };
+                        t.state = TaskState::Failed {
+                            reason: reason.clone(),
+                        };
                         self.consecutive_failures += 1;
                     }
                     EventBody::TaskCancelled { reason, dependency } => {
-                        t.state = TaskState::Cancelled { reason: reason.clone(), dependency: dependency.clone() };
+                        t.state = TaskState::Cancelled {
+                            reason: reason.clone(),
+                            dependency: dependency.clone(),
+                        };
                     }
                     // Failed backend runs and gates change nothing by themselves: the retry or
                     // failure event that follows them does.
@@ -360,17 +440,29 @@ impl RunState {
 
     /// Counts of tasks by status.
     pub fn count(&self, status: TaskStatus) -> u32 {
-        let n = self.tasks.values().filter(|t| t.state.status() == status).count();
+        let n = self
+            .tasks
+            .values()
+            .filter(|t| t.state.status() == status)
+            .count();
         u32::try_from(n).unwrap_or(u32::MAX)
     }
 
     /// Tasks with an attempt in flight.
     pub fn in_flight(&self) -> usize {
-        self.tasks.values().filter(|t| t.state.in_flight().is_some()).count()
+        self.tasks
+            .values()
+            .filter(|t| t.state.in_flight().is_some())
+            .count()
     }
 
     /// Whether every task that was meant to run has landed.
     pub fn all_landed(&self) -> bool {
-        self.tasks.values().all(|t| matches!(t.state, TaskState::Landed { .. } | TaskState::Skipped { .. }))
+        self.tasks.values().all(|t| {
+            matches!(
+                t.state,
+                TaskState::Landed { .. } | TaskState::Skipped { .. }
+            )
+        })
     }
 }

@@ -20,7 +20,13 @@ struct T {
 }
 
 const fn t(id: &'static str, deps: &'static [&'static str]) -> T {
-    T { id, deps, paths: &[], priority: 0, max_attempts: 2 }
+    T {
+        id,
+        deps,
+        paths: &[],
+        priority: 0,
+        max_attempts: 2,
+    }
 }
 
 fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
@@ -38,7 +44,12 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             run_timeout_ms: 10_000,
             gates: gates
                 .iter()
-                .map(|g| GateSpec { name: GateName::new(*g), run: "true".into(), timeout_ms: 1000, retries: 0 })
+                .map(|g| GateSpec {
+                    name: GateName::new(*g),
+                    run: "true".into(),
+                    timeout_ms: 1000,
+                    retries: 0,
+                })
                 .collect(),
             landing: Landing::default(),
         },
@@ -52,7 +63,10 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                 acceptance: vec![],
                 paths: t.paths.iter().map(|s| (*s).to_owned()).collect(),
                 deps: t.deps.iter().map(|d| TaskId::new(*d)).collect(),
-                backend: BackendSpec::Command { name: BackendName::new("command"), run: "true".into() },
+                backend: BackendSpec::Command {
+                    name: BackendName::new("command"),
+                    run: "true".into(),
+                },
                 gates: gates.iter().map(|g| GateName::new(*g)).collect(),
                 labels: vec![],
                 max_attempts: t.max_attempts,
@@ -74,9 +88,21 @@ struct Harness {
 impl Harness {
     fn new(spec: RunSpec) -> Self {
         let id = RunId::new("r");
-        let created = Event { run: id.clone(), task: None, at: Timestamp(0), body: EventBody::RunCreated(Box::new(spec.clone())) };
+        let created = Event {
+            run: id.clone(),
+            task: None,
+            at: Timestamp(0),
+            body: EventBody::RunCreated(Box::new(spec.clone())),
+        };
         let state = RunState::created(id, spec, Timestamp(0));
-        Self { state, log: vec![StoredEvent { seq: 1, event: created }], now: 0 }
+        Self {
+            state,
+            log: vec![StoredEvent {
+                seq: 1,
+                event: created,
+            }],
+            now: 0,
+        }
     }
 
     /// Runs commands and renders what each decided.
@@ -114,14 +140,31 @@ impl Harness {
 
 fn brief_cmd(c: &Command) -> String {
     match c {
-        Command::BackendDone { task, attempt, outcome } => match &outcome.failure {
+        Command::BackendDone {
+            task,
+            attempt,
+            outcome,
+        } => match &outcome.failure {
             None => format!("backend ok {task}#{attempt}"),
             Some(r) => format!("backend failed {task}#{attempt}: {r}"),
         },
-        Command::GateDone { task, attempt, stage, outcome, .. } => {
-            format!("gate {} {:?} {task}#{attempt} passed={}", outcome.name, stage, outcome.passed)
+        Command::GateDone {
+            task,
+            attempt,
+            stage,
+            outcome,
+            ..
+        } => {
+            format!(
+                "gate {} {:?} {task}#{attempt} passed={}",
+                outcome.name, stage, outcome.passed
+            )
         }
-        Command::LandDone { task, attempt, outcome } => format!("land {task}#{attempt} {outcome:?}"),
+        Command::LandDone {
+            task,
+            attempt,
+            outcome,
+        } => format!("land {task}#{attempt} {outcome:?}"),
         other => format!("{other:?}"),
     }
 }
@@ -132,7 +175,11 @@ fn brief_event(e: &Event) -> String {
         EventBody::RunCreated(_) => String::new(),
         b => {
             let d = b.data();
-            if d.as_object().is_some_and(|m| m.is_empty()) { String::new() } else { format!(" {d}") }
+            if d.as_object().is_some_and(|m| m.is_empty()) {
+                String::new()
+            } else {
+                format!(" {d}")
+            }
         }
     };
     format!("{}{task}{data}", e.body.kind())
@@ -141,10 +188,27 @@ fn brief_event(e: &Event) -> String {
 fn brief_effect(e: &Effect) -> String {
     match e {
         Effect::StartAttempt { attempt, feedback } => {
-            format!("start {attempt}{}", feedback.as_ref().map(|f| format!(" feedback: {}", f.reason)).unwrap_or_default())
+            format!(
+                "start {attempt}{}",
+                feedback
+                    .as_ref()
+                    .map(|f| format!(" feedback: {}", f.reason))
+                    .unwrap_or_default()
+            )
         }
-        Effect::RunGate { attempt, gate, stage, candidate } => {
-            format!("gate {gate} {stage:?} {attempt}{}", candidate.as_ref().map(|c| format!(" on {c}")).unwrap_or_default())
+        Effect::RunGate {
+            attempt,
+            gate,
+            stage,
+            candidate,
+        } => {
+            format!(
+                "gate {gate} {stage:?} {attempt}{}",
+                candidate
+                    .as_ref()
+                    .map(|c| format!(" on {c}"))
+                    .unwrap_or_default()
+            )
         }
         other => format!("{other:?}"),
     }
@@ -168,13 +232,31 @@ fn ok(task: &str, attempt: u32) -> Command {
 }
 
 fn backend_failed(task: &str, attempt: u32, why: &str) -> Command {
-    let Command::BackendDone { task, attempt, mut outcome } = ok(task, attempt) else { unreachable!() };
+    let Command::BackendDone {
+        task,
+        attempt,
+        mut outcome,
+    } = ok(task, attempt)
+    else {
+        unreachable!()
+    };
     outcome.failure = Some(why.into());
     outcome.exit = Some(1);
-    Command::BackendDone { task, attempt, outcome }
+    Command::BackendDone {
+        task,
+        attempt,
+        outcome,
+    }
 }
 
-fn gate(task: &str, attempt: u32, name: &str, stage: GateStage, passed: bool, candidate: Option<&str>) -> Command {
+fn gate(
+    task: &str,
+    attempt: u32,
+    name: &str,
+    stage: GateStage,
+    passed: bool,
+    candidate: Option<&str>,
+) -> Command {
     Command::GateDone {
         task: TaskId::new(task),
         attempt,
@@ -193,12 +275,27 @@ fn gate(task: &str, attempt: u32, name: &str, stage: GateStage, passed: bool, ca
 }
 
 fn landed(task: &str, attempt: u32, commit: &str) -> Command {
-    Command::LandDone { task: TaskId::new(task), attempt, outcome: LandOutcome::Landed { commit: CommitSha::new(commit) } }
+    Command::LandDone {
+        task: TaskId::new(task),
+        attempt,
+        outcome: LandOutcome::Landed {
+            commit: CommitSha::new(commit),
+        },
+    }
 }
 
 #[test]
 fn diamond_with_gates() {
-    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &["a"]), t("c", &["a"]), t("d", &["b", "c"])], &["test"], 2));
+    let mut h = Harness::new(spec(
+        &[
+            t("a", &[]),
+            t("b", &["a"]),
+            t("c", &["a"]),
+            t("d", &["b", "c"]),
+        ],
+        &["test"],
+        2,
+    ));
     h.check(
         vec![Command::Start, ok("a", 1), gate("a", 1, "test", GateStage::Attempt, true, None), landed("a", 1, "c1")],
         expect![[r#"
@@ -281,14 +378,41 @@ fn diamond_with_gates() {
 #[test]
 fn overlapping_paths_never_run_together_and_priority_orders() {
     let tasks = [
-        T { id: "low", deps: &[], paths: &["docs/**"], priority: 0, max_attempts: 1 },
-        T { id: "src", deps: &[], paths: &["src/**"], priority: 5, max_attempts: 1 },
-        T { id: "model", deps: &[], paths: &["src/models/user.rs"], priority: 9, max_attempts: 1 },
-        T { id: "tests", deps: &[], paths: &["tests/**"], priority: 1, max_attempts: 1 },
+        T {
+            id: "low",
+            deps: &[],
+            paths: &["docs/**"],
+            priority: 0,
+            max_attempts: 1,
+        },
+        T {
+            id: "src",
+            deps: &[],
+            paths: &["src/**"],
+            priority: 5,
+            max_attempts: 1,
+        },
+        T {
+            id: "model",
+            deps: &[],
+            paths: &["src/models/user.rs"],
+            priority: 9,
+            max_attempts: 1,
+        },
+        T {
+            id: "tests",
+            deps: &[],
+            paths: &["tests/**"],
+            priority: 1,
+            max_attempts: 1,
+        },
     ];
     let mut h = Harness::new(spec(&tasks, &[], 3));
     let trace = h.run(vec![Command::Start]);
-    let started: Vec<&str> = trace.lines().filter_map(|l| l.strip_prefix("  => start r/")).collect();
+    let started: Vec<&str> = trace
+        .lines()
+        .filter_map(|l| l.strip_prefix("  => start r/"))
+        .collect();
     // `model` (priority 9) first; `src` overlaps it and waits; then `tests` and `low`.
     assert_eq!(started, ["model/1", "tests/1", "low/1"]);
     let trace = h.run(vec![ok("model", 1), landed("model", 1, "m")]);
@@ -297,7 +421,11 @@ fn overlapping_paths_never_run_together_and_priority_orders() {
 
 #[test]
 fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
-    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &["a"]), t("c", &["b"]), t("x", &[])], &["test"], 1));
+    let mut h = Harness::new(spec(
+        &[t("a", &[]), t("b", &["a"]), t("c", &["b"]), t("x", &[])],
+        &["test"],
+        1,
+    ));
     h.check(
         vec![
             Command::Start,
@@ -332,7 +460,10 @@ fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
         "#]],
     );
     let a = h.state.task(&TaskId::new("a")).unwrap();
-    assert_eq!(a.kept_worktrees, [".abo/worktrees/r/a-1", ".abo/worktrees/r/a-2"]);
+    assert_eq!(
+        a.kept_worktrees,
+        [".abo/worktrees/r/a-1", ".abo/worktrees/r/a-2"]
+    );
     // A second task failure in a row pauses the run (stop_after_consecutive_failures: 2).
     h.check(
         vec![backend_failed("x", 1, "no change"), backend_failed("x", 2, "no change")],
@@ -367,14 +498,20 @@ fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
         "#]],
     );
     let trace = h.run(vec![backend_failed("a", 3, "again")]);
-    assert!(trace.contains("task.retry a {\"attempt\":4"), "fresh attempts after a retry: {trace}");
+    assert!(
+        trace.contains("task.retry a {\"attempt\":4"),
+        "fresh attempts after a retry: {trace}"
+    );
 }
 
 #[test]
 fn merged_gates_decide_before_the_run_branch_moves() {
     let mut h = Harness::new(spec(&[t("a", &[])], &["lint", "test"], 1));
     h.run(vec![Command::Start, ok("a", 1)]);
-    h.run(vec![gate("a", 1, "lint", GateStage::Attempt, true, None), gate("a", 1, "test", GateStage::Attempt, true, None)]);
+    h.run(vec![
+        gate("a", 1, "lint", GateStage::Attempt, true, None),
+        gate("a", 1, "test", GateStage::Attempt, true, None),
+    ]);
     h.check(
         vec![
             Command::LandDone { task: TaskId::new("a"), attempt: 1, outcome: LandOutcome::Merged { candidate: CommitSha::new("m1") } },
@@ -395,9 +532,19 @@ fn merged_gates_decide_before_the_run_branch_moves() {
               => start r/a/2 feedback: gate `test` failed on the merged result: it exited with 1
         "#]],
     );
-    h.run(vec![ok("a", 2), gate("a", 2, "lint", GateStage::Attempt, true, None), gate("a", 2, "test", GateStage::Attempt, true, None)]);
+    h.run(vec![
+        ok("a", 2),
+        gate("a", 2, "lint", GateStage::Attempt, true, None),
+        gate("a", 2, "test", GateStage::Attempt, true, None),
+    ]);
     let trace = h.run(vec![
-        Command::LandDone { task: TaskId::new("a"), attempt: 2, outcome: LandOutcome::Merged { candidate: CommitSha::new("m2") } },
+        Command::LandDone {
+            task: TaskId::new("a"),
+            attempt: 2,
+            outcome: LandOutcome::Merged {
+                candidate: CommitSha::new("m2"),
+            },
+        },
         gate("a", 2, "lint", GateStage::Merged, true, Some("m2")),
         gate("a", 2, "test", GateStage::Merged, true, Some("m2")),
     ]);
@@ -408,14 +555,30 @@ fn merged_gates_decide_before_the_run_branch_moves() {
 fn stale_results_are_ignored() {
     let mut h = Harness::new(spec(&[t("a", &[])], &["test"], 1));
     h.run(vec![Command::Start]);
-    let trace = h.run(vec![ok("a", 7), gate("a", 1, "test", GateStage::Attempt, true, None), landed("a", 1, "x")]);
-    assert_eq!(trace.lines().filter(|l| !l.starts_with('>')).count(), 0, "{trace}");
+    let trace = h.run(vec![
+        ok("a", 7),
+        gate("a", 1, "test", GateStage::Attempt, true, None),
+        landed("a", 1, "x"),
+    ]);
+    assert_eq!(
+        trace.lines().filter(|l| !l.starts_with('>')).count(),
+        0,
+        "{trace}"
+    );
 }
 
 #[test]
 fn resume_after_a_crash_recovers_in_flight_tasks() {
-    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &[]), t("c", &["a"])], &["test"], 2));
-    h.run(vec![Command::Start, ok("a", 1), gate("a", 1, "test", GateStage::Attempt, true, None)]);
+    let mut h = Harness::new(spec(
+        &[t("a", &[]), t("b", &[]), t("c", &["a"])],
+        &["test"],
+        2,
+    ));
+    h.run(vec![
+        Command::Start,
+        ok("a", 1),
+        gate("a", 1, "test", GateStage::Attempt, true, None),
+    ]);
     // The process dies here: a was being landed (its commit reached the run branch), b was running.
     let mut state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
     assert_eq!(state.inflight, Default::default());
@@ -482,6 +645,17 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
               rejected: run r is killed: it cannot be killed
         "#]],
     );
-    assert_eq!(h.state.task(&TaskId::new("c")).unwrap().state.status().as_str(), "cancelled");
-    assert!(matches!(h.state.task(&TaskId::new("a")).unwrap().state, TaskState::Landed { .. }));
+    assert_eq!(
+        h.state
+            .task(&TaskId::new("c"))
+            .unwrap()
+            .state
+            .status()
+            .as_str(),
+        "cancelled"
+    );
+    assert!(matches!(
+        h.state.task(&TaskId::new("a")).unwrap().state,
+        TaskState::Landed { .. }
+    ));
 }

@@ -18,16 +18,20 @@ impl Dur {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid duration `{s}`: expected a number and a unit, like 90s, 30m, 2h"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid duration `{s}`: expected a number and a unit, like 90s, 30m, 2h")
+        })?;
         let ms = match unit {
             "ms" => 1,
             "s" => 1_000,
             "m" => 60_000,
             "h" => 3_600_000,
             "d" => 86_400_000,
-            _ => return Err(format!("invalid duration `{s}`: unit must be one of ms, s, m, h, d")),
+            _ => {
+                return Err(format!(
+                    "invalid duration `{s}`: unit must be one of ms, s, m, h, d"
+                ));
+            }
         };
         Ok(Self(Duration::from_millis(n.saturating_mul(ms))))
     }
@@ -40,9 +44,14 @@ impl Dur {
 impl fmt::Display for Dur {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ms = self.as_millis();
-        let units = [(86_400_000, "d"), (3_600_000, "h"), (60_000, "m"), (1_000, "s")];
+        let units = [
+            (86_400_000, "d"),
+            (3_600_000, "h"),
+            (60_000, "m"),
+            (1_000, "s"),
+        ];
         for (size, unit) in units {
-            if ms >= size && ms % size == 0 {
+            if ms >= size && ms.is_multiple_of(size) {
                 return write!(f, "{}{unit}", ms / size);
             }
         }
@@ -72,9 +81,9 @@ impl ByteSize {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("invalid size `{s}`: expected a number and a unit, like 512MiB"))?;
+        let n: u64 = num.parse().map_err(|_| {
+            format!("invalid size `{s}`: expected a number and a unit, like 512MiB")
+        })?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "KiB" => 1 << 10,
@@ -84,7 +93,11 @@ impl ByteSize {
             "KB" | "kB" => 1_000,
             "MB" => 1_000_000,
             "GB" => 1_000_000_000,
-            _ => return Err(format!("invalid size `{s}`: unit must be one of B, KiB, MiB, GiB, TiB")),
+            _ => {
+                return Err(format!(
+                    "invalid size `{s}`: unit must be one of B, KiB, MiB, GiB, TiB"
+                ));
+            }
         };
         Ok(Self(n.saturating_mul(mult)))
     }
@@ -92,8 +105,13 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (size, unit) in [(1u64 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
-            if self.0 >= size && self.0 % size == 0 {
+        for (size, unit) in [
+            (1u64 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ] {
+            if self.0 >= size && self.0.is_multiple_of(size) {
                 return write!(f, "{}{unit}", self.0 / size);
             }
         }

@@ -21,9 +21,15 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
-        #[allow(clippy::disallowed_methods, reason = "the system clock is the one place that reads the time")]
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the system clock is the one place that reads the time"
+        )]
         let now = std::time::SystemTime::now();
-        let ms = now.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
+        let ms = now
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
         Timestamp(i64::try_from(ms).unwrap_or(i64::MAX))
     }
 }
@@ -43,7 +49,14 @@ pub struct Ctx {
 impl Ctx {
     pub fn new(root: PathBuf, store: Store, git: Git, clock: Arc<dyn Clock>) -> Self {
         let artifacts = Artifacts::new(root.join(".abo/artifacts"));
-        Self { root, store, git, artifacts, groups: Groups::default(), clock }
+        Self {
+            root,
+            store,
+            git,
+            artifacts,
+            groups: Groups::default(),
+            clock,
+        }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -65,7 +78,10 @@ impl Ctx {
 
     /// The attempt's private files: prompt, feedback, logs while running.
     pub fn scratch(&self, attempt: &AttemptId) -> PathBuf {
-        self.root.join(".abo/tmp").join(attempt.run.as_str()).join(format!("{}-{}", attempt.task, attempt.attempt))
+        self.root
+            .join(".abo/tmp")
+            .join(attempt.run.as_str())
+            .join(format!("{}-{}", attempt.task, attempt.attempt))
     }
 
     pub fn run_scratch(&self, run: &RunId) -> PathBuf {

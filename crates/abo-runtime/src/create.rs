@@ -24,11 +24,25 @@ pub enum CreateError {
     NoBase,
     #[error("base branch `{0}` does not exist")]
     NoBaseBranch(String),
-    #[error("{origin}: task `{task}`: backend `{backend}` is of kind {kind}, which this version of abo cannot run yet")]
-    UnsupportedBackend { origin: String, task: String, backend: String, kind: &'static str },
+    #[error(
+        "{origin}: task `{task}`: backend `{backend}` is of kind {kind}, which this version of abo cannot run yet"
+    )]
+    UnsupportedBackend {
+        origin: String,
+        task: String,
+        backend: String,
+        kind: &'static str,
+    },
     #[error("{origin}: task `{task}`: could not read patch {file}: {source}")]
-    Patch { origin: String, task: String, file: String, source: std::io::Error },
-    #[error("`landing.mode: pull-request` is not supported by this version of abo (use `branch` or `push`)")]
+    Patch {
+        origin: String,
+        task: String,
+        file: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "`landing.mode: pull-request` is not supported by this version of abo (use `branch` or `push`)"
+    )]
     PullRequest,
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
@@ -39,7 +53,14 @@ pub enum CreateError {
 impl CreateError {
     /// Whether the problem is in the user's input (exit 2) rather than in abo or its surroundings.
     pub fn is_input(&self) -> bool {
-        matches!(self, Self::NoBase | Self::NoBaseBranch(_) | Self::UnsupportedBackend { .. } | Self::Patch { .. } | Self::PullRequest)
+        matches!(
+            self,
+            Self::NoBase
+                | Self::NoBaseBranch(_)
+                | Self::UnsupportedBackend { .. }
+                | Self::Patch { .. }
+                | Self::PullRequest
+        )
     }
 }
 
@@ -48,7 +69,11 @@ pub fn check_runnable(plan: &Plan, config: &Config) -> Result<(), CreateError> {
     if config.landing.mode == abo_core::config::LandingMode::PullRequest {
         return Err(CreateError::PullRequest);
     }
-    for t in plan.tasks.iter().filter(|t| t.readiness == Readiness::Runnable) {
+    for t in plan
+        .tasks
+        .iter()
+        .filter(|t| t.readiness == Readiness::Runnable)
+    {
         if let BackendChoice::Named { name } = &t.backend
             && let Some(b) = config.backends.named.get(name)
             && !matches!(b, BackendConfig::Command { .. })
@@ -65,22 +90,36 @@ pub fn check_runnable(plan: &Plan, config: &Config) -> Result<(), CreateError> {
 }
 
 /// Records a new run for `plan` and creates its branch. Nothing is executed.
-pub async fn create_run(ctx: &Ctx, plan: &Plan, config: &Config, opts: &RunOptions) -> Result<RunId, CreateError> {
+pub async fn create_run(
+    ctx: &Ctx,
+    plan: &Plan,
+    config: &Config,
+    opts: &RunOptions,
+) -> Result<RunId, CreateError> {
     check_runnable(plan, config)?;
     let (base, base_branch) = match &config.base_branch {
         Some(b) => (
-            ctx.git.branch_head(b).await?.ok_or_else(|| CreateError::NoBaseBranch(b.clone()))?,
+            ctx.git
+                .branch_head(b)
+                .await?
+                .ok_or_else(|| CreateError::NoBaseBranch(b.clone()))?,
             Some(b.clone()),
         ),
         None => (
-            ctx.git.rev_parse("HEAD").await.map_err(|_| CreateError::NoBase)?,
+            ctx.git
+                .rev_parse("HEAD")
+                .await
+                .map_err(|_| CreateError::NoBase)?,
             ctx.git.current_branch().await?,
         ),
     };
     let mut tasks = Vec::with_capacity(plan.tasks.len());
     for t in &plan.tasks {
         let backend = match &t.backend {
-            BackendChoice::Run { command } => BackendSpec::Command { name: BackendName::new("command"), run: command.clone() },
+            BackendChoice::Run { command } => BackendSpec::Command {
+                name: BackendName::new("command"),
+                run: command.clone(),
+            },
             BackendChoice::Patch { file } => {
                 let bytes = std::fs::read(file).map_err(|source| CreateError::Patch {
                     origin: t.origin.clone(),
@@ -88,18 +127,31 @@ pub async fn create_run(ctx: &Ctx, plan: &Plan, config: &Config, opts: &RunOptio
                     file: file.clone(),
                     source,
                 })?;
-                let diff = ctx.artifacts.put(&bytes).map_err(|source| CreateError::Patch {
-                    origin: t.origin.clone(),
-                    task: t.id.to_string(),
+                let diff = ctx
+                    .artifacts
+                    .put(&bytes)
+                    .map_err(|source| CreateError::Patch {
+                        origin: t.origin.clone(),
+                        task: t.id.to_string(),
+                        file: file.clone(),
+                        source,
+                    })?;
+                BackendSpec::Patch {
+                    name: BackendName::new("patch"),
+                    diff,
                     file: file.clone(),
-                    source,
-                })?;
-                BackendSpec::Patch { name: BackendName::new("patch"), diff, file: file.clone() }
+                }
             }
             BackendChoice::Named { name } => match config.backends.named.get(name) {
-                Some(BackendConfig::Command { run }) => BackendSpec::Command { name: BackendName::new(name), run: run.clone() },
+                Some(BackendConfig::Command { run }) => BackendSpec::Command {
+                    name: BackendName::new(name),
+                    run: run.clone(),
+                },
                 // Skipped tasks may name any backend; they never run.
-                _ => BackendSpec::Command { name: BackendName::new(name), run: String::new() },
+                _ => BackendSpec::Command {
+                    name: BackendName::new(name),
+                    run: String::new(),
+                },
             },
         };
         tasks.push(TaskSpec {
@@ -137,7 +189,10 @@ pub async fn create_run(ctx: &Ctx, plan: &Plan, config: &Config, opts: &RunOptio
         base_branch,
         branch: id.branch(),
         settings: RunSettings {
-            max_parallel: opts.max_parallel.unwrap_or(config.parallelism.max_parallel).max(1),
+            max_parallel: opts
+                .max_parallel
+                .unwrap_or(config.parallelism.max_parallel)
+                .max(1),
             stop_after_consecutive_failures: config.attempts.stop_after_consecutive_failures,
             attempt_timeout_ms: config.timeouts.attempt.as_millis(),
             silence_timeout_ms: config.timeouts.silence.as_millis(),
@@ -156,7 +211,12 @@ pub async fn create_run(ctx: &Ctx, plan: &Plan, config: &Config, opts: &RunOptio
         },
         tasks,
     };
-    let created = Event { run: id.clone(), task: None, at: now, body: EventBody::RunCreated(Box::new(spec.clone())) };
+    let created = Event {
+        run: id.clone(),
+        task: None,
+        at: now,
+        body: EventBody::RunCreated(Box::new(spec.clone())),
+    };
     ctx.store.append(&[created]).await?;
     ctx.git.ensure_branch(&spec.branch, &spec.base).await?;
     Ok(id)

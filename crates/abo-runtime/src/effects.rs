@@ -24,22 +24,51 @@ pub enum Done {
 pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
     match effect {
         Effect::StartAttempt { attempt, feedback } => {
-            let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else { return Done::Nothing };
+            let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
+                return Done::Nothing;
+            };
             let outcome = start_attempt(ctx, spec, task, &attempt, feedback.as_ref()).await;
-            Done::Command(Command::BackendDone { task: attempt.task.clone(), attempt: attempt.attempt, outcome })
+            Done::Command(Command::BackendDone {
+                task: attempt.task.clone(),
+                attempt: attempt.attempt,
+                outcome,
+            })
         }
-        Effect::RunGate { attempt, gate, stage, candidate } => {
+        Effect::RunGate {
+            attempt,
+            gate,
+            stage,
+            candidate,
+        } => {
             let outcome = run_gate(ctx, spec, &attempt, &gate, stage, candidate.as_ref()).await;
-            Done::Command(Command::GateDone { task: attempt.task.clone(), attempt: attempt.attempt, stage, outcome, candidate })
+            Done::Command(Command::GateDone {
+                task: attempt.task.clone(),
+                attempt: attempt.attempt,
+                stage,
+                outcome,
+                candidate,
+            })
         }
         Effect::Land { attempt } => {
-            let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else { return Done::Nothing };
-            let outcome = land(ctx, spec, task, &attempt).await.unwrap_or_else(|reason| LandOutcome::Failed { reason, log: None });
-            Done::Command(Command::LandDone { task: attempt.task.clone(), attempt: attempt.attempt, outcome })
+            let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
+                return Done::Nothing;
+            };
+            let outcome = land(ctx, spec, task, &attempt)
+                .await
+                .unwrap_or_else(|reason| LandOutcome::Failed { reason, log: None });
+            Done::Command(Command::LandDone {
+                task: attempt.task.clone(),
+                attempt: attempt.attempt,
+                outcome,
+            })
         }
         Effect::Advance { attempt, candidate } => {
             let outcome = advance(ctx, spec, &attempt, &candidate).await;
-            Done::Command(Command::LandDone { task: attempt.task.clone(), attempt: attempt.attempt, outcome })
+            Done::Command(Command::LandDone {
+                task: attempt.task.clone(),
+                attempt: attempt.attempt,
+                outcome,
+            })
         }
         Effect::Cleanup { attempt, keep } => match cleanup(ctx, &attempt, keep).await {
             Ok(()) => Done::Nothing,
@@ -53,7 +82,10 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
             if spec.settings.pushes() {
                 let remote = &spec.settings.landing.remote;
                 if let Err(e) = ctx.git.push(remote, &spec.branch).await {
-                    return Done::Warning(format!("pushing {} to {remote} failed: {e}", spec.branch));
+                    return Done::Warning(format!(
+                        "pushing {} to {remote} failed: {e}",
+                        spec.branch
+                    ));
                 }
             }
             Done::Nothing
@@ -62,7 +94,12 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
 }
 
 /// The variables every process run for an attempt gets (DESIGN §6).
-fn attempt_env(spec: &RunSpec, task: &TaskSpec, attempt: &AttemptId, wt: &Path) -> Vec<(String, String)> {
+fn attempt_env(
+    spec: &RunSpec,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+    wt: &Path,
+) -> Vec<(String, String)> {
     vec![
         ("ABO_RUN_ID".into(), attempt.run.to_string()),
         ("ABO_TASK_ID".into(), task.id.to_string()),
@@ -73,7 +110,13 @@ fn attempt_env(spec: &RunSpec, task: &TaskSpec, attempt: &AttemptId, wt: &Path) 
     ]
 }
 
-fn process_spec(script: &str, cwd: &Path, env: Vec<(String, String)>, timeout_ms: u64, log: &Path) -> Spec {
+fn process_spec(
+    script: &str,
+    cwd: &Path,
+    env: Vec<(String, String)>,
+    timeout_ms: u64,
+    log: &Path,
+) -> Spec {
     let mut s = Spec::shell(script, cwd);
     s.env = env;
     s.env_remove = GIT_ENV_REMOVE.iter().map(|v| (*v).to_owned()).collect();
@@ -101,7 +144,10 @@ fn failed(reason: String, started: Instant) -> BackendOutcome {
 
 /// The task statement handed to a backend: for commands in `ABO_PROMPT_FILE`.
 pub fn prompt(task: &TaskSpec, attempt: u32, feedback: Option<&str>) -> String {
-    let mut p = format!("# {}\n\nTask `{}` ({}), attempt {attempt}.\n", task.title, task.id, task.kind);
+    let mut p = format!(
+        "# {}\n\nTask `{}` ({}), attempt {attempt}.\n",
+        task.title, task.id, task.kind
+    );
     if !task.description.is_empty() {
         p.push_str(&format!("\n{}\n", task.description.trim_end()));
     }
@@ -134,17 +180,31 @@ fn feedback_text(ctx: &Ctx, f: &Feedback) -> String {
     text
 }
 
-async fn start_attempt(ctx: &Ctx, spec: &RunSpec, task: &TaskSpec, attempt: &AttemptId, feedback: Option<&Feedback>) -> BackendOutcome {
+async fn start_attempt(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+    feedback: Option<&Feedback>,
+) -> BackendOutcome {
     let started = Instant::now();
     let wt = ctx.worktree(attempt);
     let scratch = ctx.scratch(attempt);
     let _ = std::fs::remove_dir_all(&scratch);
     if let Err(e) = std::fs::create_dir_all(&scratch) {
-        return failed(format!("could not create {}: {e}", scratch.display()), started);
+        return failed(
+            format!("could not create {}: {e}", scratch.display()),
+            started,
+        );
     }
     let head = match ctx.git.branch_head(&spec.branch).await {
         Ok(Some(h)) => h,
-        Ok(None) => return failed(format!("the run branch {} is missing", spec.branch), started),
+        Ok(None) => {
+            return failed(
+                format!("the run branch {} is missing", spec.branch),
+                started,
+            );
+        }
         Err(e) => return failed(format!("could not read the run branch: {e}"), started),
     };
     if let Err(e) = ctx.git.add_worktree(&wt, &attempt.branch(), &head).await {
@@ -153,12 +213,21 @@ async fn start_attempt(ctx: &Ctx, spec: &RunSpec, task: &TaskSpec, attempt: &Att
     let feedback = feedback.map(|f| feedback_text(ctx, f));
     let mut env = attempt_env(spec, task, attempt, &wt);
     let prompt_file = scratch.join("prompt.md");
-    let _ = std::fs::write(&prompt_file, prompt(task, attempt.attempt, feedback.as_deref()));
-    env.push(("ABO_PROMPT_FILE".into(), prompt_file.to_string_lossy().into_owned()));
+    let _ = std::fs::write(
+        &prompt_file,
+        prompt(task, attempt.attempt, feedback.as_deref()),
+    );
+    env.push((
+        "ABO_PROMPT_FILE".into(),
+        prompt_file.to_string_lossy().into_owned(),
+    ));
     if let Some(f) = &feedback {
         let path = scratch.join("feedback.md");
         let _ = std::fs::write(&path, f);
-        env.push(("ABO_FEEDBACK_FILE".into(), path.to_string_lossy().into_owned()));
+        env.push((
+            "ABO_FEEDBACK_FILE".into(),
+            path.to_string_lossy().into_owned(),
+        ));
     }
     let log = scratch.join("backend.log");
     let (failure, exit) = match &task.backend {
@@ -166,13 +235,20 @@ async fn start_attempt(ctx: &Ctx, spec: &RunSpec, task: &TaskSpec, attempt: &Att
             let p = process_spec(run, &wt, env, spec.settings.attempt_timeout_ms, &log);
             match process::run(&p, &ctx.groups).await {
                 Ok(o) if o.success() => (None, o.exit),
-                Ok(o) => (Some(format!("the command {}", o.describe(p.timeout))), o.exit),
+                Ok(o) => (
+                    Some(format!("the command {}", o.describe(p.timeout))),
+                    o.exit,
+                ),
                 Err(e) => (Some(format!("could not run the command: {e}")), None),
             }
         }
         BackendSpec::Patch { diff, file, .. } => {
             let patch = scratch.join("change.diff");
-            match ctx.artifacts.get(diff).and_then(|b| std::fs::write(&patch, b)) {
+            match ctx
+                .artifacts
+                .get(diff)
+                .and_then(|b| std::fs::write(&patch, b))
+            {
                 Err(e) => (Some(format!("could not read the patch: {e}")), None),
                 Ok(()) => match ctx.git.apply(&wt, &patch).await {
                     Ok(msg) => {
@@ -181,7 +257,13 @@ async fn start_attempt(ctx: &Ctx, spec: &RunSpec, task: &TaskSpec, attempt: &Att
                     }
                     Err(msg) => {
                         let _ = std::fs::write(&log, &msg);
-                        (Some(format!("the patch {file} does not apply: {}", first_line(&msg))), Some(1))
+                        (
+                            Some(format!(
+                                "the patch {file} does not apply: {}",
+                                first_line(&msg)
+                            )),
+                            Some(1),
+                        )
                     }
                 },
             }
@@ -234,7 +316,10 @@ async fn run_gate(
         runs: 0,
         log: None,
     };
-    let (Some(gate), Some(task)) = (spec.settings.gate(name), spec.tasks.iter().find(|t| t.id == attempt.task)) else {
+    let (Some(gate), Some(task)) = (
+        spec.settings.gate(name),
+        spec.tasks.iter().find(|t| t.id == attempt.task),
+    ) else {
         return outcome;
     };
     let dir = match (stage, candidate) {
@@ -244,7 +329,10 @@ async fn run_gate(
             if at.as_deref().map(str::trim) != Some(c.as_str())
                 && let Err(e) = ctx.git.add_detached_worktree(&dir, c).await
             {
-                outcome.log = ctx.artifacts.put(format!("could not create the merged worktree: {e}\n").as_bytes()).ok();
+                outcome.log = ctx
+                    .artifacts
+                    .put(format!("could not create the merged worktree: {e}\n").as_bytes())
+                    .ok();
                 return outcome;
             }
             dir
@@ -253,12 +341,25 @@ async fn run_gate(
     };
     let scratch = ctx.scratch(attempt);
     let _ = std::fs::create_dir_all(&scratch);
-    let log = scratch.join(format!("gate-{name}-{}.log", if stage == GateStage::Merged { "merged" } else { "attempt" }));
+    let log = scratch.join(format!(
+        "gate-{name}-{}.log",
+        if stage == GateStage::Merged {
+            "merged"
+        } else {
+            "attempt"
+        }
+    ));
     let _ = std::fs::remove_file(&log);
     let env = attempt_env(spec, task, attempt, &dir);
     for run in 1..=gate.retries + 1 {
         if run > 1 {
-            let _ = append(&log, &format!("\n--- abo: run {run} of gate `{name}` (retries: {}) ---\n", gate.retries));
+            let _ = append(
+                &log,
+                &format!(
+                    "\n--- abo: run {run} of gate `{name}` (retries: {}) ---\n",
+                    gate.retries
+                ),
+            );
         }
         let p = process_spec(&gate.run, &dir, env.clone(), gate.timeout_ms, &log);
         outcome.runs = run;
@@ -268,7 +369,10 @@ async fn run_gate(
                 outcome.timed_out = o.timed_out;
                 outcome.passed = o.success();
                 if o.timed_out {
-                    let _ = append(&log, &format!("\n--- abo: gate `{name}` {} ---\n", o.describe(p.timeout)));
+                    let _ = append(
+                        &log,
+                        &format!("\n--- abo: gate `{name}` {} ---\n", o.describe(p.timeout)),
+                    );
                 }
             }
             Err(e) => {
@@ -286,19 +390,42 @@ async fn run_gate(
 
 fn append(path: &Path, text: &str) -> std::io::Result<()> {
     use std::io::Write;
-    std::fs::OpenOptions::new().create(true).append(true).open(path)?.write_all(text.as_bytes())
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?
+        .write_all(text.as_bytes())
 }
 
 /// Commits the attempt and lands it on the run branch: fast-forward when the branch has not moved
 /// since the attempt started, else a merged candidate (gated before the branch moves, per
 /// `landing.gates_after_merge`).
-async fn land(ctx: &Ctx, spec: &RunSpec, task: &TaskSpec, attempt: &AttemptId) -> Result<LandOutcome, String> {
+async fn land(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+) -> Result<LandOutcome, String> {
     let wt = ctx.worktree(attempt);
     let git = &ctx.git;
-    let head = git.run_in(&wt, &["rev-parse", "HEAD"]).await.map_err(|e| format!("landing failed: {e}"))?;
+    let head = git
+        .run_in(&wt, &["rev-parse", "HEAD"])
+        .await
+        .map_err(|e| format!("landing failed: {e}"))?;
     let head = CommitSha::new(head.trim());
-    let already = git.trailer(head.as_str(), "Abo-Attempt").await.ok().flatten() == Some(attempt.attempt.to_string())
-        && git.trailer(head.as_str(), "Abo-Task").await.ok().flatten().as_deref() == Some(task.id.as_str());
+    let already = git
+        .trailer(head.as_str(), "Abo-Attempt")
+        .await
+        .ok()
+        .flatten()
+        == Some(attempt.attempt.to_string())
+        && git
+            .trailer(head.as_str(), "Abo-Task")
+            .await
+            .ok()
+            .flatten()
+            .as_deref()
+            == Some(task.id.as_str());
     let commit = if already {
         head
     } else {
@@ -306,54 +433,90 @@ async fn land(ctx: &Ctx, spec: &RunSpec, task: &TaskSpec, attempt: &AttemptId) -
         if !task.description.trim().is_empty() {
             message.push(task.description.trim().to_owned());
         }
-        message.push(format!("Abo-Run: {}\nAbo-Task: {}\nAbo-Attempt: {}", attempt.run, task.id, attempt.attempt));
-        git.commit_all(&wt, &message).await.map_err(|e| format!("could not commit the attempt: {e}"))?
+        message.push(format!(
+            "Abo-Run: {}\nAbo-Task: {}\nAbo-Attempt: {}",
+            attempt.run, task.id, attempt.attempt
+        ));
+        git.commit_all(&wt, &message)
+            .await
+            .map_err(|e| format!("could not commit the attempt: {e}"))?
     };
-    let base = git.rev_parse(&format!("{commit}^")).await.map_err(|e| format!("landing failed: {e}"))?;
+    let base = git
+        .rev_parse(&format!("{commit}^"))
+        .await
+        .map_err(|e| format!("landing failed: {e}"))?;
     let run_head = git
         .branch_head(&spec.branch)
         .await
         .map_err(|e| format!("landing failed: {e}"))?
         .ok_or_else(|| format!("the run branch {} is missing", spec.branch))?;
     if run_head == base {
-        git.advance_branch(&spec.branch, &commit, &base).await.map_err(|e| format!("landing failed: {e}"))?;
+        git.advance_branch(&spec.branch, &commit, &base)
+            .await
+            .map_err(|e| format!("landing failed: {e}"))?;
         return Ok(LandOutcome::Landed { commit });
     }
-    let tree = match git.merge_tree(&base, &run_head, &commit).await.map_err(|e| format!("landing failed: {e}"))? {
+    let tree = match git
+        .merge_tree(&base, &run_head, &commit)
+        .await
+        .map_err(|e| format!("landing failed: {e}"))?
+    {
         Ok(tree) => tree,
         Err(conflicts) => {
             return Ok(LandOutcome::Failed {
-                reason: format!("the change conflicts with the run branch in: {}", conflicts.join(", ")),
+                reason: format!(
+                    "the change conflicts with the run branch in: {}",
+                    conflicts.join(", ")
+                ),
                 log: None,
             });
         }
     };
-    let candidate = git.commit_tree_like(&tree, &run_head, &commit).await.map_err(|e| format!("landing failed: {e}"))?;
+    let candidate = git
+        .commit_tree_like(&tree, &run_head, &commit)
+        .await
+        .map_err(|e| format!("landing failed: {e}"))?;
     if spec.settings.landing.gates_after_merge && !task.gates.is_empty() {
         git.add_detached_worktree(&ctx.merged_worktree(attempt), &candidate)
             .await
             .map_err(|e| format!("could not create the merged worktree: {e}"))?;
         return Ok(LandOutcome::Merged { candidate });
     }
-    git.advance_branch(&spec.branch, &candidate, &run_head).await.map_err(|e| format!("landing failed: {e}"))?;
+    git.advance_branch(&spec.branch, &candidate, &run_head)
+        .await
+        .map_err(|e| format!("landing failed: {e}"))?;
     Ok(LandOutcome::Landed { commit: candidate })
 }
 
-async fn advance(ctx: &Ctx, spec: &RunSpec, attempt: &AttemptId, candidate: &CommitSha) -> LandOutcome {
+async fn advance(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    attempt: &AttemptId,
+    candidate: &CommitSha,
+) -> LandOutcome {
     let result = async {
         let parent = ctx.git.rev_parse(&format!("{candidate}^")).await?;
-        ctx.git.advance_branch(&spec.branch, candidate, &parent).await
+        ctx.git
+            .advance_branch(&spec.branch, candidate, &parent)
+            .await
     }
     .await;
     let _ = ctx.git.remove_worktree(&ctx.merged_worktree(attempt)).await;
     match result {
-        Ok(()) => LandOutcome::Landed { commit: candidate.clone() },
-        Err(e) => LandOutcome::Failed { reason: format!("the run branch moved while landing: {e}"), log: None },
+        Ok(()) => LandOutcome::Landed {
+            commit: candidate.clone(),
+        },
+        Err(e) => LandOutcome::Failed {
+            reason: format!("the run branch moved while landing: {e}"),
+            log: None,
+        },
     }
 }
 
 async fn cleanup(ctx: &Ctx, attempt: &AttemptId, keep: bool) -> Result<(), crate::git::GitError> {
-    ctx.git.remove_worktree(&ctx.merged_worktree(attempt)).await?;
+    ctx.git
+        .remove_worktree(&ctx.merged_worktree(attempt))
+        .await?;
     if !keep {
         ctx.git.remove_worktree(&ctx.worktree(attempt)).await?;
         ctx.git.delete_branch(&attempt.branch()).await?;

@@ -58,7 +58,9 @@ const TICK: Duration = Duration::from_millis(200);
 const LEASE_TTL_MS: i64 = 30_000;
 
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|s| s.trim().to_owned()).unwrap_or_else(|_| "localhost".into())
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
 }
 
 /// Whether a lease's holder is still alive.
@@ -92,18 +94,35 @@ pub async fn decide_offline(ctx: &Ctx, run: &RunId, cmd: Command) -> Result<RunS
 }
 
 /// Executes a run until it finishes, is killed, or pauses with nothing in flight.
-pub async fn drive(ctx: &Arc<Ctx>, run: &RunId, start: Start, observer: &mut dyn Observer) -> Result<RunState, EngineError> {
+pub async fn drive(
+    ctx: &Arc<Ctx>,
+    run: &RunId,
+    start: Start,
+    observer: &mut dyn Observer,
+) -> Result<RunState, EngineError> {
     let mut state = load(&ctx.store, run).await?;
-    let me = Lease { host: hostname(), pid: std::process::id(), heartbeat: ctx.now() };
+    let me = Lease {
+        host: hostname(),
+        pid: std::process::id(),
+        heartbeat: ctx.now(),
+    };
     let current = ctx.store.lease(run).await?;
     if let Some(l) = &current
         && holder_alive(l, ctx.now())
     {
-        return Err(EngineError::Busy { run: run.clone(), host: l.host.clone(), pid: l.pid });
+        return Err(EngineError::Busy {
+            run: run.clone(),
+            host: l.host.clone(),
+            pid: l.pid,
+        });
     }
     if !ctx.store.take_lease(run, &me, current.as_ref()).await? {
         let l = ctx.store.lease(run).await?.unwrap_or(me.clone());
-        return Err(EngineError::Busy { run: run.clone(), host: l.host, pid: l.pid });
+        return Err(EngineError::Busy {
+            run: run.clone(),
+            host: l.host,
+            pid: l.pid,
+        });
     }
     let result = drive_leased(ctx, &mut state, start, observer, &me).await;
     let _ = ctx.store.release_lease(run, &me).await;
@@ -126,10 +145,14 @@ async fn drive_leased(
             // What a crashed abo left running for this run dies first, then its worktrees go.
             let killed = process::kill_leftovers(&format!("ABO_RUN_ID={run}"));
             if killed > 0 {
-                observer.warn(&format!("stopped {killed} leftover process(es) of run {run}"));
+                observer.warn(&format!(
+                    "stopped {killed} leftover process(es) of run {run}"
+                ));
             }
             sweep(ctx, state).await;
-            Command::Resume { landed: recover_landed(ctx, state).await? }
+            Command::Resume {
+                landed: recover_landed(ctx, state).await?,
+            }
         }
     };
 
@@ -164,14 +187,17 @@ async fn drive_leased(
             }
         }
         let idle = state.in_flight() == 0 && state.inflight.landing.is_none();
-        let stopped = state.status.is_terminal() || matches!(state.status, RunStatus::Paused { .. });
+        let stopped =
+            state.status.is_terminal() || matches!(state.status, RunStatus::Paused { .. });
         if jobs == 0 && idle && stopped {
             break;
         }
         if jobs == 0 && idle && state.status == RunStatus::Running {
             // Nothing in flight and nothing decided: a run that cannot move is a bug, not a wait.
             observer.warn("the run has nothing in flight and nothing to start; pausing it");
-            pending.push_back(Command::Pause { reason: "stalled: nothing can start".into() });
+            pending.push_back(Command::Pause {
+                reason: "stalled: nothing can start".into(),
+            });
             continue;
         }
         tokio::select! {
@@ -214,11 +240,17 @@ async fn drive_leased(
 }
 
 /// For each task that was in flight when abo stopped: its commit, if it reached the run branch.
-async fn recover_landed(ctx: &Ctx, state: &RunState) -> Result<Vec<(TaskId, u32, abo_core::ids::CommitSha)>, GitError> {
+async fn recover_landed(
+    ctx: &Ctx,
+    state: &RunState,
+) -> Result<Vec<(TaskId, u32, abo_core::ids::CommitSha)>, GitError> {
     let mut landed = Vec::new();
     for t in state.tasks_in_order() {
         if t.state.in_flight().is_some()
-            && let Some((commit, attempt)) = ctx.git.find_task_commit(&state.spec.base, &state.spec.branch, &t.spec.id).await?
+            && let Some((commit, attempt)) = ctx
+                .git
+                .find_task_commit(&state.spec.base, &state.spec.branch, &t.spec.id)
+                .await?
         {
             landed.push((t.spec.id.clone(), attempt, commit));
         }
@@ -229,7 +261,11 @@ async fn recover_landed(ctx: &Ctx, state: &RunState) -> Result<Vec<(TaskId, u32,
 /// Removes the run's worktrees, attempt branches and scratch files, except those of failed attempts
 /// (kept for inspection until `abo gc`) and of attempts in flight.
 pub async fn sweep(ctx: &Ctx, state: &RunState) {
-    let mut keep: BTreeSet<String> = state.tasks.values().flat_map(|t| t.kept_worktrees.iter().cloned()).collect();
+    let mut keep: BTreeSet<String> = state
+        .tasks
+        .values()
+        .flat_map(|t| t.kept_worktrees.iter().cloned())
+        .collect();
     for t in state.tasks.values() {
         if let Some(a) = t.state.in_flight() {
             keep.insert(state.attempt_id(&t.spec.id, a).worktree());
@@ -238,7 +274,11 @@ pub async fn sweep(ctx: &Ctx, state: &RunState) {
     let dir = ctx.run_worktrees(&state.id);
     if let Ok(entries) = std::fs::read_dir(&dir) {
         for e in entries.flatten() {
-            let rel = format!(".abo/worktrees/{}/{}", state.id, e.file_name().to_string_lossy());
+            let rel = format!(
+                ".abo/worktrees/{}/{}",
+                state.id,
+                e.file_name().to_string_lossy()
+            );
             if !keep.contains(&rel) {
                 let _ = ctx.git.remove_worktree(&e.path()).await;
             }
@@ -247,7 +287,11 @@ pub async fn sweep(ctx: &Ctx, state: &RunState) {
     let _ = ctx.git.run(&["worktree", "prune"]).await;
     let prefix = format!("abo-attempt/{}/", state.id);
     for b in ctx.git.branches(&prefix).await.unwrap_or_default() {
-        let wt = format!(".abo/worktrees/{}/{}", state.id, b.trim_start_matches(&prefix));
+        let wt = format!(
+            ".abo/worktrees/{}/{}",
+            state.id,
+            b.trim_start_matches(&prefix)
+        );
         if !keep.contains(&wt) {
             let _ = ctx.git.delete_branch(&b).await;
         }

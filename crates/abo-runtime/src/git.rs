@@ -13,7 +13,10 @@ pub enum GitError {
     #[error("git {args}: {message}")]
     Failed { args: String, message: String },
     #[error("git {args}: {source}")]
-    Spawn { args: String, source: std::io::Error },
+    Spawn {
+        args: String,
+        source: std::io::Error,
+    },
 }
 
 type Result<T> = std::result::Result<T, GitError>;
@@ -33,11 +36,21 @@ pub struct Git {
 }
 
 /// Variables that would point git somewhere else than where abo means it to work.
-pub const GIT_ENV_REMOVE: &[&str] = &["GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY", "GIT_COMMON_DIR"];
+pub const GIT_ENV_REMOVE: &[&str] = &[
+    "GIT_DIR",
+    "GIT_WORK_TREE",
+    "GIT_INDEX_FILE",
+    "GIT_OBJECT_DIRECTORY",
+    "GIT_COMMON_DIR",
+];
 
 impl Git {
     pub fn new(root: PathBuf) -> Self {
-        Self { root, identity: Identity::default(), groups: Groups::default() }
+        Self {
+            root,
+            identity: Identity::default(),
+            groups: Groups::default(),
+        }
     }
 
     /// Runs git in `cwd`, returning stdout; a non-zero exit is an error with git's message.
@@ -54,14 +67,24 @@ impl Git {
         self.run_in(&self.root.clone(), args).await
     }
 
-    async fn raw(&self, cwd: &Path, args: &[&str], env: &[(String, String)]) -> Result<process::Outcome> {
+    async fn raw(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<process::Outcome> {
         let mut spec = Spec::new("git", cwd).args(args.iter().copied());
         spec.env_remove = GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()).collect();
         spec.env.push(("LC_ALL".into(), "C".into()));
         spec.env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
         spec.env.extend(self.identity.env.iter().cloned());
         spec.env.extend(env.iter().cloned());
-        process::run(&spec, &self.groups).await.map_err(|source| GitError::Spawn { args: args.join(" "), source })
+        process::run(&spec, &self.groups)
+            .await
+            .map_err(|source| GitError::Spawn {
+                args: args.join(" "),
+                source,
+            })
     }
 
     fn failed(&self, args: &[&str], out: &process::Outcome) -> GitError {
@@ -72,7 +95,10 @@ impl Git {
         if message.is_empty() {
             message = out.describe(None);
         }
-        GitError::Failed { args: args.join(" "), message }
+        GitError::Failed {
+            args: args.join(" "),
+            message,
+        }
     }
 
     /// The top level of the repository containing `dir`.
@@ -84,8 +110,16 @@ impl Git {
 
     /// Uses the user's identity when git has one, else `abo <abo@localhost>`.
     pub async fn resolve_identity(&mut self) {
-        let name = self.run(&["config", "user.name"]).await.ok().filter(|s| !s.trim().is_empty());
-        let email = self.run(&["config", "user.email"]).await.ok().filter(|s| !s.trim().is_empty());
+        let name = self
+            .run(&["config", "user.name"])
+            .await
+            .ok()
+            .filter(|s| !s.trim().is_empty());
+        let email = self
+            .run(&["config", "user.email"])
+            .await
+            .ok()
+            .filter(|s| !s.trim().is_empty());
         if name.is_none() || email.is_none() {
             self.identity.env = vec![
                 ("GIT_AUTHOR_NAME".into(), "abo".into()),
@@ -97,20 +131,44 @@ impl Git {
     }
 
     pub async fn rev_parse(&self, rev: &str) -> Result<CommitSha> {
-        let out = self.run(&["rev-parse", "--verify", "--quiet", &format!("{rev}^{{commit}}")]).await?;
+        let out = self
+            .run(&[
+                "rev-parse",
+                "--verify",
+                "--quiet",
+                &format!("{rev}^{{commit}}"),
+            ])
+            .await?;
         Ok(CommitSha::new(out.trim()))
     }
 
     /// The commit a branch points at, if the branch exists.
     pub async fn branch_head(&self, branch: &str) -> Result<Option<CommitSha>> {
-        let out = self.raw(&self.root.clone(), &["rev-parse", "--verify", "--quiet", &format!("refs/heads/{branch}")], &[]).await?;
+        let out = self
+            .raw(
+                &self.root.clone(),
+                &[
+                    "rev-parse",
+                    "--verify",
+                    "--quiet",
+                    &format!("refs/heads/{branch}"),
+                ],
+                &[],
+            )
+            .await?;
         let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         Ok((out.exit == Some(0) && !sha.is_empty()).then(|| CommitSha::new(sha)))
     }
 
     /// The branch checked out in the main worktree, if any.
     pub async fn current_branch(&self) -> Result<Option<String>> {
-        let out = self.raw(&self.root.clone(), &["symbolic-ref", "--short", "-q", "HEAD"], &[]).await?;
+        let out = self
+            .raw(
+                &self.root.clone(),
+                &["symbolic-ref", "--short", "-q", "HEAD"],
+                &[],
+            )
+            .await?;
         let b = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         Ok((out.exit == Some(0) && !b.is_empty()).then_some(b))
     }
@@ -118,7 +176,8 @@ impl Git {
     /// Creates `branch` at `at` unless it exists.
     pub async fn ensure_branch(&self, branch: &str, at: &CommitSha) -> Result<()> {
         if self.branch_head(branch).await?.is_none() {
-            self.run(&["branch", "--no-track", branch, at.as_str()]).await?;
+            self.run(&["branch", "--no-track", branch, at.as_str()])
+                .await?;
         }
         Ok(())
     }
@@ -132,7 +191,13 @@ impl Git {
 
     /// Branches under a prefix (`abo-attempt/<run>/`).
     pub async fn branches(&self, prefix: &str) -> Result<Vec<String>> {
-        let out = self.run(&["for-each-ref", "--format=%(refname:short)", &format!("refs/heads/{prefix}")]).await?;
+        let out = self
+            .run(&[
+                "for-each-ref",
+                "--format=%(refname:short)",
+                &format!("refs/heads/{prefix}"),
+            ])
+            .await?;
         Ok(out.lines().map(str::to_owned).collect())
     }
 
@@ -141,7 +206,8 @@ impl Git {
         self.remove_worktree(path).await?;
         self.delete_branch(branch).await?;
         let p = path.to_string_lossy();
-        self.run(&["worktree", "add", "--quiet", "-b", branch, &p, at.as_str()]).await?;
+        self.run(&["worktree", "add", "--quiet", "-b", branch, &p, at.as_str()])
+            .await?;
         Ok(())
     }
 
@@ -149,7 +215,8 @@ impl Git {
     pub async fn add_detached_worktree(&self, path: &Path, at: &CommitSha) -> Result<()> {
         self.remove_worktree(path).await?;
         let p = path.to_string_lossy();
-        self.run(&["worktree", "add", "--quiet", "--detach", &p, at.as_str()]).await?;
+        self.run(&["worktree", "add", "--quiet", "--detach", &p, at.as_str()])
+            .await?;
         Ok(())
     }
 
@@ -158,7 +225,9 @@ impl Git {
         let p = path.to_string_lossy().into_owned();
         if path.exists() {
             // Two --force: also when it is locked or has changes.
-            let _ = self.run(&["worktree", "remove", "--force", "--force", &p]).await;
+            let _ = self
+                .run(&["worktree", "remove", "--force", "--force", &p])
+                .await;
             if path.exists() {
                 let _ = std::fs::remove_dir_all(path);
             }
@@ -169,7 +238,12 @@ impl Git {
 
     /// Paths changed in a worktree (tracked and untracked, ignored files excluded).
     pub async fn changed_files(&self, wt: &Path) -> Result<Vec<String>> {
-        let out = self.run_in(wt, &["status", "--porcelain=v1", "-z", "--untracked-files=all"]).await?;
+        let out = self
+            .run_in(
+                wt,
+                &["status", "--porcelain=v1", "-z", "--untracked-files=all"],
+            )
+            .await?;
         let mut files = Vec::new();
         let mut entries = out.split('\0').filter(|e| !e.is_empty());
         while let Some(e) = entries.next() {
@@ -187,7 +261,10 @@ impl Git {
     /// `git apply --3way` of a diff file in a worktree; the error message is git's.
     pub async fn apply(&self, wt: &Path, patch: &Path) -> std::result::Result<String, String> {
         let p = patch.to_string_lossy();
-        match self.raw(wt, &["apply", "--3way", "--whitespace=nowarn", &p], &[]).await {
+        match self
+            .raw(wt, &["apply", "--3way", "--whitespace=nowarn", &p], &[])
+            .await
+        {
             Ok(out) if out.exit == Some(0) => Ok(String::from_utf8_lossy(&out.stderr).into_owned()),
             Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
             Err(e) => Err(e.to_string()),
@@ -197,7 +274,14 @@ impl Git {
     /// Commits everything in a worktree with the message's paragraphs; returns the commit.
     pub async fn commit_all(&self, wt: &Path, paragraphs: &[String]) -> Result<CommitSha> {
         self.run_in(wt, &["add", "-A"]).await?;
-        let mut args: Vec<&str> = vec!["-c", "commit.gpgsign=false", "commit", "--quiet", "--no-verify", "--allow-empty-message"];
+        let mut args: Vec<&str> = vec![
+            "-c",
+            "commit.gpgsign=false",
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "--allow-empty-message",
+        ];
         for p in paragraphs {
             args.push("-m");
             args.push(p);
@@ -216,7 +300,12 @@ impl Git {
     }
 
     /// The commit on `branch` (after `base`) whose `Abo-Task` trailer names `task`, with its attempt.
-    pub async fn find_task_commit(&self, base: &CommitSha, branch: &str, task: &TaskId) -> Result<Option<(CommitSha, u32)>> {
+    pub async fn find_task_commit(
+        &self,
+        base: &CommitSha,
+        branch: &str,
+        task: &TaskId,
+    ) -> Result<Option<(CommitSha, u32)>> {
         let range = format!("{base}..refs/heads/{branch}");
         let fmt = "--format=%H%x09%(trailers:key=Abo-Task,valueonly,separator=%x2C)%x09%(trailers:key=Abo-Attempt,valueonly,separator=%x2C)";
         let out = self.run(&["log", fmt, &range]).await?;
@@ -231,32 +320,73 @@ impl Git {
 
     /// Merges `theirs` onto `ours` as if cherry-picked (merge base `base`), without a worktree.
     /// Returns the tree, or the conflicting paths.
-    pub async fn merge_tree(&self, base: &CommitSha, ours: &CommitSha, theirs: &CommitSha) -> Result<std::result::Result<String, Vec<String>>> {
+    pub async fn merge_tree(
+        &self,
+        base: &CommitSha,
+        ours: &CommitSha,
+        theirs: &CommitSha,
+    ) -> Result<std::result::Result<String, Vec<String>>> {
         let mb = format!("--merge-base={base}");
-        let args = ["merge-tree", "--write-tree", "--name-only", "--no-messages", &mb, ours.as_str(), theirs.as_str()];
+        let args = [
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            &mb,
+            ours.as_str(),
+            theirs.as_str(),
+        ];
         let out = self.raw(&self.root.clone(), &args, &[]).await?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let mut lines = text.lines();
         let tree = lines.next().unwrap_or_default().trim().to_owned();
         match out.exit {
             Some(0) => Ok(Ok(tree)),
-            Some(1) => Ok(Err(lines.filter(|l| !l.is_empty()).map(str::to_owned).collect())),
+            Some(1) => Ok(Err(lines
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect())),
             _ => Err(self.failed(&args, &out)),
         }
     }
 
     /// A commit of `tree` on `parent`, with the message and author of `like`.
-    pub async fn commit_tree_like(&self, tree: &str, parent: &CommitSha, like: &CommitSha) -> Result<CommitSha> {
-        let info = self.run(&["log", "-1", "--format=%an%x00%ae%x00%aI%x00%B", like.as_str()]).await?;
+    pub async fn commit_tree_like(
+        &self,
+        tree: &str,
+        parent: &CommitSha,
+        like: &CommitSha,
+    ) -> Result<CommitSha> {
+        let info = self
+            .run(&[
+                "log",
+                "-1",
+                "--format=%an%x00%ae%x00%aI%x00%B",
+                like.as_str(),
+            ])
+            .await?;
         let mut parts = info.splitn(4, '\0');
-        let (an, ae, ad) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+        let (an, ae, ad) = (
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+            parts.next().unwrap_or_default(),
+        );
         let msg = parts.next().unwrap_or_default().trim_end().to_owned();
         let env = [
             ("GIT_AUTHOR_NAME".to_owned(), an.to_owned()),
             ("GIT_AUTHOR_EMAIL".to_owned(), ae.to_owned()),
             ("GIT_AUTHOR_DATE".to_owned(), ad.to_owned()),
         ];
-        let args = ["-c", "commit.gpgsign=false", "commit-tree", tree, "-p", parent.as_str(), "-m", &msg];
+        let args = [
+            "-c",
+            "commit.gpgsign=false",
+            "commit-tree",
+            tree,
+            "-p",
+            parent.as_str(),
+            "-m",
+            &msg,
+        ];
         let out = self.raw(&self.root.clone(), &args, &env).await?;
         if out.exit != Some(0) {
             return Err(self.failed(&args, &out));
@@ -265,9 +395,22 @@ impl Git {
     }
 
     /// Moves `refs/heads/<branch>` from `old` to `new`, failing if it is no longer at `old`.
-    pub async fn advance_branch(&self, branch: &str, new: &CommitSha, old: &CommitSha) -> Result<()> {
+    pub async fn advance_branch(
+        &self,
+        branch: &str,
+        new: &CommitSha,
+        old: &CommitSha,
+    ) -> Result<()> {
         let r = format!("refs/heads/{branch}");
-        self.run(&["update-ref", "-m", "abo: land", &r, new.as_str(), old.as_str()]).await?;
+        self.run(&[
+            "update-ref",
+            "-m",
+            "abo: land",
+            &r,
+            new.as_str(),
+            old.as_str(),
+        ])
+        .await?;
         Ok(())
     }
 

@@ -80,7 +80,9 @@ impl Outcome {
     /// "exited with 2", "timed out after 30s", "was killed by signal 9".
     pub fn describe(&self, timeout: Option<Duration>) -> String {
         if self.timed_out {
-            let t = timeout.map(|d| abo_core::units::Dur(d).to_string()).unwrap_or_default();
+            let t = timeout
+                .map(|d| abo_core::units::Dur(d).to_string())
+                .unwrap_or_default();
             return format!("timed out after {t}");
         }
         if self.killed {
@@ -113,7 +115,11 @@ impl Groups {
 
     /// Kills every group; each waiting [`run`] then returns with `killed`.
     pub fn kill_all(&self) {
-        let groups: Vec<i32> = self.0.lock().map(|mut g| std::mem::take(&mut *g).into_iter().collect()).unwrap_or_default();
+        let groups: Vec<i32> = self
+            .0
+            .lock()
+            .map(|mut g| std::mem::take(&mut *g).into_iter().collect())
+            .unwrap_or_default();
         for g in groups {
             kill_group(g);
         }
@@ -142,9 +148,16 @@ pub fn alive(pid: u32) -> bool {
 
 /// Runs a process to its end, its timeout, or until its group is killed through `groups`.
 pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
-    #[allow(clippy::disallowed_methods, reason = "this module is the one place that spawns processes")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "this module is the one place that spawns processes"
+    )]
     let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args).current_dir(&spec.cwd).stdin(Stdio::null()).process_group(0).kill_on_drop(true);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
     for k in &spec.env_remove {
         cmd.env_remove(k);
     }
@@ -153,7 +166,10 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
     }
     match &spec.log {
         Some(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
             cmd.stdout(file.try_clone()?).stderr(file);
         }
         None => {
@@ -227,9 +243,17 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
 pub fn kill_leftovers(marker: &str) -> usize {
     let me = std::process::id();
     let mut killed = 0;
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0 };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
         if pid == me {
             continue;
         }

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use sqlx::Row;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use abo_core::event::{Event, EventBody, StoredEvent};
 use abo_core::ids::{RunId, TaskId, Timestamp};
@@ -28,8 +30,14 @@ pub enum StoreError {
     #[error("store: {0}")]
     Db(#[from] sqlx::Error),
     #[error("store: event {seq} ({kind}) has malformed data: {source}")]
-    Corrupt { seq: u64, kind: String, source: serde_json::Error },
-    #[error("store: the database was written by a newer abo (schema {found}, this abo knows {known})")]
+    Corrupt {
+        seq: u64,
+        kind: String,
+        source: serde_json::Error,
+    },
+    #[error(
+        "store: the database was written by a newer abo (schema {found}, this abo knows {known})"
+    )]
     NewerSchema { found: i64, known: i64 },
 }
 
@@ -142,7 +150,10 @@ impl Store {
             .max_connections(4)
             .connect_with(opts)
             .await
-            .map_err(|source| StoreError::Open { url: url.to_owned(), source })?;
+            .map_err(|source| StoreError::Open {
+                url: url.to_owned(),
+                source,
+            })?;
         schema::migrate(&pool).await?;
         Ok(Self { pool })
     }
@@ -153,21 +164,28 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&mut *tx).await?;
+        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&mut *tx)
+            .await?;
         let mut out = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
             let seq = u64::try_from(last).unwrap_or(0) + i as u64 + 1;
             let data = e.body.data().to_string();
-            sqlx::query("INSERT INTO events (seq, ts, run, task, kind, data) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-                .bind(e.at.0)
-                .bind(e.run.as_str())
-                .bind(e.task.as_ref().map(TaskId::as_str))
-                .bind(e.body.kind())
-                .bind(data)
-                .execute(&mut *tx)
-                .await?;
-            let stored = StoredEvent { seq, event: e.clone() };
+            sqlx::query(
+                "INSERT INTO events (seq, ts, run, task, kind, data) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(e.at.0)
+            .bind(e.run.as_str())
+            .bind(e.task.as_ref().map(TaskId::as_str))
+            .bind(e.body.kind())
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+            let stored = StoredEvent {
+                seq,
+                event: e.clone(),
+            };
             project(&mut tx, &stored).await?;
             out.push(stored);
         }
@@ -176,7 +194,12 @@ impl Store {
     }
 
     /// Events after `after`, optionally of one run, in order, at most `limit`.
-    pub async fn events(&self, run: Option<&RunId>, after: u64, limit: u32) -> Result<Vec<StoredEvent>> {
+    pub async fn events(
+        &self,
+        run: Option<&RunId>,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(
             "SELECT seq, ts, run, task, kind, data FROM events
              WHERE seq > ? AND (? IS NULL OR run = ?) ORDER BY seq LIMIT ?",
@@ -205,17 +228,24 @@ impl Store {
 
     /// The highest `seq` in the store (0 when empty).
     pub async fn last_seq(&self) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events").fetch_one(&self.pool).await?;
+        let n: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
     pub async fn runs(&self) -> Result<Vec<RunRow>> {
-        let rows = sqlx::query(run_select!("ORDER BY created_at, id")).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(run_select!("ORDER BY created_at, id"))
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.iter().map(decode_run).collect())
     }
 
     pub async fn run(&self, id: &RunId) -> Result<Option<RunRow>> {
-        let row = sqlx::query(run_select!("WHERE id = ?")).bind(id.as_str()).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(run_select!("WHERE id = ?"))
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.as_ref().map(decode_run))
     }
 
@@ -239,7 +269,10 @@ impl Store {
     /// Runs that contain a task with this id, most recent last.
     pub async fn runs_with_task(&self, task: &TaskId) -> Result<Vec<RunId>> {
         let rows: Vec<String> =
-            sqlx::query_scalar("SELECT run FROM tasks WHERE id = ? ORDER BY run").bind(task.as_str()).fetch_all(&self.pool).await?;
+            sqlx::query_scalar("SELECT run FROM tasks WHERE id = ? ORDER BY run")
+                .bind(task.as_str())
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(RunId::new).collect())
     }
 
@@ -248,7 +281,9 @@ impl Store {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM tasks").execute(&mut *tx).await?;
         sqlx::query("DELETE FROM runs").execute(&mut *tx).await?;
-        let rows = sqlx::query("SELECT seq, ts, run, task, kind, data FROM events ORDER BY seq").fetch_all(&mut *tx).await?;
+        let rows = sqlx::query("SELECT seq, ts, run, task, kind, data FROM events ORDER BY seq")
+            .fetch_all(&mut *tx)
+            .await?;
         for row in &rows {
             let e = decode_event(row)?;
             project(&mut tx, &e).await?;
@@ -284,7 +319,12 @@ impl Store {
 
     /// Takes the run's lease for `owner` if it is free or still held by `expected` (a holder the
     /// caller found dead). Returns false when someone else holds it.
-    pub async fn take_lease(&self, run: &RunId, owner: &Lease, expected: Option<&Lease>) -> Result<bool> {
+    pub async fn take_lease(
+        &self,
+        run: &RunId,
+        owner: &Lease,
+        expected: Option<&Lease>,
+    ) -> Result<bool> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let current = sqlx::query("SELECT host, pid FROM leases WHERE run = ?")
             .bind(run.as_str())
@@ -297,13 +337,15 @@ impl Store {
             (Some((h, p)), None) => *h == owner.host && *p == i64::from(owner.pid),
         };
         if free {
-            sqlx::query("INSERT OR REPLACE INTO leases (run, host, pid, heartbeat) VALUES (?, ?, ?, ?)")
-                .bind(run.as_str())
-                .bind(&owner.host)
-                .bind(i64::from(owner.pid))
-                .bind(owner.heartbeat.0)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT OR REPLACE INTO leases (run, host, pid, heartbeat) VALUES (?, ?, ?, ?)",
+            )
+            .bind(run.as_str())
+            .bind(&owner.host)
+            .bind(i64::from(owner.pid))
+            .bind(owner.heartbeat.0)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(free)
@@ -331,7 +373,13 @@ impl Store {
     }
 
     /// Leaves a request for the process executing `run`.
-    pub async fn push_request(&self, run: &RunId, kind: &str, arg: &str, at: Timestamp) -> Result<()> {
+    pub async fn push_request(
+        &self,
+        run: &RunId,
+        kind: &str,
+        arg: &str,
+        at: Timestamp,
+    ) -> Result<()> {
         sqlx::query("INSERT INTO requests (run, kind, arg, created) VALUES (?, ?, ?, ?)")
             .bind(run.as_str())
             .bind(kind)
@@ -345,10 +393,12 @@ impl Store {
     /// Takes the run's unhandled requests, oldest first, marking them handled.
     pub async fn take_requests(&self, run: &RunId, at: Timestamp) -> Result<Vec<Request>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query("SELECT id, run, kind, arg FROM requests WHERE run = ? AND handled IS NULL ORDER BY id")
-            .bind(run.as_str())
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT id, run, kind, arg FROM requests WHERE run = ? AND handled IS NULL ORDER BY id",
+        )
+        .bind(run.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
         sqlx::query("UPDATE requests SET handled = ? WHERE run = ? AND handled IS NULL")
             .bind(at.0)
             .bind(run.as_str())
@@ -357,16 +407,22 @@ impl Store {
         tx.commit().await?;
         Ok(rows
             .iter()
-            .map(|r| Request { id: r.get(0), run: RunId::new(r.get::<String, _>(1)), kind: r.get(2), arg: r.get(3) })
+            .map(|r| Request {
+                id: r.get(0),
+                run: RunId::new(r.get::<String, _>(1)),
+                kind: r.get(2),
+                arg: r.get(3),
+            })
             .collect())
     }
 
     /// Whether the run has requests not yet handled (cheap: polled by the engine).
     pub async fn has_requests(&self, run: &RunId) -> Result<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE run = ? AND handled IS NULL")
-            .bind(run.as_str())
-            .fetch_one(&self.pool)
-            .await?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE run = ? AND handled IS NULL")
+                .bind(run.as_str())
+                .fetch_one(&self.pool)
+                .await?;
         Ok(n > 0)
     }
 
@@ -418,8 +474,16 @@ fn decode_event(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent> {
     let kind: String = r.get(4);
     let data: String = r.get(5);
     let value: serde_json::Value =
-        serde_json::from_str(&data).map_err(|source| StoreError::Corrupt { seq, kind: kind.clone(), source })?;
-    let body = EventBody::from_parts(&kind, value).map_err(|source| StoreError::Corrupt { seq, kind, source })?;
+        serde_json::from_str(&data).map_err(|source| StoreError::Corrupt {
+            seq,
+            kind: kind.clone(),
+            source,
+        })?;
+    let body = EventBody::from_parts(&kind, value).map_err(|source| StoreError::Corrupt {
+        seq,
+        kind,
+        source,
+    })?;
     Ok(StoredEvent {
         seq,
         event: Event {

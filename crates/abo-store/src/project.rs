@@ -9,9 +9,17 @@ use abo_core::state::TaskStatus;
 use crate::StoreError;
 
 /// Applies one event to the projections, inside the append's transaction.
-pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> Result<(), StoreError> {
+pub async fn project(
+    tx: &mut Transaction<'static, Sqlite>,
+    e: &StoredEvent,
+) -> Result<(), StoreError> {
     let run = e.event.run.as_str();
-    let task = e.event.task.as_ref().map(|t| t.as_str()).unwrap_or_default();
+    let task = e
+        .event
+        .task
+        .as_ref()
+        .map(|t| t.as_str())
+        .unwrap_or_default();
     let at = e.event.at.0;
     let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
     match &e.event.body {
@@ -31,7 +39,11 @@ pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> 
             .execute(&mut **tx)
             .await?;
             for (i, t) in spec.tasks.iter().enumerate() {
-                let status = if t.skipped.is_some() { TaskStatus::Skipped } else { TaskStatus::Pending };
+                let status = if t.skipped.is_some() {
+                    TaskStatus::Skipped
+                } else {
+                    TaskStatus::Pending
+                };
                 sqlx::query(
                     "INSERT INTO tasks (run, id, position, title, type, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 )
@@ -54,7 +66,9 @@ pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> 
                 .execute(&mut **tx)
                 .await?;
         }
-        EventBody::RunPaused { reason } => run_status(tx, run, "paused", Some(reason), None).await?,
+        EventBody::RunPaused { reason } => {
+            run_status(tx, run, "paused", Some(reason), None).await?
+        }
         EventBody::RunResumed {} => {
             sqlx::query("UPDATE runs SET status = 'running', reason = NULL, finished_at = NULL WHERE id = ?")
                 .bind(run)
@@ -62,9 +76,13 @@ pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> 
                 .await?;
         }
         EventBody::RunFinished { .. } => run_status(tx, run, "finished", None, Some(at)).await?,
-        EventBody::RunKilled { reason } => run_status(tx, run, "killed", Some(reason), Some(at)).await?,
+        EventBody::RunKilled { reason } => {
+            run_status(tx, run, "killed", Some(reason), Some(at)).await?
+        }
         EventBody::TaskReady {} => task_status(tx, run, task, TaskStatus::Ready, None).await?,
-        EventBody::TaskStarted { attempt, backend, .. } => {
+        EventBody::TaskStarted {
+            attempt, backend, ..
+        } => {
             sqlx::query(
                 "UPDATE tasks SET status = 'running', reason = NULL, attempts = MAX(attempts, ?), backend = ?
                  WHERE run = ? AND id = ?",
@@ -76,9 +94,16 @@ pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> 
             .execute(&mut **tx)
             .await?;
         }
-        EventBody::TaskBackendFinished { ok, usage, cost_usd, .. } => {
+        EventBody::TaskBackendFinished {
+            ok,
+            usage,
+            cost_usd,
+            ..
+        } => {
             // Every token counts once: input (cache reads and writes included) plus output.
-            let tokens = usage.map_or(0, |u| u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens);
+            let tokens = usage.map_or(0, |u| {
+                u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens
+            });
             let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
             let usd = cost_usd.unwrap_or(0.0);
             let status = if *ok { "verifying" } else { "running" };
@@ -108,7 +133,12 @@ pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> 
                 .execute(&mut **tx)
                 .await?;
         }
-        EventBody::TaskRetry { cause, reason, kept_worktree, .. } => {
+        EventBody::TaskRetry {
+            cause,
+            reason,
+            kept_worktree,
+            ..
+        } => {
             let status = match cause {
                 RetryCause::Failed | RetryCause::Interrupted => TaskStatus::Ready,
                 RetryCause::Requested => TaskStatus::Pending,
@@ -116,7 +146,11 @@ pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> 
             task_status(tx, run, task, status, Some(reason)).await?;
             keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
         }
-        EventBody::TaskFailed { reason, kept_worktree, .. } => {
+        EventBody::TaskFailed {
+            reason,
+            kept_worktree,
+            ..
+        } => {
             task_status(tx, run, task, TaskStatus::Failed, Some(reason)).await?;
             keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
         }
@@ -124,7 +158,11 @@ pub async fn project(tx: &mut Transaction<'static, Sqlite>, e: &StoredEvent) -> 
             task_status(tx, run, task, TaskStatus::Cancelled, Some(reason)).await?;
         }
     }
-    sqlx::query("UPDATE runs SET last_seq = ? WHERE id = ?").bind(seq).bind(run).execute(&mut **tx).await?;
+    sqlx::query("UPDATE runs SET last_seq = ? WHERE id = ?")
+        .bind(seq)
+        .bind(run)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 

@@ -67,15 +67,29 @@ const MIGRATIONS: &[&str] = &[
 pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
     // One process migrates at a time: the write lock is taken before the version is read.
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *tx).await?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *tx)
+        .await?;
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
     if version > known {
-        return Err(StoreError::NewerSchema { found: version, known });
+        return Err(StoreError::NewerSchema {
+            found: version,
+            known,
+        });
     }
-    for (i, m) in MIGRATIONS.iter().enumerate().skip(usize::try_from(version).unwrap_or(0)) {
+    for (i, m) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
         sqlx::raw_sql(*m).execute(&mut *tx).await?;
         // PRAGMA takes no bound parameters; the value is an integer of our own.
-        sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {}", i + 1))).execute(&mut *tx).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA user_version = {}",
+            i + 1
+        )))
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     Ok(())

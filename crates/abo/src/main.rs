@@ -1,1 +1,77 @@
-fn main() {}
+//! `abo`, the Autonomous Build Operator: the CLI. Parses arguments, wires the store, runtime and
+//! config together, and maps every outcome to an exit code (DESIGN §3) here and nowhere else.
+
+mod cli;
+mod commands;
+mod demo;
+mod exit;
+mod load;
+mod out;
+mod progress;
+mod status;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Cmd};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                exit::USAGE
+            } else {
+                exit::OK
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            return exit::report(&anyhow::Error::new(e).context("starting the async runtime"));
+        }
+    };
+    match runtime.block_on(dispatch(&cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => exit::report(&e),
+    }
+}
+
+async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Cmd::Init { force } => commands::init(cli, *force).await,
+        Cmd::Demo { dir } => demo::demo(cli, dir.as_deref()).await,
+        Cmd::Run {
+            backlog,
+            profile,
+            max_parallel,
+            wall,
+            backend,
+        } => {
+            commands::run(
+                cli,
+                backlog,
+                profile.clone(),
+                *max_parallel,
+                wall.as_deref(),
+                backend.as_deref(),
+            )
+            .await
+        }
+        Cmd::Resume { run } => commands::resume(cli, run).await,
+        Cmd::Status { run } => commands::status(cli, run.as_deref()).await,
+        Cmd::Events { run, follow } => commands::events(cli, run.as_deref(), *follow).await,
+        Cmd::Pause { run } => commands::control(cli, run, "pause").await,
+        Cmd::Kill { run } => commands::control(cli, run, "kill").await,
+        Cmd::Retry { task, run } => commands::retry(cli, task, run.as_deref()).await,
+        Cmd::Gc { older_than } => commands::gc(cli, older_than).await,
+    }
+}

@@ -10,7 +10,9 @@ use crate::diag::{InputError, InputErrors};
 fn classify(heading: &str) -> Option<Section> {
     let h = heading.to_ascii_lowercase();
     if h.contains("not ready") {
-        Some(Section::NotReady { reason: String::new() })
+        Some(Section::NotReady {
+            reason: String::new(),
+        })
     } else if h.contains("pending") {
         Some(Section::Pending)
     } else if h.contains("ready") {
@@ -64,7 +66,11 @@ pub fn parse_markdown(file: &str, text: &str) -> Result<Backlog, InputErrors> {
         .iter()
         .any(|l| l.trim_start().starts_with('#') && classify(l).is_some());
     let mut title = None;
-    let mut section: Option<Section> = if has_sections { None } else { Some(Section::Ready) };
+    let mut section: Option<Section> = if has_sections {
+        None
+    } else {
+        Some(Section::Ready)
+    };
     let mut section_reason = String::new();
     let mut tasks: Vec<BacklogTask> = Vec::new();
     let mut errors = Vec::new();
@@ -132,7 +138,8 @@ pub fn parse_markdown(file: &str, text: &str) -> Result<Backlog, InputErrors> {
                 pos: (lineno, col + 1),
                 field_pos,
             };
-            let reason = not_in_section.then(|| "not under a Ready, Pending or Not Ready heading".to_owned());
+            let reason = not_in_section
+                .then(|| "not under a Ready, Pending or Not Ready heading".to_owned());
             open = Some((t, col, reason));
             continue;
         }
@@ -170,12 +177,15 @@ pub fn parse_markdown(file: &str, text: &str) -> Result<Backlog, InputErrors> {
                 "type" => match TaskType::parse(&value) {
                     Some(k) => task.kind = k,
                     None => errors.push(
-                        InputError::new(file, format!("task `{}`: unknown type `{value}`", task.id))
-                            .at(Some((lineno, col)))
-                            .hint(format!(
-                                "one of: {}",
-                                TaskType::ALL.map(TaskType::as_str).join(", ")
-                            )),
+                        InputError::new(
+                            file,
+                            format!("task `{}`: unknown type `{value}`", task.id),
+                        )
+                        .at(Some((lineno, col)))
+                        .hint(format!(
+                            "one of: {}",
+                            TaskType::ALL.map(TaskType::as_str).join(", ")
+                        )),
                     ),
                 },
                 "backend" => {
@@ -204,7 +214,12 @@ pub fn parse_markdown(file: &str, text: &str) -> Result<Backlog, InputErrors> {
             .hint("tasks are list items like `- **[task-id]** Title`")
             .into());
     }
-    Ok(Backlog { file: file.to_owned(), title, profile: None, tasks })
+    Ok(Backlog {
+        file: file.to_owned(),
+        title,
+        profile: None,
+        tasks,
+    })
 }
 
 #[cfg(test)]
@@ -252,22 +267,41 @@ These tasks cannot be executed autonomously:
     fn sections_and_fields() {
         let b = parse_markdown("PLAN.md", PLAN).unwrap();
         assert_eq!(b.title.as_deref(), Some("Accounts plan"));
-        let got: Vec<_> = b.tasks.iter().map(|t| (t.id.as_str(), t.section.clone())).collect();
+        let got: Vec<_> = b
+            .tasks
+            .iter()
+            .map(|t| (t.id.as_str(), t.section.clone()))
+            .collect();
         assert_eq!(
             got,
             vec![
                 ("task_3", Section::Ready),
                 ("task_5", Section::Ready),
                 ("task_4", Section::Pending),
-                ("task_6", Section::NotReady { reason: "Requires user input and architectural decisions".into() }),
-                ("task_7", Section::NotReady { reason: "These tasks cannot be executed autonomously".into() }),
+                (
+                    "task_6",
+                    Section::NotReady {
+                        reason: "Requires user input and architectural decisions".into()
+                    }
+                ),
+                (
+                    "task_7",
+                    Section::NotReady {
+                        reason: "These tasks cannot be executed autonomously".into()
+                    }
+                ),
             ]
         );
         let t3 = &b.tasks[0];
         assert_eq!(t3.title, "Add User model with email and password fields");
         assert_eq!(t3.paths, ["src/models/**", "tests/**"]);
         assert_eq!(t3.pos, (8, 1));
-        assert!(t3.description.contains("The model lives in src/models/user.py."), "{}", t3.description);
+        assert!(
+            t3.description
+                .contains("The model lives in src/models/user.py."),
+            "{}",
+            t3.description
+        );
         let t5 = &b.tasks[1];
         assert_eq!(t5.deps, ["task_3"]);
         assert_eq!(t5.backend.as_deref(), Some("fmt"));
@@ -278,7 +312,11 @@ These tasks cannot be executed autonomously:
 
     #[test]
     fn plain_list_without_sections_is_ready() {
-        let b = parse_markdown("p.md", "- **[a]** Do a\n- **[b]** Do b\n  - Depends on: a\n").unwrap();
+        let b = parse_markdown(
+            "p.md",
+            "- **[a]** Do a\n- **[b]** Do b\n  - Depends on: a\n",
+        )
+        .unwrap();
         assert!(b.tasks.iter().all(|t| t.section == Section::Ready));
         assert_eq!(b.tasks[1].deps, ["a"]);
     }
@@ -286,10 +324,17 @@ These tasks cannot be executed autonomously:
     #[test]
     fn errors() {
         assert_eq!(
-            parse_markdown("p.md", "# nothing here\n").unwrap_err().to_string(),
+            parse_markdown("p.md", "# nothing here\n")
+                .unwrap_err()
+                .to_string(),
             "p.md: no tasks found (hint: tasks are list items like `- **[task-id]** Title`)"
         );
-        let e = parse_markdown("p.md", "- **[a]** A\n  - Type: cod\n").unwrap_err().to_string();
-        assert!(e.starts_with("p.md:2:5: task `a`: unknown type `cod`"), "{e}");
+        let e = parse_markdown("p.md", "- **[a]** A\n  - Type: cod\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("p.md:2:5: task `a`: unknown type `cod`"),
+            "{e}"
+        );
     }
 }

@@ -73,12 +73,23 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Backlog, InputError> {
             };
             let pos = at(&[]).unwrap_or((1, 1));
             let mut field_pos = BTreeMap::new();
-            for field in ["id", "deps", "backend", "run", "patch", "gates", "max_attempts"] {
+            for field in [
+                "id",
+                "deps",
+                "backend",
+                "run",
+                "patch",
+                "gates",
+                "max_attempts",
+            ] {
                 if let Some(p) = at(&[PathSeg::key(field)]) {
                     field_pos.insert(field.to_owned(), p);
                 }
             }
-            for (list, len) in [("deps", t.deps.len()), ("gates", t.gates.as_ref().map_or(0, Vec::len))] {
+            for (list, len) in [
+                ("deps", t.deps.len()),
+                ("gates", t.gates.as_ref().map_or(0, Vec::len)),
+            ] {
                 for j in 0..len {
                     if let Some(p) = at(&[PathSeg::key(list), PathSeg::Index(j)]) {
                         field_pos.insert(format!("{list}[{j}]"), p);
@@ -110,7 +121,12 @@ pub fn parse_yaml(file: &str, text: &str) -> Result<Backlog, InputError> {
         })
         .collect();
     let (title, profile) = parsed.run.map_or((None, None), |r| (r.title, r.profile));
-    Ok(Backlog { file: file.to_owned(), title, profile, tasks })
+    Ok(Backlog {
+        file: file.to_owned(),
+        title,
+        profile,
+        tasks,
+    })
 }
 
 #[cfg(test)]
@@ -129,7 +145,10 @@ mod tests {
         assert_eq!(t.id, "user-model");
         assert_eq!(t.kind, TaskType::Code);
         assert_eq!(t.paths, ["src/models/**", "tests/**"]);
-        assert_eq!(t.gates.as_deref(), Some(&["fmt".to_owned(), "test".to_owned()][..]));
+        assert_eq!(
+            t.gates.as_deref(),
+            Some(&["fmt".to_owned(), "test".to_owned()][..])
+        );
         assert_eq!(t.priority, 10);
         assert_eq!(t.pos, (3, 3));
         assert_eq!(t.pos_of("backend"), (11, 5));
@@ -150,6 +169,8 @@ mod tests {
             err("tasks:\n  - id: a\n    title: 'x\n"),
             "b.yml:4:1: found unexpected end of stream, while scanning a quoted scalar"
         );
-        assert!(err("tasks:\n  - id: a\n").starts_with("b.yml:2:5: `tasks[0]`: missing field `title`"));
+        assert!(
+            err("tasks:\n  - id: a\n").starts_with("b.yml:2:5: `tasks[0]`: missing field `title`")
+        );
     }
 }

@@ -1,4 +1,9 @@
 //! The store against a real SQLite file.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "a failed unwrap is a failed test"
+)]
 
 use abo_core::backlog::TaskType;
 use abo_core::config::Landing;
@@ -34,7 +39,10 @@ fn spec(tasks: &[&str]) -> RunSpec {
                 acceptance: vec![],
                 paths: vec![],
                 deps: vec![],
-                backend: BackendSpec::Command { name: BackendName::new("command"), run: "true".into() },
+                backend: BackendSpec::Command {
+                    name: BackendName::new("command"),
+                    run: "true".into(),
+                },
                 gates: vec![],
                 labels: vec![],
                 max_attempts: 2,
@@ -47,7 +55,12 @@ fn spec(tasks: &[&str]) -> RunSpec {
 }
 
 fn ev(run: &str, task: Option<&str>, body: EventBody) -> Event {
-    Event { run: RunId::new(run), task: task.map(TaskId::new), at: Timestamp(1_700_000_000_000), body }
+    Event {
+        run: RunId::new(run),
+        task: task.map(TaskId::new),
+        at: Timestamp(1_700_000_000_000),
+        body,
+    }
 }
 
 async fn open(dir: &tempfile::TempDir) -> Store {
@@ -57,10 +70,21 @@ async fn open(dir: &tempfile::TempDir) -> Store {
 fn history(run: &str) -> Vec<Event> {
     let t = |id: &str, body| ev(run, Some(id), body);
     vec![
-        ev(run, None, EventBody::RunCreated(Box::new(spec(&["a", "b", "skip"])))),
+        ev(
+            run,
+            None,
+            EventBody::RunCreated(Box::new(spec(&["a", "b", "skip"]))),
+        ),
         ev(run, None, EventBody::RunStarted {}),
         t("a", EventBody::TaskReady {}),
-        t("a", EventBody::TaskStarted { attempt: 1, backend: BackendName::new("command"), worktree: "w".into() }),
+        t(
+            "a",
+            EventBody::TaskStarted {
+                attempt: 1,
+                backend: BackendName::new("command"),
+                worktree: "w".into(),
+            },
+        ),
         t(
             "a",
             EventBody::TaskBackendFinished {
@@ -70,15 +94,33 @@ fn history(run: &str) -> Vec<Event> {
                 reason: None,
                 duration_ms: 1,
                 files_changed: 1,
-                usage: Some(Usage { input_tokens: 10, output_tokens: 5, cache_read_tokens: 100, cache_write_tokens: 1 }),
+                usage: Some(Usage {
+                    input_tokens: 10,
+                    output_tokens: 5,
+                    cache_read_tokens: 100,
+                    cache_write_tokens: 1,
+                }),
                 cost_usd: Some(0.25),
                 cost_source: Some("reported".into()),
                 log: None,
             },
         ),
-        t("a", EventBody::TaskLanded { attempt: 1, commit: CommitSha::new("c1") }),
+        t(
+            "a",
+            EventBody::TaskLanded {
+                attempt: 1,
+                commit: CommitSha::new("c1"),
+            },
+        ),
         t("b", EventBody::TaskReady {}),
-        t("b", EventBody::TaskStarted { attempt: 1, backend: BackendName::new("command"), worktree: "w".into() }),
+        t(
+            "b",
+            EventBody::TaskStarted {
+                attempt: 1,
+                backend: BackendName::new("command"),
+                worktree: "w".into(),
+            },
+        ),
         t(
             "b",
             EventBody::TaskRetry {
@@ -89,8 +131,24 @@ fn history(run: &str) -> Vec<Event> {
                 kept_worktree: Some(".abo/worktrees/r/b-1".into()),
             },
         ),
-        t("b", EventBody::TaskFailed { attempts: 2, reason: "no change".into(), kept_worktree: Some(".abo/worktrees/r/b-2".into()) }),
-        ev(run, None, EventBody::RunFinished { landed: 1, failed: 1, cancelled: 0, skipped: 1 }),
+        t(
+            "b",
+            EventBody::TaskFailed {
+                attempts: 2,
+                reason: "no change".into(),
+                kept_worktree: Some(".abo/worktrees/r/b-2".into()),
+            },
+        ),
+        ev(
+            run,
+            None,
+            EventBody::RunFinished {
+                landed: 1,
+                failed: 1,
+                cancelled: 0,
+                skipped: 1,
+            },
+        ),
     ]
 }
 
@@ -99,14 +157,34 @@ async fn projections_follow_events_and_rebuild_equals_live() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let stored = store.append(&history("r1")).await.unwrap();
-    assert_eq!(stored.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=11).collect::<Vec<_>>());
+    assert_eq!(
+        stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=11).collect::<Vec<_>>()
+    );
 
     let run = store.run(&RunId::new("r1")).await.unwrap().unwrap();
-    assert_eq!((run.status.as_str(), run.spent_usd, run.spent_tokens, run.last_seq), ("finished", 0.25, 116, 11));
+    assert_eq!(
+        (
+            run.status.as_str(),
+            run.spent_usd,
+            run.spent_tokens,
+            run.last_seq
+        ),
+        ("finished", 0.25, 116, 11)
+    );
     let tasks = store.tasks(&RunId::new("r1")).await.unwrap();
     let brief: Vec<_> = tasks
         .iter()
-        .map(|t| (t.id.as_str(), t.status.as_str(), t.attempts, t.commit.as_deref(), t.reason.as_deref(), t.tokens))
+        .map(|t| {
+            (
+                t.id.as_str(),
+                t.status.as_str(),
+                t.attempts,
+                t.commit.as_deref(),
+                t.reason.as_deref(),
+                t.tokens,
+            )
+        })
         .collect();
     assert_eq!(
         brief,
@@ -116,7 +194,10 @@ async fn projections_follow_events_and_rebuild_equals_live() {
             ("skip", "skipped", 0, None, Some("not ready: later"), 0),
         ]
     );
-    assert_eq!(tasks[1].kept_worktrees, [".abo/worktrees/r/b-1", ".abo/worktrees/r/b-2"]);
+    assert_eq!(
+        tasks[1].kept_worktrees,
+        [".abo/worktrees/r/b-1", ".abo/worktrees/r/b-2"]
+    );
 
     let live = store.dump_projections().await.unwrap();
     store.rebuild_projections().await.unwrap();
@@ -137,7 +218,9 @@ async fn seq_is_gap_free_under_concurrent_appenders() {
             let run = format!("r{i}");
             s.append(&history(&run)[..1]).await.unwrap();
             for _ in 0..30 {
-                s.append(&[ev(&run, None, EventBody::RunPaused { reason: "x".into() })]).await.unwrap();
+                s.append(&[ev(&run, None, EventBody::RunPaused { reason: "x".into() })])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -145,7 +228,10 @@ async fn seq_is_gap_free_under_concurrent_appenders() {
         h.await.unwrap();
     }
     let all = stores[0].events(None, 0, 10_000).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=93).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        (1..=93).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -153,19 +239,57 @@ async fn leases_and_requests() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let run = RunId::new("r");
-    let me = Lease { host: "h".into(), pid: 1, heartbeat: Timestamp(1) };
-    let other = Lease { host: "h".into(), pid: 2, heartbeat: Timestamp(2) };
+    let me = Lease {
+        host: "h".into(),
+        pid: 1,
+        heartbeat: Timestamp(1),
+    };
+    let other = Lease {
+        host: "h".into(),
+        pid: 2,
+        heartbeat: Timestamp(2),
+    };
     assert!(store.take_lease(&run, &me, None).await.unwrap());
-    assert!(!store.take_lease(&run, &other, None).await.unwrap(), "held by someone alive");
-    assert!(store.take_lease(&run, &other, Some(&me)).await.unwrap(), "taken over from a dead holder");
+    assert!(
+        !store.take_lease(&run, &other, None).await.unwrap(),
+        "held by someone alive"
+    );
+    assert!(
+        store.take_lease(&run, &other, Some(&me)).await.unwrap(),
+        "taken over from a dead holder"
+    );
     assert_eq!(store.lease(&run).await.unwrap(), Some(other.clone()));
     store.release_lease(&run, &other).await.unwrap();
     assert_eq!(store.lease(&run).await.unwrap(), None);
 
-    store.push_request(&run, "pause", "by a person", Timestamp(3)).await.unwrap();
-    store.push_request(&run, "retry", "a", Timestamp(4)).await.unwrap();
+    store
+        .push_request(&run, "pause", "by a person", Timestamp(3))
+        .await
+        .unwrap();
+    store
+        .push_request(&run, "retry", "a", Timestamp(4))
+        .await
+        .unwrap();
     assert!(store.has_requests(&run).await.unwrap());
-    let got: Vec<_> = store.take_requests(&run, Timestamp(5)).await.unwrap().into_iter().map(|r| (r.kind, r.arg)).collect();
-    assert_eq!(got, vec![("pause".to_owned(), "by a person".to_owned()), ("retry".to_owned(), "a".to_owned())]);
-    assert!(store.take_requests(&run, Timestamp(6)).await.unwrap().is_empty());
+    let got: Vec<_> = store
+        .take_requests(&run, Timestamp(5))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.kind, r.arg))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("pause".to_owned(), "by a person".to_owned()),
+            ("retry".to_owned(), "a".to_owned())
+        ]
+    );
+    assert!(
+        store
+            .take_requests(&run, Timestamp(6))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -1,0 +1,88 @@
+//! The command line (DESIGN §3).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "abo",
+    version,
+    about = "abo, the Autonomous Build Operator: turns a backlog of small coding tasks into gated, landed commits"
+)]
+pub(crate) struct Cli {
+    /// Act on the repository in DIR.
+    #[arg(short = 'C', global = true, value_name = "DIR")]
+    pub(crate) dir: Option<PathBuf>,
+    /// The config file (default: abo.yml at the repository root).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+    /// The store (overrides `store:` in the config), e.g. sqlite:.abo/abo.db.
+    #[arg(long, global = true, value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Cmd {
+    /// Write abo.yml, backlog.example.yml and .abo/ in the repository.
+    Init {
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create a sample repository and run a sample backlog in it, offline.
+    Demo {
+        /// Where to create it (default: a new temporary directory).
+        dir: Option<PathBuf>,
+    },
+    /// Validate a backlog, create a run and execute it.
+    Run {
+        /// A YAML backlog, a Markdown plan, or a directory of them.
+        backlog: PathBuf,
+        /// The autonomy profile.
+        #[arg(long)]
+        profile: Option<String>,
+        /// Tasks run at once (overrides parallelism.max_parallel).
+        #[arg(long, value_name = "N")]
+        max_parallel: Option<usize>,
+        /// The run's wall time (overrides timeouts.run), e.g. 2h.
+        #[arg(long, value_name = "DURATION")]
+        wall: Option<String>,
+        /// Use this configured backend for every task that names none.
+        #[arg(long, value_name = "NAME")]
+        backend: Option<String>,
+    },
+    /// Continue a paused, crashed or interrupted run.
+    Resume { run: String },
+    /// A run (default: the latest) and its tasks.
+    Status { run: Option<String> },
+    /// The event log, one event a line.
+    Events {
+        run: Option<String>,
+        /// Keep printing new events until the run ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Start nothing new; in-flight attempts finish. Resume with `abo resume`.
+    Pause { run: String },
+    /// Stop a run now: its processes are killed and nothing more lands.
+    Kill { run: String },
+    /// Re-queue a failed or cancelled task with fresh attempts.
+    Retry {
+        task: String,
+        /// The run (default: the latest run with that task).
+        #[arg(long)]
+        run: Option<String>,
+    },
+    /// Remove worktrees and attempt branches of runs that ended before the retention.
+    Gc {
+        /// Retention, e.g. 7d, 12h, 0s.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        older_than: String,
+    },
+}

@@ -1,0 +1,340 @@
+//! The commands: each loads what it needs, acts, prints, and returns its exit code.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use abo_core::decide::Command;
+use abo_core::ids::{RunId, TaskId, Timestamp};
+use abo_core::plan::BackendChoice;
+use abo_core::state::RunState;
+use abo_core::units::Dur;
+use abo_runtime::engine::{self, holder_alive};
+use abo_runtime::git::Git;
+use abo_runtime::{Ctx, RunOptions, Start, SystemClock};
+use abo_store::Store;
+
+use crate::cli::Cli;
+use crate::exit::{self, Usage};
+use crate::out::{say, say_raw};
+use crate::progress::{Progress, describe};
+use crate::{load, status};
+
+/// The repository's runtime context: its config's store, git, artifacts.
+struct Env {
+    ctx: Arc<Ctx>,
+}
+
+async fn env(cli: &Cli) -> anyhow::Result<Env> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    open(&root, &config, cli.store.as_deref())
+        .await
+        .map(|ctx| Env { ctx })
+}
+
+pub(crate) async fn open(
+    root: &Path,
+    config: &abo_core::config::Config,
+    store_flag: Option<&str>,
+) -> anyhow::Result<Arc<Ctx>> {
+    let mut git = Git::new(root.to_owned());
+    git.resolve_identity().await;
+    load::prepare_abo_dir(root, &git).await?;
+    let store = load::store(root, store_flag, config).await?;
+    Ok(Arc::new(Ctx::new(
+        root.to_owned(),
+        store,
+        git,
+        Arc::new(SystemClock),
+    )))
+}
+
+fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
+    Dur::parse(value).map_err(|e| Usage::new(format!("{flag}: {e}")).into())
+}
+
+#[allow(clippy::print_stderr, reason = "progress and notes go to stderr")]
+pub(crate) async fn run(
+    cli: &Cli,
+    backlog: &Path,
+    profile: Option<String>,
+    max_parallel: Option<usize>,
+    wall: Option<&str>,
+    backend: Option<&str>,
+) -> anyhow::Result<u8> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let (mut config, _) = load::config(&root, cli.config.as_deref())?;
+    if let Some(w) = wall {
+        config.timeouts.run = parse_duration("--wall", w)?;
+    }
+    if max_parallel == Some(0) {
+        return Err(Usage::new("--max-parallel must be at least 1").into());
+    }
+    if let Some(b) = backend
+        && !config.backends.named.contains_key(b)
+    {
+        return Err(Usage::new(format!("--backend: unknown backend `{b}`"))
+            .hint("name a backend configured under `backends:` in abo.yml")
+            .into());
+    }
+    // A relative backlog path is relative to where abo was started (or -C).
+    let backlog = if backlog.is_absolute() {
+        backlog.to_owned()
+    } else {
+        cli.dir.clone().unwrap_or_default().join(backlog)
+    };
+    let backlogs = load::backlogs(&backlog)?;
+    let mut plan = load::plan(&backlogs, &config)?;
+    if let Some(b) = backend {
+        for t in &mut plan.tasks {
+            if matches!(t.backend, BackendChoice::Named { .. }) {
+                t.backend = BackendChoice::Named { name: b.to_owned() };
+            }
+        }
+    }
+    abo_runtime::create::check_runnable(&plan, &config)?;
+    let ctx = open(&root, &config, cli.store.as_deref()).await?;
+    let id = abo_runtime::create_run(
+        &ctx,
+        &plan,
+        &config,
+        &RunOptions {
+            profile,
+            max_parallel,
+        },
+    )
+    .await?;
+    if cli.json {
+        eprintln!("run {id}");
+    } else {
+        say!("run {id}");
+    }
+    drive(cli, &ctx, &id, Start::New).await
+}
+
+async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::Result<u8> {
+    let mut progress = Progress::stderr();
+    let state = engine::drive(ctx, id, start, &mut progress).await?;
+    let run = status::find_run(&ctx.store, Some(id.as_str())).await?;
+    let tasks = ctx.store.tasks(id).await?;
+    if cli.json {
+        say!("{}", status::to_json(&run, &tasks));
+    } else {
+        say_raw!("\n{}", status::render(&run, &tasks));
+        say!("{}", next_steps(&state));
+    }
+    Ok(exit::for_run(&state))
+}
+
+fn next_steps(state: &RunState) -> String {
+    use abo_core::state::RunStatus;
+    let id = &state.id;
+    match &state.status {
+        RunStatus::Paused { .. } => {
+            format!("\nthe run is paused; continue it with: abo resume {id}")
+        }
+        RunStatus::Finished => format!(
+            "\nlanded work is on branch {}: git log --oneline {}..{}",
+            state.spec.branch,
+            state.spec.base.short(),
+            state.spec.branch
+        ),
+        _ => String::new(),
+    }
+}
+
+pub(crate) async fn resume(cli: &Cli, run: &str) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let id = RunId::new(run);
+    status::find_run(&env.ctx.store, Some(run)).await?;
+    drive(cli, &env.ctx, &id, Start::Resume).await
+}
+
+pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let row = status::find_run(&env.ctx.store, run).await?;
+    let tasks = env.ctx.store.tasks(&row.id).await?;
+    if cli.json {
+        say!("{}", status::to_json(&row, &tasks));
+    } else {
+        say_raw!("{}", status::render(&row, &tasks));
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let row = status::find_run(&env.ctx.store, run).await?;
+    let mut after = 0;
+    loop {
+        let batch = env.ctx.store.events(Some(&row.id), after, 1000).await?;
+        for e in &batch {
+            if cli.json {
+                say!("{}", e.to_json());
+            } else {
+                let line = describe(e).unwrap_or_else(|| {
+                    format!(
+                        "{} {}",
+                        e.event.body.kind(),
+                        e.event.task.as_ref().map(|t| t.as_str()).unwrap_or("")
+                    )
+                });
+                say!(
+                    "{:>6}  {}  {:<22} {line}",
+                    e.seq,
+                    e.event.at.to_rfc3339(),
+                    e.event.body.kind()
+                );
+            }
+            after = e.seq;
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        if batch.len() == 1000 {
+            continue;
+        }
+        if !follow {
+            break;
+        }
+        let now = env.ctx.store.run(&row.id).await?.map(|r| r.status);
+        if matches!(now.as_deref(), Some("finished" | "killed"))
+            && env
+                .ctx
+                .store
+                .events(Some(&row.id), after, 1)
+                .await?
+                .is_empty()
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(exit::OK)
+}
+
+/// Whether a live process is executing the run.
+async fn executing(store: &Store, run: &RunId, now: Timestamp) -> anyhow::Result<bool> {
+    Ok(store
+        .lease(run)
+        .await?
+        .is_some_and(|l| holder_alive(&l, now)))
+}
+
+pub(crate) async fn control(cli: &Cli, run: &str, what: &str) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let row = status::find_run(&env.ctx.store, Some(run)).await?;
+    let id = row.id;
+    let reason = format!("{what} requested by a person");
+    let ctx = &env.ctx;
+    if executing(&ctx.store, &id, ctx.now()).await? {
+        ctx.store
+            .push_request(&id, what, &reason, ctx.now())
+            .await?;
+        // Wait until the executing process has taken it in.
+        let want = if what == "kill" { "killed" } else { "paused" };
+        for _ in 0..150 {
+            let s = ctx
+                .store
+                .run(&id)
+                .await?
+                .map(|r| r.status)
+                .unwrap_or_default();
+            if s == want || s == "finished" || s == "killed" {
+                say!("run {id} is {s}");
+                return Ok(exit::OK);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        say!("{what} requested; run {id} has not taken it in yet");
+        return Ok(exit::OK);
+    }
+    let cmd = if what == "kill" {
+        Command::Kill { reason }
+    } else {
+        Command::Pause { reason }
+    };
+    if what == "kill" {
+        abo_runtime::process::kill_leftovers(&format!("ABO_RUN_ID={id}"));
+    }
+    let state = engine::decide_offline(ctx, &id, cmd).await?;
+    say!("run {id} is {}", state.status.as_str());
+    Ok(exit::OK)
+}
+
+pub(crate) async fn retry(cli: &Cli, task: &str, run: Option<&str>) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let ctx = &env.ctx;
+    let task_id = TaskId::new(task);
+    let id = match run {
+        Some(r) => status::find_run(&ctx.store, Some(r)).await?.id,
+        None => ctx
+            .store
+            .runs_with_task(&task_id)
+            .await?
+            .pop()
+            .ok_or_else(|| Usage::new(format!("no run has a task `{task}`")))?,
+    };
+    if executing(&ctx.store, &id, ctx.now()).await? {
+        ctx.store
+            .push_request(&id, "retry", task, ctx.now())
+            .await?;
+        say!("retry of {task} requested from the process executing run {id}");
+        return Ok(exit::OK);
+    }
+    engine::decide_offline(ctx, &id, Command::Retry { task: task_id }).await?;
+    say!("task {task} re-queued in run {id}; continue with: abo resume {id}");
+    Ok(exit::OK)
+}
+
+pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let keep = parse_duration("--older-than", older_than)?;
+    let before = Timestamp(env.ctx.now().0 - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
+    let cleaned = engine::gc(&env.ctx, before).await?;
+    if cli.json {
+        say!("{}", serde_json::json!({ "cleaned": cleaned }));
+    } else if cleaned.is_empty() {
+        say!("nothing to remove");
+    } else {
+        for r in cleaned {
+            say!("removed worktrees and attempt branches of run {r}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) const CONFIG_TEMPLATE: &str = include_str!("../templates/abo.yml");
+pub(crate) const BACKLOG_TEMPLATE: &str = include_str!("../templates/backlog.example.yml");
+
+pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let files = [
+        ("abo.yml", CONFIG_TEMPLATE),
+        ("backlog.example.yml", BACKLOG_TEMPLATE),
+    ];
+    if !force {
+        let existing: Vec<&str> = files
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| root.join(n).exists())
+            .collect();
+        if !existing.is_empty() {
+            return Err(
+                Usage::new(format!("{} already exist(s)", existing.join(", ")))
+                    .hint("use --force to overwrite")
+                    .into(),
+            );
+        }
+    }
+    for (name, text) in files {
+        std::fs::write(root.join(name), text).with_context(|| format!("writing {name}"))?;
+    }
+    let (config, _) = load::config(&root, None)?;
+    open(&root, &config, cli.store.as_deref()).await?;
+    say!("wrote abo.yml, backlog.example.yml and .abo/ (ignored through .git/info/exclude)");
+    say!("next: edit the gates in abo.yml, then: abo run backlog.example.yml");
+    Ok(exit::OK)
+}

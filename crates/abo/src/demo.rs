@@ -1,0 +1,158 @@
+//! `abo demo`: a sample repository and backlog, run end to end with offline backends.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use abo_core::state::RunStatus;
+use abo_runtime::process::{self, Spec};
+
+use crate::cli::Cli;
+use crate::commands::open;
+use crate::exit::{self, Usage};
+use crate::out::{say, say_raw};
+use crate::progress::Progress;
+use crate::{load, status};
+
+/// The sample project, as (path, content).
+const FILES: &[(&str, &str)] = &[
+    (
+        "README.md",
+        "# greeter\n\nA tiny shell project that abo works on in its demo.\n",
+    ),
+    (
+        "src/greet.sh",
+        "#!/bin/sh\n# Prints a greeting.\necho \"Hello, world\"\n",
+    ),
+    (
+        "tests/test_greet.sh",
+        "#!/bin/sh\nout=$(sh src/greet.sh)\n[ \"$out\" = \"Hello, world\" ] || { echo \"greet: expected 'Hello, world', got '$out'\"; exit 1; }\n",
+    ),
+    (
+        "run_tests.sh",
+        "#!/bin/sh\n# Runs every test in tests/.\nfail=0\nfor t in tests/test_*.sh; do\n  if sh \"$t\"; then echo \"ok   $t\"; else echo \"FAIL $t\"; fail=1; fi\ndone\nexit $fail\n",
+    ),
+    (
+        "lint.sh",
+        "#!/bin/sh\n# No trailing whitespace in the sources.\nif grep -rnE '[[:space:]]+$' src tests; then echo \"lint: trailing whitespace\"; exit 1; fi\n",
+    ),
+    (".abo-demo/abo.yml", include_str!("../demo/abo.yml")),
+    (".abo-demo/backlog.yml", include_str!("../demo/backlog.yml")),
+    (
+        ".abo-demo/patches/farewell.diff",
+        include_str!("../demo/patches/farewell.diff"),
+    ),
+];
+
+fn demo_dir(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    match dir {
+        Some(d) => {
+            if d.exists()
+                && std::fs::read_dir(d)
+                    .map(|mut e| e.next().is_some())
+                    .unwrap_or(true)
+            {
+                return Err(
+                    Usage::new(format!("{}: exists and is not empty", d.display()))
+                        .hint("give a new or empty directory")
+                        .into(),
+                );
+            }
+            Ok(d.to_owned())
+        }
+        None => {
+            use std::hash::{BuildHasher, RandomState};
+            let n = RandomState::new().hash_one(std::process::id()) & 0xffff_ffff;
+            Ok(std::env::temp_dir().join(format!("abo-demo-{n:08x}")))
+        }
+    }
+}
+
+async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let mut spec = Spec::new("git", dir).args(args.iter().copied());
+    spec.env = vec![
+        ("GIT_AUTHOR_NAME".into(), "abo demo".into()),
+        ("GIT_AUTHOR_EMAIL".into(), "demo@abo.invalid".into()),
+        ("GIT_COMMITTER_NAME".into(), "abo demo".into()),
+        ("GIT_COMMITTER_EMAIL".into(), "demo@abo.invalid".into()),
+    ];
+    let out = process::run(&spec, &process::Groups::default())
+        .await
+        .context("running git (is it installed?)")?;
+    if !out.success() {
+        anyhow::bail!(
+            "git {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
+    let dir = demo_dir(dir)?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    git(&dir, &["init", "--quiet", "--initial-branch=main"]).await?;
+    for (path, text) in FILES {
+        let p = dir.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&p, text)?;
+    }
+    git(&dir, &["add", "-A"]).await?;
+    git(
+        &dir,
+        &[
+            "commit",
+            "--quiet",
+            "--no-verify",
+            "-m",
+            "A tiny shell project",
+        ],
+    )
+    .await?;
+
+    say!("abo demo: a sample repository at {}", dir.display());
+    say!("  backlog .abo-demo/backlog.yml: 6 tasks; gates `lint` and `test` (.abo-demo/abo.yml)\n");
+    let config_path = dir.join(".abo-demo/abo.yml");
+    let (config, _) = load::config(&dir, Some(&config_path))?;
+    let backlogs = load::backlogs(&dir.join(".abo-demo/backlog.yml"))?;
+    let plan = load::plan(&backlogs, &config)?;
+    let ctx = open(&dir, &config, cli.store.as_deref()).await?;
+    let id =
+        abo_runtime::create_run(&ctx, &plan, &config, &abo_runtime::RunOptions::default()).await?;
+    say!("run {id}");
+    let mut progress = Progress::stderr();
+    let state = abo_runtime::drive(&ctx, &id, abo_runtime::Start::New, &mut progress).await?;
+    let run = status::find_run(&ctx.store, Some(id.as_str())).await?;
+    let tasks = ctx.store.tasks(&id).await?;
+    if cli.json {
+        say!("{}", status::to_json(&run, &tasks));
+        return Ok(if state.status == RunStatus::Finished {
+            exit::OK
+        } else {
+            exit::for_run(&state)
+        });
+    }
+    say_raw!("\n{}", status::render(&run, &tasks));
+    let d = dir.display();
+    say!(
+        "\nWhat happened: tasks ran in parallel, each in its own worktree; `greet-name` failed its test,\n\
+         got the gate's output as feedback and passed on attempt 2; `shout` failed lint twice, so\n\
+         `shout-docs` was cancelled; `changelog` waited for its two dependencies.\n\
+         Your checked-out branch was not touched: the work is on branch {branch}.\n\n\
+         Look at it:\n\
+         \x20 git -C {d} log --oneline --graph {branch}   one commit per landed task\n\
+         \x20 abo -C {d} status                            tasks, attempts, reasons\n\
+         \x20 abo -C {d} events                            the event log\n\
+         \x20 ls {d}/.abo/worktrees/{id}                   the failed attempts' worktrees\n\
+         \x20 abo -C {d} gc --older-than 0s                remove them",
+        branch = state.spec.branch,
+    );
+    Ok(if state.status == RunStatus::Finished {
+        exit::OK
+    } else {
+        exit::for_run(&state)
+    })
+}

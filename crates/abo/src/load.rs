@@ -1,0 +1,156 @@
+//! Finding the repository, loading abo.yml and the backlog, opening the store.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+use abo_core::backlog::{self, Backlog};
+use abo_core::config::Config;
+use abo_core::diag::{InputError, InputErrors};
+use abo_core::plan::Plan;
+use abo_runtime::git::Git;
+use abo_store::Store;
+
+use crate::exit::Usage;
+
+pub(crate) const DEFAULT_STORE: &str = "sqlite:.abo/abo.db";
+
+/// The repository's top level, from `-C` or the working directory.
+pub(crate) async fn repo_root(dir: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let dir = match dir {
+        Some(d) => d.to_owned(),
+        None => std::env::current_dir().context("reading the working directory")?,
+    };
+    if !dir.is_dir() {
+        return Err(Usage::new(format!("{}: no such directory", dir.display())).into());
+    }
+    Git::toplevel(&dir).await.map_err(|_| {
+        Usage::new(format!("{}: not a git repository", dir.display()))
+            .hint("run abo inside a git repository, or give -C DIR")
+            .into()
+    })
+}
+
+/// abo.yml from `--config`, else the repository's, else the embedded defaults.
+pub(crate) fn config(
+    root: &Path,
+    flag: Option<&Path>,
+) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    let path = match flag {
+        Some(p) => Some(p.to_owned()),
+        None => Some(root.join("abo.yml")).filter(|p| p.exists()),
+    };
+    let Some(path) = path else {
+        return Ok((Config::embedded_default(), None));
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| Usage::new(format!("{}: {e}", path.display())))?;
+    let shown = display_path(&path);
+    let config = Config::parse(&shown, &text).map_err(InputErrors::from)?;
+    Ok((config, Some(path)))
+}
+
+/// A path as the user would write it: relative to the working directory when inside it.
+pub(crate) fn display_path(p: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_default();
+    p.strip_prefix(&cwd)
+        .unwrap_or(p)
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Parses a backlog file, or every `.yml`/`.yaml`/`.md` file of a directory.
+pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Backlog>> {
+    let shown = display_path(path);
+    if !path.exists() {
+        return Err(Usage::new(format!("{shown}: no such file")).into());
+    }
+    let files: Vec<PathBuf> = if path.is_dir() {
+        let mut f: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| Usage::new(format!("{shown}: {e}")))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| {
+                    ["yml", "yaml", "md", "markdown"].contains(&e.to_string_lossy().as_ref())
+                })
+            })
+            .collect();
+        f.sort();
+        if f.is_empty() {
+            return Err(Usage::new(format!(
+                "{shown}: no backlog files (.yml, .yaml, .md) in this directory"
+            ))
+            .into());
+        }
+        f
+    } else {
+        vec![path.to_owned()]
+    };
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for f in files {
+        let name = display_path(&f);
+        let text = match std::fs::read_to_string(&f) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(InputError::new(&name, e.to_string()));
+                continue;
+            }
+        };
+        match backlog::parse_file(&name, &text) {
+            Ok(b) => out.push(b),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(InputErrors(errors).into());
+    }
+    Ok(out)
+}
+
+/// Validates backlogs against the config into a plan.
+pub(crate) fn plan(backlogs: &[Backlog], config: &Config) -> anyhow::Result<Plan> {
+    Ok(Plan::build(backlogs, config, &|p: &Path| p.is_file())?)
+}
+
+/// Opens the store named by `--store`, the config, or the default.
+pub(crate) async fn store(
+    root: &Path,
+    flag: Option<&str>,
+    config: &Config,
+) -> anyhow::Result<Store> {
+    let url = flag.or(config.store.as_deref()).unwrap_or(DEFAULT_STORE);
+    if !url.starts_with("sqlite:") {
+        return Err(Usage::new(format!("unsupported store `{url}`"))
+            .hint("this version of abo stores runs in SQLite: sqlite:PATH")
+            .into());
+    }
+    Ok(Store::open(url, root).await?)
+}
+
+/// Creates `.abo/` and keeps git from seeing it (`.git/info/exclude`, shared by all worktrees).
+pub(crate) async fn prepare_abo_dir(root: &Path, git: &Git) -> anyhow::Result<()> {
+    for d in ["worktrees", "artifacts", "policy", "tmp"] {
+        std::fs::create_dir_all(root.join(".abo").join(d))
+            .with_context(|| format!("creating .abo/{d}"))?;
+    }
+    let common = git.run(&["rev-parse", "--git-common-dir"]).await?;
+    let common = root.join(common.trim());
+    let exclude = common.join("info/exclude");
+    let current = std::fs::read_to_string(&exclude).unwrap_or_default();
+    if !current
+        .lines()
+        .any(|l| l.trim() == "/.abo/" || l.trim() == ".abo/")
+    {
+        std::fs::create_dir_all(common.join("info"))?;
+        let sep = if current.is_empty() || current.ends_with('\n') {
+            ""
+        } else {
+            "\n"
+        };
+        std::fs::write(&exclude, format!("{current}{sep}/.abo/\n"))
+            .context("writing .git/info/exclude")?;
+    }
+    Ok(())
+}

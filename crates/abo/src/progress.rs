@@ -1,0 +1,178 @@
+//! Live progress: on a terminal, event lines above a redrawn footer (one line per running task,
+//! totals); otherwise plain lines, one per event.
+
+use std::io::{IsTerminal, Write};
+
+use abo_core::event::{EventBody, RetryCause, StoredEvent};
+use abo_core::state::{RunState, TaskStatus};
+use abo_runtime::Observer;
+
+pub(crate) struct Progress {
+    out: Box<dyn Write + Send>,
+    live: bool,
+    footer_lines: usize,
+    frame: usize,
+}
+
+impl Progress {
+    /// Progress on stderr; live when stderr is a terminal.
+    pub(crate) fn stderr() -> Self {
+        let live = std::io::stderr().is_terminal()
+            && std::env::var_os("TERM").is_some_and(|t| t != "dumb");
+        Self {
+            out: Box::new(std::io::stderr()),
+            live,
+            footer_lines: 0,
+            frame: 0,
+        }
+    }
+
+    fn clear_footer(&mut self) {
+        if self.footer_lines > 0 {
+            let _ = write!(self.out, "\x1b[{}A\x1b[J", self.footer_lines);
+            self.footer_lines = 0;
+        }
+    }
+
+    fn draw_footer(&mut self, state: &RunState) {
+        if !self.live {
+            return;
+        }
+        const SPIN: [&str; 4] = ["|", "/", "-", "\\"];
+        self.frame = self.frame.wrapping_add(1);
+        let mut lines = Vec::new();
+        for t in state.tasks_in_order() {
+            let s = t.state.status();
+            if matches!(s, TaskStatus::Running | TaskStatus::Verifying) {
+                let backend = t.backend.as_ref().map(|b| b.as_str()).unwrap_or("-");
+                lines.push(format!(
+                    "  {} {:<24} {:<10} attempt {} ({backend})",
+                    SPIN[self.frame % 4],
+                    t.spec.id,
+                    s,
+                    t.attempt
+                ));
+            }
+        }
+        lines.push(format!(
+            "  {} landed, {} running, {} waiting, {} failed, {} cancelled of {}",
+            state.count(TaskStatus::Landed),
+            state.in_flight(),
+            state.count(TaskStatus::Pending) + state.count(TaskStatus::Ready),
+            state.count(TaskStatus::Failed),
+            state.count(TaskStatus::Cancelled),
+            state.tasks.len(),
+        ));
+        for l in &lines {
+            let _ = writeln!(self.out, "{l}");
+        }
+        self.footer_lines = lines.len();
+    }
+}
+
+impl Observer for Progress {
+    fn on_events(&mut self, state: &RunState, events: &[StoredEvent]) {
+        self.clear_footer();
+        for e in events {
+            if let Some(line) = describe(e) {
+                let time = e.event.at.to_datetime().format("%H:%M:%S");
+                let _ = writeln!(self.out, "{time} {line}");
+            }
+        }
+        self.draw_footer(state);
+        let _ = self.out.flush();
+    }
+
+    fn warn(&mut self, message: &str) {
+        self.clear_footer();
+        let _ = writeln!(self.out, "warning: {message}");
+    }
+
+    fn tick(&mut self, state: &RunState) {
+        if self.live {
+            self.clear_footer();
+            self.draw_footer(state);
+            let _ = self.out.flush();
+        }
+    }
+}
+
+/// One line for an event, for people.
+pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
+    let task = e.event.task.as_ref().map(|t| t.as_str()).unwrap_or("");
+    let line = match &e.event.body {
+        EventBody::RunCreated(spec) => format!(
+            "run {} created: {} ({} tasks)",
+            e.event.run,
+            spec.title,
+            spec.tasks.len()
+        ),
+        EventBody::RunStarted {} => format!("run {} started", e.event.run),
+        EventBody::RunPaused { reason } => format!("run paused: {reason}"),
+        EventBody::RunResumed {} => "run resumed".into(),
+        EventBody::RunFinished {
+            landed,
+            failed,
+            cancelled,
+            skipped,
+        } => {
+            format!(
+                "run finished: {landed} landed, {failed} failed, {cancelled} cancelled, {skipped} skipped"
+            )
+        }
+        EventBody::RunKilled { reason } => format!("run killed: {reason}"),
+        EventBody::TaskReady {} => return None,
+        EventBody::TaskStarted {
+            attempt, backend, ..
+        } => format!("{task}: attempt {attempt} started ({backend})"),
+        EventBody::TaskBackendFinished {
+            ok: true,
+            files_changed,
+            duration_ms,
+            ..
+        } => {
+            format!(
+                "{task}: change ready ({files_changed} file(s), {:.1}s)",
+                *duration_ms as f64 / 1000.0
+            )
+        }
+        EventBody::TaskBackendFinished { reason, .. } => format!(
+            "{task}: backend failed: {}",
+            reason.as_deref().unwrap_or("?")
+        ),
+        EventBody::TaskGate {
+            name,
+            passed,
+            stage,
+            duration_ms,
+            ..
+        } => {
+            let on = if *stage == abo_core::event::GateStage::Merged {
+                " (merged)"
+            } else {
+                ""
+            };
+            let verdict = if *passed { "passed" } else { "FAILED" };
+            format!(
+                "{task}: gate {name}{on} {verdict} ({:.1}s)",
+                *duration_ms as f64 / 1000.0
+            )
+        }
+        EventBody::TaskLanded { commit, .. } => format!("{task}: landed {}", commit.short()),
+        EventBody::TaskRetry {
+            attempt,
+            cause,
+            reason,
+            ..
+        } => match cause {
+            RetryCause::Failed => format!("{task}: retrying as attempt {attempt}: {reason}"),
+            RetryCause::Interrupted => {
+                format!("{task}: attempt {attempt} was interrupted; running it again")
+            }
+            RetryCause::Requested => format!("{task}: re-queued (attempt {attempt} next)"),
+        },
+        EventBody::TaskFailed { reason, .. } => format!("{task}: FAILED: {reason}"),
+        EventBody::TaskCancelled { reason, .. } => format!("{task}: cancelled: {reason}"),
+    };
+    Some(line)
+}
