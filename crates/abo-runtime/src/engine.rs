@@ -284,7 +284,7 @@ pub async fn sweep(ctx: &Ctx, state: &RunState) {
             }
         }
     }
-    let _ = ctx.git.run(&["worktree", "prune"]).await;
+    let _ = ctx.git.prune_worktrees().await;
     let prefix = format!("abo-attempt/{}/", state.id);
     for b in ctx.git.branches(&prefix).await.unwrap_or_default() {
         let wt = format!(
@@ -329,6 +329,6 @@ pub async fn gc(ctx: &Ctx, before: abo_core::ids::Timestamp) -> Result<Vec<RunId
         let _ = std::fs::remove_dir_all(ctx.run_scratch(&r.id));
         cleaned.push(r.id);
     }
-    ctx.git.run(&["worktree", "prune"]).await?;
+    ctx.git.prune_worktrees().await?;
     Ok(cleaned)
 }

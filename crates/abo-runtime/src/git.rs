@@ -33,6 +33,10 @@ pub struct Git {
     pub root: PathBuf,
     pub identity: Identity,
     groups: Groups,
+    /// Git's worktree bookkeeping (`.git/worktrees/`) is not safe under concurrent add, remove and
+    /// prune: one prune can delete another add's half-written entry. Every change to it goes
+    /// through this lock.
+    worktrees: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Variables that would point git somewhere else than where abo means it to work.
@@ -50,6 +54,7 @@ impl Git {
             root,
             identity: Identity::default(),
             groups: Groups::default(),
+            worktrees: Default::default(),
         }
     }
 
@@ -203,7 +208,8 @@ impl Git {
 
     /// A fresh worktree at `path` on a new `branch` from `at` (anything left there before is removed).
     pub async fn add_worktree(&self, path: &Path, branch: &str, at: &CommitSha) -> Result<()> {
-        self.remove_worktree(path).await?;
+        let _guard = self.worktrees.lock().await;
+        self.remove_worktree_locked(path).await?;
         self.delete_branch(branch).await?;
         let p = path.to_string_lossy();
         self.run(&["worktree", "add", "--quiet", "-b", branch, &p, at.as_str()])
@@ -213,7 +219,8 @@ impl Git {
 
     /// A detached worktree at `path` on `at`.
     pub async fn add_detached_worktree(&self, path: &Path, at: &CommitSha) -> Result<()> {
-        self.remove_worktree(path).await?;
+        let _guard = self.worktrees.lock().await;
+        self.remove_worktree_locked(path).await?;
         let p = path.to_string_lossy();
         self.run(&["worktree", "add", "--quiet", "--detach", &p, at.as_str()])
             .await?;
@@ -222,17 +229,32 @@ impl Git {
 
     /// Removes a worktree and its directory; a missing one is fine.
     pub async fn remove_worktree(&self, path: &Path) -> Result<()> {
-        let p = path.to_string_lossy().into_owned();
-        if path.exists() {
-            // Two --force: also when it is locked or has changes.
-            let _ = self
-                .run(&["worktree", "remove", "--force", "--force", &p])
-                .await;
-            if path.exists() {
-                let _ = std::fs::remove_dir_all(path);
-            }
-        }
+        let _guard = self.worktrees.lock().await;
+        self.remove_worktree_locked(path).await
+    }
+
+    /// Forgets worktrees whose directories are gone.
+    pub async fn prune_worktrees(&self) -> Result<()> {
+        let _guard = self.worktrees.lock().await;
         self.run(&["worktree", "prune"]).await?;
+        Ok(())
+    }
+
+    async fn remove_worktree_locked(&self, path: &Path) -> Result<()> {
+        if !path.exists() {
+            return Ok(());
+        }
+        let p = path.to_string_lossy().into_owned();
+        // Two --force: also when it is locked or has changes.
+        if self
+            .run(&["worktree", "remove", "--force", "--force", &p])
+            .await
+            .is_err()
+        {
+            // Not a registered worktree (or half-created): remove the directory, then its entry.
+            let _ = std::fs::remove_dir_all(path);
+            self.run(&["worktree", "prune"]).await?;
+        }
         Ok(())
     }
 

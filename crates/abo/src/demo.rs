@@ -89,6 +89,7 @@ async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::print_stderr, reason = "with --json, notes go to stderr")]
 pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let dir = demo_dir(dir)?;
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -113,8 +114,22 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     )
     .await?;
 
-    say!("abo demo: a sample repository at {}", dir.display());
-    say!("  backlog .abo-demo/backlog.yml: 6 tasks; gates `lint` and `test` (.abo-demo/abo.yml)\n");
+    // With --json, stdout holds the status document alone.
+    let note = |line: String| {
+        if cli.json {
+            eprintln!("{line}")
+        } else {
+            say!("{line}")
+        }
+    };
+    note(format!(
+        "abo demo: a sample repository at {}",
+        dir.display()
+    ));
+    note(
+        "  backlog .abo-demo/backlog.yml: 6 tasks; gates `lint` and `test` (.abo-demo/abo.yml)\n"
+            .into(),
+    );
     let config_path = dir.join(".abo-demo/abo.yml");
     let (config, _) = load::config(&dir, Some(&config_path))?;
     let backlogs = load::backlogs(&dir.join(".abo-demo/backlog.yml"))?;
@@ -122,7 +137,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let ctx = open(&dir, &config, cli.store.as_deref()).await?;
     let id =
         abo_runtime::create_run(&ctx, &plan, &config, &abo_runtime::RunOptions::default()).await?;
-    say!("run {id}");
+    note(format!("run {id}"));
     let mut progress = Progress::stderr();
     let state = abo_runtime::drive(&ctx, &id, abo_runtime::Start::New, &mut progress).await?;
     let run = status::find_run(&ctx.store, Some(id.as_str())).await?;

@@ -1,0 +1,217 @@
+//! `kill -9` of `abo run` at any moment, then `abo resume`: every task lands exactly once, no
+//! worktree is left behind, and the event log stays gap-free.
+
+use std::path::Path;
+
+use abo_test_support::{TestRepo, wait_for};
+use pretty_assertions::assert_eq;
+
+use crate::{abo, brief, config, events, s, spawn, task};
+
+fn sigkill(child: &mut std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().unwrap();
+}
+
+fn run_id(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().strip_prefix("run ").unwrap().to_owned()
+}
+
+/// Resumes and checks the run ended with every task landed exactly once and nothing left over.
+fn resume_and_check(repo: &TestRepo, id: &str, tasks: &[&str]) {
+    let out = abo(repo, &["resume", id, "--json"]);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    for t in tasks {
+        assert_eq!(task(&doc, t)["status"], "landed", "{doc}");
+    }
+    let landed: Vec<String> = repo
+        .commits("main", &format!("abo/{id}"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    let mut sorted = landed.clone();
+    sorted.sort();
+    let mut want: Vec<String> = tasks.iter().map(|t| (*t).to_owned()).collect();
+    want.sort();
+    assert_eq!(sorted, want, "one commit per task: {landed:?}");
+    assert_eq!(
+        repo.extra_worktrees(),
+        Vec::<String>::new(),
+        "no worktree left behind"
+    );
+    assert_eq!(repo.git(&["branch", "--list", "abo-attempt/*"]), "");
+    let seqs: Vec<u64> = events(repo, id)
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "gap-free"
+    );
+}
+
+fn marker_backlog(repo: &TestRepo, run_a: &str) -> std::path::PathBuf {
+    repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: a, title: A, paths: [a.txt], run: '{run_a}' }}\n  - {{ id: b, title: B, paths: [b.txt], run: \"echo b > b.txt\" }}\n  - {{ id: c, title: C, deps: [a, b], run: \"echo c > c.txt\" }}\n"
+        ),
+    )
+}
+
+#[test]
+fn killed_while_a_backend_runs() {
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\n");
+    let m = repo.outside.join("a-started");
+    let runs = repo.outside.join("a-runs");
+    let b = marker_backlog(
+        &repo,
+        &format!(
+            "echo run >> {}; touch {}; sleep 2; echo a > a.txt",
+            runs.display(),
+            m.display()
+        ),
+    );
+    let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
+    let id = run_id(&mut child);
+    assert!(wait_for(20, || m.exists()));
+    sigkill(&mut child);
+    // The orphaned backend is still running; resume stops it before redoing the attempt.
+    resume_and_check(&repo, &id, &["a", "b", "c"]);
+    assert_eq!(std::fs::read_to_string(&runs).unwrap(), "run\nrun\n");
+    let retry = events(&repo, &id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.retry" && e["task"] == "a")
+        .unwrap();
+    assert_eq!(
+        (
+            retry["data"]["cause"].as_str(),
+            retry["data"]["attempt"].as_u64()
+        ),
+        (Some("interrupted"), Some(1))
+    );
+}
+
+#[test]
+fn killed_while_a_gate_runs() {
+    let repo = TestRepo::new();
+    let m = repo.outside.join("gate-started");
+    config(
+        &repo,
+        &format!(
+            "version: 1\ngates:\n  - {{ name: slow, run: 'if [ -f a.txt ] && [ ! -f {m} ]; then touch {m}; sleep 5; fi' }}\n",
+            m = m.display()
+        ),
+    );
+    let b = marker_backlog(&repo, "echo a > a.txt");
+    let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
+    let id = run_id(&mut child);
+    assert!(wait_for(20, || m.exists()));
+    sigkill(&mut child);
+    resume_and_check(&repo, &id, &["a", "b", "c"]);
+}
+
+#[test]
+fn killed_between_commit_and_merge() {
+    let repo = TestRepo::new();
+    let m = repo.outside.join("merged-gate");
+    // The gate stops on a merged candidate: the attempt is committed, the run branch not moved yet.
+    config(
+        &repo,
+        &format!(
+            "version: 1\ngates:\n  - {{ name: g, run: 'case \"$PWD\" in *-merged) if [ ! -f {m} ]; then touch {m}; sleep 5; fi;; esac' }}\n",
+            m = m.display()
+        ),
+    );
+    let b = marker_backlog(&repo, "sleep 0.3; echo a > a.txt");
+    let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
+    let id = run_id(&mut child);
+    assert!(wait_for(20, || m.exists()));
+    sigkill(&mut child);
+    let committed = repo.git(&[
+        "for-each-ref",
+        "--format=%(refname:short)",
+        "refs/heads/abo-attempt/",
+    ]);
+    assert!(
+        !committed.is_empty(),
+        "the attempt was committed on its branch"
+    );
+    resume_and_check(&repo, &id, &["a", "b", "c"]);
+}
+
+#[test]
+fn killed_after_the_branch_moved_but_before_the_event() {
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\n");
+    let runs = repo.outside.join("runs");
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: a, title: A, run: 'echo run >> {}; echo a > a.txt' }}\n",
+            runs.display()
+        ),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 0);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    // Lose every event from task.landed on, as if the process died right after `update-ref`.
+    let landed_seq = events(&repo, &id)
+        .iter()
+        .find(|e| e["kind"] == "task.landed")
+        .unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    truncate_log(&repo.path, landed_seq);
+    assert_eq!(
+        brief(&crate::status(&repo, Some(&id))),
+        s(&[("a", "verifying", 1)])
+    );
+    resume_and_check(&repo, &id, &["a"]);
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "run\n",
+        "the landed attempt is recognised, not redone"
+    );
+}
+
+/// Deletes events from `seq` on and rebuilds the projections: what the store holds when a process
+/// dies before committing those events.
+fn truncate_log(repo: &Path, seq: i64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let store = abo_store::Store::open("sqlite:.abo/abo.db", repo)
+            .await
+            .unwrap();
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .connect_with(
+                sqlx::sqlite::SqliteConnectOptions::new().filename(repo.join(".abo/abo.db")),
+            )
+            .await
+            .unwrap();
+        sqlx::query("DELETE FROM events WHERE seq >= ?")
+            .bind(seq)
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        store.rebuild_projections().await.unwrap();
+        store.close().await;
+    });
+}
