@@ -54,6 +54,9 @@ pub enum EngineError {
 /// How often the engine heartbeats its lease and looks for requests.
 const TICK: Duration = Duration::from_millis(200);
 
+/// Heartbeat the lease every this many ticks (once a second).
+const HEARTBEAT_TICKS: u32 = 5;
+
 /// How long a lease held from another host stays valid without a heartbeat.
 const LEASE_TTL_MS: i64 = 30_000;
 
@@ -161,6 +164,7 @@ async fn drive_leased(
     let mut jobs = 0usize;
     let mut ticker = tokio::time::interval(TICK);
     let mut first_command = true;
+    let mut ticks = 0u32;
     loop {
         while let Some(cmd) = pending.pop_front() {
             let decision = match state.decide(cmd, ctx.now()) {
@@ -211,8 +215,11 @@ async fn drive_leased(
             }
             _ = ticker.tick() => {
                 let now = ctx.now();
-                let beat = Lease { heartbeat: now, ..me.clone() };
-                let _ = ctx.store.heartbeat(&run, &beat).await;
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(HEARTBEAT_TICKS) {
+                    let beat = Lease { heartbeat: now, ..me.clone() };
+                    let _ = ctx.store.heartbeat(&run, &beat).await;
+                }
                 if ctx.store.has_requests(&run).await.unwrap_or(false) {
                     for r in ctx.store.take_requests(&run, now).await? {
                         match r.kind.as_str() {

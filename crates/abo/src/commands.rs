@@ -27,9 +27,15 @@ struct Env {
     ctx: Arc<Ctx>,
 }
 
+/// For commands that act on existing runs: nothing is created where no store exists yet.
 async fn env(cli: &Cli) -> anyhow::Result<Env> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, _) = load::config(&root, cli.config.as_deref())?;
+    if !load::store_exists(&root, cli.store.as_deref(), &config) {
+        return Err(Usage::new("no runs yet")
+            .hint("start one with `abo run BACKLOG`")
+            .into());
+    }
     open(&root, &config, cli.store.as_deref())
         .await
         .map(|ctx| Env { ctx })

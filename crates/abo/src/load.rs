@@ -114,6 +114,15 @@ pub(crate) fn plan(backlogs: &[Backlog], config: &Config) -> anyhow::Result<Plan
     Ok(Plan::build(backlogs, config, &|p: &Path| p.is_file())?)
 }
 
+/// Whether the store already exists (a SQLite file on disk).
+pub(crate) fn store_exists(root: &Path, flag: Option<&str>, config: &Config) -> bool {
+    let url = flag.or(config.store.as_deref()).unwrap_or(DEFAULT_STORE);
+    match url.strip_prefix("sqlite:") {
+        Some(path) => root.join(path.trim_start_matches("//")).exists(),
+        None => true,
+    }
+}
+
 /// Opens the store named by `--store`, the config, or the default.
 pub(crate) async fn store(
     root: &Path,

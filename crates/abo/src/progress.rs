@@ -35,9 +35,10 @@ impl Progress {
     }
 
     fn draw_footer(&mut self, state: &RunState) {
-        if !self.live {
+        if !self.live || state.status.is_terminal() || state.in_flight() == 0 {
             return;
         }
+
         const SPIN: [&str; 4] = ["|", "/", "-", "\\"];
         self.frame = self.frame.wrapping_add(1);
         let mut lines = Vec::new();

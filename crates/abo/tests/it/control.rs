@@ -3,17 +3,7 @@
 use abo_test_support::{TestRepo, wait_for};
 use pretty_assertions::assert_eq;
 
-use crate::{abo, brief, config, finish, run, s, spawn, status, task};
-
-fn first_line_run_id(child: &mut std::process::Child) -> String {
-    use std::io::BufRead;
-    let stdout = child.stdout.as_mut().unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .unwrap();
-    line.trim().strip_prefix("run ").unwrap().to_owned()
-}
+use crate::{abo, brief, config, finish, read_run_id, run, s, spawn, status, task};
 
 #[test]
 fn stop_after_consecutive_failures_pauses_and_resume_continues() {
@@ -114,7 +104,7 @@ fn pause_from_another_process_lets_in_flight_work_finish() {
         ),
     );
     let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
-    let id = first_line_run_id(&mut child);
+    let id = read_run_id(&mut child);
     assert!(wait_for(20, || started.exists()));
     let out = abo(&repo, &["pause", &id]);
     assert_eq!(
@@ -145,7 +135,7 @@ fn kill_stops_everything_now_and_lands_nothing_more() {
         &format!("tasks:\n  - {{ id: forever, title: F, run: 'echo $$ > {}; sleep 60' }}\n  - {{ id: other, title: O, deps: [forever], run: 'true' }}\n", pid_file.display()),
     );
     let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
-    let id = first_line_run_id(&mut child);
+    let id = read_run_id(&mut child);
     assert!(wait_for(20, || std::fs::read_to_string(&pid_file)
         .is_ok_and(|p| p.ends_with('\n'))));
     let pid = std::fs::read_to_string(&pid_file)
@@ -186,7 +176,7 @@ fn events_follow_streams_until_the_run_ends() {
         "tasks:\n  - { id: a, title: A, run: 'sleep 0.5; echo a > a.txt' }\n",
     );
     let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
-    let id = first_line_run_id(&mut child);
+    let id = read_run_id(&mut child);
     let out = abo(&repo, &["events", &id, "--follow", "--json"]);
     assert_eq!(out.code, 0);
     let kinds: Vec<String> = out

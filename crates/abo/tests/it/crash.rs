@@ -6,7 +6,7 @@ use std::path::Path;
 use abo_test_support::{TestRepo, wait_for};
 use pretty_assertions::assert_eq;
 
-use crate::{abo, brief, config, events, s, spawn, task};
+use crate::{abo, brief, config, events, read_run_id, s, spawn, task};
 
 fn sigkill(child: &mut std::process::Child) {
     nix::sys::signal::kill(
@@ -15,15 +15,6 @@ fn sigkill(child: &mut std::process::Child) {
     )
     .unwrap();
     child.wait().unwrap();
-}
-
-fn run_id(child: &mut std::process::Child) -> String {
-    use std::io::BufRead;
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    line.trim().strip_prefix("run ").unwrap().to_owned()
 }
 
 /// Resumes and checks the run ended with every task landed exactly once and nothing left over.
@@ -85,7 +76,7 @@ fn killed_while_a_backend_runs() {
         ),
     );
     let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
-    let id = run_id(&mut child);
+    let id = read_run_id(&mut child);
     assert!(wait_for(20, || m.exists()));
     sigkill(&mut child);
     // The orphaned backend is still running; resume stops it before redoing the attempt.
@@ -117,7 +108,7 @@ fn killed_while_a_gate_runs() {
     );
     let b = marker_backlog(&repo, "echo a > a.txt");
     let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
-    let id = run_id(&mut child);
+    let id = read_run_id(&mut child);
     assert!(wait_for(20, || m.exists()));
     sigkill(&mut child);
     resume_and_check(&repo, &id, &["a", "b", "c"]);
@@ -137,7 +128,7 @@ fn killed_between_commit_and_merge() {
     );
     let b = marker_backlog(&repo, "sleep 0.3; echo a > a.txt");
     let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
-    let id = run_id(&mut child);
+    let id = read_run_id(&mut child);
     assert!(wait_for(20, || m.exists()));
     sigkill(&mut child);
     let committed = repo.git(&[

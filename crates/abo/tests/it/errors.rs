@@ -132,12 +132,13 @@ fn config_errors_and_usage() {
             "error: no runs yet (hint: start one with `abo run BACKLOG`)"
         )
     );
+    assert!(!repo.path.join(".abo").exists(), "reading creates nothing");
     let out = abo(&repo, &["resume", "nope"]);
     assert_eq!(
         (out.code, out.stderr.trim()),
         (
             2,
-            "error: no run `nope` in the store (hint: `abo status` shows the latest run)"
+            "error: no runs yet (hint: start one with `abo run BACKLOG`)"
         )
     );
     let out = abo(&repo, &["frobnicate"]);

@@ -462,6 +462,14 @@ fn status_and_events_read_any_run() {
     );
     let out = abo(&repo, &["events"]);
     assert!(out.stdout.contains("run.finished"), "{}", out.stdout);
+    let out = abo(&repo, &["status", "nope"]);
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (
+            2,
+            "error: no run `nope` in the store (hint: `abo status` shows the latest run)"
+        )
+    );
 }
 
 #[test]

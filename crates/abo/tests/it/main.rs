@@ -64,6 +64,16 @@ pub(crate) fn finish(child: Child) -> Out {
     }
 }
 
+/// The run id `abo run` prints on its first line.
+pub(crate) fn read_run_id(child: &mut Child) -> String {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    line.trim().strip_prefix("run ").unwrap().to_owned()
+}
+
 /// Writes abo.yml and commits it.
 pub(crate) fn config(repo: &TestRepo, yaml: &str) {
     repo.write("abo.yml", yaml);
