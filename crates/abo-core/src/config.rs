@@ -32,7 +32,7 @@ pub struct Config {
     #[serde(default)]
     pub budgets: Budgets,
     #[serde(default)]
-    pub pricing: BTreeMap<String, Price>,
+    pub pricing: BTreeMap<String, crate::pricing::Price>,
     #[serde(default)]
     pub safety: Safety,
     #[serde(default)]
@@ -176,76 +176,171 @@ fn strip_location(s: &str) -> &str {
     s.rfind(" at line ").map_or(s, |i| &s[..i])
 }
 
-/// One backend (DESIGN §6). Agent and model kinds are accepted here so that a config written for
-/// them parses; whether a kind can run is decided when a run is validated.
+/// One backend (DESIGN §6).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", deny_unknown_fields)]
 pub enum BackendConfig {
     #[serde(rename = "command")]
     Command { run: String },
     #[serde(rename = "claude-code")]
-    ClaudeCode {
-        #[serde(default)]
-        command: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-        #[serde(default)]
-        max_turns: Option<u32>,
-    },
+    ClaudeCode(AgentConfig),
     #[serde(rename = "codex")]
-    Codex {
-        #[serde(default)]
-        command: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-    },
+    Codex(AgentConfig),
     #[serde(rename = "aider")]
-    Aider {
-        #[serde(default)]
-        command: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-    },
+    Aider(AgentConfig),
     #[serde(rename = "goose")]
-    Goose {
-        #[serde(default)]
-        command: Option<String>,
-        #[serde(default)]
-        model: Option<String>,
-    },
+    Goose(AgentConfig),
     #[serde(rename = "anthropic")]
-    Anthropic {
-        model: String,
-        #[serde(default)]
-        api_key_env: Option<String>,
-        #[serde(default)]
-        base_url: Option<String>,
-        #[serde(default)]
-        max_tokens: Option<u32>,
-    },
+    Anthropic(ApiConfig),
     #[serde(rename = "openai")]
-    Openai {
-        model: String,
-        #[serde(default)]
-        base_url: Option<String>,
-        #[serde(default)]
-        api_key_env: Option<String>,
-        #[serde(default)]
-        max_tokens: Option<u32>,
-    },
+    Openai(ApiConfig),
+}
+
+/// An agent CLI run as a subprocess in the attempt's worktree.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// The executable (default: the tool's usual name on PATH).
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub model: Option<String>,
+    /// claude-code only: `--max-turns`.
+    #[serde(default)]
+    pub max_turns: Option<u32>,
+    /// claude-code only: `--permission-mode` (default `acceptEdits`).
+    #[serde(default)]
+    pub permission_mode: Option<String>,
+    /// Extra arguments, appended as written.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Tokens of repository files put in the prompt.
+    #[serde(default)]
+    pub context_tokens: Option<u32>,
+}
+
+/// A model API called by abo itself; it is asked for a unified diff.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    pub model: String,
+    /// The variable holding the API key (default ANTHROPIC_API_KEY or OPENAI_API_KEY; a local
+    /// OpenAI-compatible server may need none).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    #[serde(default)]
+    pub base_url: Option<String>,
+    #[serde(default)]
+    pub max_tokens: Option<u32>,
+    /// Tokens of repository files put in the prompt.
+    #[serde(default)]
+    pub context_tokens: Option<u32>,
+    /// Tries of a request that failed transiently (429, 5xx, timeouts) before the attempt fails.
+    #[serde(default)]
+    pub retries: Option<u32>,
+}
+
+/// The agent CLIs abo drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AgentKind {
+    ClaudeCode,
+    Codex,
+    Aider,
+    Goose,
+}
+
+impl AgentKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "claude-code",
+            Self::Codex => "codex",
+            Self::Aider => "aider",
+            Self::Goose => "goose",
+        }
+    }
+
+    /// The executable's usual name.
+    pub fn default_command(self) -> &'static str {
+        match self {
+            Self::ClaudeCode => "claude",
+            Self::Codex => "codex",
+            Self::Aider => "aider",
+            Self::Goose => "goose",
+        }
+    }
+
+    pub const ALL: [AgentKind; 4] = [Self::ClaudeCode, Self::Codex, Self::Aider, Self::Goose];
+}
+
+/// The model APIs abo calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ApiKind {
+    Anthropic,
+    Openai,
+}
+
+impl ApiKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Anthropic => "anthropic",
+            Self::Openai => "openai",
+        }
+    }
+
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Self::Anthropic => "https://api.anthropic.com",
+            Self::Openai => "https://api.openai.com/v1",
+        }
+    }
+
+    pub fn default_key_env(self) -> &'static str {
+        match self {
+            Self::Anthropic => "ANTHROPIC_API_KEY",
+            Self::Openai => "OPENAI_API_KEY",
+        }
+    }
 }
 
 impl BackendConfig {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::Command { .. } => "command",
-            Self::ClaudeCode { .. } => "claude-code",
-            Self::Codex { .. } => "codex",
-            Self::Aider { .. } => "aider",
-            Self::Goose { .. } => "goose",
-            Self::Anthropic { .. } => "anthropic",
-            Self::Openai { .. } => "openai",
+            Self::Anthropic(_) => ApiKind::Anthropic.as_str(),
+            Self::Openai(_) => ApiKind::Openai.as_str(),
+            other => other.agent().map_or("command", |(k, _)| k.as_str()),
         }
+    }
+
+    /// The agent kind and its options, for agent CLIs.
+    pub fn agent(&self) -> Option<(AgentKind, &AgentConfig)> {
+        match self {
+            Self::ClaudeCode(a) => Some((AgentKind::ClaudeCode, a)),
+            Self::Codex(a) => Some((AgentKind::Codex, a)),
+            Self::Aider(a) => Some((AgentKind::Aider, a)),
+            Self::Goose(a) => Some((AgentKind::Goose, a)),
+            _ => None,
+        }
+    }
+
+    /// The API kind and its options, for model APIs.
+    pub fn api(&self) -> Option<(ApiKind, &ApiConfig)> {
+        match self {
+            Self::Anthropic(a) => Some((ApiKind::Anthropic, a)),
+            Self::Openai(a) => Some((ApiKind::Openai, a)),
+            _ => None,
+        }
+    }
+
+    /// The variable holding this backend's secret, if it has one.
+    pub fn secret_env(&self) -> Option<String> {
+        self.api().map(|(k, a)| {
+            a.api_key_env
+                .clone()
+                .unwrap_or_else(|| k.default_key_env().to_owned())
+        })
     }
 }
 
@@ -289,17 +384,6 @@ pub struct Budgets {
     pub weekly_usd: Option<f64>,
     pub alert_at: Option<f64>,
     pub timezone: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Price {
-    pub input: f64,
-    pub output: f64,
-    #[serde(default)]
-    pub cache_read: Option<f64>,
-    #[serde(default)]
-    pub cache_write: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -513,6 +597,42 @@ impl Config {
                 ));
             }
         }
+        for (name, b) in &self.backends.named {
+            if let Some((kind, a)) = b.agent()
+                && kind != AgentKind::ClaudeCode
+            {
+                for (field, set) in [
+                    ("max_turns", a.max_turns.is_some()),
+                    ("permission_mode", a.permission_mode.is_some()),
+                ] {
+                    if set {
+                        return Err(err(
+                            &[
+                                PathSeg::key("backends"),
+                                PathSeg::key(name),
+                                PathSeg::key(field),
+                            ],
+                            format!(
+                                "`backends.{name}.{field}` applies to claude-code only, not {}",
+                                kind.as_str()
+                            ),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, name) in self.router.fallback.iter().enumerate() {
+            if !self.backends.named.contains_key(name) {
+                return Err(err(
+                    &[
+                        PathSeg::key("router"),
+                        PathSeg::key("fallback"),
+                        PathSeg::Index(i),
+                    ],
+                    format!("`router.fallback` names unknown backend `{name}`"),
+                ));
+            }
+        }
         for name in self.parallelism.per_backend.keys() {
             if !self.backends.named.contains_key(name) {
                 return Err(err(
@@ -568,6 +688,21 @@ mod tests {
             }
         );
         assert_eq!(c.backends.named["claude"].kind(), "claude-code");
+        let (kind, claude) = c.backends.named["claude"].agent().unwrap();
+        assert_eq!(
+            (kind, claude.max_turns, claude.model.as_deref()),
+            (AgentKind::ClaudeCode, Some(40), Some("sonnet"))
+        );
+        let (kind, local) = c.backends.named["local"].api().unwrap();
+        assert_eq!(
+            (kind, local.base_url.as_deref()),
+            (ApiKind::Openai, Some("http://127.0.0.1:11434/v1"))
+        );
+        assert_eq!(
+            c.backends.named["premium"].secret_env().as_deref(),
+            Some("ANTHROPIC_API_KEY")
+        );
+        assert_eq!(c.router.fallback, ["local"]);
         assert_eq!(c.gates[1].retries, 1);
         assert_eq!(c.sandbox.limits.memory, Some(ByteSize(4 << 30)));
         assert_eq!(c.landing.mode, LandingMode::Branch);
@@ -611,5 +746,17 @@ mod tests {
             "abo.yml:2:18: `landing.mode`: unknown value `pull`"
         );
         assert!(err("version: [\n").starts_with("abo.yml:"));
+        assert_eq!(
+            err("version: 1\nbackends:\n  cx: { kind: codex, max_turns: 3 }\n"),
+            "abo.yml:3:3: `backends.cx.max_turns` applies to claude-code only, not codex"
+        );
+        assert_eq!(
+            err("version: 1\nbackends:\n  cl:\n    kind: claude-code\n    modle: x\n"),
+            "abo.yml:5:5: unknown key `backends.cl.modle` (hint: did you mean `model`?)"
+        );
+        assert_eq!(
+            err("version: 1\nrouter: { fallback: [nope] }\n"),
+            "abo.yml:2:1: `router.fallback` names unknown backend `nope`"
+        );
     }
 }

@@ -4,6 +4,8 @@
 
 use crate::event::{Event, EventBody, GateStage, RetryCause, Usage};
 use crate::ids::{ArtifactId, AttemptId, CommitSha, GateName, TaskId, Timestamp};
+use crate::spec::BackendSpec;
+
 use crate::plan::scopes_overlap;
 use crate::state::{Feedback, RunState, RunStatus, TaskState};
 
@@ -45,7 +47,7 @@ pub enum Command {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct BackendOutcome {
     /// `None` when the backend produced a change; else why the attempt failed.
     pub failure: Option<String>,
@@ -56,6 +58,12 @@ pub struct BackendOutcome {
     pub cost_usd: Option<f64>,
     pub cost_source: Option<String>,
     pub log: Option<ArtifactId>,
+    pub model: Option<String>,
+    pub message: Option<String>,
+    pub transcript: Option<ArtifactId>,
+    pub prompt: Option<ArtifactId>,
+    /// The failure was the provider's (429, 5xx, timeout): it counts toward opening the circuit.
+    pub transient: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,9 +93,10 @@ pub enum LandOutcome {
 /// Work for the runtime, executed only after the events that asked for it are committed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
-    /// Create the attempt's worktree from the run branch's head and run the backend in it.
+    /// Create the attempt's worktree from the run branch's head and run `backend` in it.
     StartAttempt {
         attempt: AttemptId,
+        backend: BackendSpec,
         feedback: Option<Feedback>,
     },
     /// Run one gate, in the attempt's worktree or on the merged candidate.
@@ -283,6 +292,11 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
             cost_usd: o.cost_usd,
             cost_source: o.cost_source,
             log: o.log.clone(),
+            model: o.model,
+            message: o.message,
+            transcript: o.transcript,
+            prompt: o.prompt,
+            transient: o.transient,
         },
     );
     match o.failure {
@@ -702,21 +716,68 @@ fn schedule(cx: &mut Ctx<'_>) {
         }
         let attempt = t.next_attempt;
         let feedback = t.feedback.clone();
-        let backend = t.spec.backend.name().clone();
+        let Some((backend, rule)) = choose_backend(cx.state, &t.spec.backend, cx.now) else {
+            continue;
+        };
         let attempt_id = cx.attempt(&id, attempt);
+        if let Some(rule) = rule {
+            let backend = backend.name().clone();
+            cx.emit(
+                Some(&id),
+                EventBody::RouterDecision {
+                    attempt,
+                    backend,
+                    rule,
+                },
+            );
+        }
         cx.emit(
             Some(&id),
             EventBody::TaskStarted {
                 attempt,
-                backend,
+                backend: backend.name().clone(),
                 worktree: attempt_id.worktree(),
             },
         );
         cx.effect(Effect::StartAttempt {
             attempt: attempt_id,
+            backend,
             feedback,
         });
     }
+}
+
+/// The backend an attempt runs on: the task's own, or the first fallback whose circuit is closed
+/// when the task's own is open (with the rule that chose it); `None` when the chosen backend is
+/// at its `parallelism.per_backend` cap, so the task waits.
+fn choose_backend(
+    state: &RunState,
+    own: &BackendSpec,
+    now: Timestamp,
+) -> Option<(BackendSpec, Option<String>)> {
+    let settings = &state.spec.settings;
+    let mut choice = (own.clone(), None);
+    if state.circuit_open(own.name(), now)
+        && let Some(fb) = settings
+            .fallback
+            .iter()
+            .find(|b| b.name() != own.name() && !state.circuit_open(b.name(), now))
+    {
+        choice = (
+            fb.clone(),
+            Some(format!("fallback: the circuit of `{}` is open", own.name())),
+        );
+    }
+    let cap = settings.per_backend.get(choice.0.name().as_str()).copied();
+    let busy = state
+        .tasks
+        .values()
+        .filter(|t| t.state.in_flight().is_some() && t.backend.as_ref() == Some(choice.0.name()))
+        .count();
+    if cap.is_some_and(|c| busy >= c) {
+        return None;
+    }
+    Some(choice)
 }
 
 fn finish_if_done(cx: &mut Ctx<'_>) {

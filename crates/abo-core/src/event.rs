@@ -44,10 +44,38 @@ pub enum RetryCause {
 /// Token usage as a backend reported it (agent and model backends; none for command and patch).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
+    /// Input tokens not read from or written to the cache.
     pub input_tokens: u64,
+    /// Output tokens, reasoning included.
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Tokens a backend reported only as a total (goose), neither input nor output.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unsplit_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Usage {
+    /// Every token once: input, cache reads and writes, output, and unsplit totals.
+    pub fn total(&self) -> u64 {
+        self.input_tokens
+            + self.cache_read_tokens
+            + self.cache_write_tokens
+            + self.output_tokens
+            + self.unsplit_tokens
+    }
+
+    pub fn add(&mut self, o: &Usage) {
+        self.input_tokens += o.input_tokens;
+        self.output_tokens += o.output_tokens;
+        self.cache_read_tokens += o.cache_read_tokens;
+        self.cache_write_tokens += o.cache_write_tokens;
+        self.unsplit_tokens += o.unsplit_tokens;
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -90,6 +118,21 @@ pub enum EventBody {
         cost_usd: Option<f64>,
         cost_source: Option<String>,
         log: Option<ArtifactId>,
+        /// The model that did the work, as the backend reported it.
+        #[serde(default)]
+        model: Option<String>,
+        /// The backend's final message (its rationale), shortened.
+        #[serde(default)]
+        message: Option<String>,
+        /// Everything the backend printed or replied, redacted.
+        #[serde(default)]
+        transcript: Option<ArtifactId>,
+        /// The prompt as sent, redacted.
+        #[serde(default)]
+        prompt: Option<ArtifactId>,
+        /// The failure was the provider's (429, 5xx, timeout), not the change's.
+        #[serde(default)]
+        transient: bool,
     },
     #[serde(rename = "task.gate")]
     TaskGate {
@@ -127,6 +170,13 @@ pub enum EventBody {
         reason: String,
         dependency: Option<TaskId>,
     },
+    /// The backend chosen for an attempt, when it is not the task's own.
+    #[serde(rename = "router.decision")]
+    RouterDecision {
+        attempt: u32,
+        backend: BackendName,
+        rule: String,
+    },
 }
 
 impl EventBody {
@@ -147,6 +197,7 @@ impl EventBody {
             Self::TaskRetry { .. } => "task.retry",
             Self::TaskFailed { .. } => "task.failed",
             Self::TaskCancelled { .. } => "task.cancelled",
+            Self::RouterDecision { .. } => "router.decision",
         }
     }
 

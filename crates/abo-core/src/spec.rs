@@ -3,9 +3,12 @@
 
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 use crate::backlog::TaskType;
-use crate::config::{Landing, LandingMode};
+use crate::config::{AgentKind, ApiKind, Landing, LandingMode};
 use crate::ids::{ArtifactId, BackendName, CommitSha, GateName, TaskId};
+use crate::pricing::PriceTable;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -30,6 +33,17 @@ pub struct RunSettings {
     pub run_timeout_ms: u64,
     pub gates: Vec<GateSpec>,
     pub landing: Landing,
+    /// Backends tried, in order, when a task's own backend has its circuit open.
+    #[serde(default)]
+    pub fallback: Vec<BackendSpec>,
+    /// At most this many attempts at once per backend name.
+    #[serde(default)]
+    pub per_backend: BTreeMap<String, usize>,
+    #[serde(default)]
+    pub pricing: PriceTable,
+    /// Variables whose values are secrets: redacted from everything abo sends or stores.
+    #[serde(default)]
+    pub secret_env: Vec<String>,
 }
 
 impl RunSettings {
@@ -86,12 +100,38 @@ pub enum BackendSpec {
         diff: ArtifactId,
         file: String,
     },
+    /// An agent CLI in the worktree.
+    Agent {
+        name: BackendName,
+        agent: AgentKind,
+        command: String,
+        model: Option<String>,
+        max_turns: Option<u32>,
+        permission_mode: Option<String>,
+        args: Vec<String>,
+        context_tokens: u32,
+    },
+    /// A model API asked for a unified diff.
+    Api {
+        name: BackendName,
+        api: ApiKind,
+        model: String,
+        base_url: String,
+        /// The variable holding the key; its value is read when a request is made, never stored.
+        api_key_env: Option<String>,
+        max_tokens: u32,
+        context_tokens: u32,
+        retries: u32,
+    },
 }
 
 impl BackendSpec {
     pub fn name(&self) -> &BackendName {
         match self {
-            Self::Command { name, .. } | Self::Patch { name, .. } => name,
+            Self::Command { name, .. }
+            | Self::Patch { name, .. }
+            | Self::Agent { name, .. }
+            | Self::Api { name, .. } => name,
         }
     }
 }

@@ -207,6 +207,18 @@ pub struct RunState {
     pub finished_at: Option<Timestamp>,
     pub last_seq: u64,
     pub inflight: InFlight,
+    /// Each backend's recent transient failures: its circuit.
+    pub health: BTreeMap<BackendName, Health>,
+}
+
+/// This many transient failures of a backend in a row open its circuit for [`CIRCUIT_COOLDOWN_MS`].
+pub const CIRCUIT_THRESHOLD: u32 = 3;
+pub const CIRCUIT_COOLDOWN_MS: i64 = 5 * 60 * 1000;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Health {
+    pub consecutive_transient: u32,
+    pub opened_at: Option<Timestamp>,
 }
 
 /// Replaying a log that does not describe a run.
@@ -262,6 +274,7 @@ impl RunState {
             finished_at: None,
             last_seq: 0,
             inflight: InFlight::default(),
+            health: BTreeMap::new(),
         }
     }
 
@@ -356,12 +369,28 @@ impl RunState {
                         t.backend = Some(backend.clone());
                     }
                     EventBody::TaskBackendFinished {
-                        attempt, ok: true, ..
+                        attempt,
+                        ok,
+                        transient,
+                        ..
                     } => {
-                        t.state = TaskState::Verifying {
-                            attempt: *attempt,
-                            passed: 0,
-                        };
+                        if *ok {
+                            t.state = TaskState::Verifying {
+                                attempt: *attempt,
+                                passed: 0,
+                            };
+                        }
+                        if let Some(b) = &t.backend {
+                            let h = self.health.entry(b.clone()).or_default();
+                            if *transient {
+                                h.consecutive_transient += 1;
+                                if h.consecutive_transient >= CIRCUIT_THRESHOLD {
+                                    h.opened_at = Some(e.at);
+                                }
+                            } else {
+                                *h = Health::default();
+                            }
+                        }
                     }
                     EventBody::TaskGate {
                         attempt,
@@ -436,6 +465,14 @@ impl RunState {
                 }
             }
         }
+    }
+
+    /// Whether a backend's circuit is open: it failed transiently too often, too recently.
+    pub fn circuit_open(&self, backend: &BackendName, now: Timestamp) -> bool {
+        self.health
+            .get(backend)
+            .and_then(|h| h.opened_at)
+            .is_some_and(|at| now.0 - at.0 < CIRCUIT_COOLDOWN_MS)
     }
 
     /// Counts of tasks by status.

@@ -52,6 +52,10 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                 })
                 .collect(),
             landing: Landing::default(),
+            fallback: vec![],
+            per_backend: Default::default(),
+            pricing: Default::default(),
+            secret_env: vec![],
         },
         tasks: tasks
             .iter()
@@ -187,7 +191,9 @@ fn brief_event(e: &Event) -> String {
 
 fn brief_effect(e: &Effect) -> String {
     match e {
-        Effect::StartAttempt { attempt, feedback } => {
+        Effect::StartAttempt {
+            attempt, feedback, ..
+        } => {
             format!(
                 "start {attempt}{}",
                 feedback
@@ -227,6 +233,7 @@ fn ok(task: &str, attempt: u32) -> Command {
             cost_usd: None,
             cost_source: None,
             log: None,
+            ..Default::default()
         },
     }
 }
@@ -305,7 +312,7 @@ fn diamond_with_gates() {
               task.started a {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/a-1"}
               => start r/a/1
             > backend ok a#1
-              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => gate test Attempt r/a/1
             > gate test Attempt a#1 passed=true
               task.gate a {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
@@ -333,10 +340,10 @@ fn diamond_with_gates() {
         ],
         expect![[r#"
             > backend ok c#1
-              task.backend_finished c {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              task.backend_finished c {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => gate test Attempt r/c/1
             > backend ok b#1
-              task.backend_finished b {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              task.backend_finished b {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => gate test Attempt r/b/1
             > gate test Attempt c#1 passed=true
               task.gate c {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
@@ -359,7 +366,7 @@ fn diamond_with_gates() {
         vec![ok("d", 1), gate("d", 1, "test", GateStage::Attempt, true, None), landed("d", 1, "c4")],
         expect![[r#"
             > backend ok d#1
-              task.backend_finished d {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              task.backend_finished d {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => gate test Attempt r/d/1
             > gate test Attempt d#1 passed=true
               task.gate d {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
@@ -441,7 +448,7 @@ fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
               task.started a {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/a-1"}
               => start r/a/1
             > backend ok a#1
-              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => gate test Attempt r/a/1
             > gate test Attempt a#1 passed=false
               task.gate a {"attempt":1,"duration_ms":3,"exit":1,"log":null,"name":"test","passed":false,"runs":1,"stage":"attempt","timed_out":false}
@@ -450,7 +457,7 @@ fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: true }
               => start r/a/2 feedback: gate `test` failed: it exited with 1
             > backend failed a#2: command exited with 1
-              task.backend_finished a {"attempt":2,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"ok":false,"reason":"command exited with 1","usage":null}
+              task.backend_finished a {"attempt":2,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"message":null,"model":null,"ok":false,"prompt":null,"reason":"command exited with 1","transcript":null,"transient":false,"usage":null}
               task.failed a {"attempts":2,"kept_worktree":".abo/worktrees/r/a-2","reason":"command exited with 1 (after 2 attempts)"}
               task.cancelled b {"dependency":"a","reason":"dependency `a` failed"}
               task.cancelled c {"dependency":"b","reason":"dependency `b` was cancelled"}
@@ -469,13 +476,13 @@ fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
         vec![backend_failed("x", 1, "no change"), backend_failed("x", 2, "no change")],
         expect![[r#"
             > backend failed x#1: no change
-              task.backend_finished x {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"ok":false,"reason":"no change","usage":null}
+              task.backend_finished x {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"message":null,"model":null,"ok":false,"prompt":null,"reason":"no change","transcript":null,"transient":false,"usage":null}
               task.retry x {"attempt":2,"cause":"failed","kept_worktree":".abo/worktrees/r/x-1","log":null,"reason":"no change"}
               task.started x {"attempt":2,"backend":"command","worktree":".abo/worktrees/r/x-2"}
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("x"), attempt: 1 }, keep: true }
               => start r/x/2 feedback: no change
             > backend failed x#2: no change
-              task.backend_finished x {"attempt":2,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"ok":false,"reason":"no change","usage":null}
+              task.backend_finished x {"attempt":2,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"message":null,"model":null,"ok":false,"prompt":null,"reason":"no change","transcript":null,"transient":false,"usage":null}
               task.failed x {"attempts":2,"kept_worktree":".abo/worktrees/r/x-2","reason":"no change (after 2 attempts)"}
               run.paused {"reason":"2 tasks failed in a row (attempts.stop_after_consecutive_failures: 2)"}
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("x"), attempt: 2 }, keep: true }
@@ -619,7 +626,7 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
             > Pause { reason: "by a person" }
               run.paused {"reason":"by a person"}
             > backend ok a#1
-              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"ok":true,"reason":null,"usage":null}
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
               task.landed a {"attempt":1,"commit":"c1"}
@@ -658,4 +665,86 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
         h.state.task(&TaskId::new("a")).unwrap().state,
         TaskState::Landed { .. }
     ));
+}
+
+fn api(name: &str) -> BackendSpec {
+    BackendSpec::Api {
+        name: BackendName::new(name),
+        api: crate::config::ApiKind::Openai,
+        model: "m".into(),
+        base_url: "http://127.0.0.1:1/v1".into(),
+        api_key_env: None,
+        max_tokens: 100,
+        context_tokens: 100,
+        retries: 0,
+    }
+}
+
+#[test]
+fn a_backend_failing_transiently_opens_its_circuit_and_the_fallback_is_used() {
+    let mut s = spec(
+        &[T {
+            id: "a",
+            deps: &[],
+            paths: &[],
+            priority: 0,
+            max_attempts: 9,
+        }],
+        &[],
+        1,
+    );
+    s.tasks[0].backend = api("premium");
+    s.settings.fallback = vec![api("local")];
+    let mut h = Harness::new(s);
+    let transient = |attempt| {
+        let Command::BackendDone {
+            task,
+            attempt,
+            mut outcome,
+        } = backend_failed("a", attempt, "HTTP 529: overloaded")
+        else {
+            unreachable!()
+        };
+        outcome.transient = true;
+        Command::BackendDone {
+            task,
+            attempt,
+            outcome,
+        }
+    };
+    let trace = h.run(vec![Command::Start, transient(1), transient(2)]);
+    assert!(
+        !trace.contains("router.decision"),
+        "two failures do not open it: {trace}"
+    );
+    let trace = h.run(vec![transient(3)]);
+    assert!(
+        trace.contains(r#"router.decision a {"attempt":4,"backend":"local","rule":"fallback: the circuit of `premium` is open"}"#),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(r#"task.started a {"attempt":4,"backend":"local""#),
+        "{trace}"
+    );
+    assert!(
+        h.state
+            .circuit_open(&BackendName::new("premium"), Timestamp(h.now))
+    );
+    // After the cooldown the task's own backend is tried again.
+    let later = Timestamp(h.now + crate::state::CIRCUIT_COOLDOWN_MS + 1);
+    assert!(!h.state.circuit_open(&BackendName::new("premium"), later));
+    // Replay reaches the same health.
+    let replayed = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    assert_eq!(replayed.health, h.state.health);
+}
+
+#[test]
+fn per_backend_caps_hold() {
+    let mut s = spec(&[t("a", &[]), t("b", &[]), t("c", &[])], &[], 3);
+    s.settings.per_backend.insert("command".into(), 2);
+    let mut h = Harness::new(s);
+    let trace = h.run(vec![Command::Start]);
+    assert_eq!(trace.matches("=> start").count(), 2, "{trace}");
+    let trace = h.run(vec![ok("a", 1), landed("a", 1, "c1")]);
+    assert!(trace.contains("=> start r/c/1"), "{trace}");
 }

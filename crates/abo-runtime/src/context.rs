@@ -34,7 +34,6 @@ impl Clock for SystemClock {
     }
 }
 
-#[derive(Debug)]
 pub struct Ctx {
     /// The repository's top-level directory.
     pub root: PathBuf,
@@ -44,6 +43,18 @@ pub struct Ctx {
     /// Process groups of everything running for attempts.
     pub groups: Groups,
     pub clock: Arc<dyn Clock>,
+    /// Built on first use: loading the BPE tables takes a moment, and runs without agents never need it.
+    tokenizer: std::sync::OnceLock<Box<dyn crate::backends::prompt::Tokens + Send + Sync>>,
+    http: std::sync::OnceLock<reqwest::Client>,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("root", &self.root)
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ctx {
@@ -56,7 +67,30 @@ impl Ctx {
             artifacts,
             groups: Groups::default(),
             clock,
+            tokenizer: std::sync::OnceLock::new(),
+            http: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The tokenizer prompts are measured with: o200k_base, the encoding of current OpenAI models
+    /// and a close count for other providers' models.
+    pub fn tokenizer(&self) -> &dyn crate::backends::prompt::Tokens {
+        self.tokenizer
+            .get_or_init(|| match tiktoken_rs::o200k_base() {
+                Ok(bpe) => Box::new(bpe),
+                Err(_) => Box::new(crate::backends::prompt::ApproxTokens),
+            })
+            .as_ref()
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        self.http.get_or_init(|| {
+            reqwest::Client::builder()
+                .user_agent(concat!("abo/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(std::time::Duration::from_secs(30))
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     pub fn now(&self) -> Timestamp {

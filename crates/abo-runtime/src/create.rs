@@ -3,7 +3,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 
-use abo_core::config::{BackendConfig, Config};
+use abo_core::config::{ApiKind, BackendConfig, Config};
 use abo_core::event::{Event, EventBody};
 use abo_core::ids::{BackendName, GateName, RunId};
 use abo_core::plan::{BackendChoice, Plan, Readiness};
@@ -24,14 +24,17 @@ pub enum CreateError {
     NoBase,
     #[error("base branch `{0}` does not exist")]
     NoBaseBranch(String),
-    #[error(
-        "{origin}: task `{task}`: backend `{backend}` is of kind {kind}, which this version of abo cannot run yet"
-    )]
-    UnsupportedBackend {
+    #[error("{origin}backend `{backend}`: executable `{command}` not found on PATH")]
+    MissingExecutable {
         origin: String,
-        task: String,
         backend: String,
-        kind: &'static str,
+        command: String,
+    },
+    #[error("{origin}backend `{backend}`: the variable {var} that holds its API key is not set")]
+    MissingKey {
+        origin: String,
+        backend: String,
+        var: String,
     },
     #[error("{origin}: task `{task}`: could not read patch {file}: {source}")]
     Patch {
@@ -57,36 +60,128 @@ impl CreateError {
             self,
             Self::NoBase
                 | Self::NoBaseBranch(_)
-                | Self::UnsupportedBackend { .. }
+                | Self::MissingExecutable { .. }
+                | Self::MissingKey { .. }
                 | Self::Patch { .. }
                 | Self::PullRequest
         )
     }
 }
 
-/// Checks what the plan needs of this runtime: runnable backend kinds, readable patches.
+/// Checks what the plan needs of this machine: agent executables on PATH, API keys set.
 pub fn check_runnable(plan: &Plan, config: &Config) -> Result<(), CreateError> {
     if config.landing.mode == abo_core::config::LandingMode::PullRequest {
         return Err(CreateError::PullRequest);
     }
-    for t in plan
+    let runnable = plan
         .tasks
         .iter()
-        .filter(|t| t.readiness == Readiness::Runnable)
-    {
-        if let BackendChoice::Named { name } = &t.backend
-            && let Some(b) = config.backends.named.get(name)
-            && !matches!(b, BackendConfig::Command { .. })
-        {
-            return Err(CreateError::UnsupportedBackend {
-                origin: t.origin.clone(),
-                task: t.id.to_string(),
-                backend: name.clone(),
-                kind: b.kind(),
+        .filter(|t| t.readiness == Readiness::Runnable);
+    let mut used: Vec<(String, String)> = runnable
+        .filter_map(|t| match &t.backend {
+            BackendChoice::Named { name } => {
+                Some((format!("{}: task `{}`: ", t.origin, t.id), name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    used.extend(
+        config
+            .router
+            .fallback
+            .iter()
+            .map(|n| ("router.fallback: ".to_owned(), n.clone())),
+    );
+    for (origin, name) in used {
+        let Some(b) = config.backends.named.get(&name) else {
+            continue;
+        };
+        check_backend(&origin, &name, b)?;
+    }
+    Ok(())
+}
+
+fn check_backend(origin: &str, name: &str, b: &BackendConfig) -> Result<(), CreateError> {
+    if let Some((kind, a)) = b.agent() {
+        let command = a
+            .command
+            .clone()
+            .unwrap_or_else(|| kind.default_command().to_owned());
+        if crate::process::find_executable(&command).is_none() {
+            return Err(CreateError::MissingExecutable {
+                origin: origin.to_owned(),
+                backend: name.to_owned(),
+                command,
+            });
+        }
+    }
+    if let Some((kind, a)) = b.api() {
+        let base = a
+            .base_url
+            .clone()
+            .unwrap_or_else(|| kind.default_base_url().to_owned());
+        let needs_key = a.api_key_env.is_some()
+            || kind == ApiKind::Anthropic
+            || !crate::backends::is_local(&base);
+        let var = a
+            .api_key_env
+            .clone()
+            .unwrap_or_else(|| kind.default_key_env().to_owned());
+        if needs_key && std::env::var(&var).map_or(true, |v| v.is_empty()) {
+            return Err(CreateError::MissingKey {
+                origin: origin.to_owned(),
+                backend: name.to_owned(),
+                var,
             });
         }
     }
     Ok(())
+}
+
+/// A configured backend, frozen into the run's spec. Secrets are named, never copied.
+pub fn resolve_backend(name: &str, b: &BackendConfig) -> BackendSpec {
+    let bname = BackendName::new(name);
+    if let Some((kind, a)) = b.agent() {
+        return BackendSpec::Agent {
+            name: bname,
+            agent: kind,
+            command: a
+                .command
+                .clone()
+                .unwrap_or_else(|| kind.default_command().to_owned()),
+            model: a.model.clone(),
+            max_turns: a.max_turns,
+            permission_mode: a.permission_mode.clone(),
+            args: a.args.clone(),
+            context_tokens: a.context_tokens.unwrap_or(8_000),
+        };
+    }
+    if let Some((kind, a)) = b.api() {
+        return BackendSpec::Api {
+            name: bname,
+            api: kind,
+            model: a.model.clone(),
+            base_url: a
+                .base_url
+                .clone()
+                .unwrap_or_else(|| kind.default_base_url().to_owned()),
+            api_key_env: a.api_key_env.clone(),
+            max_tokens: a.max_tokens.unwrap_or(8_192),
+            context_tokens: a.context_tokens.unwrap_or(24_000),
+            retries: a.retries.unwrap_or(3),
+        };
+    }
+    match b {
+        BackendConfig::Command { run } => BackendSpec::Command {
+            name: bname,
+            run: run.clone(),
+        },
+        // Every other kind is an agent or an API, handled above.
+        _ => BackendSpec::Command {
+            name: bname,
+            run: String::new(),
+        },
+    }
 }
 
 /// Records a new run for `plan` and creates its branch. Nothing is executed.
@@ -143,12 +238,9 @@ pub async fn create_run(
                 }
             }
             BackendChoice::Named { name } => match config.backends.named.get(name) {
-                Some(BackendConfig::Command { run }) => BackendSpec::Command {
-                    name: BackendName::new(name),
-                    run: run.clone(),
-                },
-                // Skipped tasks may name any backend; they never run.
-                _ => BackendSpec::Command {
+                Some(b) => resolve_backend(name, b),
+                // Plan::build refused unknown names; a skipped task may name none that exists.
+                None => BackendSpec::Command {
                     name: BackendName::new(name),
                     run: String::new(),
                 },
@@ -208,9 +300,24 @@ pub async fn create_run(
                 })
                 .collect(),
             landing: config.landing.clone(),
+            fallback: config
+                .router
+                .fallback
+                .iter()
+                .filter_map(|n| config.backends.named.get(n).map(|b| resolve_backend(n, b)))
+                .collect(),
+            per_backend: config.parallelism.per_backend.clone(),
+            pricing: abo_core::pricing::PriceTable::with_overrides(&config.pricing),
+            secret_env: config
+                .backends
+                .named
+                .values()
+                .filter_map(BackendConfig::secret_env)
+                .collect(),
         },
         tasks,
     };
+
     let created = Event {
         run: id.clone(),
         task: None,

@@ -10,29 +10,56 @@ use abo_core::ids::{AttemptId, CommitSha, GateName};
 use abo_core::spec::{BackendSpec, RunSpec, TaskSpec};
 use abo_core::state::Feedback;
 
+use crate::backends;
 use crate::context::Ctx;
 use crate::git::GIT_ENV_REMOVE;
 use crate::process::{self, Spec};
+use crate::redact::Redactor;
 
-/// What an effect produced: the command to decide next, or a warning for the person watching.
-pub enum Done {
-    Command(Command),
-    Nothing,
-    Warning(String),
+/// What an effect produced: the command to decide next, and warnings for the person watching.
+#[derive(Debug, Default)]
+pub struct Done {
+    pub command: Option<Command>,
+    pub warnings: Vec<String>,
+}
+
+impl Done {
+    fn command(c: Command) -> Self {
+        Self {
+            command: Some(c),
+            warnings: Vec::new(),
+        }
+    }
+
+    fn warning(w: String) -> Self {
+        Self {
+            command: None,
+            warnings: vec![w],
+        }
+    }
 }
 
 pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
     match effect {
-        Effect::StartAttempt { attempt, feedback } => {
+        Effect::StartAttempt {
+            attempt,
+            backend,
+            feedback,
+        } => {
             let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
-                return Done::Nothing;
+                return Done::default();
             };
-            let outcome = start_attempt(ctx, spec, task, &attempt, feedback.as_ref()).await;
-            Done::Command(Command::BackendDone {
+            let (outcome, warnings) =
+                start_attempt(ctx, spec, task, &attempt, &backend, feedback.as_ref()).await;
+            let command = Command::BackendDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
                 outcome,
-            })
+            };
+            Done {
+                command: Some(command),
+                warnings,
+            }
         }
         Effect::RunGate {
             attempt,
@@ -41,7 +68,7 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
             candidate,
         } => {
             let outcome = run_gate(ctx, spec, &attempt, &gate, stage, candidate.as_ref()).await;
-            Done::Command(Command::GateDone {
+            Done::command(Command::GateDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
                 stage,
@@ -51,12 +78,12 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
         }
         Effect::Land { attempt } => {
             let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
-                return Done::Nothing;
+                return Done::default();
             };
             let outcome = land(ctx, spec, task, &attempt)
                 .await
                 .unwrap_or_else(|reason| LandOutcome::Failed { reason, log: None });
-            Done::Command(Command::LandDone {
+            Done::command(Command::LandDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
                 outcome,
@@ -64,31 +91,31 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
         }
         Effect::Advance { attempt, candidate } => {
             let outcome = advance(ctx, spec, &attempt, &candidate).await;
-            Done::Command(Command::LandDone {
+            Done::command(Command::LandDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
                 outcome,
             })
         }
         Effect::Cleanup { attempt, keep } => match cleanup(ctx, &attempt, keep).await {
-            Ok(()) => Done::Nothing,
-            Err(e) => Done::Warning(format!("cleaning up {attempt}: {e}")),
+            Ok(()) => Done::default(),
+            Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
         },
         Effect::KillAll => {
             ctx.groups.kill_all();
-            Done::Nothing
+            Done::default()
         }
         Effect::Finish => {
             if spec.settings.pushes() {
                 let remote = &spec.settings.landing.remote;
                 if let Err(e) = ctx.git.push(remote, &spec.branch).await {
-                    return Done::Warning(format!(
+                    return Done::warning(format!(
                         "pushing {} to {remote} failed: {e}",
                         spec.branch
                     ));
                 }
             }
-            Done::Nothing
+            Done::default()
         }
     }
 }
@@ -129,46 +156,6 @@ fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-fn failed(reason: String, started: Instant) -> BackendOutcome {
-    BackendOutcome {
-        failure: Some(reason),
-        exit: None,
-        duration_ms: ms(started.elapsed()),
-        files_changed: 0,
-        usage: None,
-        cost_usd: None,
-        cost_source: None,
-        log: None,
-    }
-}
-
-/// The task statement handed to a backend: for commands in `ABO_PROMPT_FILE`.
-pub fn prompt(task: &TaskSpec, attempt: u32, feedback: Option<&str>) -> String {
-    let mut p = format!(
-        "# {}\n\nTask `{}` ({}), attempt {attempt}.\n",
-        task.title, task.id, task.kind
-    );
-    if !task.description.is_empty() {
-        p.push_str(&format!("\n{}\n", task.description.trim_end()));
-    }
-    if !task.acceptance.is_empty() {
-        p.push_str("\n## Acceptance\n\n");
-        for a in &task.acceptance {
-            p.push_str(&format!("- {a}\n"));
-        }
-    }
-    if !task.paths.is_empty() {
-        p.push_str("\n## Scope\n\nChange only files matching:\n\n");
-        for a in &task.paths {
-            p.push_str(&format!("- `{a}`\n"));
-        }
-    }
-    if let Some(f) = feedback {
-        p.push_str(&format!("\n## Why the previous attempt failed\n\n{f}\n"));
-    }
-    p
-}
-
 fn feedback_text(ctx: &Ctx, f: &Feedback) -> String {
     let mut text = format!("Attempt {} failed: {}\n", f.attempt, f.reason);
     if let Some(log) = &f.log {
@@ -180,122 +167,66 @@ fn feedback_text(ctx: &Ctx, f: &Feedback) -> String {
     text
 }
 
+/// Creates the attempt's worktree from the run branch's head, runs the backend in it, and counts
+/// what it changed. A failure of any step fails the attempt, with the reason.
 async fn start_attempt(
     ctx: &Ctx,
     spec: &RunSpec,
     task: &TaskSpec,
     attempt: &AttemptId,
+    backend: &BackendSpec,
     feedback: Option<&Feedback>,
-) -> BackendOutcome {
+) -> (BackendOutcome, Vec<String>) {
     let started = Instant::now();
+    let fail = |reason: String| {
+        let o = BackendOutcome {
+            failure: Some(reason),
+            duration_ms: ms(started.elapsed()),
+            ..Default::default()
+        };
+        (o, Vec::new())
+    };
     let wt = ctx.worktree(attempt);
     let scratch = ctx.scratch(attempt);
     let _ = std::fs::remove_dir_all(&scratch);
     if let Err(e) = std::fs::create_dir_all(&scratch) {
-        return failed(
-            format!("could not create {}: {e}", scratch.display()),
-            started,
-        );
+        return fail(format!("could not create {}: {e}", scratch.display()));
     }
     let head = match ctx.git.branch_head(&spec.branch).await {
         Ok(Some(h)) => h,
-        Ok(None) => {
-            return failed(
-                format!("the run branch {} is missing", spec.branch),
-                started,
-            );
-        }
-        Err(e) => return failed(format!("could not read the run branch: {e}"), started),
+        Ok(None) => return fail(format!("the run branch {} is missing", spec.branch)),
+        Err(e) => return fail(format!("could not read the run branch: {e}")),
     };
     if let Err(e) = ctx.git.add_worktree(&wt, &attempt.branch(), &head).await {
-        return failed(format!("could not create the worktree: {e}"), started);
+        return fail(format!("could not create the worktree: {e}"));
     }
-    let feedback = feedback.map(|f| feedback_text(ctx, f));
-    let mut env = attempt_env(spec, task, attempt, &wt);
-    let prompt_file = scratch.join("prompt.md");
-    let _ = std::fs::write(
-        &prompt_file,
-        prompt(task, attempt.attempt, feedback.as_deref()),
-    );
-    env.push((
-        "ABO_PROMPT_FILE".into(),
-        prompt_file.to_string_lossy().into_owned(),
-    ));
-    if let Some(f) = &feedback {
-        let path = scratch.join("feedback.md");
-        let _ = std::fs::write(&path, f);
-        env.push((
-            "ABO_FEEDBACK_FILE".into(),
-            path.to_string_lossy().into_owned(),
-        ));
-    }
-    let log = scratch.join("backend.log");
-    let (failure, exit) = match &task.backend {
-        BackendSpec::Command { run, .. } => {
-            let p = process_spec(run, &wt, env, spec.settings.attempt_timeout_ms, &log);
-            match process::run(&p, &ctx.groups).await {
-                Ok(o) if o.success() => (None, o.exit),
-                Ok(o) => (
-                    Some(format!("the command {}", o.describe(p.timeout))),
-                    o.exit,
-                ),
-                Err(e) => (Some(format!("could not run the command: {e}")), None),
-            }
-        }
-        BackendSpec::Patch { diff, file, .. } => {
-            let patch = scratch.join("change.diff");
-            match ctx
-                .artifacts
-                .get(diff)
-                .and_then(|b| std::fs::write(&patch, b))
-            {
-                Err(e) => (Some(format!("could not read the patch: {e}")), None),
-                Ok(()) => match ctx.git.apply(&wt, &patch).await {
-                    Ok(msg) => {
-                        let _ = std::fs::write(&log, msg);
-                        (None, Some(0))
-                    }
-                    Err(msg) => {
-                        let _ = std::fs::write(&log, &msg);
-                        (
-                            Some(format!(
-                                "the patch {file} does not apply: {}",
-                                first_line(&msg)
-                            )),
-                            Some(1),
-                        )
-                    }
-                },
-            }
-        }
+    let redactor = Redactor::from_process_env(&spec.settings.secret_env);
+    let job = backends::Job {
+        ctx,
+        settings: &spec.settings,
+        task,
+        attempt,
+        backend,
+        worktree: &wt,
+        scratch: &scratch,
+        env: attempt_env(spec, task, attempt, &wt),
+        feedback: feedback.map(|f| feedback_text(ctx, f)),
+        redactor: &redactor,
     };
-    let log_id = ctx.artifacts.put_file(&log).ok();
-    let mut files_changed = 0;
-    let failure = match failure {
-        Some(f) => Some(f),
-        None => match ctx.git.changed_files(&wt).await {
-            Ok(files) if files.is_empty() => Some("the backend made no change".to_owned()),
-            Ok(files) => {
-                files_changed = u32::try_from(files.len()).unwrap_or(u32::MAX);
-                None
+    let backends::Produced {
+        mut outcome,
+        warnings,
+    } = backends::produce(&job).await;
+    if outcome.failure.is_none() {
+        match ctx.git.changed_files(&wt).await {
+            Ok(files) if files.is_empty() => {
+                outcome.failure = Some("the backend made no change".to_owned())
             }
-            Err(e) => Some(format!("could not read the worktree's changes: {e}")),
-        },
-    };
-    BackendOutcome {
-        failure,
-        exit,
-        duration_ms: ms(started.elapsed()),
-        files_changed,
-        usage: None,
-        cost_usd: None,
-        cost_source: None,
-        log: log_id,
+            Ok(files) => outcome.files_changed = u32::try_from(files.len()).unwrap_or(u32::MAX),
+            Err(e) => outcome.failure = Some(format!("could not read the worktree's changes: {e}")),
+        }
     }
-}
-
-fn first_line(s: &str) -> &str {
-    s.lines().next().unwrap_or(s)
+    (outcome, warnings)
 }
 
 async fn run_gate(

@@ -164,6 +164,7 @@ async fn drive_leased(
     let mut jobs = 0usize;
     let mut ticker = tokio::time::interval(TICK);
     let mut first_command = true;
+    let mut warned = std::collections::BTreeSet::new();
     let mut ticks = 0u32;
     loop {
         while let Some(cmd) = pending.pop_front() {
@@ -207,10 +208,14 @@ async fn drive_leased(
         tokio::select! {
             done = rx.recv() => {
                 jobs = jobs.saturating_sub(1);
-                match done {
-                    Some(Done::Command(c)) => pending.push_back(c),
-                    Some(Done::Warning(w)) => observer.warn(&w),
-                    Some(Done::Nothing) | None => {}
+                if let Some(done) = done {
+                    for w in done.warnings {
+                        // One warning of a kind per run.
+                        if warned.insert(w.clone()) {
+                            observer.warn(&w);
+                        }
+                    }
+                    pending.extend(done.command);
                 }
             }
             _ = ticker.tick() => {

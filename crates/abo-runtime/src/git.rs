@@ -281,10 +281,22 @@ impl Git {
     }
 
     /// `git apply --3way` of a diff file in a worktree; the error message is git's.
-    pub async fn apply(&self, wt: &Path, patch: &Path) -> std::result::Result<String, String> {
+    /// With `check`, only `git apply --check`: whether it applies cleanly, changing nothing.
+    /// Line counts in hunk headers are recounted (models often get them wrong).
+    pub async fn apply(
+        &self,
+        wt: &Path,
+        patch: &Path,
+        check: bool,
+    ) -> std::result::Result<String, String> {
         let p = patch.to_string_lossy();
+        let mode = if check { "--check" } else { "--3way" };
         match self
-            .raw(wt, &["apply", "--3way", "--whitespace=nowarn", &p], &[])
+            .raw(
+                wt,
+                &["apply", mode, "--recount", "--whitespace=nowarn", &p],
+                &[],
+            )
             .await
         {
             Ok(out) if out.exit == Some(0) => Ok(String::from_utf8_lossy(&out.stderr).into_owned()),

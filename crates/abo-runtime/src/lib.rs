@@ -2,12 +2,14 @@
 //! backends, gates, landing, artifacts).
 
 pub mod artifacts;
+pub mod backends;
 pub mod context;
 pub mod create;
 pub mod effects;
 pub mod engine;
 pub mod git;
 pub mod process;
+pub mod redact;
 
 pub use context::{Clock, Ctx, SystemClock};
 pub use create::{RunOptions, create_run};

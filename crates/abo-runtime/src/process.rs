@@ -267,3 +267,170 @@ pub fn kill_leftovers(marker: &str) -> usize {
     }
     killed
 }
+
+/// What a line of an agent's output means to the caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Line {
+    More,
+    /// The final result was read: the process gets `grace` to exit, then its group is killed.
+    Final,
+}
+
+/// How a streamed process ended, beyond [`Outcome`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Streamed {
+    pub outcome: Outcome,
+    /// Killed for printing nothing for the silence timeout.
+    pub silent: bool,
+    /// Killed after its final result because it did not exit.
+    pub stopped_after_result: bool,
+}
+
+/// Runs a process whose stdout is read line by line (an agent CLI's JSON stream). Every line is
+/// handed to `on_line` and appended to `transcript`; stderr goes to `spec.log`. The watchdog kills
+/// the process group after `silence` without a line, at `spec.timeout`, or `grace` after
+/// `on_line` said [`Line::Final`].
+pub async fn run_streaming(
+    spec: &Spec,
+    groups: &Groups,
+    silence: Duration,
+    grace: Duration,
+    transcript: &Path,
+    mut on_line: impl FnMut(&str) -> Line,
+) -> std::io::Result<Streamed> {
+    use tokio::io::AsyncBufReadExt;
+
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "this module is the one place that spawns processes"
+    )]
+    let mut cmd = tokio::process::Command::new(&spec.program);
+    cmd.args(&spec.args)
+        .current_dir(&spec.cwd)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    for k in &spec.env_remove {
+        cmd.env_remove(k);
+    }
+    for (k, v) in &spec.env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::piped());
+    match &spec.log {
+        Some(path) => {
+            cmd.stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            );
+        }
+        None => {
+            cmd.stderr(Stdio::null());
+        }
+    }
+    let mut transcript_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(transcript)?;
+    let started = Instant::now();
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    groups.insert(pgid);
+    let Some(stdout) = child.stdout.take() else {
+        return Err(std::io::Error::other("no stdout"));
+    };
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
+    let mut final_at: Option<tokio::time::Instant> = None;
+    let (mut silent, mut timed_out, mut stopped_after_result) = (false, false, false);
+    loop {
+        let mut wake = tokio::time::Instant::now() + silence;
+        if let Some(d) = deadline {
+            wake = wake.min(d);
+        }
+        if let Some(f) = final_at {
+            wake = wake.min(f + grace);
+        }
+        tokio::select! {
+            line = lines.next_line() => match line {
+                Ok(Some(l)) => {
+                    use std::io::Write;
+                    let _ = writeln!(transcript_file, "{l}");
+                    if on_line(&l) == Line::Final && final_at.is_none() {
+                        final_at = Some(tokio::time::Instant::now());
+                    }
+                }
+                // End of output: the process closed stdout (it exits, or left children holding nothing).
+                Ok(None) | Err(_) => break,
+            },
+            _ = tokio::time::sleep_until(wake) => {
+                let now = tokio::time::Instant::now();
+                if final_at.is_some_and(|f| now >= f + grace) {
+                    stopped_after_result = true;
+                } else if deadline.is_some_and(|d| now >= d) {
+                    timed_out = true;
+                } else {
+                    silent = true;
+                }
+                break;
+            }
+        }
+    }
+    let exited = if silent || timed_out || stopped_after_result {
+        None
+    } else {
+        // Output ended; the process should exit now. Give it the grace period.
+        tokio::time::timeout(grace, child.wait()).await.ok()
+    };
+    kill_group(pgid);
+    let was_tracked = groups.0.lock().map(|g| g.contains(&pgid)).unwrap_or(true);
+    groups.remove(pgid);
+    let status = match exited {
+        Some(s) => Some(s?),
+        None => {
+            if !silent && !timed_out {
+                stopped_after_result = final_at.is_some() || stopped_after_result;
+            }
+            child.wait().await.ok()
+        }
+    };
+    use std::os::unix::process::ExitStatusExt;
+    let killed_by_us = silent || timed_out || stopped_after_result;
+    Ok(Streamed {
+        outcome: Outcome {
+            exit: if killed_by_us {
+                None
+            } else {
+                status.and_then(|s| s.code())
+            },
+            signal: status.and_then(|s| s.signal()),
+            timed_out: timed_out || silent,
+            killed: !was_tracked,
+            duration: started.elapsed(),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+        },
+        silent,
+        stopped_after_result,
+    })
+}
+
+/// The executable a command names: itself when it has a slash, else the first match on PATH.
+pub fn find_executable(command: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let is_exec = |p: &Path| {
+        p.is_file()
+            && p.metadata()
+                .is_ok_and(|m| m.permissions().mode() & 0o111 != 0)
+    };
+    if command.contains('/') {
+        let p = PathBuf::from(command);
+        return is_exec(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(command))
+        .find(|p| is_exec(p))
+}

@@ -101,9 +101,8 @@ pub async fn project(
             ..
         } => {
             // Every token counts once: input (cache reads and writes included) plus output.
-            let tokens = usage.map_or(0, |u| {
-                u.input_tokens + u.cache_read_tokens + u.cache_write_tokens + u.output_tokens
-            });
+            let tokens = usage.map_or(0, |u| u.total());
+
             let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
             let usd = cost_usd.unwrap_or(0.0);
             let status = if *ok { "verifying" } else { "running" };
@@ -124,7 +123,7 @@ pub async fn project(
                 .execute(&mut **tx)
                 .await?;
         }
-        EventBody::TaskGate { .. } => {}
+        EventBody::TaskGate { .. } | EventBody::RouterDecision { .. } => {}
         EventBody::TaskLanded { commit, .. } => {
             sqlx::query("UPDATE tasks SET status = 'landed', commit_sha = ?, reason = NULL WHERE run = ? AND id = ?")
                 .bind(commit.as_str())

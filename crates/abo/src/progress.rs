@@ -127,20 +127,33 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             attempt, backend, ..
         } => format!("{task}: attempt {attempt} started ({backend})"),
         EventBody::TaskBackendFinished {
-            ok: true,
+            ok,
             files_changed,
             duration_ms,
+            reason,
+            usage,
+            cost_usd,
+            cost_source,
             ..
         } => {
-            format!(
-                "{task}: change ready ({files_changed} file(s), {:.1}s)",
-                *duration_ms as f64 / 1000.0
-            )
+            let mut spent = format!("{:.1}s", *duration_ms as f64 / 1000.0);
+            if let Some(u) = usage {
+                spent.push_str(&format!(", {} tokens", u.total()));
+            }
+            match (cost_usd, cost_source) {
+                (Some(c), Some(src)) => spent.push_str(&format!(", ${c:.4} {src}")),
+                (None, _) if usage.is_some() => spent.push_str(", cost unknown"),
+                _ => {}
+            }
+            if *ok {
+                format!("{task}: change ready ({files_changed} file(s), {spent})")
+            } else {
+                format!(
+                    "{task}: backend failed ({spent}): {}",
+                    reason.as_deref().unwrap_or("?")
+                )
+            }
         }
-        EventBody::TaskBackendFinished { reason, .. } => format!(
-            "{task}: backend failed: {}",
-            reason.as_deref().unwrap_or("?")
-        ),
         EventBody::TaskGate {
             name,
             passed,
@@ -174,6 +187,9 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         },
         EventBody::TaskFailed { reason, .. } => format!("{task}: FAILED: {reason}"),
         EventBody::TaskCancelled { reason, .. } => format!("{task}: cancelled: {reason}"),
+        EventBody::RouterDecision { backend, rule, .. } => {
+            format!("{task}: routed to {backend} ({rule})")
+        }
     };
     Some(line)
 }

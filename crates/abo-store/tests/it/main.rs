@@ -28,6 +28,10 @@ fn spec(tasks: &[&str]) -> RunSpec {
             run_timeout_ms: 1,
             gates: vec![],
             landing: Landing::default(),
+            fallback: vec![],
+            per_backend: Default::default(),
+            pricing: Default::default(),
+            secret_env: vec![],
         },
         tasks: tasks
             .iter()
@@ -99,10 +103,16 @@ fn history(run: &str) -> Vec<Event> {
                     output_tokens: 5,
                     cache_read_tokens: 100,
                     cache_write_tokens: 1,
+                    unsplit_tokens: 0,
                 }),
                 cost_usd: Some(0.25),
                 cost_source: Some("reported".into()),
                 log: None,
+                model: Some("claude-sonnet-4-5".into()),
+                message: None,
+                transcript: None,
+                prompt: None,
+                transient: false,
             },
         ),
         t(

@@ -100,10 +100,11 @@ fn config_errors_and_usage() {
         )
     );
 
-    // An agent backend this version cannot run is refused before anything starts, naming the task.
+    // An agent whose executable is missing, or an API whose key is not set, is refused before
+    // anything starts, naming the task and the backend.
     config(
         &repo,
-        "version: 1\nbackends:\n  claude: { kind: claude-code }\n",
+        "version: 1\nbackends:\n  claude: { kind: claude-code, command: abo-no-such-claude }\n  premium: { kind: anthropic, model: claude-opus-4-1, api_key_env: ABO_TEST_UNSET_KEY }\n",
     );
     let b = repo.write_outside(
         "backlog.yml",
@@ -113,11 +114,22 @@ fn config_errors_and_usage() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr
-            .contains("backlog.yml:2:3: task `a`: backend `claude` is of kind claude-code"),
+            .contains("backlog.yml:2:3: task `a`: backend `claude`: executable `abo-no-such-claude` not found on PATH"),
         "{}",
         out.stderr
     );
     assert!(!repo.path.join(".abo").exists());
+    let b = repo.write_outside(
+        "backlog.yml",
+        "tasks:\n  - { id: a, title: A, backend: premium }\n",
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("task `a`: backend `premium`: the variable ABO_TEST_UNSET_KEY that holds its API key is not set"),
+        "{}",
+        out.stderr
+    );
 
     let out = abo(&repo, &["run", "/nonexistent/backlog.yml"]);
     assert_eq!(

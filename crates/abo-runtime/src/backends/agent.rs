@@ -1,0 +1,275 @@
+//! Agent CLIs as subprocesses: Claude Code, Codex, aider, goose. Each runs in the attempt's
+//! worktree with stdin closed, the inherited variables of an enclosing agent session removed, and a
+//! watchdog: silent for `timeouts.silence` or past `timeouts.attempt`, its process group is killed;
+//! still running a few seconds after its final result, it is stopped and the result kept.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use abo_core::config::AgentKind;
+
+use super::parse::{Parser, Report};
+use crate::process::{self, Groups, Spec, Streamed};
+
+/// How long an agent may keep running after printing its final result.
+pub const AFTER_RESULT_GRACE: Duration = Duration::from_secs(5);
+
+/// What an agent is asked to do, as built from its backend spec.
+#[derive(Clone, Debug)]
+pub struct Invocation<'a> {
+    pub kind: AgentKind,
+    pub command: &'a str,
+    pub model: Option<&'a str>,
+    pub max_turns: Option<u32>,
+    pub permission_mode: Option<&'a str>,
+    pub extra_args: &'a [String],
+    pub prompt: &'a str,
+    pub prompt_file: &'a Path,
+    /// aider writes its analytics here.
+    pub analytics_log: &'a Path,
+}
+
+/// The command line for each tool, as its documentation gives it for non-interactive use.
+pub fn argv(i: &Invocation<'_>) -> Vec<String> {
+    let mut a: Vec<String> = Vec::new();
+    let mut push = |s: &str| a.push(s.to_owned());
+    match i.kind {
+        AgentKind::ClaudeCode => {
+            for s in [
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",
+                "--permission-mode",
+                i.permission_mode.unwrap_or("acceptEdits"),
+            ] {
+                push(s);
+            }
+            if let Some(t) = i.max_turns {
+                push("--max-turns");
+                push(&t.to_string());
+            }
+            if let Some(m) = i.model {
+                push("--model");
+                push(m);
+            }
+        }
+        AgentKind::Codex => {
+            for s in ["exec", "--json", "-s", "workspace-write"] {
+                push(s);
+            }
+            if let Some(m) = i.model {
+                push("-m");
+                push(m);
+            }
+        }
+        AgentKind::Aider => {
+            push("--message-file");
+            push(&i.prompt_file.to_string_lossy());
+            for s in [
+                "--yes-always",
+                "--no-auto-commits",
+                "--no-pretty",
+                "--analytics-log",
+            ] {
+                push(s);
+            }
+            push(&i.analytics_log.to_string_lossy());
+            if let Some(m) = i.model {
+                push("--model");
+                push(m);
+            }
+        }
+        AgentKind::Goose => {
+            push("run");
+            push("-i");
+            push(&i.prompt_file.to_string_lossy());
+            for s in ["--output-format", "stream-json", "--no-session"] {
+                push(s);
+            }
+            if let Some(m) = i.model {
+                push("--model");
+                push(m);
+            }
+        }
+    }
+    a.extend(i.extra_args.iter().cloned());
+    // Claude Code and Codex take the prompt as their last argument.
+    if matches!(i.kind, AgentKind::ClaudeCode | AgentKind::Codex) {
+        a.push(i.prompt.to_owned());
+    }
+    a
+}
+
+/// Variables an enclosing agent session sets; a nested agent must not inherit them.
+pub fn inherited_agent_vars(env: impl IntoIterator<Item = String>) -> Vec<String> {
+    env.into_iter()
+        .filter(|k| {
+            k == "CLAUDECODE" || k.starts_with("CLAUDE_CODE_") || k.starts_with("CODEX_SANDBOX")
+        })
+        .collect()
+}
+
+/// Whether the tool prints a final result event whose absence means the run did not finish.
+fn prints_result(kind: AgentKind) -> bool {
+    !matches!(kind, AgentKind::Aider)
+}
+
+pub struct Ran {
+    pub report: Report,
+    pub streamed: Option<Streamed>,
+    /// Why the attempt failed, if it did.
+    pub failure: Option<String>,
+    pub transcript: PathBuf,
+}
+
+pub struct Limits {
+    pub attempt: Duration,
+    pub silence: Duration,
+}
+
+pub async fn run(
+    i: &Invocation<'_>,
+    cwd: &Path,
+    env: Vec<(String, String)>,
+    scratch: &Path,
+    limits: &Limits,
+    groups: &Groups,
+) -> Ran {
+    let transcript = scratch.join("transcript.jsonl");
+    let mut spec = Spec::new(i.command, cwd).args(argv(i));
+    spec.env = env;
+    spec.env_remove = inherited_agent_vars(std::env::vars().map(|(k, _)| k));
+    spec.env_remove
+        .extend(crate::git::GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()));
+    spec.timeout = Some(limits.attempt);
+    spec.log = Some(scratch.join("agent.stderr.log"));
+    let mut parser = Parser::new(i.kind);
+    let result = process::run_streaming(
+        &spec,
+        groups,
+        limits.silence,
+        AFTER_RESULT_GRACE,
+        &transcript,
+        |l| parser.line(l),
+    )
+    .await;
+    if i.kind == AgentKind::Aider
+        && let Ok(log) = std::fs::read_to_string(i.analytics_log)
+    {
+        parser.aider_analytics(&log);
+    }
+    let report = parser.into_report();
+    let name = i.kind.as_str();
+    let streamed = match result {
+        Ok(s) => s,
+        Err(e) => {
+            return Ran {
+                report,
+                streamed: None,
+                failure: Some(format!("could not start `{}`: {e}", i.command)),
+                transcript,
+            };
+        }
+    };
+    let o = &streamed.outcome;
+    let failure = if streamed.silent {
+        Some(format!(
+            "{name} printed nothing for {} (timeouts.silence)",
+            abo_core::units::Dur(limits.silence)
+        ))
+    } else if o.timed_out {
+        Some(format!(
+            "{name} timed out after {} (timeouts.attempt)",
+            abo_core::units::Dur(limits.attempt)
+        ))
+    } else if o.killed {
+        Some(format!("{name} was stopped by abo"))
+    } else if let Some(err) = &report.error {
+        Some(format!("{name} reported an error: {err}"))
+    } else if prints_result(i.kind) && !report.finished {
+        let how = o
+            .exit
+            .map_or_else(|| o.describe(None), |c| format!("exited with {c}"));
+        Some(format!("{name} {how} without printing a result"))
+    } else if !streamed.stopped_after_result && o.exit != Some(0) {
+        Some(format!("{name} {}", o.describe(None)))
+    } else {
+        None
+    };
+    Ran {
+        report,
+        streamed: Some(streamed),
+        failure,
+        transcript,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines() {
+        let i = Invocation {
+            kind: AgentKind::ClaudeCode,
+            command: "claude",
+            model: Some("sonnet"),
+            max_turns: Some(40),
+            permission_mode: None,
+            extra_args: &[],
+            prompt: "do it",
+            prompt_file: Path::new("/s/prompt.md"),
+            analytics_log: Path::new("/s/aider.jsonl"),
+        };
+        assert_eq!(
+            argv(&i).join(" "),
+            "-p --output-format stream-json --verbose --permission-mode acceptEdits --max-turns 40 --model sonnet do it"
+        );
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Codex,
+                model: Some("gpt-5-codex"),
+                ..i.clone()
+            })
+            .join(" "),
+            "exec --json -s workspace-write -m gpt-5-codex do it"
+        );
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Aider,
+                model: None,
+                ..i.clone()
+            })
+            .join(" "),
+            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --analytics-log /s/aider.jsonl"
+        );
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Goose,
+                model: None,
+                ..i
+            })
+            .join(" "),
+            "run -i /s/prompt.md --output-format stream-json --no-session"
+        );
+        let vars = inherited_agent_vars(
+            [
+                "PATH",
+                "CLAUDECODE",
+                "CLAUDE_CODE_ENTRYPOINT",
+                "CODEX_SANDBOX_NETWORK_DISABLED",
+                "CODEX_HOME",
+            ]
+            .map(String::from),
+        );
+        assert_eq!(
+            vars,
+            [
+                "CLAUDECODE",
+                "CLAUDE_CODE_ENTRYPOINT",
+                "CODEX_SANDBOX_NETWORK_DISABLED"
+            ]
+        );
+    }
+}

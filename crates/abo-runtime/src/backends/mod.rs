@@ -1,0 +1,483 @@
+//! Backends: what produces an attempt's change in its worktree (DESIGN §6). Each returns one
+//! normalised outcome: failure or success, usage and cost (reported or estimated), the model, the
+//! final message, and the transcript and prompt as redacted artifacts.
+
+pub mod agent;
+pub mod api;
+pub mod diff;
+pub mod parse;
+pub mod prompt;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use abo_core::config::ApiKind;
+use abo_core::decide::BackendOutcome;
+use abo_core::event::Usage;
+use abo_core::ids::AttemptId;
+use abo_core::spec::{BackendSpec, RunSettings, TaskSpec};
+
+use crate::context::Ctx;
+use crate::process::{self, Spec};
+use crate::redact::Redactor;
+
+/// Everything a backend needs for one attempt.
+pub struct Job<'a> {
+    pub ctx: &'a Ctx,
+    pub settings: &'a RunSettings,
+    pub task: &'a TaskSpec,
+    pub attempt: &'a AttemptId,
+    pub backend: &'a BackendSpec,
+    pub worktree: &'a Path,
+    pub scratch: &'a Path,
+    /// ABO_* variables (DESIGN §6).
+    pub env: Vec<(String, String)>,
+    pub feedback: Option<String>,
+    pub redactor: &'a Redactor,
+}
+
+/// A backend's outcome, plus warnings for the person watching (a model without a price).
+pub struct Produced {
+    pub outcome: BackendOutcome,
+    pub warnings: Vec<String>,
+}
+
+/// A final message is kept this long in the event.
+const MESSAGE_CHARS: usize = 2000;
+
+fn shorten(s: &str) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(MESSAGE_CHARS) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+fn failed(reason: impl Into<String>) -> Produced {
+    Produced {
+        outcome: BackendOutcome {
+            failure: Some(reason.into()),
+            ..Default::default()
+        },
+        warnings: Vec::new(),
+    }
+}
+
+pub async fn produce(job: &Job<'_>) -> Produced {
+    let started = Instant::now();
+    let mut p = match job.backend {
+        BackendSpec::Command { run, .. } => command(job, run).await,
+        BackendSpec::Patch { diff, file, .. } => patch(job, diff, file).await,
+        BackendSpec::Agent { .. } => run_agent(job).await,
+        BackendSpec::Api { .. } => run_api(job).await,
+    };
+    p.outcome.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    p
+}
+
+async fn command(job: &Job<'_>, run: &str) -> Produced {
+    let log = job.scratch.join("backend.log");
+    let mut env = job.env.clone();
+    env.extend(prompt_files(
+        job,
+        &build_prompt(job, prompt::Contract::EditFiles).await,
+    ));
+    let mut spec = Spec::shell(run, job.worktree);
+    spec.env = env;
+    spec.env_remove = crate::git::GIT_ENV_REMOVE
+        .iter()
+        .map(|v| (*v).to_owned())
+        .collect();
+    spec.timeout = Some(Duration::from_millis(
+        job.settings.attempt_timeout_ms.max(1),
+    ));
+    spec.log = Some(log.clone());
+    let (failure, exit) = match process::run(&spec, &job.ctx.groups).await {
+        Ok(o) if o.success() => (None, o.exit),
+        Ok(o) => (
+            Some(format!("the command {}", o.describe(spec.timeout))),
+            o.exit,
+        ),
+        Err(e) => (Some(format!("could not run the command: {e}")), None),
+    };
+    Produced {
+        outcome: BackendOutcome {
+            failure,
+            exit,
+            log: store_redacted(job, &log),
+            ..Default::default()
+        },
+        warnings: Vec::new(),
+    }
+}
+
+async fn patch(job: &Job<'_>, diff: &abo_core::ids::ArtifactId, file: &str) -> Produced {
+    let path = job.scratch.join("change.diff");
+    if let Err(e) = job
+        .ctx
+        .artifacts
+        .get(diff)
+        .and_then(|b| std::fs::write(&path, b))
+    {
+        return failed(format!("could not read the patch: {e}"));
+    }
+    let log = job.scratch.join("backend.log");
+    let (failure, exit) = match job.ctx.git.apply(job.worktree, &path, false).await {
+        Ok(msg) => {
+            let _ = std::fs::write(&log, msg);
+            (None, Some(0))
+        }
+        Err(msg) => {
+            let _ = std::fs::write(&log, &msg);
+            (
+                Some(format!(
+                    "the patch {file} does not apply: {}",
+                    msg.lines().next().unwrap_or(&msg)
+                )),
+                Some(1),
+            )
+        }
+    };
+    Produced {
+        outcome: BackendOutcome {
+            failure,
+            exit,
+            log: store_redacted(job, &log),
+            ..Default::default()
+        },
+        warnings: Vec::new(),
+    }
+}
+
+/// The prompt for this attempt, redacted.
+async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prompt {
+    let tracked: Vec<String> = job
+        .ctx
+        .git
+        .run_in(job.worktree, &["ls-files", "-z"])
+        .await
+        .map(|s| {
+            s.split('\0')
+                .filter(|f| !f.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    let files = prompt::relevant_files(job.task, &tracked);
+    let budget = match job.backend {
+        BackendSpec::Agent { context_tokens, .. } | BackendSpec::Api { context_tokens, .. } => {
+            *context_tokens as usize
+        }
+        _ => 16_000,
+    };
+    let what = prompt::For {
+        task: job.task,
+        attempt: job.attempt.attempt,
+        feedback: job.feedback.as_deref(),
+        contract,
+    };
+    let mut p = prompt::build(&what, job.worktree, &files, budget, job.ctx.tokenizer());
+    p.text = job.redactor.redact(&p.text);
+    p
+}
+
+/// Writes the prompt (and feedback) for a command or agent; returns their variables.
+fn prompt_files(job: &Job<'_>, p: &prompt::Prompt) -> Vec<(String, String)> {
+    let prompt_file = job.scratch.join("prompt.md");
+    let _ = std::fs::write(&prompt_file, &p.text);
+    let mut env = vec![(
+        "ABO_PROMPT_FILE".to_owned(),
+        prompt_file.to_string_lossy().into_owned(),
+    )];
+    if let Some(f) = &job.feedback {
+        let path = job.scratch.join("feedback.md");
+        let _ = std::fs::write(&path, job.redactor.redact(f));
+        env.push((
+            "ABO_FEEDBACK_FILE".to_owned(),
+            path.to_string_lossy().into_owned(),
+        ));
+    }
+    env
+}
+
+/// Stores a file's content, redacted, as an artifact.
+fn store_redacted(job: &Job<'_>, path: &Path) -> Option<abo_core::ids::ArtifactId> {
+    let bytes = std::fs::read(path).ok()?;
+    let text = job.redactor.redact(&String::from_utf8_lossy(&bytes));
+    job.ctx.artifacts.put(text.as_bytes()).ok()
+}
+
+/// USD for a usage: the tool's own figure when it reported one, else the price table's estimate,
+/// else nothing (and one warning). Local model servers cost nothing.
+fn price(
+    job: &Job<'_>,
+    model: Option<&str>,
+    usage: Option<&Usage>,
+    reported: Option<f64>,
+    local: bool,
+) -> (Option<f64>, Option<String>, Option<String>) {
+    if let Some(c) = reported {
+        return (Some(c), Some("reported".into()), None);
+    }
+    let Some(usage) = usage else {
+        return (None, None, None);
+    };
+    match model.and_then(|m| job.settings.pricing.cost(m, usage)) {
+        Some(c) => (Some(c), Some("estimated".into()), None),
+        None if local => (Some(0.0), Some("estimated".into()), None),
+        None => {
+            let name = model.unwrap_or("unknown");
+            let warning = format!(
+                "backend `{}`: no price for model `{name}`, so its cost is unknown (add it under `pricing:` in abo.yml)",
+                job.backend.name()
+            );
+            (None, None, Some(warning))
+        }
+    }
+}
+
+async fn run_agent(job: &Job<'_>) -> Produced {
+    let BackendSpec::Agent {
+        agent,
+        command,
+        model,
+        max_turns,
+        permission_mode,
+        args,
+        ..
+    } = job.backend
+    else {
+        return failed("not an agent backend");
+    };
+    let p = build_prompt(job, prompt::Contract::EditFiles).await;
+    let prompt_id = job.ctx.artifacts.put(p.text.as_bytes()).ok();
+    let mut env = job.env.clone();
+    env.extend(prompt_files(job, &p));
+    let prompt_file = job.scratch.join("prompt.md");
+    let analytics = job.scratch.join("aider-analytics.jsonl");
+    let invocation = agent::Invocation {
+        kind: *agent,
+        command,
+        model: model.as_deref(),
+        max_turns: *max_turns,
+        permission_mode: permission_mode.as_deref(),
+        extra_args: args,
+        prompt: &p.text,
+        prompt_file: &prompt_file,
+        analytics_log: &analytics,
+    };
+    let limits = agent::Limits {
+        attempt: Duration::from_millis(job.settings.attempt_timeout_ms.max(1)),
+        silence: Duration::from_millis(job.settings.silence_timeout_ms.max(1)),
+    };
+    let ran = agent::run(
+        &invocation,
+        job.worktree,
+        env,
+        job.scratch,
+        &limits,
+        &job.ctx.groups,
+    )
+    .await;
+    let r = &ran.report;
+    let model_used = r.model.clone().or_else(|| model.clone());
+    let (cost_usd, cost_source, warning) = price(
+        job,
+        model_used.as_deref(),
+        r.usage.as_ref(),
+        r.cost_usd,
+        false,
+    );
+    let exit = ran.streamed.as_ref().and_then(|s| s.outcome.exit);
+    let transient = ran.failure.is_some() && r.transient();
+    Produced {
+        outcome: BackendOutcome {
+            failure: ran.failure.map(|f| job.redactor.redact(&f)),
+            exit,
+            usage: r.usage,
+            cost_usd,
+            cost_source,
+            log: store_redacted(job, &job.scratch.join("agent.stderr.log")),
+            model: model_used,
+            message: r
+                .message
+                .as_deref()
+                .map(|m| shorten(&job.redactor.redact(m))),
+            transcript: store_redacted(job, &ran.transcript),
+            prompt: prompt_id,
+            transient,
+            ..Default::default()
+        },
+        warnings: warning.into_iter().collect(),
+    }
+}
+
+/// Whether a base URL points at this machine or a private network: a local model server.
+pub fn is_local(base_url: &str) -> bool {
+    let rest = base_url.split("://").nth(1).unwrap_or(base_url);
+    let host_port = rest.split('/').next().unwrap_or(rest);
+    let host = if let Some(h) = host_port.strip_prefix('[') {
+        h.split(']').next().unwrap_or(h)
+    } else {
+        host_port.split(':').next().unwrap_or(host_port)
+    };
+    if host == "localhost" || host.ends_with(".local") || host == "::1" {
+        return true;
+    }
+    match host.parse::<std::net::Ipv4Addr>() {
+        Ok(ip) => ip.is_loopback() || ip.is_private(),
+        Err(_) => false,
+    }
+}
+
+async fn run_api(job: &Job<'_>) -> Produced {
+    let BackendSpec::Api {
+        api,
+        model,
+        base_url,
+        api_key_env,
+        max_tokens,
+        retries,
+        ..
+    } = job.backend
+    else {
+        return failed("not a model API backend");
+    };
+    let key_var = api_key_env.clone().or_else(|| {
+        (*api == ApiKind::Anthropic || !is_local(base_url))
+            .then(|| api.default_key_env().to_owned())
+    });
+    let key = key_var
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+        .filter(|k| !k.is_empty());
+    if key.is_none()
+        && let Some(v) = &key_var
+        && (api_key_env.is_some() || !is_local(base_url))
+    {
+        return failed(format!(
+            "the variable {v} that holds the API key is not set"
+        ));
+    }
+    let p = build_prompt(job, prompt::Contract::DiffOnly).await;
+    let prompt_id = job.ctx.artifacts.put(p.text.as_bytes()).ok();
+    let request = api::Request {
+        api: *api,
+        base_url,
+        model,
+        key: key.as_deref(),
+        max_tokens: *max_tokens,
+        system: prompt::DIFF_SYSTEM,
+        prompt: &p.text,
+        timeout: Duration::from_millis(job.settings.attempt_timeout_ms.max(1)),
+    };
+    let (result, failures) = api::call_with_retries(job.ctx.http(), &request, *retries).await;
+    let log_path = job.scratch.join("backend.log");
+    let _ = std::fs::write(
+        &log_path,
+        failures
+            .iter()
+            .map(|f| format!("try failed: {f}\n"))
+            .collect::<String>(),
+    );
+    let log = store_redacted(job, &log_path);
+    let reply = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let transient = e.is_transient();
+            let tries = failures.len().max(1);
+            let mut p = failed(job.redactor.redact(&format!(
+                "the model API failed after {tries} tr{}: {e}",
+                if tries == 1 { "y" } else { "ies" }
+            )));
+            p.outcome.transient = transient;
+            p.outcome.prompt = prompt_id;
+            p.outcome.log = log;
+            return p;
+        }
+    };
+    let transcript = job
+        .ctx
+        .artifacts
+        .put(job.redactor.redact(&reply.raw).as_bytes())
+        .ok();
+    let model_used = reply.model.clone().unwrap_or_else(|| model.clone());
+    let (cost_usd, cost_source, warning) = price(
+        job,
+        Some(&model_used),
+        Some(&reply.usage),
+        None,
+        is_local(base_url),
+    );
+    let rationale = reply
+        .text
+        .split("```")
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_owned();
+    let mut outcome = BackendOutcome {
+        exit: None,
+        usage: Some(reply.usage),
+        cost_usd,
+        cost_source,
+        log,
+        model: Some(model_used),
+        message: (!rationale.is_empty()).then(|| shorten(&job.redactor.redact(&rationale))),
+        transcript,
+        prompt: prompt_id,
+        ..Default::default()
+    };
+    outcome.failure = apply_reply(job, &reply.text).await.err();
+    Produced {
+        outcome,
+        warnings: warning.into_iter().collect(),
+    }
+}
+
+/// Applies the diff in a model's reply to the worktree, or says why it cannot.
+async fn apply_reply(job: &Job<'_>, text: &str) -> Result<(), String> {
+    let diff = diff::extract(text).map_err(|e| e.to_string())?;
+    let path = job.scratch.join("reply.diff");
+    std::fs::write(&path, &diff).map_err(|e| format!("could not write the diff: {e}"))?;
+    job.ctx
+        .git
+        .apply(job.worktree, &path, true)
+        .await
+        .map_err(|m| {
+            format!(
+                "the diff does not apply: {}",
+                m.lines().next().unwrap_or(&m)
+            )
+        })?;
+    job.ctx
+        .git
+        .apply(job.worktree, &path, false)
+        .await
+        .map_err(|m| {
+            format!(
+                "the diff does not apply: {}",
+                m.lines().next().unwrap_or(&m)
+            )
+        })?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn local_urls() {
+        for (u, want) in [
+            ("http://127.0.0.1:11434/v1", true),
+            ("http://localhost:8080/v1", true),
+            ("http://[::1]:8000/v1", true),
+            ("http://192.168.1.5:1234/v1", true),
+            ("http://10.0.0.2/v1", true),
+            ("http://gpu.local:8000/v1", true),
+            ("https://api.openai.com/v1", false),
+            ("https://8.8.8.8/v1", false),
+        ] {
+            assert_eq!(super::is_local(u), want, "{u}");
+        }
+    }
+}

@@ -1,0 +1,503 @@
+//! Reading what agent CLIs print, exactly as each documents it, into one [`Report`].
+
+use serde_json::Value;
+
+use abo_core::config::AgentKind;
+use abo_core::event::Usage;
+
+use crate::process::Line;
+
+/// What an agent said about its run.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Report {
+    /// The agent printed its final result (Claude Code `result`, Codex `turn.completed` or
+    /// `turn.failed`, goose `complete`).
+    pub finished: bool,
+    /// The agent reported an error, even if it exited 0.
+    pub error: Option<String>,
+    pub usage: Option<Usage>,
+    /// USD the tool itself reported.
+    pub cost_usd: Option<f64>,
+    pub model: Option<String>,
+    /// Its final message: the rationale for the change.
+    pub message: Option<String>,
+}
+
+impl Report {
+    /// Whether the error looks like the provider's (overloaded, rate-limited, a 5xx), not the task's.
+    pub fn transient(&self) -> bool {
+        self.error.as_deref().is_some_and(looks_transient)
+    }
+}
+
+pub fn looks_transient(text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    [
+        "overloaded",
+        "rate limit",
+        "rate_limit",
+        "too many requests",
+        " 429",
+        " 529",
+        " 500",
+        " 502",
+        " 503",
+        " 504",
+        "timed out",
+        "timeout",
+        "econnreset",
+        "connection reset",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+}
+
+/// Reads an agent's stdout line by line.
+#[derive(Debug)]
+pub struct Parser {
+    kind: AgentKind,
+    report: Report,
+}
+
+fn u(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+impl Parser {
+    pub fn new(kind: AgentKind) -> Self {
+        Self {
+            kind,
+            report: Report::default(),
+        }
+    }
+
+    pub fn report(&self) -> &Report {
+        &self.report
+    }
+
+    pub fn into_report(self) -> Report {
+        self.report
+    }
+
+    /// One line of stdout. Lines that are not JSON (banners, garbage) are skipped.
+    pub fn line(&mut self, line: &str) -> Line {
+        match self.kind {
+            AgentKind::Aider => {
+                self.aider_text_line(line);
+                Line::More
+            }
+            _ => match serde_json::from_str::<Value>(line.trim()) {
+                Ok(v) if v.is_object() => match self.kind {
+                    AgentKind::ClaudeCode => self.claude(&v),
+                    AgentKind::Codex => self.codex(&v),
+                    AgentKind::Goose => self.goose(&v),
+                    AgentKind::Aider => Line::More,
+                },
+                _ => Line::More,
+            },
+        }
+    }
+
+    /// Claude Code `--output-format stream-json --verbose` (or `json`: the `result` object alone).
+    fn claude(&mut self, v: &Value) -> Line {
+        let r = &mut self.report;
+        match v.get("type").and_then(Value::as_str) {
+            Some("system") => {
+                if let Some(m) = v.get("model").and_then(Value::as_str) {
+                    r.model = Some(m.to_owned());
+                }
+                Line::More
+            }
+            Some("assistant") => {
+                let texts: Vec<&str> = v["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c["type"] == "text")
+                    .filter_map(|c| c["text"].as_str())
+                    .collect();
+                if !texts.is_empty() {
+                    r.message = Some(texts.join("\n"));
+                }
+                Line::More
+            }
+            Some("result") => {
+                r.finished = true;
+                let subtype = v
+                    .get("subtype")
+                    .and_then(Value::as_str)
+                    .unwrap_or("success");
+                let text = v.get("result").and_then(Value::as_str);
+                if let Some(t) = text {
+                    r.message = Some(t.to_owned());
+                }
+                let is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
+                if is_error || subtype != "success" {
+                    r.error = Some(match text {
+                        Some(t) if !t.is_empty() => format!("{subtype}: {t}"),
+                        _ => subtype.to_owned(),
+                    });
+                }
+                r.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64);
+                // modelUsage counts every model the run used (subagents too); usage only the main one.
+                let mut total = Usage::default();
+                let mut top: Option<(f64, String)> = None;
+                if let Some(models) = v
+                    .get("modelUsage")
+                    .and_then(Value::as_object)
+                    .filter(|m| !m.is_empty())
+                {
+                    for (name, m) in models {
+                        total.add(&Usage {
+                            input_tokens: u(m, "inputTokens"),
+                            output_tokens: u(m, "outputTokens"),
+                            cache_read_tokens: u(m, "cacheReadInputTokens"),
+                            cache_write_tokens: u(m, "cacheCreationInputTokens"),
+                            unsplit_tokens: 0,
+                        });
+                        let cost = m.get("costUSD").and_then(Value::as_f64).unwrap_or(0.0);
+                        if top.as_ref().is_none_or(|(c, _)| cost > *c) {
+                            top = Some((cost, name.clone()));
+                        }
+                    }
+                    r.usage = Some(total);
+                    if let Some((_, name)) = top {
+                        r.model = Some(name);
+                    }
+                } else if let Some(us) = v.get("usage").filter(|x| x.is_object()) {
+                    r.usage = Some(Usage {
+                        input_tokens: u(us, "input_tokens"),
+                        output_tokens: u(us, "output_tokens"),
+                        cache_read_tokens: u(us, "cache_read_input_tokens"),
+                        cache_write_tokens: u(us, "cache_creation_input_tokens"),
+                        unsplit_tokens: 0,
+                    });
+                }
+                Line::Final
+            }
+            _ => Line::More,
+        }
+    }
+
+    /// Codex `exec --json`. `cached_input_tokens` is part of `input_tokens`, and `output_tokens`
+    /// already includes reasoning: neither is counted twice.
+    fn codex(&mut self, v: &Value) -> Line {
+        let r = &mut self.report;
+        match v.get("type").and_then(Value::as_str) {
+            Some("item.completed") if v["item"]["type"] == "agent_message" => {
+                if let Some(t) = v["item"]["text"].as_str() {
+                    r.message = Some(t.to_owned());
+                }
+                Line::More
+            }
+            Some("turn.completed") => {
+                let us = &v["usage"];
+                let input = u(us, "input_tokens");
+                let cached = u(us, "cached_input_tokens").min(input);
+                let mut total = r.usage.unwrap_or_default();
+                total.add(&Usage {
+                    input_tokens: input - cached,
+                    output_tokens: u(us, "output_tokens"),
+                    cache_read_tokens: cached,
+                    cache_write_tokens: 0,
+                    unsplit_tokens: 0,
+                });
+                r.usage = Some(total);
+                r.finished = true;
+                r.error = None;
+                Line::Final
+            }
+            Some("turn.failed") => {
+                let msg = v["error"]["message"].as_str().unwrap_or("turn failed");
+                r.error = Some(msg.to_owned());
+                r.finished = true;
+                Line::Final
+            }
+            Some("error") => {
+                r.error = Some(v["message"].as_str().unwrap_or("error").to_owned());
+                Line::More
+            }
+            _ => Line::More,
+        }
+    }
+
+    /// goose `run --output-format stream-json`.
+    fn goose(&mut self, v: &Value) -> Line {
+        let r = &mut self.report;
+        match v.get("type").and_then(Value::as_str) {
+            Some("message") if v["message"]["role"] == "assistant" => {
+                let texts: Vec<&str> = v["message"]["content"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|c| c["type"] == "text")
+                    .filter_map(|c| c["text"].as_str())
+                    .collect();
+                if !texts.is_empty() {
+                    r.message = Some(texts.join("\n"));
+                }
+                Line::More
+            }
+            Some("error") => {
+                r.error = Some(v["error"].as_str().unwrap_or("error").to_owned());
+                Line::More
+            }
+            Some("complete") => {
+                r.finished = true;
+                if let Some(t) = v.get("total_tokens").and_then(Value::as_u64) {
+                    r.usage = Some(Usage {
+                        unsplit_tokens: t,
+                        ..Usage::default()
+                    });
+                }
+                r.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64);
+                Line::Final
+            }
+            _ => Line::More,
+        }
+    }
+
+    /// aider's `Tokens: 4.2k sent, 1.1k cache write, 2k cache hit, 150 received. Cost: $0.01 message, $0.03 session.`
+    fn aider_text_line(&mut self, line: &str) {
+        let Some(rest) = line.trim().strip_prefix("Tokens:") else {
+            return;
+        };
+        let (tokens, cost) = rest.split_once("Cost:").unwrap_or((rest, ""));
+        let mut usage = Usage::default();
+        for part in tokens.split(", ") {
+            let part = part.trim().trim_end_matches('.');
+            let Some((n, what)) = part.split_once(' ') else {
+                continue;
+            };
+            let n = parse_count(n);
+            match what.trim() {
+                "sent" => usage.input_tokens += n,
+                "received" => usage.output_tokens += n,
+                "cache write" => usage.cache_write_tokens += n,
+                "cache hit" => usage.cache_read_tokens += n,
+                _ => {}
+            }
+        }
+        // "sent" counts cache writes and hits too.
+        usage.input_tokens = usage
+            .input_tokens
+            .saturating_sub(usage.cache_read_tokens + usage.cache_write_tokens);
+        let mut total = self.report.usage.unwrap_or_default();
+        total.add(&usage);
+        self.report.usage = Some(total);
+        // The session figure is the running total.
+        if let Some(session) = cost.split(", ").find(|p| p.contains("session")) {
+            let usd = session
+                .trim()
+                .trim_start_matches('$')
+                .split_whitespace()
+                .next()
+                .unwrap_or("");
+            if let Ok(c) = usd.trim_start_matches('$').parse::<f64>() {
+                self.report.cost_usd = Some(c);
+            }
+        }
+    }
+
+    /// aider's `--analytics-log` JSONL: its `message_send` events, preferred over the text lines.
+    pub fn aider_analytics(&mut self, jsonl: &str) {
+        let mut usage = Usage::default();
+        let mut cost = 0.0;
+        let mut seen = false;
+        for line in jsonl.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            if v["event"] != "message_send" {
+                continue;
+            }
+            seen = true;
+            let p = &v["properties"];
+            usage.input_tokens += u(p, "prompt_tokens");
+            usage.output_tokens += u(p, "completion_tokens");
+            cost += p.get("cost").and_then(Value::as_f64).unwrap_or(0.0);
+            if let Some(m) = p.get("main_model").and_then(Value::as_str) {
+                self.report.model = Some(m.to_owned());
+            }
+        }
+        if seen {
+            self.report.usage = Some(usage);
+            self.report.cost_usd = Some(cost);
+        }
+    }
+}
+
+/// `2.3k`, `12,345`, `1.2M`.
+fn parse_count(s: &str) -> u64 {
+    let s = s.replace(',', "");
+    let (num, mult) = match s.chars().last() {
+        Some('k') | Some('K') => (&s[..s.len() - 1], 1_000.0),
+        Some('m') | Some('M') => (&s[..s.len() - 1], 1_000_000.0),
+        _ => (s.as_str(), 1.0),
+    };
+    num.parse::<f64>()
+        .map(|n| (n * mult).round() as u64)
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pretty_assertions::assert_eq;
+
+    fn parse(kind: AgentKind, out: &str) -> (Report, Vec<Line>) {
+        let mut p = Parser::new(kind);
+        let lines = out.lines().map(|l| p.line(l)).collect();
+        (p.into_report(), lines)
+    }
+
+    #[test]
+    fn claude_stream_json() {
+        let out = r#"{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929","tools":["Edit"]}
+not json: a banner
+{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"I'll edit it."}]}}
+{"type":"result","subtype":"success","is_error":false,"duration_ms":1200,"num_turns":2,"result":"Added the function.","total_cost_usd":0.0421,"usage":{"input_tokens":12,"cache_creation_input_tokens":900,"cache_read_input_tokens":15000,"output_tokens":300},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":12,"outputTokens":300,"cacheReadInputTokens":15000,"cacheCreationInputTokens":900,"costUSD":0.04},"claude-haiku-4-5-20251001":{"inputTokens":500,"outputTokens":20,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"costUSD":0.0021}}}"#;
+        let (r, lines) = parse(AgentKind::ClaudeCode, out);
+        assert_eq!(lines.last(), Some(&Line::Final));
+        assert_eq!(
+            r,
+            Report {
+                finished: true,
+                error: None,
+                usage: Some(Usage {
+                    input_tokens: 512,
+                    output_tokens: 320,
+                    cache_read_tokens: 15000,
+                    cache_write_tokens: 900,
+                    unsplit_tokens: 0
+                }),
+                cost_usd: Some(0.0421),
+                model: Some("claude-sonnet-4-5-20250929".into()),
+                message: Some("Added the function.".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn claude_error_inside_exit_zero() {
+        let (r, _) = parse(
+            AgentKind::ClaudeCode,
+            r#"{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":40,"total_cost_usd":1.5,"usage":{"input_tokens":1,"output_tokens":2}}"#,
+        );
+        assert_eq!(r.error.as_deref(), Some("error_max_turns"));
+        assert_eq!(r.usage.map(|u| u.total()), Some(3));
+        let (r, _) = parse(
+            AgentKind::ClaudeCode,
+            r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 overloaded"}"#,
+        );
+        assert_eq!(
+            r.error.as_deref(),
+            Some("success: API Error: 529 overloaded")
+        );
+        assert!(r.transient());
+    }
+
+    #[test]
+    fn codex_exec_json() {
+        let out = r#"{"type":"thread.started","thread_id":"t1"}
+{"type":"turn.started"}
+{"type":"item.completed","item":{"id":"item_0","type":"reasoning","text":"thinking"}}
+{"type":"item.completed","item":{"id":"item_1","type":"command_execution","command":"ls","status":"completed"}}
+{"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"Done: added tests."}}
+{"type":"turn.completed","usage":{"input_tokens":24763,"cached_input_tokens":24448,"output_tokens":122,"reasoning_output_tokens":64}}"#;
+        let (r, lines) = parse(AgentKind::Codex, out);
+        assert_eq!(lines.last(), Some(&Line::Final));
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                input_tokens: 315,
+                output_tokens: 122,
+                cache_read_tokens: 24448,
+                cache_write_tokens: 0,
+                unsplit_tokens: 0
+            })
+        );
+        assert_eq!(
+            r.usage.map(|u| u.total()),
+            Some(24763 + 122),
+            "cached and reasoning tokens are not counted twice"
+        );
+        assert_eq!(
+            (r.message.as_deref(), r.error, r.cost_usd),
+            (Some("Done: added tests."), None, None)
+        );
+        let (r, _) = parse(
+            AgentKind::Codex,
+            r#"{"type":"turn.failed","error":{"message":"stream error: 503 Service Unavailable"}}"#,
+        );
+        assert_eq!(
+            r.error.as_deref(),
+            Some("stream error: 503 Service Unavailable")
+        );
+        assert!(r.transient() && r.finished);
+    }
+
+    #[test]
+    fn goose_stream_json() {
+        let out = r#"starting session | provider: anthropic model: claude-sonnet-4-5
+{"type":"message","message":{"role":"assistant","created":0,"content":[{"type":"text","text":"Edited README."}]}}
+{"type":"complete","total_tokens":4210}"#;
+        let (r, lines) = parse(AgentKind::Goose, out);
+        assert_eq!(lines, vec![Line::More, Line::More, Line::Final]);
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                unsplit_tokens: 4210,
+                ..Usage::default()
+            })
+        );
+        assert_eq!(
+            (r.message.as_deref(), r.cost_usd),
+            (Some("Edited README."), None)
+        );
+        let (r, _) = parse(
+            AgentKind::Goose,
+            r#"{"type":"error","error":"provider failed"}"#,
+        );
+        assert_eq!(
+            (r.error.as_deref(), r.finished),
+            (Some("provider failed"), false)
+        );
+    }
+
+    #[test]
+    fn aider_text_and_analytics() {
+        let out = "Applied edit to src/a.py\nTokens: 4.2k sent, 1.1k cache write, 2k cache hit, 150 received. Cost: $0.01 message, $0.01 session.\nTokens: 12,345 sent, 567 received. Cost: $0.04 message, $0.05 session.";
+        let (r, _) = parse(AgentKind::Aider, out);
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                input_tokens: 1100 + 12345,
+                output_tokens: 717,
+                cache_read_tokens: 2000,
+                cache_write_tokens: 1100,
+                unsplit_tokens: 0
+            })
+        );
+        assert_eq!(r.cost_usd, Some(0.05));
+        let mut p = Parser::new(AgentKind::Aider);
+        p.aider_analytics(
+            r#"{"event":"launched","properties":{}}
+{"event":"message_send","properties":{"main_model":"gpt-4.1","edit_format":"diff","prompt_tokens":1000,"completion_tokens":50,"total_tokens":1050,"cost":0.0024,"total_cost":0.0024}}
+{"event":"message_send","properties":{"main_model":"gpt-4.1","prompt_tokens":2000,"completion_tokens":70,"cost":0.0046,"total_cost":0.007}}"#,
+        );
+        let r = p.into_report();
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                input_tokens: 3000,
+                output_tokens: 120,
+                ..Usage::default()
+            })
+        );
+        assert_eq!(
+            (r.cost_usd.map(|c| (c * 1e4).round()), r.model.as_deref()),
+            (Some(70.0), Some("gpt-4.1"))
+        );
+    }
+}
