@@ -346,13 +346,15 @@ pub async fn run_streaming(
     let mut final_at: Option<tokio::time::Instant> = None;
     let (mut silent, mut timed_out, mut stopped_after_result) = (false, false, false);
     loop {
-        let mut wake = tokio::time::Instant::now() + silence;
+        // Before the result, silence is watched; after it, only the grace period.
+        let mut wake = match final_at {
+            Some(f) => f + grace,
+            None => tokio::time::Instant::now() + silence,
+        };
         if let Some(d) = deadline {
             wake = wake.min(d);
         }
-        if let Some(f) = final_at {
-            wake = wake.min(f + grace);
-        }
+
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(l)) => {

@@ -1,4 +1,4 @@
-//! Shared test fixtures: temporary git repositories with an identity and a first commit.
+//! Shared test fixtures: temporary git repositories, fake agent CLIs, a stub model API.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tempfile::TempDir;
+
+pub mod agents;
+pub mod stub;
 
 /// A git repository in a temporary directory, removed when dropped. Files outside the repository
 /// (backlogs, markers) go in [`TestRepo::outside`].

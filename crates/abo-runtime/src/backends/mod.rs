@@ -226,11 +226,15 @@ fn price(
         Some(c) => (Some(c), Some("estimated".into()), None),
         None if local => (Some(0.0), Some("estimated".into()), None),
         None => {
-            let name = model.unwrap_or("unknown");
-            let warning = format!(
-                "backend `{}`: no price for model `{name}`, so its cost is unknown (add it under `pricing:` in abo.yml)",
-                job.backend.name()
-            );
+            let b = job.backend.name();
+            let warning = match model {
+                Some(m) => format!(
+                    "backend `{b}`: no price for model `{m}`, so its cost is unknown (add it under `pricing:` in abo.yml)"
+                ),
+                None => format!(
+                    "backend `{b}` reports no cost and names no model, so its cost is unknown (set its `model:`)"
+                ),
+            };
             (None, None, Some(warning))
         }
     }

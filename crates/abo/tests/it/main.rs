@@ -5,6 +5,8 @@
     reason = "a failed unwrap is a failed test"
 )]
 
+mod agents;
+mod apis;
 mod control;
 mod crash;
 mod errors;
@@ -44,6 +46,25 @@ pub(crate) fn abo(repo: &TestRepo, args: &[&str]) -> Out {
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
+}
+
+/// Runs abo to its end with extra environment variables (set on the child only).
+pub(crate) fn abo_env(repo: &TestRepo, args: &[&str], env: &[(&str, String)]) -> Out {
+    let mut c = abo_cmd(repo, args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// The content of an artifact by id.
+pub(crate) fn artifact(repo: &TestRepo, id: &serde_json::Value) -> String {
+    std::fs::read_to_string(repo.path.join(".abo/artifacts").join(id.as_str().unwrap())).unwrap()
 }
 
 /// Starts abo in the background.

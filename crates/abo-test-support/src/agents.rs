@@ -1,0 +1,95 @@
+//! Fake agent CLIs: shell scripts named like the real tools that print each tool's documented
+//! output, edit a file, and misbehave when the task id says so: `*silent*` prints nothing,
+//! `*hang*` hangs after its result, `*error*` reports an error and exits 0, `*garbage*` prints no
+//! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider. Each records its
+//! arguments, environment and stdin in `$FAKE_AGENT_LOG/<tool>-<task>-<attempt>.{args,env,stdin}`.
+
+use std::path::{Path, PathBuf};
+
+const COMMON: &str = r#"#!/bin/sh
+log="${FAKE_AGENT_LOG:-/tmp}/$TOOL-$ABO_TASK_ID-$ABO_ATTEMPT"
+for a in "$@"; do printf '%s\n' "$a"; done > "$log.args"
+env > "$log.env"
+readlink /proc/$$/fd/0 > "$log.stdin"
+edit() { echo "edited by $TOOL for $ABO_TASK_ID" > "$TOOL-$ABO_TASK_ID.txt"; }
+case "$ABO_TASK_ID" in
+  *silent*) sleep 30; exit 0 ;;
+  *crash*) echo "$TOOL: segmentation fault" >&2; exit 3 ;;
+  *garbage*) echo "this is not json"; echo '{"type": "result", broken'; edit; exit 0 ;;
+esac
+"#;
+
+const CLAUDE: &str = r#"
+edit
+echo '{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929","cwd":"'"$PWD"'","tools":["Edit","Bash"]}'
+echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Editing the file."}]}}'
+case "$ABO_TASK_ID" in
+  *error*) echo '{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":5,"total_cost_usd":0.5,"usage":{"input_tokens":100,"output_tokens":10,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}'; exit 0 ;;
+  *overloaded*) echo '{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}","total_cost_usd":0}'; exit 1 ;;
+esac
+echo '{"type":"result","subtype":"success","is_error":false,"duration_ms":1200,"num_turns":2,"result":"Added the file the task asked for.","session_id":"s1","total_cost_usd":0.0421,"usage":{"input_tokens":12,"cache_creation_input_tokens":900,"cache_read_input_tokens":15000,"output_tokens":300},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":12,"outputTokens":300,"cacheReadInputTokens":15000,"cacheCreationInputTokens":900,"costUSD":0.0421}}}'
+case "$ABO_TASK_ID" in *hang*) sleep 30 ;; esac
+exit 0
+"#;
+
+const CODEX: &str = r#"
+edit
+echo '{"type":"thread.started","thread_id":"th_1"}'
+echo '{"type":"turn.started"}'
+echo '{"type":"item.completed","item":{"id":"item_1","type":"command_execution","command":"bash -lc ls","status":"completed"}}'
+case "$ABO_TASK_ID" in
+  *error*) echo '{"type":"turn.failed","error":{"message":"model refused the request"}}'; exit 0 ;;
+esac
+echo '{"type":"item.completed","item":{"id":"item_2","type":"agent_message","text":"Done: the file is in place."}}'
+echo '{"type":"turn.completed","usage":{"input_tokens":24763,"cached_input_tokens":24448,"output_tokens":122,"reasoning_output_tokens":64}}'
+case "$ABO_TASK_ID" in *hang*) sleep 30 ;; esac
+exit 0
+"#;
+
+const AIDER: &str = r#"
+# The analytics log path follows --analytics-log.
+analytics=""
+prev=""
+for a in "$@"; do [ "$prev" = "--analytics-log" ] && analytics="$a"; prev="$a"; done
+edit
+echo "Applied edit to $TOOL-$ABO_TASK_ID.txt"
+echo "Tokens: 4.2k sent, 150 received. Cost: \$0.01 message, \$0.01 session."
+case "$ABO_TASK_ID" in *no-analytics*) exit 0 ;; esac
+echo '{"event":"launched","properties":{},"time":1}' > "$analytics"
+echo '{"event":"message_send","properties":{"main_model":"gpt-4.1","edit_format":"diff","prompt_tokens":4200,"completion_tokens":150,"total_tokens":4350,"cost":0.0096,"total_cost":0.0096},"time":2}' >> "$analytics"
+exit 0
+"#;
+
+const GOOSE: &str = r#"
+edit
+echo "starting session | provider: anthropic model: claude-sonnet-4-5"
+echo '{"type":"message","message":{"role":"assistant","created":0,"content":[{"type":"text","text":"I wrote the file."}]}}'
+case "$ABO_TASK_ID" in
+  *error*) echo '{"type":"error","error":"provider error: rate limit exceeded"}'; exit 1 ;;
+esac
+echo '{"type":"complete","total_tokens":4210}'
+exit 0
+"#;
+
+/// Writes `claude`, `codex`, `aider` and `goose` into `dir/bin` and returns that directory.
+pub fn install(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for (name, body) in [
+        ("claude", CLAUDE),
+        ("codex", CODEX),
+        ("aider", AIDER),
+        ("goose", GOOSE),
+    ] {
+        let path = bin.join(name);
+        // TOOL is set before the common part runs.
+        let script = format!(
+            "#!/bin/sh\nTOOL={name}\n{}{body}",
+            COMMON.trim_start_matches("#!/bin/sh\n")
+        );
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    bin
+}

@@ -1,0 +1,238 @@
+//! Agent CLIs as backends, against fake scripts that print each tool's documented output.
+
+use abo_test_support::TestRepo;
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use crate::{abo_env, artifact, brief, config, events, s, task};
+
+struct Agents {
+    repo: TestRepo,
+    env: Vec<(&'static str, String)>,
+    log: std::path::PathBuf,
+}
+
+fn setup(extra_config: &str) -> Agents {
+    let repo = TestRepo::new();
+    let bin = abo_test_support::agents::install(&repo.outside);
+    let log = repo.outside.join("agent-log");
+    std::fs::create_dir_all(&log).unwrap();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{extra_config}backends:\n  claude: {{ kind: claude-code, model: sonnet, max_turns: 5 }}\n  codex: {{ kind: codex, model: gpt-5-codex }}\n  aider: {{ kind: aider, model: gpt-4.1 }}\n  goose: {{ kind: goose }}\n"
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = vec![
+        ("PATH", path),
+        ("FAKE_AGENT_LOG", log.display().to_string()),
+        // An enclosing agent session's variables: the agents abo starts must not see them.
+        ("CLAUDECODE", "1".to_owned()),
+        ("CLAUDE_CODE_ENTRYPOINT", "cli".to_owned()),
+    ];
+    Agents { repo, env, log }
+}
+
+impl Agents {
+    fn run(&self, backlog: &str) -> (i32, Value, String) {
+        let b = self.repo.write_outside("b.yml", backlog);
+        let out = abo_env(
+            &self.repo,
+            &["run", b.to_str().unwrap(), "--json"],
+            &self.env,
+        );
+        let doc = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+        (out.code, doc, out.stderr)
+    }
+
+    fn logged(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log.join(name)).unwrap_or_default()
+    }
+}
+
+fn finished_event(repo: &TestRepo, id: &str, task: &str) -> Value {
+    events(repo, id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.backend_finished" && e["task"] == task)
+        .unwrap()
+}
+
+#[test]
+fn each_agent_lands_its_change_with_honest_usage_and_cost() {
+    let a = setup("");
+    let (code, doc, stderr) = a.run(
+        "tasks:\n  - { id: by-claude, title: C, backend: claude }\n  - { id: by-codex, title: X, backend: codex }\n  - { id: by-aider, title: A, backend: aider }\n  - { id: by-goose, title: G, backend: goose }\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("by-claude", "landed", 1),
+            ("by-codex", "landed", 1),
+            ("by-aider", "landed", 1),
+            ("by-goose", "landed", 1)
+        ])
+    );
+    let id = doc["run"]["id"].as_str().unwrap();
+
+    // Claude Code: modelUsage counted, its total_cost_usd reported.
+    let t = task(&doc, "by-claude");
+    assert_eq!(
+        (
+            t["tokens"].as_u64(),
+            t["cost_usd"].as_f64(),
+            t["backend"].as_str()
+        ),
+        (Some(12 + 300 + 15000 + 900), Some(0.0421), Some("claude"))
+    );
+    let e = finished_event(&a.repo, id, "by-claude");
+    assert_eq!(e["data"]["cost_source"], "reported");
+    assert_eq!(e["data"]["model"], "claude-sonnet-4-5-20250929");
+    assert_eq!(e["data"]["message"], "Added the file the task asked for.");
+    assert!(artifact(&a.repo, &e["data"]["transcript"]).contains(r#""type":"result""#));
+    let prompt = artifact(&a.repo, &e["data"]["prompt"]);
+    assert!(
+        prompt.contains("# Task `by-claude`: C") && prompt.contains("Do not commit"),
+        "{prompt}"
+    );
+    let args = a.logged("claude-by-claude-1.args");
+    assert!(args.starts_with("-p\n--output-format\nstream-json\n--verbose\n--permission-mode\nacceptEdits\n--max-turns\n5\n--model\nsonnet\n# Task `by-claude`"), "{args}");
+    let env = a.logged("claude-by-claude-1.env");
+    assert!(
+        !env.contains("CLAUDECODE=") && !env.contains("CLAUDE_CODE_ENTRYPOINT="),
+        "agent variables removed: {env}"
+    );
+    assert!(env.contains(&format!("ABO_RUN_ID={id}")));
+    assert_eq!(
+        a.logged("claude-by-claude-1.stdin").trim(),
+        "/dev/null",
+        "stdin is closed"
+    );
+
+    // Codex: cached input is part of input and output includes reasoning; USD estimated from prices.
+    let t = task(&doc, "by-codex");
+    assert_eq!(t["tokens"].as_u64(), Some(24763 + 122));
+    let e = finished_event(&a.repo, id, "by-codex");
+    assert_eq!(e["data"]["cost_source"], "estimated");
+    let want = (315.0 * 1.25 + 24448.0 * 0.125 + 122.0 * 10.0) / 1e6;
+    assert!((t["cost_usd"].as_f64().unwrap() - want).abs() < 1e-9, "{t}");
+
+    // aider: its analytics log; the cost it computed is reported.
+    let t = task(&doc, "by-aider");
+    assert_eq!(
+        (t["tokens"].as_u64(), t["cost_usd"].as_f64()),
+        (Some(4350), Some(0.0096))
+    );
+    assert_eq!(
+        finished_event(&a.repo, id, "by-aider")["data"]["model"],
+        "gpt-4.1"
+    );
+
+    // goose: a total only, and no cost: null, with one warning.
+    let t = task(&doc, "by-goose");
+    assert_eq!(
+        (t["tokens"].as_u64(), t["cost_usd"].as_f64()),
+        (Some(4210), Some(0.0))
+    );
+    let e = finished_event(&a.repo, id, "by-goose");
+    assert_eq!(
+        (
+            e["data"]["cost_usd"].clone(),
+            e["data"]["usage"]["unsplit_tokens"].as_u64()
+        ),
+        (Value::Null, Some(4210))
+    );
+    assert_eq!(
+        stderr
+            .matches("backend `goose` reports no cost and names no model, so its cost is unknown")
+            .count(),
+        1,
+        "{stderr}"
+    );
+    // The files the agents wrote landed.
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    assert_eq!(
+        a.repo
+            .git(&["show", &format!("{branch}:codex-by-codex.txt")]),
+        "edited by codex for by-codex\n"
+    );
+}
+
+#[test]
+fn agents_that_misbehave_fail_their_attempt_with_the_reason() {
+    let a = setup("timeouts: { silence: 1s, attempt: 20s }\n");
+    let started = std::time::Instant::now();
+    let (code, doc, _) = a.run(
+        "tasks:\n  - { id: claude-error, title: E, backend: claude }\n  - { id: claude-silent, title: S, backend: claude }\n  - { id: claude-garbage, title: G, backend: claude }\n  - { id: claude-crash, title: C, backend: claude }\n  - { id: codex-error, title: F, backend: codex }\n  - { id: claude-hang, title: H, backend: claude }\n",
+    );
+    assert!(
+        started.elapsed().as_secs() < 25,
+        "the watchdog stops silent and hanging agents"
+    );
+    assert_eq!(code, 1);
+    let reason = |id: &str| {
+        task(&doc, id)["reason"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert_eq!(
+        reason("claude-error"),
+        "claude-code reported an error: error_max_turns (after 1 attempt)"
+    );
+    assert_eq!(
+        reason("claude-silent"),
+        "claude-code printed nothing for 1s (timeouts.silence) (after 1 attempt)"
+    );
+    assert_eq!(
+        reason("claude-garbage"),
+        "claude-code exited with 0 without printing a result (after 1 attempt)"
+    );
+    assert_eq!(
+        reason("claude-crash"),
+        "claude-code exited with 3 without printing a result (after 1 attempt)"
+    );
+    assert_eq!(
+        reason("codex-error"),
+        "codex reported an error: model refused the request (after 1 attempt)"
+    );
+    // Hanging after its result: stopped, and the result kept.
+    assert_eq!(task(&doc, "claude-hang")["status"], "landed");
+    assert_eq!(task(&doc, "claude-hang")["cost_usd"].as_f64(), Some(0.0421));
+    // A failed attempt is still charged what it cost.
+    assert_eq!(task(&doc, "claude-error")["cost_usd"].as_f64(), Some(0.5));
+}
+
+#[test]
+fn an_agent_failing_transiently_opens_its_circuit_and_the_fallback_takes_over() {
+    let a = setup("router: { fallback: [codex] }\n");
+    let (code, doc, stderr) = a.run(
+        "tasks:\n  - { id: overloaded-1, title: A, backend: claude, max_attempts: 4, priority: 3 }\n",
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let t = task(&doc, "overloaded-1");
+    assert_eq!(
+        (
+            t["status"].as_str(),
+            t["attempts"].as_u64(),
+            t["backend"].as_str()
+        ),
+        (Some("landed"), Some(4), Some("codex"))
+    );
+    let id = doc["run"]["id"].as_str().unwrap();
+    let decisions: Vec<Value> = events(&a.repo, id)
+        .into_iter()
+        .filter(|e| e["kind"] == "router.decision")
+        .collect();
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert_eq!(
+        decisions[0]["data"],
+        serde_json::json!({"attempt": 4, "backend": "codex", "rule": "fallback: the circuit of `claude` is open"})
+    );
+}
