@@ -146,3 +146,28 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// Every file under `dir` (recursively, links not followed) whose bytes contain `needle`.
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                stack.push(e.path());
+            } else if ft.is_file()
+                && let Ok(bytes) = std::fs::read(e.path())
+                && bytes
+                    .windows(needle.len().max(1))
+                    .any(|w| w == needle.as_bytes())
+            {
+                found.push(e.path());
+            }
+        }
+    }
+    found
+}

@@ -111,12 +111,10 @@ fn anthropic_reply_is_applied_and_priced_and_the_key_never_leaks() {
     );
     assert_eq!(artifact(&repo, &e["data"]["prompt"]), prompt);
     // No trace of the key anywhere abo wrote.
-    let grep = std::process::Command::new("grep")
-        .args(["-rl", &key, ".abo"])
-        .current_dir(&repo.path)
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&grep.stdout), "");
+    assert_eq!(
+        abo_test_support::files_containing(&repo.path.join(".abo"), &key),
+        Vec::<std::path::PathBuf>::new()
+    );
 }
 
 #[test]
