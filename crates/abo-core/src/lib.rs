@@ -15,6 +15,7 @@ pub mod plan;
 pub mod pricing;
 pub mod spec;
 pub mod state;
+pub mod ticket;
 pub mod units;
 
 #[cfg(test)]

@@ -101,7 +101,7 @@ pub fn check_runnable(plan: &Plan, config: &Config) -> Result<(), CreateError> {
     Ok(())
 }
 
-fn check_backend(origin: &str, name: &str, b: &BackendConfig) -> Result<(), CreateError> {
+pub fn check_backend(origin: &str, name: &str, b: &BackendConfig) -> Result<(), CreateError> {
     if let Some((kind, a)) = b.agent() {
         let command = a
             .command
@@ -181,6 +181,44 @@ pub fn resolve_backend(name: &str, b: &BackendConfig) -> BackendSpec {
             name: bname,
             run: String::new(),
         },
+    }
+}
+
+/// The run settings abo.yml gives, frozen into a run's spec.
+pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
+    RunSettings {
+        max_parallel: max_parallel
+            .unwrap_or(config.parallelism.max_parallel)
+            .max(1),
+        stop_after_consecutive_failures: config.attempts.stop_after_consecutive_failures,
+        attempt_timeout_ms: config.timeouts.attempt.as_millis(),
+        silence_timeout_ms: config.timeouts.silence.as_millis(),
+        run_timeout_ms: config.timeouts.run.as_millis(),
+        gates: config
+            .gates
+            .iter()
+            .map(|g| GateSpec {
+                name: GateName::new(&g.name),
+                run: g.run.clone(),
+                timeout_ms: g.timeout.unwrap_or(config.timeouts.gate).as_millis(),
+                retries: g.retries,
+            })
+            .collect(),
+        landing: config.landing.clone(),
+        fallback: config
+            .router
+            .fallback
+            .iter()
+            .filter_map(|n| config.backends.named.get(n).map(|b| resolve_backend(n, b)))
+            .collect(),
+        per_backend: config.parallelism.per_backend.clone(),
+        pricing: abo_core::pricing::PriceTable::with_overrides(&config.pricing),
+        secret_env: config
+            .backends
+            .named
+            .values()
+            .filter_map(BackendConfig::secret_env)
+            .collect(),
     }
 }
 
@@ -280,41 +318,7 @@ pub async fn create_run(
         base,
         base_branch,
         branch: id.branch(),
-        settings: RunSettings {
-            max_parallel: opts
-                .max_parallel
-                .unwrap_or(config.parallelism.max_parallel)
-                .max(1),
-            stop_after_consecutive_failures: config.attempts.stop_after_consecutive_failures,
-            attempt_timeout_ms: config.timeouts.attempt.as_millis(),
-            silence_timeout_ms: config.timeouts.silence.as_millis(),
-            run_timeout_ms: config.timeouts.run.as_millis(),
-            gates: config
-                .gates
-                .iter()
-                .map(|g| GateSpec {
-                    name: GateName::new(&g.name),
-                    run: g.run.clone(),
-                    timeout_ms: g.timeout.unwrap_or(config.timeouts.gate).as_millis(),
-                    retries: g.retries,
-                })
-                .collect(),
-            landing: config.landing.clone(),
-            fallback: config
-                .router
-                .fallback
-                .iter()
-                .filter_map(|n| config.backends.named.get(n).map(|b| resolve_backend(n, b)))
-                .collect(),
-            per_backend: config.parallelism.per_backend.clone(),
-            pricing: abo_core::pricing::PriceTable::with_overrides(&config.pricing),
-            secret_env: config
-                .backends
-                .named
-                .values()
-                .filter_map(BackendConfig::secret_env)
-                .collect(),
-        },
+        settings: settings(config, opts.max_parallel),
         tasks,
     };
 

@@ -7,7 +7,9 @@
 use std::path::{Path, PathBuf};
 
 const COMMON: &str = r#"#!/bin/sh
+[ "$1" = "--version" ] && { echo "$TOOL 9.9.9 (fake)"; exit 0; }
 log="${FAKE_AGENT_LOG:-/tmp}/$TOOL-$ABO_TASK_ID-$ABO_ATTEMPT"
+
 for a in "$@"; do printf '%s\n' "$a"; done > "$log.args"
 env > "$log.env"
 readlink /proc/$$/fd/0 > "$log.stdin"

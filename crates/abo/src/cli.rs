@@ -79,6 +79,22 @@ pub(crate) enum Cmd {
         #[arg(long)]
         run: Option<String>,
     },
+    /// Check git, the store, agent CLIs and API keys (never printing their values).
+    Doctor,
+    /// Turn a free-text ticket into a YAML backlog through a backend, for review.
+    Plan {
+        /// The ticket: a Markdown or text file.
+        ticket: PathBuf,
+        /// The backend to ask (default: backends.default).
+        #[arg(long)]
+        backend: Option<String>,
+        /// Write the backlog here instead of printing it.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Overwrite the output file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Remove worktrees and attempt branches of runs that ended before the retention.
     Gc {
         /// Retention, e.g. 7d, 12h, 0s.

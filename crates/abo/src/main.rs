@@ -4,9 +4,11 @@
 mod cli;
 mod commands;
 mod demo;
+mod doctor;
 mod exit;
 mod load;
 mod out;
+mod plan;
 mod progress;
 mod status;
 
@@ -73,5 +75,12 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Kill { run } => commands::control(cli, run, "kill").await,
         Cmd::Retry { task, run } => commands::retry(cli, task, run.as_deref()).await,
         Cmd::Gc { older_than } => commands::gc(cli, older_than).await,
+        Cmd::Doctor => doctor::doctor(cli).await,
+        Cmd::Plan {
+            ticket,
+            backend,
+            output,
+            force,
+        } => plan::plan(cli, ticket, backend.as_deref(), output.as_deref(), *force).await,
     }
 }

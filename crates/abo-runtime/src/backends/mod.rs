@@ -485,3 +485,128 @@ mod tests {
         }
     }
 }
+
+/// A backend's answer to one question (`abo plan`).
+#[derive(Debug)]
+pub struct Answer {
+    pub text: String,
+    pub usage: Option<Usage>,
+    pub cost_usd: Option<f64>,
+    pub model: Option<String>,
+}
+
+/// Asks an agent or a model one question and returns its final text. An agent runs in `cwd`,
+/// which the caller makes a throwaway worktree: agents may edit files.
+/// A question: the system prompt and the user prompt.
+pub struct Question<'a> {
+    pub system: &'a str,
+    pub prompt: &'a str,
+}
+
+pub async fn ask(
+    ctx: &Ctx,
+    backend: &BackendSpec,
+    settings: &RunSettings,
+    question: &Question<'_>,
+    cwd: &Path,
+    scratch: &Path,
+    redactor: &Redactor,
+) -> Result<Answer, String> {
+    let system = question.system;
+    let prompt = redactor.redact(question.prompt);
+    match backend {
+        BackendSpec::Api {
+            api,
+            model,
+            base_url,
+            api_key_env,
+            max_tokens,
+            retries,
+            ..
+        } => {
+            let var = api_key_env.clone().or_else(|| {
+                (*api == ApiKind::Anthropic || !is_local(base_url))
+                    .then(|| api.default_key_env().to_owned())
+            });
+            let key = var
+                .as_deref()
+                .and_then(|v| std::env::var(v).ok())
+                .filter(|k| !k.is_empty());
+            let request = api::Request {
+                api: *api,
+                base_url,
+                model,
+                key: key.as_deref(),
+                max_tokens: *max_tokens,
+                system,
+                prompt: &prompt,
+                timeout: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
+            };
+            let (result, _) = api::call_with_retries(ctx.http(), &request, *retries).await;
+            let reply =
+                result.map_err(|e| redactor.redact(&format!("the model API failed: {e}")))?;
+            let model_used = reply.model.clone().unwrap_or_else(|| model.clone());
+            let cost = settings
+                .pricing
+                .cost(&model_used, &reply.usage)
+                .or_else(|| is_local(base_url).then_some(0.0));
+            Ok(Answer {
+                text: reply.text,
+                usage: Some(reply.usage),
+                cost_usd: cost,
+                model: Some(model_used),
+            })
+        }
+        BackendSpec::Agent {
+            agent,
+            command,
+            model,
+            max_turns,
+            permission_mode,
+            args,
+            ..
+        } => {
+            let text = format!("{system}\n\n{prompt}");
+            let prompt_file = scratch.join("prompt.md");
+            std::fs::write(&prompt_file, &text)
+                .map_err(|e| format!("could not write the prompt: {e}"))?;
+            let analytics = scratch.join("aider-analytics.jsonl");
+            let invocation = agent::Invocation {
+                kind: *agent,
+                command,
+                model: model.as_deref(),
+                max_turns: *max_turns,
+                permission_mode: permission_mode.as_deref(),
+                extra_args: args,
+                prompt: &text,
+                prompt_file: &prompt_file,
+                analytics_log: &analytics,
+            };
+            let limits = agent::Limits {
+                attempt: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
+                silence: Duration::from_millis(settings.silence_timeout_ms.max(1)),
+            };
+            let ran = agent::run(&invocation, cwd, Vec::new(), scratch, &limits, &ctx.groups).await;
+            if let Some(f) = ran.failure {
+                return Err(redactor.redact(&f));
+            }
+            let r = ran.report;
+            let model_used = r.model.clone().or_else(|| model.clone());
+            let cost = r.cost_usd.or_else(|| {
+                model_used
+                    .as_deref()
+                    .zip(r.usage.as_ref())
+                    .and_then(|(m, u)| settings.pricing.cost(m, u))
+            });
+            Ok(Answer {
+                text: r.message.unwrap_or_default(),
+                usage: r.usage,
+                cost_usd: cost,
+                model: model_used,
+            })
+        }
+        BackendSpec::Command { name, .. } | BackendSpec::Patch { name, .. } => Err(format!(
+            "backend `{name}` is a command: asking needs an agent or a model API"
+        )),
+    }
+}

@@ -236,3 +236,79 @@ fn an_agent_failing_transiently_opens_its_circuit_and_the_fallback_takes_over() 
         serde_json::json!({"attempt": 4, "backend": "codex", "rule": "fallback: the circuit of `claude` is open"})
     );
 }
+
+#[test]
+fn doctor_reports_agents_keys_and_backends_that_cannot_run() {
+    let a = setup("");
+    let out = abo_env(&a.repo, &["doctor"], &a.env);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("agent claude-code")
+                && l.contains("ok")
+                && l.contains("claude 9.9.9 (fake)")),
+        "{}",
+        out.stdout
+    );
+
+    let repo = &a.repo;
+    crate::config(
+        repo,
+        "version: 1\nbackends:\n  broken: { kind: codex, command: abo-no-such-codex }\n  premium: { kind: anthropic, model: claude-opus-4-1, api_key_env: ABO_DOCTOR_KEY }\n",
+    );
+    let mut env = a.env.clone();
+    env.push((
+        "ABO_DOCTOR_KEY",
+        "sk-ant-doctor-secret-value-0123456789".to_owned(),
+    ));
+    let out = abo_env(repo, &["doctor", "--json"], &env);
+    assert_eq!(
+        out.code, 1,
+        "a configured backend that cannot run fails the check"
+    );
+    assert!(
+        !out.stdout.contains("sk-ant-doctor"),
+        "key values are never printed"
+    );
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let check = |name: &str| {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        (
+            check("agent codex (backend broken)")["ok"].as_bool(),
+            check("key ABO_DOCTOR_KEY")["detail"].as_str()
+        ),
+        (Some(false), Some("set"))
+    );
+    assert_eq!(check("key OPENAI_API_KEY")["absent"], true);
+}
+
+#[test]
+fn plan_through_an_agent_rejects_an_answer_without_json() {
+    let a = setup("");
+    let ticket = a.repo.write_outside("TICKET.md", "Add user accounts.\n");
+    let out = abo_env(
+        &a.repo,
+        &["plan", ticket.to_str().unwrap(), "--backend", "claude"],
+        &a.env,
+    );
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains(
+            "error: the plan from backend `claude` was rejected: the answer holds no JSON object"
+        ),
+        "{}",
+        out.stderr
+    );
+    // The agent worked in a throwaway worktree; the user's tree is as it was.
+    assert_eq!(a.repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(a.repo.extra_worktrees(), Vec::<String>::new());
+}

@@ -231,3 +231,94 @@ fn replies_without_a_usable_diff_fail_the_attempt_and_the_next_one_is_told_why()
         "{doc}"
     );
 }
+
+#[test]
+fn plan_turns_a_ticket_into_a_checked_backlog() {
+    let good = r#"{"title": "Greetings", "tasks": [
+      {"id": "greet", "title": "Extend the greeting", "type": "code", "paths": ["greeting.txt"]},
+      {"id": "docs", "title": "Document it", "type": "docs", "deps": ["greet"], "acceptance": ["README mentions it"]}]}"#;
+    let cyclic = r#"{"tasks": [{"id": "a", "title": "A", "type": "code", "deps": ["b"]}, {"id": "b", "title": "B", "type": "code", "deps": ["a"]}]}"#;
+    let server = StubServer::start(vec![
+        Canned::ok(openai_reply(
+            "gpt-4.1",
+            &format!("```json\n{good}\n```"),
+            500,
+            80,
+        )),
+        Canned::ok(openai_reply("gpt-4.1", cyclic, 500, 80)),
+    ]);
+    let repo = setup(&format!(
+        "  default: local\n  local: {{ kind: openai, model: gpt-4.1, base_url: \"{}/v1\" }}\n",
+        server.url
+    ));
+    let ticket = repo.write_outside("TICKET.md", "Greet the whole world, and document it.\n");
+    let out_file = repo.outside.join("planned.yml");
+    let out = abo_env(
+        &repo,
+        &[
+            "plan",
+            ticket.to_str().unwrap(),
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("planned 2 task(s) with `local` (580 tokens, $0.0016)"),
+        "{}",
+        out.stderr
+    );
+    let yaml = std::fs::read_to_string(&out_file).unwrap();
+    assert!(
+        yaml.contains("- id: docs") && yaml.contains("deps:\n  - greet"),
+        "{yaml}"
+    );
+    let prompt = server.requests()[0].body["messages"][1]["content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        prompt.contains("Greet the whole world")
+            && prompt.contains("- greeting.txt")
+            && prompt.contains("\"required\": [\"title\", \"tasks\"]"),
+        "{prompt}"
+    );
+
+    // Not over an existing file without --force; and a cyclic answer is rejected with the reason.
+    let out = abo_env(
+        &repo,
+        &[
+            "plan",
+            ticket.to_str().unwrap(),
+            "-o",
+            out_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let out = abo_env(
+        &repo,
+        &[
+            "plan",
+            ticket.to_str().unwrap(),
+            "-o",
+            out_file.to_str().unwrap(),
+            "--force",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("was rejected: dependency cycle: a -> b -> a"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        std::fs::read_to_string(&out_file).unwrap(),
+        yaml,
+        "a rejected plan writes nothing"
+    );
+}
