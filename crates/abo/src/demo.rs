@@ -36,7 +36,6 @@ const FILES: &[(&str, &str)] = &[
         "lint.sh",
         "#!/bin/sh\n# No trailing whitespace in the sources.\nif grep -rnE '[[:space:]]+$' src tests; then echo \"lint: trailing whitespace\"; exit 1; fi\n",
     ),
-    (".abo-demo/abo.yml", include_str!("../demo/abo.yml")),
     (".abo-demo/backlog.yml", include_str!("../demo/backlog.yml")),
     (
         ".abo-demo/patches/farewell.diff",
@@ -92,6 +91,9 @@ async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
 #[allow(clippy::print_stderr, reason = "with --json, notes go to stderr")]
 pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let dir = demo_dir(dir)?;
+    // The model task's stand-in server comes first: its address goes into the demo's abo.yml.
+    let model_url = crate::stand_in::start().await?;
+    let config_text = include_str!("../demo/abo.yml").replace("MODEL_URL", &model_url);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     git(&dir, &["init", "--quiet", "--initial-branch=main"]).await?;
     for (path, text) in FILES {
@@ -101,6 +103,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
         }
         std::fs::write(&p, text)?;
     }
+    std::fs::write(dir.join(".abo-demo/abo.yml"), &config_text)?;
     git(&dir, &["add", "-A"]).await?;
     git(
         &dir,
@@ -127,7 +130,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
         dir.display()
     ));
     note(
-        "  backlog .abo-demo/backlog.yml: 6 tasks; gates `lint` and `test` (.abo-demo/abo.yml)\n"
+        "  backlog .abo-demo/backlog.yml: 7 tasks; gates `lint` and `test` (.abo-demo/abo.yml)\n"
             .into(),
     );
     let config_path = dir.join(".abo-demo/abo.yml");
@@ -155,7 +158,8 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     say!(
         "\nWhat happened: tasks ran in parallel, each in its own worktree; `greet-name` failed its test,\n\
          got the gate's output as feedback and passed on attempt 2; `shout` failed lint twice, so\n\
-         `shout-docs` was cancelled; `changelog` waited for its two dependencies.\n\
+         `shout-docs` was cancelled; `contributing` was written by a model API (a stand-in server\n\
+         on 127.0.0.1) as a diff that abo applied and gated; `changelog` waited for its dependencies.\n\
          Your checked-out branch was not touched: the work is on branch {branch}.\n\n\
          Look at it:\n\
          \x20 git -C {d} log --oneline --graph {branch}   one commit per landed task\n\

@@ -10,6 +10,7 @@ mod load;
 mod out;
 mod plan;
 mod progress;
+mod stand_in;
 mod status;
 
 use std::process::ExitCode;
