@@ -528,14 +528,23 @@ fn demo_runs_offline_and_shows_the_pipeline() {
             ("greet-name", "landed", 2),
             ("shout", "failed", 2),
             ("shout-docs", "cancelled", 0),
+            ("contributing", "landed", 1),
             ("changelog", "landed", 1)
         ])
     );
+    // The model task went through the stand-in server over real HTTP.
+    assert_eq!(task(&doc, "contributing")["backend"], "model");
+    assert!(task(&doc, "contributing")["tokens"].as_u64().unwrap() > 0);
     let branch = doc["run"]["branch"].as_str().unwrap();
     assert_eq!(
         abo_test_support::git_in(&dir, &["rev-list", "--count", &format!("main..{branch}")]).trim(),
-        "4"
+        "5"
     );
+    assert!(
+        abo_test_support::git_in(&dir, &["show", &format!("{branch}:CONTRIBUTING.md")])
+            .starts_with("# Contributing")
+    );
+
     assert_eq!(
         abo_test_support::git_in(&dir, &["status", "--porcelain"]),
         ""
