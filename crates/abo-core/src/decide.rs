@@ -5,6 +5,8 @@
 use crate::event::{Event, EventBody, GateStage, RetryCause, Usage};
 use crate::ids::{ArtifactId, AttemptId, CommitSha, GateName, TaskId, Timestamp};
 use crate::spec::BackendSpec;
+use crate::state::ApprovalAction;
+use crate::verdict::Verdict;
 
 use crate::plan::scopes_overlap;
 use crate::state::{Feedback, RunState, RunStatus, TaskState};
@@ -35,6 +37,19 @@ pub enum Command {
         task: TaskId,
         attempt: u32,
         outcome: LandOutcome,
+    },
+    PolicyDone {
+        task: TaskId,
+        attempt: u32,
+        outcome: PolicyOutcome,
+    },
+    Approve {
+        approval: String,
+        reason: String,
+    },
+    Reject {
+        approval: String,
+        reason: String,
     },
     Pause {
         reason: String,
@@ -90,6 +105,17 @@ pub enum LandOutcome {
     },
 }
 
+/// The policy's decision on an attempt, or why it could not be made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PolicyOutcome {
+    pub verdict: Verdict,
+    pub deny: Vec<String>,
+    pub require_approval: Vec<String>,
+    pub risk: String,
+    pub duration_us: u64,
+    pub error: Option<String>,
+}
+
 /// Work for the runtime, executed only after the events that asked for it are committed.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Effect {
@@ -106,6 +132,8 @@ pub enum Effect {
         stage: GateStage,
         candidate: Option<CommitSha>,
     },
+    /// Evaluate the policy on the attempt's change (its gates passed).
+    EvaluatePolicy { attempt: AttemptId },
     /// Commit the attempt and merge it onto the run branch (fast-forward, or a candidate commit).
     Land { attempt: AttemptId },
     /// Move the run branch to a candidate whose gates passed.
@@ -132,6 +160,8 @@ pub enum Rejected {
     },
     #[error("task `{task}` is {status}: only failed, denied or cancelled tasks can be retried")]
     NotRetryable { task: TaskId, status: &'static str },
+    #[error("run {run} has no pending approval `{approval}`")]
+    UnknownApproval { run: String, approval: String },
     #[error("run {run} has no task `{task}`")]
     UnknownTask { run: String, task: TaskId },
 }
@@ -199,6 +229,17 @@ impl RunState {
                 attempt,
                 outcome,
             } => land_done(&mut cx, &task, attempt, outcome),
+            Command::PolicyDone {
+                task,
+                attempt,
+                outcome,
+            } => policy_done(&mut cx, &task, attempt, outcome),
+            Command::Approve { approval, reason } => {
+                decide_approval(&mut cx, &approval, reason, true)?
+            }
+            Command::Reject { approval, reason } => {
+                decide_approval(&mut cx, &approval, reason, false)?
+            }
             Command::Pause { reason } => {
                 if cx.state.status != RunStatus::Running {
                     return Err(rejected(cx.state, "paused"));
@@ -226,6 +267,26 @@ fn start(cx: &mut Ctx<'_>) -> Result<(), Rejected> {
         return Err(rejected(cx.state, "started"));
     }
     cx.emit(None, EventBody::RunStarted {});
+    // A Markdown plan's "Pending" tasks wait for a person to accept them.
+    let pending: Vec<TaskId> = cx
+        .state
+        .tasks_in_order()
+        .filter(|t| t.spec.needs_plan_approval)
+        .map(|t| t.spec.id.clone())
+        .collect();
+    for task in pending {
+        let approval = cx.attempt(&task, 0).to_string();
+        let reasons = vec!["the plan lists this task as pending approval".to_owned()];
+        cx.emit(
+            Some(&task),
+            EventBody::TaskApprovalRequested {
+                attempt: 0,
+                approval,
+                action: ApprovalAction::Plan,
+                reasons,
+            },
+        );
+    }
     Ok(())
 }
 
@@ -245,6 +306,10 @@ fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(),
         .filter_map(|t| t.state.in_flight().map(|a| (t.spec.id.clone(), a)))
         .collect();
     for (task, attempt) in in_flight {
+        let approved = matches!(
+            cx.state.task(&task).map(|t| &t.state),
+            Some(TaskState::Approved { .. })
+        );
         match landed.iter().find(|(t, _, _)| *t == task) {
             Some((_, a, commit)) => {
                 cx.emit(
@@ -259,6 +324,8 @@ fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(),
                     keep: false,
                 });
             }
+            // An approved change waits in its worktree: it lands, not redone.
+            None if approved => cx.state.inflight.land_queue.push_back(task),
             None => cx.emit(
                 Some(&task),
                 EventBody::TaskRetry {
@@ -318,8 +385,128 @@ fn next_gate(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
             stage: GateStage::Attempt,
             candidate: None,
         }),
-        None => cx.state.inflight.land_queue.push_back(task.clone()),
+        None => cx.effect(Effect::EvaluatePolicy {
+            attempt: cx.attempt(task, attempt),
+        }),
     }
+}
+
+/// The policy decided: land, ask a person, or deny.
+fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) {
+    let Some(t) = cx.state.task(task) else { return };
+    let all_passed = matches!(t.state, TaskState::Verifying { attempt: a, passed } if a == attempt && passed == t.spec.gates.len());
+    if !all_passed {
+        return;
+    }
+    if let Some(err) = o.error {
+        return attempt_failed(
+            cx,
+            task,
+            attempt,
+            format!("policy evaluation failed: {err}"),
+            None,
+        );
+    }
+    cx.emit(
+        Some(task),
+        EventBody::TaskPolicy {
+            attempt,
+            verdict: o.verdict,
+            deny: o.deny.clone(),
+            require_approval: o.require_approval.clone(),
+            risk: o.risk,
+            duration_us: o.duration_us,
+        },
+    );
+    match o.verdict {
+        Verdict::Allow => cx.state.inflight.land_queue.push_back(task.clone()),
+        Verdict::NeedsApproval => {
+            let approval = cx.attempt(task, attempt).to_string();
+            cx.emit(
+                Some(task),
+                EventBody::TaskApprovalRequested {
+                    attempt,
+                    approval,
+                    action: ApprovalAction::Merge,
+                    reasons: o.require_approval,
+                },
+            );
+        }
+        Verdict::Deny => deny(cx, task, attempt, o.deny),
+    }
+}
+
+/// Denies a task (policy, or a person's rejection): the change is kept for inspection, never
+/// committed, and its dependents are cancelled.
+fn deny(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reasons: Vec<String>) {
+    let kept = (attempt > 0).then(|| cx.attempt(task, attempt).worktree());
+    cx.state.inflight.land_queue.retain(|q| q != task);
+    if attempt > 0 {
+        cx.effect(Effect::Cleanup {
+            attempt: cx.attempt(task, attempt),
+            keep: true,
+        });
+    }
+    cx.emit(
+        Some(task),
+        EventBody::TaskDenied {
+            attempt,
+            reasons,
+            kept_worktree: kept,
+        },
+    );
+    cancel_dependents(cx, task, &format!("dependency `{task}` was denied"));
+}
+
+/// A person decided an approval (by its id, or by the task's id when it has one pending).
+fn decide_approval(
+    cx: &mut Ctx<'_>,
+    approval: &str,
+    reason: String,
+    approve: bool,
+) -> Result<(), Rejected> {
+    let found = cx.state.tasks_in_order().find_map(|t| match &t.state {
+        TaskState::AwaitingApproval {
+            attempt,
+            approval: id,
+            action,
+        } if id == approval || t.spec.id.as_str() == approval => {
+            Some((t.spec.id.clone(), *attempt, id.clone(), *action))
+        }
+        _ => None,
+    });
+    let Some((task, attempt, id, action)) = found else {
+        return Err(Rejected::UnknownApproval {
+            run: cx.state.id.to_string(),
+            approval: approval.to_owned(),
+        });
+    };
+    if cx.state.status.is_terminal() {
+        return Err(rejected(cx.state, "decided"));
+    }
+    if approve {
+        cx.emit(
+            Some(&task),
+            EventBody::TaskApproved {
+                approval: id,
+                reason,
+            },
+        );
+        if action == ApprovalAction::Merge {
+            cx.state.inflight.land_queue.push_back(task);
+        }
+    } else {
+        let why = format!("rejected by a person: {reason}");
+        cx.emit(
+            Some(&task),
+            EventBody::TaskRejected {
+                approval: id,
+                reason,
+            },
+        );
+        deny(cx, &task, attempt, vec![why]);
+    }
+    Ok(())
 }
 
 fn gate_done(
@@ -331,8 +518,11 @@ fn gate_done(
     candidate: Option<CommitSha>,
 ) {
     let Some(t) = cx.state.task(task) else { return };
-    let TaskState::Verifying { attempt: a, passed } = t.state else {
-        return;
+    // Attempt gates run while verifying; merged gates also for an approved change.
+    let (a, passed) = match (&t.state, stage) {
+        (TaskState::Verifying { attempt, passed }, _) => (*attempt, *passed),
+        (TaskState::Approved { attempt }, GateStage::Merged) => (*attempt, t.spec.gates.len()),
+        _ => return,
     };
     if a != attempt {
         return;
@@ -411,10 +601,7 @@ fn gate_done(
 
 fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
     let landing_this = matches!(&cx.state.inflight.landing, Some((l, _)) if l == task);
-    let verifying = matches!(
-        cx.state.task(task).map(|t| &t.state),
-        Some(TaskState::Verifying { attempt: a, .. }) if *a == attempt
-    );
+    let verifying = cx.state.task(task).and_then(|t| t.state.landable()) == Some(attempt);
     if !landing_this || !verifying {
         return;
     }
@@ -517,7 +704,15 @@ fn cancel_dependents(cx: &mut Ctx<'_>, failed: &TaskId, reason: &str) {
             .tasks_in_order()
             .filter(|t| {
                 t.spec.deps.contains(&dep)
-                    && matches!(t.state, TaskState::Pending | TaskState::Ready)
+                    && matches!(
+                        t.state,
+                        TaskState::Pending
+                            | TaskState::Ready
+                            | TaskState::AwaitingApproval {
+                                action: ApprovalAction::Plan,
+                                ..
+                            }
+                    )
             })
             .map(|t| t.spec.id.clone())
             .collect();
@@ -584,7 +779,7 @@ fn retry(cx: &mut Ctx<'_>, task: &TaskId) -> Result<(), Rejected> {
     };
     if !matches!(
         t.state,
-        TaskState::Failed { .. } | TaskState::Cancelled { .. }
+        TaskState::Failed { .. } | TaskState::Cancelled { .. } | TaskState::Denied { .. }
     ) {
         return Err(Rejected::NotRetryable {
             task: task.clone(),
@@ -673,8 +868,7 @@ fn land_next(cx: &mut Ctx<'_>) {
         return;
     }
     while let Some(task) = cx.state.inflight.land_queue.pop_front() {
-        if let Some(TaskState::Verifying { attempt, .. }) = cx.state.task(&task).map(|t| &t.state) {
-            let attempt = *attempt;
+        if let Some(attempt) = cx.state.task(&task).and_then(|t| t.state.landable()) {
             cx.state.inflight.landing = Some((task.clone(), 0));
             cx.effect(Effect::Land {
                 attempt: cx.attempt(&task, attempt),
@@ -706,11 +900,10 @@ fn schedule(cx: &mut Ctx<'_>) {
             continue;
         };
         let paths = &t.spec.paths;
-        let clash = cx
-            .state
-            .tasks
-            .values()
-            .any(|o| o.state.in_flight().is_some() && scopes_overlap(paths, &o.spec.paths));
+        let clash =
+            cx.state.tasks.values().any(|o| {
+                o.state.holds_worktree().is_some() && scopes_overlap(paths, &o.spec.paths)
+            });
         if clash {
             continue;
         }
@@ -787,6 +980,18 @@ fn finish_if_done(cx: &mut Ctx<'_>) {
         .values()
         .any(|t| matches!(t.state, TaskState::Ready) || t.state.in_flight().is_some());
     if busy {
+        return;
+    }
+    // Nothing can move until a person decides: the run pauses (resumable), it does not finish.
+    let waiting: Vec<String> = cx
+        .state
+        .tasks_in_order()
+        .filter(|t| matches!(t.state, TaskState::AwaitingApproval { .. }))
+        .map(|t| t.spec.id.to_string())
+        .collect();
+    if !waiting.is_empty() {
+        let reason = format!("waiting for approval: {}", waiting.join(", "));
+        cx.emit(None, EventBody::RunPaused { reason });
         return;
     }
     // Pending tasks whose dependencies can no longer land would wait forever.

@@ -4,6 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{ArtifactId, BackendName, CommitSha, GateName, RunId, TaskId, Timestamp};
 use crate::spec::RunSpec;
+use crate::state::ApprovalAction;
+use crate::verdict::Verdict;
 
 /// An event as decided, before the store gives it a sequence number.
 #[derive(Clone, Debug, PartialEq)]
@@ -170,7 +172,37 @@ pub enum EventBody {
         reason: String,
         dependency: Option<TaskId>,
     },
+    /// The policy's verdict on an attempt whose gates passed.
+    #[serde(rename = "task.policy")]
+    TaskPolicy {
+        attempt: u32,
+        verdict: Verdict,
+        deny: Vec<String>,
+        require_approval: Vec<String>,
+        risk: String,
+        duration_us: u64,
+    },
+    /// A person must decide: `action` is `merge` (the change) or `plan` (whether to run the task).
+    #[serde(rename = "task.approval_requested")]
+    TaskApprovalRequested {
+        attempt: u32,
+        approval: String,
+        action: ApprovalAction,
+        reasons: Vec<String>,
+    },
+    #[serde(rename = "task.approved")]
+    TaskApproved { approval: String, reason: String },
+    #[serde(rename = "task.rejected")]
+    TaskRejected { approval: String, reason: String },
+    /// Denied by policy or rejected by a person: the change is never committed.
+    #[serde(rename = "task.denied")]
+    TaskDenied {
+        attempt: u32,
+        reasons: Vec<String>,
+        kept_worktree: Option<String>,
+    },
     /// The backend chosen for an attempt, when it is not the task's own.
+
     #[serde(rename = "router.decision")]
     RouterDecision {
         attempt: u32,
@@ -198,6 +230,11 @@ impl EventBody {
             Self::TaskFailed { .. } => "task.failed",
             Self::TaskCancelled { .. } => "task.cancelled",
             Self::RouterDecision { .. } => "router.decision",
+            Self::TaskPolicy { .. } => "task.policy",
+            Self::TaskApprovalRequested { .. } => "task.approval_requested",
+            Self::TaskApproved { .. } => "task.approved",
+            Self::TaskRejected { .. } => "task.rejected",
+            Self::TaskDenied { .. } => "task.denied",
         }
     }
 

@@ -17,6 +17,7 @@ pub mod spec;
 pub mod state;
 pub mod ticket;
 pub mod units;
+pub mod verdict;
 
 #[cfg(test)]
 mod tests;

@@ -28,6 +28,8 @@ pub enum BackendChoice {
 #[serde(rename_all = "snake_case", tag = "state")]
 pub enum Readiness {
     Runnable,
+    /// A Markdown "Pending" task: it runs after a person approves it (action `plan`).
+    NeedsPlanApproval,
     /// Never run, with the reason (Markdown "Not Ready", or "Pending" until approvals exist).
     Skipped {
         reason: String,
@@ -171,7 +173,7 @@ impl Plan {
                     "`max_attempts` must be at least 1".into(),
                 ));
             }
-            let runnable = matches!(t.section, Section::Ready);
+            let runnable = matches!(t.section, Section::Ready | Section::Pending);
             if runnable
                 && t.run.is_none()
                 && t.patch.is_none()
@@ -223,7 +225,7 @@ impl Plan {
     pub fn runnable(&self) -> usize {
         self.tasks
             .iter()
-            .filter(|t| t.readiness == Readiness::Runnable)
+            .filter(|t| !matches!(t.readiness, Readiness::Skipped { .. }))
             .count()
     }
 }
@@ -252,10 +254,10 @@ fn plan_task(t: &BacklogTask, config: &Config) -> PlanTask {
     };
     let readiness = match &t.section {
         Section::Ready => Readiness::Runnable,
-        Section::Pending => Readiness::Skipped {
-            reason: "pending approval: plan approvals are not supported by this version of abo, so the task is not run".into(),
+        Section::Pending => Readiness::NeedsPlanApproval,
+        Section::NotReady { reason } => Readiness::Skipped {
+            reason: format!("not ready: {reason}"),
         },
-        Section::NotReady { reason } => Readiness::Skipped { reason: format!("not ready: {reason}") },
     };
     let gates = match &t.gates {
         Some(g) => g.iter().map(GateName::new).collect(),

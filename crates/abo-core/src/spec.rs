@@ -44,6 +44,17 @@ pub struct RunSettings {
     /// Variables whose values are secrets: redacted from everything abo sends or stores.
     #[serde(default)]
     pub secret_env: Vec<String>,
+    /// The policy the run was created with: resuming uses the same.
+    #[serde(default)]
+    pub policy: PolicySpec,
+}
+
+/// abo.yml's `safety` (as the policy's `data.abo.config`) and the user's policy files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicySpec {
+    pub safety: serde_json::Value,
+    /// (path, source) of each file of `safety.policy_dir`.
+    pub files: Vec<(String, String)>,
 }
 
 impl RunSettings {
@@ -84,6 +95,9 @@ pub struct TaskSpec {
     pub priority: i64,
     /// Set for tasks that are listed but never run, with the reason.
     pub skipped: Option<String>,
+    /// A Markdown plan's "Pending" task: it runs only after a person approves it (action `plan`).
+    #[serde(default)]
+    pub needs_plan_approval: bool,
     /// `FILE:LINE:COL` where the task was written.
     pub origin: String,
 }

@@ -114,6 +114,40 @@ pub enum TaskState {
     Skipped {
         reason: String,
     },
+    /// Waiting for a person: on a change whose gates passed (`action` merge, the attempt's
+    /// worktree kept), or on whether to run the task at all (`action` plan, attempt 0).
+    AwaitingApproval {
+        attempt: u32,
+        approval: String,
+        action: ApprovalAction,
+    },
+    /// A person approved the change: it lands next.
+    Approved {
+        attempt: u32,
+    },
+    /// Denied by policy, or rejected by a person. Never committed.
+    Denied {
+        reason: String,
+    },
+}
+
+/// What an approval decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApprovalAction {
+    /// Whether to run the task (a Markdown plan's "Pending" tasks).
+    Plan,
+    /// Whether the change may land.
+    Merge,
+}
+
+impl ApprovalAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plan => "plan",
+            Self::Merge => "merge",
+        }
+    }
 }
 
 impl TaskState {
@@ -127,6 +161,29 @@ impl TaskState {
             Self::Failed { .. } => TaskStatus::Failed,
             Self::Cancelled { .. } => TaskStatus::Cancelled,
             Self::Skipped { .. } => TaskStatus::Skipped,
+            Self::AwaitingApproval { .. } => TaskStatus::AwaitingApproval,
+            Self::Approved { .. } => TaskStatus::Verifying,
+            Self::Denied { .. } => TaskStatus::Denied,
+        }
+    }
+
+    /// The attempt that may land now: its gates and the policy passed (or a person approved it).
+    pub fn landable(&self) -> Option<u32> {
+        match self {
+            Self::Verifying { attempt, .. } | Self::Approved { attempt } => Some(*attempt),
+            _ => None,
+        }
+    }
+
+    /// The attempt whose worktree this state keeps alive (in flight, or waiting for a person).
+    pub fn holds_worktree(&self) -> Option<u32> {
+        match self {
+            Self::AwaitingApproval {
+                attempt,
+                action: ApprovalAction::Merge,
+                ..
+            } => Some(*attempt),
+            other => other.in_flight(),
         }
     }
 
@@ -137,22 +194,27 @@ impl TaskState {
                 | Self::Failed { .. }
                 | Self::Cancelled { .. }
                 | Self::Skipped { .. }
+                | Self::Denied { .. }
         )
     }
 
     /// The attempt in flight, if any.
     pub fn in_flight(&self) -> Option<u32> {
         match self {
-            Self::Running { attempt } | Self::Verifying { attempt, .. } => Some(*attempt),
+            Self::Running { attempt }
+            | Self::Verifying { attempt, .. }
+            | Self::Approved { attempt } => Some(*attempt),
             _ => None,
         }
     }
 
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Self::Failed { reason } | Self::Cancelled { reason, .. } | Self::Skipped { reason } => {
-                Some(reason)
-            }
+            Self::Failed { reason }
+            | Self::Cancelled { reason, .. }
+            | Self::Skipped { reason }
+            | Self::Denied { reason } => Some(reason),
+
             _ => None,
         }
     }
@@ -181,6 +243,8 @@ pub struct TaskRecord {
     /// Worktrees of failed attempts, kept for inspection until `abo gc`.
     pub kept_worktrees: Vec<String>,
     pub ready_at: Option<Timestamp>,
+    /// The risk class the policy gave its last evaluated change.
+    pub risk: Option<String>,
 }
 
 /// Effects in flight: not part of the event-derived state. After a crash they are gone, and
@@ -258,6 +322,7 @@ impl RunState {
                     feedback: None,
                     kept_worktrees: Vec::new(),
                     ready_at: None,
+                    risk: None,
                 };
                 (t.id.clone(), rec)
             })
@@ -459,6 +524,44 @@ impl RunState {
                             dependency: dependency.clone(),
                         };
                     }
+                    EventBody::TaskPolicy { risk, .. } => t.risk = Some(risk.clone()),
+                    EventBody::TaskApprovalRequested {
+                        attempt,
+                        approval,
+                        action,
+                        ..
+                    } => {
+                        t.state = TaskState::AwaitingApproval {
+                            attempt: *attempt,
+                            approval: approval.clone(),
+                            action: *action,
+                        };
+                    }
+                    EventBody::TaskApproved { .. } => {
+                        if let TaskState::AwaitingApproval {
+                            attempt, action, ..
+                        } = &t.state
+                        {
+                            t.state = match action {
+                                ApprovalAction::Merge => TaskState::Approved { attempt: *attempt },
+                                ApprovalAction::Plan => TaskState::Pending,
+                            };
+                        }
+                    }
+                    EventBody::TaskDenied {
+                        reasons,
+                        kept_worktree,
+                        ..
+                    } => {
+                        if let Some(w) = kept_worktree {
+                            t.kept_worktrees.push(w.clone());
+                        }
+                        t.state = TaskState::Denied {
+                            reason: reasons.join("; "),
+                        };
+                        self.consecutive_failures += 1;
+                    }
+
                     // Failed backend runs and gates change nothing by themselves: the retry or
                     // failure event that follows them does.
                     _ => {}

@@ -56,6 +56,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             per_backend: Default::default(),
             pricing: Default::default(),
             secret_env: vec![],
+            policy: Default::default(),
         },
         tasks: tasks
             .iter()
@@ -76,6 +77,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                 max_attempts: t.max_attempts,
                 priority: t.priority,
                 skipped: None,
+                needs_plan_approval: false,
                 origin: "b.yml:1:1".into(),
             })
             .collect(),
@@ -281,6 +283,35 @@ fn gate(
     }
 }
 
+fn policy(task: &str, attempt: u32, verdict: crate::verdict::Verdict, reasons: &[&str]) -> Command {
+    use crate::verdict::Verdict;
+    let reasons: Vec<String> = reasons.iter().map(|r| (*r).to_owned()).collect();
+    Command::PolicyDone {
+        task: TaskId::new(task),
+        attempt,
+        outcome: crate::decide::PolicyOutcome {
+            verdict,
+            deny: if verdict == Verdict::Deny {
+                reasons.clone()
+            } else {
+                vec![]
+            },
+            require_approval: if verdict == Verdict::NeedsApproval {
+                reasons
+            } else {
+                vec![]
+            },
+            risk: "low".into(),
+            duration_us: 40,
+            error: None,
+        },
+    }
+}
+
+fn allow(task: &str, attempt: u32) -> Command {
+    policy(task, attempt, crate::verdict::Verdict::Allow, &[])
+}
+
 fn landed(task: &str, attempt: u32, commit: &str) -> Command {
     Command::LandDone {
         task: TaskId::new(task),
@@ -304,7 +335,7 @@ fn diamond_with_gates() {
         2,
     ));
     h.check(
-        vec![Command::Start, ok("a", 1), gate("a", 1, "test", GateStage::Attempt, true, None), landed("a", 1, "c1")],
+        vec![Command::Start, ok("a", 1), gate("a", 1, "test", GateStage::Attempt, true, None), allow("a", 1), landed("a", 1, "c1")],
         expect![[r#"
             > Start
               run.started
@@ -316,6 +347,9 @@ fn diamond_with_gates() {
               => gate test Attempt r/a/1
             > gate test Attempt a#1 passed=true
               task.gate a {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+              task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
               task.landed a {"attempt":1,"commit":"c1"}
@@ -335,6 +369,8 @@ fn diamond_with_gates() {
             ok("b", 1),
             gate("c", 1, "test", GateStage::Attempt, true, None),
             gate("b", 1, "test", GateStage::Attempt, true, None),
+            allow("c", 1),
+            allow("b", 1),
             landed("c", 1, "c2"),
             landed("b", 1, "c3"),
         ],
@@ -347,9 +383,15 @@ fn diamond_with_gates() {
               => gate test Attempt r/b/1
             > gate test Attempt c#1 passed=true
               task.gate c {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
-              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 } }
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 } }
             > gate test Attempt b#1 passed=true
               task.gate b {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
+            > PolicyDone { task: TaskId("c"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+              task.policy c {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 } }
+            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+              task.policy b {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
             > land c#1 Landed { commit: CommitSha("c2") }
               task.landed c {"attempt":1,"commit":"c2"}
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 }, keep: false }
@@ -363,13 +405,16 @@ fn diamond_with_gates() {
         "#]],
     );
     h.check(
-        vec![ok("d", 1), gate("d", 1, "test", GateStage::Attempt, true, None), landed("d", 1, "c4")],
+        vec![ok("d", 1), gate("d", 1, "test", GateStage::Attempt, true, None), allow("d", 1), landed("d", 1, "c4")],
         expect![[r#"
             > backend ok d#1
               task.backend_finished d {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => gate test Attempt r/d/1
             > gate test Attempt d#1 passed=true
               task.gate d {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 } }
+            > PolicyDone { task: TaskId("d"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+              task.policy d {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 } }
             > land d#1 Landed { commit: CommitSha("c4") }
               task.landed d {"attempt":1,"commit":"c4"}
@@ -422,7 +467,11 @@ fn overlapping_paths_never_run_together_and_priority_orders() {
         .collect();
     // `model` (priority 9) first; `src` overlaps it and waits; then `tests` and `low`.
     assert_eq!(started, ["model/1", "tests/1", "low/1"]);
-    let trace = h.run(vec![ok("model", 1), landed("model", 1, "m")]);
+    let trace = h.run(vec![
+        ok("model", 1),
+        allow("model", 1),
+        landed("model", 1, "m"),
+    ]);
     assert!(trace.contains("=> start r/src/1"), "{trace}");
 }
 
@@ -518,6 +567,7 @@ fn merged_gates_decide_before_the_run_branch_moves() {
     h.run(vec![
         gate("a", 1, "lint", GateStage::Attempt, true, None),
         gate("a", 1, "test", GateStage::Attempt, true, None),
+        allow("a", 1),
     ]);
     h.check(
         vec![
@@ -543,6 +593,7 @@ fn merged_gates_decide_before_the_run_branch_moves() {
         ok("a", 2),
         gate("a", 2, "lint", GateStage::Attempt, true, None),
         gate("a", 2, "test", GateStage::Attempt, true, None),
+        allow("a", 2),
     ]);
     let trace = h.run(vec![
         Command::LandDone {
@@ -585,6 +636,7 @@ fn resume_after_a_crash_recovers_in_flight_tasks() {
         Command::Start,
         ok("a", 1),
         gate("a", 1, "test", GateStage::Attempt, true, None),
+        allow("a", 1),
     ]);
     // The process dies here: a was being landed (its commit reached the run branch), b was running.
     let mut state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
@@ -615,7 +667,7 @@ fn resume_after_a_crash_recovers_in_flight_tasks() {
 fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
     let mut h = Harness::new(spec(&[t("a", &[]), t("b", &[]), t("c", &["a"])], &[], 1));
     h.check(
-        vec![Command::Start, Command::Pause { reason: "by a person".into() }, ok("a", 1), landed("a", 1, "c1")],
+        vec![Command::Start, Command::Pause { reason: "by a person".into() }, ok("a", 1), allow("a", 1), landed("a", 1, "c1")],
         expect![[r#"
             > Start
               run.started
@@ -627,6 +679,9 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
               run.paused {"reason":"by a person"}
             > backend ok a#1
               task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+              task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
               task.landed a {"attempt":1,"commit":"c1"}
@@ -745,6 +800,179 @@ fn per_backend_caps_hold() {
     let mut h = Harness::new(s);
     let trace = h.run(vec![Command::Start]);
     assert_eq!(trace.matches("=> start").count(), 2, "{trace}");
-    let trace = h.run(vec![ok("a", 1), landed("a", 1, "c1")]);
+    let trace = h.run(vec![ok("a", 1), allow("a", 1), landed("a", 1, "c1")]);
     assert!(trace.contains("=> start r/c/1"), "{trace}");
+}
+
+#[test]
+fn policy_decides_land_approval_or_denial_and_people_decide_approvals() {
+    use crate::verdict::Verdict;
+    let mut h = Harness::new(spec(
+        &[
+            t("ok", &[]),
+            t("ask", &[]),
+            t("bad", &[]),
+            t("after-bad", &["bad"]),
+            t("after-ask", &["ask"]),
+        ],
+        &[],
+        3,
+    ));
+    h.check(
+        vec![
+            Command::Start,
+            ok("ok", 1),
+            ok("ask", 1),
+            ok("bad", 1),
+            allow("ok", 1),
+            policy("ask", 1, Verdict::NeedsApproval, &["Cargo.lock changes dependencies"]),
+            policy("bad", 1, Verdict::Deny, &["src/a.rs:3 adds a secret (aws-access-key)"]),
+            landed("ok", 1, "c1"),
+        ],
+        expect![[r#"
+            > Start
+              run.started
+              task.ready ok
+              task.ready ask
+              task.ready bad
+              task.started ok {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/ok-1"}
+              task.started ask {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/ask-1"}
+              task.started bad {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/bad-1"}
+              => start r/ok/1
+              => start r/ask/1
+              => start r/bad/1
+            > backend ok ok#1
+              task.backend_finished ok {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("ok"), attempt: 1 } }
+            > backend ok ask#1
+              task.backend_finished ask {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("ask"), attempt: 1 } }
+            > backend ok bad#1
+              task.backend_finished bad {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("bad"), attempt: 1 } }
+            > PolicyDone { task: TaskId("ok"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+              task.policy ok {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("ok"), attempt: 1 } }
+            > PolicyDone { task: TaskId("ask"), attempt: 1, outcome: PolicyOutcome { verdict: NeedsApproval, deny: [], require_approval: ["Cargo.lock changes dependencies"], risk: "low", duration_us: 40, error: None } }
+              task.policy ask {"attempt":1,"deny":[],"duration_us":40,"require_approval":["Cargo.lock changes dependencies"],"risk":"low","verdict":"needs_approval"}
+              task.approval_requested ask {"action":"merge","approval":"r/ask/1","attempt":1,"reasons":["Cargo.lock changes dependencies"]}
+            > PolicyDone { task: TaskId("bad"), attempt: 1, outcome: PolicyOutcome { verdict: Deny, deny: ["src/a.rs:3 adds a secret (aws-access-key)"], require_approval: [], risk: "low", duration_us: 40, error: None } }
+              task.policy bad {"attempt":1,"deny":["src/a.rs:3 adds a secret (aws-access-key)"],"duration_us":40,"require_approval":[],"risk":"low","verdict":"deny"}
+              task.denied bad {"attempt":1,"kept_worktree":".abo/worktrees/r/bad-1","reasons":["src/a.rs:3 adds a secret (aws-access-key)"]}
+              task.cancelled after-bad {"dependency":"bad","reason":"dependency `bad` was denied"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("bad"), attempt: 1 }, keep: true }
+            > land ok#1 Landed { commit: CommitSha("c1") }
+              task.landed ok {"attempt":1,"commit":"c1"}
+              run.paused {"reason":"waiting for approval: ask"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("ok"), attempt: 1 }, keep: false }
+        "#]],
+    );
+    // Only the approval is left: the run pauses instead of finishing.
+    assert_eq!(
+        h.state.status,
+        RunStatus::Paused {
+            reason: "waiting for approval: ask".into()
+        }
+    );
+    let e = h
+        .state
+        .decide(
+            Command::Approve {
+                approval: "nope".into(),
+                reason: "x".into(),
+            },
+            Timestamp(99),
+        )
+        .unwrap_err();
+    assert_eq!(e.to_string(), "run r has no pending approval `nope`");
+    // Approved from another process (`abo approve` while the run is paused): its effects are not
+    // run there; `abo resume` lands the change and its dependent runs.
+    h.run(vec![Command::Approve {
+        approval: "ask".into(),
+        reason: "lockfile bump reviewed".into(),
+    }]);
+    h.state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    h.check(vec![Command::Resume { landed: vec![] }, landed("ask", 1, "c2")], expect![[r#"
+        > Resume { landed: [] }
+          run.resumed
+          => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("ask"), attempt: 1 } }
+        > land ask#1 Landed { commit: CommitSha("c2") }
+          task.landed ask {"attempt":1,"commit":"c2"}
+          task.ready after-ask
+          task.started after-ask {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/after-ask-1"}
+          => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("ask"), attempt: 1 }, keep: false }
+          => start r/after-ask/1
+    "#]]);
+    assert_eq!(
+        h.state
+            .task(&TaskId::new("bad"))
+            .unwrap()
+            .state
+            .status()
+            .as_str(),
+        "denied"
+    );
+}
+
+#[test]
+fn an_approved_change_survives_a_crash_and_lands_on_resume() {
+    use crate::verdict::Verdict;
+    let mut h = Harness::new(spec(&[t("ask", &[])], &[], 1));
+    h.run(vec![
+        Command::Start,
+        ok("ask", 1),
+        policy("ask", 1, Verdict::NeedsApproval, &["why"]),
+    ]);
+    h.run(vec![Command::Approve {
+        approval: "r/ask/1".into(),
+        reason: "ok".into(),
+    }]);
+    let mut state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    let d = state
+        .decide(Command::Resume { landed: vec![] }, Timestamp(50))
+        .unwrap();
+    assert!(
+        d.effects
+            .iter()
+            .any(|e| matches!(e, Effect::Land { attempt } if attempt.task.as_str() == "ask")),
+        "{:?}",
+        d.effects
+    );
+    assert!(
+        !d.events.iter().any(|e| e.body.kind() == "task.retry"),
+        "an approved change is not redone"
+    );
+}
+
+#[test]
+fn rejecting_denies_and_plan_approvals_gate_pending_tasks() {
+    let mut s = spec(&[t("later", &[]), t("needs-later", &["later"])], &[], 1);
+    s.tasks[0].needs_plan_approval = true;
+    let mut h = Harness::new(s.clone());
+    h.check(
+        vec![Command::Start, Command::Reject { approval: "later".into(), reason: "not this quarter".into() }],
+        expect![[r#"
+            > Start
+              run.started
+              task.approval_requested later {"action":"plan","approval":"r/later/0","attempt":0,"reasons":["the plan lists this task as pending approval"]}
+              run.paused {"reason":"waiting for approval: later"}
+            > Reject { approval: "later", reason: "not this quarter" }
+              task.rejected later {"approval":"r/later/0","reason":"not this quarter"}
+              task.denied later {"attempt":0,"kept_worktree":null,"reasons":["rejected by a person: not this quarter"]}
+              task.cancelled needs-later {"dependency":"later","reason":"dependency `later` was denied"}
+        "#]],
+    );
+    let mut h = Harness::new(s);
+    let trace = h.run(vec![
+        Command::Start,
+        Command::Approve {
+            approval: "r/later/0".into(),
+            reason: "go".into(),
+        },
+        Command::Resume { landed: vec![] },
+    ]);
+    assert!(
+        trace.contains("task.started later {\"attempt\":1"),
+        "{trace}"
+    );
 }

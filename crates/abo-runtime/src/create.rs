@@ -16,6 +16,8 @@ use crate::context::Ctx;
 pub struct RunOptions {
     pub profile: Option<String>,
     pub max_parallel: Option<usize>,
+    /// The policy, validated by the caller (a policy file that does not parse is a config error).
+    pub policy: abo_core::spec::PolicySpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +78,7 @@ pub fn check_runnable(plan: &Plan, config: &Config) -> Result<(), CreateError> {
     let runnable = plan
         .tasks
         .iter()
-        .filter(|t| t.readiness == Readiness::Runnable);
+        .filter(|t| !matches!(t.readiness, Readiness::Skipped { .. }));
     let mut used: Vec<(String, String)> = runnable
         .filter_map(|t| match &t.backend {
             BackendChoice::Named { name } => {
@@ -219,6 +221,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
             .values()
             .filter_map(BackendConfig::secret_env)
             .collect(),
+        policy: Default::default(),
     }
 }
 
@@ -298,9 +301,10 @@ pub async fn create_run(
             max_attempts: t.max_attempts,
             priority: t.priority,
             skipped: match &t.readiness {
-                Readiness::Runnable => None,
                 Readiness::Skipped { reason } => Some(reason.clone()),
+                Readiness::Runnable | Readiness::NeedsPlanApproval => None,
             },
+            needs_plan_approval: t.readiness == Readiness::NeedsPlanApproval,
             origin: t.origin.clone(),
         });
     }
@@ -318,7 +322,10 @@ pub async fn create_run(
         base,
         base_branch,
         branch: id.branch(),
-        settings: settings(config, opts.max_parallel),
+        settings: abo_core::spec::RunSettings {
+            policy: opts.policy.clone(),
+            ..settings(config, opts.max_parallel)
+        },
         tasks,
     };
 

@@ -4,13 +4,15 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use abo_core::decide::{BackendOutcome, Command, Effect, GateOutcome, LandOutcome};
+use abo_core::decide::{BackendOutcome, Command, Effect, GateOutcome, LandOutcome, PolicyOutcome};
 use abo_core::event::GateStage;
 use abo_core::ids::{AttemptId, CommitSha, GateName};
 use abo_core::spec::{BackendSpec, RunSpec, TaskSpec};
 use abo_core::state::Feedback;
+use abo_core::verdict::Verdict;
 
 use crate::backends;
+use crate::change;
 use crate::context::Ctx;
 use crate::git::GIT_ENV_REMOVE;
 use crate::process::{self, Spec};
@@ -39,8 +41,33 @@ impl Done {
     }
 }
 
-pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
+/// What a run's effects share: its policy, built once per run, and the secret scanner.
+pub struct RunPolicy {
+    pub policy: std::sync::Mutex<abo_policy::Policy>,
+    pub scanner: abo_policy::secrets::Scanner,
+}
+
+impl RunPolicy {
+    pub fn load(spec: &RunSpec) -> Result<Self, abo_policy::PolicyError> {
+        let p =
+            abo_policy::Policy::load(&spec.settings.policy.safety, &spec.settings.policy.files)?;
+        Ok(Self {
+            policy: std::sync::Mutex::new(p),
+            scanner: abo_policy::secrets::Scanner::default(),
+        })
+    }
+}
+
+pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect) -> Done {
     match effect {
+        Effect::EvaluatePolicy { attempt } => {
+            let outcome = evaluate_policy(ctx, spec, run, &attempt).await;
+            Done::command(Command::PolicyDone {
+                task: attempt.task.clone(),
+                attempt: attempt.attempt,
+                outcome,
+            })
+        }
         Effect::StartAttempt {
             attempt,
             backend,
@@ -50,7 +77,7 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
                 return Done::default();
             };
             let (outcome, warnings) =
-                start_attempt(ctx, spec, task, &attempt, &backend, feedback.as_ref()).await;
+                start_attempt(ctx, spec, run, task, &attempt, &backend, feedback.as_ref()).await;
             let command = Command::BackendDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
@@ -67,7 +94,8 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, effect: Effect) -> Done {
             stage,
             candidate,
         } => {
-            let outcome = run_gate(ctx, spec, &attempt, &gate, stage, candidate.as_ref()).await;
+            let outcome =
+                run_gate(ctx, spec, run, &attempt, &gate, stage, candidate.as_ref()).await;
             Done::command(Command::GateDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
@@ -167,11 +195,88 @@ fn feedback_text(ctx: &Ctx, f: &Feedback) -> String {
     text
 }
 
+/// The policy's decision on an attempt's change (DESIGN §8's input).
+async fn evaluate_policy(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    run: &RunPolicy,
+    attempt: &AttemptId,
+) -> PolicyOutcome {
+    let failed = |e: String| PolicyOutcome {
+        verdict: Verdict::Deny,
+        deny: vec![],
+        require_approval: vec![],
+        risk: String::new(),
+        duration_us: 0,
+        error: Some(e),
+    };
+    let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
+        return failed("unknown task".into());
+    };
+    let change = match change::summarize(&ctx.git, &ctx.worktree(attempt), &run.scanner).await {
+        Ok(c) => c,
+        Err(e) => return failed(format!("could not read the change: {e}")),
+    };
+    let redactor =
+        Redactor::from_process_env(&spec.settings.secret_env).with(change.secret_values());
+    let spent = ctx
+        .store
+        .run(&attempt.run)
+        .await
+        .ok()
+        .flatten()
+        .map_or(0.0, |r| r.spent_usd);
+    let input = serde_json::json!({
+        "action": "merge",
+        "task": {
+            "id": task.id, "type": task.kind.as_str(), "title": task.title,
+            "labels": task.labels, "paths": task.paths,
+        },
+        "change": change.to_json(|t| redactor.redact(t)),
+        "autonomy": { "profile": spec.profile },
+        "gates": task.gates.iter().map(|g| serde_json::json!({ "name": g, "passed": true })).collect::<Vec<_>>(),
+        "secrets": change.secrets.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
+        "budget": { "usd_spent": spent, "usd_limit": null },
+    });
+    let decision = match run.policy.lock() {
+        Ok(mut p) => p.evaluate(&input),
+        Err(_) => return failed("the policy engine is unavailable".into()),
+    };
+    match decision {
+        Ok(d) => PolicyOutcome {
+            verdict: d.verdict,
+            deny: d.deny,
+            require_approval: d.require_approval,
+            risk: d.risk,
+            duration_us: u64::try_from(d.duration.as_micros()).unwrap_or(u64::MAX),
+            error: None,
+        },
+        Err(e) => failed(e.to_string()),
+    }
+}
+
+/// Re-stores an artifact with `redactor` applied (a secret found after it was stored).
+fn restore_redacted(ctx: &Ctx, id: &mut Option<abo_core::ids::ArtifactId>, redactor: &Redactor) {
+    let Some(old) = id.clone() else { return };
+    let Ok(bytes) = ctx.artifacts.get(&old) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let clean = redactor.redact(&text);
+    if clean != text
+        && let Ok(new) = ctx.artifacts.put(clean.as_bytes())
+    {
+        let _ = std::fs::remove_file(ctx.artifacts.path(&old));
+        *id = Some(new);
+    }
+}
+
 /// Creates the attempt's worktree from the run branch's head, runs the backend in it, and counts
 /// what it changed. A failure of any step fails the attempt, with the reason.
 async fn start_attempt(
     ctx: &Ctx,
     spec: &RunSpec,
+    run: &RunPolicy,
     task: &TaskSpec,
     attempt: &AttemptId,
     backend: &BackendSpec,
@@ -226,12 +331,22 @@ async fn start_attempt(
             Err(e) => outcome.failure = Some(format!("could not read the worktree's changes: {e}")),
         }
     }
+    // A secret the backend wrote never reaches an artifact: its log and transcript are redacted.
+    if let Ok(change) = change::summarize(&ctx.git, &wt, &run.scanner).await
+        && !change.secrets.is_empty()
+    {
+        let redactor = redactor.with(change.secret_values());
+        restore_redacted(ctx, &mut outcome.log, &redactor);
+        restore_redacted(ctx, &mut outcome.transcript, &redactor);
+        outcome.message = outcome.message.map(|m| redactor.redact(&m));
+    }
     (outcome, warnings)
 }
 
 async fn run_gate(
     ctx: &Ctx,
     spec: &RunSpec,
+    run: &RunPolicy,
     attempt: &AttemptId,
     name: &GateName,
     stage: GateStage,
@@ -315,7 +430,15 @@ async fn run_gate(
         }
     }
     outcome.duration_ms = ms(started.elapsed());
-    outcome.log = ctx.artifacts.put_file(&log).ok();
+    // A gate may print what the change holds: secrets in it are redacted from the log.
+    let mut redactor = Redactor::from_process_env(&spec.settings.secret_env);
+    if let Ok(change) = change::summarize(&ctx.git, &dir, &run.scanner).await {
+        redactor = redactor.with(change.secret_values());
+    }
+    let text = std::fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    outcome.log = ctx.artifacts.put(redactor.redact(&text).as_bytes()).ok();
     outcome
 }
 

@@ -47,6 +47,8 @@ pub enum EngineError {
     Git(#[from] GitError),
     #[error("run {run} is being executed by process {pid} on {host}")]
     Busy { run: RunId, host: String, pid: u32 },
+    #[error(transparent)]
+    Policy(#[from] abo_policy::PolicyError),
     #[error("no run {0} in the store")]
     NoRun(RunId),
 }
@@ -140,6 +142,8 @@ async fn drive_leased(
     me: &Lease,
 ) -> Result<(), EngineError> {
     let spec = Arc::new(state.spec.clone());
+    // The policy is built once per run and shared by its attempts.
+    let policy = Arc::new(effects::RunPolicy::load(&spec)?);
     let run = state.id.clone();
     ctx.git.ensure_branch(&spec.branch, &spec.base).await?;
     let first = match start {
@@ -185,8 +189,9 @@ async fn drive_leased(
             for effect in decision.effects {
                 jobs += 1;
                 let (ctx, spec, tx) = (Arc::clone(ctx), Arc::clone(&spec), tx.clone());
+                let policy = Arc::clone(&policy);
                 tokio::spawn(async move {
-                    let done = effects::execute(&ctx, &spec, effect).await;
+                    let done = effects::execute(&ctx, &spec, &policy, effect).await;
                     let _ = tx.send(done);
                 });
             }
@@ -231,6 +236,16 @@ async fn drive_leased(
                             "pause" => pending.push_back(Command::Pause { reason: r.arg }),
                             "kill" => pending.push_back(Command::Kill { reason: r.arg }),
                             "retry" => pending.push_back(Command::Retry { task: TaskId::new(r.arg) }),
+                            "approve" | "reject" => {
+                                let v: serde_json::Value = serde_json::from_str(&r.arg).unwrap_or_default();
+                                let approval = v["approval"].as_str().unwrap_or_default().to_owned();
+                                let reason = v["reason"].as_str().unwrap_or_default().to_owned();
+                                pending.push_back(if r.kind == "approve" {
+                                    Command::Approve { approval, reason }
+                                } else {
+                                    Command::Reject { approval, reason }
+                                });
+                            }
                             other => observer.warn(&format!("ignoring unknown request `{other}`")),
                         }
                     }

@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod backends;
+pub mod change;
 pub mod context;
 pub mod create;
 pub mod effects;

@@ -56,6 +56,14 @@ impl Redactor {
         Self::new(env_names, env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
     }
 
+    /// Also redacts these (value, rule) pairs: secrets found in a change.
+    pub fn with(mut self, extra: Vec<(String, String)>) -> Self {
+        self.values
+            .extend(extra.into_iter().filter(|(v, _)| v.len() >= 8));
+        self.values.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
+        self
+    }
+
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_owned();
         for (value, rule) in &self.values {

@@ -110,6 +110,18 @@ pub struct TaskRow {
     pub kept_worktrees: Vec<String>,
 }
 
+/// A decision waiting for a person (or taken).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApprovalRow {
+    pub id: String,
+    pub run: RunId,
+    pub task: TaskId,
+    pub action: String,
+    pub reasons: Vec<String>,
+    pub created_at: Timestamp,
+    pub status: String,
+}
+
 /// Who is executing a run, and when it last said so.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -276,10 +288,35 @@ impl Store {
         Ok(rows.into_iter().map(RunId::new).collect())
     }
 
+    /// Approvals waiting for a decision, oldest first.
+    pub async fn pending_approvals(&self) -> Result<Vec<ApprovalRow>> {
+        let rows = sqlx::query(
+            "SELECT id, run, task, action, reasons, created_at, status FROM approvals
+             WHERE status = 'pending' ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ApprovalRow {
+                id: r.get(0),
+                run: RunId::new(r.get::<String, _>(1)),
+                task: TaskId::new(r.get::<String, _>(2)),
+                action: r.get(3),
+                reasons: serde_json::from_str(&r.get::<String, _>(4)).unwrap_or_default(),
+                created_at: Timestamp(r.get(5)),
+                status: r.get(6),
+            })
+            .collect())
+    }
+
     /// Drops the projections and rebuilds them from the event log.
     pub async fn rebuild_projections(&self) -> Result<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("DELETE FROM tasks").execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM approvals")
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM runs").execute(&mut *tx).await?;
         let rows = sqlx::query("SELECT seq, ts, run, task, kind, data FROM events ORDER BY seq")
             .fetch_all(&mut *tx)
@@ -300,6 +337,9 @@ impl Store {
             for t in self.tasks(&r.id).await? {
                 out.push_str(&format!("  {t:?}\n"));
             }
+        }
+        for a in self.pending_approvals().await? {
+            out.push_str(&format!("{a:?}\n"));
         }
         Ok(out)
     }

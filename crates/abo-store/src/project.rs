@@ -123,7 +123,64 @@ pub async fn project(
                 .execute(&mut **tx)
                 .await?;
         }
-        EventBody::TaskGate { .. } | EventBody::RouterDecision { .. } => {}
+        EventBody::TaskGate { .. }
+        | EventBody::RouterDecision { .. }
+        | EventBody::TaskPolicy { .. } => {}
+        EventBody::TaskApprovalRequested {
+            approval,
+            action,
+            reasons,
+            ..
+        } => {
+            task_status(tx, run, task, TaskStatus::AwaitingApproval, None).await?;
+            sqlx::query(
+                "INSERT OR REPLACE INTO approvals (id, run, task, action, reasons, created_at, status)
+                 VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+            )
+            .bind(approval)
+            .bind(run)
+            .bind(task)
+            .bind(action.as_str())
+            .bind(serde_json::to_string(reasons).unwrap_or_default())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        }
+        EventBody::TaskApproved { approval, reason }
+        | EventBody::TaskRejected { approval, reason } => {
+            let approved = matches!(e.event.body, EventBody::TaskApproved { .. });
+            sqlx::query(
+                "UPDATE approvals SET status = ?, decided_at = ?, decision = ? WHERE id = ?",
+            )
+            .bind(if approved { "approved" } else { "rejected" })
+            .bind(at)
+            .bind(reason)
+            .bind(approval)
+            .execute(&mut **tx)
+            .await?;
+            if approved {
+                // A plan approval lets the task wait on its dependencies; a merge approval lets it land.
+                let action: Option<String> =
+                    sqlx::query_scalar("SELECT action FROM approvals WHERE id = ?")
+                        .bind(approval)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                let next = if action.as_deref() == Some("plan") {
+                    TaskStatus::Pending
+                } else {
+                    TaskStatus::Verifying
+                };
+                task_status(tx, run, task, next, None).await?;
+            }
+        }
+        EventBody::TaskDenied {
+            reasons,
+            kept_worktree,
+            ..
+        } => {
+            task_status(tx, run, task, TaskStatus::Denied, Some(&reasons.join("; "))).await?;
+            keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+        }
         EventBody::TaskLanded { commit, .. } => {
             sqlx::query("UPDATE tasks SET status = 'landed', commit_sha = ?, reason = NULL WHERE run = ? AND id = ?")
                 .bind(commit.as_str())

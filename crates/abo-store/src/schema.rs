@@ -62,6 +62,19 @@ const MIGRATIONS: &[&str] = &[
         handled INTEGER
     );
     CREATE INDEX requests_open ON requests (run, handled);",
+    // 2: approvals, projected from task.approval_requested / approved / rejected.
+    "CREATE TABLE approvals (
+        id         TEXT PRIMARY KEY,
+        run        TEXT NOT NULL,
+        task       TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        reasons    TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        status     TEXT NOT NULL,
+        decided_at INTEGER,
+        decision   TEXT
+    );
+    CREATE INDEX approvals_pending ON approvals (status, created_at);",
 ];
 
 pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {

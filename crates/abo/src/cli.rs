@@ -79,6 +79,26 @@ pub(crate) enum Cmd {
         #[arg(long)]
         run: Option<String>,
     },
+    /// Approvals waiting for a decision.
+    Approvals,
+    /// Approve a pending approval (its id, or the id of a task with one pending).
+    Approve {
+        id: String,
+        /// Why (required when safety.require_reason_for_access, the default).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Reject a pending approval: the task ends denied and its dependents are cancelled.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Evaluate or test the policy bundle.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCmd,
+    },
     /// Check git, the store, agent CLIs and API keys (never printing their values).
     Doctor,
     /// Turn a free-text ticket into a YAML backlog through a backend, for review.
@@ -101,4 +121,15 @@ pub(crate) enum Cmd {
         #[arg(long, value_name = "DURATION", default_value = "7d")]
         older_than: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCmd {
+    /// Evaluate the bundle on an input document (DESIGN §8's shape).
+    Eval {
+        #[arg(long, value_name = "FILE")]
+        input: PathBuf,
+    },
+    /// Run the `test_*` rules of the default bundle and of safety.policy_dir.
+    Test,
 }

@@ -102,17 +102,14 @@ pub(crate) async fn run(
         }
     }
     abo_runtime::create::check_runnable(&plan, &config)?;
+    let policy = crate::policy_cmd::policy_spec(&root, &config)?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
-    let id = abo_runtime::create_run(
-        &ctx,
-        &plan,
-        &config,
-        &RunOptions {
-            profile,
-            max_parallel,
-        },
-    )
-    .await?;
+    let opts = RunOptions {
+        profile,
+        max_parallel,
+        policy,
+    };
+    let id = abo_runtime::create_run(&ctx, &plan, &config, &opts).await?;
     if cli.json {
         eprintln!("run {id}");
     } else {
@@ -342,5 +339,111 @@ pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     open(&root, &config, cli.store.as_deref()).await?;
     say!("wrote abo.yml, backlog.example.yml and .abo/ (ignored through .git/info/exclude)");
     say!("next: edit the gates in abo.yml, then: abo run backlog.example.yml");
+    Ok(exit::OK)
+}
+
+pub(crate) async fn approvals(cli: &Cli) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let pending = env.ctx.store.pending_approvals().await?;
+    if cli.json {
+        let items: Vec<serde_json::Value> = pending
+            .iter()
+            .map(|a| {
+                serde_json::json!({
+                    "id": a.id, "run": a.run, "task": a.task, "action": a.action,
+                    "reasons": a.reasons, "created_at": a.created_at.to_rfc3339(),
+                })
+            })
+            .collect();
+        say!("{}", serde_json::Value::Array(items));
+    } else if pending.is_empty() {
+        say!("no approvals waiting");
+    } else {
+        for a in &pending {
+            say!(
+                "{}  {} ({})  since {}",
+                a.id,
+                a.task,
+                a.action,
+                a.created_at.to_rfc3339()
+            );
+            for r in &a.reasons {
+                say!("    - {r}");
+            }
+        }
+        say!("\ndecide with: abo approve ID --reason TEXT, or abo reject ID --reason TEXT");
+    }
+    Ok(exit::OK)
+}
+
+/// `abo approve` / `abo reject`: by approval id, or by the id of a task with one pending.
+pub(crate) async fn decide(
+    cli: &Cli,
+    id: &str,
+    reason: Option<&str>,
+    approve: bool,
+) -> anyhow::Result<u8> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    let reason = reason.map(str::trim).unwrap_or("");
+    if reason.is_empty() && config.safety.require_reason_for_access.unwrap_or(true) {
+        return Err(Usage::new("a reason is required")
+            .hint("give --reason TEXT (safety.require_reason_for_access)")
+            .into());
+    }
+    let env = env(cli).await?;
+    let ctx = &env.ctx;
+    let pending = ctx.store.pending_approvals().await?;
+    let matching: Vec<_> = pending
+        .iter()
+        .filter(|a| a.id == id || a.task.as_str() == id)
+        .collect();
+    let a = match matching.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Usage::new(format!("no pending approval `{id}`"))
+                .hint("`abo approvals` lists them")
+                .into());
+        }
+        _ => {
+            return Err(
+                Usage::new(format!("`{id}` names several pending approvals"))
+                    .hint("give the approval's id")
+                    .into(),
+            );
+        }
+    };
+    let verb = if approve { "approve" } else { "reject" };
+    if executing(&ctx.store, &a.run, ctx.now()).await? {
+        let arg = serde_json::json!({ "approval": a.id, "reason": reason }).to_string();
+        ctx.store
+            .push_request(&a.run, verb, &arg, ctx.now())
+            .await?;
+        say!(
+            "{verb} of {} sent to the process executing run {}",
+            a.id,
+            a.run
+        );
+        return Ok(exit::OK);
+    }
+    let cmd = if approve {
+        Command::Approve {
+            approval: a.id.clone(),
+            reason: reason.to_owned(),
+        }
+    } else {
+        Command::Reject {
+            approval: a.id.clone(),
+            reason: reason.to_owned(),
+        }
+    };
+    engine::decide_offline(ctx, &a.run, cmd).await?;
+    let done = if approve { "approved" } else { "rejected" };
+    say!(
+        "{done} {} ({}); continue the run with: abo resume {}",
+        a.id,
+        a.task,
+        a.run
+    );
     Ok(exit::OK)
 }

@@ -138,8 +138,14 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let backlogs = load::backlogs(&dir.join(".abo-demo/backlog.yml"))?;
     let plan = load::plan(&backlogs, &config)?;
     let ctx = open(&dir, &config, cli.store.as_deref()).await?;
-    let id =
-        abo_runtime::create_run(&ctx, &plan, &config, &abo_runtime::RunOptions::default()).await?;
+    let id = {
+        let policy = crate::policy_cmd::policy_spec(&dir, &config)?;
+        let opts = abo_runtime::RunOptions {
+            policy,
+            ..Default::default()
+        };
+        abo_runtime::create_run(&ctx, &plan, &config, &opts).await?
+    };
     note(format!("run {id}"));
     let mut progress = Progress::stderr();
     let state = abo_runtime::drive(&ctx, &id, abo_runtime::Start::New, &mut progress).await?;

@@ -9,6 +9,7 @@ mod exit;
 mod load;
 mod out;
 mod plan;
+mod policy_cmd;
 mod progress;
 mod stand_in;
 mod status;
@@ -17,7 +18,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Cmd};
+use cli::{Cli, Cmd, PolicyCmd};
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -77,6 +78,15 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Retry { task, run } => commands::retry(cli, task, run.as_deref()).await,
         Cmd::Gc { older_than } => commands::gc(cli, older_than).await,
         Cmd::Doctor => doctor::doctor(cli).await,
+        Cmd::Approvals => commands::approvals(cli).await,
+        Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,
+        Cmd::Reject { id, reason } => commands::decide(cli, id, reason.as_deref(), false).await,
+        Cmd::Policy {
+            command: PolicyCmd::Eval { input },
+        } => policy_cmd::eval(cli, input).await,
+        Cmd::Policy {
+            command: PolicyCmd::Test,
+        } => policy_cmd::test(cli).await,
         Cmd::Plan {
             ticket,
             backend,

@@ -187,6 +187,43 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         },
         EventBody::TaskFailed { reason, .. } => format!("{task}: FAILED: {reason}"),
         EventBody::TaskCancelled { reason, .. } => format!("{task}: cancelled: {reason}"),
+        EventBody::TaskPolicy {
+            verdict,
+            risk,
+            deny,
+            require_approval,
+            duration_us,
+            ..
+        } => {
+            let reasons: Vec<&String> = deny.iter().chain(require_approval).collect();
+            let why = if reasons.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ": {}",
+                    reasons
+                        .iter()
+                        .map(|r| r.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                )
+            };
+            format!(
+                "{task}: policy {} (risk {risk}, {duration_us} µs){why}",
+                verdict.as_str()
+            )
+        }
+        EventBody::TaskApprovalRequested {
+            approval, action, ..
+        } => {
+            format!(
+                "{task}: WAITING FOR APPROVAL ({}): abo approve {approval} --reason \"...\"",
+                action.as_str()
+            )
+        }
+        EventBody::TaskApproved { reason, .. } => format!("{task}: approved: {reason}"),
+        EventBody::TaskRejected { reason, .. } => format!("{task}: rejected: {reason}"),
+        EventBody::TaskDenied { reasons, .. } => format!("{task}: DENIED: {}", reasons.join("; ")),
         EventBody::RouterDecision { backend, rule, .. } => {
             format!("{task}: routed to {backend} ({rule})")
         }

@@ -229,6 +229,7 @@ mod tests {
             max_attempts: 1,
             priority: 0,
             skipped: None,
+            needs_plan_approval: false,
             origin: String::new(),
         }
     }

@@ -32,6 +32,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
             per_backend: Default::default(),
             pricing: Default::default(),
             secret_env: vec![],
+            policy: Default::default(),
         },
         tasks: tasks
             .iter()
@@ -52,6 +53,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
                 max_attempts: 2,
                 priority: 0,
                 skipped: (*id == "skip").then(|| "not ready: later".to_owned()),
+                needs_plan_approval: false,
                 origin: String::new(),
             })
             .collect(),

@@ -218,9 +218,10 @@ fn the_users_checkout_is_never_touched_even_when_dirty() {
 fn overlapping_paths_never_run_at_once_and_priorities_order_the_queue() {
     let repo = project();
     let log = repo.outside.join("log");
-    let step = |name: &str| {
+    // Each writes inside its own scope (a change outside it would need approval).
+    let step = |name: &str, file: &str| {
         format!(
-            "echo start {name} >> {l}; sleep 0.3; echo end {name} >> {l}; echo {name} > {name}.txt",
+            "echo start {name} >> {l}; sleep 0.3; echo end {name} >> {l}; mkdir -p $(dirname {file}); echo {name} > {file}",
             l = log.display()
         )
     };
@@ -228,9 +229,9 @@ fn overlapping_paths_never_run_at_once_and_priorities_order_the_queue() {
         "b.yml",
         &format!(
             "tasks:\n  - {{ id: wide, title: W, paths: ['src/**'], run: '{}' }}\n  - {{ id: narrow, title: N, paths: ['src/a.rs'], run: '{}' }}\n  - {{ id: other, title: O, paths: ['docs/**'], run: '{}' }}\n",
-            step("wide"),
-            step("narrow"),
-            step("other")
+            step("wide", "src/wide.txt"),
+            step("narrow", "src/a.rs"),
+            step("other", "docs/other.txt")
         ),
     );
     let (code, _, stderr) = run(&repo, &backlog, &["--max-parallel", "3"]);
@@ -412,14 +413,15 @@ fn markdown_plans_run_ready_tasks_and_skip_the_others() {
         "PROJECT_PLAN.md",
         "# Plan\n\n### Ready for Autonomous Execution ✅\n\n→ **[task_3]** Add the model\n  - Alignment score: 95/100\n\n→ **[task_5]** Hash passwords\n  - Depends on: task_3\n\n### Pending Approval ⏳\n\n- **[task_4]** Login endpoint\n\n### Not Ready ❌\n\n- **[task_6]** Design the schema\n  - Reason: Requires user input\n",
     );
+    // The "Pending" task waits for a plan approval: the run pauses (exit 4) once the rest is done.
     let (code, doc, stderr) = run(&repo, &plan, &[]);
-    assert_eq!(code, 0, "skipped tasks do not count: {stderr}");
+    assert_eq!(code, 4, "{stderr}");
     assert_eq!(
         brief(&doc),
         s(&[
             ("task_3", "landed", 1),
             ("task_5", "landed", 1),
-            ("task_4", "skipped", 0),
+            ("task_4", "awaiting_approval", 0),
             ("task_6", "skipped", 0)
         ])
     );
@@ -427,13 +429,37 @@ fn markdown_plans_run_ready_tasks_and_skip_the_others() {
         task(&doc, "task_6")["reason"],
         "not ready: Requires user input"
     );
-    assert!(
-        task(&doc, "task_4")["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("pending approval: plan approvals are not supported"),
-        "{doc}"
+    assert_eq!(doc["run"]["reason"], "waiting for approval: task_4");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let out = abo(&repo, &["approvals", "--json"]);
+    let pending: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(pending[0]["id"], format!("{id}/task_4/0"));
+    assert_eq!(
+        (pending[0]["action"].as_str(), pending[0]["task"].as_str()),
+        (Some("plan"), Some("task_4"))
     );
+    let out = abo(&repo, &["approve", "task_4"]);
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (
+            2,
+            "error: a reason is required (hint: give --reason TEXT (safety.require_reason_for_access))"
+        )
+    );
+    let out = abo(
+        &repo,
+        &["approve", "task_4", "--reason", "endpoint reviewed"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = abo(&repo, &["resume", &id, "--json"]);
+    assert_eq!(out.code, 0, "skipped tasks do not count: {}", out.stderr);
+    let done: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(task(&done, "task_4")["status"], "landed");
+    let approved = events(&repo, &id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.approved")
+        .unwrap();
+    assert_eq!(approved["data"]["reason"], "endpoint reviewed");
     let prompt_seen = repo.git(&[
         "show",
         &format!("{}:task_5.txt", doc["run"]["branch"].as_str().unwrap()),

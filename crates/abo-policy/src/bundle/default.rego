@@ -1,0 +1,160 @@
+# abo's default policy bundle: it enforces the `safety` section of abo.yml (data.abo.config).
+# Files in `safety.policy_dir` add rules to this same package.
+package abo
+
+cfg := object.get(data, ["abo", "config"], {})
+
+forbidden_paths := object.get(cfg, "forbidden_paths", [])
+
+allowed_paths := object.get(cfg, "allowed_paths", [])
+
+forbidden_patterns := object.get(cfg, "forbidden_patterns", [])
+
+files := object.get(input, ["change", "files"], [])
+
+task_paths := object.get(input, ["task", "paths"], [])
+
+lines_changed := object.get(input, ["change", "lines_added"], 0) + object.get(input, ["change", "lines_removed"], 0)
+
+matches_any(patterns, path) if {
+	some p in patterns
+	glob.match(p, ["/"], path)
+}
+
+basename(path) := b if {
+	parts := split(path, "/")
+	b := parts[count(parts) - 1]
+}
+
+# Paths the configuration forbids.
+deny contains msg if {
+	some f in files
+	some pat in forbidden_paths
+	glob.match(pat, ["/"], f.path)
+	msg := sprintf("%s matches safety.forbidden_paths %s", [f.path, pat])
+}
+
+# Paths outside the allowed ones.
+deny contains msg if {
+	count(allowed_paths) > 0
+	some f in files
+	not matches_any(allowed_paths, f.path)
+	msg := sprintf("%s is outside safety.allowed_paths", [f.path])
+}
+
+# Text the configuration forbids in what the change adds.
+deny contains msg if {
+	some pat in forbidden_patterns
+	contains(object.get(input, ["change", "added_text"], ""), pat)
+	msg := sprintf("the change adds forbidden text %q (safety.forbidden_patterns)", [pat])
+}
+
+# Changes too large to review.
+deny contains msg if {
+	max := object.get(cfg, "max_diff_lines", 0)
+	max > 0
+	lines_changed > max
+	msg := sprintf("the change has %d changed lines, more than safety.max_diff_lines (%d)", [lines_changed, max])
+}
+
+# CI configuration is never changed by an agent.
+ci_path(p) if startswith(p, ".github/workflows/")
+
+ci_path(p) if p == ".gitlab-ci.yml"
+
+ci_path(p) if startswith(p, ".circleci/")
+
+ci_path(p) if startswith(p, ".buildkite/")
+
+ci_path(p) if p == "Jenkinsfile"
+
+deny contains msg if {
+	some f in files
+	ci_path(f.path)
+	msg := sprintf("%s is CI configuration", [f.path])
+}
+
+# Environment files hold secrets.
+deny contains msg if {
+	some f in files
+	startswith(basename(f.path), ".env")
+	msg := sprintf("%s is an environment file", [f.path])
+}
+
+# Secrets found in the change (their values are never in the input).
+deny contains msg if {
+	some s in object.get(input, "secrets", [])
+	msg := sprintf("%s:%d adds a secret (%s)", [s.path, s.line, s.rule])
+}
+
+# Binary files cannot be reviewed as text.
+require_approval contains msg if {
+	some f in files
+	f.binary
+	msg := sprintf("%s is a binary file", [f.path])
+}
+
+# Changes outside the task's declared scope.
+require_approval contains msg if {
+	count(task_paths) > 0
+	some f in files
+	not matches_any(task_paths, f.path)
+	msg := sprintf("%s is outside the task's paths", [f.path])
+}
+
+# Dependency manifests and lockfiles.
+manifests := {
+	"Cargo.toml", "Cargo.lock", "package.json", "package-lock.json", "yarn.lock", "pnpm-lock.yaml",
+	"go.mod", "go.sum", "requirements.txt", "pyproject.toml", "poetry.lock", "uv.lock", "Pipfile",
+	"Pipfile.lock", "Gemfile", "Gemfile.lock", "composer.json", "composer.lock", "pom.xml",
+	"build.gradle", "build.gradle.kts",
+}
+
+require_approval contains msg if {
+	some f in files
+	manifests[basename(f.path)]
+	msg := sprintf("%s changes dependencies", [f.path])
+}
+
+# Risk: low for docs, comments and tests only; critical for auth and security code; high for
+# large changes; medium otherwise.
+sensitive(p) if regex.match(`(^|/)(auth|authn|authz|security|crypto|secrets?|permissions?|login|session)(/|\.|_|$)`, lower(p))
+
+doc_file(p) if regex.match(`(^|/)docs?/|\.(md|rst|txt|adoc)$|(^|/)(README|CHANGELOG|LICENSE|CONTRIBUTING)[^/]*$`, p)
+
+test_file(p) if regex.match(`(^|/)(tests?|spec|__tests__)/|(^|/)test_[^/]+$|_test\.[a-z]+$|\.(test|spec)\.[a-z]+$`, p)
+
+low_file(f) if doc_file(f.path)
+
+low_file(f) if test_file(f.path)
+
+critical if {
+	some f in files
+	sensitive(f.path)
+}
+
+high if lines_changed > 200
+
+low if {
+	count(files) > 0
+	every f in files {
+		low_file(f)
+	}
+}
+
+low if object.get(input, ["change", "comments_only"], false)
+
+default risk := "medium"
+
+risk := "critical" if critical
+
+risk := "high" if {
+	not critical
+	high
+}
+
+risk := "low" if {
+	not critical
+	not high
+	low
+}

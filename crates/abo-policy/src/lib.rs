@@ -1,0 +1,239 @@
+//! abo's policy: Rego v1 (regorus) over every change (DESIGN §8). The default bundle enforces the
+//! `safety` section of abo.yml; files in `safety.policy_dir` add rules to package `abo`. The engine
+//! is built once per run and reused; each evaluation is timed.
+
+pub mod secrets;
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use abo_core::verdict::Verdict;
+
+/// The default bundle, compiled into the binary.
+pub const DEFAULT_BUNDLE: &[(&str, &str)] = &[
+    ("abo/default.rego", include_str!("bundle/default.rego")),
+    (
+        "abo/default_test.rego",
+        include_str!("bundle/default_test.rego"),
+    ),
+];
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PolicyError {
+    /// A policy file does not parse (exit 2: it is configuration).
+    #[error("{file}:{line}:{col}: {message}")]
+    Syntax {
+        file: String,
+        line: usize,
+        col: usize,
+        message: String,
+    },
+    #[error("policy evaluation failed: {0}")]
+    Eval(String),
+}
+
+/// What the policy decided about one input.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub verdict: Verdict,
+    pub deny: Vec<String>,
+    pub require_approval: Vec<String>,
+    pub risk: String,
+    pub duration: Duration,
+}
+
+impl Decision {
+    /// The JSON of `abo policy eval --json` (DESIGN §8).
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "verdict": self.verdict.as_str(),
+            "deny": self.deny,
+            "require_approval": self.require_approval,
+            "risk": self.risk,
+        })
+    }
+
+    /// Every reason, denials first.
+    pub fn reasons(&self) -> Vec<String> {
+        self.deny
+            .iter()
+            .chain(&self.require_approval)
+            .cloned()
+            .collect()
+    }
+}
+
+/// One `test_*` rule's result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TestResult {
+    pub name: String,
+    pub file: String,
+    pub passed: bool,
+    pub error: Option<String>,
+}
+
+pub struct Policy {
+    engine: regorus::Engine,
+    /// (file, source) of every policy loaded.
+    sources: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field(
+                "files",
+                &self.sources.iter().map(|(f, _)| f).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Policy {
+    /// The default bundle, `config` (abo.yml's `safety` as JSON) as `data.abo.config`, and the
+    /// user's files (name, source).
+    pub fn load(config: &Value, user: &[(String, String)]) -> Result<Self, PolicyError> {
+        let mut engine = regorus::Engine::new();
+        let mut sources = Vec::new();
+        let all = DEFAULT_BUNDLE
+            .iter()
+            .map(|(f, s)| ((*f).to_owned(), (*s).to_owned()))
+            .chain(user.iter().cloned());
+        for (file, source) in all {
+            engine
+                .add_policy(file.clone(), source.clone())
+                .map_err(|e| syntax_error(&file, &e.to_string()))?;
+            sources.push((file, source));
+        }
+        let data = serde_json::json!({ "abo": { "config": config } });
+        let value = regorus::Value::from_json_str(&data.to_string())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        engine
+            .add_data(value)
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        Ok(Self { engine, sources })
+    }
+
+    /// Evaluates the policy on one input (DESIGN §8's shape).
+    pub fn evaluate(&mut self, input: &Value) -> Result<Decision, PolicyError> {
+        let started = Instant::now();
+        let value = regorus::Value::from_json_str(&input.to_string())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        self.engine.set_input(value);
+        let deny = self.strings("data.abo.deny")?;
+        let require_approval = self.strings("data.abo.require_approval")?;
+        let risk = match self.engine.eval_rule("data.abo.risk".to_owned()) {
+            Ok(v) => v
+                .as_string()
+                .map(|s| s.to_string())
+                .unwrap_or_else(|_| "medium".to_owned()),
+            Err(e) => return Err(PolicyError::Eval(e.to_string())),
+        };
+        let verdict = if !deny.is_empty() {
+            Verdict::Deny
+        } else if !require_approval.is_empty() {
+            Verdict::NeedsApproval
+        } else {
+            Verdict::Allow
+        };
+        Ok(Decision {
+            verdict,
+            deny,
+            require_approval,
+            risk,
+            duration: started.elapsed(),
+        })
+    }
+
+    fn strings(&mut self, rule: &str) -> Result<Vec<String>, PolicyError> {
+        let v = self
+            .engine
+            .eval_rule(rule.to_owned())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let json: Value =
+            serde_json::from_str(&v.to_json_str().unwrap_or_default()).unwrap_or(Value::Null);
+        let mut out: Vec<String> = match json {
+            Value::Array(items) => items
+                .into_iter()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect(),
+            _ => Vec::new(),
+        };
+        out.sort();
+        Ok(out)
+    }
+
+    /// Runs every `test_*` rule of the loaded files.
+    pub fn run_tests(&mut self) -> Vec<TestResult> {
+        let tests: Vec<(String, String)> = self
+            .sources
+            .iter()
+            .flat_map(|(file, src)| test_rules(src).into_iter().map(move |n| (file.clone(), n)))
+            .collect();
+        let mut results = Vec::new();
+        for (file, name) in tests {
+            self.engine.set_input(regorus::Value::new_object());
+            let (passed, error) = match self.engine.eval_rule(format!("data.abo.{name}")) {
+                Ok(v) => (v == regorus::Value::from(true), None),
+                Err(e) => (false, Some(e.to_string())),
+            };
+            results.push(TestResult {
+                name,
+                file,
+                passed,
+                error,
+            });
+        }
+        results
+    }
+}
+
+/// Names of the `test_*` rules a source defines.
+fn test_rules(src: &str) -> Vec<String> {
+    let mut names: Vec<String> = src
+        .lines()
+        .filter_map(|l| {
+            let name: String = l
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            (name.starts_with("test_")
+                && l[name.len()..]
+                    .trim_start()
+                    .starts_with(['i', '{', ':', '=']))
+            .then_some(name)
+        })
+        .collect();
+    names.dedup();
+    names
+}
+
+/// regorus reports `--> file:line:col`, the source line, then `error: message`.
+fn syntax_error(file: &str, message: &str) -> PolicyError {
+    let location = message.lines().find_map(|l| l.trim().strip_prefix("--> "));
+    let text = message
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("error:"))
+        .map_or_else(
+            || message.trim().lines().last().unwrap_or(message).to_owned(),
+            |m| m.trim().to_owned(),
+        );
+    let (line, col) = location
+        .and_then(|loc| {
+            let mut parts = loc.rsplitn(3, ':');
+            let col = parts.next()?.trim().parse().ok()?;
+            let line = parts.next()?.trim().parse().ok()?;
+            Some((line, col))
+        })
+        .unwrap_or((1, 1));
+    PolicyError::Syntax {
+        file: file.to_owned(),
+        line,
+        col,
+        message: text,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,128 @@
+//! `abo policy eval --input FILE` and `abo policy test`: the policy bundle (the default one and the
+//! files in `safety.policy_dir`) on an input, and its `test_*` rules.
+
+use std::path::{Path, PathBuf};
+
+use abo_core::config::Config;
+use abo_core::diag::InputError;
+use abo_policy::{Policy, PolicyError};
+
+use crate::cli::Cli;
+use crate::exit::{self, Usage};
+use crate::load;
+use crate::out::say;
+
+/// The `safety` section as the policy's `data.abo.config`.
+pub(crate) fn safety_json(config: &Config) -> serde_json::Value {
+    let s = &config.safety;
+    serde_json::json!({
+        "allowed_paths": s.allowed_paths,
+        "forbidden_paths": s.forbidden_paths,
+        "forbidden_patterns": s.forbidden_patterns,
+        "max_diff_lines": s.max_diff_lines.unwrap_or(0),
+        "require_reason_for_access": s.require_reason_for_access.unwrap_or(true),
+    })
+}
+
+/// The user's policy files: every `.rego` file in `safety.policy_dir` (default `.abo/policy`),
+/// sorted, as (path shown in errors, source).
+pub(crate) fn user_policies(root: &Path, config: &Config) -> anyhow::Result<Vec<(String, String)>> {
+    let dir = root.join(config.safety.policy_dir.as_deref().unwrap_or(".abo/policy"));
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(Vec::new());
+    };
+    let mut files: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "rego"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|f| {
+            let text = std::fs::read_to_string(&f)
+                .map_err(|e| Usage::new(format!("{}: {e}", f.display())))?;
+            Ok((load::display_path(&f), text))
+        })
+        .collect()
+}
+
+/// The run's policy, or the located error of a file that does not parse (exit 2).
+pub(crate) fn load_policy(root: &Path, config: &Config) -> anyhow::Result<Policy> {
+    let user = user_policies(root, config)?;
+    Policy::load(&safety_json(config), &user).map_err(|e| match e {
+        PolicyError::Syntax {
+            file,
+            line,
+            col,
+            message,
+        } => anyhow::Error::new(abo_core::diag::InputErrors::from(
+            InputError::new(&file, message).at(Some((line, col))),
+        )),
+        other => anyhow::Error::new(other),
+    })
+}
+
+/// The policy a run is created with: `safety` and the user's files, checked to parse (exit 2).
+pub(crate) fn policy_spec(
+    root: &Path,
+    config: &Config,
+) -> anyhow::Result<abo_core::spec::PolicySpec> {
+    load_policy(root, config)?;
+    Ok(abo_core::spec::PolicySpec {
+        safety: safety_json(config),
+        files: user_policies(root, config)?,
+    })
+}
+
+pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    let mut policy = load_policy(&root, &config)?;
+    let text = std::fs::read_to_string(input)
+        .map_err(|e| Usage::new(format!("{}: {e}", input.display())))?;
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| {
+            InputError::new(&load::display_path(input), format!("invalid JSON: {e}"))
+                .at(Some((e.line(), e.column())))
+        })
+        .map_err(abo_core::diag::InputErrors::from)?;
+    let d = policy.evaluate(&value)?;
+    if cli.json {
+        say!("{}", d.to_json());
+    } else {
+        say!("verdict  {}", d.verdict.as_str());
+        say!("risk     {}", d.risk);
+        for r in &d.deny {
+            say!("deny     {r}");
+        }
+        for r in &d.require_approval {
+            say!("approval {r}");
+        }
+        say!("time     {} µs", d.duration.as_micros());
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn test(cli: &Cli) -> anyhow::Result<u8> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    let mut policy = load_policy(&root, &config)?;
+    let results = policy.run_tests();
+    let failed = results.iter().filter(|r| !r.passed).count();
+    for r in &results {
+        let status = if r.passed { "PASS" } else { "FAIL" };
+        let why = r
+            .error
+            .as_deref()
+            .map(|e| format!(" ({e})"))
+            .unwrap_or_default();
+        say!("{status} {} {}{why}", r.file, r.name);
+    }
+    say!("{} passed, {failed} failed", results.len() - failed);
+    Ok(if failed == 0 {
+        exit::OK
+    } else {
+        exit::TASKS_FAILED
+    })
+}
