@@ -47,7 +47,7 @@ impl Change {
     pub fn secret_values(&self) -> Vec<(String, String)> {
         self.secrets
             .iter()
-            .map(|f| (f.value.clone(), format!("secret:{}", f.rule)))
+            .map(|f| (f.value.clone(), f.rule.to_owned()))
             .collect()
     }
 }
@@ -60,20 +60,19 @@ fn comment(line: &str) -> bool {
             .any(|p| t.starts_with(p))
 }
 
-/// Stages everything in the worktree (abo's own index) and reads the staged diff against HEAD.
+/// Reads the worktree's change against HEAD. New files are only marked intent-to-add: nothing is
+/// written to git's object store before the policy has allowed the change (a secret in a denied
+/// change must not end up in a blob).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
-    git.run_in(wt, &["add", "-A"]).await?;
+    git.run_in(wt, &["add", "--all", "--intent-to-add"]).await?;
     let numstat = git
-        .run_in(wt, &["diff", "--cached", "--numstat", "--no-renames"])
+        .run_in(wt, &["diff", "HEAD", "--numstat", "--no-renames"])
         .await?;
     let names = git
-        .run_in(wt, &["diff", "--cached", "--name-status", "--no-renames"])
+        .run_in(wt, &["diff", "HEAD", "--name-status", "--no-renames"])
         .await?;
     let patch = git
-        .run_in(
-            wt,
-            &["diff", "--cached", "-U0", "--no-renames", "--no-color"],
-        )
+        .run_in(wt, &["diff", "HEAD", "-U0", "--no-renames", "--no-color"])
         .await?;
     let mut change = Change {
         comments_only: true,

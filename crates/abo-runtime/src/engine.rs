@@ -286,7 +286,7 @@ async fn recover_landed(
 }
 
 /// Removes the run's worktrees, attempt branches and scratch files, except those of failed attempts
-/// (kept for inspection until `abo gc`) and of attempts in flight.
+/// (kept for inspection until `abo gc`) of attempts in flight, and of changes waiting for approval.
 pub async fn sweep(ctx: &Ctx, state: &RunState) {
     let mut keep: BTreeSet<String> = state
         .tasks
@@ -294,7 +294,7 @@ pub async fn sweep(ctx: &Ctx, state: &RunState) {
         .flat_map(|t| t.kept_worktrees.iter().cloned())
         .collect();
     for t in state.tasks.values() {
-        if let Some(a) = t.state.in_flight() {
+        if let Some(a) = t.state.holds_worktree() {
             keep.insert(state.attempt_id(&t.spec.id, a).worktree());
         }
     }

@@ -11,6 +11,7 @@ mod control;
 mod crash;
 mod errors;
 mod golden;
+mod policy;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

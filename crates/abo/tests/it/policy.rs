@@ -1,0 +1,293 @@
+//! Policy, secrets and approvals through the binary.
+
+use abo_test_support::{TestRepo, files_containing, wait_for};
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use crate::{abo, brief, config, events, finish, read_run_id, run, s, spawn, task};
+
+const SAFETY: &str = "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\nsafety:\n  forbidden_paths: [\".env*\", \"**/*.pem\"]\n  forbidden_patterns: [\"DROP TABLE\"]\n  max_diff_lines: 50\n";
+
+#[test]
+fn denied_changes_never_land_and_cancel_their_dependents() {
+    let repo = TestRepo::new();
+    config(&repo, SAFETY);
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: env, title: E, run: 'echo X=1 > .env.local' }\n  - { id: after-env, title: A, deps: [env], run: 'echo a > a.txt' }\n  - { id: sql, title: S, run: 'echo \"DROP TABLE users;\" > drop.sql' }\n  - { id: big, title: B, run: 'seq 1 60 > big.txt' }\n  - { id: fine, title: F, run: 'echo ok > fine.txt' }\n",
+    );
+    let (code, doc, _) = run(&repo, &b, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("env", "denied", 1),
+            ("after-env", "cancelled", 0),
+            ("sql", "denied", 1),
+            ("big", "denied", 1),
+            ("fine", "landed", 1)
+        ])
+    );
+    assert_eq!(
+        task(&doc, "env")["reason"],
+        ".env.local is an environment file; .env.local matches safety.forbidden_paths .env*"
+    );
+    assert_eq!(
+        task(&doc, "after-env")["reason"],
+        "dependency `env` was denied"
+    );
+    assert_eq!(
+        task(&doc, "sql")["reason"],
+        "the change adds forbidden text \"DROP TABLE\" (safety.forbidden_patterns)"
+    );
+    assert_eq!(
+        task(&doc, "big")["reason"],
+        "the change has 60 changed lines, more than safety.max_diff_lines (50)"
+    );
+    let id = doc["run"]["id"].as_str().unwrap();
+    let landed: Vec<String> = repo
+        .commits("main", &format!("abo/{id}"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(landed, ["fine"], "a denied attempt is never committed");
+    let policy: Vec<Value> = events(&repo, id)
+        .into_iter()
+        .filter(|e| e["kind"] == "task.policy")
+        .collect();
+    assert_eq!(policy.len(), 4);
+    assert!(
+        policy
+            .iter()
+            .all(|e| e["data"]["duration_us"].as_u64().is_some())
+    );
+    let fine = policy.iter().find(|e| e["task"] == "fine").unwrap();
+    assert_eq!(
+        (
+            fine["data"]["verdict"].as_str(),
+            fine["data"]["risk"].as_str()
+        ),
+        (Some("allow"), Some("low"))
+    );
+}
+
+#[test]
+fn a_planted_secret_is_denied_and_its_value_appears_nowhere() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1 }\ngates:\n  - { name: show, run: 'cat config.py' }\n",
+    );
+    let secret = "AKIAQWERTYUIOPASDFGH";
+    // The backend copies the secret from outside the repository, as an agent might.
+    let source = repo.write_outside("secret.txt", secret);
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: leak, title: L, run: 'printf \"aws_key = %s\\n\" \"$(cat {s})\" > config.py; echo wrote $(cat {s})' }}\n",
+            s = source.display()
+        ),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(task(&doc, "leak")["status"], "denied");
+    assert_eq!(
+        task(&doc, "leak")["reason"],
+        "config.py:1 adds a secret (aws-access-key)"
+    );
+    // Nowhere: the store, the artifacts, abo's output, any git object.
+    for dir in [".abo/abo.db", ".abo/abo.db-wal", ".abo/artifacts"] {
+        let p = repo.path.join(dir);
+        let hits = if p.is_dir() {
+            files_containing(&p, secret)
+        } else {
+            files_containing(p.parent().unwrap(), secret)
+                .into_iter()
+                .filter(|f| f == &p)
+                .collect()
+        };
+        assert_eq!(hits, Vec::<std::path::PathBuf>::new(), "{dir}");
+    }
+    assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+    let objects = repo.git(&["cat-file", "--batch-all-objects", "--batch"]);
+    assert!(!objects.contains(secret), "no git object holds the secret");
+    let evs = abo(&repo, &["events", "--json"]);
+    assert!(!evs.stdout.contains(secret));
+    // The backend's and the gate's logs held the value: stored redacted.
+    let id = doc["run"]["id"].as_str().unwrap();
+    let all = events(&repo, id);
+    let backend = all
+        .iter()
+        .find(|e| e["kind"] == "task.backend_finished")
+        .unwrap();
+    assert_eq!(
+        crate::artifact(&repo, &backend["data"]["log"]),
+        "wrote [REDACTED:aws-access-key]\n"
+    );
+    let gate = all.iter().find(|e| e["kind"] == "task.gate").unwrap();
+    assert_eq!(
+        crate::artifact(&repo, &gate["data"]["log"]),
+        "aws_key = [REDACTED:aws-access-key]\n"
+    );
+}
+
+#[test]
+fn changes_outside_scope_wait_for_approval_and_are_decided_with_a_reason() {
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\nattempts: { max: 1 }\n");
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: scoped, title: S, paths: ['src/**'], run: 'mkdir -p src; echo a > src/a.txt; echo b > README.md' }\n  - { id: after, title: A, deps: [scoped], run: 'echo c > c.txt' }\n  - { id: other, title: O, paths: ['docs/**'], run: 'echo x > outside.txt' }\n",
+    );
+    let (code, doc, _) = run(&repo, &b, &[]);
+    assert_eq!(code, 4, "only approvals are left: paused");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("scoped", "awaiting_approval", 1),
+            ("after", "pending", 0),
+            ("other", "awaiting_approval", 1)
+        ])
+    );
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let out = abo(&repo, &["approvals"]);
+    assert!(
+        out.stdout
+            .contains(&format!("{id}/scoped/1  scoped (merge)"))
+            && out
+                .stdout
+                .contains("- README.md is outside the task's paths"),
+        "{}",
+        out.stdout
+    );
+    let out = abo(
+        &repo,
+        &["reject", "other", "--reason", "not what was asked"],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = abo(
+        &repo,
+        &[
+            "approve",
+            &format!("{id}/scoped/1"),
+            "--reason",
+            "README edit is fine",
+        ],
+    );
+    assert_eq!(
+        out.stdout.trim(),
+        format!("approved {id}/scoped/1 (scoped); continue the run with: abo resume {id}")
+    );
+    let out = abo(&repo, &["resume", &id, "--json"]);
+    assert_eq!(out.code, 1, "other was denied: {}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("scoped", "landed", 1),
+            ("after", "landed", 1),
+            ("other", "denied", 1)
+        ]),
+        "{doc}"
+    );
+    assert_eq!(
+        task(&doc, "other")["reason"],
+        "rejected by a person: not what was asked"
+    );
+    let out = abo(&repo, &["approve", "scoped", "--reason", "again"]);
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (
+            2,
+            "error: no pending approval `scoped` (hint: `abo approvals` lists them)"
+        )
+    );
+}
+
+#[test]
+fn approving_while_the_run_executes_lets_it_continue() {
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\n");
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: ask, title: A, paths: ['x/**'], run: 'echo a > a.txt' }\n  - { id: slow, title: S, run: 'sleep 3; echo s > s.txt' }\n",
+    );
+    let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
+    let id = read_run_id(&mut child);
+    assert!(wait_for(20, || abo(&repo, &["approvals", "--json"])
+        .stdout
+        .contains("ask")));
+    let out = abo(&repo, &["approve", "ask", "--reason", "ok"]);
+    assert!(
+        out.stdout.starts_with("approve of ")
+            && out.stdout.contains("sent to the process executing run"),
+        "{}",
+        out.stdout
+    );
+    let out = finish(child);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc = crate::status(&repo, Some(&id));
+    assert_eq!(
+        brief(&doc),
+        s(&[("ask", "landed", 1), ("slow", "landed", 1)])
+    );
+}
+
+#[test]
+fn policy_eval_and_test_on_the_command_line() {
+    let repo = TestRepo::new();
+    config(&repo, SAFETY);
+    let input = repo.write_outside(
+        "input.json",
+        r#"{"action": "merge", "task": {"id": "t", "type": "code", "title": "T", "labels": [], "paths": ["src/**"]},
+            "change": {"files": [{"path": "src/auth/x.pem", "status": "added", "lines_added": 3, "lines_removed": 0, "binary": false}], "lines_added": 3, "lines_removed": 0, "added_text": "k"},
+            "secrets": []}"#,
+    );
+    let out = abo(
+        &repo,
+        &[
+            "policy",
+            "eval",
+            "--input",
+            input.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"verdict": "deny", "deny": ["src/auth/x.pem matches safety.forbidden_paths **/*.pem"], "require_approval": [], "risk": "critical"})
+    );
+
+    repo.write(".abo/policy/team.rego", "package abo\n\nrequire_approval contains \"touches billing\" if {\n\tsome f in input.change.files\n\tstartswith(f.path, \"billing/\")\n}\n\ntest_billing if {\n\tcount(require_approval) == 1 with input as {\"change\": {\"files\": [{\"path\": \"billing/a.rs\", \"binary\": false}]}}\n}\n\ntest_broken if {\n\tcount(deny) == 99\n}\n");
+    let out = abo(&repo, &["policy", "test"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("PASS .abo/policy/team.rego test_billing")
+            || out.stdout.contains("team.rego test_billing"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("FAIL") && out.stdout.trim_end().ends_with("5 passed, 1 failed"),
+        "{}",
+        out.stdout
+    );
+
+    repo.write(
+        ".abo/policy/broken.rego",
+        "package abo\n\ndeny contains msg if {\n  msg := \n}\n",
+    );
+    let b = repo.write_outside("b.yml", "tasks:\n  - { id: a, title: A, run: 'true' }\n");
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr
+            .contains("broken.rego:4:7: expecting `}` while parsing set"),
+        "{}",
+        out.stderr
+    );
+}
