@@ -141,6 +141,11 @@ pub enum Effect {
         attempt: AttemptId,
         candidate: CommitSha,
     },
+    /// Sign and attach the proof of change of a landed attempt.
+    Prove {
+        attempt: AttemptId,
+        commit: CommitSha,
+    },
     /// Remove the attempt's worktree and branch, unless `keep` (failed attempts are kept).
     Cleanup { attempt: AttemptId, keep: bool },
     /// Stop every process of every attempt now.
@@ -319,6 +324,10 @@ fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(),
                         commit: commit.clone(),
                     },
                 );
+                cx.effect(Effect::Prove {
+                    attempt: cx.attempt(&task, *a),
+                    commit: commit.clone(),
+                });
                 cx.effect(Effect::Cleanup {
                     attempt: cx.attempt(&task, *a),
                     keep: false,
@@ -608,7 +617,17 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
     match o {
         LandOutcome::Landed { commit } => {
             cx.state.inflight.landing = None;
-            cx.emit(Some(task), EventBody::TaskLanded { attempt, commit });
+            cx.emit(
+                Some(task),
+                EventBody::TaskLanded {
+                    attempt,
+                    commit: commit.clone(),
+                },
+            );
+            cx.effect(Effect::Prove {
+                attempt: cx.attempt(task, attempt),
+                commit,
+            });
             cx.effect(Effect::Cleanup {
                 attempt: cx.attempt(task, attempt),
                 keep: false,

@@ -357,6 +357,7 @@ fn diamond_with_gates() {
               task.ready c
               task.started b {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/b-1"}
               task.started c {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/c-1"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, commit: CommitSha("c1") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
               => start r/b/1
               => start r/c/1
@@ -394,12 +395,14 @@ fn diamond_with_gates() {
               task.policy b {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
             > land c#1 Landed { commit: CommitSha("c2") }
               task.landed c {"attempt":1,"commit":"c2"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 }, commit: CommitSha("c2") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 }, keep: false }
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
             > land b#1 Landed { commit: CommitSha("c3") }
               task.landed b {"attempt":1,"commit":"c3"}
               task.ready d
               task.started d {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/d-1"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 }, commit: CommitSha("c3") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 }, keep: false }
               => start r/d/1
         "#]],
@@ -419,6 +422,7 @@ fn diamond_with_gates() {
             > land d#1 Landed { commit: CommitSha("c4") }
               task.landed d {"attempt":1,"commit":"c4"}
               run.finished {"cancelled":0,"failed":0,"landed":4,"skipped":0}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 }, commit: CommitSha("c4") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 }, keep: false }
               => Finish
         "#]],
@@ -652,6 +656,7 @@ fn resume_after_a_crash_recovers_in_flight_tasks() {
               task.ready c
               task.started b {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/b-1"}
               task.started c {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/c-1"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, commit: CommitSha("c1") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
               => start r/b/1
               => start r/c/1
@@ -686,6 +691,7 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
             > land a#1 Landed { commit: CommitSha("c1") }
               task.landed a {"attempt":1,"commit":"c1"}
               task.ready c
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, commit: CommitSha("c1") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
         "#]],
     );
@@ -864,6 +870,7 @@ fn policy_decides_land_approval_or_denial_and_people_decide_approvals() {
             > land ok#1 Landed { commit: CommitSha("c1") }
               task.landed ok {"attempt":1,"commit":"c1"}
               run.paused {"reason":"waiting for approval: ask"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("ok"), attempt: 1 }, commit: CommitSha("c1") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("ok"), attempt: 1 }, keep: false }
         "#]],
     );
@@ -900,6 +907,7 @@ fn policy_decides_land_approval_or_denial_and_people_decide_approvals() {
           task.landed ask {"attempt":1,"commit":"c2"}
           task.ready after-ask
           task.started after-ask {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/after-ask-1"}
+          => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("ask"), attempt: 1 }, commit: CommitSha("c2") }
           => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("ask"), attempt: 1 }, keep: false }
           => start r/after-ask/1
     "#]]);

@@ -129,6 +129,14 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect)
             Ok(()) => Done::default(),
             Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
         },
+        Effect::Prove { attempt, commit } => {
+            match crate::proof::prove(ctx, &attempt, &commit).await {
+                Ok(()) => Done::default(),
+                Err(e) => Done::warning(format!(
+                    "the proof of change of {attempt} could not be written: {e}"
+                )),
+            }
+        }
         Effect::KillAll => {
             ctx.groups.kill_all();
             Done::default()

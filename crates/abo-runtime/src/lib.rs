@@ -10,6 +10,7 @@ pub mod effects;
 pub mod engine;
 pub mod git;
 pub mod process;
+pub mod proof;
 pub mod redact;
 
 pub use context::{Clock, Ctx, SystemClock};

@@ -79,6 +79,8 @@ pub(crate) enum Cmd {
         #[arg(long)]
         run: Option<String>,
     },
+    /// Check a landed commit against its signed proof of change.
+    Verify { commit: String },
     /// Approvals waiting for a decision.
     Approvals,
     /// Approve a pending approval (its id, or the id of a task with one pending).

@@ -337,7 +337,11 @@ pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     }
     let (config, _) = load::config(&root, None)?;
     open(&root, &config, cli.store.as_deref()).await?;
-    say!("wrote abo.yml, backlog.example.yml and .abo/ (ignored through .git/info/exclude)");
+    abo_runtime::proof::load_or_create_key(&root.join(".abo"))
+        .context("creating the proof-of-change key")?;
+    say!(
+        "wrote abo.yml, backlog.example.yml and .abo/ (ignored through .git/info/exclude), with the key that signs proofs of change"
+    );
     say!("next: edit the gates in abo.yml, then: abo run backlog.example.yml");
     Ok(exit::OK)
 }
@@ -446,4 +450,36 @@ pub(crate) async fn decide(
         a.run
     );
     Ok(exit::OK)
+}
+
+#[allow(clippy::print_stderr, reason = "problems go to stderr")]
+pub(crate) async fn verify(cli: &Cli, commit: &str) -> anyhow::Result<u8> {
+    let env = env(cli).await?;
+    let v = match abo_runtime::proof::verify(&env.ctx, commit).await {
+        Ok(v) => v,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(exit::TASKS_FAILED);
+        }
+    };
+    if cli.json {
+        say!(
+            "{}",
+            serde_json::json!({ "commit": commit, "change_id": v.change_id, "ok": v.problems.is_empty(), "problems": v.problems })
+        );
+    } else if v.problems.is_empty() {
+        say!(
+            "ok: {commit} is change {}, signed by this repository's key, and its diff matches the proof",
+            v.change_id
+        );
+    } else {
+        for p in &v.problems {
+            eprintln!("FAILED: {p}");
+        }
+    }
+    Ok(if v.problems.is_empty() {
+        exit::OK
+    } else {
+        exit::TASKS_FAILED
+    })
 }

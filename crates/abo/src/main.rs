@@ -79,6 +79,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Gc { older_than } => commands::gc(cli, older_than).await,
         Cmd::Doctor => doctor::doctor(cli).await,
         Cmd::Approvals => commands::approvals(cli).await,
+        Cmd::Verify { commit } => commands::verify(cli, commit).await,
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,
         Cmd::Reject { id, reason } => commands::decide(cli, id, reason.as_deref(), false).await,
         Cmd::Policy {

@@ -291,3 +291,101 @@ fn policy_eval_and_test_on_the_command_line() {
         out.stderr
     );
 }
+
+#[test]
+fn landed_commits_carry_a_signed_proof_that_verify_checks() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\ngates:\n  - { name: test, run: 'true' }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: a, title: Add a, run: 'echo a > a.txt' }\n  - { id: b, title: Add b, run: 'printf \"b\\\\nb\\\\n\" > b.txt', deps: [a] }\n",
+    );
+    let (code, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let commit = task(&doc, "b")["commit"].as_str().unwrap().to_owned();
+    let out = abo(&repo, &["verify", &commit, "--json"]);
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    let v: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (v["ok"].as_bool(), v["change_id"].as_str()),
+        (
+            Some(true),
+            Some(format!("{}/b/1", doc["run"]["id"].as_str().unwrap()).as_str())
+        )
+    );
+
+    let note = repo.git(&["notes", "--ref", "abo-proof", "show", &commit]);
+    let envelope: Value = serde_json::from_str(&note).unwrap();
+    let proof = &envelope["proof"];
+    assert_eq!(
+        (
+            proof["diff"]["lines_added"].as_u64(),
+            proof["diff"]["files_modified"].clone()
+        ),
+        (Some(2), serde_json::json!(["b.txt"]))
+    );
+    assert_eq!(proof["tests"]["gates"][0]["name"], "test");
+    assert_eq!(proof["validation"]["policy"]["verdict"], "allow");
+    assert_eq!(proof["provenance"]["backend"], "command");
+
+    // Tampered: the note says 99 lines; the signature no longer matches and neither does the diff.
+    let mut forged = envelope.clone();
+    forged["proof"]["diff"]["lines_added"] = serde_json::json!(99);
+    repo.git(&[
+        "notes",
+        "--ref",
+        "abo-proof",
+        "add",
+        "-f",
+        "-m",
+        &forged.to_string(),
+        &commit,
+    ]);
+    let out = abo(&repo, &["verify", &commit]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains("FAILED: the signature does not match the proof and the trusted key"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr
+            .contains("FAILED: diff.lines_added is 99 in the proof but 2 in the commit"),
+        "{}",
+        out.stderr
+    );
+
+    // A genuine proof on another commit: refused.
+    let a = task(&doc, "a")["commit"].as_str().unwrap().to_owned();
+    let a_note = repo.git(&["notes", "--ref", "abo-proof", "show", &a]);
+    repo.git(&[
+        "notes",
+        "--ref",
+        "abo-proof",
+        "add",
+        "-f",
+        "-m",
+        a_note.trim(),
+        &commit,
+    ]);
+    let out = abo(&repo, &["verify", &commit]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr
+            .contains(&format!("FAILED: the proof is for commit {a}")),
+        "{}",
+        out.stderr
+    );
+
+    let out = abo(&repo, &["verify", "main"]);
+    assert_eq!(out.code, 1);
+    assert!(
+        out.stderr.contains("has no proof of change"),
+        "{}",
+        out.stderr
+    );
+}
