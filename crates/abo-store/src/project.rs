@@ -132,7 +132,12 @@ pub async fn project(
             reasons,
             ..
         } => {
-            task_status(tx, run, task, TaskStatus::AwaitingApproval, None).await?;
+            let why = format!(
+                "waiting for approval ({}): {}",
+                action.as_str(),
+                reasons.join("; ")
+            );
+            task_status(tx, run, task, TaskStatus::AwaitingApproval, Some(&why)).await?;
             sqlx::query(
                 "INSERT OR REPLACE INTO approvals (id, run, task, action, reasons, created_at, status)
                  VALUES (?, ?, ?, ?, ?, ?, 'pending')",

@@ -130,7 +130,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
         dir.display()
     ));
     note(
-        "  backlog .abo-demo/backlog.yml: 7 tasks; gates `lint` and `test` (.abo-demo/abo.yml)\n"
+        "  backlog .abo-demo/backlog.yml: 9 tasks; gates `lint` and `test` (.abo-demo/abo.yml)\n"
             .into(),
     );
     let config_path = dir.join(".abo-demo/abo.yml");
@@ -153,11 +153,13 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let tasks = ctx.store.tasks(&id).await?;
     if cli.json {
         say!("{}", status::to_json(&run, &tasks));
-        return Ok(if state.status == RunStatus::Finished {
-            exit::OK
-        } else {
-            exit::for_run(&state)
-        });
+        return Ok(
+            if matches!(state.status, RunStatus::Finished | RunStatus::Paused { .. }) {
+                exit::OK
+            } else {
+                exit::for_run(&state)
+            },
+        );
     }
     say_raw!("\n{}", status::render(&run, &tasks));
     let d = dir.display();
@@ -165,19 +167,28 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
         "\nWhat happened: tasks ran in parallel, each in its own worktree; `greet-name` failed its test,\n\
          got the gate's output as feedback and passed on attempt 2; `shout` failed lint twice, so\n\
          `shout-docs` was cancelled; `contributing` was written by a model API (a stand-in server\n\
-         on 127.0.0.1) as a diff that abo applied and gated; `changelog` waited for its dependencies.\n\
-         Your checked-out branch was not touched: the work is on branch {branch}.\n\n\
+         on 127.0.0.1) as a diff that abo applied and gated; `deploy-settings` wrote an access key,\n\
+         so the policy denied it (the key is redacted from every log abo keeps); `lint-dependency`\n\
+         changes a dependency manifest, so it waits for you; `changelog` waited for its dependencies.\n\
+         Every landed commit carries a signed proof of change. Your checked-out branch was not\n\
+         touched: the work is on branch {branch}.\n\n\
+         Decide the waiting change, then let the run finish:\n\
+         \x20 abo -C {d} approvals\n\
+         \x20 abo -C {d} approve lint-dependency --reason \"shellcheck is fine\"\n\
+         \x20 abo -C {d} resume {id}\n\n\
          Look at it:\n\
          \x20 git -C {d} log --oneline --graph {branch}   one commit per landed task\n\
          \x20 abo -C {d} status                            tasks, attempts, reasons\n\
          \x20 abo -C {d} events                            the event log\n\
-         \x20 ls {d}/.abo/worktrees/{id}                   the failed attempts' worktrees\n\
-         \x20 abo -C {d} gc --older-than 0s                remove them",
+         \x20 abo -C {d} verify {branch}                   the last commit's signed proof\n\
+         \x20 abo -C {d} gc --older-than 0s                remove the failed attempts' worktrees",
         branch = state.spec.branch,
     );
-    Ok(if state.status == RunStatus::Finished {
-        exit::OK
-    } else {
-        exit::for_run(&state)
-    })
+    Ok(
+        if matches!(state.status, RunStatus::Finished | RunStatus::Paused { .. }) {
+            exit::OK
+        } else {
+            exit::for_run(&state)
+        },
+    )
 }

@@ -555,8 +555,15 @@ fn demo_runs_offline_and_shows_the_pipeline() {
             ("shout", "failed", 2),
             ("shout-docs", "cancelled", 0),
             ("contributing", "landed", 1),
+            ("deploy-settings", "denied", 1),
+            ("lint-dependency", "awaiting_approval", 1),
             ("changelog", "landed", 1)
         ])
+    );
+    assert_eq!(doc["run"]["status"], "paused");
+    assert_eq!(
+        task(&doc, "deploy-settings")["reason"],
+        "deploy/env.sh:1 adds a secret (aws-access-key)"
     );
     // The model task went through the stand-in server over real HTTP.
     assert_eq!(task(&doc, "contributing")["backend"], "model");
