@@ -51,6 +51,13 @@ pub enum Command {
         approval: String,
         reason: String,
     },
+    /// The run branch was (or was not) landed into the base branch.
+    MergeDone {
+        into: Option<String>,
+        outcome: String,
+        commit: Option<CommitSha>,
+        reason: String,
+    },
     Pause {
         reason: String,
     },
@@ -150,8 +157,9 @@ pub enum Effect {
     Cleanup { attempt: AttemptId, keep: bool },
     /// Stop every process of every attempt now.
     KillAll,
-    /// The run ended: publish the run branch per `landing`.
-    Finish,
+    /// The run ended: publish the run branch per `landing`, and land it into the base branch
+    /// when the `merge` action's autonomy allows (else say why not).
+    Finish { merge: Result<(), String> },
 }
 
 /// A command that does not apply to the run as it is.
@@ -239,6 +247,22 @@ impl RunState {
                 attempt,
                 outcome,
             } => policy_done(&mut cx, &task, attempt, outcome),
+            Command::MergeDone {
+                into,
+                outcome,
+                commit,
+                reason,
+            } => {
+                cx.emit(
+                    None,
+                    EventBody::RunMerge {
+                        into,
+                        outcome,
+                        commit,
+                        reason,
+                    },
+                );
+            }
             Command::Approve { approval, reason } => {
                 decide_approval(&mut cx, &approval, reason, true)?
             }
@@ -273,15 +297,15 @@ fn start(cx: &mut Ctx<'_>) -> Result<(), Rejected> {
     }
     cx.emit(None, EventBody::RunStarted {});
     // A Markdown plan's "Pending" tasks wait for a person to accept them.
-    let pending: Vec<TaskId> = cx
+    let pending: Vec<(TaskId, Vec<String>)> = cx
         .state
         .tasks_in_order()
-        .filter(|t| t.spec.needs_plan_approval)
-        .map(|t| t.spec.id.clone())
+        .filter(|t| t.spec.skipped.is_none())
+        .map(|t| (t.spec.id.clone(), plan_approval_reasons(&t.spec)))
+        .filter(|(_, r)| !r.is_empty())
         .collect();
-    for task in pending {
+    for (task, reasons) in pending {
         let approval = cx.attempt(&task, 0).to_string();
-        let reasons = vec!["the plan lists this task as pending approval".to_owned()];
         cx.emit(
             Some(&task),
             EventBody::TaskApprovalRequested {
@@ -400,6 +424,33 @@ fn next_gate(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
     }
 }
 
+/// Why a task waits for a person before anything runs: a Markdown "Pending" task, or autonomy
+/// levels under which the backend or the commands may not run unasked.
+fn plan_approval_reasons(t: &crate::spec::TaskSpec) -> Vec<String> {
+    use crate::autonomy::{Action, Level};
+    let mut reasons = Vec::new();
+    if t.needs_plan_approval {
+        reasons.push("the plan lists this task as pending approval".to_owned());
+    }
+    let l = &t.autonomy;
+    if l.of(Action::Plan) == Level::A0 {
+        reasons.push(format!("autonomy: plan is {}", Level::A0.name()));
+    }
+    if l.of(Action::Generate) == Level::A0 {
+        reasons.push(format!(
+            "autonomy: generate is {}: the backend runs only after approval",
+            Level::A0.name()
+        ));
+    }
+    if l.of(Action::Execute) <= Level::A1 {
+        reasons.push(format!(
+            "autonomy: execute is {}: commands and gates run only after approval",
+            l.of(Action::Execute).name()
+        ));
+    }
+    reasons
+}
+
 /// The policy decided: land, ask a person, or deny.
 fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) {
     let Some(t) = cx.state.task(task) else { return };
@@ -415,6 +466,16 @@ fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) 
             format!("policy evaluation failed: {err}"),
             None,
         );
+    }
+    // The stricter of policy and autonomy wins: at generate A1 every change waits for a person.
+    let mut o = o;
+    let generate = t.spec.autonomy.of(crate::autonomy::Action::Generate);
+    if generate == crate::autonomy::Level::A1 && o.verdict < Verdict::NeedsApproval {
+        o.verdict = Verdict::NeedsApproval;
+        o.require_approval.push(format!(
+            "autonomy: generate is {}: each change waits for approval",
+            generate.name()
+        ));
     }
     cx.emit(
         Some(task),
@@ -992,6 +1053,41 @@ fn choose_backend(
     Some(choice)
 }
 
+/// Whether the run branch may land into the base branch (DESIGN §7): below A3 it waits for review;
+/// at A3 only when every landed change is low risk; at A4 and above (policy allowed each change).
+fn merge_decision(state: &RunState) -> Result<(), String> {
+    use crate::autonomy::{Action, Level};
+    let level = state.spec.settings.autonomy.of(Action::Merge);
+    let landed: Vec<&crate::state::TaskRecord> = state
+        .tasks_in_order()
+        .filter(|t| matches!(t.state, TaskState::Landed { .. }))
+        .collect();
+    if landed.is_empty() {
+        return Err("nothing landed".into());
+    }
+    if level < Level::A3 {
+        return Err(format!(
+            "merge is {}: the run branch waits for review",
+            level.name()
+        ));
+    }
+    if level == Level::A3 {
+        let risky: Vec<String> = landed
+            .iter()
+            .filter(|t| t.risk.as_deref() != Some("low"))
+            .map(|t| format!("{} ({})", t.spec.id, t.risk.as_deref().unwrap_or("unknown")))
+            .collect();
+        if !risky.is_empty() {
+            return Err(format!(
+                "merge is {} and these changes are not low risk: {}",
+                level.name(),
+                risky.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn finish_if_done(cx: &mut Ctx<'_>) {
     let busy = cx
         .state
@@ -1038,5 +1134,6 @@ fn finish_if_done(cx: &mut Ctx<'_>) {
         skipped: s.count(crate::state::TaskStatus::Skipped),
     };
     cx.emit(None, body);
-    cx.effect(Effect::Finish);
+    let merge = merge_decision(cx.state);
+    cx.effect(Effect::Finish { merge });
 }

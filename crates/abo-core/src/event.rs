@@ -201,6 +201,15 @@ pub enum EventBody {
         reasons: Vec<String>,
         kept_worktree: Option<String>,
     },
+    /// The `merge` action at the end of a run: the run branch landed into the base branch, or why not.
+    #[serde(rename = "run.merge")]
+    RunMerge {
+        into: Option<String>,
+        /// `fast-forward`, `merge-commit` or `skipped`.
+        outcome: String,
+        commit: Option<CommitSha>,
+        reason: String,
+    },
     /// The backend chosen for an attempt, when it is not the task's own.
 
     #[serde(rename = "router.decision")]
@@ -231,6 +240,7 @@ impl EventBody {
             Self::TaskCancelled { .. } => "task.cancelled",
             Self::RouterDecision { .. } => "router.decision",
             Self::TaskPolicy { .. } => "task.policy",
+            Self::RunMerge { .. } => "run.merge",
             Self::TaskApprovalRequested { .. } => "task.approval_requested",
             Self::TaskApproved { .. } => "task.approved",
             Self::TaskRejected { .. } => "task.rejected",

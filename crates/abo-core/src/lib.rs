@@ -4,6 +4,7 @@
 //! them into a DAG, `spec` freezes it into the run's `run.created` event, and `state`/`decide` are the
 //! run's state machine (`decide` turns commands into events and effects, `apply` folds events).
 
+pub mod autonomy;
 pub mod backlog;
 pub mod config;
 pub mod decide;

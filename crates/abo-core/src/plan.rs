@@ -51,6 +51,8 @@ pub struct PlanTask {
     pub max_attempts: u32,
     pub priority: i64,
     pub readiness: Readiness,
+    /// The task's own `autonomy:` overrides (they may only lower the run's levels).
+    pub autonomy: BTreeMap<String, String>,
     /// Where it was written, for later errors (`FILE:LINE:COL`).
     pub origin: String,
 }
@@ -281,6 +283,7 @@ fn plan_task(t: &BacklogTask, config: &Config) -> PlanTask {
         max_attempts: t.max_attempts.unwrap_or(config.attempts.max),
         priority: t.priority,
         readiness,
+        autonomy: t.autonomy.clone(),
         origin: format!("{}:{}:{}", t.file, t.pos.0, t.pos.1),
     }
 }

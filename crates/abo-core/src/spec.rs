@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use std::collections::BTreeMap;
 
+use crate::autonomy::Levels;
 use crate::backlog::TaskType;
 use crate::config::{AgentKind, ApiKind, Landing, LandingMode};
 use crate::ids::{ArtifactId, BackendName, CommitSha, GateName, TaskId};
@@ -47,6 +48,9 @@ pub struct RunSettings {
     /// The policy the run was created with: resuming uses the same.
     #[serde(default)]
     pub policy: PolicySpec,
+    /// The run's autonomy levels (profile and config overrides).
+    #[serde(default)]
+    pub autonomy: Levels,
 }
 
 /// abo.yml's `safety` (as the policy's `data.abo.config`) and the user's policy files.
@@ -98,6 +102,9 @@ pub struct TaskSpec {
     /// A Markdown plan's "Pending" task: it runs only after a person approves it (action `plan`).
     #[serde(default)]
     pub needs_plan_approval: bool,
+    /// The task's autonomy levels: the run's, lowered by the task's own `autonomy:`.
+    #[serde(default)]
+    pub autonomy: Levels,
     /// `FILE:LINE:COL` where the task was written.
     pub origin: String,
 }

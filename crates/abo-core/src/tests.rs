@@ -57,6 +57,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             pricing: Default::default(),
             secret_env: vec![],
             policy: Default::default(),
+            autonomy: Default::default(),
         },
         tasks: tasks
             .iter()
@@ -78,6 +79,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                 priority: t.priority,
                 skipped: None,
                 needs_plan_approval: false,
+                autonomy: Default::default(),
                 origin: "b.yml:1:1".into(),
             })
             .collect(),
@@ -424,7 +426,7 @@ fn diamond_with_gates() {
               run.finished {"cancelled":0,"failed":0,"landed":4,"skipped":0}
               => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 }, commit: CommitSha("c4") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 }, keep: false }
-              => Finish
+              => Finish { merge: Ok(()) }
         "#]],
     );
     assert_eq!(h.state.status, RunStatus::Finished);
@@ -983,4 +985,55 @@ fn rejecting_denies_and_plan_approvals_gate_pending_tasks() {
         trace.contains("task.started later {\"attempt\":1"),
         "{trace}"
     );
+}
+
+#[test]
+fn autonomy_levels_ask_for_approvals_and_decide_the_merge() {
+    use crate::autonomy::profile;
+    use crate::verdict::Verdict;
+    // assisted: execute A1, so nothing runs unasked; generate A1, so each change waits too.
+    let mut s = spec(&[t("a", &[])], &[], 1);
+    s.tasks[0].autonomy = profile("assisted").unwrap();
+    s.settings.autonomy = profile("assisted").unwrap();
+    let mut h = Harness::new(s);
+    let trace = h.run(vec![Command::Start]);
+    assert!(
+        trace.contains(r#""reasons":["autonomy: execute is A1 (assisted): commands and gates run only after approval"]"#),
+        "{trace}"
+    );
+    let trace = h.run(vec![
+        Command::Approve {
+            approval: "a".into(),
+            reason: "go".into(),
+        },
+        Command::Resume { landed: vec![] },
+        ok("a", 1),
+        allow("a", 1),
+    ]);
+    assert!(trace.contains(r#""require_approval":["autonomy: generate is A1 (assisted): each change waits for approval"],"risk":"low","verdict":"needs_approval""#), "{trace}");
+
+    // prod-conservative: merge A3 lands the run branch only when every landed change is low risk.
+    let mut h = Harness::new(spec(&[t("docs", &[]), t("code", &[])], &[], 2));
+    let medium = Command::PolicyDone {
+        task: TaskId::new("code"),
+        attempt: 1,
+        outcome: crate::decide::PolicyOutcome {
+            verdict: Verdict::Allow,
+            deny: vec![],
+            require_approval: vec![],
+            risk: "medium".into(),
+            duration_us: 1,
+            error: None,
+        },
+    };
+    let trace = h.run(vec![
+        Command::Start,
+        ok("docs", 1),
+        ok("code", 1),
+        allow("docs", 1),
+        medium,
+        landed("docs", 1, "c1"),
+        landed("code", 1, "c2"),
+    ]);
+    assert!(trace.ends_with("=> Finish { merge: Err(\"merge is A3 (auto low-risk) and these changes are not low risk: code (medium)\") }\n"), "{trace}");
 }

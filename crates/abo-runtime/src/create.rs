@@ -3,6 +3,7 @@
 
 use std::hash::{BuildHasher, RandomState};
 
+use abo_core::autonomy::{self, Levels};
 use abo_core::config::{ApiKind, BackendConfig, Config};
 use abo_core::event::{Event, EventBody};
 use abo_core::ids::{BackendName, GateName, RunId};
@@ -45,6 +46,8 @@ pub enum CreateError {
         file: String,
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Autonomy(String),
     #[error(
         "`landing.mode: pull-request` is not supported by this version of abo (use `branch` or `push`)"
     )]
@@ -66,6 +69,7 @@ impl CreateError {
                 | Self::MissingKey { .. }
                 | Self::Patch { .. }
                 | Self::PullRequest
+                | Self::Autonomy(_)
         )
     }
 }
@@ -222,7 +226,40 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
             .filter_map(BackendConfig::secret_env)
             .collect(),
         policy: Default::default(),
+        autonomy: Default::default(),
     }
+}
+
+/// The run's profile and levels, and each task's (lowered by its own `autonomy:`).
+pub fn resolve_autonomy(
+    plan: &Plan,
+    config: &Config,
+    explicit: Option<&str>,
+) -> Result<(String, Levels, Vec<Levels>), CreateError> {
+    let name = explicit
+        .map(str::to_owned)
+        .or_else(|| plan.profile.clone())
+        .or_else(|| config.autonomy.profile.clone())
+        .unwrap_or_else(|| "prod-conservative".into());
+    let base = autonomy::profile(&name).ok_or_else(|| {
+        CreateError::Autonomy(format!(
+            "unknown autonomy profile `{name}` (one of: {})",
+            autonomy::PROFILES.join(", ")
+        ))
+    })?;
+    let run = base
+        .lowered(&config.autonomy.overrides)
+        .map_err(|e| CreateError::Autonomy(format!("abo.yml: autonomy.overrides: {e}")))?;
+    let tasks = plan
+        .tasks
+        .iter()
+        .map(|t| {
+            run.lowered(&t.autonomy).map_err(|e| {
+                CreateError::Autonomy(format!("{}: task `{}`: autonomy: {e}", t.origin, t.id))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((name, run, tasks))
 }
 
 /// Records a new run for `plan` and creates its branch. Nothing is executed.
@@ -249,8 +286,10 @@ pub async fn create_run(
             ctx.git.current_branch().await?,
         ),
     };
+    let (profile, run_levels, task_levels) =
+        resolve_autonomy(plan, config, opts.profile.as_deref())?;
     let mut tasks = Vec::with_capacity(plan.tasks.len());
-    for t in &plan.tasks {
+    for (t, levels) in plan.tasks.iter().zip(task_levels) {
         let backend = match &t.backend {
             BackendChoice::Run { command } => BackendSpec::Command {
                 name: BackendName::new("command"),
@@ -305,6 +344,7 @@ pub async fn create_run(
                 Readiness::Runnable | Readiness::NeedsPlanApproval => None,
             },
             needs_plan_approval: t.readiness == Readiness::NeedsPlanApproval,
+            autonomy: levels,
             origin: t.origin.clone(),
         });
     }
@@ -313,17 +353,13 @@ pub async fn create_run(
     let id = RunId::generate(now, random);
     let spec = RunSpec {
         title: plan.title.clone(),
-        profile: opts
-            .profile
-            .clone()
-            .or_else(|| plan.profile.clone())
-            .or_else(|| config.autonomy.profile.clone())
-            .unwrap_or_else(|| "prod-conservative".into()),
+        profile,
         base,
         base_branch,
         branch: id.branch(),
         settings: abo_core::spec::RunSettings {
             policy: opts.policy.clone(),
+            autonomy: run_levels,
             ..settings(config, opts.max_parallel)
         },
         tasks,

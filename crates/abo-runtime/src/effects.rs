@@ -141,17 +141,28 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect)
             ctx.groups.kill_all();
             Done::default()
         }
-        Effect::Finish => {
+        Effect::Finish { merge } => {
+            let mut warnings = Vec::new();
             if spec.settings.pushes() {
                 let remote = &spec.settings.landing.remote;
                 if let Err(e) = ctx.git.push(remote, &spec.branch).await {
-                    return Done::warning(format!(
-                        "pushing {} to {remote} failed: {e}",
-                        spec.branch
-                    ));
+                    warnings.push(format!("pushing {} to {remote} failed: {e}", spec.branch));
                 }
             }
-            Done::default()
+            let (outcome, commit, reason) = match merge {
+                Ok(()) => merge_into_base(ctx, spec).await,
+                Err(reason) => ("skipped".to_owned(), None, reason),
+            };
+            let command = Command::MergeDone {
+                into: spec.base_branch.clone(),
+                outcome,
+                commit,
+                reason,
+            };
+            Done {
+                command: Some(command),
+                warnings,
+            }
         }
     }
 }
@@ -201,6 +212,150 @@ fn feedback_text(ctx: &Ctx, f: &Feedback) -> String {
         }
     }
     text
+}
+
+/// Lands the run branch into the base branch (DESIGN §7): fast-forward when possible, in the
+/// user's checkout only when it is clean; otherwise a merge commit made in abo's own worktree, and
+/// never moving a branch some working tree has checked out. Returns (outcome, commit, reason).
+async fn merge_into_base(ctx: &Ctx, spec: &RunSpec) -> (String, Option<CommitSha>, String) {
+    let skipped = |reason: String| ("skipped".to_owned(), None, reason);
+    let Some(base) = &spec.base_branch else {
+        return skipped("the run started from a detached HEAD: there is no base branch".into());
+    };
+    let (Ok(Some(base_head)), Ok(Some(run_head))) = (
+        ctx.git.branch_head(base).await,
+        ctx.git.branch_head(&spec.branch).await,
+    ) else {
+        return skipped(format!("{base} or {} is missing", spec.branch));
+    };
+    if base_head == run_head {
+        return skipped("nothing to merge".into());
+    }
+    let by_hand = |how: &str| {
+        format!(
+            "{how}; merge it with: git merge {} (on {base})",
+            spec.branch
+        )
+    };
+    let checked_out = checked_out_in(ctx, base).await;
+    let ff = ctx
+        .git
+        .run(&[
+            "merge-base",
+            "--is-ancestor",
+            base_head.as_str(),
+            run_head.as_str(),
+        ])
+        .await
+        .is_ok();
+    if ff {
+        if checked_out.is_empty() {
+            return match ctx.git.advance_branch(base, &run_head, &base_head).await {
+                Ok(()) => (
+                    "fast-forward".into(),
+                    Some(run_head),
+                    format!("{base} now points at the run branch"),
+                ),
+                Err(e) => skipped(by_hand(&format!("{base} moved meanwhile ({e})"))),
+            };
+        }
+        if checked_out.len() == 1 && checked_out[0] == ctx.root {
+            let dirty = ctx
+                .git
+                .run(&["status", "--porcelain", "--untracked-files=no"])
+                .await
+                .map(|s| !s.trim().is_empty())
+                .unwrap_or(true);
+            if dirty {
+                return skipped(by_hand(&format!(
+                    "{base} is checked out with uncommitted changes, so abo moved nothing"
+                )));
+            }
+            return match ctx
+                .git
+                .run(&["merge", "--ff-only", "--quiet", &spec.branch])
+                .await
+            {
+                Ok(_) => (
+                    "fast-forward".into(),
+                    Some(run_head),
+                    format!("{base} (checked out, clean) fast-forwarded"),
+                ),
+                Err(e) => skipped(by_hand(&format!("the fast-forward failed ({e})"))),
+            };
+        }
+        return skipped(by_hand(&format!(
+            "{base} is checked out in another worktree"
+        )));
+    }
+    if !checked_out.is_empty() {
+        return skipped(by_hand(&format!(
+            "{base} has moved and is checked out, so abo does not merge into it"
+        )));
+    }
+    // Diverged: a merge commit in abo's own worktree, then the branch moves by compare-and-swap.
+    let wt = ctx
+        .root
+        .join(".abo/worktrees")
+        .join(spec.branch.replace('/', "-") + "-merge");
+    if let Err(e) = ctx.git.add_detached_worktree(&wt, &base_head).await {
+        return skipped(by_hand(&format!("could not make a worktree ({e})")));
+    }
+    let message = format!("Merge {} into {base}", spec.branch);
+    let result = match ctx
+        .git
+        .run_in(
+            &wt,
+            &[
+                "-c",
+                "commit.gpgsign=false",
+                "merge",
+                "--no-ff",
+                "--no-verify",
+                "-m",
+                &message,
+                &spec.branch,
+            ],
+        )
+        .await
+    {
+        Ok(_) => match ctx.git.run_in(&wt, &["rev-parse", "HEAD"]).await {
+            Ok(head) => {
+                let commit = CommitSha::new(head.trim());
+                match ctx.git.advance_branch(base, &commit, &base_head).await {
+                    Ok(()) => (
+                        "merge-commit".to_owned(),
+                        Some(commit),
+                        format!("merged into {base}"),
+                    ),
+                    Err(e) => skipped(by_hand(&format!("{base} moved meanwhile ({e})"))),
+                }
+            }
+            Err(e) => skipped(by_hand(&e.to_string())),
+        },
+        Err(_) => skipped(by_hand(&format!("the run branch conflicts with {base}"))),
+    };
+    let _ = ctx.git.remove_worktree(&wt).await;
+    result
+}
+
+/// The worktrees that have `branch` checked out.
+async fn checked_out_in(ctx: &Ctx, branch: &str) -> Vec<std::path::PathBuf> {
+    let list = ctx
+        .git
+        .run(&["worktree", "list", "--porcelain"])
+        .await
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    let mut path = None;
+    for l in list.lines() {
+        if let Some(p) = l.strip_prefix("worktree ") {
+            path = Some(std::path::PathBuf::from(p));
+        } else if l == format!("branch refs/heads/{branch}") {
+            out.extend(path.take());
+        }
+    }
+    out
 }
 
 /// The policy's decision on an attempt's change (DESIGN §8's input).

@@ -125,7 +125,8 @@ pub async fn project(
         }
         EventBody::TaskGate { .. }
         | EventBody::RouterDecision { .. }
-        | EventBody::TaskPolicy { .. } => {}
+        | EventBody::TaskPolicy { .. }
+        | EventBody::RunMerge { .. } => {}
         EventBody::TaskApprovalRequested {
             approval,
             action,

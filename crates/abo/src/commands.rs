@@ -102,6 +102,7 @@ pub(crate) async fn run(
         }
     }
     abo_runtime::create::check_runnable(&plan, &config)?;
+    abo_runtime::create::resolve_autonomy(&plan, &config, profile.as_deref())?;
     let policy = crate::policy_cmd::policy_spec(&root, &config)?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
     let opts = RunOptions {
@@ -202,8 +203,11 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
         if !follow {
             break;
         }
+        // The run has ended and no process executes it any more (its last events are written).
         let now = env.ctx.store.run(&row.id).await?.map(|r| r.status);
-        if matches!(now.as_deref(), Some("finished" | "killed"))
+        let ended = matches!(now.as_deref(), Some("finished" | "killed"))
+            && !executing(&env.ctx.store, &row.id, env.ctx.now()).await?;
+        if ended
             && env
                 .ctx
                 .store

@@ -221,6 +221,18 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 action.as_str()
             )
         }
+        EventBody::RunMerge {
+            into,
+            outcome,
+            reason,
+            ..
+        } => {
+            let into = into.as_deref().unwrap_or("the base branch");
+            match outcome.as_str() {
+                "skipped" => format!("not merged into {into}: {reason}"),
+                how => format!("merged into {into} ({how}): {reason}"),
+            }
+        }
         EventBody::TaskApproved { reason, .. } => format!("{task}: approved: {reason}"),
         EventBody::TaskRejected { reason, .. } => format!("{task}: rejected: {reason}"),
         EventBody::TaskDenied { reasons, .. } => format!("{task}: DENIED: {}", reasons.join("; ")),

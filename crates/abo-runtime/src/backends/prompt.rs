@@ -230,6 +230,7 @@ mod tests {
             priority: 0,
             skipped: None,
             needs_plan_approval: false,
+            autonomy: Default::default(),
             origin: String::new(),
         }
     }

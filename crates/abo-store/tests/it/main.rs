@@ -33,6 +33,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
             pricing: Default::default(),
             secret_env: vec![],
             policy: Default::default(),
+            autonomy: Default::default(),
         },
         tasks: tasks
             .iter()
@@ -54,6 +55,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
                 priority: 0,
                 skipped: (*id == "skip").then(|| "not ready: later".to_owned()),
                 needs_plan_approval: false,
+                autonomy: Default::default(),
                 origin: String::new(),
             })
             .collect(),

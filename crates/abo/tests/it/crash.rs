@@ -26,7 +26,7 @@ fn resume_and_check(repo: &TestRepo, id: &str, tasks: &[&str]) {
         assert_eq!(task(&doc, t)["status"], "landed", "{doc}");
     }
     let landed: Vec<String> = repo
-        .commits("main", &format!("abo/{id}"))
+        .commits(doc["run"]["base"].as_str().unwrap(), &format!("abo/{id}"))
         .into_iter()
         .map(|(_, t)| t)
         .collect();

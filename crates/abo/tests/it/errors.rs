@@ -189,3 +189,34 @@ fn markdown_plan_errors_are_located_too() {
         (2, "error: PLAN.md:6:5: task `a`: unknown dependency `b`")
     );
 }
+
+#[test]
+fn autonomy_errors_start_nothing() {
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\n");
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: a, title: A, run: 'true', autonomy: { merge: A5 } }\n",
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--profile", "yolo"]);
+    assert_eq!(
+        (out.code, out.stderr.trim()),
+        (
+            2,
+            "error: unknown autonomy profile `yolo` (one of: manual, assisted, prod-conservative, staging-aggressive, exploration)"
+        )
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.contains("task `a`: autonomy: `merge: A5` raises merge above the profile's A3 (auto low-risk): choose a higher profile with --profile"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        repo.git(&["branch", "--list", "abo/*"]),
+        "",
+        "nothing started"
+    );
+    assert!(!repo.path.join(".abo").exists(), "nothing created");
+}

@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::{abo, brief, config, events, run, s, status, task};
 
-const GATES: &str = "version: 1\nattempts: { max: 2, stop_after_consecutive_failures: 0 }\ngates:\n  - { name: test, run: 'sh check.sh' }\n";
+/// Runs stay on their run branch here (merge below A3): these tests are about the run branch.
+const GATES: &str = "version: 1\nautonomy: { overrides: { merge: A2 } }\nattempts: { max: 2, stop_after_consecutive_failures: 0 }\ngates:\n  - { name: test, run: 'sh check.sh' }\n";
 
 /// A repository whose gate fails when any file contains the word BROKEN.
 fn project() -> TestRepo {
@@ -100,7 +101,7 @@ tasks:
     let id = doc["run"]["id"].as_str().unwrap();
     let branch = format!("abo/{id}");
     assert_eq!(doc["run"]["branch"], branch.as_str());
-    let commits = repo.commits("main", &branch);
+    let commits = repo.commits(doc["run"]["base"].as_str().unwrap(), &branch);
     let tasks: Vec<&str> = commits.iter().map(|(_, t)| t.as_str()).collect();
     assert_eq!(tasks.len(), 4, "{commits:?}");
     for t in ["a", "b", "flaky", "c"] {
@@ -345,7 +346,7 @@ fn a_merge_that_fails_the_gates_never_reaches_the_run_branch() {
     );
     let branch = doc["run"]["branch"].as_str().unwrap();
     let landed: Vec<String> = repo
-        .commits("main", branch)
+        .commits(doc["run"]["base"].as_str().unwrap(), branch)
         .into_iter()
         .map(|(_, t)| t)
         .collect();
@@ -582,4 +583,100 @@ fn demo_runs_offline_and_shows_the_pipeline() {
         abo_test_support::git_in(&dir, &["status", "--porcelain"]),
         ""
     );
+}
+
+#[test]
+fn the_merge_action_follows_autonomy_and_never_touches_a_dirty_checkout() {
+    // prod-conservative (merge A3): every change low risk (docs) and main clean: fast-forwarded.
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\n");
+    let docs = repo.write_outside("docs.yml", "tasks:\n  - { id: guide, title: G, paths: ['docs/**'], run: 'mkdir -p docs; echo guide > docs/guide.md' }\n");
+    let (code, doc, stderr) = run(&repo, &docs, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        repo.git(&["rev-parse", branch])
+    );
+    assert_eq!(
+        repo.read("docs/guide.md"),
+        "guide\n",
+        "the clean checkout was fast-forwarded"
+    );
+    let merge = events(&repo, doc["run"]["id"].as_str().unwrap())
+        .into_iter()
+        .find(|e| e["kind"] == "run.merge")
+        .unwrap();
+    assert_eq!(
+        (
+            merge["data"]["outcome"].as_str(),
+            merge["data"]["into"].as_str()
+        ),
+        (Some("fast-forward"), Some("main"))
+    );
+
+    // The same with uncommitted changes in the checkout: nothing moves, and the command is given.
+    repo.write("README.md", "# edited\n");
+    let docs2 = repo.write_outside(
+        "docs2.yml",
+        "tasks:\n  - { id: faq, title: F, paths: ['docs/**'], run: 'echo faq > docs/faq.md' }\n",
+    );
+    let before = repo.user_view();
+    let (code, doc, _) = run(&repo, &docs2, &[]);
+    assert_eq!(code, 0);
+    assert_eq!(repo.user_view(), before);
+    let id = doc["run"]["id"].as_str().unwrap();
+    let merge = events(&repo, id)
+        .into_iter()
+        .find(|e| e["kind"] == "run.merge")
+        .unwrap();
+    assert_eq!(merge["data"]["outcome"], "skipped");
+    assert_eq!(
+        merge["data"]["reason"],
+        format!(
+            "main is checked out with uncommitted changes, so abo moved nothing; merge it with: git merge abo/{id} (on main)"
+        )
+    );
+    repo.git(&["checkout", "--", "README.md"]);
+
+    // Code is medium risk: at A3 the run branch waits for review.
+    let code_task = repo.write_outside("code.yml", "tasks:\n  - { id: lib, title: L, paths: ['src/**'], run: 'mkdir -p src; echo x > src/lib.rs' }\n");
+    let (_, doc, _) = run(&repo, &code_task, &[]);
+    let merge = events(&repo, doc["run"]["id"].as_str().unwrap())
+        .into_iter()
+        .find(|e| e["kind"] == "run.merge")
+        .unwrap();
+    assert_eq!(
+        merge["data"]["reason"],
+        "merge is A3 (auto low-risk) and these changes are not low risk: lib (medium)"
+    );
+
+    // exploration (A5), main moved meanwhile and not checked out: a merge commit made by abo.
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\n");
+    repo.git(&["checkout", "-q", "-b", "work"]);
+    repo.git(&["checkout", "-q", "main"]);
+    let slow = repo.write_outside("slow.yml", "tasks:\n  - { id: s, title: S, paths: ['src/**'], run: 'sleep 1; mkdir -p src; echo s > src/s.rs' }\n");
+    let mut child = crate::spawn(
+        &repo,
+        &["run", slow.to_str().unwrap(), "--profile", "exploration"],
+    );
+    let id = crate::read_run_id(&mut child);
+    // While it runs, main gets a commit and the user switches to another branch.
+    repo.write("other.txt", "other\n");
+    repo.commit_all("meanwhile on main");
+    repo.git(&["checkout", "-q", "work"]);
+    let out = crate::finish(child);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let merge = events(&repo, &id)
+        .into_iter()
+        .find(|e| e["kind"] == "run.merge")
+        .unwrap();
+    assert_eq!(merge["data"]["outcome"], "merge-commit", "{merge}");
+    assert_eq!(
+        repo.git(&["log", "-1", "--format=%s", "main"]).trim(),
+        format!("Merge abo/{id} into main")
+    );
+    assert_eq!(repo.git(&["show", "main:src/s.rs"]), "s\n");
+    assert_eq!(repo.git(&["show", "main:other.txt"]), "other\n");
 }

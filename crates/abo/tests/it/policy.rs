@@ -46,7 +46,7 @@ fn denied_changes_never_land_and_cancel_their_dependents() {
     );
     let id = doc["run"]["id"].as_str().unwrap();
     let landed: Vec<String> = repo
-        .commits("main", &format!("abo/{id}"))
+        .commits(doc["run"]["base"].as_str().unwrap(), &format!("abo/{id}"))
         .into_iter()
         .map(|(_, t)| t)
         .collect();
@@ -381,7 +381,7 @@ fn landed_commits_carry_a_signed_proof_that_verify_checks() {
         out.stderr
     );
 
-    let out = abo(&repo, &["verify", "main"]);
+    let out = abo(&repo, &["verify", doc["run"]["base"].as_str().unwrap()]);
     assert_eq!(out.code, 1);
     assert!(
         out.stderr.contains("has no proof of change"),
