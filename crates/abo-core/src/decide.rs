@@ -121,6 +121,8 @@ pub struct PolicyOutcome {
     pub risk: String,
     pub duration_us: u64,
     pub error: Option<String>,
+    /// Secrets found in the change: a denied change holding one is not kept for inspection.
+    pub secrets: usize,
 }
 
 /// Work for the runtime, executed only after the events that asked for it are committed.
@@ -502,19 +504,19 @@ fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) 
                 },
             );
         }
-        Verdict::Deny => deny(cx, task, attempt, o.deny),
+        Verdict::Deny => deny(cx, task, attempt, o.deny, o.secrets == 0),
     }
 }
 
 /// Denies a task (policy, or a person's rejection): the change is kept for inspection, never
 /// committed, and its dependents are cancelled.
-fn deny(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reasons: Vec<String>) {
-    let kept = (attempt > 0).then(|| cx.attempt(task, attempt).worktree());
+fn deny(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reasons: Vec<String>, keep: bool) {
+    let kept = (attempt > 0 && keep).then(|| cx.attempt(task, attempt).worktree());
     cx.state.inflight.land_queue.retain(|q| q != task);
     if attempt > 0 {
         cx.effect(Effect::Cleanup {
             attempt: cx.attempt(task, attempt),
-            keep: true,
+            keep,
         });
     }
     cx.emit(
@@ -574,7 +576,7 @@ fn decide_approval(
                 reason,
             },
         );
-        deny(cx, &task, attempt, vec![why]);
+        deny(cx, &task, attempt, vec![why], true);
     }
     Ok(())
 }

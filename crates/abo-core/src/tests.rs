@@ -306,6 +306,7 @@ fn policy(task: &str, attempt: u32, verdict: crate::verdict::Verdict, reasons: &
             risk: "low".into(),
             duration_us: 40,
             error: None,
+            secrets: 0,
         },
     }
 }
@@ -350,7 +351,7 @@ fn diamond_with_gates() {
             > gate test Attempt a#1 passed=true
               task.gate a {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
-            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
@@ -390,10 +391,10 @@ fn diamond_with_gates() {
             > gate test Attempt b#1 passed=true
               task.gate b {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
-            > PolicyDone { task: TaskId("c"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("c"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy c {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 } }
-            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy b {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
             > land c#1 Landed { commit: CommitSha("c2") }
               task.landed c {"attempt":1,"commit":"c2"}
@@ -418,7 +419,7 @@ fn diamond_with_gates() {
             > gate test Attempt d#1 passed=true
               task.gate d {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 } }
-            > PolicyDone { task: TaskId("d"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("d"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy d {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 } }
             > land d#1 Landed { commit: CommitSha("c4") }
@@ -687,7 +688,7 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
             > backend ok a#1
               task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
-            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
@@ -858,13 +859,13 @@ fn policy_decides_land_approval_or_denial_and_people_decide_approvals() {
             > backend ok bad#1
               task.backend_finished bad {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("bad"), attempt: 1 } }
-            > PolicyDone { task: TaskId("ok"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("ok"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy ok {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("ok"), attempt: 1 } }
-            > PolicyDone { task: TaskId("ask"), attempt: 1, outcome: PolicyOutcome { verdict: NeedsApproval, deny: [], require_approval: ["Cargo.lock changes dependencies"], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("ask"), attempt: 1, outcome: PolicyOutcome { verdict: NeedsApproval, deny: [], require_approval: ["Cargo.lock changes dependencies"], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy ask {"attempt":1,"deny":[],"duration_us":40,"require_approval":["Cargo.lock changes dependencies"],"risk":"low","verdict":"needs_approval"}
               task.approval_requested ask {"action":"merge","approval":"r/ask/1","attempt":1,"reasons":["Cargo.lock changes dependencies"]}
-            > PolicyDone { task: TaskId("bad"), attempt: 1, outcome: PolicyOutcome { verdict: Deny, deny: ["src/a.rs:3 adds a secret (aws-access-key)"], require_approval: [], risk: "low", duration_us: 40, error: None } }
+            > PolicyDone { task: TaskId("bad"), attempt: 1, outcome: PolicyOutcome { verdict: Deny, deny: ["src/a.rs:3 adds a secret (aws-access-key)"], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
               task.policy bad {"attempt":1,"deny":["src/a.rs:3 adds a secret (aws-access-key)"],"duration_us":40,"require_approval":[],"risk":"low","verdict":"deny"}
               task.denied bad {"attempt":1,"kept_worktree":".abo/worktrees/r/bad-1","reasons":["src/a.rs:3 adds a secret (aws-access-key)"]}
               task.cancelled after-bad {"dependency":"bad","reason":"dependency `bad` was denied"}
@@ -1024,6 +1025,7 @@ fn autonomy_levels_ask_for_approvals_and_decide_the_merge() {
             risk: "medium".into(),
             duration_us: 1,
             error: None,
+            secrets: 0,
         },
     };
     let trace = h.run(vec![

@@ -372,6 +372,7 @@ async fn evaluate_policy(
         risk: String::new(),
         duration_us: 0,
         error: Some(e),
+        secrets: 0,
     };
     let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
         return failed("unknown task".into());
@@ -413,6 +414,7 @@ async fn evaluate_policy(
             risk: d.risk,
             duration_us: u64::try_from(d.duration.as_micros()).unwrap_or(u64::MAX),
             error: None,
+            secrets: change.secrets.len(),
         },
         Err(e) => failed(e.to_string()),
     }
