@@ -648,6 +648,38 @@ impl Config {
         Ok(())
     }
 
+    /// Sections this version of abo parses and checks but does not act on yet: `abo run` says so
+    /// rather than let a user believe, say, that a budget is enforced.
+    pub fn not_yet_enforced(&self) -> Vec<&'static str> {
+        let b = &self.budgets;
+        let budgets = [b.run_usd, b.task_usd, b.daily_usd, b.weekly_usd]
+            .iter()
+            .any(Option::is_some)
+            || b.run_tokens.is_some()
+            || b.task_tokens.is_some();
+        let sandbox = self.sandbox.mode.is_some_and(|m| m != SandboxMode::Off)
+            || !self.sandbox.deny_read.is_empty();
+        [
+            (budgets, "budgets (caps are recorded, not enforced)"),
+            (
+                !self.router.rules.is_empty(),
+                "router.rules (each task runs on its own backend; router.fallback is used)",
+            ),
+            (sandbox, "sandbox (attempts run with your user's rights)"),
+            (
+                !self.notify.webhooks.is_empty() || self.notify.email.is_some(),
+                "notify",
+            ),
+            (
+                !self.schedule.windows.is_empty() || !self.schedule.cron.is_empty(),
+                "schedule",
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(set, what)| set.then_some(what))
+        .collect()
+    }
+
     pub fn gate(&self, name: &str) -> Option<&Gate> {
         self.gates.iter().find(|g| g.name == name)
     }
@@ -703,6 +735,17 @@ mod tests {
             Some("ANTHROPIC_API_KEY")
         );
         assert_eq!(c.router.fallback, ["local"]);
+        assert_eq!(
+            c.not_yet_enforced(),
+            [
+                "budgets (caps are recorded, not enforced)",
+                "router.rules (each task runs on its own backend; router.fallback is used)",
+                "sandbox (attempts run with your user's rights)",
+                "notify",
+                "schedule"
+            ]
+        );
+        assert!(Config::embedded_default().not_yet_enforced().is_empty());
         assert_eq!(c.gates[1].retries, 1);
         assert_eq!(c.sandbox.limits.memory, Some(ByteSize(4 << 30)));
         assert_eq!(c.landing.mode, LandingMode::Branch);

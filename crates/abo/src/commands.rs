@@ -103,6 +103,9 @@ pub(crate) async fn run(
     }
     abo_runtime::create::check_runnable(&plan, &config)?;
     abo_runtime::create::resolve_autonomy(&plan, &config, profile.as_deref())?;
+    for what in config.not_yet_enforced() {
+        eprintln!("warning: abo.yml: {what}: not acted on by this version of abo");
+    }
     let policy = crate::policy_cmd::policy_spec(&root, &config)?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
     let opts = RunOptions {
