@@ -14,6 +14,7 @@ pub mod glob;
 pub mod ids;
 pub mod plan;
 pub mod pricing;
+pub mod report;
 pub mod spec;
 pub mod state;
 pub mod ticket;

@@ -79,6 +79,17 @@ pub(crate) enum Cmd {
         #[arg(long)]
         run: Option<String>,
     },
+    /// KPIs from the event log: lead time, attempts, gate pass rate, cost, per-backend figures.
+    Report {
+        /// How far back, e.g. 7d, 24h.
+        #[arg(long, value_name = "DURATION", default_value = "7d")]
+        since: String,
+    },
+    /// Coming home: what landed, what waits for you, what failed and why, what it cost.
+    Summary {
+        #[arg(long, value_name = "DURATION", default_value = "24h")]
+        since: String,
+    },
     /// Check a landed commit against its signed proof of change.
     Verify { commit: String },
     /// Approvals waiting for a decision.

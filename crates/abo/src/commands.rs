@@ -490,3 +490,134 @@ pub(crate) async fn verify(cli: &Cli, commit: &str) -> anyhow::Result<u8> {
         exit::TASKS_FAILED
     })
 }
+
+/// Every event of the store since a duration ago.
+async fn events_since(
+    cli: &Cli,
+    since: &str,
+) -> anyhow::Result<(Env, Vec<abo_core::event::StoredEvent>, Timestamp)> {
+    let back = parse_duration("--since", since)?;
+    let env = env(cli).await?;
+    let from = Timestamp(env.ctx.now().0 - i64::try_from(back.as_millis()).unwrap_or(i64::MAX));
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = env.ctx.store.events(None, after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        all.extend(page);
+    }
+    Ok((env, all, from))
+}
+
+fn secs(v: Option<f64>) -> String {
+    match v {
+        None => "-".into(),
+        Some(s) if s >= 3600.0 => format!("{:.1}h", s / 3600.0),
+        Some(s) if s >= 60.0 => format!("{:.1}m", s / 60.0),
+        Some(s) => format!("{s:.1}s"),
+    }
+}
+
+fn ratio(v: Option<f64>) -> String {
+    v.map_or("-".into(), |r| format!("{:.0}%", r * 100.0))
+}
+
+pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
+    let (env, events, from) = events_since(cli, since).await?;
+    let r = abo_core::report::report(&events, from, env.ctx.now());
+    if cli.json {
+        say!("{}", serde_json::to_string(&r)?);
+        return Ok(exit::OK);
+    }
+    say!(
+        "since {}: {} run(s), {} landed, {} failed, {} denied",
+        r.since,
+        r.runs,
+        r.tasks_landed,
+        r.tasks_failed,
+        r.tasks_denied
+    );
+    say!(
+        "  lead time (ready to landed)   p50 {}  p90 {}",
+        secs(r.lead_time.p50_s),
+        secs(r.lead_time.p90_s)
+    );
+    say!(
+        "  attempts per landed task      {}",
+        r.attempts_per_landed_task
+            .map_or("-".into(), |a| format!("{a:.2}"))
+    );
+    say!(
+        "  gates passed at attempt 1     {}",
+        ratio(r.first_attempt_gate_pass_rate)
+    );
+    say!("  change failure rate           - (reverts are not observed yet)");
+    say!(
+        "  cost                          ${:.4} (${} per landed change)",
+        r.cost_usd,
+        r.cost_per_landed_change_usd
+            .map_or("-".into(), |c| format!("{c:.4}"))
+    );
+    say!(
+        "  tokens per landed change      {}",
+        r.tokens_per_landed_change
+            .map_or("-".into(), |t| format!("{t:.0}"))
+    );
+    say!("  cache hit rate                - (no result cache yet)");
+    say!(
+        "  approvals waiting             {} (oldest {})",
+        r.approvals_waiting,
+        secs(r.oldest_approval_age_s)
+    );
+    if !r.backends.is_empty() {
+        say!("\n  BACKEND      ATTEMPTS  LANDED  SUCCESS  COST       TOKENS     LATENCY p50");
+        for (b, f) in &r.backends {
+            say!(
+                "  {b:<12} {:>8}  {:>6}  {:>7}  ${:<9.4} {:>9}  {}",
+                f.attempts,
+                f.landed,
+                ratio(f.success_rate),
+                f.cost_usd,
+                f.tokens,
+                secs(f.latency.p50_s)
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) async fn summary(cli: &Cli, since: &str) -> anyhow::Result<u8> {
+    let (_env, events, from) = events_since(cli, since).await?;
+    let s = abo_core::report::summary(&events, from);
+    if cli.json {
+        say!("{}", serde_json::to_string(&s)?);
+        return Ok(exit::OK);
+    }
+    say!(
+        "since {}: {} landed, {} waiting for you, {} failed; ${:.4}, {} tokens",
+        s.since,
+        s.landed.len(),
+        s.waiting.len(),
+        s.failed.len(),
+        s.cost_usd,
+        s.tokens
+    );
+    for (head, items) in [
+        ("landed", &s.landed),
+        ("waiting for you", &s.waiting),
+        ("failed", &s.failed),
+    ] {
+        if items.is_empty() {
+            continue;
+        }
+        say!("\n{head}:");
+        for i in items {
+            say!("  {} {} ({}): {}", i.run, i.task, i.title, i.detail);
+        }
+    }
+    if !s.waiting.is_empty() {
+        say!("\ndecide with: abo approve ID --reason TEXT, or abo reject ID --reason TEXT");
+    }
+    Ok(exit::OK)
+}

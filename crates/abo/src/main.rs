@@ -80,6 +80,8 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Doctor => doctor::doctor(cli).await,
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,
+        Cmd::Report { since } => commands::report(cli, since).await,
+        Cmd::Summary { since } => commands::summary(cli, since).await,
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,
         Cmd::Reject { id, reason } => commands::decide(cli, id, reason.as_deref(), false).await,
         Cmd::Policy {

@@ -680,3 +680,36 @@ fn the_merge_action_follows_autonomy_and_never_touches_a_dirty_checkout() {
     assert_eq!(repo.git(&["show", "main:src/s.rs"]), "s\n");
     assert_eq!(repo.git(&["show", "main:other.txt"]), "other\n");
 }
+
+#[test]
+fn report_and_summary_come_from_the_event_log() {
+    let repo = project();
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: good, title: Good, run: 'echo g > g.txt' }\n  - { id: bad, title: Bad, run: 'echo BROKEN > x.txt', max_attempts: 1 }\n",
+    );
+    let (code, _, _) = run(&repo, &b, &[]);
+    assert_eq!(code, 1);
+    let out = abo(&repo, &["report", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            r["runs"].as_u64(),
+            r["tasks_landed"].as_u64(),
+            r["tasks_failed"].as_u64()
+        ),
+        (Some(1), Some(1), Some(1))
+    );
+    assert_eq!(r["first_attempt_gate_pass_rate"].as_f64(), Some(0.5));
+    assert_eq!(r["backends"]["command"]["attempts"].as_u64(), Some(2));
+    let out = abo(&repo, &["summary", "--json"]);
+    let s: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(s["landed"][0]["title"], "Good");
+    assert_eq!(
+        s["failed"][0]["detail"],
+        "gate `test` failed: it exited with 1 (after 1 attempt)"
+    );
+    let out = abo(&repo, &["summary", "--since", "1x"]);
+    assert_eq!(out.code, 2);
+}

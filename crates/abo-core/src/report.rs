@@ -1,0 +1,482 @@
+//! `abo report` (DESIGN §12) and `abo summary`, computed from the event log alone.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::event::{EventBody, StoredEvent};
+use crate::ids::{RunId, TaskId, Timestamp};
+
+/// A figure over a set of durations: median and 90th percentile, in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Spread {
+    pub count: usize,
+    pub p50_s: Option<f64>,
+    pub p90_s: Option<f64>,
+}
+
+fn spread(mut ms: Vec<i64>) -> Spread {
+    ms.sort_unstable();
+    let pick = |q: f64| -> Option<f64> {
+        if ms.is_empty() {
+            return None;
+        }
+        let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
+        Some(ms[i] as f64 / 1000.0)
+    };
+    Spread {
+        count: ms.len(),
+        p50_s: pick(0.5),
+        p90_s: pick(0.9),
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct BackendFigures {
+    pub attempts: u32,
+    /// Attempts whose backend produced a change.
+    pub produced: u32,
+    /// Attempts that landed.
+    pub landed: u32,
+    pub success_rate: Option<f64>,
+    pub cost_usd: f64,
+    pub tokens: u64,
+    pub latency: Spread,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Report {
+    pub since: String,
+    pub runs: usize,
+    pub tasks_landed: u32,
+    pub tasks_failed: u32,
+    pub tasks_denied: u32,
+    /// Task ready to landed.
+    pub lead_time: Spread,
+    /// Landed then reverted: abo does not observe reverts yet, so this is unknown (null).
+    pub change_failure_rate: Option<f64>,
+    pub attempts_per_landed_task: Option<f64>,
+    /// Tasks whose first attempt passed every gate, among tasks whose first attempt reached the gates.
+    pub first_attempt_gate_pass_rate: Option<f64>,
+    pub cost_usd: f64,
+    pub cost_per_landed_change_usd: Option<f64>,
+    pub tokens_per_landed_change: Option<f64>,
+    pub backends: BTreeMap<String, BackendFigures>,
+    /// Result caching does not exist yet: unknown (null).
+    pub cache_hit_rate: Option<f64>,
+    pub approvals_waiting: usize,
+    pub oldest_approval_age_s: Option<f64>,
+}
+
+type Key = (RunId, TaskId);
+
+/// Figures over the events at or after `since`, as of `now`.
+pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Report {
+    let mut r = Report {
+        since: since.to_rfc3339(),
+        ..Default::default()
+    };
+    let mut ready: BTreeMap<Key, i64> = BTreeMap::new();
+    let mut attempts: BTreeMap<Key, u32> = BTreeMap::new();
+    let mut backend_of: BTreeMap<(Key, u32), String> = BTreeMap::new();
+    let mut first_gates: BTreeMap<Key, bool> = BTreeMap::new();
+    let mut leads = Vec::new();
+    let mut latency: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    let mut pending: BTreeMap<String, i64> = BTreeMap::new();
+    let mut runs = std::collections::BTreeSet::new();
+    let mut tokens = 0u64;
+    for e in events.iter().filter(|e| e.event.at >= since) {
+        let ev = &e.event;
+        runs.insert(ev.run.clone());
+        let key = || {
+            (
+                ev.run.clone(),
+                ev.task.clone().unwrap_or_else(|| TaskId::new("")),
+            )
+        };
+        match &ev.body {
+            EventBody::TaskReady {} => {
+                ready.entry(key()).or_insert(ev.at.0);
+            }
+            EventBody::TaskStarted {
+                attempt, backend, ..
+            } => {
+                let n = attempts.entry(key()).or_default();
+                *n = (*n).max(*attempt);
+                backend_of.insert((key(), *attempt), backend.to_string());
+                r.backends.entry(backend.to_string()).or_default().attempts += 1;
+            }
+            EventBody::TaskBackendFinished {
+                attempt,
+                ok,
+                duration_ms,
+                usage,
+                cost_usd,
+                ..
+            } => {
+                let b = backend_of
+                    .get(&(key(), *attempt))
+                    .cloned()
+                    .unwrap_or_default();
+                let f = r.backends.entry(b.clone()).or_default();
+                f.produced += u32::from(*ok);
+                f.cost_usd += cost_usd.unwrap_or(0.0);
+                let t = usage.map_or(0, |u| u.total());
+                f.tokens += t;
+                tokens += t;
+                r.cost_usd += cost_usd.unwrap_or(0.0);
+                latency
+                    .entry(b)
+                    .or_default()
+                    .push(i64::try_from(*duration_ms).unwrap_or(i64::MAX));
+            }
+            EventBody::TaskGate {
+                attempt: 1, passed, ..
+            } => {
+                let all = first_gates.entry(key()).or_insert(true);
+                *all &= *passed;
+            }
+            EventBody::TaskLanded { attempt, .. } => {
+                r.tasks_landed += 1;
+                if let Some(t) = ready.get(&key()) {
+                    leads.push(ev.at.0 - t);
+                }
+                if let Some(b) = backend_of.get(&(key(), *attempt)) {
+                    r.backends.entry(b.clone()).or_default().landed += 1;
+                }
+            }
+            EventBody::TaskFailed { .. } => r.tasks_failed += 1,
+            EventBody::TaskDenied { .. } => r.tasks_denied += 1,
+            EventBody::TaskApprovalRequested { approval, .. } => {
+                pending.insert(approval.clone(), ev.at.0);
+            }
+            EventBody::TaskApproved { approval, .. } | EventBody::TaskRejected { approval, .. } => {
+                pending.remove(approval);
+            }
+            _ => {}
+        }
+    }
+    r.runs = runs.len();
+    r.lead_time = spread(leads);
+    if r.tasks_landed > 0 {
+        let n = f64::from(r.tasks_landed);
+        let landed_attempts: u32 = events
+            .iter()
+            .filter(|e| e.event.at >= since && matches!(e.event.body, EventBody::TaskLanded { .. }))
+            .filter_map(|e| {
+                attempts.get(&(
+                    e.event.run.clone(),
+                    e.event.task.clone().unwrap_or_else(|| TaskId::new("")),
+                ))
+            })
+            .sum();
+        r.attempts_per_landed_task = Some(f64::from(landed_attempts) / n);
+        r.cost_per_landed_change_usd = Some(r.cost_usd / n);
+        r.tokens_per_landed_change = Some(tokens as f64 / n);
+    }
+    if !first_gates.is_empty() {
+        let passed = first_gates.values().filter(|p| **p).count();
+        r.first_attempt_gate_pass_rate = Some(passed as f64 / first_gates.len() as f64);
+    }
+    for (b, f) in &mut r.backends {
+        f.success_rate = (f.attempts > 0).then(|| f64::from(f.landed) / f64::from(f.attempts));
+        f.latency = spread(latency.remove(b).unwrap_or_default());
+    }
+    r.approvals_waiting = pending.len();
+    r.oldest_approval_age_s = pending.values().min().map(|t| (now.0 - t) as f64 / 1000.0);
+    r
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Item {
+    pub run: RunId,
+    pub task: TaskId,
+    pub title: String,
+    /// The commit (landed), the question (waiting) or the reason (failed, denied).
+    pub detail: String,
+}
+
+/// "Coming home": what landed, what waits for you (with the question), what failed and why, and
+/// what it cost.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Summary {
+    pub since: String,
+    pub landed: Vec<Item>,
+    pub waiting: Vec<Item>,
+    pub failed: Vec<Item>,
+    pub cost_usd: f64,
+    pub tokens: u64,
+}
+
+pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
+    let mut s = Summary {
+        since: since.to_rfc3339(),
+        ..Default::default()
+    };
+    let mut titles: BTreeMap<Key, String> = BTreeMap::new();
+    let mut waiting: BTreeMap<String, Item> = BTreeMap::new();
+    for e in events {
+        let ev = &e.event;
+        if let EventBody::RunCreated(spec) = &ev.body {
+            for t in &spec.tasks {
+                titles.insert((ev.run.clone(), t.id.clone()), t.title.clone());
+            }
+        }
+        if ev.at < since {
+            continue;
+        }
+        let Some(task) = ev.task.clone() else {
+            continue;
+        };
+        let title = titles
+            .get(&(ev.run.clone(), task.clone()))
+            .cloned()
+            .unwrap_or_default();
+        let item = |detail: String| Item {
+            run: ev.run.clone(),
+            task: task.clone(),
+            title: title.clone(),
+            detail,
+        };
+        match &ev.body {
+            EventBody::TaskLanded { commit, .. } => s.landed.push(item(commit.short().to_owned())),
+            EventBody::TaskFailed { reason, .. } => s.failed.push(item(reason.clone())),
+            EventBody::TaskDenied { reasons, .. } => s
+                .failed
+                .push(item(format!("denied: {}", reasons.join("; ")))),
+            EventBody::TaskApprovalRequested {
+                approval,
+                action,
+                reasons,
+                ..
+            } => {
+                waiting.insert(
+                    approval.clone(),
+                    item(format!(
+                        "{} ({}): {}",
+                        approval,
+                        action.as_str(),
+                        reasons.join("; ")
+                    )),
+                );
+            }
+            EventBody::TaskApproved { approval, .. } | EventBody::TaskRejected { approval, .. } => {
+                waiting.remove(approval);
+            }
+            EventBody::TaskBackendFinished {
+                usage, cost_usd, ..
+            } => {
+                s.cost_usd += cost_usd.unwrap_or(0.0);
+                s.tokens += usage.map_or(0, |u| u.total());
+            }
+            _ => {}
+        }
+    }
+    s.waiting = waiting.into_values().collect();
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, RetryCause, Usage};
+    use crate::ids::{BackendName, CommitSha};
+    use crate::state::ApprovalAction;
+    use crate::verdict::Verdict;
+    use pretty_assertions::assert_eq;
+
+    /// A scripted log: `a` lands on attempt 1 after 60 s, `b` fails its first gate and lands on
+    /// attempt 2 after 180 s, `c` is denied, `d` waits for approval since t=100 s.
+    fn log() -> Vec<StoredEvent> {
+        let ev = |t: i64, task: &str, body: EventBody| Event {
+            run: RunId::new("r"),
+            task: Some(TaskId::new(task)),
+            at: Timestamp(t * 1000),
+            body,
+        };
+        let started = |a: u32, b: &str| EventBody::TaskStarted {
+            attempt: a,
+            backend: BackendName::new(b),
+            worktree: String::new(),
+        };
+        let done = |a: u32, ok: bool, ms: u64, usd: f64, tok: u64| EventBody::TaskBackendFinished {
+            attempt: a,
+            ok,
+            exit: Some(0),
+            reason: None,
+            duration_ms: ms,
+            files_changed: 1,
+            usage: Some(Usage {
+                input_tokens: tok,
+                ..Usage::default()
+            }),
+            cost_usd: Some(usd),
+            cost_source: Some("reported".into()),
+            log: None,
+            model: None,
+            message: None,
+            transcript: None,
+            prompt: None,
+            transient: false,
+        };
+        let gate = |a: u32, passed: bool| EventBody::TaskGate {
+            attempt: a,
+            name: crate::ids::GateName::new("test"),
+            stage: crate::event::GateStage::Attempt,
+            passed,
+            exit: Some(0),
+            timed_out: false,
+            duration_ms: 1,
+            runs: 1,
+            log: None,
+        };
+        let events = vec![
+            ev(0, "a", EventBody::TaskReady {}),
+            ev(0, "b", EventBody::TaskReady {}),
+            ev(1, "a", started(1, "claude")),
+            ev(1, "b", started(1, "claude")),
+            ev(30, "a", done(1, true, 29_000, 0.5, 1000)),
+            ev(31, "a", gate(1, true)),
+            ev(
+                60,
+                "a",
+                EventBody::TaskLanded {
+                    attempt: 1,
+                    commit: CommitSha::new("aaaaaaaaaaaa"),
+                },
+            ),
+            ev(40, "b", done(1, true, 39_000, 0.25, 500)),
+            ev(41, "b", gate(1, false)),
+            ev(
+                42,
+                "b",
+                EventBody::TaskRetry {
+                    attempt: 2,
+                    cause: RetryCause::Failed,
+                    reason: "gate".into(),
+                    log: None,
+                    kept_worktree: None,
+                },
+            ),
+            ev(43, "b", started(2, "local")),
+            ev(100, "b", done(2, true, 57_000, 0.0, 2000)),
+            ev(101, "b", gate(2, true)),
+            ev(
+                180,
+                "b",
+                EventBody::TaskLanded {
+                    attempt: 2,
+                    commit: CommitSha::new("bbbbbbbbbbbb"),
+                },
+            ),
+            ev(
+                90,
+                "c",
+                EventBody::TaskDenied {
+                    attempt: 1,
+                    reasons: vec!["secret".into()],
+                    kept_worktree: None,
+                },
+            ),
+            ev(
+                100,
+                "d",
+                EventBody::TaskApprovalRequested {
+                    attempt: 1,
+                    approval: "r/d/1".into(),
+                    action: ApprovalAction::Merge,
+                    reasons: vec!["lockfile".into()],
+                },
+            ),
+            ev(
+                100,
+                "d",
+                EventBody::TaskPolicy {
+                    attempt: 1,
+                    verdict: Verdict::NeedsApproval,
+                    deny: vec![],
+                    require_approval: vec![],
+                    risk: "low".into(),
+                    duration_us: 5,
+                },
+            ),
+        ];
+        events
+            .into_iter()
+            .enumerate()
+            .map(|(i, event)| StoredEvent {
+                seq: i as u64 + 1,
+                event,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn figures_from_a_scripted_log() {
+        let r = report(&log(), Timestamp(0), Timestamp(400_000));
+        assert_eq!(
+            (r.runs, r.tasks_landed, r.tasks_failed, r.tasks_denied),
+            (1, 2, 0, 1)
+        );
+        assert_eq!(
+            r.lead_time,
+            Spread {
+                count: 2,
+                p50_s: Some(180.0),
+                p90_s: Some(180.0)
+            }
+        );
+        assert_eq!(r.attempts_per_landed_task, Some(1.5));
+        assert_eq!(r.first_attempt_gate_pass_rate, Some(0.5));
+        assert_eq!(
+            (
+                r.cost_usd,
+                r.cost_per_landed_change_usd,
+                r.tokens_per_landed_change
+            ),
+            (0.75, Some(0.375), Some(1750.0))
+        );
+        let claude = &r.backends["claude"];
+        assert_eq!(
+            (
+                claude.attempts,
+                claude.produced,
+                claude.landed,
+                claude.success_rate
+            ),
+            (2, 2, 1, Some(0.5))
+        );
+        assert_eq!(
+            claude.latency,
+            Spread {
+                count: 2,
+                p50_s: Some(39.0),
+                p90_s: Some(39.0)
+            }
+        );
+        assert_eq!(r.backends["local"].success_rate, Some(1.0));
+        assert_eq!(
+            (r.approvals_waiting, r.oldest_approval_age_s),
+            (1, Some(300.0))
+        );
+        assert_eq!((r.change_failure_rate, r.cache_hit_rate), (None, None));
+        // Since t=50 s: only what happened after.
+        let later = report(&log(), Timestamp(50_000), Timestamp(400_000));
+        assert_eq!((later.tasks_landed, later.cost_usd), (2, 0.0));
+    }
+
+    #[test]
+    fn summary_says_what_landed_waits_and_failed() {
+        let s = summary(&log(), Timestamp(0));
+        let brief = |items: &[Item]| {
+            items
+                .iter()
+                .map(|i| format!("{} {}", i.task, i.detail))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(brief(&s.landed), ["a aaaaaaaaaa", "b bbbbbbbbbb"]);
+        assert_eq!(brief(&s.waiting), ["d r/d/1 (merge): lockfile"]);
+        assert_eq!(brief(&s.failed), ["c denied: secret"]);
+        assert_eq!((s.cost_usd, s.tokens), (0.75, 3500));
+    }
+}
