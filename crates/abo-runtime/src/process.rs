@@ -146,8 +146,8 @@ pub fn alive(pid: u32) -> bool {
     i32::try_from(pid).is_ok_and(|p| nix::sys::signal::kill(Pid::from_raw(p), None).is_ok())
 }
 
-/// Runs a process to its end, its timeout, or until its group is killed through `groups`.
-pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
+/// The command for a spec: its own process group, stdin closed, cwd and environment as given.
+fn command(spec: &Spec) -> tokio::process::Command {
     #[allow(
         clippy::disallowed_methods,
         reason = "this module is the one place that spawns processes"
@@ -164,6 +164,12 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
     for (k, v) in &spec.env {
         cmd.env(k, v);
     }
+    cmd
+}
+
+/// Runs a process to its end, its timeout, or until its group is killed through `groups`.
+pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
+    let mut cmd = command(spec);
     match &spec.log {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -300,22 +306,7 @@ pub async fn run_streaming(
 ) -> std::io::Result<Streamed> {
     use tokio::io::AsyncBufReadExt;
 
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "this module is the one place that spawns processes"
-    )]
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args)
-        .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
-        .process_group(0)
-        .kill_on_drop(true);
-    for k in &spec.env_remove {
-        cmd.env_remove(k);
-    }
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
-    }
+    let mut cmd = command(spec);
     cmd.stdout(Stdio::piped());
     match &spec.log {
         Some(path) => {

@@ -444,26 +444,15 @@ async fn apply_reply(job: &Job<'_>, text: &str) -> Result<(), String> {
     let diff = diff::extract(text).map_err(|e| e.to_string())?;
     let path = job.scratch.join("reply.diff");
     std::fs::write(&path, &diff).map_err(|e| format!("could not write the diff: {e}"))?;
-    job.ctx
-        .git
-        .apply(job.worktree, &path, true)
-        .await
-        .map_err(|m| {
-            format!(
+    // First `git apply --check` (a clean apply, as the contract says), then the apply itself.
+    for check in [true, false] {
+        if let Err(m) = job.ctx.git.apply(job.worktree, &path, check).await {
+            return Err(format!(
                 "the diff does not apply: {}",
                 m.lines().next().unwrap_or(&m)
-            )
-        })?;
-    job.ctx
-        .git
-        .apply(job.worktree, &path, false)
-        .await
-        .map_err(|m| {
-            format!(
-                "the diff does not apply: {}",
-                m.lines().next().unwrap_or(&m)
-            )
-        })?;
+            ));
+        }
+    }
     Ok(())
 }
 
