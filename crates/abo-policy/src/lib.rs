@@ -121,15 +121,35 @@ impl Policy {
         let value = regorus::Value::from_json_str(&input.to_string())
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
         self.engine.set_input(value);
-        let deny = self.strings("data.abo.deny")?;
-        let require_approval = self.strings("data.abo.require_approval")?;
-        let risk = match self.engine.eval_rule("data.abo.risk".to_owned()) {
-            Ok(v) => v
-                .as_string()
-                .map(|s| s.to_string())
-                .unwrap_or_else(|_| "medium".to_owned()),
-            Err(e) => return Err(PolicyError::Eval(e.to_string())),
+        // One query for the three results: the rules they share are evaluated once.
+        let results = self
+            .engine
+            .eval_query(
+                r#"{"deny": data.abo.deny, "require_approval": data.abo.require_approval, "risk": data.abo.risk}"#.to_owned(),
+                false,
+            )
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        let value = results
+            .result
+            .first()
+            .and_then(|r| r.expressions.first())
+            .and_then(|e| e.value.to_json_str().ok())
+            .and_then(|j| serde_json::from_str::<Value>(&j).ok())
+            .ok_or_else(|| {
+                PolicyError::Eval("the policy gave no result (is `package abo` intact?)".into())
+            })?;
+        let strings = |k: &str| -> Vec<String> {
+            let mut v: Vec<String> = value[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|i| i.as_str().map(str::to_owned))
+                .collect();
+            v.sort();
+            v
         };
+        let (deny, require_approval) = (strings("deny"), strings("require_approval"));
+        let risk = value["risk"].as_str().unwrap_or("medium").to_owned();
         let verdict = if !deny.is_empty() {
             Verdict::Deny
         } else if !require_approval.is_empty() {
@@ -144,24 +164,6 @@ impl Policy {
             risk,
             duration: started.elapsed(),
         })
-    }
-
-    fn strings(&mut self, rule: &str) -> Result<Vec<String>, PolicyError> {
-        let v = self
-            .engine
-            .eval_rule(rule.to_owned())
-            .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        let json: Value =
-            serde_json::from_str(&v.to_json_str().unwrap_or_default()).unwrap_or(Value::Null);
-        let mut out: Vec<String> = match json {
-            Value::Array(items) => items
-                .into_iter()
-                .filter_map(|i| i.as_str().map(str::to_owned))
-                .collect(),
-            _ => Vec::new(),
-        };
-        out.sort();
-        Ok(out)
     }
 
     /// Runs every `test_*` rule of the loaded files.

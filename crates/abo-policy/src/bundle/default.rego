@@ -118,11 +118,61 @@ require_approval contains msg if {
 
 # Risk: low for docs, comments and tests only; critical for auth and security code; high for
 # large changes; medium otherwise.
-sensitive(p) if regex.match(`(^|/)(auth|authn|authz|security|crypto|secrets?|permissions?|login|session)(/|\.|_|$)`, lower(p))
+# Path classes use string builtins, not regexes: regorus compiles a regex on every call.
+lower_segments(p) := split(lower(p), "/")
 
-doc_file(p) if regex.match(`(^|/)docs?/|\.(md|rst|txt|adoc)$|(^|/)(README|CHANGELOG|LICENSE|CONTRIBUTING)[^/]*$`, p)
+sensitive_words := {"auth", "authn", "authz", "security", "crypto", "secret", "secrets", "permission", "permissions", "login", "session"}
 
-test_file(p) if regex.match(`(^|/)(tests?|spec|__tests__)/|(^|/)test_[^/]+$|_test\.[a-z]+$|\.(test|spec)\.[a-z]+$`, p)
+sensitive(p) if {
+	some seg in lower_segments(p)
+	stem := split(seg, ".")[0]
+	sensitive_words[stem]
+}
+
+sensitive(p) if {
+	some seg in lower_segments(p)
+	some w in sensitive_words
+	startswith(seg, concat("", [w, "_"]))
+}
+
+doc_dirs := {"doc", "docs"}
+
+doc_exts := {"md", "rst", "txt", "adoc"}
+
+doc_names := {"README", "CHANGELOG", "LICENSE", "CONTRIBUTING"}
+
+extension(p) := e if {
+	parts := split(basename(p), ".")
+	count(parts) > 1
+	e := lower(parts[count(parts) - 1])
+}
+
+doc_file(p) if doc_exts[extension(p)]
+
+doc_file(p) if {
+	some seg in array.slice(split(p, "/"), 0, count(split(p, "/")) - 1)
+	doc_dirs[seg]
+}
+
+doc_file(p) if {
+	some n in doc_names
+	startswith(basename(p), n)
+}
+
+testing_dirs := {"test", "tests", "spec", "__tests__"}
+
+test_file(p) if {
+	some seg in array.slice(split(p, "/"), 0, count(split(p, "/")) - 1)
+	testing_dirs[seg]
+}
+
+test_file(p) if startswith(basename(p), "test_")
+
+test_file(p) if contains(basename(p), "_test.")
+
+test_file(p) if contains(basename(p), ".test.")
+
+test_file(p) if contains(basename(p), ".spec.")
 
 low_file(f) if doc_file(f.path)
 
