@@ -75,6 +75,19 @@ pub async fn produce(job: &Job<'_>) -> Produced {
     p
 }
 
+/// The outcome of a backend with no usage to report (a command, a patch): failure, exit, its log.
+fn logged(job: &Job<'_>, failure: Option<String>, exit: Option<i32>, log: &Path) -> Produced {
+    Produced {
+        outcome: BackendOutcome {
+            failure,
+            exit,
+            log: store_redacted(job, log),
+            ..Default::default()
+        },
+        warnings: Vec::new(),
+    }
+}
+
 async fn command(job: &Job<'_>, run: &str) -> Produced {
     let log = job.scratch.join("backend.log");
     let mut env = job.env.clone();
@@ -100,15 +113,7 @@ async fn command(job: &Job<'_>, run: &str) -> Produced {
         ),
         Err(e) => (Some(format!("could not run the command: {e}")), None),
     };
-    Produced {
-        outcome: BackendOutcome {
-            failure,
-            exit,
-            log: store_redacted(job, &log),
-            ..Default::default()
-        },
-        warnings: Vec::new(),
-    }
+    logged(job, failure, exit, &log)
 }
 
 async fn patch(job: &Job<'_>, diff: &abo_core::ids::ArtifactId, file: &str) -> Produced {
@@ -138,15 +143,7 @@ async fn patch(job: &Job<'_>, diff: &abo_core::ids::ArtifactId, file: &str) -> P
             )
         }
     };
-    Produced {
-        outcome: BackendOutcome {
-            failure,
-            exit,
-            log: store_redacted(job, &log),
-            ..Default::default()
-        },
-        warnings: Vec::new(),
-    }
+    logged(job, failure, exit, &log)
 }
 
 /// The prompt for this attempt, redacted.

@@ -109,15 +109,8 @@ impl Parser {
                 Line::More
             }
             Some("assistant") => {
-                let texts: Vec<&str> = v["message"]["content"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|c| c["type"] == "text")
-                    .filter_map(|c| c["text"].as_str())
-                    .collect();
-                if !texts.is_empty() {
-                    r.message = Some(texts.join("\n"));
+                if let Some(t) = text_blocks(&v["message"]["content"]) {
+                    r.message = Some(t);
                 }
                 Line::More
             }
@@ -226,15 +219,8 @@ impl Parser {
         let r = &mut self.report;
         match v.get("type").and_then(Value::as_str) {
             Some("message") if v["message"]["role"] == "assistant" => {
-                let texts: Vec<&str> = v["message"]["content"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|c| c["type"] == "text")
-                    .filter_map(|c| c["text"].as_str())
-                    .collect();
-                if !texts.is_empty() {
-                    r.message = Some(texts.join("\n"));
+                if let Some(t) = text_blocks(&v["message"]["content"]) {
+                    r.message = Some(t);
                 }
                 Line::More
             }
@@ -325,6 +311,18 @@ impl Parser {
             self.report.cost_usd = Some(cost);
         }
     }
+}
+
+/// The text blocks of a message's content, joined (Claude Code and goose share this shape).
+fn text_blocks(content: &Value) -> Option<String> {
+    let texts: Vec<&str> = content
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["type"] == "text")
+        .filter_map(|c| c["text"].as_str())
+        .collect();
+    (!texts.is_empty()).then(|| texts.join("\n"))
 }
 
 /// `2.3k`, `12,345`, `1.2M`.
