@@ -75,6 +75,9 @@ pub struct TestResult {
 
 pub struct Policy {
     engine: regorus::Engine,
+    /// `safety.forbidden_paths` and `safety.allowed_paths`, for the per-file glob facts.
+    forbidden: Vec<String>,
+    allowed: Vec<String>,
     /// (file, source) of every policy loaded.
     sources: Vec<(String, String)>,
 }
@@ -112,12 +115,26 @@ impl Policy {
         engine
             .add_data(value)
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
-        Ok(Self { engine, sources })
+        let strings = |k: &str| -> Vec<String> {
+            config[k]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        };
+        Ok(Self {
+            engine,
+            forbidden: strings("forbidden_paths"),
+            allowed: strings("allowed_paths"),
+            sources,
+        })
     }
 
     /// Evaluates the policy on one input (DESIGN §8's shape).
     pub fn evaluate(&mut self, input: &Value) -> Result<Decision, PolicyError> {
         let started = Instant::now();
+        let input = self.with_path_facts(input);
         let value = regorus::Value::from_json_str(&input.to_string())
             .map_err(|e| PolicyError::Eval(e.to_string()))?;
         self.engine.set_input(value);
@@ -164,6 +181,50 @@ impl Policy {
             risk,
             duration: started.elapsed(),
         })
+    }
+
+    /// The input with each file's glob facts: the forbidden patterns it matches, whether it is in
+    /// the allowed paths and in the task's scope. Matching globs here, once, is what keeps an
+    /// evaluation fast: regorus would compile each glob for each file. Facts already given stay.
+    pub fn with_path_facts(&self, input: &Value) -> Value {
+        let mut input = input.clone();
+        let task_paths: Vec<String> = input["task"]["paths"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        if let Some(files) = input
+            .pointer_mut("/change/files")
+            .and_then(Value::as_array_mut)
+        {
+            for f in files.iter_mut() {
+                let Some(path) = f["path"].as_str().map(str::to_owned) else {
+                    continue;
+                };
+                let Some(obj) = f.as_object_mut() else {
+                    continue;
+                };
+                if !obj.contains_key("forbidden") {
+                    let hits: Vec<&String> = self
+                        .forbidden
+                        .iter()
+                        .filter(|p| abo_core::glob::matches(p, &path))
+                        .collect();
+                    obj.insert("forbidden".into(), serde_json::json!(hits));
+                }
+                if !obj.contains_key("allowed") {
+                    let allowed =
+                        self.allowed.is_empty() || abo_core::glob::any(&self.allowed, &path);
+                    obj.insert("allowed".into(), Value::Bool(allowed));
+                }
+                if !obj.contains_key("in_scope") {
+                    let in_scope = task_paths.is_empty() || abo_core::glob::any(&task_paths, &path);
+                    obj.insert("in_scope".into(), Value::Bool(in_scope));
+                }
+            }
+        }
+        input
     }
 
     /// Runs every `test_*` rule of the loaded files.

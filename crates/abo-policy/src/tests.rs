@@ -31,6 +31,40 @@ fn input(paths: &[&str], task_paths: &[&str], added: &str, lines: u64) -> Value 
 fn eval(i: Value) -> (Verdict, Vec<String>, String) {
     let mut p = Policy::load(&config(), &[]).unwrap();
     let d = p.evaluate(&i).unwrap();
+    // The glob facts abo computes and the bundle's own glob.match fallback agree.
+    let mut fallback = regorus::Engine::new();
+    for (f, src) in DEFAULT_BUNDLE {
+        fallback
+            .add_policy((*f).to_owned(), (*src).to_owned())
+            .unwrap();
+    }
+    let data = json!({"abo": {"config": config()}}).to_string();
+    fallback
+        .add_data(regorus::Value::from_json_str(&data).unwrap())
+        .unwrap();
+    fallback.set_input(regorus::Value::from_json_str(&i.to_string()).unwrap());
+    let rule = |e: &mut regorus::Engine, r: &str| -> Vec<String> {
+        let v: Value =
+            serde_json::from_str(&e.eval_rule(r.into()).unwrap().to_json_str().unwrap()).unwrap();
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        out.sort();
+        out
+    };
+    assert_eq!(
+        rule(&mut fallback, "data.abo.deny"),
+        d.deny,
+        "facts and glob.match disagree on {i}"
+    );
+    assert_eq!(
+        rule(&mut fallback, "data.abo.require_approval"),
+        d.require_approval,
+        "facts and glob.match disagree on {i}"
+    );
     (d.verdict, d.reasons(), d.risk)
 }
 

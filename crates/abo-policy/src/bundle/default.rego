@@ -26,19 +26,42 @@ basename(path) := b if {
 	b := parts[count(parts) - 1]
 }
 
+# abo computes each file's glob facts (`forbidden`, `allowed`, `in_scope`) from the configuration:
+# matching them here would compile every glob for every file. A hand-written input without the
+# facts is matched with glob.match.
+forbidden_of(f) := f.forbidden if {
+	f.forbidden
+} else := [pat | some pat in forbidden_paths; glob.match(pat, ["/"], f.path)]
+
+fact(f, key) := object.get(f, key, null)
+
+outside_allowed(f) if fact(f, "allowed") == false
+
+outside_allowed(f) if {
+	fact(f, "allowed") == null
+	count(allowed_paths) > 0
+	not matches_any(allowed_paths, f.path)
+}
+
+outside_scope(f) if fact(f, "in_scope") == false
+
+outside_scope(f) if {
+	fact(f, "in_scope") == null
+	count(task_paths) > 0
+	not matches_any(task_paths, f.path)
+}
+
 # Paths the configuration forbids.
 deny contains msg if {
 	some f in files
-	some pat in forbidden_paths
-	glob.match(pat, ["/"], f.path)
+	some pat in forbidden_of(f)
 	msg := sprintf("%s matches safety.forbidden_paths %s", [f.path, pat])
 }
 
 # Paths outside the allowed ones.
 deny contains msg if {
-	count(allowed_paths) > 0
 	some f in files
-	not matches_any(allowed_paths, f.path)
+	outside_allowed(f)
 	msg := sprintf("%s is outside safety.allowed_paths", [f.path])
 }
 
@@ -96,9 +119,8 @@ require_approval contains msg if {
 
 # Changes outside the task's declared scope.
 require_approval contains msg if {
-	count(task_paths) > 0
 	some f in files
-	not matches_any(task_paths, f.path)
+	outside_scope(f)
 	msg := sprintf("%s is outside the task's paths", [f.path])
 }
 
