@@ -4,7 +4,7 @@
 use std::hash::{BuildHasher, RandomState};
 
 use abo_core::autonomy::{self, Levels};
-use abo_core::config::{ApiKind, BackendConfig, Config};
+use abo_core::config::{BackendConfig, Config};
 use abo_core::event::{Event, EventBody};
 use abo_core::ids::{BackendName, GateName, RunId};
 use abo_core::plan::{BackendChoice, Plan, Readiness};
@@ -126,14 +126,8 @@ pub fn check_backend(origin: &str, name: &str, b: &BackendConfig) -> Result<(), 
             .base_url
             .clone()
             .unwrap_or_else(|| kind.default_base_url().to_owned());
-        let needs_key = a.api_key_env.is_some()
-            || kind == ApiKind::Anthropic
-            || !crate::backends::is_local(&base);
-        let var = a
-            .api_key_env
-            .clone()
-            .unwrap_or_else(|| kind.default_key_env().to_owned());
-        if needs_key && std::env::var(&var).map_or(true, |v| v.is_empty()) {
+        if crate::backends::api_key(kind, &base, a.api_key_env.as_deref()).is_err() {
+            let (var, _) = crate::backends::key_variable(kind, &base, a.api_key_env.as_deref());
             return Err(CreateError::MissingKey {
                 origin: origin.to_owned(),
                 backend: name.to_owned(),

@@ -239,10 +239,7 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
 
 fn needs_key(b: &BackendConfig) -> bool {
     b.api().is_some_and(|(k, a)| {
-        a.api_key_env.is_some()
-            || k == ApiKind::Anthropic
-            || !abo_runtime::backends::is_local(
-                a.base_url.as_deref().unwrap_or(k.default_base_url()),
-            )
+        let base = a.base_url.as_deref().unwrap_or(k.default_base_url());
+        abo_runtime::backends::key_variable(k, base, a.api_key_env.as_deref()).1
     })
 }

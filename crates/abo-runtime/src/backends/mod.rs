@@ -238,46 +238,21 @@ fn price(
 }
 
 async fn run_agent(job: &Job<'_>) -> Produced {
-    let BackendSpec::Agent {
-        agent,
-        command,
-        model,
-        max_turns,
-        permission_mode,
-        args,
-        ..
-    } = job.backend
-    else {
+    let BackendSpec::Agent { model, .. } = job.backend else {
         return failed("not an agent backend");
     };
     let p = build_prompt(job, prompt::Contract::EditFiles).await;
     let prompt_id = job.ctx.artifacts.put(p.text.as_bytes()).ok();
     let mut env = job.env.clone();
     env.extend(prompt_files(job, &p));
-    let prompt_file = job.scratch.join("prompt.md");
-    let analytics = job.scratch.join("aider-analytics.jsonl");
-    let invocation = agent::Invocation {
-        kind: *agent,
-        command,
-        model: model.as_deref(),
-        max_turns: *max_turns,
-        permission_mode: permission_mode.as_deref(),
-        extra_args: args,
-        prompt: &p.text,
-        prompt_file: &prompt_file,
-        analytics_log: &analytics,
-    };
-    let limits = agent::Limits {
-        attempt: Duration::from_millis(job.settings.attempt_timeout_ms.max(1)),
-        silence: Duration::from_millis(job.settings.silence_timeout_ms.max(1)),
-    };
-    let ran = agent::run(
-        &invocation,
+    let ran = run_agent_on(
+        job.ctx,
+        job.settings,
+        job.backend,
+        &p.text,
         job.worktree,
         env,
         job.scratch,
-        &limits,
-        &job.ctx.groups,
     )
     .await;
     let r = &ran.report;
@@ -331,6 +306,83 @@ pub fn is_local(base_url: &str) -> bool {
     }
 }
 
+/// Where an API backend's key comes from: the variable, and whether the backend needs one. A local
+/// OpenAI-compatible server needs none unless `api_key_env` names one.
+pub fn key_variable(api: ApiKind, base_url: &str, explicit: Option<&str>) -> (String, bool) {
+    let needed = explicit.is_some() || api == ApiKind::Anthropic || !is_local(base_url);
+    (
+        explicit.map_or_else(|| api.default_key_env().to_owned(), str::to_owned),
+        needed,
+    )
+}
+
+/// The key to send, or why it is missing. A backend that needs no key is sent none, so a local
+/// server never receives, say, the OpenAI key.
+pub fn api_key(
+    api: ApiKind,
+    base_url: &str,
+    explicit: Option<&str>,
+) -> Result<Option<String>, String> {
+    let (var, needed) = key_variable(api, base_url, explicit);
+    if !needed {
+        return Ok(None);
+    }
+    match std::env::var(&var).ok().filter(|k| !k.is_empty()) {
+        Some(k) => Ok(Some(k)),
+        None => Err(format!(
+            "the variable {var} that holds the API key is not set"
+        )),
+    }
+}
+
+/// Runs an agent backend on `prompt` in `cwd`; the prompt file is `scratch/prompt.md`, written by
+/// the caller.
+async fn run_agent_on(
+    ctx: &Ctx,
+    settings: &RunSettings,
+    backend: &BackendSpec,
+    prompt: &str,
+    cwd: &Path,
+    env: Vec<(String, String)>,
+    scratch: &Path,
+) -> agent::Ran {
+    let BackendSpec::Agent {
+        agent,
+        command,
+        model,
+        max_turns,
+        permission_mode,
+        args,
+        ..
+    } = backend
+    else {
+        return agent::Ran {
+            report: Default::default(),
+            streamed: None,
+            failure: Some(format!("backend `{}` is not an agent", backend.name())),
+            transcript: scratch.join("transcript.jsonl"),
+        };
+    };
+    let prompt_file = scratch.join("prompt.md");
+    let analytics = scratch.join("aider-analytics.jsonl");
+    let invocation = agent::Invocation {
+        kind: *agent,
+        command,
+        model: model.as_deref(),
+        max_turns: *max_turns,
+        permission_mode: permission_mode.as_deref(),
+        extra_args: args,
+        prompt,
+        prompt_file: &prompt_file,
+        analytics_log: &analytics,
+    };
+    let limits = agent::Limits {
+        attempt: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
+        silence: Duration::from_millis(settings.silence_timeout_ms.max(1)),
+    };
+    agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups).await
+}
+
 async fn run_api(job: &Job<'_>) -> Produced {
     let BackendSpec::Api {
         api,
@@ -344,22 +396,10 @@ async fn run_api(job: &Job<'_>) -> Produced {
     else {
         return failed("not a model API backend");
     };
-    let key_var = api_key_env.clone().or_else(|| {
-        (*api == ApiKind::Anthropic || !is_local(base_url))
-            .then(|| api.default_key_env().to_owned())
-    });
-    let key = key_var
-        .as_deref()
-        .and_then(|v| std::env::var(v).ok())
-        .filter(|k| !k.is_empty());
-    if key.is_none()
-        && let Some(v) = &key_var
-        && (api_key_env.is_some() || !is_local(base_url))
-    {
-        return failed(format!(
-            "the variable {v} that holds the API key is not set"
-        ));
-    }
+    let key = match api_key(*api, base_url, api_key_env.as_deref()) {
+        Ok(k) => k,
+        Err(e) => return failed(e),
+    };
     let p = build_prompt(job, prompt::Contract::DiffOnly).await;
     let prompt_id = job.ctx.artifacts.put(p.text.as_bytes()).ok();
     let request = api::Request {
@@ -456,6 +496,33 @@ async fn apply_reply(job: &Job<'_>, text: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn which_backends_need_a_key() {
+        use super::key_variable;
+        use abo_core::config::ApiKind::{Anthropic, Openai};
+        assert_eq!(
+            key_variable(Anthropic, "http://127.0.0.1:9", None),
+            ("ANTHROPIC_API_KEY".into(), true)
+        );
+        assert_eq!(
+            key_variable(Openai, "https://api.openai.com/v1", None),
+            ("OPENAI_API_KEY".into(), true)
+        );
+        assert_eq!(
+            key_variable(Openai, "http://127.0.0.1:11434/v1", None),
+            ("OPENAI_API_KEY".into(), false)
+        );
+        assert_eq!(
+            key_variable(Openai, "http://127.0.0.1:11434/v1", Some("LOCAL_KEY")),
+            ("LOCAL_KEY".into(), true)
+        );
+        // Not needed: none is read, so a local server never receives another provider's key.
+        assert_eq!(
+            super::api_key(Openai, "http://127.0.0.1:11434/v1", None),
+            Ok(None)
+        );
+    }
+
+    #[test]
     fn local_urls() {
         for (u, want) in [
             ("http://127.0.0.1:11434/v1", true),
@@ -510,14 +577,7 @@ pub async fn ask(
             retries,
             ..
         } => {
-            let var = api_key_env.clone().or_else(|| {
-                (*api == ApiKind::Anthropic || !is_local(base_url))
-                    .then(|| api.default_key_env().to_owned())
-            });
-            let key = var
-                .as_deref()
-                .and_then(|v| std::env::var(v).ok())
-                .filter(|k| !k.is_empty());
+            let key = api_key(*api, base_url, api_key_env.as_deref())?;
             let request = api::Request {
                 api: *api,
                 base_url,
@@ -543,36 +603,12 @@ pub async fn ask(
                 model: Some(model_used),
             })
         }
-        BackendSpec::Agent {
-            agent,
-            command,
-            model,
-            max_turns,
-            permission_mode,
-            args,
-            ..
-        } => {
+        BackendSpec::Agent { model, .. } => {
             let text = format!("{system}\n\n{prompt}");
             let prompt_file = scratch.join("prompt.md");
             std::fs::write(&prompt_file, &text)
                 .map_err(|e| format!("could not write the prompt: {e}"))?;
-            let analytics = scratch.join("aider-analytics.jsonl");
-            let invocation = agent::Invocation {
-                kind: *agent,
-                command,
-                model: model.as_deref(),
-                max_turns: *max_turns,
-                permission_mode: permission_mode.as_deref(),
-                extra_args: args,
-                prompt: &text,
-                prompt_file: &prompt_file,
-                analytics_log: &analytics,
-            };
-            let limits = agent::Limits {
-                attempt: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
-                silence: Duration::from_millis(settings.silence_timeout_ms.max(1)),
-            };
-            let ran = agent::run(&invocation, cwd, Vec::new(), scratch, &limits, &ctx.groups).await;
+            let ran = run_agent_on(ctx, settings, backend, &text, cwd, Vec::new(), scratch).await;
             if let Some(f) = ran.failure {
                 return Err(redactor.redact(&f));
             }
