@@ -351,6 +351,9 @@ pub struct Router {
     pub rules: Vec<RouterRule>,
     #[serde(default)]
     pub fallback: Vec<String>,
+    /// Task type -> the backends the learned router chooses among for tasks of that type.
+    #[serde(default)]
+    pub learn: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -381,9 +384,55 @@ pub struct Budgets {
     pub task_usd: Option<f64>,
     pub task_tokens: Option<u64>,
     pub daily_usd: Option<f64>,
+    pub daily_tokens: Option<u64>,
     pub weekly_usd: Option<f64>,
+    pub weekly_tokens: Option<u64>,
+    /// Caps per backend name, within a run.
+    #[serde(default)]
+    pub per_backend: BTreeMap<String, crate::backlog::TaskBudget>,
     pub alert_at: Option<f64>,
     pub timezone: Option<String>,
+}
+
+impl Budgets {
+    /// The caps as a run freezes them (the run's wall time comes from `timeouts.run`).
+    pub fn spec(&self, wall_ms: u64) -> crate::budget::BudgetSpec {
+        use crate::budget::Cap;
+        crate::budget::BudgetSpec {
+            run: Cap {
+                usd: self.run_usd,
+                tokens: self.run_tokens,
+            },
+            task: Cap {
+                usd: self.task_usd,
+                tokens: self.task_tokens,
+            },
+            daily: Cap {
+                usd: self.daily_usd,
+                tokens: self.daily_tokens,
+            },
+            weekly: Cap {
+                usd: self.weekly_usd,
+                tokens: self.weekly_tokens,
+            },
+            per_backend: self
+                .per_backend
+                .iter()
+                .map(|(k, b)| {
+                    (
+                        k.clone(),
+                        Cap {
+                            usd: b.usd,
+                            tokens: b.tokens,
+                        },
+                    )
+                })
+                .collect(),
+            wall_ms: Some(wall_ms),
+            alert_at: self.alert_at.unwrap_or(0.8),
+            timezone: self.timezone.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -633,6 +682,27 @@ impl Config {
                 ));
             }
         }
+        self.validate_router(&err)?;
+        if let Some(a) = self.budgets.alert_at
+            && !(a > 0.0 && a <= 1.0)
+        {
+            return Err(err(
+                &[PathSeg::key("budgets"), PathSeg::key("alert_at")],
+                format!("`budgets.alert_at` must be a fraction in (0, 1], not {a}"),
+            ));
+        }
+        for name in self.budgets.per_backend.keys() {
+            if !self.backends.named.contains_key(name) {
+                return Err(err(
+                    &[
+                        PathSeg::key("budgets"),
+                        PathSeg::key("per_backend"),
+                        PathSeg::key(name),
+                    ],
+                    format!("`budgets.per_backend` names unknown backend `{name}`"),
+                ));
+            }
+        }
         for name in self.parallelism.per_backend.keys() {
             if !self.backends.named.contains_key(name) {
                 return Err(err(
@@ -648,23 +718,83 @@ impl Config {
         Ok(())
     }
 
+    /// `router.rules` (each `when:` compiles, each `use:` is a backend) and `router.learn`.
+    fn validate_router(
+        &self,
+        err: &dyn Fn(&[PathSeg], String) -> InputError,
+    ) -> Result<(), InputError> {
+        let unknown = |path: &[PathSeg], what: &str, name: &str| {
+            let e = err(path, format!("{what} names unknown backend `{name}`"));
+            match nearest(name, self.backends.named.keys().map(String::as_str)) {
+                Some(n) => e.hint(format!("did you mean `{n}`?")),
+                None => e,
+            }
+        };
+        for (i, r) in self.router.rules.iter().enumerate() {
+            let at = |field: &str| {
+                [
+                    PathSeg::key("router"),
+                    PathSeg::key("rules"),
+                    PathSeg::Index(i),
+                    PathSeg::key(field),
+                ]
+            };
+            if let Err(e) = crate::route::compile(&r.when) {
+                return Err(err(
+                    &at("when"),
+                    format!("`router.rules[{i}].when`: {e} in `{}`", r.when),
+                ));
+            }
+            if !self.backends.named.contains_key(&r.use_) {
+                return Err(unknown(
+                    &at("use"),
+                    &format!("`router.rules[{i}].use`"),
+                    &r.use_,
+                ));
+            }
+        }
+        for (kind, names) in &self.router.learn {
+            let path = |j: Option<usize>| {
+                let mut p = vec![
+                    PathSeg::key("router"),
+                    PathSeg::key("learn"),
+                    PathSeg::key(kind),
+                ];
+                p.extend(j.map(PathSeg::Index));
+                p
+            };
+            if crate::backlog::TaskType::parse(kind).is_none() {
+                let types: Vec<&str> = crate::backlog::TaskType::ALL
+                    .iter()
+                    .map(|t| t.as_str())
+                    .collect();
+                return Err(err(
+                    &path(None),
+                    format!(
+                        "`router.learn` names unknown task type `{kind}` (one of: {})",
+                        types.join(", ")
+                    ),
+                ));
+            }
+            for (j, n) in names.iter().enumerate() {
+                if !self.backends.named.contains_key(n) {
+                    return Err(unknown(
+                        &path(Some(j)),
+                        &format!("`router.learn.{kind}`"),
+                        n,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Sections this version of abo parses and checks but does not act on yet: `abo run` says so
     /// rather than let a user believe, say, that a budget is enforced.
     pub fn not_yet_enforced(&self) -> Vec<&'static str> {
-        let b = &self.budgets;
-        let budgets = [b.run_usd, b.task_usd, b.daily_usd, b.weekly_usd]
-            .iter()
-            .any(Option::is_some)
-            || b.run_tokens.is_some()
-            || b.task_tokens.is_some();
         let sandbox = self.sandbox.mode.is_some_and(|m| m != SandboxMode::Off)
             || !self.sandbox.deny_read.is_empty();
         [
-            (budgets, "budgets (caps are recorded, not enforced)"),
-            (
-                !self.router.rules.is_empty(),
-                "router.rules (each task runs on its own backend; router.fallback is used)",
-            ),
             (sandbox, "sandbox (attempts run with your user's rights)"),
             (
                 !self.notify.webhooks.is_empty() || self.notify.email.is_some(),
@@ -738,8 +868,6 @@ mod tests {
         assert_eq!(
             c.not_yet_enforced(),
             [
-                "budgets (caps are recorded, not enforced)",
-                "router.rules (each task runs on its own backend; router.fallback is used)",
                 "sandbox (attempts run with your user's rights)",
                 "notify",
                 "schedule"
@@ -801,5 +929,41 @@ mod tests {
             err("version: 1\nrouter: { fallback: [nope] }\n"),
             "abo.yml:2:1: `router.fallback` names unknown backend `nope`"
         );
+    }
+
+    #[test]
+    fn router_rules_are_checked_when_loaded() {
+        let cfg = |router: &str| {
+            format!(
+                "version: 1\nbackends:\n  local: {{ kind: openai, base_url: 'http://127.0.0.1:1/v1', model: m }}\nrouter:\n{router}"
+            )
+        };
+        assert_eq!(
+            err(&cfg(
+                "  rules:\n    - when: \"tsk.type == 'docs'\"\n      use: local\n"
+            )),
+            "abo.yml:6:7: `router.rules[0].when`: column 1: unknown variable `tsk` (known: attempt, budget, context_tokens, risk, task) in `tsk.type == 'docs'`"
+        );
+        assert_eq!(
+            err(&cfg(
+                "  rules:\n    - when: \"budget.usd_remaining <\"\n      use: local\n"
+            )),
+            "abo.yml:6:7: `router.rules[0].when`: column 23: expected a value, found the end of the expression in `budget.usd_remaining <`"
+        );
+        assert_eq!(
+            err(&cfg("  rules:\n    - when: \"true\"\n      use: lokal\n")),
+            "abo.yml:7:7: `router.rules[0].use` names unknown backend `lokal` (hint: did you mean `local`?)"
+        );
+        assert_eq!(
+            err(&cfg("  learn: { docz: [local] }\n")),
+            "abo.yml:5:3: `router.learn` names unknown task type `docz` (one of: spec, code, test, docs, refactor, review, lint, perf, security, dep_update, chore)"
+        );
+        let ok = Config::parse(
+            "abo.yml",
+            &cfg(
+                "  rules:\n    - { when: \"task.type == 'docs' && budget.usd_remaining < 5.0\", use: local }\n  learn: { docs: [local] }\n",
+            ),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
     }
 }

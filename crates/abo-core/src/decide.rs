@@ -2,6 +2,7 @@
 //! decided; the caller commits them before executing any effect (DESIGN §5). Effect results come
 //! back as commands.
 
+use crate::budget::{Amount, Blocked, CapChange, Ledger, Reservation};
 use crate::event::{Event, EventBody, GateStage, RetryCause, Usage};
 use crate::ids::{ArtifactId, AttemptId, CommitSha, GateName, TaskId, Timestamp};
 use crate::spec::BackendSpec;
@@ -20,7 +21,11 @@ pub enum Command {
     /// runtime found on the run branch (the crash came after landing, before its event).
     Resume {
         landed: Vec<(TaskId, u32, CommitSha)>,
+        /// Caps raised as the run resumes.
+        caps: CapChange,
     },
+    /// Time passed: caps on wall time, circuits closing.
+    Tick,
     BackendDone {
         task: TaskId,
         attempt: u32,
@@ -86,6 +91,8 @@ pub struct BackendOutcome {
     pub prompt: Option<ArtifactId>,
     /// The failure was the provider's (429, 5xx, timeout): it counts toward opening the circuit.
     pub transient: bool,
+    /// The change was an identical earlier attempt's, reused: (cache key, that attempt).
+    pub cached: Option<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -133,6 +140,8 @@ pub enum Effect {
         attempt: AttemptId,
         backend: BackendSpec,
         feedback: Option<Feedback>,
+        /// The most the attempt may spend: backends that accept a cap get it as theirs.
+        reserved: Reservation,
     },
     /// Run one gate, in the attempt's worktree or on the merged candidate.
     RunGate {
@@ -226,7 +235,8 @@ impl RunState {
         };
         match cmd {
             Command::Start => start(&mut cx)?,
-            Command::Resume { landed } => resume(&mut cx, landed)?,
+            Command::Resume { landed, caps } => resume(&mut cx, landed, caps)?,
+            Command::Tick => {}
             Command::BackendDone {
                 task,
                 attempt,
@@ -321,7 +331,11 @@ fn start(cx: &mut Ctx<'_>) -> Result<(), Rejected> {
     Ok(())
 }
 
-fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(), Rejected> {
+fn resume(
+    cx: &mut Ctx<'_>,
+    landed: Vec<(TaskId, u32, CommitSha)>,
+    caps: CapChange,
+) -> Result<(), Rejected> {
     match cx.state.status {
         RunStatus::Planned => return start(cx),
         RunStatus::Finished | RunStatus::Killed { .. } => {
@@ -329,7 +343,7 @@ fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(),
         }
         RunStatus::Running | RunStatus::Paused { .. } => {}
     }
-    cx.emit(None, EventBody::RunResumed {});
+    cx.emit(None, EventBody::RunResumed { caps });
     cx.state.inflight = Default::default();
     let in_flight: Vec<(TaskId, u32)> = cx
         .state
@@ -361,16 +375,19 @@ fn resume(cx: &mut Ctx<'_>, landed: Vec<(TaskId, u32, CommitSha)>) -> Result<(),
             }
             // An approved change waits in its worktree: it lands, not redone.
             None if approved => cx.state.inflight.land_queue.push_back(task),
-            None => cx.emit(
-                Some(&task),
-                EventBody::TaskRetry {
-                    attempt,
-                    cause: RetryCause::Interrupted,
-                    reason: "interrupted: abo stopped while the attempt was in flight".into(),
-                    log: None,
-                    kept_worktree: None,
-                },
-            ),
+            None => {
+                charge_interrupted(cx, &task, attempt);
+                cx.emit(
+                    Some(&task),
+                    EventBody::TaskRetry {
+                        attempt,
+                        cause: RetryCause::Interrupted,
+                        reason: "interrupted: abo stopped while the attempt was in flight".into(),
+                        log: None,
+                        kept_worktree: None,
+                    },
+                );
+            }
         }
     }
     Ok(())
@@ -392,7 +409,7 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
             files_changed: o.files_changed,
             usage: o.usage,
             cost_usd: o.cost_usd,
-            cost_source: o.cost_source,
+            cost_source: o.cost_source.clone(),
             log: o.log.clone(),
             model: o.model,
             message: o.message,
@@ -401,6 +418,33 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
             transient: o.transient,
         },
     );
+    if let Some((key, source)) = o.cached.clone() {
+        cx.emit(
+            Some(task),
+            EventBody::CacheHit {
+                attempt,
+                key,
+                source,
+            },
+        );
+    }
+    // Whatever spent or held anything is charged: a reservation, reported usage, a cache hit.
+    let priced = o.usage.is_some()
+        || o.cost_usd.is_some()
+        || o.cached.is_some()
+        || cx.state.ledger.open.contains_key(&(task.clone(), attempt));
+    if priced {
+        let spent = Amount {
+            usd: o.cost_usd.unwrap_or(0.0),
+            tokens: o.usage.map_or(0, |u| u.total()),
+        };
+        let source = match (&o.cached, &o.cost_source, o.cost_usd) {
+            (Some(_), _, _) => "cache".to_owned(),
+            (None, Some(s), Some(_)) => s.clone(),
+            _ => "unknown".to_owned(),
+        };
+        charge(cx, task, attempt, spent, source);
+    }
     match o.failure {
         Some(reason) => attempt_failed(cx, task, attempt, reason, o.log),
         None => next_gate(cx, task, attempt),
@@ -827,6 +871,11 @@ fn kill(cx: &mut Ctx<'_>, reason: String) -> Result<(), Rejected> {
         .map(|t| (t.spec.id.clone(), t.state.in_flight()))
         .collect();
     cx.effect(Effect::KillAll);
+    for (task, attempt) in &open {
+        if let Some(a) = attempt {
+            charge_interrupted(cx, task, *a);
+        }
+    }
     cx.emit(
         None,
         EventBody::RunKilled {
@@ -920,9 +969,123 @@ fn progress(cx: &mut Ctx<'_>) {
     promote_ready(cx);
     land_next(cx);
     if cx.state.status == RunStatus::Running {
-        schedule(cx);
-        finish_if_done(cx);
+        let blocked = schedule(cx);
+        if !pause_for_budget(cx, &blocked) {
+            finish_if_done(cx);
+        }
     }
+}
+
+/// Charges an attempt's cost, releases its reservation, and alerts on caps it brought to `alert_at`.
+fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, spent: Amount, source: String) {
+    let Some(t) = cx.state.task(task) else { return };
+    let backend = t
+        .backend
+        .clone()
+        .unwrap_or_else(|| t.spec.backend.name().clone());
+    let task_cap = t.spec.budget.unwrap_or(cx.state.budgets.task);
+    let reserved = cx
+        .state
+        .ledger
+        .open
+        .get(&(task.clone(), attempt))
+        .map(|(_, a)| Reservation {
+            usd: Some(a.usd),
+            tokens: Some(a.tokens),
+        })
+        .unwrap_or_default();
+    cx.emit(
+        Some(task),
+        EventBody::BudgetCharged {
+            attempt,
+            backend: backend.clone(),
+            usd: spent.usd,
+            tokens: spent.tokens,
+            reserved,
+            source,
+        },
+    );
+    let s = &cx.state;
+    let at = s.budgets.alert_at;
+    let alerts: Vec<EventBody> = s
+        .ledger
+        .caps_for(
+            &s.budgets,
+            Some((task, task_cap)),
+            Some(&backend),
+            &s.windows,
+        )
+        .into_iter()
+        .filter(|c| c.limit > 0.0 && c.spent >= at * c.limit)
+        .filter_map(|c| {
+            let key = Ledger::alert_key(&c.cap, &s.windows);
+            let sent = s.ledger.alerted.contains(&key)
+                || s.windows.day.alerted.contains(&key)
+                || s.windows.week.alerted.contains(&key);
+            (!sent).then(|| EventBody::BudgetAlert {
+                cap: c.cap.to_string(),
+                key,
+                spent: c.spent,
+                limit: c.limit,
+                alert_at: at,
+            })
+        })
+        .collect();
+    for a in alerts {
+        cx.emit(None, a);
+    }
+}
+
+/// An attempt stopped before its backend reported: what it spent is unknown, so its whole
+/// reservation is charged (a cap is never passed because abo lost count).
+fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
+    let running = matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt);
+    if !running {
+        return;
+    }
+    if let Some((_, held)) = cx.state.ledger.open.get(&(task.clone(), attempt)).cloned() {
+        charge(cx, task, attempt, held, "reservation".into());
+    }
+}
+
+/// Nothing is in flight and caps keep every ready task from starting: the run pauses with
+/// reason `budget` (resumable with raised caps, or in a new day or week).
+fn pause_for_budget(cx: &mut Ctx<'_>, blocked: &[Blocked]) -> bool {
+    let s = &cx.state;
+    if blocked.is_empty()
+        || s.in_flight() > 0
+        || s.inflight.landing.is_some()
+        || !s.inflight.land_queue.is_empty()
+    {
+        return false;
+    }
+    let mut why: Vec<String> = blocked.iter().map(Blocked::describe).collect();
+    why.dedup();
+    cx.emit(
+        None,
+        EventBody::RunPaused {
+            reason: format!("budget: {}", why.join("; ")),
+        },
+    );
+    true
+}
+
+/// Records that a cap kept work from starting (once until the run resumes).
+fn exhausted(cx: &mut Ctx<'_>, task: &TaskId, b: &Blocked) {
+    let cap = b.cap.to_string();
+    if cx.state.ledger.exhausted.contains(&cap) {
+        return;
+    }
+    cx.emit(
+        Some(task),
+        EventBody::BudgetExhausted {
+            cap,
+            limit: b.limit,
+            spent: b.spent,
+            reserved: b.reserved,
+            needed: b.needed,
+        },
+    );
 }
 
 fn promote_ready(cx: &mut Ctx<'_>) {
@@ -960,8 +1123,9 @@ fn land_next(cx: &mut Ctx<'_>) {
     }
 }
 
-/// Starts ready tasks, highest priority first, within `max_parallel`, never two with overlapping paths.
-fn schedule(cx: &mut Ctx<'_>) {
+/// Starts ready tasks, highest priority first, within `max_parallel`, never two with overlapping
+/// paths, each only when its reservation fits every cap. Returns what the caps blocked.
+fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
     let max = cx.state.spec.settings.max_parallel;
     let mut ready: Vec<(i64, usize, TaskId)> = cx
         .state
@@ -974,6 +1138,15 @@ fn schedule(cx: &mut Ctx<'_>) {
         })
         .collect();
     ready.sort();
+    let mut blocked = Vec::new();
+    if let Some(b) = wall_passed(cx.state, cx.now) {
+        if let Some((_, _, first)) = ready.first() {
+            let first = first.clone();
+            exhausted(cx, &first, &b);
+            blocked.push(b);
+        }
+        return blocked;
+    }
     for (_, _, id) in ready {
         if cx.state.in_flight() >= max {
             break;
@@ -991,18 +1164,51 @@ fn schedule(cx: &mut Ctx<'_>) {
         }
         let attempt = t.next_attempt;
         let feedback = t.feedback.clone();
-        let Some((backend, rule)) = choose_backend(cx.state, &t.spec.backend, cx.now) else {
+        let task_cap = t.spec.budget.unwrap_or(cx.state.budgets.task);
+        let Some(choice) = choose_backend(cx.state, &id, attempt, cx.now) else {
             continue;
         };
+        let backend = choice.backend;
+        let reserved = if backend.priced() && cx.state.budgets.any_spend_cap() {
+            let s = &cx.state;
+            match s
+                .ledger
+                .reservation(&s.budgets, &id, task_cap, backend.name(), &s.windows)
+            {
+                Ok(r) => r,
+                Err(b) if b.final_ => {
+                    let reason = format!("budget: {}", b.describe());
+                    exhausted(cx, &id, &b);
+                    let attempts = cx.state.task(&id).map_or(0, |t| t.attempt);
+                    cx.emit(
+                        Some(&id),
+                        EventBody::TaskFailed {
+                            attempts,
+                            reason,
+                            kept_worktree: None,
+                        },
+                    );
+                    cancel_dependents(cx, &id, &format!("dependency `{id}` failed"));
+                    continue;
+                }
+                Err(b) => {
+                    exhausted(cx, &id, &b);
+                    blocked.push(b);
+                    continue;
+                }
+            }
+        } else {
+            Reservation::default()
+        };
         let attempt_id = cx.attempt(&id, attempt);
-        if let Some(rule) = rule {
-            let backend = backend.name().clone();
+        if let Some((rule, scores)) = choice.why {
             cx.emit(
                 Some(&id),
                 EventBody::RouterDecision {
                     attempt,
-                    backend,
+                    backend: backend.name().clone(),
                     rule,
+                    scores,
                 },
             );
         }
@@ -1012,47 +1218,174 @@ fn schedule(cx: &mut Ctx<'_>) {
                 attempt,
                 backend: backend.name().clone(),
                 worktree: attempt_id.worktree(),
+                reserved,
             },
         );
         cx.effect(Effect::StartAttempt {
             attempt: attempt_id,
             backend,
             feedback,
+            reserved,
         });
     }
+    blocked
 }
 
-/// The backend an attempt runs on: the task's own, or the first fallback whose circuit is closed
-/// when the task's own is open (with the rule that chose it); `None` when the chosen backend is
-/// at its `parallelism.per_backend` cap, so the task waits.
-fn choose_backend(
-    state: &RunState,
-    own: &BackendSpec,
-    now: Timestamp,
-) -> Option<(BackendSpec, Option<String>)> {
+/// The run's wall time is spent: nothing new starts.
+fn wall_passed(state: &RunState, now: Timestamp) -> Option<Blocked> {
+    let limit = state.budgets.wall_ms?;
+    let ran = state.ledger.ran(now);
+    #[allow(clippy::cast_precision_loss)]
+    (ran >= limit).then(|| Blocked {
+        cap: crate::budget::CapId {
+            scope: crate::budget::Scope::Run,
+            unit: crate::budget::Unit::Wall,
+        },
+        limit: limit as f64,
+        spent: ran as f64,
+        reserved: 0.0,
+        needed: 0.0,
+        final_: false,
+    })
+}
+
+/// The backend an attempt runs on, and why when it is not simply the task's own.
+struct Choice {
+    backend: BackendSpec,
+    /// The rule (or `learned`, `fallback: ...`) and the learned router's scores.
+    why: Option<(String, Vec<crate::event::RouteScore>)>,
+}
+
+/// Routes an attempt (DESIGN §6, `router`): a task that names its backend keeps it; else the first
+/// rule that holds for a healthy backend; else the learned choice for the task's type; else the
+/// default. An open circuit is replaced by the first healthy `router.fallback`. `None` when the
+/// chosen backend is at its `parallelism.per_backend` cap, so the task waits.
+fn choose_backend(state: &RunState, task: &TaskId, attempt: u32, now: Timestamp) -> Option<Choice> {
+    use crate::route;
+    let t = state.task(task)?;
     let settings = &state.spec.settings;
-    let mut choice = (own.clone(), None);
-    if state.circuit_open(own.name(), now)
-        && let Some(fb) = settings
+    let busy = |name: &crate::ids::BackendName| {
+        let n = state
+            .tasks
+            .values()
+            .filter(|t| t.state.in_flight().is_some() && t.backend.as_ref() == Some(name))
+            .count();
+        settings
+            .per_backend
+            .get(name.as_str())
+            .is_some_and(|c| n >= *c)
+    };
+    let capped = |name: &crate::ids::BackendName| {
+        state
+            .budgets
+            .per_backend
+            .get(name.as_str())
+            .is_some_and(|_| {
+                state
+                    .ledger
+                    .caps_for(&state.budgets, None, Some(name), &state.windows)
+                    .iter()
+                    .any(|c| {
+                        matches!(c.cap.scope, crate::budget::Scope::Backend(_))
+                            && c.remaining() <= 0.0
+                    })
+            })
+    };
+    let healthy = |b: &BackendSpec| {
+        !state.circuit_open(b.name(), now) && !busy(b.name()) && !capped(b.name())
+    };
+    let mut choice = Choice {
+        backend: t.spec.backend.clone(),
+        why: None,
+    };
+    if t.spec.routed {
+        let router = &settings.router;
+        let kind = t.spec.kind.as_str();
+        let learnable: Vec<&BackendSpec> = router
+            .learn
+            .get(kind)
+            .map(|v| v.iter().filter(|b| healthy(b)).collect())
+            .unwrap_or_default();
+        if !router.rules.is_empty() {
+            let facts = budget_facts(state, t, attempt);
+            if let Some((i, b)) =
+                route::first_rule(&router.rules, &state.rules, &facts.env(), healthy)
+            {
+                let rule = format!("rules[{i}]: {}", router.rules[i].when);
+                choice = Choice {
+                    backend: b.clone(),
+                    why: Some((rule, Vec::new())),
+                };
+                return Some(choice);
+            }
+        }
+        if !learnable.is_empty() {
+            let mut rng = route::rng_for(state.id.as_str(), task, attempt);
+            if let Some((i, scores)) =
+                route::learned(kind, &learnable, &state.router_stats, &mut rng)
+            {
+                return Some(Choice {
+                    backend: learnable[i].clone(),
+                    why: Some((format!("learned: task type `{kind}`"), scores)),
+                });
+            }
+        }
+    }
+    if state.circuit_open(choice.backend.name(), now) {
+        let own = choice.backend.name().clone();
+        if let Some(fb) = settings
             .fallback
             .iter()
-            .find(|b| b.name() != own.name() && !state.circuit_open(b.name(), now))
-    {
-        choice = (
-            fb.clone(),
-            Some(format!("fallback: the circuit of `{}` is open", own.name())),
-        );
+            .find(|b| *b.name() != own && !state.circuit_open(b.name(), now))
+        {
+            choice = Choice {
+                backend: fb.clone(),
+                why: Some((
+                    format!("fallback: the circuit of `{own}` is open"),
+                    Vec::new(),
+                )),
+            };
+        }
     }
-    let cap = settings.per_backend.get(choice.0.name().as_str()).copied();
-    let busy = state
-        .tasks
-        .values()
-        .filter(|t| t.state.in_flight().is_some() && t.backend.as_ref() == Some(choice.0.name()))
-        .count();
-    if cap.is_some_and(|c| busy >= c) {
+    if busy(choice.backend.name()) {
         return None;
     }
     Some(choice)
+}
+
+/// What a routing rule sees of the budget: the tightest of the run, day and week caps.
+fn budget_facts<'a>(
+    state: &'a RunState,
+    t: &'a crate::state::TaskRecord,
+    attempt: u32,
+) -> crate::route::Facts<'a> {
+    use crate::budget::{Scope, Unit};
+    let caps = state
+        .ledger
+        .caps_for(&state.budgets, None, None, &state.windows);
+    let remaining = |u: Unit| {
+        caps.iter()
+            .filter(|c| c.cap.unit == u)
+            .map(crate::budget::CapUse::remaining)
+            .fold(f64::INFINITY, f64::min)
+    };
+    let run_limit = |u: Unit| {
+        caps.iter()
+            .find(|c| c.cap.unit == u && c.cap.scope == Scope::Run)
+            .map(|c| c.limit)
+    };
+    crate::route::Facts {
+        task: &t.spec,
+        attempt,
+        usd_remaining: remaining(Unit::Usd),
+        tokens_remaining: remaining(Unit::Tokens),
+        usd_spent: state.ledger.spent.usd,
+        tokens_spent: state.ledger.spent.tokens,
+        usd_limit: run_limit(Unit::Usd),
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        tokens_limit: run_limit(Unit::Tokens).map(|l| l as u64),
+        risk: t.risk.as_deref(),
+    }
 }
 
 /// Whether the run branch may land into the base branch (DESIGN §7): below A3 it waits for review;

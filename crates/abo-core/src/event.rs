@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{CapChange, Reservation};
 use crate::ids::{ArtifactId, BackendName, CommitSha, GateName, RunId, TaskId, Timestamp};
 use crate::spec::RunSpec;
 use crate::state::ApprovalAction;
@@ -90,7 +91,11 @@ pub enum EventBody {
     #[serde(rename = "run.paused")]
     RunPaused { reason: String },
     #[serde(rename = "run.resumed")]
-    RunResumed {},
+    RunResumed {
+        /// Caps raised as the run resumed (`abo resume --usd/--tokens/--wall`).
+        #[serde(default, skip_serializing_if = "CapChange::is_empty")]
+        caps: CapChange,
+    },
     #[serde(rename = "run.finished")]
     RunFinished {
         landed: u32,
@@ -107,6 +112,9 @@ pub enum EventBody {
         attempt: u32,
         backend: BackendName,
         worktree: String,
+        /// What the attempt holds of every cap that applies until it is charged (DESIGN §9).
+        #[serde(default, skip_serializing_if = "Reservation::is_empty")]
+        reserved: Reservation,
     },
     #[serde(rename = "task.backend_finished")]
     TaskBackendFinished {
@@ -217,7 +225,60 @@ pub enum EventBody {
         attempt: u32,
         backend: BackendName,
         rule: String,
+        /// The learned router's sampled scores, per backend.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        scores: Vec<RouteScore>,
     },
+    /// An attempt's actual cost charged, and its reservation released.
+    #[serde(rename = "budget.charged")]
+    BudgetCharged {
+        attempt: u32,
+        backend: BackendName,
+        usd: f64,
+        tokens: u64,
+        reserved: Reservation,
+        /// `reported` or `estimated` (the backend's), `unknown` (charged as 0), `reservation`
+        /// (the attempt was interrupted: what it held is charged), `cache` (nothing ran).
+        source: String,
+    },
+    /// Spend reached `alert_at` of a cap: once per cap (per day or week for those caps).
+    #[serde(rename = "budget.alert")]
+    BudgetAlert {
+        cap: String,
+        key: String,
+        spent: f64,
+        limit: f64,
+        alert_at: f64,
+    },
+    /// A cap kept an attempt from starting.
+    #[serde(rename = "budget.exhausted")]
+    BudgetExhausted {
+        cap: String,
+        limit: f64,
+        spent: f64,
+        reserved: f64,
+        needed: f64,
+    },
+    /// An identical attempt's result was reused: no backend ran.
+    #[serde(rename = "cache.hit")]
+    CacheHit {
+        attempt: u32,
+        key: String,
+        /// The attempt whose result was reused.
+        source: String,
+    },
+}
+
+/// One backend's standing in a learned routing decision.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RouteScore {
+    pub backend: BackendName,
+    /// The Thompson sample drawn from Beta(landed + 1, failed + 1).
+    pub sample: f64,
+    pub landed: u64,
+    pub failed: u64,
+    pub mean_cost_usd: Option<f64>,
+    pub mean_duration_ms: Option<u64>,
 }
 
 impl EventBody {
@@ -227,7 +288,7 @@ impl EventBody {
             Self::RunCreated(_) => "run.created",
             Self::RunStarted {} => "run.started",
             Self::RunPaused { .. } => "run.paused",
-            Self::RunResumed {} => "run.resumed",
+            Self::RunResumed { .. } => "run.resumed",
             Self::RunFinished { .. } => "run.finished",
             Self::RunKilled { .. } => "run.killed",
             Self::TaskReady {} => "task.ready",
@@ -245,6 +306,10 @@ impl EventBody {
             Self::TaskApproved { .. } => "task.approved",
             Self::TaskRejected { .. } => "task.rejected",
             Self::TaskDenied { .. } => "task.denied",
+            Self::BudgetCharged { .. } => "budget.charged",
+            Self::BudgetAlert { .. } => "budget.alert",
+            Self::BudgetExhausted { .. } => "budget.exhausted",
+            Self::CacheHit { .. } => "cache.hit",
         }
     }
 
@@ -290,6 +355,7 @@ mod tests {
                 attempt: 2,
                 backend: BackendName::new("command"),
                 worktree: "w".into(),
+                reserved: Reservation::default(),
             },
             EventBody::TaskLanded {
                 attempt: 1,

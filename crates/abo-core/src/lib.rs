@@ -6,15 +6,18 @@
 
 pub mod autonomy;
 pub mod backlog;
+pub mod budget;
 pub mod config;
 pub mod decide;
 pub mod diag;
 pub mod event;
+pub mod expr;
 pub mod glob;
 pub mod ids;
 pub mod plan;
 pub mod pricing;
 pub mod report;
+pub mod route;
 pub mod spec;
 pub mod state;
 pub mod ticket;

@@ -55,6 +55,10 @@ pub struct PlanTask {
     pub autonomy: BTreeMap<String, String>,
     /// Where it was written, for later errors (`FILE:LINE:COL`).
     pub origin: String,
+    /// The task names no backend (nor `run:` or `patch:`): the router chooses.
+    pub routed: bool,
+    /// The task's own `budget:`.
+    pub budget: Option<crate::budget::Cap>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -285,6 +289,11 @@ fn plan_task(t: &BacklogTask, config: &Config) -> PlanTask {
         readiness,
         autonomy: t.autonomy.clone(),
         origin: format!("{}:{}:{}", t.file, t.pos.0, t.pos.1),
+        routed: t.run.is_none() && t.patch.is_none() && t.backend.is_none(),
+        budget: t.budget.as_ref().map(|b| crate::budget::Cap {
+            usd: b.usd,
+            tokens: b.tokens,
+        }),
     }
 }
 

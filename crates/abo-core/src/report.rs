@@ -298,6 +298,7 @@ mod tests {
             attempt: a,
             backend: BackendName::new(b),
             worktree: String::new(),
+            reserved: Default::default(),
         };
         let done = |a: u32, ok: bool, ms: u64, usd: f64, tok: u64| EventBody::TaskBackendFinished {
             attempt: a,

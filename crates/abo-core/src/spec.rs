@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use crate::autonomy::Levels;
 use crate::backlog::TaskType;
+use crate::budget::{BudgetSpec, Cap};
 use crate::config::{AgentKind, ApiKind, Landing, LandingMode};
 use crate::ids::{ArtifactId, BackendName, CommitSha, GateName, TaskId};
 use crate::pricing::PriceTable;
@@ -51,6 +52,14 @@ pub struct RunSettings {
     /// The run's autonomy levels (profile and config overrides).
     #[serde(default)]
     pub autonomy: Levels,
+    /// The caps as the run was created (`abo resume` may raise the run's own).
+    #[serde(default)]
+    pub budgets: BudgetSpec,
+    #[serde(default)]
+    pub router: crate::route::RouterSpec,
+    /// Whether attempts may reuse an identical earlier attempt's result (`--no-cache` turns it off).
+    #[serde(default)]
+    pub cache: bool,
 }
 
 /// abo.yml's `safety` (as the policy's `data.abo.config`) and the user's policy files.
@@ -107,6 +116,15 @@ pub struct TaskSpec {
     pub autonomy: Levels,
     /// `FILE:LINE:COL` where the task was written.
     pub origin: String,
+    /// The task's own `budget:` (else `budgets.task_*` applies).
+    #[serde(default)]
+    pub budget: Option<Cap>,
+    /// The task names no backend of its own: the router chooses (`backend` is the default).
+    #[serde(default)]
+    pub routed: bool,
+    /// An estimate of the tokens of the files in the task's scope (for `context_tokens` in rules).
+    #[serde(default)]
+    pub context_tokens: u64,
 }
 
 /// How a task's change is produced.
@@ -147,6 +165,11 @@ pub enum BackendSpec {
 }
 
 impl BackendSpec {
+    /// Whether running it can cost money or tokens (agents and model APIs).
+    pub fn priced(&self) -> bool {
+        matches!(self, Self::Agent { .. } | Self::Api { .. })
+    }
+
     pub fn name(&self) -> &BackendName {
         match self {
             Self::Command { name, .. }

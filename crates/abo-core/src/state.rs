@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::budget::{Amount, BudgetSpec, Ledger, Windows};
 use crate::event::{Event, EventBody, GateStage, RetryCause, StoredEvent};
 use crate::ids::{ArtifactId, AttemptId, BackendName, CommitSha, RunId, TaskId, Timestamp};
 use crate::spec::{RunSpec, TaskSpec};
@@ -273,6 +274,16 @@ pub struct RunState {
     pub inflight: InFlight,
     /// Each backend's recent transient failures: its circuit.
     pub health: BTreeMap<BackendName, Health>,
+    /// The caps in force: the spec's, with the run's raised by `abo resume`.
+    pub budgets: BudgetSpec,
+    /// What the run spent and holds.
+    pub ledger: Ledger,
+    /// The day and week windows with other runs' spend: set by the runtime (not from the log).
+    pub windows: Windows,
+    /// What the learned router knows: set by the runtime from the store (not from the log).
+    pub router_stats: crate::route::Stats,
+    /// `router.rules` compiled (`None`: does not compile, so never matches).
+    pub rules: Vec<Option<crate::expr::Expr>>,
 }
 
 /// This many transient failures of a backend in a row open its circuit for [`CIRCUIT_COOLDOWN_MS`].
@@ -329,7 +340,6 @@ impl RunState {
             .collect();
         Self {
             id,
-            spec,
             status: RunStatus::Planned,
             tasks,
             order,
@@ -340,6 +350,18 @@ impl RunState {
             last_seq: 0,
             inflight: InFlight::default(),
             health: BTreeMap::new(),
+            budgets: spec.settings.budgets.clone(),
+            ledger: Ledger::default(),
+            windows: Windows::default(),
+            router_stats: Default::default(),
+            rules: spec
+                .settings
+                .router
+                .rules
+                .iter()
+                .map(|r| crate::route::compile(&r.when).ok())
+                .collect(),
+            spec,
         }
     }
 
@@ -394,26 +416,39 @@ impl RunState {
             EventBody::RunStarted {} => {
                 self.status = RunStatus::Running;
                 self.started_at = Some(e.at);
+                self.ledger.running_since = Some(e.at);
             }
             EventBody::RunPaused { reason } => {
                 self.status = RunStatus::Paused {
                     reason: reason.clone(),
-                }
+                };
+                self.stop_clock(e.at);
             }
-            EventBody::RunResumed {} => {
+            EventBody::RunResumed { caps } => {
                 self.status = RunStatus::Running;
                 self.consecutive_failures = 0;
                 self.finished_at = None;
+                caps.apply(&mut self.budgets);
+                self.ledger.exhausted.clear();
+                self.ledger.running_since = Some(e.at);
             }
             EventBody::RunFinished { .. } => {
                 self.status = RunStatus::Finished;
                 self.finished_at = Some(e.at);
+                self.stop_clock(e.at);
             }
             EventBody::RunKilled { reason } => {
                 self.status = RunStatus::Killed {
                     reason: reason.clone(),
                 };
                 self.finished_at = Some(e.at);
+                self.stop_clock(e.at);
+            }
+            EventBody::BudgetAlert { key, .. } => {
+                self.ledger.alerted.insert(key.clone());
+            }
+            EventBody::BudgetExhausted { cap, .. } => {
+                self.ledger.exhausted.insert(cap.clone());
             }
             body => {
                 let Some(id) = &e.task else { return };
@@ -426,12 +461,32 @@ impl RunState {
                         t.ready_at = Some(e.at);
                     }
                     EventBody::TaskStarted {
-                        attempt, backend, ..
+                        attempt,
+                        backend,
+                        reserved,
+                        ..
                     } => {
                         t.state = TaskState::Running { attempt: *attempt };
                         t.attempt = t.attempt.max(*attempt);
                         t.next_attempt = attempt + 1;
                         t.backend = Some(backend.clone());
+                        if !reserved.is_empty() {
+                            self.ledger
+                                .reserve(id, *attempt, backend, reserved.amount());
+                        }
+                    }
+                    EventBody::BudgetCharged {
+                        attempt,
+                        backend,
+                        usd,
+                        tokens,
+                        ..
+                    } => {
+                        let a = Amount {
+                            usd: *usd,
+                            tokens: *tokens,
+                        };
+                        self.ledger.charge(id, *attempt, backend, a, e.at);
                     }
                     EventBody::TaskBackendFinished {
                         attempt,
@@ -568,6 +623,11 @@ impl RunState {
                 }
             }
         }
+    }
+
+    fn stop_clock(&mut self, at: Timestamp) {
+        self.ledger.ran_ms = self.ledger.ran(at);
+        self.ledger.running_since = None;
     }
 
     /// Whether a backend's circuit is open: it failed transiently too often, too recently.

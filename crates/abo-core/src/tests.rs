@@ -58,6 +58,9 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             secret_env: vec![],
             policy: Default::default(),
             autonomy: Default::default(),
+            budgets: Default::default(),
+            router: Default::default(),
+            cache: false,
         },
         tasks: tasks
             .iter()
@@ -81,6 +84,9 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                 needs_plan_approval: false,
                 autonomy: Default::default(),
                 origin: "b.yml:1:1".into(),
+                budget: None,
+                routed: false,
+                context_tokens: 0,
             })
             .collect(),
     }
@@ -173,6 +179,9 @@ fn brief_cmd(c: &Command) -> String {
             attempt,
             outcome,
         } => format!("land {task}#{attempt} {outcome:?}"),
+        Command::Resume { landed, caps } if caps.is_empty() => {
+            format!("Resume {{ landed: {landed:?} }}")
+        }
         other => format!("{other:?}"),
     }
 }
@@ -546,7 +555,7 @@ fn failed_attempts_retry_with_feedback_then_fail_and_cancel_dependents() {
     );
     // `abo retry a` re-queues a and the tasks cancelled because of it, with fresh attempts.
     h.check(
-        vec![Command::Retry { task: TaskId::new("b") }, Command::Retry { task: TaskId::new("a") }, Command::Resume { landed: vec![] }],
+        vec![Command::Retry { task: TaskId::new("b") }, Command::Retry { task: TaskId::new("a") }, Command::Resume { landed: vec![], caps: Default::default() }],
         expect![[r#"
             > Retry { task: TaskId("b") }
               task.retry b {"attempt":1,"cause":"requested","kept_worktree":null,"log":null,"reason":"retry requested"}
@@ -650,7 +659,7 @@ fn resume_after_a_crash_recovers_in_flight_tasks() {
     assert_eq!(state.inflight, Default::default());
     h.state = state.clone();
     h.check(
-        vec![Command::Resume { landed: vec![(TaskId::new("a"), 1, CommitSha::new("c1"))] }],
+        vec![Command::Resume { landed: vec![(TaskId::new("a"), 1, CommitSha::new("c1"))], caps: Default::default() }],
         expect![[r#"
             > Resume { landed: [(TaskId("a"), 1, CommitSha("c1"))] }
               run.resumed
@@ -700,7 +709,7 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
     );
     assert_eq!(h.state.in_flight(), 0);
     h.check(
-        vec![Command::Resume { landed: vec![] }, Command::Kill { reason: "by a person".into() }, Command::Kill { reason: "again".into() }],
+        vec![Command::Resume { landed: vec![], caps: Default::default() }, Command::Kill { reason: "by a person".into() }, Command::Kill { reason: "again".into() }],
         expect![[r#"
             > Resume { landed: [] }
               run.resumed
@@ -902,7 +911,7 @@ fn policy_decides_land_approval_or_denial_and_people_decide_approvals() {
         reason: "lockfile bump reviewed".into(),
     }]);
     h.state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
-    h.check(vec![Command::Resume { landed: vec![] }, landed("ask", 1, "c2")], expect![[r#"
+    h.check(vec![Command::Resume { landed: vec![], caps: Default::default() }, landed("ask", 1, "c2")], expect![[r#"
         > Resume { landed: [] }
           run.resumed
           => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("ask"), attempt: 1 } }
@@ -940,7 +949,13 @@ fn an_approved_change_survives_a_crash_and_lands_on_resume() {
     }]);
     let mut state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
     let d = state
-        .decide(Command::Resume { landed: vec![] }, Timestamp(50))
+        .decide(
+            Command::Resume {
+                landed: vec![],
+                caps: Default::default(),
+            },
+            Timestamp(50),
+        )
         .unwrap();
     assert!(
         d.effects
@@ -980,7 +995,10 @@ fn rejecting_denies_and_plan_approvals_gate_pending_tasks() {
             approval: "r/later/0".into(),
             reason: "go".into(),
         },
-        Command::Resume { landed: vec![] },
+        Command::Resume {
+            landed: vec![],
+            caps: Default::default(),
+        },
     ]);
     assert!(
         trace.contains("task.started later {\"attempt\":1"),
@@ -1007,7 +1025,10 @@ fn autonomy_levels_ask_for_approvals_and_decide_the_merge() {
             approval: "a".into(),
             reason: "go".into(),
         },
-        Command::Resume { landed: vec![] },
+        Command::Resume {
+            landed: vec![],
+            caps: Default::default(),
+        },
         ok("a", 1),
         allow("a", 1),
     ]);

@@ -19,6 +19,10 @@ pub struct RunOptions {
     pub max_parallel: Option<usize>,
     /// The policy, validated by the caller (a policy file that does not parse is a config error).
     pub policy: abo_core::spec::PolicySpec,
+    /// `--usd`, `--tokens`, `--wall`: the run's own caps, replacing abo.yml's.
+    pub caps: abo_core::budget::CapChange,
+    /// Whether attempts may reuse cached results (`--no-cache` turns it off).
+    pub cache: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +225,39 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
             .collect(),
         policy: Default::default(),
         autonomy: Default::default(),
+        budgets: config.budgets.spec(config.timeouts.run.as_millis()),
+        router: router_spec(config),
+        cache: true,
+    }
+}
+
+/// `router.rules` and `router.learn` with their backends resolved (validated with the config).
+fn router_spec(config: &Config) -> abo_core::route::RouterSpec {
+    let resolve = |n: &String| config.backends.named.get(n).map(|b| resolve_backend(n, b));
+    abo_core::route::RouterSpec {
+        rules: config
+            .router
+            .rules
+            .iter()
+            .filter_map(|r| {
+                resolve(&r.use_).map(|backend| abo_core::route::RuleSpec {
+                    when: r.when.clone(),
+                    backend,
+                })
+            })
+            .collect(),
+        learn: config
+            .router
+            .learn
+            .iter()
+            .filter_map(|(kind, names)| {
+                let kind = abo_core::backlog::TaskType::parse(kind)?;
+                Some((
+                    kind.as_str().to_owned(),
+                    names.iter().filter_map(resolve).collect(),
+                ))
+            })
+            .collect(),
     }
 }
 
@@ -256,6 +293,38 @@ pub fn resolve_autonomy(
     Ok((name, run, tasks))
 }
 
+/// An estimate of the tokens in the task's scope (about four bytes a token): the `context_tokens`
+/// a routing rule sees. Without `paths`, the task's statement alone.
+fn context_tokens(files: &[(String, u64)], t: &abo_core::plan::PlanTask) -> u64 {
+    let statement =
+        t.title.len() + t.description.len() + t.acceptance.iter().map(String::len).sum::<usize>();
+    let mut bytes = u64::try_from(statement).unwrap_or(0);
+    if !t.paths.is_empty() {
+        for (f, len) in files {
+            if abo_core::glob::any(&t.paths, f) {
+                bytes += len;
+            }
+        }
+    }
+    bytes / 4
+}
+
+/// The repository's tracked files and their sizes (only when a routing rule may ask).
+async fn tracked_files(ctx: &Ctx, config: &Config) -> Vec<(String, u64)> {
+    if config.router.rules.is_empty() {
+        return Vec::new();
+    }
+    let listing = ctx.git.run(&["ls-files", "-z"]).await.unwrap_or_default();
+    listing
+        .split('\0')
+        .filter(|f| !f.is_empty())
+        .map(|f| {
+            let len = std::fs::metadata(ctx.root.join(f)).map_or(0, |m| m.len());
+            (f.to_owned(), len)
+        })
+        .collect()
+}
+
 /// Records a new run for `plan` and creates its branch. Nothing is executed.
 pub async fn create_run(
     ctx: &Ctx,
@@ -283,6 +352,7 @@ pub async fn create_run(
     let (profile, run_levels, task_levels) =
         resolve_autonomy(plan, config, opts.profile.as_deref())?;
     let mut tasks = Vec::with_capacity(plan.tasks.len());
+    let files = tracked_files(ctx, config).await;
     for (t, levels) in plan.tasks.iter().zip(task_levels) {
         let backend = match &t.backend {
             BackendChoice::Run { command } => BackendSpec::Command {
@@ -340,6 +410,9 @@ pub async fn create_run(
             needs_plan_approval: t.readiness == Readiness::NeedsPlanApproval,
             autonomy: levels,
             origin: t.origin.clone(),
+            budget: t.budget,
+            routed: t.routed,
+            context_tokens: context_tokens(&files, t),
         });
     }
     let now = ctx.now();
@@ -351,10 +424,13 @@ pub async fn create_run(
         base,
         base_branch,
         branch: id.branch(),
-        settings: abo_core::spec::RunSettings {
-            policy: opts.policy.clone(),
-            autonomy: run_levels,
-            ..settings(config, opts.max_parallel)
+        settings: {
+            let mut s = settings(config, opts.max_parallel);
+            s.policy = opts.policy.clone();
+            s.autonomy = run_levels;
+            s.cache = opts.cache;
+            opts.caps.apply(&mut s.budgets);
+            s
         },
         tasks,
     };

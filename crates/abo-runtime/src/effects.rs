@@ -72,12 +72,17 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect)
             attempt,
             backend,
             feedback,
+            reserved,
         } => {
             let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
                 return Done::default();
             };
-            let (outcome, warnings) =
-                start_attempt(ctx, spec, run, task, &attempt, &backend, feedback.as_ref()).await;
+            let how = Attempt {
+                backend: &backend,
+                feedback: feedback.as_ref(),
+                reserved,
+            };
+            let (outcome, warnings) = start_attempt(ctx, spec, run, task, &attempt, how).await;
             let command = Command::BackendDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
@@ -438,15 +443,22 @@ fn restore_redacted(ctx: &Ctx, id: &mut Option<abo_core::ids::ArtifactId>, redac
 
 /// Creates the attempt's worktree from the run branch's head, runs the backend in it, and counts
 /// what it changed. A failure of any step fails the attempt, with the reason.
+/// How an attempt runs: its backend, the previous attempt's feedback, its reservation.
+struct Attempt<'a> {
+    backend: &'a BackendSpec,
+    feedback: Option<&'a Feedback>,
+    reserved: abo_core::budget::Reservation,
+}
+
 async fn start_attempt(
     ctx: &Ctx,
     spec: &RunSpec,
     run: &RunPolicy,
     task: &TaskSpec,
     attempt: &AttemptId,
-    backend: &BackendSpec,
-    feedback: Option<&Feedback>,
+    how: Attempt<'_>,
 ) -> (BackendOutcome, Vec<String>) {
+    let backend = how.backend;
     let started = Instant::now();
     let fail = |reason: String| {
         let o = BackendOutcome {
@@ -480,13 +492,30 @@ async fn start_attempt(
         worktree: &wt,
         scratch: &scratch,
         env: attempt_env(spec, task, attempt, &wt),
-        feedback: feedback.map(|f| feedback_text(ctx, f)),
+        feedback: how.feedback.map(|f| feedback_text(ctx, f)),
         redactor: &redactor,
+        reserved: how.reserved,
+    };
+    let cached = if spec.settings.cache && backend.priced() {
+        crate::cache::reuse(ctx, task, backend, attempt, &wt, &scratch).await
+    } else {
+        None
     };
     let backends::Produced {
         mut outcome,
         warnings,
-    } = backends::produce(&job).await;
+    } = match cached {
+        Some((key, source)) => backends::Produced {
+            outcome: BackendOutcome {
+                message: Some(format!("reused the result of attempt {source} (cache)")),
+                duration_ms: ms(started.elapsed()),
+                cached: Some((key, source)),
+                ..Default::default()
+            },
+            warnings: Vec::new(),
+        },
+        None => backends::produce(&job).await,
+    };
     if outcome.failure.is_none() {
         match ctx.git.changed_files(&wt).await {
             Ok(files) if files.is_empty() => {
@@ -664,6 +693,7 @@ async fn land(
         .rev_parse(&format!("{commit}^"))
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
+    crate::cache::record(ctx, attempt, &base, &commit).await;
     let run_head = git
         .branch_head(&spec.branch)
         .await

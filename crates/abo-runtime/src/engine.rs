@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use abo_core::decide::{Command, Rejected};
-use abo_core::event::StoredEvent;
+use abo_core::event::{EventBody, StoredEvent};
 use abo_core::ids::{RunId, TaskId};
 use abo_core::state::{ReplayError, RunState, RunStatus};
 use abo_store::{Lease, Store, StoreError};
@@ -27,12 +27,12 @@ pub trait Observer: Send {
     fn tick(&mut self, _state: &RunState) {}
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Start {
     /// A run just created.
     New,
-    /// Continue after a pause, a crash or a kill of the process.
-    Resume,
+    /// Continue after a pause, a crash or a kill of the process, with caps raised.
+    Resume(abo_core::budget::CapChange),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -148,7 +148,7 @@ async fn drive_leased(
     ctx.git.ensure_branch(&spec.branch, &spec.base).await?;
     let first = match start {
         Start::New => Command::Start,
-        Start::Resume => {
+        Start::Resume(caps) => {
             // What a crashed abo left running for this run dies first, then its worktrees go.
             let killed = process::kill_leftovers(&format!("ABO_RUN_ID={run}"));
             if killed > 0 {
@@ -159,6 +159,7 @@ async fn drive_leased(
             sweep(ctx, state).await;
             Command::Resume {
                 landed: recover_landed(ctx, state).await?,
+                caps,
             }
         }
     };
@@ -170,6 +171,13 @@ async fn drive_leased(
     let mut first_command = true;
     let mut warned = std::collections::BTreeSet::new();
     let mut ticks = 0u32;
+    let tz = crate::windows::zone(state.budgets.timezone.as_deref()).unwrap_or_else(|e| {
+        observer.warn(&format!(
+            "budgets.timezone: {e}; days and weeks count in UTC"
+        ));
+        jiff::tz::TimeZone::UTC
+    });
+    refresh(ctx, state, &tz, true, observer).await;
     loop {
         while let Some(cmd) = pending.pop_front() {
             let decision = match state.decide(cmd, ctx.now()) {
@@ -185,6 +193,19 @@ async fn drive_leased(
             let stored = ctx.store.append(&decision.events).await?;
             if !stored.is_empty() {
                 observer.on_events(state, &stored);
+                // What the learned router knows changes as attempts land or fail.
+                let learned = stored.iter().any(|e| {
+                    matches!(
+                        e.event.body,
+                        EventBody::TaskLanded { .. }
+                            | EventBody::TaskRetry { .. }
+                            | EventBody::TaskFailed { .. }
+                            | EventBody::TaskDenied { .. }
+                    )
+                });
+                if learned {
+                    refresh(ctx, state, &tz, true, observer).await;
+                }
             }
             for effect in decision.effects {
                 jobs += 1;
@@ -250,13 +271,9 @@ async fn drive_leased(
                         }
                     }
                 }
-                let limit = state.spec.settings.run_timeout_ms;
-                if state.status == RunStatus::Running
-                    && let Some(started) = state.started_at
-                    && u64::try_from(now.0 - started.0).unwrap_or(0) > limit
-                {
-                    let d = abo_core::units::Dur(Duration::from_millis(limit));
-                    pending.push_back(Command::Pause { reason: format!("the run passed its wall time (timeouts.run: {d})") });
+                if state.status == RunStatus::Running {
+                    refresh(ctx, state, &tz, false, observer).await;
+                    pending.push_back(Command::Tick);
                 }
                 observer.tick(state);
             }
@@ -264,6 +281,28 @@ async fn drive_leased(
     }
     sweep(ctx, state).await;
     Ok(())
+}
+
+/// Refreshes what the run's state takes from outside its log: other runs' spend in the budget's
+/// day and week, and (with `router`) the learned router's memory.
+async fn refresh(
+    ctx: &Ctx,
+    state: &mut RunState,
+    tz: &jiff::tz::TimeZone,
+    router: bool,
+    observer: &mut dyn Observer,
+) {
+    if state.budgets.windows_capped() {
+        match crate::windows::load(&ctx.store, &state.id, ctx.now(), tz).await {
+            Ok(w) => state.windows = w,
+            Err(e) => observer.warn(&format!("could not read the budget windows: {e}")),
+        }
+    }
+    if router && !state.spec.settings.router.learn.is_empty() {
+        if let Ok(stats) = ctx.store.router_stats().await {
+            state.router_stats = stats;
+        }
+    }
 }
 
 /// For each task that was in flight when abo stopped: its commit, if it reached the run branch.

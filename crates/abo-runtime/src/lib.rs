@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod backends;
+pub mod cache;
 pub mod change;
 pub mod context;
 pub mod create;
@@ -12,6 +13,7 @@ pub mod git;
 pub mod process;
 pub mod proof;
 pub mod redact;
+pub mod windows;
 
 pub use context::{Clock, Ctx, SystemClock};
 pub use create::{RunOptions, create_run};

@@ -280,6 +280,8 @@ pub enum Line {
     More,
     /// The final result was read: the process gets `grace` to exit, then its group is killed.
     Final,
+    /// Stop the process now (it passed its budget): its group is killed.
+    Stop,
 }
 
 /// How a streamed process ended, beyond [`Outcome`].
@@ -290,6 +292,8 @@ pub struct Streamed {
     pub silent: bool,
     /// Killed after its final result because it did not exit.
     pub stopped_after_result: bool,
+    /// Killed because `on_line` said [`Line::Stop`].
+    pub stopped: bool,
 }
 
 /// Runs a process whose stdout is read line by line (an agent CLI's JSON stream). Every line is
@@ -336,6 +340,7 @@ pub async fn run_streaming(
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut final_at: Option<tokio::time::Instant> = None;
     let (mut silent, mut timed_out, mut stopped_after_result) = (false, false, false);
+    let mut stopped = false;
     loop {
         // Before the result, silence is watched; after it, only the grace period.
         let mut wake = match final_at {
@@ -351,8 +356,13 @@ pub async fn run_streaming(
                 Ok(Some(l)) => {
                     use std::io::Write;
                     let _ = writeln!(transcript_file, "{l}");
-                    if on_line(&l) == Line::Final && final_at.is_none() {
-                        final_at = Some(tokio::time::Instant::now());
+                    match on_line(&l) {
+                        Line::Final if final_at.is_none() => final_at = Some(tokio::time::Instant::now()),
+                        Line::Stop => {
+                            stopped = true;
+                            break;
+                        }
+                        _ => {}
                     }
                 }
                 // End of output: the process closed stdout (it exits, or left children holding nothing).
@@ -371,7 +381,7 @@ pub async fn run_streaming(
             }
         }
     }
-    let exited = if silent || timed_out || stopped_after_result {
+    let exited = if silent || timed_out || stopped_after_result || stopped {
         None
     } else {
         // Output ended; the process should exit now. Give it the grace period.
@@ -383,14 +393,14 @@ pub async fn run_streaming(
     let status = match exited {
         Some(s) => Some(s?),
         None => {
-            if !silent && !timed_out {
+            if !silent && !timed_out && !stopped {
                 stopped_after_result = final_at.is_some() || stopped_after_result;
             }
             child.wait().await.ok()
         }
     };
     use std::os::unix::process::ExitStatusExt;
-    let killed_by_us = silent || timed_out || stopped_after_result;
+    let killed_by_us = silent || timed_out || stopped_after_result || stopped;
     Ok(Streamed {
         outcome: Outcome {
             exit: if killed_by_us {
@@ -407,6 +417,7 @@ pub async fn run_streaming(
         },
         silent,
         stopped_after_result,
+        stopped,
     })
 }
 

@@ -8,6 +8,7 @@
 mod project;
 mod schema;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -318,6 +319,11 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM runs").execute(&mut *tx).await?;
+        for t in ["spend", "alerts", "router_stats"] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
+                .execute(&mut *tx)
+                .await?;
+        }
         let rows = sqlx::query("SELECT seq, ts, run, task, kind, data FROM events ORDER BY seq")
             .fetch_all(&mut *tx)
             .await?;
@@ -342,6 +348,97 @@ impl Store {
             out.push_str(&format!("{a:?}\n"));
         }
         Ok(out)
+    }
+
+    /// What runs other than `except` charged since `since`, plus what running ones hold reserved:
+    /// the share of a daily or weekly cap this run cannot use.
+    pub async fn window_spend(&self, except: &RunId, since: Timestamp) -> Result<(f64, u64)> {
+        let row = sqlx::query(
+            "SELECT
+               COALESCE((SELECT SUM(charged_usd) FROM spend WHERE run != ?1 AND charged_at >= ?2), 0.0)
+             + COALESCE((SELECT SUM(s.reserved_usd) FROM spend s JOIN runs r ON r.id = s.run
+                         WHERE s.run != ?1 AND s.charged_at IS NULL AND r.status = 'running'), 0.0),
+               COALESCE((SELECT SUM(charged_tokens) FROM spend WHERE run != ?1 AND charged_at >= ?2), 0)
+             + COALESCE((SELECT SUM(s.reserved_tokens) FROM spend s JOIN runs r ON r.id = s.run
+                         WHERE s.run != ?1 AND s.charged_at IS NULL AND r.status = 'running'), 0)",
+        )
+        .bind(except.as_str())
+        .bind(since.0)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.get(0), u64::try_from(row.get::<i64, _>(1)).unwrap_or(0)))
+    }
+
+    /// The keys of budget alerts sent since `since`, by any run.
+    pub async fn alerts_since(&self, since: Timestamp) -> Result<BTreeSet<String>> {
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM alerts WHERE at >= ?")
+            .bind(since.0)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(keys.into_iter().collect())
+    }
+
+    /// The learned router's memory: every (task type, backend) arm.
+    pub async fn router_stats(&self) -> Result<abo_core::route::Stats> {
+        let rows = sqlx::query(
+            "SELECT task_type, backend, landed, failed, attempts, cost_usd, duration_ms FROM router_stats",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let n =
+            |r: &sqlx::sqlite::SqliteRow, i: usize| u64::try_from(r.get::<i64, _>(i)).unwrap_or(0);
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let arm = abo_core::route::Arm {
+                    landed: n(r, 2),
+                    failed: n(r, 3),
+                    attempts: n(r, 4),
+                    cost_usd: r.get(5),
+                    duration_ms: n(r, 6),
+                };
+                ((r.get(0), r.get(1)), arm)
+            })
+            .collect())
+    }
+
+    /// A cached attempt result: the diff's artifact and the attempt it came from.
+    pub async fn cache_get(&self, key: &str, at: Timestamp) -> Result<Option<(String, String)>> {
+        let row = sqlx::query("UPDATE cache SET used_at = ? WHERE key = ? RETURNING diff, source")
+            .bind(at.0)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    pub async fn cache_put(
+        &self,
+        key: &str,
+        diff: &str,
+        source: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT OR REPLACE INTO cache (key, diff, source, created_at, used_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(key)
+        .bind(diff)
+        .bind(source)
+        .bind(at.0)
+        .bind(at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes cache entries not used since `before`; returns how many.
+    pub async fn cache_prune(&self, before: Timestamp) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM cache WHERE used_at < ?")
+            .bind(before.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Who holds the run's lease, if anyone.

@@ -69,7 +69,7 @@ pub async fn project(
         EventBody::RunPaused { reason } => {
             run_status(tx, run, "paused", Some(reason), None).await?
         }
-        EventBody::RunResumed {} => {
+        EventBody::RunResumed { .. } => {
             sqlx::query("UPDATE runs SET status = 'running', reason = NULL, finished_at = NULL WHERE id = ?")
                 .bind(run)
                 .execute(&mut **tx)
@@ -81,8 +81,26 @@ pub async fn project(
         }
         EventBody::TaskReady {} => task_status(tx, run, task, TaskStatus::Ready, None).await?,
         EventBody::TaskStarted {
-            attempt, backend, ..
+            attempt,
+            backend,
+            reserved,
+            ..
         } => {
+            if !reserved.is_empty() {
+                let r = reserved.amount();
+                sqlx::query(
+                    "INSERT OR REPLACE INTO spend (run, task, attempt, backend, reserved_usd, reserved_tokens)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(run)
+                .bind(task)
+                .bind(i64::from(*attempt))
+                .bind(backend.as_str())
+                .bind(r.usd)
+                .bind(i64::try_from(r.tokens).unwrap_or(i64::MAX))
+                .execute(&mut **tx)
+                .await?;
+            }
             sqlx::query(
                 "UPDATE tasks SET status = 'running', reason = NULL, attempts = MAX(attempts, ?), backend = ?
                  WHERE run = ? AND id = ?",
@@ -98,8 +116,18 @@ pub async fn project(
             ok,
             usage,
             cost_usd,
+            duration_ms,
             ..
         } => {
+            router_arm(
+                tx,
+                run,
+                task,
+                "attempts = attempts + 1, cost_usd = cost_usd + ?3, duration_ms = duration_ms + ?4",
+                cost_usd.unwrap_or(0.0),
+                i64::try_from(*duration_ms).unwrap_or(i64::MAX),
+            )
+            .await?;
             // Every token counts once: input (cache reads and writes included) plus output.
             let tokens = usage.map_or(0, |u| u.total());
 
@@ -116,13 +144,46 @@ pub async fn project(
             .bind(task)
             .execute(&mut **tx)
             .await?;
+        }
+        EventBody::BudgetCharged {
+            attempt,
+            backend,
+            usd,
+            tokens,
+            ..
+        } => {
+            sqlx::query(
+                "INSERT INTO spend (run, task, attempt, backend, charged_usd, charged_tokens, charged_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (run, task, attempt)
+                 DO UPDATE SET charged_usd = ?5, charged_tokens = ?6, charged_at = ?7",
+            )
+            .bind(run)
+            .bind(task)
+            .bind(i64::from(*attempt))
+            .bind(backend.as_str())
+            .bind(usd)
+            .bind(i64::try_from(*tokens).unwrap_or(i64::MAX))
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+            // What the run spent is what was charged against its caps.
             sqlx::query("UPDATE runs SET spent_usd = spent_usd + ?, spent_tokens = spent_tokens + ? WHERE id = ?")
                 .bind(usd)
-                .bind(tokens)
+                .bind(i64::try_from(*tokens).unwrap_or(i64::MAX))
                 .bind(run)
                 .execute(&mut **tx)
                 .await?;
         }
+        EventBody::BudgetAlert { key, .. } => {
+            sqlx::query("INSERT INTO alerts (key, run, at) VALUES (?, ?, ?)")
+                .bind(key)
+                .bind(run)
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        EventBody::BudgetExhausted { .. } | EventBody::CacheHit { .. } => {}
         EventBody::TaskGate { .. }
         | EventBody::RouterDecision { .. }
         | EventBody::TaskPolicy { .. }
@@ -180,14 +241,18 @@ pub async fn project(
             }
         }
         EventBody::TaskDenied {
+            attempt,
             reasons,
             kept_worktree,
-            ..
         } => {
+            if *attempt > 0 {
+                router_arm(tx, run, task, "failed = failed + 1", 0.0, 0).await?;
+            }
             task_status(tx, run, task, TaskStatus::Denied, Some(&reasons.join("; "))).await?;
             keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
         }
         EventBody::TaskLanded { commit, .. } => {
+            router_arm(tx, run, task, "landed = landed + 1", 0.0, 0).await?;
             sqlx::query("UPDATE tasks SET status = 'landed', commit_sha = ?, reason = NULL WHERE run = ? AND id = ?")
                 .bind(commit.as_str())
                 .bind(run)
@@ -205,6 +270,9 @@ pub async fn project(
                 RetryCause::Failed | RetryCause::Interrupted => TaskStatus::Ready,
                 RetryCause::Requested => TaskStatus::Pending,
             };
+            if *cause == RetryCause::Failed {
+                router_arm(tx, run, task, "failed = failed + 1", 0.0, 0).await?;
+            }
             task_status(tx, run, task, status, Some(reason)).await?;
             keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
         }
@@ -213,6 +281,10 @@ pub async fn project(
             kept_worktree,
             ..
         } => {
+            // A task failed by an attempt (not by a spent budget before any ran).
+            if kept_worktree.is_some() {
+                router_arm(tx, run, task, "failed = failed + 1", 0.0, 0).await?;
+            }
             task_status(tx, run, task, TaskStatus::Failed, Some(reason)).await?;
             keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
         }
@@ -225,6 +297,36 @@ pub async fn project(
         .bind(run)
         .execute(&mut **tx)
         .await?;
+    Ok(())
+}
+
+/// Updates the learned router's arm of the task's (type, backend) with `set` (SQL; `?3` and `?4`
+/// are `a` and `b`).
+async fn router_arm(
+    tx: &mut Transaction<'static, Sqlite>,
+    run: &str,
+    task: &str,
+    set: &str,
+    a: f64,
+    b: i64,
+) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO router_stats (task_type, backend)
+         SELECT type, backend FROM tasks WHERE run = ?1 AND id = ?2 AND backend IS NOT NULL
+         ON CONFLICT (task_type, backend) DO NOTHING;
+         UPDATE router_stats SET {set}
+         WHERE (task_type, backend) = (SELECT type, backend FROM tasks WHERE run = ?1 AND id = ?2)"
+    );
+    // `set` is one of a few fixed strings of this module.
+    for stmt in sql.split(';') {
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(stmt.to_owned()))
+            .bind(run)
+            .bind(task);
+        if stmt.contains("?3") {
+            q = q.bind(a).bind(b);
+        }
+        q.execute(&mut **tx).await?;
+    }
     Ok(())
 }
 

@@ -75,6 +75,44 @@ const MIGRATIONS: &[&str] = &[
         decision   TEXT
     );
     CREATE INDEX approvals_pending ON approvals (status, created_at);",
+    // 3: budgets (each attempt's reservation and charge, alerts sent), the learned router's
+    // memory (projected), and the result cache (written by the runtime, pruned by `abo gc`).
+    "CREATE TABLE spend (
+        run             TEXT NOT NULL,
+        task            TEXT NOT NULL,
+        attempt         INTEGER NOT NULL,
+        backend         TEXT NOT NULL,
+        reserved_usd    REAL NOT NULL DEFAULT 0,
+        reserved_tokens INTEGER NOT NULL DEFAULT 0,
+        charged_usd     REAL,
+        charged_tokens  INTEGER,
+        charged_at      INTEGER,
+        PRIMARY KEY (run, task, attempt)
+    );
+    CREATE INDEX spend_charged ON spend (charged_at);
+    CREATE TABLE alerts (
+        key TEXT NOT NULL,
+        run TEXT NOT NULL,
+        at  INTEGER NOT NULL
+    );
+    CREATE INDEX alerts_at ON alerts (at);
+    CREATE TABLE router_stats (
+        task_type   TEXT NOT NULL,
+        backend     TEXT NOT NULL,
+        landed      INTEGER NOT NULL DEFAULT 0,
+        failed      INTEGER NOT NULL DEFAULT 0,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        cost_usd    REAL NOT NULL DEFAULT 0,
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (task_type, backend)
+    );
+    CREATE TABLE cache (
+        key        TEXT PRIMARY KEY,
+        diff       TEXT NOT NULL,
+        source     TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        used_at    INTEGER NOT NULL
+    );",
 ];
 
 pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {

@@ -27,6 +27,40 @@ pub(crate) struct Cli {
     pub(crate) command: Cmd,
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct RunArgs {
+    /// A YAML backlog, a Markdown plan, or a directory of them.
+    pub(crate) backlog: PathBuf,
+    /// The autonomy profile.
+    #[arg(long)]
+    pub(crate) profile: Option<String>,
+    /// Tasks run at once (overrides parallelism.max_parallel).
+    #[arg(long, value_name = "N")]
+    pub(crate) max_parallel: Option<usize>,
+    /// Use this configured backend for every task that names none.
+    #[arg(long, value_name = "NAME")]
+    pub(crate) backend: Option<String>,
+    /// Run every backend: reuse no cached result.
+    #[arg(long)]
+    pub(crate) no_cache: bool,
+    #[command(flatten)]
+    pub(crate) caps: CapArgs,
+}
+
+/// The run's own caps (DESIGN §9).
+#[derive(Debug, clap::Args)]
+pub(crate) struct CapArgs {
+    /// The run's spending cap in USD (replaces budgets.run_usd).
+    #[arg(long, value_name = "X")]
+    pub(crate) usd: Option<f64>,
+    /// The run's token cap (replaces budgets.run_tokens).
+    #[arg(long, value_name = "N")]
+    pub(crate) tokens: Option<u64>,
+    /// The run's wall time, pauses excluded (replaces timeouts.run), e.g. 2h.
+    #[arg(long, value_name = "DURATION")]
+    pub(crate) wall: Option<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub(crate) enum Cmd {
     /// Write abo.yml, backlog.example.yml and .abo/ in the repository.
@@ -41,24 +75,13 @@ pub(crate) enum Cmd {
         dir: Option<PathBuf>,
     },
     /// Validate a backlog, create a run and execute it.
-    Run {
-        /// A YAML backlog, a Markdown plan, or a directory of them.
-        backlog: PathBuf,
-        /// The autonomy profile.
-        #[arg(long)]
-        profile: Option<String>,
-        /// Tasks run at once (overrides parallelism.max_parallel).
-        #[arg(long, value_name = "N")]
-        max_parallel: Option<usize>,
-        /// The run's wall time (overrides timeouts.run), e.g. 2h.
-        #[arg(long, value_name = "DURATION")]
-        wall: Option<String>,
-        /// Use this configured backend for every task that names none.
-        #[arg(long, value_name = "NAME")]
-        backend: Option<String>,
+    Run(RunArgs),
+    /// Continue a paused, crashed or interrupted run, optionally with raised caps.
+    Resume {
+        run: String,
+        #[command(flatten)]
+        caps: CapArgs,
     },
-    /// Continue a paused, crashed or interrupted run.
-    Resume { run: String },
     /// A run (default: the latest) and its tasks.
     Status { run: Option<String> },
     /// The event log, one event a line.

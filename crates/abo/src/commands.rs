@@ -16,7 +16,7 @@ use abo_runtime::git::Git;
 use abo_runtime::{Ctx, RunOptions, Start, SystemClock};
 use abo_store::Store;
 
-use crate::cli::Cli;
+use crate::cli::{CapArgs, Cli, RunArgs};
 use crate::exit::{self, Usage};
 use crate::out::{say, say_raw};
 use crate::progress::{Progress, describe};
@@ -63,18 +63,15 @@ fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
 }
 
 #[allow(clippy::print_stderr, reason = "progress and notes go to stderr")]
-pub(crate) async fn run(
-    cli: &Cli,
-    backlog: &Path,
-    profile: Option<String>,
-    max_parallel: Option<usize>,
-    wall: Option<&str>,
-    backend: Option<&str>,
-) -> anyhow::Result<u8> {
+pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
+    let (backlog, profile, max_parallel) = (&args.backlog, args.profile.clone(), args.max_parallel);
+    let backend = args.backend.as_deref();
+    let caps = cap_change(&args.caps)?;
     let root = load::repo_root(cli.dir.as_deref()).await?;
-    let (mut config, _) = load::config(&root, cli.config.as_deref())?;
-    if let Some(w) = wall {
-        config.timeouts.run = parse_duration("--wall", w)?;
+    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    if let Some(tz) = &config.budgets.timezone {
+        abo_runtime::windows::zone(Some(tz))
+            .map_err(|e| Usage::new(format!("abo.yml: budgets.timezone: {e}")))?;
     }
     if max_parallel == Some(0) {
         return Err(Usage::new("--max-parallel must be at least 1").into());
@@ -98,6 +95,7 @@ pub(crate) async fn run(
         for t in &mut plan.tasks {
             if matches!(t.backend, BackendChoice::Named { .. }) {
                 t.backend = BackendChoice::Named { name: b.to_owned() };
+                t.routed = false;
             }
         }
     }
@@ -112,6 +110,8 @@ pub(crate) async fn run(
         profile,
         max_parallel,
         policy,
+        caps,
+        cache: !args.no_cache,
     };
     let id = abo_runtime::create_run(&ctx, &plan, &config, &opts).await?;
     if cli.json {
@@ -125,12 +125,11 @@ pub(crate) async fn run(
 async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::Result<u8> {
     let mut progress = Progress::stderr();
     let state = engine::drive(ctx, id, start, &mut progress).await?;
-    let run = status::find_run(&ctx.store, Some(id.as_str())).await?;
-    let tasks = ctx.store.tasks(id).await?;
+    let view = status::view(ctx, Some(id.as_str())).await?;
     if cli.json {
-        say!("{}", status::to_json(&run, &tasks));
+        say!("{}", status::to_json(&view));
     } else {
-        say_raw!("\n{}", status::render(&run, &tasks));
+        say_raw!("\n{}", status::render(&view));
         say!("{}", next_steps(&state));
     }
     Ok(exit::for_run(&state))
@@ -153,21 +152,38 @@ fn next_steps(state: &RunState) -> String {
     }
 }
 
-pub(crate) async fn resume(cli: &Cli, run: &str) -> anyhow::Result<u8> {
+pub(crate) async fn resume(cli: &Cli, run: &str, caps: &CapArgs) -> anyhow::Result<u8> {
+    let caps = cap_change(caps)?;
     let env = env(cli).await?;
     let id = RunId::new(run);
     status::find_run(&env.ctx.store, Some(run)).await?;
-    drive(cli, &env.ctx, &id, Start::Resume).await
+    drive(cli, &env.ctx, &id, Start::Resume(caps)).await
+}
+
+/// `--usd`, `--tokens`, `--wall`, checked.
+fn cap_change(c: &CapArgs) -> anyhow::Result<abo_core::budget::CapChange> {
+    if let Some(u) = c.usd
+        && !(u.is_finite() && u >= 0.0)
+    {
+        return Err(Usage::new(format!("--usd: {u} is not an amount of dollars")).into());
+    }
+    Ok(abo_core::budget::CapChange {
+        usd: c.usd,
+        tokens: c.tokens,
+        wall_ms: match &c.wall {
+            Some(w) => Some(parse_duration("--wall", w)?.as_millis()),
+            None => None,
+        },
+    })
 }
 
 pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
     let env = env(cli).await?;
-    let row = status::find_run(&env.ctx.store, run).await?;
-    let tasks = env.ctx.store.tasks(&row.id).await?;
+    let view = status::view(&env.ctx, run).await?;
     if cli.json {
-        say!("{}", status::to_json(&row, &tasks));
+        say!("{}", status::to_json(&view));
     } else {
-        say_raw!("{}", status::render(&row, &tasks));
+        say_raw!("{}", status::render(&view));
     }
     Ok(exit::OK)
 }

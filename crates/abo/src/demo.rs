@@ -149,10 +149,9 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     note(format!("run {id}"));
     let mut progress = Progress::stderr();
     let state = abo_runtime::drive(&ctx, &id, abo_runtime::Start::New, &mut progress).await?;
-    let run = status::find_run(&ctx.store, Some(id.as_str())).await?;
-    let tasks = ctx.store.tasks(&id).await?;
+    let view = status::view(&ctx, Some(id.as_str())).await?;
     if cli.json {
-        say!("{}", status::to_json(&run, &tasks));
+        say!("{}", status::to_json(&view));
         return Ok(
             if matches!(state.status, RunStatus::Finished | RunStatus::Paused { .. }) {
                 exit::OK
@@ -161,7 +160,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
             },
         );
     }
-    say_raw!("\n{}", status::render(&run, &tasks));
+    say_raw!("\n{}", status::render(&view));
     let d = dir.display();
     say!(
         "\nWhat happened: tasks ran in parallel, each in its own worktree; `greet-name` failed its test,\n\

@@ -53,24 +53,8 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
         Cmd::Init { force } => commands::init(cli, *force).await,
         Cmd::Demo { dir } => demo::demo(cli, dir.as_deref()).await,
-        Cmd::Run {
-            backlog,
-            profile,
-            max_parallel,
-            wall,
-            backend,
-        } => {
-            commands::run(
-                cli,
-                backlog,
-                profile.clone(),
-                *max_parallel,
-                wall.as_deref(),
-                backend.as_deref(),
-            )
-            .await
-        }
-        Cmd::Resume { run } => commands::resume(cli, run).await,
+        Cmd::Run(args) => commands::run(cli, args).await,
+        Cmd::Resume { run, caps } => commands::resume(cli, run, caps).await,
         Cmd::Status { run } => commands::status(cli, run.as_deref()).await,
         Cmd::Events { run, follow } => commands::events(cli, run.as_deref(), *follow).await,
         Cmd::Pause { run } => commands::control(cli, run, "pause").await,

@@ -110,7 +110,23 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         ),
         EventBody::RunStarted {} => format!("run {} started", e.event.run),
         EventBody::RunPaused { reason } => format!("run paused: {reason}"),
-        EventBody::RunResumed {} => "run resumed".into(),
+        EventBody::RunResumed { caps } if caps.is_empty() => "run resumed".into(),
+        EventBody::RunResumed { caps } => {
+            let mut raised = Vec::new();
+            if let Some(u) = caps.usd {
+                raised.push(format!("run.usd ${u:.2}"));
+            }
+            if let Some(t) = caps.tokens {
+                raised.push(format!("run.tokens {t}"));
+            }
+            if let Some(w) = caps.wall_ms {
+                raised.push(format!(
+                    "run.wall {}",
+                    abo_core::units::Dur(std::time::Duration::from_millis(w))
+                ));
+            }
+            format!("run resumed with caps {}", raised.join(", "))
+        }
         EventBody::RunFinished {
             landed,
             failed,
@@ -239,6 +255,22 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         EventBody::RouterDecision { backend, rule, .. } => {
             format!("{task}: routed to {backend} ({rule})")
         }
+        EventBody::BudgetCharged {
+            attempt,
+            usd,
+            tokens,
+            source,
+            ..
+        } => format!("{task}: attempt {attempt} charged ${usd:.4}, {tokens} tokens ({source})"),
+        EventBody::BudgetAlert {
+            cap, spent, limit, ..
+        } => format!("BUDGET ALERT: {cap} at {spent:.2} of {limit:.2}"),
+        EventBody::BudgetExhausted { cap, .. } => {
+            format!("{task}: waits: the {cap} cap cannot hold its reservation")
+        }
+        EventBody::CacheHit {
+            attempt, source, ..
+        } => format!("{task}: attempt {attempt} reused the result of {source} (cache)"),
     };
     Some(line)
 }

@@ -27,6 +27,8 @@ pub struct Invocation<'a> {
     pub prompt_file: &'a Path,
     /// aider writes its analytics here.
     pub analytics_log: &'a Path,
+    /// Claude Code's own spending cap: the attempt's USD reservation.
+    pub max_budget_usd: Option<f64>,
 }
 
 /// The command line for each tool, as its documentation gives it for non-interactive use.
@@ -48,6 +50,10 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
             if let Some(t) = i.max_turns {
                 push("--max-turns");
                 push(&t.to_string());
+            }
+            if let Some(usd) = i.max_budget_usd {
+                push("--max-budget-usd");
+                push(&format!("{usd:.4}"));
             }
             if let Some(m) = i.model {
                 push("--model");
@@ -123,9 +129,44 @@ pub struct Ran {
     pub transcript: PathBuf,
 }
 
-pub struct Limits {
+pub struct Limits<'a> {
     pub attempt: Duration,
     pub silence: Duration,
+    pub meter: Option<Meter<'a>>,
+}
+
+/// The attempt's reservation, enforced while the agent streams: past it, the agent is stopped.
+pub struct Meter<'a> {
+    pub tokens: Option<u64>,
+    pub usd: Option<f64>,
+    pub prices: &'a abo_core::pricing::PriceTable,
+    /// The configured model, when the agent has not named one yet.
+    pub model: Option<&'a str>,
+}
+
+impl Meter<'_> {
+    /// Why the agent must stop, if it spent past its reservation.
+    pub fn over(&self, r: &Report) -> Option<String> {
+        let used = r.used_so_far();
+        if let Some(cap) = self.tokens
+            && used.total() > cap
+        {
+            return Some(format!(
+                "it used {} tokens, past its reservation of {cap}",
+                used.total()
+            ));
+        }
+        let spent = r.cost_usd.or_else(|| {
+            let model = r.model.as_deref().or(self.model)?;
+            self.prices.cost(model, &used)
+        });
+        match (self.usd, spent) {
+            (Some(cap), Some(s)) if s > cap => Some(format!(
+                "it spent ${s:.4}, past its reservation of ${cap:.4}"
+            )),
+            _ => None,
+        }
+    }
 }
 
 pub async fn run(
@@ -133,7 +174,7 @@ pub async fn run(
     cwd: &Path,
     env: Vec<(String, String)>,
     scratch: &Path,
-    limits: &Limits,
+    limits: &Limits<'_>,
     groups: &Groups,
 ) -> Ran {
     let transcript = scratch.join("transcript.jsonl");
@@ -145,13 +186,23 @@ pub async fn run(
     spec.timeout = Some(limits.attempt);
     spec.log = Some(scratch.join("agent.stderr.log"));
     let mut parser = Parser::new(i.kind);
+    let mut overspent = None;
     let result = process::run_streaming(
         &spec,
         groups,
         limits.silence,
         AFTER_RESULT_GRACE,
         &transcript,
-        |l| parser.line(l),
+        |l| {
+            let line = parser.line(l);
+            if let Some(m) = &limits.meter
+                && let Some(why) = m.over(parser.report())
+            {
+                overspent = Some(why);
+                return process::Line::Stop;
+            }
+            line
+        },
     )
     .await;
     if i.kind == AgentKind::Aider
@@ -173,7 +224,9 @@ pub async fn run(
         }
     };
     let o = &streamed.outcome;
-    let failure = if streamed.silent {
+    let failure = if let Some(why) = overspent.filter(|_| streamed.stopped) {
+        Some(format!("{name} was stopped: {why}"))
+    } else if streamed.silent {
         Some(format!(
             "{name} printed nothing for {} (timeouts.silence)",
             abo_core::units::Dur(limits.silence)

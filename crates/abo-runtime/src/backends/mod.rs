@@ -34,6 +34,8 @@ pub struct Job<'a> {
     pub env: Vec<(String, String)>,
     pub feedback: Option<String>,
     pub redactor: &'a Redactor,
+    /// The attempt's reservation: the most it may spend.
+    pub reserved: abo_core::budget::Reservation,
 }
 
 /// A backend's outcome, plus warnings for the person watching (a model without a price).
@@ -253,14 +255,19 @@ async fn run_agent(job: &Job<'_>) -> Produced {
         job.worktree,
         env,
         job.scratch,
+        job.reserved,
     )
     .await;
     let r = &ran.report;
     let model_used = r.model.clone().or_else(|| model.clone());
+    // An agent stopped before its total still used what it reported along the way.
+    let usage = r
+        .usage
+        .or_else(|| (r.running.total() > 0).then_some(r.running));
     let (cost_usd, cost_source, warning) = price(
         job,
         model_used.as_deref(),
-        r.usage.as_ref(),
+        usage.as_ref(),
         r.cost_usd,
         false,
     );
@@ -270,7 +277,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
         outcome: BackendOutcome {
             failure: ran.failure.map(|f| job.redactor.redact(&f)),
             exit,
-            usage: r.usage,
+            usage,
             cost_usd,
             cost_source,
             log: store_redacted(job, &job.scratch.join("agent.stderr.log")),
@@ -286,6 +293,47 @@ async fn run_agent(job: &Job<'_>) -> Produced {
         },
         warnings: warning.into_iter().collect(),
     }
+}
+
+/// The reply's `max_tokens`: the configured one, lowered so that the prompt and the reply fit the
+/// attempt's reservation (tokens, and USD at the model's price). The prompt is counted with
+/// abo's tokenizer plus a tenth, since the provider's may count more.
+fn output_cap(
+    job: &Job<'_>,
+    model: &str,
+    prompt_tokens: usize,
+    configured: u32,
+) -> Result<u32, String> {
+    let r = job.reserved;
+    let prompt = u64::try_from(prompt_tokens).unwrap_or(u64::MAX);
+    let prompt = prompt.saturating_add(prompt / 10);
+    let mut cap = u64::from(configured);
+    if let Some(t) = r.tokens {
+        let left = t.saturating_sub(prompt);
+        if left == 0 {
+            return Err(format!(
+                "budget: the prompt alone (about {prompt} tokens) takes the attempt's whole reservation of {t} tokens"
+            ));
+        }
+        cap = cap.min(left);
+    }
+    if let Some(usd) = r.usd
+        && let Some(p) = job.settings.pricing.lookup(model)
+    {
+        #[allow(clippy::cast_precision_loss)]
+        let left = usd - prompt as f64 * p.input / 1e6;
+        if left <= 0.0 {
+            return Err(format!(
+                "budget: the prompt alone (about {prompt} tokens) costs more than the attempt's reservation of ${usd:.4}"
+            ));
+        }
+        if p.output > 0.0 {
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let n = (left / p.output * 1e6).floor() as u64;
+            cap = cap.min(n.max(1));
+        }
+    }
+    Ok(u32::try_from(cap).unwrap_or(u32::MAX))
 }
 
 /// Whether a base URL points at this machine or a private network: a local model server.
@@ -345,6 +393,7 @@ async fn run_agent_on(
     cwd: &Path,
     env: Vec<(String, String)>,
     scratch: &Path,
+    reserved: abo_core::budget::Reservation,
 ) -> agent::Ran {
     let BackendSpec::Agent {
         agent,
@@ -375,10 +424,17 @@ async fn run_agent_on(
         prompt,
         prompt_file: &prompt_file,
         analytics_log: &analytics,
+        max_budget_usd: reserved.usd,
     };
     let limits = agent::Limits {
         attempt: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
         silence: Duration::from_millis(settings.silence_timeout_ms.max(1)),
+        meter: (!reserved.is_empty()).then(|| agent::Meter {
+            tokens: reserved.tokens,
+            usd: reserved.usd,
+            prices: &settings.pricing,
+            model: model.as_deref(),
+        }),
     };
     agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups).await
 }
@@ -402,12 +458,16 @@ async fn run_api(job: &Job<'_>) -> Produced {
     };
     let p = build_prompt(job, prompt::Contract::DiffOnly).await;
     let prompt_id = job.ctx.artifacts.put(p.text.as_bytes()).ok();
+    let max_tokens = match output_cap(job, model, p.tokens, *max_tokens) {
+        Ok(n) => n,
+        Err(why) => return failed(why),
+    };
     let request = api::Request {
         api: *api,
         base_url,
         model,
         key: key.as_deref(),
-        max_tokens: *max_tokens,
+        max_tokens,
         system: prompt::DIFF_SYSTEM,
         prompt: &p.text,
         timeout: Duration::from_millis(job.settings.attempt_timeout_ms.max(1)),
@@ -608,7 +668,17 @@ pub async fn ask(
             let prompt_file = scratch.join("prompt.md");
             std::fs::write(&prompt_file, &text)
                 .map_err(|e| format!("could not write the prompt: {e}"))?;
-            let ran = run_agent_on(ctx, settings, backend, &text, cwd, Vec::new(), scratch).await;
+            let ran = run_agent_on(
+                ctx,
+                settings,
+                backend,
+                &text,
+                cwd,
+                Vec::new(),
+                scratch,
+                Default::default(),
+            )
+            .await;
             if let Some(f) = ran.failure {
                 return Err(redactor.redact(&f));
             }

@@ -21,6 +21,18 @@ pub struct Report {
     pub model: Option<String>,
     /// Its final message: the rationale for the change.
     pub message: Option<String>,
+    /// Usage reported while the agent works (Claude Code's per-message `usage`), before its total.
+    pub running: Usage,
+}
+
+impl Report {
+    /// The most the agent is known to have used so far: its total once given, else the running sum.
+    pub fn used_so_far(&self) -> Usage {
+        match self.usage {
+            Some(u) if u.total() >= self.running.total() => u,
+            _ => self.running,
+        }
+    }
 }
 
 impl Report {
@@ -111,6 +123,16 @@ impl Parser {
             Some("assistant") => {
                 if let Some(t) = text_blocks(&v["message"]["content"]) {
                     r.message = Some(t);
+                }
+                let us = &v["message"]["usage"];
+                if us.is_object() {
+                    r.running.add(&Usage {
+                        input_tokens: u(us, "input_tokens"),
+                        output_tokens: u(us, "output_tokens"),
+                        cache_read_tokens: u(us, "cache_read_input_tokens"),
+                        cache_write_tokens: u(us, "cache_creation_input_tokens"),
+                        unsplit_tokens: 0,
+                    });
                 }
                 Line::More
             }

@@ -15,6 +15,10 @@ pub enum Contract {
     DiffOnly,
 }
 
+/// The version of the prompt templates: part of the result cache's key, so changing how prompts
+/// are written never reuses results of the old ones. Bump it with any change to this module's text.
+pub const TEMPLATE_VERSION: u32 = 1;
+
 pub const DIFF_SYSTEM: &str = "You are a careful senior software engineer. You change code by replying with a single unified diff, as `git diff` prints it, and nothing else is applied.";
 
 /// Counts tokens. A real BPE tokenizer in production; tests may count otherwise.
