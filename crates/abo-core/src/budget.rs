@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{BackendName, TaskId, Timestamp};
 
+/// The `source` of a charge for an attempt stopped before its backend reported: its reservation.
+pub const INTERRUPTED: &str = "reservation";
+
 /// Money and tokens.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Amount {
@@ -302,6 +305,10 @@ impl Ledger {
     }
 
     /// Charges an attempt's cost and releases its reservation.
+    ///
+    /// A charge `for_task` counts against the task's own cap too; an interrupted attempt's (its
+    /// reservation, its cost unknown) counts only against the shared caps, so a crash does not use
+    /// up the task's budget.
     pub fn charge(
         &mut self,
         task: &TaskId,
@@ -309,10 +316,13 @@ impl Ledger {
         backend: &BackendName,
         a: Amount,
         at: Timestamp,
+        for_task: bool,
     ) {
         self.open.remove(&(task.clone(), attempt));
         self.spent.add(a);
-        self.by_task.entry(task.clone()).or_default().add(a);
+        if for_task {
+            self.by_task.entry(task.clone()).or_default().add(a);
+        }
         self.by_backend.entry(backend.clone()).or_default().add(a);
         self.charges.push((at, a));
     }
@@ -421,31 +431,37 @@ impl Ledger {
             if of_unit.is_empty() {
                 continue;
             }
-            let own = of_unit
+            // The task's own cap, else the tightest: what the reservation is taken from.
+            let source = of_unit
                 .iter()
-                .find(|c| matches!(c.cap.scope, Scope::Task(_)));
-            let mut want = match own {
-                Some(c) => c.remaining(),
-                None => of_unit
-                    .iter()
-                    .map(|c| c.remaining())
-                    .fold(f64::INFINITY, f64::min),
-            };
+                .find(|c| matches!(c.cap.scope, Scope::Task(_)))
+                .or_else(|| {
+                    of_unit
+                        .iter()
+                        .min_by(|a, b| a.remaining().total_cmp(&b.remaining()))
+                })
+                .copied();
+            let Some(source) = source else { continue };
+            let mut want = source.remaining();
             if unit == Unit::Tokens {
                 want = want.floor(); // whole tokens: less than one left is no room
             }
-            for c in &of_unit {
-                let is_own = matches!(c.cap.scope, Scope::Task(_));
-                if want <= 0.0 || c.spent + c.reserved + want > c.limit + 1e-9 {
-                    return Err(Blocked {
-                        cap: c.cap.clone(),
-                        limit: c.limit,
-                        spent: c.spent,
-                        reserved: c.reserved,
-                        needed: want,
-                        final_: is_own && c.spent >= c.limit,
-                    });
-                }
+            let blocked = |c: &CapUse| Blocked {
+                cap: c.cap.clone(),
+                limit: c.limit,
+                spent: c.spent,
+                reserved: c.reserved,
+                needed: want,
+                final_: matches!(c.cap.scope, Scope::Task(_)),
+            };
+            if want <= 0.0 {
+                return Err(blocked(source));
+            }
+            if let Some(c) = of_unit
+                .iter()
+                .find(|c| c.spent + c.reserved + want > c.limit + 1e-9)
+            {
+                return Err(blocked(c));
             }
             match unit {
                 Unit::Usd => r.usd = Some(want),

@@ -1016,6 +1016,8 @@ fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, spent: Amount, source: 
             &s.windows,
         )
         .into_iter()
+        // A task's cap is its reservation, reached by design: only shared caps alert.
+        .filter(|c| !matches!(c.cap.scope, crate::budget::Scope::Task(_)))
         .filter(|c| c.limit > 0.0 && c.spent >= at * c.limit)
         .filter_map(|c| {
             let key = Ledger::alert_key(&c.cap, &s.windows);
@@ -1044,7 +1046,7 @@ fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
         return;
     }
     if let Some((_, held)) = cx.state.ledger.open.get(&(task.clone(), attempt)).cloned() {
-        charge(cx, task, attempt, held, "reservation".into());
+        charge(cx, task, attempt, held, crate::budget::INTERRUPTED.into());
     }
 }
 

@@ -480,13 +480,15 @@ impl RunState {
                         backend,
                         usd,
                         tokens,
+                        source,
                         ..
                     } => {
                         let a = Amount {
                             usd: *usd,
                             tokens: *tokens,
                         };
-                        self.ledger.charge(id, *attempt, backend, a, e.at);
+                        let for_task = source != crate::budget::INTERRUPTED;
+                        self.ledger.charge(id, *attempt, backend, a, e.at, for_task);
                     }
                     EventBody::TaskBackendFinished {
                         attempt,

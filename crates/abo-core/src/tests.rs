@@ -1060,3 +1060,458 @@ fn autonomy_levels_ask_for_approvals_and_decide_the_merge() {
     ]);
     assert!(trace.ends_with("=> Finish { merge: Err(\"merge is A3 (auto low-risk) and these changes are not low risk: code (medium)\") }\n"), "{trace}");
 }
+
+/// A backend finished with a known cost.
+fn ok_cost(task: &str, attempt: u32, usd: f64, tokens: u64) -> Command {
+    let Command::BackendDone {
+        task,
+        attempt,
+        mut outcome,
+    } = ok(task, attempt)
+    else {
+        unreachable!()
+    };
+    outcome.cost_usd = Some(usd);
+    outcome.cost_source = Some("reported".into());
+    outcome.usage = Some(crate::event::Usage {
+        input_tokens: tokens,
+        ..Default::default()
+    });
+    Command::BackendDone {
+        task,
+        attempt,
+        outcome,
+    }
+}
+
+/// Tasks on a priced backend (a model API) with the given budgets.
+fn priced(ids: &[&'static str], max_parallel: usize, b: crate::budget::BudgetSpec) -> RunSpec {
+    let ts: Vec<T> = ids.iter().map(|i| t(i, &[])).collect();
+    let mut s = spec(&ts, &[], max_parallel);
+    for t in &mut s.tasks {
+        t.backend = api("model");
+    }
+    s.settings.budgets = b;
+    s
+}
+
+fn caps(run_usd: f64, task_usd: f64) -> crate::budget::BudgetSpec {
+    crate::budget::BudgetSpec {
+        run: crate::budget::Cap {
+            usd: Some(run_usd),
+            tokens: None,
+        },
+        task: crate::budget::Cap {
+            usd: Some(task_usd),
+            tokens: None,
+        },
+        ..Default::default()
+    }
+}
+
+/// The sum of `budget.charged` in a log never passes `limit`.
+fn charged(log: &[StoredEvent]) -> f64 {
+    log.iter()
+        .map(|e| match &e.event.body {
+            EventBody::BudgetCharged { usd, .. } => *usd,
+            _ => 0.0,
+        })
+        .sum()
+}
+
+#[test]
+fn reservations_hold_every_cap_alert_once_and_pause_for_budget() {
+    let mut h = Harness::new(priced(&["a", "b", "c"], 3, caps(1.0, 0.4)));
+    h.check(
+        vec![
+            Command::Start,
+            ok_cost("a", 1, 0.5, 100),
+            allow("a", 1),
+            landed("a", 1, "c1"),
+            ok_cost("b", 1, 0.35, 100),
+            allow("b", 1),
+        ],
+        expect![[r#"
+            > Start
+              run.started
+              task.ready a
+              task.ready b
+              task.ready c
+              task.started a {"attempt":1,"backend":"model","reserved":{"usd":0.4},"worktree":".abo/worktrees/r/a-1"}
+              task.started b {"attempt":1,"backend":"model","reserved":{"usd":0.4},"worktree":".abo/worktrees/r/b-1"}
+              budget.exhausted c {"cap":"run.usd","limit":1.0,"needed":0.4,"reserved":0.8,"spent":0.0}
+              => start r/a/1
+              => start r/b/1
+            > backend ok a#1
+              task.backend_finished a {"attempt":1,"cost_source":"reported","cost_usd":0.5,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":{"cache_read_tokens":0,"cache_write_tokens":0,"input_tokens":100,"output_tokens":0}}
+              budget.charged a {"attempt":1,"backend":"model","reserved":{"tokens":0,"usd":0.4},"source":"reported","tokens":100,"usd":0.5}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+              task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > land a#1 Landed { commit: CommitSha("c1") }
+              task.landed a {"attempt":1,"commit":"c1"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, commit: CommitSha("c1") }
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+            > backend ok b#1
+              task.backend_finished b {"attempt":1,"cost_source":"reported","cost_usd":0.35,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":{"cache_read_tokens":0,"cache_write_tokens":0,"input_tokens":100,"output_tokens":0}}
+              budget.charged b {"attempt":1,"backend":"model","reserved":{"tokens":0,"usd":0.4},"source":"reported","tokens":100,"usd":0.35}
+              budget.alert {"alert_at":0.8,"cap":"run.usd","key":"run.usd","limit":1.0,"spent":0.85}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
+            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+              task.policy b {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
+        "#]],
+    );
+    // b lands; c still does not fit ($0.85 spent + $0.40 > $1.00): nothing in flight, so the run pauses.
+    let trace = h.run(vec![landed("b", 1, "c2")]);
+    assert!(
+        trace.contains(r#"run.paused {"reason":"budget: run.usd cap $1.00 reached: $0.85 spent, $0.00 reserved by attempts in flight, $0.40 needed"}"#),
+        "{trace}"
+    );
+    assert_eq!(
+        trace.matches("budget.exhausted").count(),
+        0,
+        "once per cap: {trace}"
+    );
+    assert!(matches!(h.state.status, RunStatus::Paused { .. }));
+    // Resumed with a raised cap, c runs; the alert is not sent again.
+    let trace = h.run(vec![
+        Command::Resume {
+            landed: vec![],
+            caps: crate::budget::CapChange {
+                usd: Some(2.0),
+                ..Default::default()
+            },
+        },
+        ok_cost("c", 1, 0.3, 10),
+        allow("c", 1),
+        landed("c", 1, "c3"),
+    ]);
+    assert!(
+        trace.contains(r#"task.started c {"attempt":1,"backend":"model","reserved":{"usd":0.4}"#),
+        "{trace}"
+    );
+    assert!(!trace.contains("budget.alert"), "{trace}");
+    assert!(trace.contains("run.finished"), "{trace}");
+    assert!((charged(&h.log) - 1.15).abs() < 1e-9);
+    let replayed = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    assert_eq!(replayed.budgets.run.usd, Some(2.0));
+    assert_eq!(replayed.ledger, h.state.ledger);
+}
+
+#[test]
+fn a_task_that_spent_its_own_cap_fails_and_waiting_attempts_see_every_cap() {
+    let mut b = caps(10.0, 0.1);
+    b.per_backend.insert(
+        "model".into(),
+        crate::budget::Cap {
+            usd: None,
+            tokens: Some(1000),
+        },
+    );
+    let mut h = Harness::new(priced(&["a"], 1, b));
+    let mut fail = backend_failed("a", 1, "the model API failed");
+    if let Command::BackendDone { outcome, .. } = &mut fail {
+        outcome.cost_usd = Some(0.1);
+        outcome.cost_source = Some("estimated".into());
+    }
+    let trace = h.run(vec![Command::Start]);
+    // The backend's token cap applies too: the attempt reserves all 1,000 tokens left.
+    assert!(
+        trace.contains(r#""reserved":{"tokens":1000,"usd":0.1}"#),
+        "{trace}"
+    );
+    let trace = h.run(vec![fail]);
+    assert!(trace.contains("task.retry a"), "{trace}");
+    assert!(
+        trace.contains(r#"task.failed a {"attempts":1,"kept_worktree":null,"reason":"budget: task.a.usd cap $0.10 reached: $0.10 spent, $0.00 reserved by attempts in flight, $0.00 needed"}"#),
+        "{trace}"
+    );
+    assert!(!trace.contains("task.started"), "{trace}");
+}
+
+#[test]
+fn daily_caps_count_other_runs_and_roll_over_with_the_day() {
+    let mut b = crate::budget::BudgetSpec::default();
+    b.daily.usd = Some(1.0);
+    b.task.usd = Some(0.3);
+    let mut h = Harness::new(priced(&["a"], 1, b));
+    let day = |start: i64, others: f64| crate::budget::Window {
+        start: Timestamp(start),
+        end: Timestamp(start + 86_400_000),
+        others: crate::budget::Amount {
+            usd: others,
+            tokens: 0,
+        },
+        alerted: Default::default(),
+    };
+    // Other runs spent $0.80 today: the $0.30 reservation does not fit.
+    h.state.windows.day = day(0, 0.8);
+    let trace = h.run(vec![Command::Start]);
+    assert!(
+        trace.contains(r#"budget.exhausted a {"cap":"daily.usd","limit":1.0,"needed":0.3,"reserved":0.0,"spent":0.8}"#),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(r#"run.paused {"reason":"budget: daily.usd cap"#),
+        "{trace}"
+    );
+    // The next day (the runtime's clock moved the window), resuming starts it.
+    h.state.windows.day = day(86_400_000, 0.0);
+    h.now = 86_400_000;
+    let trace = h.run(vec![Command::Resume {
+        landed: vec![],
+        caps: Default::default(),
+    }]);
+    assert!(
+        trace.contains(r#"task.started a {"attempt":1,"backend":"model","reserved":{"usd":0.3}"#),
+        "{trace}"
+    );
+    // Spend of this run in the window counts too, and the alert is keyed by the window.
+    let trace = h.run(vec![ok_cost("a", 1, 0.9, 5)]);
+    assert!(
+        trace.contains(r#"budget.alert {"alert_at":0.8,"cap":"daily.usd","key":"daily.usd@86400000","limit":1.0,"spent":0.9}"#),
+        "{trace}"
+    );
+}
+
+#[test]
+fn wall_time_counts_running_time_only_and_stops_new_attempts() {
+    let ts = [t("a", &[]), t("b", &["a"])];
+    let mut s = spec(&ts, &[], 1);
+    s.settings.budgets.wall_ms = Some(5);
+    let mut h = Harness::new(s);
+    // Start at 1; a lands by 4: b starts at 4 (ran 3 ms < 5).
+    let trace = h.run(vec![
+        Command::Start,
+        ok("a", 1),
+        allow("a", 1),
+        landed("a", 1, "c1"),
+    ]);
+    assert!(trace.contains("task.started b"), "{trace}");
+    let trace = h.run(vec![Command::Pause {
+        reason: "by a person".into(),
+    }]);
+    assert!(trace.contains("run.paused"), "{trace}");
+    // A long pause does not count: resumed at 1000, b's result comes at 1001 and it retries at 1002
+    // (ran: 4 before the pause, then 2: 6 ms >= 5): nothing starts and the run pauses for budget.
+    h.now = 1000;
+    let trace = h.run(vec![Command::Resume {
+        landed: vec![],
+        caps: Default::default(),
+    }]);
+    assert!(
+        trace.contains("task.retry b"),
+        "interrupted attempt: {trace}"
+    );
+    assert!(trace.contains("task.started b"), "ran 4 ms of 5: {trace}");
+    let trace = h.run(vec![backend_failed("b", 1, "broke"), Command::Tick]);
+    assert!(
+        trace.contains(r#"budget.exhausted b {"cap":"run.wall""#),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(r#"run.paused {"reason":"budget: run.wall cap"#),
+        "{trace}"
+    );
+}
+
+#[test]
+fn an_interrupted_attempt_is_charged_its_reservation() {
+    let mut h = Harness::new(priced(&["a"], 1, caps(5.0, 1.0)));
+    h.run(vec![Command::Start]);
+    let trace = h.run(vec![Command::Resume {
+        landed: vec![],
+        caps: Default::default(),
+    }]);
+    assert!(
+        trace.contains(r#"budget.charged a {"attempt":1,"backend":"model","reserved":{"tokens":0,"usd":1.0},"source":"reservation","tokens":0,"usd":1.0}"#),
+        "{trace}"
+    );
+    assert!(
+        trace.contains(r#"task.started a {"attempt":1,"backend":"model","reserved":{"usd":1.0}"#),
+        "{trace}"
+    );
+    assert_eq!(h.state.ledger.spent.usd, 1.0);
+}
+
+fn rule(when: &str, backend: &str) -> crate::route::RuleSpec {
+    crate::route::RuleSpec {
+        when: when.into(),
+        backend: api(backend),
+    }
+}
+
+#[test]
+fn router_rules_choose_the_first_match_whose_backend_is_healthy() {
+    struct Case {
+        name: &'static str,
+        kind: TaskType,
+        labels: &'static [&'static str],
+        spent_usd: f64,
+        premium_open: bool,
+        routed: bool,
+    }
+    let case = |name, kind, labels, spent_usd, premium_open, routed: bool| Case {
+        name,
+        kind,
+        labels,
+        spent_usd,
+        premium_open,
+        routed,
+    };
+    let cases = [
+        case("docs", TaskType::Docs, &[], 0.0, false, true),
+        case("big", TaskType::Code, &["big"], 0.0, false, true),
+        case(
+            "big, $6 of $10 spent",
+            TaskType::Code,
+            &["big"],
+            6.0,
+            false,
+            true,
+        ),
+        case(
+            "big, premium's circuit open",
+            TaskType::Code,
+            &["big"],
+            0.0,
+            true,
+            true,
+        ),
+        case("small", TaskType::Code, &[], 0.0, false, true),
+        case("small in src/", TaskType::Code, &["src"], 0.0, false, true),
+        case(
+            "small in src/, premium open",
+            TaskType::Code,
+            &["src"],
+            0.0,
+            true,
+            true,
+        ),
+        case(
+            "docs naming its backend",
+            TaskType::Docs,
+            &[],
+            0.0,
+            false,
+            false,
+        ),
+    ];
+    let mut out = String::new();
+    for c in cases {
+        let mut s = priced(&["a"], 1, crate::budget::BudgetSpec::default());
+        s.settings.budgets.run.usd = Some(10.0);
+        s.settings.router.rules = vec![
+            rule("task.type == 'docs'", "local"),
+            rule(
+                "'big' in task.labels && budget.usd_remaining >= 5.0",
+                "premium",
+            ),
+            rule("budget.usd_remaining < 5.0 && attempt == 1", "local"),
+            rule("task.paths.exists(p, p.startsWith('src/'))", "premium"),
+        ];
+        let t = &mut s.tasks[0];
+        t.kind = c.kind;
+        t.labels = c.labels.iter().map(|l| (*l).to_owned()).collect();
+        if c.labels.contains(&"src") {
+            t.paths = vec!["src/**".into()];
+        }
+        t.backend = api("default");
+        t.routed = c.routed;
+        let mut h = Harness::new(s);
+        h.state.ledger.spent.usd = c.spent_usd;
+        if c.premium_open {
+            h.state.health.insert(
+                BackendName::new("premium"),
+                crate::state::Health {
+                    consecutive_transient: 3,
+                    opened_at: Some(Timestamp(0)),
+                },
+            );
+        }
+        h.run(vec![Command::Start]);
+        let rec = h.state.task(&TaskId::new("a")).unwrap();
+        let why = h
+            .log
+            .iter()
+            .find_map(|e| match &e.event.body {
+                EventBody::RouterDecision { rule, .. } => Some(rule.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| "its own".into());
+        out.push_str(&format!(
+            "{:<28} -> {:<8} {why}\n",
+            c.name,
+            rec.backend.as_ref().unwrap().as_str()
+        ));
+    }
+    expect![[r#"
+        docs                         -> local    rules[0]: task.type == 'docs'
+        big                          -> premium  rules[1]: 'big' in task.labels && budget.usd_remaining >= 5.0
+        big, $6 of $10 spent         -> local    rules[2]: budget.usd_remaining < 5.0 && attempt == 1
+        big, premium's circuit open  -> default  its own
+        small                        -> default  its own
+        small in src/                -> premium  rules[3]: task.paths.exists(p, p.startsWith('src/'))
+        small in src/, premium open  -> default  its own
+        docs naming its backend      -> default  its own
+    "#]].assert_eq(&out);
+}
+
+#[test]
+fn the_learned_router_converges_on_the_backend_that_lands() {
+    let ids: Vec<&'static str> = (0..40)
+        .map(|i| &*Box::leak(format!("t{i:02}").into_boxed_str()))
+        .collect();
+    let mut s = priced(&ids, 1, crate::budget::BudgetSpec::default());
+    s.settings.stop_after_consecutive_failures = 0;
+    s.settings
+        .router
+        .learn
+        .insert("code".into(), vec![api("good"), api("bad")]);
+    for t in &mut s.tasks {
+        t.routed = true;
+        t.max_attempts = 1;
+    }
+    let mut h = Harness::new(s);
+    let mut next = h.state.decide(Command::Start, Timestamp(1)).unwrap();
+    let mut chosen = Vec::new();
+    for step in 0..40 {
+        let Some(Effect::StartAttempt {
+            attempt, backend, ..
+        }) = next
+            .effects
+            .iter()
+            .find(|e| matches!(e, Effect::StartAttempt { .. }))
+            .cloned()
+        else {
+            panic!("step {step}: nothing started: {next:?}");
+        };
+        let name = backend.name().to_string();
+        let task = attempt.task.as_str().to_owned();
+        let arm = h
+            .state
+            .router_stats
+            .entry(("code".into(), name.clone()))
+            .or_default();
+        arm.attempts += 1;
+        let now = Timestamp(10 + step);
+        // `good` lands; `bad` produces nothing usable. The runtime keeps these counts in the store.
+        next = if name == "good" {
+            arm.landed += 1;
+            h.state.decide(ok(&task, 1), now).unwrap();
+            h.state.decide(allow(&task, 1), now).unwrap();
+            h.state.decide(landed(&task, 1, "c"), now).unwrap()
+        } else {
+            arm.failed += 1;
+            h.state
+                .decide(backend_failed(&task, 1, "no change"), now)
+                .unwrap()
+        };
+        chosen.push(name);
+    }
+    let late_good = chosen[20..].iter().filter(|b| *b == "good").count();
+    assert!(late_good >= 17, "{chosen:?}");
+    assert!(chosen.iter().any(|b| b == "bad"), "it explored: {chosen:?}");
+}

@@ -274,10 +274,11 @@ mod tests {
             prompt: "do it",
             prompt_file: Path::new("/s/prompt.md"),
             analytics_log: Path::new("/s/aider.jsonl"),
+            max_budget_usd: Some(0.5),
         };
         assert_eq!(
             argv(&i).join(" "),
-            "-p --output-format stream-json --verbose --permission-mode acceptEdits --max-turns 40 --model sonnet do it"
+            "-p --output-format stream-json --verbose --permission-mode acceptEdits --max-turns 40 --max-budget-usd 0.5000 --model sonnet do it"
         );
         assert_eq!(
             argv(&Invocation {

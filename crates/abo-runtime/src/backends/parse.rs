@@ -375,7 +375,7 @@ mod tests {
     fn claude_stream_json() {
         let out = r#"{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929","tools":["Edit"]}
 not json: a banner
-{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"I'll edit it."}]}}
+{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"I'll edit it."}],"usage":{"input_tokens":12,"cache_read_input_tokens":15000,"output_tokens":40}}}
 {"type":"result","subtype":"success","is_error":false,"duration_ms":1200,"num_turns":2,"result":"Added the function.","total_cost_usd":0.0421,"usage":{"input_tokens":12,"cache_creation_input_tokens":900,"cache_read_input_tokens":15000,"output_tokens":300},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":12,"outputTokens":300,"cacheReadInputTokens":15000,"cacheCreationInputTokens":900,"costUSD":0.04},"claude-haiku-4-5-20251001":{"inputTokens":500,"outputTokens":20,"cacheReadInputTokens":0,"cacheCreationInputTokens":0,"costUSD":0.0021}}}"#;
         let (r, lines) = parse(AgentKind::ClaudeCode, out);
         assert_eq!(lines.last(), Some(&Line::Final));
@@ -394,8 +394,16 @@ not json: a banner
                 cost_usd: Some(0.0421),
                 model: Some("claude-sonnet-4-5-20250929".into()),
                 message: Some("Added the function.".into()),
+                running: Usage {
+                    input_tokens: 12,
+                    output_tokens: 40,
+                    cache_read_tokens: 15000,
+                    ..Usage::default()
+                },
             }
         );
+        // While the agent works, what it used so far is the running sum; then its total.
+        assert_eq!(r.used_so_far(), r.usage.unwrap());
     }
 
     #[test]

@@ -236,6 +236,9 @@ mod tests {
             needs_plan_approval: false,
             autonomy: Default::default(),
             origin: String::new(),
+            budget: None,
+            routed: false,
+            context_tokens: 0,
         }
     }
 

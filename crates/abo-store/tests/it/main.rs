@@ -34,6 +34,9 @@ fn spec(tasks: &[&str]) -> RunSpec {
             secret_env: vec![],
             policy: Default::default(),
             autonomy: Default::default(),
+            budgets: Default::default(),
+            router: Default::default(),
+            cache: false,
         },
         tasks: tasks
             .iter()
@@ -55,6 +58,9 @@ fn spec(tasks: &[&str]) -> RunSpec {
                 priority: 0,
                 skipped: (*id == "skip").then(|| "not ready: later".to_owned()),
                 needs_plan_approval: false,
+                budget: None,
+                routed: false,
+                context_tokens: 0,
                 autonomy: Default::default(),
                 origin: String::new(),
             })
@@ -91,6 +97,7 @@ fn history(run: &str) -> Vec<Event> {
                 attempt: 1,
                 backend: BackendName::new("command"),
                 worktree: "w".into(),
+                reserved: Default::default(),
             },
         ),
         t(
@@ -133,6 +140,7 @@ fn history(run: &str) -> Vec<Event> {
                 attempt: 1,
                 backend: BackendName::new("command"),
                 worktree: "w".into(),
+                reserved: Default::default(),
             },
         ),
         t(
