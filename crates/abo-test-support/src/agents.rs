@@ -1,7 +1,9 @@
 //! Fake agent CLIs: shell scripts named like the real tools that print each tool's documented
 //! output, edit a file, and misbehave when the task id says so: `*silent*` prints nothing,
 //! `*hang*` hangs after its result, `*error*` reports an error and exits 0, `*garbage*` prints no
-//! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider. Each records its
+//! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider, `*spendy*` (claude)
+//! streams messages using 1,000 tokens each for two seconds; `FAKE_AGENT_COST` sets the USD claude
+//! reports. Each appends `TOOL TASK ATTEMPT` to `$FAKE_AGENT_LOG/calls` and records its
 //! arguments, environment and stdin in `$FAKE_AGENT_LOG/<tool>-<task>-<attempt>.{args,env,stdin}`.
 
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ log="${FAKE_AGENT_LOG:-/tmp}/$TOOL-$ABO_TASK_ID-$ABO_ATTEMPT"
 for a in "$@"; do printf '%s\n' "$a"; done > "$log.args"
 env > "$log.env"
 readlink /proc/$$/fd/0 > "$log.stdin"
+echo "$TOOL $ABO_TASK_ID $ABO_ATTEMPT" >> "${FAKE_AGENT_LOG:-/tmp}/calls"
 edit() { echo "edited by $TOOL for $ABO_TASK_ID" > "$TOOL-$ABO_TASK_ID.txt"; }
 case "$ABO_TASK_ID" in
   *silent*) sleep 30; exit 0 ;;
@@ -26,10 +29,17 @@ edit
 echo '{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929","cwd":"'"$PWD"'","tools":["Edit","Bash"]}'
 echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Editing the file."}]}}'
 case "$ABO_TASK_ID" in
+  *spendy*) for i in 1 2 3 4 5 6 7 8 9 10; do
+      echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Thinking hard."}],"usage":{"input_tokens":10,"output_tokens":990}}}'
+      sleep 0.2
+    done ;;
+esac
+cost="${FAKE_AGENT_COST:-0.0421}"
+case "$ABO_TASK_ID" in
   *error*) echo '{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":5,"total_cost_usd":0.5,"usage":{"input_tokens":100,"output_tokens":10,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}'; exit 0 ;;
   *overloaded*) echo '{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}","total_cost_usd":0}'; exit 1 ;;
 esac
-echo '{"type":"result","subtype":"success","is_error":false,"duration_ms":1200,"num_turns":2,"result":"Added the file the task asked for.","session_id":"s1","total_cost_usd":0.0421,"usage":{"input_tokens":12,"cache_creation_input_tokens":900,"cache_read_input_tokens":15000,"output_tokens":300},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":12,"outputTokens":300,"cacheReadInputTokens":15000,"cacheCreationInputTokens":900,"costUSD":0.0421}}}'
+echo '{"type":"result","subtype":"success","is_error":false,"duration_ms":1200,"num_turns":2,"result":"Added the file the task asked for.","session_id":"s1","total_cost_usd":'"$cost"',"usage":{"input_tokens":12,"cache_creation_input_tokens":900,"cache_read_input_tokens":15000,"output_tokens":300},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":12,"outputTokens":300,"cacheReadInputTokens":15000,"cacheCreationInputTokens":900,"costUSD":'"$cost"'}}}'
 case "$ABO_TASK_ID" in *hang*) sleep 30 ;; esac
 exit 0
 "#;

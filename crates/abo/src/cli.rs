@@ -137,6 +137,13 @@ pub(crate) enum Cmd {
     },
     /// Check git, the store, agent CLIs and API keys (never printing their values).
     Doctor,
+    /// Keep runs moving unattended: a run paused because a daily or weekly cap was spent resumes
+    /// when the window rolls over.
+    Daemon {
+        /// How often to look at paused runs.
+        #[arg(long, value_name = "DURATION", default_value = "30s")]
+        interval: String,
+    },
     /// Turn a free-text ticket into a YAML backlog through a backend, for review.
     Plan {
         /// The ticket: a Markdown or text file.

@@ -13,7 +13,7 @@ use abo_core::state::RunState;
 use abo_core::units::Dur;
 use abo_runtime::engine::{self, holder_alive};
 use abo_runtime::git::Git;
-use abo_runtime::{Ctx, RunOptions, Start, SystemClock};
+use abo_runtime::{Ctx, RunOptions, Start};
 use abo_store::Store;
 
 use crate::cli::{CapArgs, Cli, RunArgs};
@@ -23,12 +23,12 @@ use crate::progress::{Progress, describe};
 use crate::{load, status};
 
 /// The repository's runtime context: its config's store, git, artifacts.
-struct Env {
-    ctx: Arc<Ctx>,
+pub(crate) struct Env {
+    pub(crate) ctx: Arc<Ctx>,
 }
 
 /// For commands that act on existing runs: nothing is created where no store exists yet.
-async fn env(cli: &Cli) -> anyhow::Result<Env> {
+pub(crate) async fn env(cli: &Cli) -> anyhow::Result<Env> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, _) = load::config(&root, cli.config.as_deref())?;
     if !load::store_exists(&root, cli.store.as_deref(), &config) {
@@ -54,11 +54,11 @@ pub(crate) async fn open(
         root.to_owned(),
         store,
         git,
-        Arc::new(SystemClock),
+        abo_runtime::context::clock_from_env(),
     )))
 }
 
-fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
+pub(crate) fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
     Dur::parse(value).map_err(|e| Usage::new(format!("{flag}: {e}")).into())
 }
 
@@ -320,13 +320,24 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
     let keep = parse_duration("--older-than", older_than)?;
     let before = Timestamp(env.ctx.now().0 - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
     let cleaned = engine::gc(&env.ctx, before).await?;
+    // Cached results not reused within the retention go too.
+    let pruned = env.ctx.store.cache_prune(before).await?;
     if cli.json {
-        say!("{}", serde_json::json!({ "cleaned": cleaned }));
-    } else if cleaned.is_empty() {
+        say!(
+            "{}",
+            serde_json::json!({ "cleaned": cleaned, "cache_entries_removed": pruned })
+        );
+    } else if cleaned.is_empty() && pruned == 0 {
         say!("nothing to remove");
     } else {
         for r in cleaned {
             say!("removed worktrees and attempt branches of run {r}");
+        }
+        if pruned > 0 {
+            say!(
+                "removed {pruned} cached result(s) not reused since {}",
+                before.to_rfc3339()
+            );
         }
     }
     Ok(exit::OK)

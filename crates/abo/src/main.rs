@@ -3,6 +3,7 @@
 
 mod cli;
 mod commands;
+mod daemon;
 mod demo;
 mod doctor;
 mod exit;
@@ -62,6 +63,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Retry { task, run } => commands::retry(cli, task, run.as_deref()).await,
         Cmd::Gc { older_than } => commands::gc(cli, older_than).await,
         Cmd::Doctor => doctor::doctor(cli).await,
+        Cmd::Daemon { interval } => daemon::daemon(cli, interval).await,
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,
         Cmd::Report { since } => commands::report(cli, since).await,

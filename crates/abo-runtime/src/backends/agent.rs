@@ -195,7 +195,9 @@ pub async fn run(
         &transcript,
         |l| {
             let line = parser.line(l);
-            if let Some(m) = &limits.meter
+            // Past the final result the work is done: what it cost is charged, not stopped.
+            if line != process::Line::Final
+                && let Some(m) = &limits.meter
                 && let Some(why) = m.over(parser.report())
             {
                 overspent = Some(why);

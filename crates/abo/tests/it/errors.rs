@@ -226,7 +226,7 @@ fn sections_not_acted_on_yet_are_named_not_ignored() {
     let repo = TestRepo::new();
     config(
         &repo,
-        "version: 1\nbudgets: { run_usd: 5 }\nautonomy: { overrides: { merge: A2 } }\n",
+        "version: 1\nschedule: { windows: ['22:00-07:00'] }\nautonomy: { overrides: { merge: A2 } }\n",
     );
     let b = repo.write_outside(
         "b.yml",
@@ -234,5 +234,10 @@ fn sections_not_acted_on_yet_are_named_not_ignored() {
     );
     let out = abo(&repo, &["run", b.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stderr.contains("warning: abo.yml: budgets (caps are recorded, not enforced): not acted on by this version of abo"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("warning: abo.yml: schedule: not acted on by this version of abo"),
+        "{}",
+        out.stderr
+    );
 }

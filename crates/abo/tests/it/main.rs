@@ -7,6 +7,7 @@
 
 mod agents;
 mod apis;
+mod budget;
 mod control;
 mod crash;
 mod errors;
