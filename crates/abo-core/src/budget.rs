@@ -287,6 +287,14 @@ pub struct Blocked {
 impl Blocked {
     pub fn describe(&self) -> String {
         let u = self.cap.unit;
+        if u == Unit::Wall {
+            return format!(
+                "{} cap {} reached: the run has run {}",
+                self.cap,
+                show(u, self.limit),
+                show(u, self.spent)
+            );
+        }
         format!(
             "{} cap {} reached: {} spent, {} reserved by attempts in flight, {} needed",
             self.cap,

@@ -1234,11 +1234,14 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
 }
 
 /// The run's wall time is spent: nothing new starts.
+#[allow(clippy::cast_precision_loss)]
 fn wall_passed(state: &RunState, now: Timestamp) -> Option<Blocked> {
     let limit = state.budgets.wall_ms?;
     let ran = state.ledger.ran(now);
-    #[allow(clippy::cast_precision_loss)]
-    (ran >= limit).then(|| Blocked {
+    if ran < limit {
+        return None;
+    }
+    Some(Blocked {
         cap: crate::budget::CapId {
             scope: crate::budget::Scope::Run,
             unit: crate::budget::Unit::Wall,

@@ -62,7 +62,8 @@ pub struct Report {
     pub cost_per_landed_change_usd: Option<f64>,
     pub tokens_per_landed_change: Option<f64>,
     pub backends: BTreeMap<String, BackendFigures>,
-    /// Result caching does not exist yet: unknown (null).
+    /// Attempts that reused a cached result, among attempts of agent and model backends (those
+    /// charged against the budget).
     pub cache_hit_rate: Option<f64>,
     pub approvals_waiting: usize,
     pub oldest_approval_age_s: Option<f64>,
@@ -85,6 +86,7 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     let mut pending: BTreeMap<String, i64> = BTreeMap::new();
     let mut runs = std::collections::BTreeSet::new();
     let mut tokens = 0u64;
+    let (mut charged, mut hits) = (0u32, 0u32);
     for e in events.iter().filter(|e| e.event.at >= since) {
         let ev = &e.event;
         runs.insert(ev.run.clone());
@@ -146,6 +148,8 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                 }
             }
             EventBody::TaskFailed { .. } => r.tasks_failed += 1,
+            EventBody::BudgetCharged { .. } => charged += 1,
+            EventBody::CacheHit { .. } => hits += 1,
             EventBody::TaskDenied { .. } => r.tasks_denied += 1,
             EventBody::TaskApprovalRequested { approval, .. } => {
                 pending.insert(approval.clone(), ev.at.0);
@@ -182,6 +186,7 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
         f.success_rate = (f.attempts > 0).then(|| f64::from(f.landed) / f64::from(f.attempts));
         f.latency = spread(latency.remove(b).unwrap_or_default());
     }
+    r.cache_hit_rate = (charged > 0).then(|| f64::from(hits) / f64::from(charged));
     r.approvals_waiting = pending.len();
     r.oldest_approval_age_s = pending.values().min().map(|t| (now.0 - t) as f64 / 1000.0);
     r
@@ -331,6 +336,14 @@ mod tests {
             runs: 1,
             log: None,
         };
+        let charged = |a: u32| EventBody::BudgetCharged {
+            attempt: a,
+            backend: BackendName::new("claude"),
+            usd: 0.0,
+            tokens: 0,
+            reserved: Default::default(),
+            source: "reported".into(),
+        };
         let events = vec![
             ev(0, "a", EventBody::TaskReady {}),
             ev(0, "b", EventBody::TaskReady {}),
@@ -360,6 +373,18 @@ mod tests {
                 },
             ),
             ev(43, "b", started(2, "local")),
+            ev(
+                44,
+                "b",
+                EventBody::CacheHit {
+                    attempt: 2,
+                    key: "k".into(),
+                    source: "r0/b/1".into(),
+                },
+            ),
+            ev(30, "a", charged(1)),
+            ev(40, "b", charged(1)),
+            ev(44, "b", charged(2)),
             ev(100, "b", done(2, true, 57_000, 0.0, 2000)),
             ev(101, "b", gate(2, true)),
             ev(
@@ -460,7 +485,8 @@ mod tests {
             (r.approvals_waiting, r.oldest_approval_age_s),
             (1, Some(300.0))
         );
-        assert_eq!((r.change_failure_rate, r.cache_hit_rate), (None, None));
+        assert_eq!(r.change_failure_rate, None);
+        assert_eq!(r.cache_hit_rate, Some(1.0 / 3.0));
         // Since t=50 s: only what happened after.
         let later = report(&log(), Timestamp(50_000), Timestamp(400_000));
         assert_eq!((later.tasks_landed, later.cost_usd), (2, 0.0));

@@ -298,10 +298,11 @@ async fn refresh(
             Err(e) => observer.warn(&format!("could not read the budget windows: {e}")),
         }
     }
-    if router && !state.spec.settings.router.learn.is_empty() {
-        if let Ok(stats) = ctx.store.router_stats().await {
-            state.router_stats = stats;
-        }
+    if router
+        && !state.spec.settings.router.learn.is_empty()
+        && let Ok(stats) = ctx.store.router_stats().await
+    {
+        state.router_stats = stats;
     }
 }
 

@@ -347,6 +347,24 @@ impl Store {
         for a in self.pending_approvals().await? {
             out.push_str(&format!("{a:?}\n"));
         }
+        out.push_str(&format!("{:?}\n", self.router_stats().await?));
+        let spend = sqlx::query("SELECT run, task, attempt, backend, reserved_usd, reserved_tokens, charged_usd, charged_tokens, charged_at FROM spend ORDER BY run, task, attempt")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in spend {
+            out.push_str(&format!(
+                "spend {} {} {} {} {} {} {:?} {:?} {:?}\n",
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<i64, _>(2),
+                r.get::<String, _>(3),
+                r.get::<f64, _>(4),
+                r.get::<i64, _>(5),
+                r.get::<Option<f64>, _>(6),
+                r.get::<Option<i64>, _>(7),
+                r.get::<Option<i64>, _>(8),
+            ));
+        }
         Ok(out)
     }
 

@@ -247,14 +247,17 @@ async fn run_agent(job: &Job<'_>) -> Produced {
     let prompt_id = job.ctx.artifacts.put(p.text.as_bytes()).ok();
     let mut env = job.env.clone();
     env.extend(prompt_files(job, &p));
+    let place = Place {
+        cwd: job.worktree,
+        env,
+        scratch: job.scratch,
+    };
     let ran = run_agent_on(
         job.ctx,
         job.settings,
         job.backend,
         &p.text,
-        job.worktree,
-        env,
-        job.scratch,
+        place,
         job.reserved,
     )
     .await;
@@ -383,18 +386,24 @@ pub fn api_key(
     }
 }
 
-/// Runs an agent backend on `prompt` in `cwd`; the prompt file is `scratch/prompt.md`, written by
-/// the caller.
+/// Where an agent runs: its working directory, its extra environment, its scratch directory.
+struct Place<'a> {
+    cwd: &'a Path,
+    env: Vec<(String, String)>,
+    scratch: &'a Path,
+}
+
+/// Runs an agent backend on `prompt` in `place.cwd`; the prompt file is `scratch/prompt.md`,
+/// written by the caller. Past its reservation, the agent is stopped.
 async fn run_agent_on(
     ctx: &Ctx,
     settings: &RunSettings,
     backend: &BackendSpec,
     prompt: &str,
-    cwd: &Path,
-    env: Vec<(String, String)>,
-    scratch: &Path,
+    place: Place<'_>,
     reserved: abo_core::budget::Reservation,
 ) -> agent::Ran {
+    let Place { cwd, env, scratch } = place;
     let BackendSpec::Agent {
         agent,
         command,
@@ -429,7 +438,7 @@ async fn run_agent_on(
     let limits = agent::Limits {
         attempt: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
         silence: Duration::from_millis(settings.silence_timeout_ms.max(1)),
-        meter: (!reserved.is_empty()).then(|| agent::Meter {
+        meter: (!reserved.is_empty()).then_some(agent::Meter {
             tokens: reserved.tokens,
             usd: reserved.usd,
             prices: &settings.pricing,
@@ -668,17 +677,12 @@ pub async fn ask(
             let prompt_file = scratch.join("prompt.md");
             std::fs::write(&prompt_file, &text)
                 .map_err(|e| format!("could not write the prompt: {e}"))?;
-            let ran = run_agent_on(
-                ctx,
-                settings,
-                backend,
-                &text,
+            let place = Place {
                 cwd,
-                Vec::new(),
+                env: Vec::new(),
                 scratch,
-                Default::default(),
-            )
-            .await;
+            };
+            let ran = run_agent_on(ctx, settings, backend, &text, place, Default::default()).await;
             if let Some(f) = ran.failure {
                 return Err(redactor.redact(&f));
             }

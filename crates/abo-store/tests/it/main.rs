@@ -128,6 +128,17 @@ fn history(run: &str) -> Vec<Event> {
         ),
         t(
             "a",
+            EventBody::BudgetCharged {
+                attempt: 1,
+                backend: BackendName::new("command"),
+                usd: 0.25,
+                tokens: 116,
+                reserved: Default::default(),
+                source: "reported".into(),
+            },
+        ),
+        t(
+            "a",
             EventBody::TaskLanded {
                 attempt: 1,
                 commit: CommitSha::new("c1"),
@@ -181,7 +192,7 @@ async fn projections_follow_events_and_rebuild_equals_live() {
     let stored = store.append(&history("r1")).await.unwrap();
     assert_eq!(
         stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
-        (1..=11).collect::<Vec<_>>()
+        (1..=12).collect::<Vec<_>>()
     );
 
     let run = store.run(&RunId::new("r1")).await.unwrap().unwrap();
@@ -192,7 +203,7 @@ async fn projections_follow_events_and_rebuild_equals_live() {
             run.spent_tokens,
             run.last_seq
         ),
-        ("finished", 0.25, 116, 11)
+        ("finished", 0.25, 116, 12)
     );
     let tasks = store.tasks(&RunId::new("r1")).await.unwrap();
     let brief: Vec<_> = tasks
@@ -220,6 +231,17 @@ async fn projections_follow_events_and_rebuild_equals_live() {
         tasks[1].kept_worktrees,
         [".abo/worktrees/r/b-1", ".abo/worktrees/r/b-2"]
     );
+
+    // What the learned router remembers: a landed on `command` (docs), b failed there twice.
+    let stats = store.router_stats().await.unwrap();
+    let arm = stats[&("docs".to_owned(), "command".to_owned())];
+    assert_eq!((arm.attempts, arm.landed, arm.failed), (1, 1, 2));
+    // Spend of the run counts against other runs' daily and weekly windows.
+    let (usd, tokens) = store
+        .window_spend(&RunId::new("other"), abo_core::ids::Timestamp(0))
+        .await
+        .unwrap();
+    assert_eq!((usd, tokens), (0.25, 116));
 
     let live = store.dump_projections().await.unwrap();
     store.rebuild_projections().await.unwrap();
