@@ -1336,6 +1336,11 @@ fn choose_backend(state: &RunState, task: &TaskId, attempt: u32, now: Timestamp)
             }
         }
     }
+    let router = &settings.router;
+    if t.spec.routed && (!router.rules.is_empty() || !router.learn.is_empty()) {
+        // Every choice the router makes is recorded, falling back to the default too.
+        choice.why = Some(("default: no rule matched".into(), Vec::new()));
+    }
     if state.circuit_open(choice.backend.name(), now) {
         let own = choice.backend.name().clone();
         if let Some(fb) = settings

@@ -162,11 +162,14 @@ pub(crate) fn render(v: &View) -> String {
         } else {
             String::new()
         };
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let of = match u {
+            Unit::Tokens => format!("{} of {} tokens", c.spent as u64, c.limit as u64),
+            _ => format!("{} of {}", show(u, c.spent), show(u, c.limit)),
+        };
         out.push_str(&format!(
-            "  budget   {:<16} {} of {}{held}{mark}\n",
-            c.cap.to_string(),
-            show(u, c.spent),
-            show(u, c.limit)
+            "  budget   {:<16} {of}{held}{mark}\n",
+            c.cap.to_string()
         ));
     }
     let width = tasks
