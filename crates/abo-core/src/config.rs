@@ -464,7 +464,47 @@ pub struct Sandbox {
     pub deny_read: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+/// Paths no sandboxed process reads unless `sandbox.deny_read` says otherwise.
+pub const DEFAULT_DENY_READ: [&str; 4] = ["~/.ssh", "~/.aws", "~/.config/gcloud", "~/.gnupg"];
+
+/// Hosts agent CLIs reach unless `sandbox.agent_hosts` says otherwise.
+pub const DEFAULT_AGENT_HOSTS: [&str; 2] = ["api.anthropic.com", "api.openai.com"];
+
+/// Processes per attempt unless `sandbox.limits.processes` says otherwise.
+pub const DEFAULT_PROCESSES: u64 = 1024;
+
+impl Sandbox {
+    /// The sandbox a run freezes: `mode` defaults to `required` on Linux, `best-effort` elsewhere.
+    pub fn spec(&self) -> crate::spec::SandboxSpec {
+        let default_mode = if cfg!(target_os = "linux") {
+            SandboxMode::Required
+        } else {
+            SandboxMode::BestEffort
+        };
+        let or = |v: &Vec<String>, d: &[&str]| {
+            if v.is_empty() {
+                d.iter().map(|s| (*s).to_owned()).collect()
+            } else {
+                v.clone()
+            }
+        };
+        let l = &self.limits;
+        crate::spec::SandboxSpec {
+            mode: self.mode.unwrap_or(default_mode),
+            gate_network: self.gate_network == Some(GateNetwork::Allow),
+            agent_hosts: or(&self.agent_hosts, &DEFAULT_AGENT_HOSTS),
+            deny_read: or(&self.deny_read, &DEFAULT_DENY_READ),
+            env_pass: self.env_pass.clone(),
+            memory_bytes: l.memory.map(|b| b.0),
+            processes: Some(l.processes.unwrap_or(DEFAULT_PROCESSES)),
+            cpu_seconds: l.cpu_time.map(|d| d.as_millis().div_ceil(1000)),
+            file_size_bytes: l.file_size.map(|b| b.0),
+            open_files: l.open_files,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SandboxMode {
     Required,
@@ -792,10 +832,7 @@ impl Config {
     /// Sections this version of abo parses and checks but does not act on yet: `abo run` says so
     /// rather than let a user believe, say, that a budget is enforced.
     pub fn not_yet_enforced(&self) -> Vec<&'static str> {
-        let sandbox = self.sandbox.mode.is_some_and(|m| m != SandboxMode::Off)
-            || !self.sandbox.deny_read.is_empty();
         [
-            (sandbox, "sandbox (attempts run with your user's rights)"),
             (
                 !self.notify.webhooks.is_empty() || self.notify.email.is_some(),
                 "notify",

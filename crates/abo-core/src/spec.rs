@@ -60,6 +60,45 @@ pub struct RunSettings {
     /// Whether attempts may reuse an identical earlier attempt's result (`--no-cache` turns it off).
     #[serde(default)]
     pub cache: bool,
+    /// The sandbox every attempt and gate runs in (runs recorded before it existed: none).
+    #[serde(default)]
+    pub sandbox: SandboxSpec,
+}
+
+/// abo.yml's `sandbox`, resolved: the mode, what gates and agents may reach, what is hidden, limits.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxSpec {
+    pub mode: crate::config::SandboxMode,
+    /// Gates and commands keep the host's network (`gate_network: allow`).
+    pub gate_network: bool,
+    /// Hosts agent CLIs may reach through abo's egress proxy (`*.example.com` for subdomains).
+    pub agent_hosts: Vec<String>,
+    /// Paths nothing in the sandbox may read, as written (`~/` is the user's home).
+    pub deny_read: Vec<String>,
+    /// Variables passed through besides PATH, HOME, TMPDIR, LANG and TERM.
+    pub env_pass: Vec<String>,
+    pub memory_bytes: Option<u64>,
+    pub processes: Option<u64>,
+    pub cpu_seconds: Option<u64>,
+    pub file_size_bytes: Option<u64>,
+    pub open_files: Option<u64>,
+}
+
+impl Default for SandboxSpec {
+    fn default() -> Self {
+        Self {
+            mode: crate::config::SandboxMode::Off,
+            gate_network: false,
+            agent_hosts: Vec::new(),
+            deny_read: Vec::new(),
+            env_pass: Vec::new(),
+            memory_bytes: None,
+            processes: None,
+            cpu_seconds: None,
+            file_size_bytes: None,
+            open_files: None,
+        }
+    }
 }
 
 /// abo.yml's `safety` (as the policy's `data.abo.config`) and the user's policy files.

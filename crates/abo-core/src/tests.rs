@@ -61,6 +61,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             budgets: Default::default(),
             router: Default::default(),
             cache: false,
+            sandbox: Default::default(),
         },
         tasks: tasks
             .iter()

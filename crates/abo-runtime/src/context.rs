@@ -71,6 +71,8 @@ pub struct Ctx {
     pub clock: Arc<dyn Clock>,
     /// Built on first use: loading the BPE tables takes a moment, and runs without agents never need it.
     tokenizer: std::sync::OnceLock<Box<dyn crate::backends::prompt::Tokens + Send + Sync>>,
+    /// The abo binary, re-executed as the sandbox helper (`None`: sandboxing is unavailable).
+    pub sandbox_helper: Option<PathBuf>,
     http: std::sync::OnceLock<reqwest::Client>,
 }
 
@@ -95,6 +97,7 @@ impl Ctx {
             clock,
             tokenizer: std::sync::OnceLock::new(),
             http: std::sync::OnceLock::new(),
+            sandbox_helper: None,
         }
     }
 

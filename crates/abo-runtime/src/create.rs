@@ -228,6 +228,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
         budgets: config.budgets.spec(config.timeouts.run.as_millis()),
         router: router_spec(config),
         cache: true,
+        sandbox: config.sandbox.spec(),
     }
 }
 

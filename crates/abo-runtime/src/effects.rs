@@ -601,8 +601,25 @@ async fn run_gate(
                 ),
             );
         }
-        let p = process_spec(&gate.run, &dir, env.clone(), gate.timeout_ms, &log);
+        let mut p = process_spec(&gate.run, &dir, env.clone(), gate.timeout_ms, &log);
         outcome.runs = run;
+        let role = crate::sandbox::Role::Gate;
+        let label = format!("gate-{name}-{run}");
+        match crate::sandbox::wrap(
+            ctx,
+            &spec.settings.sandbox,
+            role,
+            &dir,
+            &scratch,
+            &label,
+            env.clone(),
+        ) {
+            Ok(sb) => p.sandbox = sb,
+            Err(e) => {
+                let _ = append(&log, &format!("abo: sandbox: {e}\n"));
+                break;
+            }
+        }
         match process::run(&p, &ctx.groups).await {
             Ok(o) => {
                 outcome.exit = o.exit;

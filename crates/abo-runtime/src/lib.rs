@@ -8,11 +8,13 @@ pub mod change;
 pub mod context;
 pub mod create;
 pub mod effects;
+pub mod egress;
 pub mod engine;
 pub mod git;
 pub mod process;
 pub mod proof;
 pub mod redact;
+pub mod sandbox;
 pub mod windows;
 
 pub use context::{Clock, Ctx, SystemClock};

@@ -25,6 +25,8 @@ pub struct Spec {
     pub timeout: Option<Duration>,
     /// Where stdout and stderr go, interleaved; `None` captures them in memory.
     pub log: Option<PathBuf>,
+    /// Run inside this sandbox (through the helper); its environment replaces the inherited one.
+    pub sandbox: Option<crate::sandbox::Sandboxed>,
 }
 
 impl Spec {
@@ -37,6 +39,7 @@ impl Spec {
             env_remove: Vec::new(),
             timeout: None,
             log: None,
+            sandbox: None,
         }
     }
 
@@ -147,29 +150,79 @@ pub fn alive(pid: u32) -> bool {
 }
 
 /// The command for a spec: its own process group, stdin closed, cwd and environment as given.
-fn command(spec: &Spec) -> tokio::process::Command {
+/// A sandboxed spec runs through the helper (`abo __sandbox PROFILE -- PROGRAM ARGS`) with only
+/// the sandbox's environment.
+fn command(spec: &Spec) -> std::io::Result<tokio::process::Command> {
+    let (program, args): (&OsString, Vec<OsString>) = match &spec.sandbox {
+        Some(sb) => {
+            let json = serde_json::to_vec(&sb.profile).map_err(std::io::Error::other)?;
+            std::fs::write(&sb.profile_file, json)?;
+            let mut a: Vec<OsString> = vec![
+                abo_sandbox::HELPER_ARG.into(),
+                sb.profile_file.clone().into(),
+                "--".into(),
+                spec.program.clone(),
+            ];
+            a.extend(spec.args.iter().cloned());
+            (&spec.program, a)
+        }
+        None => (&spec.program, spec.args.clone()),
+    };
     #[allow(
         clippy::disallowed_methods,
         reason = "this module is the one place that spawns processes"
     )]
-    let mut cmd = tokio::process::Command::new(&spec.program);
-    cmd.args(&spec.args)
+    let mut cmd = match &spec.sandbox {
+        Some(sb) => tokio::process::Command::new(&sb.helper),
+        None => tokio::process::Command::new(program),
+    };
+    cmd.args(&args)
         .current_dir(&spec.cwd)
         .stdin(Stdio::null())
         .process_group(0)
         .kill_on_drop(true);
-    for k in &spec.env_remove {
-        cmd.env_remove(k);
+    match &spec.sandbox {
+        Some(sb) => {
+            cmd.env_clear();
+            for (k, v) in &sb.env {
+                cmd.env(k, v);
+            }
+        }
+        None => {
+            for k in &spec.env_remove {
+                cmd.env_remove(k);
+            }
+            for (k, v) in &spec.env {
+                cmd.env(k, v);
+            }
+        }
     }
-    for (k, v) in &spec.env {
-        cmd.env(k, v);
+    Ok(cmd)
+}
+
+/// After a sandboxed process: whatever it left in its cgroups (even outside its process group)
+/// is killed, and the groups removed.
+fn release(spec: &Spec) {
+    if let Some(sb) = &spec.sandbox {
+        let dirs = &sb.profile.cgroups;
+        for _ in 0..50 {
+            let left = abo_sandbox::cgroup::members(dirs);
+            if left.is_empty() {
+                break;
+            }
+            for pid in left {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        abo_sandbox::cgroup::remove(dirs);
+        let _ = std::fs::remove_file(&sb.profile_file);
     }
-    cmd
 }
 
 /// Runs a process to its end, its timeout, or until its group is killed through `groups`.
 pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
-    let mut cmd = command(spec);
+    let mut cmd = command(spec)?;
     match &spec.log {
         Some(path) => {
             let file = std::fs::OpenOptions::new()
@@ -212,6 +265,7 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
     };
     // Whatever the child left running in its group goes with it.
     kill_group(pgid);
+    release(spec);
     let was_tracked = groups.0.lock().map(|g| g.contains(&pgid)).unwrap_or(true);
     groups.remove(pgid);
     let duration = started.elapsed();
@@ -310,7 +364,7 @@ pub async fn run_streaming(
 ) -> std::io::Result<Streamed> {
     use tokio::io::AsyncBufReadExt;
 
-    let mut cmd = command(spec);
+    let mut cmd = command(spec)?;
     cmd.stdout(Stdio::piped());
     match &spec.log {
         Some(path) => {
@@ -388,6 +442,7 @@ pub async fn run_streaming(
         tokio::time::timeout(grace, child.wait()).await.ok()
     };
     kill_group(pgid);
+    release(spec);
     let was_tracked = groups.0.lock().map(|g| g.contains(&pgid)).unwrap_or(true);
     groups.remove(pgid);
     let status = match exited {

@@ -50,12 +50,15 @@ pub(crate) async fn open(
     git.resolve_identity().await;
     load::prepare_abo_dir(root, &git).await?;
     let store = load::store(root, store_flag, config).await?;
-    Ok(Arc::new(Ctx::new(
+    let mut ctx = Ctx::new(
         root.to_owned(),
         store,
         git,
         abo_runtime::context::clock_from_env(),
-    )))
+    );
+    // The sandbox helper is this binary, re-executed.
+    ctx.sandbox_helper = std::env::current_exe().ok();
+    Ok(Arc::new(ctx))
 }
 
 pub(crate) fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
@@ -100,6 +103,20 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
         }
     }
     abo_runtime::create::check_runnable(&plan, &config)?;
+    match abo_runtime::sandbox::check(&config.sandbox.spec()) {
+        Ok(warnings) => {
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+        Err(missing) => {
+            return Err(Usage::new(format!(
+                "abo.yml: sandbox.mode is required, but this host cannot enforce: {missing}"
+            ))
+            .hint("fix the host, or set `sandbox: { mode: best-effort }` to run with what it has")
+            .into());
+        }
+    }
     abo_runtime::create::resolve_autonomy(&plan, &config, profile.as_deref())?;
     for what in config.not_yet_enforced() {
         eprintln!("warning: abo.yml: {what}: not acted on by this version of abo");

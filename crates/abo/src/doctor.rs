@@ -126,6 +126,25 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
         }),
     }
 
+    // The sandbox: each layer this host enforces; a missing one fails only under `required`.
+    let mode = config
+        .as_ref()
+        .map_or_else(
+            || abo_core::config::Sandbox::default().spec(),
+            |c| c.sandbox.spec(),
+        )
+        .mode;
+    for l in abo_sandbox::probe() {
+        let required = mode == abo_core::config::SandboxMode::Required
+            && !matches!(l.name, "cgroup" | "user namespace");
+        checks.push(Check {
+            what: format!("sandbox: {}", l.name),
+            ok: l.available || !required,
+            absent: !l.available && !required,
+            detail: l.detail,
+        });
+    }
+
     // Agent CLIs: the usual names, and every command a configured backend names.
     let mut agents: Vec<(String, String)> = AgentKind::ALL
         .iter()

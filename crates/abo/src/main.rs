@@ -22,6 +22,12 @@ use clap::Parser;
 use cli::{Cli, Cmd, PolicyCmd};
 
 fn main() -> ExitCode {
+    // `abo __sandbox PROFILE -- PROGRAM ARGS`: the sandbox helper applies the profile and execs.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(abo_sandbox::HELPER_ARG) {
+        let code = abo_sandbox::helper_main(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -133,6 +133,8 @@ pub struct Limits<'a> {
     pub attempt: Duration,
     pub silence: Duration,
     pub meter: Option<Meter<'a>>,
+    /// The sandbox the agent runs in (`None`: `sandbox.mode: off`).
+    pub sandbox: Option<crate::sandbox::Sandboxed>,
 }
 
 /// The attempt's reservation, enforced while the agent streams: past it, the agent is stopped.
@@ -185,6 +187,7 @@ pub async fn run(
         .extend(crate::git::GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()));
     spec.timeout = Some(limits.attempt);
     spec.log = Some(scratch.join("agent.stderr.log"));
+    spec.sandbox = limits.sandbox.clone();
     let mut parser = Parser::new(i.kind);
     let mut overspent = None;
     let result = process::run_streaming(

@@ -98,6 +98,18 @@ async fn command(job: &Job<'_>, run: &str) -> Produced {
         &build_prompt(job, prompt::Contract::EditFiles).await,
     ));
     let mut spec = Spec::shell(run, job.worktree);
+    spec.sandbox = match crate::sandbox::wrap(
+        job.ctx,
+        &job.settings.sandbox,
+        crate::sandbox::Role::Command,
+        job.worktree,
+        job.scratch,
+        "command",
+        env.clone(),
+    ) {
+        Ok(sb) => sb,
+        Err(e) => return failed(format!("sandbox: {e}")),
+    };
     spec.env = env;
     spec.env_remove = crate::git::GIT_ENV_REMOVE
         .iter()
@@ -403,7 +415,11 @@ async fn run_agent_on(
     place: Place<'_>,
     reserved: abo_core::budget::Reservation,
 ) -> agent::Ran {
-    let Place { cwd, env, scratch } = place;
+    let Place {
+        cwd,
+        mut env,
+        scratch,
+    } = place;
     let BackendSpec::Agent {
         agent,
         command,
@@ -435,7 +451,51 @@ async fn run_agent_on(
         analytics_log: &analytics,
         max_budget_usd: reserved.usd,
     };
+    // In the sandbox, the agent reaches the network only through abo's egress proxy.
+    let egress_log = scratch.join("egress.jsonl");
+    let proxy = if settings.sandbox.mode == abo_core::config::SandboxMode::Off {
+        None
+    } else {
+        match crate::egress::start(settings.sandbox.agent_hosts.clone(), egress_log.clone()).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                return agent_failed(scratch, format!("could not start the egress proxy: {e}"));
+            }
+        }
+    };
+    let sandbox = match &proxy {
+        Some(p) => {
+            let url = format!("http://127.0.0.1:{}", p.port);
+            for k in [
+                "HTTPS_PROXY",
+                "https_proxy",
+                "HTTP_PROXY",
+                "http_proxy",
+                "ALL_PROXY",
+            ] {
+                env.push((k.to_owned(), url.clone()));
+            }
+            let role = crate::sandbox::Role::Agent {
+                kind: *agent,
+                proxy_port: p.port,
+            };
+            match crate::sandbox::wrap(
+                ctx,
+                &settings.sandbox,
+                role,
+                cwd,
+                scratch,
+                "agent",
+                env.clone(),
+            ) {
+                Ok(sb) => sb,
+                Err(e) => return agent_failed(scratch, format!("sandbox: {e}")),
+            }
+        }
+        None => None,
+    };
     let limits = agent::Limits {
+        sandbox,
         attempt: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
         silence: Duration::from_millis(settings.silence_timeout_ms.max(1)),
         meter: (!reserved.is_empty()).then_some(agent::Meter {
@@ -445,7 +505,31 @@ async fn run_agent_on(
             model: model.as_deref(),
         }),
     };
-    agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups).await
+    let ran = agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups).await;
+    drop(proxy);
+    // Every connection the proxy allowed or refused goes into the agent's log.
+    if let Ok(egress) = std::fs::read_to_string(&egress_log)
+        && !egress.is_empty()
+    {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(scratch.join("agent.stderr.log"))
+        {
+            let _ = write!(f, "\n--- abo: egress proxy ---\n{egress}");
+        }
+    }
+    ran
+}
+
+fn agent_failed(scratch: &Path, why: String) -> agent::Ran {
+    agent::Ran {
+        report: Default::default(),
+        streamed: None,
+        failure: Some(why),
+        transcript: scratch.join("transcript.jsonl"),
+    }
 }
 
 async fn run_api(job: &Job<'_>) -> Produced {

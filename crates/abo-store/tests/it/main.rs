@@ -37,6 +37,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
             budgets: Default::default(),
             router: Default::default(),
             cache: false,
+            sandbox: Default::default(),
         },
         tasks: tasks
             .iter()

@@ -13,6 +13,7 @@ mod crash;
 mod errors;
 mod golden;
 mod policy;
+mod sandbox;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

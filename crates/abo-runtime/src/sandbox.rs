@@ -1,0 +1,241 @@
+//! The sandbox profile of each process abo runs for an attempt: what a gate, a command backend or
+//! an agent CLI may read, write and reach, and the only environment it gets. `abo-sandbox`
+//! enforces it (the abo binary re-executed as a helper); this module decides it.
+
+use std::path::{Path, PathBuf};
+
+use abo_core::config::{AgentKind, SandboxMode};
+use abo_core::spec::SandboxSpec;
+use abo_sandbox::{Limits, Mode, Network, Profile};
+
+use crate::context::Ctx;
+
+/// Who the process is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// A gate: no network unless `gate_network: allow`, a private HOME.
+    Gate,
+    /// A `command` backend: as a gate.
+    Command,
+    /// An agent CLI: the user's HOME (minus `deny_read`) with its own state directory writable,
+    /// and the network only through the egress proxy on `proxy_port`.
+    Agent { kind: AgentKind, proxy_port: u16 },
+}
+
+/// How to run a process in its sandbox: the helper, the profile, the whole environment.
+#[derive(Clone, Debug)]
+pub struct Sandboxed {
+    pub helper: PathBuf,
+    pub profile: Profile,
+    /// Where the profile is written for the helper.
+    pub profile_file: PathBuf,
+    /// Every variable the process gets (nothing is inherited).
+    pub env: Vec<(String, String)>,
+}
+
+/// Variables every sandboxed process keeps.
+const BASE_ENV: [&str; 5] = ["PATH", "HOME", "TMPDIR", "LANG", "TERM"];
+
+/// The state directories of each agent CLI under HOME, writable for it (logins, sessions).
+fn agent_state(kind: AgentKind) -> &'static [&'static str] {
+    match kind {
+        AgentKind::ClaudeCode => &[".claude"],
+        AgentKind::Codex => &[".codex"],
+        AgentKind::Aider => &[".aider"],
+        AgentKind::Goose => &[".config/goose", ".local/share/goose", ".local/state/goose"],
+    }
+}
+
+/// The key variables an agent CLI reads to log in: passed to it, and to nothing else.
+fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
+    match kind {
+        AgentKind::ClaudeCode => &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
+        AgentKind::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY"],
+        AgentKind::Aider => &["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
+        AgentKind::Goose => &[
+            "GOOSE_PROVIDER",
+            "GOOSE_MODEL",
+            "ANTHROPIC_API_KEY",
+            "OPENAI_API_KEY",
+        ],
+    }
+}
+
+fn home() -> Option<PathBuf> {
+    std::env::var_os("HOME").map(PathBuf::from)
+}
+
+/// `~/x` as an absolute path.
+pub fn expand(p: &str) -> PathBuf {
+    match (p.strip_prefix("~/"), home()) {
+        (Some(rest), Some(h)) => h.join(rest),
+        _ => PathBuf::from(p),
+    }
+}
+
+/// The sandbox of one process of an attempt, or `None` when `sandbox.mode` is `off`.
+/// `name` makes its cgroup unique; `extra` are the ABO_* variables (and an agent's proxy).
+pub fn wrap(
+    ctx: &Ctx,
+    s: &SandboxSpec,
+    role: Role,
+    wt: &Path,
+    scratch: &Path,
+    name: &str,
+    extra: Vec<(String, String)>,
+) -> Result<Option<Sandboxed>, String> {
+    let mode = match s.mode {
+        SandboxMode::Off => return Ok(None),
+        SandboxMode::BestEffort => Mode::BestEffort,
+        SandboxMode::Required => Mode::Required,
+    };
+    let Some(helper) = ctx.sandbox_helper.clone() else {
+        return Err("the sandbox helper (the abo binary) is unknown in this process".into());
+    };
+    let tmp = scratch.join(format!("{name}.tmp"));
+    let private_home = scratch.join(format!("{name}.home"));
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let mut write = vec![wt.to_owned(), tmp.clone()];
+    let mut env: Vec<(String, String)> = Vec::new();
+    let pass = |k: &str, env: &mut Vec<(String, String)>| {
+        if let Ok(v) = std::env::var(k) {
+            env.push((k.to_owned(), v));
+        }
+    };
+    for k in ["PATH", "LANG", "TERM"] {
+        pass(k, &mut env);
+    }
+    for k in &s.env_pass {
+        if !BASE_ENV.contains(&k.as_str()) {
+            pass(k, &mut env);
+        }
+    }
+    env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
+    let network = match role {
+        Role::Gate | Role::Command => {
+            std::fs::create_dir_all(&private_home)
+                .map_err(|e| format!("{}: {e}", private_home.display()))?;
+            write.push(private_home.clone());
+            env.push(("HOME".into(), private_home.to_string_lossy().into_owned()));
+            if s.gate_network {
+                Network::Host
+            } else {
+                Network::None
+            }
+        }
+        Role::Agent { kind, proxy_port } => {
+            if let Some(h) = home() {
+                for d in agent_state(kind) {
+                    let dir = h.join(d);
+                    let _ = std::fs::create_dir_all(&dir);
+                    write.push(dir);
+                }
+                env.push(("HOME".into(), h.to_string_lossy().into_owned()));
+            }
+            for k in agent_keys(kind) {
+                pass(k, &mut env);
+            }
+            Network::Proxy { port: proxy_port }
+        }
+    };
+    env.extend(extra);
+    // abo's own files (the store, artifacts, the proof key, other attempts) are not readable;
+    // this attempt's worktree and scratch are.
+    let mut deny_read: Vec<PathBuf> = s.deny_read.iter().map(|p| expand(p)).collect();
+    deny_read.push(ctx.root.join(".abo"));
+    let git_file = wt.join(".git");
+    let limits = Limits {
+        memory_bytes: s.memory_bytes,
+        // Without a cgroup, RLIMIT_NPROC (per user) is the only process limit.
+        processes: None,
+        cpu_seconds: s.cpu_seconds,
+        file_size_bytes: s.file_size_bytes,
+        open_files: s.open_files,
+    };
+    let cg_limits = Limits {
+        processes: s.processes,
+        ..limits
+    };
+    let cgroups = match abo_sandbox::cgroup::prepare(
+        &format!("{}-{name}", scratch_name(scratch)),
+        &cg_limits,
+    ) {
+        Ok(dirs) => dirs,
+        Err(_) => Vec::new(),
+    };
+    let limits = Limits {
+        processes: if cgroups.is_empty() {
+            s.processes
+        } else {
+            None
+        },
+        ..limits
+    };
+    let profile = Profile {
+        mode,
+        deny_read,
+        allow_read: vec![wt.to_owned(), scratch.to_owned()],
+        write,
+        read_only: if git_file.is_file() {
+            vec![git_file]
+        } else {
+            Vec::new()
+        },
+        network,
+        limits,
+        cgroups,
+    };
+    Ok(Some(Sandboxed {
+        helper,
+        profile,
+        profile_file: scratch.join(format!("{name}.sandbox.json")),
+        env,
+    }))
+}
+
+fn scratch_name(scratch: &Path) -> String {
+    let mut parts: Vec<String> = scratch
+        .components()
+        .rev()
+        .take(2)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    parts.reverse();
+    parts.join("-")
+}
+
+/// Why a run may not start under `mode: required` (a layer this host lacks), or warnings to
+/// print under `best-effort` (one per missing layer).
+pub fn check(s: &SandboxSpec) -> Result<Vec<String>, String> {
+    if s.mode == SandboxMode::Off {
+        return Ok(Vec::new());
+    }
+    let needed = |name: &str| match name {
+        "network namespace" => !s.gate_network,
+        "user namespace" => !s.gate_network,
+        // cgroups are used where available; rlimits stand in otherwise.
+        "cgroup" => false,
+        _ => true,
+    };
+    let missing: Vec<abo_sandbox::Layer> = abo_sandbox::probe()
+        .into_iter()
+        .filter(|l| !l.available && needed(l.name))
+        .collect();
+    match (s.mode, missing.is_empty()) {
+        (_, true) => Ok(Vec::new()),
+        (SandboxMode::Required, false) => Err(missing
+            .iter()
+            .map(|l| format!("{}: {}", l.name, l.detail))
+            .collect::<Vec<_>>()
+            .join("; ")),
+        _ => Ok(missing
+            .iter()
+            .map(|l| {
+                format!(
+                    "sandbox: {} is not enforced on this host: {}",
+                    l.name, l.detail
+                )
+            })
+            .collect()),
+    }
+}
