@@ -156,13 +156,10 @@ pub fn wrap(
         processes: s.processes,
         ..limits
     };
-    let cgroups = match abo_sandbox::cgroup::prepare(
-        &format!("{}-{name}", scratch_name(scratch)),
-        &cg_limits,
-    ) {
-        Ok(dirs) => dirs,
-        Err(_) => Vec::new(),
-    };
+    // Where no cgroup can be made, the rlimits below stand in.
+    let cgroups =
+        abo_sandbox::cgroup::prepare(&format!("{}-{name}", scratch_name(scratch)), &cg_limits)
+            .unwrap_or_default();
     let limits = Limits {
         processes: if cgroups.is_empty() {
             s.processes

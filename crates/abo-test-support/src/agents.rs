@@ -17,7 +17,31 @@ env > "$log.env"
 readlink /proc/$$/fd/0 > "$log.stdin"
 echo "$TOOL $ABO_TASK_ID $ABO_ATTEMPT" >> "${FAKE_AGENT_LOG:-/tmp}/calls"
 edit() { echo "edited by $TOOL for $ABO_TASK_ID" > "$TOOL-$ABO_TASK_ID.txt"; }
+# `*netprobe*`: what the agent can reach, written into its change: a direct connection to
+# $PROBE_PORT on the host's loopback, the same through the proxy abo gives it, and its proxy.
+probe() {
+  python3 - "$PROBE_PORT" > "$TOOL-$ABO_TASK_ID.txt" 2>&1 <<'PY'
+import os, socket, sys
+port = int(sys.argv[1])
+try:
+    socket.create_connection(("127.0.0.1", port), 2).close()
+    print("direct: connected")
+except OSError as e:
+    print("direct: refused", type(e).__name__)
+proxy = os.environ.get("HTTPS_PROXY", "")
+print("proxy:", "set" if proxy.startswith("http://127.0.0.1:") else "unset")
+if proxy:
+    host, p = proxy[len("http://"):].split(":")
+    s = socket.create_connection((host, int(p)), 2)
+    s.sendall(("CONNECT localhost:%d HTTP/1.1\r\n\r\n" % port).encode())
+    print("via proxy:", s.recv(100).decode().splitlines()[0])
+    s2 = socket.create_connection((host, int(p)), 2)
+    s2.sendall(b"CONNECT 169.254.169.254:80 HTTP/1.1\r\n\r\n")
+    print("metadata via proxy:", s2.recv(100).decode().splitlines()[0])
+PY
+}
 case "$ABO_TASK_ID" in
+  *netprobe*) probe; edit() { :; } ;;
   *silent*) sleep 30; exit 0 ;;
   *crash*) echo "$TOOL: segmentation fault" >&2; exit 3 ;;
   *garbage*) echo "this is not json"; echo '{"type": "result", broken'; edit; exit 0 ;;

@@ -20,7 +20,7 @@ fn setup(extra_config: &str) -> Agents {
     config(
         &repo,
         &format!(
-            "version: 1\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{extra_config}backends:\n  claude: {{ kind: claude-code, model: sonnet, max_turns: 5 }}\n  codex: {{ kind: codex, model: gpt-5-codex }}\n  aider: {{ kind: aider, model: gpt-4.1 }}\n  goose: {{ kind: goose }}\n"
+            "version: 1\nsandbox: {{ mode: off }}\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{extra_config}backends:\n  claude: {{ kind: claude-code, model: sonnet, max_turns: 5 }}\n  codex: {{ kind: codex, model: gpt-5-codex }}\n  aider: {{ kind: aider, model: gpt-4.1 }}\n  goose: {{ kind: goose }}\n"
         ),
     );
     let path = format!(

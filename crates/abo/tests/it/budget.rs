@@ -69,7 +69,8 @@ fn cap<'a>(doc: &'a Value, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no cap {name} in {doc}"))
 }
 
-const AGENTS: &str = "backends:\n  claude: { kind: claude-code, model: sonnet }\n  nochange: { kind: command, run: 'true' }\n";
+/// The fake agents record their calls outside the repository: no sandbox in these tests.
+const AGENTS: &str = "sandbox: { mode: off }\nbackends:\n  claude: { kind: claude-code, model: sonnet }\n  nochange: { kind: command, run: 'true' }\n";
 
 fn tasks(ids: &[&str]) -> String {
     let mut b = String::from("tasks:\n");

@@ -10,7 +10,7 @@ fn stop_after_consecutive_failures_pauses_and_resume_continues() {
     let repo = TestRepo::new();
     config(
         &repo,
-        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 2 }\n",
+        "version: 1\nsandbox: { mode: off }\nattempts: { max: 1, stop_after_consecutive_failures: 2 }\n",
     );
     let b = repo.write_outside(
         "b.yml",
@@ -50,7 +50,10 @@ fn stop_after_consecutive_failures_pauses_and_resume_continues() {
 #[test]
 fn retry_requeues_a_failed_task_and_its_cancelled_dependents() {
     let repo = TestRepo::new();
-    config(&repo, "version: 1\nattempts: { max: 1 }\n");
+    config(
+        &repo,
+        "version: 1\nsandbox: { mode: off }\nattempts: { max: 1 }\n",
+    );
     let flag = repo.outside.join("fixed");
     let b = repo.write_outside(
         "b.yml",
@@ -94,7 +97,7 @@ fn retry_requeues_a_failed_task_and_its_cancelled_dependents() {
 #[test]
 fn pause_from_another_process_lets_in_flight_work_finish() {
     let repo = TestRepo::new();
-    config(&repo, "version: 1\n");
+    config(&repo, "version: 1\nsandbox: { mode: off }\n");
     let started = repo.outside.join("started");
     let b = repo.write_outside(
         "b.yml",
@@ -128,7 +131,7 @@ fn pause_from_another_process_lets_in_flight_work_finish() {
 #[test]
 fn kill_stops_everything_now_and_lands_nothing_more() {
     let repo = TestRepo::new();
-    config(&repo, "version: 1\n");
+    config(&repo, "version: 1\nsandbox: { mode: off }\n");
     let pid_file = repo.outside.join("pid");
     let b = repo.write_outside(
         "b.yml",
@@ -170,7 +173,7 @@ fn kill_stops_everything_now_and_lands_nothing_more() {
 #[test]
 fn events_follow_streams_until_the_run_ends() {
     let repo = TestRepo::new();
-    config(&repo, "version: 1\n");
+    config(&repo, "version: 1\nsandbox: { mode: off }\n");
     let b = repo.write_outside(
         "b.yml",
         "tasks:\n  - { id: a, title: A, run: 'sleep 0.5; echo a > a.txt' }\n",

@@ -64,7 +64,7 @@ fn marker_backlog(repo: &TestRepo, run_a: &str) -> std::path::PathBuf {
 #[test]
 fn killed_while_a_backend_runs() {
     let repo = TestRepo::new();
-    config(&repo, "version: 1\n");
+    config(&repo, "version: 1\nsandbox: { mode: off }\n");
     let m = repo.outside.join("a-started");
     let runs = repo.outside.join("a-runs");
     let b = marker_backlog(
@@ -102,7 +102,7 @@ fn killed_while_a_gate_runs() {
     config(
         &repo,
         &format!(
-            "version: 1\ngates:\n  - {{ name: slow, run: 'if [ -f a.txt ] && [ ! -f {m} ]; then touch {m}; sleep 5; fi' }}\n",
+            "version: 1\nsandbox: {{ mode: off }}\ngates:\n  - {{ name: slow, run: 'if [ -f a.txt ] && [ ! -f {m} ]; then touch {m}; sleep 5; fi' }}\n",
             m = m.display()
         ),
     );
@@ -122,7 +122,7 @@ fn killed_between_commit_and_merge() {
     config(
         &repo,
         &format!(
-            "version: 1\ngates:\n  - {{ name: g, run: 'case \"$PWD\" in *-merged) if [ ! -f {m} ]; then touch {m}; sleep 5; fi;; esac' }}\n",
+            "version: 1\nsandbox: {{ mode: off }}\ngates:\n  - {{ name: g, run: 'case \"$PWD\" in *-merged) if [ ! -f {m} ]; then touch {m}; sleep 5; fi;; esac' }}\n",
             m = m.display()
         ),
     );
@@ -146,7 +146,7 @@ fn killed_between_commit_and_merge() {
 #[test]
 fn killed_after_the_branch_moved_but_before_the_event() {
     let repo = TestRepo::new();
-    config(&repo, "version: 1\n");
+    config(&repo, "version: 1\nsandbox: { mode: off }\n");
     let runs = repo.outside.join("runs");
     let b = repo.write_outside(
         "b.yml",

@@ -218,6 +218,11 @@ fn the_users_checkout_is_never_touched_even_when_dirty() {
 #[test]
 fn overlapping_paths_never_run_at_once_and_priorities_order_the_queue() {
     let repo = project();
+    // The tasks record their order in a file outside the repository: no sandbox here.
+    config(
+        &repo,
+        &GATES.replace("version: 1\n", "version: 1\nsandbox: { mode: off }\n"),
+    );
     let log = repo.outside.join("log");
     // Each writes inside its own scope (a change outside it would need approval).
     let step = |name: &str, file: &str| {
@@ -252,6 +257,10 @@ fn overlapping_paths_never_run_at_once_and_priorities_order_the_queue() {
     );
 
     let repo = project();
+    config(
+        &repo,
+        &GATES.replace("version: 1\n", "version: 1\nsandbox: { mode: off }\n"),
+    );
     let log = repo.outside.join("log");
     let backlog = repo.write_outside(
         "b.yml",
@@ -272,7 +281,7 @@ fn hung_gates_and_backends_fail_only_their_attempt_and_leave_nothing_running() {
     config(
         &repo,
         &format!(
-            "version: 1\nattempts: {{ max: 1 }}\ntimeouts: {{ attempt: 1s, gate: 1s }}\ngates:\n  - {{ name: hang, run: 'if [ -f hang ]; then sleep 60 & echo $! >> {p}; echo $$ >> {p}; sleep 60; fi' }}\n",
+            "version: 1\nsandbox: {{ mode: off }}\nattempts: {{ max: 1 }}\ntimeouts: {{ attempt: 1s, gate: 1s }}\ngates:\n  - {{ name: hang, run: 'if [ -f hang ]; then sleep 60 & echo $! >> {p}; echo $$ >> {p}; sleep 60; fi' }}\n",
             p = pids.display()
         ),
     );

@@ -194,3 +194,56 @@ fn ordinary_work_runs_inside_rust_python_and_git() {
         "{log}"
     );
 }
+
+#[test]
+fn agents_reach_only_allowlisted_hosts_through_the_egress_proxy() {
+    let repo = TestRepo::new();
+    let bin = abo_test_support::agents::install(&repo.outside);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1 }\nautonomy: { overrides: { merge: A2 } }\nsandbox: { mode: required, agent_hosts: [localhost, 169.254.169.254] }\nbackends:\n  claude: { kind: claude-code }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: netprobe, title: Probe, backend: claude }\n",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [("PATH", path), ("PROBE_PORT", port.to_string())];
+    // PROBE_PORT is not passed to agents unless named: env_pass adds it.
+    let yml = std::fs::read_to_string(repo.path.join("abo.yml"))
+        .unwrap()
+        .replace("agent_hosts:", "env_pass: [PROBE_PORT], agent_hosts:");
+    config(&repo, &yml);
+    let out = abo_env(&repo, &["run", b.to_str().unwrap(), "--json"], &env);
+    let doc: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{}", out.stderr);
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    let seen = repo.git(&["show", &format!("{branch}:claude-netprobe.txt")]);
+    assert!(seen.contains("direct: refused PermissionError"), "{seen}");
+    assert!(seen.contains("proxy: set"), "{seen}");
+    assert!(
+        seen.contains("via proxy: HTTP/1.1 200 Connection Established"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("metadata via proxy: HTTP/1.1 403 Forbidden"),
+        "{seen}"
+    );
+    // Each connection is in the agent's log.
+    let run = doc["run"]["id"].as_str().unwrap();
+    let finished = events(&repo, run)
+        .into_iter()
+        .find(|e| e["kind"] == "task.backend_finished")
+        .unwrap();
+    let log = artifact(&repo, &finished["data"]["log"]);
+    assert!(log.contains("--- abo: egress proxy ---"), "{log}");
+    assert!(log.contains("a cloud metadata address"), "{log}");
+}
