@@ -902,14 +902,7 @@ mod tests {
             Some("ANTHROPIC_API_KEY")
         );
         assert_eq!(c.router.fallback, ["local"]);
-        assert_eq!(
-            c.not_yet_enforced(),
-            [
-                "sandbox (attempts run with your user's rights)",
-                "notify",
-                "schedule"
-            ]
-        );
+        assert_eq!(c.not_yet_enforced(), ["notify", "schedule"]);
         assert!(Config::embedded_default().not_yet_enforced().is_empty());
         assert_eq!(c.gates[1].retries, 1);
         assert_eq!(c.sandbox.limits.memory, Some(ByteSize(4 << 30)));

@@ -1452,10 +1452,10 @@ fn router_rules_choose_the_first_match_whose_backend_is_healthy() {
         docs                         -> local    rules[0]: task.type == 'docs'
         big                          -> premium  rules[1]: 'big' in task.labels && budget.usd_remaining >= 5.0
         big, $6 of $10 spent         -> local    rules[2]: budget.usd_remaining < 5.0 && attempt == 1
-        big, premium's circuit open  -> default  its own
-        small                        -> default  its own
+        big, premium's circuit open  -> default  default: no rule matched
+        small                        -> default  default: no rule matched
         small in src/                -> premium  rules[3]: task.paths.exists(p, p.startsWith('src/'))
-        small in src/, premium open  -> default  its own
+        small in src/, premium open  -> default  default: no rule matched
         docs naming its backend      -> default  its own
     "#]].assert_eq(&out);
 }

@@ -289,6 +289,15 @@ fn doctor_reports_agents_keys_and_backends_that_cannot_run() {
         (Some(false), Some("set"))
     );
     assert_eq!(check("key OPENAI_API_KEY")["absent"], true);
+    // What this host's kernel enforces of the sandbox.
+    assert_eq!(check("sandbox: landlock")["ok"], true, "{doc}");
+    assert!(
+        check("sandbox: landlock")["detail"]
+            .as_str()
+            .is_some_and(|d| d.starts_with("ABI v")),
+        "{doc}"
+    );
+    assert_eq!(check("sandbox: seccomp")["ok"], true);
 }
 
 #[test]

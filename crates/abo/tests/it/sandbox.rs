@@ -150,6 +150,13 @@ fn a_fork_bomb_and_a_memory_hog_hit_their_limits() {
 }
 
 #[test]
+fn system_calls_no_build_needs_are_refused() {
+    // seccomp: no new namespaces (nor ptrace, mount, bpf, keyctl, module loading...).
+    let log = denied(REQUIRED, "unshare -U true", &[]);
+    assert!(log.contains("Operation not permitted"), "{log}");
+}
+
+#[test]
 fn gates_see_no_secret_from_the_environment() {
     let env = [("ABO_TEST_SECRET", "s3cr3t-value-123".to_owned())];
     let log = denied(
