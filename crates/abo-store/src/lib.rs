@@ -123,6 +123,26 @@ pub struct ApprovalRow {
     pub status: String,
 }
 
+/// An API token, without its secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenRow {
+    pub id: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
+fn token_row(r: &sqlx::sqlite::SqliteRow) -> TokenRow {
+    TokenRow {
+        id: r.get(0),
+        name: r.get(1),
+        role: r.get(2),
+        created_at: Timestamp(r.get(3)),
+        revoked_at: r.get::<Option<i64>, _>(4).map(Timestamp),
+    }
+}
+
 /// Who is executing a run, and when it last said so.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lease {
@@ -457,6 +477,51 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(r.rows_affected())
+    }
+
+    /// Records an API token by the SHA-256 of its secret (the secret itself is never stored).
+    pub async fn token_create(&self, t: &TokenRow, hash: &str) -> Result<()> {
+        sqlx::query("INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(&t.role)
+            .bind(hash)
+            .bind(t.created_at.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn tokens(&self) -> Result<Vec<TokenRow>> {
+        let rows = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM tokens ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    /// The live (not revoked) token with this hash.
+    pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
+        let row = sqlx::query(
+            "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(token_row))
+    }
+
+    /// Revokes a token by id or name; whether one was live.
+    pub async fn token_revoke(&self, id_or_name: &str, at: Timestamp) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE tokens SET revoked_at = ?1 WHERE (id = ?2 OR name = ?2) AND revoked_at IS NULL",
+        )
+        .bind(at.0)
+        .bind(id_or_name)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() > 0)
     }
 
     /// Who holds the run's lease, if anyone.

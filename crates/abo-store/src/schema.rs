@@ -113,6 +113,15 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         used_at    INTEGER NOT NULL
     );",
+    // 4: API tokens (only their SHA-256 is kept).
+    "CREATE TABLE tokens (
+        id         TEXT PRIMARY KEY,
+        name       TEXT NOT NULL,
+        role       TEXT NOT NULL,
+        hash       TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );",
 ];
 
 pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {

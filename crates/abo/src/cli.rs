@@ -27,6 +27,22 @@ pub(crate) struct Cli {
     pub(crate) command: Cmd,
 }
 
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCmd {
+    /// A new token with a role; its secret is printed once and only its hash is kept.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    List,
+    /// Revoke a token by id or name.
+    Revoke {
+        token: String,
+    },
+}
+
 #[derive(Debug, clap::Args)]
 pub(crate) struct RunArgs {
     /// A YAML backlog, a Markdown plan, or a directory of them.
@@ -137,6 +153,16 @@ pub(crate) enum Cmd {
     },
     /// Check git, the store, agent CLIs and API keys (never printing their values).
     Doctor,
+    /// The REST API (DESIGN §11); runs created through it are executed by this process.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        addr: String,
+    },
+    /// API tokens: create (printed once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// Keep runs moving unattended: a run paused because a daily or weekly cap was spent resumes
     /// when the window rolls over.
     Daemon {

@@ -67,11 +67,37 @@ pub(crate) fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
 
 #[allow(clippy::print_stderr, reason = "progress and notes go to stderr")]
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
-    let (backlog, profile, max_parallel) = (&args.backlog, args.profile.clone(), args.max_parallel);
-    let backend = args.backend.as_deref();
-    let caps = cap_change(&args.caps)?;
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, _) = load::config(&root, cli.config.as_deref())?;
+    // A relative backlog path is relative to where abo was started (or -C).
+    let backlog = if args.backlog.is_absolute() {
+        args.backlog.clone()
+    } else {
+        cli.dir.clone().unwrap_or_default().join(&args.backlog)
+    };
+    let (plan, opts) = prepare_run(&root, &config, &backlog, args)?;
+    let ctx = open(&root, &config, cli.store.as_deref()).await?;
+    let id = abo_runtime::create_run(&ctx, &plan, &config, &opts).await?;
+    if cli.json {
+        eprintln!("run {id}");
+    } else {
+        say!("run {id}");
+    }
+    drive(cli, &ctx, &id, Start::New).await
+}
+
+/// Everything `abo run` checks before it records a run: flags, the backlog, the plan, backends,
+/// the sandbox, autonomy, the policy. Warnings go to stderr. Nothing is created.
+#[allow(clippy::print_stderr, reason = "warnings go to stderr")]
+pub(crate) fn prepare_run(
+    root: &Path,
+    config: &abo_core::config::Config,
+    backlog: &Path,
+    args: &RunArgs,
+) -> anyhow::Result<(abo_core::plan::Plan, RunOptions)> {
+    let (profile, max_parallel) = (args.profile.clone(), args.max_parallel);
+    let backend = args.backend.as_deref();
+    let caps = cap_change(&args.caps)?;
     if let Some(tz) = &config.budgets.timezone {
         abo_runtime::windows::zone(Some(tz))
             .map_err(|e| Usage::new(format!("abo.yml: budgets.timezone: {e}")))?;
@@ -86,14 +112,8 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
             .hint("name a backend configured under `backends:` in abo.yml")
             .into());
     }
-    // A relative backlog path is relative to where abo was started (or -C).
-    let backlog = if backlog.is_absolute() {
-        backlog.to_owned()
-    } else {
-        cli.dir.clone().unwrap_or_default().join(backlog)
-    };
-    let backlogs = load::backlogs(&backlog)?;
-    let mut plan = load::plan(&backlogs, &config)?;
+    let backlogs = load::backlogs(backlog)?;
+    let mut plan = load::plan(&backlogs, config)?;
     if let Some(b) = backend {
         for t in &mut plan.tasks {
             if matches!(t.backend, BackendChoice::Named { .. }) {
@@ -102,7 +122,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
             }
         }
     }
-    abo_runtime::create::check_runnable(&plan, &config)?;
+    abo_runtime::create::check_runnable(&plan, config)?;
     match abo_runtime::sandbox::check(&config.sandbox.spec()) {
         Ok(warnings) => {
             for w in warnings {
@@ -117,12 +137,11 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
             .into());
         }
     }
-    abo_runtime::create::resolve_autonomy(&plan, &config, profile.as_deref())?;
+    abo_runtime::create::resolve_autonomy(&plan, config, profile.as_deref())?;
     for what in config.not_yet_enforced() {
         eprintln!("warning: abo.yml: {what}: not acted on by this version of abo");
     }
-    let policy = crate::policy_cmd::policy_spec(&root, &config)?;
-    let ctx = open(&root, &config, cli.store.as_deref()).await?;
+    let policy = crate::policy_cmd::policy_spec(root, config)?;
     let opts = RunOptions {
         profile,
         max_parallel,
@@ -130,13 +149,7 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
         caps,
         cache: !args.no_cache,
     };
-    let id = abo_runtime::create_run(&ctx, &plan, &config, &opts).await?;
-    if cli.json {
-        eprintln!("run {id}");
-    } else {
-        say!("run {id}");
-    }
-    drive(cli, &ctx, &id, Start::New).await
+    Ok((plan, opts))
 }
 
 async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::Result<u8> {
@@ -259,7 +272,7 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
 }
 
 /// Whether a live process is executing the run.
-async fn executing(store: &Store, run: &RunId, now: Timestamp) -> anyhow::Result<bool> {
+pub(crate) async fn executing(store: &Store, run: &RunId, now: Timestamp) -> anyhow::Result<bool> {
     Ok(store
         .lease(run)
         .await?
@@ -269,9 +282,15 @@ async fn executing(store: &Store, run: &RunId, now: Timestamp) -> anyhow::Result
 pub(crate) async fn control(cli: &Cli, run: &str, what: &str) -> anyhow::Result<u8> {
     let env = env(cli).await?;
     let row = status::find_run(&env.ctx.store, Some(run)).await?;
-    let id = row.id;
+    say!("{}", stop(&env.ctx, &row.id, what).await?);
+    Ok(exit::OK)
+}
+
+/// Pauses or kills a run: through the process executing it (waiting until it took the request
+/// in), or directly when none does. Returns what happened, for people.
+pub(crate) async fn stop(ctx: &Ctx, id: &RunId, what: &str) -> anyhow::Result<String> {
+    let id = id.clone();
     let reason = format!("{what} requested by a person");
-    let ctx = &env.ctx;
     if executing(&ctx.store, &id, ctx.now()).await? {
         ctx.store
             .push_request(&id, what, &reason, ctx.now())
@@ -286,13 +305,13 @@ pub(crate) async fn control(cli: &Cli, run: &str, what: &str) -> anyhow::Result<
                 .map(|r| r.status)
                 .unwrap_or_default();
             if s == want || s == "finished" || s == "killed" {
-                say!("run {id} is {s}");
-                return Ok(exit::OK);
+                return Ok(format!("run {id} is {s}"));
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-        say!("{what} requested; run {id} has not taken it in yet");
-        return Ok(exit::OK);
+        return Ok(format!(
+            "{what} requested; run {id} has not taken it in yet"
+        ));
     }
     let cmd = if what == "kill" {
         Command::Kill { reason }
@@ -303,13 +322,27 @@ pub(crate) async fn control(cli: &Cli, run: &str, what: &str) -> anyhow::Result<
         abo_runtime::process::kill_leftovers(&format!("ABO_RUN_ID={id}"));
     }
     let state = engine::decide_offline(ctx, &id, cmd).await?;
-    say!("run {id} is {}", state.status.as_str());
-    Ok(exit::OK)
+    Ok(format!("run {id} is {}", state.status.as_str()))
 }
 
 pub(crate) async fn retry(cli: &Cli, task: &str, run: Option<&str>) -> anyhow::Result<u8> {
     let env = env(cli).await?;
-    let ctx = &env.ctx;
+    let (id, sent) = request_retry(&env.ctx, task, run).await?;
+    if sent {
+        say!("retry of {task} requested from the process executing run {id}");
+    } else {
+        say!("task {task} re-queued in run {id}; continue with: abo resume {id}");
+    }
+    Ok(exit::OK)
+}
+
+/// Re-queues a task (in `run`, else the latest run that has it): through the executing process
+/// (`true`), or directly.
+pub(crate) async fn request_retry(
+    ctx: &Ctx,
+    task: &str,
+    run: Option<&str>,
+) -> anyhow::Result<(RunId, bool)> {
     let task_id = TaskId::new(task);
     let id = match run {
         Some(r) => status::find_run(&ctx.store, Some(r)).await?.id,
@@ -324,12 +357,10 @@ pub(crate) async fn retry(cli: &Cli, task: &str, run: Option<&str>) -> anyhow::R
         ctx.store
             .push_request(&id, "retry", task, ctx.now())
             .await?;
-        say!("retry of {task} requested from the process executing run {id}");
-        return Ok(exit::OK);
+        return Ok((id, true));
     }
     engine::decide_offline(ctx, &id, Command::Retry { task: task_id }).await?;
-    say!("task {task} re-queued in run {id}; continue with: abo resume {id}");
-    Ok(exit::OK)
+    Ok((id, false))
 }
 
 pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
@@ -447,14 +478,41 @@ pub(crate) async fn decide(
             .into());
     }
     let env = env(cli).await?;
-    let ctx = &env.ctx;
+    let (a, sent) = request_decision(&env.ctx, id, reason, approve).await?;
+    let verb = if approve { "approve" } else { "reject" };
+    if sent {
+        say!(
+            "{verb} of {} sent to the process executing run {}",
+            a.id,
+            a.run
+        );
+    } else {
+        let done = if approve { "approved" } else { "rejected" };
+        say!(
+            "{done} {} ({}); continue the run with: abo resume {}",
+            a.id,
+            a.task,
+            a.run
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// Decides a pending approval (by its id, or a task id with one pending): through the executing
+/// process (`true`), or directly.
+pub(crate) async fn request_decision(
+    ctx: &Ctx,
+    id: &str,
+    reason: &str,
+    approve: bool,
+) -> anyhow::Result<(abo_store::ApprovalRow, bool)> {
     let pending = ctx.store.pending_approvals().await?;
     let matching: Vec<_> = pending
         .iter()
         .filter(|a| a.id == id || a.task.as_str() == id)
         .collect();
     let a = match matching.as_slice() {
-        [one] => *one,
+        [one] => (*one).clone(),
         [] => {
             return Err(Usage::new(format!("no pending approval `{id}`"))
                 .hint("`abo approvals` lists them")
@@ -474,12 +532,7 @@ pub(crate) async fn decide(
         ctx.store
             .push_request(&a.run, verb, &arg, ctx.now())
             .await?;
-        say!(
-            "{verb} of {} sent to the process executing run {}",
-            a.id,
-            a.run
-        );
-        return Ok(exit::OK);
+        return Ok((a, true));
     }
     let cmd = if approve {
         Command::Approve {
@@ -493,14 +546,7 @@ pub(crate) async fn decide(
         }
     };
     engine::decide_offline(ctx, &a.run, cmd).await?;
-    let done = if approve { "approved" } else { "rejected" };
-    say!(
-        "{done} {} ({}); continue the run with: abo resume {}",
-        a.id,
-        a.task,
-        a.run
-    );
-    Ok(exit::OK)
+    Ok((a, false))
 }
 
 #[allow(clippy::print_stderr, reason = "problems go to stderr")]

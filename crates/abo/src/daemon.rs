@@ -18,7 +18,7 @@ use crate::out::say;
 use crate::progress::describe;
 
 /// Prints a driven run's events, one line each, prefixed with the run.
-struct Lines;
+pub(crate) struct Lines;
 
 impl Observer for Lines {
     fn on_events(&mut self, _: &RunState, events: &[StoredEvent]) {

@@ -53,16 +53,10 @@ pub(crate) fn for_run(state: &RunState) -> u8 {
     }
 }
 
-/// Prints an error as `error: ...` lines and returns its exit code.
-#[allow(clippy::print_stderr, reason = "main reports errors on stderr")]
-pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
-    if let Some(e) = err.downcast_ref::<InputErrors>() {
-        for e in &e.0 {
-            eprintln!("error: {e}");
-        }
-        return ExitCode::from(USAGE);
-    }
-    let input = err.downcast_ref::<Usage>().is_some()
+/// Whether an error is the user's input (exit 2; HTTP 400), not abo's own failure.
+pub(crate) fn is_input(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<InputErrors>().is_some()
+        || err.downcast_ref::<Usage>().is_some()
         || err.downcast_ref::<abo_core::decide::Rejected>().is_some()
         || err
             .downcast_ref::<abo_runtime::create::CreateError>()
@@ -74,7 +68,19 @@ pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
                     | abo_runtime::engine::EngineError::Busy { .. }
                     | abo_runtime::engine::EngineError::NoRun(_)
             )
-        );
+        )
+}
+
+/// Prints an error as `error: ...` lines and returns its exit code.
+#[allow(clippy::print_stderr, reason = "main reports errors on stderr")]
+pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
+    if let Some(e) = err.downcast_ref::<InputErrors>() {
+        for e in &e.0 {
+            eprintln!("error: {e}");
+        }
+        return ExitCode::from(USAGE);
+    }
+    let input = is_input(err);
     eprintln!("error: {err:#}");
     ExitCode::from(if input { USAGE } else { INTERNAL })
 }

@@ -12,6 +12,7 @@ mod out;
 mod plan;
 mod policy_cmd;
 mod progress;
+mod serve;
 mod stand_in;
 mod status;
 
@@ -70,6 +71,8 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Gc { older_than } => commands::gc(cli, older_than).await,
         Cmd::Doctor => doctor::doctor(cli).await,
         Cmd::Daemon { interval } => daemon::daemon(cli, interval).await,
+        Cmd::Serve { addr } => serve::serve(cli, addr).await,
+        Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,
         Cmd::Report { since } => commands::report(cli, since).await,

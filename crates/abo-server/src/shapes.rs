@@ -1,0 +1,163 @@
+//! The JSON shapes of the API and of `abo status --json` (DESIGN §3): one place for both.
+
+use serde_json::{Value, json};
+
+use abo_core::budget::{CapUse, Unit};
+use abo_store::{ApprovalRow, RunRow, TaskRow, TokenRow};
+
+/// A run as `abo status` shows it: its row, its tasks, and each cap with what is spent against it.
+pub struct View {
+    pub run: RunRow,
+    pub tasks: Vec<TaskRow>,
+    pub caps: Vec<CapUse>,
+    pub alert_at: f64,
+    pub budget_usd: Option<f64>,
+    pub budget_tokens: Option<u64>,
+}
+
+/// Loads the run named (or the latest) with its caps, replayed from its log.
+pub async fn view(ctx: &abo_runtime::Ctx, row: RunRow) -> Result<View, ViewError> {
+    let tasks = ctx.store.tasks(&row.id).await?;
+    let mut state = abo_runtime::engine::load(&ctx.store, &row.id).await?;
+    let now = ctx.now();
+    if state.budgets.windows_capped()
+        && let Ok(tz) = abo_runtime::windows::zone(state.budgets.timezone.as_deref())
+        && let Ok(w) = abo_runtime::windows::load(&ctx.store, &row.id, now, &tz).await
+    {
+        state.windows = w;
+    }
+    let b = &state.budgets;
+    let mut caps = state.ledger.caps_for(b, None, None, &state.windows);
+    for name in b.per_backend.keys() {
+        let name = abo_core::ids::BackendName::new(name);
+        caps.extend(
+            state
+                .ledger
+                .caps_for(b, None, Some(&name), &state.windows)
+                .into_iter()
+                .filter(|c| matches!(c.cap.scope, abo_core::budget::Scope::Backend(_))),
+        );
+    }
+    if let Some(wall) = b.wall_ms {
+        #[allow(clippy::cast_precision_loss)]
+        caps.push(CapUse {
+            cap: abo_core::budget::CapId {
+                scope: abo_core::budget::Scope::Run,
+                unit: abo_core::budget::Unit::Wall,
+            },
+            limit: wall as f64,
+            spent: state.ledger.ran(now) as f64,
+            reserved: 0.0,
+        });
+    }
+    Ok(View {
+        run: row,
+        tasks,
+        caps,
+        alert_at: b.alert_at,
+        budget_usd: b.run.usd,
+        budget_tokens: b.run.tokens,
+    })
+}
+
+fn ts(t: Option<abo_core::ids::Timestamp>) -> Value {
+    t.map_or(Value::Null, |t| Value::String(t.to_rfc3339()))
+}
+
+pub fn to_json(v: &View) -> Value {
+    let (run, tasks) = (&v.run, &v.tasks);
+    json!({
+        "run": {
+            "id": run.id,
+            "title": run.title,
+            "status": run.status,
+            "branch": run.branch,
+            "base": run.base,
+            "base_branch": run.base_branch,
+            "profile": run.profile,
+            "spent_usd": run.spent_usd,
+            "spent_tokens": run.spent_tokens,
+            "budget_usd": v.budget_usd,
+            "budget_tokens": v.budget_tokens,
+            "budgets": v.caps.iter().map(|c| json!({
+                "cap": c.cap.to_string(),
+                "limit": c.limit,
+                "spent": c.spent,
+                "reserved": c.reserved,
+                "alert": c.cap.unit != Unit::Wall && c.spent >= v.alert_at * c.limit,
+            })).collect::<Vec<_>>(),
+            "created_at": run.created_at.to_rfc3339(),
+            "started_at": ts(run.started_at),
+            "finished_at": ts(run.finished_at),
+            "reason": run.reason,
+        },
+        "tasks": tasks.iter().map(|t| json!({
+            "id": t.id,
+            "title": t.title,
+            "type": t.kind,
+            "status": t.status,
+            "attempts": t.attempts,
+            "backend": t.backend,
+            "commit": t.commit,
+            "reason": t.reason,
+            "cost_usd": t.cost_usd,
+            "tokens": t.tokens,
+            "worktrees": t.kept_worktrees,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Loading a run's view failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    Store(#[from] abo_store::StoreError),
+    #[error(transparent)]
+    Engine(#[from] abo_runtime::engine::EngineError),
+}
+
+impl From<ViewError> for crate::error::ApiError {
+    fn from(e: ViewError) -> Self {
+        Self::internal(e)
+    }
+}
+
+/// A run as a list item (`GET /v1/runs`).
+pub fn run_brief(r: &RunRow) -> Value {
+    json!({
+        "id": r.id,
+        "title": r.title,
+        "status": r.status,
+        "branch": r.branch,
+        "spent_usd": r.spent_usd,
+        "spent_tokens": r.spent_tokens,
+        "created_at": r.created_at.to_rfc3339(),
+        "finished_at": ts(r.finished_at),
+        "reason": r.reason,
+    })
+}
+
+/// `abo approvals --json` and `GET /v1/approvals`.
+pub fn approvals(pending: &[ApprovalRow]) -> Value {
+    Value::Array(
+        pending
+            .iter()
+            .map(|a| {
+                json!({
+                    "id": a.id, "run": a.run, "task": a.task, "action": a.action,
+                    "reasons": a.reasons, "created_at": a.created_at.to_rfc3339(),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub fn token(t: &TokenRow) -> Value {
+    json!({
+        "id": t.id,
+        "name": t.name,
+        "role": t.role,
+        "created_at": t.created_at.to_rfc3339(),
+        "revoked_at": ts(t.revoked_at),
+    })
+}

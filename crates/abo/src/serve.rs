@@ -1,0 +1,236 @@
+//! `abo serve` and `abo token`: the control plane on this machine. The API's [`Control`] is
+//! implemented here with the same code paths as the commands (`prepare_run`, `stop`,
+//! `request_retry`, `request_decision`), and runs it creates or resumes are executed by this
+//! process.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+use abo_core::ids::{RunId, TaskId};
+use abo_runtime::{Ctx, Start, engine};
+use abo_server::auth::{self, Role};
+use abo_server::{ApiError, BoxFut, Control, CreateRun};
+use abo_store::TokenRow;
+
+use crate::cli::{CapArgs, Cli, RunArgs, TokenCmd};
+use crate::commands::{env, executing, open, prepare_run, request_decision, request_retry, stop};
+use crate::exit::{self, Usage};
+use crate::load;
+use crate::out::say;
+
+struct Api {
+    root: PathBuf,
+    config: Option<PathBuf>,
+    ctx: Arc<Ctx>,
+}
+
+fn to_api(e: anyhow::Error) -> ApiError {
+    if exit::is_input(&e) {
+        ApiError::bad_request(format!("{e:#}"))
+    } else {
+        ApiError::internal(format!("{e:#}"))
+    }
+}
+
+impl Api {
+    /// Executes a run in this process until it finishes or pauses.
+    fn drive(&self, id: RunId, start: Start) {
+        let ctx = Arc::clone(&self.ctx);
+        tokio::spawn(async move {
+            let mut lines = crate::daemon::Lines;
+            if let Err(e) = engine::drive(&ctx, &id, start, &mut lines).await {
+                say!("{id} stopped: {e}");
+            }
+        });
+    }
+}
+
+impl Control for Api {
+    fn create_run(&self, req: CreateRun) -> BoxFut<'_, Result<RunId, ApiError>> {
+        Box::pin(async move {
+            let rel = Path::new(&req.backlog);
+            if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
+                return Err(ApiError::bad_request(
+                    "backlog: a path inside the repository, relative to its root",
+                ));
+            }
+            let (config, _) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
+            let args = RunArgs {
+                backlog: self.root.join(rel),
+                profile: req.profile,
+                max_parallel: None,
+                backend: None,
+                no_cache: false,
+                caps: CapArgs {
+                    usd: req.usd,
+                    tokens: req.tokens,
+                    wall: req.wall,
+                },
+            };
+            let (plan, opts) =
+                prepare_run(&self.root, &config, &args.backlog, &args).map_err(to_api)?;
+            let id = abo_runtime::create_run(&self.ctx, &plan, &config, &opts)
+                .await
+                .map_err(|e| to_api(e.into()))?;
+            self.drive(id.clone(), Start::New);
+            Ok(id)
+        })
+    }
+
+    fn control(&self, run: RunId, what: &'static str) -> BoxFut<'_, Result<String, ApiError>> {
+        Box::pin(async move {
+            if what == "resume" {
+                if executing(&self.ctx.store, &run, self.ctx.now())
+                    .await
+                    .map_err(to_api)?
+                {
+                    return Err(ApiError::conflict(format!(
+                        "run {run} is being executed already"
+                    )));
+                }
+                let status = engine::load(&self.ctx.store, &run)
+                    .await
+                    .map_err(|e| to_api(e.into()))?
+                    .status;
+                if status.is_terminal() {
+                    return Err(ApiError::conflict(format!(
+                        "run {run} is {}: it cannot be resumed",
+                        status.as_str()
+                    )));
+                }
+                self.drive(run, Start::Resume(Default::default()));
+                return Ok("running".into());
+            }
+            stop(&self.ctx, &run, what).await.map_err(to_api)?;
+            let row = self.ctx.store.run(&run).await?;
+            Ok(row.map(|r| r.status).unwrap_or_default())
+        })
+    }
+
+    fn retry(&self, task: TaskId, run: Option<RunId>) -> BoxFut<'_, Result<RunId, ApiError>> {
+        Box::pin(async move {
+            let (id, _) = request_retry(&self.ctx, task.as_str(), run.as_ref().map(RunId::as_str))
+                .await
+                .map_err(to_api)?;
+            Ok(id)
+        })
+    }
+
+    fn decide(
+        &self,
+        approval: String,
+        approve: bool,
+        reason: String,
+    ) -> BoxFut<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            request_decision(&self.ctx, &approval, &reason, approve)
+                .await
+                .map_err(to_api)?;
+            Ok(())
+        })
+    }
+
+    fn evaluate_policy(&self, input: serde_json::Value) -> Result<serde_json::Value, ApiError> {
+        let (config, _) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
+        let mut policy = crate::policy_cmd::load_policy(&self.root, &config).map_err(to_api)?;
+        let d = policy
+            .evaluate(&input)
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        Ok(d.to_json())
+    }
+}
+
+fn live(tokens: &[TokenRow]) -> usize {
+    tokens.iter().filter(|t| t.revoked_at.is_none()).count()
+}
+
+pub(crate) async fn serve(cli: &Cli, addr: &str) -> anyhow::Result<u8> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    let ctx = open(&root, &config, cli.store.as_deref()).await?;
+    let sock: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| Usage::new(format!("--addr {addr}: {e}")))?;
+    if !sock.ip().is_loopback() && live(&ctx.store.tokens().await?) == 0 {
+        return Err(Usage::new(format!(
+            "refusing to serve on {sock}, beyond this machine, without an API token"
+        ))
+        .hint("create one first: abo token create --role admin")
+        .into());
+    }
+    let listener = tokio::net::TcpListener::bind(sock)
+        .await
+        .map_err(|e| Usage::new(format!("--addr {addr}: {e}")))?;
+    let state = abo_server::State {
+        ctx: Arc::clone(&ctx),
+        control: Arc::new(Api {
+            root,
+            config: cli.config.clone(),
+            ctx,
+        }),
+    };
+    say!("abo serve: listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, abo_server::app(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(exit::OK)
+}
+
+pub(crate) async fn token(cli: &Cli, cmd: &TokenCmd) -> anyhow::Result<u8> {
+    let root = load::repo_root(cli.dir.as_deref()).await?;
+    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    let ctx = match cmd {
+        TokenCmd::Create { .. } => open(&root, &config, cli.store.as_deref()).await?,
+        _ => env(cli).await?.ctx,
+    };
+    let store = &ctx.store;
+    match cmd {
+        TokenCmd::Create { role, name } => {
+            let role: Role = role.parse().map_err(|e: String| Usage::new(e))?;
+            let (id, secret) = auth::generate()?;
+            let row = TokenRow {
+                id: id.clone(),
+                name: name.clone().unwrap_or_else(|| format!("{role}-{id}")),
+                role: role.as_str().to_owned(),
+                created_at: ctx.now(),
+                revoked_at: None,
+            };
+            store.token_create(&row, &auth::hash(&secret)).await?;
+            if cli.json {
+                let mut v = abo_server::shapes::token(&row);
+                v["token"] = serde_json::Value::String(secret);
+                say!("{v}");
+            } else {
+                say!("{secret}");
+                say!(
+                    "(token {} `{}`, role {role}: shown once, only its hash is kept)",
+                    row.id,
+                    row.name
+                );
+            }
+        }
+        TokenCmd::List => {
+            let tokens = store.tokens().await?;
+            if cli.json {
+                let items: Vec<_> = tokens.iter().map(abo_server::shapes::token).collect();
+                say!("{}", serde_json::Value::Array(items));
+            } else {
+                for t in &tokens {
+                    let state = t
+                        .revoked_at
+                        .map_or("live".to_owned(), |r| format!("revoked {}", r.to_rfc3339()));
+                    say!("{}  {:<20} {:<9} {state}", t.id, t.name, t.role);
+                }
+            }
+        }
+        TokenCmd::Revoke { token } => {
+            if !store.token_revoke(token, ctx.now()).await? {
+                return Err(Usage::new(format!("no live token `{token}`")).into());
+            }
+            say!("revoked {token}");
+        }
+    }
+    Ok(exit::OK)
+}
