@@ -197,7 +197,7 @@ async fn run_row(st: &State, id: &str) -> Result<abo_store::RunRow, ApiError> {
 async fn list_runs(St(st): St<State>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
     auth(&st, &h, "get", "/v1/runs").await?;
     let mut runs = st.ctx.store.runs().await?;
-    runs.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
     Ok(Json(Value::Array(
         runs.iter().map(shapes::run_brief).collect(),
     )))

@@ -14,6 +14,7 @@ mod errors;
 mod golden;
 mod policy;
 mod sandbox;
+mod serve;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
