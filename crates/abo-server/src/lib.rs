@@ -10,6 +10,7 @@ use std::sync::Arc;
 use abo_core::ids::{RunId, TaskId};
 
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod metrics;
 pub mod openapi;

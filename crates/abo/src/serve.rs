@@ -123,9 +123,16 @@ impl Control for Api {
         reason: String,
     ) -> BoxFut<'_, Result<(), ApiError>> {
         Box::pin(async move {
-            request_decision(&self.ctx, &approval, &reason, approve)
+            let (a, sent) = request_decision(&self.ctx, &approval, &reason, approve)
                 .await
                 .map_err(to_api)?;
+            // A run that paused waiting for this decision goes on, executed here.
+            if !sent
+                && let Ok(state) = engine::load(&self.ctx.store, &a.run).await
+                && matches!(state.status, abo_core::state::RunStatus::Paused { .. })
+            {
+                self.drive(a.run, Start::Resume(Default::default()));
+            }
             Ok(())
         })
     }

@@ -1,0 +1,489 @@
+//! The dashboard (DESIGN §11): server-rendered pages, live through the event stream, readable on a
+//! phone. It logs in with an API token once (kept in an HttpOnly, SameSite=Strict cookie) and
+//! every action goes through the same `/v1` API and roles.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use axum::Form;
+use axum::extract::{Path, State as St};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use abo_core::event::EventBody;
+use abo_core::ids::{RunId, TaskId};
+use abo_core::state::{RunState, TaskState};
+
+use crate::auth::{Role, require};
+use crate::error::ApiError;
+use crate::{State, shapes};
+
+/// HTML-escapes text.
+pub fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+const STYLE: &str = r#"
+body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:.6em 1em;display:flex;gap:1em;flex-wrap:wrap;align-items:center}
+header a{color:#fff}main{padding:1em;max-width:1100px;margin:auto}
+table{border-collapse:collapse;width:100%;background:#fff}td,th{padding:.35em .5em;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
+.s-landed{color:#18794e}.s-failed,.s-denied{color:#c62828}.s-running,.s-verifying{color:#1565c0}.s-awaiting_approval,.s-paused{color:#b26a00}.s-cancelled,.s-skipped{color:#777}
+.bar{background:#e3e6ea;height:.8em;border-radius:.4em;overflow:hidden;min-width:8em}.bar>i{display:block;height:100%;background:#1565c0}.bar.alert>i{background:#c62828}
+pre{background:#fff;border:1px solid #e3e6ea;padding:.6em;overflow:auto;max-height:30em;font-size:12px}
+button{padding:.4em .8em;margin:.2em}textarea{width:100%;min-height:3em}
+.card{background:#fff;border:1px solid #e3e6ea;padding:.8em;margin:.6em 0;border-radius:.4em}
+@media(max-width:600px){td,th{font-size:13px}.wide{display:none}}
+"#;
+
+/// Live updates: on each event of the stream, the page's `<main>` is fetched again and swapped in.
+const LIVE: &str = r#"
+<script>
+(function(){
+  var main=document.querySelector('main'); if(!main) return;
+  var q=main.dataset.run?('?run='+encodeURIComponent(main.dataset.run)):'';
+  var es=new EventSource('/v1/events/stream'+q); var busy=false, again=false;
+  function refresh(){ if(busy){again=true;return;} busy=true;
+    fetch(location.href,{credentials:'same-origin'}).then(function(r){return r.text();}).then(function(t){
+      var d=new DOMParser().parseFromString(t,'text/html'); var m=d.querySelector('main');
+      if(m && !document.activeElement.closest('textarea')){ main.innerHTML=m.innerHTML; }
+    }).finally(function(){busy=false; if(again){again=false; refresh();}}); }
+  es.onmessage=refresh; ['run.started','run.paused','run.resumed','run.finished','run.killed','task.ready','task.started','task.backend_finished','task.gate','task.policy','task.landed','task.retry','task.failed','task.denied','task.cancelled','task.approval_requested','task.approved','task.rejected','budget.charged','budget.alert'].forEach(function(k){es.addEventListener(k,refresh);});
+})();
+async function act(url, body, confirmText){
+  if(confirmText && !confirm(confirmText)) return;
+  var r=await fetch(url,{method:'POST',credentials:'same-origin',headers:{'content-type':'application/json'},body:JSON.stringify(body||{})});
+  var t=await r.text(); var out=document.getElementById('result'); if(out){out.textContent=r.ok?'done':t;}
+}
+function decide(id, approve){
+  var box=document.getElementById('reason-'+id); var reason=box?box.value:'';
+  if(!reason.trim()){ alert('a reason is required'); return; }
+  act('/v1/approvals/'+encodeURIComponent(id)+'/'+(approve?'approve':'reject'),{reason:reason});
+}
+</script>
+"#;
+
+fn page(title: &str, run: Option<&str>, body: &str) -> Html<String> {
+    let data = run
+        .map(|r| format!(" data-run=\"{}\"", esc(r)))
+        .unwrap_or_default();
+    Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><title>{t} · abo</title><style>{STYLE}</style></head><body><header><b>abo</b><a href=\"/\">runs</a><a href=\"/approvals\">approvals</a><a href=\"/summary\">summary</a><span id=result></span></header><main{data}>{body}</main>{LIVE}</body></html>",
+        t = esc(title)
+    ))
+}
+
+/// A page that needs a viewer; without a session, the login form.
+async fn viewer(st: &State, h: &HeaderMap) -> Result<(), Response> {
+    match require(&st.ctx.store, h, Role::Viewer).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(login_page(None).into_response()),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
+fn login_page(error: Option<&str>) -> Html<String> {
+    let err = error
+        .map(|e| format!("<p class=s-failed>{}</p>", esc(e)))
+        .unwrap_or_default();
+    Html(format!(
+        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><title>abo · log in</title><style>{STYLE}</style></head><body><header><b>abo</b></header><main><h1>Log in</h1>{err}<form method=post action=/login><p><label>API token <input name=token type=password autocomplete=off required></label></p><button type=submit>Log in</button></form><p>Create one with <code>abo token create --role viewer</code>.</p></main></body></html>"
+    ))
+}
+
+#[derive(Deserialize)]
+pub struct Login {
+    token: String,
+}
+
+/// Checks the token once and keeps it in a session cookie.
+pub async fn login(St(st): St<State>, h: HeaderMap, Form(f): Form<Login>) -> Response {
+    let token = f.token.trim().to_owned();
+    let mut check = HeaderMap::new();
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        check.insert(header::AUTHORIZATION, v);
+    }
+    match require(&st.ctx.store, &check, Role::Viewer).await {
+        Ok(_) => {
+            let secure = h
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes() == b"https");
+            let cookie = format!(
+                "abo_session={token}; HttpOnly; SameSite=Strict; Path=/{}",
+                if secure { "; Secure" } else { "" }
+            );
+            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+        }
+        Err(e) => (StatusCode::UNAUTHORIZED, login_page(Some(&e.message))).into_response(),
+    }
+}
+
+pub async fn logout() -> Response {
+    (
+        [(
+            header::SET_COOKIE,
+            "abo_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0".to_owned(),
+        )],
+        Redirect::to("/"),
+    )
+        .into_response()
+}
+
+fn status_span(s: &str) -> String {
+    format!("<span class=\"s-{0}\">{0}</span>", esc(s))
+}
+
+pub async fn runs(St(st): St<State>, h: HeaderMap) -> Response {
+    if let Err(r) = viewer(&st, &h).await {
+        return r;
+    }
+    let inner = async {
+        let mut runs = st.ctx.store.runs().await?;
+        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        let mut rows = String::new();
+        for r in runs.iter().take(100) {
+            let tasks = st.ctx.store.tasks(&r.id).await?;
+            let landed = tasks.iter().filter(|t| t.status == "landed").count();
+            let _ = write!(
+                rows,
+                "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{title}</td><td>{status}</td><td>{landed}/{n}</td><td>${usd:.2}</td><td class=wide>{at}</td></tr>",
+                id = esc(r.id.as_str()),
+                title = esc(&r.title),
+                status = status_span(&r.status),
+                n = tasks.len(),
+                usd = r.spent_usd,
+                at = r.created_at.to_rfc3339()
+            );
+        }
+        Ok::<_, ApiError>(format!(
+            "<h1>Runs</h1><table><tr><th>run</th><th>title</th><th>status</th><th>landed</th><th>spent</th><th class=wide>created</th></tr>{rows}</table>"
+        ))
+    };
+    match inner.await {
+        Ok(body) => page("runs", None, &body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// The run's DAG as SVG: columns by depth, each task colored by its state.
+pub fn dag_svg(state: &RunState) -> String {
+    let mut depth: BTreeMap<&TaskId, usize> = BTreeMap::new();
+    for id in &state.order {
+        let d = state.tasks[id]
+            .spec
+            .deps
+            .iter()
+            .filter_map(|d| depth.get(d))
+            .max()
+            .map_or(0, |d| d + 1);
+        depth.insert(id, d);
+    }
+    let mut rows_in: BTreeMap<usize, usize> = BTreeMap::new();
+    let mut pos: BTreeMap<&TaskId, (usize, usize)> = BTreeMap::new();
+    for id in &state.order {
+        let col = depth[id];
+        let row = rows_in.entry(col).or_default();
+        pos.insert(id, (col, *row));
+        *row += 1;
+    }
+    let (w, h, gx, gy) = (150usize, 34usize, 40usize, 14usize);
+    let cols = rows_in.len().max(1);
+    let rows = rows_in.values().copied().max().unwrap_or(1);
+    let (width, height) = (cols * (w + gx) + gx, rows * (h + gy) + gy);
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"100%\" style=\"max-width:{width}px;background:#fff\" role=img aria-label=\"task graph\">"
+    );
+    let xy = |id: &TaskId| {
+        let (c, r) = pos[id];
+        (gx + c * (w + gx), gy + r * (h + gy))
+    };
+    for id in &state.order {
+        let (x, y) = xy(id);
+        for d in &state.tasks[id].spec.deps {
+            if pos.contains_key(d) {
+                let (dx, dy) = xy(d);
+                let _ = write!(
+                    s,
+                    "<line x1=\"{}\" y1=\"{}\" x2=\"{x}\" y2=\"{}\" stroke=\"#9aa3ad\"/>",
+                    dx + w,
+                    dy + h / 2,
+                    y + h / 2
+                );
+            }
+        }
+    }
+    for id in &state.order {
+        let (x, y) = xy(id);
+        let status = state.tasks[id].state.status();
+        let fill = match status.as_str() {
+            "landed" => "#d7f2e3",
+            "failed" | "denied" => "#fbd9d9",
+            "running" | "verifying" => "#d6e6fb",
+            "awaiting_approval" | "paused" => "#fdebc8",
+            _ => "#eceff1",
+        };
+        let _ = write!(
+            s,
+            "<g data-task=\"{id}\" data-status=\"{st}\"><rect x=\"{x}\" y=\"{y}\" width=\"{w}\" height=\"{h}\" rx=\"5\" fill=\"{fill}\" stroke=\"#9aa3ad\"/><text x=\"{tx}\" y=\"{ty}\" font-size=\"12\">{id}</text><text x=\"{tx}\" y=\"{ty2}\" font-size=\"10\" fill=\"#555\">{st}</text></g>",
+            id = esc(id.as_str()),
+            st = status.as_str(),
+            tx = x + 6,
+            ty = y + 14,
+            ty2 = y + 28
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn caps_html(doc: &serde_json::Value) -> String {
+    let mut o = String::new();
+    for c in doc["run"]["budgets"].as_array().into_iter().flatten() {
+        let limit = c["limit"].as_f64().unwrap_or(0.0);
+        let spent = c["spent"].as_f64().unwrap_or(0.0);
+        let pct = if limit > 0.0 { (spent / limit * 100.0).min(100.0) } else { 0.0 };
+        let alert = c["alert"].as_bool().unwrap_or(false);
+        let _ = write!(
+            o,
+            "<tr><td>{cap}</td><td><div class=\"bar{a}\" title=\"{spent} of {limit}\"><i style=\"width:{pct:.0}%\"></i></div></td><td>{spent:.2} / {limit:.2}{mark}</td></tr>",
+            cap = esc(c["cap"].as_str().unwrap_or("")),
+            a = if alert { " alert" } else { "" },
+            mark = if alert { " <b class=s-failed>alert</b>" } else { "" }
+        );
+    }
+    if o.is_empty() {
+        String::new()
+    } else {
+        format!("<h2>Budgets</h2><table>{o}</table>")
+    }
+}
+
+pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = viewer(&st, &h).await {
+        return r;
+    }
+    let inner = async {
+        let row = st
+            .ctx
+            .store
+            .run(&RunId::new(&id))
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
+        let doc = shapes::to_json(&shapes::view(&st.ctx, row).await?);
+        let state = abo_runtime::engine::load(&st.ctx.store, &RunId::new(&id))
+            .await
+            .map_err(ApiError::internal)?;
+        let r = &doc["run"];
+        let mut tasks = String::new();
+        for t in doc["tasks"].as_array().into_iter().flatten() {
+            let tid = t["id"].as_str().unwrap_or("");
+            let _ = write!(
+                tasks,
+                "<tr data-task=\"{tid}\"><td><a href=\"/runs/{run}/tasks/{tid}\">{tid}</a></td><td class=status>{status}</td><td>{att}</td><td class=wide>{backend}</td><td>${cost:.4}</td><td class=wide>{tok}</td><td>{reason}</td></tr>",
+                tid = esc(tid),
+                run = esc(&id),
+                status = status_span(t["status"].as_str().unwrap_or("")),
+                att = t["attempts"],
+                backend = esc(t["backend"].as_str().unwrap_or("-")),
+                cost = t["cost_usd"].as_f64().unwrap_or(0.0),
+                tok = t["tokens"],
+                reason = esc(t["reason"].as_str().unwrap_or(""))
+            );
+        }
+        let live = !matches!(r["status"].as_str(), Some("finished" | "killed"));
+        let buttons = if live {
+            format!(
+                "<p><button onclick=\"act('/v1/runs/{i}/pause',{{}},'Pause run {i}?')\">Pause</button><button onclick=\"act('/v1/runs/{i}/resume')\">Resume</button><button onclick=\"act('/v1/runs/{i}/kill',{{}},'Kill run {i}? Nothing more lands.')\">Kill</button></p>",
+                i = esc(&id)
+            )
+        } else {
+            String::new()
+        };
+        Ok::<_, ApiError>(format!(
+            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent ${usd:.4}, {tok} tokens</p>{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
+            i = esc(&id),
+            title = esc(r["title"].as_str().unwrap_or("")),
+            status = status_span(r["status"].as_str().unwrap_or("")),
+            reason = r["reason"]
+                .as_str()
+                .map(|x| format!(" ({})", esc(x)))
+                .unwrap_or_default(),
+            branch = esc(r["branch"].as_str().unwrap_or("")),
+            usd = r["spent_usd"].as_f64().unwrap_or(0.0),
+            tok = r["spent_tokens"],
+            dag = dag_svg(&state),
+            caps = caps_html(&doc),
+        ))
+    };
+    match inner.await {
+        Ok(body) => page(&format!("run {id}"), Some(&id), &body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn task_page(
+    St(st): St<State>,
+    h: HeaderMap,
+    Path((run, task)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = viewer(&st, &h).await {
+        return r;
+    }
+    let inner = async {
+        let run_id = RunId::new(&run);
+        let state = abo_runtime::engine::load(&st.ctx.store, &run_id)
+            .await
+            .map_err(|_| ApiError::not_found(format!("no run `{run}`")))?;
+        let task_id = TaskId::new(&task);
+        let rec = state
+            .task(&task_id)
+            .ok_or_else(|| ApiError::not_found(format!("no task `{task}`")))?;
+        let events = st.ctx.store.run_events(&run_id).await?;
+        let mut attempts = String::new();
+        for e in events.iter().filter(|e| e.event.task.as_ref() == Some(&task_id)) {
+            let line = match &e.event.body {
+                EventBody::TaskStarted { attempt, backend, .. } => {
+                    format!("attempt {attempt} started on <b>{}</b>", esc(backend.as_str()))
+                }
+                EventBody::TaskBackendFinished {
+                    attempt, ok, reason, usage, cost_usd, ..
+                } => format!(
+                    "attempt {attempt}: backend {} {} · {} tokens · ${:.4}",
+                    if *ok { "produced a change" } else { "failed" },
+                    esc(reason.as_deref().unwrap_or("")),
+                    usage.map_or(0, |u| u.total()),
+                    cost_usd.unwrap_or(0.0)
+                ),
+                EventBody::TaskGate {
+                    attempt, name, passed, log, ..
+                } => {
+                    let log = log
+                        .as_ref()
+                        .map(|l| format!("<pre>{}</pre>", esc(&st.ctx.artifacts.tail(l, 60))))
+                        .unwrap_or_default();
+                    format!(
+                        "attempt {attempt}: gate <b>{}</b> {}{log}",
+                        esc(name.as_str()),
+                        if *passed { "passed" } else { "<span class=s-failed>failed</span>" }
+                    )
+                }
+                EventBody::TaskPolicy {
+                    verdict, deny, require_approval, risk, ..
+                } => format!(
+                    "policy: {} (risk {}) {}",
+                    verdict.as_str(),
+                    esc(risk),
+                    esc(&deny.iter().chain(require_approval).cloned().collect::<Vec<_>>().join("; "))
+                ),
+                other => esc(other.kind()),
+            };
+            let _ = write!(attempts, "<div class=card>{line}</div>");
+        }
+        // The change: the landed commit, else the attempt's branch (both redacted on the way in).
+        let rev = match &rec.state {
+            TaskState::Landed { commit, .. } => Some(commit.to_string()),
+            _ if rec.attempt > 0 => Some(state.attempt_id(&task_id, rec.attempt).branch()),
+            _ => None,
+        };
+        let diff = match rev {
+            Some(rev) => st
+                .ctx
+                .git
+                .run(&["show", "--stat", "--patch", "--format=%H %s", &rev, "--"])
+                .await
+                .unwrap_or_default(),
+            None => String::new(),
+        };
+        let redactor = abo_runtime::redact::Redactor::from_process_env(&state.spec.settings.secret_env);
+        let diff = redactor.redact(&diff);
+        Ok::<_, ApiError>(format!(
+            "<h1><a href=\"/runs/{r}\">{r}</a> / {t}</h1><p>{title} — {status}</p>{attempts}<h2>Change</h2><pre>{diff}</pre>",
+            r = esc(&run),
+            t = esc(&task),
+            title = esc(&rec.spec.title),
+            status = status_span(rec.state.status().as_str()),
+            diff = esc(&diff),
+        ))
+    };
+    match inner.await {
+        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
+    if let Err(r) = viewer(&st, &h).await {
+        return r;
+    }
+    let pending = match st.ctx.store.pending_approvals().await {
+        Ok(p) => p,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let mut body = String::from("<h1>Waiting for you</h1>");
+    if pending.is_empty() {
+        body.push_str("<p>No approvals waiting.</p>");
+    }
+    for a in &pending {
+        let id = esc(&a.id);
+        let reasons: String = a
+            .reasons
+            .iter()
+            .map(|r| format!("<li>{}</li>", esc(r)))
+            .collect();
+        let _ = write!(
+            body,
+            "<div class=card data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> ({action})<ul>{reasons}</ul><textarea id=\"reason-{id}\" placeholder=\"your reason (required)\"></textarea><button onclick=\"decide('{id}', true)\">Approve</button><button onclick=\"decide('{id}', false)\">Reject</button></div>",
+            task = esc(a.task.as_str()),
+            run = esc(a.run.as_str()),
+            action = esc(&a.action),
+        );
+    }
+    page("approvals", None, &body).into_response()
+}
+
+pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
+    if let Err(r) = viewer(&st, &h).await {
+        return r;
+    }
+    let now = st.ctx.now();
+    let since = abo_core::ids::Timestamp(now.0 - 24 * 3600 * 1000);
+    let events = match crate::metrics::all_events(&st.ctx.store).await {
+        Ok(e) => e,
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let s = abo_core::report::summary(&events, since);
+    let list = |items: &[abo_core::report::Item]| -> String {
+        items
+            .iter()
+            .map(|i| {
+                format!(
+                    "<li><b>{}</b> {} — {}</li>",
+                    esc(i.task.as_str()),
+                    esc(&i.title),
+                    esc(&i.detail)
+                )
+            })
+            .collect()
+    };
+    let body = format!(
+        "<h1>Coming home (24h)</h1><h2>Landed</h2><ul>{}</ul><h2>Waiting for you</h2><ul>{}</ul><h2>Failed</h2><ul>{}</ul><p>Cost ${:.4}, {} tokens</p>",
+        list(&s.landed),
+        list(&s.waiting),
+        list(&s.failed),
+        s.cost_usd,
+        s.tokens
+    );
+    page("summary", None, &body).into_response()
+}
