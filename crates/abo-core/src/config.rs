@@ -473,6 +473,30 @@ pub const DEFAULT_AGENT_HOSTS: [&str; 2] = ["api.anthropic.com", "api.openai.com
 /// Processes per attempt unless `sandbox.limits.processes` says otherwise.
 pub const DEFAULT_PROCESSES: u64 = 1024;
 
+impl Notify {
+    /// The channels a run freezes.
+    pub fn spec(&self) -> crate::spec::NotifySpec {
+        crate::spec::NotifySpec {
+            webhooks: self
+                .webhooks
+                .iter()
+                .map(|w| crate::spec::WebhookSpec {
+                    url: w.url.clone(),
+                    events: w.events.clone(),
+                    format: w.format.clone().unwrap_or_else(|| "json".into()),
+                    secret_env: w.secret_env.clone(),
+                })
+                .collect(),
+            email: self.email.as_ref().map(|e| crate::spec::EmailSpec {
+                smtp: e.smtp.clone(),
+                from: e.from.clone(),
+                to: e.to.clone(),
+                events: e.events.clone(),
+            }),
+        }
+    }
+}
+
 impl Sandbox {
     /// The sandbox a run freezes: `mode` defaults to `required` on Linux, `best-effort` elsewhere.
     pub fn spec(&self) -> crate::spec::SandboxSpec {
@@ -832,16 +856,10 @@ impl Config {
     /// Sections this version of abo parses and checks but does not act on yet: `abo run` says so
     /// rather than let a user believe, say, that a budget is enforced.
     pub fn not_yet_enforced(&self) -> Vec<&'static str> {
-        [
-            (
-                !self.notify.webhooks.is_empty() || self.notify.email.is_some(),
-                "notify",
-            ),
-            (
-                !self.schedule.windows.is_empty() || !self.schedule.cron.is_empty(),
-                "schedule",
-            ),
-        ]
+        [(
+            !self.schedule.windows.is_empty() || !self.schedule.cron.is_empty(),
+            "schedule",
+        )]
         .into_iter()
         .filter_map(|(set, what)| set.then_some(what))
         .collect()
@@ -902,7 +920,7 @@ mod tests {
             Some("ANTHROPIC_API_KEY")
         );
         assert_eq!(c.router.fallback, ["local"]);
-        assert_eq!(c.not_yet_enforced(), ["notify", "schedule"]);
+        assert_eq!(c.not_yet_enforced(), ["schedule"]);
         assert!(Config::embedded_default().not_yet_enforced().is_empty());
         assert_eq!(c.gates[1].retries, 1);
         assert_eq!(c.sandbox.limits.memory, Some(ByteSize(4 << 30)));

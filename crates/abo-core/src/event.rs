@@ -259,6 +259,23 @@ pub enum EventBody {
         reserved: f64,
         needed: f64,
     },
+    /// A notification was delivered (or gave up after its retries).
+    #[serde(rename = "notify.sent")]
+    NotifySent {
+        /// `webhook` or `email`.
+        channel: String,
+        /// The webhook's URL or the recipients.
+        target: String,
+        /// The event notified.
+        seq: u64,
+        event: String,
+        ok: bool,
+        tries: u32,
+        detail: String,
+    },
+    /// The run branch was offered as a pull (merge) request.
+    #[serde(rename = "run.pull_request")]
+    RunPullRequest { url: String, number: Option<u64> },
     /// An identical attempt's result was reused: no backend ran.
     #[serde(rename = "cache.hit")]
     CacheHit {
@@ -310,6 +327,8 @@ impl EventBody {
             Self::BudgetAlert { .. } => "budget.alert",
             Self::BudgetExhausted { .. } => "budget.exhausted",
             Self::CacheHit { .. } => "cache.hit",
+            Self::NotifySent { .. } => "notify.sent",
+            Self::RunPullRequest { .. } => "run.pull_request",
         }
     }
 

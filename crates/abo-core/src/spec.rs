@@ -63,6 +63,56 @@ pub struct RunSettings {
     /// The sandbox every attempt and gate runs in (runs recorded before it existed: none).
     #[serde(default)]
     pub sandbox: SandboxSpec,
+    /// Where events are sent (webhooks, email).
+    #[serde(default)]
+    pub notify: NotifySpec,
+}
+
+/// abo.yml's `notify`: secrets are named by variable, never copied.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotifySpec {
+    pub webhooks: Vec<WebhookSpec>,
+    pub email: Option<EmailSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookSpec {
+    pub url: String,
+    /// Event kinds sent (`approval.requested` stands for `task.approval_requested`).
+    pub events: Vec<String>,
+    /// `json` (the event as `abo events --json` prints it) or `slack` (`{"text": ...}`).
+    pub format: String,
+    /// The variable holding the HMAC-SHA256 key of `X-Abo-Signature`.
+    pub secret_env: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmailSpec {
+    /// `host:port` of an SMTP relay (plain SMTP).
+    pub smtp: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub events: Vec<String>,
+}
+
+/// The events notified when a channel names none.
+pub const DEFAULT_NOTIFY: [&str; 3] = ["run.finished", "task.approval_requested", "budget.alert"];
+
+impl NotifySpec {
+    /// Whether a channel's list covers `kind`.
+    pub fn wants(events: &[String], kind: &str) -> bool {
+        fn alias(e: &str) -> &str {
+            match e {
+                "approval.requested" => "task.approval_requested",
+                other => other,
+            }
+        }
+        if events.is_empty() {
+            DEFAULT_NOTIFY.contains(&kind)
+        } else {
+            events.iter().any(|e| alias(e) == kind || e == "*")
+        }
+    }
 }
 
 /// abo.yml's `sandbox`, resolved: the mode, what gates and agents may reach, what is hidden, limits.

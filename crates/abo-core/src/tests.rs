@@ -62,6 +62,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             router: Default::default(),
             cache: false,
             sandbox: Default::default(),
+            notify: Default::default(),
         },
         tasks: tasks
             .iter()

@@ -229,6 +229,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
         router: router_spec(config),
         cache: true,
         sandbox: config.sandbox.spec(),
+        notify: config.notify.spec(),
     }
 }
 

@@ -53,6 +53,9 @@ pub enum EngineError {
     NoRun(RunId),
 }
 
+/// How long a finished run waits for notifications still being delivered.
+const NOTIFY_GRACE: Duration = Duration::from_secs(30);
+
 /// How often the engine heartbeats its lease and looks for requests.
 const TICK: Duration = Duration::from_millis(200);
 
@@ -178,6 +181,7 @@ async fn drive_leased(
         jiff::tz::TimeZone::UTC
     });
     refresh(ctx, state, &tz, true, observer).await;
+    let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
         while let Some(cmd) = pending.pop_front() {
             let decision = match state.decide(cmd, ctx.now()) {
@@ -193,6 +197,13 @@ async fn drive_leased(
             let stored = ctx.store.append(&decision.events).await?;
             if !stored.is_empty() {
                 observer.on_events(state, &stored);
+                deliveries.extend(crate::notify::dispatch(
+                    ctx,
+                    &spec.settings.notify,
+                    &spec.settings.secret_env,
+                    &stored,
+                ));
+                deliveries.retain(|h| !h.is_finished());
                 // What the learned router knows changes as attempts land or fail.
                 let learned = stored.iter().any(|e| {
                     matches!(
@@ -279,6 +290,13 @@ async fn drive_leased(
             }
         }
     }
+    // Notifications still being delivered get a little time before the process may exit.
+    let _ = tokio::time::timeout(NOTIFY_GRACE, async {
+        for h in deliveries {
+            let _ = h.await;
+        }
+    })
+    .await;
     sweep(ctx, state).await;
     Ok(())
 }

@@ -11,6 +11,7 @@ pub mod effects;
 pub mod egress;
 pub mod engine;
 pub mod git;
+pub mod notify;
 pub mod process;
 pub mod proof;
 pub mod redact;

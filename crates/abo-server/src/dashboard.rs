@@ -253,14 +253,22 @@ fn caps_html(doc: &serde_json::Value) -> String {
     for c in doc["run"]["budgets"].as_array().into_iter().flatten() {
         let limit = c["limit"].as_f64().unwrap_or(0.0);
         let spent = c["spent"].as_f64().unwrap_or(0.0);
-        let pct = if limit > 0.0 { (spent / limit * 100.0).min(100.0) } else { 0.0 };
+        let pct = if limit > 0.0 {
+            (spent / limit * 100.0).min(100.0)
+        } else {
+            0.0
+        };
         let alert = c["alert"].as_bool().unwrap_or(false);
         let _ = write!(
             o,
             "<tr><td>{cap}</td><td><div class=\"bar{a}\" title=\"{spent} of {limit}\"><i style=\"width:{pct:.0}%\"></i></div></td><td>{spent:.2} / {limit:.2}{mark}</td></tr>",
             cap = esc(c["cap"].as_str().unwrap_or("")),
             a = if alert { " alert" } else { "" },
-            mark = if alert { " <b class=s-failed>alert</b>" } else { "" }
+            mark = if alert {
+                " <b class=s-failed>alert</b>"
+            } else {
+                ""
+            }
         );
     }
     if o.is_empty() {
@@ -352,13 +360,26 @@ pub async fn task_page(
             .ok_or_else(|| ApiError::not_found(format!("no task `{task}`")))?;
         let events = st.ctx.store.run_events(&run_id).await?;
         let mut attempts = String::new();
-        for e in events.iter().filter(|e| e.event.task.as_ref() == Some(&task_id)) {
+        for e in events
+            .iter()
+            .filter(|e| e.event.task.as_ref() == Some(&task_id))
+        {
             let line = match &e.event.body {
-                EventBody::TaskStarted { attempt, backend, .. } => {
-                    format!("attempt {attempt} started on <b>{}</b>", esc(backend.as_str()))
+                EventBody::TaskStarted {
+                    attempt, backend, ..
+                } => {
+                    format!(
+                        "attempt {attempt} started on <b>{}</b>",
+                        esc(backend.as_str())
+                    )
                 }
                 EventBody::TaskBackendFinished {
-                    attempt, ok, reason, usage, cost_usd, ..
+                    attempt,
+                    ok,
+                    reason,
+                    usage,
+                    cost_usd,
+                    ..
                 } => format!(
                     "attempt {attempt}: backend {} {} · {} tokens · ${:.4}",
                     if *ok { "produced a change" } else { "failed" },
@@ -367,7 +388,11 @@ pub async fn task_page(
                     cost_usd.unwrap_or(0.0)
                 ),
                 EventBody::TaskGate {
-                    attempt, name, passed, log, ..
+                    attempt,
+                    name,
+                    passed,
+                    log,
+                    ..
                 } => {
                     let log = log
                         .as_ref()
@@ -376,16 +401,29 @@ pub async fn task_page(
                     format!(
                         "attempt {attempt}: gate <b>{}</b> {}{log}",
                         esc(name.as_str()),
-                        if *passed { "passed" } else { "<span class=s-failed>failed</span>" }
+                        if *passed {
+                            "passed"
+                        } else {
+                            "<span class=s-failed>failed</span>"
+                        }
                     )
                 }
                 EventBody::TaskPolicy {
-                    verdict, deny, require_approval, risk, ..
+                    verdict,
+                    deny,
+                    require_approval,
+                    risk,
+                    ..
                 } => format!(
                     "policy: {} (risk {}) {}",
                     verdict.as_str(),
                     esc(risk),
-                    esc(&deny.iter().chain(require_approval).cloned().collect::<Vec<_>>().join("; "))
+                    esc(&deny
+                        .iter()
+                        .chain(require_approval)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; "))
                 ),
                 other => esc(other.kind()),
             };
@@ -406,7 +444,8 @@ pub async fn task_page(
                 .unwrap_or_default(),
             None => String::new(),
         };
-        let redactor = abo_runtime::redact::Redactor::from_process_env(&state.spec.settings.secret_env);
+        let redactor =
+            abo_runtime::redact::Redactor::from_process_env(&state.spec.settings.secret_env);
         let diff = redactor.redact(&diff);
         Ok::<_, ApiError>(format!(
             "<h1><a href=\"/runs/{r}\">{r}</a> / {t}</h1><p>{title} — {status}</p>{attempts}<h2>Change</h2><pre>{diff}</pre>",

@@ -90,6 +90,7 @@ pub fn to_json(v: &View) -> Value {
             "started_at": ts(run.started_at),
             "finished_at": ts(run.finished_at),
             "reason": run.reason,
+            "pull_request": run.pull_request,
         },
         "tasks": tasks.iter().map(|t| json!({
             "id": t.id,

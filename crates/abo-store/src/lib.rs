@@ -60,7 +60,7 @@ macro_rules! run_select {
     ($rest:literal) => {
         concat!(
             "SELECT id, title, status, branch, base, base_branch, profile, created_at, started_at,
-                    finished_at, reason, spent_usd, spent_tokens, last_seq FROM runs ",
+                    finished_at, reason, spent_usd, spent_tokens, last_seq, pull_request FROM runs ",
             $rest
         )
     };
@@ -91,6 +91,8 @@ pub struct RunRow {
     pub spent_usd: f64,
     pub spent_tokens: u64,
     pub last_seq: u64,
+    /// The pull (merge) request the run branch was offered as.
+    pub pull_request: Option<String>,
 }
 
 /// A task as projected from its events.
@@ -667,6 +669,7 @@ fn decode_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
         spent_usd: r.get(11),
         spent_tokens: u64::try_from(r.get::<i64, _>(12)).unwrap_or(0),
         last_seq: u64::try_from(r.get::<i64, _>(13)).unwrap_or(0),
+        pull_request: r.get(14),
     }
 }
 

@@ -183,7 +183,16 @@ pub async fn project(
                 .execute(&mut **tx)
                 .await?;
         }
-        EventBody::BudgetExhausted { .. } | EventBody::CacheHit { .. } => {}
+        EventBody::BudgetExhausted { .. }
+        | EventBody::CacheHit { .. }
+        | EventBody::NotifySent { .. } => {}
+        EventBody::RunPullRequest { url, .. } => {
+            sqlx::query("UPDATE runs SET pull_request = ? WHERE id = ?")
+                .bind(url)
+                .bind(run)
+                .execute(&mut **tx)
+                .await?;
+        }
         EventBody::TaskGate { .. }
         | EventBody::RouterDecision { .. }
         | EventBody::TaskPolicy { .. }

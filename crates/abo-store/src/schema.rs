@@ -122,6 +122,8 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         revoked_at INTEGER
     );",
+    // 5: the run's pull (merge) request.
+    "ALTER TABLE runs ADD COLUMN pull_request TEXT;",
 ];
 
 pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {

@@ -11,6 +11,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 pub mod agents;
+pub mod smtp;
 pub mod stub;
 
 /// A git repository in a temporary directory, removed when dropped. Files outside the repository

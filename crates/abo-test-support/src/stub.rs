@@ -41,7 +41,10 @@ impl Canned {
 /// A request as received.
 #[derive(Clone, Debug)]
 pub struct Recorded {
+    pub method: String,
     pub path: String,
+    /// The body as sent (for signatures over its bytes).
+    pub raw: String,
     pub headers: Vec<(String, String)>,
     pub body: serde_json::Value,
 }
@@ -69,12 +72,15 @@ struct State {
 
 async fn handle(
     axum::extract::State(s): axum::extract::State<State>,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Bytes,
 ) -> impl IntoResponse {
     let recorded = Recorded {
+        method: method.to_string(),
         path: uri.path().to_owned(),
+        raw: String::from_utf8_lossy(&body).into_owned(),
         headers: headers
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))

@@ -271,6 +271,22 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         EventBody::CacheHit {
             attempt, source, ..
         } => format!("{task}: attempt {attempt} reused the result of {source} (cache)"),
+        EventBody::NotifySent {
+            channel,
+            target,
+            event,
+            ok,
+            detail,
+            ..
+        } => format!(
+            "notified {target} by {channel} of {event}: {}",
+            if *ok {
+                "delivered".to_owned()
+            } else {
+                format!("FAILED ({detail})")
+            }
+        ),
+        EventBody::RunPullRequest { url, .. } => format!("pull request: {url}"),
     };
     Some(line)
 }

@@ -38,6 +38,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
             router: Default::default(),
             cache: false,
             sandbox: Default::default(),
+            notify: Default::default(),
         },
         tasks: tasks
             .iter()

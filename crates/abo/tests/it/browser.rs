@@ -15,17 +15,30 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
         std::path::Path::new(&chromium).exists(),
         "needs Chromium at {chromium} (apt-get install chromium; .ci/run installs it)"
     );
-    if !std::path::Path::new(dir).join("node_modules/playwright-core").exists() {
-        #[allow(clippy::disallowed_methods, reason = "the test installs its npm package")]
+    if !std::path::Path::new(dir)
+        .join("node_modules/playwright-core")
+        .exists()
+    {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the test installs its npm package"
+        )]
         let npm = std::process::Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
             .current_dir(dir)
             .output()
             .unwrap();
-        assert!(npm.status.success(), "npm ci: {}", String::from_utf8_lossy(&npm.stderr));
+        assert!(
+            npm.status.success(),
+            "npm ci: {}",
+            String::from_utf8_lossy(&npm.stderr)
+        );
     }
     let repo = TestRepo::new();
-    config(&repo, "version: 1\nautonomy: { overrides: { merge: A2 } }\n");
+    config(
+        &repo,
+        "version: 1\nautonomy: { overrides: { merge: A2 } }\n",
+    );
     repo.write(
         "backlog.yml",
         "tasks:\n  - { id: slow, title: Slow, paths: [slow.txt], run: 'sleep 4; echo done > slow.txt' }\n  - { id: manifest, title: Manifest, paths: [package.json], run: 'echo {} > package.json' }\n",
@@ -52,7 +65,10 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
         .as_str()
         .unwrap()
         .to_owned();
-    #[allow(clippy::disallowed_methods, reason = "the test drives the browser script")]
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test drives the browser script"
+    )]
     let out = std::process::Command::new("node")
         .arg("dashboard.mjs")
         .current_dir(dir)
@@ -87,5 +103,7 @@ fn ureq_post(url: &str, path: &str, token: &str, body: &str) -> String {
     .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default()
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default()
 }

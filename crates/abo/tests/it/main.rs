@@ -13,6 +13,7 @@ mod control;
 mod crash;
 mod errors;
 mod golden;
+mod notify;
 mod policy;
 mod sandbox;
 mod serve;

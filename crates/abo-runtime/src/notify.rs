@@ -1,0 +1,293 @@
+//! Notifications (`notify`): webhooks (the event as JSON, or a Slack-compatible `{"text"}`),
+//! HMAC-SHA256-signed when a key is named, and email over SMTP. Each delivery runs in its own
+//! task, is retried with backoff, never blocks the run, and ends as a `notify.sent` event.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use abo_core::event::{Event, EventBody, StoredEvent};
+use abo_core::spec::{EmailSpec, NotifySpec, WebhookSpec};
+
+use crate::context::Ctx;
+use crate::redact::Redactor;
+
+/// Tries per delivery, and the first backoff (doubled each time).
+const TRIES: u32 = 4;
+const BACKOFF: Duration = Duration::from_millis(300);
+
+/// HMAC-SHA256 of `body` under `key` (RFC 2104), hex.
+pub fn sign(key: &[u8], body: &[u8]) -> String {
+    const BLOCK: usize = 64;
+    let mut k = if key.len() > BLOCK {
+        Sha256::digest(key).to_vec()
+    } else {
+        key.to_vec()
+    };
+    k.resize(BLOCK, 0);
+    let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
+    let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
+    let inner = Sha256::new()
+        .chain_update(&ipad)
+        .chain_update(body)
+        .finalize();
+    hex::encode(
+        Sha256::new()
+            .chain_update(&opad)
+            .chain_update(inner)
+            .finalize(),
+    )
+}
+
+/// One line for people: the Slack text and the email subject.
+fn headline(e: &StoredEvent) -> String {
+    let run = &e.event.run;
+    let task = e
+        .event
+        .task
+        .as_ref()
+        .map(|t| format!(" {t}"))
+        .unwrap_or_default();
+    let what = match &e.event.body {
+        EventBody::RunFinished {
+            landed,
+            failed,
+            cancelled,
+            ..
+        } => format!("finished: {landed} landed, {failed} failed, {cancelled} cancelled"),
+        EventBody::TaskApprovalRequested {
+            reasons, approval, ..
+        } => {
+            format!("waits for approval ({approval}): {}", reasons.join("; "))
+        }
+        EventBody::BudgetAlert {
+            cap, spent, limit, ..
+        } => {
+            format!("budget alert: {cap} at {spent:.2} of {limit:.2}")
+        }
+        EventBody::RunPaused { reason } => format!("paused: {reason}"),
+        other => other.kind().to_owned(),
+    };
+    format!("abo run {run}{task}: {what}")
+}
+
+/// Delivers the events of `stored` that a channel wants, in the background; the handles let the
+/// process wait for deliveries in flight before it exits.
+pub fn dispatch(
+    ctx: &Arc<Ctx>,
+    spec: &NotifySpec,
+    secret_env: &[String],
+    stored: &[StoredEvent],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut handles = Vec::new();
+    for e in stored {
+        let kind = e.event.body.kind();
+        if kind == "notify.sent" {
+            continue;
+        }
+        for w in &spec.webhooks {
+            if NotifySpec::wants(&w.events, kind) {
+                let (ctx, w, e) = (Arc::clone(ctx), w.clone(), e.clone());
+                let redactor = Redactor::from_process_env(secret_env);
+                handles.push(tokio::spawn(async move {
+                    webhook(&ctx, &w, &e, &redactor).await
+                }));
+            }
+        }
+        if let Some(m) = &spec.email
+            && NotifySpec::wants(&m.events, kind)
+        {
+            let (ctx, m, e) = (Arc::clone(ctx), m.clone(), e.clone());
+            handles.push(tokio::spawn(async move { email(&ctx, &m, &e).await }));
+        }
+    }
+    handles
+}
+
+async fn record(
+    ctx: &Ctx,
+    e: &StoredEvent,
+    channel: &str,
+    target: String,
+    result: (bool, u32, String),
+) {
+    let (ok, tries, detail) = result;
+    let ev = Event {
+        run: e.event.run.clone(),
+        task: e.event.task.clone(),
+        at: ctx.now(),
+        body: EventBody::NotifySent {
+            channel: channel.into(),
+            target,
+            seq: e.seq,
+            event: e.event.body.kind().into(),
+            ok,
+            tries,
+            detail,
+        },
+    };
+    let _ = ctx.store.append(&[ev]).await;
+}
+
+async fn webhook(ctx: &Ctx, w: &WebhookSpec, e: &StoredEvent, redactor: &Redactor) {
+    let body = match w.format.as_str() {
+        "slack" => serde_json::json!({ "text": headline(e) }).to_string(),
+        _ => e.to_json().to_string(),
+    };
+    let body = redactor.redact(&body);
+    let signature = w
+        .secret_env
+        .as_deref()
+        .and_then(|v| std::env::var(v).ok())
+        .map(|key| format!("sha256={}", sign(key.as_bytes(), body.as_bytes())));
+    let mut last = String::new();
+    let mut delay = BACKOFF;
+    for attempt in 1..=TRIES {
+        let mut req = ctx
+            .http()
+            .post(&w.url)
+            .header("content-type", "application/json")
+            .header("x-abo-event", e.event.body.kind())
+            .header("x-abo-delivery", format!("{}-{}", e.seq, attempt))
+            .timeout(Duration::from_secs(10))
+            .body(body.clone());
+        if let Some(s) = &signature {
+            req = req.header("x-abo-signature", s);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                record(
+                    ctx,
+                    e,
+                    "webhook",
+                    w.url.clone(),
+                    (true, attempt, format!("HTTP {}", r.status().as_u16())),
+                )
+                .await;
+                return;
+            }
+            Ok(r) => last = format!("HTTP {}", r.status().as_u16()),
+            Err(err) => last = err.to_string(),
+        }
+        if attempt < TRIES {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    record(ctx, e, "webhook", w.url.clone(), (false, TRIES, last)).await;
+}
+
+async fn email(ctx: &Ctx, m: &EmailSpec, e: &StoredEvent) {
+    let subject = headline(e);
+    let body = serde_json::to_string_pretty(&e.to_json()).unwrap_or_default();
+    let mut last = String::new();
+    let mut delay = BACKOFF;
+    for attempt in 1..=TRIES {
+        match smtp_send(&m.smtp, &m.from, &m.to, &subject, &body).await {
+            Ok(()) => {
+                record(
+                    ctx,
+                    e,
+                    "email",
+                    m.to.join(", "),
+                    (true, attempt, "sent".into()),
+                )
+                .await;
+                return;
+            }
+            Err(err) => last = err,
+        }
+        if attempt < TRIES {
+            tokio::time::sleep(delay).await;
+            delay *= 2;
+        }
+    }
+    record(ctx, e, "email", m.to.join(", "), (false, TRIES, last)).await;
+}
+
+/// A plain SMTP exchange (RFC 5321): EHLO, MAIL FROM, RCPT TO, DATA, QUIT.
+pub async fn smtp_send(
+    server: &str,
+    from: &str,
+    to: &[String],
+    subject: &str,
+    body: &str,
+) -> Result<(), String> {
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(server),
+    )
+    .await
+    .map_err(|_| format!("{server}: timed out"))?
+    .map_err(|e| format!("{server}: {e}"))?;
+    let (r, mut w) = stream.into_split();
+    let mut r = BufReader::new(r);
+    async fn expect(
+        r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+        code: &str,
+    ) -> Result<(), String> {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+                return Err("the server closed the connection".into());
+            }
+            if !line.starts_with(code) {
+                return Err(format!("expected {code}, got: {}", line.trim()));
+            }
+            // `250-...` continues; `250 ...` ends the reply.
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(());
+            }
+        }
+    }
+    async fn send(w: &mut tokio::net::tcp::OwnedWriteHalf, s: String) -> Result<(), String> {
+        w.write_all(s.as_bytes()).await.map_err(|e| e.to_string())
+    }
+    expect(&mut r, "220").await?;
+    send(&mut w, "EHLO abo\r\n".into()).await?;
+    expect(&mut r, "250").await?;
+    send(&mut w, format!("MAIL FROM:<{from}>\r\n")).await?;
+    expect(&mut r, "250").await?;
+    for t in to {
+        send(&mut w, format!("RCPT TO:<{t}>\r\n")).await?;
+        expect(&mut r, "25").await?;
+    }
+    send(&mut w, "DATA\r\n".into()).await?;
+    expect(&mut r, "354").await?;
+    // Lines starting with a dot are doubled (dot-stuffing); the message ends with a lone dot.
+    let text: String = body
+        .lines()
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}\r\n")
+            } else {
+                format!("{l}\r\n")
+            }
+        })
+        .collect();
+    send(&mut w, format!(
+        "From: {from}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}.\r\n",
+        to.join(", "),
+        subject.replace(['\r', '\n'], " ")
+    ))
+    .await?;
+    expect(&mut r, "250").await?;
+    send(&mut w, "QUIT\r\n".into()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            sign(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

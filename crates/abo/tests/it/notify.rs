@@ -1,0 +1,86 @@
+//! Notifications: signed webhooks (generic JSON and Slack), retried; email to a local SMTP sink;
+//! each delivery a `notify.sent` event.
+
+use abo_test_support::TestRepo;
+use abo_test_support::smtp::SmtpSink;
+use abo_test_support::stub::{Canned, StubServer};
+
+use crate::{abo_env, config, events};
+
+#[test]
+fn webhooks_and_email_are_delivered_signed_retried_and_recorded() {
+    // The generic hook fails once, then takes it; the Slack one takes it at once.
+    let generic = StubServer::start(vec![Canned::status(503, "{}"), Canned::ok("{}")]);
+    let slack = StubServer::start(vec![Canned::ok("ok")]);
+    let sink = SmtpSink::start();
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nautonomy: {{ overrides: {{ merge: A2 }} }}\nnotify:\n  webhooks:\n    - {{ url: '{g}/hook', events: [run.finished], secret_env: ABO_HOOK_KEY }}\n    - {{ url: '{s}/slack', format: slack, events: [run.finished] }}\n  email: {{ smtp: '{m}', from: abo@example.test, to: [me@example.test], events: [run.finished] }}\n",
+            g = generic.url,
+            s = slack.url,
+            m = sink.addr
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: one, title: One, run: 'echo 1 > one.txt' }\n",
+    );
+    let key = "hook-key-0123456789";
+    let out = abo_env(
+        &repo,
+        &["run", b.to_str().unwrap(), "--json"],
+        &[("ABO_HOOK_KEY", key.to_owned())],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let run = doc["run"]["id"].as_str().unwrap().to_owned();
+
+    let got = generic.requests();
+    assert_eq!(got.len(), 2, "retried after the 503: {got:?}");
+    let last = &got[1];
+    assert_eq!(last.header("x-abo-event"), Some("run.finished"));
+    assert_eq!(last.body["kind"], "run.finished");
+    assert_eq!(last.body["run"], run.as_str());
+    let want = format!(
+        "sha256={}",
+        abo_runtime::notify::sign(key.as_bytes(), last.raw.as_bytes())
+    );
+    assert_eq!(last.header("x-abo-signature"), Some(want.as_str()));
+    assert!(!last.raw.contains(key), "the key itself is never sent");
+
+    let s = slack.requests();
+    assert_eq!(s.len(), 1);
+    let text = s[0].body["text"].as_str().unwrap();
+    assert!(text.contains(&run) && text.contains("1 landed"), "{text}");
+    assert_eq!(
+        s[0].header("x-abo-signature"),
+        None,
+        "unsigned without a key"
+    );
+
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].to, ["me@example.test"]);
+    assert!(
+        mails[0].data.contains("Subject: abo run"),
+        "{}",
+        mails[0].data
+    );
+
+    let sent: Vec<serde_json::Value> = events(&repo, &run)
+        .into_iter()
+        .filter(|e| e["kind"] == "notify.sent")
+        .collect();
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert!(
+        sent.iter()
+            .all(|e| e["data"]["ok"] == true && e["data"]["event"] == "run.finished")
+    );
+    let hook = sent
+        .iter()
+        .find(|e| e["data"]["target"].as_str().unwrap().ends_with("/hook"))
+        .unwrap();
+    assert_eq!(hook["data"]["tries"], 2);
+}
