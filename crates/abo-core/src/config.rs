@@ -562,6 +562,50 @@ pub struct Landing {
     pub remote: String,
     #[serde(default = "default_true")]
     pub gates_after_merge: bool,
+    /// `pull-request`: where to open it (default: github).
+    #[serde(default)]
+    pub provider: Option<Provider>,
+    /// The provider's API (default `https://api.github.com`, `https://gitlab.com/api/v4`).
+    #[serde(default)]
+    pub api_url: Option<String>,
+    /// `owner/name` (GitHub) or the project's path (GitLab); default: from the remote's URL.
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// The variable holding the API token (default `GITHUB_TOKEN`, `GITLAB_TOKEN`).
+    #[serde(default)]
+    pub token_env: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    #[default]
+    Github,
+    Gitlab,
+}
+
+impl Landing {
+    pub fn provider(&self) -> Provider {
+        self.provider.unwrap_or_default()
+    }
+
+    pub fn api_url(&self) -> String {
+        self.api_url
+            .clone()
+            .unwrap_or_else(|| match self.provider() {
+                Provider::Github => "https://api.github.com".into(),
+                Provider::Gitlab => "https://gitlab.com/api/v4".into(),
+            })
+    }
+
+    pub fn token_env(&self) -> String {
+        self.token_env
+            .clone()
+            .unwrap_or_else(|| match self.provider() {
+                Provider::Github => "GITHUB_TOKEN".into(),
+                Provider::Gitlab => "GITLAB_TOKEN".into(),
+            })
+    }
 }
 
 fn default_remote() -> String {
@@ -577,6 +621,10 @@ impl Default for Landing {
             mode: LandingMode::Branch,
             remote: default_remote(),
             gates_after_merge: true,
+            provider: None,
+            api_url: None,
+            repo: None,
+            token_env: None,
         }
     }
 }

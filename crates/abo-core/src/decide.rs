@@ -62,6 +62,8 @@ pub enum Command {
         outcome: String,
         commit: Option<CommitSha>,
         reason: String,
+        /// The pull (merge) request the run branch was offered as: (URL, number).
+        pull_request: Option<(String, Option<u64>)>,
     },
     Pause {
         reason: String,
@@ -170,7 +172,10 @@ pub enum Effect {
     KillAll,
     /// The run ended: publish the run branch per `landing`, and land it into the base branch
     /// when the `merge` action's autonomy allows (else say why not).
-    Finish { merge: Result<(), String> },
+    Finish {
+        run: crate::ids::RunId,
+        merge: Result<(), String>,
+    },
 }
 
 /// A command that does not apply to the run as it is.
@@ -264,7 +269,11 @@ impl RunState {
                 outcome,
                 commit,
                 reason,
+                pull_request,
             } => {
+                if let Some((url, number)) = pull_request {
+                    cx.emit(None, EventBody::RunPullRequest { url, number });
+                }
                 cx.emit(
                     None,
                     EventBody::RunMerge {
@@ -1480,5 +1489,6 @@ fn finish_if_done(cx: &mut Ctx<'_>) {
     };
     cx.emit(None, body);
     let merge = merge_decision(cx.state);
-    cx.effect(Effect::Finish { merge });
+    let run = cx.state.id.clone();
+    cx.effect(Effect::Finish { run, merge });
 }

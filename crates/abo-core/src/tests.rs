@@ -438,7 +438,7 @@ fn diamond_with_gates() {
               run.finished {"cancelled":0,"failed":0,"landed":4,"skipped":0}
               => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 }, commit: CommitSha("c4") }
               => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 }, keep: false }
-              => Finish { merge: Ok(()) }
+              => Finish { run: RunId("r"), merge: Ok(()) }
         "#]],
     );
     assert_eq!(h.state.status, RunStatus::Finished);
@@ -1060,7 +1060,7 @@ fn autonomy_levels_ask_for_approvals_and_decide_the_merge() {
         landed("docs", 1, "c1"),
         landed("code", 1, "c2"),
     ]);
-    assert!(trace.ends_with("=> Finish { merge: Err(\"merge is A3 (auto low-risk) and these changes are not low risk: code (medium)\") }\n"), "{trace}");
+    assert!(trace.ends_with("=> Finish { run: RunId(\"r\"), merge: Err(\"merge is A3 (auto low-risk) and these changes are not low risk: code (medium)\") }\n"), "{trace}");
 }
 
 /// A backend finished with a known cost.

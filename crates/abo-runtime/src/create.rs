@@ -53,9 +53,9 @@ pub enum CreateError {
     #[error("{0}")]
     Autonomy(String),
     #[error(
-        "`landing.mode: pull-request` is not supported by this version of abo (use `branch` or `push`)"
+        "`landing.mode: pull-request` needs an API token in {0}, which is not set (abo.yml: landing.token_env)"
     )]
-    PullRequest,
+    PullRequest(String),
     #[error(transparent)]
     Git(#[from] crate::git::GitError),
     #[error(transparent)]
@@ -72,7 +72,7 @@ impl CreateError {
                 | Self::MissingExecutable { .. }
                 | Self::MissingKey { .. }
                 | Self::Patch { .. }
-                | Self::PullRequest
+                | Self::PullRequest(_)
                 | Self::Autonomy(_)
         )
     }
@@ -81,7 +81,10 @@ impl CreateError {
 /// Checks what the plan needs of this machine: agent executables on PATH, API keys set.
 pub fn check_runnable(plan: &Plan, config: &Config) -> Result<(), CreateError> {
     if config.landing.mode == abo_core::config::LandingMode::PullRequest {
-        return Err(CreateError::PullRequest);
+        let var = config.landing.token_env();
+        if std::env::var(&var).map_or(true, |v| v.is_empty()) {
+            return Err(CreateError::PullRequest(var));
+        }
     }
     let runnable = plan
         .tasks

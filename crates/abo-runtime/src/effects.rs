@@ -146,7 +146,7 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect)
             ctx.groups.kill_all();
             Done::default()
         }
-        Effect::Finish { merge } => {
+        Effect::Finish { run: run_id, merge } => {
             let mut warnings = Vec::new();
             if spec.settings.pushes() {
                 let remote = &spec.settings.landing.remote;
@@ -154,15 +154,37 @@ pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect)
                     warnings.push(format!("pushing {} to {remote} failed: {e}", spec.branch));
                 }
             }
-            let (outcome, commit, reason) = match merge {
-                Ok(()) => merge_into_base(ctx, spec).await,
-                Err(reason) => ("skipped".to_owned(), None, reason),
-            };
+            let mut pull_request = None;
+            let (outcome, commit, reason) =
+                if spec.settings.landing.mode == abo_core::config::LandingMode::PullRequest {
+                    // The pull request is how the run branch reaches the base branch.
+                    match crate::pr::open(ctx, spec, &run_id).await {
+                        Ok((url, number)) => {
+                            let why = format!("offered as a pull request: {url}");
+                            pull_request = Some((url, number));
+                            ("skipped".to_owned(), None, why)
+                        }
+                        Err(e) => {
+                            warnings.push(format!("opening the pull request failed: {e}"));
+                            (
+                                "skipped".to_owned(),
+                                None,
+                                format!("the pull request could not be opened: {e}"),
+                            )
+                        }
+                    }
+                } else {
+                    match merge {
+                        Ok(()) => merge_into_base(ctx, spec).await,
+                        Err(reason) => ("skipped".to_owned(), None, reason),
+                    }
+                };
             let command = Command::MergeDone {
                 into: spec.base_branch.clone(),
                 outcome,
                 commit,
                 reason,
+                pull_request,
             };
             Done {
                 command: Some(command),

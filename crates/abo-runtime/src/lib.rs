@@ -12,6 +12,7 @@ pub mod egress;
 pub mod engine;
 pub mod git;
 pub mod notify;
+pub mod pr;
 pub mod process;
 pub mod proof;
 pub mod redact;

@@ -319,8 +319,12 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
         } else {
             String::new()
         };
+        let pr = r["pull_request"]
+            .as_str()
+            .map(|u| format!("<p>Pull request: <a href=\"{0}\">{0}</a></p>", esc(u)))
+            .unwrap_or_default();
         Ok::<_, ApiError>(format!(
-            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent ${usd:.4}, {tok} tokens</p>{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
+            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent ${usd:.4}, {tok} tokens</p>{pr}{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
             i = esc(&id),
             title = esc(r["title"].as_str().unwrap_or("")),
             status = status_span(r["status"].as_str().unwrap_or("")),

@@ -41,6 +41,9 @@ pub(crate) fn render(v: &View) -> String {
         .unwrap_or_default();
     out.push_str(&format!("  branch   {}  (from {base}{from})\n", run.branch));
     out.push_str(&format!("  profile  {}\n", run.profile));
+    if let Some(pr) = &run.pull_request {
+        out.push_str(&format!("  pull request {pr}\n"));
+    }
     if run.spent_tokens > 0 || run.spent_usd > 0.0 {
         out.push_str(&format!(
             "  spent    ${:.4}, {} tokens\n",

@@ -15,6 +15,7 @@ mod errors;
 mod golden;
 mod notify;
 mod policy;
+mod pr;
 mod sandbox;
 mod serve;
 
