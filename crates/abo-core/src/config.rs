@@ -672,10 +672,40 @@ pub struct Email {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schedule {
+    /// When attempts may start: `HH:MM-HH:MM`, in local time or `timezone`.
     #[serde(default)]
     pub windows: Vec<String>,
+    /// IANA name of the zone of `windows` and `cron` (default: local).
     #[serde(default)]
-    pub cron: Vec<String>,
+    pub timezone: Option<String>,
+    /// Backlogs `abo daemon` starts on cron expressions.
+    #[serde(default)]
+    pub cron: Vec<CronRun>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CronRun {
+    /// `minute hour day-of-month month day-of-week`.
+    pub at: String,
+    /// A backlog path inside the repository.
+    pub backlog: String,
+    #[serde(default)]
+    pub profile: Option<String>,
+}
+
+impl Schedule {
+    /// The windows a run freezes (validated with the config).
+    pub fn spec(&self) -> crate::spec::ScheduleSpec {
+        crate::spec::ScheduleSpec {
+            windows: self
+                .windows
+                .iter()
+                .filter_map(|w| crate::schedule::Window::parse(w).ok())
+                .collect(),
+            timezone: self.timezone.clone(),
+        }
+    }
 }
 
 impl Config {
@@ -795,6 +825,31 @@ impl Config {
             }
         }
         self.validate_router(&err)?;
+        for (i, w) in self.schedule.windows.iter().enumerate() {
+            if let Err(e) = crate::schedule::Window::parse(w) {
+                return Err(err(
+                    &[
+                        PathSeg::key("schedule"),
+                        PathSeg::key("windows"),
+                        PathSeg::Index(i),
+                    ],
+                    format!("`schedule.windows[{i}]`: {e}"),
+                ));
+            }
+        }
+        for (i, c) in self.schedule.cron.iter().enumerate() {
+            if let Err(e) = crate::schedule::Cron::parse(&c.at) {
+                return Err(err(
+                    &[
+                        PathSeg::key("schedule"),
+                        PathSeg::key("cron"),
+                        PathSeg::Index(i),
+                        PathSeg::key("at"),
+                    ],
+                    format!("`schedule.cron[{i}].at`: {e}"),
+                ));
+            }
+        }
         if let Some(a) = self.budgets.alert_at
             && !(a > 0.0 && a <= 1.0)
         {
@@ -901,18 +956,6 @@ impl Config {
         Ok(())
     }
 
-    /// Sections this version of abo parses and checks but does not act on yet: `abo run` says so
-    /// rather than let a user believe, say, that a budget is enforced.
-    pub fn not_yet_enforced(&self) -> Vec<&'static str> {
-        [(
-            !self.schedule.windows.is_empty() || !self.schedule.cron.is_empty(),
-            "schedule",
-        )]
-        .into_iter()
-        .filter_map(|(set, what)| set.then_some(what))
-        .collect()
-    }
-
     pub fn gate(&self, name: &str) -> Option<&Gate> {
         self.gates.iter().find(|g| g.name == name)
     }
@@ -968,8 +1011,6 @@ mod tests {
             Some("ANTHROPIC_API_KEY")
         );
         assert_eq!(c.router.fallback, ["local"]);
-        assert_eq!(c.not_yet_enforced(), ["schedule"]);
-        assert!(Config::embedded_default().not_yet_enforced().is_empty());
         assert_eq!(c.gates[1].retries, 1);
         assert_eq!(c.sandbox.limits.memory, Some(ByteSize(4 << 30)));
         assert_eq!(c.landing.mode, LandingMode::Branch);

@@ -978,11 +978,38 @@ fn progress(cx: &mut Ctx<'_>) {
     promote_ready(cx);
     land_next(cx);
     if cx.state.status == RunStatus::Running {
-        let blocked = schedule(cx);
-        if !pause_for_budget(cx, &blocked) {
-            finish_if_done(cx);
+        if let Some(why) = cx.state.outside_schedule.clone() {
+            if !wait_for_window(cx, &why) {
+                finish_if_done(cx);
+            }
+        } else {
+            let blocked = schedule(cx);
+            if !pause_for_budget(cx, &blocked) {
+                finish_if_done(cx);
+            }
         }
     }
+}
+
+/// Outside its schedule's windows nothing starts; once nothing is in flight the run pauses with
+/// reason `schedule` (`abo daemon` resumes it in the next window). Whether work waits.
+fn wait_for_window(cx: &mut Ctx<'_>, why: &str) -> bool {
+    let s = &cx.state;
+    let ready = s.tasks.values().any(|t| t.state == TaskState::Ready);
+    if !ready {
+        return s.in_flight() > 0;
+    }
+    let idle =
+        s.in_flight() == 0 && s.inflight.landing.is_none() && s.inflight.land_queue.is_empty();
+    if idle {
+        cx.emit(
+            None,
+            EventBody::RunPaused {
+                reason: format!("schedule: {why}"),
+            },
+        );
+    }
+    true
 }
 
 /// Charges an attempt's cost, releases its reservation, and alerts on caps it brought to `alert_at`.

@@ -18,6 +18,7 @@ pub mod plan;
 pub mod pricing;
 pub mod report;
 pub mod route;
+pub mod schedule;
 pub mod spec;
 pub mod state;
 pub mod ticket;

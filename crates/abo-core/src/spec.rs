@@ -66,6 +66,16 @@ pub struct RunSettings {
     /// Where events are sent (webhooks, email).
     #[serde(default)]
     pub notify: NotifySpec,
+    /// When attempts may start.
+    #[serde(default)]
+    pub schedule: ScheduleSpec,
+}
+
+/// abo.yml's `schedule.windows`, parsed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScheduleSpec {
+    pub windows: Vec<crate::schedule::Window>,
+    pub timezone: Option<String>,
 }
 
 /// abo.yml's `notify`: secrets are named by variable, never copied.

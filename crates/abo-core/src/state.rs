@@ -284,6 +284,8 @@ pub struct RunState {
     pub router_stats: crate::route::Stats,
     /// `router.rules` compiled (`None`: does not compile, so never matches).
     pub rules: Vec<Option<crate::expr::Expr>>,
+    /// Set by the runtime while the local time is outside every `schedule.windows` entry: why.
+    pub outside_schedule: Option<String>,
 }
 
 /// This many transient failures of a backend in a row open its circuit for [`CIRCUIT_COOLDOWN_MS`].
@@ -354,6 +356,7 @@ impl RunState {
             ledger: Ledger::default(),
             windows: Windows::default(),
             router_stats: Default::default(),
+            outside_schedule: None,
             rules: spec
                 .settings
                 .router

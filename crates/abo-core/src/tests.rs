@@ -63,6 +63,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             cache: false,
             sandbox: Default::default(),
             notify: Default::default(),
+            schedule: Default::default(),
         },
         tasks: tasks
             .iter()
@@ -1516,4 +1517,33 @@ fn the_learned_router_converges_on_the_backend_that_lands() {
     let late_good = chosen[20..].iter().filter(|b| *b == "good").count();
     assert!(late_good >= 17, "{chosen:?}");
     assert!(chosen.iter().any(|b| b == "bad"), "it explored: {chosen:?}");
+}
+
+#[test]
+fn outside_its_windows_a_run_starts_nothing_and_pauses_for_its_schedule() {
+    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &[])], &[], 1));
+    h.state.outside_schedule = Some("outside the windows 22:00-07:00 (12:00 now)".into());
+    let trace = h.run(vec![Command::Start]);
+    assert!(!trace.contains("task.started"), "{trace}");
+    assert!(
+        trace.contains(
+            r#"run.paused {"reason":"schedule: outside the windows 22:00-07:00 (12:00 now)"}"#
+        ),
+        "{trace}"
+    );
+    // Inside the window (the runtime cleared it), resuming starts work again.
+    h.state.outside_schedule = None;
+    let trace = h.run(vec![Command::Resume {
+        landed: vec![],
+        caps: Default::default(),
+    }]);
+    assert!(trace.contains("task.started a"), "{trace}");
+    // Leaving the window mid-run: what runs finishes, nothing new starts, then it pauses.
+    h.state.outside_schedule = Some("outside the windows 22:00-07:00 (07:00 now)".into());
+    let trace = h.run(vec![ok("a", 1), allow("a", 1), landed("a", 1, "c1")]);
+    assert!(!trace.contains("task.started b"), "{trace}");
+    assert!(
+        trace.contains(r#"run.paused {"reason":"schedule: outside"#),
+        "{trace}"
+    );
 }

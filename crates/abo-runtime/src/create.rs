@@ -233,6 +233,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
         cache: true,
         sandbox: config.sandbox.spec(),
         notify: config.notify.spec(),
+        schedule: config.schedule.spec(),
     }
 }
 

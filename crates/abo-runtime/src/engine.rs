@@ -310,6 +310,7 @@ async fn refresh(
     router: bool,
     observer: &mut dyn Observer,
 ) {
+    state.outside_schedule = crate::windows::outside(&state.spec.settings.schedule, ctx.now());
     if state.budgets.windows_capped() {
         match crate::windows::load(&ctx.store, &state.id, ctx.now(), tz).await {
             Ok(w) => state.windows = w,

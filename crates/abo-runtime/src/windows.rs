@@ -40,6 +40,51 @@ pub fn bounds(now: Timestamp, tz: &TimeZone) -> Result<[(Timestamp, Timestamp); 
     Ok([(ms(&day), ms(&next_day)), (ms(&week), ms(&next_week))])
 }
 
+/// The local date and time of `now` in `tz`, for cron expressions and schedule windows.
+pub fn local(now: Timestamp, tz: &TimeZone) -> Result<abo_core::schedule::LocalTime, String> {
+    let ts = jiff::Timestamp::from_millisecond(now.0).map_err(|e| e.to_string())?;
+    let z = Zoned::new(ts, tz.clone());
+    Ok(abo_core::schedule::LocalTime {
+        month: u32::try_from(z.month()).unwrap_or(1),
+        day: u32::try_from(z.day()).unwrap_or(1),
+        weekday: u32::from(z.weekday().to_sunday_zero_offset().unsigned_abs()),
+        hour: u32::try_from(z.hour()).unwrap_or(0),
+        minute: u32::try_from(z.minute()).unwrap_or(0),
+    })
+}
+
+/// Whether a cron expression fires at a minute in `(from, to]`, local time (at most a day back).
+pub fn fired(
+    cron: &abo_core::schedule::Cron,
+    from: Timestamp,
+    to: Timestamp,
+    tz: &TimeZone,
+) -> bool {
+    const MINUTE: i64 = 60_000;
+    let first = (from.0 / MINUTE + 1).max(to.0 / MINUTE - 24 * 60);
+    (first..=to.0 / MINUTE).any(|m| local(Timestamp(m * MINUTE), tz).is_ok_and(|t| cron.matches(t)))
+}
+
+/// Why `now` is outside every window of the schedule (`None`: inside one, or no windows).
+pub fn outside(s: &abo_core::spec::ScheduleSpec, now: Timestamp) -> Option<String> {
+    if s.windows.is_empty() {
+        return None;
+    }
+    let tz = zone(s.timezone.as_deref()).unwrap_or(TimeZone::UTC);
+    let t = local(now, &tz).ok()?;
+    let minute = u16::try_from(t.hour * 60 + t.minute).unwrap_or(0);
+    if s.windows.iter().any(|w| w.contains(minute)) {
+        return None;
+    }
+    let list: Vec<String> = s.windows.iter().map(ToString::to_string).collect();
+    Some(format!(
+        "outside the windows {} ({:02}:{:02} now)",
+        list.join(", "),
+        t.hour,
+        t.minute
+    ))
+}
+
 /// The windows of `now` with what other runs hold in them.
 pub async fn load(
     store: &Store,

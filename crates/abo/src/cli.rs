@@ -166,9 +166,12 @@ pub(crate) enum Cmd {
     /// Keep runs moving unattended: a run paused because a daily or weekly cap was spent resumes
     /// when the window rolls over.
     Daemon {
-        /// How often to look at paused runs.
+        /// How often to look at schedules and paused runs.
         #[arg(long, value_name = "DURATION", default_value = "30s")]
         interval: String,
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        addr: String,
     },
     /// Turn a free-text ticket into a YAML backlog through a backend, for review.
     Plan {

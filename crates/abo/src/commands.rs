@@ -138,9 +138,6 @@ pub(crate) fn prepare_run(
         }
     }
     abo_runtime::create::resolve_autonomy(&plan, config, profile.as_deref())?;
-    for what in config.not_yet_enforced() {
-        eprintln!("warning: abo.yml: {what}: not acted on by this version of abo");
-    }
     let policy = crate::policy_cmd::policy_spec(root, config)?;
     let opts = RunOptions {
         profile,

@@ -1,18 +1,23 @@
-//! `abo daemon`: keeps runs moving without a person. A run paused because a cap kept its tasks
-//! from starting resumes by itself as soon as one of them fits again: when the day or week of a
-//! daily or weekly cap rolls over, or other runs release what they held. Caps of the run itself
-//! (`--usd`, `--tokens`, `--wall`) are raised only by a person, with `abo resume RUN --usd ...`.
+//! `abo daemon`: `abo serve` plus what keeps runs moving without a person (DESIGN §10.3).
+//! - Backlogs of `schedule.cron` start on their cron expressions.
+//! - A run paused outside its `schedule.windows` resumes inside the next one.
+//! - A run paused because a cap kept its tasks from starting resumes as soon as one fits again:
+//!   when the day or week of a daily or weekly cap rolls over, or other runs release what they
+//!   held. Caps of the run itself (`--usd`, `--tokens`, `--wall`) are raised only by a person.
+//!
+//! Runs it starts or resumes are executed by this process.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use abo_core::event::StoredEvent;
 use abo_core::ids::RunId;
+use abo_core::schedule::Cron;
 use abo_core::state::{RunState, RunStatus, TaskState};
 use abo_runtime::{Ctx, Observer, Start, engine, windows};
 
 use crate::cli::Cli;
-use crate::commands::{env, parse_duration};
+use crate::commands::parse_duration;
 use crate::exit;
 use crate::out::say;
 use crate::progress::describe;
@@ -34,23 +39,56 @@ impl Observer for Lines {
     }
 }
 
-pub(crate) async fn daemon(cli: &Cli, interval: &str) -> anyhow::Result<u8> {
+pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Result<u8> {
     let every = parse_duration("--interval", interval)?;
-    let ctx = env(cli).await?.ctx;
-    say!("abo daemon: resuming runs paused for budget when their caps allow (every {every})");
+    let api = crate::serve::api(cli).await?;
+    let (config, _) = crate::load::config(&api.root, cli.config.as_deref())?;
+    let tz = windows::zone(config.schedule.timezone.as_deref())
+        .map_err(|e| crate::exit::Usage::new(format!("abo.yml: schedule.timezone: {e}")))?;
+    let crons: Vec<(Cron, abo_core::config::CronRun)> = config
+        .schedule
+        .cron
+        .iter()
+        .filter_map(|c| Cron::parse(&c.at).ok().map(|p| (p, c.clone())))
+        .collect();
+    let _server = crate::serve::listen(Arc::clone(&api), addr).await?;
+    let ctx = Arc::clone(&api.ctx);
+    say!(
+        "abo daemon: {} scheduled backlog(s); resuming runs paused for budget or schedule (every {every})",
+        crons.len()
+    );
     let driving: Arc<std::sync::Mutex<BTreeSet<RunId>>> = Arc::default();
+    let mut last = ctx.now();
     loop {
+        let now = ctx.now();
+        // Each minute since the last look whose cron matches starts its backlog once.
+        for (cron, entry) in &crons {
+            if windows::fired(cron, last, now, &tz) {
+                match start(&api, entry).await {
+                    Ok(id) => say!(
+                        "{id} started by schedule.cron `{}` ({})",
+                        entry.at,
+                        entry.backlog
+                    ),
+                    Err(e) => say!("schedule.cron `{}` ({}): {e:#}", entry.at, entry.backlog),
+                }
+            }
+        }
+        last = now;
         for row in ctx.store.runs().await? {
-            let paused_for_budget = row.status == "paused"
-                && row
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("budget:"));
+            let reason = row.reason.as_deref().unwrap_or("");
             let busy = driving.lock().map(|d| d.contains(&row.id)).unwrap_or(true);
-            if !paused_for_budget || busy || !fits_now(&ctx, &row.id).await {
+            if row.status != "paused" || busy {
                 continue;
             }
-            say!("{} resuming: a task fits its caps again", row.id);
+            let why = if reason.starts_with("budget:") && fits_now(&ctx, &row.id).await {
+                "a task fits its caps again"
+            } else if reason.starts_with("schedule:") && in_window(&ctx, &row.id).await {
+                "inside its schedule window"
+            } else {
+                continue;
+            };
+            say!("{} resuming: {why}", row.id);
             if let Ok(mut d) = driving.lock() {
                 d.insert(row.id.clone());
             }
@@ -72,6 +110,29 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str) -> anyhow::Result<u8> {
         }
     }
     Ok(exit::OK)
+}
+
+/// Starts a scheduled backlog, executed by this process.
+async fn start(
+    api: &crate::serve::Api,
+    entry: &abo_core::config::CronRun,
+) -> anyhow::Result<RunId> {
+    use abo_server::Control;
+    let req = abo_server::CreateRun {
+        backlog: entry.backlog.clone(),
+        profile: entry.profile.clone(),
+        ..Default::default()
+    };
+    api.create_run(req)
+        .await
+        .map_err(|e| anyhow::anyhow!("{}", e.message))
+}
+
+/// Whether a run paused outside its windows is inside one now.
+async fn in_window(ctx: &Ctx, run: &RunId) -> bool {
+    engine::load(&ctx.store, run)
+        .await
+        .is_ok_and(|s| windows::outside(&s.spec.settings.schedule, ctx.now()).is_none())
 }
 
 /// Whether a ready task of a paused run could reserve its budget now.

@@ -70,7 +70,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Retry { task, run } => commands::retry(cli, task, run.as_deref()).await,
         Cmd::Gc { older_than } => commands::gc(cli, older_than).await,
         Cmd::Doctor => doctor::doctor(cli).await,
-        Cmd::Daemon { interval } => daemon::daemon(cli, interval).await,
+        Cmd::Daemon { interval, addr } => daemon::daemon(cli, interval, addr).await,
         Cmd::Serve { addr } => serve::serve(cli, addr).await,
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,

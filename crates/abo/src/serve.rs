@@ -18,10 +18,10 @@ use crate::exit::{self, Usage};
 use crate::load;
 use crate::out::say;
 
-struct Api {
-    root: PathBuf,
-    config: Option<PathBuf>,
-    ctx: Arc<Ctx>,
+pub(crate) struct Api {
+    pub(crate) root: PathBuf,
+    pub(crate) config: Option<PathBuf>,
+    pub(crate) ctx: Arc<Ctx>,
 }
 
 fn to_api(e: anyhow::Error) -> ApiError {
@@ -34,7 +34,7 @@ fn to_api(e: anyhow::Error) -> ApiError {
 
 impl Api {
     /// Executes a run in this process until it finishes or pauses.
-    fn drive(&self, id: RunId, start: Start) {
+    pub(crate) fn drive(&self, id: RunId, start: Start) {
         let ctx = Arc::clone(&self.ctx);
         tokio::spawn(async move {
             let mut lines = crate::daemon::Lines;
@@ -152,9 +152,34 @@ fn live(tokens: &[TokenRow]) -> usize {
 }
 
 pub(crate) async fn serve(cli: &Cli, addr: &str) -> anyhow::Result<u8> {
+    let api = api(cli).await?;
+    let server = listen(api, addr).await?;
+    tokio::select! {
+        r = server => r??,
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    Ok(exit::OK)
+}
+
+/// The control of the repository abo was started in.
+pub(crate) async fn api(cli: &Cli) -> anyhow::Result<Arc<Api>> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, _) = load::config(&root, cli.config.as_deref())?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
+    Ok(Arc::new(Api {
+        root,
+        config: cli.config.clone(),
+        ctx,
+    }))
+}
+
+/// Binds `addr` and serves the API in the background (refusing a non-loopback address while no
+/// token exists); prints where it listens.
+pub(crate) async fn listen(
+    api: Arc<Api>,
+    addr: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    let ctx = Arc::clone(&api.ctx);
     let sock: std::net::SocketAddr = addr
         .parse()
         .map_err(|e| Usage::new(format!("--addr {addr}: {e}")))?;
@@ -168,21 +193,11 @@ pub(crate) async fn serve(cli: &Cli, addr: &str) -> anyhow::Result<u8> {
     let listener = tokio::net::TcpListener::bind(sock)
         .await
         .map_err(|e| Usage::new(format!("--addr {addr}: {e}")))?;
-    let state = abo_server::State {
-        ctx: Arc::clone(&ctx),
-        control: Arc::new(Api {
-            root,
-            config: cli.config.clone(),
-            ctx,
-        }),
-    };
+    let state = abo_server::State { ctx, control: api };
     say!("abo serve: listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, abo_server::app(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
-    Ok(exit::OK)
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, abo_server::app(state)).await
+    }))
 }
 
 pub(crate) async fn token(cli: &Cli, cmd: &TokenCmd) -> anyhow::Result<u8> {

@@ -39,6 +39,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
             cache: false,
             sandbox: Default::default(),
             notify: Default::default(),
+            schedule: Default::default(),
         },
         tasks: tasks
             .iter()

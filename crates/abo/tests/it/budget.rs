@@ -194,7 +194,10 @@ fn a_daily_cap_pauses_the_run_and_the_daemon_resumes_it_the_next_day() {
         "{doc}"
     );
     // The daemon leaves it alone today...
-    let mut c = abo_cmd(&s.repo, &["daemon", "--interval", "200ms"]);
+    let mut c = abo_cmd(
+        &s.repo,
+        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
+    );
     for (k, v) in &env {
         c.env(k, v);
     }

@@ -220,24 +220,3 @@ fn autonomy_errors_start_nothing() {
     );
     assert!(!repo.path.join(".abo").exists(), "nothing created");
 }
-
-#[test]
-fn sections_not_acted_on_yet_are_named_not_ignored() {
-    let repo = TestRepo::new();
-    config(
-        &repo,
-        "version: 1\nschedule: { windows: ['22:00-07:00'] }\nautonomy: { overrides: { merge: A2 } }\n",
-    );
-    let b = repo.write_outside(
-        "b.yml",
-        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
-    );
-    let out = abo(&repo, &["run", b.to_str().unwrap()]);
-    assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(
-        out.stderr
-            .contains("warning: abo.yml: schedule: not acted on by this version of abo"),
-        "{}",
-        out.stderr
-    );
-}

@@ -17,6 +17,7 @@ mod notify;
 mod policy;
 mod pr;
 mod sandbox;
+mod schedule;
 mod serve;
 
 use std::path::Path;
