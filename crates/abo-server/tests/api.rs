@@ -349,3 +349,39 @@ fn the_committed_openapi_document_matches_the_code() {
         );
     }
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
+    let dash: Value =
+        serde_json::from_str(include_str!("../../../ops/grafana-dashboard.json")).unwrap();
+    let exported = [
+        "abo_tasks",
+        "abo_queue_depth",
+        "abo_attempt_duration_seconds_sum",
+        "abo_attempt_duration_seconds_count",
+        "abo_gate_duration_seconds_sum",
+        "abo_gate_duration_seconds_count",
+        "abo_cost_usd_total",
+        "abo_tokens_total",
+        "abo_cache_hits_total",
+        "abo_policy_eval_seconds_sum",
+        "abo_policy_eval_seconds_count",
+    ];
+    let mut seen = 0;
+    for p in dash["panels"].as_array().unwrap() {
+        for t in p["targets"].as_array().unwrap() {
+            let expr = t["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("abo_"))
+            {
+                assert!(
+                    exported.contains(&name),
+                    "{name} in `{expr}` is not exported"
+                );
+                seen += 1;
+            }
+        }
+    }
+    assert!(seen >= 10);
+}
