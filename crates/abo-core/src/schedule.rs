@@ -209,7 +209,10 @@ mod tests {
         assert!(!c.matches(at(1, 22, 50)));
         assert!(!c.matches(at(0, 22, 0)), "not on Sunday");
         let c = Cron::parse("0 9,18 1 * 0").unwrap();
-        assert!(!c.matches(at(3, 9, 0)), "a Wednesday the 22nd: neither day field");
+        assert!(
+            !c.matches(at(3, 9, 0)),
+            "a Wednesday the 22nd: neither day field"
+        );
         assert!(c.matches(at(0, 9, 0)));
         assert!(c.matches(at(0, 18, 0)), "Sunday, either day field matches");
         assert!(Cron::parse("* * *").unwrap_err().contains("five"));
