@@ -158,6 +158,12 @@ pub(crate) enum Cmd {
         #[arg(long, default_value = "127.0.0.1:3100")]
         addr: String,
     },
+    /// Measure abo against its performance targets (BENCHMARKS.md).
+    Bench {
+        /// The short run (under two minutes on two cores).
+        #[arg(long)]
+        quick: bool,
+    },
     /// API tokens: create (printed once), list, revoke.
     Token {
         #[command(subcommand)]

@@ -1,6 +1,7 @@
 //! `abo`, the Autonomous Build Operator: the CLI. Parses arguments, wires the store, runtime and
 //! config together, and maps every outcome to an exit code (DESIGN §3) here and nowhere else.
 
+mod bench;
 mod cli;
 mod commands;
 mod daemon;
@@ -72,6 +73,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Doctor => doctor::doctor(cli).await,
         Cmd::Daemon { interval, addr } => daemon::daemon(cli, interval, addr).await,
         Cmd::Serve { addr } => serve::serve(cli, addr).await,
+        Cmd::Bench { quick } => bench::bench(cli, *quick).await,
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,

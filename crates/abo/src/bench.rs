@@ -1,0 +1,533 @@
+//! `abo bench [--quick] [--json]`: abo measured against its performance targets (DESIGN §13).
+//! The method of each figure is in BENCHMARKS.md; latencies are p50/p95/p99 over many samples,
+//! throughputs the median of repeated runs with min and max.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use abo_core::decide::{BackendOutcome, Command, Effect, LandOutcome, PolicyOutcome};
+use abo_core::event::{Event, EventBody};
+use abo_core::ids::{CommitSha, RunId, TaskId, Timestamp};
+use abo_core::spec::RunSpec;
+use abo_core::state::RunState;
+use abo_core::verdict::Verdict;
+use abo_runtime::process::{self, Spec};
+use abo_store::Store;
+
+use crate::cli::Cli;
+use crate::exit;
+use crate::out::say;
+
+/// Percentiles of samples in milliseconds.
+fn dist(mut ms: Vec<f64>) -> Value {
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
+        let i = ((ms.len() as f64 - 1.0) * q).round() as usize;
+        (ms.get(i).copied().unwrap_or(0.0) * 1000.0).round() / 1000.0
+    };
+    json!({ "p50": at(0.5), "p95": at(0.95), "p99": at(0.99), "min": at(0.0), "max": at(1.0), "samples": ms.len() })
+}
+
+/// Median, min and max of repeated figures.
+fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let med = v.get(v.len() / 2).copied().unwrap_or(0.0);
+    (
+        med,
+        v.first().copied().unwrap_or(0.0),
+        v.last().copied().unwrap_or(0.0),
+    )
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// A run spec of `n` command tasks (a chain when `chain`), as the engine would freeze it.
+fn spec(n: usize, chain: bool) -> anyhow::Result<RunSpec> {
+    let tasks: Vec<Value> = (0..n)
+        .map(|i| {
+            let deps: Vec<String> = if chain && i > 0 { vec![format!("t{}", i - 1)] } else { vec![] };
+            json!({
+                "id": format!("t{i}"), "title": format!("T{i}"), "type": "code", "description": "",
+                "acceptance": [], "paths": [format!("f{i}")], "deps": deps,
+                "backend": { "kind": "command", "name": "command", "run": "true" },
+                "gates": [], "labels": [], "max_attempts": 1, "priority": 0, "skipped": null, "origin": "bench"
+            })
+        })
+        .collect();
+    let mut spec: RunSpec = serde_json::from_value(json!({
+        "title": "bench", "profile": "exploration", "base": "0", "base_branch": null, "branch": "abo/bench",
+        "settings": { "max_parallel": 8, "stop_after_consecutive_failures": 0, "attempt_timeout_ms": 1000,
+            "silence_timeout_ms": 1000, "run_timeout_ms": 3_600_000, "gates": [], "landing": {} },
+        "tasks": tasks
+    }))?;
+    let levels = abo_core::autonomy::profile("exploration").unwrap_or_default();
+    spec.settings.autonomy = levels.clone();
+    spec.settings.budgets.wall_ms = None;
+    for t in &mut spec.tasks {
+        t.autonomy = levels.clone();
+    }
+    Ok(spec)
+}
+
+/// What each effect's result would be if it took no time.
+fn instant(effect: &Effect) -> Option<Command> {
+    match effect {
+        Effect::StartAttempt { attempt, .. } => Some(Command::BackendDone {
+            task: attempt.task.clone(),
+            attempt: attempt.attempt,
+            outcome: BackendOutcome {
+                files_changed: 1,
+                ..Default::default()
+            },
+        }),
+        Effect::EvaluatePolicy { attempt } => Some(Command::PolicyDone {
+            task: attempt.task.clone(),
+            attempt: attempt.attempt,
+            outcome: PolicyOutcome {
+                verdict: Verdict::Allow,
+                deny: vec![],
+                require_approval: vec![],
+                risk: "low".into(),
+                duration_us: 0,
+                error: None,
+                secrets: 0,
+            },
+        }),
+        Effect::Land { attempt } => Some(Command::LandDone {
+            task: attempt.task.clone(),
+            attempt: attempt.attempt,
+            outcome: LandOutcome::Landed {
+                commit: CommitSha::new("c"),
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// Drives a run through the state machine with instant effects, every event committed to a real
+/// SQLite store. Returns the wall time and, per `task.started`, the time from the command that
+/// made the task ready to its start being committed.
+async fn drive_noop(dir: &Path, n: usize, chain: bool) -> anyhow::Result<(Duration, Vec<f64>)> {
+    let store = Store::open("sqlite:bench.db", dir).await?;
+    let run = RunId::new(format!("bench-{n}-{chain}"));
+    let spec = spec(n, chain)?;
+    let now = Timestamp(0);
+    store
+        .append(&[Event {
+            run: run.clone(),
+            task: None,
+            at: now,
+            body: EventBody::RunCreated(Box::new(spec.clone())),
+        }])
+        .await?;
+    let mut state = RunState::created(run, spec, now);
+    let mut queue = std::collections::VecDeque::from([Command::Start]);
+    let mut dispatch = Vec::new();
+    let started = Instant::now();
+    while let Some(cmd) = queue.pop_front() {
+        let t0 = Instant::now();
+        let d = state.decide(cmd, now)?;
+        store.append(&d.events).await?;
+        let starts = d
+            .events
+            .iter()
+            .filter(|e| matches!(e.body, EventBody::TaskStarted { .. }))
+            .count();
+        let readied = d
+            .events
+            .iter()
+            .any(|e| matches!(e.body, EventBody::TaskReady {}));
+        if starts > 0 && (chain || readied) {
+            dispatch.push(ms(t0.elapsed()));
+        }
+        queue.extend(d.effects.iter().filter_map(instant));
+    }
+    Ok((started.elapsed(), dispatch))
+}
+
+async fn append_latency(dir: &Path, n: usize) -> anyhow::Result<Value> {
+    let store = Store::open("sqlite:append.db", dir).await?;
+    let run = RunId::new("append");
+    let spec = spec(1, false)?;
+    let ev = |body| Event {
+        run: run.clone(),
+        task: None,
+        at: Timestamp(0),
+        body,
+    };
+    store
+        .append(&[ev(EventBody::RunCreated(Box::new(spec)))])
+        .await?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let e = Event {
+            task: Some(TaskId::new("t0")),
+            ..ev(EventBody::TaskReady {})
+        };
+        let t0 = Instant::now();
+        store.append(&[e]).await?;
+        samples.push(ms(t0.elapsed()));
+    }
+    Ok(dist(samples))
+}
+
+fn policy_input(lines: usize) -> Value {
+    let files = lines.div_ceil(100).max(1);
+    let per = lines / files;
+    let text: String = (0..lines)
+        .map(|i| format!("    let value_{i} = compute(\"input\", {i}) + offset;\n"))
+        .collect();
+    json!({
+        "action": "merge",
+        "task": { "id": "t", "type": "code", "title": "T", "labels": [], "paths": ["src/**"] },
+        "change": {
+            "files": (0..files).map(|f| json!({ "path": format!("src/mod_{f}.rs"), "status": "modified",
+                "lines_added": per, "lines_removed": 0, "binary": false })).collect::<Vec<_>>(),
+            "lines_added": lines, "lines_removed": 0, "added_text": text
+        },
+        "autonomy": { "profile": "prod-conservative", "level": "A3" },
+        "gates": [{ "name": "test", "passed": true }],
+        "secrets": [],
+        "budget": { "usd_spent": 1.2, "usd_limit": 100 }
+    })
+}
+
+fn policy_eval(lines: usize, n: usize) -> anyhow::Result<Value> {
+    let safety = json!({
+        "allowed_paths": ["**"],
+        "forbidden_paths": [".env*", "**/*.pem", ".github/workflows/**"],
+        "forbidden_patterns": ["DROP TABLE", "exec("],
+        "max_diff_lines": 10_000,
+    });
+    let mut policy = abo_policy::Policy::load(&safety, &[])?;
+    let input = policy_input(lines);
+    policy.evaluate(&input)?; // warm
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        policy.evaluate(&input)?;
+        samples.push(ms(t0.elapsed()));
+    }
+    Ok(dist(samples))
+}
+
+async fn sh(script: &str, dir: &Path) -> anyhow::Result<()> {
+    let out = process::run(&Spec::shell(script, dir), &Default::default()).await?;
+    if !out.success() {
+        anyhow::bail!(
+            "`{script}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A repository of `files` files, committed.
+async fn generated_repo(dir: &Path, files: usize) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir.join("src"))?;
+    for i in 0..files {
+        let d = dir.join("src").join(format!("d{}", i / 100));
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(
+            d.join(format!("f{i}.rs")),
+            format!("pub fn f{i}() -> u32 {{ {i} }}\n"),
+        )?;
+    }
+    sh(
+        "git init -q -b main && git config user.email b@b && git config user.name bench && git add -A && git commit -qm init",
+        dir,
+    )
+    .await
+}
+
+/// The patch of task `i`: a new file.
+fn patch(i: usize) -> String {
+    format!(
+        "diff --git a/new/n{i}.txt b/new/n{i}.txt\nnew file mode 100644\n--- /dev/null\n+++ b/new/n{i}.txt\n@@ -0,0 +1 @@\n+task {i}\n"
+    )
+}
+
+/// abo's time per task (patch tasks, `slots` at once) over a shell loop doing the same git work.
+async fn git_overhead(
+    dir: &Path,
+    files: usize,
+    n: usize,
+    slots: usize,
+) -> anyhow::Result<(f64, f64, f64)> {
+    let repo = dir.join(format!("repo-{files}-{slots}"));
+    generated_repo(&repo, files).await?;
+    let patches = dir.join(format!("patches-{files}-{slots}"));
+    std::fs::create_dir_all(&patches)?;
+    let mut backlog = String::from("tasks:\n");
+    for i in 0..n {
+        std::fs::write(patches.join(format!("p{i}.diff")), patch(i))?;
+        backlog.push_str(&format!(
+            "  - {{ id: t{i}, title: T{i}, paths: ['new/n{i}.txt'], patch: {}/p{i}.diff }}\n",
+            patches.display()
+        ));
+    }
+    std::fs::write(
+        repo.join("abo.yml"),
+        format!(
+            "version: 1\nparallelism: {{ max_parallel: {slots} }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\n"
+        ),
+    )?;
+    sh("git add abo.yml && git commit -qm cfg", &repo).await?;
+    let b = dir.join(format!("b-{files}-{slots}.yml"));
+    std::fs::write(&b, backlog)?;
+    // The shell loop: worktree add, apply, commit, merge into the run branch, worktree remove.
+    let shell = format!(
+        "set -e; git branch -q run; git worktree add -q .loop/run run; P={p}; \
+         step() {{ git worktree add -q .loop/w$1 -b b$1 run; git -C .loop/w$1 apply $P/p$1.diff; \
+         git -C .loop/w$1 add -A; git -C .loop/w$1 commit -qm t$1; }}; \
+         i=0; while [ $i -lt {n} ]; do j=0; while [ $j -lt {slots} ] && [ $((i+j)) -lt {n} ]; do step $((i+j)) & j=$((j+1)); done; wait; \
+         j=0; while [ $j -lt {slots} ] && [ $((i+j)) -lt {n} ]; do k=$((i+j)); git -C .loop/run merge -q --no-edit b$k; git worktree remove --force .loop/w$k; j=$((j+1)); done; i=$((i+{slots})); done",
+        p = patches.display()
+    );
+    let t0 = Instant::now();
+    sh(&shell, &repo).await?;
+    #[allow(clippy::cast_precision_loss)]
+    let shell_per = ms(t0.elapsed()) / n as f64;
+    let exe = std::env::current_exe()?;
+    let t0 = Instant::now();
+    let mut spec = Spec::new(exe.as_os_str(), &repo).args(["run".as_ref(), b.as_os_str()]);
+    spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];
+    let out = process::run(&spec, &Default::default()).await?;
+    if out.exit != Some(0) {
+        anyhow::bail!(
+            "abo run (git overhead) failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    #[allow(clippy::cast_precision_loss)]
+    let abo_per = ms(t0.elapsed()) / n as f64;
+    Ok((abo_per / shell_per, abo_per, shell_per))
+}
+
+/// `n` concurrent sandboxed attempts, each a one-second sleep: completion time and abo's peak RSS.
+async fn concurrent(dir: &Path, n: usize) -> anyhow::Result<(f64, f64)> {
+    let repo = dir.join("concurrent");
+    generated_repo(&repo, 10).await?;
+    std::fs::write(
+        repo.join("abo.yml"),
+        format!(
+            "version: 1\nparallelism: {{ max_parallel: {n} }}\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {{ mode: best-effort }}\n"
+        ),
+    )?;
+    sh("git add abo.yml && git commit -qm cfg", &repo).await?;
+    let mut backlog = String::from("tasks:\n");
+    for i in 0..n {
+        backlog.push_str(&format!(
+            "  - {{ id: s{i}, title: S{i}, paths: ['s/{i}'], run: 'sleep 1; mkdir -p s; echo {i} > s/{i}' }}\n"
+        ));
+    }
+    let b = dir.join("concurrent.yml");
+    std::fs::write(&b, backlog)?;
+    let exe = std::env::current_exe()?;
+    let t0 = Instant::now();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the benchmark samples the child's memory while it runs"
+    )]
+    let mut child = std::process::Command::new(exe)
+        .arg("-C")
+        .arg(&repo)
+        .arg("run")
+        .arg(&b)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status)
+            && let Some(hwm) = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))
+        {
+            peak_kb = peak_kb.max(
+                hwm.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0),
+            );
+        }
+        if child.try_wait()?.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Ok((t0.elapsed().as_secs_f64(), peak_kb as f64 / 1024.0))
+}
+
+fn machine() -> Value {
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_owned())
+        })
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map_or(0, |kb| kb / 1024 / 1024);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_default();
+    json!({
+        "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu": cpu,
+        "memory_gib": mem,
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim(),
+        "abo": env!("CARGO_PKG_VERSION"),
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+    })
+}
+
+#[allow(clippy::print_stderr, reason = "progress goes to stderr")]
+pub(crate) async fn bench(cli: &Cli, quick: bool) -> anyhow::Result<u8> {
+    let dir = tempfile::tempdir()?;
+    let d = dir.path();
+    let note = |m: &str| eprintln!("abo bench: {m}");
+    let reps = if quick { 3 } else { 5 };
+
+    note("append latency");
+    let append = append_latency(d, if quick { 500 } else { 5000 }).await?;
+
+    note("no-op tasks through the state machine");
+    let mut rates = Vec::new();
+    let n = if quick { 500 } else { 2000 };
+    for r in 0..reps {
+        let sub = d.join(format!("noop{r}"));
+        std::fs::create_dir_all(&sub)?;
+        let (t, _) = drive_noop(&sub, n, false).await?;
+        #[allow(clippy::cast_precision_loss)]
+        rates.push(n as f64 / t.as_secs_f64());
+    }
+    let (rate, rate_min, rate_max) = spread(rates);
+
+    note("dispatch latency");
+    let sub = d.join("chain");
+    std::fs::create_dir_all(&sub)?;
+    let (_, dispatch) = drive_noop(&sub, if quick { 300 } else { 2000 }, true).await?;
+    let dispatch = dist(dispatch);
+
+    note("policy evaluation");
+    let samples = if quick { 300 } else { 3000 };
+    let policy = policy_eval(400, samples)?;
+
+    note("git overhead (5,000 files)");
+    let tasks = if quick { 10 } else { 30 };
+    let (ratio, abo_per, shell_per) = git_overhead(d, 5000, tasks, 1).await?;
+
+    let conc_n = 200;
+    note("200 concurrent sandboxed attempts");
+    let (conc_s, rss) = concurrent(d, conc_n).await?;
+
+    let mut out = json!({
+        "machine": machine(),
+        "quick": quick,
+        "dispatch_latency_ms": dispatch,
+        "dispatch_latency_ms_postgres": Value::Null,
+        "noop_tasks_per_s": (rate * 10.0).round() / 10.0,
+        "append_latency_ms": append,
+        "policy_eval_ms": policy,
+        "git_overhead_ratio": (ratio * 100.0).round() / 100.0,
+        "concurrent_200_s": (conc_s * 100.0).round() / 100.0,
+        "peak_rss_mb": (rss * 10.0).round() / 10.0,
+        "detail": {
+            "noop_tasks_per_s": { "median": rate, "min": rate_min, "max": rate_max, "runs": reps, "tasks": n },
+            "git": { "abo_ms_per_task": abo_per, "shell_ms_per_task": shell_per, "tasks": tasks, "files": 5000 },
+            "dispatch_latency_ms_postgres": "not measured: the Postgres store does not exist yet (issue 8)",
+        },
+    });
+    if !quick {
+        note("policy evaluation, 10 and 5,000 lines");
+        out["detail"]["policy_eval_ms_10"] = policy_eval(10, samples)?;
+        out["detail"]["policy_eval_ms_5000"] = policy_eval(5000, samples / 10)?;
+        note("git overhead with 2 slots");
+        let (r2, a2, s2) = git_overhead(d, 5000, tasks, 2).await?;
+        out["detail"]["git_2_slots"] =
+            json!({ "ratio": r2, "abo_ms_per_task": a2, "shell_ms_per_task": s2 });
+        note("scaling: tasks");
+        let mut per_task = serde_json::Map::new();
+        for n in [100, 1000, 10_000] {
+            let sub = d.join(format!("scale{n}"));
+            std::fs::create_dir_all(&sub)?;
+            let (t, _) = drive_noop(&sub, n, false).await?;
+            #[allow(clippy::cast_precision_loss)]
+            per_task.insert(n.to_string(), json!(ms(t) / n as f64));
+        }
+        out["detail"]["scaling_ms_per_task_by_tasks"] = Value::Object(per_task);
+        note("scaling: repository size");
+        let (_, a500, _) = git_overhead(d, 500, 10, 1).await?;
+        let (_, a50k, _) = git_overhead(d, 50_000, 10, 1).await?;
+        out["detail"]["scaling_abo_ms_per_task_by_files"] = json!({ "500": a500, "50000": a50k });
+    }
+    if cli.json {
+        say!("{out}");
+        return Ok(exit::OK);
+    }
+    let p = |k: &str, f: &str| out[k][f].as_f64().unwrap_or(0.0);
+    let rows = [
+        (
+            "dispatch p95",
+            format!("{:.3} ms", p("dispatch_latency_ms", "p95")),
+            "< 5 ms",
+            p("dispatch_latency_ms", "p95") < 5.0,
+        ),
+        (
+            "no-op tasks/s",
+            format!("{rate:.0}"),
+            ">= 1,000",
+            rate >= 1000.0,
+        ),
+        (
+            "append p95",
+            format!("{:.3} ms", p("append_latency_ms", "p95")),
+            "< 2 ms",
+            p("append_latency_ms", "p95") < 2.0,
+        ),
+        (
+            "policy p95 (400 lines)",
+            format!("{:.3} ms", p("policy_eval_ms", "p95")),
+            "< 1 ms",
+            p("policy_eval_ms", "p95") < 1.0,
+        ),
+        (
+            "git overhead ratio",
+            format!("{ratio:.2}"),
+            "<= 1.25",
+            ratio <= 1.25,
+        ),
+        (
+            "200 sandboxed attempts",
+            format!("{conc_s:.1} s"),
+            "-",
+            true,
+        ),
+        ("peak RSS", format!("{rss:.1} MB"), "< 200 MB", rss < 200.0),
+    ];
+    say!("machine: {}", out["machine"]);
+    for (what, value, target, ok) in rows {
+        say!(
+            "{what:<24} {value:>12}   target {target:<9} {}",
+            if ok { "ok" } else { "MISSED" }
+        );
+    }
+    Ok(exit::OK)
+}
