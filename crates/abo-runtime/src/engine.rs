@@ -183,6 +183,10 @@ async fn drive_leased(
     refresh(ctx, state, &tz, true, observer).await;
     let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     loop {
+        // Every command that is waiting is decided, and their events committed in one transaction
+        // (group commit) before any effect they asked for starts.
+        let mut events = Vec::new();
+        let mut effects_due = Vec::new();
         while let Some(cmd) = pending.pop_front() {
             let decision = match state.decide(cmd, ctx.now()) {
                 Ok(d) => d,
@@ -193,8 +197,11 @@ async fn drive_leased(
                 }
             };
             first_command = false;
-            // The events are committed before any effect they asked for starts.
-            let stored = ctx.store.append(&decision.events).await?;
+            events.extend(decision.events);
+            effects_due.extend(decision.effects);
+        }
+        {
+            let stored = ctx.store.append(&events).await?;
             if !stored.is_empty() {
                 observer.on_events(state, &stored);
                 deliveries.extend(crate::notify::dispatch(
@@ -218,7 +225,7 @@ async fn drive_leased(
                     refresh(ctx, state, &tz, true, observer).await;
                 }
             }
-            for effect in decision.effects {
+            for effect in effects_due {
                 jobs += 1;
                 let (ctx, spec, tx) = (Arc::clone(ctx), Arc::clone(&spec), tx.clone());
                 let policy = Arc::clone(&policy);
@@ -244,8 +251,13 @@ async fn drive_leased(
         }
         tokio::select! {
             done = rx.recv() => {
-                jobs = jobs.saturating_sub(1);
-                if let Some(done) = done {
+                // This result and every other one already waiting: decided together.
+                let mut batch: Vec<Done> = done.into_iter().collect();
+                while let Ok(more) = rx.try_recv() {
+                    batch.push(more);
+                }
+                jobs = jobs.saturating_sub(batch.len().max(1));
+                for done in batch {
                     for w in done.warnings {
                         // One warning of a kind per run.
                         if warned.insert(w.clone()) {

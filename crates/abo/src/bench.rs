@@ -114,8 +114,9 @@ fn instant(effect: &Effect) -> Option<Command> {
 }
 
 /// Drives a run through the state machine with instant effects, every event committed to a real
-/// SQLite store. Returns the wall time and, per `task.started`, the time from the command that
-/// made the task ready to its start being committed.
+/// SQLite store the way the engine does: the commands waiting are decided together and their
+/// events committed in one transaction before their effects start. Returns the wall time and, per
+/// round that made a task ready and started it, the time from its commands to that commit.
 async fn drive_noop(dir: &Path, n: usize, chain: bool) -> anyhow::Result<(Duration, Vec<f64>)> {
     let store = Store::open("sqlite:bench.db", dir).await?;
     let run = RunId::new(format!("bench-{n}-{chain}"));
@@ -130,26 +131,28 @@ async fn drive_noop(dir: &Path, n: usize, chain: bool) -> anyhow::Result<(Durati
         }])
         .await?;
     let mut state = RunState::created(run, spec, now);
-    let mut queue = std::collections::VecDeque::from([Command::Start]);
+    let mut queue = vec![Command::Start];
     let mut dispatch = Vec::new();
     let started = Instant::now();
-    while let Some(cmd) = queue.pop_front() {
+    while !queue.is_empty() {
         let t0 = Instant::now();
-        let d = state.decide(cmd, now)?;
-        store.append(&d.events).await?;
-        let starts = d
-            .events
-            .iter()
-            .filter(|e| matches!(e.body, EventBody::TaskStarted { .. }))
-            .count();
-        let readied = d
-            .events
+        let (mut events, mut effects) = (Vec::new(), Vec::new());
+        for cmd in std::mem::take(&mut queue) {
+            let d = state.decide(cmd, now)?;
+            events.extend(d.events);
+            effects.extend(d.effects);
+        }
+        store.append(&events).await?;
+        let readied = events
             .iter()
             .any(|e| matches!(e.body, EventBody::TaskReady {}));
-        if starts > 0 && (chain || readied) {
+        let starts = events
+            .iter()
+            .any(|e| matches!(e.body, EventBody::TaskStarted { .. }));
+        if readied && starts {
             dispatch.push(ms(t0.elapsed()));
         }
-        queue.extend(d.effects.iter().filter_map(instant));
+        queue.extend(effects.iter().filter_map(instant));
     }
     Ok((started.elapsed(), dispatch))
 }

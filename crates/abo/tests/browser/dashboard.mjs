@@ -1,5 +1,6 @@
 // The dashboard in headless Chromium: log in, watch a task change state without reloading,
 // approve a waiting task with a reason and see it land. Run by tests/it/browser.rs.
+import { writeFileSync } from 'node:fs';
 import { chromium } from 'playwright-core';
 
 const url = process.env.ABO_URL;
@@ -18,7 +19,8 @@ try {
   await page.goto(`${url}/runs/${run}`);
   await page.evaluate(() => { window.__sameDocument = true; });
   // The slow task goes from running to landed while the page stays the same document.
-  await page.waitForSelector('tr[data-task="slow"] .s-running, tr[data-task="slow"] .s-verifying', { timeout: 20000 });
+  await page.waitForSelector('tr[data-task="slow"] .s-running', { timeout: 30000 });
+  writeFileSync(process.env.ABO_GO, 'go'); // lets the slow task finish
   await page.waitForSelector('tr[data-task="slow"] .s-landed', { timeout: 30000 });
   await page.waitForSelector('g[data-task="slow"][data-status="landed"]');
   if (!(await page.evaluate(() => window.__sameDocument === true))) throw new Error('the page reloaded');

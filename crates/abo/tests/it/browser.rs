@@ -35,13 +35,18 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
         );
     }
     let repo = TestRepo::new();
+    // The slow task runs until the browser has seen it running and creates this file.
+    let go = repo.outside.join("go");
     config(
         &repo,
         "version: 1\nautonomy: { overrides: { merge: A2 } }\n",
     );
     repo.write(
         "backlog.yml",
-        "tasks:\n  - { id: slow, title: Slow, paths: [slow.txt], run: 'sleep 4; echo done > slow.txt' }\n  - { id: manifest, title: Manifest, paths: [package.json], run: 'echo {} > package.json' }\n",
+        &format!(
+            "tasks:\n  - {{ id: slow, title: Slow, paths: [slow.txt], run: 'while [ ! -e {go} ]; do sleep 0.2; done; echo done > slow.txt' }}\n  - {{ id: manifest, title: Manifest, paths: [package.json], run: 'echo {{}} > package.json' }}\n",
+            go = go.display()
+        ),
     );
     repo.commit_all("backlog");
     let token = |role: &str| {
@@ -75,6 +80,7 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
         .env("ABO_URL", &url)
         .env("ABO_TOKEN", &approver)
         .env("ABO_RUN", &run)
+        .env("ABO_GO", &go)
         .env("CHROMIUM", &chromium)
         .output()
         .unwrap();

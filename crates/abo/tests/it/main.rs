@@ -7,7 +7,6 @@
 
 mod agents;
 mod apis;
-mod bench;
 mod browser;
 mod budget;
 mod control;
