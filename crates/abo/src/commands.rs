@@ -651,7 +651,13 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
         r.tokens_per_landed_change
             .map_or("-".into(), |t| format!("{t:.0}"))
     );
-    say!("  cache hit rate                - (no result cache yet)");
+    say!(
+        "  cache hit rate                {}",
+        r.cache_hit_rate.map_or_else(
+            || "- (no agent or model attempts)".to_owned(),
+            |c| format!("{:.0}%", c * 100.0)
+        )
+    );
     say!(
         "  approvals waiting             {} (oldest {})",
         r.approvals_waiting,
