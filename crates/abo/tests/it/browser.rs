@@ -1,11 +1,10 @@
 //! The dashboard in a real headless Chromium (playwright-core), against `abo serve`.
 
-use std::io::{BufRead, BufReader};
-
 use abo_test_support::TestRepo;
 use serde_json::Value;
 
-use crate::{abo, abo_cmd, config};
+use crate::config;
+use crate::serve::{http, start_server, token};
 
 #[test]
 fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
@@ -49,23 +48,16 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
         ),
     );
     repo.commit_all("backlog");
-    let token = |role: &str| {
-        let out = abo(&repo, &["token", "create", "--role", role, "--json"]);
-        let v: Value = serde_json::from_str(&out.stdout).unwrap();
-        v["token"].as_str().unwrap().to_owned()
-    };
-    let (admin, approver) = (token("admin"), token("approver"));
-    let mut server = abo_cmd(&repo, &["serve", "--addr", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = format!("http://{}", line.trim().rsplit("http://").next().unwrap());
-    let created = ureq_post(&url, "/v1/runs", &admin, r#"{"backlog":"backlog.yml"}"#);
+    let (admin, approver) = (token(&repo, "admin"), token(&repo, "approver"));
+    let (mut server, addr) = start_server(&repo);
+    let url = format!("http://{addr}");
+    let (_, created) = http(
+        &addr,
+        "POST",
+        "/v1/runs",
+        Some(&admin),
+        Some(serde_json::json!({"backlog": "backlog.yml"})),
+    );
     let run = serde_json::from_str::<Value>(&created).unwrap()["run"]["id"]
         .as_str()
         .unwrap()
@@ -94,22 +86,4 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
     );
     let doc = crate::status(&repo, Some(&run));
     assert_eq!(doc["tasks"][1]["status"], "landed");
-}
-
-/// A POST with a bearer token; the response body.
-fn ureq_post(url: &str, path: &str, token: &str, body: &str) -> String {
-    use std::io::{Read, Write};
-    let addr = url.trim_start_matches("http://");
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default()
 }

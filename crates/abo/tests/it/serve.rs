@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::{abo, abo_cmd, config};
 
 /// One HTTP/1.1 request; (status, body).
-fn http(
+pub(crate) fn http(
     addr: &str,
     method: &str,
     path: &str,
@@ -37,11 +37,26 @@ fn http(
     (status, body)
 }
 
-fn token(repo: &TestRepo, role: &str) -> String {
+pub(crate) fn token(repo: &TestRepo, role: &str) -> String {
     let out = abo(repo, &["token", "create", "--role", role, "--json"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v: Value = serde_json::from_str(&out.stdout).unwrap();
     v["token"].as_str().unwrap().to_owned()
+}
+
+/// `abo serve` on an ephemeral loopback port: the process and its address.
+pub(crate) fn start_server(repo: &TestRepo) -> (std::process::Child, String) {
+    let mut server = abo_cmd(repo, &["serve", "--addr", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    (server, addr)
 }
 
 #[test]
@@ -72,16 +87,7 @@ fn a_run_created_over_the_api_is_executed_and_tokens_gate_it() {
     assert_eq!(list.as_array().unwrap().len(), 2);
     assert!(!out.stdout.contains(&admin), "secrets are never listed");
 
-    let mut server = abo_cmd(&repo, &["serve", "--addr", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line.trim().rsplit("http://").next().unwrap().to_owned();
+    let (mut server, addr) = start_server(&repo);
 
     assert_eq!(http(&addr, "GET", "/healthz", None, None).0, 200);
     assert_eq!(http(&addr, "GET", "/v1/runs", None, None).0, 401);
