@@ -1,5 +1,7 @@
-//! abo's store: the append-only event log and its projections (runs, tasks), plus run leases and
-//! control requests. SQLite (WAL) today; the only crate that speaks SQL.
+//! abo's store: the append-only event log and its projections (runs, tasks), run leases, control
+//! requests, and the work shared with `abo worker`s. SQLite (WAL) on one machine, PostgreSQL when
+//! many share it (DESIGN §10); the same SQL serves both through sqlx's `Any` driver, with the few
+//! differences (locking, migrations) in [`Dialect`]. The only crate that speaks SQL.
 //!
 //! Every append is one transaction: the events get gap-free, strictly increasing `seq` numbers and
 //! the projections are updated by [`project`], the same function [`Store::rebuild_projections`]
@@ -7,26 +9,26 @@
 
 mod project;
 mod schema;
+mod work;
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use sqlx::Row;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Row, Transaction};
 
 use abo_core::event::{Event, EventBody, StoredEvent};
 use abo_core::ids::{RunId, TaskId, Timestamp};
 
 pub use project::project;
+pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("store {url}: {source}")]
     Open { url: String, source: sqlx::Error },
-    #[error("unsupported store `{0}`: this abo reads `sqlite:PATH`")]
+    #[error("unsupported store `{0}`: this abo reads `sqlite:PATH` and `postgres://...`")]
     Unsupported(String),
     #[error("store: {0}")]
     Db(#[from] sqlx::Error),
@@ -43,18 +45,35 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether trying again may succeed (the database was busy or locked).
+    /// Whether trying again may succeed (the database was busy, locked or unreachable).
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Db(sqlx::Error::Database(e)) => {
                 let m = e.message();
                 m.contains("locked") || m.contains("busy")
             }
-            Self::Db(sqlx::Error::PoolTimedOut) => true,
+            Self::Db(
+                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
+            ) => true,
             _ => false,
         }
     }
 }
+
+/// Which SQL database the store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// Takes a Postgres transaction-scoped advisory lock (`$1`: its key), serialising writers that
+/// must not interleave, as SQLite's `BEGIN IMMEDIATE` does.
+pub(crate) const ADVISORY_LOCK: &str = "SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l";
+
+/// Advisory lock keys: appends (gap-free `seq`), run leases.
+const APPEND_LOCK: i64 = 0x0ab0_0002;
+const LEASE_LOCK: i64 = 0x0ab0_0003;
 
 macro_rules! run_select {
     ($rest:literal) => {
@@ -67,11 +86,39 @@ macro_rules! run_select {
 }
 
 type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(crate) type Tx = Transaction<'static, Any>;
+
+/// A store URL with any password replaced, fit for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+fn i64_of(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn u64_of(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
 
 /// The store: one event log shared by every run of a repository.
 #[derive(Clone, Debug)]
 pub struct Store {
-    pool: SqlitePool,
+    pool: AnyPool,
+    dialect: Dialect,
+    /// The URL it was opened with (its password redacted).
+    url: String,
+    /// The URL to connect with (for listeners).
+    connect: String,
 }
 
 /// A run as projected from its events.
@@ -135,7 +182,7 @@ pub struct TokenRow {
     pub revoked_at: Option<Timestamp>,
 }
 
-fn token_row(r: &sqlx::sqlite::SqliteRow) -> TokenRow {
+fn token_row(r: &AnyRow) -> TokenRow {
     TokenRow {
         id: r.get(0),
         name: r.get(1),
@@ -163,34 +210,88 @@ pub struct Request {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store at `url`: `sqlite:PATH`, PATH relative to `base_dir`.
+    /// Opens (creating if needed) the store at `url`: `sqlite:PATH` (PATH relative to `base_dir`)
+    /// or `postgres://USER@HOST:PORT/DB`; migrations are applied first.
     pub async fn open(url: &str, base_dir: &Path) -> Result<Self> {
-        let Some(path) = url.strip_prefix("sqlite:") else {
-            return Err(StoreError::Unsupported(url.to_owned()));
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        let open_err = |source| StoreError::Open {
+            url: shown.clone(),
+            source,
         };
-        let path = path.trim_start_matches("//");
-        let full = base_dir.join(path);
-        if let Some(dir) = full.parent() {
-            let _ = std::fs::create_dir_all(dir);
+        let (dialect, connect, pool) = if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.trim_start_matches("//");
+            let full = base_dir.join(path);
+            if let Some(dir) = full.parent() {
+                let _ = std::fs::create_dir_all(dir);
+            }
+            let encoded = full
+                .to_string_lossy()
+                .replace('%', "%25")
+                .replace('?', "%3F")
+                .replace('#', "%23");
+            let connect = format!("sqlite://{encoded}?mode=rwc");
+            let pool = AnyPoolOptions::new()
+                .max_connections(4)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        // NORMAL in WAL mode survives any process crash; only a power loss may
+                        // drop the last commits.
+                        sqlx::raw_sql(
+                            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                        )
+                        .execute(conn)
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .connect(&connect)
+                .await
+                .map_err(open_err)?;
+            (Dialect::Sqlite, connect, pool)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = AnyPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(url)
+                .await
+                .map_err(open_err)?;
+            (Dialect::Postgres, url.to_owned(), pool)
+        } else {
+            return Err(StoreError::Unsupported(shown));
+        };
+        schema::migrate(&pool, dialect).await?;
+        Ok(Self {
+            pool,
+            dialect,
+            url: shown,
+            connect,
+        })
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        self.dialect
+    }
+
+    /// The URL the store was opened with, its password redacted.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A write transaction that no other writer holding `key` interleaves with.
+    pub(crate) async fn begin_locked(&self, key: i64) -> Result<Tx> {
+        match self.dialect {
+            Dialect::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Dialect::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query(ADVISORY_LOCK)
+                    .bind(key)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
         }
-        let opts = SqliteConnectOptions::new()
-            .filename(&full)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            // NORMAL in WAL mode survives any process crash; only a power loss may drop the last commits.
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(|source| StoreError::Open {
-                url: url.to_owned(),
-                source,
-            })?;
-        schema::migrate(&pool).await?;
-        Ok(Self { pool })
     }
 
     /// Appends events in one transaction, updating the projections; returns them with their `seq`.
@@ -198,18 +299,18 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_locked(APPEND_LOCK).await?;
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&mut *tx)
             .await?;
         let mut out = Vec::with_capacity(events.len());
         for (i, e) in events.iter().enumerate() {
-            let seq = u64::try_from(last).unwrap_or(0) + i as u64 + 1;
+            let seq = u64_of(last) + i as u64 + 1;
             let data = e.body.data().to_string();
             sqlx::query(
-                "INSERT INTO events (seq, ts, run, task, kind, data) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO events (seq, ts, run, task, kind, data) VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(i64_of(seq))
             .bind(e.at.0)
             .bind(e.run.as_str())
             .bind(e.task.as_ref().map(TaskId::as_str))
@@ -224,6 +325,14 @@ impl Store {
             project(&mut tx, &stored).await?;
             out.push(stored);
         }
+        if self.dialect == Dialect::Postgres {
+            // Watchers (the dashboard, `abo status --follow`, other control planes) wake on commit.
+            sqlx::query(work::NOTIFY)
+                .bind(work::EVENTS)
+                .bind(out.last().map_or(0, |e| i64_of(e.seq)).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(out)
     }
@@ -237,7 +346,7 @@ impl Store {
     ) -> Result<Vec<StoredEvent>> {
         let rows = sqlx::query(
             "SELECT seq, ts, run, task, kind, data FROM events
-             WHERE seq > ? AND (? IS NULL OR run = ?) ORDER BY seq LIMIT ?",
+             WHERE seq > $1 AND ($2 IS NULL OR run = $3) ORDER BY seq LIMIT $4",
         )
         .bind(i64::try_from(after).unwrap_or(i64::MAX))
         .bind(run.map(RunId::as_str))
@@ -277,7 +386,7 @@ impl Store {
     }
 
     pub async fn run(&self, id: &RunId) -> Result<Option<RunRow>> {
-        let row = sqlx::query(run_select!("WHERE id = ?"))
+        let row = sqlx::query(run_select!("WHERE id = $1"))
             .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -293,7 +402,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT run, id, position, title, type, status, attempts, backend, commit_sha, reason,
                     cost_usd, tokens, kept_worktrees
-             FROM tasks WHERE run = ? ORDER BY position",
+             FROM tasks WHERE run = $1 ORDER BY position",
         )
         .bind(run.as_str())
         .fetch_all(&self.pool)
@@ -304,7 +413,7 @@ impl Store {
     /// Runs that contain a task with this id, most recent last.
     pub async fn runs_with_task(&self, task: &TaskId) -> Result<Vec<RunId>> {
         let rows: Vec<String> =
-            sqlx::query_scalar("SELECT run FROM tasks WHERE id = ? ORDER BY run")
+            sqlx::query_scalar("SELECT run FROM tasks WHERE id = $1 ORDER BY run")
                 .bind(task.as_str())
                 .fetch_all(&self.pool)
                 .await?;
@@ -335,7 +444,7 @@ impl Store {
 
     /// Drops the projections and rebuilds them from the event log.
     pub async fn rebuild_projections(&self) -> Result<()> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_locked(APPEND_LOCK).await?;
         sqlx::query("DELETE FROM tasks").execute(&mut *tx).await?;
         sqlx::query("DELETE FROM approvals")
             .execute(&mut *tx)
@@ -395,12 +504,12 @@ impl Store {
     pub async fn window_spend(&self, except: &RunId, since: Timestamp) -> Result<(f64, u64)> {
         let row = sqlx::query(
             "SELECT
-               COALESCE((SELECT SUM(charged_usd) FROM spend WHERE run != ?1 AND charged_at >= ?2), 0.0)
+               COALESCE((SELECT SUM(charged_usd) FROM spend WHERE run != $1 AND charged_at >= $2), 0.0)
              + COALESCE((SELECT SUM(s.reserved_usd) FROM spend s JOIN runs r ON r.id = s.run
-                         WHERE s.run != ?1 AND s.charged_at IS NULL AND r.status = 'running'), 0.0),
-               COALESCE((SELECT SUM(charged_tokens) FROM spend WHERE run != ?1 AND charged_at >= ?2), 0)
+                         WHERE s.run != $1 AND s.charged_at IS NULL AND r.status = 'running'), 0.0),
+               CAST(COALESCE((SELECT SUM(charged_tokens) FROM spend WHERE run != $1 AND charged_at >= $2), 0)
              + COALESCE((SELECT SUM(s.reserved_tokens) FROM spend s JOIN runs r ON r.id = s.run
-                         WHERE s.run != ?1 AND s.charged_at IS NULL AND r.status = 'running'), 0)",
+                         WHERE s.run != $1 AND s.charged_at IS NULL AND r.status = 'running'), 0) AS BIGINT)",
         )
         .bind(except.as_str())
         .bind(since.0)
@@ -411,7 +520,7 @@ impl Store {
 
     /// The keys of budget alerts sent since `since`, by any run.
     pub async fn alerts_since(&self, since: Timestamp) -> Result<BTreeSet<String>> {
-        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM alerts WHERE at >= ?")
+        let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM alerts WHERE at >= $1")
             .bind(since.0)
             .fetch_all(&self.pool)
             .await?;
@@ -426,7 +535,7 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         let n =
-            |r: &sqlx::sqlite::SqliteRow, i: usize| u64::try_from(r.get::<i64, _>(i)).unwrap_or(0);
+            |r: &AnyRow, i: usize| u64::try_from(r.get::<i64, _>(i)).unwrap_or(0);
         Ok(rows
             .iter()
             .map(|r| {
@@ -444,7 +553,7 @@ impl Store {
 
     /// A cached attempt result: the diff's artifact and the attempt it came from.
     pub async fn cache_get(&self, key: &str, at: Timestamp) -> Result<Option<(String, String)>> {
-        let row = sqlx::query("UPDATE cache SET used_at = ? WHERE key = ? RETURNING diff, source")
+        let row = sqlx::query("UPDATE cache SET used_at = $1 WHERE key = $2 RETURNING diff, source")
             .bind(at.0)
             .bind(key)
             .fetch_optional(&self.pool)
@@ -460,7 +569,9 @@ impl Store {
         at: Timestamp,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT OR REPLACE INTO cache (key, diff, source, created_at, used_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO cache (key, diff, source, created_at, used_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (key) DO UPDATE SET diff = excluded.diff, source = excluded.source,
+               created_at = excluded.created_at, used_at = excluded.used_at",
         )
         .bind(key)
         .bind(diff)
@@ -474,7 +585,7 @@ impl Store {
 
     /// Removes cache entries not used since `before`; returns how many.
     pub async fn cache_prune(&self, before: Timestamp) -> Result<u64> {
-        let r = sqlx::query("DELETE FROM cache WHERE used_at < ?")
+        let r = sqlx::query("DELETE FROM cache WHERE used_at < $1")
             .bind(before.0)
             .execute(&self.pool)
             .await?;
@@ -483,7 +594,7 @@ impl Store {
 
     /// Records an API token by the SHA-256 of its secret (the secret itself is never stored).
     pub async fn token_create(&self, t: &TokenRow, hash: &str) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO tokens (id, name, role, hash, created_at) VALUES ($1, $2, $3, $4, $5)")
             .bind(&t.id)
             .bind(&t.name)
             .bind(&t.role)
@@ -506,7 +617,7 @@ impl Store {
     /// The live (not revoked) token with this hash.
     pub async fn token_by_hash(&self, hash: &str) -> Result<Option<TokenRow>> {
         let row = sqlx::query(
-            "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE hash = ? AND revoked_at IS NULL",
+            "SELECT id, name, role, created_at, revoked_at FROM tokens WHERE hash = $1 AND revoked_at IS NULL",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
@@ -517,7 +628,7 @@ impl Store {
     /// Revokes a token by id or name; whether one was live.
     pub async fn token_revoke(&self, id_or_name: &str, at: Timestamp) -> Result<bool> {
         let r = sqlx::query(
-            "UPDATE tokens SET revoked_at = ?1 WHERE (id = ?2 OR name = ?2) AND revoked_at IS NULL",
+            "UPDATE tokens SET revoked_at = $1 WHERE (id = $2 OR name = $2) AND revoked_at IS NULL",
         )
         .bind(at.0)
         .bind(id_or_name)
@@ -528,7 +639,7 @@ impl Store {
 
     /// Who holds the run's lease, if anyone.
     pub async fn lease(&self, run: &RunId) -> Result<Option<Lease>> {
-        let row = sqlx::query("SELECT host, pid, heartbeat FROM leases WHERE run = ?")
+        let row = sqlx::query("SELECT host, pid, heartbeat FROM leases WHERE run = $1")
             .bind(run.as_str())
             .fetch_optional(&self.pool)
             .await?;
@@ -547,8 +658,8 @@ impl Store {
         owner: &Lease,
         expected: Option<&Lease>,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let current = sqlx::query("SELECT host, pid FROM leases WHERE run = ?")
+        let mut tx = self.begin_locked(LEASE_LOCK).await?;
+        let current = sqlx::query("SELECT host, pid FROM leases WHERE run = $1")
             .bind(run.as_str())
             .fetch_optional(&mut *tx)
             .await?
@@ -560,7 +671,9 @@ impl Store {
         };
         if free {
             sqlx::query(
-                "INSERT OR REPLACE INTO leases (run, host, pid, heartbeat) VALUES (?, ?, ?, ?)",
+                "INSERT INTO leases (run, host, pid, heartbeat) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (run) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+                   heartbeat = excluded.heartbeat",
             )
             .bind(run.as_str())
             .bind(&owner.host)
@@ -574,7 +687,7 @@ impl Store {
     }
 
     pub async fn heartbeat(&self, run: &RunId, owner: &Lease) -> Result<()> {
-        sqlx::query("UPDATE leases SET heartbeat = ? WHERE run = ? AND host = ? AND pid = ?")
+        sqlx::query("UPDATE leases SET heartbeat = $1 WHERE run = $2 AND host = $3 AND pid = $4")
             .bind(owner.heartbeat.0)
             .bind(run.as_str())
             .bind(&owner.host)
@@ -585,7 +698,7 @@ impl Store {
     }
 
     pub async fn release_lease(&self, run: &RunId, owner: &Lease) -> Result<()> {
-        sqlx::query("DELETE FROM leases WHERE run = ? AND host = ? AND pid = ?")
+        sqlx::query("DELETE FROM leases WHERE run = $1 AND host = $2 AND pid = $3")
             .bind(run.as_str())
             .bind(&owner.host)
             .bind(i64::from(owner.pid))
@@ -602,7 +715,7 @@ impl Store {
         arg: &str,
         at: Timestamp,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO requests (run, kind, arg, created) VALUES (?, ?, ?, ?)")
+        sqlx::query("INSERT INTO requests (run, kind, arg, created) VALUES ($1, $2, $3, $4)")
             .bind(run.as_str())
             .bind(kind)
             .bind(arg)
@@ -614,14 +727,14 @@ impl Store {
 
     /// Takes the run's unhandled requests, oldest first, marking them handled.
     pub async fn take_requests(&self, run: &RunId, at: Timestamp) -> Result<Vec<Request>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = self.begin_locked(LEASE_LOCK).await?;
         let rows = sqlx::query(
-            "SELECT id, run, kind, arg FROM requests WHERE run = ? AND handled IS NULL ORDER BY id",
+            "SELECT id, run, kind, arg FROM requests WHERE run = $1 AND handled IS NULL ORDER BY id",
         )
         .bind(run.as_str())
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query("UPDATE requests SET handled = ? WHERE run = ? AND handled IS NULL")
+        sqlx::query("UPDATE requests SET handled = $1 WHERE run = $2 AND handled IS NULL")
             .bind(at.0)
             .bind(run.as_str())
             .execute(&mut *tx)
@@ -641,7 +754,7 @@ impl Store {
     /// Whether the run has requests not yet handled (cheap: polled by the engine).
     pub async fn has_requests(&self, run: &RunId) -> Result<bool> {
         let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE run = ? AND handled IS NULL")
+            sqlx::query_scalar("SELECT COUNT(*) FROM requests WHERE run = $1 AND handled IS NULL")
                 .bind(run.as_str())
                 .fetch_one(&self.pool)
                 .await?;
@@ -653,7 +766,7 @@ impl Store {
     }
 }
 
-fn decode_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
+fn decode_run(r: &AnyRow) -> RunRow {
     RunRow {
         id: RunId::new(r.get::<String, _>(0)),
         title: r.get(1),
@@ -673,7 +786,7 @@ fn decode_run(r: &sqlx::sqlite::SqliteRow) -> RunRow {
     }
 }
 
-fn decode_task(r: &sqlx::sqlite::SqliteRow) -> TaskRow {
+fn decode_task(r: &AnyRow) -> TaskRow {
     let kept: String = r.get(12);
     TaskRow {
         run: RunId::new(r.get::<String, _>(0)),
@@ -692,7 +805,7 @@ fn decode_task(r: &sqlx::sqlite::SqliteRow) -> TaskRow {
     }
 }
 
-fn decode_event(r: &sqlx::sqlite::SqliteRow) -> Result<StoredEvent> {
+fn decode_event(r: &AnyRow) -> Result<StoredEvent> {
     let seq = u64::try_from(r.get::<i64, _>(0)).unwrap_or(0);
     let kind: String = r.get(4);
     let data: String = r.get(5);

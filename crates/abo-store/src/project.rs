@@ -1,16 +1,16 @@
 //! Projections: how each event changes the `runs` and `tasks` tables. Used for live appends and for
 //! rebuilding from the log, so the two cannot disagree.
 
-use sqlx::{Sqlite, Transaction};
+use sqlx::Row;
 
 use abo_core::event::{EventBody, RetryCause, StoredEvent};
 use abo_core::state::TaskStatus;
 
-use crate::StoreError;
+use crate::{StoreError, Tx};
 
 /// Applies one event to the projections, inside the append's transaction.
 pub async fn project(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     e: &StoredEvent,
 ) -> Result<(), StoreError> {
     let run = e.event.run.as_str();
@@ -26,7 +26,7 @@ pub async fn project(
         EventBody::RunCreated(spec) => {
             sqlx::query(
                 "INSERT INTO runs (id, title, status, branch, base, base_branch, profile, created_at, last_seq)
-                 VALUES (?, ?, 'planned', ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, 'planned', $3, $4, $5, $6, $7, $8)",
             )
             .bind(run)
             .bind(&spec.title)
@@ -45,7 +45,7 @@ pub async fn project(
                     TaskStatus::Pending
                 };
                 sqlx::query(
-                    "INSERT INTO tasks (run, id, position, title, type, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO tasks (run, id, position, title, type, status, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(run)
                 .bind(t.id.as_str())
@@ -60,7 +60,7 @@ pub async fn project(
             return Ok(());
         }
         EventBody::RunStarted {} => {
-            sqlx::query("UPDATE runs SET status = 'running', started_at = ? WHERE id = ?")
+            sqlx::query("UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2")
                 .bind(at)
                 .bind(run)
                 .execute(&mut **tx)
@@ -70,7 +70,7 @@ pub async fn project(
             run_status(tx, run, "paused", Some(reason), None).await?
         }
         EventBody::RunResumed { .. } => {
-            sqlx::query("UPDATE runs SET status = 'running', reason = NULL, finished_at = NULL WHERE id = ?")
+            sqlx::query("UPDATE runs SET status = 'running', reason = NULL, finished_at = NULL WHERE id = $1")
                 .bind(run)
                 .execute(&mut **tx)
                 .await?;
@@ -89,8 +89,11 @@ pub async fn project(
             if !reserved.is_empty() {
                 let r = reserved.amount();
                 sqlx::query(
-                    "INSERT OR REPLACE INTO spend (run, task, attempt, backend, reserved_usd, reserved_tokens)
-                     VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO spend (run, task, attempt, backend, reserved_usd, reserved_tokens)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (run, task, attempt) DO UPDATE SET backend = excluded.backend,
+                       reserved_usd = excluded.reserved_usd, reserved_tokens = excluded.reserved_tokens,
+                       charged_usd = NULL, charged_tokens = NULL, charged_at = NULL",
                 )
                 .bind(run)
                 .bind(task)
@@ -102,8 +105,8 @@ pub async fn project(
                 .await?;
             }
             sqlx::query(
-                "UPDATE tasks SET status = 'running', reason = NULL, attempts = MAX(attempts, ?), backend = ?
-                 WHERE run = ? AND id = ?",
+                "UPDATE tasks SET status = 'running', reason = NULL, attempts = CASE WHEN attempts > $1 THEN attempts ELSE $1 END, backend = $2
+                 WHERE run = $3 AND id = $4",
             )
             .bind(i64::from(*attempt))
             .bind(backend.as_str())
@@ -123,7 +126,7 @@ pub async fn project(
                 tx,
                 run,
                 task,
-                "attempts = attempts + 1, cost_usd = cost_usd + ?3, duration_ms = duration_ms + ?4",
+                "attempts = attempts + 1, cost_usd = cost_usd + $3, duration_ms = duration_ms + $4",
                 cost_usd.unwrap_or(0.0),
                 i64::try_from(*duration_ms).unwrap_or(i64::MAX),
             )
@@ -135,7 +138,7 @@ pub async fn project(
             let usd = cost_usd.unwrap_or(0.0);
             let status = if *ok { "verifying" } else { "running" };
             sqlx::query(
-                "UPDATE tasks SET status = ?, cost_usd = cost_usd + ?, tokens = tokens + ? WHERE run = ? AND id = ?",
+                "UPDATE tasks SET status = $1, cost_usd = cost_usd + $2, tokens = tokens + $3 WHERE run = $4 AND id = $5",
             )
             .bind(status)
             .bind(usd)
@@ -154,9 +157,9 @@ pub async fn project(
         } => {
             sqlx::query(
                 "INSERT INTO spend (run, task, attempt, backend, charged_usd, charged_tokens, charged_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
                  ON CONFLICT (run, task, attempt)
-                 DO UPDATE SET charged_usd = ?5, charged_tokens = ?6, charged_at = ?7",
+                 DO UPDATE SET charged_usd = $5, charged_tokens = $6, charged_at = $7",
             )
             .bind(run)
             .bind(task)
@@ -168,7 +171,7 @@ pub async fn project(
             .execute(&mut **tx)
             .await?;
             // What the run spent is what was charged against its caps.
-            sqlx::query("UPDATE runs SET spent_usd = spent_usd + ?, spent_tokens = spent_tokens + ? WHERE id = ?")
+            sqlx::query("UPDATE runs SET spent_usd = spent_usd + $1, spent_tokens = spent_tokens + $2 WHERE id = $3")
                 .bind(usd)
                 .bind(i64::try_from(*tokens).unwrap_or(i64::MAX))
                 .bind(run)
@@ -176,7 +179,7 @@ pub async fn project(
                 .await?;
         }
         EventBody::BudgetAlert { key, .. } => {
-            sqlx::query("INSERT INTO alerts (key, run, at) VALUES (?, ?, ?)")
+            sqlx::query("INSERT INTO alerts (key, run, at) VALUES ($1, $2, $3)")
                 .bind(key)
                 .bind(run)
                 .bind(at)
@@ -187,7 +190,7 @@ pub async fn project(
         | EventBody::CacheHit { .. }
         | EventBody::NotifySent { .. } => {}
         EventBody::RunPullRequest { url, .. } => {
-            sqlx::query("UPDATE runs SET pull_request = ? WHERE id = ?")
+            sqlx::query("UPDATE runs SET pull_request = $1 WHERE id = $2")
                 .bind(url)
                 .bind(run)
                 .execute(&mut **tx)
@@ -210,8 +213,12 @@ pub async fn project(
             );
             task_status(tx, run, task, TaskStatus::AwaitingApproval, Some(&why)).await?;
             sqlx::query(
-                "INSERT OR REPLACE INTO approvals (id, run, task, action, reasons, created_at, status)
-                 VALUES (?, ?, ?, ?, ?, ?, 'pending')",
+                "INSERT INTO approvals (id, run, task, action, reasons, created_at, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending')
+                 ON CONFLICT (id) DO UPDATE SET run = excluded.run, task = excluded.task,
+                   action = excluded.action, reasons = excluded.reasons,
+                   created_at = excluded.created_at, status = 'pending', decided_at = NULL,
+                   decision = NULL",
             )
             .bind(approval)
             .bind(run)
@@ -226,7 +233,7 @@ pub async fn project(
         | EventBody::TaskRejected { approval, reason } => {
             let approved = matches!(e.event.body, EventBody::TaskApproved { .. });
             sqlx::query(
-                "UPDATE approvals SET status = ?, decided_at = ?, decision = ? WHERE id = ?",
+                "UPDATE approvals SET status = $1, decided_at = $2, decision = $3 WHERE id = $4",
             )
             .bind(if approved { "approved" } else { "rejected" })
             .bind(at)
@@ -237,7 +244,7 @@ pub async fn project(
             if approved {
                 // A plan approval lets the task wait on its dependencies; a merge approval lets it land.
                 let action: Option<String> =
-                    sqlx::query_scalar("SELECT action FROM approvals WHERE id = ?")
+                    sqlx::query_scalar("SELECT action FROM approvals WHERE id = $1")
                         .bind(approval)
                         .fetch_optional(&mut **tx)
                         .await?;
@@ -262,7 +269,7 @@ pub async fn project(
         }
         EventBody::TaskLanded { commit, .. } => {
             router_arm(tx, run, task, "landed = landed + 1", 0.0, 0).await?;
-            sqlx::query("UPDATE tasks SET status = 'landed', commit_sha = ?, reason = NULL WHERE run = ? AND id = ?")
+            sqlx::query("UPDATE tasks SET status = 'landed', commit_sha = $1, reason = NULL WHERE run = $2 AND id = $3")
                 .bind(commit.as_str())
                 .bind(run)
                 .bind(task)
@@ -301,7 +308,7 @@ pub async fn project(
             task_status(tx, run, task, TaskStatus::Cancelled, Some(reason)).await?;
         }
     }
-    sqlx::query("UPDATE runs SET last_seq = ? WHERE id = ?")
+    sqlx::query("UPDATE runs SET last_seq = $1 WHERE id = $2")
         .bind(seq)
         .bind(run)
         .execute(&mut **tx)
@@ -309,10 +316,10 @@ pub async fn project(
     Ok(())
 }
 
-/// Updates the learned router's arm of the task's (type, backend) with `set` (SQL; `?3` and `?4`
+/// Updates the learned router's arm of the task's (type, backend) with `set` (SQL; `$3` and `$4`
 /// are `a` and `b`).
 async fn router_arm(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     run: &str,
     task: &str,
     set: &str,
@@ -321,17 +328,17 @@ async fn router_arm(
 ) -> Result<(), StoreError> {
     let sql = format!(
         "INSERT INTO router_stats (task_type, backend)
-         SELECT type, backend FROM tasks WHERE run = ?1 AND id = ?2 AND backend IS NOT NULL
+         SELECT type, backend FROM tasks WHERE run = $1 AND id = $2 AND backend IS NOT NULL
          ON CONFLICT (task_type, backend) DO NOTHING;
          UPDATE router_stats SET {set}
-         WHERE (task_type, backend) = (SELECT type, backend FROM tasks WHERE run = ?1 AND id = ?2)"
+         WHERE (task_type, backend) = (SELECT type, backend FROM tasks WHERE run = $1 AND id = $2)"
     );
     // `set` is one of a few fixed strings of this module.
     for stmt in sql.split(';') {
         let mut q = sqlx::query(sqlx::AssertSqlSafe(stmt.to_owned()))
             .bind(run)
             .bind(task);
-        if stmt.contains("?3") {
+        if stmt.contains("$3") {
             q = q.bind(a).bind(b);
         }
         q.execute(&mut **tx).await?;
@@ -340,13 +347,13 @@ async fn router_arm(
 }
 
 async fn run_status(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     run: &str,
     status: &str,
     reason: Option<&String>,
     finished: Option<i64>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE runs SET status = ?, reason = ?, finished_at = COALESCE(?, finished_at) WHERE id = ?")
+    sqlx::query("UPDATE runs SET status = $1, reason = $2, finished_at = COALESCE($3, finished_at) WHERE id = $4")
         .bind(status)
         .bind(reason)
         .bind(finished)
@@ -357,13 +364,13 @@ async fn run_status(
 }
 
 async fn task_status(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     run: &str,
     task: &str,
     status: TaskStatus,
     reason: Option<&String>,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE tasks SET status = ?, reason = ? WHERE run = ? AND id = ?")
+    sqlx::query("UPDATE tasks SET status = $1, reason = $2 WHERE run = $3 AND id = $4")
         .bind(status.as_str())
         .bind(reason)
         .bind(run)
@@ -374,14 +381,24 @@ async fn task_status(
 }
 
 async fn keep_worktree(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     run: &str,
     task: &str,
     path: Option<&str>,
 ) -> Result<(), StoreError> {
     let Some(path) = path else { return Ok(()) };
-    sqlx::query("UPDATE tasks SET kept_worktrees = json_insert(kept_worktrees, '$[#]', ?) WHERE run = ? AND id = ?")
-        .bind(path)
+    // Read, extend, write: the same on SQLite and Postgres (the row is the transaction's).
+    let row = sqlx::query("SELECT kept_worktrees FROM tasks WHERE run = $1 AND id = $2")
+        .bind(run)
+        .bind(task)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let mut kept: Vec<String> = row
+        .map(|r| serde_json::from_str(&r.get::<String, _>(0)).unwrap_or_default())
+        .unwrap_or_default();
+    kept.push(path.to_owned());
+    sqlx::query("UPDATE tasks SET kept_worktrees = $1 WHERE run = $2 AND id = $3")
+        .bind(serde_json::to_string(&kept).unwrap_or_else(|_| "[]".into()))
         .bind(run)
         .bind(task)
         .execute(&mut **tx)

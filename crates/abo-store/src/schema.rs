@@ -1,8 +1,11 @@
-//! Migrations, applied in order at open; `PRAGMA user_version` records how far a database is.
+//! Migrations, applied in order at open. They are written once, in SQLite's words, and translated
+//! for PostgreSQL (`pg`). SQLite records how far a database is in `PRAGMA user_version`, Postgres in
+//! `abo_schema`; either way one process migrates at a time (SQLite's write lock, a Postgres advisory
+//! lock), so several processes starting at once are safe.
 
-use sqlx::sqlite::SqlitePool;
+use sqlx::AnyPool;
 
-use crate::StoreError;
+use crate::{Dialect, StoreError};
 
 const MIGRATIONS: &[&str] = &[
     // 1: the event log, its projections, leases and requests.
@@ -124,15 +127,89 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 5: the run's pull (merge) request.
     "ALTER TABLE runs ADD COLUMN pull_request TEXT;",
+    // 6: many machines (DESIGN §10.2). Workers, the attempt-scoped work the control plane posts for
+    // them, and who holds which attempt: the lease's `token` (the id of the job that started the
+    // attempt) fences a worker that lost it.
+    "CREATE TABLE workers (
+        name       TEXT PRIMARY KEY,
+        host       TEXT NOT NULL,
+        pid        INTEGER NOT NULL,
+        slots      INTEGER NOT NULL,
+        started_at INTEGER NOT NULL,
+        heartbeat  INTEGER NOT NULL,
+        claims     INTEGER NOT NULL DEFAULT 0,
+        done       INTEGER NOT NULL DEFAULT 0,
+        refused    INTEGER NOT NULL DEFAULT 0,
+        lost       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE jobs (
+        id          INTEGER PRIMARY KEY,
+        run         TEXT NOT NULL,
+        task        TEXT NOT NULL,
+        attempt     INTEGER NOT NULL,
+        kind        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        worker      TEXT,
+        token       INTEGER,
+        result      TEXT,
+        created_at  INTEGER NOT NULL,
+        finished_at INTEGER
+    );
+    CREATE INDEX jobs_ready ON jobs (state, kind, id);
+    CREATE INDEX jobs_attempt ON jobs (run, task, attempt);
+    CREATE TABLE attempt_leases (
+        run        TEXT NOT NULL,
+        task       TEXT NOT NULL,
+        attempt    INTEGER NOT NULL,
+        worker     TEXT NOT NULL,
+        token      INTEGER NOT NULL,
+        claimed_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (run, task, attempt)
+    );
+    CREATE INDEX attempt_leases_worker ON attempt_leases (worker);",
 ];
 
-pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    // One process migrates at a time: the write lock is taken before the version is read.
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *tx)
-        .await?;
+/// A migration in PostgreSQL's words: 64-bit integers, doubles, and serial keys.
+fn pg(sql: &str) -> String {
+    sql.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
+        .replace("INTEGER", "BIGINT")
+        .replace("REAL", "DOUBLE PRECISION")
+}
+
+/// The advisory lock key under which one Postgres process migrates at a time.
+const MIGRATE_LOCK: i64 = 0x0ab0_0001;
+
+pub(crate) async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), StoreError> {
     let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    let mut tx = match dialect {
+        // The write lock is taken before the version is read.
+        Dialect::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await?,
+        Dialect::Postgres => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(crate::ADVISORY_LOCK)
+                .bind(MIGRATE_LOCK)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::raw_sql("CREATE TABLE IF NOT EXISTS abo_schema (version BIGINT NOT NULL)")
+                .execute(&mut *tx)
+                .await?;
+            tx
+        }
+    };
+    let version: i64 = match dialect {
+        Dialect::Sqlite => {
+            sqlx::query_scalar("PRAGMA user_version")
+                .fetch_one(&mut *tx)
+                .await?
+        }
+        Dialect::Postgres => {
+            sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM abo_schema")
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
     if version > known {
         return Err(StoreError::NewerSchema {
             found: version,
@@ -144,15 +221,30 @@ pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         .enumerate()
         .skip(usize::try_from(version).unwrap_or(0))
     {
-        sqlx::raw_sql(*m).execute(&mut *tx).await?;
-        // PRAGMA takes no bound parameters; the value is an integer of our own.
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "PRAGMA user_version = {}",
-            i + 1
-        )))
-        .execute(&mut *tx)
-        .await?;
+        let next = i + 1;
+        match dialect {
+            Dialect::Sqlite => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(*m))
+                    .execute(&mut *tx)
+                    .await?;
+                // PRAGMA takes no bound parameters; the value is an integer of our own.
+                sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA user_version = {next}")))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            Dialect::Postgres => {
+                sqlx::raw_sql(sqlx::AssertSqlSafe(pg(m)))
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO abo_schema (version) VALUES ($1)")
+                    .bind(i64::try_from(next).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+        }
     }
     tx.commit().await?;
     Ok(())
 }
+
+

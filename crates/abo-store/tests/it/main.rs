@@ -1,4 +1,5 @@
-//! The store against a real SQLite file.
+//! The store's conformance suite: every test runs against a real SQLite file and against a
+//! throwaway database on the machine's PostgreSQL server, and must behave the same on both.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -10,7 +11,7 @@ use abo_core::config::Landing;
 use abo_core::event::{Event, EventBody, RetryCause, Usage};
 use abo_core::ids::{BackendName, CommitSha, RunId, TaskId, Timestamp};
 use abo_core::spec::{BackendSpec, RunSettings, RunSpec, TaskSpec};
-use abo_store::{Lease, Store};
+use abo_store::{Job, JobKind, JobState, Lease, Store, WorkerRow};
 use pretty_assertions::assert_eq;
 
 fn spec(tasks: &[&str]) -> RunSpec {
@@ -80,9 +81,56 @@ fn ev(run: &str, task: Option<&str>, body: EventBody) -> Event {
     }
 }
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open("sqlite:.abo/abo.db", dir.path()).await.unwrap()
+/// Where a test's store lives; each `open` is a separate pool, as a separate process would have.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(abo_test_support::pg::ScratchDb, tempfile::TempDir),
 }
+
+impl Db {
+    fn location(&self) -> (String, std::path::PathBuf) {
+        match self {
+            Self::Sqlite(dir) => ("sqlite:.abo/abo.db".into(), dir.path().to_owned()),
+            Self::Postgres(db, dir) => (db.url.clone(), dir.path().to_owned()),
+        }
+    }
+
+    async fn open(&self) -> Store {
+        let (url, dir) = self.location();
+        Store::open(&url, &dir).await.unwrap()
+    }
+}
+
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::Sqlite(tempfile::tempdir().unwrap())).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let db = abo_test_support::pg::ScratchDb::new();
+                    super::$name(super::Db::Postgres(db, tempfile::tempdir().unwrap())).await
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    projections_follow_events_and_rebuild_equals_live,
+    seq_is_gap_free_under_concurrent_appenders,
+    leases_and_requests,
+    migrations_are_safe_when_processes_start_at_once,
+    attempt_jobs_are_fenced_by_their_lease,
+    concurrent_workers_never_claim_one_job_twice,
+);
 
 fn history(run: &str) -> Vec<Event> {
     let t = |id: &str, body| ev(run, Some(id), body);
@@ -188,10 +236,8 @@ fn history(run: &str) -> Vec<Event> {
     ]
 }
 
-#[tokio::test]
-async fn projections_follow_events_and_rebuild_equals_live() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn projections_follow_events_and_rebuild_equals_live(db: Db) {
+    let store = db.open().await;
     let stored = store.append(&history("r1")).await.unwrap();
     assert_eq!(
         stored.iter().map(|e| e.seq).collect::<Vec<_>>(),
@@ -253,11 +299,9 @@ async fn projections_follow_events_and_rebuild_equals_live() {
     assert_eq!(store.run_events(&RunId::new("r1")).await.unwrap(), stored);
 }
 
-#[tokio::test]
-async fn seq_is_gap_free_under_concurrent_appenders() {
-    let dir = tempfile::tempdir().unwrap();
-    // Separate pools on one file, as separate processes would be.
-    let stores = [open(&dir).await, open(&dir).await, open(&dir).await];
+async fn seq_is_gap_free_under_concurrent_appenders(db: Db) {
+    // Separate pools on one database, as separate processes would be.
+    let stores = [db.open().await, db.open().await, db.open().await];
     let mut handles = Vec::new();
     for (i, s) in stores.iter().enumerate() {
         let s = s.clone();
@@ -281,10 +325,8 @@ async fn seq_is_gap_free_under_concurrent_appenders() {
     );
 }
 
-#[tokio::test]
-async fn leases_and_requests() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn leases_and_requests(db: Db) {
+    let store = db.open().await;
     let run = RunId::new("r");
     let me = Lease {
         host: "h".into(),
@@ -339,4 +381,225 @@ async fn leases_and_requests() {
             .unwrap()
             .is_empty()
     );
+}
+
+async fn migrations_are_safe_when_processes_start_at_once(db: Db) {
+    let (url, dir) = db.location();
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, dir) = (url.clone(), dir.clone());
+            tokio::spawn(async move { Store::open(&url, &dir).await.unwrap() })
+        })
+        .collect();
+    // Every one of them sees the same, complete schema.
+    for h in handles {
+        let s = h.await.unwrap();
+        assert!(s.runs().await.unwrap().is_empty());
+        assert!(s.workers().await.unwrap().is_empty());
+    }
+}
+
+fn worker(name: &str) -> WorkerRow {
+    WorkerRow {
+        name: name.into(),
+        host: "h".into(),
+        pid: 1,
+        slots: 2,
+        started_at: Timestamp(0),
+        heartbeat: Timestamp(0),
+        claims: 0,
+        done: 0,
+        refused: 0,
+        lost: 0,
+        busy: 0,
+    }
+}
+
+async fn attempt_jobs_are_fenced_by_their_lease(db: Db) {
+    let store = db.open().await;
+    let ttl = std::time::Duration::from_secs(10);
+    let (run, task) = (RunId::new("r"), TaskId::new("a"));
+    for w in ["w1", "w2"] {
+        store.register_worker(&worker(w)).await.unwrap();
+    }
+    // A follow-up job of an attempt nobody holds cannot be posted.
+    assert_eq!(
+        store
+            .post_job(&run, &task, 1, JobKind::Gate, "{}", Timestamp(1))
+            .await
+            .unwrap(),
+        None
+    );
+    let start = store
+        .post_job(&run, &task, 1, JobKind::Start, "{\"s\":1}", Timestamp(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.job_state(start).await.unwrap(), Some(JobState::Ready));
+    // Without a free slot, w2 takes nothing new; w1 takes the start job and the attempt's lease.
+    assert_eq!(
+        store.claim_job("w2", false, Timestamp(2), ttl).await.unwrap(),
+        None
+    );
+    let job = store
+        .claim_job("w1", true, Timestamp(2), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((job.id, job.kind, job.token), (start, JobKind::Start, start));
+    assert_eq!(
+        store.claim_job("w2", true, Timestamp(2), ttl).await.unwrap(),
+        None,
+        "a job is claimed once"
+    );
+    assert!(
+        store
+            .finish_job(&job, "w1", "{\"ok\":1}", false, Timestamp(3))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.job_state(start).await.unwrap(),
+        Some(JobState::Done {
+            worker: "w1".into(),
+            result: "{\"ok\":1}".into()
+        })
+    );
+    // The attempt's next job goes to its holder only, under the same token.
+    let gate = store
+        .post_job(&run, &task, 1, JobKind::Gate, "{}", Timestamp(4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.claim_job("w2", true, Timestamp(4), ttl).await.unwrap(),
+        None
+    );
+    let g = store
+        .claim_job("w1", false, Timestamp(4), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((g.id, g.token), (gate, start));
+    let leases = store.attempt_leases(Some(&run)).await.unwrap();
+    assert_eq!(leases.len(), 1);
+    assert_eq!((leases[0].worker.as_str(), leases[0].token), ("w1", start));
+    // Heartbeats keep the lease; without them it is reaped and the open job lost.
+    let held = store
+        .heartbeat_worker("w1", Timestamp(5), ttl)
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 1);
+    assert!(store.reap(Timestamp(10_000)).await.unwrap().is_empty());
+    let reaped = store.reap(Timestamp(20_000)).await.unwrap();
+    assert_eq!(reaped.len(), 1);
+    assert!(matches!(
+        store.job_state(gate).await.unwrap(),
+        Some(JobState::Lost { reason }) if reason.contains("w1")
+    ));
+    // The late result of the worker that lost its lease is refused, and counted.
+    assert!(
+        !store
+            .finish_job(&g, "w1", "{}", false, Timestamp(20_001))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .heartbeat_worker("w1", Timestamp(20_002), ttl)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the worker learns it holds nothing"
+    );
+    // The task is attempted again: w2 takes it, under a new token; w1's old token stays refused.
+    let again = store
+        .post_job(&run, &task, 1, JobKind::Start, "{}", Timestamp(20_003))
+        .await
+        .unwrap()
+        .unwrap();
+    let j2 = store
+        .claim_job("w2", true, Timestamp(20_003), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(j2.token, again);
+    assert_ne!(j2.token, job.token);
+    let stale = Job {
+        id: again,
+        ..job.clone()
+    };
+    assert!(
+        !store
+            .finish_job(&stale, "w1", "{}", false, Timestamp(20_004))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .finish_job(&j2, "w2", "{}", true, Timestamp(20_005))
+            .await
+            .unwrap()
+    );
+    assert!(store.attempt_leases(None).await.unwrap().is_empty(), "released");
+    let ws = store.workers().await.unwrap();
+    let counts: Vec<_> = ws
+        .iter()
+        .map(|w| (w.name.as_str(), w.claims, w.done, w.refused, w.lost))
+        .collect();
+    assert_eq!(counts, vec![("w1", 1, 1, 2, 1), ("w2", 1, 1, 0, 0)]);
+    // A killed run ends its leases and loses its open jobs.
+    store
+        .post_job(&run, &TaskId::new("b"), 1, JobKind::Start, "{}", Timestamp(30_000))
+        .await
+        .unwrap();
+    store
+        .claim_job("w2", true, Timestamp(30_000), ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store
+            .release_run(&run, "killed", Timestamp(30_001))
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(store.attempt_leases(None).await.unwrap().is_empty());
+}
+
+async fn concurrent_workers_never_claim_one_job_twice(db: Db) {
+    let store = db.open().await;
+    let run = RunId::new("r");
+    for i in 0..40 {
+        store
+            .post_job(&run, &TaskId::new(format!("t{i}")), 1, JobKind::Start, "{}", Timestamp(0))
+            .await
+            .unwrap();
+    }
+    let mut handles = Vec::new();
+    for w in 0..4 {
+        let s = db.open().await;
+        s.register_worker(&worker(&format!("w{w}"))).await.unwrap();
+        handles.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            while let Some(j) = s
+                .claim_job(&format!("w{w}"), true, Timestamp(1), std::time::Duration::from_secs(5))
+                .await
+                .unwrap()
+            {
+                got.push(j.task.as_str().to_owned());
+            }
+            got
+        }));
+    }
+    let mut all = Vec::new();
+    for h in handles {
+        all.extend(h.await.unwrap());
+    }
+    all.sort();
+    let mut want: Vec<String> = (0..40).map(|i| format!("t{i}")).collect();
+    want.sort();
+    assert_eq!(all, want, "every job claimed exactly once");
+    assert_eq!(store.attempt_leases(None).await.unwrap().len(), 40);
 }
