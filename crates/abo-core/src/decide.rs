@@ -74,9 +74,16 @@ pub enum Command {
     Retry {
         task: TaskId,
     },
+    /// The attempt's executor went away mid-attempt (a worker lost its lease): the attempt's
+    /// worktree is gone with it, so it runs again under the same number, as after a crash.
+    Interrupted {
+        task: TaskId,
+        attempt: u32,
+        reason: String,
+    },
 }
 
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BackendOutcome {
     /// `None` when the backend produced a change; else why the attempt failed.
     pub failure: Option<String>,
@@ -97,7 +104,7 @@ pub struct BackendOutcome {
     pub cached: Option<(String, String)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GateOutcome {
     pub name: GateName,
     pub passed: bool,
@@ -108,7 +115,7 @@ pub struct GateOutcome {
     pub log: Option<ArtifactId>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LandOutcome {
     /// The run branch now holds the task's commit.
     Landed { commit: CommitSha },
@@ -122,7 +129,7 @@ pub enum LandOutcome {
 }
 
 /// The policy's decision on an attempt, or why it could not be made.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PolicyOutcome {
     pub verdict: Verdict,
     pub deny: Vec<String>,
@@ -298,6 +305,11 @@ impl RunState {
             }
             Command::Kill { reason } => kill(&mut cx, reason)?,
             Command::Retry { task } => retry(&mut cx, &task)?,
+            Command::Interrupted {
+                task,
+                attempt,
+                reason,
+            } => interrupted(&mut cx, &task, attempt, reason),
         }
         progress(&mut cx);
         Ok(cx.out)
@@ -400,6 +412,38 @@ fn resume(
         }
     }
     Ok(())
+}
+
+fn interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String) {
+    let holds = cx
+        .state
+        .task(task)
+        .and_then(|t| t.state.holds_worktree())
+        .is_some_and(|a| a == attempt);
+    if !holds || cx.state.status.is_terminal() {
+        return; // stale: the attempt already ended
+    }
+    cx.state.inflight.land_queue.retain(|q| q != task);
+    if cx
+        .state
+        .inflight
+        .landing
+        .as_ref()
+        .is_some_and(|(t, _)| t == task)
+    {
+        cx.state.inflight.landing = None;
+    }
+    charge_interrupted(cx, task, attempt);
+    cx.emit(
+        Some(task),
+        EventBody::TaskRetry {
+            attempt,
+            cause: RetryCause::Interrupted,
+            reason: format!("interrupted: {reason}"),
+            log: None,
+            kept_worktree: None,
+        },
+    );
 }
 
 fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome) {

@@ -90,6 +90,10 @@ pub struct AttemptId {
 }
 
 impl AttemptId {
+    pub fn new(run: RunId, task: TaskId, attempt: u32) -> Self {
+        Self { run, task, attempt }
+    }
+
     /// The attempt's worktree, relative to the repository root.
     pub fn worktree(&self) -> String {
         format!(".abo/worktrees/{}/{}-{}", self.run, self.task, self.attempt)

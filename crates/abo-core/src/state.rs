@@ -222,7 +222,7 @@ impl TaskState {
 }
 
 /// Why the previous attempt failed, handed to the next one.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Feedback {
     pub attempt: u32,
     pub reason: String,

@@ -54,10 +54,15 @@ pub async fn reuse(
     if source == attempt.to_string() {
         return None;
     }
-    let bytes = ctx
-        .artifacts
-        .get(&abo_core::ids::ArtifactId::new(&diff))
-        .ok()?;
+    // The diff itself is in the store, so every worker of a shared store can reuse it; entries of
+    // older abos named an artifact instead.
+    let bytes = if diff.ends_with('\n') {
+        diff.into_bytes()
+    } else {
+        ctx.artifacts
+            .get(&abo_core::ids::ArtifactId::new(&diff))
+            .ok()?
+    };
     let file = scratch.join("cached.diff");
     std::fs::write(&file, bytes).ok()?;
     ctx.git.apply(wt, &file, false).await.ok()?;
@@ -80,10 +85,8 @@ pub async fn record(ctx: &Ctx, attempt: &AttemptId, base: &CommitSha, commit: &C
     if !diff.ends_with('\n') {
         diff.push('\n');
     }
-    if let Ok(id) = ctx.artifacts.put(diff.as_bytes()) {
-        let _ = ctx
-            .store
-            .cache_put(key.trim(), id.as_str(), &attempt.to_string(), ctx.now())
-            .await;
-    }
+    let _ = ctx
+        .store
+        .cache_put(key.trim(), &diff, &attempt.to_string(), ctx.now())
+        .await;
 }

@@ -74,6 +74,8 @@ pub struct Ctx {
     /// The abo binary, re-executed as the sandbox helper (`None`: sandboxing is unavailable).
     pub sandbox_helper: Option<PathBuf>,
     http: std::sync::OnceLock<reqwest::Client>,
+    /// Set on a control plane: attempts run on `abo worker`s (DESIGN §10.2).
+    pub shared: Option<Arc<crate::shared::Shared>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -98,6 +100,7 @@ impl Ctx {
             tokenizer: std::sync::OnceLock::new(),
             http: std::sync::OnceLock::new(),
             sandbox_helper: None,
+            shared: None,
         }
     }
 

@@ -26,7 +26,7 @@ pub struct Done {
 }
 
 impl Done {
-    fn command(c: Command) -> Self {
+    pub(crate) fn command(c: Command) -> Self {
         Self {
             command: Some(c),
             warnings: Vec::new(),
@@ -41,17 +41,22 @@ impl Done {
     }
 }
 
-/// What a run's effects share: its policy, built once per run, and the secret scanner.
+/// What a run's effects share: the run, its policy (built once per run) and the secret scanner.
 pub struct RunPolicy {
+    pub run: abo_core::ids::RunId,
     pub policy: std::sync::Mutex<abo_policy::Policy>,
     pub scanner: abo_policy::secrets::Scanner,
 }
 
 impl RunPolicy {
-    pub fn load(spec: &RunSpec) -> Result<Self, abo_policy::PolicyError> {
+    pub fn load(
+        run: &abo_core::ids::RunId,
+        spec: &RunSpec,
+    ) -> Result<Self, abo_policy::PolicyError> {
         let p =
             abo_policy::Policy::load(&spec.settings.policy.safety, &spec.settings.policy.files)?;
         Ok(Self {
+            run: run.clone(),
             policy: std::sync::Mutex::new(p),
             scanner: abo_policy::secrets::Scanner::default(),
         })
@@ -59,6 +64,24 @@ impl RunPolicy {
 }
 
 pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect) -> Done {
+    // On a control plane, what happens in an attempt's worktree is a worker's (DESIGN §10.2).
+    let effect = match &ctx.shared {
+        Some(shared) => match crate::shared::execute(ctx, shared, spec, run, effect).await {
+            Ok(done) => return done,
+            Err(local) => local,
+        },
+        None => effect,
+    };
+    execute_here(ctx, spec, run, effect).await
+}
+
+/// Executes an effect in this process.
+pub(crate) async fn execute_here(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    run: &RunPolicy,
+    effect: Effect,
+) -> Done {
     match effect {
         Effect::EvaluatePolicy { attempt } => {
             let outcome = evaluate_policy(ctx, spec, run, &attempt).await;
@@ -684,15 +707,24 @@ fn append(path: &Path, text: &str) -> std::io::Result<()> {
         .write_all(text.as_bytes())
 }
 
-/// Commits the attempt and lands it on the run branch: fast-forward when the branch has not moved
-/// since the attempt started, else a merged candidate (gated before the branch moves, per
-/// `landing.gates_after_merge`).
+/// Commits the attempt and lands it on the run branch.
 async fn land(
     ctx: &Ctx,
     spec: &RunSpec,
     task: &TaskSpec,
     attempt: &AttemptId,
 ) -> Result<LandOutcome, String> {
+    let commit = commit_attempt(ctx, task, attempt).await?;
+    land_commit(ctx, spec, task, attempt, &commit).await
+}
+
+/// Commits the attempt in its worktree (once: a commit already made for it is reused) and
+/// remembers its change in the result cache.
+pub(crate) async fn commit_attempt(
+    ctx: &Ctx,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+) -> Result<CommitSha, String> {
     let wt = ctx.worktree(attempt);
     let git = &ctx.git;
     let head = git
@@ -733,6 +765,25 @@ async fn land(
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
     crate::cache::record(ctx, attempt, &base, &commit).await;
+    Ok(commit)
+}
+
+/// Lands a committed attempt on the run branch: fast-forward when the branch has not moved since
+/// the attempt started, else a merged candidate (gated before the branch moves, per
+/// `landing.gates_after_merge`).
+pub(crate) async fn land_commit(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+    commit: &CommitSha,
+) -> Result<LandOutcome, String> {
+    let git = &ctx.git;
+    let commit = commit.clone();
+    let base = git
+        .rev_parse(&format!("{commit}^"))
+        .await
+        .map_err(|e| format!("landing failed: {e}"))?;
     let run_head = git
         .branch_head(&spec.branch)
         .await

@@ -146,9 +146,13 @@ async fn drive_leased(
 ) -> Result<(), EngineError> {
     let spec = Arc::new(state.spec.clone());
     // The policy is built once per run and shared by its attempts.
-    let policy = Arc::new(effects::RunPolicy::load(&spec)?);
+    let policy = Arc::new(effects::RunPolicy::load(&state.id, &spec)?);
     let run = state.id.clone();
     ctx.git.ensure_branch(&spec.branch, &spec.base).await?;
+    if let Some(shared) = &ctx.shared {
+        // Workers start attempts from the run branch as the remote has it.
+        ctx.git.push(&shared.remote, &spec.branch).await?;
+    }
     let first = match start {
         Start::New => Command::Start,
         Start::Resume(caps) => {
@@ -160,6 +164,13 @@ async fn drive_leased(
                 ));
             }
             sweep(ctx, state).await;
+            if ctx.shared.is_some() {
+                // Whatever workers did for the previous control plane is lost: those attempts
+                // run again, under new leases.
+                ctx.store
+                    .release_run(&run, "the run was taken over by another control plane", ctx.now())
+                    .await?;
+            }
             Command::Resume {
                 landed: recover_landed(ctx, state).await?,
                 caps,
@@ -201,7 +212,7 @@ async fn drive_leased(
             effects_due.extend(decision.effects);
         }
         {
-            let stored = ctx.store.append(&events).await?;
+            let stored = ctx.store.append_as(&events, Some((&run, me))).await?;
             if !stored.is_empty() {
                 observer.on_events(state, &stored);
                 deliveries.extend(crate::notify::dispatch(
@@ -272,7 +283,11 @@ async fn drive_leased(
                 ticks = ticks.wrapping_add(1);
                 if ticks.is_multiple_of(HEARTBEAT_TICKS) {
                     let beat = Lease { heartbeat: now, ..me.clone() };
-                    let _ = ctx.store.heartbeat(&run, &beat).await;
+                    if let Ok(false) = ctx.store.heartbeat(&run, &beat).await {
+                        // Another process took the run over: this one stops deciding for it.
+                        ctx.groups.kill_all();
+                        return Err(StoreError::LeaseLost(run.clone()).into());
+                    }
                 }
                 if ctx.store.has_requests(&run).await.unwrap_or(false) {
                     for r in ctx.store.take_requests(&run, now).await? {

@@ -17,6 +17,8 @@ pub mod process;
 pub mod proof;
 pub mod redact;
 pub mod sandbox;
+pub mod shared;
+pub mod worker;
 pub mod windows;
 
 pub use context::{Clock, Ctx, SystemClock};

@@ -42,6 +42,8 @@ pub enum StoreError {
         "store: the database was written by a newer abo (schema {found}, this abo knows {known})"
     )]
     NewerSchema { found: i64, known: i64 },
+    #[error("run {0}: this process no longer holds the run's lease (another one took it over)")]
+    LeaseLost(RunId),
 }
 
 impl StoreError {
@@ -296,10 +298,31 @@ impl Store {
 
     /// Appends events in one transaction, updating the projections; returns them with their `seq`.
     pub async fn append(&self, events: &[Event]) -> Result<Vec<StoredEvent>> {
+        self.append_as(events, None).await
+    }
+
+    /// Appends events as the holder of a run's lease: when `holder` no longer holds it (another
+    /// process took the run over), nothing is appended and the error says so.
+    pub async fn append_as(
+        &self,
+        events: &[Event],
+        holder: Option<(&RunId, &Lease)>,
+    ) -> Result<Vec<StoredEvent>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_locked(APPEND_LOCK).await?;
+        if let Some((run, lease)) = holder {
+            let held = sqlx::query("SELECT 1 FROM leases WHERE run = $1 AND host = $2 AND pid = $3")
+                .bind(run.as_str())
+                .bind(&lease.host)
+                .bind(i64::from(lease.pid))
+                .fetch_optional(&mut *tx)
+                .await?;
+            if held.is_none() {
+                return Err(StoreError::LeaseLost(run.clone()));
+            }
+        }
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&mut *tx)
             .await?;
@@ -686,15 +709,18 @@ impl Store {
         Ok(free)
     }
 
-    pub async fn heartbeat(&self, run: &RunId, owner: &Lease) -> Result<()> {
-        sqlx::query("UPDATE leases SET heartbeat = $1 WHERE run = $2 AND host = $3 AND pid = $4")
-            .bind(owner.heartbeat.0)
-            .bind(run.as_str())
-            .bind(&owner.host)
-            .bind(i64::from(owner.pid))
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+    /// Heartbeats the run's lease; whether `owner` still holds it.
+    pub async fn heartbeat(&self, run: &RunId, owner: &Lease) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE leases SET heartbeat = $1 WHERE run = $2 AND host = $3 AND pid = $4",
+        )
+        .bind(owner.heartbeat.0)
+        .bind(run.as_str())
+        .bind(&owner.host)
+        .bind(i64::from(owner.pid))
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn release_lease(&self, run: &RunId, owner: &Lease) -> Result<()> {

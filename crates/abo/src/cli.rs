@@ -59,6 +59,9 @@ pub(crate) struct RunArgs {
     /// Run every backend: reuse no cached result.
     #[arg(long)]
     pub(crate) no_cache: bool,
+    /// Record the run in a shared store and return: `abo serve` lands it, `abo worker`s run it.
+    #[arg(long)]
+    pub(crate) detach: bool,
     #[command(flatten)]
     pub(crate) caps: CapArgs,
 }
@@ -153,10 +156,30 @@ pub(crate) enum Cmd {
     },
     /// Check git, the store, agent CLIs and API keys (never printing their values).
     Doctor,
-    /// The REST API (DESIGN §11); runs created through it are executed by this process.
+    /// The REST API (DESIGN §11); runs created through it are executed by this process. On a
+    /// Postgres store it is the control plane: it takes every run in the store, lands it, and has
+    /// `abo worker`s run its attempts.
     Serve {
         #[arg(long, default_value = "127.0.0.1:3100")]
         addr: String,
+    },
+    /// Run attempts for the control plane of a shared (Postgres) store, on any machine.
+    Worker {
+        /// The repository: a URL (or path) to clone, or a local clone to use as it is.
+        #[arg(long, value_name = "URL")]
+        repo: String,
+        /// Attempts at once.
+        #[arg(long, value_name = "N", default_value_t = 2)]
+        slots: u32,
+        /// Where to clone the repository (default: ~/.cache/abo/workers/NAME).
+        #[arg(long, value_name = "DIR")]
+        workdir: Option<PathBuf>,
+        /// The worker's name in the store (default: HOST-PID).
+        #[arg(long)]
+        name: Option<String>,
+        /// How long an attempt lease lasts without a heartbeat.
+        #[arg(long, value_name = "DURATION", default_value = "15s")]
+        lease_ttl: String,
     },
     /// Measure abo against its performance targets (BENCHMARKS.md).
     Bench {

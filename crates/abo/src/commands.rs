@@ -46,6 +46,15 @@ pub(crate) async fn open(
     config: &abo_core::config::Config,
     store_flag: Option<&str>,
 ) -> anyhow::Result<Arc<Ctx>> {
+    open_ctx(root, config, store_flag).await.map(Arc::new)
+}
+
+/// The context before it is shared: a control plane connects it to its workers first.
+pub(crate) async fn open_ctx(
+    root: &Path,
+    config: &abo_core::config::Config,
+    store_flag: Option<&str>,
+) -> anyhow::Result<Ctx> {
     let mut git = Git::new(root.to_owned());
     git.resolve_identity().await;
     load::prepare_abo_dir(root, &git).await?;
@@ -58,7 +67,7 @@ pub(crate) async fn open(
     );
     // The sandbox helper is this binary, re-executed.
     ctx.sandbox_helper = std::env::current_exe().ok();
-    Ok(Arc::new(ctx))
+    Ok(ctx)
 }
 
 pub(crate) fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
@@ -77,7 +86,20 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
     };
     let (plan, opts) = prepare_run(&root, &config, &backlog, args)?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
+    if args.detach && ctx.store.dialect() != abo_store::Dialect::Postgres {
+        return Err(Usage::new(format!(
+            "--detach: the store {} is this machine's; a detached run needs a shared one",
+            ctx.store.url()
+        ))
+        .hint("use --store postgres://... (or `store:` in abo.yml), served by `abo serve`")
+        .into());
+    }
     let id = abo_runtime::create_run(&ctx, &plan, &config, &opts).await?;
+    if args.detach {
+        // Validated and recorded: the control plane (`abo serve`) takes it from here.
+        say_raw!("{id}\n");
+        return Ok(exit::OK);
+    }
     if cli.json {
         eprintln!("run {id}");
     } else {

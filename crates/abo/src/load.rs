@@ -130,10 +130,14 @@ pub(crate) async fn store(
     config: &Config,
 ) -> anyhow::Result<Store> {
     let url = flag.or(config.store.as_deref()).unwrap_or(DEFAULT_STORE);
-    if !url.starts_with("sqlite:") {
-        return Err(Usage::new(format!("unsupported store `{url}`"))
-            .hint("this version of abo stores runs in SQLite: sqlite:PATH")
-            .into());
+    let shared = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !url.starts_with("sqlite:") && !shared {
+        return Err(Usage::new(format!(
+            "unsupported store `{}`",
+            abo_store::redact_url(url)
+        ))
+        .hint("sqlite:PATH on one machine, postgres://USER@HOST:PORT/DB when many share it")
+        .into());
     }
     Ok(Store::open(url, root).await?)
 }

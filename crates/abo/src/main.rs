@@ -16,6 +16,7 @@ mod progress;
 mod serve;
 mod stand_in;
 mod status;
+mod worker;
 
 use std::process::ExitCode;
 
@@ -73,6 +74,13 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Doctor => doctor::doctor(cli).await,
         Cmd::Daemon { interval, addr } => daemon::daemon(cli, interval, addr).await,
         Cmd::Serve { addr } => serve::serve(cli, addr).await,
+        Cmd::Worker {
+            repo,
+            slots,
+            workdir,
+            name,
+            lease_ttl,
+        } => worker::worker(cli, repo, *slots, workdir.as_deref(), name.as_deref(), lease_ttl).await,
         Cmd::Bench { quick } => bench::bench(cli, *quick).await,
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,

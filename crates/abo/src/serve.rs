@@ -3,17 +3,21 @@
 //! `request_retry`, `request_decision`), and runs it creates or resumes are executed by this
 //! process.
 
+use std::collections::BTreeSet;
 use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use abo_core::ids::{RunId, TaskId};
+use abo_runtime::shared::Shared;
 use abo_runtime::{Ctx, Start, engine};
 use abo_server::auth::{self, Role};
 use abo_server::{ApiError, BoxFut, Control, CreateRun};
 use abo_store::TokenRow;
 
 use crate::cli::{CapArgs, Cli, RunArgs, TokenCmd};
-use crate::commands::{env, executing, open, prepare_run, request_decision, request_retry, stop};
+use crate::commands::{
+    env, executing, open, open_ctx, prepare_run, request_decision, request_retry, stop,
+};
 use crate::exit::{self, Usage};
 use crate::load;
 use crate::out::say;
@@ -61,6 +65,7 @@ impl Control for Api {
                 max_parallel: None,
                 backend: None,
                 no_cache: false,
+                detach: false,
                 caps: CapArgs {
                     usd: req.usd,
                     tokens: req.tokens,
@@ -153,7 +158,11 @@ fn live(tokens: &[TokenRow]) -> usize {
 
 pub(crate) async fn serve(cli: &Cli, addr: &str) -> anyhow::Result<u8> {
     let api = api(cli).await?;
+    let ctx = Arc::clone(&api.ctx);
     let server = listen(api, addr).await?;
+    if ctx.shared.is_some() {
+        tokio::spawn(control_plane(ctx));
+    }
     tokio::select! {
         r = server => r??,
         _ = tokio::signal::ctrl_c() => {}
@@ -161,16 +170,80 @@ pub(crate) async fn serve(cli: &Cli, addr: &str) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-/// The control of the repository abo was started in.
+/// The control of the repository abo was started in. On a shared (Postgres) store it is a control
+/// plane: attempts run on `abo worker`s.
 pub(crate) async fn api(cli: &Cli) -> anyhow::Result<Arc<Api>> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, _) = load::config(&root, cli.config.as_deref())?;
-    let ctx = open(&root, &config, cli.store.as_deref()).await?;
+    let mut ctx = open_ctx(&root, &config, cli.store.as_deref()).await?;
+    if ctx.store.dialect() == abo_store::Dialect::Postgres {
+        ctx.shared = Some(Shared::start(&ctx.store, &config.landing.remote).await?);
+    }
     Ok(Arc::new(Api {
         root,
         config: cli.config.clone(),
-        ctx,
+        ctx: Arc::new(ctx),
     }))
+}
+
+/// The control plane's loop (DESIGN §10.2): it reaps attempt leases whose worker stopped
+/// heartbeating, and takes every run of the store that is waiting to start or whose executing
+/// process died (its lease decides: of two control planes, one drives a run).
+async fn control_plane(ctx: Arc<Ctx>) {
+    let driving: Arc<std::sync::Mutex<BTreeSet<RunId>>> = Arc::default();
+    let mut listener = ctx.store.listen(&[abo_store::EVENTS]).await.ok();
+    say!("abo serve: control plane of {}", ctx.store.url());
+    loop {
+        let now = ctx.now();
+        match ctx.store.reap(now).await {
+            Ok(reaped) => {
+                for l in reaped {
+                    say!(
+                        "{} reaped {}#{}: worker {} stopped heartbeating (token {})",
+                        l.run, l.task, l.attempt, l.worker, l.token
+                    );
+                }
+            }
+            Err(e) => say!("warning: reaping leases: {e}"),
+        }
+        for row in ctx.store.runs().await.unwrap_or_default() {
+            let start = match row.status.as_str() {
+                "planned" => Start::New,
+                "running" => Start::Resume(Default::default()),
+                _ => continue,
+            };
+            let busy = driving.lock().map(|d| d.contains(&row.id)).unwrap_or(true);
+            let held = match ctx.store.lease(&row.id).await {
+                Ok(Some(l)) => engine::holder_alive(&l, now),
+                Ok(None) => false,
+                Err(_) => true,
+            };
+            if busy || held {
+                continue;
+            }
+            if let Ok(mut d) = driving.lock() {
+                d.insert(row.id.clone());
+            }
+            let (ctx, driving, id) = (Arc::clone(&ctx), Arc::clone(&driving), row.id.clone());
+            tokio::spawn(async move {
+                match engine::drive(&ctx, &id, start, &mut crate::daemon::Lines).await {
+                    Ok(s) => say!("{id} {}", s.status.as_str()),
+                    // Another control plane took it first.
+                    Err(engine::EngineError::Busy { .. }) => {}
+                    Err(e) => say!("{id} stopped: {e}"),
+                }
+                if let Ok(mut d) = driving.lock() {
+                    d.remove(&id);
+                }
+            });
+        }
+        match &mut listener {
+            Some(l) => {
+                l.wait(std::time::Duration::from_secs(1)).await;
+            }
+            None => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+        }
+    }
 }
 
 /// Binds `addr` and serves the API in the background (refusing a non-loopback address while no
