@@ -168,7 +168,11 @@ async fn drive_leased(
                 // Whatever workers did for the previous control plane is lost: those attempts
                 // run again, under new leases.
                 ctx.store
-                    .release_run(&run, "the run was taken over by another control plane", ctx.now())
+                    .release_run(
+                        &run,
+                        "the run was taken over by another control plane",
+                        ctx.now(),
+                    )
                     .await?;
             }
             Command::Resume {

@@ -18,8 +18,8 @@ pub mod proof;
 pub mod redact;
 pub mod sandbox;
 pub mod shared;
-pub mod worker;
 pub mod windows;
+pub mod worker;
 
 pub use context::{Clock, Ctx, SystemClock};
 pub use create::{RunOptions, create_run};

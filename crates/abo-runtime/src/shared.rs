@@ -16,9 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use abo_core::budget::Reservation;
-use abo_core::decide::{
-    BackendOutcome, Command, Effect, GateOutcome, LandOutcome, PolicyOutcome,
-};
+use abo_core::decide::{BackendOutcome, Command, Effect, GateOutcome, LandOutcome, PolicyOutcome};
 use abo_core::event::GateStage;
 use abo_core::ids::{AttemptId, CommitSha, GateName};
 use abo_core::spec::{BackendSpec, RunSpec};
@@ -244,16 +242,17 @@ pub(crate) async fn execute(
                 Err(why) => interrupted(&attempt, why),
             },
         ),
-        Effect::EvaluatePolicy { attempt } => Ok(match shared.run(ctx, &attempt, &Work::Policy).await
-        {
-            Ok(Reply::Policy { outcome }) => Done::command(Command::PolicyDone {
-                task: attempt.task.clone(),
-                attempt: attempt.attempt,
-                outcome,
-            }),
-            Ok(r) => unexpected(&attempt, r),
-            Err(why) => interrupted(&attempt, why),
-        }),
+        Effect::EvaluatePolicy { attempt } => {
+            Ok(match shared.run(ctx, &attempt, &Work::Policy).await {
+                Ok(Reply::Policy { outcome }) => Done::command(Command::PolicyDone {
+                    task: attempt.task.clone(),
+                    attempt: attempt.attempt,
+                    outcome,
+                }),
+                Ok(r) => unexpected(&attempt, r),
+                Err(why) => interrupted(&attempt, why),
+            })
+        }
         Effect::Land { attempt } => {
             let outcome = match shared.run(ctx, &attempt, &Work::Commit).await {
                 Ok(Reply::Committed { commit, refname }) => {
@@ -337,7 +336,12 @@ async fn land_pushed(
     let outcome = effects::land_commit(ctx, spec, task, attempt, commit)
         .await
         .unwrap_or_else(|reason| failed(reason));
+    // The attempt's ref has served: it goes, here and on the remote.
     let _ = ctx.git.run(&["update-ref", "-d", refname]).await;
+    let _ = ctx
+        .git
+        .run(&["push", "--quiet", &shared.remote, &format!(":{refname}")])
+        .await;
     outcome
 }
 

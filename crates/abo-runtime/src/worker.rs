@@ -85,8 +85,7 @@ pub async fn work(
         runs: tokio::sync::Mutex::default(),
     });
     (w.log)(&format!(
-        "abo worker {}: {} slot(s), store {}",
-        w.opts.name,
+        "{} slot(s), store {}",
         w.opts.slots,
         w.ctx.store.url()
     ));
@@ -109,7 +108,7 @@ pub async fn work(
     for (key, h) in held {
         w.stop_attempt(&key, h);
     }
-    (w.log)(&format!("abo worker {}: stopped", w.opts.name));
+    (w.log)("stopped");
     Ok(())
 }
 
@@ -226,7 +225,13 @@ impl Worker {
         executing.store(false, Ordering::SeqCst);
         let release = job.kind == JobKind::Cleanup;
         let text = serde_json::to_string(&reply).unwrap_or_default();
-        let what = format!("{} {}/{}#{}", job.kind.as_str(), job.run, job.task, job.attempt);
+        let what = format!(
+            "{} {}/{}#{}",
+            job.kind.as_str(),
+            job.run,
+            job.task,
+            job.attempt
+        );
         // The store may be briefly out of reach: the result is sent until it is taken or refused.
         let mut tries = 0u32;
         let accepted = loop {

@@ -145,5 +145,45 @@ pub async fn render(store: &Store) -> Result<String, abo_store::StoreError> {
     let _ = writeln!(o, "# TYPE abo_policy_eval_seconds summary");
     let _ = writeln!(o, "abo_policy_eval_seconds_sum {}", policy.sum);
     let _ = writeln!(o, "abo_policy_eval_seconds_count {}", policy.count);
+    workers(store, &mut o).await?;
     Ok(o)
+}
+
+/// Per worker of a shared store: alive, slots, attempts held, claims, results taken and refused,
+/// leases lost.
+async fn workers(store: &Store, o: &mut String) -> Result<(), abo_store::StoreError> {
+    let ws = store.workers().await?;
+    if ws.is_empty() {
+        return Ok(());
+    }
+    let _ = writeln!(
+        o,
+        "# HELP abo_worker_queue_depth Start jobs no worker has claimed yet."
+    );
+    let _ = writeln!(o, "# TYPE abo_worker_queue_depth gauge");
+    let _ = writeln!(o, "abo_worker_queue_depth {}", store.queued_jobs().await?);
+    let gauges: [(&str, &str, fn(&abo_store::WorkerRow) -> u64); 7] = [
+        ("abo_worker_slots", "gauge", |w| u64::from(w.slots)),
+        ("abo_worker_busy", "gauge", |w| w.busy),
+        ("abo_worker_heartbeat_ms", "gauge", |w| {
+            u64::try_from(w.heartbeat.0).unwrap_or(0)
+        }),
+        ("abo_worker_claims_total", "counter", |w| w.claims),
+        ("abo_worker_results_total", "counter", |w| w.done),
+        ("abo_worker_results_refused_total", "counter", |w| w.refused),
+        ("abo_worker_leases_lost_total", "counter", |w| w.lost),
+    ];
+    for (name, kind, value) in gauges {
+        let _ = writeln!(o, "# TYPE {name} {kind}");
+        for w in &ws {
+            let _ = writeln!(
+                o,
+                "{name}{{worker=\"{}\",host=\"{}\"}} {}",
+                label(&w.name),
+                label(&w.host),
+                value(w)
+            );
+        }
+    }
+    Ok(())
 }

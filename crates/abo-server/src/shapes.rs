@@ -13,6 +13,8 @@ pub struct View {
     pub alert_at: f64,
     pub budget_usd: Option<f64>,
     pub budget_tokens: Option<u64>,
+    /// On a shared store: which worker holds which attempt now.
+    pub leases: Vec<abo_store::AttemptLease>,
 }
 
 /// Loads the run named (or the latest) with its caps, replayed from its log.
@@ -57,6 +59,7 @@ pub async fn view(ctx: &abo_runtime::Ctx, row: RunRow) -> Result<View, ViewError
         alert_at: b.alert_at,
         budget_usd: b.run.usd,
         budget_tokens: b.run.tokens,
+        leases: ctx.store.attempt_leases(Some(&state.id)).await?,
     })
 }
 
@@ -93,6 +96,7 @@ pub fn to_json(v: &View) -> Value {
             "pull_request": run.pull_request,
         },
         "tasks": tasks.iter().map(|t| json!({
+            "worker": v.leases.iter().find(|l| l.task == t.id).map(|l| &l.worker),
             "id": t.id,
             "title": t.title,
             "type": t.kind,

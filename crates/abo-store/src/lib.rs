@@ -54,9 +54,9 @@ impl StoreError {
                 let m = e.message();
                 m.contains("locked") || m.contains("busy")
             }
-            Self::Db(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => true,
+            Self::Db(sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed) => {
+                true
+            }
             _ => false,
         }
     }
@@ -313,12 +313,13 @@ impl Store {
         }
         let mut tx = self.begin_locked(APPEND_LOCK).await?;
         if let Some((run, lease)) = holder {
-            let held = sqlx::query("SELECT 1 FROM leases WHERE run = $1 AND host = $2 AND pid = $3")
-                .bind(run.as_str())
-                .bind(&lease.host)
-                .bind(i64::from(lease.pid))
-                .fetch_optional(&mut *tx)
-                .await?;
+            let held =
+                sqlx::query("SELECT 1 FROM leases WHERE run = $1 AND host = $2 AND pid = $3")
+                    .bind(run.as_str())
+                    .bind(&lease.host)
+                    .bind(i64::from(lease.pid))
+                    .fetch_optional(&mut *tx)
+                    .await?;
             if held.is_none() {
                 return Err(StoreError::LeaseLost(run.clone()));
             }
@@ -557,8 +558,7 @@ impl Store {
         )
         .fetch_all(&self.pool)
         .await?;
-        let n =
-            |r: &AnyRow, i: usize| u64::try_from(r.get::<i64, _>(i)).unwrap_or(0);
+        let n = |r: &AnyRow, i: usize| u64::try_from(r.get::<i64, _>(i)).unwrap_or(0);
         Ok(rows
             .iter()
             .map(|r| {
@@ -576,11 +576,12 @@ impl Store {
 
     /// A cached attempt result: the diff's artifact and the attempt it came from.
     pub async fn cache_get(&self, key: &str, at: Timestamp) -> Result<Option<(String, String)>> {
-        let row = sqlx::query("UPDATE cache SET used_at = $1 WHERE key = $2 RETURNING diff, source")
-            .bind(at.0)
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("UPDATE cache SET used_at = $1 WHERE key = $2 RETURNING diff, source")
+                .bind(at.0)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
@@ -617,14 +618,16 @@ impl Store {
 
     /// Records an API token by the SHA-256 of its secret (the secret itself is never stored).
     pub async fn token_create(&self, t: &TokenRow, hash: &str) -> Result<()> {
-        sqlx::query("INSERT INTO tokens (id, name, role, hash, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(&t.id)
-            .bind(&t.name)
-            .bind(&t.role)
-            .bind(hash)
-            .bind(t.created_at.0)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO tokens (id, name, role, hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.role)
+        .bind(hash)
+        .bind(t.created_at.0)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -9,10 +9,7 @@ use abo_core::state::TaskStatus;
 use crate::{StoreError, Tx};
 
 /// Applies one event to the projections, inside the append's transaction.
-pub async fn project(
-    tx: &mut Tx,
-    e: &StoredEvent,
-) -> Result<(), StoreError> {
+pub async fn project(tx: &mut Tx, e: &StoredEvent) -> Result<(), StoreError> {
     let run = e.event.run.as_str();
     let task = e
         .event

@@ -246,5 +246,3 @@ pub(crate) async fn migrate(pool: &AnyPool, dialect: Dialect) -> Result<(), Stor
     tx.commit().await?;
     Ok(())
 }
-
-

@@ -78,11 +78,18 @@ pub struct Job {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobState {
     Ready,
-    Claimed { worker: String },
+    Claimed {
+        worker: String,
+    },
     /// The worker's result (JSON, the runtime's).
-    Done { worker: String, result: String },
+    Done {
+        worker: String,
+        result: String,
+    },
     /// The attempt's lease ended before the job did: why.
-    Lost { reason: String },
+    Lost {
+        reason: String,
+    },
 }
 
 /// Who runs an attempt, until when.

@@ -46,11 +46,25 @@ impl ScratchDb {
         Self { name, url }
     }
 
+    /// Runs one SQL statement in this database; its rows, `|`-separated.
+    pub fn query(&self, sql: &str) -> String {
+        #[allow(clippy::disallowed_methods, reason = "test fixtures run psql directly")]
+        let out = Command::new("psql")
+            .args([&self.url, "-XAtq", "-c", sql])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql `{sql}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Cuts every connection to this database (as a network partition would).
     pub fn cut_connections(&self, application: Option<&str>) {
-        let filter = application.map_or(String::new(), |a| {
-            format!(" AND application_name = '{a}'")
-        });
+        let filter =
+            application.map_or(String::new(), |a| format!(" AND application_name = '{a}'"));
         admin(&format!(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{}'{filter}",
             self.name

@@ -80,7 +80,17 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             workdir,
             name,
             lease_ttl,
-        } => worker::worker(cli, repo, *slots, workdir.as_deref(), name.as_deref(), lease_ttl).await,
+        } => {
+            worker::worker(
+                cli,
+                repo,
+                *slots,
+                workdir.as_deref(),
+                name.as_deref(),
+                lease_ttl,
+            )
+            .await
+        }
         Cmd::Bench { quick } => bench::bench(cli, *quick).await,
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,

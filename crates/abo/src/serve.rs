@@ -200,7 +200,11 @@ async fn control_plane(ctx: Arc<Ctx>) {
                 for l in reaped {
                     say!(
                         "{} reaped {}#{}: worker {} stopped heartbeating (token {})",
-                        l.run, l.task, l.attempt, l.worker, l.token
+                        l.run,
+                        l.task,
+                        l.attempt,
+                        l.worker,
+                        l.token
                     );
                 }
             }

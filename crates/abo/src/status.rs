@@ -97,6 +97,12 @@ pub(crate) fn render(v: &View) -> String {
             commit,
             t.reason.as_deref().unwrap_or(""),
         ));
+        if let Some(l) = v.leases.iter().find(|l| l.task == t.id) {
+            out.push_str(&format!(
+                "  {:<width$}  attempt {} on worker {} (lease token {})\n",
+                "", l.attempt, l.worker, l.token
+            ));
+        }
     }
     let kept: Vec<&String> = tasks.iter().flat_map(|t| &t.kept_worktrees).collect();
     if !kept.is_empty() {

@@ -50,12 +50,7 @@ pub(crate) async fn worker(
         ))
         .into());
     }
-    let mut ctx = Ctx::new(
-        root,
-        store,
-        git,
-        abo_runtime::context::clock_from_env(),
-    );
+    let mut ctx = Ctx::new(root, store, git, abo_runtime::context::clock_from_env());
     ctx.sandbox_helper = std::env::current_exe().ok();
     let opts = worker::Options {
         name: name.clone(),

@@ -438,7 +438,10 @@ async fn attempt_jobs_are_fenced_by_their_lease(db: Db) {
     assert_eq!(store.job_state(start).await.unwrap(), Some(JobState::Ready));
     // Without a free slot, w2 takes nothing new; w1 takes the start job and the attempt's lease.
     assert_eq!(
-        store.claim_job("w2", false, Timestamp(2), ttl).await.unwrap(),
+        store
+            .claim_job("w2", false, Timestamp(2), ttl)
+            .await
+            .unwrap(),
         None
     );
     let job = store
@@ -446,9 +449,15 @@ async fn attempt_jobs_are_fenced_by_their_lease(db: Db) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!((job.id, job.kind, job.token), (start, JobKind::Start, start));
     assert_eq!(
-        store.claim_job("w2", true, Timestamp(2), ttl).await.unwrap(),
+        (job.id, job.kind, job.token),
+        (start, JobKind::Start, start)
+    );
+    assert_eq!(
+        store
+            .claim_job("w2", true, Timestamp(2), ttl)
+            .await
+            .unwrap(),
         None,
         "a job is claimed once"
     );
@@ -472,7 +481,10 @@ async fn attempt_jobs_are_fenced_by_their_lease(db: Db) {
         .unwrap()
         .unwrap();
     assert_eq!(
-        store.claim_job("w2", true, Timestamp(4), ttl).await.unwrap(),
+        store
+            .claim_job("w2", true, Timestamp(4), ttl)
+            .await
+            .unwrap(),
         None
     );
     let g = store
@@ -541,7 +553,10 @@ async fn attempt_jobs_are_fenced_by_their_lease(db: Db) {
             .await
             .unwrap()
     );
-    assert!(store.attempt_leases(None).await.unwrap().is_empty(), "released");
+    assert!(
+        store.attempt_leases(None).await.unwrap().is_empty(),
+        "released"
+    );
     let ws = store.workers().await.unwrap();
     let counts: Vec<_> = ws
         .iter()
@@ -550,7 +565,14 @@ async fn attempt_jobs_are_fenced_by_their_lease(db: Db) {
     assert_eq!(counts, vec![("w1", 1, 1, 2, 1), ("w2", 1, 1, 0, 0)]);
     // A killed run ends its leases and loses its open jobs.
     store
-        .post_job(&run, &TaskId::new("b"), 1, JobKind::Start, "{}", Timestamp(30_000))
+        .post_job(
+            &run,
+            &TaskId::new("b"),
+            1,
+            JobKind::Start,
+            "{}",
+            Timestamp(30_000),
+        )
         .await
         .unwrap();
     store
@@ -573,7 +595,14 @@ async fn concurrent_workers_never_claim_one_job_twice(db: Db) {
     let run = RunId::new("r");
     for i in 0..40 {
         store
-            .post_job(&run, &TaskId::new(format!("t{i}")), 1, JobKind::Start, "{}", Timestamp(0))
+            .post_job(
+                &run,
+                &TaskId::new(format!("t{i}")),
+                1,
+                JobKind::Start,
+                "{}",
+                Timestamp(0),
+            )
             .await
             .unwrap();
     }
@@ -584,7 +613,12 @@ async fn concurrent_workers_never_claim_one_job_twice(db: Db) {
         handles.push(tokio::spawn(async move {
             let mut got = Vec::new();
             while let Some(j) = s
-                .claim_job(&format!("w{w}"), true, Timestamp(1), std::time::Duration::from_secs(5))
+                .claim_job(
+                    &format!("w{w}"),
+                    true,
+                    Timestamp(1),
+                    std::time::Duration::from_secs(5),
+                )
                 .await
                 .unwrap()
             {

@@ -19,6 +19,7 @@ mod pr;
 mod sandbox;
 mod schedule;
 mod serve;
+mod shared;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};

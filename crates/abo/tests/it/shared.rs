@@ -1,0 +1,393 @@
+//! Many machines (DESIGN §10.2) against the machine's real PostgreSQL server: a control plane
+//! (`abo serve --store postgres://...`), `abo worker`s with their own clones of a shared bare
+//! remote, and runs put in with `abo run --detach`. Each test has a throwaway database.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use abo_test_support::pg::ScratchDb;
+use abo_test_support::{TestRepo, git_in, wait_for};
+use serde_json::Value;
+
+use crate::{abo, abo_cmd, config};
+
+/// A control plane's repository, a bare remote, a database, and the processes started on them
+/// (killed when the cluster is dropped).
+struct Cluster {
+    db: ScratchDb,
+    repo: TestRepo,
+    origin: PathBuf,
+    dir: tempfile::TempDir,
+    procs: Vec<(String, Child)>,
+}
+
+impl Cluster {
+    fn new(yaml: &str) -> Self {
+        let repo = TestRepo::new();
+        config(&repo, yaml);
+        let dir = tempfile::tempdir().unwrap();
+        let origin = dir.path().join("origin.git");
+        git_in(dir.path(), &["init", "--quiet", "--bare", "origin.git"]);
+        repo.git(&["remote", "add", "origin", origin.to_str().unwrap()]);
+        repo.git(&["push", "--quiet", "origin", "HEAD:refs/heads/main"]);
+        Self {
+            db: ScratchDb::new(),
+            repo,
+            origin,
+            dir,
+            procs: Vec::new(),
+        }
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("{name}.log"))
+    }
+
+    fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log_path(name)).unwrap_or_default()
+    }
+
+    fn start(&mut self, name: &str, args: &[&str]) {
+        let log = std::fs::File::create(self.log_path(name)).unwrap();
+        let child = abo_cmd(&self.repo, args)
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        self.procs.push((name.to_owned(), child));
+    }
+
+    fn serve(&mut self, name: &str) {
+        let url = self.db.url.clone();
+        self.start(name, &["serve", "--store", &url, "--addr", "127.0.0.1:0"]);
+    }
+
+    /// A worker on `store` (the database's URL unless given, e.g. through a proxy).
+    fn worker(&mut self, name: &str, slots: u32, store: Option<&str>) {
+        let url = store.map_or_else(|| self.db.url.clone(), str::to_owned);
+        let workdir = self.dir.path().join(format!("work-{name}"));
+        let (origin, workdir) = (
+            self.origin.to_str().unwrap().to_owned(),
+            workdir.to_str().unwrap().to_owned(),
+        );
+        let slots = slots.to_string();
+        self.start(
+            name,
+            &[
+                "worker",
+                "--store",
+                &url,
+                "--repo",
+                &origin,
+                "--workdir",
+                &workdir,
+                "--name",
+                name,
+                "--slots",
+                &slots,
+                "--lease-ttl",
+                "2s",
+            ],
+        );
+    }
+
+    fn kill(&mut self, name: &str) {
+        for (n, c) in &mut self.procs {
+            if n == name {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Puts a backlog into the shared store; returns the run id.
+    fn detach(&self, backlog: &str) -> String {
+        let path = self.repo.outside.join("backlog.yml");
+        std::fs::write(&path, backlog).unwrap();
+        let url = self.db.url.clone();
+        let out = abo(
+            &self.repo,
+            &["run", path.to_str().unwrap(), "--store", &url, "--detach"],
+        );
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        let id = out.stdout.trim().to_owned();
+        assert!(!id.is_empty() && !id.contains(' '), "{}", out.stdout);
+        id
+    }
+
+    fn status(&self, run: &str) -> Value {
+        let url = self.db.url.clone();
+        let out = abo(&self.repo, &["status", "--json", "--store", &url, run]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        serde_json::from_str(&out.stdout).unwrap()
+    }
+
+    fn wait_finished(&self, run: &str, secs: u64) -> Value {
+        let done = wait_for(secs, || {
+            let s = self.status(run);
+            matches!(s["run"]["status"].as_str(), Some("finished" | "killed"))
+        });
+        let s = self.status(run);
+        assert!(
+            done,
+            "run {run} did not finish: {s:#}\n{}",
+            self.procs
+                .iter()
+                .map(|(n, _)| format!("--- {n}\n{}", self.log(n)))
+                .collect::<String>()
+        );
+        s
+    }
+
+    /// The task of each commit on the run branch, oldest first.
+    fn landed_tasks(&self, run: &str) -> Vec<String> {
+        let out = self.repo.git(&[
+            "log",
+            "--reverse",
+            "--format=%(trailers:key=Abo-Task,valueonly)",
+            &format!("refs/heads/abo/{run}"),
+        ]);
+        out.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.procs {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+const CONFIG: &str = "version: 1\nattempts: { max: 2, stop_after_consecutive_failures: 0 }\ngates:\n  - { name: listed, run: 'ls f*.txt slow.txt 2>/dev/null | grep -q .' }\n";
+
+fn backlog(n: usize, sleep: &str) -> String {
+    let mut b = String::from("tasks:\n");
+    for i in 0..n {
+        b.push_str(&format!(
+            "  - {{ id: t{i}, title: Task {i}, run: 'sleep {sleep}; echo {i} > f{i}.txt' }}\n"
+        ));
+    }
+    b
+}
+
+fn all_landed(status: &Value, n: usize) {
+    assert_eq!(status["run"]["status"], "finished", "{status:#}");
+    let tasks = status["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), n);
+    for t in tasks {
+        assert_eq!(t["status"], "landed", "{t:#}");
+    }
+}
+
+#[test]
+fn three_workers_over_a_shared_remote_run_a_30_task_backlog() {
+    let mut c = Cluster::new(CONFIG);
+    c.serve("serve");
+    for w in ["w1", "w2", "w3"] {
+        c.worker(w, 2, None);
+    }
+    let run = c.detach(&backlog(30, "0.3"));
+    let status = c.wait_finished(&run, 240);
+    all_landed(&status, 30);
+    // Each task landed exactly once, on the run branch the control plane pushed to the remote.
+    let mut landed = c.landed_tasks(&run);
+    landed.sort();
+    let mut want: Vec<String> = (0..30).map(|i| format!("t{i}")).collect();
+    want.sort();
+    assert_eq!(landed, want);
+    let remote = git_in(&c.origin, &["rev-parse", &format!("refs/heads/abo/{run}")]);
+    let local = c.repo.git(&["rev-parse", &format!("refs/heads/abo/{run}")]);
+    assert_eq!(remote.trim(), local.trim());
+    // The attempts' refs went once landed.
+    assert_eq!(git_in(&c.origin, &["for-each-ref", "refs/abo/"]).trim(), "");
+    // Every worker took part, and logged its claims and releases.
+    for w in ["w1", "w2", "w3"] {
+        let log = c.log(w);
+        assert!(log.contains("claimed start"), "{w}:\n{log}");
+        assert!(log.contains("claimed gate"), "{w}:\n{log}");
+        assert!(log.contains("released"), "{w}:\n{log}");
+    }
+    // /metrics-worthy counters: 30 attempts claimed, none refused or lost.
+    let claims =
+        c.db.query("SELECT SUM(claims), SUM(refused), SUM(lost) FROM workers");
+    assert_eq!(claims.trim(), "30|0|0");
+}
+
+#[test]
+fn a_worker_killed_mid_attempt_has_its_task_completed_by_another_exactly_once() {
+    let mut c = Cluster::new(CONFIG);
+    c.serve("serve");
+    c.worker("doomed", 1, None);
+    let run =
+        c.detach("tasks:\n  - { id: slow, title: Slow, run: 'sleep 3; echo done > slow.txt' }\n");
+    assert!(
+        wait_for(60, || c.log("doomed").contains("claimed start")),
+        "{}",
+        c.log("doomed")
+    );
+    // While the worker runs the attempt, it dies (no heartbeat, no result).
+    let status = c.status(&run);
+    assert_eq!(status["tasks"][0]["worker"], "doomed", "{status:#}");
+    let text = abo(&c.repo, &["status", "--store", &c.db.url.clone(), &run]);
+    assert!(text.stdout.contains("on worker doomed"), "{}", text.stdout);
+    c.kill("doomed");
+    c.worker("rescuer", 1, None);
+    let status = c.wait_finished(&run, 90);
+    all_landed(&status, 1);
+    assert_eq!(c.landed_tasks(&run), ["slow"]);
+    // The same attempt ran again (attempt numbers count failures, not lost workers).
+    assert_eq!(status["tasks"][0]["attempts"], 1);
+    assert!(
+        c.log("serve").contains("reaped slow#1: worker doomed"),
+        "{}",
+        c.log("serve")
+    );
+    assert!(
+        c.log("rescuer").contains("claimed start"),
+        "{}",
+        c.log("rescuer")
+    );
+    let url = c.db.url.clone();
+    let events = abo(&c.repo, &["events", "--json", "--store", &url, &run]);
+    assert!(
+        events.stdout.contains("\"cause\":\"interrupted\""),
+        "{}",
+        events.stdout
+    );
+}
+
+/// A TCP proxy to PostgreSQL that can cut every connection through it (a network partition).
+struct Proxy {
+    port: u16,
+    cut: Arc<AtomicBool>,
+    open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+impl Proxy {
+    fn start(upstream: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut = Arc::new(AtomicBool::new(false));
+        let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (cut2, open2, upstream) = (Arc::clone(&cut), Arc::clone(&open), upstream.to_owned());
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                if cut2.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                if let Ok(mut o) = open2.lock() {
+                    o.push(client.try_clone().unwrap());
+                    o.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let mut buf = [0u8; 16 * 1024];
+                        while let Ok(n) = from.read(&mut buf) {
+                            if n == 0 || to.write_all(&buf[..n]).is_err() {
+                                break;
+                            }
+                        }
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Self { port, cut, open }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, Ordering::SeqCst);
+        if cut {
+            for s in self.open.lock().unwrap().drain(..) {
+                let _ = s.shutdown(Shutdown::Both);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_worker_cut_off_from_the_store_loses_its_lease_and_its_late_result_is_refused() {
+    let mut c = Cluster::new(CONFIG);
+    let server = abo_test_support::pg::server();
+    let hostport = server.rsplit('@').next().unwrap().to_owned();
+    let proxy = Proxy::start(&hostport);
+    let via_proxy = format!("postgres://root@127.0.0.1:{}/{}", proxy.port, c.db.name);
+    c.serve("serve");
+    c.worker("cut", 1, Some(&via_proxy));
+    let run =
+        c.detach("tasks:\n  - { id: slow, title: Slow, run: 'sleep 3; echo done > slow.txt' }\n");
+    assert!(
+        wait_for(60, || c.log("cut").contains("claimed start")),
+        "{}",
+        c.log("cut")
+    );
+    proxy.set_cut(true);
+    c.worker("other", 1, None);
+    let status = c.wait_finished(&run, 90);
+    all_landed(&status, 1);
+    // The partitioned worker finished its attempt meanwhile, and could not say so.
+    assert!(
+        wait_for(30, || c.log("cut").contains("sending the result")),
+        "{}",
+        c.log("cut")
+    );
+    proxy.set_cut(false);
+    // Back in touch, its result is refused under its old fencing token; nothing lands twice.
+    assert!(
+        wait_for(60, || c.log("cut").contains("refused")),
+        "{}",
+        c.log("cut")
+    );
+    assert_eq!(c.landed_tasks(&run), ["slow"]);
+    assert!(
+        c.log("other").contains("claimed start"),
+        "{}",
+        c.log("other")
+    );
+    let counts =
+        c.db.query("SELECT name, refused, lost FROM workers ORDER BY name");
+    assert!(counts.contains("cut|1|1"), "{counts}");
+}
+
+#[test]
+fn two_control_planes_started_at_once_never_both_land_a_task() {
+    let mut c = Cluster::new(CONFIG);
+    let run = c.detach(&backlog(8, "0.2"));
+    c.serve("cp1");
+    c.serve("cp2");
+    c.worker("w1", 2, None);
+    c.worker("w2", 2, None);
+    let status = c.wait_finished(&run, 120);
+    all_landed(&status, 8);
+    let mut landed = c.landed_tasks(&run);
+    landed.sort();
+    let mut want: Vec<String> = (0..8).map(|i| format!("t{i}")).collect();
+    want.sort();
+    assert_eq!(landed, want, "each task landed once");
+    // One of them drove the run; the other never appended a thing for it.
+    let drove: Vec<&str> = ["cp1", "cp2"]
+        .into_iter()
+        .filter(|n| c.log(n).contains("run finished"))
+        .collect();
+    assert_eq!(drove.len(), 1, "{}\n{}", c.log("cp1"), c.log("cp2"));
+    let url = c.db.url.clone();
+    let events = abo(&c.repo, &["events", "--json", "--store", &url, &run]);
+    assert_eq!(events.stdout.matches("\"kind\":\"task.landed\"").count(), 8);
+}
