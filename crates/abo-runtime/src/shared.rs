@@ -30,6 +30,10 @@ use crate::effects::{self, Done, RunPolicy};
 pub const LEASE_TTL: Duration = Duration::from_secs(15);
 
 /// What a job asks of a worker, besides its attempt.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a message, built once per job and serialised at once"
+)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Work {
@@ -63,6 +67,10 @@ impl Work {
 }
 
 /// A worker's answer to a job.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a message, built once per job and serialised at once"
+)]
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Reply {
@@ -335,7 +343,7 @@ async fn land_pushed(
     }
     let outcome = effects::land_commit(ctx, spec, task, attempt, commit)
         .await
-        .unwrap_or_else(|reason| failed(reason));
+        .unwrap_or_else(failed);
     // The attempt's ref has served: it goes, here and on the remote.
     let _ = ctx.git.run(&["update-ref", "-d", refname]).await;
     let _ = ctx

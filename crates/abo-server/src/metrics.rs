@@ -162,7 +162,8 @@ async fn workers(store: &Store, o: &mut String) -> Result<(), abo_store::StoreEr
     );
     let _ = writeln!(o, "# TYPE abo_worker_queue_depth gauge");
     let _ = writeln!(o, "abo_worker_queue_depth {}", store.queued_jobs().await?);
-    let gauges: [(&str, &str, fn(&abo_store::WorkerRow) -> u64); 7] = [
+    type Read = fn(&abo_store::WorkerRow) -> u64;
+    let gauges: [(&str, &str, Read); 7] = [
         ("abo_worker_slots", "gauge", |w| u64::from(w.slots)),
         ("abo_worker_busy", "gauge", |w| w.busy),
         ("abo_worker_heartbeat_ms", "gauge", |w| {
