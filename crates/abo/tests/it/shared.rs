@@ -23,6 +23,8 @@ struct Cluster {
     origin: PathBuf,
     dir: tempfile::TempDir,
     procs: Vec<(String, Child)>,
+    /// Set on every abo this cluster starts (fake agents on PATH).
+    env: Vec<(&'static str, String)>,
 }
 
 impl Cluster {
@@ -40,6 +42,7 @@ impl Cluster {
             origin,
             dir,
             procs: Vec::new(),
+            env: Vec::new(),
         }
     }
 
@@ -54,6 +57,7 @@ impl Cluster {
     fn start(&mut self, name: &str, args: &[&str]) {
         let log = std::fs::File::create(self.log_path(name)).unwrap();
         let child = abo_cmd(&self.repo, args)
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
@@ -109,9 +113,10 @@ impl Cluster {
         let path = self.repo.outside.join("backlog.yml");
         std::fs::write(&path, backlog).unwrap();
         let url = self.db.url.clone();
-        let out = abo(
+        let out = crate::abo_env(
             &self.repo,
             &["run", path.to_str().unwrap(), "--store", &url, "--detach"],
+            &self.env,
         );
         assert_eq!(out.code, 0, "{}", out.stderr);
         let id = out.stdout.trim().to_owned();
@@ -390,4 +395,86 @@ fn two_control_planes_started_at_once_never_both_land_a_task() {
     let url = c.db.url.clone();
     let events = abo(&c.repo, &["events", "--json", "--store", &url, &run]);
     assert_eq!(events.stdout.matches("\"kind\":\"task.landed\"").count(), 8);
+}
+
+#[test]
+fn concurrent_workers_never_reserve_past_a_cap_together() {
+    // Claude Code (a fake, reporting $0.25 an attempt) on three workers with two slots each: six
+    // attempts could run at once, but the run's $1 cap holds three $0.30 reservations at most.
+    let mut c = Cluster::new(
+        "version: 1\nparallelism: { max_parallel: 6 }\nbudgets: { run_usd: 1.0, task_usd: 0.3 }\nsandbox: { mode: off }\nbackends:\n  claude: { kind: claude-code, model: sonnet }\n",
+    );
+    let bin = abo_test_support::agents::install(&c.repo.outside);
+    let log = c.repo.outside.join("agent-log");
+    std::fs::create_dir_all(&log).unwrap();
+    c.env = vec![
+        (
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        ),
+        ("FAKE_AGENT_LOG", log.display().to_string()),
+        ("FAKE_AGENT_COST", "0.25".into()),
+    ];
+    c.serve("serve");
+    for w in ["w1", "w2", "w3"] {
+        c.worker(w, 2, None);
+    }
+    let mut b = String::from("tasks:\n");
+    for i in 0..8 {
+        b.push_str(&format!(
+            "  - {{ id: c{i}, title: Do c{i}, backend: claude, paths: ['claude-c{i}.txt'] }}\n"
+        ));
+    }
+    let run = c.detach(&b);
+    assert!(
+        wait_for(120, || c.status(&run)["run"]["status"] == "paused"),
+        "{:#}\n{}",
+        c.status(&run),
+        c.log("serve")
+    );
+    let status = c.status(&run);
+    assert!(
+        status["run"]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("budget: run.usd cap $1.00 reached"),
+        "{status:#}"
+    );
+    // At every point of the log, what was charged plus what was held stayed within the cap.
+    let url = c.db.url.clone();
+    let out = abo(&c.repo, &["events", "--json", "--store", &url, &run]);
+    let (mut held, mut charged) = (std::collections::BTreeMap::new(), 0.0f64);
+    let mut peak = 0.0f64;
+    for line in out.stdout.lines() {
+        let e: Value = serde_json::from_str(line).unwrap();
+        let key = (e["task"].to_string(), e["data"]["attempt"].to_string());
+        match e["kind"].as_str() {
+            Some("task.started") => {
+                held.insert(key, e["data"]["reserved"]["usd"].as_f64().unwrap_or(0.0));
+            }
+            Some("budget.charged") => {
+                held.remove(&key);
+                charged += e["data"]["usd"].as_f64().unwrap();
+            }
+            _ => {}
+        }
+        let committed = charged + held.values().sum::<f64>();
+        peak = peak.max(committed);
+        assert!(committed <= 1.0 + 1e-9, "{committed} at {line}");
+    }
+    assert!(peak > 0.6, "reservations overlapped: peak {peak}");
+    let landed = status["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "landed")
+        .count();
+    assert_eq!(
+        landed, 3,
+        "three $0.30 reservations fit in $1, not a fourth: {status:#}"
+    );
 }
