@@ -165,15 +165,19 @@ async fn drive_leased(
             }
             sweep(ctx, state).await;
             if ctx.shared.is_some() {
-                // Whatever workers did for the previous control plane is lost: those attempts
-                // run again, under new leases.
-                ctx.store
-                    .release_run(
-                        &run,
-                        "the run was taken over by another control plane",
-                        ctx.now(),
-                    )
-                    .await?;
+                // What workers were doing for the previous control plane is lost: those attempts
+                // run again, under new leases. A change waiting for (or given) approval stays in
+                // its worker's worktree and lands from there.
+                for t in state.tasks_in_order() {
+                    if let Some(a) = t.state.in_flight()
+                        && !matches!(t.state, abo_core::state::TaskState::Approved { .. })
+                    {
+                        let why = "the run was taken over by another control plane";
+                        ctx.store
+                            .release_run(&run, Some((&t.spec.id, a)), why, ctx.now())
+                            .await?;
+                    }
+                }
             }
             Command::Resume {
                 landed: recover_landed(ctx, state).await?,

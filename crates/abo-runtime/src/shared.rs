@@ -95,6 +95,37 @@ pub enum Reply {
     Cleaned,
 }
 
+impl Reply {
+    /// The artifacts the reply names (logs, transcripts, prompts).
+    pub fn artifacts(&self) -> Vec<&abo_core::ids::ArtifactId> {
+        match self {
+            Self::Backend { outcome, .. } => [&outcome.log, &outcome.transcript, &outcome.prompt]
+                .into_iter()
+                .flatten()
+                .collect(),
+            Self::Gate { outcome } => outcome.log.iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Copies artifacts between this machine and the shared store: `up` shares local ones, else
+/// missing local ones are fetched. Best effort: a missing artifact only shortens what is shown.
+pub async fn sync_artifacts(ctx: &Ctx, ids: &[&abo_core::ids::ArtifactId], up: bool) {
+    for id in ids {
+        let local = ctx.artifacts.path(id);
+        if up {
+            if let Ok(bytes) = ctx.artifacts.get(id) {
+                let _ = ctx.store.artifact_put(id.as_str(), &bytes).await;
+            }
+        } else if !local.exists()
+            && let Ok(Some(bytes)) = ctx.store.artifact_get(id.as_str()).await
+        {
+            let _ = ctx.artifacts.put(&bytes);
+        }
+    }
+}
+
 /// The ref a worker pushes an attempt's commit to: named by its fencing token, so that a stale
 /// worker's push never overwrites the one the control plane lands.
 pub fn attempt_ref(attempt: &AttemptId, token: i64) -> String {
@@ -159,8 +190,11 @@ impl Shared {
             match ctx.store.job_state(id).await {
                 Ok(Some(JobState::Done { result, .. })) => {
                     let _ = ctx.store.delete_job(id).await;
-                    return serde_json::from_str(&result)
-                        .map_err(|e| format!("the worker's result is malformed: {e}"));
+                    let reply: Reply = serde_json::from_str(&result)
+                        .map_err(|e| format!("the worker's result is malformed: {e}"))?;
+                    // Its logs are readable here as on one machine (status, dashboard, feedback).
+                    sync_artifacts(ctx, &reply.artifacts(), false).await;
+                    return Ok(reply);
                 }
                 Ok(Some(JobState::Lost { reason })) => {
                     let _ = ctx.store.delete_job(id).await;
@@ -298,7 +332,7 @@ pub(crate) async fn execute(
             let mut done = effects::execute_here(ctx, spec, run, Effect::KillAll).await;
             if let Err(e) = ctx
                 .store
-                .release_run(&run.run, "the run was killed", ctx.now())
+                .release_run(&run.run, None, "the run was killed", ctx.now())
                 .await
             {
                 done.warnings

@@ -222,6 +222,7 @@ impl Worker {
             Ok(run) => self.reply(&run.0, &run.1, &job).await,
             Err(reason) => Reply::Failed { reason },
         };
+        crate::shared::sync_artifacts(&self.ctx, &reply.artifacts(), true).await;
         executing.store(false, Ordering::SeqCst);
         let release = job.kind == JobKind::Cleanup;
         let text = serde_json::to_string(&reply).unwrap_or_default();
@@ -309,6 +310,10 @@ impl Worker {
                 reserved,
                 base,
             } => {
+                // The previous attempt's log, for its feedback, may have been made elsewhere.
+                if let Some(log) = feedback.as_ref().and_then(|f| f.log.as_ref()) {
+                    crate::shared::sync_artifacts(ctx, &[log], false).await;
+                }
                 // The run branch, as the control plane pushed it, at the head the attempt starts from.
                 let refspec = format!("+refs/heads/{0}:refs/heads/{0}", spec.branch);
                 if let Err(e) = ctx

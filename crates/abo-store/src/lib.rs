@@ -73,6 +73,9 @@ pub enum Dialect {
 /// must not interleave, as SQLite's `BEGIN IMMEDIATE` does.
 pub(crate) const ADVISORY_LOCK: &str = "SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l";
 
+/// Events per multi-row insert (6 parameters each, within every database's limit).
+const APPEND_CHUNK: usize = 100;
+
 /// Advisory lock keys: appends (gap-free `seq`), run leases.
 const APPEND_LOCK: i64 = 0x0ab0_0002;
 const LEASE_LOCK: i64 = 0x0ab0_0003;
@@ -239,9 +242,12 @@ impl Store {
                     Box::pin(async move {
                         // NORMAL in WAL mode survives any process crash; only a power loss may
                         // drop the last commits.
+                        // Statement journals (made for each write in a transaction) stay in
+                        // memory: as files, creating them dominated an append's time.
                         sqlx::raw_sql(
                             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
-                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                             PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;
+                             PRAGMA temp_store = MEMORY;",
                         )
                         .execute(conn)
                         .await?;
@@ -327,28 +333,50 @@ impl Store {
         let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
             .fetch_one(&mut *tx)
             .await?;
-        let mut out = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            let seq = u64_of(last) + i as u64 + 1;
-            let data = e.body.data().to_string();
-            sqlx::query(
-                "INSERT INTO events (seq, ts, run, task, kind, data) VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(i64_of(seq))
-            .bind(e.at.0)
-            .bind(e.run.as_str())
-            .bind(e.task.as_ref().map(TaskId::as_str))
-            .bind(e.body.kind())
-            .bind(data)
-            .execute(&mut *tx)
-            .await?;
-            let stored = StoredEvent {
-                seq,
+        let out: Vec<StoredEvent> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| StoredEvent {
+                seq: u64_of(last) + i as u64 + 1,
                 event: e.clone(),
-            };
-            project(&mut tx, &stored).await?;
-            out.push(stored);
+            })
+            .collect();
+        // The events go in a few multi-row inserts (one round-trip per chunk, not per event).
+        for chunk in out.chunks(APPEND_CHUNK) {
+            let mut sql =
+                String::from("INSERT INTO events (seq, ts, run, task, kind, data) VALUES ");
+            for i in 0..chunk.len() {
+                let b = i * 6;
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str(&format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6
+                ));
+            }
+            // Only placeholders are formatted into the statement.
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(i64_of(e.seq))
+                    .bind(e.event.at.0)
+                    .bind(e.event.run.as_str())
+                    .bind(e.event.task.as_ref().map(TaskId::as_str))
+                    .bind(e.event.body.kind())
+                    .bind(e.event.body.data().to_string());
+            }
+            q.execute(&mut *tx).await?;
         }
+        for e in &out {
+            project(&mut tx, e).await?;
+        }
+        project::last_seq(&mut tx, &out).await?;
         if self.dialect == Dialect::Postgres {
             // Watchers (the dashboard, `abo status --follow`, other control planes) wake on commit.
             sqlx::query(work::NOTIFY)
@@ -482,10 +510,13 @@ impl Store {
         let rows = sqlx::query("SELECT seq, ts, run, task, kind, data FROM events ORDER BY seq")
             .fetch_all(&mut *tx)
             .await?;
+        let mut replayed = Vec::with_capacity(rows.len());
         for row in &rows {
             let e = decode_event(row)?;
             project(&mut tx, &e).await?;
+            replayed.push(e);
         }
+        project::last_seq(&mut tx, &replayed).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -305,11 +305,22 @@ pub async fn project(tx: &mut Tx, e: &StoredEvent) -> Result<(), StoreError> {
             task_status(tx, run, task, TaskStatus::Cancelled, Some(reason)).await?;
         }
     }
-    sqlx::query("UPDATE runs SET last_seq = $1 WHERE id = $2")
-        .bind(seq)
-        .bind(run)
-        .execute(&mut **tx)
-        .await?;
+    Ok(())
+}
+
+/// Records each run's last `seq` among `events` (once per run, after projecting them all).
+pub(crate) async fn last_seq(tx: &mut Tx, events: &[StoredEvent]) -> Result<(), StoreError> {
+    let mut last: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for e in events {
+        last.insert(e.event.run.as_str(), e.seq);
+    }
+    for (run, seq) in last {
+        sqlx::query("UPDATE runs SET last_seq = $1 WHERE id = $2")
+            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
+            .bind(run)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -169,13 +169,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, task, attempt)
     );
     CREATE INDEX attempt_leases_worker ON attempt_leases (worker);",
+    // 7: artifacts a worker made (logs, transcripts, prompts), shared with the control plane and
+    // the other workers by their content's id.
+    "CREATE TABLE artifacts (
+        id   TEXT PRIMARY KEY,
+        data BLOB NOT NULL
+    );",
 ];
 
-/// A migration in PostgreSQL's words: 64-bit integers, doubles, and serial keys.
+/// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.
 fn pg(sql: &str) -> String {
     sql.replace("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
         .replace("INTEGER", "BIGINT")
         .replace("REAL", "DOUBLE PRECISION")
+        .replace("BLOB", "BYTEA")
 }
 
 /// The advisory lock key under which one Postgres process migrates at a time.

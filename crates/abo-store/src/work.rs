@@ -491,16 +491,29 @@ impl Store {
         Ok(reaped)
     }
 
-    /// Ends every attempt lease of `run` and loses its open jobs (the run was killed, or a new
-    /// control plane took it over): workers holding them stop at their next heartbeat.
-    pub async fn release_run(&self, run: &RunId, reason: &str, now: Timestamp) -> Result<u64> {
+    /// Ends the attempt leases of `run` (every one, or one attempt's) and loses their open jobs
+    /// (the run was killed, or a new control plane took it over): workers holding them stop at
+    /// their next heartbeat.
+    pub async fn release_run(
+        &self,
+        run: &RunId,
+        attempt: Option<(&TaskId, u32)>,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<u64> {
         let mut tx = self.begin_locked(LEASE_LOCK).await?;
-        let n = sqlx::query("DELETE FROM attempt_leases WHERE run = $1")
-            .bind(run.as_str())
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        lose_jobs(&mut tx, run, None, reason, now).await?;
+        let (task, n) = attempt.map_or((None, 0), |(t, a)| (Some(t.as_str()), i64::from(a)));
+        let n = sqlx::query(
+            "DELETE FROM attempt_leases WHERE run = $1 AND ($2 IS NULL OR (task = $3 AND attempt = $4))",
+        )
+        .bind(run.as_str())
+        .bind(task)
+        .bind(task)
+        .bind(n)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        lose_jobs(&mut tx, run, attempt, reason, now).await?;
         self.notify(&mut tx, RESULTS, "").await?;
         tx.commit().await?;
         Ok(n)
@@ -545,6 +558,26 @@ impl Store {
                 busy: u64_of(r.get(10)),
             })
             .collect())
+    }
+
+    /// Shares an artifact (content-addressed: storing it twice is once).
+    pub async fn artifact_put(&self, id: &str, data: &[u8]) -> Result<()> {
+        sqlx::query("INSERT INTO artifacts (id, data) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(id)
+            .bind(data)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A shared artifact's bytes.
+    pub async fn artifact_get(&self, id: &str) -> Result<Option<Vec<u8>>> {
+        Ok(
+            sqlx::query_scalar("SELECT data FROM artifacts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Start jobs no worker has claimed yet.

@@ -67,6 +67,11 @@ pub(crate) async fn open_ctx(
     );
     // The sandbox helper is this binary, re-executed.
     ctx.sandbox_helper = std::env::current_exe().ok();
+    if ctx.store.dialect() == abo_store::Dialect::Postgres {
+        // On a shared store, whoever drives a run is a control plane: attempts run on workers.
+        ctx.shared =
+            Some(abo_runtime::shared::Shared::start(&ctx.store, &config.landing.remote).await?);
+    }
     Ok(ctx)
 }
 

@@ -8,16 +8,13 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
 use abo_core::ids::{RunId, TaskId};
-use abo_runtime::shared::Shared;
 use abo_runtime::{Ctx, Start, engine};
 use abo_server::auth::{self, Role};
 use abo_server::{ApiError, BoxFut, Control, CreateRun};
 use abo_store::TokenRow;
 
 use crate::cli::{CapArgs, Cli, RunArgs, TokenCmd};
-use crate::commands::{
-    env, executing, open, open_ctx, prepare_run, request_decision, request_retry, stop,
-};
+use crate::commands::{env, executing, open, prepare_run, request_decision, request_retry, stop};
 use crate::exit::{self, Usage};
 use crate::load;
 use crate::out::say;
@@ -175,14 +172,11 @@ pub(crate) async fn serve(cli: &Cli, addr: &str) -> anyhow::Result<u8> {
 pub(crate) async fn api(cli: &Cli) -> anyhow::Result<Arc<Api>> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, _) = load::config(&root, cli.config.as_deref())?;
-    let mut ctx = open_ctx(&root, &config, cli.store.as_deref()).await?;
-    if ctx.store.dialect() == abo_store::Dialect::Postgres {
-        ctx.shared = Some(Shared::start(&ctx.store, &config.landing.remote).await?);
-    }
+    let ctx = open(&root, &config, cli.store.as_deref()).await?;
     Ok(Arc::new(Api {
         root,
         config: cli.config.clone(),
-        ctx: Arc::new(ctx),
+        ctx,
     }))
 }
 
@@ -210,10 +204,18 @@ async fn control_plane(ctx: Arc<Ctx>) {
             }
             Err(e) => say!("warning: reaping leases: {e}"),
         }
+        let pending = ctx.store.pending_approvals().await.unwrap_or_default();
         for row in ctx.store.runs().await.unwrap_or_default() {
+            let decided = row
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("waiting for approval"))
+                && !pending.iter().any(|a| a.run == row.id);
             let start = match row.status.as_str() {
                 "planned" => Start::New,
                 "running" => Start::Resume(Default::default()),
+                // Every decision it waited for was taken: it goes on, as after `abo resume`.
+                "paused" if decided => Start::Resume(Default::default()),
                 _ => continue,
             };
             let busy = driving.lock().map(|d| d.contains(&row.id)).unwrap_or(true);

@@ -130,6 +130,7 @@ conformance!(
     migrations_are_safe_when_processes_start_at_once,
     attempt_jobs_are_fenced_by_their_lease,
     concurrent_workers_never_claim_one_job_twice,
+    artifacts_are_shared_by_content,
 );
 
 fn history(run: &str) -> Vec<Event> {
@@ -582,7 +583,7 @@ async fn attempt_jobs_are_fenced_by_their_lease(db: Db) {
         .unwrap();
     assert_eq!(
         store
-            .release_run(&run, "killed", Timestamp(30_001))
+            .release_run(&run, None, "killed", Timestamp(30_001))
             .await
             .unwrap(),
         1
@@ -636,4 +637,13 @@ async fn concurrent_workers_never_claim_one_job_twice(db: Db) {
     want.sort();
     assert_eq!(all, want, "every job claimed exactly once");
     assert_eq!(store.attempt_leases(None).await.unwrap().len(), 40);
+}
+
+async fn artifacts_are_shared_by_content(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let bytes = b"log line\n\x00\xff binary tail".to_vec();
+    a.artifact_put("abc", &bytes).await.unwrap();
+    a.artifact_put("abc", &bytes).await.unwrap();
+    assert_eq!(b.artifact_get("abc").await.unwrap(), Some(bytes));
+    assert_eq!(b.artifact_get("nope").await.unwrap(), None);
 }

@@ -70,8 +70,13 @@ impl Cluster {
         self.start(name, &["serve", "--store", &url, "--addr", "127.0.0.1:0"]);
     }
 
-    /// A worker on `store` (the database's URL unless given, e.g. through a proxy).
+    /// A worker on `store` (the database's URL unless given, e.g. through a proxy), whose leases
+    /// last 10 s without a heartbeat.
     fn worker(&mut self, name: &str, slots: u32, store: Option<&str>) {
+        self.worker_ttl(name, slots, store, "10s");
+    }
+
+    fn worker_ttl(&mut self, name: &str, slots: u32, store: Option<&str>, ttl: &str) {
         let url = store.map_or_else(|| self.db.url.clone(), str::to_owned);
         let workdir = self.dir.path().join(format!("work-{name}"));
         let (origin, workdir) = (
@@ -94,7 +99,7 @@ impl Cluster {
                 "--slots",
                 &slots,
                 "--lease-ttl",
-                "2s",
+                ttl,
             ],
         );
     }
@@ -232,7 +237,7 @@ fn three_workers_over_a_shared_remote_run_a_30_task_backlog() {
 fn a_worker_killed_mid_attempt_has_its_task_completed_by_another_exactly_once() {
     let mut c = Cluster::new(CONFIG);
     c.serve("serve");
-    c.worker("doomed", 1, None);
+    c.worker_ttl("doomed", 1, None, "2s");
     let run =
         c.detach("tasks:\n  - { id: slow, title: Slow, run: 'sleep 3; echo done > slow.txt' }\n");
     assert!(
@@ -335,7 +340,7 @@ fn a_worker_cut_off_from_the_store_loses_its_lease_and_its_late_result_is_refuse
     let proxy = Proxy::start(&hostport);
     let via_proxy = format!("postgres://root@127.0.0.1:{}/{}", proxy.port, c.db.name);
     c.serve("serve");
-    c.worker("cut", 1, Some(&via_proxy));
+    c.worker_ttl("cut", 1, Some(&via_proxy), "2s");
     let run =
         c.detach("tasks:\n  - { id: slow, title: Slow, run: 'sleep 3; echo done > slow.txt' }\n");
     assert!(
@@ -477,4 +482,54 @@ fn concurrent_workers_never_reserve_past_a_cap_together() {
         landed, 3,
         "three $0.30 reservations fit in $1, not a fourth: {status:#}"
     );
+}
+
+#[test]
+fn an_approval_on_the_shared_store_lands_the_change_from_the_worker_that_holds_it() {
+    let mut c = Cluster::new(CONFIG);
+    c.serve("serve");
+    c.worker("w1", 1, None);
+    let run = c.detach(
+        "tasks:\n  - { id: deps, title: Pin deps, run: 'echo pinned > Cargo.lock; echo 1 > f1.txt' }\n",
+    );
+    // A lockfile needs a person: the run waits, the worker keeps the attempt's worktree.
+    assert!(
+        wait_for(60, || c.status(&run)["tasks"][0]["status"]
+            == "awaiting_approval"),
+        "{:#}",
+        c.status(&run)
+    );
+    assert!(
+        wait_for(30, || c.status(&run)["run"]["status"] == "paused"),
+        "{:#}",
+        c.status(&run)
+    );
+    let url = c.db.url.clone();
+    let out = abo(&c.repo, &["approvals", "--store", &url]);
+    assert!(
+        out.stdout.contains("Cargo.lock changes dependencies"),
+        "{}",
+        out.stdout
+    );
+    let out = abo(
+        &c.repo,
+        &[
+            "approve",
+            "deps",
+            "--reason",
+            "pinned on purpose",
+            "--store",
+            &url,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    // The control plane goes on by itself; the commit comes from the worker's worktree.
+    let status = c.wait_finished(&run, 60);
+    all_landed(&status, 1);
+    assert_eq!(c.landed_tasks(&run), ["deps"]);
+    assert!(c.log("w1").contains("claimed commit"), "{}", c.log("w1"));
+    let lock = c
+        .repo
+        .git(&["show", &format!("refs/heads/abo/{run}:Cargo.lock")]);
+    assert_eq!(lock.trim(), "pinned");
 }
