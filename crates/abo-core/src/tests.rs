@@ -645,6 +645,42 @@ fn stale_results_are_ignored() {
 }
 
 #[test]
+fn an_interrupted_attempt_runs_again_under_its_number_and_late_news_of_it_is_ignored() {
+    let mut h = Harness::new(spec(&[t("a", &[]), t("b", &[])], &["test"], 2));
+    h.run(vec![Command::Start, ok("a", 1)]);
+    // a's worker went away during its gates, b's during its backend.
+    let interrupted = |task: &str| Command::Interrupted {
+        task: TaskId::new(task),
+        attempt: 1,
+        reason: "worker w1 stopped heartbeating".into(),
+    };
+    h.check(
+        vec![interrupted("a"), interrupted("b")],
+        expect![[r#"
+            > Interrupted { task: TaskId("a"), attempt: 1, reason: "worker w1 stopped heartbeating" }
+              task.retry a {"attempt":1,"cause":"interrupted","kept_worktree":null,"log":null,"reason":"interrupted: worker w1 stopped heartbeating"}
+              task.started a {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+            > Interrupted { task: TaskId("b"), attempt: 1, reason: "worker w1 stopped heartbeating" }
+              task.retry b {"attempt":1,"cause":"interrupted","kept_worktree":null,"log":null,"reason":"interrupted: worker w1 stopped heartbeating"}
+              task.started b {"attempt":1,"backend":"command","worktree":".abo/worktrees/r/b-1"}
+              => start r/b/1
+        "#]],
+    );
+    // The old attempt's result, or a second report of its loss, changes nothing.
+    let trace = h.run(vec![
+        gate("a", 1, "test", GateStage::Attempt, true, None),
+        interrupted("c"),
+    ]);
+    assert_eq!(
+        trace.lines().filter(|l| !l.starts_with('>')).count(),
+        0,
+        "{trace}"
+    );
+    assert_eq!(h.state.task(&TaskId::new("a")).unwrap().attempt, 1);
+}
+
+#[test]
 fn resume_after_a_crash_recovers_in_flight_tasks() {
     let mut h = Harness::new(spec(
         &[t("a", &[]), t("b", &[]), t("c", &["a"])],

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use abo_core::decide::{Command, Effect};
 use abo_core::event::GateStage;
@@ -90,19 +90,25 @@ pub async fn work(
         w.ctx.store.url()
     ));
     tokio::pin!(stop);
+    // Heartbeats have a task of their own, so that nothing the worker does delays them.
     let beat_every = w.opts.ttl / 3;
-    let mut last_beat = Instant::now();
+    let beats = {
+        let w = Arc::clone(&w);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(beat_every).await;
+                w.heartbeat().await;
+            }
+        })
+    };
     loop {
-        if last_beat.elapsed() >= beat_every {
-            last_beat = Instant::now();
-            w.heartbeat().await;
-        }
         w.claim_all().await;
         tokio::select! {
             () = &mut stop => break,
-            _ = listener.wait(beat_every.min(Duration::from_secs(1))) => {}
+            _ = listener.wait(Duration::from_secs(1)) => {}
         }
     }
+    beats.abort();
     // What is still running stops; its leases expire and the control plane re-attempts it.
     let held = std::mem::take(&mut *w.held.lock().unwrap_or_else(|e| e.into_inner()));
     for (key, h) in held {
