@@ -227,10 +227,41 @@ fn three_workers_over_a_shared_remote_run_a_30_task_backlog() {
         assert!(log.contains("claimed gate"), "{w}:\n{log}");
         assert!(log.contains("released"), "{w}:\n{log}");
     }
-    // /metrics-worthy counters: 30 attempts claimed, none refused or lost.
+    // 30 attempts claimed, none refused or lost.
     let claims =
         c.db.query("SELECT SUM(claims), SUM(refused), SUM(lost) FROM workers");
     assert_eq!(claims.trim(), "30|0|0");
+    // The control plane's /metrics has each worker's figures.
+    let url = c.db.url.clone();
+    let out = abo(
+        &c.repo,
+        &[
+            "token", "create", "--role", "viewer", "--json", "--store", &url,
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let token: Value = serde_json::from_str(&out.stdout).unwrap();
+    let serve_log = c.log("serve");
+    let addr = serve_log
+        .lines()
+        .find_map(|l| l.split("listening on http://").nth(1))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let (code, metrics) =
+        crate::serve::http(&addr, "GET", "/metrics", token["token"].as_str(), None);
+    assert_eq!(code, 200, "{metrics}");
+    for w in ["w1", "w2", "w3"] {
+        assert!(
+            metrics.contains(&format!("abo_worker_claims_total{{worker=\"{w}\"")),
+            "{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains("abo_worker_results_refused_total{"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("abo_worker_queue_depth 0"), "{metrics}");
 }
 
 #[test]
