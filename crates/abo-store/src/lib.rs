@@ -4,9 +4,10 @@
 //! differences (locking, migrations) in [`Dialect`]. The only crate that speaks SQL.
 //!
 //! Every append is one transaction: the events get gap-free, strictly increasing `seq` numbers and
-//! the projections are updated by [`project`], the same function [`Store::rebuild_projections`]
+//! the projections are updated by [`project::Fold`], the same fold [`Store::rebuild_projections`]
 //! replays the whole log through.
 
+mod batch;
 mod project;
 mod schema;
 mod work;
@@ -21,7 +22,9 @@ use sqlx::{Any, AnyPool, Row, Transaction};
 use abo_core::event::{Event, EventBody, StoredEvent};
 use abo_core::ids::{RunId, TaskId, Timestamp};
 
-pub use project::project;
+use batch::{Arg, Batch};
+use project::Fold;
+
 pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -73,8 +76,9 @@ pub enum Dialect {
 /// must not interleave, as SQLite's `BEGIN IMMEDIATE` does.
 pub(crate) const ADVISORY_LOCK: &str = "SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l";
 
-/// Events per multi-row insert (6 parameters each, within every database's limit).
-const APPEND_CHUNK: usize = 100;
+/// Events per batch: their rows and the rows they touch stay within every database's limit on
+/// parameters (at most 6 + 10 + 8 + 11 a event, under SQLite's 32,766).
+const APPEND_CHUNK: usize = 500;
 
 /// Advisory lock keys: appends (gap-free `seq`), run leases.
 const APPEND_LOCK: i64 = 0x0ab0_0002;
@@ -318,21 +322,29 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut tx = self.begin_locked(APPEND_LOCK).await?;
-        if let Some((run, lease)) = holder {
-            let held =
-                sqlx::query("SELECT 1 FROM leases WHERE run = $1 AND host = $2 AND pid = $3")
-                    .bind(run.as_str())
-                    .bind(&lease.host)
-                    .bind(i64::from(lease.pid))
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            if held.is_none() {
-                return Err(StoreError::LeaseLost(run.clone()));
+        // One read: the last seq and, for a holder, whether it still holds the run's lease.
+        let (last, held): (i64, i64) = match holder {
+            Some((run, lease)) => {
+                sqlx::query_as(
+                    "SELECT COALESCE(MAX(seq), 0),
+                        (SELECT COUNT(*) FROM leases WHERE run = $1 AND host = $2 AND pid = $3)
+                 FROM events",
+                )
+                .bind(run.as_str())
+                .bind(&lease.host)
+                .bind(i64::from(lease.pid))
+                .fetch_one(&mut *tx)
+                .await?
             }
+            None => {
+                sqlx::query_as("SELECT COALESCE(MAX(seq), 0), 1 FROM events")
+                    .fetch_one(&mut *tx)
+                    .await?
+            }
+        };
+        if let (Some((run, _)), 0) = (holder, held) {
+            return Err(StoreError::LeaseLost(run.clone()));
         }
-        let last: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM events")
-            .fetch_one(&mut *tx)
-            .await?;
         let out: Vec<StoredEvent> = events
             .iter()
             .enumerate()
@@ -341,49 +353,46 @@ impl Store {
                 event: e.clone(),
             })
             .collect();
-        // The events go in a few multi-row inserts (one round-trip per chunk, not per event).
-        for chunk in out.chunks(APPEND_CHUNK) {
-            let mut sql =
-                String::from("INSERT INTO events (seq, ts, run, task, kind, data) VALUES ");
-            for i in 0..chunk.len() {
-                let b = i * 6;
-                if i > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push_str(&format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6
+        // Each chunk's events and their folded projections go in one batch: one round-trip.
+        let chunks = out.chunks(APPEND_CHUNK);
+        let n = chunks.len();
+        for (i, chunk) in chunks.enumerate() {
+            let mut batch = Batch::default();
+            batch.part(
+                "ev",
+                "seq, ts, run, task, kind, data",
+                6,
+                chunk
+                    .iter()
+                    .flat_map(|e| {
+                        [
+                            Arg::from(i64_of(e.seq)),
+                            e.event.at.0.into(),
+                            e.event.run.as_str().into(),
+                            e.event.task.as_ref().map(TaskId::as_str).into(),
+                            e.event.body.kind().into(),
+                            e.event.body.data().to_string().into(),
+                        ]
+                    })
+                    .collect(),
+                "INSERT INTO events (seq, ts, run, task, kind, data)
+                 SELECT seq, ts, run, task, kind, data FROM ev",
+            );
+            let mut fold = Fold::new(self.dialect);
+            for e in chunk {
+                fold.add(&mut tx, e).await?;
+            }
+            fold.write(&mut batch);
+            if self.dialect == Dialect::Postgres && i + 1 == n {
+                // Watchers (the dashboard, `abo status --follow`, other control planes) wake on
+                // commit. Only a number is formatted into the statement.
+                let seq = out.last().map_or(0, |e| i64_of(e.seq));
+                batch.last(format!(
+                    "SELECT 1 FROM (SELECT pg_notify('{}', '{seq}')) AS n",
+                    work::EVENTS
                 ));
             }
-            // Only placeholders are formatted into the statement.
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                q = q
-                    .bind(i64_of(e.seq))
-                    .bind(e.event.at.0)
-                    .bind(e.event.run.as_str())
-                    .bind(e.event.task.as_ref().map(TaskId::as_str))
-                    .bind(e.event.body.kind())
-                    .bind(e.event.body.data().to_string());
-            }
-            q.execute(&mut *tx).await?;
-        }
-        for e in &out {
-            project(&mut tx, e).await?;
-        }
-        project::last_seq(&mut tx, &out).await?;
-        if self.dialect == Dialect::Postgres {
-            // Watchers (the dashboard, `abo status --follow`, other control planes) wake on commit.
-            sqlx::query(work::NOTIFY)
-                .bind(work::EVENTS)
-                .bind(out.last().map_or(0, |e| i64_of(e.seq)).to_string())
-                .execute(&mut *tx)
-                .await?;
+            batch.execute(&mut tx, self.dialect).await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -510,13 +519,16 @@ impl Store {
         let rows = sqlx::query("SELECT seq, ts, run, task, kind, data FROM events ORDER BY seq")
             .fetch_all(&mut *tx)
             .await?;
-        let mut replayed = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let e = decode_event(row)?;
-            project(&mut tx, &e).await?;
-            replayed.push(e);
+        let replayed = rows.iter().map(decode_event).collect::<Result<Vec<_>>>()?;
+        for chunk in replayed.chunks(APPEND_CHUNK) {
+            let mut fold = Fold::new(self.dialect);
+            for e in chunk {
+                fold.add(&mut tx, e).await?;
+            }
+            let mut batch = Batch::default();
+            fold.write(&mut batch);
+            batch.execute(&mut tx, self.dialect).await?;
         }
-        project::last_seq(&mut tx, &replayed).await?;
         tx.commit().await?;
         Ok(())
     }

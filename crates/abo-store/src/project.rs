@@ -1,393 +1,496 @@
-//! Projections: how each event changes the `runs` and `tasks` tables. Used for live appends and for
-//! rebuilding from the log, so the two cannot disagree.
+//! Projections: how events change the `runs`, `tasks`, `router_stats`, `spend`, `approvals` and
+//! `alerts` tables. Used for live appends and for rebuilding from the log, so the two cannot
+//! disagree.
+//!
+//! A batch of events is folded in memory first ([`Fold`]): each run, task and router arm it touches
+//! gets one row of changes, and those rows go to the database in one [`Batch`] with the events
+//! themselves, so an append costs the same few round-trips however many events it holds. The rare
+//! writes no other event's projection reads or writes (a run's creation, spend, approvals, alerts,
+//! kept worktrees) are made as their events come.
+
+use std::collections::BTreeMap;
 
 use sqlx::Row;
 
 use abo_core::event::{EventBody, RetryCause, StoredEvent};
 use abo_core::state::TaskStatus;
 
-use crate::{StoreError, Tx};
+use crate::batch::{Arg, Batch};
+use crate::{Dialect, StoreError, Tx, i64_of};
 
-/// Applies one event to the projections, inside the append's transaction.
-pub async fn project(tx: &mut Tx, e: &StoredEvent) -> Result<(), StoreError> {
-    let run = e.event.run.as_str();
-    let task = e
-        .event
-        .task
-        .as_ref()
-        .map(|t| t.as_str())
-        .unwrap_or_default();
-    let at = e.event.at.0;
-    let seq = i64::try_from(e.seq).unwrap_or(i64::MAX);
-    match &e.event.body {
-        EventBody::RunCreated(spec) => {
-            sqlx::query(
-                "INSERT INTO runs (id, title, status, branch, base, base_branch, profile, created_at, last_seq)
-                 VALUES ($1, $2, 'planned', $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(run)
-            .bind(&spec.title)
-            .bind(&spec.branch)
-            .bind(spec.base.as_str())
-            .bind(&spec.base_branch)
-            .bind(&spec.profile)
-            .bind(at)
-            .bind(seq)
-            .execute(&mut **tx)
-            .await?;
-            for (i, t) in spec.tasks.iter().enumerate() {
-                let status = if t.skipped.is_some() {
-                    TaskStatus::Skipped
-                } else {
-                    TaskStatus::Pending
-                };
+/// Task rows per multi-row insert when a run is created.
+const TASK_CHUNK: usize = 500;
+
+/// What a batch of events changes in one run's row.
+#[derive(Default)]
+struct RunChange<'a> {
+    status: Option<&'static str>,
+    /// `Some(None)` clears the reason.
+    reason: Option<Option<&'a str>>,
+    started_at: Option<i64>,
+    /// `Some(None)` clears the finish time.
+    finished_at: Option<Option<i64>>,
+    spent_usd: f64,
+    spent_tokens: i64,
+    pull_request: Option<&'a str>,
+    last_seq: Option<i64>,
+}
+
+/// What a batch of events changes in one task's row.
+#[derive(Default)]
+struct TaskChange<'a> {
+    status: Option<TaskStatus>,
+    reason: Option<Option<String>>,
+    /// The highest attempt started.
+    attempts: Option<i64>,
+    backend: Option<&'a str>,
+    cost_usd: f64,
+    tokens: i64,
+    commit: Option<&'a str>,
+}
+
+/// What a batch of events adds to a learned router arm.
+#[derive(Default)]
+struct ArmChange {
+    attempts: i64,
+    cost_usd: f64,
+    duration_ms: i64,
+    failed: i64,
+    landed: i64,
+}
+
+/// Events folded into one change per row.
+pub(crate) struct Fold<'a> {
+    dialect: Dialect,
+    runs: BTreeMap<&'a str, RunChange<'a>>,
+    tasks: BTreeMap<(&'a str, &'a str), TaskChange<'a>>,
+    /// Arm changes by run, task, and the backend the task had when its event happened: `None` is
+    /// the one stored before this batch (the task started in an earlier one).
+    arms: BTreeMap<(&'a str, &'a str, Option<&'a str>), ArmChange>,
+}
+
+impl<'a> Fold<'a> {
+    pub(crate) fn new(dialect: Dialect) -> Self {
+        Self {
+            dialect,
+            runs: BTreeMap::new(),
+            tasks: BTreeMap::new(),
+            arms: BTreeMap::new(),
+        }
+    }
+
+    fn task(&mut self, run: &'a str, task: &'a str) -> &mut TaskChange<'a> {
+        self.tasks.entry((run, task)).or_default()
+    }
+
+    fn status(&mut self, run: &'a str, task: &'a str, status: TaskStatus, reason: Option<String>) {
+        let t = self.task(run, task);
+        t.status = Some(status);
+        t.reason = Some(reason);
+    }
+
+    /// The router arm of the task's (type, backend) as the task is now.
+    fn arm(&mut self, run: &'a str, task: &'a str) -> &mut ArmChange {
+        let backend = self.tasks.get(&(run, task)).and_then(|t| t.backend);
+        self.arms.entry((run, task, backend)).or_default()
+    }
+
+    /// Folds one event in, writing at once what only it touches.
+    pub(crate) async fn add(&mut self, tx: &mut Tx, e: &'a StoredEvent) -> Result<(), StoreError> {
+        let run = e.event.run.as_str();
+        let task = e
+            .event
+            .task
+            .as_ref()
+            .map(|t| t.as_str())
+            .unwrap_or_default();
+        let at = e.event.at.0;
+        self.runs.entry(run).or_default().last_seq = Some(i64_of(e.seq));
+        match &e.event.body {
+            EventBody::RunCreated(spec) => {
                 sqlx::query(
-                    "INSERT INTO tasks (run, id, position, title, type, status, reason) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO runs (id, title, status, branch, base, base_branch, profile, created_at, last_seq)
+                     VALUES ($1, $2, 'planned', $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(run)
-                .bind(t.id.as_str())
-                .bind(i64::try_from(i).unwrap_or(0))
-                .bind(&t.title)
-                .bind(t.kind.as_str())
-                .bind(status.as_str())
-                .bind(&t.skipped)
-                .execute(&mut **tx)
-                .await?;
-            }
-            return Ok(());
-        }
-        EventBody::RunStarted {} => {
-            sqlx::query("UPDATE runs SET status = 'running', started_at = $1 WHERE id = $2")
+                .bind(&spec.title)
+                .bind(&spec.branch)
+                .bind(spec.base.as_str())
+                .bind(&spec.base_branch)
+                .bind(&spec.profile)
                 .bind(at)
-                .bind(run)
+                .bind(i64_of(e.seq))
                 .execute(&mut **tx)
                 .await?;
-        }
-        EventBody::RunPaused { reason } => {
-            run_status(tx, run, "paused", Some(reason), None).await?
-        }
-        EventBody::RunResumed { .. } => {
-            sqlx::query("UPDATE runs SET status = 'running', reason = NULL, finished_at = NULL WHERE id = $1")
-                .bind(run)
-                .execute(&mut **tx)
-                .await?;
-        }
-        EventBody::RunFinished { .. } => run_status(tx, run, "finished", None, Some(at)).await?,
-        EventBody::RunKilled { reason } => {
-            run_status(tx, run, "killed", Some(reason), Some(at)).await?
-        }
-        EventBody::TaskReady {} => task_status(tx, run, task, TaskStatus::Ready, None).await?,
-        EventBody::TaskStarted {
-            attempt,
-            backend,
-            reserved,
-            ..
-        } => {
-            if !reserved.is_empty() {
-                let r = reserved.amount();
+                let rows: Vec<Arg> = spec
+                    .tasks
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, t)| {
+                        let status = if t.skipped.is_some() {
+                            TaskStatus::Skipped
+                        } else {
+                            TaskStatus::Pending
+                        };
+                        [
+                            Arg::from(run),
+                            t.id.as_str().into(),
+                            i64_of(i as u64).into(),
+                            t.title.as_str().into(),
+                            t.kind.as_str().into(),
+                            status.as_str().into(),
+                            t.skipped.as_deref().into(),
+                        ]
+                    })
+                    .collect();
+                for chunk in rows.chunks(7 * TASK_CHUNK) {
+                    let mut b = Batch::default();
+                    b.part(
+                        "nt",
+                        "run, id, position, title, type, status, reason",
+                        7,
+                        chunk.to_vec(),
+                        "INSERT INTO tasks (run, id, position, title, type, status, reason)
+                         SELECT run, id, position, title, type, status, reason FROM nt",
+                    );
+                    b.execute(tx, self.dialect).await?;
+                }
+            }
+            EventBody::RunStarted {} => {
+                let r = self.runs.entry(run).or_default();
+                r.status = Some("running");
+                r.started_at = Some(at);
+            }
+            EventBody::RunPaused { reason } => {
+                let r = self.runs.entry(run).or_default();
+                r.status = Some("paused");
+                r.reason = Some(Some(reason));
+            }
+            EventBody::RunResumed { .. } => {
+                let r = self.runs.entry(run).or_default();
+                r.status = Some("running");
+                r.reason = Some(None);
+                r.finished_at = Some(None);
+            }
+            EventBody::RunFinished { .. } => {
+                let r = self.runs.entry(run).or_default();
+                r.status = Some("finished");
+                r.reason = Some(None);
+                r.finished_at = Some(Some(at));
+            }
+            EventBody::RunKilled { reason } => {
+                let r = self.runs.entry(run).or_default();
+                r.status = Some("killed");
+                r.reason = Some(Some(reason));
+                r.finished_at = Some(Some(at));
+            }
+            EventBody::TaskReady {} => self.status(run, task, TaskStatus::Ready, None),
+            EventBody::TaskStarted {
+                attempt,
+                backend,
+                reserved,
+                ..
+            } => {
+                if !reserved.is_empty() {
+                    let r = reserved.amount();
+                    sqlx::query(
+                        "INSERT INTO spend (run, task, attempt, backend, reserved_usd, reserved_tokens)
+                         VALUES ($1, $2, $3, $4, $5, $6)
+                         ON CONFLICT (run, task, attempt) DO UPDATE SET backend = excluded.backend,
+                           reserved_usd = excluded.reserved_usd, reserved_tokens = excluded.reserved_tokens,
+                           charged_usd = NULL, charged_tokens = NULL, charged_at = NULL",
+                    )
+                    .bind(run)
+                    .bind(task)
+                    .bind(i64::from(*attempt))
+                    .bind(backend.as_str())
+                    .bind(r.usd)
+                    .bind(i64_of(r.tokens))
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                self.status(run, task, TaskStatus::Running, None);
+                let t = self.task(run, task);
+                t.attempts = t.attempts.max(Some(i64::from(*attempt)));
+                t.backend = Some(backend.as_str());
+            }
+            EventBody::TaskBackendFinished {
+                ok,
+                usage,
+                cost_usd,
+                duration_ms,
+                ..
+            } => {
+                let usd = cost_usd.unwrap_or(0.0);
+                let arm = self.arm(run, task);
+                arm.attempts += 1;
+                arm.cost_usd += usd;
+                arm.duration_ms += i64_of(*duration_ms);
+                let t = self.task(run, task);
+                t.status = Some(if *ok {
+                    TaskStatus::Verifying
+                } else {
+                    TaskStatus::Running
+                });
+                t.cost_usd += usd;
+                // Every token counts once: input (cache reads and writes included) plus output.
+                t.tokens += i64_of(usage.map_or(0, |u| u.total()));
+            }
+            EventBody::BudgetCharged {
+                attempt,
+                backend,
+                usd,
+                tokens,
+                ..
+            } => {
                 sqlx::query(
-                    "INSERT INTO spend (run, task, attempt, backend, reserved_usd, reserved_tokens)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (run, task, attempt) DO UPDATE SET backend = excluded.backend,
-                       reserved_usd = excluded.reserved_usd, reserved_tokens = excluded.reserved_tokens,
-                       charged_usd = NULL, charged_tokens = NULL, charged_at = NULL",
+                    "INSERT INTO spend (run, task, attempt, backend, charged_usd, charged_tokens, charged_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (run, task, attempt)
+                     DO UPDATE SET charged_usd = $5, charged_tokens = $6, charged_at = $7",
                 )
                 .bind(run)
                 .bind(task)
                 .bind(i64::from(*attempt))
                 .bind(backend.as_str())
-                .bind(r.usd)
-                .bind(i64::try_from(r.tokens).unwrap_or(i64::MAX))
-                .execute(&mut **tx)
-                .await?;
-            }
-            sqlx::query(
-                "UPDATE tasks SET status = 'running', reason = NULL, attempts = CASE WHEN attempts > $1 THEN attempts ELSE $1 END, backend = $2
-                 WHERE run = $3 AND id = $4",
-            )
-            .bind(i64::from(*attempt))
-            .bind(backend.as_str())
-            .bind(run)
-            .bind(task)
-            .execute(&mut **tx)
-            .await?;
-        }
-        EventBody::TaskBackendFinished {
-            ok,
-            usage,
-            cost_usd,
-            duration_ms,
-            ..
-        } => {
-            router_arm(
-                tx,
-                run,
-                task,
-                "attempts = attempts + 1, cost_usd = cost_usd + $3, duration_ms = duration_ms + $4",
-                cost_usd.unwrap_or(0.0),
-                i64::try_from(*duration_ms).unwrap_or(i64::MAX),
-            )
-            .await?;
-            // Every token counts once: input (cache reads and writes included) plus output.
-            let tokens = usage.map_or(0, |u| u.total());
-
-            let tokens = i64::try_from(tokens).unwrap_or(i64::MAX);
-            let usd = cost_usd.unwrap_or(0.0);
-            let status = if *ok { "verifying" } else { "running" };
-            sqlx::query(
-                "UPDATE tasks SET status = $1, cost_usd = cost_usd + $2, tokens = tokens + $3 WHERE run = $4 AND id = $5",
-            )
-            .bind(status)
-            .bind(usd)
-            .bind(tokens)
-            .bind(run)
-            .bind(task)
-            .execute(&mut **tx)
-            .await?;
-        }
-        EventBody::BudgetCharged {
-            attempt,
-            backend,
-            usd,
-            tokens,
-            ..
-        } => {
-            sqlx::query(
-                "INSERT INTO spend (run, task, attempt, backend, charged_usd, charged_tokens, charged_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (run, task, attempt)
-                 DO UPDATE SET charged_usd = $5, charged_tokens = $6, charged_at = $7",
-            )
-            .bind(run)
-            .bind(task)
-            .bind(i64::from(*attempt))
-            .bind(backend.as_str())
-            .bind(usd)
-            .bind(i64::try_from(*tokens).unwrap_or(i64::MAX))
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-            // What the run spent is what was charged against its caps.
-            sqlx::query("UPDATE runs SET spent_usd = spent_usd + $1, spent_tokens = spent_tokens + $2 WHERE id = $3")
                 .bind(usd)
-                .bind(i64::try_from(*tokens).unwrap_or(i64::MAX))
-                .bind(run)
-                .execute(&mut **tx)
-                .await?;
-        }
-        EventBody::BudgetAlert { key, .. } => {
-            sqlx::query("INSERT INTO alerts (key, run, at) VALUES ($1, $2, $3)")
-                .bind(key)
-                .bind(run)
+                .bind(i64_of(*tokens))
                 .bind(at)
                 .execute(&mut **tx)
                 .await?;
-        }
-        EventBody::BudgetExhausted { .. }
-        | EventBody::CacheHit { .. }
-        | EventBody::NotifySent { .. } => {}
-        EventBody::RunPullRequest { url, .. } => {
-            sqlx::query("UPDATE runs SET pull_request = $1 WHERE id = $2")
-                .bind(url)
-                .bind(run)
-                .execute(&mut **tx)
-                .await?;
-        }
-        EventBody::TaskGate { .. }
-        | EventBody::RouterDecision { .. }
-        | EventBody::TaskPolicy { .. }
-        | EventBody::RunMerge { .. } => {}
-        EventBody::TaskApprovalRequested {
-            approval,
-            action,
-            reasons,
-            ..
-        } => {
-            let why = format!(
-                "waiting for approval ({}): {}",
-                action.as_str(),
-                reasons.join("; ")
-            );
-            task_status(tx, run, task, TaskStatus::AwaitingApproval, Some(&why)).await?;
-            sqlx::query(
-                "INSERT INTO approvals (id, run, task, action, reasons, created_at, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending')
-                 ON CONFLICT (id) DO UPDATE SET run = excluded.run, task = excluded.task,
-                   action = excluded.action, reasons = excluded.reasons,
-                   created_at = excluded.created_at, status = 'pending', decided_at = NULL,
-                   decision = NULL",
-            )
-            .bind(approval)
-            .bind(run)
-            .bind(task)
-            .bind(action.as_str())
-            .bind(serde_json::to_string(reasons).unwrap_or_default())
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-        }
-        EventBody::TaskApproved { approval, reason }
-        | EventBody::TaskRejected { approval, reason } => {
-            let approved = matches!(e.event.body, EventBody::TaskApproved { .. });
-            sqlx::query(
-                "UPDATE approvals SET status = $1, decided_at = $2, decision = $3 WHERE id = $4",
-            )
-            .bind(if approved { "approved" } else { "rejected" })
-            .bind(at)
-            .bind(reason)
-            .bind(approval)
-            .execute(&mut **tx)
-            .await?;
-            if approved {
-                // A plan approval lets the task wait on its dependencies; a merge approval lets it land.
-                let action: Option<String> =
-                    sqlx::query_scalar("SELECT action FROM approvals WHERE id = $1")
-                        .bind(approval)
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                let next = if action.as_deref() == Some("plan") {
-                    TaskStatus::Pending
-                } else {
-                    TaskStatus::Verifying
-                };
-                task_status(tx, run, task, next, None).await?;
+                // What the run spent is what was charged against its caps.
+                let r = self.runs.entry(run).or_default();
+                r.spent_usd += usd;
+                r.spent_tokens += i64_of(*tokens);
             }
-        }
-        EventBody::TaskDenied {
-            attempt,
-            reasons,
-            kept_worktree,
-        } => {
-            if *attempt > 0 {
-                router_arm(tx, run, task, "failed = failed + 1", 0.0, 0).await?;
+            EventBody::BudgetAlert { key, .. } => {
+                sqlx::query("INSERT INTO alerts (key, run, at) VALUES ($1, $2, $3)")
+                    .bind(key)
+                    .bind(run)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
             }
-            task_status(tx, run, task, TaskStatus::Denied, Some(&reasons.join("; "))).await?;
-            keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
-        }
-        EventBody::TaskLanded { commit, .. } => {
-            router_arm(tx, run, task, "landed = landed + 1", 0.0, 0).await?;
-            sqlx::query("UPDATE tasks SET status = 'landed', commit_sha = $1, reason = NULL WHERE run = $2 AND id = $3")
-                .bind(commit.as_str())
+            EventBody::BudgetExhausted { .. }
+            | EventBody::CacheHit { .. }
+            | EventBody::NotifySent { .. }
+            | EventBody::TaskGate { .. }
+            | EventBody::RouterDecision { .. }
+            | EventBody::TaskPolicy { .. }
+            | EventBody::RunMerge { .. } => {}
+            EventBody::RunPullRequest { url, .. } => {
+                self.runs.entry(run).or_default().pull_request = Some(url);
+            }
+            EventBody::TaskApprovalRequested {
+                approval,
+                action,
+                reasons,
+                ..
+            } => {
+                let why = format!(
+                    "waiting for approval ({}): {}",
+                    action.as_str(),
+                    reasons.join("; ")
+                );
+                self.status(run, task, TaskStatus::AwaitingApproval, Some(why));
+                sqlx::query(
+                    "INSERT INTO approvals (id, run, task, action, reasons, created_at, status)
+                     VALUES ($1, $2, $3, $4, $5, $6, 'pending')
+                     ON CONFLICT (id) DO UPDATE SET run = excluded.run, task = excluded.task,
+                       action = excluded.action, reasons = excluded.reasons,
+                       created_at = excluded.created_at, status = 'pending', decided_at = NULL,
+                       decision = NULL",
+                )
+                .bind(approval)
                 .bind(run)
                 .bind(task)
+                .bind(action.as_str())
+                .bind(serde_json::to_string(reasons).unwrap_or_default())
+                .bind(at)
                 .execute(&mut **tx)
                 .await?;
-        }
-        EventBody::TaskRetry {
-            cause,
-            reason,
-            kept_worktree,
-            ..
-        } => {
-            let status = match cause {
-                RetryCause::Failed | RetryCause::Interrupted => TaskStatus::Ready,
-                RetryCause::Requested => TaskStatus::Pending,
-            };
-            if *cause == RetryCause::Failed {
-                router_arm(tx, run, task, "failed = failed + 1", 0.0, 0).await?;
             }
-            task_status(tx, run, task, status, Some(reason)).await?;
-            keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
-        }
-        EventBody::TaskFailed {
-            reason,
-            kept_worktree,
-            ..
-        } => {
-            // A task failed by an attempt (not by a spent budget before any ran).
-            if kept_worktree.is_some() {
-                router_arm(tx, run, task, "failed = failed + 1", 0.0, 0).await?;
+            EventBody::TaskApproved { approval, reason }
+            | EventBody::TaskRejected { approval, reason } => {
+                let approved = matches!(e.event.body, EventBody::TaskApproved { .. });
+                sqlx::query(
+                    "UPDATE approvals SET status = $1, decided_at = $2, decision = $3 WHERE id = $4",
+                )
+                .bind(if approved { "approved" } else { "rejected" })
+                .bind(at)
+                .bind(reason)
+                .bind(approval)
+                .execute(&mut **tx)
+                .await?;
+                if approved {
+                    // A plan approval lets the task wait on its dependencies; a merge approval
+                    // lets it land.
+                    let action: Option<String> =
+                        sqlx::query_scalar("SELECT action FROM approvals WHERE id = $1")
+                            .bind(approval)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    let next = if action.as_deref() == Some("plan") {
+                        TaskStatus::Pending
+                    } else {
+                        TaskStatus::Verifying
+                    };
+                    self.status(run, task, next, None);
+                }
             }
-            task_status(tx, run, task, TaskStatus::Failed, Some(reason)).await?;
-            keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+            EventBody::TaskDenied {
+                attempt,
+                reasons,
+                kept_worktree,
+            } => {
+                if *attempt > 0 {
+                    self.arm(run, task).failed += 1;
+                }
+                self.status(run, task, TaskStatus::Denied, Some(reasons.join("; ")));
+                keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+            }
+            EventBody::TaskLanded { commit, .. } => {
+                self.arm(run, task).landed += 1;
+                self.status(run, task, TaskStatus::Landed, None);
+                self.task(run, task).commit = Some(commit.as_str());
+            }
+            EventBody::TaskRetry {
+                cause,
+                reason,
+                kept_worktree,
+                ..
+            } => {
+                let status = match cause {
+                    RetryCause::Failed | RetryCause::Interrupted => TaskStatus::Ready,
+                    RetryCause::Requested => TaskStatus::Pending,
+                };
+                if *cause == RetryCause::Failed {
+                    self.arm(run, task).failed += 1;
+                }
+                self.status(run, task, status, Some(reason.clone()));
+                keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+            }
+            EventBody::TaskFailed {
+                reason,
+                kept_worktree,
+                ..
+            } => {
+                // A task failed by an attempt (not by a spent budget before any ran).
+                if kept_worktree.is_some() {
+                    self.arm(run, task).failed += 1;
+                }
+                self.status(run, task, TaskStatus::Failed, Some(reason.clone()));
+                keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+            }
+            EventBody::TaskCancelled { reason, .. } => {
+                self.status(run, task, TaskStatus::Cancelled, Some(reason.clone()));
+            }
         }
-        EventBody::TaskCancelled { reason, .. } => {
-            task_status(tx, run, task, TaskStatus::Cancelled, Some(reason)).await?;
+        Ok(())
+    }
+
+    /// The folded changes as parts of `batch`. The router's part reads the tasks' backends as they
+    /// were before the batch, so it comes before the tasks' part.
+    pub(crate) fn write(self, batch: &mut Batch) {
+        let mut rows = Vec::with_capacity(self.arms.len() * 8);
+        for ((run, task, backend), a) in self.arms {
+            rows.extend([
+                Arg::from(run),
+                task.into(),
+                backend.into(),
+                a.attempts.into(),
+                a.cost_usd.into(),
+                a.duration_ms.into(),
+                a.failed.into(),
+                a.landed.into(),
+            ]);
         }
-    }
-    Ok(())
-}
+        batch.part(
+            "av",
+            "run, task, backend, attempts, cost_usd, duration_ms, failed, landed",
+            8,
+            rows,
+            "INSERT INTO router_stats (task_type, backend, attempts, cost_usd, duration_ms, failed, landed)
+             SELECT t.type, COALESCE(v.backend, t.backend), SUM(v.attempts), SUM(v.cost_usd),
+                    SUM(v.duration_ms), SUM(v.failed), SUM(v.landed)
+             FROM av AS v JOIN tasks AS t ON t.run = v.run AND t.id = v.task
+             WHERE COALESCE(v.backend, t.backend) IS NOT NULL
+             GROUP BY t.type, COALESCE(v.backend, t.backend)
+             ON CONFLICT (task_type, backend) DO UPDATE SET
+               attempts = router_stats.attempts + excluded.attempts,
+               cost_usd = router_stats.cost_usd + excluded.cost_usd,
+               duration_ms = router_stats.duration_ms + excluded.duration_ms,
+               failed = router_stats.failed + excluded.failed,
+               landed = router_stats.landed + excluded.landed",
+        );
 
-/// Records each run's last `seq` among `events` (once per run, after projecting them all).
-pub(crate) async fn last_seq(tx: &mut Tx, events: &[StoredEvent]) -> Result<(), StoreError> {
-    let mut last: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
-    for e in events {
-        last.insert(e.event.run.as_str(), e.seq);
-    }
-    for (run, seq) in last {
-        sqlx::query("UPDATE runs SET last_seq = $1 WHERE id = $2")
-            .bind(i64::try_from(seq).unwrap_or(i64::MAX))
-            .bind(run)
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(())
-}
-
-/// Updates the learned router's arm of the task's (type, backend) with `set` (SQL; `$3` and `$4`
-/// are `a` and `b`).
-async fn router_arm(
-    tx: &mut Tx,
-    run: &str,
-    task: &str,
-    set: &str,
-    a: f64,
-    b: i64,
-) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO router_stats (task_type, backend)
-         SELECT type, backend FROM tasks WHERE run = $1 AND id = $2 AND backend IS NOT NULL
-         ON CONFLICT (task_type, backend) DO NOTHING;
-         UPDATE router_stats SET {set}
-         WHERE (task_type, backend) = (SELECT type, backend FROM tasks WHERE run = $1 AND id = $2)"
-    );
-    // `set` is one of a few fixed strings of this module.
-    for stmt in sql.split(';') {
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(stmt.to_owned()))
-            .bind(run)
-            .bind(task);
-        if stmt.contains("$3") {
-            q = q.bind(a).bind(b);
+        let mut rows = Vec::with_capacity(self.tasks.len() * 11);
+        for ((run, task), t) in self.tasks {
+            rows.extend([
+                Arg::from(run),
+                task.into(),
+                t.status.map(TaskStatus::as_str).into(),
+                i64::from(t.reason.is_some()).into(),
+                Arg::Text(t.reason.flatten()),
+                t.attempts.into(),
+                t.backend.into(),
+                t.cost_usd.into(),
+                t.tokens.into(),
+                t.commit.into(),
+            ]);
         }
-        q.execute(&mut **tx).await?;
+        batch.part(
+            "tv",
+            "run, id, status, set_reason, reason, attempts, backend, cost_usd, tokens, commit_sha",
+            10,
+            rows,
+            "UPDATE tasks SET
+               status = COALESCE(v.status, tasks.status),
+               reason = CASE WHEN v.set_reason = 1 THEN v.reason ELSE tasks.reason END,
+               attempts = CASE WHEN v.attempts > tasks.attempts THEN v.attempts ELSE tasks.attempts END,
+               backend = COALESCE(v.backend, tasks.backend),
+               cost_usd = tasks.cost_usd + v.cost_usd,
+               tokens = tasks.tokens + v.tokens,
+               commit_sha = COALESCE(v.commit_sha, tasks.commit_sha)
+             FROM tv AS v WHERE tasks.run = v.run AND tasks.id = v.id",
+        );
+
+        let mut rows = Vec::with_capacity(self.runs.len() * 11);
+        for (run, r) in self.runs {
+            rows.extend([
+                Arg::from(run),
+                r.status.into(),
+                i64::from(r.reason.is_some()).into(),
+                r.reason.flatten().into(),
+                r.started_at.into(),
+                i64::from(r.finished_at.is_some()).into(),
+                r.finished_at.flatten().into(),
+                r.spent_usd.into(),
+                r.spent_tokens.into(),
+                r.pull_request.into(),
+                r.last_seq.into(),
+            ]);
+        }
+        batch.part(
+            "rv",
+            "id, status, set_reason, reason, started_at, set_finished, finished_at, spent_usd, spent_tokens, pull_request, last_seq",
+            11,
+            rows,
+            "UPDATE runs SET
+               status = COALESCE(v.status, runs.status),
+               reason = CASE WHEN v.set_reason = 1 THEN v.reason ELSE runs.reason END,
+               started_at = COALESCE(v.started_at, runs.started_at),
+               finished_at = CASE WHEN v.set_finished = 1 THEN v.finished_at ELSE runs.finished_at END,
+               spent_usd = runs.spent_usd + v.spent_usd,
+               spent_tokens = runs.spent_tokens + v.spent_tokens,
+               pull_request = COALESCE(v.pull_request, runs.pull_request),
+               last_seq = COALESCE(v.last_seq, runs.last_seq)
+             FROM rv AS v WHERE runs.id = v.id",
+        );
     }
-    Ok(())
 }
 
-async fn run_status(
-    tx: &mut Tx,
-    run: &str,
-    status: &str,
-    reason: Option<&String>,
-    finished: Option<i64>,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE runs SET status = $1, reason = $2, finished_at = COALESCE($3, finished_at) WHERE id = $4")
-        .bind(status)
-        .bind(reason)
-        .bind(finished)
-        .bind(run)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-async fn task_status(
-    tx: &mut Tx,
-    run: &str,
-    task: &str,
-    status: TaskStatus,
-    reason: Option<&String>,
-) -> Result<(), StoreError> {
-    sqlx::query("UPDATE tasks SET status = $1, reason = $2 WHERE run = $3 AND id = $4")
-        .bind(status.as_str())
-        .bind(reason)
-        .bind(run)
-        .bind(task)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
+/// Adds a kept worktree to the task's list (a column no fold writes, so it is written at once).
 async fn keep_worktree(
     tx: &mut Tx,
     run: &str,

@@ -411,85 +411,102 @@ fn machine() -> Value {
 }
 
 #[allow(clippy::print_stderr, reason = "progress goes to stderr")]
-pub(crate) async fn bench(cli: &Cli, quick: bool) -> anyhow::Result<u8> {
+pub(crate) async fn bench(cli: &Cli, quick: bool, only: &[String]) -> anyhow::Result<u8> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let note = |m: &str| eprintln!("abo bench: {m}");
-    let reps = if quick { 3 } else { 5 };
-
-    note("append latency");
-    let append = append_latency(d, if quick { 500 } else { 5000 }).await?;
-
-    note("no-op tasks through the state machine");
-    let mut rates = Vec::new();
-    let n = if quick { 500 } else { 2000 };
-    for r in 0..reps {
-        let sub = d.join(format!("noop{r}"));
-        std::fs::create_dir_all(&sub)?;
-        let (t, _) = drive_noop(&sub, n, false).await?;
-        #[allow(clippy::cast_precision_loss)]
-        rates.push(n as f64 / t.as_secs_f64());
-    }
-    let (rate, rate_min, rate_max) = spread(rates);
-
-    note("dispatch latency");
-    let sub = d.join("chain");
-    std::fs::create_dir_all(&sub)?;
-    let (_, dispatch) = drive_noop(&sub, if quick { 300 } else { 2000 }, true).await?;
-    let dispatch = dist(dispatch);
-    // On Postgres where one is named: ABO_BENCH_PG, a database the bench may add a run to.
-    let (dispatch_pg, pg_note) = match std::env::var("ABO_BENCH_PG") {
-        Ok(url) if !url.is_empty() => {
-            note("dispatch latency (Postgres)");
-            let (_, ms) = drive_noop_on(&url, &sub, if quick { 300 } else { 2000 }, true).await?;
-            (
-                dist(ms),
-                format!("measured on {}", abo_store::redact_url(&url)),
-            )
-        }
-        _ => (
-            Value::Null,
-            "not measured: set ABO_BENCH_PG=postgres://USER@HOST/DB to measure it".to_owned(),
-        ),
+    let want = |figure: &str| {
+        (only.is_empty() && (figure != "scaling" || !quick)) || only.iter().any(|o| o == figure)
     };
-
-    note("policy evaluation");
-    let samples = if quick { 300 } else { 3000 };
-    let policy = policy_eval(400, samples)?;
-
-    note("git overhead (5,000 files)");
-    let tasks = if quick { 10 } else { 30 };
-    let (ratio, abo_per, shell_per) = git_overhead(d, 5000, tasks, 1).await?;
-
-    let conc_n = 200;
-    note("200 concurrent sandboxed attempts");
-    let (conc_s, rss) = concurrent(d, conc_n).await?;
-
+    let reps = if quick { 3 } else { 5 };
     let mut out = json!({
         "machine": machine(),
         "quick": quick,
-        "dispatch_latency_ms": dispatch,
-        "dispatch_latency_ms_postgres": dispatch_pg,
-        "noop_tasks_per_s": (rate * 10.0).round() / 10.0,
-        "append_latency_ms": append,
-        "policy_eval_ms": policy,
-        "git_overhead_ratio": (ratio * 100.0).round() / 100.0,
-        "concurrent_200_s": (conc_s * 100.0).round() / 100.0,
-        "peak_rss_mb": (rss * 10.0).round() / 10.0,
-        "detail": {
-            "noop_tasks_per_s": { "median": rate, "min": rate_min, "max": rate_max, "runs": reps, "tasks": n },
-            "git": { "abo_ms_per_task": abo_per, "shell_ms_per_task": shell_per, "tasks": tasks, "files": 5000 },
-            "dispatch_latency_ms_postgres": pg_note,
-        },
+        "dispatch_latency_ms": null,
+        "dispatch_latency_ms_postgres": null,
+        "noop_tasks_per_s": null,
+        "append_latency_ms": null,
+        "policy_eval_ms": null,
+        "git_overhead_ratio": null,
+        "concurrent_200_s": null,
+        "peak_rss_mb": null,
+        "detail": {},
     });
-    if !quick {
-        note("policy evaluation, 10 and 5,000 lines");
-        out["detail"]["policy_eval_ms_10"] = policy_eval(10, samples)?;
-        out["detail"]["policy_eval_ms_5000"] = policy_eval(5000, samples / 10)?;
-        note("git overhead with 2 slots");
-        let (r2, a2, s2) = git_overhead(d, 5000, tasks, 2).await?;
-        out["detail"]["git_2_slots"] =
-            json!({ "ratio": r2, "abo_ms_per_task": a2, "shell_ms_per_task": s2 });
+
+    if want("append") {
+        note("append latency");
+        out["append_latency_ms"] = append_latency(d, if quick { 500 } else { 5000 }).await?;
+    }
+
+    if want("noop") {
+        note("no-op tasks through the state machine");
+        let mut rates = Vec::new();
+        let n = if quick { 500 } else { 2000 };
+        for r in 0..reps {
+            let sub = d.join(format!("noop{r}"));
+            std::fs::create_dir_all(&sub)?;
+            let (t, _) = drive_noop(&sub, n, false).await?;
+            #[allow(clippy::cast_precision_loss)]
+            rates.push(n as f64 / t.as_secs_f64());
+        }
+        let (rate, rate_min, rate_max) = spread(rates);
+        out["noop_tasks_per_s"] = json!((rate * 10.0).round() / 10.0);
+        out["detail"]["noop_tasks_per_s"] =
+            json!({ "median": rate, "min": rate_min, "max": rate_max, "runs": reps, "tasks": n });
+    }
+
+    if want("dispatch") {
+        note("dispatch latency");
+        let n = if quick { 300 } else { 2000 };
+        let sub = d.join("chain");
+        std::fs::create_dir_all(&sub)?;
+        let (_, dispatch) = drive_noop(&sub, n, true).await?;
+        out["dispatch_latency_ms"] = dist(dispatch);
+        // On Postgres where one is named: ABO_BENCH_PG, a database the bench may add a run to.
+        out["detail"]["dispatch_latency_ms_postgres"] = match std::env::var("ABO_BENCH_PG") {
+            Ok(url) if !url.is_empty() => {
+                note("dispatch latency (Postgres)");
+                let (_, ms) = drive_noop_on(&url, &sub, n, true).await?;
+                out["dispatch_latency_ms_postgres"] = dist(ms);
+                json!(format!("measured on {}", abo_store::redact_url(&url)))
+            }
+            _ => json!("not measured: set ABO_BENCH_PG=postgres://USER@HOST/DB to measure it"),
+        };
+    }
+
+    if want("policy") {
+        note("policy evaluation");
+        let samples = if quick { 300 } else { 3000 };
+        out["policy_eval_ms"] = policy_eval(400, samples)?;
+        if !quick {
+            note("policy evaluation, 10 and 5,000 lines");
+            out["detail"]["policy_eval_ms_10"] = policy_eval(10, samples)?;
+            out["detail"]["policy_eval_ms_5000"] = policy_eval(5000, samples / 10)?;
+        }
+    }
+
+    if want("git") {
+        note("git overhead (5,000 files)");
+        let tasks = if quick { 10 } else { 30 };
+        let (ratio, abo_per, shell_per) = git_overhead(d, 5000, tasks, 1).await?;
+        out["git_overhead_ratio"] = json!((ratio * 100.0).round() / 100.0);
+        out["detail"]["git"] = json!({ "abo_ms_per_task": abo_per, "shell_ms_per_task": shell_per, "tasks": tasks, "files": 5000 });
+        if !quick {
+            note("git overhead with 2 slots");
+            let (r2, a2, s2) = git_overhead(d, 5000, tasks, 2).await?;
+            out["detail"]["git_2_slots"] =
+                json!({ "ratio": r2, "abo_ms_per_task": a2, "shell_ms_per_task": s2 });
+        }
+    }
+
+    if want("concurrent") {
+        note("200 concurrent sandboxed attempts");
+        let (conc_s, rss) = concurrent(d, 200).await?;
+        out["concurrent_200_s"] = json!((conc_s * 100.0).round() / 100.0);
+        out["peak_rss_mb"] = json!((rss * 10.0).round() / 10.0);
+    }
+
+    if want("scaling") {
         note("scaling: tasks");
         let mut per_task = serde_json::Map::new();
         for n in [100, 1000, 10_000] {
@@ -505,52 +522,50 @@ pub(crate) async fn bench(cli: &Cli, quick: bool) -> anyhow::Result<u8> {
         let (_, a50k, _) = git_overhead(d, 50_000, 10, 1).await?;
         out["detail"]["scaling_abo_ms_per_task_by_files"] = json!({ "500": a500, "50000": a50k });
     }
+
     if cli.json {
         say!("{out}");
         return Ok(exit::OK);
     }
-    let p = |k: &str, f: &str| out[k][f].as_f64().unwrap_or(0.0);
+    // (figure, how it reads, target, met) for each figure measured.
+    let p = |k: &str, f: &str| out[k][f].as_f64();
+    let v = |k: &str| out[k].as_f64();
     let rows = [
-        (
-            "dispatch p95",
-            format!("{:.3} ms", p("dispatch_latency_ms", "p95")),
-            "< 5 ms",
-            p("dispatch_latency_ms", "p95") < 5.0,
-        ),
-        (
-            "no-op tasks/s",
-            format!("{rate:.0}"),
-            ">= 1,000",
-            rate >= 1000.0,
-        ),
-        (
-            "append p95",
-            format!("{:.3} ms", p("append_latency_ms", "p95")),
-            "< 2 ms",
-            p("append_latency_ms", "p95") < 2.0,
-        ),
-        (
-            "policy p95 (400 lines)",
-            format!("{:.3} ms", p("policy_eval_ms", "p95")),
-            "< 1 ms",
-            p("policy_eval_ms", "p95") < 1.0,
-        ),
-        (
-            "git overhead ratio",
-            format!("{ratio:.2}"),
-            "<= 1.25",
-            ratio <= 1.25,
-        ),
-        (
-            "200 sandboxed attempts",
-            format!("{conc_s:.1} s"),
-            "-",
-            true,
-        ),
-        ("peak RSS", format!("{rss:.1} MB"), "< 200 MB", rss < 200.0),
+        p("dispatch_latency_ms", "p95")
+            .map(|x| ("dispatch p95", format!("{x:.3} ms"), "< 5 ms", x < 5.0)),
+        p("dispatch_latency_ms_postgres", "p95").map(|x| {
+            (
+                "dispatch p95 (Postgres)",
+                format!("{x:.3} ms"),
+                "< 5 ms",
+                x < 5.0,
+            )
+        }),
+        v("noop_tasks_per_s")
+            .map(|x| ("no-op tasks/s", format!("{x:.0}"), ">= 1,000", x >= 1000.0)),
+        p("append_latency_ms", "p95")
+            .map(|x| ("append p95", format!("{x:.3} ms"), "< 2 ms", x < 2.0)),
+        p("policy_eval_ms", "p95").map(|x| {
+            (
+                "policy p95 (400 lines)",
+                format!("{x:.3} ms"),
+                "< 1 ms",
+                x < 1.0,
+            )
+        }),
+        v("git_overhead_ratio").map(|x| {
+            (
+                "git overhead ratio",
+                format!("{x:.2}"),
+                "<= 1.25",
+                x <= 1.25,
+            )
+        }),
+        v("concurrent_200_s").map(|x| ("200 sandboxed attempts", format!("{x:.1} s"), "-", true)),
+        v("peak_rss_mb").map(|x| ("peak RSS", format!("{x:.1} MB"), "< 200 MB", x < 200.0)),
     ];
     say!("machine: {}", out["machine"]);
-    for (what, value, target, ok) in rows {
+    for (what, value, target, ok) in rows.into_iter().flatten() {
         say!(
             "{what:<24} {value:>12}   target {target:<9} {}",
             if ok { "ok" } else { "MISSED" }

@@ -186,6 +186,10 @@ pub(crate) enum Cmd {
         /// The short run (under two minutes on two cores).
         #[arg(long)]
         quick: bool,
+        /// Measure only these figures: append, noop, dispatch, policy, git, concurrent, scaling
+        /// (comma-separated; the others are null).
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "git", "concurrent", "scaling"])]
+        only: Vec<String>,
     },
     /// API tokens: create (printed once), list, revoke.
     Token {

@@ -99,6 +99,17 @@ impl Db {
         let (url, dir) = self.location();
         Store::open(&url, &dir).await.unwrap()
     }
+
+    /// Another empty store of the same kind.
+    fn sibling(&self) -> Db {
+        match self {
+            Self::Sqlite(_) => Self::Sqlite(tempfile::tempdir().unwrap()),
+            Self::Postgres(..) => Self::Postgres(
+                abo_test_support::pg::ScratchDb::new(),
+                tempfile::tempdir().unwrap(),
+            ),
+        }
+    }
 }
 
 macro_rules! conformance {
@@ -125,6 +136,7 @@ macro_rules! conformance {
 
 conformance!(
     projections_follow_events_and_rebuild_equals_live,
+    a_batch_projects_as_its_events_one_at_a_time,
     seq_is_gap_free_under_concurrent_appenders,
     leases_and_requests,
     migrations_are_safe_when_processes_start_at_once,
@@ -298,6 +310,267 @@ async fn projections_follow_events_and_rebuild_equals_live(db: Db) {
     assert_eq!(store.dump_projections().await.unwrap(), live);
     // Events read back equal what was appended.
     assert_eq!(store.run_events(&RunId::new("r1")).await.unwrap(), stored);
+}
+
+fn finished(attempt: u32, ok: bool, usd: f64) -> EventBody {
+    EventBody::TaskBackendFinished {
+        attempt,
+        ok,
+        exit: Some(i32::from(!ok)),
+        reason: None,
+        duration_ms: 10 * u64::from(attempt),
+        files_changed: 1,
+        usage: Some(Usage {
+            input_tokens: 100,
+            output_tokens: 10,
+            ..Default::default()
+        }),
+        cost_usd: Some(usd),
+        cost_source: Some("reported".into()),
+        log: None,
+        model: None,
+        message: None,
+        transcript: None,
+        prompt: None,
+        transient: false,
+    }
+}
+
+fn started(attempt: u32, backend: &str, usd: Option<f64>) -> EventBody {
+    EventBody::TaskStarted {
+        attempt,
+        backend: BackendName::new(backend),
+        worktree: "w".into(),
+        reserved: abo_core::budget::Reservation { usd, tokens: None },
+    }
+}
+
+/// A run that touches every projection: a retry on another backend, approvals of both kinds, a
+/// pause, spend, an alert, a pull request.
+fn busy_history(run: &str) -> Vec<Event> {
+    use abo_core::state::ApprovalAction;
+    let t = |id: &str, body| ev(run, Some(id), body);
+    let r = |body| ev(run, None, body);
+    let retry = |attempt, kept: &str| EventBody::TaskRetry {
+        attempt,
+        cause: RetryCause::Failed,
+        reason: "gate failed".into(),
+        log: None,
+        kept_worktree: Some(kept.into()),
+    };
+    let landed = |c: &str| EventBody::TaskLanded {
+        attempt: 1,
+        commit: CommitSha::new(c),
+    };
+    let ask = |approval: &str, action| EventBody::TaskApprovalRequested {
+        attempt: 1,
+        approval: approval.into(),
+        action,
+        reasons: vec!["Cargo.lock changes dependencies".into()],
+    };
+    vec![
+        r(EventBody::RunCreated(Box::new(spec(&[
+            "a", "b", "c", "d", "e", "skip",
+        ])))),
+        r(EventBody::RunStarted {}),
+        t("a", EventBody::TaskReady {}),
+        t("a", started(1, "claude", Some(0.5))),
+        t("b", EventBody::TaskReady {}),
+        t("b", started(1, "claude", Some(0.5))),
+        t("a", finished(1, true, 0.25)),
+        t(
+            "a",
+            EventBody::BudgetCharged {
+                attempt: 1,
+                backend: BackendName::new("claude"),
+                usd: 0.25,
+                tokens: 110,
+                reserved: Default::default(),
+                source: "reported".into(),
+            },
+        ),
+        t("a", landed("ca")),
+        // b fails on claude, is retried on codex, fails again, then lands.
+        t("b", finished(1, false, 0.1)),
+        t("b", retry(2, ".abo/worktrees/r/b-1")),
+        t("b", started(2, "codex", None)),
+        t("b", finished(2, false, 0.0)),
+        t("b", retry(3, ".abo/worktrees/r/b-2")),
+        t("b", started(3, "codex", None)),
+        t("b", finished(3, true, 0.0)),
+        t(
+            "b",
+            EventBody::TaskLanded {
+                attempt: 3,
+                commit: CommitSha::new("cb"),
+            },
+        ),
+        // c waits for a merge approval while the run pauses and resumes.
+        t("c", EventBody::TaskReady {}),
+        t("c", started(1, "command", None)),
+        t("c", finished(1, true, 0.0)),
+        t("c", ask("ap-c", ApprovalAction::Merge)),
+        r(EventBody::RunPaused {
+            reason: "waiting for approvals".into(),
+        }),
+        r(EventBody::RunResumed {
+            caps: Default::default(),
+        }),
+        t(
+            "c",
+            EventBody::TaskApproved {
+                approval: "ap-c".into(),
+                reason: "ok".into(),
+            },
+        ),
+        t("c", landed("cc")),
+        // d's plan is approved, then it is denied; e's plan is waiting when the run ends.
+        t("d", ask("ap-d", ApprovalAction::Plan)),
+        t(
+            "d",
+            EventBody::TaskApproved {
+                approval: "ap-d".into(),
+                reason: "go".into(),
+            },
+        ),
+        t("d", EventBody::TaskReady {}),
+        t("d", started(1, "command", None)),
+        t("d", finished(1, true, 0.0)),
+        t(
+            "d",
+            EventBody::TaskDenied {
+                attempt: 1,
+                reasons: vec!["forbidden".into(), "secret".into()],
+                kept_worktree: Some(".abo/worktrees/r/d-1".into()),
+            },
+        ),
+        t("e", ask("ap-e", ApprovalAction::Plan)),
+        t(
+            "e",
+            EventBody::TaskCancelled {
+                reason: "the run ended".into(),
+                dependency: None,
+            },
+        ),
+        r(EventBody::BudgetAlert {
+            cap: "run".into(),
+            key: "run:r:80".into(),
+            spent: 0.8,
+            limit: 1.0,
+            alert_at: 0.8,
+        }),
+        r(EventBody::RunPullRequest {
+            url: "https://example.test/pr/1".into(),
+            number: Some(1),
+        }),
+        r(EventBody::RunFinished {
+            landed: 3,
+            failed: 0,
+            cancelled: 1,
+            skipped: 1,
+        }),
+    ]
+}
+
+/// Appends fold their events before writing: one batch of a whole run must leave the projections
+/// as appending its events one at a time does, and a rebuild (folded in chunks) as well.
+async fn a_batch_projects_as_its_events_one_at_a_time(db: Db) {
+    let history = busy_history("r");
+    let one = db.open().await;
+    for e in &history {
+        one.append(std::slice::from_ref(e)).await.unwrap();
+    }
+    let expected = one.dump_projections().await.unwrap();
+    // Batches of every size: a batch's start may find its task's backend from an earlier one,
+    // and a retry may change it within the batch.
+    for size in [2, 3, 7, history.len()] {
+        let other = db.sibling();
+        let store = other.open().await;
+        for chunk in history.chunks(size) {
+            store.append(chunk).await.unwrap();
+        }
+        assert_eq!(
+            store.dump_projections().await.unwrap(),
+            expected,
+            "batches of {size}"
+        );
+        store.rebuild_projections().await.unwrap();
+        assert_eq!(store.dump_projections().await.unwrap(), expected);
+    }
+
+    // And what one at a time gives is what each event means.
+    let tasks = one.tasks(&RunId::new("r")).await.unwrap();
+    let brief: Vec<_> = tasks
+        .iter()
+        .map(|t| {
+            (
+                t.id.as_str(),
+                t.status.as_str(),
+                t.attempts,
+                t.backend.as_deref(),
+                t.commit.as_deref(),
+                t.reason.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        brief,
+        vec![
+            ("a", "landed", 1, Some("claude"), Some("ca"), None),
+            ("b", "landed", 3, Some("codex"), Some("cb"), None),
+            ("c", "landed", 1, Some("command"), Some("cc"), None),
+            (
+                "d",
+                "denied",
+                1,
+                Some("command"),
+                None,
+                Some("forbidden; secret")
+            ),
+            ("e", "cancelled", 0, None, None, Some("the run ended")),
+            ("skip", "skipped", 0, None, None, Some("not ready: later")),
+        ]
+    );
+    assert_eq!(
+        tasks[1].kept_worktrees,
+        [".abo/worktrees/r/b-1", ".abo/worktrees/r/b-2"]
+    );
+    assert_eq!(tasks[1].tokens, 330);
+    let stats = one.router_stats().await.unwrap();
+    let arm = |b: &str| {
+        let a = stats[&("docs".to_owned(), b.to_owned())];
+        (a.attempts, a.landed, a.failed)
+    };
+    // b's first failure counts against claude, where it ran; the rest against codex.
+    assert_eq!(arm("claude"), (2, 1, 1));
+    assert_eq!(arm("codex"), (2, 1, 1));
+    assert_eq!(arm("command"), (2, 1, 1));
+    let run = one.run(&RunId::new("r")).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            run.status.as_str(),
+            run.reason.as_deref(),
+            run.spent_usd,
+            run.last_seq,
+            run.pull_request.as_deref()
+        ),
+        (
+            "finished",
+            None,
+            0.25,
+            u64::try_from(history.len()).unwrap(),
+            Some("https://example.test/pr/1")
+        )
+    );
+    assert!(run.finished_at.is_some());
+    let pending: Vec<_> = one
+        .pending_approvals()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    assert_eq!(pending, ["ap-e"]);
 }
 
 async fn seq_is_gap_free_under_concurrent_appenders(db: Db) {
