@@ -160,6 +160,15 @@ fn each_default_rule() {
         input(&["src/auth/login.rs"], &[], "", 5),
         (Allow, &[], "critical"),
     );
+    // A file's stem names it sensitive, a word inside another does not.
+    check(
+        input(&["src/Session.rs"], &[], "", 5),
+        (Allow, &[], "critical"),
+    );
+    check(
+        input(&["src/possession.rs"], &[], "", 5),
+        (Allow, &[], "medium"),
+    );
     let mut binary = input(&["logo.png"], &[], "", 0);
     binary["change"]["files"][0]["binary"] = json!(true);
     check(
