@@ -1,9 +1,12 @@
 //! What an attempt changed, as the policy sees it (DESIGN §8's `change`), and the secrets in it.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Mutex;
 
 use serde_json::{Value, json};
 
+use abo_core::ids::AttemptId;
 use abo_policy::secrets::{Finding, Scanner};
 
 use crate::git::{Git, GitError};
@@ -52,6 +55,25 @@ impl Change {
     }
 }
 
+/// The last summary of each attempt's worktree, read after its backend and after each of its gates.
+/// Nothing else runs in the worktree before the policy evaluates the change, so the policy takes
+/// it instead of reading the worktree again (in a fresh worktree every git command re-reads the
+/// files). A process that did not run the attempt has none, and reads the worktree.
+#[derive(Debug, Default)]
+pub struct Latest(Mutex<HashMap<AttemptId, Change>>);
+
+impl Latest {
+    pub fn put(&self, attempt: &AttemptId, change: Change) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(attempt.clone(), change);
+        }
+    }
+
+    pub fn take(&self, attempt: &AttemptId) -> Option<Change> {
+        self.0.lock().ok()?.remove(attempt)
+    }
+}
+
 fn comment(line: &str) -> bool {
     let t = line.trim();
     t.is_empty()
@@ -65,20 +87,40 @@ fn comment(line: &str) -> bool {
 /// change must not end up in a blob).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
     git.run_in(wt, &["add", "--all", "--intent-to-add"]).await?;
-    let numstat = git
-        .run_in(wt, &["diff", "HEAD", "--numstat", "--no-renames"])
+    // One diff for the three views: `--raw` (each file's status), `--numstat` (its counts), then,
+    // after an empty line, the patch. Every git command in a fresh worktree re-reads its files (git
+    // cannot trust their times yet), so one command is much cheaper than three.
+    let out = git
+        .run_in(
+            wt,
+            &[
+                "diff",
+                "HEAD",
+                "--no-renames",
+                "--no-color",
+                "-U0",
+                "--raw",
+                "--numstat",
+                "--patch",
+            ],
+        )
         .await?;
-    let names = git
-        .run_in(wt, &["diff", "HEAD", "--name-status", "--no-renames"])
-        .await?;
-    let patch = git
-        .run_in(wt, &["diff", "HEAD", "-U0", "--no-renames", "--no-color"])
-        .await?;
+    let (summary, patch) = out.split_once("\n\n").unwrap_or((out.as_str(), ""));
     let mut change = Change {
         comments_only: true,
         ..Default::default()
     };
-    for line in numstat.lines() {
+    // `:MODE MODE SHA SHA STATUS\tPATH`
+    let status_of = |path: &str| {
+        summary
+            .lines()
+            .filter(|l| l.starts_with(':'))
+            .find_map(|l| {
+                let (meta, p) = l.split_once('\t')?;
+                (p == path).then(|| meta.rsplit(' ').next().and_then(|s| s.chars().next()))?
+            })
+    };
+    for line in summary.lines().filter(|l| !l.starts_with(':')) {
         let mut parts = line.splitn(3, '\t');
         let (a, r, path) = (
             parts.next().unwrap_or(""),
@@ -87,11 +129,7 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
         );
         let binary = a == "-" && r == "-";
         let (a, r) = (a.parse().unwrap_or(0), r.parse().unwrap_or(0));
-        let status = match names
-            .lines()
-            .find(|l| l.split('\t').nth(1) == Some(path))
-            .and_then(|l| l.chars().next())
-        {
+        let status = match status_of(path) {
             Some('A') => "added",
             Some('D') => "deleted",
             _ => "modified",
@@ -122,6 +160,8 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
     for l in patch.lines() {
         if let Some(p) = l.strip_prefix("+++ ") {
             flush(&file, &mut added, &mut change);
+            // git ends a name holding a space with a tab here.
+            let p = p.strip_suffix('\t').unwrap_or(p);
             file = p.strip_prefix("b/").unwrap_or(p).to_owned();
         } else if l.starts_with("@@") {
             // @@ -a,b +c,d @@
@@ -150,4 +190,92 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
         change.comments_only = false;
     }
     Ok(change)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+    use super::*;
+    use abo_test_support::TestRepo;
+    use pretty_assertions::assert_eq;
+
+    #[tokio::test]
+    async fn a_worktree_change_is_read_as_files_lines_text_and_secrets() {
+        let repo = TestRepo::new();
+        repo.write("src/a.rs", "fn a() {}\nfn b() {}\n");
+        repo.write("gone.txt", "bye\n");
+        repo.write("logo.png", "\u{0}\u{1}binary");
+        repo.commit_all("base");
+        repo.write("src/a.rs", "fn a() {}\n// why\nfn c() {}\n");
+        std::fs::remove_file(repo.path.join("gone.txt")).unwrap();
+        repo.write("logo.png", "\u{0}\u{2}binary!");
+        repo.write("new dir/key.rs", "let k = \"AKIAIOSFODNN7EXAMPLE\";\n");
+        let git = Git::new(repo.path.clone());
+        let change = summarize(&git, &repo.path, &Scanner::default())
+            .await
+            .unwrap();
+        let files: Vec<_> = change
+            .files
+            .iter()
+            .map(|f| {
+                (
+                    f.path.as_str(),
+                    f.status,
+                    f.lines_added,
+                    f.lines_removed,
+                    f.binary,
+                )
+            })
+            .collect();
+        assert_eq!(
+            files,
+            vec![
+                ("gone.txt", "deleted", 0, 1, false),
+                ("logo.png", "modified", 0, 0, true),
+                ("new dir/key.rs", "added", 1, 0, false),
+                ("src/a.rs", "modified", 2, 1, false),
+            ]
+        );
+        assert_eq!((change.lines_added, change.lines_removed), (3, 2));
+        assert_eq!(
+            change.added_text,
+            "let k = \"AKIAIOSFODNN7EXAMPLE\";\n// why\nfn c() {}\n"
+        );
+        assert!(!change.comments_only);
+        let secrets: Vec<_> = change
+            .secrets
+            .iter()
+            .map(|s| (s.path.as_str(), s.line))
+            .collect();
+        assert_eq!(secrets, [("new dir/key.rs", 1)]);
+        // Nothing was written to the object store: the new file is only intent-to-add.
+        let objects = repo.git(&["count-objects", "-v"]);
+        let loose = repo.git(&["cat-file", "--batch-all-objects", "--batch-check"]);
+        assert!(
+            !loose.contains(&git_hash(&repo, "new dir/key.rs")),
+            "{objects}"
+        );
+    }
+
+    fn git_hash(repo: &TestRepo, rel: &str) -> String {
+        repo.git(&["hash-object", rel]).trim().to_owned()
+    }
+
+    #[tokio::test]
+    async fn no_change_reads_as_empty() {
+        let repo = TestRepo::new();
+        repo.write("a.txt", "a\n");
+        repo.commit_all("base");
+        let change = summarize(
+            &Git::new(repo.path.clone()),
+            &repo.path,
+            &Scanner::default(),
+        )
+        .await
+        .unwrap();
+        assert!(change.files.is_empty());
+        assert_eq!(change.added_text, "");
+        assert!(!change.comments_only);
+    }
 }

@@ -76,6 +76,8 @@ pub struct Ctx {
     http: std::sync::OnceLock<reqwest::Client>,
     /// Set on a control plane: attempts run on `abo worker`s (DESIGN §10.2).
     pub shared: Option<Arc<crate::shared::Shared>>,
+    /// The last change read in each attempt's worktree, for its policy.
+    pub changes: crate::change::Latest,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -101,6 +103,7 @@ impl Ctx {
             http: std::sync::OnceLock::new(),
             sandbox_helper: None,
             shared: None,
+            changes: Default::default(),
         }
     }
 

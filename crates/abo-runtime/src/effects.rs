@@ -427,9 +427,12 @@ async fn evaluate_policy(
     let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
         return failed("unknown task".into());
     };
-    let change = match change::summarize(&ctx.git, &ctx.worktree(attempt), &run.scanner).await {
-        Ok(c) => c,
-        Err(e) => return failed(format!("could not read the change: {e}")),
+    let change = match ctx.changes.take(attempt) {
+        Some(c) => c,
+        None => match change::summarize(&ctx.git, &ctx.worktree(attempt), &run.scanner).await {
+            Ok(c) => c,
+            Err(e) => return failed(format!("could not read the change: {e}")),
+        },
     };
     let redactor =
         Redactor::from_process_env(&spec.settings.secret_env).with(change.secret_values());
@@ -561,23 +564,29 @@ async fn start_attempt(
         },
         None => backends::produce(&job).await,
     };
-    if outcome.failure.is_none() {
-        match ctx.git.changed_files(&wt).await {
-            Ok(files) if files.is_empty() => {
-                outcome.failure = Some("the backend made no change".to_owned())
+    // What the backend changed: how many files, and the secrets it wrote, which never reach an
+    // artifact (its log and transcript are redacted).
+    match change::summarize(&ctx.git, &wt, &run.scanner).await {
+        Ok(change) => {
+            if outcome.failure.is_none() {
+                if change.files.is_empty() {
+                    outcome.failure = Some("the backend made no change".to_owned());
+                } else {
+                    outcome.files_changed = u32::try_from(change.files.len()).unwrap_or(u32::MAX);
+                }
             }
-            Ok(files) => outcome.files_changed = u32::try_from(files.len()).unwrap_or(u32::MAX),
-            Err(e) => outcome.failure = Some(format!("could not read the worktree's changes: {e}")),
+            if !change.secrets.is_empty() {
+                let redactor = redactor.with(change.secret_values());
+                restore_redacted(ctx, &mut outcome.log, &redactor);
+                restore_redacted(ctx, &mut outcome.transcript, &redactor);
+                outcome.message = outcome.message.map(|m| redactor.redact(&m));
+            }
+            ctx.changes.put(attempt, change);
         }
-    }
-    // A secret the backend wrote never reaches an artifact: its log and transcript are redacted.
-    if let Ok(change) = change::summarize(&ctx.git, &wt, &run.scanner).await
-        && !change.secrets.is_empty()
-    {
-        let redactor = redactor.with(change.secret_values());
-        restore_redacted(ctx, &mut outcome.log, &redactor);
-        restore_redacted(ctx, &mut outcome.transcript, &redactor);
-        outcome.message = outcome.message.map(|m| redactor.redact(&m));
+        Err(e) if outcome.failure.is_none() => {
+            outcome.failure = Some(format!("could not read the worktree's changes: {e}"));
+        }
+        Err(_) => {}
     }
     (outcome, warnings)
 }
@@ -688,8 +697,17 @@ async fn run_gate(
     outcome.duration_ms = ms(started.elapsed());
     // A gate may print what the change holds: secrets in it are redacted from the log.
     let mut redactor = Redactor::from_process_env(&spec.settings.secret_env);
-    if let Ok(change) = change::summarize(&ctx.git, &dir, &run.scanner).await {
+    let change = change::summarize(&ctx.git, &dir, &run.scanner).await;
+    let in_attempt = stage != GateStage::Merged;
+    if in_attempt {
+        // The gate may have changed the worktree: what was read before it is stale.
+        ctx.changes.take(attempt);
+    }
+    if let Ok(change) = change {
         redactor = redactor.with(change.secret_values());
+        if in_attempt {
+            ctx.changes.put(attempt, change);
+        }
     }
     let text = std::fs::read(&log)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -853,6 +871,7 @@ async fn advance(
 }
 
 async fn cleanup(ctx: &Ctx, attempt: &AttemptId, keep: bool) -> Result<(), crate::git::GitError> {
+    ctx.changes.take(attempt);
     ctx.git
         .remove_worktree(&ctx.merged_worktree(attempt))
         .await?;

@@ -258,28 +258,6 @@ impl Git {
         Ok(())
     }
 
-    /// Paths changed in a worktree (tracked and untracked, ignored files excluded).
-    pub async fn changed_files(&self, wt: &Path) -> Result<Vec<String>> {
-        let out = self
-            .run_in(
-                wt,
-                &["status", "--porcelain=v1", "-z", "--untracked-files=all"],
-            )
-            .await?;
-        let mut files = Vec::new();
-        let mut entries = out.split('\0').filter(|e| !e.is_empty());
-        while let Some(e) = entries.next() {
-            if e.len() > 3 {
-                files.push(e[3..].to_owned());
-            }
-            // Renames and copies carry the original path as the next entry.
-            if e.starts_with('R') || e.starts_with('C') {
-                entries.next();
-            }
-        }
-        Ok(files)
-    }
-
     /// `git apply --3way` of a diff file in a worktree; the error message is git's.
     /// With `check`, only `git apply --check`: whether it applies cleanly, changing nothing.
     /// Line counts in hunk headers are recounted (models often get them wrong).

@@ -269,6 +269,8 @@ fn patch(i: usize) -> String {
 }
 
 /// abo's time per task (patch tasks, `slots` at once) over a shell loop doing the same git work.
+/// Each side runs twice, in the order shell, abo, abo, shell, after a `sync`: the file system's
+/// writeback of one run's worktrees would otherwise be charged to the next.
 async fn git_overhead(
     dir: &Path,
     files: usize,
@@ -297,31 +299,40 @@ async fn git_overhead(
     let b = dir.join(format!("b-{files}-{slots}.yml"));
     std::fs::write(&b, backlog)?;
     // The shell loop: worktree add, apply, commit, merge into the run branch, worktree remove.
-    let shell = format!(
-        "set -e; git branch -q run; git worktree add -q .loop/run run; P={p}; \
-         step() {{ git worktree add -q .loop/w$1 -b b$1 run; git -C .loop/w$1 apply $P/p$1.diff; \
-         git -C .loop/w$1 add -A; git -C .loop/w$1 commit -qm t$1; }}; \
-         i=0; while [ $i -lt {n} ]; do j=0; while [ $j -lt {slots} ] && [ $((i+j)) -lt {n} ]; do step $((i+j)) & j=$((j+1)); done; wait; \
-         j=0; while [ $j -lt {slots} ] && [ $((i+j)) -lt {n} ]; do k=$((i+j)); git -C .loop/run merge -q --no-edit b$k; git worktree remove --force .loop/w$k; j=$((j+1)); done; i=$((i+{slots})); done",
-        p = patches.display()
-    );
-    let t0 = Instant::now();
-    sh(&shell, &repo).await?;
-    #[allow(clippy::cast_precision_loss)]
-    let shell_per = ms(t0.elapsed()) / n as f64;
+    let shell = |r: usize| {
+        format!(
+            "set -e; git branch -q run{r}; git worktree add -q .loop/run{r} run{r}; P={p}; \
+             step() {{ git worktree add -q .loop/w{r}-$1 -b b{r}-$1 run{r}; git -C .loop/w{r}-$1 apply $P/p$1.diff; \
+             git -C .loop/w{r}-$1 add -A; git -C .loop/w{r}-$1 commit -qm t$1; }}; \
+             i=0; while [ $i -lt {n} ]; do j=0; while [ $j -lt {slots} ] && [ $((i+j)) -lt {n} ]; do step $((i+j)) & j=$((j+1)); done; wait; \
+             j=0; while [ $j -lt {slots} ] && [ $((i+j)) -lt {n} ]; do k=$((i+j)); git -C .loop/run{r} merge -q --no-edit b{r}-$k; git worktree remove --force .loop/w{r}-$k; j=$((j+1)); done; i=$((i+{slots})); done; \
+             git worktree remove --force .loop/run{r}",
+            p = patches.display()
+        )
+    };
     let exe = std::env::current_exe()?;
-    let t0 = Instant::now();
-    let mut spec = Spec::new(exe.as_os_str(), &repo).args(["run".as_ref(), b.as_os_str()]);
-    spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];
-    let out = process::run(&spec, &Default::default()).await?;
-    if out.exit != Some(0) {
-        anyhow::bail!(
-            "abo run (git overhead) failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    let (mut shell_ms, mut abo_ms) = (0.0, 0.0);
+    for (r, abo) in [false, true, true, false].into_iter().enumerate() {
+        sh("sync", &repo).await?;
+        let t0 = Instant::now();
+        if abo {
+            let mut spec = Spec::new(exe.as_os_str(), &repo).args(["run".as_ref(), b.as_os_str()]);
+            spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];
+            let out = process::run(&spec, &Default::default()).await?;
+            if out.exit != Some(0) {
+                anyhow::bail!(
+                    "abo run (git overhead) failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            abo_ms += ms(t0.elapsed());
+        } else {
+            sh(&shell(r), &repo).await?;
+            shell_ms += ms(t0.elapsed());
+        }
     }
     #[allow(clippy::cast_precision_loss)]
-    let abo_per = ms(t0.elapsed()) / n as f64;
+    let (abo_per, shell_per) = (abo_ms / (2 * n) as f64, shell_ms / (2 * n) as f64);
     Ok((abo_per / shell_per, abo_per, shell_per))
 }
 
@@ -411,8 +422,18 @@ fn machine() -> Value {
 }
 
 #[allow(clippy::print_stderr, reason = "progress goes to stderr")]
-pub(crate) async fn bench(cli: &Cli, quick: bool, only: &[String]) -> anyhow::Result<u8> {
-    let dir = tempfile::tempdir()?;
+pub(crate) async fn bench(
+    cli: &Cli,
+    quick: bool,
+    only: &[String],
+    under: Option<&Path>,
+) -> anyhow::Result<u8> {
+    let dir = match under {
+        Some(u) => {
+            tempfile::tempdir_in(u).map_err(|e| anyhow::anyhow!("--dir {}: {e}", u.display()))?
+        }
+        None => tempfile::tempdir()?,
+    };
     let d = dir.path();
     let note = |m: &str| eprintln!("abo bench: {m}");
     let want = |figure: &str| {
@@ -487,10 +508,10 @@ pub(crate) async fn bench(cli: &Cli, quick: bool, only: &[String]) -> anyhow::Re
 
     if want("git") {
         note("git overhead (5,000 files)");
-        let tasks = if quick { 10 } else { 30 };
+        let tasks = if quick { 5 } else { 15 };
         let (ratio, abo_per, shell_per) = git_overhead(d, 5000, tasks, 1).await?;
         out["git_overhead_ratio"] = json!((ratio * 100.0).round() / 100.0);
-        out["detail"]["git"] = json!({ "abo_ms_per_task": abo_per, "shell_ms_per_task": shell_per, "tasks": tasks, "files": 5000 });
+        out["detail"]["git"] = json!({ "abo_ms_per_task": abo_per, "shell_ms_per_task": shell_per, "tasks": tasks, "runs_per_side": 2, "files": 5000, "dir": d.display().to_string() });
         if !quick {
             note("git overhead with 2 slots");
             let (r2, a2, s2) = git_overhead(d, 5000, tasks, 2).await?;
@@ -518,8 +539,8 @@ pub(crate) async fn bench(cli: &Cli, quick: bool, only: &[String]) -> anyhow::Re
         }
         out["detail"]["scaling_ms_per_task_by_tasks"] = Value::Object(per_task);
         note("scaling: repository size");
-        let (_, a500, _) = git_overhead(d, 500, 10, 1).await?;
-        let (_, a50k, _) = git_overhead(d, 50_000, 10, 1).await?;
+        let (_, a500, _) = git_overhead(d, 500, 3, 1).await?;
+        let (_, a50k, _) = git_overhead(d, 50_000, 3, 1).await?;
         out["detail"]["scaling_abo_ms_per_task_by_files"] = json!({ "500": a500, "50000": a50k });
     }
 

@@ -190,6 +190,10 @@ pub(crate) enum Cmd {
         /// (comma-separated; the others are null).
         #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "git", "concurrent", "scaling"])]
         only: Vec<String>,
+        /// Where the generated repositories go (default: the system's temporary directory); the
+        /// git figures measure its file system as much as abo.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
     /// API tokens: create (printed once), list, revoke.
     Token {

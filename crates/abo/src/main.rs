@@ -91,7 +91,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             )
             .await
         }
-        Cmd::Bench { quick, only } => bench::bench(cli, *quick, only).await,
+        Cmd::Bench { quick, only, dir } => bench::bench(cli, *quick, only, dir.as_deref()).await,
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,

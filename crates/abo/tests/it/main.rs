@@ -7,6 +7,7 @@
 
 mod agents;
 mod apis;
+mod bench;
 mod browser;
 mod budget;
 mod control;

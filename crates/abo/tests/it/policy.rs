@@ -72,6 +72,27 @@ fn denied_changes_never_land_and_cancel_their_dependents() {
 }
 
 #[test]
+fn the_policy_judges_the_worktree_as_the_gates_left_it() {
+    // The change is read after the backend and again after each gate; the policy sees the last.
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!("{SAFETY}gates:\n  - {{ name: writes, run: 'echo X=1 > .env.gate' }}\n"),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: ok, title: O, run: 'echo ok > ok.txt' }\n",
+    );
+    let (code, doc, _) = run(&repo, &b, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(brief(&doc), s(&[("ok", "denied", 1)]));
+    assert_eq!(
+        task(&doc, "ok")["reason"],
+        ".env.gate is an environment file; .env.gate matches safety.forbidden_paths .env*"
+    );
+}
+
+#[test]
 fn a_planted_secret_is_denied_and_its_value_appears_nowhere() {
     let repo = TestRepo::new();
     config(
