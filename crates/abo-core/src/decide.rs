@@ -1171,9 +1171,12 @@ fn exhausted(cx: &mut Ctx<'_>, task: &TaskId, b: &Blocked) {
 }
 
 fn promote_ready(cx: &mut Ctx<'_>) {
-    let ready: Vec<TaskId> = cx
+    // A scan of the records, not of the plan's order: it runs on every decision, and looking each
+    // id up made a run's cost grow with the square of its tasks.
+    let mut ready: Vec<(usize, TaskId)> = cx
         .state
-        .tasks_in_order()
+        .tasks
+        .values()
         .filter(|t| t.state == TaskState::Pending)
         .filter(|t| {
             t.spec.deps.iter().all(|d| {
@@ -1183,9 +1186,10 @@ fn promote_ready(cx: &mut Ctx<'_>) {
                 )
             })
         })
-        .map(|t| t.spec.id.clone())
+        .map(|t| (t.position, t.spec.id.clone()))
         .collect();
-    for id in ready {
+    ready.sort_unstable();
+    for (_, id) in ready {
         cx.emit(Some(&id), EventBody::TaskReady {});
     }
 }
@@ -1211,15 +1215,12 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
     let max = cx.state.spec.settings.max_parallel;
     let mut ready: Vec<(i64, usize, TaskId)> = cx
         .state
-        .order
-        .iter()
-        .enumerate()
-        .filter_map(|(i, id)| {
-            let t = cx.state.task(id)?;
-            (t.state == TaskState::Ready).then(|| (-t.spec.priority, i, id.clone()))
-        })
+        .tasks
+        .values()
+        .filter(|t| t.state == TaskState::Ready)
+        .map(|t| (-t.spec.priority, t.position, t.spec.id.clone()))
         .collect();
-    ready.sort();
+    ready.sort_unstable();
     let mut blocked = Vec::new();
     if let Some(b) = wall_passed(cx.state, cx.now) {
         if let Some((_, _, first)) = ready.first() {
@@ -1229,19 +1230,24 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
         }
         return blocked;
     }
+    // What is in flight and which paths are held, read once: only this loop starts tasks.
+    let mut in_flight = cx.state.in_flight();
+    let mut held: Vec<Vec<String>> = cx
+        .state
+        .tasks
+        .values()
+        .filter(|o| o.state.holds_worktree().is_some())
+        .map(|o| o.spec.paths.clone())
+        .collect();
     for (_, _, id) in ready {
-        if cx.state.in_flight() >= max {
+        if in_flight >= max {
             break;
         }
         let Some(t) = cx.state.task(&id) else {
             continue;
         };
-        let paths = &t.spec.paths;
-        let clash =
-            cx.state.tasks.values().any(|o| {
-                o.state.holds_worktree().is_some() && scopes_overlap(paths, &o.spec.paths)
-            });
-        if clash {
+        let paths = t.spec.paths.clone();
+        if held.iter().any(|h| scopes_overlap(&paths, h)) {
             continue;
         }
         let attempt = t.next_attempt;
@@ -1309,6 +1315,8 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
             feedback,
             reserved,
         });
+        in_flight += 1;
+        held.push(paths);
     }
     blocked
 }

@@ -232,6 +232,8 @@ pub struct Feedback {
 #[derive(Clone, Debug, PartialEq)]
 pub struct TaskRecord {
     pub spec: TaskSpec,
+    /// Where the task is in the plan's order.
+    pub position: usize,
     pub state: TaskState,
     /// The highest attempt number started (0: none yet).
     pub attempt: u32,
@@ -318,7 +320,8 @@ impl RunState {
         let tasks = spec
             .tasks
             .iter()
-            .map(|t| {
+            .enumerate()
+            .map(|(position, t)| {
                 let state = match &t.skipped {
                     Some(reason) => TaskState::Skipped {
                         reason: reason.clone(),
@@ -327,6 +330,7 @@ impl RunState {
                 };
                 let rec = TaskRecord {
                     spec: t.clone(),
+                    position,
                     state,
                     attempt: 0,
                     floor: 0,

@@ -77,7 +77,7 @@ pub enum Dialect {
 pub(crate) const ADVISORY_LOCK: &str = "SELECT 1 FROM (SELECT pg_advisory_xact_lock($1)) AS l";
 
 /// Events per batch: their rows and the rows they touch stay within every database's limit on
-/// parameters (at most 6 + 10 + 8 + 11 a event, under SQLite's 32,766).
+/// parameters (at most 6 + 10 + 8 + 11 an event, under SQLite's 32,766).
 const APPEND_CHUNK: usize = 500;
 
 /// Advisory lock keys: appends (gap-free `seq`), run leases.

@@ -437,7 +437,8 @@ pub(crate) async fn bench(
     let d = dir.path();
     let note = |m: &str| eprintln!("abo bench: {m}");
     let want = |figure: &str| {
-        (only.is_empty() && (figure != "scaling" || !quick)) || only.iter().any(|o| o == figure)
+        (only.is_empty() && (!figure.starts_with("scaling") || !quick))
+            || only.iter().any(|o| o == figure)
     };
     let reps = if quick { 3 } else { 5 };
     let mut out = json!({
@@ -538,6 +539,9 @@ pub(crate) async fn bench(
             per_task.insert(n.to_string(), json!(ms(t) / n as f64));
         }
         out["detail"]["scaling_ms_per_task_by_tasks"] = Value::Object(per_task);
+    }
+
+    if want("scaling-files") {
         note("scaling: repository size");
         let (_, a500, _) = git_overhead(d, 500, 3, 1).await?;
         let (_, a50k, _) = git_overhead(d, 50_000, 3, 1).await?;

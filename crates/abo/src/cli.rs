@@ -187,8 +187,8 @@ pub(crate) enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Measure only these figures: append, noop, dispatch, policy, git, concurrent, scaling
-        /// (comma-separated; the others are null).
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "git", "concurrent", "scaling"])]
+        /// (tasks), scaling-files (repository size); comma-separated, the others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "git", "concurrent", "scaling", "scaling-files"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.

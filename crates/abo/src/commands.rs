@@ -110,7 +110,24 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
     } else {
         say!("run {id}");
     }
+    if ctx.shared.is_some() && !workers_alive(&ctx).await {
+        eprintln!(
+            "note: no `abo worker` has been heard from on {} in the last 30 s: this run's attempts wait for one \
+             (`abo worker --store {} --repo URL`), or run it with --detach for `abo serve` to drive",
+            ctx.store.url(),
+            ctx.store.url()
+        );
+    }
     drive(cli, &ctx, &id, Start::New).await
+}
+
+/// Whether some worker sent a heartbeat in the last 30 seconds.
+async fn workers_alive(ctx: &Ctx) -> bool {
+    let since = ctx.now().0 - 30_000;
+    ctx.store
+        .workers()
+        .await
+        .is_ok_and(|w| w.iter().any(|w| w.heartbeat.0 >= since))
 }
 
 /// Everything `abo run` checks before it records a run: flags, the backlog, the plan, backends,

@@ -408,6 +408,30 @@ fn a_worker_cut_off_from_the_store_loses_its_lease_and_its_late_result_is_refuse
 }
 
 #[test]
+fn a_foreground_run_without_workers_says_so_and_goes_on_when_one_comes() {
+    let mut c = Cluster::new(CONFIG);
+    let path = c.repo.outside.join("backlog.yml");
+    std::fs::write(&path, backlog(2, "0")).unwrap();
+    let url = c.db.url.clone();
+    c.start("fg", &["run", path.to_str().unwrap(), "--store", &url]);
+    assert!(
+        wait_for(30, || c
+            .log("fg")
+            .contains("note: no `abo worker` has been heard from")),
+        "{}",
+        c.log("fg")
+    );
+    c.worker("w1", 2, None);
+    let fg = c.procs.iter_mut().find(|(n, _)| n == "fg").unwrap();
+    let mut code = None;
+    assert!(wait_for(60, || {
+        code = fg.1.try_wait().unwrap().and_then(|s| s.code());
+        code.is_some()
+    }));
+    assert_eq!(code, Some(0), "{}", c.log("fg"));
+}
+
+#[test]
 fn two_control_planes_started_at_once_never_both_land_a_task() {
     let mut c = Cluster::new(CONFIG);
     let run = c.detach(&backlog(8, "0.2"));
