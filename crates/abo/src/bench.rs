@@ -429,9 +429,10 @@ pub(crate) async fn bench(
     under: Option<&Path>,
 ) -> anyhow::Result<u8> {
     let dir = match under {
-        Some(u) => {
-            tempfile::tempdir_in(u).map_err(|e| anyhow::anyhow!("--dir {}: {e}", u.display()))?
-        }
+        Some(u) => tempfile::tempdir_in(u).map_err(|e| {
+            exit::Usage::new(format!("--dir {}: {e}", u.display()))
+                .hint("name an existing directory abo may write in")
+        })?,
         None => tempfile::tempdir()?,
     };
     let d = dir.path();

@@ -54,9 +54,19 @@ fn the_state_machine_figures_are_measured_and_the_others_left_null() {
 }
 
 #[test]
-fn a_figure_that_is_not_one_is_refused() {
+fn a_figure_that_is_not_one_or_a_missing_dir_is_refused() {
     let repo = TestRepo::new();
     let out = abo(&repo, &["bench", "--only", "speed"]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("speed"), "{}", out.stderr);
+    let out = abo(
+        &repo,
+        &["bench", "--only", "policy", "--dir", "/nonexistent/abo"],
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--dir /nonexistent/abo"),
+        "{}",
+        out.stderr
+    );
 }
