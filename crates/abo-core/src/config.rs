@@ -460,12 +460,47 @@ pub struct Sandbox {
     pub limits: Limits,
     #[serde(default)]
     pub env_pass: Vec<String>,
+    /// Paths denied on top of the defaults.
     #[serde(default)]
     pub deny_read: Vec<String>,
+    /// Defaults taken off the denied list, each named exactly as in [`DEFAULT_DENY_READ`].
+    #[serde(default)]
+    pub deny_read_except: Vec<String>,
 }
 
-/// Paths no sandboxed process reads unless `sandbox.deny_read` says otherwise.
-pub const DEFAULT_DENY_READ: [&str; 4] = ["~/.ssh", "~/.aws", "~/.config/gcloud", "~/.gnupg"];
+/// Paths no sandboxed process reads: the usual credential stores of a machine. `sandbox.deny_read`
+/// adds to them; `sandbox.deny_read_except` takes one off, by name. Every `.abo/` directory abo
+/// knows of is denied too (the runtime keeps that list).
+pub const DEFAULT_DENY_READ: [&str; 28] = [
+    "~/.ssh",
+    "~/.aws",
+    "~/.azure",
+    "~/.config/gcloud",
+    "~/.gnupg",
+    "~/.password-store",
+    "~/.git-credentials",
+    "~/.config/git/credentials",
+    "~/.config/gh",
+    "~/.config/hub",
+    "~/.config/glab-cli",
+    "~/.netrc",
+    "~/.docker",
+    "~/.kube",
+    "~/.npmrc",
+    "~/.yarnrc.yml",
+    "~/.pypirc",
+    "~/.cargo/credentials",
+    "~/.cargo/credentials.toml",
+    "~/.gem/credentials",
+    "~/.terraform.d",
+    "~/.vault-token",
+    "~/.local/share/keyrings",
+    "~/.local/state/abo",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/ssh",
+    "/root/.ssh",
+];
 
 /// Hosts agent CLIs reach unless `sandbox.agent_hosts` says otherwise.
 pub const DEFAULT_AGENT_HOSTS: [&str; 2] = ["api.anthropic.com", "api.openai.com"];
@@ -517,7 +552,12 @@ impl Sandbox {
             mode: self.mode.unwrap_or(default_mode),
             gate_network: self.gate_network == Some(GateNetwork::Allow),
             agent_hosts: or(&self.agent_hosts, &DEFAULT_AGENT_HOSTS),
-            deny_read: or(&self.deny_read, &DEFAULT_DENY_READ),
+            deny_read: DEFAULT_DENY_READ
+                .iter()
+                .filter(|d| !self.deny_read_except.iter().any(|e| e == *d))
+                .map(|d| (*d).to_owned())
+                .chain(self.deny_read.iter().cloned())
+                .collect(),
             env_pass: self.env_pass.clone(),
             memory_bytes: l.memory.map(|b| b.0),
             processes: Some(l.processes.unwrap_or(DEFAULT_PROCESSES)),
@@ -773,6 +813,29 @@ impl Config {
                 Some(n) => e.hint(format!("did you mean `{n}`?")),
                 None => e,
             });
+        }
+        for (i, e) in self.sandbox.deny_read_except.iter().enumerate() {
+            if !DEFAULT_DENY_READ.contains(&e.as_str()) {
+                let e = err(
+                    &[
+                        PathSeg::key("sandbox"),
+                        PathSeg::key("deny_read_except"),
+                        PathSeg::Index(i),
+                    ],
+                    format!("`{e}` is not one of the paths denied by default"),
+                );
+                return Err(
+                    match nearest(
+                        self.sandbox.deny_read_except[i].as_str(),
+                        DEFAULT_DENY_READ.iter().copied(),
+                    ) {
+                        Some(n) => e.hint(format!("did you mean `{n}`?")),
+                        None => {
+                            e.hint("`sandbox.deny_read_except` only takes a default off the list")
+                        }
+                    },
+                );
+            }
         }
         let mut seen = std::collections::BTreeSet::new();
         for (i, g) in self.gates.iter().enumerate() {

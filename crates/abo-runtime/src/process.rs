@@ -217,6 +217,7 @@ fn release(spec: &Spec) {
         }
         abo_sandbox::cgroup::remove(dirs);
         let _ = std::fs::remove_file(&sb.profile_file);
+        let _ = std::fs::remove_dir_all(&sb.home);
     }
 }
 

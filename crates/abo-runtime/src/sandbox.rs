@@ -17,8 +17,9 @@ pub enum Role {
     Gate,
     /// A `command` backend: as a gate.
     Command,
-    /// An agent CLI: the user's HOME (minus `deny_read`) with its own state directory writable,
-    /// and the network only through the egress proxy on `proxy_port`.
+    /// An agent CLI: a HOME of its own, seeded with copies of the CLI's login and settings from
+    /// the user's (so nothing it writes there outlives the attempt or reaches the user's own
+    /// sessions), and the network only through the egress proxy on `proxy_port`.
     Agent { kind: AgentKind, proxy_port: u16 },
 }
 
@@ -31,19 +32,110 @@ pub struct Sandboxed {
     pub profile_file: PathBuf,
     /// Every variable the process gets (nothing is inherited).
     pub env: Vec<(String, String)>,
+    /// The process's own HOME, removed when it ends (an agent's holds copies of its login).
+    pub home: PathBuf,
 }
 
 /// Variables every sandboxed process keeps.
 const BASE_ENV: [&str; 5] = ["PATH", "HOME", "TMPDIR", "LANG", "TERM"];
 
-/// The state directories of each agent CLI under HOME, writable for it (logins, sessions).
+/// The files of each agent CLI's state, relative to HOME, copied into the attempt's own HOME: its
+/// login and the user's settings for it. Nothing else of the user's is copied, and nothing is
+/// copied back.
 fn agent_state(kind: AgentKind) -> &'static [&'static str] {
     match kind {
-        AgentKind::ClaudeCode => &[".claude"],
-        AgentKind::Codex => &[".codex"],
-        AgentKind::Aider => &[".aider"],
-        AgentKind::Goose => &[".config/goose", ".local/share/goose", ".local/state/goose"],
+        AgentKind::ClaudeCode => &[
+            ".claude.json",
+            ".claude/.credentials.json",
+            ".claude/settings.json",
+        ],
+        AgentKind::Codex => &[".codex/auth.json", ".codex/config.toml"],
+        AgentKind::Aider => &[
+            ".aider.conf.yml",
+            ".aider.model.settings.yml",
+            ".aider.model.metadata.json",
+        ],
+        AgentKind::Goose => &[".config/goose/config.yaml", ".config/goose/secrets.yaml"],
     }
+}
+
+/// Copies the CLI's state files (regular files only, at most 1 MiB each) from the user's HOME
+/// into `home`. Codex's `CODEX_HOME`, when the user set one, is where its files come from, and
+/// points at the copy afterwards.
+fn seed_agent_home(
+    kind: AgentKind,
+    user_home: Option<&Path>,
+    home: &Path,
+    env: &mut Vec<(String, String)>,
+) {
+    let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
+    for rel in agent_state(kind) {
+        let src = match (kind, &codex_home, rel.strip_prefix(".codex/")) {
+            (AgentKind::Codex, Some(c), Some(name)) => c.join(name),
+            _ => match user_home {
+                Some(h) => h.join(rel),
+                None => continue,
+            },
+        };
+        let Ok(meta) = std::fs::metadata(&src) else {
+            continue;
+        };
+        if !meta.is_file() || meta.len() > 1 << 20 {
+            continue;
+        }
+        let dst = home.join(rel);
+        if let Some(dir) = dst.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let _ = std::fs::copy(&src, &dst);
+        }
+    }
+    if kind == AgentKind::Codex {
+        let dir = home.join(".codex");
+        let _ = std::fs::create_dir_all(&dir);
+        env.push(("CODEX_HOME".into(), dir.to_string_lossy().into_owned()));
+    }
+}
+
+/// The file listing every `.abo/` directory abo has used on this machine, so that no sandbox
+/// reads another repository's store, artifacts or proof key.
+fn known_dirs_file() -> Option<PathBuf> {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| home().map(|h| h.join(".local/state")))?;
+    Some(state.join("abo/known-dirs"))
+}
+
+/// The `.abo/` directories abo has used on this machine (that still exist).
+pub fn known_state_dirs() -> Vec<PathBuf> {
+    known_dirs_file()
+        .and_then(|f| std::fs::read_to_string(f).ok())
+        .unwrap_or_default()
+        .lines()
+        .map(PathBuf::from)
+        .filter(|p| p.is_dir())
+        .collect()
+}
+
+/// Adds a repository's `.abo/` directory to the machine's list (dropping entries that are gone).
+pub fn remember_state_dir(dir: &Path) -> std::io::Result<()> {
+    let Some(file) = known_dirs_file() else {
+        return Ok(());
+    };
+    let dir = dir.canonicalize()?;
+    let mut known = known_state_dirs();
+    if known.contains(&dir) {
+        return Ok(());
+    }
+    known.push(dir);
+    if let Some(parent) = file.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let text: String = known.iter().map(|p| format!("{}\n", p.display())).collect();
+    // Written whole and renamed, so a reader never sees half a list.
+    let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &file)
 }
 
 /// The key variables an agent CLI reads to log in: passed to it, and to nothing else.
@@ -124,14 +216,12 @@ pub fn wrap(
             }
         }
         Role::Agent { kind, proxy_port } => {
-            if let Some(h) = home() {
-                for d in agent_state(kind) {
-                    let dir = h.join(d);
-                    let _ = std::fs::create_dir_all(&dir);
-                    write.push(dir);
-                }
-                env.push(("HOME".into(), h.to_string_lossy().into_owned()));
-            }
+            let _ = std::fs::remove_dir_all(&private_home);
+            std::fs::create_dir_all(&private_home)
+                .map_err(|e| format!("{}: {e}", private_home.display()))?;
+            seed_agent_home(kind, home().as_deref(), &private_home, &mut env);
+            write.push(private_home.clone());
+            env.push(("HOME".into(), private_home.to_string_lossy().into_owned()));
             for k in agent_keys(kind) {
                 pass(k, &mut env);
             }
@@ -141,8 +231,11 @@ pub fn wrap(
     env.extend(extra);
     // abo's own files (the store, artifacts, the proof key, other attempts) are not readable;
     // this attempt's worktree and scratch are.
+    // Nor is any other repository's `.abo/` that abo knows of, nor that list itself.
     let mut deny_read: Vec<PathBuf> = s.deny_read.iter().map(|p| expand(p)).collect();
     deny_read.push(ctx.root.join(".abo"));
+    deny_read.extend(known_state_dirs());
+    deny_read.extend(known_dirs_file().and_then(|f| f.parent().map(Path::to_path_buf)));
     let git_file = wt.join(".git");
     let limits = Limits {
         memory_bytes: s.memory_bytes,
@@ -187,6 +280,7 @@ pub fn wrap(
         profile,
         profile_file: scratch.join(format!("{name}.sandbox.json")),
         env,
+        home: private_home,
     }))
 }
 
@@ -209,7 +303,6 @@ pub fn check(s: &SandboxSpec) -> Result<Vec<String>, String> {
     }
     let needed = |name: &str| match name {
         "network namespace" => !s.gate_network,
-        "user namespace" => !s.gate_network,
         // cgroups are used where available; rlimits stand in otherwise.
         "cgroup" => false,
         _ => true,

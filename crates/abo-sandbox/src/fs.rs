@@ -13,6 +13,20 @@ use crate::{Mode, Network, Profile};
 /// The newest ABI abo knows; the kernel's may be older (best effort) or must match (required).
 const ABI_USED: ABI = ABI::V6;
 
+/// The devices a sandboxed process may read: `/dev/pts` is a new devpts instance in its mount
+/// namespace, so it holds only terminals the sandbox opened itself.
+const DEVICES: [&str; 9] = [
+    "/dev/null",
+    "/dev/zero",
+    "/dev/full",
+    "/dev/random",
+    "/dev/urandom",
+    "/dev/tty",
+    "/dev/ptmx",
+    "/dev/pts",
+    "/dev/shm",
+];
+
 /// Directories to grant read access to so that everything is readable except `deny`: the
 /// filesystem root, split around each denied path (its siblings at every level are granted, the
 /// path itself is not). Paths that do not exist deny nothing.
@@ -59,33 +73,35 @@ pub(crate) fn restrict(p: &Profile) -> Result<Option<String>, String> {
         .set_compatibility(level)
         .handle_access(all)
         .map_err(|e| e.to_string())?
-        // Signals to processes outside the sandbox are refused.
-        .scope(Scope::Signal)
+        // Signals to processes outside the sandbox, and abstract UNIX sockets bound outside it
+        // (the host's, for agents, which keep its network namespace), are refused.
+        .scope(Scope::Signal | Scope::AbstractUnixSocket)
         .map_err(|e| e.to_string())?;
     if matches!(p.network, Network::Proxy { .. }) {
+        // Connections only to the proxy's port, and no listening socket at all: nothing outside
+        // can connect in.
         ruleset = ruleset
-            .handle_access(AccessNet::ConnectTcp)
+            .handle_access(AccessNet::ConnectTcp | AccessNet::BindTcp)
             .map_err(|e| e.to_string())?;
     }
     let mut created = ruleset.create().map_err(|e| e.to_string())?;
-    let readable = readable_roots(&p.deny_read);
+    // Devices are not readable as a whole (as root, `/dev/vda` is the whole disk, denied files
+    // and all): only these are.
+    let mut deny = p.deny_read.clone();
+    deny.push(PathBuf::from("/dev"));
+    let readable = readable_roots(&deny);
     created = created
         .add_rules(path_beneath_rules(&readable, read))
         .and_then(|r| r.add_rules(path_beneath_rules(&p.allow_read, read)))
         // Directories stay listable everywhere (`ls ~` works with `~/.ssh` denied): the names in
         // a denied directory can be listed, nothing in it can be read.
         .and_then(|r| r.add_rules(path_beneath_rules(["/"], AccessFs::ReadDir)))
-        // Terminals and other devices: ioctls on what is readable there.
-        .and_then(|r| r.add_rules(path_beneath_rules(["/dev"], read | AccessFs::IoctlDev)))
+        // The sandbox's own terminals (a devpts of its own) and the harmless devices.
+        .and_then(|r| r.add_rules(path_beneath_rules(DEVICES, read | AccessFs::IoctlDev)))
         .and_then(|r| {
             r.add_rules(path_beneath_rules(
-                [
-                    "/dev/null",
-                    "/dev/zero",
-                    "/dev/full",
-                    "/dev/tty",
-                    "/dev/ptmx",
-                ],
+                // Not /dev/tty: a sandboxed process has no terminal (and could type into abo's).
+                ["/dev/null", "/dev/zero", "/dev/full", "/dev/ptmx"],
                 AccessFs::from_file(abi),
             ))
         })

@@ -20,6 +20,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+#[cfg(target_os = "linux")]
+mod caps;
 pub mod cgroup;
 #[cfg(target_os = "linux")]
 mod fs;

@@ -148,6 +148,8 @@ pub(crate) async fn prepare_abo_dir(root: &Path, git: &Git) -> anyhow::Result<()
         std::fs::create_dir_all(root.join(".abo").join(d))
             .with_context(|| format!("creating .abo/{d}"))?;
     }
+    // No sandbox on this machine may read it, whichever repository it runs for.
+    let _ = abo_runtime::sandbox::remember_state_dir(&root.join(".abo"));
     let common = git.run(&["rev-parse", "--git-common-dir"]).await?;
     let common = root.join(common.trim());
     let exclude = common.join("info/exclude");
