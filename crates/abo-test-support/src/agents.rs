@@ -1,6 +1,7 @@
 //! Fake agent CLIs: shell scripts named like the real tools that print each tool's documented
 //! output, edit a file, and misbehave when the task id says so: `*silent*` prints nothing,
-//! `*hang*` hangs after its result, `*error*` reports an error and exits 0, `*garbage*` prints no
+//! `*hang*` hangs after its result, `*hostile*` runs the Python script `$HOSTILE_SCRIPT` and
+//! writes what it printed into its change, `*error*` reports an error and exits 0, `*garbage*` prints no
 //! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider, `*spendy*` (claude)
 //! streams messages using 1,000 tokens each for two seconds; `FAKE_AGENT_COST` sets the USD claude
 //! reports. Each appends `TOOL TASK ATTEMPT` to `$FAKE_AGENT_LOG/calls` and records its
@@ -42,6 +43,7 @@ PY
 }
 case "$ABO_TASK_ID" in
   *netprobe*) probe; edit() { :; } ;;
+  *hostile*) python3 "$HOSTILE_SCRIPT" > "$TOOL-$ABO_TASK_ID.txt" 2>&1; edit() { :; } ;;
   *silent*) sleep 30; exit 0 ;;
   *crash*) echo "$TOOL: segmentation fault" >&2; exit 3 ;;
   *garbage*) echo "this is not json"; echo '{"type": "result", broken'; edit; exit 0 ;;

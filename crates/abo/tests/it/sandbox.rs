@@ -4,7 +4,7 @@
 use abo_test_support::TestRepo;
 use serde_json::Value;
 
-use crate::{abo_env, artifact, config, events};
+use crate::{abo, abo_env, artifact, config, events};
 
 /// Runs one task whose gate is `gate` under `sandbox:` (YAML flow mapping); returns the task's
 /// status and the gate's log.
@@ -253,4 +253,296 @@ fn agents_reach_only_allowlisted_hosts_through_the_egress_proxy() {
     let log = artifact(&repo, &finished["data"]["log"]);
     assert!(log.contains("--- abo: egress proxy ---"), "{log}");
     assert!(log.contains("a cloud metadata address"), "{log}");
+}
+
+#[test]
+fn no_other_process_and_no_other_environment_is_visible() {
+    // abo's own environment (API keys, tokens, database URLs) was readable through
+    // /proc/$PPID/environ; the sandbox has a PID namespace and a /proc of its own.
+    let env = [("ABO_PROBE_SECRET", "planted-in-abo".to_owned())];
+    let scan = "for f in /proc/[0-9]*/environ /proc/$PPID/environ; do tr '\\0' '\\n' < \"$f\"; done 2>/dev/null | grep -q '^ABO_PROBE_SECRET=planted-in-abo$'";
+    denied(REQUIRED, scan, &env);
+    // Only the sandbox's own processes: its init, the shell, and what the shell runs (pids
+    // from 1 up, where the host's run into the thousands).
+    let (status, log, _) = gate_under(
+        REQUIRED,
+        "n=$(ls /proc | grep '^[0-9]*$' | sort -n | tail -n1); echo \"highest pid: $n\"; test \"$n\" -le 10",
+        &[],
+    );
+    assert_eq!(status, "landed", "{log}");
+}
+
+#[test]
+fn host_unix_sockets_are_out_of_reach() {
+    // A service listening on a pathname UNIX socket outside the worktree (as PostgreSQL and
+    // MariaDB do in /run): reachable without the sandbox, covered inside it.
+    let repo = TestRepo::new();
+    let sock = repo.outside.join("service.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let connect = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{}\")'",
+        sock.display()
+    );
+    let log = denied(REQUIRED, &connect, &[]);
+    assert!(log.contains("ConnectionRefusedError"), "{log}");
+    // The machine's own PostgreSQL, through its socket, as the superuser the socket trusts.
+    let psql = "psql -h /var/run/postgresql -XAtc 'select 1' postgres";
+    denied(REQUIRED, psql, &[]);
+}
+
+#[test]
+fn no_namespaces_device_nodes_or_raw_disks_from_inside() {
+    // clone(CLONE_NEWUSER), clone(CLONE_NEWNET) and clone(CLONE_NEWNS) through the raw system
+    // call (the C library's clone3 falls back to it); the child exits at once.
+    for flag in ["0x10000000", "0x40000000", "0x00020000"] {
+        let clone = format!(
+            "python3 -c '\nimport ctypes, os, sys\nlibc = ctypes.CDLL(None, use_errno=True)\npid = libc.syscall(56, {flag} | 17, 0, 0, 0, 0)\nif pid == 0:\n    os._exit(0)\nprint(\"clone:\", pid, os.strerror(ctypes.get_errno()))\nsys.exit(0 if pid > 0 else 1)\n'"
+        );
+        let log = denied(REQUIRED, &clone, &[]);
+        assert!(log.contains("Operation not permitted"), "{flag}: {log}");
+    }
+    // A block device node in the worktree (as root, a way to the disk).
+    let mknod =
+        "python3 -c 'import os; os.mknod(\"disk\", 0o600 | 0o060000, os.makedev(7, 0))' && rm disk";
+    let log = denied(REQUIRED, mknod, &[]);
+    assert!(log.contains("Operation not permitted"), "{log}");
+    // Devices root may read: the kernel's log here (on most machines, the disk itself too).
+    let kmsg = "dd if=/dev/kmsg bs=1k count=1 iflag=nonblock 2>/dev/null | grep -q .";
+    denied(REQUIRED, kmsg, &[]);
+}
+
+#[test]
+fn the_default_deny_list_covers_credential_stores_and_a_list_adds_to_it() {
+    // A HOME with the usual credential files, and another repository whose `.abo/` abo knows.
+    let repo = TestRepo::new();
+    let home = repo.outside.join("home");
+    let planted = [
+        ".git-credentials",
+        ".config/gh/hosts.yml",
+        ".netrc",
+        ".docker/config.json",
+        ".kube/config",
+        ".npmrc",
+        ".ssh/id_ed25519",
+    ];
+    for f in planted {
+        let p = home.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, "PLANTED-CREDENTIAL").unwrap();
+    }
+    let other = TestRepo::new();
+    let env = [("HOME", home.display().to_string())];
+    let init = abo_env(&other, &["init"], &env);
+    assert_eq!(init.code, 0, "{}", init.stderr);
+    std::fs::write(other.path.join(".abo/proof.key"), "PLANTED-CREDENTIAL").unwrap();
+    let mut targets: Vec<String> = planted
+        .iter()
+        .map(|f| home.join(f).display().to_string())
+        .collect();
+    targets.push(other.path.join(".abo/proof.key").display().to_string());
+    targets.push("/etc/shadow".into());
+    for t in &targets {
+        // Each is readable without the sandbox...
+        let read = format!("cat '{t}'");
+        let (status, log, _) = gate_under("{ mode: off }", &read, &env);
+        assert_eq!(
+            status, "landed",
+            "{t} is readable without the sandbox: {log}"
+        );
+        // ...and not with the default list, nor with a list of the user's own added to it.
+        for sandbox in [
+            REQUIRED,
+            "{ mode: required, deny_read: ['{OUT}/elsewhere'] }",
+        ] {
+            let (status, log, _) = gate_under(sandbox, &read, &env);
+            assert_eq!(status, "failed", "{t} under {sandbox}: {log}");
+            assert!(!log.contains("PLANTED-CREDENTIAL"), "{log}");
+        }
+    }
+    // A default comes off the list only by name.
+    let npmrc = format!("cat '{}'", home.join(".npmrc").display());
+    let (status, log, _) = gate_under(
+        "{ mode: required, deny_read_except: ['~/.npmrc'] }",
+        &npmrc,
+        &env,
+    );
+    assert_eq!(status, "landed", "{log}");
+}
+
+#[test]
+fn a_misspelt_default_to_take_off_the_deny_list_is_a_located_error() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nsandbox:\n  deny_read_except: ['~/.npmr']\n",
+    );
+    let b = repo.write_outside("b.yml", "tasks:\n  - { id: t, title: T, run: 'true' }\n");
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("abo.yml:3"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("did you mean `~/.npmrc`?"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// Runs `gate` as a gate of a command task with abo itself on a terminal (a pty whose other end
+/// this test reads); returns everything the terminal showed.
+fn on_a_terminal(repo: &TestRepo, sandbox: &str, gate: &str) -> String {
+    config(
+        repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\ngates:\n  - {{ name: probe, run: {gate:?} }}\n"
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: t, title: T, run: 'echo c > c.txt' }\n",
+    );
+    let script = format!(
+        "import os, pty, sys\npid, fd = pty.fork()\nif pid == 0:\n    os.execv({abo:?}, [{abo:?}, '-C', {root:?}, 'run', {b:?}])\nout = b''\nwhile True:\n    try:\n        chunk = os.read(fd, 4096)\n    except OSError:\n        break\n    if not chunk:\n        break\n    out += chunk\nos.waitpid(pid, 0)\nsys.stdout.write(out.decode(errors='replace'))\n",
+        abo = env!("CARGO_BIN_EXE_abo"),
+        root = repo.path.display().to_string(),
+        b = b.display().to_string(),
+    );
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test runs abo under a terminal"
+    )]
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn nothing_in_the_sandbox_types_into_abos_terminal() {
+    // TIOCSTI pushes characters into the terminal's input: the user's shell would run them after
+    // abo exits. The terminal echoes what was pushed, which is how the test sees it.
+    let inject = "python3 -c 'import fcntl, termios; fd = open(\"/dev/tty\", \"wb\", buffering=0); [fcntl.ioctl(fd, termios.TIOCSTI, bytes([c])) for c in b\"echo INJECTED-\" + b\"BY-GATE\"]'";
+    let repo = TestRepo::new();
+    let shown = on_a_terminal(&repo, "{ mode: off }", inject);
+    assert!(
+        shown.contains("INJECTED-BY-GATE"),
+        "without the sandbox: {shown}"
+    );
+    let repo = TestRepo::new();
+    let shown = on_a_terminal(&repo, REQUIRED, inject);
+    assert!(
+        !shown.contains("INJECTED-BY-GATE"),
+        "inside the sandbox: {shown}"
+    );
+}
+
+/// What a hostile agent tries, one line of outcome each.
+const HOSTILE_AGENT: &str = r#"
+import os, socket, sys
+def attempt(name, f):
+    try:
+        f()
+        print(name + ": done")
+    except OSError as e:
+        print(name + ": refused " + type(e).__name__)
+def udp():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.sendto(b"exfiltrated", ("127.0.0.1", int(os.environ["PROBE_UDP"])))
+def abstract():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect("\0" + os.environ["PROBE_ABSTRACT"])
+def pathname():
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.environ["PROBE_SOCKET"])
+def listen():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+def persist():
+    d = os.path.join(os.environ["HOME"], ".claude")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, "settings.json"), "w") as f:
+        f.write('{"hooks": "PERSISTED-BY-AGENT"}')
+for name, f in [("udp", udp), ("abstract", abstract), ("pathname", pathname), ("listen", listen), ("persist", persist)]:
+    attempt(name, f)
+"#;
+
+/// Runs the hostile agent as Claude Code under `sandbox`; returns what it reported and the user's
+/// Claude settings afterwards.
+fn hostile_agent(sandbox: &str) -> (String, String) {
+    let repo = TestRepo::new();
+    let bin = abo_test_support::agents::install(&repo.outside);
+    let home = repo.outside.join("home");
+    std::fs::create_dir_all(home.join(".claude")).unwrap();
+    std::fs::write(home.join(".claude/settings.json"), "{}").unwrap();
+    let script = repo.write_outside("hostile.py", HOSTILE_AGENT);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let sock = repo.outside.join("service.sock");
+    let pathname = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let name = format!("abo-test-{}", repo.outside.display());
+    let abstract_ = {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        std::os::unix::net::UnixListener::bind_addr(&addr).unwrap()
+    };
+    std::thread::spawn(move || for _ in pathname.incoming() {});
+    std::thread::spawn(move || for _ in abstract_.incoming() {});
+    config(
+        &repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\nbackends:\n  claude: {{ kind: claude-code }}\n"
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: hostile, title: Attack, backend: claude }\n",
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = [
+        ("PATH", path),
+        ("HOME", home.display().to_string()),
+        ("HOSTILE_SCRIPT", script.display().to_string()),
+        ("PROBE_UDP", udp.local_addr().unwrap().port().to_string()),
+        ("PROBE_SOCKET", sock.display().to_string()),
+        ("PROBE_ABSTRACT", name),
+    ];
+    let out = abo_env(&repo, &["run", b.to_str().unwrap(), "--json"], &env);
+    let doc: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{}", out.stderr);
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    let settings = std::fs::read_to_string(home.join(".claude/settings.json")).unwrap();
+    (
+        repo.git(&["show", &format!("{branch}:claude-hostile.txt")]),
+        settings,
+    )
+}
+
+#[test]
+fn an_agent_sends_no_datagram_reaches_no_host_socket_listens_nowhere_and_persists_nothing() {
+    let env_pass = "env_pass: [HOSTILE_SCRIPT, PROBE_UDP, PROBE_SOCKET, PROBE_ABSTRACT]";
+    let (seen, settings) = hostile_agent(&format!("{{ mode: off, {env_pass} }}"));
+    for probe in ["udp", "abstract", "pathname", "listen", "persist"] {
+        assert!(
+            seen.contains(&format!("{probe}: done")),
+            "without the sandbox: {seen}"
+        );
+    }
+    assert!(settings.contains("PERSISTED-BY-AGENT"), "{settings}");
+
+    let (seen, settings) = hostile_agent(&format!("{{ mode: required, {env_pass} }}"));
+    for probe in ["udp", "abstract", "pathname", "listen"] {
+        assert!(
+            seen.contains(&format!("{probe}: refused")),
+            "inside the sandbox: {seen}"
+        );
+    }
+    // The agent writes its settings into a HOME of its own, discarded with the attempt.
+    assert!(seen.contains("persist: done"), "{seen}");
+    assert_eq!(settings, "{}");
 }
