@@ -35,7 +35,7 @@ fn refused(message: &str) -> Response {
     ApiError::new(StatusCode::FORBIDDEN, "csrf", message).into_response()
 }
 
-fn text<'a>(h: &'a HeaderMap, name: impl header::AsHeaderName) -> Option<&'a str> {
+fn text(h: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
