@@ -2,7 +2,8 @@
 // handler, so the Content-Security-Policy allows scripts only from the server's own files.
 // Live updates: on each event of the stream, the page's <main> is fetched again and swapped in.
 // Actions: buttons with data-act (a POST to that URL) or data-decide (an approval), sent with the
-// session's CSRF token from <meta name=abo-csrf>, which each refresh renews.
+// session's CSRF token from <meta name=abo-csrf>, which each refresh renews (with the logout
+// form's field): a page open across a restart of the server gets the new key's token.
 (function () {
   'use strict';
   var KINDS = ['run.started', 'run.paused', 'run.resumed', 'run.finished', 'run.killed',
@@ -25,7 +26,10 @@
         var d = new DOMParser().parseFromString(t, 'text/html');
         var m = d.querySelector('main');
         var fresh = csrfMeta(d), mine = csrfMeta(document);
-        if (fresh && mine) mine.content = fresh.content;
+        if (fresh && mine) {
+          mine.content = fresh.content;
+          document.querySelectorAll('input[name=_csrf]').forEach(function (i) { i.value = fresh.content; });
+        }
         var typing = document.activeElement && document.activeElement.closest('textarea');
         if (m && !typing) main.innerHTML = m.innerHTML;
       }).finally(function () { busy = false; if (again) { again = false; refresh(); } });

@@ -86,7 +86,10 @@ try {
   await page.waitForSelector('#result:has-text("done")', { timeout: 10000 });
   await page.goto(`${url}/runs/${run}`);
   await page.waitForSelector('tr[data-task="manifest"] .s-landed', { timeout: 30000 });
+  await page.goto(`${url}/runs/${run}/tasks/slow`);
+  await page.waitForSelector('h2:has-text("Change")');
   await page.goto(`${url}/summary`);
+  await page.waitForSelector('h1:has-text("Coming home")');
   if (violations.length) throw new Error(`the dashboard broke its own policy: ${violations.join('; ')}`);
 
   // An inline script injected into a page (what an XSS would do) does not run, and is reported.
