@@ -1,9 +1,11 @@
 //! API tokens and roles. A token is `abo_<id>_<secret>`, shown once; the store keeps only its
 //! SHA-256. Viewers read; approvers also decide approvals; admins also create, pause, resume and
-//! kill runs, retry tasks and manage tokens.
+//! kill runs, retry tasks and manage tokens. The dashboard's session is the token in a cookie;
+//! its state-changing requests also carry a CSRF token ([`SessionKey::csrf`], checked in `guard`).
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
 use sha2::{Digest, Sha256};
@@ -61,26 +63,49 @@ pub fn generate() -> std::io::Result<(String, String)> {
     Ok((id.clone(), format!("abo_{id}_{secret}")))
 }
 
-/// The caller's role, from `Authorization: Bearer ...`: 401 without a live token, 403 when its
-/// role is below `need`.
+/// What authenticates a request: an API client's `Authorization: Bearer` token, else the
+/// dashboard's session cookie (HttpOnly, SameSite=Strict), which carries a token too. `require`
+/// and the CSRF check both ask this, so they never disagree on which one a request used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    Bearer(&'a str),
+    Session(&'a str),
+}
+
+impl<'a> Credential<'a> {
+    pub fn of(headers: &'a HeaderMap) -> Option<Self> {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        match bearer {
+            Some(t) => Some(Self::Bearer(t)),
+            None => session_cookie(headers).map(Self::Session),
+        }
+    }
+
+    pub fn token(self) -> &'a str {
+        match self {
+            Self::Bearer(t) | Self::Session(t) => t,
+        }
+    }
+}
+
+/// The caller's role, from its [`Credential`]: 401 without a live token, 403 when its role is
+/// below `need`.
 pub async fn require(
     store: &abo_store::Store,
     headers: &HeaderMap,
     need: Role,
 ) -> Result<Role, ApiError> {
     let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", m);
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .or_else(|| session_cookie(headers));
-    let Some(token) = token else {
+    let Some(cred) = Credential::of(headers) else {
         return Err(unauthorized(
             "an API token is needed: Authorization: Bearer <token>",
         ));
     };
-    let Some(row) = store.token_by_hash(&hash(token)).await? else {
+    let Some(row) = store.token_by_hash(&hash(cred.token())).await? else {
         return Err(unauthorized("unknown or revoked token"));
     };
     let role: Role = row.role.parse().map_err(ApiError::internal)?;
@@ -94,6 +119,11 @@ pub async fn require(
     Ok(role)
 }
 
+/// Whether the token with this hash is still live: an open event stream asks it while open.
+pub async fn live(store: &abo_store::Store, token_hash: &str) -> Result<bool, ApiError> {
+    Ok(store.token_by_hash(token_hash).await?.is_some())
+}
+
 /// The dashboard's session cookie carries the token (HttpOnly, SameSite=Strict).
 fn session_cookie(headers: &HeaderMap) -> Option<&str> {
     headers
@@ -102,4 +132,42 @@ fn session_cookie(headers: &HeaderMap) -> Option<&str> {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .find_map(|c| c.trim().strip_prefix("abo_session="))
+}
+
+/// The server's secret for CSRF tokens, drawn when it starts: a page rendered before a restart
+/// gets a fresh token with its next live refresh (or reload).
+#[derive(Clone)]
+pub struct SessionKey(Arc<[u8; 32]>);
+
+impl fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SessionKey(..)")
+    }
+}
+
+impl SessionKey {
+    pub fn generate() -> std::io::Result<Self> {
+        use std::io::Read;
+        let mut bytes = [0u8; 32];
+        std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+        Ok(Self(Arc::new(bytes)))
+    }
+
+    /// The CSRF token of the session holding `token`: HMAC-SHA256 under the server's key of the
+    /// token's hash. A page of another origin can neither read it nor compute it.
+    pub fn csrf(&self, token: &str) -> String {
+        let msg = format!("abo csrf v1 {}", hash(token));
+        abo_runtime::notify::sign(self.0.as_slice(), msg.as_bytes())
+    }
+
+    /// Whether `given` is the CSRF token of the session holding `token` (in constant time).
+    pub fn check(&self, token: &str, given: &str) -> bool {
+        let want = self.csrf(token);
+        want.len() == given.len()
+            && want
+                .bytes()
+                .zip(given.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
 }

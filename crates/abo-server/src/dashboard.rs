@@ -1,6 +1,7 @@
 //! The dashboard (DESIGN §11): server-rendered pages, live through the event stream, readable on a
 //! phone. It logs in with an API token once (kept in an HttpOnly, SameSite=Strict cookie) and
-//! every action goes through the same `/v1` API and roles.
+//! every action goes through the same `/v1` API and roles, with the session's CSRF token (checked
+//! in `guard`). Its script and styles are files under `/static/`: nothing inline.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -15,7 +16,7 @@ use abo_core::event::EventBody;
 use abo_core::ids::{RunId, TaskId};
 use abo_core::state::{RunState, TaskState};
 
-use crate::auth::{Role, require};
+use crate::auth::{Credential, Role, require};
 use crate::error::ApiError;
 use crate::{State, shapes};
 
@@ -35,60 +36,48 @@ pub fn esc(s: &str) -> String {
     o
 }
 
-const STYLE: &str = r#"
-body{font:15px/1.4 system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
-header{background:#1d2330;color:#fff;padding:.6em 1em;display:flex;gap:1em;flex-wrap:wrap;align-items:center}
-header a{color:#fff}main{padding:1em;max-width:1100px;margin:auto}
-table{border-collapse:collapse;width:100%;background:#fff}td,th{padding:.35em .5em;border-bottom:1px solid #e3e6ea;text-align:left;vertical-align:top}
-.s-landed{color:#18794e}.s-failed,.s-denied{color:#c62828}.s-running,.s-verifying{color:#1565c0}.s-awaiting_approval,.s-paused{color:#b26a00}.s-cancelled,.s-skipped{color:#777}
-.bar{background:#e3e6ea;height:.8em;border-radius:.4em;overflow:hidden;min-width:8em}.bar>i{display:block;height:100%;background:#1565c0}.bar.alert>i{background:#c62828}
-pre{background:#fff;border:1px solid #e3e6ea;padding:.6em;overflow:auto;max-height:30em;font-size:12px}
-button{padding:.4em .8em;margin:.2em}textarea{width:100%;min-height:3em}
-.card{background:#fff;border:1px solid #e3e6ea;padding:.8em;margin:.6em 0;border-radius:.4em}
-@media(max-width:600px){td,th{font-size:13px}.wide{display:none}}
-"#;
+/// The dashboard's script and styles, served from `/static/` (the Content-Security-Policy allows
+/// no inline script, handler or style).
+const SCRIPT: &str = include_str!("assets/dashboard.js");
+const STYLESHEET: &str = include_str!("assets/dashboard.css");
 
-/// Live updates: on each event of the stream, the page's `<main>` is fetched again and swapped in.
-const LIVE: &str = r#"
-<script>
-(function(){
-  var main=document.querySelector('main'); if(!main) return;
-  var q=main.dataset.run?('?run='+encodeURIComponent(main.dataset.run)):'';
-  var es=new EventSource('/v1/events/stream'+q); var busy=false, again=false;
-  function refresh(){ if(busy){again=true;return;} busy=true;
-    fetch(location.href,{credentials:'same-origin'}).then(function(r){return r.text();}).then(function(t){
-      var d=new DOMParser().parseFromString(t,'text/html'); var m=d.querySelector('main');
-      if(m && !document.activeElement.closest('textarea')){ main.innerHTML=m.innerHTML; }
-    }).finally(function(){busy=false; if(again){again=false; refresh();}}); }
-  es.onmessage=refresh; ['run.started','run.paused','run.resumed','run.finished','run.killed','task.ready','task.started','task.backend_finished','task.gate','task.policy','task.landed','task.retry','task.failed','task.denied','task.cancelled','task.approval_requested','task.approved','task.rejected','budget.charged','budget.alert'].forEach(function(k){es.addEventListener(k,refresh);});
-})();
-async function act(url, body, confirmText){
-  if(confirmText && !confirm(confirmText)) return;
-  var r=await fetch(url,{method:'POST',credentials:'same-origin',headers:{'content-type':'application/json'},body:JSON.stringify(body||{})});
-  var t=await r.text(); var out=document.getElementById('result'); if(out){out.textContent=r.ok?'done':t;}
+pub async fn script() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        SCRIPT,
+    )
+        .into_response()
 }
-function decide(id, approve){
-  var box=document.getElementById('reason-'+id); var reason=box?box.value:'';
-  if(!reason.trim()){ alert('a reason is required'); return; }
-  act('/v1/approvals/'+encodeURIComponent(id)+'/'+(approve?'approve':'reject'),{reason:reason});
-}
-</script>
-"#;
 
-fn page(title: &str, run: Option<&str>, body: &str) -> Html<String> {
+pub async fn stylesheet() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+const HEAD: &str = "<meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><link rel=stylesheet href=/static/dashboard.css>";
+
+/// A page of a session: `csrf` is its token, for the script's actions and the logout form.
+fn page(title: &str, run: Option<&str>, csrf: &str, body: &str) -> Html<String> {
     let data = run
         .map(|r| format!(" data-run=\"{}\"", esc(r)))
         .unwrap_or_default();
     Html(format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><title>{t} · abo</title><style>{STYLE}</style></head><body><header><b>abo</b><a href=\"/\">runs</a><a href=\"/approvals\">approvals</a><a href=\"/summary\">summary</a><span id=result></span></header><main{data}>{body}</main>{LIVE}</body></html>",
-        t = esc(title)
+        "<!doctype html><html lang=en><head>{HEAD}<meta name=abo-csrf content=\"{c}\"><title>{t} · abo</title></head><body><header><b>abo</b><a href=\"/\">runs</a><a href=\"/approvals\">approvals</a><a href=\"/summary\">summary</a><span id=result></span><form method=post action=/logout><input type=hidden name={field} value=\"{c}\"><button type=submit>log out</button></form></header><main{data}>{body}</main><script src=/static/dashboard.js defer></script></body></html>",
+        t = esc(title),
+        c = esc(csrf),
+        field = crate::guard::CSRF_FIELD,
     ))
 }
 
-/// A page that needs a viewer; without a session, the login form.
-async fn viewer(st: &State, h: &HeaderMap) -> Result<(), Response> {
+/// A page that needs a viewer: the CSRF token of its session; without one, the login form.
+async fn viewer(st: &State, h: &HeaderMap) -> Result<String, Response> {
     match require(&st.ctx.store, h, Role::Viewer).await {
-        Ok(_) => Ok(()),
+        Ok(_) => Ok(Credential::of(h)
+            .map(|c| st.sessions.csrf(c.token()))
+            .unwrap_or_default()),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(login_page(None).into_response()),
         Err(e) => Err(e.into_response()),
     }
@@ -99,7 +88,7 @@ fn login_page(error: Option<&str>) -> Html<String> {
         .map(|e| format!("<p class=s-failed>{}</p>", esc(e)))
         .unwrap_or_default();
     Html(format!(
-        "<!doctype html><html lang=en><head><meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><title>abo · log in</title><style>{STYLE}</style></head><body><header><b>abo</b></header><main><h1>Log in</h1>{err}<form method=post action=/login><p><label>API token <input name=token type=password autocomplete=off required></label></p><button type=submit>Log in</button></form><p>Create one with <code>abo token create --role viewer</code>.</p></main></body></html>"
+        "<!doctype html><html lang=en><head>{HEAD}<title>abo · log in</title></head><body><header><b>abo</b></header><main><h1>Log in</h1>{err}<form method=post action=/login><p><label>API token <input name=token type=password autocomplete=off required></label></p><button type=submit>Log in</button></form><p>Create one with <code>abo token create --role viewer</code>.</p></main></body></html>"
     ))
 }
 
@@ -130,6 +119,7 @@ pub async fn login(St(st): St<State>, h: HeaderMap, Form(f): Form<Login>) -> Res
     }
 }
 
+/// Ends the session (a POST from the page's form, with its CSRF token).
 pub async fn logout() -> Response {
     (
         [(
@@ -146,9 +136,10 @@ fn status_span(s: &str) -> String {
 }
 
 pub async fn runs(St(st): St<State>, h: HeaderMap) -> Response {
-    if let Err(r) = viewer(&st, &h).await {
-        return r;
-    }
+    let csrf = match viewer(&st, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let inner = async {
         let mut runs = st.ctx.store.runs().await?;
         runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
@@ -172,7 +163,7 @@ pub async fn runs(St(st): St<State>, h: HeaderMap) -> Response {
         ))
     };
     match inner.await {
-        Ok(body) => page("runs", None, &body).into_response(),
+        Ok(body) => page("runs", None, &csrf, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -203,7 +194,7 @@ pub fn dag_svg(state: &RunState) -> String {
     let rows = rows_in.values().copied().max().unwrap_or(1);
     let (width, height) = (cols * (w + gx) + gx, rows * (h + gy) + gy);
     let mut s = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"100%\" style=\"max-width:{width}px;background:#fff\" role=img aria-label=\"task graph\">"
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" height=\"{height}\" class=dag role=img aria-label=\"task graph\">"
     );
     let xy = |id: &TaskId| {
         let (c, r) = pos[id];
@@ -261,7 +252,7 @@ fn caps_html(doc: &serde_json::Value) -> String {
         let alert = c["alert"].as_bool().unwrap_or(false);
         let _ = write!(
             o,
-            "<tr><td>{cap}</td><td><div class=\"bar{a}\" title=\"{spent} of {limit}\"><i style=\"width:{pct:.0}%\"></i></div></td><td>{spent:.2} / {limit:.2}{mark}</td></tr>",
+            "<tr><td>{cap}</td><td><svg class=\"bar{a}\" viewBox=\"0 0 100 1\" preserveAspectRatio=none role=img aria-label=\"{pct:.0}%\"><title>{spent} of {limit}</title><rect width=\"{pct:.0}\" height=\"1\"/></svg></td><td>{spent:.2} / {limit:.2}{mark}</td></tr>",
             cap = esc(c["cap"].as_str().unwrap_or("")),
             a = if alert { " alert" } else { "" },
             mark = if alert {
@@ -279,9 +270,10 @@ fn caps_html(doc: &serde_json::Value) -> String {
 }
 
 pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    if let Err(r) = viewer(&st, &h).await {
-        return r;
-    }
+    let csrf = match viewer(&st, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let inner = async {
         let row = st
             .ctx
@@ -313,7 +305,7 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
         let live = !matches!(r["status"].as_str(), Some("finished" | "killed"));
         let buttons = if live {
             format!(
-                "<p><button onclick=\"act('/v1/runs/{i}/pause',{{}},'Pause run {i}?')\">Pause</button><button onclick=\"act('/v1/runs/{i}/resume')\">Resume</button><button onclick=\"act('/v1/runs/{i}/kill',{{}},'Kill run {i}? Nothing more lands.')\">Kill</button></p>",
+                "<p><button data-act=\"/v1/runs/{i}/pause\" data-confirm=\"Pause run {i}?\">Pause</button><button data-act=\"/v1/runs/{i}/resume\">Resume</button><button data-act=\"/v1/runs/{i}/kill\" data-confirm=\"Kill run {i}? Nothing more lands.\">Kill</button></p>",
                 i = esc(&id)
             )
         } else {
@@ -340,7 +332,7 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
         ))
     };
     match inner.await {
-        Ok(body) => page(&format!("run {id}"), Some(&id), &body).into_response(),
+        Ok(body) => page(&format!("run {id}"), Some(&id), &csrf, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -350,9 +342,10 @@ pub async fn task_page(
     h: HeaderMap,
     Path((run, task)): Path<(String, String)>,
 ) -> Response {
-    if let Err(r) = viewer(&st, &h).await {
-        return r;
-    }
+    let csrf = match viewer(&st, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let inner = async {
         let run_id = RunId::new(&run);
         let state = abo_runtime::engine::load(&st.ctx.store, &run_id)
@@ -461,15 +454,16 @@ pub async fn task_page(
         ))
     };
     match inner.await {
-        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &body).into_response(),
+        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &csrf, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
-    if let Err(r) = viewer(&st, &h).await {
-        return r;
-    }
+    let csrf = match viewer(&st, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let pending = match st.ctx.store.pending_approvals().await {
         Ok(p) => p,
         Err(e) => return ApiError::from(e).into_response(),
@@ -487,19 +481,20 @@ pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
             .collect();
         let _ = write!(
             body,
-            "<div class=card data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> ({action})<ul>{reasons}</ul><textarea id=\"reason-{id}\" placeholder=\"your reason (required)\"></textarea><button onclick=\"decide('{id}', true)\">Approve</button><button onclick=\"decide('{id}', false)\">Reject</button></div>",
+            "<div class=card data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> ({action})<ul>{reasons}</ul><textarea id=\"reason-{id}\" placeholder=\"your reason (required)\"></textarea><button data-decide=\"{id}\" data-approve=true>Approve</button><button data-decide=\"{id}\" data-approve=false>Reject</button></div>",
             task = esc(a.task.as_str()),
             run = esc(a.run.as_str()),
             action = esc(&a.action),
         );
     }
-    page("approvals", None, &body).into_response()
+    page("approvals", None, &csrf, &body).into_response()
 }
 
 pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
-    if let Err(r) = viewer(&st, &h).await {
-        return r;
-    }
+    let csrf = match viewer(&st, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     let now = st.ctx.now();
     let since = abo_core::ids::Timestamp(now.0 - 24 * 3600 * 1000);
     let events = match crate::metrics::all_events(&st.ctx.store).await {
@@ -528,5 +523,5 @@ pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
         s.cost_usd,
         s.tokens
     );
-    page("summary", None, &body).into_response()
+    page("summary", None, &csrf, &body).into_response()
 }

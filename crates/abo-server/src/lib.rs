@@ -1,7 +1,9 @@
 //! abo's control plane (DESIGN §11): the REST API under `/v1`, server-sent events, `/metrics`,
 //! `/healthz` and `/openapi.json`, behind API tokens and roles. What changes a run (create, pause,
 //! resume, kill, retry, decide) goes through [`Control`], which the abo binary implements with the
-//! same code paths as its commands.
+//! same code paths as its commands. Every request passes [`guard`]: state-changing requests of the
+//! dashboard's session need its CSRF token and the server's own origin, and every response
+//! carries the security headers.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +14,7 @@ use abo_core::ids::{RunId, TaskId};
 pub mod auth;
 pub mod dashboard;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -58,4 +61,6 @@ pub trait Control: Send + Sync {
 pub struct State {
     pub ctx: Arc<abo_runtime::Ctx>,
     pub control: Arc<dyn Control>,
+    /// Signs the dashboard's CSRF tokens.
+    pub sessions: auth::SessionKey,
 }

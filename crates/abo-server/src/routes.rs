@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use abo_core::ids::{RunId, TaskId, Timestamp};
 
-use crate::auth::{Role, require};
+use crate::auth::{Credential, Role, require};
 use crate::error::ApiError;
 use crate::{CreateRun, State, shapes};
 
@@ -172,13 +172,20 @@ pub fn app(state: State) -> axum::Router {
         .route("/openapi.json", get(openapi))
         .route("/", get(crate::dashboard::runs))
         .route("/login", post(crate::dashboard::login))
-        .route("/logout", get(crate::dashboard::logout))
+        .route("/logout", post(crate::dashboard::logout))
+        .route("/static/dashboard.js", get(crate::dashboard::script))
+        .route("/static/dashboard.css", get(crate::dashboard::stylesheet))
         .route("/runs/{id}", get(crate::dashboard::run_page))
         .route("/runs/{id}/tasks/{task}", get(crate::dashboard::task_page))
         .route("/approvals", get(crate::dashboard::approvals_page))
         .route("/summary", get(crate::dashboard::summary_page))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::guard::csrf,
+        ))
+        .layer(axum::middleware::from_fn(crate::guard::headers))
         .with_state(state)
 }
 
@@ -385,15 +392,22 @@ async fn events(
     )))
 }
 
-/// How often the stream looks for new events.
+/// How often the stream looks for new events (and whether its credential still holds).
 const POLL: Duration = Duration::from_millis(200);
 
+/// Events as they are appended, while the credential that opened the stream is live: it is
+/// checked after each read of the log, so no event appended after the token was revoked (or the
+/// session's token) is sent, and the stream ends.
 async fn stream(
     St(st): St<State>,
     h: HeaderMap,
     Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
     auth(&st, &h, "get", "/v1/events/stream").await?;
+    // `auth` found a live credential; an empty hash would match no token and end the stream.
+    let credential = Credential::of(&h)
+        .map(|c| crate::auth::hash(c.token()))
+        .unwrap_or_default();
     let resume = h
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -403,23 +417,35 @@ async fn stream(
     let store = st.ctx.store.clone();
     let s = futures_util::stream::unfold(
         (store, run, after, std::collections::VecDeque::new()),
-        |(store, run, mut after, mut queue)| async move {
-            loop {
-                if let Some(e) = queue.pop_front() {
-                    return Some((Ok::<_, Infallible>(e), (store, run, after, queue)));
-                }
-                match store.events(run.as_ref(), after, 500).await {
-                    Ok(batch) if !batch.is_empty() => {
-                        for e in batch {
-                            after = e.seq;
-                            let ev = SseEvent::default()
-                                .id(e.seq.to_string())
-                                .event(e.event.body.kind())
-                                .data(e.to_json().to_string());
-                            queue.push_back(ev);
-                        }
+        move |(store, run, mut after, mut queue)| {
+            let credential = credential.clone();
+            async move {
+                loop {
+                    if let Some(e) = queue.pop_front() {
+                        return Some((Ok::<_, Infallible>(e), (store, run, after, queue)));
                     }
-                    _ => tokio::time::sleep(POLL).await,
+                    let read = store.events(run.as_ref(), after, 500).await;
+                    if !crate::auth::live(&store, &credential)
+                        .await
+                        .unwrap_or(false)
+                    {
+                        // Revoked (or the store failed: the browser's EventSource reconnects,
+                        // and the reconnection is authenticated again).
+                        return None;
+                    }
+                    match read {
+                        Ok(batch) if !batch.is_empty() => {
+                            for e in batch {
+                                after = e.seq;
+                                let ev = SseEvent::default()
+                                    .id(e.seq.to_string())
+                                    .event(e.event.body.kind())
+                                    .data(e.to_json().to_string());
+                                queue.push_back(ev);
+                            }
+                        }
+                        _ => tokio::time::sleep(POLL).await,
+                    }
                 }
             }
         },

@@ -115,6 +115,7 @@ async fn setup() -> T {
     let state = State {
         ctx: Arc::new(ctx),
         control: fake.clone(),
+        sessions: auth::SessionKey::generate().unwrap(),
     };
     T {
         _dir: dir,
@@ -157,6 +158,446 @@ impl T {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         (status, String::from_utf8_lossy(&bytes).into_owned())
     }
+}
+
+impl T {
+    /// Any request: (status, headers, body).
+    async fn send(&self, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+        let resp = abo_server::app(self.state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            headers,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        )
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::mem::take(&mut *self.fake.calls.lock().unwrap())
+    }
+}
+
+/// The server as the browser addresses it, and a page of another port of the same host: same
+/// site, so a SameSite=Strict cookie goes along with its forms, but another origin.
+const HOST: &str = "127.0.0.1:3100";
+const OWN: &str = "http://127.0.0.1:3100";
+const OTHER: &str = "http://127.0.0.1:9999";
+
+fn session(token: &str) -> String {
+    format!("abo_session={token}")
+}
+
+/// The CSRF token a dashboard page of this session embeds (its `<meta name=abo-csrf>`).
+async fn page_csrf(t: &T, token: &str) -> String {
+    let req = Request::get("/")
+        .header("host", HOST)
+        .header("cookie", session(token))
+        .body(Body::empty())
+        .unwrap();
+    let (s, _, html) = t.send(req).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    let csrf = html
+        .split_once("<meta name=abo-csrf content=\"")
+        .and_then(|(_, rest)| rest.split_once('"'))
+        .map(|(c, _)| c.to_owned())
+        .unwrap();
+    assert_eq!(csrf.len(), 64, "{html}");
+    assert!(
+        html.contains(&format!("name=_csrf value=\"{csrf}\"")),
+        "the logout form carries it too: {html}"
+    );
+    csrf
+}
+
+/// Every state-changing route: the table's POSTs and the dashboard's.
+fn state_changing() -> Vec<(&'static str, String)> {
+    let mut out: Vec<_> = ROUTES
+        .iter()
+        .filter(|r| r.method != "get")
+        .map(|r| (r.path, concrete(r.path)))
+        .collect();
+    out.push(("/logout", "/logout".to_owned()));
+    assert!(out.iter().any(|(_, p)| p == "/v1/runs/r1/kill"), "{out:?}");
+    out
+}
+
+/// A POST as a browser sends it: `headers` as given, a form body unless `json`.
+fn post(path: &str, headers: &[(&str, &str)], json: Option<Value>) -> Request<Body> {
+    let mut req = Request::post(path).header("host", HOST);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    match json {
+        Some(b) => req
+            .header("content-type", "application/json")
+            .body(Body::from(b.to_string()))
+            .unwrap(),
+        None => req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("confirm=yes"))
+            .unwrap(),
+    }
+}
+
+#[tokio::test]
+async fn a_cross_origin_form_with_the_session_cookie_changes_nothing() {
+    let t = setup().await;
+    let admin = t.token(Role::Admin).to_owned();
+    let cookie = session(&admin);
+    let csrf = page_csrf(&t, &admin).await;
+    let viewer_csrf = page_csrf(&t, t.token(Role::Viewer)).await;
+    assert_ne!(csrf, viewer_csrf, "a token per session");
+
+    // The attack: another port's page auto-submits a form to each route, with the admin's cookie.
+    for (route, path) in state_changing() {
+        let (s, _, text) = t
+            .send(post(&path, &[("cookie", &cookie), ("origin", OTHER)], None))
+            .await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "POST {route}: {text}");
+        let err: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(err["error"]["code"], "csrf", "POST {route}: {text}");
+    }
+    // Nor does any half of the defence pass alone, nor another session's token.
+    let kill = "/v1/runs/r1/kill";
+    let field = format!("_csrf={csrf}");
+    let forged = "0".repeat(64);
+    let attempts: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("own origin, no token", vec![("origin", OWN)]),
+        (
+            "the token, other origin",
+            vec![("origin", OTHER), ("x-abo-csrf", &csrf)],
+        ),
+        (
+            "the token, opaque origin",
+            vec![("origin", "null"), ("x-abo-csrf", &csrf)],
+        ),
+        (
+            "the token, no origin or referer",
+            vec![("x-abo-csrf", &csrf)],
+        ),
+        (
+            "the token, other referer",
+            vec![
+                ("referer", "http://127.0.0.1:9999/x"),
+                ("x-abo-csrf", &csrf),
+            ],
+        ),
+        (
+            "another session's token",
+            vec![("origin", OWN), ("x-abo-csrf", &viewer_csrf)],
+        ),
+        (
+            "a forged token",
+            vec![("origin", OWN), ("x-abo-csrf", &forged)],
+        ),
+    ];
+    for (what, mut headers) in attempts {
+        headers.push(("cookie", &cookie));
+        let (s, _, text) = t.send(post(kill, &headers, None)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{what}: {text}");
+    }
+    let (s, _, text) = t
+        .send(
+            Request::post(kill)
+                .header("host", HOST)
+                .header("cookie", &cookie)
+                .header("origin", OWN)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from("_csrf=00"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "a wrong form field: {text}");
+    // Logging in from another origin is refused too: no cookie is set.
+    let (s, h, _) = t
+        .send(
+            Request::post("/login")
+                .header("host", HOST)
+                .header("origin", OTHER)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={admin}")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(h.get("set-cookie").is_none());
+    assert_eq!(
+        t.calls(),
+        Vec::<String>::new(),
+        "no attack reached the control"
+    );
+
+    // The control: the same requests from the dashboard's own page, with its token, do happen.
+    for (route, path) in state_changing() {
+        let headers = [
+            ("cookie", cookie.as_str()),
+            ("origin", OWN),
+            ("x-abo-csrf", &csrf),
+        ];
+        let (s, h, text) = t.send(post(&path, &headers, body_for("post", route))).await;
+        assert!(
+            s != StatusCode::FORBIDDEN && s != StatusCode::UNAUTHORIZED,
+            "POST {route}: {s} {text}"
+        );
+        if route == "/logout" {
+            assert_eq!(s, StatusCode::SEE_OTHER);
+            assert!(h["set-cookie"].to_str().unwrap().contains("Max-Age=0"));
+        }
+    }
+    let calls = t.calls();
+    for want in [
+        "create b.yml",
+        "pause r1",
+        "resume r1",
+        "kill r1",
+        "retry x",
+        "decide x true looks fine",
+    ] {
+        assert!(calls.contains(&want.to_owned()), "{want}: {calls:?}");
+    }
+    // A plain form of the page (its `_csrf` field), and a browser that sends only a Referer.
+    let (s, _, text) = t
+        .send(
+            Request::post(kill)
+                .header("host", HOST)
+                .header("cookie", &cookie)
+                .header("origin", OWN)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("a=1&{field}")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    let headers = [
+        ("cookie", cookie.as_str()),
+        ("referer", "http://127.0.0.1:3100/runs/r1"),
+        ("x-abo-csrf", &csrf),
+    ];
+    let (s, _, text) = t.send(post(kill, &headers, None)).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    // Behind a proxy, the origin the browser saw is the forwarded one.
+    let headers = [
+        ("cookie", cookie.as_str()),
+        ("origin", "https://abo.example"),
+        ("x-forwarded-host", "abo.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-abo-csrf", &csrf),
+    ];
+    let (s, _, text) = t.send(post(kill, &headers, None)).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(t.calls(), vec!["kill r1", "kill r1", "kill r1"]);
+    // API clients authenticate with a bearer token, not the cookie: no CSRF token, any origin.
+    let auth = format!("Bearer {admin}");
+    let headers = [("authorization", auth.as_str()), ("origin", OTHER)];
+    let (s, _, text) = t.send(post(kill, &headers, None)).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(t.calls(), vec!["kill r1"]);
+    // The role still holds for a session with its token: a viewer does not kill.
+    let viewer_cookie = session(t.token(Role::Viewer));
+    let headers = [
+        ("cookie", viewer_cookie.as_str()),
+        ("origin", OWN),
+        ("x-abo-csrf", &viewer_csrf),
+    ];
+    let (s, _, text) = t.send(post(kill, &headers, None)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(text.contains("\"forbidden\""), "{text}");
+    // Logging in from the login page itself works.
+    let (s, h, text) = t
+        .send(
+            Request::post("/login")
+                .header("host", HOST)
+                .header("origin", OWN)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(Body::from(format!("token={admin}")))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::SEE_OTHER, "{text}");
+    assert!(h["set-cookie"].to_str().unwrap().starts_with(&cookie));
+    assert!(t.calls().is_empty());
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers_and_pages_have_nothing_inline() {
+    let t = setup().await;
+    let v = t.token(Role::Viewer).to_owned();
+    let cookie = session(&v);
+    let get = |path: &str, cookie: Option<&str>| {
+        let mut r = Request::get(path).header("host", HOST);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let bearer = Request::get("/v1/runs")
+        .header("authorization", format!("Bearer {v}"))
+        .body(Body::empty())
+        .unwrap();
+    let cases = vec![
+        ("the login page", get("/", None), StatusCode::OK),
+        ("runs", get("/", Some(&cookie)), StatusCode::OK),
+        ("a run", get("/runs/r1", Some(&cookie)), StatusCode::OK),
+        (
+            "approvals",
+            get("/approvals", Some(&cookie)),
+            StatusCode::OK,
+        ),
+        ("summary", get("/summary", Some(&cookie)), StatusCode::OK),
+        ("the API", bearer, StatusCode::OK),
+        ("no token", get("/v1/runs", None), StatusCode::UNAUTHORIZED),
+        (
+            "no route",
+            get("/nope", Some(&cookie)),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "the script",
+            get("/static/dashboard.js", None),
+            StatusCode::OK,
+        ),
+        (
+            "the styles",
+            get("/static/dashboard.css", None),
+            StatusCode::OK,
+        ),
+        (
+            "a refused action",
+            post(
+                "/v1/runs/r1/kill",
+                &[("cookie", &cookie), ("origin", OTHER)],
+                None,
+            ),
+            StatusCode::FORBIDDEN,
+        ),
+    ];
+    for (what, req, status) in cases {
+        let path = req.uri().path().to_owned();
+        let (s, h, body) = t.send(req).await;
+        assert_eq!(s, status, "{what}: {body}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        for directive in [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "frame-ancestors 'none'",
+        ] {
+            assert!(csp.split("; ").any(|d| d == directive), "{what}: {csp}");
+        }
+        assert!(!csp.contains("unsafe"), "{what}: {csp}");
+        assert_eq!(h["x-frame-options"], "DENY", "{what}");
+        assert_eq!(h["x-content-type-options"], "nosniff", "{what}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{what}");
+        let cache = if path.starts_with("/static/") {
+            "no-cache"
+        } else {
+            "no-store"
+        };
+        assert_eq!(h["cache-control"], cache, "{what}");
+        if path.starts_with("/static/") {
+            assert!(body.len() > 500, "{what}");
+            continue;
+        }
+        if !h["content-type"].to_str().unwrap().starts_with("text/html") {
+            continue;
+        }
+        // What the policy would block: inline scripts, handlers and styles.
+        let lower = body.to_lowercase();
+        for tag in lower.split("<script").skip(1) {
+            let open = tag.split('>').next().unwrap();
+            assert!(open.contains("src="), "{what}: an inline script: {body}");
+        }
+        assert!(!lower.contains("<style"), "{what}: {body}");
+        assert!(!lower.contains(" style="), "{what}: {body}");
+        let handler = lower.split(" on").skip(1).any(|w| {
+            let name = w.len()
+                - w.trim_start_matches(|c: char| c.is_ascii_alphabetic())
+                    .len();
+            name > 0 && w[name..].starts_with('=')
+        });
+        assert!(!handler, "{what}: an inline handler: {body}");
+        assert!(lower.contains("/static/dashboard.css"), "{what}");
+    }
+    // The run page's actions are there, for the script to send.
+    let (_, _, html) = t.send(get("/runs/r1", Some(&cookie))).await;
+    assert!(html.contains("data-act=\"/v1/runs/r1/kill\""), "{html}");
+    assert!(html.contains("<script src=/static/dashboard.js"), "{html}");
+}
+
+#[tokio::test]
+async fn an_open_event_stream_ends_when_its_token_is_revoked() {
+    let t = setup().await;
+    let store = t.state.ctx.store.clone();
+    // Two streams: one of the viewer token (to be revoked), one of the approver's dashboard session.
+    let open = |h: (&'static str, String)| {
+        let req = Request::builder()
+            .uri("/v1/events/stream?run=r1")
+            .header(h.0, h.1)
+            .body(Body::empty())
+            .unwrap();
+        let app = abo_server::app(t.state.clone());
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            resp.into_body()
+        }
+    };
+    let mut revoked = open(("authorization", format!("Bearer {}", t.token(Role::Viewer)))).await;
+    let mut kept = open(("cookie", session(t.token(Role::Approver)))).await;
+    /// Reads until `until` is in the text, or the stream ends (`None`: the text so far).
+    async fn read(body: &mut Body, until: &str) -> Result<String, String> {
+        let mut text = String::new();
+        while !text.contains(until) {
+            let frame = tokio::time::timeout(std::time::Duration::from_secs(10), body.frame())
+                .await
+                .expect("the stream answers within the deadline");
+            match frame {
+                Some(f) => {
+                    if let Ok(data) = f.unwrap().into_data() {
+                        text.push_str(&String::from_utf8_lossy(&data));
+                    }
+                }
+                None => return Err(text),
+            }
+        }
+        Ok(text)
+    }
+    assert!(read(&mut revoked, "id: 3\n").await.is_ok());
+    assert!(read(&mut kept, "id: 3\n").await.is_ok());
+    let viewer_id = store
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|r| r.role == "viewer")
+        .unwrap()
+        .id;
+    assert!(store.token_revoke(&viewer_id, Timestamp(2)).await.unwrap());
+    store
+        .append(&[Event {
+            run: RunId::new("r1"),
+            task: None,
+            at: Timestamp(3),
+            body: EventBody::RunResumed {
+                caps: Default::default(),
+            },
+        }])
+        .await
+        .unwrap();
+    // The control: a live credential's stream gets the new event.
+    let text = read(&mut kept, "id: 4\n")
+        .await
+        .expect("the kept stream goes on");
+    assert!(text.contains("event: run.resumed"), "{text}");
+    // The revoked token's stream ends, without it.
+    let text = read(&mut revoked, "id: 4\n")
+        .await
+        .expect_err("the stream ends");
+    assert!(!text.contains("run.resumed"), "{text}");
 }
 
 fn concrete(path: &str) -> String {

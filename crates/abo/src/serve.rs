@@ -272,7 +272,11 @@ pub(crate) async fn listen(
     let listener = tokio::net::TcpListener::bind(sock)
         .await
         .map_err(|e| Usage::new(format!("--addr {addr}: {e}")))?;
-    let state = abo_server::State { ctx, control: api };
+    let state = abo_server::State {
+        ctx,
+        control: api,
+        sessions: auth::SessionKey::generate()?,
+    };
     say!("abo serve: listening on http://{}", listener.local_addr()?);
     Ok(tokio::spawn(async move {
         axum::serve(listener, abo_server::app(state)).await

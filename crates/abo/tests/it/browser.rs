@@ -1,4 +1,6 @@
-//! The dashboard in a real headless Chromium (playwright-core), against `abo serve`.
+//! The dashboard in a real headless Chromium (playwright-core), against `abo serve`: live updates
+//! and approvals under its Content-Security-Policy, and a page on another port of the same host
+//! that forges a kill and frames the dashboard (see `tests/browser/dashboard.mjs`).
 
 use abo_test_support::TestRepo;
 use serde_json::Value;
@@ -7,7 +9,7 @@ use crate::config;
 use crate::serve::{http, start_server, token};
 
 #[test]
-fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
+fn the_dashboard_shows_live_state_and_approves_with_a_reason_and_resists_another_origin() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -47,6 +49,14 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
             go = go.display()
         ),
     );
+    // A run for the attacks: its task waits until the run is killed.
+    repo.write(
+        "victim.yml",
+        &format!(
+            "tasks:\n  - {{ id: wait, title: Wait, paths: [wait.txt], run: 'while [ ! -e {never} ]; do sleep 0.2; done' }}\n",
+            never = repo.outside.join("never").display()
+        ),
+    );
     repo.commit_all("backlog");
     let (admin, approver) = (token(&repo, "admin"), token(&repo, "approver"));
     let (mut server, addr) = start_server(&repo);
@@ -62,6 +72,18 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
         .as_str()
         .unwrap()
         .to_owned();
+    let (s, created) = http(
+        &addr,
+        "POST",
+        "/v1/runs",
+        Some(&admin),
+        Some(serde_json::json!({"backlog": "victim.yml"})),
+    );
+    assert_eq!(s, 201, "{created}");
+    let victim = serde_json::from_str::<Value>(&created).unwrap()["run"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     #[allow(
         clippy::disallowed_methods,
         reason = "the test drives the browser script"
@@ -71,6 +93,8 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
         .current_dir(dir)
         .env("ABO_URL", &url)
         .env("ABO_TOKEN", &approver)
+        .env("ABO_ADMIN", &admin)
+        .env("ABO_VICTIM", &victim)
         .env("ABO_RUN", &run)
         .env("ABO_GO", &go)
         .env("CHROMIUM", &chromium)
@@ -86,4 +110,7 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason() {
     );
     let doc = crate::status(&repo, Some(&run));
     assert_eq!(doc["tasks"][1]["status"], "landed");
+    // The forged form did not kill the victim run; its own Kill button did.
+    let doc = crate::status(&repo, Some(&victim));
+    assert_eq!(doc["run"]["status"], "killed");
 }

@@ -139,6 +139,24 @@ fn a_run_created_over_the_api_is_executed_and_tokens_gate_it() {
     assert!(landed, "{b}");
     let doc: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(doc["tasks"][0]["status"], "landed");
+    // An event stream opened with the viewer token, before it is revoked.
+    let mut stream = TcpStream::connect(&addr).unwrap();
+    write!(
+        stream,
+        "GET /v1/events/stream HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {viewer}\r\n\r\n"
+    )
+    .unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&seen).contains("event: run.finished") {
+        let n = stream.read(&mut buf).expect("events arrive");
+        assert!(n > 0, "{}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).starts_with("HTTP/1.1 200"));
     // A revoked token is refused.
     let ids: Value =
         serde_json::from_str(&abo(&repo, &["token", "list", "--json"]).stdout).unwrap();
@@ -153,6 +171,35 @@ fn a_run_created_over_the_api_is_executed_and_tokens_gate_it() {
         .to_owned();
     assert_eq!(abo(&repo, &["token", "revoke", &viewer_id]).code, 0);
     assert_eq!(http(&addr, "GET", "/v1/runs", Some(&viewer), None).0, 401);
+    // ... and the stream it opened ends: the server closes it, polled with a deadline (keep-alive
+    // comments would keep a stream that stayed open readable for ever).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_millis(500)))
+        .unwrap();
+    let mut rest = Vec::new();
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stream of a revoked token is still open: {}",
+            String::from_utf8_lossy(&rest)
+        );
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => rest.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(
+        String::from_utf8_lossy(&rest).ends_with("0\r\n\r\n"),
+        "the last chunk: {}",
+        String::from_utf8_lossy(&rest)
+    );
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -1,0 +1,68 @@
+// The dashboard's script, served as /static/dashboard.js: the pages carry no inline script or
+// handler, so the Content-Security-Policy allows scripts only from the server's own files.
+// Live updates: on each event of the stream, the page's <main> is fetched again and swapped in.
+// Actions: buttons with data-act (a POST to that URL) or data-decide (an approval), sent with the
+// session's CSRF token from <meta name=abo-csrf>, which each refresh renews (with the logout
+// form's field): a page open across a restart of the server gets the new key's token.
+(function () {
+  'use strict';
+  var KINDS = ['run.started', 'run.paused', 'run.resumed', 'run.finished', 'run.killed',
+    'task.ready', 'task.started', 'task.backend_finished', 'task.gate', 'task.policy',
+    'task.landed', 'task.retry', 'task.failed', 'task.denied', 'task.cancelled',
+    'task.approval_requested', 'task.approved', 'task.rejected', 'budget.charged', 'budget.alert'];
+
+  function csrfMeta(doc) { return doc.querySelector('meta[name=abo-csrf]'); }
+
+  function live() {
+    var main = document.querySelector('main');
+    if (!main) return;
+    var q = main.dataset.run ? ('?run=' + encodeURIComponent(main.dataset.run)) : '';
+    var es = new EventSource('/v1/events/stream' + q);
+    var busy = false, again = false;
+    function refresh() {
+      if (busy) { again = true; return; }
+      busy = true;
+      fetch(location.href, { credentials: 'same-origin' }).then(function (r) { return r.text(); }).then(function (t) {
+        var d = new DOMParser().parseFromString(t, 'text/html');
+        var m = d.querySelector('main');
+        var fresh = csrfMeta(d), mine = csrfMeta(document);
+        if (fresh && mine) {
+          mine.content = fresh.content;
+          document.querySelectorAll('input[name=_csrf]').forEach(function (i) { i.value = fresh.content; });
+        }
+        var typing = document.activeElement && document.activeElement.closest('textarea');
+        if (m && !typing) main.innerHTML = m.innerHTML;
+      }).finally(function () { busy = false; if (again) { again = false; refresh(); } });
+    }
+    es.onmessage = refresh;
+    KINDS.forEach(function (k) { es.addEventListener(k, refresh); });
+  }
+
+  async function act(url, body, confirmText) {
+    if (confirmText && !confirm(confirmText)) return;
+    var meta = csrfMeta(document);
+    var r = await fetch(url, {
+      method: 'POST',
+      credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', 'x-abo-csrf': meta ? meta.content : '' },
+      body: JSON.stringify(body || {}),
+    });
+    var t = await r.text();
+    var out = document.getElementById('result');
+    if (out) out.textContent = r.ok ? 'done' : t;
+  }
+
+  document.addEventListener('click', function (e) {
+    var b = e.target.closest && e.target.closest('button[data-act],button[data-decide]');
+    if (!b) return;
+    if (b.dataset.act) { act(b.dataset.act, {}, b.dataset.confirm); return; }
+    var id = b.dataset.decide;
+    var box = document.getElementById('reason-' + id);
+    var reason = box ? box.value : '';
+    if (!reason.trim()) { alert('a reason is required'); return; }
+    var verb = b.dataset.approve === 'true' ? 'approve' : 'reject';
+    act('/v1/approvals/' + encodeURIComponent(id) + '/' + verb, { reason: reason });
+  });
+
+  live();
+})();
