@@ -195,7 +195,10 @@ pub(crate) fn prepare_run(
 
 async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::Result<u8> {
     let mut progress = Progress::stderr();
-    let state = engine::drive(ctx, id, start, &mut progress).await?;
+    let signals = tokio::spawn(stop_on_signals(Arc::clone(ctx)));
+    let state = engine::drive(ctx, id, start, &mut progress).await;
+    signals.abort();
+    let state = state?;
     let view = status::view(ctx, Some(id.as_str())).await?;
     if cli.json {
         say!("{}", status::to_json(&view));
@@ -204,6 +207,35 @@ async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::R
         say!("{}", next_steps(&state));
     }
     Ok(exit::for_run(&state))
+}
+
+/// SIGINT or SIGTERM: the run pauses, everything running for it is killed, and abo exits 4
+/// (resumable). A second signal ends abo at once, still killing what runs for the run first.
+async fn stop_on_signals(ctx: Arc<Ctx>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        seen += 1;
+        if seen == 1 {
+            eprintln!(
+                "\n{name}: pausing the run and stopping what runs for it (again to exit at once)"
+            );
+            let _ = ctx.stop.send(Some(format!("stopped by a person ({name})")));
+        } else {
+            ctx.groups.kill_all();
+            std::process::exit(i32::from(exit::PAUSED));
+        }
+    }
 }
 
 fn next_steps(state: &RunState) -> String {
