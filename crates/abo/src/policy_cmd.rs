@@ -41,21 +41,39 @@ pub(crate) fn protected_paths(
     let mut out: Vec<String> = [(Some(policy_dir.as_path()), true)]
         .into_iter()
         .chain([config_path, backlog].map(|p| (p, p.is_some_and(Path::is_dir))))
-        .filter_map(|(p, dir)| inside(root, p?, dir))
+        .flat_map(|(p, dir)| p.map(|p| inside(root, p, dir)).unwrap_or_default())
         .collect();
     out.sort();
     out.dedup();
     out
 }
 
-/// `path` relative to `root`, `/` after it when a directory, or `None` outside the repository.
-/// The nearest existing ancestor is resolved (symlinks, `..`): the policy directory may not exist
-/// yet.
-fn inside(root: &Path, path: &Path, dir: bool) -> Option<String> {
-    let root = root.canonicalize().ok()?;
-    let path = std::path::absolute(path).ok()?;
-    let mut base = path.as_path();
-    let mut rest = Vec::new();
+/// `path` relative to `root` (`/` after a directory), as named and, when it is a symlink, as
+/// resolved: both the link and its target rule later runs. Nothing outside the repository.
+fn inside(root: &Path, path: &Path, dir: bool) -> Vec<String> {
+    let (Ok(root), Ok(path)) = (root.canonicalize(), std::path::absolute(path)) else {
+        return Vec::new();
+    };
+    [named(&path), path.canonicalize().ok()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let rel: Vec<String> = p
+                .strip_prefix(&root)
+                .ok()?
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            (!rel.is_empty()).then(|| rel.join("/") + if dir { "/" } else { "" })
+        })
+        .collect()
+}
+
+/// `path` with its directories resolved (symlinks, `..`) and its own name kept; what does not
+/// exist yet (the policy directory) is kept as written.
+fn named(path: &Path) -> Option<PathBuf> {
+    let mut rest = vec![path.file_name()?.to_owned()];
+    let mut base = path.parent()?;
     let resolved = loop {
         if let Ok(r) = base.canonicalize() {
             break r;
@@ -63,21 +81,7 @@ fn inside(root: &Path, path: &Path, dir: bool) -> Option<String> {
         rest.push(base.file_name()?.to_owned());
         base = base.parent()?;
     };
-    let full = rest.iter().rev().fold(resolved, |p, c| p.join(c));
-    let rel: Vec<String> = full
-        .strip_prefix(&root)
-        .ok()?
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    if rel.is_empty() {
-        return None;
-    }
-    let mut s = rel.join("/");
-    if dir {
-        s.push('/');
-    }
-    Some(s)
+    Some(rest.iter().rev().fold(resolved, |p, c| p.join(c)))
 }
 
 /// The user's policy files: every `.rego` file in `safety.policy_dir` (default `.abo/policy`),

@@ -415,15 +415,17 @@ fn landed_commits_carry_a_signed_proof_that_verify_checks() {
 const OWN: &str = "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\nsafety:\n  policy_dir: rules\n";
 
 /// Tasks rewriting abo's own files, each beside an ordinary one in the same run.
-const REWRITES: &str = "tasks:\n  - { id: sandbox-off, title: C, run: 'printf \"version: 1\\nsandbox: { mode: off }\\n\" > abo.yml' }\n  - { id: allow-all, title: P, run: 'echo package abo > rules/allow.rego' }\n  - { id: more-tasks, title: B, run: 'echo \"  - { id: x, title: X, run: x }\" >> plans/backlog.yml' }\n  - { id: unignore, title: U, run: 'echo \"!/.abo/\" > .gitignore; mkdir -p .abo/policy; echo package abo > .abo/policy/p.rego' }\n  - { id: fine, title: F, run: 'echo ok > fine.txt' }\n";
+const REWRITES: &str = "tasks:\n  - { id: sandbox-off, title: C, run: 'printf \"version: 1\\nsandbox: { mode: off }\\n\" > abo.yml' }\n  - { id: allow-all, title: P, run: 'echo package abo > rules/allow.rego' }\n  - { id: more-tasks, title: B, run: 'echo \"  - { id: x, title: X, run: x }\" >> plans/backlog.yml' }\n  - { id: unignore, title: U, run: 'echo \"!/.abo/\" > .gitignore; mkdir -p .abo/policy; echo package abo > .abo/policy/p.rego' }\n  - { id: relink, title: L, run: 'ln -sfn elsewhere.yml plans/current.yml' }\n  - { id: fine, title: F, run: 'echo ok > fine.txt' }\n";
 
 fn own_files_run(safety: &str) -> (TestRepo, i32, Value) {
     let repo = TestRepo::new();
     config(&repo, &format!("{OWN}{safety}"));
     repo.write("rules/team.rego", "package abo\n");
-    let backlog = repo.write("plans/backlog.yml", REWRITES);
+    repo.write("plans/backlog.yml", REWRITES);
+    // The run is started through a symlink: the link and its target are both protected.
+    std::os::unix::fs::symlink("backlog.yml", repo.path.join("plans/current.yml")).unwrap();
     repo.commit_all("rules and backlog");
-    let (code, doc, _) = run(&repo, &backlog, &[]);
+    let (code, doc, _) = run(&repo, &repo.path.join("plans/current.yml"), &[]);
     (repo, code, doc)
 }
 
@@ -442,6 +444,7 @@ fn a_change_to_abo_own_files_is_denied_and_an_ordinary_one_lands() {
             ("allow-all", "denied", 1),
             ("more-tasks", "denied", 1),
             ("unignore", "denied", 1),
+            ("relink", "denied", 1),
             ("fine", "landed", 1)
         ])
     );
@@ -450,6 +453,7 @@ fn a_change_to_abo_own_files_is_denied_and_an_ordinary_one_lands() {
         ("allow-all", "rules/allow.rego"),
         ("more-tasks", "plans/backlog.yml"),
         ("unignore", ".abo/policy/p.rego"),
+        ("relink", "plans/current.yml"),
     ] {
         assert_eq!(task(&doc, t)["reason"], own(path), "{t}");
     }
@@ -478,6 +482,7 @@ fn with_safety_protected_needs_approval_a_change_to_abo_own_files_waits_for_a_pe
             ("allow-all", "awaiting_approval", 1),
             ("more-tasks", "awaiting_approval", 1),
             ("unignore", "awaiting_approval", 1),
+            ("relink", "awaiting_approval", 1),
             ("fine", "landed", 1)
         ])
     );
