@@ -94,8 +94,12 @@ fn comment(line: &str) -> bool {
 /// attributes are still read on purpose: they are the ones `git add` applies when the change is
 /// committed (`eol`, `working-tree-encoding`), so what the policy reads is what would land.
 /// The rest pins what a user's configuration could change in the output (`diff.relative`,
-/// `diff.submodule`, `diff.interHunkContext`, `color.diff`, renames).
+/// `diff.submodule`, `diff.interHunkContext`, `diff.autoRefreshIndex`, `color.diff`, renames).
 const DIFF: &[&str] = &[
+    // A file whose stat changed but not its content is no change (with the user's
+    // `diff.autoRefreshIndex=false` it would be a raw record without a patch).
+    "-c",
+    "diff.autoRefreshIndex=true",
     "diff",
     "HEAD",
     "--no-renames",
@@ -681,7 +685,10 @@ mod tests {
                 "a", "b", " ", "\t", "\"", "'", "\\", "é", "日本", "\n", "+", "-", "@", ":", "*",
                 "?", "#", "\u{7f}", "\r", "ü.rs", ".env", "x y", "/",
             ];
-            let mut name = String::from("f");
+            // Any first character but `.` (`.git`, `.gitattributes`) and `/`.
+            let mut name = self
+                .pick(&["f", ":", "-", "1", " ", "é", "\t", "\n", "\"", "@"])
+                .to_owned();
             for _ in 0..1 + self.below(5) {
                 name.push_str(self.pick(PARTS));
             }
@@ -944,5 +951,53 @@ mod tests {
         );
         let files = parse(&good).unwrap();
         assert_eq!(files[0].added, vec![(1, "x".to_owned())]);
+    }
+
+    #[tokio::test]
+    async fn a_users_diff_configuration_does_not_change_what_is_read() {
+        let repo = TestRepo::new();
+        repo.write("same.txt", "same\n");
+        repo.write("a.txt", "1\n\n3\n4\n5\n");
+        repo.commit_all("base");
+        for (k, v) in [
+            ("diff.autoRefreshIndex", "false"),
+            ("diff.suppressBlankEmpty", "true"),
+            ("diff.interHunkContext", "5"),
+            ("diff.submodule", "log"),
+            ("diff.noprefix", "true"),
+            ("diff.external", "false"),
+            ("color.diff", "always"),
+        ] {
+            repo.git(&["config", k, v]);
+        }
+        // A new inode, the same content: stat-dirty, not changed.
+        std::fs::write(repo.path.join("same.tmp"), "same\n").unwrap();
+        std::fs::rename(repo.path.join("same.tmp"), repo.path.join("same.txt")).unwrap();
+        repo.write("a.txt", "one\n\n3\n4\nfive\n");
+        let git = Git::new(repo.path.clone());
+        let change = summarize(&git, &repo.path, &Scanner::default())
+            .await
+            .unwrap();
+        assert_eq!(files_of(&change), r#"[("a.txt", "modified", 2, 2, false)]"#);
+        assert_eq!(change.added_text, "one\nfive\n");
+        // The control: without abo's options the same configuration changes the output (the
+        // stat-dirty file is a record without a patch).
+        let plain = git
+            .run_in(
+                &repo.path,
+                &[
+                    "diff",
+                    "HEAD",
+                    "--no-ext-diff",
+                    "-U0",
+                    "-z",
+                    "--raw",
+                    "--numstat",
+                    "--patch",
+                ],
+            )
+            .await
+            .unwrap();
+        assert!(parse(&plain).map(|f| f.len()).ok() != Some(1), "{plain:?}");
     }
 }
