@@ -497,7 +497,7 @@ fn what_the_diff_would_hide_reaches_the_policy() {
     );
     let b = repo.write_outside(
         "b.yml",
-        "tasks:\n  - { id: plus, title: P, run: 'printf \"// c\\n++ AKIAQWERTYUIOPASDFGH;\\n\" > a.c' }\n  - { id: quoted, title: Q, run: 'mkdir -p .github/workflows; echo on: push > .github/workflows/ci-é.yml' }\n  - { id: attrs, title: A, run: 'echo \"*.txt -diff\" > .gitattributes; echo AKIAQWERTYUIOPASDFGH > k.txt' }\n  - { id: fine, title: F, run: 'printf \"// c\\n++ i;\\n\" > b.c' }\n",
+        "tasks:\n  - { id: plus, title: P, run: 'printf \"// c\\n++ AKIAQWERTYUIOPASDFGH;\\n\" > a.c' }\n  - { id: quoted, title: Q, run: 'mkdir -p .github/workflows; echo on: push > .github/workflows/ci-é.yml' }\n  - { id: attrs, title: A, run: 'echo \"*.txt -diff\" > .gitattributes; echo AKIAQWERTYUIOPASDFGH > k.txt' }\n  - { id: blob, title: B, run: 'printf \"\\\\000\\\\001AKIAQWERTYUIOPASDFGH\\\\000\" > blob.bin' }\n  - { id: fine, title: F, run: 'printf \"// c\\n++ i;\\n\" > b.c' }\n",
     );
     let (code, doc, _) = run(&repo, &b, &[]);
     assert_eq!(code, 1, "{doc}");
@@ -507,6 +507,7 @@ fn what_the_diff_would_hide_reaches_the_policy() {
             ("plus", "denied", 1),
             ("quoted", "denied", 1),
             ("attrs", "denied", 1),
+            ("blob", "denied", 1),
             ("fine", "landed", 1)
         ])
     );
