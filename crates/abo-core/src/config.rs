@@ -447,6 +447,27 @@ pub struct Safety {
     pub forbidden_patterns: Vec<String>,
     pub max_diff_lines: Option<u64>,
     pub require_reason_for_access: Option<bool>,
+    /// What a change to abo's own files (this configuration, the policy directory, the run's
+    /// backlog, `.abo/`) gets: denied (the default), or a person's approval.
+    pub protected: Option<Protected>,
+}
+
+/// The verdict on a change to abo's own files; named as the verdicts are (`needs_approval`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protected {
+    #[default]
+    Deny,
+    NeedsApproval,
+}
+
+impl Protected {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::NeedsApproval => "needs_approval",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -1124,6 +1145,13 @@ mod tests {
         assert_eq!(
             err("version: 1\nbackends:\n  cl:\n    kind: claude-code\n    modle: x\n"),
             "abo.yml:5:5: unknown key `backends.cl.modle` (hint: did you mean `model`?)"
+        );
+        assert_eq!(
+            err("version: 1\nsafety:\n  protected: allow\n")
+                .split(" (hint")
+                .next()
+                .unwrap(),
+            "abo.yml:3:14: `safety.protected`: unknown value `allow`"
         );
         assert_eq!(
             err("version: 1\nrouter: { fallback: [nope] }\n"),

@@ -195,6 +195,56 @@ fn each_default_rule() {
     );
 }
 
+/// abo's own files: each protected path denied, or held for approval when `safety.protected`
+/// says so; the same names elsewhere (the control) pass.
+#[test]
+fn abo_own_files_are_protected() {
+    let protected = |mode: &str| {
+        let mut c = config();
+        c["protected"] = json!(mode);
+        c["protected_paths"] = json!([".abo/policy/", "ops/abo.yml", "plans/", "backlog.yml"]);
+        Policy::load(&c, &[]).unwrap()
+    };
+    let reason =
+        |p: &str| format!("{p} is abo's own configuration, policy or backlog (safety.protected)");
+    let cases: &[(&str, bool)] = &[
+        ("abo.yml", true),
+        ("ops/abo.yml", true),
+        (".abo/policy/allow_all.rego", true),
+        (".abo/keys/proof.key", true),
+        ("plans/next.md", true),
+        ("backlog.yml", true),
+        // The control: near names are ordinary files.
+        ("src/abo.yml", false),
+        ("abo.yml.bak", false),
+        ("plans.md", false),
+        ("docs/backlog.yml", false),
+        (".abolish", false),
+    ];
+    for (path, is_protected) in cases {
+        let i = input(&[path], &[], "x", 1);
+        let d = protected("deny").evaluate(&i).unwrap();
+        let want: Vec<String> = if *is_protected {
+            vec![reason(path)]
+        } else {
+            vec![]
+        };
+        assert_eq!(d.deny, want, "{path}");
+        let d = protected("needs_approval").evaluate(&i).unwrap();
+        assert_eq!(
+            (d.deny.clone(), d.require_approval),
+            (vec![], want),
+            "{path}"
+        );
+    }
+    // Without `protected` (a run recorded before it existed) the default is to deny.
+    let d = Policy::load(&config(), &[])
+        .unwrap()
+        .evaluate(&input(&["abo.yml"], &[], "x", 1))
+        .unwrap();
+    assert_eq!(d.deny, [reason("abo.yml")]);
+}
+
 #[test]
 fn user_policies_add_rules_and_syntax_errors_are_located() {
     let user = vec![(
@@ -225,6 +275,8 @@ fn user_policies_add_rules_and_syntax_errors_are_located() {
             ("test_docs_are_low_risk".into(), true),
             ("test_auth_code_is_critical".into(), true),
             ("test_out_of_scope_needs_approval".into(), true),
+            ("test_abo_config_is_protected".into(), true),
+            ("test_protected_may_need_approval_instead".into(), true),
             ("test_todo_denied".into(), true),
             ("test_wrong".into(), false),
         ]

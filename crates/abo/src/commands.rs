@@ -82,14 +82,14 @@ pub(crate) fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
 #[allow(clippy::print_stderr, reason = "progress and notes go to stderr")]
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
-    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    let (config, config_path) = load::config(&root, cli.config.as_deref())?;
     // A relative backlog path is relative to where abo was started (or -C).
     let backlog = if args.backlog.is_absolute() {
         args.backlog.clone()
     } else {
         cli.dir.clone().unwrap_or_default().join(&args.backlog)
     };
-    let (plan, opts) = prepare_run(&root, &config, &backlog, args)?;
+    let (plan, opts) = prepare_run(&root, &config, config_path.as_deref(), &backlog, args)?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
     if args.detach && ctx.store.dialect() != abo_store::Dialect::Postgres {
         return Err(Usage::new(format!(
@@ -136,6 +136,7 @@ async fn workers_alive(ctx: &Ctx) -> bool {
 pub(crate) fn prepare_run(
     root: &Path,
     config: &abo_core::config::Config,
+    config_path: Option<&Path>,
     backlog: &Path,
     args: &RunArgs,
 ) -> anyhow::Result<(abo_core::plan::Plan, RunOptions)> {
@@ -182,7 +183,7 @@ pub(crate) fn prepare_run(
         }
     }
     abo_runtime::create::resolve_autonomy(&plan, config, profile.as_deref())?;
-    let policy = crate::policy_cmd::policy_spec(root, config)?;
+    let policy = crate::policy_cmd::policy_spec(root, config, config_path, backlog)?;
     let opts = RunOptions {
         profile,
         max_parallel,

@@ -294,7 +294,7 @@ fn policy_eval_and_test_on_the_command_line() {
         out.stdout
     );
     assert!(
-        out.stdout.trim_end().ends_with("5 passed, 1 failed"),
+        out.stdout.trim_end().ends_with("7 passed, 1 failed"),
         "{}",
         out.stdout
     );
@@ -410,4 +410,124 @@ fn landed_commits_carry_a_signed_proof_that_verify_checks() {
         "{}",
         out.stderr
     );
+}
+
+const OWN: &str = "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\nsafety:\n  policy_dir: rules\n";
+
+/// Tasks rewriting abo's own files, each beside an ordinary one in the same run.
+const REWRITES: &str = "tasks:\n  - { id: sandbox-off, title: C, run: 'printf \"version: 1\\nsandbox: { mode: off }\\n\" > abo.yml' }\n  - { id: allow-all, title: P, run: 'echo package abo > rules/allow.rego' }\n  - { id: more-tasks, title: B, run: 'echo \"  - { id: x, title: X, run: x }\" >> plans/backlog.yml' }\n  - { id: unignore, title: U, run: 'echo \"!/.abo/\" > .gitignore; mkdir -p .abo/policy; echo package abo > .abo/policy/p.rego' }\n  - { id: relink, title: L, run: 'ln -sfn elsewhere.yml plans/current.yml' }\n  - { id: fine, title: F, run: 'echo ok > fine.txt' }\n";
+
+fn own_files_run(safety: &str) -> (TestRepo, i32, Value) {
+    let repo = TestRepo::new();
+    config(&repo, &format!("{OWN}{safety}"));
+    repo.write("rules/team.rego", "package abo\n");
+    repo.write("plans/backlog.yml", REWRITES);
+    // The run is started through a symlink: the link and its target are both protected.
+    std::os::unix::fs::symlink("backlog.yml", repo.path.join("plans/current.yml")).unwrap();
+    repo.commit_all("rules and backlog");
+    let (code, doc, _) = run(&repo, &repo.path.join("plans/current.yml"), &[]);
+    (repo, code, doc)
+}
+
+fn own(path: &str) -> String {
+    format!("{path} is abo's own configuration, policy or backlog (safety.protected)")
+}
+
+#[test]
+fn a_change_to_abo_own_files_is_denied_and_an_ordinary_one_lands() {
+    let (repo, code, doc) = own_files_run("");
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("sandbox-off", "denied", 1),
+            ("allow-all", "denied", 1),
+            ("more-tasks", "denied", 1),
+            ("unignore", "denied", 1),
+            ("relink", "denied", 1),
+            ("fine", "landed", 1)
+        ])
+    );
+    for (t, path) in [
+        ("sandbox-off", "abo.yml"),
+        ("allow-all", "rules/allow.rego"),
+        ("more-tasks", "plans/backlog.yml"),
+        ("unignore", ".abo/policy/p.rego"),
+        ("relink", "plans/current.yml"),
+    ] {
+        assert_eq!(task(&doc, t)["reason"], own(path), "{t}");
+    }
+    let id = doc["run"]["id"].as_str().unwrap();
+    let base = doc["run"]["base"].as_str().unwrap();
+    let landed: Vec<String> = repo
+        .commits(base, &format!("abo/{id}"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(landed, ["fine"]);
+    assert_eq!(
+        repo.git(&["show", &format!("abo/{id}:abo.yml")]),
+        format!("{OWN}")
+    );
+}
+
+#[test]
+fn with_safety_protected_needs_approval_a_change_to_abo_own_files_waits_for_a_person() {
+    let (_repo, code, doc) = own_files_run("  protected: needs_approval\n");
+    assert_eq!(code, 4, "only approvals are left: {doc}");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("sandbox-off", "awaiting_approval", 1),
+            ("allow-all", "awaiting_approval", 1),
+            ("more-tasks", "awaiting_approval", 1),
+            ("unignore", "awaiting_approval", 1),
+            ("relink", "awaiting_approval", 1),
+            ("fine", "landed", 1)
+        ])
+    );
+}
+
+#[test]
+fn what_the_diff_would_hide_reaches_the_policy() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: plus, title: P, run: 'printf \"// c\\n++ AKIAQWERTYUIOPASDFGH;\\n\" > a.c' }\n  - { id: quoted, title: Q, run: 'mkdir -p .github/workflows; echo on: push > .github/workflows/ci-é.yml' }\n  - { id: attrs, title: A, run: 'echo \"*.txt -diff\" > .gitattributes; echo AKIAQWERTYUIOPASDFGH > k.txt' }\n  - { id: blob, title: B, run: 'printf \"\\\\000\\\\001AKIAQWERTYUIOPASDFGH\\\\000\" > blob.bin' }\n  - { id: fine, title: F, run: 'printf \"// c\\n++ i;\\n\" > b.c' }\n",
+    );
+    let (code, doc, _) = run(&repo, &b, &[]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("plus", "denied", 1),
+            ("quoted", "denied", 1),
+            ("attrs", "denied", 1),
+            ("blob", "denied", 1),
+            ("fine", "landed", 1)
+        ])
+    );
+    assert_eq!(
+        task(&doc, "plus")["reason"],
+        "a.c:2 adds a secret (aws-access-key)"
+    );
+    assert_eq!(
+        task(&doc, "quoted")["reason"],
+        ".github/workflows/ci-é.yml is CI configuration"
+    );
+    assert_eq!(
+        task(&doc, "attrs")["reason"],
+        "k.txt:1 adds a secret (aws-access-key)"
+    );
+    // Code written as `++` lines is code, not comments: not low risk.
+    let id = doc["run"]["id"].as_str().unwrap();
+    let fine = events(&repo, id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.policy" && e["task"] == "fine")
+        .unwrap();
+    assert_eq!(fine["data"]["risk"], "medium");
 }
