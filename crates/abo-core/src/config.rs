@@ -489,6 +489,64 @@ pub struct Sandbox {
     pub deny_read_except: Vec<String>,
 }
 
+/// Whether a name (of a flag, a `-c` setting or a variable) is one of a credential.
+pub fn names_a_credential(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace(['-', '.'], "_");
+    [
+        "api_key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "credential",
+        "auth_key",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// The first argument of an agent's `args:` that carries a credential (`--openai-api-key X`,
+/// `--api-key=X`, `-c model_providers.x.api_key=X`), with the flag or setting that names it.
+fn credential_arg(args: &[String]) -> Option<(usize, String)> {
+    for (i, a) in args.iter().enumerate() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, _)) if f.starts_with('-') => (f, true),
+            Some((setting, _))
+                if i > 0 && matches!(args[i - 1].as_str(), "-c" | "--config" | "--set") =>
+            {
+                (setting, true)
+            }
+            _ => (a.as_str(), false),
+        };
+        if !names_a_credential(flag) {
+            continue;
+        }
+        if inline {
+            return Some((i, flag.to_owned()));
+        }
+        if flag.starts_with('-') && i + 1 < args.len() {
+            return Some((i + 1, flag.to_owned()));
+        }
+    }
+    None
+}
+
+/// The variable that holds what a credential flag would have carried.
+fn key_variable(kind: AgentKind, flag: &str) -> &'static str {
+    let f = flag.to_ascii_lowercase();
+    if f.contains("anthropic") {
+        "ANTHROPIC_API_KEY"
+    } else if f.contains("openai") {
+        "OPENAI_API_KEY"
+    } else {
+        match kind {
+            AgentKind::ClaudeCode => "ANTHROPIC_API_KEY",
+            AgentKind::Codex | AgentKind::Aider | AgentKind::Goose => "OPENAI_API_KEY",
+        }
+    }
+}
+
 /// Paths no sandboxed process reads: the usual credential stores of a machine. `sandbox.deny_read`
 /// adds to them; `sandbox.deny_read_except` takes one off, by name. Every `.abo/` directory abo
 /// knows of is denied too (the runtime keeps that list).
@@ -856,6 +914,26 @@ impl Config {
                         }
                     },
                 );
+            }
+        }
+        for (name, b) in &self.backends.named {
+            let Some((kind, a)) = b.agent() else { continue };
+            if let Some((i, flag)) = credential_arg(&a.args) {
+                return Err(err(
+                    &[
+                        PathSeg::key("backends"),
+                        PathSeg::key(name),
+                        PathSeg::key("args"),
+                        PathSeg::Index(i),
+                    ],
+                    format!(
+                        "`{flag}` writes a credential into the config, where every run would store it"
+                    ),
+                )
+                .hint(format!(
+                    "leave it out of `args` and export {} instead: abo hands it to the agent and redacts its value",
+                    key_variable(kind, &flag)
+                )));
             }
         }
         let mut seen = std::collections::BTreeSet::new();

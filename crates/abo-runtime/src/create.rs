@@ -220,12 +220,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
             .collect(),
         per_backend: config.parallelism.per_backend.clone(),
         pricing: abo_core::pricing::PriceTable::with_overrides(&config.pricing),
-        secret_env: config
-            .backends
-            .named
-            .values()
-            .filter_map(BackendConfig::secret_env)
-            .collect(),
+        secret_env: secret_env(config),
         policy: Default::default(),
         autonomy: Default::default(),
         budgets: config.budgets.spec(config.timeouts.run.as_millis()),
@@ -235,6 +230,46 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
         notify: config.notify.spec(),
         schedule: config.schedule.spec(),
     }
+}
+
+/// The variables whose values abo redacts wherever it writes: the model APIs' keys, every key an
+/// agent CLI is handed, the pull-request token, webhook signing secrets, and whatever
+/// `sandbox.env_pass` hands a process under a credential's name.
+fn secret_env(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .backends
+        .named
+        .values()
+        .filter_map(BackendConfig::secret_env)
+        .collect();
+    for b in config.backends.named.values() {
+        if let Some((kind, _)) = b.agent() {
+            names.extend(
+                crate::sandbox::agent_keys(kind)
+                    .iter()
+                    .map(|k| (*k).to_owned()),
+            );
+        }
+    }
+    names.push(config.landing.token_env());
+    names.extend(
+        config
+            .notify
+            .webhooks
+            .iter()
+            .filter_map(|w| w.secret_env.clone()),
+    );
+    names.extend(
+        config
+            .sandbox
+            .env_pass
+            .iter()
+            .filter(|n| abo_core::config::names_a_credential(n))
+            .cloned(),
+    );
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// `router.rules` and `router.learn` with their backends resolved (validated with the config).

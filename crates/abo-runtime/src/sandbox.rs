@@ -139,7 +139,7 @@ pub fn remember_state_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The key variables an agent CLI reads to log in: passed to it, and to nothing else.
-fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
+pub(crate) fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
     match kind {
         AgentKind::ClaudeCode => &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
         AgentKind::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY"],

@@ -1,6 +1,7 @@
 //! Fake agent CLIs: shell scripts named like the real tools that print each tool's documented
 //! output, edit a file, and misbehave when the task id says so: `*silent*` prints nothing,
-//! `*hang*` hangs after its result, `*hostile*` runs the Python script `$HOSTILE_SCRIPT` and
+//! `*hang*` hangs after its result, `*echokey*` prints its keys
+//! into its transcript and stderr, `*hostile*` runs the Python script `$HOSTILE_SCRIPT` and
 //! writes what it printed into its change, `*error*` reports an error and exits 0, `*garbage*` prints no
 //! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider, `*spendy*` (claude)
 //! streams messages using 1,000 tokens each for two seconds; `FAKE_AGENT_COST` sets the USD claude
@@ -44,6 +45,7 @@ PY
 case "$ABO_TASK_ID" in
   *netprobe*) probe; edit() { :; } ;;
   *hostile*) python3 "$HOSTILE_SCRIPT" > "$TOOL-$ABO_TASK_ID.txt" 2>&1; edit() { :; } ;;
+  *echokey*) echo "my keys: $ANTHROPIC_API_KEY $OPENAI_API_KEY $CLAUDE_CODE_OAUTH_TOKEN" >&2 ;;
   *silent*) sleep 30; exit 0 ;;
   *crash*) echo "$TOOL: segmentation fault" >&2; exit 3 ;;
   *garbage*) echo "this is not json"; echo '{"type": "result", broken'; edit; exit 0 ;;
@@ -54,6 +56,9 @@ const CLAUDE: &str = r#"
 edit
 echo '{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929","cwd":"'"$PWD"'","tools":["Edit","Bash"]}'
 echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Editing the file."}]}}'
+case "$ABO_TASK_ID" in
+  *echokey*) echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"My key is '"$ANTHROPIC_API_KEY"' and my login '"$CLAUDE_CODE_OAUTH_TOKEN"'."}]}}' ;;
+esac
 case "$ABO_TASK_ID" in
   *spendy*) for i in 1 2 3 4 5 6 7 8 9 10; do
       echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Thinking hard."}],"usage":{"input_tokens":10,"output_tokens":990}}}'
