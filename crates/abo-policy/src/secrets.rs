@@ -94,7 +94,7 @@ const RULES: &[Rule] = &[
     ),
     rule!(
         "aws-secret-key",
-        r#"(?i)(?:aws[_\-.]?secret[_\-.]?(?:access[_\-.]?)?key|secret[_\-.]?access[_\-.]?key)(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*(?:\\?["'])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)"#,
+        r#"(?i-u:aws[_\-.]?secret[_\-.]?(?:access[_\-.]?)?key|secret[_\-.]?access[_\-.]?key)(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*(?:\\?["'])?([A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+]|$)"#,
         |v| entropy(v) >= 3.5
     ),
     rule!("github-token", r"(gh[pousr]_[A-Za-z0-9]{36,})"),
@@ -123,7 +123,7 @@ const RULES: &[Rule] = &[
     // `password = "..."`-like assignments, quoted or not, with a random-looking value.
     rule!(
         "generic-secret",
-        r#"(?i)[a-z0-9_\-]*(?:secret|token|passw(?:or)?d|api_?key|access_?key|private_?key|credential)[a-z0-9_\-]*(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*(?:\\?["'])?([A-Za-z0-9/+_\-=.]{16,})"#,
+        r#"(?i-u:secret|token|passw(?:or)?d|api_?key|access_?key|private_?key|credential)(?i-u:[a-z0-9_\-]*)(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*(?:\\?["'])?([A-Za-z0-9/+_\-=.]{16,})"#,
         |v| {
             entropy(v) >= 3.5
                 && v.bytes().any(|b| b.is_ascii_digit())
@@ -133,12 +133,135 @@ const RULES: &[Rule] = &[
     ),
 ];
 
-/// The joints removed for the joined reading (see the module's documentation).
-const JOINTS: &str = r#"["'`][ \t]*(?:\+|\.\.|\.|&|\|\||\\)?[ \t]*(?:\r?\n[ \t]*(?:\+|\.\.|\.|&|\|\|)?[ \t]*)?["'`]|[A-Za-z0-9+/=_\-](\r?\n[ \t]*)[A-Za-z0-9+/=_\-]"#;
-const BASE64_RUN: &str = r"[A-Za-z0-9+/_\-]{20,}";
-const HEX_RUN: &str = r"[0-9A-Fa-f]{20,}";
+/// The shortest run of base64 or hex characters that is decoded.
+const MIN_RUN: usize = 20;
 /// The shortest printable string of decoded bytes that is read: shorter than any secret's shape.
 const MIN_STRING: usize = 12;
+
+/// A character a token (a key, a base64 or hex run) is made of.
+fn token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-')
+}
+
+fn base64_byte(b: u8) -> bool {
+    BASE64[usize::from(b)]
+}
+
+const BASE64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'_' | b'-');
+        b += 1;
+    }
+    t
+};
+
+/// The string-literal joints: a closing quote, spaces, an optional concatenation operator
+/// (`+ . .. & || \`), spaces, at most one line break with the next line's indentation (and an
+/// operator there), and an opening quote.
+fn joints(text: &str) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let quote = |i: usize| {
+        bytes
+            .get(i)
+            .is_some_and(|b| matches!(b, b'"' | b'\'' | b'`'))
+    };
+    let spaces = |mut i: usize| {
+        while bytes.get(i).is_some_and(|b| matches!(b, b' ' | b'\t')) {
+            i += 1;
+        }
+        i
+    };
+    let operator = |i: usize, backslash: bool| match (bytes.get(i), bytes.get(i + 1)) {
+        (Some(b'|'), Some(b'|')) | (Some(b'.'), Some(b'.')) => i + 2,
+        (Some(b'+' | b'.' | b'&'), _) => i + 1,
+        (Some(b'\\'), _) if backslash => i + 1,
+        _ => i,
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !quote(i) {
+            i += 1;
+            continue;
+        }
+        let mut j = spaces(operator(spaces(i + 1), true));
+        let newline = match (bytes.get(j), bytes.get(j + 1)) {
+            (Some(b'\r'), Some(b'\n')) => Some(j + 2),
+            (Some(b'\n'), _) => Some(j + 1),
+            _ => None,
+        };
+        if let Some(n) = newline {
+            j = spaces(operator(spaces(n), false));
+        }
+        if quote(j) {
+            out.push(i..j + 1);
+            i = j + 1;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The line breaks inside a token, each with the next line's indentation: `\r?\n[ \t]*` between
+/// two token characters.
+fn wraps(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    let bytes = text.as_bytes();
+    text.match_indices('\n').filter_map(move |(i, _)| {
+        let start = if i > 0 && bytes[i - 1] == b'\r' {
+            i - 1
+        } else {
+            i
+        };
+        let before = start.checked_sub(1).map(|p| bytes[p])?;
+        let mut end = i + 1;
+        while end < bytes.len() && matches!(bytes[end], b' ' | b'\t') {
+            end += 1;
+        }
+        (token_byte(before) && bytes.get(end).copied().is_some_and(token_byte))
+            .then_some(start..end)
+    })
+}
+
+/// The runs of at least [`MIN_RUN`] base64 characters (either alphabet), and of hex characters
+/// (`true`) within them.
+fn encoded_runs(text: &str) -> Vec<(Range<usize>, bool)> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !base64_byte(bytes[i]) {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && base64_byte(bytes[i]) {
+            i += 1;
+        }
+        if i - start < MIN_RUN {
+            continue;
+        }
+        out.push((start..i, false));
+        let mut j = start;
+        while j < i {
+            if !bytes[j].is_ascii_hexdigit() {
+                j += 1;
+                continue;
+            }
+            let h = j;
+            while j < i && bytes[j].is_ascii_hexdigit() {
+                j += 1;
+            }
+            if j - h >= MIN_RUN {
+                out.push((h..j, true));
+            }
+        }
+    }
+    out
+}
 
 /// Shannon entropy in bits per character.
 fn entropy(s: &str) -> f64 {
@@ -156,9 +279,6 @@ fn entropy(s: &str) -> f64 {
 
 struct Compiled {
     rules: Vec<(&'static Rule, Regex)>,
-    joints: Option<Regex>,
-    base64: Option<Regex>,
-    hex: Option<Regex>,
 }
 
 /// The detector. Cheap to clone: the compiled rules are shared.
@@ -167,9 +287,7 @@ pub struct Scanner(Arc<Compiled>);
 
 impl std::fmt::Debug for Scanner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_tuple("Scanner")
-            .field(&self.0.rules.len())
-            .finish()
+        f.debug_tuple("Scanner").field(&self.0.rules.len()).finish()
     }
 }
 
@@ -180,9 +298,6 @@ impl Default for Scanner {
                 .iter()
                 .filter_map(|r| Regex::new(r.pattern).ok().map(|re| (r, re)))
                 .collect(),
-            joints: Regex::new(JOINTS).ok(),
-            base64: Regex::new(BASE64_RUN).ok(),
-            hex: Regex::new(HEX_RUN).ok(),
         }))
     }
 }
@@ -206,7 +321,12 @@ impl View<'_> {
     fn pieces(&self, r: &Range<usize>) -> Vec<Range<usize>> {
         let first = self.segments.partition_point(|(v, _)| *v <= r.start);
         let mut out = Vec::new();
-        for (k, &(v, o)) in self.segments.iter().enumerate().skip(first.saturating_sub(1)) {
+        for (k, &(v, o)) in self
+            .segments
+            .iter()
+            .enumerate()
+            .skip(first.saturating_sub(1))
+        {
             if v >= r.end {
                 break;
             }
@@ -297,10 +417,9 @@ impl Scanner {
             segments: vec![(0, 0)],
         };
         let joined = self.joined(text);
-        let decoded = joined.as_ref().map_or_else(
-            || self.decoded(&plain),
-            |j| self.decoded(j),
-        );
+        let decoded = joined
+            .as_ref()
+            .map_or_else(|| self.decoded(&plain), |j| self.decoded(j));
         let mut kept: Vec<Hit> = Vec::new();
         let overlaps = |kept: &[Hit], h: &Hit| {
             kept.iter().any(|k| {
@@ -310,7 +429,12 @@ impl Scanner {
             })
         };
         for generic in [false, true] {
-            let rules = || self.0.rules.iter().filter(move |(r, _)| r.generic == generic);
+            let rules = || {
+                self.0
+                    .rules
+                    .iter()
+                    .filter(move |(r, _)| r.generic == generic)
+            };
             for (rule, re) in rules() {
                 for h in matches(rule, re, &plain) {
                     if !overlaps(&kept, &h) {
@@ -359,20 +483,24 @@ impl Scanner {
 
     /// The joined reading, if any joint is removed.
     fn joined<'a>(&self, text: &'a str) -> Option<View<'a>> {
-        let re = self.0.joints.as_ref()?;
-        let mut removed: Vec<Range<usize>> = Vec::new();
-        for c in re.captures_iter(text) {
-            // A wrapped token keeps its characters: only the line break goes.
-            let r = c.get(1).or_else(|| c.get(0))?.range();
-            removed.push(r);
-        }
+        let mut removed = joints(text);
+        let quoted = removed.len();
+        removed.extend(wraps(text));
         if removed.is_empty() {
             return None;
         }
+        // A joint holds quotes around its line break, a wrap token characters: they never overlap.
+        if quoted > 0 && quoted < removed.len() {
+            removed.sort_by_key(|r| r.start);
+        }
         let mut out = String::with_capacity(text.len());
-        let mut segments = vec![(0, 0)];
+        let mut segments = Vec::with_capacity(removed.len() + 1);
+        segments.push((0, 0));
         let mut at = 0;
         for r in removed {
+            if r.start < at {
+                continue;
+            }
             out.push_str(&text[at..r.start]);
             at = r.end;
             segments.push((out.len(), at));
@@ -396,16 +524,16 @@ impl Scanner {
                 buffer.push('\n');
             }
         };
-        for m in self.0.base64.as_ref()?.find_iter(&view.text) {
-            let run = m.range();
-            for skip in 0..4 {
-                add(&decode_base64(&m.as_str()[skip..]), &run, false);
-            }
-        }
-        for m in self.0.hex.as_ref()?.find_iter(&view.text) {
-            let run = m.range();
-            for skip in 0..2 {
-                add(&decode_hex(&m.as_str()[skip..]), &run, true);
+        for (run, hex) in encoded_runs(&view.text) {
+            let encoded = &view.text[run.clone()];
+            // Each alignment: the run may start before the encoded text does.
+            for skip in 0..if hex { 2 } else { 4 } {
+                let bytes = if hex {
+                    decode_hex(&encoded[skip..])
+                } else {
+                    decode_base64(&encoded[skip..])
+                };
+                add(&bytes, &run, hex);
             }
         }
         (!origins.is_empty()).then_some((buffer, origins))

