@@ -61,6 +61,8 @@ struct Rule {
     check: fn(&str) -> bool,
     /// Matched after every specific rule: a specific name wins on the same text.
     generic: bool,
+    /// Where the secret ends, given the text and the end of the match (a key block's body).
+    extend: Option<fn(&str, usize) -> usize>,
 }
 
 macro_rules! rule {
@@ -78,16 +80,16 @@ macro_rules! rule {
             pattern: $pattern,
             check: $check,
             generic: $generic,
+            extend: None,
         }
     };
 }
 
 const RULES: &[Rule] = &[
-    // The whole block when its end is there, else the header and the key lines that follow it.
-    rule!(
-        "private-key",
-        r"-----BEGIN[A-Z ]*PRIVATE KEY-----(?:[\s\S]*?-----END[A-Z ]*PRIVATE KEY-----|(?:\r?\n[ \t]*[A-Za-z0-9+/=]{16,})*)"
-    ),
+    Rule {
+        extend: Some(key_block_end),
+        ..rule!("private-key", r"-----BEGIN[A-Z ]*PRIVATE KEY-----")
+    },
     rule!(
         "aws-access-key",
         r"((?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16})"
@@ -261,6 +263,57 @@ fn encoded_runs(text: &str) -> Vec<(Range<usize>, bool)> {
         }
     }
     out
+}
+
+/// The longest key block: the end of a private key is looked for this far after its header.
+const MAX_KEY_BLOCK: usize = 16 * 1024;
+
+/// The end of a private key block whose header ends at `at`: after its `-----END ... PRIVATE
+/// KEY-----` line when that follows within [`MAX_KEY_BLOCK`] bytes, else after the lines of key
+/// characters that follow the header (a block cut short still hides its body). Searched by hand:
+/// a pattern spanning the block would scan to the end of the text from every header.
+fn key_block_end(text: &str, at: usize) -> usize {
+    let mut limit = (at + MAX_KEY_BLOCK).min(text.len());
+    while !text.is_char_boundary(limit) {
+        limit -= 1;
+    }
+    if let Some(i) = text[at..limit].find("-----END") {
+        let tail = &text[at + i + 8..];
+        if let Some(j) = tail.find("PRIVATE KEY-----")
+            && tail[..j].bytes().all(|b| b.is_ascii_uppercase() || b == b' ')
+        {
+            return at + i + 8 + j + "PRIVATE KEY-----".len();
+        }
+    }
+    // Key lines: each after a line break (or an escaped `\n`, as in a variable's value), the
+    // first one also right after the header (a header joined to its body).
+    let bytes = text.as_bytes();
+    let mut end = at;
+    for first in std::iter::once(true).chain(std::iter::repeat(false)) {
+        let mut i = end;
+        if bytes.get(i) == Some(&b'\r') {
+            i += 1;
+        }
+        if bytes.get(i) == Some(&b'\n') {
+            i += 1;
+        } else if bytes.get(i..i + 2) == Some(b"\\n") {
+            i += 2;
+        } else if !first {
+            return end;
+        }
+        while bytes.get(i).is_some_and(|b| matches!(b, b' ' | b'\t')) {
+            i += 1;
+        }
+        let body = bytes[i..]
+            .iter()
+            .take_while(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+            .count();
+        if body < 16 {
+            return end;
+        }
+        end = i + body;
+    }
+    end
 }
 
 /// Shannon entropy in bits per character.
@@ -545,9 +598,10 @@ fn matches(rule: &'static Rule, re: &Regex, view: &View<'_>) -> Vec<Hit> {
     re.captures_iter(&view.text)
         .filter_map(|c| {
             let m = c.get(1).or_else(|| c.get(0))?;
+            let end = rule.extend.map_or(m.end(), |f| f(&view.text, m.end()));
             (rule.check)(m.as_str()).then(|| Hit {
                 rule: rule.name,
-                pieces: view.pieces(&m.range()),
+                pieces: view.pieces(&(m.start()..end)),
             })
         })
         .collect()

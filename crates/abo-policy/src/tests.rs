@@ -383,6 +383,27 @@ fn findings_keep_their_value_to_themselves() {
         s.redact("let key = \"AKIAQWER\" +\n    \"TYUIOPASDFGH\";"),
         "let key = \"[REDACTED:aws-access-key]\" +\n    \"[REDACTED:aws-access-key]\";"
     );
+    // A key block is hidden whole: with its end, cut short, with its header split, or escaped.
+    for (text, want) in [
+        (
+            "k:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\n-----END RSA PRIVATE KEY-----\nafter",
+            "k:\n[REDACTED:private-key]\nafter",
+        ),
+        (
+            "-----BEGIN EC PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\n  Zt4Rv8Nk1MIIEpAIBAAKCAQEAx7Gq2pLw9\nshort\n",
+            "[REDACTED:private-key]\nshort\n",
+        ),
+        (
+            "-----BEGIN RSA PRIV\nATE KEY-----\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\n# short",
+            "[REDACTED:private-key]\n[REDACTED:private-key]\n[REDACTED:private-key]\n# short",
+        ),
+        (
+            "KEY=\"-----BEGIN PRIVATE KEY-----\\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\\nZt4Rv8Nk1MIIEpAIBAAKCAQEAx7Gq2pLw9\"",
+            "KEY=\"[REDACTED:private-key]\"",
+        ),
+    ] {
+        assert_eq!(s.redact(text), want, "{text}");
+    }
 }
 
 /// Not a timing assertion: the scan of a 5,000-line change is correct (one finding, on its line);
