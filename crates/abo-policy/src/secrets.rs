@@ -280,7 +280,9 @@ fn key_block_end(text: &str, at: usize) -> usize {
     if let Some(i) = text[at..limit].find("-----END") {
         let tail = &text[at + i + 8..];
         if let Some(j) = tail.find("PRIVATE KEY-----")
-            && tail[..j].bytes().all(|b| b.is_ascii_uppercase() || b == b' ')
+            && tail[..j]
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b == b' ')
         {
             return at + i + 8 + j + "PRIVATE KEY-----".len();
         }

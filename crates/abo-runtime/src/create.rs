@@ -61,6 +61,12 @@ pub enum CreateError {
         line: usize,
         rule: &'static str,
     },
+    /// The last check before `run.created` is recorded: every string of the spec, wherever it came
+    /// from (abo.yml's gates and backends, the backlog, flags).
+    #[error(
+        "the run would record a secret ({rule}) at `{path}` of its spec: abo.yml and the backlog must hold none (name an environment variable instead)"
+    )]
+    SpecSecret { path: String, rule: &'static str },
     #[error("{0}")]
     Autonomy(String),
     #[error(
@@ -84,6 +90,7 @@ impl CreateError {
                 | Self::MissingKey { .. }
                 | Self::Patch { .. }
                 | Self::PatchSecret { .. }
+                | Self::SpecSecret { .. }
                 | Self::PullRequest(_)
                 | Self::Autonomy(_)
         )
@@ -343,6 +350,50 @@ async fn tracked_files(ctx: &Ctx, config: &Config) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The first secret in any string of the spec, with its JSON path (`settings.gates[0].run`).
+fn secret_in(
+    scanner: &abo_policy::secrets::Scanner,
+    spec: &RunSpec,
+) -> Option<(String, &'static str)> {
+    fn walk(
+        scanner: &abo_policy::secrets::Scanner,
+        v: &serde_json::Value,
+        path: &mut String,
+    ) -> Option<(String, &'static str)> {
+        match v {
+            serde_json::Value::String(s) => {
+                let lines: Vec<(usize, String)> = s
+                    .split('\n')
+                    .enumerate()
+                    .map(|(i, l)| (i + 1, l.to_owned()))
+                    .collect();
+                let f = scanner.scan(path, &lines).into_iter().next()?;
+                Some((path.clone(), f.rule))
+            }
+            serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(scanner, item, path);
+                path.truncate(len);
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let found = walk(scanner, item, path);
+                path.truncate(len);
+                found
+            }),
+            _ => None,
+        }
+    }
+    let value = serde_json::to_value(spec).ok()?;
+    walk(scanner, &value, &mut String::new())
+}
+
 /// Records a new run for `plan` and creates its branch. Nothing is executed.
 pub async fn create_run(
     ctx: &Ctx,
@@ -469,6 +520,9 @@ pub async fn create_run(
         tasks,
     };
 
+    if let Some((path, rule)) = secret_in(&scanner, &spec) {
+        return Err(CreateError::SpecSecret { path, rule });
+    }
     let created = Event {
         run: id.clone(),
         task: None,

@@ -344,3 +344,37 @@ fn patch_files_outside_the_repository_or_holding_a_secret_are_refused() {
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert_eq!(all_events(&repo).matches("\"run.created\"").count(), 1);
 }
+
+#[test]
+fn a_secret_in_abo_yml_is_refused_before_the_run_records_it() {
+    let repo = TestRepo::new();
+    let key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let with_gate =
+        |run: &str| format!("version: 1\ngates:\n  - {{ name: deploy, run: '{run}' }}\n");
+    let b = repo.write_outside(
+        "backlog.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
+    );
+    // Control: the same gate without the key runs, and its command is recorded in `run.created`.
+    config(&repo, &with_gate("echo deploying"));
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(all_events(&repo).contains("echo deploying"));
+    config(
+        &repo,
+        &with_gate(&format!("curl -u {key}: https://api.example.invalid")),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(
+        (out.code, out.stderr.trim_end()),
+        (
+            2,
+            "error: the run would record a secret (stripe-key) at `settings.gates[0].run` of its spec: abo.yml and the backlog must hold none (name an environment variable instead)"
+        )
+    );
+    assert_eq!(all_events(&repo).matches("\"run.created\"").count(), 1);
+    assert_eq!(
+        abo_test_support::files_containing(&repo.path.join(".abo"), key),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
