@@ -249,8 +249,10 @@ fn user_policies_add_rules_and_syntax_errors_are_located() {
     }
 }
 
-/// The cases of `tests/data/secrets.tsv`: (expected `RULE@LINE` or `-`, attack tag, input lines).
-fn secret_cases() -> Vec<(String, String, Vec<(usize, String)>)> {
+/// One case of `tests/data/secrets.tsv`: expected `RULE@LINE` or `-`, attack tag, input lines.
+type Case = (String, String, Vec<(usize, String)>);
+
+fn secret_cases() -> Vec<Case> {
     include_str!("../tests/data/secrets.tsv")
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))

@@ -279,4 +279,18 @@ mod tests {
         );
         check("tasks:\n  - { id: a, title: A, run: 'true' }\n", &[]);
     }
+
+    #[test]
+    fn markdown_plans_are_scanned_too() {
+        let text = "# Plan\n\n### Ready\n\n- **[a]** Add the model\n  - Notes: the key is\n    AKIAQWERTYUIOP\n    ASDFGH\n";
+        let b = abo_core::backlog::parse_markdown("PLAN.md", text).unwrap();
+        let got: Vec<String> = secrets(&Scanner::default(), &b, text)
+            .iter()
+            .map(|e| e.to_string().split(" (hint").next().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            got,
+            ["PLAN.md:7: tasks[0].description: aws-access-key: a secret in the backlog"]
+        );
+    }
 }

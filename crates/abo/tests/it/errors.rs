@@ -260,11 +260,7 @@ fn a_backlog_holding_a_secret_is_refused_and_nothing_of_it_is_stored() {
             ),
         ),
         (
-            backlog(
-                &format!("Use \"AKIAQWER\" + \"TYUIOPASDFGH\""),
-                "d",
-                "echo a > a.txt",
-            ),
+            backlog("Use \"AKIAQWER\" + \"TYUIOPASDFGH\"", "d", "echo a > a.txt"),
             format!("backlog.yml:3: tasks[0].title: aws-access-key: a secret in the backlog{hint}"),
         ),
         (
