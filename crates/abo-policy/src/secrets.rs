@@ -122,14 +122,30 @@ const RULES: &[Rule] = &[
         "jwt",
         r"(eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})"
     ),
-    // `password = "..."`-like assignments, quoted or not, with a random-looking value.
+    // `password = "..."`-like assignments with a random-looking value. Quoted, a value with
+    // letters and digits will do; unquoted (`.env` files, YAML), where names and paths are written
+    // the same way (`secretName: my-tls-secret-2024`), it takes both cases and digits, or a long
+    // hex string.
     rule!(
         "generic-secret",
-        r#"(?i-u:secret|token|passw(?:or)?d|api_?key|access_?key|private_?key|credential)(?i-u:[a-z0-9_\-]*)(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*(?:\\?["'])?([A-Za-z0-9/+_\-=.]{16,})"#,
+        r#"(?i-u:secret|token|passw(?:or)?d|api_?key|access_?key|private_?key|credential)(?i-u:[a-z0-9_\-]*)(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*\\?["']([A-Za-z0-9/+_\-=.]{16,})\\?["']"#,
         |v| {
             entropy(v) >= 3.5
                 && v.bytes().any(|b| b.is_ascii_digit())
                 && v.bytes().any(|b| b.is_ascii_alphabetic())
+        },
+        true
+    ),
+    rule!(
+        "generic-secret",
+        r#"(?i-u:secret|token|passw(?:or)?d|api_?key|access_?key|private_?key|credential)(?i-u:[a-z0-9_\-]*)(?:\\?["'])?[ \t]*(?::=|=>|[:=])[ \t]*([A-Za-z0-9/+_\-=.]{16,})"#,
+        |v| {
+            let has = |f: fn(&u8) -> bool| v.as_bytes().iter().any(f);
+            let mixed = entropy(v) >= 3.5
+                && has(u8::is_ascii_digit)
+                && has(u8::is_ascii_lowercase)
+                && has(u8::is_ascii_uppercase);
+            mixed || (v.len() >= 32 && v.bytes().all(|b| b.is_ascii_hexdigit()))
         },
         true
     ),
