@@ -82,7 +82,10 @@ pub fn secrets(scanner: &Scanner, backlog: &Backlog, text: &str) -> Vec<InputErr
                 .map_or("", |(_, l)| l.trim());
             let line = (key_line..=raw.len())
                 .find(|&n| {
-                    !written.is_empty() && raw.get(n - 1).is_some_and(|r| r.contains(written))
+                    !written.is_empty()
+                        && n.checked_sub(1)
+                            .and_then(|i| raw.get(i))
+                            .is_some_and(|r| r.contains(written))
                 })
                 .unwrap_or(key_line);
             report(line, format!("{name}: "), &f);
