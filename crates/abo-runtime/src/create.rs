@@ -50,6 +50,23 @@ pub enum CreateError {
         file: String,
         source: std::io::Error,
     },
+    /// Checked again as the file is stored: it may have changed since the backlog was validated.
+    #[error(
+        "{origin}: task `{task}`: patch file {file}: line {line}: {rule}: a secret in the patch"
+    )]
+    PatchSecret {
+        origin: String,
+        task: String,
+        file: String,
+        line: usize,
+        rule: &'static str,
+    },
+    /// The last check before `run.created` is recorded: every string of the spec, wherever it came
+    /// from (abo.yml's gates and backends, the backlog, flags).
+    #[error(
+        "the run would record a secret ({rule}) at `{path}` of its spec: abo.yml and the backlog must hold none (name an environment variable instead)"
+    )]
+    SpecSecret { path: String, rule: &'static str },
     #[error("{0}")]
     Autonomy(String),
     #[error(
@@ -72,6 +89,8 @@ impl CreateError {
                 | Self::MissingExecutable { .. }
                 | Self::MissingKey { .. }
                 | Self::Patch { .. }
+                | Self::PatchSecret { .. }
+                | Self::SpecSecret { .. }
                 | Self::PullRequest(_)
                 | Self::Autonomy(_)
         )
@@ -366,6 +385,50 @@ async fn tracked_files(ctx: &Ctx, config: &Config) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The first secret in any string of the spec, with its JSON path (`settings.gates[0].run`).
+fn secret_in(
+    scanner: &abo_policy::secrets::Scanner,
+    spec: &RunSpec,
+) -> Option<(String, &'static str)> {
+    fn walk(
+        scanner: &abo_policy::secrets::Scanner,
+        v: &serde_json::Value,
+        path: &mut String,
+    ) -> Option<(String, &'static str)> {
+        match v {
+            serde_json::Value::String(s) => {
+                let lines: Vec<(usize, String)> = s
+                    .split('\n')
+                    .enumerate()
+                    .map(|(i, l)| (i + 1, l.to_owned()))
+                    .collect();
+                let f = scanner.scan(path, &lines).into_iter().next()?;
+                Some((path.clone(), f.rule))
+            }
+            serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(scanner, item, path);
+                path.truncate(len);
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let found = walk(scanner, item, path);
+                path.truncate(len);
+                found
+            }),
+            _ => None,
+        }
+    }
+    let value = serde_json::to_value(spec).ok()?;
+    walk(scanner, &value, &mut String::new())
+}
+
 /// Records a new run for `plan` and creates its branch. Nothing is executed.
 pub async fn create_run(
     ctx: &Ctx,
@@ -394,6 +457,7 @@ pub async fn create_run(
         resolve_autonomy(plan, config, opts.profile.as_deref())?;
     let mut tasks = Vec::with_capacity(plan.tasks.len());
     let files = tracked_files(ctx, config).await;
+    let scanner = abo_policy::secrets::Scanner::default();
     for (t, levels) in plan.tasks.iter().zip(task_levels) {
         let backend = match &t.backend {
             BackendChoice::Run { command } => BackendSpec::Command {
@@ -407,6 +471,21 @@ pub async fn create_run(
                     file: file.clone(),
                     source,
                 })?;
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<(usize, String)> = text
+                    .lines()
+                    .enumerate()
+                    .map(|(i, l)| (i + 1, l.to_owned()))
+                    .collect();
+                if let Some(f) = scanner.scan(file, &lines).first() {
+                    return Err(CreateError::PatchSecret {
+                        origin: t.origin.clone(),
+                        task: t.id.to_string(),
+                        file: file.clone(),
+                        line: f.line,
+                        rule: f.rule,
+                    });
+                }
                 let diff = ctx
                     .artifacts
                     .put(&bytes)
@@ -476,6 +555,9 @@ pub async fn create_run(
         tasks,
     };
 
+    if let Some((path, rule)) = secret_in(&scanner, &spec) {
+        return Err(CreateError::SpecSecret { path, rule });
+    }
     let created = Event {
         run: id.clone(),
         task: None,

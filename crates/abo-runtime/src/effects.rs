@@ -434,8 +434,8 @@ async fn evaluate_policy(
             Err(e) => return failed(format!("could not read the change: {e}")),
         },
     };
-    let redactor =
-        Redactor::from_process_env(&spec.settings.secret_env).with(change.secret_values());
+    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env)
+        .with(change.secret_values());
     let spent = ctx
         .store
         .run(&attempt.run)
@@ -530,7 +530,7 @@ async fn start_attempt(
     if let Err(e) = ctx.git.add_worktree(&wt, &attempt.branch(), &head).await {
         return fail(format!("could not create the worktree: {e}"));
     }
-    let redactor = Redactor::from_process_env(&spec.settings.secret_env);
+    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let job = backends::Job {
         ctx,
         settings: &spec.settings,
@@ -696,7 +696,7 @@ async fn run_gate(
     }
     outcome.duration_ms = ms(started.elapsed());
     // A gate may print what the change holds: secrets in it are redacted from the log.
-    let mut redactor = Redactor::from_process_env(&spec.settings.secret_env);
+    let mut redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let change = change::summarize(&ctx.git, &dir, &run.scanner).await;
     let in_attempt = stage != GateStage::Merged;
     if in_attempt {

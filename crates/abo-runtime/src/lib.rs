@@ -17,6 +17,7 @@ pub mod process;
 pub mod proof;
 pub mod redact;
 pub mod sandbox;
+pub mod screen;
 pub mod shared;
 pub mod windows;
 pub mod worker;

@@ -158,7 +158,7 @@ pub(crate) fn prepare_run(
             .into());
     }
     let backlogs = load::backlogs(backlog)?;
-    let mut plan = load::plan(&backlogs, config)?;
+    let mut plan = load::plan(root, &backlogs, config)?;
     if let Some(b) = backend {
         for t in &mut plan.tasks {
             if matches!(t.backend, BackendChoice::Named { .. }) {

@@ -137,7 +137,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let (config, _) = load::config(&dir, Some(&config_path))?;
     let backlog = dir.join(".abo-demo/backlog.yml");
     let backlogs = load::backlogs(&backlog)?;
-    let plan = load::plan(&backlogs, &config)?;
+    let plan = load::plan(&dir, &backlogs, &config)?;
     let ctx = open(&dir, &config, cli.store.as_deref()).await?;
     let id = {
         let policy = crate::policy_cmd::policy_spec(&dir, &config, Some(&config_path), &backlog)?;

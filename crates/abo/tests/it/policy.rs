@@ -531,3 +531,52 @@ fn what_the_diff_would_hide_reaches_the_policy() {
         .unwrap();
     assert_eq!(fine["data"]["risk"], "medium");
 }
+
+#[test]
+fn credentials_a_command_and_a_gate_print_are_redacted_from_every_log() {
+    let repo = TestRepo::new();
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYm8tdGVzdCJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg";
+    let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    // Outside the repository and the backlog (a backlog holding them is refused): what a tool
+    // prints, as an agent or a test runner might.
+    let creds = repo.write_outside("creds.txt", &format!("token {jwt}\nstripe {stripe}\n"));
+    config(
+        &repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1 }}\ngates:\n  - {{ name: show, run: 'cat {}' }}\n",
+            creds.display()
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: talk, title: T, run: 'echo ok > ok.txt; cat {} >&2' }}\n",
+            creds.display()
+        ),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(task(&doc, "talk")["status"], "landed");
+    let id = doc["run"]["id"].as_str().unwrap();
+    let all = events(&repo, id);
+    // Control: the backend's stderr and the gate's output held both values, where each
+    // `[REDACTED:...]` now is.
+    let redacted = "token [REDACTED:jwt]\nstripe [REDACTED:stripe-key]\n";
+    let backend = all
+        .iter()
+        .find(|e| e["kind"] == "task.backend_finished")
+        .unwrap();
+    assert_eq!(crate::artifact(&repo, &backend["data"]["log"]), redacted);
+    let gate = all.iter().find(|e| e["kind"] == "task.gate").unwrap();
+    assert_eq!(crate::artifact(&repo, &gate["data"]["log"]), redacted);
+    let evs = abo(&repo, &["events", "--json"]);
+    for secret in [jwt, stripe] {
+        assert_eq!(
+            files_containing(&repo.path.join(".abo"), secret),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert!(!evs.stdout.contains(secret));
+        assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+    }
+}
