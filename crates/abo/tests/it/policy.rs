@@ -495,9 +495,22 @@ fn what_the_diff_would_hide_reaches_the_policy() {
         &repo,
         "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
     );
+    // The secrets come from files outside the repository: a backlog holding one is refused.
+    let key = ["AKIAQWER", "TYUIOPASDFGH"].concat();
+    let out = |name: &str, bytes: &[u8]| {
+        let p = repo.outside.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let plus = out("plus.c", format!("// c\n++ {key};\n").as_bytes());
+    let k = out("k.txt", format!("{key}\n").as_bytes());
+    let blob = out(
+        "blob.bin",
+        &[b"\0\x01".as_slice(), key.as_bytes(), b"\0"].concat(),
+    );
     let b = repo.write_outside(
         "b.yml",
-        "tasks:\n  - { id: plus, title: P, run: 'printf \"// c\\n++ AKIAQWERTYUIOPASDFGH;\\n\" > a.c' }\n  - { id: quoted, title: Q, run: 'mkdir -p .github/workflows; echo on: push > .github/workflows/ci-é.yml' }\n  - { id: attrs, title: A, run: 'echo \"*.txt -diff\" > .gitattributes; echo AKIAQWERTYUIOPASDFGH > k.txt' }\n  - { id: blob, title: B, run: 'printf \"\\\\000\\\\001AKIAQWERTYUIOPASDFGH\\\\000\" > blob.bin' }\n  - { id: fine, title: F, run: 'printf \"// c\\n++ i;\\n\" > b.c' }\n",
+        &format!("tasks:\n  - {{ id: plus, title: P, run: 'cp {plus} a.c' }}\n  - {{ id: quoted, title: Q, run: 'mkdir -p .github/workflows; echo on: push > .github/workflows/ci-é.yml' }}\n  - {{ id: attrs, title: A, run: 'echo \"*.txt -diff\" > .gitattributes; cp {k} k.txt' }}\n  - {{ id: blob, title: B, run: 'cp {blob} blob.bin' }}\n  - {{ id: fine, title: F, run: 'printf \"// c\\n++ i;\\n\" > b.c' }}\n"),
     );
     let (code, doc, _) = run(&repo, &b, &[]);
     assert_eq!(code, 1, "{doc}");
