@@ -350,7 +350,12 @@ fn entropy(s: &str) -> f64 {
 
 struct Compiled {
     rules: Vec<(&'static Rule, Regex)>,
+    /// Values known to be secret whatever their shape: the keys abo hands out.
+    known: Vec<String>,
 }
+
+/// The rule of a finding that is the value of a key abo knows (an API key, a token it handed out).
+pub const KNOWN_SECRET: &str = "known-secret";
 
 /// The detector. Cheap to clone: the compiled rules are shared.
 #[derive(Clone)]
@@ -369,6 +374,7 @@ impl Default for Scanner {
                 .iter()
                 .filter_map(|r| Regex::new(r.pattern).ok().map(|re| (r, re)))
                 .collect(),
+            known: Vec::new(),
         }))
     }
 }
@@ -416,6 +422,18 @@ impl View<'_> {
 type Origin = (usize, Range<usize>, bool);
 
 impl Scanner {
+    /// This scanner, also finding these values (as written, joined, or base64/hex encoded),
+    /// whatever their shape. Values under 8 characters are left out: they would match words.
+    pub fn with_known(&self, values: impl IntoIterator<Item = String>) -> Self {
+        let mut known: Vec<String> = values.into_iter().filter(|v| v.len() >= 8).collect();
+        known.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        known.dedup();
+        Self(Arc::new(Compiled {
+            rules: self.0.rules.clone(),
+            known,
+        }))
+    }
+
     /// The names of every rule, as findings carry them (without the `(base64)`/`(hex)` forms).
     pub fn rule_names(&self) -> Vec<&'static str> {
         self.0.rules.iter().map(|(r, _)| r.name).collect()
@@ -545,6 +563,32 @@ impl Scanner {
                             kept.push(h);
                         }
                     }
+                }
+            }
+        }
+        for v in &self.0.known {
+            let mut found: Vec<Hit> = Vec::new();
+            for view in std::iter::once(&plain).chain(joined.as_ref()) {
+                found.extend(view.text.match_indices(v.as_str()).map(|(i, _)| Hit {
+                    rule: KNOWN_SECRET,
+                    pieces: view.pieces(&(i..i + v.len())),
+                }));
+            }
+            if let Some((buffer, origins)) = &decoded {
+                let view = joined.as_ref().unwrap_or(&plain);
+                for (i, _) in buffer.match_indices(v.as_str()) {
+                    let k = origins.partition_point(|(s, _, _)| *s <= i);
+                    if let Some((_, run, _)) = origins.get(k.saturating_sub(1)) {
+                        found.push(Hit {
+                            rule: KNOWN_SECRET,
+                            pieces: view.pieces(run),
+                        });
+                    }
+                }
+            }
+            for h in found {
+                if !overlaps(&kept, &h) {
+                    kept.push(h);
                 }
             }
         }

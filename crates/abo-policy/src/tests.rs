@@ -502,3 +502,38 @@ fn scan_of_a_large_change() {
     );
     assert_eq!(redacted.matches("[REDACTED:aws-access-key]").count(), 1);
 }
+
+#[test]
+fn a_known_value_is_a_secret_whatever_its_shape_or_encoding() {
+    use crate::secrets::{KNOWN_SECRET, Scanner};
+    let key = "plain-key-value-no-pattern-48151623";
+    // base64 and hex of the key, inside longer text.
+    let b64 = "cGxhaW4ta2V5LXZhbHVlLW5vLXBhdHRlcm4tNDgxNTE2MjM=";
+    let hex = "706c61696e2d6b65792d76616c75652d6e6f2d7061747465726e2d3438313531363233";
+    let lines: Vec<(usize, String)> = [
+        format!("let k = \"{key}\";"),
+        format!("blob: {b64}"),
+        format!("x = 0x{hex}"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, l)| (i + 1, l))
+    .collect();
+    // Control: no rule knows its shape.
+    assert!(Scanner::default().scan("f", &lines).is_empty());
+    let found: Vec<(usize, &str)> = Scanner::default()
+        .with_known([key.to_owned()])
+        .scan("f", &lines)
+        .iter()
+        .map(|f| (f.line, f.rule))
+        .collect();
+    assert_eq!(
+        found,
+        [(1, KNOWN_SECRET), (2, KNOWN_SECRET), (3, KNOWN_SECRET)]
+    );
+    let redacted = Scanner::default()
+        .with_known([key.to_owned()])
+        .redact(&lines[1].1)
+        .into_owned();
+    assert!(!redacted.contains(b64), "{redacted}");
+}

@@ -58,7 +58,14 @@ impl RunPolicy {
         Ok(Self {
             run: run.clone(),
             policy: std::sync::Mutex::new(p),
-            scanner: abo_policy::secrets::Scanner::default(),
+            // The values of the keys abo holds are secrets in a change too, whatever their shape
+            // (an agent writing its own API key into a file).
+            scanner: abo_policy::secrets::Scanner::default().with_known(
+                spec.settings
+                    .secret_env
+                    .iter()
+                    .filter_map(|n| std::env::var(n).ok()),
+            ),
         })
     }
 }

@@ -1,6 +1,7 @@
 //! Fake agent CLIs: shell scripts named like the real tools that print each tool's documented
 //! output, edit a file, and misbehave when the task id says so: `*silent*` prints nothing,
-//! `*hang*` hangs after its result, `*echokey*` prints its keys
+//! `*hang*` hangs after its result, `*leakkey*` writes its key base64-encoded into its
+//! change, `*echokey*` prints its keys
 //! into its transcript and stderr, `*hostile*` runs the Python script `$HOSTILE_SCRIPT` and
 //! writes what it printed into its change, `*error*` reports an error and exits 0, `*garbage*` prints no
 //! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider, `*spendy*` (claude)
@@ -45,6 +46,7 @@ PY
 case "$ABO_TASK_ID" in
   *netprobe*) probe; edit() { :; } ;;
   *hostile*) python3 "$HOSTILE_SCRIPT" > "$TOOL-$ABO_TASK_ID.txt" 2>&1; edit() { :; } ;;
+  *leakkey*) printf 'key = "%s"\n' "$(printf %s "$ANTHROPIC_API_KEY" | base64 -w0)" > "$TOOL-$ABO_TASK_ID.txt"; edit() { :; } ;;
   *echokey*) echo "my keys: $ANTHROPIC_API_KEY $OPENAI_API_KEY $CLAUDE_CODE_OAUTH_TOKEN" >&2 ;;
   *silent*) sleep 30; exit 0 ;;
   *crash*) echo "$TOOL: segmentation fault" >&2; exit 3 ;;

@@ -377,3 +377,39 @@ fn a_key_written_into_an_agents_args_is_refused_where_it_stands() {
             .all(|p| p.ends_with("abo.yml"))
     );
 }
+
+#[test]
+fn an_agent_writing_its_own_key_into_the_change_is_denied_whatever_the_encoding() {
+    // The key has no credential's shape: the policy knows it only by its value.
+    let key = "plain-key-value-no-pattern-48151623";
+    let mut a = setup("");
+    a.env.push(("ANTHROPIC_API_KEY", key.to_owned()));
+    let (code, doc, stderr) =
+        a.run("tasks:\n  - { id: leakkey, title: Leak the key, backend: claude }\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(task(&doc, "leakkey")["status"], "denied", "{doc}");
+    assert_eq!(
+        task(&doc, "leakkey")["reason"],
+        "claude-leakkey.txt:1 adds a secret (known-secret)"
+    );
+    // Neither the key nor its encoding is stored anywhere, nor on any branch.
+    use std::io::Write;
+    let b64 = {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the test encodes as the agent did"
+        )]
+        let mut c = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(key.as_bytes()).unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+    };
+    for v in [key, b64.as_str()] {
+        assert!(abo_test_support::files_containing(&a.repo.path.join(".abo"), v).is_empty());
+        assert!(a.repo.git(&["log", "--all", "-p"]).find(v).is_none());
+    }
+}
