@@ -86,7 +86,7 @@ fn comment(line: &str) -> bool {
 /// written to git's object store before the policy has allowed the change (a secret in a denied
 /// change must not end up in a blob).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
-    git.run_in(wt, &["add", "--all", "--intent-to-add"]).await?;
+    git.stage(wt, true).await?;
     // One diff for the three views: `--raw` (each file's status), `--numstat` (its counts), then,
     // after an empty line, the patch. Every git command in a fresh worktree re-reads its files (git
     // cannot trust their times yet), so one command is much cheaper than three.
