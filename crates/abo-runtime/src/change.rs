@@ -11,6 +11,8 @@ use abo_policy::secrets::{Finding, Scanner};
 
 use crate::git::{Git, GitError};
 
+mod links;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FileChange {
     pub path: String,
@@ -18,6 +20,10 @@ pub struct FileChange {
     pub lines_added: u64,
     pub lines_removed: u64,
     pub binary: bool,
+    /// A symbolic link's target (the change's new mode is 120000), read in the worktree.
+    pub symlink_target: Option<String>,
+    /// The link points out of the repository: an absolute target, or `..` above its root.
+    pub escapes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +45,7 @@ impl Change {
             "files": self.files.iter().map(|f| json!({
                 "path": f.path, "status": f.status, "lines_added": f.lines_added,
                 "lines_removed": f.lines_removed, "binary": f.binary,
+                "symlink_target": f.symlink_target, "escapes": f.escapes,
             })).collect::<Vec<_>>(),
             "lines_added": self.lines_added,
             "lines_removed": self.lines_removed,
@@ -145,6 +152,7 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
             lines_added: a,
             lines_removed: r,
             binary,
+            ..Default::default()
         });
     }
     // Added lines with their numbers in the new file, per file: for the text and the secret scan.
@@ -186,6 +194,7 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
         }
     }
     flush(&file, &mut added, &mut change);
+    links::mark(git, wt, &mut change.files).await?;
     if change.files.is_empty() {
         change.comments_only = false;
     }

@@ -6,6 +6,8 @@ use std::path::Path;
 use abo_core::glob;
 use abo_core::spec::TaskSpec;
 
+use crate::confined;
+
 /// What the backend must hand back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contract {
@@ -91,6 +93,8 @@ pub struct For<'a> {
     pub attempt: u32,
     pub feedback: Option<&'a str>,
     pub contract: Contract,
+    /// What the worktree's files are read under: the agent's own sandbox rules.
+    pub rules: &'a confined::Rules,
 }
 
 pub fn build(
@@ -105,6 +109,7 @@ pub fn build(
         attempt,
         feedback,
         contract,
+        rules,
     } = *what;
     let mut p = format!(
         "# Task `{}`: {}\n\nType: {}. Attempt {attempt}.\n",
@@ -148,13 +153,10 @@ pub fn build(
     let mut omitted = Vec::new();
     let mut section = String::new();
     for f in files {
-        let path = worktree.join(f);
-        let content = match std::fs::metadata(&path) {
-            Ok(m) if m.len() <= MAX_FILE_BYTES => std::fs::read(&path)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok()),
-            _ => None,
-        };
+        // Read as the agent could: no symbolic link followed, nothing denied to its sandbox.
+        let content = confined::read(worktree, f, rules, MAX_FILE_BYTES)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok());
         let Some(content) = content else {
             omitted.push(f.clone());
             continue;
@@ -273,11 +275,13 @@ mod tests {
         std::fs::write(dir.path().join("src/big.rs"), "word ".repeat(500)).unwrap();
         std::fs::write(dir.path().join("src/lib.rs"), "mod parse;\n").unwrap();
         let t = task();
+        let rules = confined::Rules::default();
         let what = For {
             task: &t,
             attempt: 2,
             feedback: Some("gate `test` failed"),
             contract: Contract::DiffOnly,
+            rules: &rules,
         };
         let p = build(&what, dir.path(), &files[..4], 300, &Words);
 
