@@ -39,8 +39,9 @@
 //! them (identity, credentials, CI images' `safe.directory`). The worktree's `.git` file, which
 //! names its git directory, is bind-mounted read-only in the sandbox.
 //!
-//! Git commands abo runs on a worktree an agent touched (the tests in this module plant each
-//! attack and run each class): `add` ([`Git::stage`], from `change::summarize` and
+//! Git commands abo runs on a worktree an agent touched (`git/tests.rs` plants each attack in an
+//! attempt's worktree and runs each of the calls made there, then the same commands with plain
+//! git as the control): `add` ([`Git::stage`], from `change::summarize` and
 //! [`Git::commit_all`]), `diff HEAD` (`change::summarize`, after the backend and after each
 //! gate, also in the merged worktree), `commit` ([`Git::commit_all`]), `rev-parse`, `log`
 //! (trailers), `ls-files` (the prompt's files), `apply` (the `patch:` backend), `worktree
