@@ -31,6 +31,7 @@ const ATTACKS: &[&str] = &[
     "fsmonitor-sub",
     "hook-sub",
     "husky",
+    "process-sub",
     "textconv-x",
 ];
 
@@ -47,6 +48,8 @@ impl Lab {
         lab.script(&lab.bin.join("textconv-x"), "textconv-x", "cat \"$1\"");
         lab.script(&lab.bin.join("fsmonitor-sub"), "fsmonitor-sub", "");
         lab.script(&lab.bin.join("filter-sub"), "filter-sub", "cat");
+        // Not a real long-running filter: git gives up on it, after it ran.
+        lab.script(&lab.bin.join("process-sub"), "process-sub", "exit 1");
         for h in ["post-index-change", "post-commit", "post-checkout"] {
             lab.script(&lab.bin.join("subhooks").join(h), "hook-sub", "");
         }
@@ -121,6 +124,7 @@ impl Lab {
         git_in(&sub, &["config", "core.fsmonitor", &b("fsmonitor-sub")]);
         git_in(&sub, &["config", "core.hooksPath", &b("subhooks")]);
         git_in(&sub, &["config", "filter.z.clean", &b("filter-sub")]);
+        git_in(&sub, &["config", "filter.y.process", &b("process-sub")]);
         std::fs::write(sub.join(".git/info/attributes"), "a filter=z\n").unwrap();
         std::fs::write(sub.join("a"), "a\n").unwrap();
         std::fs::write(sub.join("untracked"), "u\n").unwrap();
@@ -163,6 +167,13 @@ impl Lab {
         std::fs::write(wt.join(".gitattributes"), "* filter=x diff=x\n").unwrap();
         std::fs::write(wt.join("README.md"), "# test repo\nmore\n").unwrap();
         std::fs::write(wt.join("notes.txt"), "notes\n").unwrap();
+    }
+
+    /// The nested repository's file now goes through its long-running (`process`) filter. Last:
+    /// git in the nested repository fails on that filter, after running it.
+    fn use_process_filter(&self, wt: &Path) {
+        std::fs::write(wt.join("sub/.git/info/attributes"), "a filter=y\n").unwrap();
+        std::fs::write(wt.join("sub/a"), "a\n").unwrap();
     }
 }
 
@@ -214,6 +225,9 @@ async fn no_git_call_on_a_hostile_worktree_runs_what_the_worktree_planted() {
         "the policy still sees the change, the new nested repository as a gitlink"
     );
     assert_eq!(change.files, change2.files);
+    lab.use_process_filter(&wt);
+    let change3 = crate::change::summarize(&git, &wt, &scanner).await.unwrap();
+    assert_eq!(change.files, change3.files);
     git.run_in(&wt, &["ls-files", "-z"]).await.unwrap();
     git.run_in(&wt, &["status", "--porcelain"]).await.unwrap();
     let commit = git
@@ -274,6 +288,8 @@ async fn no_git_call_on_a_hostile_worktree_runs_what_the_worktree_planted() {
     plain(&wt, &["diff", "HEAD", "--raw", "--numstat", "--patch"]);
     plain(&wt, &["add", "-A"]);
     plain(&wt, &["commit", "--quiet", "--no-verify", "-m", "t"]);
+    lab.use_process_filter(&wt);
+    plain(&wt, &["diff", "HEAD"]);
     let marked = lab.marked();
     for attack in ATTACKS {
         assert!(
@@ -324,6 +340,45 @@ diff --git a/link/pwned b/link/pwned\nnew file mode 100644\n--- /dev/null\n+++ b
     // Control: the attributes the patch wrote name a live driver, which plain git runs.
     plain(&wt, &["add", "-A"]);
     assert_eq!(lab.marked(), ["clean-x"]);
+}
+
+/// A `.gitattributes` already committed (an earlier task's, approved) names the owner's textconv
+/// driver, and the owner configured an external diff: abo's diffs of a change run neither.
+#[tokio::test]
+async fn diffs_run_no_textconv_or_external_diff() {
+    let lab = Lab::new();
+    lab.script(&lab.bin.join("ext-diff"), "ext-diff", "");
+    let ext = lab.bin.join("ext-diff").to_string_lossy().into_owned();
+    lab.repo.git(&["config", "diff.external", &ext]);
+    lab.repo.write(".gitattributes", "*.md diff=x\n");
+    lab.repo.git(&["add", ".gitattributes"]);
+    lab.repo.git(&["commit", "--quiet", "-m", "attributes"]);
+    let git = Git::new(lab.repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let wt = lab.repo.outside.join("wt");
+    git.add_detached_worktree(&wt, &base).await.unwrap();
+    std::fs::write(wt.join("README.md"), "# test repo\nmore\n").unwrap();
+    lab.clear();
+    let change = crate::change::summarize(&git, &wt, &Scanner::default())
+        .await
+        .unwrap();
+    assert_eq!(change.added_text, "more\n", "the diff is git's own");
+    let commit = git.commit_all(&wt, &["t".into()]).await.unwrap();
+    git.run(&["diff", "--binary", base.as_str(), commit.as_str()])
+        .await
+        .unwrap();
+    git.run(&["show", "--patch", commit.as_str()])
+        .await
+        .unwrap();
+    git.run(&["log", "-p", "-1", commit.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(lab.marked(), Vec::<String>::new());
+    // Control: plain git runs both.
+    plain(&lab.repo.path, &["diff", base.as_str(), commit.as_str()]);
+    plain(&lab.repo.path, &["show", "--ext-diff", commit.as_str()]);
+    plain(&lab.repo.path, &["show", "--no-ext-diff", commit.as_str()]);
+    assert_eq!(lab.marked(), ["ext-diff", "textconv-x"]);
 }
 
 #[test]
