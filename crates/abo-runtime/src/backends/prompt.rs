@@ -19,7 +19,7 @@ pub enum Contract {
 
 /// The version of the prompt templates: part of the result cache's key, so changing how prompts
 /// are written never reuses results of the old ones. Bump it with any change to this module's text.
-pub const TEMPLATE_VERSION: u32 = 1;
+pub const TEMPLATE_VERSION: u32 = 2;
 
 pub const DIFF_SYSTEM: &str = "You are a careful senior software engineer. You change code by replying with a single unified diff, as `git diff` prints it, and nothing else is applied.";
 
@@ -53,6 +53,9 @@ pub struct Prompt {
     pub included: Vec<String>,
     /// Relevant files left out for the budget (or size).
     pub omitted: Vec<String>,
+    /// Relevant files abo does not read for an agent: symbolic links, what its sandbox denies,
+    /// anything but a regular file (see `confined`).
+    pub refused: Vec<String>,
     pub tokens: usize,
 }
 
@@ -151,12 +154,22 @@ pub fn build(
     let mut used = tokens.count(&p) + tokens.count(&contract_text);
     let mut included = Vec::new();
     let mut omitted = Vec::new();
+    let mut refused = Vec::new();
     let mut section = String::new();
     for f in files {
         // Read as the agent could: no symbolic link followed, nothing denied to its sandbox.
-        let content = confined::read(worktree, f, rules, MAX_FILE_BYTES)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok());
+        let content = match confined::read(worktree, f, rules, MAX_FILE_BYTES) {
+            Ok(b) => String::from_utf8(b).ok(),
+            Err(
+                confined::Refused::TooLarge { .. }
+                | confined::Refused::Missing { .. }
+                | confined::Refused::Io { .. },
+            ) => None,
+            Err(_) => {
+                refused.push(f.clone());
+                continue;
+            }
+        };
         let Some(content) = content else {
             omitted.push(f.clone());
             continue;
@@ -193,12 +206,23 @@ pub fn build(
                 .join(", ")
         ));
     }
+    if !refused.is_empty() {
+        p.push_str(&format!(
+            "\nNot shown: {} (abo follows no symbolic link and reads no file your sandbox denies).\n",
+            refused
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     p.push_str(&contract_text);
     let tokens_total = tokens.count(&p);
     Prompt {
         text: p,
         included,
         omitted,
+        refused,
         tokens: tokens_total,
     }
 }
@@ -274,6 +298,7 @@ mod tests {
         std::fs::write(dir.path().join("src/parse.rs"), "fn parse() {}\n").unwrap();
         std::fs::write(dir.path().join("src/big.rs"), "word ".repeat(500)).unwrap();
         std::fs::write(dir.path().join("src/lib.rs"), "mod parse;\n").unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", dir.path().join("src/env.rs")).unwrap();
         let t = task();
         let rules = confined::Rules::default();
         let what = For {
@@ -283,10 +308,14 @@ mod tests {
             contract: Contract::DiffOnly,
             rules: &rules,
         };
-        let p = build(&what, dir.path(), &files[..4], 300, &Words);
+        let mut files = files[..4].to_vec();
+        files.push("src/env.rs".into());
+        let p = build(&what, dir.path(), &files, 300, &Words);
 
         assert_eq!(p.included, ["README.md", "src/parse.rs", "src/lib.rs"]);
         assert_eq!(p.omitted, ["src/big.rs"]);
+        assert_eq!(p.refused, ["src/env.rs"]);
+        assert!(!p.text.contains("PATH="), "{}", p.text);
         assert!(p.tokens <= 300, "{}", p.tokens);
         for part in [
             "# Task `t`: Fix the parser",
@@ -295,6 +324,7 @@ mod tests {
             "## The previous attempt failed\n\ngate `test` failed",
             "### `src/parse.rs`\n\n````\nfn parse() {}\n````",
             "not shown for length: `src/big.rs`",
+            "Not shown: `src/env.rs` (abo follows no symbolic link",
             "```diff fenced block",
         ] {
             assert!(p.text.contains(part), "missing {part:?} in:\n{}", p.text);

@@ -88,7 +88,8 @@ fn links_out_of_the_worktree_need_approval_and_never_reach_the_next_prompt() {
         .unwrap();
     let prompt = artifact(&repo, &finished["data"]["prompt"]);
     assert!(
-        prompt.contains("not shown for length: `env.txt`, `key.txt`, `notes.md`"),
+        prompt
+            .contains("Not shown: `env.txt`, `key.txt`, `notes.md` (abo follows no symbolic link"),
         "the links are named, not read: {prompt}"
     );
     let key_text = std::fs::read_to_string(&key).unwrap_or_default();
