@@ -490,14 +490,6 @@ impl Git {
         Ok(CommitSha::new(head.trim()))
     }
 
-    /// A trailer's value on a commit (`Abo-Task`), if present.
-    pub async fn trailer(&self, commit: &str, key: &str) -> Result<Option<String>> {
-        let fmt = format!("--format=%(trailers:key={key},valueonly,separator=%x2C)");
-        let out = self.run(&["log", "-1", &fmt, commit]).await?;
-        let v = out.trim().to_owned();
-        Ok((!v.is_empty()).then_some(v))
-    }
-
     /// abo's trailers on a commit (`Abo-Run`, `Abo-Task`, `Abo-Attempt`), in one call.
     pub async fn abo_trailers(&self, commit: &str) -> Result<AboTrailers> {
         let out = self.run(&["log", "-1", TRAILERS_FORMAT, commit]).await?;
