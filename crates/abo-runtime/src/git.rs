@@ -36,8 +36,12 @@
 //! Not hardened here, on purpose: the system and global config (`GIT_CONFIG_NOSYSTEM` is not set)
 //! and `safe.directory` (not widened): nothing in a worktree can write them (the sandbox allows
 //! writing only the worktree, the scratch directory and the agents' own state), and users need
-//! them (identity, credentials, CI images' `safe.directory`). The worktree's `.git` file, which
-//! names its git directory, is bind-mounted read-only in the sandbox.
+//! them (identity, credentials, CI images' `safe.directory`).
+//!
+//! The worktree's `.git` file names its git directory; it is bind-mounted read-only in the
+//! sandbox, but not without one (`mode: off`, or `best-effort` without mount namespaces). So git
+//! never reads it: on a registered worktree, `GIT_DIR` and `GIT_WORK_TREE` are set from the
+//! repository's own bookkeeping ([`Git::pinned_git_dir`]).
 //!
 //! Git commands abo runs on a worktree an agent touched (`git/tests.rs` plants each attack in an
 //! attempt's worktree and runs each of the calls made there, then the same commands with plain
@@ -165,6 +169,21 @@ const EMPTY_BLOB: [&str; 2] = [
     "473a0f4c3be8a93681a267e3b1e9a7dcda1185436fe141f7749120a303721813",
 ];
 
+/// The repository's common git directory: `ROOT/.git`, or where a `.git` file (the root is itself
+/// a linked worktree) and its `commondir` lead.
+fn common_dir(root: &Path) -> Option<PathBuf> {
+    let dot = root.join(".git");
+    if dot.is_dir() {
+        return Some(dot);
+    }
+    let text = std::fs::read_to_string(&dot).ok()?;
+    let gitdir = root.join(text.trim().strip_prefix("gitdir:")?.trim());
+    Some(match std::fs::read_to_string(gitdir.join("commondir")) {
+        Ok(c) => gitdir.join(c.trim()),
+        Err(_) => gitdir,
+    })
+}
+
 /// Where attributes come from: the commit checked out, not the worktree's files.
 const ATTR_TREE: &str = "attr.tree=HEAD";
 
@@ -239,6 +258,12 @@ impl Git {
     ) -> Result<process::Outcome> {
         let mut spec = Spec::new("git", cwd).args(hardened_args(args));
         spec.env_remove = GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(dir) = self.pinned_git_dir(cwd) {
+            spec.env
+                .push(("GIT_DIR".into(), dir.to_string_lossy().into_owned()));
+            spec.env
+                .push(("GIT_WORK_TREE".into(), cwd.to_string_lossy().into_owned()));
+        }
         spec.env.push(("LC_ALL".into(), "C".into()));
         spec.env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
         spec.env.extend(self.identity.env.iter().cloned());
@@ -249,6 +274,28 @@ impl Git {
                 args: args.join(" "),
                 source,
             })
+    }
+
+    /// The git directory of the registered worktree at `wt`, found from the repository's own
+    /// bookkeeping (`<common dir>/worktrees/<id>/gitdir` names the worktree's `.git` file), never
+    /// from the worktree's `.git` file: a process in the worktree could point that at a git
+    /// directory of its own, with its own config (filters, fsmonitor) and attributes.
+    fn pinned_git_dir(&self, wt: &Path) -> Option<PathBuf> {
+        if wt == self.root {
+            return None;
+        }
+        let common = common_dir(&self.root)?;
+        let wt = wt.canonicalize().ok()?;
+        for e in std::fs::read_dir(common.join("worktrees")).ok()?.flatten() {
+            let Ok(named) = std::fs::read_to_string(e.path().join("gitdir")) else {
+                continue;
+            };
+            let named = Path::new(named.trim()).parent().map(Path::canonicalize);
+            if matches!(named, Some(Ok(p)) if p == wt) {
+                return Some(e.path());
+            }
+        }
+        None
     }
 
     fn failed(&self, args: &[&str], out: &process::Outcome) -> GitError {

@@ -342,6 +342,53 @@ diff --git a/link/pwned b/link/pwned\nnew file mode 100644\n--- /dev/null\n+++ b
     assert_eq!(lab.marked(), ["clean-x"]);
 }
 
+/// The worktree's `.git` file rewritten to name a git directory of the agent's own, whose config
+/// defines a filter its `info/attributes` applies to every file: abo's git keeps to the
+/// worktree's real git directory.
+#[tokio::test]
+async fn a_rewritten_git_file_does_not_redirect_abos_git() {
+    let lab = Lab::new();
+    let git = Git::new(lab.repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let evil = lab.repo.outside.join("evil.git");
+    git_in(
+        &lab.repo.outside,
+        &["init", "--quiet", "--bare", "evil.git"],
+    );
+    lab.script(&lab.bin.join("evil-filter"), "evil-filter", "cat");
+    let filter = lab.bin.join("evil-filter").to_string_lossy().into_owned();
+    git_in(&evil, &["config", "filter.e.clean", &filter]);
+    git_in(&evil, &["config", "core.bare", "false"]);
+    std::fs::create_dir_all(evil.join("info")).unwrap();
+    std::fs::write(evil.join("info/attributes"), "* filter=e\n").unwrap();
+    let mut dirs = Vec::new();
+    for name in ["wt", "control"] {
+        let wt = lab.repo.outside.join(name);
+        git.add_worktree(&wt, &format!("abo-attempt/{name}"), &base)
+            .await
+            .unwrap();
+        std::fs::write(wt.join("notes.txt"), "notes\n").unwrap();
+        std::fs::write(wt.join(".git"), format!("gitdir: {}\n", evil.display())).unwrap();
+        dirs.push(wt);
+    }
+    lab.clear();
+    let change = crate::change::summarize(&git, &dirs[0], &Scanner::default())
+        .await
+        .unwrap();
+    let paths: Vec<&str> = change.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["notes.txt"], "read against the worktree's own HEAD");
+    let commit = git.commit_all(&dirs[0], &["t".into()]).await.unwrap();
+    assert_eq!(
+        git.branch_head("abo-attempt/wt").await.unwrap(),
+        Some(commit),
+        "committed on the worktree's own branch"
+    );
+    assert_eq!(lab.marked(), Vec::<String>::new());
+    // Control: plain git follows the `.git` file and runs the filter.
+    plain(&dirs[1], &["add", "-A"]);
+    assert_eq!(lab.marked(), ["evil-filter"]);
+}
+
 /// A `.gitattributes` already committed (an earlier task's, approved) names the owner's textconv
 /// driver, and the owner configured an external diff: abo's diffs of a change run neither.
 #[tokio::test]
