@@ -175,6 +175,20 @@ fn each_default_rule() {
         binary,
         (NeedsApproval, &["logo.png is a binary file"], "medium"),
     );
+    // A symbolic link out of the repository needs approval; one inside does not.
+    let mut links = input(&["notes.md", "docs/same"], &[], "", 2);
+    links["change"]["files"][0]["symlink_target"] = json!("/home/u/.ssh/id_rsa");
+    links["change"]["files"][0]["escapes"] = json!(true);
+    links["change"]["files"][1]["symlink_target"] = json!("x.md");
+    links["change"]["files"][1]["escapes"] = json!(false);
+    check(
+        links,
+        (
+            NeedsApproval,
+            &["notes.md is a symbolic link out of the repository (to /home/u/.ssh/id_rsa)"],
+            "low",
+        ),
+    );
     let mut secret = input(&["src/a.rs"], &[], "", 1);
     secret["secrets"] = json!([{"path": "src/a.rs", "line": 3, "rule": "aws-access-key"}]);
     check(

@@ -11,6 +11,8 @@ use abo_policy::secrets::{Finding, Scanner};
 
 use crate::git::{Git, GitError};
 
+mod links;
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct FileChange {
     pub path: String,
@@ -18,6 +20,10 @@ pub struct FileChange {
     pub lines_added: u64,
     pub lines_removed: u64,
     pub binary: bool,
+    /// A symbolic link's target (the change's new mode is 120000), read in the worktree.
+    pub symlink_target: Option<String>,
+    /// The link points out of the repository: an absolute target, or `..` above its root.
+    pub escapes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +45,7 @@ impl Change {
             "files": self.files.iter().map(|f| json!({
                 "path": f.path, "status": f.status, "lines_added": f.lines_added,
                 "lines_removed": f.lines_removed, "binary": f.binary,
+                "symlink_target": f.symlink_target, "escapes": f.escapes,
             })).collect::<Vec<_>>(),
             "lines_added": self.lines_added,
             "lines_removed": self.lines_removed,
@@ -287,9 +294,11 @@ fn range(s: &str, sign: char) -> Option<(usize, usize)> {
 /// views (every git command in a fresh worktree re-reads its files: git cannot trust their times
 /// yet, so one diff is much cheaper than three).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
-    git.run_in(wt, &["add", "--all", "--intent-to-add"]).await?;
+    git.stage(wt, true).await?;
     let out = git.run_in(wt, DIFF).await?;
-    Ok(from_files(parse(&out)?, scanner))
+    let mut change = from_files(parse(&out)?, scanner);
+    links::mark(git, wt, &mut change.files).await?;
+    Ok(change)
 }
 
 fn from_files(files: Vec<FileDiff>, scanner: &Scanner) -> Change {
@@ -321,6 +330,7 @@ fn from_files(files: Vec<FileDiff>, scanner: &Scanner) -> Change {
             lines_added: added,
             lines_removed: removed,
             binary: f.binary,
+            ..Default::default()
         });
     }
     change
@@ -424,25 +434,31 @@ mod tests {
             wt: &Path,
             scanner: &Scanner,
         ) -> Result<Change, GitError> {
-            git.run_in(wt, &["add", "--all", "--intent-to-add"]).await?;
-            // One diff for the three views: `--raw` (each file's status), `--numstat` (its counts), then,
-            // after an empty line, the patch. Every git command in a fresh worktree re-reads its files (git
-            // cannot trust their times yet), so one command is much cheaper than three.
-            let out = git
-                .run_in(
-                    wt,
-                    &[
-                        "diff",
-                        "HEAD",
-                        "--no-renames",
-                        "--no-color",
-                        "-U0",
-                        "--raw",
-                        "--numstat",
-                        "--patch",
-                    ],
-                )
-                .await?;
+            // As abo ran git before: plainly, without the hardening `Git` now adds.
+            let plain = |args: &[&str]| {
+                #[allow(
+                    clippy::disallowed_methods,
+                    reason = "the control runs git as it was run"
+                )]
+                let out = std::process::Command::new("git")
+                    .current_dir(wt)
+                    .args(args)
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).into_owned()
+            };
+            let _ = git;
+            plain(&["add", "--all", "--intent-to-add"]);
+            let out = plain(&[
+                "diff",
+                "HEAD",
+                "--no-renames",
+                "--no-color",
+                "-U0",
+                "--raw",
+                "--numstat",
+                "--patch",
+            ]);
             let (summary, patch) = out.split_once("\n\n").unwrap_or((out.as_str(), ""));
             let mut change = Change {
                 comments_only: true,
@@ -484,6 +500,7 @@ mod tests {
                     lines_added: a,
                     lines_removed: r,
                     binary,
+                    ..Default::default()
                 });
             }
             // Added lines with their numbers in the new file, per file: for the text and the secret scan.

@@ -757,19 +757,12 @@ pub(crate) async fn commit_attempt(
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
     let head = CommitSha::new(head.trim());
+    // A commit this attempt made already (abo stopped between commit and landing): its own run's
+    // trailers, never another run's commit for the same task that the base may hold.
     let already = git
-        .trailer(head.as_str(), "Abo-Attempt")
+        .abo_trailers(head.as_str())
         .await
-        .ok()
-        .flatten()
-        == Some(attempt.attempt.to_string())
-        && git
-            .trailer(head.as_str(), "Abo-Task")
-            .await
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(task.id.as_str());
+        .is_ok_and(|t| t.is(&attempt.run, &task.id) && t.attempt == Some(attempt.attempt));
     let commit = if already {
         head
     } else {

@@ -392,7 +392,7 @@ async fn recover_landed(
         if t.state.in_flight().is_some()
             && let Some((commit, attempt)) = ctx
                 .git
-                .find_task_commit(&state.spec.base, &state.spec.branch, &t.spec.id)
+                .find_task_commit(&state.spec.base, &state.spec.branch, &state.id, &t.spec.id)
                 .await?
         {
             landed.push((t.spec.id.clone(), attempt, commit));

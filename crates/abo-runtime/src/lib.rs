@@ -5,6 +5,7 @@ pub mod artifacts;
 pub mod backends;
 pub mod cache;
 pub mod change;
+pub mod confined;
 pub mod context;
 pub mod create;
 pub mod effects;

@@ -165,6 +165,17 @@ pub fn expand(p: &str) -> PathBuf {
     }
 }
 
+/// What a sandboxed process may not read: `sandbox.deny_read`, abo's own files, any other
+/// repository's `.abo/` that abo knows of, and that list itself. abo reads a worktree's files on
+/// an agent's behalf (`confined::read`) under the same rules.
+pub fn confined_rules(ctx: &Ctx, s: &SandboxSpec) -> crate::confined::Rules {
+    let mut deny_read: Vec<PathBuf> = s.deny_read.iter().map(|p| expand(p)).collect();
+    deny_read.push(ctx.root.join(".abo"));
+    deny_read.extend(known_state_dirs());
+    deny_read.extend(known_dirs_file().and_then(|f| f.parent().map(Path::to_path_buf)));
+    crate::confined::Rules::new(deny_read)
+}
+
 /// The sandbox of one process of an attempt, or `None` when `sandbox.mode` is `off`.
 /// `name` makes its cgroup unique; `extra` are the ABO_* variables (and an agent's proxy).
 pub fn wrap(
@@ -231,11 +242,7 @@ pub fn wrap(
     env.extend(extra);
     // abo's own files (the store, artifacts, the proof key, other attempts) are not readable;
     // this attempt's worktree and scratch are.
-    // Nor is any other repository's `.abo/` that abo knows of, nor that list itself.
-    let mut deny_read: Vec<PathBuf> = s.deny_read.iter().map(|p| expand(p)).collect();
-    deny_read.push(ctx.root.join(".abo"));
-    deny_read.extend(known_state_dirs());
-    deny_read.extend(known_dirs_file().and_then(|f| f.parent().map(Path::to_path_buf)));
+    let deny_read = confined_rules(ctx, s).deny_read;
     let git_file = wt.join(".git");
     let limits = Limits {
         memory_bytes: s.memory_bytes,

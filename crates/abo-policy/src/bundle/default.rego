@@ -148,6 +148,15 @@ require_approval contains msg if {
 	msg := sprintf("%s is a binary file", [f.path])
 }
 
+# A symbolic link out of the repository (an absolute target, or `..` above its root): whatever
+# reads through it (a gate, a later task's agent) reads outside the worktree.
+require_approval contains msg if {
+	some f in files
+	f.status != "deleted"
+	object.get(f, "escapes", false)
+	msg := sprintf("%s is a symbolic link out of the repository (to %s)", [f.path, object.get(f, "symlink_target", "?")])
+}
+
 # Changes outside the task's declared scope.
 require_approval contains msg if {
 	some f in files

@@ -181,11 +181,13 @@ async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prom
         }
         _ => 16_000,
     };
+    let rules = crate::sandbox::confined_rules(job.ctx, &job.settings.sandbox);
     let what = prompt::For {
         task: job.task,
         attempt: job.attempt.attempt,
         feedback: job.feedback.as_deref(),
         contract,
+        rules: &rules,
     };
     let mut p = prompt::build(&what, job.worktree, &files, budget, job.ctx.tokenizer());
     p.text = job.redactor.redact(&p.text);

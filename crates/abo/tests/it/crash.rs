@@ -336,4 +336,47 @@ fn a_killed_abo_leaves_its_run_shown_interrupted() {
     );
     assert_eq!(task(&doc, "a")["status"], "interrupted", "{doc}");
     resume_and_check(&repo, &id, &["a", "b", "c"]);
+
+/// The base's last commit is one abo landed for task `a`, attempt 1, in an earlier run (its run
+/// branch merged by fast-forward). This run's attempt 1 of `a` starts on it: abo commits the new
+/// change as this run's, and does not take the old commit for a commit this attempt already made
+/// (which is how it recovers from a stop between commit and landing).
+#[test]
+fn an_old_runs_commit_for_the_same_task_in_the_base_is_not_taken_for_this_runs() {
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\nsandbox: { mode: off }\n");
+    repo.write("old.txt", "old\n");
+    repo.git(&["add", "old.txt"]);
+    repo.git(&[
+        "commit",
+        "--quiet",
+        "-m",
+        "A",
+        "-m",
+        "Abo-Run: r-earlier\nAbo-Task: a\nAbo-Attempt: 1",
+    ]);
+    // Control: the base's commit names this attempt's task and number, all the old check read.
+    let trailers = repo.git(&[
+        "log",
+        "-1",
+        "--format=%(trailers:key=Abo-Task,valueonly)%(trailers:key=Abo-Attempt,valueonly)",
+    ]);
+    assert_eq!(trailers.split_whitespace().collect::<Vec<_>>(), ["a", "1"]);
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo new > new.txt' }\n",
+    );
+    let (code, doc, stderr) = crate::run(&repo, &b, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(brief(&doc), s(&[("a", "landed", 1)]));
+    let id = doc["run"]["id"].as_str().unwrap();
+    let branch = format!("abo/{id}");
+    assert_eq!(repo.git(&["show", &format!("{branch}:new.txt")]), "new\n");
+    let run = repo.git(&[
+        "log",
+        "-1",
+        "--format=%(trailers:key=Abo-Run,valueonly)",
+        &branch,
+    ]);
+    assert_eq!(run.trim(), id);
 }
