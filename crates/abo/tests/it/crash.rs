@@ -336,6 +336,7 @@ fn a_killed_abo_leaves_its_run_shown_interrupted() {
     );
     assert_eq!(task(&doc, "a")["status"], "interrupted", "{doc}");
     resume_and_check(&repo, &id, &["a", "b", "c"]);
+}
 
 /// The base's last commit is one abo landed for task `a`, attempt 1, in an earlier run (its run
 /// branch merged by fast-forward). This run's attempt 1 of `a` starts on it: abo commits the new
