@@ -546,3 +546,53 @@ fn an_agent_sends_no_datagram_reaches_no_host_socket_listens_nowhere_and_persist
     assert!(seen.contains("persist: done"), "{seen}");
     assert_eq!(settings, "{}");
 }
+
+#[test]
+fn links_out_of_the_worktree_and_abos_own_files_are_no_way_out() {
+    // Writing through a symlink, or a hard link made to a file outside, changes nothing outside.
+    for attack in [
+        "ln -s {OUT}/target.txt link && echo owned > link; rm -f link",
+        "ln {OUT}/target.txt hard && echo owned > hard; rm -f hard",
+    ] {
+        for (sandbox, changed) in [("{ mode: off }", true), (REQUIRED, false)] {
+            let gate = format!(
+                "test -f {{OUT}}/target.txt || echo original > {{OUT}}/target.txt; {attack}"
+            );
+            let (_, log, repo) = gate_under(sandbox, &gate, &[]);
+            let now = std::fs::read_to_string(repo.outside.join("target.txt")).unwrap_or_default();
+            assert_eq!(now == "owned\n", changed, "{attack} under {sandbox}: {log}");
+        }
+    }
+    // This repository's store and proof key, read directly by path (the key exists once a
+    // first change landed with its signed proof).
+    let store = "f=\"$(git rev-parse --path-format=absolute --git-common-dir)/../.abo\"; cat \"$f/abo.db\" \"$f/proof.key\" > /dev/null";
+    let repo = TestRepo::new();
+    let b = repo.write_outside(
+        "first.yml",
+        "tasks:\n  - { id: first, title: F, run: 'echo 1 > first.txt' }\n",
+    );
+    for (sandbox, want) in [("{ mode: off }", "landed"), (REQUIRED, "failed")] {
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\n"
+            ),
+        );
+        let out = abo(&repo, &["run", b.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(repo.path.join(".abo/proof.key").exists());
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\ngates:\n  - {{ name: steal, run: {store:?} }}\n"
+            ),
+        );
+        let b2 = repo.write_outside(
+            "b2.yml",
+            "tasks:\n  - { id: t, title: T, run: 'echo 2 > t.txt' }\n",
+        );
+        let out = abo(&repo, &["run", b2.to_str().unwrap(), "--json"]);
+        let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(doc["tasks"][0]["status"], want, "{sandbox}: {}", out.stderr);
+    }
+}
