@@ -456,7 +456,13 @@ async fn run_agent_on(
     let proxy = if settings.sandbox.mode == abo_core::config::SandboxMode::Off {
         None
     } else {
-        match crate::egress::start(settings.sandbox.agent_hosts.clone(), egress_log.clone()).await {
+        let opts = crate::egress::Options {
+            hosts: settings.sandbox.agent_hosts.clone(),
+            log: egress_log.clone(),
+            held: Vec::new(),
+            upstream_ca: Vec::new(),
+        };
+        match crate::egress::start(opts).await {
             Ok(p) => Some(p),
             Err(e) => {
                 return agent_failed(scratch, format!("could not start the egress proxy: {e}"));
