@@ -478,7 +478,7 @@ pub async fn start(opts: Options) -> Result<Proxy, EgressError> {
 }
 
 /// The system's CA bundle, where the usual distributions keep it.
-const SYSTEM_BUNDLES: [&str; 3] = [
+pub const SYSTEM_BUNDLES: [&str; 3] = [
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
     "/etc/ssl/cert.pem",
