@@ -750,7 +750,7 @@ async fn connect(
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
-        return Response::new(BoxBody::default());
+        return established();
     }
     let mut upstream = match TcpStream::connect(&target.addrs[..]).await {
         Ok(s) => s,
@@ -770,7 +770,17 @@ async fn connect(
             let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
         }
     });
-    Response::new(BoxBody::default())
+    established()
+}
+
+/// The answer to an allowed CONNECT.
+fn established() -> Response<Body> {
+    let mut r = Response::new(BoxBody::default());
+    r.extensions_mut()
+        .insert(hyper::ext::ReasonPhrase::from_static(
+            b"Connection Established",
+        ));
+    r
 }
 
 /// Headers that belong to one connection, not to the request: never forwarded.

@@ -470,7 +470,7 @@ async fn connect_only_to_listed_hosts_at_public_or_explicitly_local_addresses() 
     // Allowed: a local server the allowlist names as localhost.
     assert_eq!(
         connect_through(p.port, &format!("localhost:{up}")).await,
-        "HTTP/1.1 200 OK"
+        "HTTP/1.1 200 Connection Established"
     );
     // A tunnel carries bytes both ways.
     let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", p.port)).await.unwrap());
@@ -479,7 +479,7 @@ async fn connect_only_to_listed_hosts_at_public_or_explicitly_local_addresses() 
         .await
         .unwrap();
     let (head, _) = read_response(&mut r).await;
-    assert_eq!(first_line(&head), "HTTP/1.1 200 OK");
+    assert_eq!(first_line(&head), "HTTP/1.1 200 Connection Established");
     let mut hello = [0u8; 5];
     r.read_exact(&mut hello).await.unwrap();
     assert_eq!(&hello, b"hello");
@@ -644,7 +644,7 @@ async fn https_through(proxy: u16, port: u16, ca_pem: &str, auth: &str) -> Resul
     .unwrap();
     let mut r = BufReader::new(s);
     let (head, _) = read_response(&mut r).await;
-    if first_line(&head) != "HTTP/1.1 200 OK" {
+    if first_line(&head) != "HTTP/1.1 200 Connection Established" {
         return Err(head);
     }
     let mut roots = rustls::RootCertStore::empty();
