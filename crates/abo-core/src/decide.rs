@@ -147,6 +147,10 @@ pub struct PolicyOutcome {
 
 /// Work for the runtime, executed only after the events that asked for it are committed.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few effects per attempt, moved a handful of times: boxing the backend would buy nothing"
+)]
 pub enum Effect {
     /// Create the attempt's worktree from the run branch's head and run `backend` in it.
     StartAttempt {

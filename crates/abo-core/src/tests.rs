@@ -1597,7 +1597,7 @@ fn a_configuration_error_fails_the_task_at_its_first_attempt() {
     let trace = h.run(vec![fail]);
     assert!(!trace.contains("task.retry"), "{trace}");
     assert!(
-        trace.contains(&format!(r#"task.failed a {{"attempts":1,"kept_worktree":"#))
+        trace.contains(r#"task.failed a {"attempts":1,"kept_worktree":"#)
             && trace.contains(&format!("{reason} (after 1 attempt)")),
         "{trace}"
     );

@@ -527,10 +527,10 @@ fn tls(held: &[Held], upstream_ca: &[(String, PathBuf)]) -> Result<Tls, EgressEr
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file());
-    if let Some(path) = system {
-        if let Ok(certs) = CertificateDer::pem_file_iter(&path) {
-            roots.add_parsable_certificates(certs.flatten());
-        }
+    if let Some(path) = system
+        && let Ok(certs) = CertificateDer::pem_file_iter(&path)
+    {
+        roots.add_parsable_certificates(certs.flatten());
     }
     for (var, path) in upstream_ca {
         let certs = CertificateDer::pem_file_iter(path).map_err(|e| EgressError::Bundle {
