@@ -1209,6 +1209,10 @@ mod tests {
             "abo.yml:3:3: `backends.cx.max_turns` applies to claude-code only, not codex"
         );
         assert_eq!(
+            err("version: 1\nbackends:\n  g: { kind: goose, credentials: proxy }\n"),
+            "abo.yml:3:3: `backends.g.credentials: proxy` is not possible for goose, which reads its provider and key from its own configuration: use `env`"
+        );
+        assert_eq!(
             err("version: 1\nbackends:\n  cl:\n    kind: claude-code\n    modle: x\n"),
             "abo.yml:5:5: unknown key `backends.cl.modle` (hint: did you mean `model`?)"
         );

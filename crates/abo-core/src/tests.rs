@@ -1608,3 +1608,23 @@ fn a_configuration_error_fails_the_task_at_its_first_attempt() {
     assert!(trace.contains("task.retry a"), "{trace}");
     assert!(!trace.contains("task.failed"), "{trace}");
 }
+
+#[test]
+fn an_agent_backend_recorded_before_endpoints_and_credentials_reads_as_it_ran() {
+    let old = r#"{"kind":"agent","name":"claude","agent":"claude-code","command":"claude","model":null,"max_turns":null,"permission_mode":null,"args":[],"context_tokens":8000}"#;
+    let b: crate::spec::BackendSpec = serde_json::from_str(old).unwrap();
+    let crate::spec::BackendSpec::Agent {
+        base_url,
+        api_key_env,
+        credentials,
+        ..
+    } = b
+    else {
+        panic!("{b:?}")
+    };
+    // Its key was in the agent's environment then.
+    assert_eq!(
+        (base_url, api_key_env, credentials),
+        (None, None, crate::config::Credentials::Env)
+    );
+}
