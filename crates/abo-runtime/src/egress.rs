@@ -13,9 +13,11 @@
 //! - addresses embedded in IPv6 (v4-mapped, v4-compatible, NAT64, 6to4) count as their IPv4.
 //!
 //! The connection goes to the addresses that were checked, never to a second resolution.
-//! Every connection, allowed or refused, is a JSON line in the attempt's egress log. The first
-//! refusal that a change of `sandbox.agent_hosts` would have let through is also sent on
-//! [`Proxy::refused`]: the runner stops the agent then, as a configuration error.
+//! Every connection, allowed or refused, is a JSON line in the attempt's egress log. A refusal
+//! that a change of `sandbox.agent_hosts` would have let through is also sent on
+//! [`Proxy::refused`], and the runner stops the agent then, as a configuration error: at once for
+//! a local gateway or a provider's API, after [`STRIKES`] refusals for another host (a CLI that
+//! retries its endpoint, not a one-off fetch of a page).
 //!
 //! Credentials: for an endpoint with a [`Held`] key, the proxy adds the provider's header itself,
 //! so the agent holds only [`PLACEHOLDER`]. Over plain HTTP this rewrites the request; over HTTPS
@@ -92,6 +94,8 @@ pub enum AuthHeader {
 pub struct Held {
     pub host: String,
     pub port: u16,
+    /// The endpoint speaks HTTPS: the proxy terminates the agent's TLS to add the key.
+    pub tls: bool,
     pub header: AuthHeader,
     pub key: String,
 }
@@ -101,6 +105,7 @@ impl std::fmt::Debug for Held {
         f.debug_struct("Held")
             .field("host", &self.host)
             .field("port", &self.port)
+            .field("tls", &self.tls)
             .field("header", &self.header)
             .field("key", &"<held>")
             .finish()
@@ -406,7 +411,13 @@ struct State {
     held: Vec<Held>,
     tls: Option<Tls>,
     refused: watch::Sender<Option<Refusal>>,
+    /// When each host not listed was refused lately.
+    strikes: std::sync::Mutex<std::collections::HashMap<(String, u16), Vec<tokio::time::Instant>>>,
 }
+
+/// Refusals of one host within [`STRIKE_WINDOW`] that make a retry loop.
+pub const STRIKES: usize = 3;
+pub const STRIKE_WINDOW: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Where a request goes, checked.
 #[derive(Clone, Debug)]
@@ -440,10 +451,11 @@ pub async fn start(opts: Options) -> Result<Proxy, EgressError> {
         .local_addr()
         .map_err(|source| EgressError::Listen { source })?
         .port();
-    let tls = if opts.held.is_empty() {
+    let over_tls: Vec<Held> = opts.held.iter().filter(|h| h.tls).cloned().collect();
+    let tls = if over_tls.is_empty() {
         None
     } else {
-        Some(tls(&opts.held, &opts.upstream_ca)?)
+        Some(tls(&over_tls, &opts.upstream_ca)?)
     };
     let ca_pem = tls.as_ref().map(|t| t.ca_pem.clone());
     let (tx, refused) = watch::channel(None);
@@ -453,6 +465,7 @@ pub async fn start(opts: Options) -> Result<Proxy, EgressError> {
         held: opts.held,
         tls,
         refused: tx,
+        strikes: Default::default(),
     });
     let task = tokio::spawn(async move {
         while let Ok((conn, _)) = listener.accept().await {
@@ -609,7 +622,7 @@ impl State {
             Why::NotProxied { .. } => StatusCode::METHOD_NOT_ALLOWED,
             _ => StatusCode::FORBIDDEN,
         };
-        if r.by_configuration() {
+        if r.by_configuration() && self.strike(&r) {
             self.refused.send_if_modified(|first| {
                 if first.is_none() {
                     *first = Some(r);
@@ -623,6 +636,30 @@ impl State {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp
+    }
+
+    /// Whether this refusal stops the agent: at once for what can only be its model traffic (a
+    /// local gateway, a provider's API), else when the same host was refused [`STRIKES`] times
+    /// within [`STRIKE_WINDOW`] (a retry loop), so that a one-off fetch or telemetry ping to a
+    /// host not listed gets its 403 and the agent goes on.
+    fn strike(&self, r: &Refusal) -> bool {
+        let local_name = r.host == "localhost"
+            || r.host.ends_with(".localhost")
+            || r.host
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| matches!(classify(ip), Class::Local(_)));
+        let provider = abo_core::config::DEFAULT_AGENT_HOSTS.contains(&r.host.as_str());
+        if matches!(r.why, Why::LocalNotNamed { .. }) || local_name || provider {
+            return true;
+        }
+        let now = tokio::time::Instant::now();
+        let Ok(mut strikes) = self.strikes.lock() else {
+            return true;
+        };
+        let seen = strikes.entry((r.host.clone(), r.port)).or_default();
+        seen.retain(|t| now.duration_since(*t) < STRIKE_WINDOW);
+        seen.push(now);
+        seen.len() >= STRIKES
     }
 
     fn held(&self, host: &str, port: u16) -> Option<&Held> {
@@ -724,7 +761,7 @@ async fn connect(
         addrs,
         tls: true,
     };
-    if state.held(&target.host, port).is_some()
+    if state.held(&target.host, port).is_some_and(|h| h.tls)
         && let Some(tls) = &state.tls
     {
         let acceptor = match tls.acceptor(&target.host) {

@@ -129,6 +129,7 @@ pub fn plan(
             p.held = Some(Held {
                 host: e.host.clone(),
                 port: e.port,
+                tls: e.https,
                 header: match provider {
                     ApiKind::Anthropic => AuthHeader::XApiKey,
                     ApiKind::Openai => AuthHeader::Bearer,

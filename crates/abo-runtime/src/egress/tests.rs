@@ -527,6 +527,32 @@ async fn connect_only_to_listed_hosts_at_public_or_explicitly_local_addresses() 
 }
 
 #[tokio::test]
+async fn a_host_not_listed_stops_the_agent_when_it_is_retried_a_gateway_at_once() {
+    let (p, _log, _dir) = proxy(&["api.anthropic.com".into()], Vec::new(), Vec::new()).await;
+    // A one-off fetch of a page: refused, the agent goes on.
+    for _ in 1..STRIKES {
+        assert_eq!(
+            connect_through(p.port, "docs.example.com:443").await,
+            "HTTP/1.1 403 Forbidden"
+        );
+    }
+    assert_eq!(*p.refused.borrow(), None);
+    // Retried: a loop the agent will not leave by itself.
+    connect_through(p.port, "docs.example.com:443").await;
+    assert_eq!(
+        p.refused.borrow().as_ref().map(Refusal::reason).as_deref(),
+        Some("docs.example.com:443 is not in sandbox.agent_hosts")
+    );
+    // A local gateway not listed: at once.
+    let (q, _log, _dir) = proxy(&["api.anthropic.com".into()], Vec::new(), Vec::new()).await;
+    connect_through(q.port, "localhost:4000").await;
+    assert_eq!(
+        q.refused.borrow().as_ref().map(Refusal::reason).as_deref(),
+        Some("localhost:4000 is not in sandbox.agent_hosts")
+    );
+}
+
+#[tokio::test]
 async fn a_metadata_refusal_is_no_configuration_error() {
     let (p, _log, _dir) = proxy(&["169.254.169.254".into()], Vec::new(), Vec::new()).await;
     assert_eq!(
@@ -538,10 +564,11 @@ async fn a_metadata_refusal_is_no_configuration_error() {
 
 const KEY: &str = "sk-ant-real-key-0123456789abcdef";
 
-fn held(port: u16, header: AuthHeader, host: &str) -> Vec<Held> {
+fn held(port: u16, header: AuthHeader, host: &str, tls: bool) -> Vec<Held> {
     vec![Held {
         host: host.into(),
         port,
+        tls,
         header,
         key: KEY.into(),
     }]
@@ -564,10 +591,12 @@ async fn over_plain_http_the_proxy_adds_the_key_the_agent_does_not_hold() {
     // The attack on the key: the agent has none, only the placeholder.
     let (p, _log, _dir) = proxy(
         &hosts,
-        held(up.port, AuthHeader::Bearer, "127.0.0.1"),
+        held(up.port, AuthHeader::Bearer, "127.0.0.1", false),
         Vec::new(),
     )
     .await;
+    // A plain-HTTP endpoint needs no CA: the agent's trust is left as it was.
+    assert_eq!(p.ca_pem, None);
     send(p.port, "Authorization: Bearer abo-proxy-held\r\n").await;
     send(p.port, "").await;
     // Control: without a held key, what the agent sends is what arrives.
@@ -694,7 +723,7 @@ async fn over_https_the_proxy_terminates_tls_adds_the_key_and_verifies_the_upstr
     let ca = vec![("SSL_CERT_FILE".to_owned(), upstream_ca)];
     let (p, log, _d) = proxy(
         &hosts,
-        held(port, AuthHeader::XApiKey, "localhost"),
+        held(port, AuthHeader::XApiKey, "localhost", true),
         ca.clone(),
     )
     .await;
@@ -724,7 +753,7 @@ async fn over_https_the_proxy_terminates_tls_adds_the_key_and_verifies_the_upstr
     // to it (502), so the key is never sent to a server it cannot verify.
     let (q, _log, _d2) = proxy(
         &hosts,
-        held(port, AuthHeader::XApiKey, "localhost"),
+        held(port, AuthHeader::XApiKey, "localhost", true),
         Vec::new(),
     )
     .await;
