@@ -622,31 +622,81 @@ fn an_agent_retrying_a_refused_host_fails_at_once_as_a_configuration_error() {
     assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
 }
 
-/// A plain-HTTP model gateway on 127.0.0.1: answers `ok` to every request and records its head.
-fn gateway() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    use std::io::{BufRead, Write};
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Reads one request head from `stream`, records it, answers `replied!`.
+fn answer(stream: &mut (impl std::io::Read + std::io::Write), seen: &Seen) {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(&mut *stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    drop(r);
+    seen.lock().unwrap().push(head);
+    let _ = stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreplied!");
+    let _ = stream.flush();
+}
+
+/// A plain-HTTP model gateway on 127.0.0.1: answers `replied!` to every request and records its head.
+fn gateway() -> (u16, Seen) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Seen::default();
     let s = std::sync::Arc::clone(&seen);
     std::thread::spawn(move || {
-        for conn in listener.incoming().flatten() {
-            let mut r = std::io::BufReader::new(conn);
-            let mut head = String::new();
-            loop {
-                let mut line = String::new();
-                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
-                    break;
-                }
-                head.push_str(&line);
-            }
-            s.lock().unwrap().push(head);
-            let _ = r.get_mut().write_all(
-                b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreplied!",
-            );
+        for mut conn in listener.incoming().flatten() {
+            answer(&mut conn, &s);
         }
     });
     (port, seen)
+}
+
+/// The same over HTTPS, for `localhost`, with a certificate from a CA of the test's own, whose
+/// PEM file is returned.
+fn https_gateway(dir: &std::path::Path) -> (u16, Seen, std::path::PathBuf) {
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key).unwrap();
+    let issuer = rcgen::Issuer::new(params, key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let ca_file = dir.join("gateway-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Seen::default();
+    let s = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let tls = rustls::ServerConnection::new(std::sync::Arc::clone(&config)).unwrap();
+            let mut stream = rustls::StreamOwned::new(tls, conn);
+            answer(&mut stream, &s);
+        }
+    });
+    (port, seen, ca_file)
 }
 
 #[test]
@@ -732,4 +782,48 @@ fn grep_dir(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+#[test]
+fn over_https_the_agent_trusts_the_proxys_ca_and_the_key_stays_in_the_proxy() {
+    const KEY: &str = "gw-tls-real-key-0123456789abcdef";
+    let outside = TestRepo::new();
+    let (port, seen, ca_file) = https_gateway(&outside.outside);
+    let yml = format!(
+        "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {{ mode: required, env_pass: [KEY_UPSTREAM] }}\nbackends:\n  claude: {{ kind: claude-code, base_url: 'https://localhost:{port}', api_key_env: GATEWAY_KEY }}\n"
+    );
+    // The user's own CA bundle (a corporate or gateway CA): the proxy verifies the gateway with it.
+    let env = [
+        ("GATEWAY_KEY", KEY.to_owned()),
+        (
+            "KEY_UPSTREAM",
+            format!("https://localhost:{port}/v1/messages"),
+        ),
+        ("SSL_CERT_FILE", ca_file.display().to_string()),
+    ];
+    let (doc, repo, _) = agent_task(&yml, "keyprobe", &env);
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    let answer = repo.git(&["show", &format!("{branch}:claude-keyprobe.txt")]);
+    assert!(answer.starts_with("replied!\n"), "{answer}");
+    let head = seen.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("x-api-key: {}", KEY.to_ascii_lowercase())),
+        "{head}"
+    );
+    assert!(
+        answer.contains("ANTHROPIC_API_KEY=abo-proxy-held"),
+        "{answer}"
+    );
+    assert!(!answer.contains(KEY), "{answer}");
+    // The agent's trust: a bundle of the user's CA and the proxy's, for Node, Python and Codex.
+    for var in [
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CODEX_CA_CERTIFICATE",
+    ] {
+        assert!(answer.contains(&format!("{var}=")), "{var}: {answer}");
+    }
+    assert!(grep_dir(&repo.path.join(".abo"), KEY).is_empty());
 }
