@@ -754,13 +754,21 @@ fn the_proxy_holds_the_agents_key_and_the_agent_sees_a_placeholder() {
     );
     assert!(!out.stdout.contains(KEY));
 
-    // Control: `credentials: env` puts the key in the agent's environment.
+    // Control: `credentials: env` puts the key in the agent's environment. A CA bundle the user
+    // set reaches the agent as it is (no TLS is terminated for it).
+    let bundle = repo.write_outside("corp-ca.pem", "");
+    let mut env = env.to_vec();
+    env.push(("NODE_EXTRA_CA_CERTS", bundle.display().to_string()));
     let (doc, repo, _) = agent_task(&yml("env"), "keyprobe", &env);
     assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
     let branch = doc["run"]["branch"].as_str().unwrap();
     let agent_env = repo.git(&["show", &format!("{branch}:claude-keyprobe.txt")]);
     assert!(
         agent_env.contains(&format!("ANTHROPIC_API_KEY={KEY}")),
+        "{agent_env}"
+    );
+    assert!(
+        agent_env.contains(&format!("NODE_EXTRA_CA_CERTS={}", bundle.display())),
         "{agent_env}"
     );
 }
