@@ -195,6 +195,25 @@ impl Refusal {
     }
 }
 
+/// Ends with the first refusal the configuration would fix (see [`Proxy::refused`]); never
+/// without a proxy.
+pub async fn first_refusal(refused: Option<watch::Receiver<Option<Refusal>>>) -> String {
+    if let Some(mut rx) = refused
+        && let Ok(r) = rx.wait_for(Option::is_some).await
+        && let Some(r) = r.as_ref()
+    {
+        return r.reason();
+    }
+    std::future::pending().await
+}
+
+/// Why an attempt fails whose agent was refused a host for `reason`.
+pub fn refused_failure(reason: &str) -> String {
+    format!(
+        "the egress proxy refused a connection: {reason} (a configuration error, not retried: list the host in sandbox.agent_hosts if the agent needs it)"
+    )
+}
+
 /// One entry of the allowlist.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Entry {

@@ -142,26 +142,6 @@ pub struct Limits<'a> {
     pub refused: Option<tokio::sync::watch::Receiver<Option<crate::egress::Refusal>>>,
 }
 
-/// Ends with the first refusal the configuration would fix; never without a proxy.
-async fn first_refusal(
-    refused: Option<tokio::sync::watch::Receiver<Option<crate::egress::Refusal>>>,
-) -> String {
-    if let Some(mut rx) = refused
-        && let Ok(r) = rx.wait_for(Option::is_some).await
-        && let Some(r) = r.as_ref()
-    {
-        return r.reason();
-    }
-    std::future::pending().await
-}
-
-/// Why an attempt whose agent the egress proxy refused a host fails.
-fn refused_failure(reason: &str) -> String {
-    format!(
-        "the egress proxy refused a connection: {reason} (a configuration error, not retried: list the host in sandbox.agent_hosts if the agent needs it)"
-    )
-}
-
 /// The attempt's reservation, enforced while the agent streams: past it, the agent is stopped.
 pub struct Meter<'a> {
     pub tokens: Option<u64>,
@@ -221,7 +201,7 @@ pub async fn run(
         limits.silence,
         AFTER_RESULT_GRACE,
         &transcript,
-        first_refusal(limits.refused.clone()),
+        crate::egress::first_refusal(limits.refused.clone()),
         |l| {
             let line = parser.line(l);
             // Past the final result the work is done: what it cost is charged, not stopped.
@@ -264,7 +244,10 @@ pub async fn run(
             .and_then(|r| r.borrow().as_ref().map(crate::egress::Refusal::reason))
     });
     let failure = if let Some(why) = &streamed.stopped_for {
-        Some(format!("{name} was stopped: {}", refused_failure(why)))
+        Some(format!(
+            "{name} was stopped: {}",
+            crate::egress::refused_failure(why)
+        ))
     } else if let Some(why) = overspent.filter(|_| streamed.stopped) {
         Some(format!("{name} was stopped: {why}"))
     } else if streamed.silent {
@@ -292,9 +275,10 @@ pub async fn run(
         None
     };
     let (failure, permanent) = match (failure, refusal) {
-        (Some(f), Some(why)) if streamed.stopped_for.is_none() => {
-            (Some(format!("{f}; {}", refused_failure(&why))), true)
-        }
+        (Some(f), Some(why)) if streamed.stopped_for.is_none() => (
+            Some(format!("{f}; {}", crate::egress::refused_failure(&why))),
+            true,
+        ),
         (Some(f), Some(_)) => (Some(f), true),
         (f, _) => (f, false),
     };
