@@ -217,6 +217,50 @@ pub struct AgentConfig {
     /// Tokens of repository files put in the prompt.
     #[serde(default)]
     pub context_tokens: Option<u32>,
+    /// The endpoint the CLI talks to (a gateway, a local model server); its host and port are
+    /// added to the run's `sandbox.agent_hosts`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// The variable holding the key for that endpoint (default: the one the CLI reads).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Where the key is: `proxy` (abo's egress proxy holds it and adds it to the CLI's requests;
+    /// the default where the CLI allows it) or `env` (in the CLI's environment).
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+}
+
+/// Where an agent CLI's API key is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credentials {
+    /// In abo's egress proxy, which adds the provider's header; the CLI holds a placeholder.
+    Proxy,
+    /// In the CLI's environment, as the CLI reads it.
+    Env,
+}
+
+impl Credentials {
+    /// The mode when the backend names none: the proxy, except for goose, whose provider and key
+    /// come from its own configuration.
+    pub fn default_for(kind: AgentKind) -> Self {
+        match kind {
+            AgentKind::Goose => Self::Env,
+            _ => Self::Proxy,
+        }
+    }
+
+    /// What runs recorded before the mode existed used.
+    pub fn recorded_before() -> Self {
+        Self::Env
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Env => "env",
+        }
+    }
 }
 
 /// A model API called by abo itself; it is asked for a unified diff.
@@ -271,6 +315,23 @@ impl AgentKind {
     }
 
     pub const ALL: [AgentKind; 4] = [Self::ClaudeCode, Self::Codex, Self::Aider, Self::Goose];
+
+    /// The API the CLI's key is for: Claude Code speaks Anthropic's, Codex OpenAI's, aider the
+    /// one of its model (`claude-*` or `anthropic/*`: Anthropic; else OpenAI-compatible); goose
+    /// reads its provider from its own configuration (none here).
+    pub fn provider(self, model: Option<&str>) -> Option<ApiKind> {
+        match self {
+            Self::ClaudeCode => Some(ApiKind::Anthropic),
+            Self::Codex => Some(ApiKind::Openai),
+            Self::Aider => Some(match model {
+                Some(m) if m.starts_with("claude") || m.starts_with("anthropic/") => {
+                    ApiKind::Anthropic
+                }
+                _ => ApiKind::Openai,
+            }),
+            Self::Goose => None,
+        }
+    }
 }
 
 /// The model APIs abo calls.
@@ -336,11 +397,21 @@ impl BackendConfig {
 
     /// The variable holding this backend's secret, if it has one.
     pub fn secret_env(&self) -> Option<String> {
-        self.api().map(|(k, a)| {
-            a.api_key_env
-                .clone()
-                .unwrap_or_else(|| k.default_key_env().to_owned())
-        })
+        self.api()
+            .map(|(k, a)| {
+                a.api_key_env
+                    .clone()
+                    .unwrap_or_else(|| k.default_key_env().to_owned())
+            })
+            .or_else(|| {
+                let (kind, a) = self.agent()?;
+                let provider = AgentKind::provider(kind, a.model.as_deref())?;
+                Some(
+                    a.api_key_env
+                        .clone()
+                        .unwrap_or_else(|| provider.default_key_env().to_owned()),
+                )
+            })
     }
 }
 
@@ -974,6 +1045,22 @@ impl Config {
                 }
             }
         }
+        for (name, b) in &self.backends.named {
+            if let Some((AgentKind::Goose, a)) = b.agent()
+                && a.credentials == Some(Credentials::Proxy)
+            {
+                return Err(err(
+                    &[
+                        PathSeg::key("backends"),
+                        PathSeg::key(name),
+                        PathSeg::key("credentials"),
+                    ],
+                    format!(
+                        "`backends.{name}.credentials: proxy` is not possible for goose, which reads its provider and key from its own configuration: use `env`"
+                    ),
+                ));
+            }
+        }
         for (i, name) in self.router.fallback.iter().enumerate() {
             if !self.backends.named.contains_key(name) {
                 return Err(err(
@@ -1219,6 +1306,10 @@ mod tests {
         assert_eq!(
             err("version: 1\nbackends:\n  cx: { kind: codex, max_turns: 3 }\n"),
             "abo.yml:3:3: `backends.cx.max_turns` applies to claude-code only, not codex"
+        );
+        assert_eq!(
+            err("version: 1\nbackends:\n  g: { kind: goose, credentials: proxy }\n"),
+            "abo.yml:3:3: `backends.g.credentials: proxy` is not possible for goose, which reads its provider and key from its own configuration: use `env`"
         );
         assert_eq!(
             err("version: 1\nbackends:\n  cl:\n    kind: claude-code\n    modle: x\n"),

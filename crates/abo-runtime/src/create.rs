@@ -180,6 +180,11 @@ pub fn resolve_backend(name: &str, b: &BackendConfig) -> BackendSpec {
             permission_mode: a.permission_mode.clone(),
             args: a.args.clone(),
             context_tokens: a.context_tokens.unwrap_or(8_000),
+            base_url: a.base_url.clone(),
+            api_key_env: a.api_key_env.clone(),
+            credentials: a
+                .credentials
+                .unwrap_or_else(|| abo_core::config::Credentials::default_for(kind)),
         };
     }
     if let Some((kind, a)) = b.api() {

@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod diff;
+pub mod keys;
 pub mod parse;
 pub mod prompt;
 
@@ -289,7 +290,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
         false,
     );
     let exit = ran.streamed.as_ref().and_then(|s| s.outcome.exit);
-    let transient = ran.failure.is_some() && r.transient();
+    let transient = ran.failure.is_some() && r.transient() && !ran.permanent;
     Produced {
         outcome: BackendOutcome {
             failure: ran.failure.map(|f| job.redactor.redact(&f)),
@@ -306,6 +307,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
             transcript: store_redacted(job, &ran.transcript),
             prompt: prompt_id,
             transient,
+            permanent: ran.permanent,
             ..Default::default()
         },
         warnings: warning.into_iter().collect(),
@@ -436,6 +438,7 @@ async fn run_agent_on(
             report: Default::default(),
             streamed: None,
             failure: Some(format!("backend `{}` is not an agent", backend.name())),
+            permanent: false,
             transcript: scratch.join("transcript.jsonl"),
         };
     };
@@ -453,18 +456,29 @@ async fn run_agent_on(
         analytics_log: &analytics,
         max_budget_usd: reserved.usd,
     };
-    // In the sandbox, the agent reaches the network only through abo's egress proxy.
+    // In the sandbox, the agent reaches the network only through abo's egress proxy, which may
+    // hold its key.
     let egress_log = scratch.join("egress.jsonl");
+    let plan = keys::plan(backend, settings.sandbox.mode, |k| std::env::var(k).ok());
     let proxy = if settings.sandbox.mode == abo_core::config::SandboxMode::Off {
         None
     } else {
-        match crate::egress::start(settings.sandbox.agent_hosts.clone(), egress_log.clone()).await {
+        let mut hosts = settings.sandbox.agent_hosts.clone();
+        hosts.extend(plan.endpoint.as_ref().map(keys::Endpoint::entry));
+        let opts = crate::egress::Options {
+            hosts,
+            log: egress_log.clone(),
+            held: plan.held.clone().into_iter().collect(),
+            upstream_ca: ca_files(),
+        };
+        match crate::egress::start(opts).await {
             Ok(p) => Some(p),
             Err(e) => {
                 return agent_failed(scratch, format!("could not start the egress proxy: {e}"));
             }
         }
     };
+    env.extend(plan.env.iter().cloned());
     let sandbox = match &proxy {
         Some(p) => {
             let url = format!("http://127.0.0.1:{}", p.port);
@@ -477,9 +491,16 @@ async fn run_agent_on(
             ] {
                 env.push((k.to_owned(), url.clone()));
             }
+            if let Some(ca) = &p.ca_pem {
+                match trust_files(scratch, ca) {
+                    Ok(vars) => env.extend(vars),
+                    Err(e) => return agent_failed(scratch, format!("egress proxy CA: {e}")),
+                }
+            }
             let role = crate::sandbox::Role::Agent {
                 kind: *agent,
                 proxy_port: p.port,
+                keys: plan.keys,
             };
             match crate::sandbox::wrap(
                 ctx,
@@ -506,6 +527,7 @@ async fn run_agent_on(
             prices: &settings.pricing,
             model: model.as_deref(),
         }),
+        refused: proxy.as_ref().map(|p| p.refused.clone()),
     };
     let ran = agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups).await;
     drop(proxy);
@@ -530,8 +552,68 @@ fn agent_failed(scratch: &Path, why: String) -> agent::Ran {
         report: Default::default(),
         streamed: None,
         failure: Some(why),
+        permanent: false,
         transcript: scratch.join("transcript.jsonl"),
     }
+}
+
+/// The CA bundles the user set (the files that exist), which the egress proxy trusts upstream.
+fn ca_files() -> Vec<(String, std::path::PathBuf)> {
+    crate::sandbox::CA_VARS
+        .iter()
+        .filter_map(|v| {
+            let path = std::path::PathBuf::from(std::env::var_os(v)?);
+            path.is_file().then(|| ((*v).to_owned(), path))
+        })
+        .collect()
+}
+
+/// Writes the bundles that make an agent trust the egress proxy's CA as well as what it trusted
+/// before (the user's bundles, else the system's), and returns the variables naming them: Node
+/// adds `NODE_EXTRA_CA_CERTS` to its roots; Python and Codex take `SSL_CERT_FILE`,
+/// `REQUESTS_CA_BUNDLE` and `CODEX_CA_CERTIFICATE` in place of theirs.
+fn trust_files(scratch: &Path, ca: &str) -> std::io::Result<Vec<(String, String)>> {
+    let read = |v: &str| {
+        std::env::var_os(v)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let system = crate::egress::SYSTEM_BUNDLES
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let base = match read("SSL_CERT_FILE") {
+        s if s.is_empty() => system,
+        s => s,
+    };
+    let mut bundle = base;
+    for v in [
+        "REQUESTS_CA_BUNDLE",
+        "CODEX_CA_CERTIFICATE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
+        bundle.push('\n');
+        bundle.push_str(&read(v));
+    }
+    bundle.push('\n');
+    bundle.push_str(ca);
+    let node = format!("{}\n{ca}", read("NODE_EXTRA_CA_CERTS"));
+    let (bundle_path, node_path) = (
+        scratch.join("egress-ca-bundle.pem"),
+        scratch.join("egress-ca.pem"),
+    );
+    std::fs::write(&bundle_path, bundle)?;
+    std::fs::write(&node_path, node)?;
+    let b = bundle_path.to_string_lossy().into_owned();
+    Ok(vec![
+        (
+            "NODE_EXTRA_CA_CERTS".into(),
+            node_path.to_string_lossy().into_owned(),
+        ),
+        ("SSL_CERT_FILE".into(), b.clone()),
+        ("REQUESTS_CA_BUNDLE".into(), b.clone()),
+        ("CODEX_CA_CERTIFICATE".into(), b),
+    ])
 }
 
 async fn run_api(job: &Job<'_>) -> Produced {
