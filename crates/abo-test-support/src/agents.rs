@@ -9,8 +9,8 @@
 //! proxy to `$REFUSE_TARGET` (`host:port`) every 0.1 s, as Claude Code retries a refused proxy
 //! connection, up to 300 times, counting its tries in `TOOL-TASK.tries` in its worktree, and goes
 //! on once it is let through (else fails); `*keyprobe*` sends `POST $KEY_UPSTREAM` through
-//! `$HTTP_PROXY` with `x-api-key: $ANTHROPIC_API_KEY` and writes the answer and its whole
-//! environment into its change (a sandboxed agent cannot write to `$FAKE_AGENT_LOG`); `FAKE_AGENT_COST` sets
+//! `$HTTP_PROXY` with `x-api-key: $ANTHROPIC_API_KEY` and writes the answer and its key,
+//! endpoint, CA and proxy variables into its change (a sandboxed agent cannot write to `$FAKE_AGENT_LOG`); `FAKE_AGENT_COST` sets
 //! the USD claude reports. Each appends `TOOL TASK ATTEMPT` to `$FAKE_AGENT_LOG/calls` and records its
 //! arguments, environment and stdin in `$FAKE_AGENT_LOG/<tool>-<task>-<attempt>.{args,env,stdin}`.
 
@@ -71,7 +71,7 @@ req = urllib.request.Request(os.environ["KEY_UPSTREAM"], data=b"{}", method="POS
                              headers={"x-api-key": os.environ.get("ANTHROPIC_API_KEY", "")})
 print(urllib.request.urlopen(req, timeout=5).read().decode())
 PY
-  env >> "$TOOL-$ABO_TASK_ID.txt"
+  env | grep -E '^(ANTHROPIC_|OPENAI_|CLAUDE_|NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|REQUESTS_CA_BUNDLE|CODEX_CA_CERTIFICATE|HTTPS?_PROXY)' >> "$TOOL-$ABO_TASK_ID.txt"
 }
 case "$ABO_TASK_ID" in
   *netprobe*) probe; edit() { :; } ;;
