@@ -804,23 +804,18 @@ fn the_proxy_holds_the_agents_key_and_the_agent_sees_a_placeholder() {
     );
     assert!(!out.stdout.contains(KEY));
 
-    // Control: `credentials: env` puts the key in the agent's environment. A CA bundle the user
-    // set reaches the agent as it is (no TLS is terminated for it).
-    let bundle = repo.write_outside("corp-ca.pem", "");
-    let mut env = env.to_vec();
-    env.push(("NODE_EXTRA_CA_CERTS", bundle.display().to_string()));
+    // Control: `credentials: env` puts the key in the agent's environment: the agent writes it
+    // into its change, which the policy then denies (it knows the key's value), and discards.
     let (doc, repo, _) = agent_task(&yml("env"), "keyprobe", &env);
-    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
-    let branch = doc["run"]["branch"].as_str().unwrap();
-    let agent_env = repo.git(&["show", &format!("{branch}:claude-keyprobe.txt")]);
+    assert_eq!(doc["tasks"][0]["status"], "denied", "{doc}");
     assert!(
-        agent_env.contains(&format!("ANTHROPIC_API_KEY={KEY}")),
-        "{agent_env}"
+        doc["tasks"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("adds a secret (known-secret)"),
+        "{doc}"
     );
-    assert!(
-        agent_env.contains(&format!("NODE_EXTRA_CA_CERTS={}", bundle.display())),
-        "{agent_env}"
-    );
+    assert!(grep_dir(&repo.path.join(".abo"), KEY).is_empty());
 }
 
 /// The files under `dir` whose bytes contain `needle`.
