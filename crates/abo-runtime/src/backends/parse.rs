@@ -1,9 +1,12 @@
 //! Reading what agent CLIs print, exactly as each documents it, into one [`Report`].
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use abo_core::config::AgentKind;
 use abo_core::event::Usage;
+use abo_core::ids::Timestamp;
 
 use crate::process::Line;
 
@@ -23,6 +26,88 @@ pub struct Report {
     pub message: Option<String>,
     /// Usage reported while the agent works (Claude Code's per-message `usage`), before its total.
     pub running: Usage,
+    /// The agent hit a usage or rate limit, and said when it resets.
+    pub limit: Option<Reset>,
+}
+
+/// When a usage or rate limit resets, as a tool or an API said it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reset {
+    /// At this instant (Claude Code's `resetsAt`, `anthropic-ratelimit-*-reset`).
+    At(Timestamp),
+    /// This long after it was said (Codex's "try again in 2 hours 5 minutes", `Retry-After: 7`).
+    In(Duration),
+}
+
+impl Reset {
+    /// The instant, for a report received at `now`.
+    pub fn until(self, now: Timestamp) -> Timestamp {
+        match self {
+            Self::At(t) => t,
+            Self::In(d) => Timestamp(
+                now.0
+                    .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            ),
+        }
+    }
+
+    /// How long from `now` until the reset (zero when it is past).
+    pub fn after(self, now: Timestamp) -> Duration {
+        self.until(now).saturating_sub(now)
+    }
+}
+
+/// The reset a limit message names, in the texts the tools print:
+/// - Claude Code's `Claude AI usage limit reached|1759968000` (Unix seconds);
+/// - Codex's `You've hit your usage limit. ... try again in 2 hours 5 minutes.` (or `in 1 day 3
+///   hours`, `in less than a minute`), and `Model ... is at capacity. ... Try again in 45s.`
+///
+/// A limit without a reset (`Try again later.`) is none: nothing says when to come back.
+pub fn limit_in_text(text: &str) -> Option<Reset> {
+    if let Some((_, rest)) = text.split_once("limit reached|") {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(secs) = digits.parse::<i64>() {
+            return Some(Reset::At(Timestamp(secs.saturating_mul(1000))));
+        }
+    }
+    let lower = text.to_ascii_lowercase();
+    let limited = ["usage limit", "rate limit", "at capacity"]
+        .iter()
+        .any(|p| lower.contains(p));
+    if !limited {
+        return None;
+    }
+    let (_, after) = lower.split_once("try again in ")?;
+    if after.starts_with("less than a minute") {
+        return Some(Reset::In(Duration::from_secs(60)));
+    }
+    let mut secs = 0u64;
+    let mut number: Option<u64> = None;
+    for w in after
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|w| w.trim_end_matches('.'))
+        .filter(|w| !w.is_empty())
+    {
+        // `2 hours` (a number, then its unit) or `45s` (both in one word).
+        let (digits, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len()));
+        let n = match (digits.parse::<u64>().ok(), number.take()) {
+            (Some(n), None) if unit.is_empty() => {
+                number = Some(n);
+                continue;
+            }
+            (Some(n), None) | (None, Some(n)) => n,
+            _ => break,
+        };
+        let per = match unit {
+            "day" | "days" | "d" => 86_400,
+            "hour" | "hours" | "h" => 3_600,
+            "minute" | "minutes" | "min" | "m" => 60,
+            "second" | "seconds" | "sec" | "s" => 1,
+            _ => break,
+        };
+        secs += n * per;
+    }
+    (secs > 0).then(|| Reset::In(Duration::from_secs(secs)))
 }
 
 impl Report {
@@ -93,6 +178,17 @@ impl Parser {
 
     /// One line of stdout. Lines that are not JSON (banners, garbage) are skipped.
     pub fn line(&mut self, line: &str) -> Line {
+        let l = self.parse_line(line);
+        // An error that names a limit's reset holds the backend until then.
+        if self.report.limit.is_none()
+            && let Some(e) = &self.report.error
+        {
+            self.report.limit = limit_in_text(e);
+        }
+        l
+    }
+
+    fn parse_line(&mut self, line: &str) -> Line {
         match self.kind {
             AgentKind::Aider => {
                 self.aider_text_line(line);
@@ -117,6 +213,18 @@ impl Parser {
             Some("system") => {
                 if let Some(m) = v.get("model").and_then(Value::as_str) {
                     r.model = Some(m.to_owned());
+                }
+                Line::More
+            }
+            // Claude Code 2.1.45+: `{"type":"rate_limit_event","rate_limit_info":{"status":
+            // "rejected","resetsAt":1778565600,"rateLimitType":"five_hour",...}}`. `allowed` and
+            // `allowed_warning` only inform.
+            Some("rate_limit_event") => {
+                let info = &v["rate_limit_info"];
+                if info["status"] == "rejected"
+                    && let Some(secs) = info["resetsAt"].as_i64()
+                {
+                    r.limit = Some(Reset::At(Timestamp(secs.saturating_mul(1000))));
                 }
                 Line::More
             }
@@ -400,6 +508,7 @@ not json: a banner
                     cache_read_tokens: 15000,
                     ..Usage::default()
                 },
+                limit: None,
             }
         );
         // While the agent works, what it used so far is the running sum; then its total.
@@ -423,6 +532,81 @@ not json: a banner
             Some("success: API Error: 529 overloaded")
         );
         assert!(r.transient());
+    }
+
+    #[test]
+    fn limits_name_their_reset() {
+        use Reset::{At, In};
+        let h = |h: u64, m: u64| In(Duration::from_secs(h * 3600 + m * 60));
+        let cases: &[(AgentKind, &str, Option<Reset>)] = &[
+            // Claude Code 1.x: the reset in Unix seconds after a `|`.
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":310,"num_turns":1,"result":"Claude AI usage limit reached|1759968000","session_id":"s1","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0}}"#,
+                Some(At(Timestamp(1_759_968_000_000))),
+            ),
+            // Claude Code 2.1: a rejected `rate_limit_event` before the failing result.
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929"}
+{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1778565600,"rateLimitType":"five_hour","overageStatus":"rejected","isUsingOverage":false},"uuid":"u1","session_id":"s1"}
+{"type":"assistant","message":{"content":[{"type":"text","text":"You've hit your limit · resets 2pm (Asia/Shanghai)"}]}}
+{"type":"result","subtype":"success","is_error":true,"result":"You've hit your limit · resets 2pm (Asia/Shanghai)","total_cost_usd":0}"#,
+                Some(At(Timestamp(1_778_565_600_000))),
+            ),
+            // An `allowed` event only informs: the run goes on and lands.
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","isUsingOverage":false}}
+{"type":"rate_limit_event","rate_limit_info":{"status":"allowed_warning","resetsAt":1778565600,"rateLimitType":"seven_day","utilization":0.9}}
+{"type":"result","subtype":"success","is_error":false,"result":"Done."}"#,
+                None,
+            ),
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"}"#,
+                None,
+            ),
+            // Codex: its UsageLimitReachedError, relative to now.
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.started"}
+{"type":"error","message":"You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) or try again in 2 hours 5 minutes."}
+{"type":"turn.failed","error":{"message":"You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) or try again in 2 hours 5 minutes."}}"#,
+                Some(h(2, 5)),
+            ),
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Try again in 1 day 3 hours."}}"#,
+                Some(h(27, 0)),
+            ),
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Try again in less than a minute."}}"#,
+                Some(In(Duration::from_secs(60))),
+            ),
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"Model gpt-5-codex is at capacity. Please try a different model. Try again in 45s."}}"#,
+                Some(In(Duration::from_secs(45))),
+            ),
+            // A limit that says nothing of its reset is an ordinary failure.
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Limits reset every 5h and every week."}}"#,
+                None,
+            ),
+        ];
+        for (kind, out, want) in cases {
+            let (r, _) = parse(*kind, out);
+            assert_eq!(r.limit, *want, "{out}");
+            if want.is_some() {
+                assert!(r.error.is_some(), "a limit fails the attempt: {out}");
+            }
+        }
+        let now = Timestamp(1_000_000);
+        assert_eq!(h(0, 1).until(now), Timestamp(1_060_000));
+        assert_eq!(At(Timestamp(5)).after(now), Duration::ZERO);
     }
 
     #[test]
