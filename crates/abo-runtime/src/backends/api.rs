@@ -444,7 +444,8 @@ mod tests {
     fn a_429_names_its_reset() {
         let t = |s: &str| Reset::At(Timestamp::parse_rfc3339(s).unwrap());
         let secs = |n: u64| Reset::In(Duration::from_secs(n));
-        let cases: &[(&[(&str, &str)], Option<Reset>)] = &[
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers<'_>, Option<Reset>)] = &[
             // Anthropic: Retry-After first.
             (
                 &[

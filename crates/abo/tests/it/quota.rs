@@ -178,3 +178,55 @@ fn without_a_fallback_the_run_pauses_for_quota_and_the_daemon_resumes_it_at_the_
     let released = of_kind(&evs, "backend.released")[0];
     assert!(released["ts"].as_str().unwrap() >= held["data"]["until"].as_str().unwrap());
 }
+
+#[test]
+fn a_model_api_limited_for_an_hour_is_held_without_burning_retries_and_the_fallback_lands() {
+    use abo_test_support::stub::{Canned, StubServer, openai_reply};
+    let limited = r#"{"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed your account's rate limit. Please try again later."}}"#;
+    let premium = StubServer::start(vec![
+        Canned::status(429, limited)
+            .header("retry-after", "3600")
+            .header("anthropic-ratelimit-requests-remaining", "0"),
+    ]);
+    let diff = "--- a/greeting.txt\n+++ b/greeting.txt\n@@ -1 +1 @@\n-hello\n+hello, world\n";
+    let local = StubServer::start(vec![Canned::ok(openai_reply(
+        "qwen2.5-coder:7b",
+        &format!("Extended.\n\n```diff\n{diff}```\n"),
+        100,
+        20,
+    ))]);
+    let repo = TestRepo::new();
+    repo.write("greeting.txt", "hello\n");
+    config(
+        &repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1 }}\nrouter: {{ fallback: [local] }}\nbackends:\n  premium: {{ kind: anthropic, model: claude-sonnet-4-5, base_url: \"{}\", api_key_env: ABO_TEST_KEY, retries: 3 }}\n  local: {{ kind: openai, model: qwen2.5-coder:7b, base_url: \"{}/v1\" }}\n",
+            premium.url, local.url
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: greet, title: Extend greeting.txt, backend: premium }\n",
+    );
+    let out = abo_env(
+        &repo,
+        &["run", b.to_str().unwrap(), "--json"],
+        &[("ABO_TEST_KEY", "sk-test-key".to_owned())],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(brief(&doc), s(&[("greet", "landed", 1)]));
+    // One request: the hour-long limit was not retried three times.
+    assert_eq!(premium.requests().len(), 1);
+    assert_eq!(local.requests().len(), 1);
+    let run = doc["run"]["id"].as_str().unwrap();
+    let evs = crate::events(&repo, run);
+    let held = of_kind(&evs, "backend.held");
+    assert_eq!(held.len(), 1, "{evs:?}");
+    assert_eq!(held[0]["data"]["backend"], "premium");
+    // Held about an hour from the 429.
+    let at = abo_core::ids::Timestamp::parse_rfc3339(held[0]["ts"].as_str().unwrap()).unwrap();
+    let until = abo_core::ids::Timestamp::parse_rfc3339(held[0]["data"]["until"].as_str().unwrap())
+        .unwrap();
+    assert!((until.0 - at.0 - 3_600_000).abs() < 10_000, "{held:?}");
+}
