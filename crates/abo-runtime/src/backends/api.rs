@@ -143,10 +143,13 @@ pub async fn call(
         let code = status.as_u16();
         let now = clock.now();
         if code == 429
-            && let Some(reset) = reset
+            && let Some(reset) = &reset
             && (reset.after(now) > HOLD_AFTER || says_quota(&raw))
         {
-            return Err(ApiError::Held { message, reset });
+            return Err(ApiError::Held {
+                message,
+                reset: reset.clone(),
+            });
         }
         return Err(if code == 429 || code == 408 || code >= 500 {
             ApiError::Transient {
@@ -211,16 +214,12 @@ pub fn limit_reset(header: impl Fn(&str) -> Option<String>) -> Option<Reset> {
         }
     }
     let any_spent = found.iter().any(|(s, _)| *s);
-    // Instants and durations compare through one `now`: any fixed one orders them the same way
-    // only if they are of one kind, which each provider's headers are.
+    // Ordered as if said at the epoch: a provider's headers are all instants or all durations.
     found
         .into_iter()
         .filter(|(s, _)| *s || !any_spent)
         .map(|(_, r)| r)
-        .max_by_key(|r| match r {
-            Reset::At(t) => t.0,
-            Reset::In(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        })
+        .max_by_key(|r| r.until(Timestamp(0)))
 }
 
 /// A Go duration as OpenAI's headers print them: `1s`, `6m0s`, `1h2m3.5s`, `20ms`.

@@ -291,6 +291,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
     // A limit with its reset holds the backend (only when the attempt failed for it).
     let hold_until = r
         .limit
+        .as_ref()
         .filter(|_| ran.failure.is_some())
         .map(|l| l.until(job.ctx.now()));
     Produced {
