@@ -298,6 +298,9 @@ pub const CIRCUIT_COOLDOWN_MS: i64 = 5 * 60 * 1000;
 pub struct Health {
     pub consecutive_transient: u32,
     pub opened_at: Option<Timestamp>,
+    /// The reset of a usage or rate limit the backend reported (`backend.held`), until
+    /// `backend.released`. Independent of the circuit: a limited backend is not a broken one.
+    pub held_until: Option<Timestamp>,
 }
 
 /// Replaying a log that does not describe a run.
@@ -457,6 +460,14 @@ impl RunState {
             EventBody::BudgetExhausted { cap, .. } => {
                 self.ledger.exhausted.insert(cap.clone());
             }
+            EventBody::BackendHeld { backend, until, .. } => {
+                self.health.entry(backend.clone()).or_default().held_until = Some(*until);
+            }
+            EventBody::BackendReleased { backend } => {
+                if let Some(h) = self.health.get_mut(backend) {
+                    h.held_until = None;
+                }
+            }
             body => {
                 let Some(id) = &e.task else { return };
                 let Some(t) = self.tasks.get_mut(id) else {
@@ -517,7 +528,10 @@ impl RunState {
                                     h.opened_at = Some(e.at);
                                 }
                             } else {
-                                *h = Health::default();
+                                *h = Health {
+                                    held_until: h.held_until,
+                                    ..Health::default()
+                                };
                             }
                         }
                     }
@@ -561,7 +575,9 @@ impl RunState {
                                 });
                                 t.state = TaskState::Ready;
                             }
-                            RetryCause::Interrupted => t.state = TaskState::Ready,
+                            RetryCause::Interrupted | RetryCause::Quota => {
+                                t.state = TaskState::Ready;
+                            }
                             RetryCause::Requested => {
                                 t.floor = attempt.saturating_sub(1);
                                 t.feedback = None;
@@ -645,6 +661,23 @@ impl RunState {
             .get(backend)
             .and_then(|h| h.opened_at)
             .is_some_and(|at| now.0 - at.0 < CIRCUIT_COOLDOWN_MS)
+    }
+
+    /// Until when a backend is held by a usage limit it reported, if its reset has not come yet.
+    pub fn held_until(&self, backend: &BackendName, now: Timestamp) -> Option<Timestamp> {
+        self.health
+            .get(backend)
+            .and_then(|h| h.held_until)
+            .filter(|until| *until > now)
+    }
+
+    /// Held backends whose reset has come (`backend.released` is due for each).
+    pub fn holds_ended(&self, now: Timestamp) -> Vec<BackendName> {
+        self.health
+            .iter()
+            .filter(|(_, h)| h.held_until.is_some_and(|u| u <= now))
+            .map(|(b, _)| b.clone())
+            .collect()
     }
 
     /// Counts of tasks by status.

@@ -4,6 +4,8 @@
 //! - A run paused because a cap kept its tasks from starting resumes as soon as one fits again:
 //!   when the day or week of a daily or weekly cap rolls over, or other runs release what they
 //!   held. Caps of the run itself (`--usd`, `--tokens`, `--wall`) are raised only by a person.
+//! - A run paused because a backend is held by a usage limit (reason `quota`) resumes at the
+//!   limit's reset.
 //!
 //! Runs it starts or resumes are executed by this process.
 
@@ -54,7 +56,7 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
     let _server = crate::serve::listen(Arc::clone(&api), addr).await?;
     let ctx = Arc::clone(&api.ctx);
     say!(
-        "abo daemon: {} scheduled backlog(s); resuming runs paused for budget or schedule (every {every})",
+        "abo daemon: {} scheduled backlog(s); resuming runs paused for budget, quota or schedule (every {every})",
         crons.len()
     );
     let driving: Arc<std::sync::Mutex<BTreeSet<RunId>>> = Arc::default();
@@ -85,6 +87,8 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
                 "a task fits its caps again"
             } else if reason.starts_with("schedule:") && in_window(&ctx, &row.id).await {
                 "inside its schedule window"
+            } else if reason.starts_with("quota:") && hold_ended(&ctx, &row.id).await {
+                "a held backend's limit reset"
             } else {
                 continue;
             };
@@ -133,6 +137,13 @@ async fn in_window(ctx: &Ctx, run: &RunId) -> bool {
     engine::load(&ctx.store, run)
         .await
         .is_ok_and(|s| windows::outside(&s.spec.settings.schedule, ctx.now()).is_none())
+}
+
+/// Whether a backend that held a paused run reached its reset.
+async fn hold_ended(ctx: &Ctx, run: &RunId) -> bool {
+    engine::load(&ctx.store, run)
+        .await
+        .is_ok_and(|s| !s.holds_ended(ctx.now()).is_empty())
 }
 
 /// Whether a ready task of a paused run could reserve its budget now.

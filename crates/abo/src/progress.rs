@@ -200,6 +200,7 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 format!("{task}: attempt {attempt} was interrupted; running it again")
             }
             RetryCause::Requested => format!("{task}: re-queued (attempt {attempt} next)"),
+            RetryCause::Quota => format!("{task}: attempt {attempt} runs again: {reason}"),
         },
         EventBody::TaskFailed { reason, .. } => format!("{task}: FAILED: {reason}"),
         EventBody::TaskCancelled { reason, .. } => format!("{task}: cancelled: {reason}"),
@@ -287,6 +288,15 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             }
         ),
         EventBody::RunPullRequest { url, .. } => format!("pull request: {url}"),
+        EventBody::BackendHeld {
+            backend,
+            until,
+            reason,
+        } => format!(
+            "backend {backend} held until {}: {reason}",
+            until.to_rfc3339()
+        ),
+        EventBody::BackendReleased { backend } => format!("backend {backend} released"),
     };
     Some(line)
 }

@@ -18,6 +18,7 @@ mod hostile;
 mod notify;
 mod policy;
 mod pr;
+mod quota;
 mod sandbox;
 mod schedule;
 mod serve;
