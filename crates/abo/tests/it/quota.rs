@@ -10,49 +10,24 @@ use serde_json::Value;
 
 use crate::{abo_cmd, abo_env, brief, config, s};
 
-struct Limited {
-    repo: TestRepo,
-    env: Vec<(&'static str, String)>,
-    log: std::path::PathBuf,
-}
+type Limited = crate::FakeAgents;
 
 fn setup(extra_config: &str) -> Limited {
-    let repo = TestRepo::new();
-    let bin = abo_test_support::agents::install(&repo.outside);
-    let log = repo.outside.join("agent-log");
-    std::fs::create_dir_all(&log).unwrap();
-    config(
-        &repo,
-        &format!(
-            "version: 1\nsandbox: {{ mode: off }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{extra_config}backends:\n  claude: {{ kind: claude-code, model: sonnet }}\n  codex: {{ kind: codex, model: gpt-5-codex }}\n"
-        ),
-    );
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let env = vec![
-        ("PATH", path),
-        ("FAKE_AGENT_LOG", log.display().to_string()),
-        ("FAKE_LIMIT_RESET_SECS", "2".to_owned()),
-    ];
-    Limited { repo, env, log }
+    let mut l = crate::FakeAgents::new(&format!(
+        "version: 1\nsandbox: {{ mode: off }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{extra_config}backends:\n  claude: {{ kind: claude-code, model: sonnet }}\n  codex: {{ kind: codex, model: gpt-5-codex }}\n"
+    ));
+    l.env.push(("FAKE_LIMIT_RESET_SECS", "2".to_owned()));
+    l
 }
 
-impl Limited {
-    fn run(&self, backlog: &str) -> (i32, Value, String) {
-        let b = self.repo.write_outside("b.yml", backlog);
-        let out = abo_env(
-            &self.repo,
-            &["run", b.to_str().unwrap(), "--json"],
-            &self.env,
-        );
-        let doc = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
-        (out.code, doc, out.stderr)
-    }
+/// What only these tests ask of the fake agents' repository.
+trait Reads {
+    fn status(&self, run: &str) -> Value;
+    fn events(&self, run: &str) -> Vec<Value>;
+    fn calls(&self) -> String;
+}
 
+impl Reads for Limited {
     fn status(&self, run: &str) -> Value {
         let out = abo_env(&self.repo, &["status", run, "--json"], &self.env);
         serde_json::from_str(&out.stdout).unwrap_or(Value::Null)
@@ -68,7 +43,7 @@ impl Limited {
     }
 
     fn calls(&self) -> String {
-        std::fs::read_to_string(self.log.join("calls")).unwrap_or_default()
+        self.logged("calls")
     }
 }
 
