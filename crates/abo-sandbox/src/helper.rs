@@ -80,7 +80,7 @@ fn run(p: &Profile, argv: &[String]) -> Result<i32, String> {
     };
     if !isolated {
         // best-effort without namespaces: the restrictions that need none, then the program.
-        restrict(p, &mut warnings, None)?;
+        restrict(p, &mut warnings)?;
         for w in warnings {
             eprintln!("abo sandbox: warning: {w}");
         }
@@ -227,7 +227,7 @@ fn init(
         return Err(format!("setsid: {}", std::io::Error::last_os_error()));
     }
     layer(p.mode, &mut warnings, filesystem(p, sockets))?;
-    restrict(p, &mut warnings, Some(p.network))?;
+    restrict(p, &mut warnings)?;
     for w in warnings {
         eprintln!("abo sandbox: warning: {w}");
     }
@@ -270,13 +270,8 @@ fn init(
     }
 }
 
-/// Rlimits, capabilities, Landlock and seccomp, in that order. `network` is `None` where the
-/// process kept the host's namespaces (best effort): the argument-checking filters still apply.
-fn restrict(
-    p: &Profile,
-    warnings: &mut Vec<String>,
-    network: Option<Network>,
-) -> Result<(), String> {
+/// Rlimits, capabilities, Landlock and seccomp, in that order.
+fn restrict(p: &Profile, warnings: &mut Vec<String>) -> Result<(), String> {
     limits(&p.limits)?;
     layer(p.mode, warnings, caps::drop_all())?;
     match fs::restrict(p) {
@@ -287,7 +282,7 @@ fn restrict(
     layer(
         p.mode,
         warnings,
-        seccomp::install(network.unwrap_or(p.network)).map_err(|e| format!("seccomp: {e}")),
+        seccomp::install(p.network).map_err(|e| format!("seccomp: {e}")),
     )
 }
 
