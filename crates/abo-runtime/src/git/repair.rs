@@ -5,7 +5,7 @@
 //! "locked initializing".
 //!
 //! Whether a lock's writer can still be alive: every git abo runs holds the repository's lock
-//! ([`RepoLock`], `flock(2)` on `<git dir>/abo.lock`) shared; repairing holds it exclusive, so
+//! ([`RepoLock`], `flock(2)` on `<git dir>/abo.flock`) shared; repairing holds it exclusive, so
 //! while it repairs no git of any abo runs on the repository. A person (or an editor) may run git
 //! too: a lock is removed only once it is older than [`STALE`], and a lock younger than that is
 //! waited for (its git ends, or it ages) before it is judged.
@@ -100,7 +100,7 @@ pub(crate) struct Held<G> {
 impl RepoLock {
     pub(crate) fn new(common_dir: Option<&Path>) -> Self {
         Self {
-            path: common_dir.map(|d| d.join("abo.lock")),
+            path: common_dir.map(|d| d.join("abo.flock")),
             here: Arc::default(),
         }
     }
