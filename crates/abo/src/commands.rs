@@ -212,6 +212,7 @@ async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::R
 
 /// SIGINT or SIGTERM: the run pauses, everything running for it is killed, and abo exits 4
 /// (resumable). A second signal ends abo at once, still killing what runs for the run first.
+#[allow(clippy::print_stderr, reason = "the note on a signal goes to stderr")]
 async fn stop_on_signals(ctx: Arc<Ctx>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (

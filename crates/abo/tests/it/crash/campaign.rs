@@ -5,6 +5,11 @@
 //! zero. `ABO_CHAOS_TRIALS` (default 20) and `ABO_CHAOS_SEED` size a longer campaign
 //! (`ops/chaos.sh`).
 
+#![allow(
+    clippy::print_stderr,
+    reason = "the campaign's figures, and each failure found, are its report"
+)]
+
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -38,6 +43,8 @@ struct Figures {
     gaps: u32,
     stuck: u32,
     internal: u32,
+    /// The last event in the store at each kill: where the kills fell.
+    at: std::collections::BTreeMap<String, u32>,
 }
 
 const TASKS: [&str; 3] = ["a", "b", "c"];
@@ -90,6 +97,15 @@ fn kill_after(mut child: std::process::Child, ms: u64, group: bool) -> Option<(i
     None
 }
 
+/// Counts where a kill fell: the last event committed before it.
+fn tally(repo: &TestRepo, id: &str, f: &mut Figures) {
+    let last = events(repo, id)
+        .last()
+        .and_then(|e| e["kind"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    *f.at.entry(last).or_default() += 1;
+}
+
 fn latest_run(repo: &TestRepo) -> Option<String> {
     let out = abo(repo, &["status", "--json"]);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
@@ -102,7 +118,10 @@ fn trial(rng: &mut Rng, span_ms: u64, f: &mut Figures) {
     let group = rng.below(2) == 0;
     let at = rng.below(span_ms);
     f.kills += 1;
-    let run = start(&repo, &["run", b.to_str().unwrap(), "--profile", "exploration"]);
+    let run = start(
+        &repo,
+        &["run", b.to_str().unwrap(), "--profile", "exploration"],
+    );
     let ended = kill_after(run, at, group);
     if let Some((code, stderr)) = &ended
         && (*code == 3 || stderr.contains("internal error"))
@@ -111,16 +130,22 @@ fn trial(rng: &mut Rng, span_ms: u64, f: &mut Figures) {
     }
     let Some(id) = latest_run(&repo) else {
         // Killed before the run was created: nothing was promised.
+        *f.at.entry("(before run.created)".into()).or_default() += 1;
         return;
     };
+    if ended.is_none() {
+        tally(&repo, &id, f);
+    }
     // Half the trials kill the resume too, at a random moment of it.
     if rng.below(2) == 0 {
         f.kills += 1;
         let resume = start(&repo, &["resume", &id]);
         let at = rng.below(span_ms);
         let group = rng.below(2) == 0;
-        if let Some((3, _)) = kill_after(resume, at, group) {
-            f.internal += 1;
+        match kill_after(resume, at, group) {
+            Some((3, _)) => f.internal += 1,
+            Some(_) => {}
+            None => tally(&repo, &id, f),
         }
     }
     // Resume until the run is done (a finished run owing nothing answers 2).

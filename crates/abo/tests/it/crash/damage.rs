@@ -11,6 +11,24 @@ use pretty_assertions::assert_eq;
 use super::{resume_and_check, sigkill, truncate_log};
 use crate::{abo, brief, config, events, read_run_id, s, spawn};
 
+/// Runs git in the repository; whether it succeeded, and its stderr.
+fn git_status(repo: &TestRepo, args: &[&str]) -> (bool, String) {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test runs plain git as the control"
+    )]
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(&repo.path)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn kinds(repo: &TestRepo, id: &str) -> Vec<String> {
     events(repo, id)
         .iter()
@@ -74,7 +92,11 @@ fn a_kill_between_run_finished_and_the_merge_leaves_the_merge_owed_and_resume_ma
     // Settled: nothing more to do.
     let out = abo(&repo, &["resume", &id]);
     assert_eq!(out.code, 2, "{}", out.stderr);
-    assert!(out.stderr.contains("is finished: it cannot be resumed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("is finished: it cannot be resumed"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -85,23 +107,37 @@ fn a_kill_after_the_merge_but_before_its_event_records_the_merge_without_making_
     truncate_log(&repo.path, seq_of(&repo, &id, "run.merge"));
     let out = abo(&repo, &["resume", &id]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert_eq!(repo.git(&["rev-parse", "main"]), merged, "main did not move again");
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        merged,
+        "main did not move again"
+    );
     let merges: Vec<serde_json::Value> = events(&repo, &id)
         .into_iter()
         .filter(|e| e["kind"] == "run.merge")
         .collect();
     assert_eq!(merges.len(), 1);
     assert_eq!(
-        (merges[0]["data"]["outcome"].as_str(), merges[0]["data"]["reason"].as_str()),
-        (Some("fast-forward"), Some("main already holds the run branch"))
+        (
+            merges[0]["data"]["outcome"].as_str(),
+            merges[0]["data"]["reason"].as_str()
+        ),
+        (
+            Some("fast-forward"),
+            Some("main already holds the run branch")
+        )
     );
 }
 
 /// Sets a file's modification time `secs` seconds back.
 fn age(path: &Path, secs: u64) {
     let f = std::fs::File::options().write(true).open(path).unwrap();
-    f.set_modified(SystemTime::now() - Duration::from_secs(secs))
-        .unwrap();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "a file's age is on the file system's clock"
+    )]
+    let now = SystemTime::now();
+    f.set_modified(now - Duration::from_secs(secs)).unwrap();
 }
 
 /// What a session killed in git leaves: a `packed-refs.lock`, and a worktree registration
@@ -112,7 +148,14 @@ fn plant_git_leftovers(repo: &TestRepo, lock_age: u64) {
     age(&lock, lock_age);
     let ghost = repo.outside.join("ghost");
     repo.git(&[
-        "worktree", "add", "--quiet", "--lock", "--reason", "initializing", "-b", "ghost",
+        "worktree",
+        "add",
+        "--quiet",
+        "--lock",
+        "--reason",
+        "initializing",
+        "-b",
+        "ghost",
         ghost.to_str().unwrap(),
     ]);
     std::fs::remove_dir_all(&ghost).unwrap();
@@ -123,19 +166,19 @@ fn plant_git_leftovers(repo: &TestRepo, lock_age: u64) {
 fn stale_git_locks_and_interrupted_registrations_are_reported_and_removed_by_gc() {
     let repo = TestRepo::new();
     config(&repo, "version: 1\nsandbox: { mode: off }\n");
-    let b = repo.write_outside("b.yml", "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n");
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
+    );
     let (code, _, stderr) = crate::run(&repo, &b, &[]);
     assert_eq!(code, 0, "{stderr}");
     plant_git_leftovers(&repo, 60);
     // Control: the damage is real. git itself fails on the lock and keeps the registration.
     repo.git(&["branch", "doomed"]);
-    let out = std::process::Command::new("git")
-        .args(["-C", repo.path.to_str().unwrap(), "branch", "-D", "doomed"])
-        .output()
-        .unwrap();
+    let (ok, stderr) = git_status(&repo, &["branch", "-D", "doomed"]);
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("packed-refs.lock': File exists"),
-        "{out:?}"
+        !ok && stderr.contains("packed-refs.lock': File exists"),
+        "{stderr}"
     );
     repo.git(&["worktree", "prune"]);
     assert!(repo.path.join(".git/worktrees/ghost").exists());
@@ -150,23 +193,45 @@ fn stale_git_locks_and_interrupted_registrations_are_reported_and_removed_by_gc(
         .map(|c| c["detail"].as_str().unwrap())
         .collect();
     assert_eq!(git.len(), 2, "{git:?}");
-    assert!(git.iter().any(|d| d.starts_with("stale git lock ") && d.contains("packed-refs.lock")), "{git:?}");
-    assert!(git.iter().any(|d| d.starts_with("broken worktree registration .git/worktrees/ghost") && d.contains("locked \"initializing\"")), "{git:?}");
+    assert!(
+        git.iter()
+            .any(|d| d.starts_with("stale git lock ") && d.contains("packed-refs.lock")),
+        "{git:?}"
+    );
+    assert!(
+        git.iter().any(
+            |d| d.starts_with("broken worktree registration .git/worktrees/ghost")
+                && d.contains("locked \"initializing\"")
+        ),
+        "{git:?}"
+    );
 
     let out = abo(&repo, &["gc"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
-    assert!(out.stdout.contains("removed stale git lock"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("removed stale git lock"),
+        "{}",
+        out.stdout
+    );
     assert!(!repo.path.join(".git/packed-refs.lock").exists());
     assert!(!repo.path.join(".git/worktrees/ghost").exists());
     repo.git(&["branch", "-D", "doomed", "ghost"]);
     let out = abo(&repo, &["doctor", "--json"]);
-    assert!(out.stdout.contains("no stale lock, no broken worktree registration"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("no stale lock, no broken worktree registration"),
+        "{}",
+        out.stdout
+    );
 }
 
 #[test]
 fn a_run_recovers_from_stale_git_state_without_using_up_attempts() {
     let repo = TestRepo::new();
-    config(&repo, "version: 1\nsandbox: { mode: off }\nattempts: { max: 1 }\n");
+    config(
+        &repo,
+        "version: 1\nsandbox: { mode: off }\nattempts: { max: 1 }\n",
+    );
     // The lock is 3 s old when the run starts (a person's git could still hold it): abo's
     // first git call that meets it waits until it is stale, then removes it.
     plant_git_leftovers(&repo, 3);
@@ -221,7 +286,8 @@ fn a_deleted_or_reset_run_branch_is_restored_from_the_log_before_anything_lands(
         let out = abo(&repo, &["resume", &id]);
         assert_eq!(out.code, 0, "{damage}: {}", out.stderr);
         assert!(
-            out.stderr.contains(&format!("{branch} had lost the commits abo landed for a (")),
+            out.stderr
+                .contains(&format!("{branch} had lost the commits abo landed for a (")),
             "{damage}: {}",
             out.stderr
         );
@@ -233,19 +299,22 @@ fn a_deleted_or_reset_run_branch_is_restored_from_the_log_before_anything_lands(
         let mut sorted = tasks.clone();
         sorted.sort();
         assert_eq!(sorted, ["a", "b", "c"], "{damage}: {tasks:?}");
-        let is_ancestor = std::process::Command::new("git")
-            .args(["-C", repo.path.to_str().unwrap(), "merge-base", "--is-ancestor", landed.trim(), &branch])
-            .status()
-            .unwrap();
-        assert!(is_ancestor.success(), "{damage}: the landed commits are on the branch");
+        let (is_ancestor, _) = git_status(
+            &repo,
+            &["merge-base", "--is-ancestor", landed.trim(), &branch],
+        );
+        assert!(
+            is_ancestor,
+            "{damage}: the landed commits are on the branch"
+        );
         // Every landed commit the log names is on the run branch.
-        for e in events(&repo, &id).iter().filter(|e| e["kind"] == "task.landed") {
+        for e in events(&repo, &id)
+            .iter()
+            .filter(|e| e["kind"] == "task.landed")
+        {
             let c = e["data"]["commit"].as_str().unwrap();
-            let ok = std::process::Command::new("git")
-                .args(["-C", repo.path.to_str().unwrap(), "merge-base", "--is-ancestor", c, &branch])
-                .status()
-                .unwrap();
-            assert!(ok.success(), "{damage}: {c} of {} is on {branch}", e["task"]);
+            let (ok, _) = git_status(&repo, &["merge-base", "--is-ancestor", c, &branch]);
+            assert!(ok, "{damage}: {c} of {} is on {branch}", e["task"]);
         }
     }
 }
@@ -266,11 +335,18 @@ fn a_run_branch_that_lost_work_and_holds_other_commits_is_refused_with_how_to_re
     let out = abo(&repo, &["resume", &id]);
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
-        out.stderr.contains(&format!("the run branch {branch} lacks the commits abo landed for a (")),
+        out.stderr.contains(&format!(
+            "the run branch {branch} lacks the commits abo landed for a ("
+        )),
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains(&format!("git branch -f {branch} {tip}")), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains(&format!("git branch -f {branch} {tip}")),
+        "{}",
+        out.stderr
+    );
     assert_eq!(repo.git(&["rev-parse", &branch]), damaged, "nothing moved");
     // Doing what it says lets the run go on.
     repo.git(&["branch", "-f", &branch, &tip]);
@@ -311,8 +387,16 @@ fn a_checked_out_run_branch_is_never_moved_the_run_pauses_and_says_how_to_go_on(
             repo.path.display()
         )
     );
-    assert_eq!(repo.git(&["rev-parse", &branch]), head, "the branch did not move");
-    assert_eq!(repo.git(&["status", "--porcelain"]), "", "no staged deletions");
+    assert_eq!(
+        repo.git(&["rev-parse", &branch]),
+        head,
+        "the branch did not move"
+    );
+    assert_eq!(
+        repo.git(&["status", "--porcelain"]),
+        "",
+        "no staged deletions"
+    );
     repo.git(&["checkout", "--quiet", "main"]);
     resume_and_check(&repo, &id, &["a", "b", "c"]);
     let doc = crate::status(&repo, Some(&id));
@@ -321,4 +405,46 @@ fn a_checked_out_run_branch_is_never_moved_the_run_pauses_and_says_how_to_go_on(
         s(&[("a", "landed", 1), ("b", "landed", 1), ("c", "landed", 1)]),
         "the blocked attempt ran again under its number"
     );
+}
+
+#[test]
+fn a_run_branch_reset_while_the_run_goes_on_pauses_it_and_resume_restores_what_landed() {
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\nsandbox: { mode: off }\n");
+    let go = repo.outside.join("a-go");
+    let b = super::marker_backlog(
+        &repo,
+        &format!(
+            "while [ ! -f {g} ]; do sleep 0.05; done; echo a > a.txt",
+            g = go.display()
+        ),
+    );
+    let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
+    let id = read_run_id(&mut child);
+    let branch = format!("abo/{id}");
+    assert!(wait_for(30, || events(&repo, &id)
+        .iter()
+        .any(|e| e["kind"] == "task.landed" && e["task"] == "b")));
+    let base = crate::status(&repo, Some(&id))["run"]["base"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Someone resets the run branch while `a` still runs: `b`'s commit is no longer on it.
+    repo.git(&["branch", "-f", &branch, &base]);
+    std::fs::write(&go, "").unwrap();
+    let out = crate::finish(child);
+    assert_eq!(out.code, 4, "paused: {}", out.stderr);
+    let doc = crate::status(&repo, Some(&id));
+    let reason = doc["run"]["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("{branch} lost commits abo landed"))
+            && reason.ends_with(&format!("abo resume {id} restores it")),
+        "{doc}"
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", &branch]).trim(),
+        base,
+        "nothing landed on it"
+    );
+    resume_and_check(&repo, &id, &["a", "b", "c"]);
 }
