@@ -122,7 +122,10 @@ pub async fn open(
             }
             Provider::Gitlab => ctx
                 .http()
-                .get(format!("{api}/projects/{}/merge_requests", gitlab_project(&repo)))
+                .get(format!(
+                    "{api}/projects/{}/merge_requests",
+                    gitlab_project(&repo)
+                ))
                 .query(&[
                     ("source_branch", spec.branch.clone()),
                     ("target_branch", base.clone()),

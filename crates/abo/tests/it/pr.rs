@@ -125,7 +125,10 @@ fn a_pull_request_opened_before_a_crash_is_found_not_opened_twice() {
             201,
             r#"{"html_url":"https://github.example/acme/app/pull/7","number":7}"#,
         ),
-        Canned::status(422, r#"{"message":"A pull request already exists for acme:abo/x."}"#),
+        Canned::status(
+            422,
+            r#"{"message":"A pull request already exists for acme:abo/x."}"#,
+        ),
         Canned::ok(r#"[{"html_url":"https://github.example/acme/app/pull/7","number":7}]"#),
     ]);
     let (repo, _bare) = with_remote();
@@ -167,5 +170,8 @@ fn a_pull_request_opened_before_a_crash_is_found_not_opened_twice() {
         .filter(|e| e["kind"] == "run.pull_request")
         .collect();
     assert_eq!(kinds.len(), 1);
-    assert_eq!(kinds[0]["data"]["url"], "https://github.example/acme/app/pull/7");
+    assert_eq!(
+        kinds[0]["data"]["url"],
+        "https://github.example/acme/app/pull/7"
+    );
 }
