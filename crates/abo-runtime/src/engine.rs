@@ -162,13 +162,17 @@ async fn drive_leased(
     // The policy is built once per run and shared by its attempts.
     let policy = Arc::new(effects::RunPolicy::load(&state.id, &spec)?);
     let run = state.id.clone();
-    // What a killed git left (stale locks, interrupted worktree registrations) goes first.
-    let (repaired, _) = ctx.git.repair().await;
-    for r in repaired {
-        observer.warn(&format!("removed {}", r.describe()));
-    }
-    if let Some(w) = check_run_branch(ctx, state).await? {
-        observer.warn(&w);
+    // A run that ended and owes nothing is left as it is (resuming it is refused below).
+    let settled = state.status.is_terminal() && state.closing != abo_core::state::Closing::Owed;
+    if !settled {
+        // What a killed git left (stale locks, interrupted worktree registrations) goes first.
+        let (repaired, _) = ctx.git.repair().await;
+        for r in repaired {
+            observer.warn(&format!("removed {}", r.describe()));
+        }
+        if let Some(w) = check_run_branch(ctx, state).await? {
+            observer.warn(&w);
+        }
     }
     if let Some(shared) = &ctx.shared {
         // Workers start attempts from the run branch as the remote has it.
