@@ -333,7 +333,7 @@ impl Git {
     /// registrations whose folder is gone.
     pub fn leftovers(&self) -> Vec<repair::Leftover> {
         common_dir(&self.root)
-            .map(|c| repair::inspect(&c))
+            .map(|c| repair::inspect(&c, &self.root.join(".abo")))
             .unwrap_or_default()
     }
 
@@ -350,13 +350,14 @@ impl Git {
             return Default::default();
         };
         let Some(held) = self.repo.exclusive().await else {
-            return (Vec::new(), repair::inspect(&common));
+            return (Vec::new(), self.leftovers());
         };
-        let removed = repair::remove(&common, repair::inspect(&common));
+        let removed = repair::remove(&common, self.leftovers());
         let root = self.root.clone();
         let _ = self.raw_unlocked(&root, &["worktree", "prune"], &[]).await;
         drop(held);
-        let left = repair::inspect(&common)
+        let left = self
+            .leftovers()
             .into_iter()
             .filter(|l| !matches!(l, repair::Leftover::Worktree { locked: None, .. }))
             .collect();

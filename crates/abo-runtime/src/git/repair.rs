@@ -37,6 +37,9 @@ pub enum Leftover {
         folder: Option<PathBuf>,
         locked: Option<String>,
         age: Duration,
+        /// Its folder was one of abo's (under `.abo/`): only abo's own git made it, so with the
+        /// repository held exclusive its writer is gone whatever its age.
+        abo_own: bool,
     },
 }
 
@@ -47,13 +50,20 @@ impl Leftover {
         }
     }
 
-    /// Whether abo may remove it: old enough, and (for a registration) not locked by a person.
+    /// Whether abo may remove it (the caller holding the repository exclusive): a lock old
+    /// enough; a registration not locked by a person, old enough or abo's own.
     pub fn removable(&self) -> bool {
-        let own_lock = match self {
-            Self::Lock { .. } => true,
-            Self::Worktree { locked, .. } => locked.as_deref().is_none_or(|r| r == "initializing"),
-        };
-        own_lock && self.age() >= STALE
+        match self {
+            Self::Lock { age, .. } => *age >= STALE,
+            Self::Worktree {
+                locked,
+                age,
+                abo_own,
+                ..
+            } => {
+                locked.as_deref().is_none_or(|r| r == "initializing") && (*abo_own || *age >= STALE)
+            }
+        }
     }
 
     /// One line for people.
@@ -201,8 +211,9 @@ fn locks(common: &Path, broken: &[String], out: &mut Vec<Leftover>) {
     }
 }
 
-/// Registrations under `<common>/worktrees/` whose folder is gone.
-fn broken_worktrees(common: &Path) -> Vec<Leftover> {
+/// Registrations under `<common>/worktrees/` whose folder is gone; `abo_dir` is the repository's
+/// `.abo/`.
+fn broken_worktrees(common: &Path, abo_dir: &Path) -> Vec<Leftover> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(common.join("worktrees")) else {
         return out;
@@ -225,9 +236,11 @@ fn broken_worktrees(common: &Path) -> Vec<Leftover> {
         let age = age(&dir.join("locked"))
             .or_else(|| age(&dir))
             .unwrap_or_default();
+        let folder = named.and_then(|p| p.parent().map(Path::to_owned));
         out.push(Leftover::Worktree {
             name: e.file_name().to_string_lossy().into_owned(),
-            folder: named.and_then(|p| p.parent().map(Path::to_owned)),
+            abo_own: folder.as_ref().is_some_and(|f| f.starts_with(abo_dir)),
+            folder,
             locked,
             age,
         });
@@ -235,9 +248,10 @@ fn broken_worktrees(common: &Path) -> Vec<Leftover> {
     out
 }
 
-/// What git left behind in the repository whose common git directory is `common`.
-pub fn inspect(common: &Path) -> Vec<Leftover> {
-    let mut out = broken_worktrees(common);
+/// What git left behind in the repository whose common git directory is `common` (and whose
+/// abo directory is `abo_dir`).
+pub fn inspect(common: &Path, abo_dir: &Path) -> Vec<Leftover> {
+    let mut out = broken_worktrees(common, abo_dir);
     let broken: Vec<String> = out
         .iter()
         .filter_map(|l| match l {
@@ -307,14 +321,26 @@ mod tests {
         };
         assert!(lock(60).removable());
         assert!(!lock(1).removable(), "a person's git may hold it");
-        let wt = |locked: Option<&str>| Leftover::Worktree {
+        let wt = |locked: Option<&str>, age: u64, abo_own: bool| Leftover::Worktree {
             name: "w".into(),
             folder: None,
             locked: locked.map(str::to_owned),
-            age: Duration::from_secs(60),
+            age: Duration::from_secs(age),
+            abo_own,
         };
-        assert!(wt(Some("initializing")).removable());
-        assert!(wt(None).removable());
-        assert!(!wt(Some("on a USB disk")).removable(), "a person locked it");
+        assert!(wt(Some("initializing"), 60, false).removable());
+        assert!(wt(None, 60, false).removable());
+        assert!(
+            !wt(Some("initializing"), 1, false).removable(),
+            "a person's git may be adding it"
+        );
+        assert!(
+            wt(Some("initializing"), 1, true).removable(),
+            "only abo adds under .abo/"
+        );
+        assert!(
+            !wt(Some("on a USB disk"), 60, true).removable(),
+            "a person locked it"
+        );
     }
 }

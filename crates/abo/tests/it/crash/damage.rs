@@ -448,3 +448,50 @@ fn a_run_branch_reset_while_the_run_goes_on_pauses_it_and_resume_restores_what_l
     );
     resume_and_check(&repo, &id, &["a", "b", "c"]);
 }
+
+/// Killed while `git worktree add` made an attempt's worktree: its registration stays "locked
+/// initializing", its folder gone, holding the attempt's branch; `git worktree prune` keeps it.
+/// Resumed at once (the registration seconds old), the attempt runs again under its number and
+/// lands, with one attempt allowed.
+#[test]
+fn an_interrupted_worktree_add_does_not_fail_the_attempt_that_runs_again() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nsandbox: { mode: off }\nattempts: { max: 1 }\n",
+    );
+    let m = repo.outside.join("a-started");
+    let b = super::marker_backlog(
+        &repo,
+        &format!(
+            "touch {}; while [ ! -f {} ]; do sleep 0.05; done; echo a > a.txt",
+            m.display(),
+            repo.outside.join("a-go").display()
+        ),
+    );
+    let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
+    let id = read_run_id(&mut child);
+    assert!(wait_for(30, || m.exists()));
+    sigkill(&mut child);
+    std::fs::write(repo.outside.join("a-go"), "").unwrap();
+    // The state `worktree add` leaves when killed: a locked registration, no folder.
+    let wt = repo.path.join(format!(".abo/worktrees/{id}/a-1"));
+    let name = std::fs::read_dir(repo.path.join(".git/worktrees"))
+        .unwrap()
+        .flatten()
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("gitdir"))
+                .is_ok_and(|g| g.trim() == wt.join(".git").to_str().unwrap())
+        })
+        .unwrap()
+        .file_name();
+    let reg = repo.path.join(".git/worktrees").join(&name);
+    std::fs::write(reg.join("locked"), "initializing").unwrap();
+    std::fs::remove_dir_all(&wt).unwrap();
+    repo.git(&["worktree", "prune"]);
+    assert!(reg.exists(), "git keeps a locked registration");
+    resume_and_check(&repo, &id, &["a", "b", "c"]);
+    let doc = crate::status(&repo, Some(&id));
+    assert_eq!(crate::task(&doc, "a")["attempts"], 1, "{doc}");
+    assert!(!reg.exists());
+}
