@@ -495,3 +495,45 @@ fn an_interrupted_worktree_add_does_not_fail_the_attempt_that_runs_again() {
     assert_eq!(crate::task(&doc, "a")["attempts"], 1, "{doc}");
     assert!(!reg.exists());
 }
+
+#[test]
+fn the_daemon_completes_the_owed_end_of_a_finished_run_once() {
+    let repo = TestRepo::new();
+    let (id, before) = finished_run(&repo);
+    truncate_log(&repo.path, seq_of(&repo, &id, "run.merge"));
+    repo.git(&["reset", "--quiet", "--hard", before.trim()]);
+    let mut daemon = crate::abo_cmd(
+        &repo,
+        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let done = wait_for(30, || {
+        kinds(&repo, &id).last().is_some_and(|k| k == "run.merge")
+    });
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(done, "daemon said: {said}");
+    assert_eq!(
+        said.matches(&format!(
+            "{id} resuming: its end (merge, notifications) is owed"
+        ))
+        .count(),
+        1,
+        "{said}"
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        repo.git(&["rev-parse", &format!("abo/{id}")])
+    );
+    assert_eq!(
+        kinds(&repo, &id)
+            .iter()
+            .filter(|k| *k == "run.merge")
+            .count(),
+        1
+    );
+}
