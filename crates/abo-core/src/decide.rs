@@ -134,6 +134,10 @@ pub enum LandOutcome {
         reason: String,
         log: Option<ArtifactId>,
     },
+    /// The run branch could not move for a cause outside the attempt (a working tree has it
+    /// checked out): the run pauses with `reason`, and the attempt runs again under the same
+    /// number when it resumes, without using up the task's attempts.
+    Blocked { reason: String },
 }
 
 /// The policy's decision on an attempt, or why it could not be made.
@@ -371,6 +375,14 @@ fn resume(
 ) -> Result<(), Rejected> {
     match cx.state.status {
         RunStatus::Planned => return start(cx),
+        // What a finished run still owes (its merge, pull request, notifications) is done now,
+        // once: `run.merge` settles it.
+        RunStatus::Finished if cx.state.closing == crate::state::Closing::Owed => {
+            let merge = merge_decision(cx.state);
+            let run = cx.state.id.clone();
+            cx.effect(Effect::Finish { run, merge });
+            return Ok(());
+        }
         RunStatus::Finished | RunStatus::Killed { .. } => {
             return Err(rejected(cx.state, "resumed"));
         }
@@ -875,6 +887,18 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
         LandOutcome::Failed { reason, log } => {
             cx.state.inflight.landing = None;
             attempt_failed(cx, task, attempt, reason, log);
+        }
+        LandOutcome::Blocked { reason } => {
+            // Not the attempt's fault: it runs again under the same number once a person has
+            // cleared the way and resumed the run.
+            interrupted(cx, task, attempt, reason.clone());
+            cx.effect(Effect::Cleanup {
+                attempt: cx.attempt(task, attempt),
+                keep: false,
+            });
+            if cx.state.status == RunStatus::Running {
+                cx.emit(None, EventBody::RunPaused { reason });
+            }
         }
     }
 }

@@ -43,6 +43,31 @@ impl RunStatus {
     }
 }
 
+/// What a run owes after its last task: the end-of-run effect (`Effect::Finish`: publishing the
+/// run branch, the merge into the base branch or the pull request) and the notifications of the
+/// events that end the run. `run.finished` records it owed before it starts; `run.merge` settles
+/// it. A process killed in between leaves it owed: `abo resume` (or `abo daemon`) completes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Closing {
+    /// The run has not finished.
+    #[default]
+    Open,
+    /// `run.finished` is recorded, `run.merge` is not yet.
+    Owed,
+    /// `run.merge` is recorded (or the run was killed: a killed run owes nothing).
+    Settled,
+}
+
+impl Closing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Owed => "owed",
+            Self::Settled => "settled",
+        }
+    }
+}
+
 /// A task's status as shown to people (DESIGN §5), derived from [`TaskState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,6 +290,8 @@ pub struct RunState {
     pub id: RunId,
     pub spec: RunSpec,
     pub status: RunStatus,
+    /// What the run still owes after its last task.
+    pub closing: Closing,
     pub tasks: BTreeMap<TaskId, TaskRecord>,
     /// Task ids in plan order.
     pub order: Vec<TaskId>,
@@ -350,6 +377,7 @@ impl RunState {
         Self {
             id,
             status: RunStatus::Planned,
+            closing: Closing::Open,
             tasks,
             order,
             consecutive_failures: 0,
@@ -443,11 +471,14 @@ impl RunState {
                 self.ledger.running_since = Some(e.at);
             }
             EventBody::RunFinished { .. } => {
+                self.closing = Closing::Owed;
                 self.status = RunStatus::Finished;
                 self.finished_at = Some(e.at);
                 self.stop_clock(e.at);
             }
+            EventBody::RunMerge { .. } => self.closing = Closing::Settled,
             EventBody::RunKilled { reason } => {
+                self.closing = Closing::Settled;
                 self.status = RunStatus::Killed {
                     reason: reason.clone(),
                 };

@@ -1824,3 +1824,85 @@ fn a_hold_never_consumes_attempts() {
     let replayed = RunState::replay(&RunId::new("r"), &h.log).unwrap();
     assert_eq!(replayed.health, h.state.health);
 }
+
+fn merge_done(outcome: &str) -> Command {
+    Command::MergeDone {
+        into: Some("main".into()),
+        outcome: outcome.into(),
+        commit: Some(CommitSha::new("c1")),
+        reason: "main now points at the run branch".into(),
+        pull_request: None,
+    }
+}
+
+#[test]
+fn a_finished_run_owes_its_merge_until_run_merge_and_resume_completes_it_once() {
+    use crate::state::Closing;
+    let mut h = Harness::new(spec(&[t("a", &[])], &[], 1));
+    h.run(vec![Command::Start, ok("a", 1), allow("a", 1)]);
+    let trace = h.run(vec![landed("a", 1, "c1")]);
+    assert!(trace.contains("run.finished"), "{trace}");
+    // The process dies before the Finish effect reported: the log ends at run.finished.
+    let mut state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    assert_eq!(
+        (state.status.clone(), state.closing),
+        (RunStatus::Finished, Closing::Owed)
+    );
+    h.state = state.clone();
+    h.check(
+        vec![
+            Command::Resume { landed: vec![], caps: Default::default() },
+            merge_done("fast-forward"),
+            Command::Resume { landed: vec![], caps: Default::default() },
+        ],
+        expect![[r#"
+            > Resume { landed: [] }
+              => Finish { run: RunId("r"), merge: Ok(()) }
+            > MergeDone { into: Some("main"), outcome: "fast-forward", commit: Some(CommitSha("c1")), reason: "main now points at the run branch", pull_request: None }
+              run.merge {"commit":"c1","into":"main","outcome":"fast-forward","reason":"main now points at the run branch"}
+            > Resume { landed: [] }
+              rejected: run r is finished: it cannot be resumed
+        "#]],
+    );
+    assert_eq!(h.state.closing, Closing::Settled);
+    // Resuming the owed run decides no event: the log stays as it was, `run.finished` last.
+    let d = state
+        .decide(
+            Command::Resume {
+                landed: vec![],
+                caps: Default::default(),
+            },
+            Timestamp(99),
+        )
+        .unwrap();
+    assert_eq!(d.events, vec![]);
+}
+
+#[test]
+fn a_run_branch_that_cannot_move_pauses_the_run_and_the_attempt_runs_again_under_its_number() {
+    let mut h = Harness::new(spec(&[t("a", &[])], &[], 1));
+    h.run(vec![Command::Start, ok("a", 1), allow("a", 1)]);
+    let why = "abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r";
+    h.check(
+        vec![Command::LandDone {
+            task: TaskId::new("a"),
+            attempt: 1,
+            outcome: LandOutcome::Blocked { reason: why.into() },
+        }],
+        expect![[r#"
+            > land a#1 Blocked { reason: "abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r" }
+              task.retry a {"attempt":1,"cause":"interrupted","kept_worktree":null,"log":null,"reason":"interrupted: abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r"}
+              run.paused {"reason":"abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+        "#]],
+    );
+    assert_eq!(h.state.status.reason(), Some(why));
+    let trace = h.run(vec![Command::Resume {
+        landed: vec![],
+        caps: Default::default(),
+    }]);
+    assert!(
+        trace.contains("=> start r/a/1"),
+        "the same attempt, not a second one: {trace}"
+    );
+}

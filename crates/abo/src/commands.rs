@@ -442,17 +442,20 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
     let env = env(cli).await?;
     let keep = parse_duration("--older-than", older_than)?;
     let before = Timestamp(env.ctx.now().0 - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
-    let cleaned = engine::gc(&env.ctx, before).await?;
+    let (cleaned, repaired) = engine::gc(&env.ctx, before).await?;
     // Cached results not reused within the retention go too.
     let pruned = env.ctx.store.cache_prune(before).await?;
     if cli.json {
         say!(
             "{}",
-            serde_json::json!({ "cleaned": cleaned, "cache_entries_removed": pruned })
+            serde_json::json!({ "cleaned": cleaned, "cache_entries_removed": pruned, "repaired": repaired })
         );
-    } else if cleaned.is_empty() && pruned == 0 {
+    } else if cleaned.is_empty() && pruned == 0 && repaired.is_empty() {
         say!("nothing to remove");
     } else {
+        for r in &repaired {
+            say!("removed {r}");
+        }
         for r in cleaned {
             say!("removed worktrees and attempt branches of run {r}");
         }

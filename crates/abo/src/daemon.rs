@@ -7,6 +7,9 @@
 //! - A run paused because a backend is held by a usage limit (reason `quota`) resumes at the
 //!   limit's reset.
 //!
+//! - A finished run whose end is still owed (abo stopped between `run.finished` and `run.merge`:
+//!   the merge, the pull request, the notifications) is resumed to complete it, once.
+//!
 //! Runs it starts or resumes are executed by this process.
 
 use std::collections::BTreeSet;
@@ -61,6 +64,8 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
     );
     let driving: Arc<std::sync::Mutex<BTreeSet<RunId>>> = Arc::default();
     let mut last = ctx.now();
+    // Finished runs that owe nothing: looked at once.
+    let mut settled: BTreeSet<RunId> = BTreeSet::new();
     loop {
         let now = ctx.now();
         // Each minute since the last look whose cron matches starts its backlog once.
@@ -80,10 +85,21 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
         for row in ctx.store.runs().await? {
             let reason = row.reason.as_deref().unwrap_or("");
             let busy = driving.lock().map(|d| d.contains(&row.id)).unwrap_or(true);
-            if row.status != "paused" || busy {
+            if busy || (row.status == "finished" && settled.contains(&row.id)) {
                 continue;
             }
-            let why = if reason.starts_with("budget:") && fits_now(&ctx, &row.id).await {
+            let why = if row.status == "finished" {
+                match owes_its_end(&ctx, &row.id).await {
+                    Some(true) => "its end (merge, notifications) is owed",
+                    Some(false) => {
+                        settled.insert(row.id.clone());
+                        continue;
+                    }
+                    None => continue,
+                }
+            } else if row.status != "paused" {
+                continue;
+            } else if reason.starts_with("budget:") && fits_now(&ctx, &row.id).await {
                 "a task fits its caps again"
             } else if reason.starts_with("schedule:") && in_window(&ctx, &row.id).await {
                 "inside its schedule window"
@@ -114,6 +130,20 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
         }
     }
     Ok(exit::OK)
+}
+
+/// Whether a finished run still owes its end and no live process drives it (`None`: someone
+/// does, or its log could not be read).
+async fn owes_its_end(ctx: &Ctx, run: &RunId) -> Option<bool> {
+    let state = engine::load(&ctx.store, run).await.ok()?;
+    if state.closing != abo_core::state::Closing::Owed {
+        return Some(false);
+    }
+    let lease = ctx.store.lease(run).await.ok()?;
+    if lease.is_some_and(|l| engine::driven(&l, ctx.now())) {
+        return None;
+    }
+    Some(true)
 }
 
 /// Starts a scheduled backlog, executed by this process.

@@ -70,6 +70,32 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
                 detail: r.display().to_string(),
                 ..Default::default()
             });
+            // What a killed git left behind stops abo's (and the user's) next git calls.
+            let found = abo_runtime::git::Git::new(r.clone()).leftovers();
+            if found.is_empty() {
+                checks.push(Check {
+                    what: "git state".into(),
+                    ok: true,
+                    detail: "no stale lock, no broken worktree registration".into(),
+                    ..Default::default()
+                });
+            }
+            for l in found {
+                let fix = if l.removable() {
+                    "abo gc (or abo resume) removes it"
+                } else if l.age() < abo_runtime::git::repair::STALE {
+                    "recent: a git may still be running"
+                } else {
+                    "locked by a person: git worktree unlock, then git worktree prune"
+                };
+                checks.push(Check {
+                    what: "git state".into(),
+                    // A young lock is most likely a git running now: shown, not a failure.
+                    ok: l.age() < abo_runtime::git::repair::STALE,
+                    detail: format!("{}; {fix}", l.describe()),
+                    ..Default::default()
+                });
+            }
             match load::config(r, cli.config.as_deref()) {
                 Ok((c, path)) => {
                     let shown = path.map_or("embedded defaults (no abo.yml)".to_owned(), |p| {

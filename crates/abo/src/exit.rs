@@ -67,6 +67,7 @@ pub(crate) fn is_input(err: &anyhow::Error) -> bool {
                 abo_runtime::engine::EngineError::Rejected(_)
                     | abo_runtime::engine::EngineError::Busy { .. }
                     | abo_runtime::engine::EngineError::NoRun(_)
+                    | abo_runtime::engine::EngineError::RunBranchLost { .. }
             )
         )
 }
