@@ -747,6 +747,26 @@ fn the_fast_forward_never_overwrites_a_file_the_checkout_does_not_track() {
     assert_eq!(repo.read("docs/draft.md"), "my draft\n");
     std::fs::remove_file(repo.path.join("docs/draft.md")).unwrap();
 
+    // And a file of the user's where the change needs a directory.
+    let backlog3 = repo.write_outside(
+        "notes.yml",
+        "tasks:\n  - { id: notes, title: N, paths: ['docs/**'], run: 'mkdir -p docs/notes; echo theirs > docs/notes/a.md' }\n",
+    );
+    repo.write("docs/notes", "my notes\n");
+    let (code, doc, stderr) = run(&repo, &backlog3, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, merge) = merge_of(&doc);
+    assert_eq!(merge["outcome"], "skipped");
+    assert!(
+        merge["reason"]
+            .as_str()
+            .unwrap()
+            .contains("docs/notes there is a file git does not track"),
+        "{merge}"
+    );
+    assert_eq!(repo.read("docs/notes"), "my notes\n");
+    std::fs::remove_file(repo.path.join("docs/notes")).unwrap();
+
     // Control: without the user's file, the same change is fast-forwarded into the checkout.
     let (code, doc, stderr) = run(&repo, &backlog, &[]);
     assert_eq!(code, 0, "{stderr}");
