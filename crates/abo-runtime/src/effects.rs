@@ -347,9 +347,31 @@ async fn merge_into_base(ctx: &Ctx, spec: &RunSpec) -> (String, Option<CommitSha
                     "{base} is checked out with uncommitted changes, so abo moved nothing"
                 )));
             }
+            match untracked_in_the_way(ctx, &base_head, &run_head).await {
+                Ok(None) => {}
+                Ok(Some(path)) => {
+                    return skipped(by_hand(&format!(
+                        "{base} is checked out and {path} there is a file git does not track, \
+                         which the fast-forward would overwrite, so abo moved nothing"
+                    )));
+                }
+                Err(e) => {
+                    return skipped(by_hand(&format!(
+                        "abo could not list what the fast-forward writes ({e}), so it moved nothing"
+                    )));
+                }
+            }
+            // `--no-overwrite-ignore`: should a file appear after the check, git refuses too
+            // rather than treating an ignored file as expendable.
             return match ctx
                 .git
-                .run(&["merge", "--ff-only", "--quiet", &spec.branch])
+                .run(&[
+                    "merge",
+                    "--ff-only",
+                    "--no-overwrite-ignore",
+                    "--quiet",
+                    &spec.branch,
+                ])
                 .await
             {
                 Ok(_) => (
@@ -413,6 +435,56 @@ async fn merge_into_base(ctx: &Ctx, spec: &RunSpec) -> (String, Option<CommitSha
     };
     let _ = ctx.git.remove_worktree(&wt).await;
     result
+}
+
+/// The first path a fast-forward of the user's clean checkout from `from` to `to` would write
+/// over something git does not track there: a file (ignored or not), a symbolic link or a
+/// directory where the change adds a path, or a file or link where it needs a directory. Git's
+/// own check lets ignored files go as expendable; the user's are not. With the checkout clean,
+/// what git tracks is `from`'s tree: every path the change modifies or deletes.
+async fn untracked_in_the_way(
+    ctx: &Ctx,
+    from: &CommitSha,
+    to: &CommitSha,
+) -> Result<Option<String>, crate::git::GitError> {
+    let out = ctx
+        .git
+        .run(&[
+            "diff",
+            "--name-status",
+            "-z",
+            "--no-renames",
+            from.as_str(),
+            to.as_str(),
+        ])
+        .await?;
+    let mut fields = out.split('\0').filter(|f| !f.is_empty());
+    let (mut added, mut tracked) = (Vec::new(), std::collections::BTreeSet::new());
+    while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+        if status.starts_with('A') {
+            added.push(path);
+        } else {
+            tracked.insert(path);
+        }
+    }
+    for path in added {
+        if std::fs::symlink_metadata(ctx.root.join(path)).is_ok() {
+            return Ok(Some(path.to_owned()));
+        }
+        // Each directory the path needs: a file or a link there that git does not track.
+        let mut end = 0;
+        while let Some(i) = path[end..].find('/') {
+            end += i;
+            let dir = &path[..end];
+            let in_the_way =
+                std::fs::symlink_metadata(ctx.root.join(dir)).is_ok_and(|m| !m.is_dir());
+            if in_the_way && !tracked.contains(dir) {
+                return Ok(Some(dir.to_owned()));
+            }
+            end += 1;
+        }
+    }
+    Ok(None)
 }
 
 /// The worktrees that have `branch` checked out (none when git cannot tell).

@@ -13,7 +13,7 @@ use abo_runtime::process::{self, Groups, Spec};
 use crate::cli::Cli;
 use crate::exit;
 use crate::load;
-use crate::out::say;
+use crate::out::{say, say_json};
 
 #[derive(Default)]
 struct Check {
@@ -271,7 +271,7 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
             .iter()
             .map(|c| json!({"check": c.what, "ok": c.ok, "absent": c.absent, "detail": c.detail}))
             .collect();
-        say!("{}", json!({ "ok": healthy, "checks": items }));
+        say_json!(json!({ "ok": healthy, "checks": items }));
     } else {
         let width = checks.iter().map(|c| c.what.len()).max().unwrap_or(10);
         for c in &checks {

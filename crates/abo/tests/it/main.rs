@@ -23,6 +23,7 @@ mod sandbox;
 mod schedule;
 mod serve;
 mod shared;
+mod terminal;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
