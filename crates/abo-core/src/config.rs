@@ -621,7 +621,7 @@ fn key_variable(kind: AgentKind, flag: &str) -> &'static str {
 /// Paths no sandboxed process reads: the usual credential stores of a machine. `sandbox.deny_read`
 /// adds to them; `sandbox.deny_read_except` takes one off, by name. Every `.abo/` directory abo
 /// knows of is denied too (the runtime keeps that list).
-pub const DEFAULT_DENY_READ: [&str; 28] = [
+pub const DEFAULT_DENY_READ: [&str; 44] = [
     "~/.ssh",
     "~/.aws",
     "~/.azure",
@@ -646,6 +646,24 @@ pub const DEFAULT_DENY_READ: [&str; 28] = [
     "~/.vault-token",
     "~/.local/share/keyrings",
     "~/.local/state/abo",
+    // Agent CLIs' logins and transcripts (an agent gets copies of what it needs in its own HOME).
+    "~/.claude",
+    "~/.claude.json",
+    "~/.codex",
+    "~/.config/goose",
+    "~/.local/share/goose",
+    "~/.aider.conf.yml",
+    // Database logins and histories, which hold typed passwords and tokens.
+    "~/.pgpass",
+    "~/.my.cnf",
+    "~/.bash_history",
+    "~/.zsh_history",
+    "~/.python_history",
+    "~/.psql_history",
+    "~/.mysql_history",
+    "~/.node_repl_history",
+    "~/.local/share/fish/fish_history",
+    "~/.config/op",
     "/etc/shadow",
     "/etc/gshadow",
     "/etc/ssh",

@@ -898,7 +898,9 @@ async fn forward(state: &State, mut req: Request<Incoming>, t: &Target) -> Respo
     if let Ok(v) = HeaderValue::from_str(&host_header) {
         req.headers_mut().insert(header::HOST, v);
     }
-    if let Some(h) = state.held(&t.host, t.port) {
+    // A key held for an HTTPS endpoint goes only inside TLS: a plain `http://host:443` request
+    // gets none (it would put the key on the wire in clear).
+    if let Some(h) = state.held(&t.host, t.port).filter(|h| h.tls == t.tls) {
         add_key(req.headers_mut(), h);
     }
     let tcp = match TcpStream::connect(&t.addrs[..]).await {

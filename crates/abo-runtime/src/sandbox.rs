@@ -52,37 +52,46 @@ pub struct Sandboxed {
 /// Variables every sandboxed process keeps.
 const BASE_ENV: [&str; 5] = ["PATH", "HOME", "TMPDIR", "LANG", "TERM"];
 
-/// The files of each agent CLI's state, relative to HOME, copied into the attempt's own HOME: its
-/// login and the user's settings for it. Nothing else of the user's is copied, and nothing is
-/// copied back.
-fn agent_state(kind: AgentKind) -> &'static [&'static str] {
+/// The files of each agent CLI's state, relative to HOME, copied into the attempt's own HOME: the
+/// user's settings for it and, where the CLI keeps its own key (`true`), its login. Nothing else of
+/// the user's is copied, and nothing is copied back.
+fn agent_state(kind: AgentKind) -> &'static [(&'static str, bool)] {
     match kind {
         AgentKind::ClaudeCode => &[
-            ".claude.json",
-            ".claude/.credentials.json",
-            ".claude/settings.json",
+            (".claude.json", true),
+            (".claude/.credentials.json", true),
+            (".claude/settings.json", false),
         ],
-        AgentKind::Codex => &[".codex/auth.json", ".codex/config.toml"],
+        AgentKind::Codex => &[(".codex/auth.json", true), (".codex/config.toml", false)],
         AgentKind::Aider => &[
-            ".aider.conf.yml",
-            ".aider.model.settings.yml",
-            ".aider.model.metadata.json",
+            // It may name keys (`openai-api-key:`).
+            (".aider.conf.yml", true),
+            (".aider.model.settings.yml", false),
+            (".aider.model.metadata.json", false),
         ],
-        AgentKind::Goose => &[".config/goose/config.yaml", ".config/goose/secrets.yaml"],
+        AgentKind::Goose => &[
+            (".config/goose/config.yaml", false),
+            (".config/goose/secrets.yaml", true),
+        ],
     }
 }
 
 /// Copies the CLI's state files (regular files only, at most 1 MiB each) from the user's HOME
-/// into `home`. Codex's `CODEX_HOME`, when the user set one, is where its files come from, and
-/// points at the copy afterwards.
+/// into `home`; its login only when the agent holds its own key (when the egress proxy holds it,
+/// the agent gets no credential at all). Codex's `CODEX_HOME`, when the user set one, is where its
+/// files come from, and points at the copy afterwards.
 fn seed_agent_home(
     kind: AgentKind,
+    keys: Keys,
     user_home: Option<&Path>,
     home: &Path,
     env: &mut Vec<(String, String)>,
 ) {
     let codex_home = std::env::var_os("CODEX_HOME").map(PathBuf::from);
-    for rel in agent_state(kind) {
+    for (rel, login) in agent_state(kind) {
+        if *login && keys == Keys::HeldByProxy {
+            continue;
+        }
         let src = match (kind, &codex_home, rel.strip_prefix(".codex/")) {
             (AgentKind::Codex, Some(c), Some(name)) => c.join(name),
             _ => match user_home {
@@ -257,7 +266,7 @@ pub fn wrap(
             let _ = std::fs::remove_dir_all(&private_home);
             std::fs::create_dir_all(&private_home)
                 .map_err(|e| format!("{}: {e}", private_home.display()))?;
-            seed_agent_home(kind, home().as_deref(), &private_home, &mut env);
+            seed_agent_home(kind, keys, home().as_deref(), &private_home, &mut env);
             write.push(private_home.clone());
             env.push(("HOME".into(), private_home.to_string_lossy().into_owned()));
             if keys == Keys::Passed {
@@ -303,8 +312,19 @@ pub fn wrap(
         },
         ..limits
     };
+    // git inside reads the repository's config: it sees a copy without the credentials CI clones
+    // and credential helpers leave there (`http.*.extraheader`, `credential.*`, user:password@).
+    let mut masks = Vec::new();
+    let config = ctx.root.join(".git/config");
+    if let Ok(text) = std::fs::read_to_string(&config) {
+        let copy = scratch.join(format!("{name}.gitconfig"));
+        std::fs::write(&copy, without_credentials(&text))
+            .map_err(|e| format!("{}: {e}", copy.display()))?;
+        masks.push((copy, config));
+    }
     let profile = Profile {
         mode,
+        masks,
         deny_read,
         allow_read: vec![wt.to_owned(), scratch.to_owned()],
         write,
@@ -324,6 +344,47 @@ pub fn wrap(
         env,
         home: private_home,
     }))
+}
+
+/// A git config without its credentials: `credential` sections, `extraheader` settings, and the
+/// user and password of URLs.
+pub(crate) fn without_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_credential = false;
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[') {
+            let name = t[1..].trim_start().to_ascii_lowercase();
+            in_credential = name.starts_with("credential");
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let key = t
+            .split(['=', ' ', '\t'])
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if in_credential || key == "extraheader" {
+            continue;
+        }
+        out.push_str(&strip_userinfo(line));
+        out.push('\n');
+    }
+    out
+}
+
+/// `scheme://user:password@host/...` without `user:password@`.
+fn strip_userinfo(line: &str) -> String {
+    let Some(i) = line.find("://") else {
+        return line.to_owned();
+    };
+    let rest = &line[i + 3..];
+    let end = rest.find(['/', ' ', '"']).unwrap_or(rest.len());
+    match rest[..end].rfind('@') {
+        Some(at) => format!("{}{}", &line[..i + 3], &rest[at + 1..]),
+        None => line.to_owned(),
+    }
 }
 
 fn scratch_name(scratch: &Path) -> String {

@@ -453,6 +453,9 @@ fn filesystem(p: &Profile, sockets: &[PathBuf]) -> Result<(), String> {
     for f in &p.read_only {
         bind(f, f, true)?;
     }
+    for (shown, at) in &p.masks {
+        bind(shown, at, true)?;
+    }
     for s in sockets {
         // A socket that went away, or lives in another mount namespace, is no way out either.
         let _ = bind(Path::new("/dev/null"), s, false);

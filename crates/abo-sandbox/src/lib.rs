@@ -84,6 +84,10 @@ pub struct Profile {
     pub write: Vec<PathBuf>,
     /// Files made read-only by a read-only bind mount (the worktree's `.git` file).
     pub read_only: Vec<PathBuf>,
+    /// Files seen as another, read-only: (what is shown, where). The repository's git config is
+    /// shown without its credentials.
+    #[serde(default)]
+    pub masks: Vec<(PathBuf, PathBuf)>,
     pub network: Network,
     pub limits: Limits,
     /// Cgroup directories the caller prepared ([`cgroup::prepare`]): the process joins them.

@@ -632,6 +632,51 @@ async fn over_plain_http_the_proxy_adds_the_key_the_agent_does_not_hold() {
     assert_eq!(auth(&seen[2]), ["authorization: bearer abo-proxy-held"]);
 }
 
+#[tokio::test]
+async fn a_key_held_for_https_never_goes_out_over_plain_http() {
+    // The endpoint is HTTPS (the key is added inside TLS); the agent sends a plain request to the
+    // same host and port, where a plain listener waits.
+    let up = upstream().await;
+    let hosts = [format!("127.0.0.1:{}", up.port)];
+    let send = |port: u16| async move {
+        let mut r = BufReader::new(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
+        let req = format!(
+            "POST http://127.0.0.1:{}/v1/messages HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\n\r\n{{}}",
+            up.port
+        );
+        r.get_mut().write_all(req.as_bytes()).await.unwrap();
+        let _ = read_response(&mut r).await;
+    };
+    let (p, _log, _dir) = proxy(
+        &hosts,
+        held(up.port, AuthHeader::XApiKey, "127.0.0.1", true),
+        Vec::new(),
+    )
+    .await;
+    send(p.port).await;
+    // Control: held for a plain-HTTP endpoint, the same request carries it.
+    let (q, _log, _dir2) = proxy(
+        &hosts,
+        held(up.port, AuthHeader::XApiKey, "127.0.0.1", false),
+        Vec::new(),
+    )
+    .await;
+    send(q.port).await;
+    let seen: Vec<String> = up
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    assert!(!seen[0].contains(&KEY.to_ascii_lowercase()), "{}", seen[0]);
+    assert!(
+        seen[1].contains(&format!("x-api-key: {}", KEY.to_ascii_lowercase())),
+        "{}",
+        seen[1]
+    );
+}
+
 /// A CA of the test's own, and a TLS server for `localhost` on 127.0.0.1 that it signed.
 fn test_ca(dir: &std::path::Path) -> (PathBuf, tokio_rustls::TlsAcceptor) {
     use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};

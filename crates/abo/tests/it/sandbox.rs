@@ -1007,3 +1007,45 @@ fn descriptors_abo_inherited_do_not_reach_the_sandbox() {
         );
     }
 }
+
+#[test]
+fn the_repositorys_git_config_is_seen_without_its_credentials() {
+    // What a CI clone or a credential helper leaves in .git/config.
+    let creds = "[http \"https://example.test/\"]\n\textraheader = AUTHORIZATION: bearer plainheadervalue\n[credential]\n\thelper = store --file /plain/helper/path\n[remote \"mirror\"]\n\turl = https://someone:plainpasswordvalue@example.test/r.git\n";
+    let show = "cat \"$(git rev-parse --path-format=absolute --git-common-dir)/config\"; git config --get remote.mirror.url";
+    for (sandbox, seen) in [("{ mode: off }", true), (REQUIRED, false)] {
+        let repo = TestRepo::new();
+        let cfg = repo.path.join(".git/config");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text.push_str(creds);
+        std::fs::write(&cfg, text).unwrap();
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\ngates:\n  - {{ name: show, run: {show:?} }}\n"
+            ),
+        );
+        let b = repo.write_outside(
+            "b.yml",
+            "tasks:\n  - { id: t, title: T, run: 'echo c > c.txt' }\n",
+        );
+        let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+        let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(doc["tasks"][0]["status"], "landed", "{}", out.stderr);
+        let run = doc["run"]["id"].as_str().unwrap();
+        let log = events(&repo, run)
+            .into_iter()
+            .find(|e| e["kind"] == "task.gate")
+            .map(|e| artifact(&repo, &e["data"]["log"]))
+            .unwrap();
+        for v in [
+            "plainheadervalue",
+            "plainpasswordvalue",
+            "/plain/helper/path",
+        ] {
+            assert_eq!(log.contains(v), seen, "{v} under {sandbox}: {log}");
+        }
+        // The rest of the config is there: git works, the remote is known.
+        assert!(log.contains("example.test/r.git"), "{log}");
+    }
+}
