@@ -138,10 +138,18 @@ pub fn remember_state_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, &file)
 }
 
-/// The key variables an agent CLI reads to log in: passed to it, and to nothing else.
+/// The variables an agent CLI reads to log in and to find its provider: passed to it when set,
+/// and to nothing else.
 fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
     match kind {
-        AgentKind::ClaudeCode => &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
+        AgentKind::ClaudeCode => &[
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "ANTHROPIC_BASE_URL",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "CLAUDE_CODE_USE_BEDROCK",
+            "CLAUDE_CODE_USE_VERTEX",
+        ],
         AgentKind::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY"],
         AgentKind::Aider => &["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
         AgentKind::Goose => &[
@@ -152,6 +160,10 @@ fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
         ],
     }
 }
+
+/// The certificate authorities the user added (a corporate proxy's, a gateway's): every agent
+/// trusts them as it would outside the sandbox. Node reads the first, OpenSSL and rustls the others.
+const AGENT_CA_VARS: [&str; 3] = ["NODE_EXTRA_CA_CERTS", "SSL_CERT_FILE", "SSL_CERT_DIR"];
 
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
@@ -222,8 +234,10 @@ pub fn wrap(
             seed_agent_home(kind, home().as_deref(), &private_home, &mut env);
             write.push(private_home.clone());
             env.push(("HOME".into(), private_home.to_string_lossy().into_owned()));
-            for k in agent_keys(kind) {
-                pass(k, &mut env);
+            for k in agent_keys(kind).iter().chain(&AGENT_CA_VARS) {
+                if !s.env_pass.iter().any(|p| p == k) {
+                    pass(k, &mut env);
+                }
             }
             Network::Proxy { port: proxy_port }
         }

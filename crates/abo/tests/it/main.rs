@@ -17,6 +17,7 @@ mod golden;
 mod notify;
 mod policy;
 mod pr;
+mod real_claude;
 mod sandbox;
 mod schedule;
 mod serve;
