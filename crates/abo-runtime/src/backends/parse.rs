@@ -62,6 +62,10 @@ pub fn looks_transient(text: &str) -> bool {
         "timeout",
         "econnreset",
         "connection reset",
+        // The provider down (Claude Code's `connection_failed`).
+        "econnrefused",
+        "connection refused",
+        "connection_failed",
     ]
     .iter()
     .any(|p| t.contains(p))
@@ -493,7 +497,7 @@ not json: a banner
             r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":null,"api_error":"connection_failed","result":"API Error: Connection refused — a firewall or proxy may be blocking it (ECONNREFUSED)"}"#,
             "connection_failed: API Error: Connection refused — a firewall or proxy may be blocking it (ECONNREFUSED)",
         );
-        assert!(!r.transient());
+        assert!(r.transient(), "the provider down is the provider's failure");
         let r = check(
             r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796124308,"rateLimitType":"five_hour","isUsingOverage":false}}
 {"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error_type":"rate_limit_error","api_error":"usage_limit_reached","result":"You've hit your 5-hour limit · resets 11:25am (UTC)"}"#,
