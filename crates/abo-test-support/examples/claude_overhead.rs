@@ -7,7 +7,8 @@
 //! repository (`claude -p --output-format stream-json --verbose ...`, the arguments abo gives
 //! it), and the backend of `abo run` with `sandbox.mode: off` and `required` (`duration_ms` of
 //! `task.backend_finished`: prompt, version check, egress proxy, sandbox, the CLI, its
-//! transcript stored). It prints the median, minimum and maximum of each.
+//! transcript stored). It prints the median, minimum and maximum of each. Every run has
+//! `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -52,6 +53,10 @@ impl Env {
             .env("ANTHROPIC_BASE_URL", &self.url)
             .env("ANTHROPIC_API_KEY", "sk-ant-api03-dummy-for-tests")
             .env("NODE_EXTRA_CA_CERTS", &self.ca)
+            // Without it the CLI also calls api.anthropic.com (telemetry, feature flags), which
+            // here has no route without the sandbox and is refused at once inside it: that
+            // difference, not abo's, would dominate the figures.
+            .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
             .env_remove("TERM");
     }
 }
@@ -157,7 +162,7 @@ fn main() {
         url: server.url.clone(),
         ca: server.ca_file().unwrap().display().to_string(),
     };
-    let required = "{ mode: required, agent_hosts: [\"127.0.0.1\"] }";
+    let required = "{ mode: required, agent_hosts: [\"127.0.0.1\"], env_pass: [CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC] }";
     let (mut d, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
     // One of each first, untimed: the page cache holds the 400 MB binary afterwards.
     direct(&env, &claude);

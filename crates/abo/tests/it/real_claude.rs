@@ -170,6 +170,18 @@ fn assert_landed(repo: &TestRepo, server: &ModelServer, script: &Script, ran: &R
     assert_eq!(show("edit-me.txt"), "new line\n");
     assert_eq!(show("ran.txt"), "ran by bash\n");
 
+    // All the CLI asks of its provider: `HEAD /api/hello` at start, then messages.
+    let asked: Vec<String> = server
+        .requests()
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(
+        asked
+            .iter()
+            .all(|a| a == "HEAD /api/hello" || a == "POST /v1/messages"),
+        "{asked:?}"
+    );
     // One request a turn; the last holds the result of every tool call, none an error.
     let messages: Vec<_> = server
         .requests()
