@@ -184,6 +184,17 @@ fn prints_result(kind: AgentKind) -> bool {
     !matches!(kind, AgentKind::Aider)
 }
 
+/// `: LINE`, the last line the agent wrote to stderr (at most 300 characters), or nothing: what a
+/// CLI that gives up before its first event says, e.g. Claude Code refusing bypassPermissions as
+/// root outside a sandbox.
+fn last_words(stderr_log: &Path) -> String {
+    let text = std::fs::read_to_string(stderr_log).unwrap_or_default();
+    match text.lines().map(str::trim).rfind(|l| !l.is_empty()) {
+        Some(l) => format!(": {}", l.chars().take(300).collect::<String>()),
+        None => String::new(),
+    }
+}
+
 pub struct Ran {
     pub report: Report,
     pub streamed: Option<Streamed>,
@@ -312,9 +323,16 @@ pub async fn run(
         let how = o
             .exit
             .map_or_else(|| o.describe(None), |c| format!("exited with {c}"));
-        Some(format!("{name} {how} without printing a result"))
+        Some(format!(
+            "{name} {how} without printing a result{}",
+            last_words(&scratch.join("agent.stderr.log"))
+        ))
     } else if !streamed.stopped_after_result && o.exit != Some(0) {
-        Some(format!("{name} {}", o.describe(None)))
+        Some(format!(
+            "{name} {}{}",
+            o.describe(None),
+            last_words(&scratch.join("agent.stderr.log"))
+        ))
     } else {
         None
     };

@@ -196,7 +196,7 @@ fn agents_that_misbehave_fail_their_attempt_with_the_reason() {
     );
     assert_eq!(
         reason("claude-crash"),
-        "claude-code exited with 3 without printing a result (after 1 attempt)"
+        "claude-code exited with 3 without printing a result: claude: segmentation fault (after 1 attempt)"
     );
     assert_eq!(
         reason("codex-error"),

@@ -288,6 +288,27 @@ fn lands_a_change_in_the_sandbox_over_https_through_the_egress_proxy() {
     assert!(log.contains(&tunnel), "{log}");
 }
 
+/// bypassPermissions without abo's sandbox: as root, the CLI refuses it (it is no sandbox's
+/// boundary then), and says why; as anyone else, the change lands.
+#[test]
+fn bypass_permissions_without_the_sandbox_is_the_clis_own_call() {
+    use std::os::unix::fs::MetadataExt;
+    let repo = repo(OFF, ", permission_mode: bypassPermissions");
+    let server = ModelServer::start(Scheme::Http, anthropic::change_script());
+    let ran = run(&repo, &server.url, &[]);
+    let root = std::fs::metadata("/proc/self").unwrap().uid() == 0;
+    if root {
+        let reason = ran.doc["tasks"][0]["reason"].as_str().unwrap();
+        assert!(
+            reason.starts_with("claude-code exited with 1 without printing a result: ")
+                && reason.contains("cannot be used with root/sudo privileges"),
+            "{reason}"
+        );
+    } else {
+        assert_landed(&repo, &server, &anthropic::change_script(), &ran);
+    }
+}
+
 /// Needs the egress proxy to forward plain-HTTP requests (absolute-form `POST http://...`): today
 /// it answers them 405, and the CLI fails with `API Error: 405 status code (no body)`.
 #[test]
