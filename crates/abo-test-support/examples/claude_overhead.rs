@@ -7,7 +7,8 @@
 //! repository (`claude -p --output-format stream-json --verbose ...`, the arguments abo gives
 //! it), and the backend of `abo run` with `sandbox.mode: off` and `required` (`duration_ms` of
 //! `task.backend_finished`: prompt, version check, egress proxy, sandbox, the CLI, its
-//! transcript stored). It prints the median, minimum and maximum of each. Every run has
+//! transcript stored), and for comparison the same backend work around a command changing one
+//! file (`kind: command`, no CLI). It prints the median, minimum and maximum of each. Every run has
 //! `CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC=1`.
 #![allow(
     clippy::unwrap_used,
@@ -26,13 +27,17 @@ use abo_test_support::model_server::anthropic::change_script;
 use abo_test_support::model_server::{ModelServer, Scheme};
 
 fn repo(sandbox: &str) -> TestRepo {
+    repo_with(sandbox, "{ kind: claude-code, model: claude-sonnet-4-5 }")
+}
+
+fn repo_with(sandbox: &str, backend: &str) -> TestRepo {
     let repo = TestRepo::new();
     repo.write("edit-me.txt", "old line\n");
     repo.write("delete-me.txt", "to be deleted\n");
     repo.write(
         "abo.yml",
         &format!(
-            "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\nbackends:\n  claude: {{ kind: claude-code, model: claude-sonnet-4-5 }}\n"
+            "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\nbackends:\n  claude: {backend}\n"
         ),
     );
     repo.commit_all("files");
@@ -61,9 +66,12 @@ impl Env {
     }
 }
 
-/// Milliseconds of the CLI run directly in a fresh checkout.
-fn direct(env: &Env, claude: &Path) -> f64 {
+/// Milliseconds of the CLI run directly in a fresh checkout; with `fresh_home`, in a HOME of its
+/// own as in abo's sandbox (else in one kept across runs).
+fn direct(env: &Env, claude: &Path, fresh_home: bool) -> (f64, f64) {
     let repo = repo("{ mode: off }");
+    let home = repo.outside.join("home");
+    std::fs::create_dir_all(&home).unwrap();
     let started = Instant::now();
     let mut c = Command::new(claude);
     c.current_dir(&repo.path)
@@ -82,6 +90,9 @@ fn direct(env: &Env, claude: &Path) -> f64 {
         ])
         .stdin(std::process::Stdio::null());
     env.apply(&mut c);
+    if fresh_home {
+        c.env("HOME", &home);
+    }
     let out = c.output().unwrap();
     let ms = started.elapsed().as_secs_f64() * 1e3;
     assert!(
@@ -90,12 +101,23 @@ fn direct(env: &Env, claude: &Path) -> f64 {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(!repo.path.join("delete-me.txt").exists());
-    ms
+    (ms, cli_duration(&String::from_utf8_lossy(&out.stdout)))
 }
 
-/// Milliseconds of abo's backend (`task.backend_finished.duration_ms`).
-fn through_abo(env: &Env, abo: &Path, sandbox: &str) -> f64 {
-    let repo = repo(sandbox);
+/// The `duration_ms` of the CLI's `result`: its own time from start to result.
+fn cli_duration(stream: &str) -> f64 {
+    stream
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|v| v["type"] == "result")
+        .and_then(|v| v["duration_ms"].as_f64())
+        .unwrap_or(f64::NAN)
+}
+
+/// Milliseconds of abo's backend (`task.backend_finished.duration_ms`), and the CLI's own
+/// `duration_ms` (NaN for a command).
+fn through_abo(env: &Env, abo: &Path, sandbox: &str, backend: &str) -> (f64, f64) {
+    let repo = repo_with(sandbox, backend);
     let b = repo.write_outside(
         "b.yml",
         "tasks:\n  - { id: scripted, title: Make the scripted change, backend: claude }\n",
@@ -121,10 +143,20 @@ fn through_abo(env: &Env, abo: &Path, sandbox: &str) -> f64 {
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .find(|e| e["kind"] == "task.backend_finished")
         .unwrap();
-    finished["data"]["duration_ms"].as_f64().unwrap()
+    let transcript = finished["data"]["transcript"]
+        .as_str()
+        .and_then(|id| std::fs::read_to_string(repo.path.join(".abo/artifacts").join(id)).ok())
+        .unwrap_or_default();
+    (
+        finished["data"]["duration_ms"].as_f64().unwrap(),
+        cli_duration(&transcript),
+    )
 }
 
 fn stats(name: &str, mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
     v.sort_by(f64::total_cmp);
     let median = v[v.len() / 2];
     println!(
@@ -163,20 +195,43 @@ fn main() {
         ca: server.ca_file().unwrap().display().to_string(),
     };
     let required = "{ mode: required, agent_hosts: [\"127.0.0.1\"], env_pass: [CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC] }";
-    let (mut d, mut off, mut on) = (Vec::new(), Vec::new(), Vec::new());
+    let claude_code = "{ kind: claude-code, model: claude-sonnet-4-5 }";
+    // The same backend work around a command that changes one file: what abo adds to any backend.
+    let command = "{ kind: command, run: \"echo x > x.txt\" }";
+    let mut series: Vec<(&str, Vec<f64>)> = [
+        "claude directly",
+        "  its own duration_ms",
+        "claude directly, fresh HOME",
+        "abo backend, sandbox off",
+        "  the CLI's duration_ms",
+        "abo backend, sandbox required",
+        "  the CLI's duration_ms",
+        "command backend, sandbox off",
+        "command backend, required",
+    ]
+    .into_iter()
+    .map(|n| (n, Vec::new()))
+    .collect();
     // One of each first, untimed: the page cache holds the 400 MB binary afterwards.
-    direct(&env, &claude);
+    direct(&env, &claude, false);
     for _ in 0..runs {
-        d.push(direct(&env, &claude));
-        off.push(through_abo(&env, &abo, "{ mode: off }"));
-        on.push(through_abo(&env, &abo, required));
+        let mut add = |i: usize, (a, b): (f64, f64)| {
+            series[i].1.push(a);
+            if !b.is_nan() {
+                series[i + 1].1.push(b);
+            }
+        };
+        add(0, direct(&env, &claude, false));
+        add(2, (direct(&env, &claude, true).0, f64::NAN));
+        add(3, through_abo(&env, &abo, "{ mode: off }", claude_code));
+        add(5, through_abo(&env, &abo, required, claude_code));
+        add(7, (through_abo(&env, &abo, "{ mode: off }", command).0, f64::NAN));
+        add(8, (through_abo(&env, &abo, required, command).0, f64::NAN));
     }
-    let base = stats("claude directly", d);
-    let off = stats("abo backend, sandbox off", off);
-    let on = stats("abo backend, sandbox required", on);
+    let m: Vec<f64> = series.into_iter().map(|(n, v)| stats(n, v)).collect();
     println!(
         "abo adds (medians): {:.0} ms with the sandbox off, {:.0} ms with it required",
-        off - base,
-        on - base
+        m[3] - m[0],
+        m[5] - m[0]
     );
 }
