@@ -225,7 +225,13 @@ fn main() {
         add(2, (direct(&env, &claude, true).0, f64::NAN));
         add(3, through_abo(&env, &abo, "{ mode: off }", claude_code));
         add(5, through_abo(&env, &abo, required, claude_code));
-        add(7, (through_abo(&env, &abo, "{ mode: off }", command).0, f64::NAN));
+        add(
+            7,
+            (
+                through_abo(&env, &abo, "{ mode: off }", command).0,
+                f64::NAN,
+            ),
+        );
         add(8, (through_abo(&env, &abo, required, command).0, f64::NAN));
     }
     let m: Vec<f64> = series.into_iter().map(|(n, v)| stats(n, v)).collect();
