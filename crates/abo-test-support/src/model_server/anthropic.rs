@@ -438,5 +438,50 @@ mod tests {
             ]
         );
         assert_eq!(events[6].1["delta"]["stop_reason"], "tool_use");
+        let count = Request {
+            path: "/v1/messages/count_tokens".into(),
+            ..second.clone()
+        };
+        let Reply::Json { status, body, .. } = s.reply(&count) else {
+            panic!("count_tokens: JSON")
+        };
+        assert_eq!(status, 200);
+        assert!(body["input_tokens"].as_u64().is_some_and(|n| n > 0));
+        let Reply::Json { status, body, .. } = s.reply(&Request {
+            path: "/v1/models".into(),
+            method: "GET".into(),
+            ..second
+        }) else {
+            panic!("unknown path: JSON")
+        };
+        assert_eq!(
+            (status, &body["error"]["type"]),
+            (404, &json!("not_found_error"))
+        );
+    }
+
+    #[test]
+    fn fails_on_demand_then_recovers() {
+        let mut s = change_script().failing(Fault::RateLimited {
+            retry_after_secs: 2,
+        });
+        s.fault_times = Some(1);
+        let req = post(json!({"model": "m", "messages": []}));
+        let Reply::Json {
+            status, headers, ..
+        } = s.reply(&req)
+        else {
+            panic!("a 429 is JSON")
+        };
+        assert_eq!(status, 429);
+        assert!(headers.contains(&("retry-after".into(), "2".into())));
+        assert!(matches!(s.reply(&req), Reply::Json { status: 200, .. }));
+        let usage = change_script()
+            .failing(Fault::UsageLimit { resets_at: 7 })
+            .reply(&req);
+        let Reply::Json { headers, .. } = usage else {
+            panic!("a usage limit is JSON")
+        };
+        assert!(headers.contains(&("anthropic-ratelimit-unified-reset".into(), "7".into())));
     }
 }
