@@ -78,6 +78,8 @@ pub struct Ctx {
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// The last change read in each attempt's worktree, for its policy.
     pub changes: crate::change::Latest,
+    /// Agent CLIs' versions, asked once per executable.
+    pub agent_versions: crate::backends::agent::Versions,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -104,6 +106,7 @@ impl Ctx {
             sandbox_helper: None,
             shared: None,
             changes: Default::default(),
+            agent_versions: Default::default(),
         }
     }
 

@@ -69,6 +69,34 @@ pub fn certified(kind: AgentKind) -> Option<(&'static str, &'static str)> {
         })
 }
 
+/// The versions of agent executables abo has asked, by file (path, modification time, size), so
+/// that the check runs once per executable and process, and again when the file is replaced.
+#[derive(Debug, Default)]
+pub struct Versions(
+    std::sync::Mutex<
+        std::collections::HashMap<(PathBuf, std::time::SystemTime, u64), Option<Version>>,
+    >,
+);
+
+impl Versions {
+    /// The key of `command` as it resolves now, if it does.
+    pub fn key(command: &str) -> Option<(PathBuf, std::time::SystemTime, u64)> {
+        let path = process::find_executable(command)?.canonicalize().ok()?;
+        let meta = std::fs::metadata(&path).ok()?;
+        Some((path, meta.modified().ok()?, meta.len()))
+    }
+
+    pub fn get(&self, key: &(PathBuf, std::time::SystemTime, u64)) -> Option<Option<Version>> {
+        self.0.lock().ok()?.get(key).copied()
+    }
+
+    pub fn insert(&self, key: (PathBuf, std::time::SystemTime, u64), v: Option<Version>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, v);
+        }
+    }
+}
+
 /// The first Claude Code with `--permission-prompts none`: what would ask for a permission is
 /// denied instead (older ones deny in `-p` too, but may wait for an answer that never comes).
 pub const CLAUDE_PERMISSION_PROMPTS: Version = Version(2, 1, 259);
@@ -347,6 +375,25 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_kept_per_executable_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("claude");
+        std::fs::write(&exe, "#!/bin/sh\necho 2.1.332\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cmd = exe.to_str().unwrap();
+        let versions = Versions::default();
+        let key = Versions::key(cmd).unwrap();
+        assert_eq!(versions.get(&key), None);
+        versions.insert(key.clone(), Some(Version(2, 1, 332)));
+        assert_eq!(versions.get(&key), Some(Some(Version(2, 1, 332))));
+        // Replaced (here: another size), it is asked again.
+        std::fs::write(&exe, "#!/bin/sh\necho 2.1.333 (Claude Code)\n").unwrap();
+        assert_eq!(versions.get(&Versions::key(cmd).unwrap()), None);
+        assert_eq!(Versions::key("/nonexistent/claude"), None);
+    }
 
     #[test]
     fn command_lines() {

@@ -543,7 +543,28 @@ async fn run_agent_on(
 
 /// The agent's version, from its `--version` (run as the agent would be: in a sandbox, here one
 /// without network, when the run has one), or `None` when it prints none within a few seconds.
+/// Asked once per executable file in this process, as long as it answers.
 async fn agent_version(
+    ctx: &Ctx,
+    settings: &RunSettings,
+    command: &str,
+    cwd: &Path,
+    scratch: &Path,
+    env: Vec<(String, String)>,
+) -> Option<agent::Version> {
+    let key = agent::Versions::key(command);
+    if let Some(v) = key.as_ref().and_then(|k| ctx.agent_versions.get(k)) {
+        return v;
+    }
+    let v = ask_version(ctx, settings, command, cwd, scratch, env).await;
+    // Only an answer is kept: a check that failed (a timeout on a busy machine) is asked again.
+    if let (Some(k), Some(_)) = (key, v) {
+        ctx.agent_versions.insert(k, v);
+    }
+    v
+}
+
+async fn ask_version(
     ctx: &Ctx,
     settings: &RunSettings,
     command: &str,
