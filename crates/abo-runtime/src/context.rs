@@ -81,6 +81,8 @@ pub struct Ctx {
     /// Set to why a person stopped abo (a signal): the run driven now pauses at once, and every
     /// process running for it is killed.
     pub stop: tokio::sync::watch::Sender<Option<String>>,
+    /// Agent CLIs' versions, asked once per executable.
+    pub agent_versions: crate::backends::agent::Versions,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -108,6 +110,7 @@ impl Ctx {
             shared: None,
             changes: Default::default(),
             stop: tokio::sync::watch::channel(None).0,
+            agent_versions: Default::default(),
         }
     }
 

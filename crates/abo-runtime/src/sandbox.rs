@@ -160,10 +160,18 @@ pub fn remember_state_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, &file)
 }
 
-/// The key variables an agent CLI reads to log in: passed to it, and to nothing else.
+/// The variables an agent CLI reads to log in and to find its provider: passed to it when set,
+/// and to nothing else.
 pub(crate) fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
     match kind {
-        AgentKind::ClaudeCode => &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
+        AgentKind::ClaudeCode => &[
+            "ANTHROPIC_API_KEY",
+            "ANTHROPIC_AUTH_TOKEN",
+            "ANTHROPIC_BASE_URL",
+            "CLAUDE_CODE_OAUTH_TOKEN",
+            "CLAUDE_CODE_USE_BEDROCK",
+            "CLAUDE_CODE_USE_VERTEX",
+        ],
         AgentKind::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY"],
         AgentKind::Aider => &["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
         AgentKind::Goose => &[
@@ -184,6 +192,9 @@ pub const CA_VARS: [&str; 4] = [
     "REQUESTS_CA_BUNDLE",
     "CODEX_CA_CERTIFICATE",
 ];
+
+/// A directory of certificates OpenSSL and rustls read, passed as the bundles are.
+const CA_DIR_VAR: &str = "SSL_CERT_DIR";
 
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
@@ -269,13 +280,15 @@ pub fn wrap(
             seed_agent_home(kind, keys, home().as_deref(), &private_home, &mut env);
             write.push(private_home.clone());
             env.push(("HOME".into(), private_home.to_string_lossy().into_owned()));
-            if keys == Keys::Passed {
-                for k in agent_keys(kind) {
+            let keys_passed: &[&str] = if keys == Keys::Passed {
+                agent_keys(kind)
+            } else {
+                &[]
+            };
+            for k in keys_passed.iter().chain(&CA_VARS).chain(&[CA_DIR_VAR]) {
+                if !s.env_pass.iter().any(|p| p == k) {
                     pass(k, &mut env);
                 }
-            }
-            for k in CA_VARS {
-                pass(k, &mut env);
             }
             Network::Proxy { port: proxy_port }
         }

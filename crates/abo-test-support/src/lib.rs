@@ -1,4 +1,5 @@
-//! Shared test fixtures: temporary git repositories, fake agent CLIs, a stub model API.
+//! Shared test fixtures: temporary git repositories, fake agent CLIs, a stub model API, a scripted
+//! model server speaking providers' wire formats.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,6 +12,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 pub mod agents;
+pub mod model_server;
 pub mod pg;
 pub mod smtp;
 pub mod stub;

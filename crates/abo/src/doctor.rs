@@ -172,9 +172,9 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
     }
 
     // Agent CLIs: the usual names, and every command a configured backend names.
-    let mut agents: Vec<(String, String)> = AgentKind::ALL
+    let mut agents: Vec<(String, AgentKind, String)> = AgentKind::ALL
         .iter()
-        .map(|k| (k.as_str().to_owned(), k.default_command().to_owned()))
+        .map(|k| (k.as_str().to_owned(), *k, k.default_command().to_owned()))
         .collect();
     let named = config
         .as_ref()
@@ -184,11 +184,15 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
         if let Some((k, a)) = b.agent()
             && let Some(cmd) = &a.command
         {
-            agents.push((format!("{} (backend {name})", k.as_str()), cmd.clone()));
+            agents.push((format!("{} (backend {name})", k.as_str()), k, cmd.clone()));
         }
     }
-    for (label, cmd) in agents {
+    for (label, kind, cmd) in agents {
         let found = process::find_executable(&cmd);
+        // The version abo's tests run for real, when ops/agents.lock pins one.
+        let tested = abo_runtime::backends::agent::certified(kind)
+            .map(|(_, v)| format!("; abo is tested with {v}"))
+            .unwrap_or_default();
         let used = named.iter().any(|(_, b)| {
             b.agent().is_some_and(|(k, a)| {
                 a.command
@@ -201,7 +205,7 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
             Some(p) => Check {
                 what: format!("agent {label}"),
                 ok: true,
-                detail: format!("{} ({})", version(&p).await, p.display()),
+                detail: format!("{} ({}{tested})", version(&p).await, p.display()),
                 ..Default::default()
             },
             // An agent no backend uses is information, not a problem.

@@ -29,7 +29,81 @@ pub struct Invocation<'a> {
     pub analytics_log: &'a Path,
     /// Claude Code's own spending cap: the attempt's USD reservation.
     pub max_budget_usd: Option<f64>,
+    /// The tool's version, as its `--version` printed it (`None`: unknown).
+    pub version: Option<Version>,
 }
+
+/// A tool's version, the first `MAJOR.MINOR.PATCH` its `--version` prints (`2.1.332 (Claude
+/// Code)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Version(pub u32, pub u32, pub u32);
+
+impl Version {
+    pub fn parse(text: &str) -> Option<Self> {
+        text.split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+            .find_map(|word| {
+                let mut n = word.trim_start_matches('v').split('.');
+                let v = Self(
+                    n.next()?.parse().ok()?,
+                    n.next()?.parse().ok()?,
+                    n.next()?.parse().ok()?,
+                );
+                n.next().is_none().then_some(v)
+            })
+    }
+}
+
+/// `ops/agents.lock`: the agent CLIs abo's tests run for real, at the versions they pin.
+const AGENTS_LOCK: &str = include_str!("../../../../ops/agents.lock");
+
+/// The npm package and exact version of `kind` that abo is tested with (`ops/agents.lock`).
+pub fn certified(kind: AgentKind) -> Option<(&'static str, &'static str)> {
+    AGENTS_LOCK
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == kind.as_str()).then_some(())?;
+            Some((w.next()?, w.next()?))
+        })
+}
+
+/// The versions of agent executables abo has asked, by file (path, modification time, size), so
+/// that the check runs once per executable and process, and again when the file is replaced.
+#[derive(Debug, Default)]
+pub struct Versions(
+    std::sync::Mutex<
+        std::collections::HashMap<(PathBuf, std::time::SystemTime, u64), Option<Version>>,
+    >,
+);
+
+impl Versions {
+    /// The key of `command` as it resolves now, if it does.
+    pub fn key(command: &str) -> Option<(PathBuf, std::time::SystemTime, u64)> {
+        let path = process::find_executable(command)?.canonicalize().ok()?;
+        let meta = std::fs::metadata(&path).ok()?;
+        Some((path, meta.modified().ok()?, meta.len()))
+    }
+
+    pub fn get(&self, key: &(PathBuf, std::time::SystemTime, u64)) -> Option<Option<Version>> {
+        self.0.lock().ok()?.get(key).copied()
+    }
+
+    pub fn insert(&self, key: (PathBuf, std::time::SystemTime, u64), v: Option<Version>) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(key, v);
+        }
+    }
+}
+
+/// The first Claude Code with `--permission-prompts none`: what would ask for a permission is
+/// denied instead (older ones deny in `-p` too, but may wait for an answer that never comes).
+pub const CLAUDE_PERMISSION_PROMPTS: Version = Version(2, 1, 259);
+
+/// The permission mode Claude Code gets unless the backend names one: it edits files in the
+/// worktree without asking; anything else it would ask for is denied.
+pub const CLAUDE_PERMISSION_MODE: &str = "acceptEdits";
 
 /// The command line for each tool, as its documentation gives it for non-interactive use.
 pub fn argv(i: &Invocation<'_>) -> Vec<String> {
@@ -43,9 +117,14 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
                 "stream-json",
                 "--verbose",
                 "--permission-mode",
-                i.permission_mode.unwrap_or("acceptEdits"),
+                i.permission_mode.unwrap_or(CLAUDE_PERMISSION_MODE),
             ] {
                 push(s);
+            }
+            // Nobody answers a prompt in an unattended run: a would-be prompt is a denial.
+            if i.version.is_some_and(|v| v >= CLAUDE_PERMISSION_PROMPTS) {
+                push("--permission-prompts");
+                push("none");
             }
             if let Some(t) = i.max_turns {
                 push("--max-turns");
@@ -107,18 +186,41 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
     a
 }
 
+/// The variables Claude Code sets in the processes it runs, marking them as inside its session.
+/// Everything else named `CLAUDE_CODE_*` is the user's own setting (`CLAUDE_CODE_OAUTH_TOKEN`,
+/// `CLAUDE_CODE_USE_BEDROCK`, `CLAUDE_CODE_MAX_RETRIES`, ...) and is kept.
+const CLAUDE_SESSION_VARS: [&str; 8] = [
+    "CLAUDECODE",
+    "CLAUDE_CODE_ENTRYPOINT",
+    "CLAUDE_CODE_SSE_PORT",
+    "CLAUDE_CODE_SESSION_ID",
+    "CLAUDE_CODE_CHILD_SESSION",
+    "CLAUDE_CODE_SESSION_ATTENDED",
+    "CLAUDE_CODE_EXECPATH",
+    "CLAUDE_PID",
+];
+
 /// Variables an enclosing agent session sets; a nested agent must not inherit them.
 pub fn inherited_agent_vars(env: impl IntoIterator<Item = String>) -> Vec<String> {
     env.into_iter()
-        .filter(|k| {
-            k == "CLAUDECODE" || k.starts_with("CLAUDE_CODE_") || k.starts_with("CODEX_SANDBOX")
-        })
+        .filter(|k| CLAUDE_SESSION_VARS.contains(&k.as_str()) || k.starts_with("CODEX_SANDBOX"))
         .collect()
 }
 
 /// Whether the tool prints a final result event whose absence means the run did not finish.
 fn prints_result(kind: AgentKind) -> bool {
     !matches!(kind, AgentKind::Aider)
+}
+
+/// `: LINE`, the last line the agent wrote to stderr (at most 300 characters), or nothing: what a
+/// CLI that gives up before its first event says, e.g. Claude Code refusing bypassPermissions as
+/// root outside a sandbox.
+fn last_words(stderr_log: &Path) -> String {
+    let text = std::fs::read_to_string(stderr_log).unwrap_or_default();
+    match text.lines().map(str::trim).rfind(|l| !l.is_empty()) {
+        Some(l) => format!(": {}", l.chars().take(300).collect::<String>()),
+        None => String::new(),
+    }
 }
 
 pub struct Ran {
@@ -268,9 +370,16 @@ pub async fn run(
         let how = o
             .exit
             .map_or_else(|| o.describe(None), |c| format!("exited with {c}"));
-        Some(format!("{name} {how} without printing a result"))
+        Some(format!(
+            "{name} {how} without printing a result{}",
+            last_words(&scratch.join("agent.stderr.log"))
+        ))
     } else if !streamed.stopped_after_result && o.exit != Some(0) {
-        Some(format!("{name} {}", o.describe(None)))
+        Some(format!(
+            "{name} {}{}",
+            o.describe(None),
+            last_words(&scratch.join("agent.stderr.log"))
+        ))
     } else {
         None
     };
@@ -296,6 +405,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn versions_are_kept_per_executable_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("claude");
+        std::fs::write(&exe, "#!/bin/sh\necho 2.1.332\n").unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cmd = exe.to_str().unwrap();
+        let versions = Versions::default();
+        let key = Versions::key(cmd).unwrap();
+        assert_eq!(versions.get(&key), None);
+        versions.insert(key.clone(), Some(Version(2, 1, 332)));
+        assert_eq!(versions.get(&key), Some(Some(Version(2, 1, 332))));
+        // Replaced (here: another size), it is asked again.
+        std::fs::write(&exe, "#!/bin/sh\necho 2.1.333 (Claude Code)\n").unwrap();
+        assert_eq!(versions.get(&Versions::key(cmd).unwrap()), None);
+        assert_eq!(Versions::key("/nonexistent/claude"), None);
+    }
+
+    #[test]
     fn command_lines() {
         let i = Invocation {
             kind: AgentKind::ClaudeCode,
@@ -308,10 +436,41 @@ mod tests {
             prompt_file: Path::new("/s/prompt.md"),
             analytics_log: Path::new("/s/aider.jsonl"),
             max_budget_usd: Some(0.5),
+            version: Version::parse("2.1.258 (Claude Code)"),
         };
         assert_eq!(
             argv(&i).join(" "),
             "-p --output-format stream-json --verbose --permission-mode acceptEdits --max-turns 40 --max-budget-usd 0.5000 --model sonnet do it"
+        );
+        // From the version that has it on, a would-be permission prompt is a denial.
+        let newer = Invocation {
+            version: Version::parse("2.1.332 (Claude Code)"),
+            permission_mode: Some("bypassPermissions"),
+            max_turns: None,
+            max_budget_usd: None,
+            model: None,
+            ..i.clone()
+        };
+        assert_eq!(
+            argv(&newer).join(" "),
+            "-p --output-format stream-json --verbose --permission-mode bypassPermissions --permission-prompts none do it"
+        );
+        assert_eq!(
+            [
+                "2.1.332 (Claude Code)",
+                "claude 9.9.9 (fake)",
+                "codex-cli 0.46.0",
+                "v1.2.3",
+                "1.2"
+            ]
+            .map(Version::parse),
+            [
+                Some(Version(2, 1, 332)),
+                Some(Version(9, 9, 9)),
+                Some(Version(0, 46, 0)),
+                Some(Version(1, 2, 3)),
+                None
+            ]
         );
         assert_eq!(
             argv(&Invocation {
@@ -340,21 +499,34 @@ mod tests {
             .join(" "),
             "run -i /s/prompt.md --output-format stream-json --no-session"
         );
+        let (package, version) = certified(AgentKind::ClaudeCode).unwrap();
+        assert_eq!(package, "@anthropic-ai/claude-code");
+        assert!(
+            Version::parse(version).is_some_and(|v| v >= CLAUDE_PERMISSION_PROMPTS),
+            "{version}"
+        );
+        assert_eq!(certified(AgentKind::Goose), None);
         let vars = inherited_agent_vars(
             [
                 "PATH",
                 "CLAUDECODE",
                 "CLAUDE_CODE_ENTRYPOINT",
+                "CLAUDE_CODE_SSE_PORT",
+                "CLAUDE_CODE_OAUTH_TOKEN",
+                "CLAUDE_CODE_USE_BEDROCK",
+                "CLAUDE_CODE_MAX_RETRIES",
                 "CODEX_SANDBOX_NETWORK_DISABLED",
                 "CODEX_HOME",
             ]
             .map(String::from),
         );
+        // The marks of an enclosing session go; the user's own settings and logins stay.
         assert_eq!(
             vars,
             [
                 "CLAUDECODE",
                 "CLAUDE_CODE_ENTRYPOINT",
+                "CLAUDE_CODE_SSE_PORT",
                 "CODEX_SANDBOX_NETWORK_DISABLED"
             ]
         );

@@ -12,7 +12,7 @@ pub mod prompt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use abo_core::config::ApiKind;
+use abo_core::config::{AgentKind, ApiKind};
 use abo_core::decide::BackendOutcome;
 use abo_core::event::Usage;
 use abo_core::ids::AttemptId;
@@ -451,6 +451,13 @@ async fn run_agent_on(
     };
     let prompt_file = scratch.join("prompt.md");
     let analytics = scratch.join("aider-analytics.jsonl");
+    // Claude Code's flags depend on its version; the others' do not.
+    let version = match agent {
+        AgentKind::ClaudeCode => {
+            agent_version(ctx, settings, command, cwd, scratch, env.clone()).await
+        }
+        _ => None,
+    };
     let invocation = agent::Invocation {
         kind: *agent,
         command,
@@ -462,6 +469,7 @@ async fn run_agent_on(
         prompt_file: &prompt_file,
         analytics_log: &analytics,
         max_budget_usd: reserved.usd,
+        version,
     };
     // In the sandbox, the agent reaches the network only through abo's egress proxy, which may
     // hold its key.
@@ -518,7 +526,17 @@ async fn run_agent_on(
                 "agent",
                 env.clone(),
             ) {
-                Ok(sb) => sb,
+                Ok(sb) => sb.map(|mut sb| {
+                    // abo's sandbox is the boundary: Claude Code, which refuses
+                    // bypassPermissions as root elsewhere, may take it inside one that holds.
+                    if *agent == AgentKind::ClaudeCode
+                        && (sb.profile.mode == abo_sandbox::Mode::Required
+                            || abo_sandbox::missing(&sb.profile).is_empty())
+                    {
+                        sb.env.push(("IS_SANDBOX".into(), "1".into()));
+                    }
+                    sb
+                }),
                 Err(e) => return agent_failed(scratch, format!("sandbox: {e}")),
             }
         }
@@ -552,6 +570,58 @@ async fn run_agent_on(
         }
     }
     ran
+}
+
+/// The agent's version, from its `--version` (run as the agent would be: in a sandbox, here one
+/// without network, when the run has one), or `None` when it prints none within a few seconds.
+/// Asked once per executable file in this process, as long as it answers.
+async fn agent_version(
+    ctx: &Ctx,
+    settings: &RunSettings,
+    command: &str,
+    cwd: &Path,
+    scratch: &Path,
+    env: Vec<(String, String)>,
+) -> Option<agent::Version> {
+    let key = agent::Versions::key(command);
+    if let Some(v) = key.as_ref().and_then(|k| ctx.agent_versions.get(k)) {
+        return v;
+    }
+    let v = ask_version(ctx, settings, command, cwd, scratch, env).await;
+    // Only an answer is kept: a check that failed (a timeout on a busy machine) is asked again.
+    if let (Some(k), Some(_)) = (key, v) {
+        ctx.agent_versions.insert(k, v);
+    }
+    v
+}
+
+async fn ask_version(
+    ctx: &Ctx,
+    settings: &RunSettings,
+    command: &str,
+    cwd: &Path,
+    scratch: &Path,
+    env: Vec<(String, String)>,
+) -> Option<agent::Version> {
+    let mut spec = Spec::new(command, cwd).args(["--version"]);
+    spec.sandbox = crate::sandbox::wrap(
+        ctx,
+        &settings.sandbox,
+        crate::sandbox::Role::Command,
+        cwd,
+        scratch,
+        "agent-version",
+        env.clone(),
+    )
+    .ok()?;
+    spec.env = env;
+    spec.env_remove = agent::inherited_agent_vars(std::env::vars().map(|(k, _)| k));
+    spec.timeout = Some(Duration::from_secs(10));
+    let out = process::run(&spec, &ctx.groups).await.ok()?;
+    if !out.success() {
+        return None;
+    }
+    agent::Version::parse(String::from_utf8_lossy(&out.stdout).lines().next()?)
 }
 
 fn agent_failed(scratch: &Path, why: String) -> agent::Ran {

@@ -303,6 +303,10 @@ pub fn looks_transient(text: &str) -> bool {
         "timeout",
         "econnreset",
         "connection reset",
+        // The provider down (Claude Code's `connection_failed`).
+        "econnrefused",
+        "connection refused",
+        "connection_failed",
     ]
     .iter()
     .any(|p| t.contains(p))
@@ -415,10 +419,11 @@ impl Parser {
                 }
                 let is_error = v.get("is_error").and_then(Value::as_bool).unwrap_or(false);
                 if is_error || subtype != "success" {
-                    r.error = Some(match text {
-                        Some(t) if !t.is_empty() => format!("{subtype}: {t}"),
-                        _ => subtype.to_owned(),
-                    });
+                    let resets_at = match &r.limit {
+                        Some(Reset::At(t)) => Some(t.0 / 1000),
+                        _ => None,
+                    };
+                    r.error = Some(claude_error(v, subtype, resets_at));
                 }
                 r.cost_usd = v.get("total_cost_usd").and_then(Value::as_f64);
                 // modelUsage counts every model the run used (subagents too); usage only the main one.
@@ -602,6 +607,48 @@ impl Parser {
     }
 }
 
+/// Why a Claude Code `result` is an error, in its own words: what went wrong (`api_error`, else
+/// the subtype unless it is `success`), its `errors[]` and result text, and the provider's HTTP
+/// status and error type, e.g. `error_max_budget_usd: Reached maximum budget ($0.5)` or
+/// `API Error: Request rejected (429) · ... (HTTP 429 rate_limit_error)`.
+fn claude_error(v: &Value, subtype: &str, resets_at: Option<i64>) -> String {
+    let what = v
+        .get("api_error")
+        .and_then(Value::as_str)
+        .or((subtype != "success").then_some(subtype));
+    let mut said: Vec<&str> = v
+        .get("errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    said.extend(v.get("result").and_then(Value::as_str));
+    said.retain(|t| !t.trim().is_empty());
+    let mut out = match (what, said.is_empty()) {
+        (Some(w), true) => w.to_owned(),
+        (Some(w), false) => format!("{w}: {}", said.join("; ")),
+        (None, false) => said.join("; "),
+        (None, true) => "is_error without a reason".to_owned(),
+    };
+    let status = v.get("api_error_status").and_then(Value::as_u64);
+    let kind = v.get("api_error_type").and_then(Value::as_str);
+    let mut detail: Vec<String> = Vec::new();
+    match (status, kind) {
+        (Some(s), Some(k)) => detail.push(format!("HTTP {s} {k}")),
+        (Some(s), None) => detail.push(format!("HTTP {s}")),
+        (None, Some(k)) => detail.push(k.to_owned()),
+        (None, None) => {}
+    }
+    if let Some(t) = resets_at {
+        detail.push(format!("the limit resets at {t} (Unix time)"));
+    }
+    if !detail.is_empty() {
+        out = format!("{out} ({})", detail.join("; "));
+    }
+    out
+}
+
 /// The text blocks of a message's content, joined (Claude Code and goose share this shape).
 fn text_blocks(content: &Value) -> Option<String> {
     let texts: Vec<&str> = content
@@ -686,11 +733,42 @@ not json: a banner
             AgentKind::ClaudeCode,
             r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 overloaded"}"#,
         );
-        assert_eq!(
-            r.error.as_deref(),
-            Some("success: API Error: 529 overloaded")
+        assert_eq!(r.error.as_deref(), Some("API Error: 529 overloaded"));
+        assert!(r.transient());
+    }
+
+    /// The errors of Claude Code 2.1.332, as it printed them against a local server.
+    #[test]
+    fn claude_errors_in_its_own_words() {
+        let check = |out: &str, want: &str| {
+            let (r, _) = parse(AgentKind::ClaudeCode, out);
+            assert_eq!(r.error.as_deref(), Some(want), "{out}");
+            r
+        };
+        check(
+            r#"{"type":"result","subtype":"error_max_budget_usd","is_error":true,"errors":["Reached maximum budget ($0.001)"],"total_cost_usd":0.00156,"terminal_reason":"budget_exhausted"}"#,
+            "error_max_budget_usd: Reached maximum budget ($0.001)",
+        );
+        let r = check(
+            r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error_type":"rate_limit_error","result":"API Error: Request rejected (429) · Number of request tokens has exceeded your per-minute rate limit","terminal_reason":"api_error"}"#,
+            "API Error: Request rejected (429) · Number of request tokens has exceeded your per-minute rate limit (HTTP 429 rate_limit_error)",
         );
         assert!(r.transient());
+        let r = check(
+            r#"{"type":"result","subtype":"success","is_error":true,"api_error_status":null,"api_error":"connection_failed","result":"API Error: Connection refused — a firewall or proxy may be blocking it (ECONNREFUSED)"}"#,
+            "connection_failed: API Error: Connection refused — a firewall or proxy may be blocking it (ECONNREFUSED)",
+        );
+        assert!(r.transient(), "the provider down is the provider's failure");
+        let r = check(
+            r#"{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1796124308,"rateLimitType":"five_hour","isUsingOverage":false}}
+{"type":"result","subtype":"success","is_error":true,"api_error_status":429,"api_error_type":"rate_limit_error","api_error":"usage_limit_reached","result":"You've hit your 5-hour limit · resets 11:25am (UTC)"}"#,
+            "usage_limit_reached: You've hit your 5-hour limit · resets 11:25am (UTC) (HTTP 429 rate_limit_error; the limit resets at 1796124308 (Unix time))",
+        );
+        assert_eq!(r.limit, Some(Reset::At(Timestamp(1_796_124_308_000))));
+        check(
+            r#"{"type":"result","subtype":"error_during_execution","is_error":true}"#,
+            "error_during_execution",
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ fn each_agent_lands_its_change_with_honest_usage_and_cost() {
         "{prompt}"
     );
     let args = a.logged("claude-by-claude-1.args");
-    assert!(args.starts_with("-p\n--output-format\nstream-json\n--verbose\n--permission-mode\nacceptEdits\n--max-turns\n5\n--model\nsonnet\n# Task `by-claude`"), "{args}");
+    assert!(args.starts_with("-p\n--output-format\nstream-json\n--verbose\n--permission-mode\nacceptEdits\n--permission-prompts\nnone\n--max-turns\n5\n--model\nsonnet\n# Task `by-claude`"), "{args}");
     let env = a.logged("claude-by-claude-1.env");
     assert!(
         !env.contains("CLAUDECODE=") && !env.contains("CLAUDE_CODE_ENTRYPOINT="),
@@ -158,7 +158,7 @@ fn agents_that_misbehave_fail_their_attempt_with_the_reason() {
     );
     assert_eq!(
         reason("claude-crash"),
-        "claude-code exited with 3 without printing a result (after 1 attempt)"
+        "claude-code exited with 3 without printing a result: claude: segmentation fault (after 1 attempt)"
     );
     assert_eq!(
         reason("codex-error"),

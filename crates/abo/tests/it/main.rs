@@ -19,6 +19,7 @@ mod notify;
 mod policy;
 mod pr;
 mod quota;
+mod real_claude;
 mod sandbox;
 mod schedule;
 mod serve;
