@@ -534,20 +534,19 @@ fn tls(held: &[Held], upstream_ca: &[(String, PathBuf)]) -> Result<Tls, EgressEr
         .distinguished_name
         .push(DnType::CommonName, "abo egress proxy (this attempt only)");
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    // The CA vouches for the held hosts and nothing else.
-    params.name_constraints = Some(NameConstraints {
-        permitted_subtrees: held
-            .iter()
-            .map(|h| match h.host.parse::<IpAddr>() {
-                Ok(ip) => GeneralSubtree::IpAddress(rcgen::CidrSubnet::from_addr_prefix(
-                    ip,
-                    if ip.is_ipv4() { 32 } else { 128 },
-                )),
-                Err(_) => GeneralSubtree::DnsName(h.host.clone()),
-            })
-            .collect(),
-        excluded_subtrees: Vec::new(),
-    });
+    // The CA vouches for the held hosts and nothing else, by name. Node's TLS refuses every
+    // certificate under a CA constrained by IP address, so a held endpoint named by its address
+    // leaves the CA unconstrained: it is made for this attempt, its key never leaves this process,
+    // and only the sandboxed agent trusts it.
+    if held.iter().all(|h| h.host.parse::<IpAddr>().is_err()) {
+        params.name_constraints = Some(NameConstraints {
+            permitted_subtrees: held
+                .iter()
+                .map(|h| GeneralSubtree::DnsName(h.host.clone()))
+                .collect(),
+            excluded_subtrees: Vec::new(),
+        });
+    }
     let key = KeyPair::generate().map_err(|e| cert_err("the CA", e))?;
     let ca = params
         .self_signed(&key)

@@ -160,26 +160,31 @@ pub fn remember_state_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::rename(&tmp, &file)
 }
 
-/// The variables an agent CLI reads to log in and to find its provider: passed to it when set,
-/// and to nothing else.
+/// The variables an agent CLI reads to log in: passed to it when set and its key is not held by
+/// the egress proxy, and to nothing else.
 pub(crate) fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
     match kind {
         AgentKind::ClaudeCode => &[
             "ANTHROPIC_API_KEY",
             "ANTHROPIC_AUTH_TOKEN",
-            "ANTHROPIC_BASE_URL",
             "CLAUDE_CODE_OAUTH_TOKEN",
-            "CLAUDE_CODE_USE_BEDROCK",
-            "CLAUDE_CODE_USE_VERTEX",
         ],
         AgentKind::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY"],
         AgentKind::Aider => &["OPENAI_API_KEY", "ANTHROPIC_API_KEY"],
-        AgentKind::Goose => &[
-            "GOOSE_PROVIDER",
-            "GOOSE_MODEL",
-            "ANTHROPIC_API_KEY",
-            "OPENAI_API_KEY",
+        AgentKind::Goose => &["ANTHROPIC_API_KEY", "OPENAI_API_KEY"],
+    }
+}
+
+/// The variables that say where an agent CLI finds its provider: passed to it when set.
+fn agent_settings(kind: AgentKind) -> &'static [&'static str] {
+    match kind {
+        AgentKind::ClaudeCode => &[
+            "ANTHROPIC_BASE_URL",
+            "CLAUDE_CODE_USE_BEDROCK",
+            "CLAUDE_CODE_USE_VERTEX",
         ],
+        AgentKind::Codex | AgentKind::Aider => &[],
+        AgentKind::Goose => &["GOOSE_PROVIDER", "GOOSE_MODEL"],
     }
 }
 
@@ -285,7 +290,13 @@ pub fn wrap(
             } else {
                 &[]
             };
-            for k in keys_passed.iter().chain(&CA_VARS).chain(&[CA_DIR_VAR]) {
+            let settings = agent_settings(kind).iter();
+            for k in keys_passed
+                .iter()
+                .chain(settings)
+                .chain(&CA_VARS)
+                .chain(&[CA_DIR_VAR])
+            {
                 if !s.env_pass.iter().any(|p| p == k) {
                     pass(k, &mut env);
                 }

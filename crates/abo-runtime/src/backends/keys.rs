@@ -70,6 +70,17 @@ pub struct Plan {
     pub detail: String,
 }
 
+/// The variable each CLI reads its provider's endpoint from.
+fn endpoint_var(agent: abo_core::config::AgentKind) -> Option<&'static str> {
+    use abo_core::config::AgentKind;
+    match agent {
+        AgentKind::ClaudeCode => Some("ANTHROPIC_BASE_URL"),
+        AgentKind::Codex => Some("OPENAI_BASE_URL"),
+        AgentKind::Aider => Some("OPENAI_API_BASE"),
+        AgentKind::Goose => None,
+    }
+}
+
 /// The plan for `backend` under `sandbox`, with the value of a variable given by `lookup`.
 pub fn plan(
     backend: &BackendSpec,
@@ -95,8 +106,13 @@ pub fn plan(
         };
     };
     let provider = agent.provider(model.as_deref());
+    // Where the CLI will send its requests: the backend's `base_url`, else the endpoint variable
+    // the CLI itself reads when the user set it (a gateway named only in the environment), else
+    // the provider's own API.
+    let from_env = endpoint_var(*agent).and_then(&lookup);
     let endpoint = base_url
         .as_deref()
+        .or(from_env.as_deref())
         .or(provider.map(ApiKind::default_base_url))
         .and_then(Endpoint::parse);
     let mut p = Plan {

@@ -535,6 +535,19 @@ async fn run_agent_on(
                     {
                         sb.env.push(("IS_SANDBOX".into(), "1".into()));
                     }
+                    // Its telemetry, update checks and the like cannot leave the sandbox; asked not
+                    // to try, it does not wait on them or have them refused as configuration errors.
+                    if *agent == AgentKind::ClaudeCode
+                        && !sb
+                            .env
+                            .iter()
+                            .any(|(k, _)| k == "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC")
+                    {
+                        sb.env.push((
+                            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC".into(),
+                            "1".into(),
+                        ));
+                    }
                     sb
                 }),
                 Err(e) => return agent_failed(scratch, format!("sandbox: {e}")),

@@ -390,7 +390,7 @@ fn provider_failures_fail_the_attempt_with_the_providers_reason() {
 /// (`CLAUDE_CODE_OAUTH_TOKEN`) reaches the CLI, and the reason carries the CLI's words and the
 /// time the limit resets.
 #[test]
-fn a_usage_limit_fails_the_attempt_with_its_reset_time() {
+fn a_usage_limit_holds_the_backend_until_its_reset() {
     let repo = repo(REQUIRED, "");
     let resets_at = 2_000_000_000;
     let server = ModelServer::start(
@@ -409,14 +409,15 @@ fn a_usage_limit_fails_the_attempt_with_its_reset_time() {
             ),
         ],
     );
-    let task = &ran.doc["tasks"][0];
-    assert_eq!((ran.code, &task["status"]), (1, &Value::from("failed")));
-    let reason = task["reason"].as_str().unwrap();
+    // Nothing else may run the task: the run pauses until the reset the CLI reported (2,000,000,000
+    // Unix seconds), and the attempt is not used up.
+    assert_eq!(ran.code, 4, "{}", ran.doc);
+    let reason = ran.doc["run"]["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.starts_with("claude-code reported an error: usage_limit_reached: ")
-            && reason.contains(&format!("the limit resets at {resets_at} (Unix time)")),
+        reason.starts_with("quota: claude is held until 2033-05-18T03:33:20"),
         "{reason}"
     );
+    assert_ne!(ran.doc["tasks"][0]["status"], "failed", "{}", ran.doc);
     let first = &server.requests()[0];
     let sent: Vec<_> = server
         .requests()
