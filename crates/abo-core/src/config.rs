@@ -217,6 +217,14 @@ pub struct AgentConfig {
     /// Tokens of repository files put in the prompt.
     #[serde(default)]
     pub context_tokens: Option<u32>,
+    /// codex and aider only: an OpenAI-compatible endpoint to use instead of the tool's default
+    /// (a gateway such as LiteLLM, a local server such as Ollama or vLLM).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// codex and aider only, with `base_url`: the variable holding that endpoint's key (default
+    /// OPENAI_API_KEY when it is set; a local server may need none).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
 }
 
 /// A model API called by abo itself; it is asked for a unified diff.
@@ -852,6 +860,28 @@ impl Config {
             }
         }
         for (name, b) in &self.backends.named {
+            if let Some((kind, a)) = b.agent()
+                && !matches!(kind, AgentKind::Codex | AgentKind::Aider)
+            {
+                for (field, set) in [
+                    ("base_url", a.base_url.is_some()),
+                    ("api_key_env", a.api_key_env.is_some()),
+                ] {
+                    if set {
+                        return Err(err(
+                            &[
+                                PathSeg::key("backends"),
+                                PathSeg::key(name),
+                                PathSeg::key(field),
+                            ],
+                            format!(
+                                "`backends.{name}.{field}` applies to codex and aider only, not {}",
+                                kind.as_str()
+                            ),
+                        ));
+                    }
+                }
+            }
             if let Some((kind, a)) = b.agent()
                 && kind != AgentKind::ClaudeCode
             {

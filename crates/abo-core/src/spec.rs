@@ -248,6 +248,12 @@ pub enum BackendSpec {
         permission_mode: Option<String>,
         args: Vec<String>,
         context_tokens: u32,
+        /// codex and aider: the OpenAI-compatible endpoint they are pointed at.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_url: Option<String>,
+        /// The variable holding that endpoint's key (its name, never its value).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        api_key_env: Option<String>,
     },
     /// A model API asked for a unified diff.
     Api {

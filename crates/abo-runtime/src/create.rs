@@ -161,6 +161,8 @@ pub fn resolve_backend(name: &str, b: &BackendConfig) -> BackendSpec {
             permission_mode: a.permission_mode.clone(),
             args: a.args.clone(),
             context_tokens: a.context_tokens.unwrap_or(8_000),
+            base_url: a.base_url.clone(),
+            api_key_env: a.api_key_env.clone(),
         };
     }
     if let Some((kind, a)) = b.api() {

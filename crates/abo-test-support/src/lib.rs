@@ -11,6 +11,7 @@ use std::process::Command;
 use tempfile::TempDir;
 
 pub mod agents;
+pub mod model_server_openai;
 pub mod pg;
 pub mod smtp;
 pub mod stub;

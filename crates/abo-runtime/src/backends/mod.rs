@@ -427,6 +427,8 @@ async fn run_agent_on(
         max_turns,
         permission_mode,
         args,
+        base_url,
+        api_key_env,
         ..
     } = backend
     else {
@@ -439,6 +441,17 @@ async fn run_agent_on(
     };
     let prompt_file = scratch.join("prompt.md");
     let analytics = scratch.join("aider-analytics.jsonl");
+    let sandboxed = settings.sandbox.mode != abo_core::config::SandboxMode::Off;
+    let key_env = endpoint_key(
+        *agent,
+        base_url.as_deref(),
+        api_key_env.as_deref(),
+        &mut env,
+    );
+    if *agent == abo_core::config::AgentKind::Aider {
+        // aider wraps what it prints at 80 columns without a terminal; one line per message.
+        env.push(("COLUMNS".to_owned(), "1000".to_owned()));
+    }
     let invocation = agent::Invocation {
         kind: *agent,
         command,
@@ -450,7 +463,24 @@ async fn run_agent_on(
         prompt_file: &prompt_file,
         analytics_log: &analytics,
         max_budget_usd: reserved.usd,
+        sandboxed,
+        base_url: base_url.as_deref(),
+        key_env: key_env.as_deref(),
+        scratch,
     };
+    if *agent == abo_core::config::AgentKind::Codex
+        && let Some(mode) = agent::codex_sandbox(&invocation)
+    {
+        let why = if sandboxed {
+            "abo's sandbox is the boundary (Codex's own needs namespaces, which abo's refuses)"
+        } else {
+            "sandbox.mode is off"
+        };
+        let _ = std::fs::write(
+            scratch.join("agent.stderr.log"),
+            format!("abo: codex runs with its own sandbox `-s {mode}`: {why}\n"),
+        );
+    }
     // In the sandbox, the agent reaches the network only through abo's egress proxy.
     let egress_log = scratch.join("egress.jsonl");
     let proxy = if settings.sandbox.mode == abo_core::config::SandboxMode::Off {
@@ -521,6 +551,43 @@ async fn run_agent_on(
         }
     }
     ran
+}
+
+/// The variable holding the key of an agent's `base_url:` endpoint, if a key is sent, with what
+/// the agent's environment needs for it: `api_key_env`'s variable (Codex reads it by name; aider,
+/// through litellm, as OPENAI_API_KEY), else OPENAI_API_KEY when it is set. aider refuses to
+/// start without a key, so with none a placeholder stands in (a local server ignores it).
+fn endpoint_key(
+    kind: abo_core::config::AgentKind,
+    base_url: Option<&str>,
+    api_key_env: Option<&str>,
+    env: &mut Vec<(String, String)>,
+) -> Option<String> {
+    use abo_core::config::AgentKind;
+    base_url?;
+    let value = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
+    match (kind, api_key_env) {
+        (AgentKind::Codex, Some(var)) => {
+            if let Some(v) = value(var) {
+                env.push((var.to_owned(), v));
+            }
+            Some(var.to_owned())
+        }
+        (AgentKind::Aider, Some(var)) => {
+            if let Some(v) = value(var) {
+                env.push(("OPENAI_API_KEY".to_owned(), v));
+            }
+            None
+        }
+        (AgentKind::Codex, None) => value("OPENAI_API_KEY").map(|_| "OPENAI_API_KEY".to_owned()),
+        (AgentKind::Aider, None) => {
+            if value("OPENAI_API_KEY").is_none() {
+                env.push(("OPENAI_API_KEY".to_owned(), "abo-no-key".to_owned()));
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 fn agent_failed(scratch: &Path, why: String) -> agent::Ran {
