@@ -328,6 +328,10 @@ pub async fn run(
             "{name} timed out after {} (timeouts.attempt)",
             abo_core::units::Dur(limits.attempt)
         ))
+    } else if streamed.stopped
+        && let Some(err) = &report.error
+    {
+        Some(format!("{name} was stopped: {err}"))
     } else if o.killed {
         Some(format!("{name} was stopped by abo"))
     } else if let Some(err) = &report.error {

@@ -44,6 +44,10 @@ impl Report {
 
 pub fn looks_transient(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
+    // An account out of quota answers 429 too, but waiting does not help.
+    if t.contains("quota") || t.contains("billing") {
+        return false;
+    }
     [
         "overloaded",
         "rate limit",
@@ -59,6 +63,8 @@ pub fn looks_transient(text: &str) -> bool {
         "timeout",
         "econnreset",
         "connection reset",
+        "connection refused",
+        "unreachable",
     ]
     .iter()
     .any(|p| t.contains(p))
@@ -74,7 +80,12 @@ pub struct Parser {
     /// aider: the last error it printed (`litellm.RateLimitError: ...` and its explanation).
     aider_error: Vec<String>,
     aider_error_open: bool,
+    /// Codex: how many times it said it waits for the network.
+    codex_network_waits: u32,
 }
+
+/// Codex is stopped when it says this many times that it waits for the network (about 30 s).
+const CODEX_NETWORK_WAITS: u32 = 3;
 
 fn u(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
@@ -88,6 +99,7 @@ impl Parser {
             aider_replied: false,
             aider_error: Vec::new(),
             aider_error_open: false,
+            codex_network_waits: 0,
         }
     }
 
@@ -237,7 +249,19 @@ impl Parser {
                 Line::Final
             }
             Some("error") => {
-                r.error = Some(v["message"].as_str().unwrap_or("error").to_owned());
+                let msg = v["message"].as_str().unwrap_or("error");
+                // A provider it cannot connect to, Codex waits for without end ("Reconnecting...
+                // waiting for network", 10 s, 20 s, 40 s apart): after a few, it is stopped.
+                if let Some(why) = msg.strip_prefix("Reconnecting... waiting for network") {
+                    self.codex_network_waits += 1;
+                    if self.codex_network_waits >= CODEX_NETWORK_WAITS {
+                        let why = why.trim().trim_start_matches('(').trim_end_matches(')');
+                        r.error = Some(format!("the model provider is unreachable: {why}"));
+                        return Line::Stop;
+                    }
+                    return Line::More;
+                }
+                r.error = Some(msg.to_owned());
                 Line::More
             }
             _ => Line::More,
@@ -526,6 +550,27 @@ not json: a banner
             Some("stream error: 503 Service Unavailable")
         );
         assert!(r.transient() && r.finished);
+        // An unreachable provider: Codex waits for the network without end; abo stops it.
+        let wait = r#"{"type":"error","message":"Reconnecting... waiting for network (Connection failed: error sending request)"}"#;
+        let (r, lines) = parse(AgentKind::Codex, &[wait; 3].join("\n"));
+        assert_eq!(lines, [Line::More, Line::More, Line::Stop]);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the model provider is unreachable: Connection failed: error sending request")
+        );
+        assert!(r.transient());
+        // Its own retries, then the provider's error.
+        let (r, _) = parse(
+            AgentKind::Codex,
+            r#"{"type":"error","message":"exceeded retry limit, last status: 429 Too Many Requests"}
+{"type":"turn.failed","error":{"message":"exceeded retry limit, last status: 429 Too Many Requests"}}"#,
+        );
+        assert!(r.transient(), "{:?}", r.error);
+        let (r, _) = parse(
+            AgentKind::Codex,
+            r#"{"type":"turn.failed","error":{"message":"Quota exceeded. Check your plan and billing details."}}"#,
+        );
+        assert!(!r.transient(), "a usage limit is no transient failure");
     }
 
     #[test]
