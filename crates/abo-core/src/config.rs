@@ -217,14 +217,50 @@ pub struct AgentConfig {
     /// Tokens of repository files put in the prompt.
     #[serde(default)]
     pub context_tokens: Option<u32>,
-    /// codex and aider only: an OpenAI-compatible endpoint to use instead of the tool's default
-    /// (a gateway such as LiteLLM, a local server such as Ollama or vLLM).
+    /// The endpoint the CLI talks to (a gateway, a local model server); its host and port are
+    /// added to the run's `sandbox.agent_hosts`.
     #[serde(default)]
     pub base_url: Option<String>,
-    /// codex and aider only, with `base_url`: the variable holding that endpoint's key (default
-    /// OPENAI_API_KEY when it is set; a local server may need none).
+    /// The variable holding the key for that endpoint (default: the one the CLI reads).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// Where the key is: `proxy` (abo's egress proxy holds it and adds it to the CLI's requests;
+    /// the default where the CLI allows it) or `env` (in the CLI's environment).
+    #[serde(default)]
+    pub credentials: Option<Credentials>,
+}
+
+/// Where an agent CLI's API key is kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Credentials {
+    /// In abo's egress proxy, which adds the provider's header; the CLI holds a placeholder.
+    Proxy,
+    /// In the CLI's environment, as the CLI reads it.
+    Env,
+}
+
+impl Credentials {
+    /// The mode when the backend names none: the proxy, except for goose, whose provider and key
+    /// come from its own configuration.
+    pub fn default_for(kind: AgentKind) -> Self {
+        match kind {
+            AgentKind::Goose => Self::Env,
+            _ => Self::Proxy,
+        }
+    }
+
+    /// What runs recorded before the mode existed used.
+    pub fn recorded_before() -> Self {
+        Self::Env
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxy => "proxy",
+            Self::Env => "env",
+        }
+    }
 }
 
 /// A model API called by abo itself; it is asked for a unified diff.
@@ -279,6 +315,23 @@ impl AgentKind {
     }
 
     pub const ALL: [AgentKind; 4] = [Self::ClaudeCode, Self::Codex, Self::Aider, Self::Goose];
+
+    /// The API the CLI's key is for: Claude Code speaks Anthropic's, Codex OpenAI's, aider the
+    /// one of its model (`claude-*` or `anthropic/*`: Anthropic; else OpenAI-compatible); goose
+    /// reads its provider from its own configuration (none here).
+    pub fn provider(self, model: Option<&str>) -> Option<ApiKind> {
+        match self {
+            Self::ClaudeCode => Some(ApiKind::Anthropic),
+            Self::Codex => Some(ApiKind::Openai),
+            Self::Aider => Some(match model {
+                Some(m) if m.starts_with("claude") || m.starts_with("anthropic/") => {
+                    ApiKind::Anthropic
+                }
+                _ => ApiKind::Openai,
+            }),
+            Self::Goose => None,
+        }
+    }
 }
 
 /// The model APIs abo calls.
@@ -344,11 +397,21 @@ impl BackendConfig {
 
     /// The variable holding this backend's secret, if it has one.
     pub fn secret_env(&self) -> Option<String> {
-        self.api().map(|(k, a)| {
-            a.api_key_env
-                .clone()
-                .unwrap_or_else(|| k.default_key_env().to_owned())
-        })
+        self.api()
+            .map(|(k, a)| {
+                a.api_key_env
+                    .clone()
+                    .unwrap_or_else(|| k.default_key_env().to_owned())
+            })
+            .or_else(|| {
+                let (kind, a) = self.agent()?;
+                let provider = AgentKind::provider(kind, a.model.as_deref())?;
+                Some(
+                    a.api_key_env
+                        .clone()
+                        .unwrap_or_else(|| provider.default_key_env().to_owned()),
+                )
+            })
     }
 }
 
@@ -455,6 +518,27 @@ pub struct Safety {
     pub forbidden_patterns: Vec<String>,
     pub max_diff_lines: Option<u64>,
     pub require_reason_for_access: Option<bool>,
+    /// What a change to abo's own files (this configuration, the policy directory, the run's
+    /// backlog, `.abo/`) gets: denied (the default), or a person's approval.
+    pub protected: Option<Protected>,
+}
+
+/// The verdict on a change to abo's own files; named as the verdicts are (`needs_approval`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Protected {
+    #[default]
+    Deny,
+    NeedsApproval,
+}
+
+impl Protected {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::NeedsApproval => "needs_approval",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -474,6 +558,64 @@ pub struct Sandbox {
     /// Defaults taken off the denied list, each named exactly as in [`DEFAULT_DENY_READ`].
     #[serde(default)]
     pub deny_read_except: Vec<String>,
+}
+
+/// Whether a name (of a flag, a `-c` setting or a variable) is one of a credential.
+pub fn names_a_credential(name: &str) -> bool {
+    let n = name.to_ascii_lowercase().replace(['-', '.'], "_");
+    [
+        "api_key",
+        "apikey",
+        "token",
+        "secret",
+        "password",
+        "passwd",
+        "credential",
+        "auth_key",
+    ]
+    .iter()
+    .any(|w| n.contains(w))
+}
+
+/// The first argument of an agent's `args:` that carries a credential (`--openai-api-key X`,
+/// `--api-key=X`, `-c model_providers.x.api_key=X`), with the flag or setting that names it.
+fn credential_arg(args: &[String]) -> Option<(usize, String)> {
+    for (i, a) in args.iter().enumerate() {
+        let (flag, inline) = match a.split_once('=') {
+            Some((f, _)) if f.starts_with('-') => (f, true),
+            Some((setting, _))
+                if i > 0 && matches!(args[i - 1].as_str(), "-c" | "--config" | "--set") =>
+            {
+                (setting, true)
+            }
+            _ => (a.as_str(), false),
+        };
+        if !names_a_credential(flag) {
+            continue;
+        }
+        if inline {
+            return Some((i, flag.to_owned()));
+        }
+        if flag.starts_with('-') && i + 1 < args.len() {
+            return Some((i + 1, flag.to_owned()));
+        }
+    }
+    None
+}
+
+/// The variable that holds what a credential flag would have carried.
+fn key_variable(kind: AgentKind, flag: &str) -> &'static str {
+    let f = flag.to_ascii_lowercase();
+    if f.contains("anthropic") {
+        "ANTHROPIC_API_KEY"
+    } else if f.contains("openai") {
+        "OPENAI_API_KEY"
+    } else {
+        match kind {
+            AgentKind::ClaudeCode => "ANTHROPIC_API_KEY",
+            AgentKind::Codex | AgentKind::Aider | AgentKind::Goose => "OPENAI_API_KEY",
+        }
+    }
 }
 
 /// Paths no sandboxed process reads: the usual credential stores of a machine. `sandbox.deny_read`
@@ -845,6 +987,26 @@ impl Config {
                 );
             }
         }
+        for (name, b) in &self.backends.named {
+            let Some((kind, a)) = b.agent() else { continue };
+            if let Some((i, flag)) = credential_arg(&a.args) {
+                return Err(err(
+                    &[
+                        PathSeg::key("backends"),
+                        PathSeg::key(name),
+                        PathSeg::key("args"),
+                        PathSeg::Index(i),
+                    ],
+                    format!(
+                        "`{flag}` writes a credential into the config, where every run would store it"
+                    ),
+                )
+                .hint(format!(
+                    "leave it out of `args` and export {} instead: abo hands it to the agent and redacts its value",
+                    key_variable(kind, &flag)
+                )));
+            }
+        }
         let mut seen = std::collections::BTreeSet::new();
         for (i, g) in self.gates.iter().enumerate() {
             let path = [
@@ -860,28 +1022,6 @@ impl Config {
             }
         }
         for (name, b) in &self.backends.named {
-            if let Some((kind, a)) = b.agent()
-                && !matches!(kind, AgentKind::Codex | AgentKind::Aider)
-            {
-                for (field, set) in [
-                    ("base_url", a.base_url.is_some()),
-                    ("api_key_env", a.api_key_env.is_some()),
-                ] {
-                    if set {
-                        return Err(err(
-                            &[
-                                PathSeg::key("backends"),
-                                PathSeg::key(name),
-                                PathSeg::key(field),
-                            ],
-                            format!(
-                                "`backends.{name}.{field}` applies to codex and aider only, not {}",
-                                kind.as_str()
-                            ),
-                        ));
-                    }
-                }
-            }
             if let Some((kind, a)) = b.agent()
                 && kind != AgentKind::ClaudeCode
             {
@@ -903,6 +1043,22 @@ impl Config {
                         ));
                     }
                 }
+            }
+        }
+        for (name, b) in &self.backends.named {
+            if let Some((AgentKind::Goose, a)) = b.agent()
+                && a.credentials == Some(Credentials::Proxy)
+            {
+                return Err(err(
+                    &[
+                        PathSeg::key("backends"),
+                        PathSeg::key(name),
+                        PathSeg::key("credentials"),
+                    ],
+                    format!(
+                        "`backends.{name}.credentials: proxy` is not possible for goose, which reads its provider and key from its own configuration: use `env`"
+                    ),
+                ));
             }
         }
         for (i, name) in self.router.fallback.iter().enumerate() {
@@ -1152,8 +1308,19 @@ mod tests {
             "abo.yml:3:3: `backends.cx.max_turns` applies to claude-code only, not codex"
         );
         assert_eq!(
+            err("version: 1\nbackends:\n  g: { kind: goose, credentials: proxy }\n"),
+            "abo.yml:3:3: `backends.g.credentials: proxy` is not possible for goose, which reads its provider and key from its own configuration: use `env`"
+        );
+        assert_eq!(
             err("version: 1\nbackends:\n  cl:\n    kind: claude-code\n    modle: x\n"),
             "abo.yml:5:5: unknown key `backends.cl.modle` (hint: did you mean `model`?)"
+        );
+        assert_eq!(
+            err("version: 1\nsafety:\n  protected: allow\n")
+                .split(" (hint")
+                .next()
+                .unwrap(),
+            "abo.yml:3:14: `safety.protected`: unknown value `allow`"
         );
         assert_eq!(
             err("version: 1\nrouter: { fallback: [nope] }\n"),

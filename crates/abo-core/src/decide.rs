@@ -100,6 +100,10 @@ pub struct BackendOutcome {
     pub prompt: Option<ArtifactId>,
     /// The failure was the provider's (429, 5xx, timeout): it counts toward opening the circuit.
     pub transient: bool,
+    /// The failure is the configuration's (the egress proxy refused a host that is not in
+    /// `sandbox.agent_hosts`): every other attempt would fail the same way, so none is made.
+    #[serde(default)]
+    pub permanent: bool,
     /// The change was an identical earlier attempt's, reused: (cache key, that attempt).
     pub cached: Option<(String, String)>,
 }
@@ -143,6 +147,10 @@ pub struct PolicyOutcome {
 
 /// Work for the runtime, executed only after the events that asked for it are committed.
 #[derive(Clone, Debug, PartialEq)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "a few effects per attempt, moved a handful of times: boxing the backend would buy nothing"
+)]
 pub enum Effect {
     /// Create the attempt's worktree from the run branch's head and run `backend` in it.
     StartAttempt {
@@ -499,6 +507,7 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
         charge(cx, task, attempt, spent, source);
     }
     match o.failure {
+        Some(reason) if o.permanent => attempt_failed_for_good(cx, task, attempt, reason, o.log),
         Some(reason) => attempt_failed(cx, task, attempt, reason, o.log),
         None => next_gate(cx, task, attempt),
     }
@@ -827,6 +836,28 @@ fn attempt_failed(
     reason: String,
     log: Option<ArtifactId>,
 ) {
+    failed_with(cx, task, attempt, reason, log, true);
+}
+
+/// An attempt failed in a way no other attempt can avoid (a configuration error): the task fails.
+fn attempt_failed_for_good(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    reason: String,
+    log: Option<ArtifactId>,
+) {
+    failed_with(cx, task, attempt, reason, log, false);
+}
+
+fn failed_with(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    reason: String,
+    log: Option<ArtifactId>,
+    retry: bool,
+) {
     let Some(t) = cx.state.task(task) else { return };
     let worktree = cx.attempt(task, attempt).worktree();
     let used = attempt.saturating_sub(t.floor);
@@ -836,7 +867,7 @@ fn attempt_failed(
         attempt: cx.attempt(task, attempt),
         keep: true,
     });
-    if used < max {
+    if retry && used < max {
         cx.emit(
             Some(task),
             EventBody::TaskRetry {

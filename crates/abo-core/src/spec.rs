@@ -248,12 +248,15 @@ pub enum BackendSpec {
         permission_mode: Option<String>,
         args: Vec<String>,
         context_tokens: u32,
-        /// codex and aider: the OpenAI-compatible endpoint they are pointed at.
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The endpoint the CLI talks to, when not its provider's own.
+        #[serde(default)]
         base_url: Option<String>,
-        /// The variable holding that endpoint's key (its name, never its value).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
+        /// The variable holding the key; its value is read when the agent starts, never stored.
+        #[serde(default)]
         api_key_env: Option<String>,
+        /// Where the key is kept while the agent runs.
+        #[serde(default = "crate::config::Credentials::recorded_before")]
+        credentials: crate::config::Credentials,
     },
     /// A model API asked for a unified diff.
     Api {

@@ -1583,3 +1583,48 @@ fn outside_its_windows_a_run_starts_nothing_and_pauses_for_its_schedule() {
         "{trace}"
     );
 }
+
+#[test]
+fn a_configuration_error_fails_the_task_at_its_first_attempt() {
+    // Two attempts allowed (`t` gives max_attempts 2).
+    let reason = "claude-code was stopped: the egress proxy refused a connection: x.test:443 is not in sandbox.agent_hosts";
+    let mut h = Harness::new(spec(&[t("a", &[])], &[], 1));
+    h.run(vec![Command::Start]);
+    let mut fail = backend_failed("a", 1, reason);
+    if let Command::BackendDone { outcome, .. } = &mut fail {
+        outcome.permanent = true;
+    }
+    let trace = h.run(vec![fail]);
+    assert!(!trace.contains("task.retry"), "{trace}");
+    assert!(
+        trace.contains(r#"task.failed a {"attempts":1,"kept_worktree":"#)
+            && trace.contains(&format!("{reason} (after 1 attempt)")),
+        "{trace}"
+    );
+    // Control: the same failure, not marked permanent, is retried.
+    let mut h = Harness::new(spec(&[t("a", &[])], &[], 1));
+    h.run(vec![Command::Start]);
+    let trace = h.run(vec![backend_failed("a", 1, reason)]);
+    assert!(trace.contains("task.retry a"), "{trace}");
+    assert!(!trace.contains("task.failed"), "{trace}");
+}
+
+#[test]
+fn an_agent_backend_recorded_before_endpoints_and_credentials_reads_as_it_ran() {
+    let old = r#"{"kind":"agent","name":"claude","agent":"claude-code","command":"claude","model":null,"max_turns":null,"permission_mode":null,"args":[],"context_tokens":8000}"#;
+    let b: crate::spec::BackendSpec = serde_json::from_str(old).unwrap();
+    let crate::spec::BackendSpec::Agent {
+        base_url,
+        api_key_env,
+        credentials,
+        ..
+    } = b
+    else {
+        panic!("{b:?}")
+    };
+    // Its key was in the agent's environment then.
+    assert_eq!(
+        (base_url, api_key_env, credentials),
+        (None, None, crate::config::Credentials::Env)
+    );
+}

@@ -175,6 +175,20 @@ fn each_default_rule() {
         binary,
         (NeedsApproval, &["logo.png is a binary file"], "medium"),
     );
+    // A symbolic link out of the repository needs approval; one inside does not.
+    let mut links = input(&["notes.md", "docs/same"], &[], "", 2);
+    links["change"]["files"][0]["symlink_target"] = json!("/home/u/.ssh/id_rsa");
+    links["change"]["files"][0]["escapes"] = json!(true);
+    links["change"]["files"][1]["symlink_target"] = json!("x.md");
+    links["change"]["files"][1]["escapes"] = json!(false);
+    check(
+        links,
+        (
+            NeedsApproval,
+            &["notes.md is a symbolic link out of the repository (to /home/u/.ssh/id_rsa)"],
+            "low",
+        ),
+    );
     let mut secret = input(&["src/a.rs"], &[], "", 1);
     secret["secrets"] = json!([{"path": "src/a.rs", "line": 3, "rule": "aws-access-key"}]);
     check(
@@ -193,6 +207,56 @@ fn each_default_rule() {
             .deny,
         ["docs/x.md is outside safety.allowed_paths"]
     );
+}
+
+/// abo's own files: each protected path denied, or held for approval when `safety.protected`
+/// says so; the same names elsewhere (the control) pass.
+#[test]
+fn abo_own_files_are_protected() {
+    let protected = |mode: &str| {
+        let mut c = config();
+        c["protected"] = json!(mode);
+        c["protected_paths"] = json!([".abo/policy/", "ops/abo.yml", "plans/", "backlog.yml"]);
+        Policy::load(&c, &[]).unwrap()
+    };
+    let reason =
+        |p: &str| format!("{p} is abo's own configuration, policy or backlog (safety.protected)");
+    let cases: &[(&str, bool)] = &[
+        ("abo.yml", true),
+        ("ops/abo.yml", true),
+        (".abo/policy/allow_all.rego", true),
+        (".abo/keys/proof.key", true),
+        ("plans/next.md", true),
+        ("backlog.yml", true),
+        // The control: near names are ordinary files.
+        ("src/abo.yml", false),
+        ("abo.yml.bak", false),
+        ("plans.md", false),
+        ("docs/backlog.yml", false),
+        (".abolish", false),
+    ];
+    for (path, is_protected) in cases {
+        let i = input(&[path], &[], "x", 1);
+        let d = protected("deny").evaluate(&i).unwrap();
+        let want: Vec<String> = if *is_protected {
+            vec![reason(path)]
+        } else {
+            vec![]
+        };
+        assert_eq!(d.deny, want, "{path}");
+        let d = protected("needs_approval").evaluate(&i).unwrap();
+        assert_eq!(
+            (d.deny.clone(), d.require_approval),
+            (vec![], want),
+            "{path}"
+        );
+    }
+    // Without `protected` (a run recorded before it existed) the default is to deny.
+    let d = Policy::load(&config(), &[])
+        .unwrap()
+        .evaluate(&input(&["abo.yml"], &[], "x", 1))
+        .unwrap();
+    assert_eq!(d.deny, [reason("abo.yml")]);
 }
 
 #[test]
@@ -225,6 +289,8 @@ fn user_policies_add_rules_and_syntax_errors_are_located() {
             ("test_docs_are_low_risk".into(), true),
             ("test_auth_code_is_critical".into(), true),
             ("test_out_of_scope_needs_approval".into(), true),
+            ("test_abo_config_is_protected".into(), true),
+            ("test_protected_may_need_approval_instead".into(), true),
             ("test_todo_denied".into(), true),
             ("test_wrong".into(), false),
         ]
@@ -249,37 +315,128 @@ fn user_policies_add_rules_and_syntax_errors_are_located() {
     }
 }
 
+/// One case of `tests/data/secrets.tsv`: expected `RULE@LINE` or `-`, attack tag, input lines.
+type Case = (String, String, Vec<(usize, String)>);
+
+fn secret_cases() -> Vec<Case> {
+    include_str!("../tests/data/secrets.tsv")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut cols = l.splitn(3, '\t');
+            let (want, tag, input) = (
+                cols.next().unwrap().to_owned(),
+                cols.next().unwrap().to_owned(),
+                cols.next().unwrap(),
+            );
+            let input = input
+                .replace("\\\\", "\u{0}")
+                .replace("\\n", "\n")
+                .replace("\\t", "\t")
+                .replace('\u{0}', "\\");
+            let lines = input
+                .split('\n')
+                .enumerate()
+                .map(|(i, l)| (i + 1, l.to_owned()))
+                .collect();
+            (want, tag, lines)
+        })
+        .collect()
+}
+
 #[test]
-fn secrets_are_found_by_rule_and_entropy() {
+fn secrets_are_found_by_rule_and_redacted_by_the_same_rules() {
     let s = Scanner::default();
-    let lines: Vec<(usize, String)> = [
-        "let key = \"AKIAABCDEFGHIJKLMNOP\";",
-        "token = 'ghp_abcdefghijklmnopqrstuvwxyz0123456789'",
-        "-----BEGIN OPENSSH PRIVATE KEY-----",
-        "db_password = \"x7Gq2pLw9Zt4Rv8Nk1\"",
-        "password = \"password-password\"",
-        "let name = \"just a normal string value\";",
-    ]
-    .iter()
-    .enumerate()
-    .map(|(i, l)| (i + 10, (*l).to_owned()))
-    .collect();
-    let found: Vec<(usize, &str)> = s
-        .scan("src/a.rs", &lines)
+    let cases = secret_cases();
+    let mut rules_seen = std::collections::BTreeSet::new();
+    for (want, _, lines) in &cases {
+        let found: Vec<String> = s
+            .scan("f", lines)
+            .iter()
+            .map(|f| format!("{}@{}", f.rule, f.line))
+            .collect();
+        let want_found: Vec<String> = (want != "-").then(|| want.clone()).into_iter().collect();
+        assert_eq!(found, want_found, "{lines:?}");
+        // Redaction hides what the scan finds, and only that.
+        let text: Vec<&str> = lines.iter().map(|(_, l)| l.as_str()).collect();
+        let text = text.join("\n");
+        let redacted = s.redact(&text);
+        if let Some((rule, _)) = want.split_once('@') {
+            rules_seen.insert(rule.split(' ').next().unwrap().to_owned());
+            assert!(
+                redacted.contains(&format!("[REDACTED:{rule}]")),
+                "{text:?} -> {redacted:?}"
+            );
+            let again: Vec<(usize, String)> = redacted
+                .split('\n')
+                .enumerate()
+                .map(|(i, l)| (i + 1, l.to_owned()))
+                .collect();
+            assert_eq!(s.scan("f", &again), vec![], "{redacted:?}");
+        } else {
+            assert_eq!(redacted, text.as_str());
+        }
+    }
+    // Every rule has a case.
+    let names: std::collections::BTreeSet<String> =
+        s.rule_names().iter().map(|n| (*n).to_owned()).collect();
+    assert_eq!(rules_seen, names);
+    assert_eq!(s.rule_names().len(), 14, "every rule compiles");
+}
+
+/// Control: the attacks of the table got past the previous detector (its `\b`-anchored rules, each
+/// line alone, nothing decoded), so the cases above test the protections and not just the rules.
+#[test]
+fn the_attack_cases_got_past_the_previous_detector() {
+    const PREVIOUS: &[&str] = &[
+        r"-----BEGIN[A-Z ]*PRIVATE KEY-----",
+        r"\b((?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA)[0-9A-Z]{16})\b",
+        r#"(?i)aws_?secret_?access_?key\s*[:=]\s*["']?([A-Za-z0-9/+]{40})\b"#,
+        r"\b(gh[pousr]_[A-Za-z0-9]{36,})\b",
+        r"\b(github_pat_[A-Za-z0-9_]{40,})\b",
+        r"\b(glpat-[A-Za-z0-9_\-]{20,})\b",
+        r"\b(xox[abprs]-[A-Za-z0-9\-]{10,})",
+        r"\b((?:sk|rk)_live_[A-Za-z0-9]{20,})\b",
+        r"\b(AIza[0-9A-Za-z_\-]{35})\b",
+        r"\b(sk-ant-[A-Za-z0-9_\-]{20,})",
+        r"\b(sk-(?:proj-)?[A-Za-z0-9_\-]{32,})",
+        r"\b(eyJ[A-Za-z0-9_\-]{10,}\.eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})",
+    ];
+    let previous: Vec<regex::Regex> = PREVIOUS
         .iter()
-        .map(|f| (f.line, f.rule))
+        .map(|p| regex::Regex::new(p).unwrap())
         .collect();
-    assert_eq!(
-        found,
-        vec![
-            (10, "aws-access-key"),
-            (11, "github-token"),
-            (12, "private-key"),
-            (13, "generic-secret")
-        ]
-    );
-    let f = &s.scan("src/a.rs", &lines)[0];
-    assert_eq!(f.value, "AKIAABCDEFGHIJKLMNOP");
+    let attacks: Vec<_> = secret_cases()
+        .into_iter()
+        .filter(|(_, tag, _)| tag != "-")
+        .collect();
+    assert!(attacks.len() >= 12);
+    for (want, tag, lines) in attacks {
+        assert!(["anchor", "split", "base64", "hex"].contains(&tag.as_str()));
+        assert_ne!(want, "-");
+        for (_, l) in &lines {
+            assert!(
+                previous.iter().all(|re| !re.is_match(l)),
+                "{tag}: {l:?} was found before"
+            );
+        }
+    }
+}
+
+#[test]
+fn findings_keep_their_value_to_themselves() {
+    let s = Scanner::default();
+    let lines = vec![
+        (10, "let key = \"AKIAQWER\" +".to_owned()),
+        (11, "    \"TYUIOPASDFGH\";".to_owned()),
+        // Not adjacent to line 11: never joined with it.
+        (20, "\"AKIAABCD\" +".to_owned()),
+        (30, "\"EFGHIJKLMNOPQRST\"".to_owned()),
+    ];
+    let found = s.scan("src/a.rs", &lines);
+    assert_eq!(found.len(), 1, "{found:?}");
+    let f = &found[0];
+    assert_eq!(f.value, "AKIAQWERTYUIOPASDFGH", "a split key, joined");
     assert_eq!(
         format!("{f:?}"),
         "Finding(src/a.rs:10 aws-access-key)",
@@ -289,4 +446,108 @@ fn secrets_are_found_by_rule_and_entropy() {
         f.to_json(),
         json!({"path": "src/a.rs", "line": 10, "rule": "aws-access-key"})
     );
+    // Each piece of a split key is redacted where it is written.
+    assert_eq!(
+        s.redact("let key = \"AKIAQWER\" +\n    \"TYUIOPASDFGH\";"),
+        "let key = \"[REDACTED:aws-access-key]\" +\n    \"[REDACTED:aws-access-key]\";"
+    );
+    // A key block is hidden whole: with its end, cut short, with its header split, or escaped.
+    for (text, want) in [
+        (
+            "k:\n-----BEGIN RSA PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\n-----END RSA PRIVATE KEY-----\nafter",
+            "k:\n[REDACTED:private-key]\nafter",
+        ),
+        (
+            "-----BEGIN EC PRIVATE KEY-----\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\n  Zt4Rv8Nk1MIIEpAIBAAKCAQEAx7Gq2pLw9\nshort\n",
+            "[REDACTED:private-key]\nshort\n",
+        ),
+        (
+            "-----BEGIN RSA PRIV\nATE KEY-----\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\n# short",
+            "[REDACTED:private-key]\n[REDACTED:private-key]\n[REDACTED:private-key]\n# short",
+        ),
+        (
+            "KEY=\"-----BEGIN PRIVATE KEY-----\\nMIIEpAIBAAKCAQEAx7Gq2pLw9Zt4Rv8Nk1\\nZt4Rv8Nk1MIIEpAIBAAKCAQEAx7Gq2pLw9\"",
+            "KEY=\"[REDACTED:private-key]\"",
+        ),
+    ] {
+        assert_eq!(s.redact(text), want, "{text}");
+    }
+}
+
+/// Not a timing assertion: the scan of a 5,000-line change is correct (one finding, on its line);
+/// `cargo test --release -p abo-policy scan_of_a_large_change -- --nocapture` prints its time.
+#[test]
+fn scan_of_a_large_change() {
+    let s = Scanner::default();
+    let mut lines: Vec<(usize, String)> = (1..=5_000)
+        .map(|i| {
+            (
+                i,
+                format!("    let value_{i} = compute(\"name-{i}\", {i}) + other_{i}; // a comment"),
+            )
+        })
+        .collect();
+    lines[4_321].1 = "    let key = \"AKIAQWERTYUIOPASDFGH\";".to_owned();
+    let text: String = lines.iter().map(|(_, l)| format!("{l}\n")).collect();
+    // The best of a few runs: the machine is shared.
+    let best = |f: &dyn Fn()| {
+        (0..5)
+            .map(|_| {
+                let started = std::time::Instant::now();
+                f();
+                started.elapsed()
+            })
+            .min()
+    };
+    let scan = best(&|| drop(s.scan("src/big.rs", &lines))).unwrap_or_default();
+    let redact = best(&|| drop(s.redact(&text))).unwrap_or_default();
+    let found = s.scan("src/big.rs", &lines);
+    let redacted = s.redact(&text);
+    #[allow(clippy::print_stderr, reason = "the measurement for the report")]
+    {
+        eprintln!(
+            "5,000 lines ({} bytes): scan {scan:?}, redact {redact:?}",
+            text.len()
+        );
+    }
+    assert_eq!(
+        found.iter().map(|f| (f.line, f.rule)).collect::<Vec<_>>(),
+        vec![(4_322, "aws-access-key")]
+    );
+    assert_eq!(redacted.matches("[REDACTED:aws-access-key]").count(), 1);
+}
+
+#[test]
+fn a_known_value_is_a_secret_whatever_its_shape_or_encoding() {
+    use crate::secrets::{KNOWN_SECRET, Scanner};
+    let key = "plain-key-value-no-pattern-48151623";
+    // base64 and hex of the key, inside longer text.
+    let b64 = "cGxhaW4ta2V5LXZhbHVlLW5vLXBhdHRlcm4tNDgxNTE2MjM=";
+    let hex = "706c61696e2d6b65792d76616c75652d6e6f2d7061747465726e2d3438313531363233";
+    let lines: Vec<(usize, String)> = [
+        format!("let k = \"{key}\";"),
+        format!("blob: {b64}"),
+        format!("x = 0x{hex}"),
+    ]
+    .into_iter()
+    .enumerate()
+    .map(|(i, l)| (i + 1, l))
+    .collect();
+    // Control: no rule knows its shape.
+    assert!(Scanner::default().scan("f", &lines).is_empty());
+    let found: Vec<(usize, &str)> = Scanner::default()
+        .with_known([key.to_owned()])
+        .scan("f", &lines)
+        .iter()
+        .map(|f| (f.line, f.rule))
+        .collect();
+    assert_eq!(
+        found,
+        [(1, KNOWN_SECRET), (2, KNOWN_SECRET), (3, KNOWN_SECRET)]
+    );
+    let redacted = Scanner::default()
+        .with_known([key.to_owned()])
+        .redact(&lines[1].1)
+        .into_owned();
+    assert!(!redacted.contains(b64), "{redacted}");
 }

@@ -78,6 +78,9 @@ pub struct Ctx {
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// The last change read in each attempt's worktree, for its policy.
     pub changes: crate::change::Latest,
+    /// Set to why a person stopped abo (a signal): the run driven now pauses at once, and every
+    /// process running for it is killed.
+    pub stop: tokio::sync::watch::Sender<Option<String>>,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -104,6 +107,7 @@ impl Ctx {
             sandbox_helper: None,
             shared: None,
             changes: Default::default(),
+            stop: tokio::sync::watch::channel(None).0,
         }
     }
 

@@ -50,6 +50,23 @@ pub enum CreateError {
         file: String,
         source: std::io::Error,
     },
+    /// Checked again as the file is stored: it may have changed since the backlog was validated.
+    #[error(
+        "{origin}: task `{task}`: patch file {file}: line {line}: {rule}: a secret in the patch"
+    )]
+    PatchSecret {
+        origin: String,
+        task: String,
+        file: String,
+        line: usize,
+        rule: &'static str,
+    },
+    /// The last check before `run.created` is recorded: every string of the spec, wherever it came
+    /// from (abo.yml's gates and backends, the backlog, flags).
+    #[error(
+        "the run would record a secret ({rule}) at `{path}` of its spec: abo.yml and the backlog must hold none (name an environment variable instead)"
+    )]
+    SpecSecret { path: String, rule: &'static str },
     #[error("{0}")]
     Autonomy(String),
     #[error(
@@ -72,6 +89,8 @@ impl CreateError {
                 | Self::MissingExecutable { .. }
                 | Self::MissingKey { .. }
                 | Self::Patch { .. }
+                | Self::PatchSecret { .. }
+                | Self::SpecSecret { .. }
                 | Self::PullRequest(_)
                 | Self::Autonomy(_)
         )
@@ -163,6 +182,9 @@ pub fn resolve_backend(name: &str, b: &BackendConfig) -> BackendSpec {
             context_tokens: a.context_tokens.unwrap_or(8_000),
             base_url: a.base_url.clone(),
             api_key_env: a.api_key_env.clone(),
+            credentials: a
+                .credentials
+                .unwrap_or_else(|| abo_core::config::Credentials::default_for(kind)),
         };
     }
     if let Some((kind, a)) = b.api() {
@@ -222,12 +244,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
             .collect(),
         per_backend: config.parallelism.per_backend.clone(),
         pricing: abo_core::pricing::PriceTable::with_overrides(&config.pricing),
-        secret_env: config
-            .backends
-            .named
-            .values()
-            .filter_map(BackendConfig::secret_env)
-            .collect(),
+        secret_env: secret_env(config),
         policy: Default::default(),
         autonomy: Default::default(),
         budgets: config.budgets.spec(config.timeouts.run.as_millis()),
@@ -237,6 +254,46 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
         notify: config.notify.spec(),
         schedule: config.schedule.spec(),
     }
+}
+
+/// The variables whose values abo redacts wherever it writes: the model APIs' keys, every key an
+/// agent CLI is handed, the pull-request token, webhook signing secrets, and whatever
+/// `sandbox.env_pass` hands a process under a credential's name.
+fn secret_env(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config
+        .backends
+        .named
+        .values()
+        .filter_map(BackendConfig::secret_env)
+        .collect();
+    for b in config.backends.named.values() {
+        if let Some((kind, _)) = b.agent() {
+            names.extend(
+                crate::sandbox::agent_keys(kind)
+                    .iter()
+                    .map(|k| (*k).to_owned()),
+            );
+        }
+    }
+    names.push(config.landing.token_env());
+    names.extend(
+        config
+            .notify
+            .webhooks
+            .iter()
+            .filter_map(|w| w.secret_env.clone()),
+    );
+    names.extend(
+        config
+            .sandbox
+            .env_pass
+            .iter()
+            .filter(|n| abo_core::config::names_a_credential(n))
+            .cloned(),
+    );
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// `router.rules` and `router.learn` with their backends resolved (validated with the config).
@@ -333,6 +390,50 @@ async fn tracked_files(ctx: &Ctx, config: &Config) -> Vec<(String, u64)> {
         .collect()
 }
 
+/// The first secret in any string of the spec, with its JSON path (`settings.gates[0].run`).
+fn secret_in(
+    scanner: &abo_policy::secrets::Scanner,
+    spec: &RunSpec,
+) -> Option<(String, &'static str)> {
+    fn walk(
+        scanner: &abo_policy::secrets::Scanner,
+        v: &serde_json::Value,
+        path: &mut String,
+    ) -> Option<(String, &'static str)> {
+        match v {
+            serde_json::Value::String(s) => {
+                let lines: Vec<(usize, String)> = s
+                    .split('\n')
+                    .enumerate()
+                    .map(|(i, l)| (i + 1, l.to_owned()))
+                    .collect();
+                let f = scanner.scan(path, &lines).into_iter().next()?;
+                Some((path.clone(), f.rule))
+            }
+            serde_json::Value::Array(items) => items.iter().enumerate().find_map(|(i, item)| {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                let found = walk(scanner, item, path);
+                path.truncate(len);
+                found
+            }),
+            serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(k);
+                let found = walk(scanner, item, path);
+                path.truncate(len);
+                found
+            }),
+            _ => None,
+        }
+    }
+    let value = serde_json::to_value(spec).ok()?;
+    walk(scanner, &value, &mut String::new())
+}
+
 /// Records a new run for `plan` and creates its branch. Nothing is executed.
 pub async fn create_run(
     ctx: &Ctx,
@@ -361,6 +462,7 @@ pub async fn create_run(
         resolve_autonomy(plan, config, opts.profile.as_deref())?;
     let mut tasks = Vec::with_capacity(plan.tasks.len());
     let files = tracked_files(ctx, config).await;
+    let scanner = abo_policy::secrets::Scanner::default();
     for (t, levels) in plan.tasks.iter().zip(task_levels) {
         let backend = match &t.backend {
             BackendChoice::Run { command } => BackendSpec::Command {
@@ -374,6 +476,21 @@ pub async fn create_run(
                     file: file.clone(),
                     source,
                 })?;
+                let text = String::from_utf8_lossy(&bytes);
+                let lines: Vec<(usize, String)> = text
+                    .lines()
+                    .enumerate()
+                    .map(|(i, l)| (i + 1, l.to_owned()))
+                    .collect();
+                if let Some(f) = scanner.scan(file, &lines).first() {
+                    return Err(CreateError::PatchSecret {
+                        origin: t.origin.clone(),
+                        task: t.id.to_string(),
+                        file: file.clone(),
+                        line: f.line,
+                        rule: f.rule,
+                    });
+                }
                 let diff = ctx
                     .artifacts
                     .put(&bytes)
@@ -443,6 +560,9 @@ pub async fn create_run(
         tasks,
     };
 
+    if let Some((path, rule)) = secret_in(&scanner, &spec) {
+        return Err(CreateError::SpecSecret { path, rule });
+    }
     let created = Event {
         run: id.clone(),
         task: None,

@@ -58,7 +58,14 @@ impl RunPolicy {
         Ok(Self {
             run: run.clone(),
             policy: std::sync::Mutex::new(p),
-            scanner: abo_policy::secrets::Scanner::default(),
+            // The values of the keys abo holds are secrets in a change too, whatever their shape
+            // (an agent writing its own API key into a file).
+            scanner: abo_policy::secrets::Scanner::default().with_known(
+                spec.settings
+                    .secret_env
+                    .iter()
+                    .filter_map(|n| std::env::var(n).ok()),
+            ),
         })
     }
 }
@@ -434,8 +441,8 @@ async fn evaluate_policy(
             Err(e) => return failed(format!("could not read the change: {e}")),
         },
     };
-    let redactor =
-        Redactor::from_process_env(&spec.settings.secret_env).with(change.secret_values());
+    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env)
+        .with(change.secret_values());
     let spent = ctx
         .store
         .run(&attempt.run)
@@ -530,7 +537,7 @@ async fn start_attempt(
     if let Err(e) = ctx.git.add_worktree(&wt, &attempt.branch(), &head).await {
         return fail(format!("could not create the worktree: {e}"));
     }
-    let redactor = Redactor::from_process_env(&spec.settings.secret_env);
+    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let job = backends::Job {
         ctx,
         settings: &spec.settings,
@@ -696,7 +703,7 @@ async fn run_gate(
     }
     outcome.duration_ms = ms(started.elapsed());
     // A gate may print what the change holds: secrets in it are redacted from the log.
-    let mut redactor = Redactor::from_process_env(&spec.settings.secret_env);
+    let mut redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let change = change::summarize(&ctx.git, &dir, &run.scanner).await;
     let in_attempt = stage != GateStage::Merged;
     if in_attempt {
@@ -750,19 +757,12 @@ pub(crate) async fn commit_attempt(
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
     let head = CommitSha::new(head.trim());
+    // A commit this attempt made already (abo stopped between commit and landing): its own run's
+    // trailers, never another run's commit for the same task that the base may hold.
     let already = git
-        .trailer(head.as_str(), "Abo-Attempt")
+        .abo_trailers(head.as_str())
         .await
-        .ok()
-        .flatten()
-        == Some(attempt.attempt.to_string())
-        && git
-            .trailer(head.as_str(), "Abo-Task")
-            .await
-            .ok()
-            .flatten()
-            .as_deref()
-            == Some(task.id.as_str());
+        .is_ok_and(|t| t.is(&attempt.run, &task.id) && t.attempt == Some(attempt.attempt));
     let commit = if already {
         head
     } else {

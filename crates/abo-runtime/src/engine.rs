@@ -80,6 +80,11 @@ pub fn holder_alive(lease: &Lease, now: abo_core::ids::Timestamp) -> bool {
     }
 }
 
+/// Whether some process drives the run under this lease: this one, or a live one.
+pub fn driven(lease: &Lease, now: abo_core::ids::Timestamp) -> bool {
+    (lease.host == hostname() && lease.pid == std::process::id()) || holder_alive(lease, now)
+}
+
 /// Loads a run's state from its log.
 pub async fn load(store: &Store, run: &RunId) -> Result<RunState, EngineError> {
     let events = store.run_events(run).await?;
@@ -201,6 +206,8 @@ async fn drive_leased(
     });
     refresh(ctx, state, &tz, true, observer).await;
     let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    let mut stop = ctx.stop.subscribe();
+    let mut stopping = false;
     loop {
         // Every command that is waiting is decided, and their events committed in one transaction
         // (group commit) before any effect they asked for starts.
@@ -244,6 +251,12 @@ async fn drive_leased(
                     refresh(ctx, state, &tz, true, observer).await;
                 }
             }
+            if stopping {
+                // The pause is committed; what was in flight is interrupted (its processes are
+                // killed) and runs again on `abo resume`, as after a crash.
+                ctx.groups.kill_all();
+                break;
+            }
             for effect in effects_due {
                 jobs += 1;
                 let (ctx, spec, tx) = (Arc::clone(ctx), Arc::clone(&spec), tx.clone());
@@ -269,6 +282,15 @@ async fn drive_leased(
             continue;
         }
         tokio::select! {
+            Ok(()) = stop.changed(), if !stopping => {
+                if let Some(why) = stop.borrow_and_update().clone() {
+                    stopping = true;
+                    ctx.groups.kill_all();
+                    if !matches!(state.status, RunStatus::Paused { .. }) && !state.status.is_terminal() {
+                        pending.push_back(Command::Pause { reason: why });
+                    }
+                }
+            }
             done = rx.recv() => {
                 // This result and every other one already waiting: decided together.
                 let mut batch: Vec<Done> = done.into_iter().collect();
@@ -370,7 +392,7 @@ async fn recover_landed(
         if t.state.in_flight().is_some()
             && let Some((commit, attempt)) = ctx
                 .git
-                .find_task_commit(&state.spec.base, &state.spec.branch, &t.spec.id)
+                .find_task_commit(&state.spec.base, &state.spec.branch, &state.id, &t.spec.id)
                 .await?
         {
             landed.push((t.spec.id.clone(), attempt, commit));

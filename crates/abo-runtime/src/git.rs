@@ -1,10 +1,63 @@
 //! Git, through the git CLI: the one module that runs it. abo never touches the user's checked-out
 //! branch, index or working tree: it works in worktrees of its own and moves refs with
 //! compare-and-swap `update-ref`.
+//!
+//! # Hardening
+//!
+//! abo runs git outside the sandbox, as its own user, on worktrees an agent wrote. Anything in a
+//! worktree may be an attack: a nested repository (whose own config names an fsmonitor, hooks or
+//! filter drivers), hooks under a repository-configured in-tree `core.hooksPath` (husky's
+//! `.husky`), a `.gitattributes` naming filter or textconv drivers, a `.gitmodules`. So every git
+//! command goes through [`Git::raw`], which gives it, on the command line (which beats every
+//! config file, and reaches git's own subprocesses through `GIT_CONFIG_PARAMETERS`), the settings
+//! in [`HARDENING`]:
+//!
+//! - `core.fsmonitor=false` and `core.hooksPath=/dev/null`: no fsmonitor, no hook (`--no-verify`
+//!   skips only pre-commit and commit-msg; `post-index-change`, `post-commit`, `post-checkout`,
+//!   `post-merge` and `reference-transaction` would still run);
+//! - `attr.tree=HEAD` ([`ATTR_TREE`]): attributes come from the commit checked out, never from
+//!   a `.gitattributes` the change adds or edits (an empty tree when HEAD is unborn), so a change
+//!   cannot attach a filter, textconv or merge driver to its files (except for `apply`, see
+//!   [`hardened_args`]). The commit checked out is an attempt's base, or in the merged worktree
+//!   the candidate, whose change the policy allowed;
+//! - no submodule recursion (`submodule.recurse`, `fetch.recurseSubmodules`,
+//!   `push.recurseSubmodules`, `status.submoduleSummary`), `diff.ignoreSubmodules=dirty`, and on
+//!   `diff`, `show`, `log` and `status` the same as an option (`--ignore-submodules=dirty`, which
+//!   also beats a `.gitmodules`' `ignore`), with `--no-ext-diff --no-textconv`: git compares a
+//!   gitlink's commit (read in-process) and never starts a git in a nested repository;
+//! - `protocol.ext.allow=never`: no remote helper running a command.
+//!
+//! `git add --all` starts `git status` in every gitlink the index holds, whatever the options
+//! say, and that git reads the nested repository's config (its filters, which no option can
+//! name in advance): [`Git::stage`] is the only `add`, and it leaves the index's gitlinks out by
+//! pathspec. A nested repository's new commit is thus not committed (its gitlink keeps its
+//! commit); a new nested repository is added as a gitlink, which git reads without starting git.
+//!
+//! Not hardened here, on purpose: the system and global config (`GIT_CONFIG_NOSYSTEM` is not set)
+//! and `safe.directory` (not widened): nothing in a worktree can write them (the sandbox allows
+//! writing only the worktree, the scratch directory and the agents' own state), and users need
+//! them (identity, credentials, CI images' `safe.directory`).
+//!
+//! The worktree's `.git` file names its git directory; it is bind-mounted read-only in the
+//! sandbox, but not without one (`mode: off`, or `best-effort` without mount namespaces). So git
+//! never reads it: on a registered worktree, `GIT_DIR` and `GIT_WORK_TREE` are set from the
+//! repository's own bookkeeping ([`Git::pinned_git_dir`]).
+//!
+//! Git commands abo runs on a worktree an agent touched (`git/tests.rs` plants each attack in an
+//! attempt's worktree and runs each of the calls made there, then the same commands with plain
+//! git as the control): `add` ([`Git::stage`], from `change::summarize` and
+//! [`Git::commit_all`]), `diff HEAD` (`change::summarize`, after the backend and after each
+//! gate, also in the merged worktree), `commit` ([`Git::commit_all`]), `rev-parse`, `log`
+//! (trailers), `ls-files` (the prompt's files), `apply` (the `patch:` backend), `worktree
+//! add/remove/prune/list`, `diff BASE COMMIT` (the result cache), `merge` (in abo's own merge
+//! worktree), `show` (the dashboard); on the repository: `merge-tree`, `commit-tree`,
+//! `update-ref`, `notes` (proofs), `fetch`/`push` (workers, shared runs), `status` and
+//! `merge --ff-only` (landing into the checked-out base). `abo demo` runs git on the demo
+//! repository it creates, before any agent runs.
 
 use std::path::{Path, PathBuf};
 
-use abo_core::ids::{CommitSha, TaskId};
+use abo_core::ids::{CommitSha, RunId, TaskId};
 
 use crate::process::{self, Groups, Spec};
 
@@ -20,6 +73,41 @@ pub enum GitError {
 }
 
 type Result<T> = std::result::Result<T, GitError>;
+
+/// `log --format` of a commit's sha and abo's three trailers, tab-separated.
+const TRAILERS_FORMAT: &str = "--format=%H%x09%(trailers:key=Abo-Run,valueonly,separator=%x2C)%x09%(trailers:key=Abo-Task,valueonly,separator=%x2C)%x09%(trailers:key=Abo-Attempt,valueonly,separator=%x2C)";
+
+/// The trailers abo writes on the commits it makes (an API boundary: `Abo-Run`, `Abo-Task`,
+/// `Abo-Attempt`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AboTrailers {
+    pub run: Option<String>,
+    pub task: Option<String>,
+    pub attempt: Option<u32>,
+}
+
+impl AboTrailers {
+    /// A line of [`TRAILERS_FORMAT`]: the sha and the trailers.
+    fn parse(line: &str) -> (&str, Self) {
+        let mut parts = line.split('\t');
+        let sha = parts.next().unwrap_or_default().trim();
+        let mut next = || {
+            parts
+                .next()
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let (run, task, attempt) = (next(), next(), next());
+        let attempt = attempt.and_then(|a| a.parse().ok());
+        (sha, Self { run, task, attempt })
+    }
+
+    /// Made by `run` for `task`.
+    pub fn is(&self, run: &RunId, task: &TaskId) -> bool {
+        self.run.as_deref() == Some(run.as_str()) && self.task.as_deref() == Some(task.as_str())
+    }
+}
 
 /// Who commits: the user's git identity, or abo's when none is configured.
 #[derive(Clone, Debug, Default)]
@@ -39,14 +127,104 @@ pub struct Git {
     worktrees: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
-/// Variables that would point git somewhere else than where abo means it to work.
+/// Variables that would point git somewhere else than where abo means it to work, or change what
+/// it runs.
 pub const GIT_ENV_REMOVE: &[&str] = &[
     "GIT_DIR",
     "GIT_WORK_TREE",
     "GIT_INDEX_FILE",
     "GIT_OBJECT_DIRECTORY",
     "GIT_COMMON_DIR",
+    "GIT_ATTR_SOURCE",
+    "GIT_EXTERNAL_DIFF",
+    "GIT_CONFIG_PARAMETERS",
+    "GIT_CONFIG_COUNT",
 ];
+
+/// The configuration every git command abo runs gets on its command line (see the module's
+/// documentation).
+pub const HARDENING: &[&str] = &[
+    "core.fsmonitor=false",
+    "core.hooksPath=/dev/null",
+    "submodule.recurse=false",
+    "fetch.recurseSubmodules=false",
+    "push.recurseSubmodules=no",
+    "status.submoduleSummary=false",
+    "diff.ignoreSubmodules=dirty",
+    "protocol.ext.allow=never",
+];
+
+/// Options given to these subcommands, right after their name (so that a caller's own options
+/// come later and win): no external diff, no textconv, no git started in a nested repository.
+const DIFF_LIKE: &[&str] = &["diff", "show", "log"];
+const DIFF_OPTIONS: &[&str] = &[
+    "--no-ext-diff",
+    "--no-textconv",
+    "--ignore-submodules=dirty",
+];
+
+/// The empty blob's id (SHA-1, SHA-256): what an intent-to-add entry names.
+const EMPTY_BLOB: [&str; 2] = [
+    "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391",
+    "473a0f4c3be8a93681a267e3b1e9a7dcda1185436fe141f7749120a303721813",
+];
+
+/// The repository's common git directory: `ROOT/.git`, or where a `.git` file (the root is itself
+/// a linked worktree) and its `commondir` lead.
+fn common_dir(root: &Path) -> Option<PathBuf> {
+    let dot = root.join(".git");
+    if dot.is_dir() {
+        return Some(dot);
+    }
+    let text = std::fs::read_to_string(&dot).ok()?;
+    let gitdir = root.join(text.trim().strip_prefix("gitdir:")?.trim());
+    Some(match std::fs::read_to_string(gitdir.join("commondir")) {
+        Ok(c) => gitdir.join(c.trim()),
+        Err(_) => gitdir,
+    })
+}
+
+/// Where attributes come from: the commit checked out, not the worktree's files.
+const ATTR_TREE: &str = "attr.tree=HEAD";
+
+/// The command line of a git call: [`HARDENING`] and [`ATTR_TREE`] first, then `args` with
+/// [`DIFF_OPTIONS`] (or, for `status`, `--ignore-submodules=dirty`) after the subcommand's name.
+///
+/// `apply` gets no attribute source: git 2.47's `apply` crashes (SIGSEGV) with one, whether
+/// `attr.tree`, `--attr-source` or `GIT_ATTR_SOURCE`. abo applies patches only in a fresh
+/// worktree, whose attributes are its HEAD's, and git does not read the attributes a patch adds
+/// while it applies it (the tests check both).
+pub fn hardened_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    // Global options before the subcommand: `-c KEY=VALUE`, `-C DIR` take a value.
+    let mut i = 0;
+    while i < args.len() {
+        match args[i] {
+            "-c" | "-C" => i += 2,
+            a if a.starts_with('-') => i += 1,
+            _ => break,
+        }
+    }
+    let (global, rest) = args.split_at(i.min(args.len()));
+    let mut out: Vec<&str> = Vec::with_capacity(HARDENING.len() * 2 + args.len() + 5);
+    for c in HARDENING {
+        out.push("-c");
+        out.push(c);
+    }
+    if rest.first() != Some(&"apply") {
+        out.extend(["-c", ATTR_TREE]);
+    }
+    out.extend_from_slice(global);
+    if let Some((sub, tail)) = rest.split_first() {
+        out.push(sub);
+        if DIFF_LIKE.contains(sub) {
+            out.extend_from_slice(DIFF_OPTIONS);
+        } else if *sub == "status" {
+            out.push("--ignore-submodules=dirty");
+        }
+        out.extend_from_slice(tail);
+    }
+    out
+}
 
 impl Git {
     pub fn new(root: PathBuf) -> Self {
@@ -78,8 +256,14 @@ impl Git {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<process::Outcome> {
-        let mut spec = Spec::new("git", cwd).args(args.iter().copied());
+        let mut spec = Spec::new("git", cwd).args(hardened_args(args));
         spec.env_remove = GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()).collect();
+        if let Some(dir) = self.pinned_git_dir(cwd) {
+            spec.env
+                .push(("GIT_DIR".into(), dir.to_string_lossy().into_owned()));
+            spec.env
+                .push(("GIT_WORK_TREE".into(), cwd.to_string_lossy().into_owned()));
+        }
         spec.env.push(("LC_ALL".into(), "C".into()));
         spec.env.push(("GIT_TERMINAL_PROMPT".into(), "0".into()));
         spec.env.extend(self.identity.env.iter().cloned());
@@ -90,6 +274,28 @@ impl Git {
                 args: args.join(" "),
                 source,
             })
+    }
+
+    /// The git directory of the registered worktree at `wt`, found from the repository's own
+    /// bookkeeping (`<common dir>/worktrees/<id>/gitdir` names the worktree's `.git` file), never
+    /// from the worktree's `.git` file: a process in the worktree could point that at a git
+    /// directory of its own, with its own config (filters, fsmonitor) and attributes.
+    fn pinned_git_dir(&self, wt: &Path) -> Option<PathBuf> {
+        if wt == self.root {
+            return None;
+        }
+        let common = common_dir(&self.root)?;
+        let wt = wt.canonicalize().ok()?;
+        for e in std::fs::read_dir(common.join("worktrees")).ok()?.flatten() {
+            let Ok(named) = std::fs::read_to_string(e.path().join("gitdir")) else {
+                continue;
+            };
+            let named = Path::new(named.trim()).parent().map(Path::canonicalize);
+            if matches!(named, Some(Ok(p)) if p == wt) {
+                return Some(e.path());
+            }
+        }
+        None
     }
 
     fn failed(&self, args: &[&str], out: &process::Outcome) -> GitError {
@@ -283,9 +489,37 @@ impl Git {
         }
     }
 
+    /// Stages a worktree's change: every new, changed and deleted file; with `intent_only`, new
+    /// files are only marked intent-to-add (nothing is written to the object store). The gitlinks
+    /// the index holds are left out by pathspec: `git add` would start a git in each nested
+    /// repository (see the module's documentation). The one `git add` abo runs.
+    pub async fn stage(&self, wt: &Path, intent_only: bool) -> Result<()> {
+        let index = self.run_in(wt, &["ls-files", "--stage", "-z"]).await?;
+        // `MODE OBJECT STAGE\tPATH`; an intent-to-add gitlink (a new nested repository) names
+        // the empty blob, and `add` stages it without starting git in it.
+        let excluded: Vec<String> = index
+            .split('\0')
+            .filter_map(|e| {
+                let (meta, path) = e.split_once('\t')?;
+                (meta.starts_with("160000 ") && !EMPTY_BLOB.iter().any(|b| meta.contains(b)))
+                    .then(|| format!(":(exclude,literal){path}"))
+            })
+            .collect();
+        let mut args = vec!["add", "--all"];
+        if intent_only {
+            args.push("--intent-to-add");
+        }
+        if !excluded.is_empty() {
+            args.extend(["--", ":/"]);
+            args.extend(excluded.iter().map(String::as_str));
+        }
+        self.run_in(wt, &args).await?;
+        Ok(())
+    }
+
     /// Commits everything in a worktree with the message's paragraphs; returns the commit.
     pub async fn commit_all(&self, wt: &Path, paragraphs: &[String]) -> Result<CommitSha> {
-        self.run_in(wt, &["add", "-A"]).await?;
+        self.stage(wt, false).await?;
         let mut args: Vec<&str> = vec![
             "-c",
             "commit.gpgsign=false",
@@ -303,30 +537,28 @@ impl Git {
         Ok(CommitSha::new(head.trim()))
     }
 
-    /// A trailer's value on a commit (`Abo-Task`), if present.
-    pub async fn trailer(&self, commit: &str, key: &str) -> Result<Option<String>> {
-        let fmt = format!("--format=%(trailers:key={key},valueonly,separator=%x2C)");
-        let out = self.run(&["log", "-1", &fmt, commit]).await?;
-        let v = out.trim().to_owned();
-        Ok((!v.is_empty()).then_some(v))
+    /// abo's trailers on a commit (`Abo-Run`, `Abo-Task`, `Abo-Attempt`), in one call.
+    pub async fn abo_trailers(&self, commit: &str) -> Result<AboTrailers> {
+        let out = self.run(&["log", "-1", TRAILERS_FORMAT, commit]).await?;
+        Ok(AboTrailers::parse(out.lines().next().unwrap_or_default()).1)
     }
 
-    /// The commit on `branch` (after `base`) whose `Abo-Task` trailer names `task`, with its attempt.
+    /// The commit on `branch` after `base` that `run` made for `task` (its `Abo-Run` and
+    /// `Abo-Task` trailers), with its attempt. Another run's commit for the same task (already in
+    /// the base, or brought onto the branch) is never taken for this run's.
     pub async fn find_task_commit(
         &self,
         base: &CommitSha,
         branch: &str,
+        run: &RunId,
         task: &TaskId,
     ) -> Result<Option<(CommitSha, u32)>> {
         let range = format!("{base}..refs/heads/{branch}");
-        let fmt = "--format=%H%x09%(trailers:key=Abo-Task,valueonly,separator=%x2C)%x09%(trailers:key=Abo-Attempt,valueonly,separator=%x2C)";
-        let out = self.run(&["log", fmt, &range]).await?;
+        let out = self.run(&["log", TRAILERS_FORMAT, &range]).await?;
         Ok(out.lines().find_map(|l| {
-            let mut parts = l.split('\t');
-            let sha = parts.next()?;
-            let t = parts.next()?.trim();
-            let a = parts.next()?.trim().parse().ok()?;
-            (t == task.as_str()).then(|| (CommitSha::new(sha), a))
+            let (sha, t) = AboTrailers::parse(l);
+            let attempt = t.attempt?;
+            t.is(run, task).then(|| (CommitSha::new(sha), attempt))
         }))
     }
 
@@ -432,3 +664,6 @@ impl Git {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;

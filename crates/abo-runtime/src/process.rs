@@ -349,18 +349,22 @@ pub struct Streamed {
     pub stopped_after_result: bool,
     /// Killed because `on_line` said [`Line::Stop`].
     pub stopped: bool,
+    /// Killed because `stop` ended, with what it said.
+    pub stopped_for: Option<String>,
 }
 
 /// Runs a process whose stdout is read line by line (an agent CLI's JSON stream). Every line is
 /// handed to `on_line` and appended to `transcript`; stderr goes to `spec.log`. The watchdog kills
 /// the process group after `silence` without a line, at `spec.timeout`, or `grace` after
-/// `on_line` said [`Line::Final`].
+/// `on_line` said [`Line::Final`]; and as soon as `stop` ends (the egress proxy refused a host),
+/// whatever the process is doing.
 pub async fn run_streaming(
     spec: &Spec,
     groups: &Groups,
     silence: Duration,
     grace: Duration,
     transcript: &Path,
+    stop: impl std::future::Future<Output = String>,
     mut on_line: impl FnMut(&str) -> Line,
 ) -> std::io::Result<Streamed> {
     use tokio::io::AsyncBufReadExt;
@@ -396,6 +400,8 @@ pub async fn run_streaming(
     let mut final_at: Option<tokio::time::Instant> = None;
     let (mut silent, mut timed_out, mut stopped_after_result) = (false, false, false);
     let mut stopped = false;
+    let mut stopped_for = None;
+    tokio::pin!(stop);
     loop {
         // Before the result, silence is watched; after it, only the grace period.
         let mut wake = match final_at {
@@ -423,6 +429,11 @@ pub async fn run_streaming(
                 // End of output: the process closed stdout (it exits, or left children holding nothing).
                 Ok(None) | Err(_) => break,
             },
+            why = &mut stop, if stopped_for.is_none() => {
+                stopped_for = Some(why);
+                stopped = true;
+                break;
+            }
             _ = tokio::time::sleep_until(wake) => {
                 let now = tokio::time::Instant::now();
                 if final_at.is_some_and(|f| now >= f + grace) {
@@ -474,6 +485,7 @@ pub async fn run_streaming(
         silent,
         stopped_after_result,
         stopped,
+        stopped_for,
     })
 }
 

@@ -1,33 +1,30 @@
 //! Redaction: secret values never leave abo. The values of the variables named in config (API keys)
-//! and credentials recognised by pattern become `[REDACTED:<rule>]` in prompts, transcripts and logs.
+//! and credentials recognised by shape become `[REDACTED:<rule>]` in prompts, transcripts and logs.
+//! The shapes are the policy's own ([`Scanner`]): whatever the policy would deny in a change is
+//! hidden in what abo stores or sends.
 
-use regex::Regex;
-
-/// Credentials recognised by their shape.
-const PATTERNS: &[(&str, &str)] = &[
-    (
-        "private-key",
-        r"-----BEGIN[A-Z ]*PRIVATE KEY-----[\s\S]*?-----END[A-Z ]*PRIVATE KEY-----",
-    ),
-    ("aws-access-key", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    ("github-token", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b"),
-    ("github-pat", r"\bgithub_pat_[A-Za-z0-9_]{40,}\b"),
-    ("anthropic-key", r"\bsk-ant-[A-Za-z0-9_\-]{20,}"),
-    ("openai-key", r"\bsk-(?:proj-)?[A-Za-z0-9_\-]{20,}"),
-    ("slack-token", r"\bxox[abprs]-[A-Za-z0-9\-]{10,}"),
-    ("google-api-key", r"\bAIza[0-9A-Za-z_\-]{35}\b"),
-];
+use abo_policy::secrets::Scanner;
 
 #[derive(Clone, Debug)]
 pub struct Redactor {
     /// (value, rule) of the secret variables set in the environment.
     values: Vec<(String, String)>,
-    patterns: Vec<(&'static str, Regex)>,
+    scanner: Scanner,
 }
 
 impl Redactor {
     /// A redactor for the values of `env_names` as they are set in `env` (name, value pairs).
     pub fn new<'a>(
+        env_names: &[String],
+        env: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Self {
+        Self::using(&Scanner::default(), env_names, env)
+    }
+
+    /// [`Redactor::new`] with an already compiled scanner (a run's: compiling one takes about a
+    /// millisecond).
+    pub fn using<'a>(
+        scanner: &Scanner,
         env_names: &[String],
         env: impl IntoIterator<Item = (&'a str, &'a str)>,
     ) -> Self {
@@ -43,17 +40,25 @@ impl Redactor {
             .filter(|(v, _)| v.len() >= 8)
             .collect();
         values.sort_by_key(|(v, _)| std::cmp::Reverse(v.len()));
-        let patterns = PATTERNS
-            .iter()
-            .filter_map(|(rule, re)| Regex::new(re).ok().map(|r| (*rule, r)))
-            .collect();
-        Self { values, patterns }
+        Self {
+            values,
+            scanner: scanner.clone(),
+        }
     }
 
     /// A redactor for variables of this process's environment.
     pub fn from_process_env(env_names: &[String]) -> Self {
+        Self::from_process_env_using(&Scanner::default(), env_names)
+    }
+
+    /// [`Redactor::from_process_env`] with an already compiled scanner.
+    pub fn from_process_env_using(scanner: &Scanner, env_names: &[String]) -> Self {
         let env: Vec<(String, String)> = std::env::vars().collect();
-        Self::new(env_names, env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        Self::using(
+            scanner,
+            env_names,
+            env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        )
     }
 
     /// Also redacts these (value, rule) pairs: secrets found in a change.
@@ -71,14 +76,7 @@ impl Redactor {
                 out = out.replace(value.as_str(), &format!("[REDACTED:{rule}]"));
             }
         }
-        for (rule, re) in &self.patterns {
-            if re.is_match(&out) {
-                out = re
-                    .replace_all(&out, format!("[REDACTED:{rule}]").as_str())
-                    .into_owned();
-            }
-        }
-        out
+        self.scanner.redact(&out).into_owned()
     }
 }
 
@@ -102,5 +100,54 @@ mod tests {
             "key=[REDACTED:env:MY_KEY] abc zzzzzzzzzz [REDACTED:aws-access-key] [REDACTED:anthropic-key] [REDACTED:github-token]\n[REDACTED:private-key]"
         );
         assert_eq!(r.redact("nothing here"), "nothing here");
+    }
+
+    /// Every case of the scanner's table that it finds is redacted here, and nothing else is: the
+    /// redactor and the policy read the same table, so they cannot drift apart.
+    #[test]
+    fn redacts_every_case_the_scanner_finds() {
+        let r = Redactor::new(&[], []);
+        let scanner = Scanner::default();
+        let cases = include_str!("../../abo-policy/tests/data/secrets.tsv");
+        let mut checked = 0;
+        for l in cases
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        {
+            let mut cols = l.splitn(3, '\t');
+            let (want, input) = (cols.next().unwrap(), cols.nth(1).unwrap());
+            let input = input
+                .replace("\\\\", "\u{0}")
+                .replace("\\n", "\n")
+                .replace("\\t", "\t")
+                .replace('\u{0}', "\\");
+            let lines: Vec<(usize, String)> = input
+                .split('\n')
+                .enumerate()
+                .map(|(i, l)| (i + 1, l.to_owned()))
+                .collect();
+            let found = scanner.scan("f", &lines);
+            let out = r.redact(&input);
+            match want.split_once('@') {
+                Some((rule, _)) => {
+                    assert!(
+                        out.contains(&format!("[REDACTED:{rule}]")),
+                        "{input:?} -> {out:?}"
+                    );
+                    for f in &found {
+                        assert!(!out.contains(&f.value), "{input:?} -> {out:?}");
+                    }
+                    let again: Vec<(usize, String)> = out
+                        .split('\n')
+                        .enumerate()
+                        .map(|(i, l)| (i + 1, l.to_owned()))
+                        .collect();
+                    assert_eq!(scanner.scan("f", &again), vec![], "{out:?}");
+                    checked += 1;
+                }
+                None => assert_eq!(out, input, "nothing to hide"),
+            }
+        }
+        assert!(checked >= 30, "{checked}");
     }
 }

@@ -20,7 +20,20 @@ pub enum Role {
     /// An agent CLI: a HOME of its own, seeded with copies of the CLI's login and settings from
     /// the user's (so nothing it writes there outlives the attempt or reaches the user's own
     /// sessions), and the network only through the egress proxy on `proxy_port`.
-    Agent { kind: AgentKind, proxy_port: u16 },
+    Agent {
+        kind: AgentKind,
+        proxy_port: u16,
+        keys: Keys,
+    },
+}
+
+/// Whether an agent gets the key variables its CLI reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Keys {
+    /// Passed from abo's environment (`credentials: env`, or no key for the proxy to hold).
+    Passed,
+    /// The egress proxy holds the key: none of them is passed (the caller sets a placeholder).
+    HeldByProxy,
 }
 
 /// How to run a process in its sandbox: the helper, the profile, the whole environment.
@@ -139,7 +152,7 @@ pub fn remember_state_dir(dir: &Path) -> std::io::Result<()> {
 }
 
 /// The key variables an agent CLI reads to log in: passed to it, and to nothing else.
-fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
+pub(crate) fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
     match kind {
         AgentKind::ClaudeCode => &["ANTHROPIC_API_KEY", "CLAUDE_CODE_OAUTH_TOKEN"],
         AgentKind::Codex => &["OPENAI_API_KEY", "CODEX_API_KEY"],
@@ -153,6 +166,16 @@ fn agent_keys(kind: AgentKind) -> &'static [&'static str] {
     }
 }
 
+/// CA bundles a user sets for TLS through a corporate proxy or a private gateway: passed to every
+/// agent CLI (Node reads `NODE_EXTRA_CA_CERTS`, Python `SSL_CERT_FILE` and `REQUESTS_CA_BUNDLE`,
+/// Codex `CODEX_CA_CERTIFICATE`), and trusted by the egress proxy upstream.
+pub const CA_VARS: [&str; 4] = [
+    "NODE_EXTRA_CA_CERTS",
+    "SSL_CERT_FILE",
+    "REQUESTS_CA_BUNDLE",
+    "CODEX_CA_CERTIFICATE",
+];
+
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
@@ -163,6 +186,17 @@ pub fn expand(p: &str) -> PathBuf {
         (Some(rest), Some(h)) => h.join(rest),
         _ => PathBuf::from(p),
     }
+}
+
+/// What a sandboxed process may not read: `sandbox.deny_read`, abo's own files, any other
+/// repository's `.abo/` that abo knows of, and that list itself. abo reads a worktree's files on
+/// an agent's behalf (`confined::read`) under the same rules.
+pub fn confined_rules(ctx: &Ctx, s: &SandboxSpec) -> crate::confined::Rules {
+    let mut deny_read: Vec<PathBuf> = s.deny_read.iter().map(|p| expand(p)).collect();
+    deny_read.push(ctx.root.join(".abo"));
+    deny_read.extend(known_state_dirs());
+    deny_read.extend(known_dirs_file().and_then(|f| f.parent().map(Path::to_path_buf)));
+    crate::confined::Rules::new(deny_read)
 }
 
 /// The sandbox of one process of an attempt, or `None` when `sandbox.mode` is `off`.
@@ -215,27 +249,35 @@ pub fn wrap(
                 Network::None
             }
         }
-        Role::Agent { kind, proxy_port } => {
+        Role::Agent {
+            kind,
+            proxy_port,
+            keys,
+        } => {
             let _ = std::fs::remove_dir_all(&private_home);
             std::fs::create_dir_all(&private_home)
                 .map_err(|e| format!("{}: {e}", private_home.display()))?;
             seed_agent_home(kind, home().as_deref(), &private_home, &mut env);
             write.push(private_home.clone());
             env.push(("HOME".into(), private_home.to_string_lossy().into_owned()));
-            for k in agent_keys(kind) {
+            if keys == Keys::Passed {
+                for k in agent_keys(kind) {
+                    pass(k, &mut env);
+                }
+            }
+            for k in CA_VARS {
                 pass(k, &mut env);
             }
             Network::Proxy { port: proxy_port }
         }
     };
+    // What the caller sets replaces what was passed (a placeholder for a held key, the proxy's
+    // CA bundle).
+    env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
     env.extend(extra);
     // abo's own files (the store, artifacts, the proof key, other attempts) are not readable;
     // this attempt's worktree and scratch are.
-    // Nor is any other repository's `.abo/` that abo knows of, nor that list itself.
-    let mut deny_read: Vec<PathBuf> = s.deny_read.iter().map(|p| expand(p)).collect();
-    deny_read.push(ctx.root.join(".abo"));
-    deny_read.extend(known_state_dirs());
-    deny_read.extend(known_dirs_file().and_then(|f| f.parent().map(Path::to_path_buf)));
+    let deny_read = confined_rules(ctx, s).deny_read;
     let git_file = wt.join(".git");
     let limits = Limits {
         memory_bytes: s.memory_bytes,

@@ -18,8 +18,9 @@ pub struct View {
 }
 
 /// Loads the run named (or the latest) with its caps, replayed from its log.
-pub async fn view(ctx: &abo_runtime::Ctx, row: RunRow) -> Result<View, ViewError> {
-    let tasks = ctx.store.tasks(&row.id).await?;
+pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewError> {
+    let mut tasks = ctx.store.tasks(&row.id).await?;
+    interrupted(ctx, &mut row, &mut tasks).await?;
     let mut state = abo_runtime::engine::load(&ctx.store, &row.id).await?;
     let now = ctx.now();
     if state.budgets.windows_capped()
@@ -61,6 +62,37 @@ pub async fn view(ctx: &abo_runtime::Ctx, row: RunRow) -> Result<View, ViewError
         budget_tokens: b.run.tokens,
         leases: ctx.store.attempt_leases(Some(&state.id)).await?,
     })
+}
+
+/// A run no process drives any more (abo was killed, or stopped by a signal) has nothing running:
+/// the tasks its log leaves in flight are shown `interrupted`, and a run that was running is shown
+/// `interrupted` too, with the command that continues it.
+async fn interrupted(
+    ctx: &abo_runtime::Ctx,
+    row: &mut RunRow,
+    tasks: &mut [abo_store::TaskRow],
+) -> Result<(), ViewError> {
+    if !matches!(row.status.as_str(), "running" | "paused") {
+        return Ok(());
+    }
+    let lease = ctx.store.lease(&row.id).await?;
+    if lease.is_some_and(|l| abo_runtime::engine::driven(&l, ctx.now())) {
+        return Ok(());
+    }
+    for t in tasks.iter_mut() {
+        if matches!(t.status.as_str(), "running" | "verifying") {
+            t.status = "interrupted".into();
+            t.reason = Some("its process is gone; it runs again on resume".into());
+        }
+    }
+    if row.status == "running" {
+        row.status = "interrupted".into();
+        row.reason = Some(format!(
+            "its process is gone: continue it with `abo resume {}`",
+            row.id
+        ));
+    }
+    Ok(())
 }
 
 fn ts(t: Option<abo_core::ids::Timestamp>) -> Value {

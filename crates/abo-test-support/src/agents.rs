@@ -1,10 +1,17 @@
 //! Fake agent CLIs: shell scripts named like the real tools that print each tool's documented
 //! output, edit a file, and misbehave when the task id says so: `*silent*` prints nothing,
-//! `*hang*` hangs after its result, `*hostile*` runs the Python script `$HOSTILE_SCRIPT` and
+//! `*hang*` hangs after its result, `*leakkey*` writes its key base64-encoded into its
+//! change, `*echokey*` prints its keys
+//! into its transcript and stderr, `*hostile*` runs the Python script `$HOSTILE_SCRIPT` and
 //! writes what it printed into its change, `*error*` reports an error and exits 0, `*garbage*` prints no
 //! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider, `*spendy*` (claude)
-//! streams messages using 1,000 tokens each for two seconds; `FAKE_AGENT_COST` sets the USD claude
-//! reports. Each appends `TOOL TASK ATTEMPT` to `$FAKE_AGENT_LOG/calls` and records its
+//! streams messages using 1,000 tokens each for two seconds; `*refused*` connects through its
+//! proxy to `$REFUSE_TARGET` (`host:port`) every 0.1 s, as Claude Code retries a refused proxy
+//! connection, up to 300 times, counting its tries in `TOOL-TASK.tries` in its worktree, and goes
+//! on once it is let through (else fails); `*keyprobe*` sends `POST $KEY_UPSTREAM` through
+//! `$HTTP_PROXY` with `x-api-key: $ANTHROPIC_API_KEY` and writes the answer and its whole
+//! environment into its change (a sandboxed agent cannot write to `$FAKE_AGENT_LOG`); `FAKE_AGENT_COST` sets
+//! the USD claude reports. Each appends `TOOL TASK ATTEMPT` to `$FAKE_AGENT_LOG/calls` and records its
 //! arguments, environment and stdin in `$FAKE_AGENT_LOG/<tool>-<task>-<attempt>.{args,env,stdin}`.
 
 use std::path::{Path, PathBuf};
@@ -41,9 +48,38 @@ if proxy:
     print("metadata via proxy:", s2.recv(100).decode().splitlines()[0])
 PY
 }
+refused() {
+  python3 - "$TOOL-$ABO_TASK_ID.tries" <<'PY' || { echo "$TOOL: connection refused by the proxy, giving up" >&2; exit 1; }
+import os, socket, sys, time
+host, p = os.environ["HTTPS_PROXY"][len("http://"):].split(":")
+target = os.environ["REFUSE_TARGET"]
+for i in range(300):
+    open(sys.argv[1], "w").write(str(i + 1))
+    s = socket.create_connection((host, int(p)), 2)
+    s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
+    if s.recv(100).decode().startswith("HTTP/1.1 200"):
+        sys.exit(0)
+    s.close()
+    time.sleep(0.1)
+sys.exit(1)
+PY
+}
+keyprobe() {
+  python3 - > "$TOOL-$ABO_TASK_ID.txt" 2>&1 <<'PY'
+import os, urllib.request
+req = urllib.request.Request(os.environ["KEY_UPSTREAM"], data=b"{}", method="POST",
+                             headers={"x-api-key": os.environ.get("ANTHROPIC_API_KEY", "")})
+print(urllib.request.urlopen(req, timeout=5).read().decode())
+PY
+  env >> "$TOOL-$ABO_TASK_ID.txt"
+}
 case "$ABO_TASK_ID" in
   *netprobe*) probe; edit() { :; } ;;
+  *refused*) refused ;;
+  *keyprobe*) keyprobe; edit() { :; } ;;
   *hostile*) python3 "$HOSTILE_SCRIPT" > "$TOOL-$ABO_TASK_ID.txt" 2>&1; edit() { :; } ;;
+  *leakkey*) printf 'key = "%s"\n' "$(printf %s "$ANTHROPIC_API_KEY" | base64 -w0)" > "$TOOL-$ABO_TASK_ID.txt"; edit() { :; } ;;
+  *echokey*) echo "my keys: $ANTHROPIC_API_KEY $OPENAI_API_KEY $CLAUDE_CODE_OAUTH_TOKEN" >&2 ;;
   *silent*) sleep 30; exit 0 ;;
   *crash*) echo "$TOOL: segmentation fault" >&2; exit 3 ;;
   *garbage*) echo "this is not json"; echo '{"type": "result", broken'; edit; exit 0 ;;
@@ -54,6 +90,9 @@ const CLAUDE: &str = r#"
 edit
 echo '{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929","cwd":"'"$PWD"'","tools":["Edit","Bash"]}'
 echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Editing the file."}]}}'
+case "$ABO_TASK_ID" in
+  *echokey*) echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"My key is '"$ANTHROPIC_API_KEY"' and my login '"$CLAUDE_CODE_OAUTH_TOKEN"'."}]}}' ;;
+esac
 case "$ABO_TASK_ID" in
   *spendy*) for i in 1 2 3 4 5 6 7 8 9 10; do
       echo '{"type":"assistant","message":{"model":"claude-sonnet-4-5-20250929","content":[{"type":"text","text":"Thinking hard."}],"usage":{"input_tokens":10,"output_tokens":990}}}'

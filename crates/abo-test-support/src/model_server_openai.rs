@@ -239,6 +239,7 @@ fn tls_config() -> (rustls::ServerConfig, String) {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
     let key = KeyPair::generate().unwrap();
     let mut leaf = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
     leaf.distinguished_name
@@ -250,7 +251,7 @@ fn tls_config() -> (rustls::ServerConfig, String) {
         KeyUsagePurpose::KeyEncipherment,
     ];
     leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let cert = leaf.signed_by(&key, &issuer).unwrap();
     let chain = vec![cert.der().clone()];
     let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(

@@ -285,8 +285,7 @@ async fn git_overhead(
     for i in 0..n {
         std::fs::write(patches.join(format!("p{i}.diff")), patch(i))?;
         backlog.push_str(&format!(
-            "  - {{ id: t{i}, title: T{i}, paths: ['new/n{i}.txt'], patch: {}/p{i}.diff }}\n",
-            patches.display()
+            "  - {{ id: t{i}, title: T{i}, paths: ['new/n{i}.txt'], patch: patches-{files}-{slots}/p{i}.diff }}\n"
         ));
     }
     std::fs::write(

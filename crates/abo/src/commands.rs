@@ -82,14 +82,14 @@ pub(crate) fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
 #[allow(clippy::print_stderr, reason = "progress and notes go to stderr")]
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
-    let (config, _) = load::config(&root, cli.config.as_deref())?;
+    let (config, config_path) = load::config(&root, cli.config.as_deref())?;
     // A relative backlog path is relative to where abo was started (or -C).
     let backlog = if args.backlog.is_absolute() {
         args.backlog.clone()
     } else {
         cli.dir.clone().unwrap_or_default().join(&args.backlog)
     };
-    let (plan, opts) = prepare_run(&root, &config, &backlog, args)?;
+    let (plan, opts) = prepare_run(&root, &config, config_path.as_deref(), &backlog, args)?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
     if args.detach && ctx.store.dialect() != abo_store::Dialect::Postgres {
         return Err(Usage::new(format!(
@@ -136,6 +136,7 @@ async fn workers_alive(ctx: &Ctx) -> bool {
 pub(crate) fn prepare_run(
     root: &Path,
     config: &abo_core::config::Config,
+    config_path: Option<&Path>,
     backlog: &Path,
     args: &RunArgs,
 ) -> anyhow::Result<(abo_core::plan::Plan, RunOptions)> {
@@ -157,7 +158,7 @@ pub(crate) fn prepare_run(
             .into());
     }
     let backlogs = load::backlogs(backlog)?;
-    let mut plan = load::plan(&backlogs, config)?;
+    let mut plan = load::plan(root, &backlogs, config)?;
     if let Some(b) = backend {
         for t in &mut plan.tasks {
             if matches!(t.backend, BackendChoice::Named { .. }) {
@@ -182,7 +183,7 @@ pub(crate) fn prepare_run(
         }
     }
     abo_runtime::create::resolve_autonomy(&plan, config, profile.as_deref())?;
-    let policy = crate::policy_cmd::policy_spec(root, config)?;
+    let policy = crate::policy_cmd::policy_spec(root, config, config_path, backlog)?;
     let opts = RunOptions {
         profile,
         max_parallel,
@@ -195,7 +196,10 @@ pub(crate) fn prepare_run(
 
 async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::Result<u8> {
     let mut progress = Progress::stderr();
-    let state = engine::drive(ctx, id, start, &mut progress).await?;
+    let signals = tokio::spawn(stop_on_signals(Arc::clone(ctx)));
+    let state = engine::drive(ctx, id, start, &mut progress).await;
+    signals.abort();
+    let state = state?;
     let view = status::view(ctx, Some(id.as_str())).await?;
     if cli.json {
         say!("{}", status::to_json(&view));
@@ -204,6 +208,36 @@ async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::R
         say!("{}", next_steps(&state));
     }
     Ok(exit::for_run(&state))
+}
+
+/// SIGINT or SIGTERM: the run pauses, everything running for it is killed, and abo exits 4
+/// (resumable). A second signal ends abo at once, still killing what runs for the run first.
+#[allow(clippy::print_stderr, reason = "the note goes to stderr")]
+async fn stop_on_signals(ctx: Arc<Ctx>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    let mut seen = 0;
+    loop {
+        let name = tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        };
+        seen += 1;
+        if seen == 1 {
+            eprintln!(
+                "\n{name}: pausing the run and stopping what runs for it (again to exit at once)"
+            );
+            let _ = ctx.stop.send(Some(format!("stopped by a person ({name})")));
+        } else {
+            ctx.groups.kill_all();
+            std::process::exit(i32::from(exit::PAUSED));
+        }
+    }
 }
 
 fn next_steps(state: &RunState) -> String {

@@ -135,11 +135,12 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     );
     let config_path = dir.join(".abo-demo/abo.yml");
     let (config, _) = load::config(&dir, Some(&config_path))?;
-    let backlogs = load::backlogs(&dir.join(".abo-demo/backlog.yml"))?;
-    let plan = load::plan(&backlogs, &config)?;
+    let backlog = dir.join(".abo-demo/backlog.yml");
+    let backlogs = load::backlogs(&backlog)?;
+    let plan = load::plan(&dir, &backlogs, &config)?;
     let ctx = open(&dir, &config, cli.store.as_deref()).await?;
     let id = {
-        let policy = crate::policy_cmd::policy_spec(&dir, &config)?;
+        let policy = crate::policy_cmd::policy_spec(&dir, &config, Some(&config_path), &backlog)?;
         let opts = abo_runtime::RunOptions {
             policy,
             ..Default::default()

@@ -240,11 +240,27 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
         });
     }
     if let (Some(c), Some(_)) = (&config, &root) {
+        let sandbox = c.sandbox.spec().mode;
         for (name, b) in &c.backends.named {
+            // Agents: where their key is while they run (never its value).
+            let detail = match b.agent() {
+                Some(_) => {
+                    let spec = abo_runtime::create::resolve_backend(name, b);
+                    let plan = abo_runtime::backends::keys::plan(&spec, sandbox, |k| {
+                        std::env::var(k).ok()
+                    });
+                    format!(
+                        "kind {}; {}",
+                        b.kind(),
+                        abo_runtime::backends::keys::describe(&plan)
+                    )
+                }
+                None => format!("kind {}", b.kind()),
+            };
             checks.push(Check {
                 what: format!("backend {name}"),
                 ok: true,
-                detail: format!("kind {}", b.kind()),
+                detail,
                 ..Default::default()
             });
         }

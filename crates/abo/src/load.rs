@@ -9,6 +9,7 @@ use abo_core::config::Config;
 use abo_core::diag::{InputError, InputErrors};
 use abo_core::plan::Plan;
 use abo_runtime::git::Git;
+use abo_runtime::screen;
 use abo_store::Store;
 
 use crate::exit::Usage;
@@ -59,8 +60,14 @@ pub(crate) fn display_path(p: &Path) -> String {
         .into_owned()
 }
 
+/// A backlog file, parsed, with its text (its secrets are located in it).
+pub(crate) struct Source {
+    pub(crate) backlog: Backlog,
+    pub(crate) text: String,
+}
+
 /// Parses a backlog file, or every `.yml`/`.yaml`/`.md` file of a directory.
-pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Backlog>> {
+pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Source>> {
     let shown = display_path(path);
     if !path.exists() {
         return Err(Usage::new(format!("{shown}: no such file")).into());
@@ -99,7 +106,7 @@ pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Backlog>> {
             }
         };
         match backlog::parse_file(&name, &text) {
-            Ok(b) => out.push(b),
+            Ok(backlog) => out.push(Source { backlog, text }),
             Err(e) => errors.extend(e.0),
         }
     }
@@ -109,9 +116,37 @@ pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Backlog>> {
     Ok(out)
 }
 
-/// Validates backlogs against the config into a plan.
-pub(crate) fn plan(backlogs: &[Backlog], config: &Config) -> anyhow::Result<Plan> {
-    Ok(Plan::build(backlogs, config, &|p: &Path| p.is_file())?)
+/// Validates backlogs against the config into a plan, and checks them like a change: a secret in
+/// a backlog or in a patch file it names, or a patch file outside the repository (`root`) and the
+/// backlog's directory, is refused, located, before anything of it is stored.
+pub(crate) fn plan(root: &Path, sources: &[Source], config: &Config) -> anyhow::Result<Plan> {
+    let scanner = abo_policy::secrets::Scanner::default();
+    let mut screened = Vec::new();
+    let mut refused = Vec::new();
+    for s in sources {
+        screened.extend(screen::secrets(&scanner, &s.backlog, &s.text));
+        let dir = Path::new(&s.backlog.file)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let (errors, paths) =
+            screen::patches(&scanner, &s.backlog, &[root.to_owned(), dir.to_owned()]);
+        screened.extend(errors);
+        refused.extend(paths);
+    }
+    let backlogs: Vec<Backlog> = sources.iter().map(|s| s.backlog.clone()).collect();
+    // A refused patch file is reported as such, not also as missing.
+    let built = Plan::build(&backlogs, config, &|p: &Path| {
+        p.is_file() || refused.iter().any(|r| r == p)
+    });
+    match built {
+        Ok(plan) if screened.is_empty() => Ok(plan),
+        Ok(_) => Err(InputErrors(screened).into()),
+        Err(mut e) => {
+            e.0.extend(screened);
+            Err(e.into())
+        }
+    }
 }
 
 /// Whether the store already exists (a SQLite file on disk).

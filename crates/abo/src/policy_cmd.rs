@@ -12,8 +12,9 @@ use crate::exit::{self, Usage};
 use crate::load;
 use crate::out::say;
 
-/// The `safety` section as the policy's `data.abo.config`.
-pub(crate) fn safety_json(config: &Config) -> serde_json::Value {
+/// The `safety` section as the policy's `data.abo.config`, with abo's own files in it
+/// (`protected_paths`, computed by abo: not a key of abo.yml).
+pub(crate) fn safety_json(config: &Config, protected: &[String]) -> serde_json::Value {
     let s = &config.safety;
     serde_json::json!({
         "allowed_paths": s.allowed_paths,
@@ -21,7 +22,66 @@ pub(crate) fn safety_json(config: &Config) -> serde_json::Value {
         "forbidden_patterns": s.forbidden_patterns,
         "max_diff_lines": s.max_diff_lines.unwrap_or(0),
         "require_reason_for_access": s.require_reason_for_access.unwrap_or(true),
+        "protected": s.protected.unwrap_or_default().as_str(),
+        "protected_paths": protected,
     })
+}
+
+/// abo's own files in the repository, relative to its root (a directory ends in `/`): the
+/// configuration abo was started with, the policy directory, and the run's backlog (a file, or a
+/// directory of them), each when inside the repository. The default bundle adds `abo.yml` and
+/// `.abo/` itself. A change to any of them would rewrite the rules later runs go by.
+pub(crate) fn protected_paths(
+    root: &Path,
+    config: &Config,
+    config_path: Option<&Path>,
+    backlog: Option<&Path>,
+) -> Vec<String> {
+    let policy_dir = root.join(config.safety.policy_dir.as_deref().unwrap_or(".abo/policy"));
+    let mut out: Vec<String> = [(Some(policy_dir.as_path()), true)]
+        .into_iter()
+        .chain([config_path, backlog].map(|p| (p, p.is_some_and(Path::is_dir))))
+        .flat_map(|(p, dir)| p.map(|p| inside(root, p, dir)).unwrap_or_default())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `path` relative to `root` (`/` after a directory), as named and, when it is a symlink, as
+/// resolved: both the link and its target rule later runs. Nothing outside the repository.
+fn inside(root: &Path, path: &Path, dir: bool) -> Vec<String> {
+    let (Ok(root), Ok(path)) = (root.canonicalize(), std::path::absolute(path)) else {
+        return Vec::new();
+    };
+    [named(&path), path.canonicalize().ok()]
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            let rel: Vec<String> = p
+                .strip_prefix(&root)
+                .ok()?
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            (!rel.is_empty()).then(|| rel.join("/") + if dir { "/" } else { "" })
+        })
+        .collect()
+}
+
+/// `path` with its directories resolved (symlinks, `..`) and its own name kept; what does not
+/// exist yet (the policy directory) is kept as written.
+fn named(path: &Path) -> Option<PathBuf> {
+    let mut rest = vec![path.file_name()?.to_owned()];
+    let mut base = path.parent()?;
+    let resolved = loop {
+        if let Ok(r) = base.canonicalize() {
+            break r;
+        }
+        rest.push(base.file_name()?.to_owned());
+        base = base.parent()?;
+    };
+    Some(rest.iter().rev().fold(resolved, |p, c| p.join(c)))
 }
 
 /// The user's policy files: every `.rego` file in `safety.policy_dir` (default `.abo/policy`),
@@ -47,10 +107,15 @@ pub(crate) fn user_policies(root: &Path, config: &Config) -> anyhow::Result<Vec<
         .collect()
 }
 
-/// The run's policy, or the located error of a file that does not parse (exit 2).
-pub(crate) fn load_policy(root: &Path, config: &Config) -> anyhow::Result<Policy> {
+/// The run's policy, or the located error of a file that does not parse (exit 2). `protected`:
+/// abo's own files ([`protected_paths`]).
+pub(crate) fn load_policy(
+    root: &Path,
+    config: &Config,
+    protected: &[String],
+) -> anyhow::Result<Policy> {
     let user = user_policies(root, config)?;
-    Policy::load(&safety_json(config), &user).map_err(|e| match e {
+    Policy::load(&safety_json(config, protected), &user).map_err(|e| match e {
         PolicyError::Syntax {
             file,
             line,
@@ -63,22 +128,27 @@ pub(crate) fn load_policy(root: &Path, config: &Config) -> anyhow::Result<Policy
     })
 }
 
-/// The policy a run is created with: `safety` and the user's files, checked to parse (exit 2).
+/// The policy a run is created with: `safety`, abo's own files among them the run's
+/// configuration and backlog, and the user's files, checked to parse (exit 2).
 pub(crate) fn policy_spec(
     root: &Path,
     config: &Config,
+    config_path: Option<&Path>,
+    backlog: &Path,
 ) -> anyhow::Result<abo_core::spec::PolicySpec> {
-    load_policy(root, config)?;
+    let protected = protected_paths(root, config, config_path, Some(backlog));
+    load_policy(root, config, &protected)?;
     Ok(abo_core::spec::PolicySpec {
-        safety: safety_json(config),
+        safety: safety_json(config, &protected),
         files: user_policies(root, config)?,
     })
 }
 
 pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
-    let (config, _) = load::config(&root, cli.config.as_deref())?;
-    let mut policy = load_policy(&root, &config)?;
+    let (config, path) = load::config(&root, cli.config.as_deref())?;
+    let protected = protected_paths(&root, &config, path.as_deref(), None);
+    let mut policy = load_policy(&root, &config, &protected)?;
     let text = std::fs::read_to_string(input)
         .map_err(|e| Usage::new(format!("{}: {e}", input.display())))?;
     let value: serde_json::Value = serde_json::from_str(&text)
@@ -106,8 +176,9 @@ pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
 
 pub(crate) async fn test(cli: &Cli) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
-    let (config, _) = load::config(&root, cli.config.as_deref())?;
-    let mut policy = load_policy(&root, &config)?;
+    let (config, path) = load::config(&root, cli.config.as_deref())?;
+    let protected = protected_paths(&root, &config, path.as_deref(), None);
+    let mut policy = load_policy(&root, &config, &protected)?;
     let results = policy.run_tests();
     let failed = results.iter().filter(|r| !r.passed).count();
     for r in &results {

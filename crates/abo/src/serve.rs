@@ -55,7 +55,8 @@ impl Control for Api {
                     "backlog: a path inside the repository, relative to its root",
                 ));
             }
-            let (config, _) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
+            let (config, config_path) =
+                load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
             let args = RunArgs {
                 backlog: self.root.join(rel),
                 profile: req.profile,
@@ -69,8 +70,14 @@ impl Control for Api {
                     wall: req.wall,
                 },
             };
-            let (plan, opts) =
-                prepare_run(&self.root, &config, &args.backlog, &args).map_err(to_api)?;
+            let (plan, opts) = prepare_run(
+                &self.root,
+                &config,
+                config_path.as_deref(),
+                &args.backlog,
+                &args,
+            )
+            .map_err(to_api)?;
             let id = abo_runtime::create_run(&self.ctx, &plan, &config, &opts)
                 .await
                 .map_err(|e| to_api(e.into()))?;
@@ -140,8 +147,11 @@ impl Control for Api {
     }
 
     fn evaluate_policy(&self, input: serde_json::Value) -> Result<serde_json::Value, ApiError> {
-        let (config, _) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
-        let mut policy = crate::policy_cmd::load_policy(&self.root, &config).map_err(to_api)?;
+        let (config, path) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
+        let protected =
+            crate::policy_cmd::protected_paths(&self.root, &config, path.as_deref(), None);
+        let mut policy =
+            crate::policy_cmd::load_policy(&self.root, &config, &protected).map_err(to_api)?;
         let d = policy
             .evaluate(&input)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;

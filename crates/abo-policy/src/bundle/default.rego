@@ -97,6 +97,37 @@ deny contains msg if {
 	msg := sprintf("%s is CI configuration", [f.path])
 }
 
+# abo's own files: its configuration, the policy, the run's backlog and `.abo/`. A change to them
+# would rewrite the rules later runs go by (`sandbox: { mode: off }`, a policy that allows all).
+# abo lists the run's (`protected_paths`, relative to the root; a directory ends in `/`); the
+# default configuration file and abo's own directory are protected whatever the input says.
+protected_paths := array.concat(["abo.yml", ".abo/"], object.get(cfg, "protected_paths", []))
+
+protected(path) if {
+	some p in protected_paths
+	path == p
+}
+
+protected(path) if {
+	some p in protected_paths
+	endswith(p, "/")
+	startswith(path, p)
+}
+
+protected_reason(path) := sprintf("%s is abo's own configuration, policy or backlog (safety.protected)", [path])
+
+deny contains protected_reason(f.path) if {
+	object.get(cfg, "protected", "deny") != "needs_approval"
+	some f in files
+	protected(f.path)
+}
+
+require_approval contains protected_reason(f.path) if {
+	object.get(cfg, "protected", "deny") == "needs_approval"
+	some f in files
+	protected(f.path)
+}
+
 # Environment files hold secrets.
 deny contains msg if {
 	some f in files
@@ -115,6 +146,15 @@ require_approval contains msg if {
 	some f in files
 	f.binary
 	msg := sprintf("%s is a binary file", [f.path])
+}
+
+# A symbolic link out of the repository (an absolute target, or `..` above its root): whatever
+# reads through it (a gate, a later task's agent) reads outside the worktree.
+require_approval contains msg if {
+	some f in files
+	f.status != "deleted"
+	object.get(f, "escapes", false)
+	msg := sprintf("%s is a symbolic link out of the repository (to %s)", [f.path, object.get(f, "symlink_target", "?")])
 }
 
 # Changes outside the task's declared scope.

@@ -17,3 +17,12 @@ test_auth_code_is_critical if {
 test_out_of_scope_needs_approval if {
 	count(require_approval) == 1 with input as {"task": {"paths": ["src/**"]}, "change": {"files": [{"path": "README.md", "binary": false}]}}
 }
+
+test_abo_config_is_protected if {
+	count(deny) == 1 with input as {"change": {"files": [{"path": "abo.yml", "binary": false}]}}
+}
+
+test_protected_may_need_approval_instead if {
+	count(require_approval) == 1 with input as {"change": {"files": [{"path": ".abo/policy/p.rego", "binary": false}]}}
+		with data.abo.config as {"protected": "needs_approval"}
+}

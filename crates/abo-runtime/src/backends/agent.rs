@@ -210,6 +210,8 @@ pub struct Ran {
     pub streamed: Option<Streamed>,
     /// Why the attempt failed, if it did.
     pub failure: Option<String>,
+    /// The failure is a configuration error no other attempt would avoid.
+    pub permanent: bool,
     pub transcript: PathBuf,
 }
 
@@ -219,6 +221,9 @@ pub struct Limits<'a> {
     pub meter: Option<Meter<'a>>,
     /// The sandbox the agent runs in (`None`: `sandbox.mode: off`).
     pub sandbox: Option<crate::sandbox::Sandboxed>,
+    /// The egress proxy's refusals that a change of `sandbox.agent_hosts` would fix: the first
+    /// stops the agent.
+    pub refused: Option<tokio::sync::watch::Receiver<Option<crate::egress::Refusal>>>,
 }
 
 /// The attempt's reservation, enforced while the agent streams: past it, the agent is stopped.
@@ -280,6 +285,7 @@ pub async fn run(
         limits.silence,
         AFTER_RESULT_GRACE,
         &transcript,
+        crate::egress::first_refusal(limits.refused.clone()),
         |l| {
             let line = parser.line(l);
             // Past the final result the work is done: what it cost is charged, not stopped.
@@ -311,12 +317,25 @@ pub async fn run(
                 report,
                 streamed: None,
                 failure: Some(format!("could not start `{}`: {e}", i.command)),
+                permanent: false,
                 transcript,
             };
         }
     };
     let o = &streamed.outcome;
-    let failure = if let Some(why) = overspent.filter(|_| streamed.stopped) {
+    // A refusal ends the attempt as a configuration error, also when the agent gave up first.
+    let refusal = streamed.stopped_for.clone().or_else(|| {
+        limits
+            .refused
+            .as_ref()
+            .and_then(|r| r.borrow().as_ref().map(crate::egress::Refusal::reason))
+    });
+    let failure = if let Some(why) = &streamed.stopped_for {
+        Some(format!(
+            "{name} was stopped: {}",
+            crate::egress::refused_failure(why)
+        ))
+    } else if let Some(why) = overspent.filter(|_| streamed.stopped) {
         Some(format!("{name} was stopped: {why}"))
     } else if streamed.silent {
         Some(format!(
@@ -346,10 +365,19 @@ pub async fn run(
     } else {
         None
     };
+    let (failure, permanent) = match (failure, refusal) {
+        (Some(f), Some(why)) if streamed.stopped_for.is_none() => (
+            Some(format!("{f}; {}", crate::egress::refused_failure(&why))),
+            true,
+        ),
+        (Some(f), Some(_)) => (Some(f), true),
+        (f, _) => (f, false),
+    };
     Ran {
         report,
         streamed: Some(streamed),
         failure,
+        permanent,
         transcript,
     }
 }

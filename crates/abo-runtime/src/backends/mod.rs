@@ -5,6 +5,7 @@
 pub mod agent;
 pub mod api;
 pub mod diff;
+pub mod keys;
 pub mod parse;
 pub mod prompt;
 
@@ -181,11 +182,13 @@ async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prom
         }
         _ => 16_000,
     };
+    let rules = crate::sandbox::confined_rules(job.ctx, &job.settings.sandbox);
     let what = prompt::For {
         task: job.task,
         attempt: job.attempt.attempt,
         feedback: job.feedback.as_deref(),
         contract,
+        rules: &rules,
     };
     let mut p = prompt::build(&what, job.worktree, &files, budget, job.ctx.tokenizer());
     p.text = job.redactor.redact(&p.text);
@@ -287,7 +290,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
         false,
     );
     let exit = ran.streamed.as_ref().and_then(|s| s.outcome.exit);
-    let transient = ran.failure.is_some() && r.transient();
+    let transient = ran.failure.is_some() && r.transient() && !ran.permanent;
     Produced {
         outcome: BackendOutcome {
             failure: ran.failure.map(|f| job.redactor.redact(&f)),
@@ -304,6 +307,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
             transcript: store_redacted(job, &ran.transcript),
             prompt: prompt_id,
             transient,
+            permanent: ran.permanent,
             ..Default::default()
         },
         warnings: warning.into_iter().collect(),
@@ -428,7 +432,6 @@ async fn run_agent_on(
         permission_mode,
         args,
         base_url,
-        api_key_env,
         ..
     } = backend
     else {
@@ -436,18 +439,15 @@ async fn run_agent_on(
             report: Default::default(),
             streamed: None,
             failure: Some(format!("backend `{}` is not an agent", backend.name())),
+            permanent: false,
             transcript: scratch.join("transcript.jsonl"),
         };
     };
     let prompt_file = scratch.join("prompt.md");
     let analytics = scratch.join("aider-analytics.jsonl");
     let sandboxed = settings.sandbox.mode != abo_core::config::SandboxMode::Off;
-    let key_env = endpoint_key(
-        *agent,
-        base_url.as_deref(),
-        api_key_env.as_deref(),
-        &mut env,
-    );
+    let plan = keys::plan(backend, settings.sandbox.mode, |k| std::env::var(k).ok());
+    let key_env = endpoint_key(*agent, base_url.as_deref(), &plan.env, &mut env);
     if *agent == abo_core::config::AgentKind::Aider {
         // aider wraps what it prints at 80 columns without a terminal; one line per message.
         env.push(("COLUMNS".to_owned(), "1000".to_owned()));
@@ -481,18 +481,28 @@ async fn run_agent_on(
             format!("abo: codex runs with its own sandbox `-s {mode}`: {why}\n"),
         );
     }
-    // In the sandbox, the agent reaches the network only through abo's egress proxy.
+    // In the sandbox, the agent reaches the network only through abo's egress proxy, which may
+    // hold its key.
     let egress_log = scratch.join("egress.jsonl");
     let proxy = if settings.sandbox.mode == abo_core::config::SandboxMode::Off {
         None
     } else {
-        match crate::egress::start(settings.sandbox.agent_hosts.clone(), egress_log.clone()).await {
+        let mut hosts = settings.sandbox.agent_hosts.clone();
+        hosts.extend(plan.endpoint.as_ref().map(keys::Endpoint::entry));
+        let opts = crate::egress::Options {
+            hosts,
+            log: egress_log.clone(),
+            held: plan.held.clone().into_iter().collect(),
+            upstream_ca: ca_files(),
+        };
+        match crate::egress::start(opts).await {
             Ok(p) => Some(p),
             Err(e) => {
                 return agent_failed(scratch, format!("could not start the egress proxy: {e}"));
             }
         }
     };
+    env.extend(plan.env.iter().cloned());
     let sandbox = match &proxy {
         Some(p) => {
             let url = format!("http://127.0.0.1:{}", p.port);
@@ -505,9 +515,16 @@ async fn run_agent_on(
             ] {
                 env.push((k.to_owned(), url.clone()));
             }
+            if let Some(ca) = &p.ca_pem {
+                match trust_files(scratch, ca) {
+                    Ok(vars) => env.extend(vars),
+                    Err(e) => return agent_failed(scratch, format!("egress proxy CA: {e}")),
+                }
+            }
             let role = crate::sandbox::Role::Agent {
                 kind: *agent,
                 proxy_port: p.port,
+                keys: plan.keys,
             };
             match crate::sandbox::wrap(
                 ctx,
@@ -534,6 +551,7 @@ async fn run_agent_on(
             prices: &settings.pricing,
             model: model.as_deref(),
         }),
+        refused: proxy.as_ref().map(|p| p.refused.clone()),
     };
     let ran = agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups).await;
     drop(proxy);
@@ -553,36 +571,26 @@ async fn run_agent_on(
     ran
 }
 
-/// The variable holding the key of an agent's `base_url:` endpoint, if a key is sent, with what
-/// the agent's environment needs for it: `api_key_env`'s variable (Codex reads it by name; aider,
-/// through litellm, as OPENAI_API_KEY), else OPENAI_API_KEY when it is set. aider refuses to
-/// start without a key, so with none a placeholder stands in (a local server ignores it).
+/// The variable Codex reads the key of its `base_url:` provider from: OPENAI_API_KEY, where the
+/// CLI has it (the key, or the placeholder of a key the egress proxy holds, `keys::plan`); none
+/// for a server that needs no key. aider (litellm) refuses to start without an OpenAI key, so
+/// with none a placeholder stands in, which a local server ignores.
 fn endpoint_key(
     kind: abo_core::config::AgentKind,
     base_url: Option<&str>,
-    api_key_env: Option<&str>,
+    planned: &[(String, String)],
     env: &mut Vec<(String, String)>,
 ) -> Option<String> {
     use abo_core::config::AgentKind;
     base_url?;
-    let value = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty());
-    match (kind, api_key_env) {
-        (AgentKind::Codex, Some(var)) => {
-            if let Some(v) = value(var) {
-                env.push((var.to_owned(), v));
-            }
-            Some(var.to_owned())
-        }
-        (AgentKind::Aider, Some(var)) => {
-            if let Some(v) = value(var) {
-                env.push(("OPENAI_API_KEY".to_owned(), v));
-            }
-            None
-        }
-        (AgentKind::Codex, None) => value("OPENAI_API_KEY").map(|_| "OPENAI_API_KEY".to_owned()),
-        (AgentKind::Aider, None) => {
-            if value("OPENAI_API_KEY").is_none() {
-                env.push(("OPENAI_API_KEY".to_owned(), "abo-no-key".to_owned()));
+    const VAR: &str = "OPENAI_API_KEY";
+    let has_key =
+        planned.iter().any(|(k, _)| k == VAR) || std::env::var(VAR).is_ok_and(|v| !v.is_empty());
+    match kind {
+        AgentKind::Codex => has_key.then(|| VAR.to_owned()),
+        AgentKind::Aider => {
+            if !has_key {
+                env.push((VAR.to_owned(), crate::egress::PLACEHOLDER.to_owned()));
             }
             None
         }
@@ -595,8 +603,68 @@ fn agent_failed(scratch: &Path, why: String) -> agent::Ran {
         report: Default::default(),
         streamed: None,
         failure: Some(why),
+        permanent: false,
         transcript: scratch.join("transcript.jsonl"),
     }
+}
+
+/// The CA bundles the user set (the files that exist), which the egress proxy trusts upstream.
+fn ca_files() -> Vec<(String, std::path::PathBuf)> {
+    crate::sandbox::CA_VARS
+        .iter()
+        .filter_map(|v| {
+            let path = std::path::PathBuf::from(std::env::var_os(v)?);
+            path.is_file().then(|| ((*v).to_owned(), path))
+        })
+        .collect()
+}
+
+/// Writes the bundles that make an agent trust the egress proxy's CA as well as what it trusted
+/// before (the user's bundles, else the system's), and returns the variables naming them: Node
+/// adds `NODE_EXTRA_CA_CERTS` to its roots; Python and Codex take `SSL_CERT_FILE`,
+/// `REQUESTS_CA_BUNDLE` and `CODEX_CA_CERTIFICATE` in place of theirs.
+fn trust_files(scratch: &Path, ca: &str) -> std::io::Result<Vec<(String, String)>> {
+    let read = |v: &str| {
+        std::env::var_os(v)
+            .and_then(|p| std::fs::read_to_string(p).ok())
+            .unwrap_or_default()
+    };
+    let system = crate::egress::SYSTEM_BUNDLES
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .unwrap_or_default();
+    let base = match read("SSL_CERT_FILE") {
+        s if s.is_empty() => system,
+        s => s,
+    };
+    let mut bundle = base;
+    for v in [
+        "REQUESTS_CA_BUNDLE",
+        "CODEX_CA_CERTIFICATE",
+        "NODE_EXTRA_CA_CERTS",
+    ] {
+        bundle.push('\n');
+        bundle.push_str(&read(v));
+    }
+    bundle.push('\n');
+    bundle.push_str(ca);
+    let node = format!("{}\n{ca}", read("NODE_EXTRA_CA_CERTS"));
+    let (bundle_path, node_path) = (
+        scratch.join("egress-ca-bundle.pem"),
+        scratch.join("egress-ca.pem"),
+    );
+    std::fs::write(&bundle_path, bundle)?;
+    std::fs::write(&node_path, node)?;
+    let b = bundle_path.to_string_lossy().into_owned();
+    Ok(vec![
+        (
+            "NODE_EXTRA_CA_CERTS".into(),
+            node_path.to_string_lossy().into_owned(),
+        ),
+        ("SSL_CERT_FILE".into(), b.clone()),
+        ("REQUESTS_CA_BUNDLE".into(), b.clone()),
+        ("CODEX_CA_CERTIFICATE".into(), b),
+    ])
 }
 
 async fn run_api(job: &Job<'_>) -> Produced {

@@ -6,6 +6,8 @@ use std::path::Path;
 use abo_core::glob;
 use abo_core::spec::TaskSpec;
 
+use crate::confined;
+
 /// What the backend must hand back.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Contract {
@@ -17,7 +19,7 @@ pub enum Contract {
 
 /// The version of the prompt templates: part of the result cache's key, so changing how prompts
 /// are written never reuses results of the old ones. Bump it with any change to this module's text.
-pub const TEMPLATE_VERSION: u32 = 1;
+pub const TEMPLATE_VERSION: u32 = 2;
 
 pub const DIFF_SYSTEM: &str = "You are a careful senior software engineer. You change code by replying with a single unified diff, as `git diff` prints it, and nothing else is applied.";
 
@@ -51,6 +53,9 @@ pub struct Prompt {
     pub included: Vec<String>,
     /// Relevant files left out for the budget (or size).
     pub omitted: Vec<String>,
+    /// Relevant files abo does not read for an agent: symbolic links, what its sandbox denies,
+    /// anything but a regular file (see `confined`).
+    pub refused: Vec<String>,
     pub tokens: usize,
 }
 
@@ -91,6 +96,8 @@ pub struct For<'a> {
     pub attempt: u32,
     pub feedback: Option<&'a str>,
     pub contract: Contract,
+    /// What the worktree's files are read under: the agent's own sandbox rules.
+    pub rules: &'a confined::Rules,
 }
 
 pub fn build(
@@ -105,6 +112,7 @@ pub fn build(
         attempt,
         feedback,
         contract,
+        rules,
     } = *what;
     let mut p = format!(
         "# Task `{}`: {}\n\nType: {}. Attempt {attempt}.\n",
@@ -146,14 +154,21 @@ pub fn build(
     let mut used = tokens.count(&p) + tokens.count(&contract_text);
     let mut included = Vec::new();
     let mut omitted = Vec::new();
+    let mut refused = Vec::new();
     let mut section = String::new();
     for f in files {
-        let path = worktree.join(f);
-        let content = match std::fs::metadata(&path) {
-            Ok(m) if m.len() <= MAX_FILE_BYTES => std::fs::read(&path)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok()),
-            _ => None,
+        // Read as the agent could: no symbolic link followed, nothing denied to its sandbox.
+        let content = match confined::read(worktree, f, rules, MAX_FILE_BYTES) {
+            Ok(b) => String::from_utf8(b).ok(),
+            Err(
+                confined::Refused::TooLarge { .. }
+                | confined::Refused::Missing { .. }
+                | confined::Refused::Io { .. },
+            ) => None,
+            Err(_) => {
+                refused.push(f.clone());
+                continue;
+            }
         };
         let Some(content) = content else {
             omitted.push(f.clone());
@@ -191,12 +206,23 @@ pub fn build(
                 .join(", ")
         ));
     }
+    if !refused.is_empty() {
+        p.push_str(&format!(
+            "\nNot shown: {} (abo follows no symbolic link and reads no file your sandbox denies).\n",
+            refused
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     p.push_str(&contract_text);
     let tokens_total = tokens.count(&p);
     Prompt {
         text: p,
         included,
         omitted,
+        refused,
         tokens: tokens_total,
     }
 }
@@ -272,17 +298,24 @@ mod tests {
         std::fs::write(dir.path().join("src/parse.rs"), "fn parse() {}\n").unwrap();
         std::fs::write(dir.path().join("src/big.rs"), "word ".repeat(500)).unwrap();
         std::fs::write(dir.path().join("src/lib.rs"), "mod parse;\n").unwrap();
+        std::os::unix::fs::symlink("/proc/self/environ", dir.path().join("src/env.rs")).unwrap();
         let t = task();
+        let rules = confined::Rules::default();
         let what = For {
             task: &t,
             attempt: 2,
             feedback: Some("gate `test` failed"),
             contract: Contract::DiffOnly,
+            rules: &rules,
         };
-        let p = build(&what, dir.path(), &files[..4], 300, &Words);
+        let mut files = files[..4].to_vec();
+        files.push("src/env.rs".into());
+        let p = build(&what, dir.path(), &files, 300, &Words);
 
         assert_eq!(p.included, ["README.md", "src/parse.rs", "src/lib.rs"]);
         assert_eq!(p.omitted, ["src/big.rs"]);
+        assert_eq!(p.refused, ["src/env.rs"]);
+        assert!(!p.text.contains("PATH="), "{}", p.text);
         assert!(p.tokens <= 300, "{}", p.tokens);
         for part in [
             "# Task `t`: Fix the parser",
@@ -291,6 +324,7 @@ mod tests {
             "## The previous attempt failed\n\ngate `test` failed",
             "### `src/parse.rs`\n\n````\nfn parse() {}\n````",
             "not shown for length: `src/big.rs`",
+            "Not shown: `src/env.rs` (abo follows no symbolic link",
             "```diff fenced block",
         ] {
             assert!(p.text.contains(part), "missing {part:?} in:\n{}", p.text);

@@ -329,3 +329,95 @@ fn plan_through_an_agent_rejects_an_answer_without_json() {
     assert_eq!(a.repo.git(&["status", "--porcelain"]), "");
     assert_eq!(a.repo.extra_worktrees(), Vec::<String>::new());
 }
+
+#[test]
+fn every_key_handed_to_an_agent_is_redacted_by_value() {
+    // Values no credential pattern knows: only their values identify them.
+    let key = "plain-key-value-no-pattern-48151623";
+    let login = "plain-login-token-no-pattern-42";
+    let mut a = setup("");
+    a.env.push(("ANTHROPIC_API_KEY", key.to_owned()));
+    a.env.push(("CLAUDE_CODE_OAUTH_TOKEN", login.to_owned()));
+    let (code, doc, stderr) =
+        a.run("tasks:\n  - { id: echokey, title: Echo its keys, backend: claude }\n");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(task(&doc, "echokey")["status"], "landed", "{doc}");
+    // The agent had the key and printed it (into its transcript and its stderr)...
+    let env = a.logged("claude-echokey-1.env");
+    assert!(env.contains(key), "{env}");
+    // ...and neither reached the store, an artifact, or abo's output.
+    for v in [key, login] {
+        let found = abo_test_support::files_containing(&a.repo.path.join(".abo"), v);
+        assert!(found.is_empty(), "{v} in {found:?}");
+        assert!(!doc.to_string().contains(v) && !stderr.contains(v));
+    }
+    let id = doc["run"]["id"].as_str().unwrap();
+    let finished = finished_event(&a.repo, id, "echokey");
+    let transcript = artifact(&a.repo, &finished["data"]["transcript"]);
+    assert!(
+        transcript.contains("[REDACTED:env:ANTHROPIC_API_KEY]"),
+        "{transcript}"
+    );
+}
+
+#[test]
+fn a_key_written_into_an_agents_args_is_refused_where_it_stands() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nbackends:\n  aider:\n    kind: aider\n    args: [--model, gpt-4.1, --openai-api-key, sk-not-a-real-key-at-all-0000]\n",
+    );
+    let b = repo.write_outside("b.yml", "tasks:\n  - { id: t, title: T, backend: aider }\n");
+    let out = crate::abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("abo.yml:5:"), "{}", out.stderr);
+    assert!(out.stderr.contains("`--openai-api-key`"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("export OPENAI_API_KEY"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("sk-not-a-real-key"), "{}", out.stderr);
+    // Nothing was started, so nothing stored it.
+    assert!(
+        abo_test_support::files_containing(&repo.path, "sk-not-a-real-key")
+            .iter()
+            .all(|p| p.ends_with("abo.yml"))
+    );
+}
+
+#[test]
+fn an_agent_writing_its_own_key_into_the_change_is_denied_whatever_the_encoding() {
+    // The key has no credential's shape: the policy knows it only by its value.
+    let key = "plain-key-value-no-pattern-48151623";
+    let mut a = setup("");
+    a.env.push(("ANTHROPIC_API_KEY", key.to_owned()));
+    let (code, doc, stderr) =
+        a.run("tasks:\n  - { id: leakkey, title: Leak the key, backend: claude }\n");
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(task(&doc, "leakkey")["status"], "denied", "{doc}");
+    assert_eq!(
+        task(&doc, "leakkey")["reason"],
+        "claude-leakkey.txt:1 adds a secret (known-secret)"
+    );
+    // Neither the key nor its encoding is stored anywhere, nor on any branch.
+    use std::io::Write;
+    let b64 = {
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "the test encodes as the agent did"
+        )]
+        let mut c = std::process::Command::new("base64")
+            .arg("-w0")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(key.as_bytes()).unwrap();
+        String::from_utf8(c.wait_with_output().unwrap().stdout).unwrap()
+    };
+    for v in [key, b64.as_str()] {
+        assert!(abo_test_support::files_containing(&a.repo.path.join(".abo"), v).is_empty());
+        assert!(a.repo.git(&["log", "--all", "-p"]).find(v).is_none());
+    }
+}

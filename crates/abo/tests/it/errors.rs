@@ -220,3 +220,157 @@ fn autonomy_errors_start_nothing() {
     );
     assert!(!repo.path.join(".abo").exists(), "nothing created");
 }
+
+/// The whole `abo events --json` of the repository's store.
+fn all_events(repo: &TestRepo) -> String {
+    let out = abo(repo, &["events", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    out.stdout
+}
+
+#[test]
+fn a_backlog_holding_a_secret_is_refused_and_nothing_of_it_is_stored() {
+    let repo = TestRepo::new();
+    config(&repo, CONFIG);
+    let key = "AKIAQWERTYUIOPASDFGH";
+    let backlog = |title: &str, description: &str, run: &str| {
+        format!(
+            "tasks:\n  - id: a\n    title: {title}\n    description: {description}\n    run: '{run}'\n"
+        )
+    };
+    // Control: the same backlog without the key runs, and its title and description are stored
+    // (in `run.created`) and committed (in the landed commit's message).
+    let b = repo.write_outside(
+        "backlog.yml",
+        &backlog("Deploy", "deploy with the team key", "echo a > a.txt"),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let events = all_events(&repo);
+    assert_eq!(events.matches("\"run.created\"").count(), 1);
+    assert!(events.contains("deploy with the team key"));
+    let shown = b.to_str().unwrap();
+    let hint =
+        " (hint: put it in an environment variable the task reads, and name the variable instead)";
+    for (text, want) in [
+        (
+            backlog("Deploy", &format!("deploy with {key}"), "echo a > a.txt"),
+            format!(
+                "backlog.yml:4: tasks[0].description: aws-access-key: a secret in the backlog{hint}"
+            ),
+        ),
+        (
+            backlog("Use \"AKIAQWER\" + \"TYUIOPASDFGH\"", "d", "echo a > a.txt"),
+            format!("backlog.yml:3: tasks[0].title: aws-access-key: a secret in the backlog{hint}"),
+        ),
+        (
+            backlog("Deploy", "d", &format!("echo {key} > a.txt")),
+            format!("backlog.yml:5: tasks[0].run: aws-access-key: a secret in the backlog{hint}"),
+        ),
+    ] {
+        let b = repo.write_outside("backlog.yml", &text);
+        let out = abo(&repo, &["run", b.to_str().unwrap()]);
+        assert_eq!(
+            (
+                out.code,
+                out.stderr.replace(shown, "backlog.yml").trim_end()
+            ),
+            (2, format!("error: {want}").as_str()),
+            "{text}"
+        );
+        assert!(!out.stderr.contains(key) && !out.stdout.contains(key));
+    }
+    // No run was created for them, and the key is nowhere: not in the store, not in an artifact.
+    assert_eq!(all_events(&repo).matches("\"run.created\"").count(), 1);
+    assert_eq!(
+        abo_test_support::files_containing(&repo.path.join(".abo"), key),
+        Vec::<std::path::PathBuf>::new()
+    );
+    assert_eq!(
+        abo_test_support::files_containing(&repo.path.join(".abo"), "TYUIOPASDFGH"),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+#[test]
+fn patch_files_outside_the_repository_or_holding_a_secret_are_refused() {
+    let repo = TestRepo::new();
+    config(&repo, CONFIG);
+    let diff = "diff --git a/hello.txt b/hello.txt\nnew file mode 100644\n--- /dev/null\n+++ b/hello.txt\n@@ -0,0 +1 @@\n+hello\n";
+    // Beside the backlog's directory, not in it: `outside/../outside.diff`.
+    let above = repo.outside.parent().unwrap().join("outside.diff");
+    std::fs::write(&above, diff).unwrap();
+    repo.write_outside("escape.diff", "");
+    std::fs::remove_file(repo.outside.join("escape.diff")).unwrap();
+    std::os::unix::fs::symlink(&above, repo.outside.join("escape.diff")).unwrap();
+    repo.write_outside(
+        "leak.diff",
+        &diff.replace("+hello", "+aws = \"AKIAQWERTYUIOPASDFGH\""),
+    );
+    let outside = |p: &str| {
+        format!(
+            "error: backlog.yml:4:5: task `a`: patch file `{p}` is outside the repository and the backlog's directory (hint: keep the patch in the repository or beside the backlog, and give its path relative to the backlog)"
+        )
+    };
+    let task = |p: &str| format!("tasks:\n  - id: a\n    title: A\n    patch: {p}\n");
+    refused(&repo, &task("../outside.diff"), &outside("../outside.diff"));
+    refused(&repo, &task("/etc/passwd"), &outside("/etc/passwd"));
+    refused(
+        &repo,
+        &task(above.to_str().unwrap()),
+        &outside(above.to_str().unwrap()),
+    );
+    // A symlink beside the backlog is followed: where it leads is what would be read.
+    refused(&repo, &task("escape.diff"), &outside("escape.diff"));
+    // Missing and outside: refused as outside, not also reported missing.
+    refused(
+        &repo,
+        &task("../../nope/x.diff"),
+        &outside("../../nope/x.diff"),
+    );
+    refused(
+        &repo,
+        &task("leak.diff"),
+        "error: backlog.yml:4:5: task `a`: patch file `leak.diff`: line 6: aws-access-key: a secret in the patch (hint: abo stores a task's patch file whole: remove the secret from it)",
+    );
+    // Control: the same patch beside the backlog is read, stored and lands.
+    repo.write_outside("inside.diff", diff);
+    let b = repo.write_outside("backlog.yml", &task("inside.diff"));
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(all_events(&repo).matches("\"run.created\"").count(), 1);
+}
+
+#[test]
+fn a_secret_in_abo_yml_is_refused_before_the_run_records_it() {
+    let repo = TestRepo::new();
+    let key = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let with_gate =
+        |run: &str| format!("version: 1\ngates:\n  - {{ name: deploy, run: '{run}' }}\n");
+    let b = repo.write_outside(
+        "backlog.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
+    );
+    // Control: the same gate without the key runs, and its command is recorded in `run.created`.
+    config(&repo, &with_gate("echo deploying"));
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(all_events(&repo).contains("echo deploying"));
+    config(
+        &repo,
+        &with_gate(&format!("curl -u {key}: https://api.example.invalid")),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(
+        (out.code, out.stderr.trim_end()),
+        (
+            2,
+            "error: the run would record a secret (stripe-key) at `settings.gates[0].run` of its spec: abo.yml and the backlog must hold none (name an environment variable instead)"
+        )
+    );
+    assert_eq!(all_events(&repo).matches("\"run.created\"").count(), 1);
+    assert_eq!(
+        abo_test_support::files_containing(&repo.path.join(".abo"), key),
+        Vec::<std::path::PathBuf>::new()
+    );
+}

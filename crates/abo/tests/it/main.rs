@@ -14,6 +14,7 @@ mod control;
 mod crash;
 mod errors;
 mod golden;
+mod hostile;
 mod notify;
 mod policy;
 mod pr;

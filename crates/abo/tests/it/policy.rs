@@ -294,7 +294,7 @@ fn policy_eval_and_test_on_the_command_line() {
         out.stdout
     );
     assert!(
-        out.stdout.trim_end().ends_with("5 passed, 1 failed"),
+        out.stdout.trim_end().ends_with("7 passed, 1 failed"),
         "{}",
         out.stdout
     );
@@ -410,4 +410,186 @@ fn landed_commits_carry_a_signed_proof_that_verify_checks() {
         "{}",
         out.stderr
     );
+}
+
+const OWN: &str = "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\nsafety:\n  policy_dir: rules\n";
+
+/// Tasks rewriting abo's own files, each beside an ordinary one in the same run.
+const REWRITES: &str = "tasks:\n  - { id: sandbox-off, title: C, run: 'printf \"version: 1\\nsandbox: { mode: off }\\n\" > abo.yml' }\n  - { id: allow-all, title: P, run: 'echo package abo > rules/allow.rego' }\n  - { id: more-tasks, title: B, run: 'echo \"  - { id: x, title: X, run: x }\" >> plans/backlog.yml' }\n  - { id: unignore, title: U, run: 'echo \"!/.abo/\" > .gitignore; mkdir -p .abo/policy; echo package abo > .abo/policy/p.rego' }\n  - { id: relink, title: L, run: 'ln -sfn elsewhere.yml plans/current.yml' }\n  - { id: fine, title: F, run: 'echo ok > fine.txt' }\n";
+
+fn own_files_run(safety: &str) -> (TestRepo, i32, Value) {
+    let repo = TestRepo::new();
+    config(&repo, &format!("{OWN}{safety}"));
+    repo.write("rules/team.rego", "package abo\n");
+    repo.write("plans/backlog.yml", REWRITES);
+    // The run is started through a symlink: the link and its target are both protected.
+    std::os::unix::fs::symlink("backlog.yml", repo.path.join("plans/current.yml")).unwrap();
+    repo.commit_all("rules and backlog");
+    let (code, doc, _) = run(&repo, &repo.path.join("plans/current.yml"), &[]);
+    (repo, code, doc)
+}
+
+fn own(path: &str) -> String {
+    format!("{path} is abo's own configuration, policy or backlog (safety.protected)")
+}
+
+#[test]
+fn a_change_to_abo_own_files_is_denied_and_an_ordinary_one_lands() {
+    let (repo, code, doc) = own_files_run("");
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("sandbox-off", "denied", 1),
+            ("allow-all", "denied", 1),
+            ("more-tasks", "denied", 1),
+            ("unignore", "denied", 1),
+            ("relink", "denied", 1),
+            ("fine", "landed", 1)
+        ])
+    );
+    for (t, path) in [
+        ("sandbox-off", "abo.yml"),
+        ("allow-all", "rules/allow.rego"),
+        ("more-tasks", "plans/backlog.yml"),
+        ("unignore", ".abo/policy/p.rego"),
+        ("relink", "plans/current.yml"),
+    ] {
+        assert_eq!(task(&doc, t)["reason"], own(path), "{t}");
+    }
+    let id = doc["run"]["id"].as_str().unwrap();
+    let base = doc["run"]["base"].as_str().unwrap();
+    let landed: Vec<String> = repo
+        .commits(base, &format!("abo/{id}"))
+        .into_iter()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(landed, ["fine"]);
+    assert_eq!(
+        repo.git(&["show", &format!("abo/{id}:abo.yml")]),
+        format!("{OWN}")
+    );
+}
+
+#[test]
+fn with_safety_protected_needs_approval_a_change_to_abo_own_files_waits_for_a_person() {
+    let (_repo, code, doc) = own_files_run("  protected: needs_approval\n");
+    assert_eq!(code, 4, "only approvals are left: {doc}");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("sandbox-off", "awaiting_approval", 1),
+            ("allow-all", "awaiting_approval", 1),
+            ("more-tasks", "awaiting_approval", 1),
+            ("unignore", "awaiting_approval", 1),
+            ("relink", "awaiting_approval", 1),
+            ("fine", "landed", 1)
+        ])
+    );
+}
+
+#[test]
+fn what_the_diff_would_hide_reaches_the_policy() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
+    );
+    // The secrets come from files outside the repository: a backlog holding one is refused.
+    let key = ["AKIAQWER", "TYUIOPASDFGH"].concat();
+    let out = |name: &str, bytes: &[u8]| {
+        let p = repo.outside.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p.display().to_string()
+    };
+    let plus = out("plus.c", format!("// c\n++ {key};\n").as_bytes());
+    let k = out("k.txt", format!("{key}\n").as_bytes());
+    let blob = out(
+        "blob.bin",
+        &[b"\0\x01".as_slice(), key.as_bytes(), b"\0"].concat(),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        &format!("tasks:\n  - {{ id: plus, title: P, run: 'cp {plus} a.c' }}\n  - {{ id: quoted, title: Q, run: 'mkdir -p .github/workflows; echo on: push > .github/workflows/ci-é.yml' }}\n  - {{ id: attrs, title: A, run: 'echo \"*.txt -diff\" > .gitattributes; cp {k} k.txt' }}\n  - {{ id: blob, title: B, run: 'cp {blob} blob.bin' }}\n  - {{ id: fine, title: F, run: 'printf \"// c\\n++ i;\\n\" > b.c' }}\n"),
+    );
+    let (code, doc, _) = run(&repo, &b, &[]);
+    assert_eq!(code, 1, "{doc}");
+    assert_eq!(
+        brief(&doc),
+        s(&[
+            ("plus", "denied", 1),
+            ("quoted", "denied", 1),
+            ("attrs", "denied", 1),
+            ("blob", "denied", 1),
+            ("fine", "landed", 1)
+        ])
+    );
+    assert_eq!(
+        task(&doc, "plus")["reason"],
+        "a.c:2 adds a secret (aws-access-key)"
+    );
+    assert_eq!(
+        task(&doc, "quoted")["reason"],
+        ".github/workflows/ci-é.yml is CI configuration"
+    );
+    assert_eq!(
+        task(&doc, "attrs")["reason"],
+        "k.txt:1 adds a secret (aws-access-key)"
+    );
+    // Code written as `++` lines is code, not comments: not low risk.
+    let id = doc["run"]["id"].as_str().unwrap();
+    let fine = events(&repo, id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.policy" && e["task"] == "fine")
+        .unwrap();
+    assert_eq!(fine["data"]["risk"], "medium");
+}
+
+#[test]
+fn credentials_a_command_and_a_gate_print_are_redacted_from_every_log() {
+    let repo = TestRepo::new();
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhYm8tdGVzdCJ9.c2lnbmF0dXJlLW9mLXRoZS10b2tlbg";
+    let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    // Outside the repository and the backlog (a backlog holding them is refused): what a tool
+    // prints, as an agent or a test runner might.
+    let creds = repo.write_outside("creds.txt", &format!("token {jwt}\nstripe {stripe}\n"));
+    config(
+        &repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1 }}\ngates:\n  - {{ name: show, run: 'cat {}' }}\n",
+            creds.display()
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: talk, title: T, run: 'echo ok > ok.txt; cat {} >&2' }}\n",
+            creds.display()
+        ),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(task(&doc, "talk")["status"], "landed");
+    let id = doc["run"]["id"].as_str().unwrap();
+    let all = events(&repo, id);
+    // Control: the backend's stderr and the gate's output held both values, where each
+    // `[REDACTED:...]` now is.
+    let redacted = "token [REDACTED:jwt]\nstripe [REDACTED:stripe-key]\n";
+    let backend = all
+        .iter()
+        .find(|e| e["kind"] == "task.backend_finished")
+        .unwrap();
+    assert_eq!(crate::artifact(&repo, &backend["data"]["log"]), redacted);
+    let gate = all.iter().find(|e| e["kind"] == "task.gate").unwrap();
+    assert_eq!(crate::artifact(&repo, &gate["data"]["log"]), redacted);
+    let evs = abo(&repo, &["events", "--json"]);
+    for secret in [jwt, stripe] {
+        assert_eq!(
+            files_containing(&repo.path.join(".abo"), secret),
+            Vec::<std::path::PathBuf>::new()
+        );
+        assert!(!evs.stdout.contains(secret));
+        assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
+    }
 }

@@ -546,3 +546,342 @@ fn an_agent_sends_no_datagram_reaches_no_host_socket_listens_nowhere_and_persist
     assert!(seen.contains("persist: done"), "{seen}");
     assert_eq!(settings, "{}");
 }
+
+#[test]
+fn links_out_of_the_worktree_and_abos_own_files_are_no_way_out() {
+    // Writing through a symlink, or a hard link made to a file outside, changes nothing outside.
+    for attack in [
+        "ln -s {OUT}/target.txt link && echo owned > link; rm -f link",
+        "ln {OUT}/target.txt hard && echo owned > hard; rm -f hard",
+    ] {
+        for (sandbox, changed) in [("{ mode: off }", true), (REQUIRED, false)] {
+            let gate = format!(
+                "test -f {{OUT}}/target.txt || echo original > {{OUT}}/target.txt; {attack}"
+            );
+            let (_, log, repo) = gate_under(sandbox, &gate, &[]);
+            let now = std::fs::read_to_string(repo.outside.join("target.txt")).unwrap_or_default();
+            assert_eq!(now == "owned\n", changed, "{attack} under {sandbox}: {log}");
+        }
+    }
+    // This repository's store and proof key, read directly by path (the key exists once a
+    // first change landed with its signed proof).
+    let store = "f=\"$(git rev-parse --path-format=absolute --git-common-dir)/../.abo\"; cat \"$f/abo.db\" \"$f/proof.key\" > /dev/null";
+    let repo = TestRepo::new();
+    let b = repo.write_outside(
+        "first.yml",
+        "tasks:\n  - { id: first, title: F, run: 'echo 1 > first.txt' }\n",
+    );
+    for (sandbox, want) in [("{ mode: off }", "landed"), (REQUIRED, "failed")] {
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\n"
+            ),
+        );
+        let out = abo(&repo, &["run", b.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert!(repo.path.join(".abo/proof.key").exists());
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\ngates:\n  - {{ name: steal, run: {store:?} }}\n"
+            ),
+        );
+        let b2 = repo.write_outside(
+            "b2.yml",
+            "tasks:\n  - { id: t, title: T, run: 'echo 2 > t.txt' }\n",
+        );
+        let out = abo(&repo, &["run", b2.to_str().unwrap(), "--json"]);
+        let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(doc["tasks"][0]["status"], want, "{sandbox}: {}", out.stderr);
+    }
+}
+
+/// Runs one claude task `task` under `yml` (the whole abo.yml) with the fake agents and `env`;
+/// returns the status document, the repository and the agent log directory.
+fn agent_task(
+    yml: &str,
+    task: &str,
+    env: &[(&str, String)],
+) -> (Value, TestRepo, std::path::PathBuf) {
+    let repo = TestRepo::new();
+    let bin = abo_test_support::agents::install(&repo.outside);
+    let log = repo.outside.join("agent-log");
+    std::fs::create_dir_all(&log).unwrap();
+    config(&repo, yml);
+    let b = repo.write_outside(
+        "b.yml",
+        &format!("tasks:\n  - {{ id: {task}, title: T, backend: claude }}\n"),
+    );
+    let mut env = env.to_vec();
+    env.push((
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    ));
+    env.push(("FAKE_AGENT_LOG", log.display().to_string()));
+    let out = abo_env(&repo, &["run", b.to_str().unwrap(), "--json"], &env);
+    let doc: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    (doc, repo, log)
+}
+
+#[test]
+fn an_agent_retrying_a_refused_host_fails_at_once_as_a_configuration_error() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || for _ in listener.incoming() {});
+    let yml = |hosts: &str| {
+        format!(
+            "version: 1\nattempts: {{ max: 3 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {{ mode: required, env_pass: [REFUSE_TARGET], agent_hosts: [{hosts}] }}\nbackends:\n  claude: {{ kind: claude-code }}\n"
+        )
+    };
+    let target = [("REFUSE_TARGET", format!("localhost:{port}"))];
+    // The attack on the run's time: an agent retrying a host it may not reach, for 30 s a try.
+    let (doc, repo, _) = agent_task(&yml("api.anthropic.com"), "refused", &target);
+    let t = &doc["tasks"][0];
+    assert_eq!(
+        (t["status"].as_str(), t["attempts"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{doc}"
+    );
+    let run = doc["run"]["id"].as_str().unwrap();
+    let failed = events(&repo, run)
+        .into_iter()
+        .find(|e| e["kind"] == "task.failed")
+        .unwrap();
+    let reason = failed["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains(&format!("localhost:{port} is not in sandbox.agent_hosts"))
+            && reason.contains("a configuration error, not retried"),
+        "{reason}"
+    );
+    // Stopped at its first refusals, not after its 300 tries.
+    let kept = repo.path.join(t["worktrees"][0].as_str().unwrap());
+    let tries: u32 = std::fs::read_to_string(kept.join("claude-refused.tries"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(tries < 50, "{tries} tries");
+    // Control: the same agent, the host listed: it gets through and its task lands.
+    let (doc, _, _) = agent_task(&yml(&format!("'localhost:{port}'")), "refused", &target);
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
+}
+
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+/// Reads one request head from `stream`, records it, answers `replied!`.
+fn answer(stream: &mut (impl std::io::Read + std::io::Write), seen: &Seen) {
+    use std::io::BufRead;
+    let mut r = std::io::BufReader::new(&mut *stream);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    drop(r);
+    seen.lock().unwrap().push(head);
+    let _ = stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nreplied!");
+    let _ = stream.flush();
+}
+
+/// A plain-HTTP model gateway on 127.0.0.1: answers `replied!` to every request and records its head.
+fn gateway() -> (u16, Seen) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Seen::default();
+    let s = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for mut conn in listener.incoming().flatten() {
+            answer(&mut conn, &s);
+        }
+    });
+    (port, seen)
+}
+
+/// The same over HTTPS, for `localhost`, with a certificate from a CA of the test's own, whose
+/// PEM file is returned.
+fn https_gateway(dir: &std::path::Path) -> (u16, Seen, std::path::PathBuf) {
+    let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ca = params.self_signed(&key).unwrap();
+    let issuer = rcgen::Issuer::new(params, key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let ca_file = dir.join("gateway-ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = Seen::default();
+    let s = std::sync::Arc::clone(&seen);
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let tls = rustls::ServerConnection::new(std::sync::Arc::clone(&config)).unwrap();
+            let mut stream = rustls::StreamOwned::new(tls, conn);
+            answer(&mut stream, &s);
+        }
+    });
+    (port, seen, ca_file)
+}
+
+#[test]
+fn the_proxy_holds_the_agents_key_and_the_agent_sees_a_placeholder() {
+    // Shaped like no known credential, so that only its variable marks it secret.
+    const KEY: &str = "gw-real-key-0123456789abcdef";
+    let (port, seen) = gateway();
+    let yml = |credentials: &str| {
+        format!(
+            "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {{ mode: required, env_pass: [KEY_UPSTREAM] }}\nbackends:\n  claude: {{ kind: claude-code, base_url: 'http://127.0.0.1:{port}', api_key_env: GATEWAY_KEY, credentials: {credentials} }}\n"
+        )
+    };
+    let env = [
+        ("GATEWAY_KEY", KEY.to_owned()),
+        (
+            "KEY_UPSTREAM",
+            format!("http://127.0.0.1:{port}/v1/messages"),
+        ),
+    ];
+    // The attack: an agent that reads its key from its environment (and could send it anywhere).
+    let (doc, repo, _) = agent_task(&yml("proxy"), "keyprobe", &env);
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    // The gateway (not listed in agent_hosts: its base_url adds it) answered, and saw the key.
+    let answer = repo.git(&["show", &format!("{branch}:claude-keyprobe.txt")]);
+    assert!(answer.starts_with("replied!\n"), "{answer}");
+    let head = seen.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(head.starts_with("post /v1/messages http/1.1"), "{head}");
+    assert!(
+        head.contains(&format!("x-api-key: {}", KEY.to_ascii_lowercase())),
+        "{head}"
+    );
+    // The agent held only the placeholder.
+    let agent_env = answer;
+    assert!(
+        agent_env.contains("ANTHROPIC_API_KEY=abo-proxy-held"),
+        "{agent_env}"
+    );
+    assert!(!agent_env.contains(KEY), "{agent_env}");
+    // Nothing abo stored holds the key either.
+    let leaks = grep_dir(&repo.path.join(".abo"), KEY);
+    assert!(leaks.is_empty(), "{leaks:?}");
+    // `abo doctor` says which mode the backend runs in.
+    let out = abo_env(&repo, &["doctor"], &env);
+    let line = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("backend claude"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        line.contains("credentials proxy: the egress proxy holds GATEWAY_KEY"),
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains(KEY));
+
+    // Control: `credentials: env` puts the key in the agent's environment. A CA bundle the user
+    // set reaches the agent as it is (no TLS is terminated for it).
+    let bundle = repo.write_outside("corp-ca.pem", "");
+    let mut env = env.to_vec();
+    env.push(("NODE_EXTRA_CA_CERTS", bundle.display().to_string()));
+    let (doc, repo, _) = agent_task(&yml("env"), "keyprobe", &env);
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    let agent_env = repo.git(&["show", &format!("{branch}:claude-keyprobe.txt")]);
+    assert!(
+        agent_env.contains(&format!("ANTHROPIC_API_KEY={KEY}")),
+        "{agent_env}"
+    );
+    assert!(
+        agent_env.contains(&format!("NODE_EXTRA_CA_CERTS={}", bundle.display())),
+        "{agent_env}"
+    );
+}
+
+/// The files under `dir` whose bytes contain `needle`.
+fn grep_dir(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle.as_bytes()))
+            {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn over_https_the_agent_trusts_the_proxys_ca_and_the_key_stays_in_the_proxy() {
+    const KEY: &str = "gw-tls-real-key-0123456789abcdef";
+    let outside = TestRepo::new();
+    let (port, seen, ca_file) = https_gateway(&outside.outside);
+    let yml = format!(
+        "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {{ mode: required, env_pass: [KEY_UPSTREAM] }}\nbackends:\n  claude: {{ kind: claude-code, base_url: 'https://localhost:{port}', api_key_env: GATEWAY_KEY }}\n"
+    );
+    // The user's own CA bundle (a corporate or gateway CA): the proxy verifies the gateway with it.
+    let env = [
+        ("GATEWAY_KEY", KEY.to_owned()),
+        (
+            "KEY_UPSTREAM",
+            format!("https://localhost:{port}/v1/messages"),
+        ),
+        ("SSL_CERT_FILE", ca_file.display().to_string()),
+    ];
+    let (doc, repo, _) = agent_task(&yml, "keyprobe", &env);
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    let answer = repo.git(&["show", &format!("{branch}:claude-keyprobe.txt")]);
+    assert!(answer.starts_with("replied!\n"), "{answer}");
+    let head = seen.lock().unwrap()[0].to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("x-api-key: {}", KEY.to_ascii_lowercase())),
+        "{head}"
+    );
+    assert!(
+        answer.contains("ANTHROPIC_API_KEY=abo-proxy-held"),
+        "{answer}"
+    );
+    assert!(!answer.contains(KEY), "{answer}");
+    // The agent's trust: a bundle of the user's CA and the proxy's, for Node, Python and Codex.
+    for var in [
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "REQUESTS_CA_BUNDLE",
+        "CODEX_CA_CERTIFICATE",
+    ] {
+        assert!(answer.contains(&format!("{var}=")), "{var}: {answer}");
+    }
+    assert!(grep_dir(&repo.path.join(".abo"), KEY).is_empty());
+}

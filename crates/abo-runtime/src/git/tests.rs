@@ -1,0 +1,533 @@
+//! The hardening of abo's git calls. Each attack is planted in a worktree as an agent would plant
+//! it, with scripts that leave a marker when they run; abo's calls (through [`Git`]) must leave
+//! none, and the same commands run with plain git (the control) leave every one.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use abo_policy::secrets::Scanner;
+use abo_test_support::{TestRepo, git_in};
+use pretty_assertions::assert_eq;
+
+use super::*;
+
+/// A repository whose owner configured an in-tree `core.hooksPath` (husky's `.husky`), a filter
+/// and a textconv driver (as git-lfs or a diff helper would be), with a submodule-like gitlink
+/// `sub` in its base commit; and scripts that mark the file `marks/<name>` when they run.
+struct Lab {
+    repo: TestRepo,
+    marks: PathBuf,
+    bin: PathBuf,
+}
+
+/// What each attack leaves when it runs: the nested repository's fsmonitor, hooks and clean
+/// filter, the in-tree husky hooks, the owner's filter and textconv drivers named by a
+/// `.gitattributes` the change adds.
+const ATTACKS: &[&str] = &[
+    "clean-x",
+    "filter-sub",
+    "fsmonitor-sub",
+    "hook-sub",
+    "husky",
+    "process-sub",
+    "textconv-x",
+];
+
+impl Lab {
+    fn new() -> Self {
+        let repo = TestRepo::new();
+        let marks = repo.outside.join("marks");
+        let bin = repo.outside.join("bin");
+        std::fs::create_dir_all(&marks).unwrap();
+        std::fs::create_dir_all(bin.join("subhooks")).unwrap();
+        let lab = Self { repo, marks, bin };
+        lab.script(&lab.bin.join("clean-x"), "clean-x", "cat");
+        lab.script(&lab.bin.join("smudge-x"), "smudge-x", "cat");
+        lab.script(&lab.bin.join("textconv-x"), "textconv-x", "cat \"$1\"");
+        lab.script(&lab.bin.join("fsmonitor-sub"), "fsmonitor-sub", "");
+        lab.script(&lab.bin.join("filter-sub"), "filter-sub", "cat");
+        // Not a real long-running filter: git gives up on it, after it ran.
+        lab.script(&lab.bin.join("process-sub"), "process-sub", "exit 1");
+        for h in ["post-index-change", "post-commit", "post-checkout"] {
+            lab.script(&lab.bin.join("subhooks").join(h), "hook-sub", "");
+        }
+        let b = |n: &str| lab.bin.join(n).to_string_lossy().into_owned();
+        for (k, v) in [
+            ("core.hooksPath", ".husky".to_owned()),
+            ("filter.x.clean", b("clean-x")),
+            ("filter.x.smudge", b("smudge-x")),
+            ("diff.x.textconv", b("textconv-x")),
+        ] {
+            lab.repo.git(&["config", k, &v]);
+        }
+        // The base holds a gitlink `sub` (a nested repository with one commit).
+        let sub = lab.repo.path.join("sub");
+        git_in(&lab.repo.path, &["init", "--quiet", "sub"]);
+        std::fs::write(sub.join("a"), "a\n").unwrap();
+        git_in(&sub, &["add", "a"]);
+        git_in(
+            &sub,
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "-qm",
+                "s",
+            ],
+        );
+        lab.repo.git(&["add", "sub"]);
+        lab.repo.git(&["commit", "--quiet", "-m", "base"]);
+        lab
+    }
+
+    /// A shell script that appends to `marks/<mark>`, then runs `body`.
+    fn script(&self, path: &Path, mark: &str, body: &str) {
+        let text = format!(
+            "#!/bin/sh\necho \"$0 $*\" >> '{}'\n{body}\n",
+            self.marks.join(mark).display()
+        );
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    /// The markers left, sorted.
+    fn marked(&self) -> Vec<String> {
+        let mut m: Vec<String> = std::fs::read_dir(&self.marks)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        m.sort();
+        m
+    }
+
+    fn clear(&self) {
+        for m in self.marked() {
+            std::fs::remove_file(self.marks.join(m)).unwrap();
+        }
+    }
+
+    /// What a hostile agent leaves in its worktree.
+    fn plant(&self, wt: &Path) {
+        // The gitlink `sub` made a nested repository at the same commit, with an fsmonitor, hooks
+        // and a clean filter in its own config, and a file changed (same content, new time: git
+        // reads it again, through the filter).
+        let _ = std::fs::remove_dir(wt.join("sub"));
+        let from = self.repo.path.join("sub");
+        git_in(wt, &["clone", "--quiet", &from.to_string_lossy(), "sub"]);
+        let sub = wt.join("sub");
+        let b = |n: &str| self.bin.join(n).to_string_lossy().into_owned();
+        git_in(&sub, &["config", "core.fsmonitor", &b("fsmonitor-sub")]);
+        git_in(&sub, &["config", "core.hooksPath", &b("subhooks")]);
+        git_in(&sub, &["config", "filter.z.clean", &b("filter-sub")]);
+        git_in(&sub, &["config", "filter.y.process", &b("process-sub")]);
+        std::fs::write(sub.join(".git/info/attributes"), "a filter=z\n").unwrap();
+        std::fs::write(sub.join("a"), "a\n").unwrap();
+        std::fs::write(sub.join("untracked"), "u\n").unwrap();
+        // A new nested repository.
+        git_in(wt, &["init", "--quiet", "sub2"]);
+        git_in(
+            &wt.join("sub2"),
+            &[
+                "-c",
+                "user.name=t",
+                "-c",
+                "user.email=t@t",
+                "commit",
+                "--quiet",
+                "--allow-empty",
+                "-m",
+                "x",
+            ],
+        );
+        git_in(
+            &wt.join("sub2"),
+            &["config", "core.fsmonitor", &b("fsmonitor-sub")],
+        );
+        // Hooks where the owner's core.hooksPath looks.
+        for h in [
+            "post-index-change",
+            "post-commit",
+            "post-checkout",
+            "post-merge",
+        ] {
+            self.script(&wt.join(".husky").join(h), "husky", "");
+        }
+        // A `.gitmodules` asking for the nested repository's dirty state, attributes naming the
+        // owner's drivers for every file, and an ordinary change.
+        std::fs::write(
+            wt.join(".gitmodules"),
+            "[submodule \"sub\"]\n\tpath = sub\n\turl = ./sub\n\tignore = none\n",
+        )
+        .unwrap();
+        std::fs::write(wt.join(".gitattributes"), "* filter=x diff=x\n").unwrap();
+        std::fs::write(wt.join("README.md"), "# test repo\nmore\n").unwrap();
+        std::fs::write(wt.join("notes.txt"), "notes\n").unwrap();
+    }
+
+    /// The nested repository's file now goes through its long-running (`process`) filter. Last:
+    /// git in the nested repository fails on that filter, after running it.
+    fn use_process_filter(&self, wt: &Path) {
+        std::fs::write(wt.join("sub/.git/info/attributes"), "a filter=y\n").unwrap();
+        std::fs::write(wt.join("sub/a"), "a\n").unwrap();
+    }
+}
+
+/// Plain git, as abo ran it before its hardening; the exit status does not matter.
+fn plain(dir: &Path, args: &[&str]) {
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the control runs git without abo"
+    )]
+    let _ = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+}
+
+#[tokio::test]
+async fn no_git_call_on_a_hostile_worktree_runs_what_the_worktree_planted() {
+    let lab = Lab::new();
+    let git = Git::new(lab.repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let wt = lab.repo.outside.join("wt");
+    git.add_worktree(&wt, "abo-attempt/r/t-1", &base)
+        .await
+        .unwrap();
+    lab.plant(&wt);
+    lab.clear();
+
+    // Every class of call abo makes on an attempt's worktree: the change read after the backend
+    // and after a gate (stage + diff), the prompt's files, a status, the commit, its trailers,
+    // the cache's diff, the dashboard's show, the worktree's removal.
+    let scanner = Scanner::default();
+    let change = crate::change::summarize(&git, &wt, &scanner).await.unwrap();
+    let change2 = crate::change::summarize(&git, &wt, &scanner).await.unwrap();
+    let paths: Vec<&str> = change.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            ".gitattributes",
+            ".gitmodules",
+            ".husky/post-checkout",
+            ".husky/post-commit",
+            ".husky/post-index-change",
+            ".husky/post-merge",
+            "README.md",
+            "notes.txt",
+            "sub2",
+        ],
+        "the policy still sees the change, the new nested repository as a gitlink"
+    );
+    assert_eq!(change.files, change2.files);
+    lab.use_process_filter(&wt);
+    let change3 = crate::change::summarize(&git, &wt, &scanner).await.unwrap();
+    assert_eq!(change.files, change3.files);
+    git.run_in(&wt, &["ls-files", "-z"]).await.unwrap();
+    git.run_in(&wt, &["status", "--porcelain"]).await.unwrap();
+    let commit = git
+        .commit_all(
+            &wt,
+            &["t".into(), "Abo-Run: r\nAbo-Task: t\nAbo-Attempt: 1".into()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        git.abo_trailers(commit.as_str()).await.unwrap().attempt,
+        Some(1)
+    );
+    let committed = git
+        .run(&["show", "--name-only", "--format=", commit.as_str()])
+        .await
+        .unwrap();
+    assert!(
+        committed.contains("notes.txt") && committed.contains("sub2"),
+        "{committed}"
+    );
+    git.run(&["diff", "--binary", base.as_str(), commit.as_str()])
+        .await
+        .unwrap();
+    git.run(&[
+        "show",
+        "--stat",
+        "--patch",
+        "--format=%H %s",
+        commit.as_str(),
+        "--",
+    ])
+    .await
+    .unwrap();
+    git.remove_worktree(&wt).await.unwrap();
+    assert_eq!(
+        lab.marked(),
+        Vec::<String>::new(),
+        "abo's git ran nothing planted"
+    );
+
+    // Control: the same commands, plain, on the same planted worktree run every attack.
+    let wt = lab.repo.outside.join("control");
+    git_in(
+        &lab.repo.path,
+        &[
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            &wt.to_string_lossy(),
+            base.as_str(),
+        ],
+    );
+    lab.plant(&wt);
+    lab.clear();
+    plain(&wt, &["add", "--all", "--intent-to-add"]);
+    plain(&wt, &["diff", "HEAD", "--raw", "--numstat", "--patch"]);
+    plain(&wt, &["add", "-A"]);
+    plain(&wt, &["commit", "--quiet", "--no-verify", "-m", "t"]);
+    lab.use_process_filter(&wt);
+    plain(&wt, &["diff", "HEAD"]);
+    let marked = lab.marked();
+    for attack in ATTACKS {
+        assert!(
+            marked.iter().any(|m| m == attack),
+            "plain git did not run {attack}: {marked:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn applying_a_patch_runs_no_filter_its_attributes_name_and_writes_nothing_outside() {
+    let lab = Lab::new();
+    let git = Git::new(lab.repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    // Attributes at the root and in a new directory naming the owner's filter for the files the
+    // patch adds after them, a symlink out of the worktree and a file through it.
+    let outside = lab.repo.outside.join("victim");
+    std::fs::create_dir_all(&outside).unwrap();
+    let patch = lab.repo.write_outside(
+        "change.diff",
+        &format!(
+            "diff --git a/.gitattributes b/.gitattributes\nnew file mode 100644\n--- /dev/null\n+++ b/.gitattributes\n@@ -0,0 +1 @@\n+* filter=x diff=x\n\
+diff --git a/d/.gitattributes b/d/.gitattributes\nnew file mode 100644\n--- /dev/null\n+++ b/d/.gitattributes\n@@ -0,0 +1 @@\n+* filter=x\n\
+diff --git a/d/new.txt b/d/new.txt\nnew file mode 100644\n--- /dev/null\n+++ b/d/new.txt\n@@ -0,0 +1 @@\n+hello\n\
+diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n@@ -1 +1,2 @@\n # test repo\n+more\n\
+diff --git a/link b/link\nnew file mode 120000\n--- /dev/null\n+++ b/link\n@@ -0,0 +1 @@\n+{}\n\\ No newline at end of file\n\
+diff --git a/link/pwned b/link/pwned\nnew file mode 100644\n--- /dev/null\n+++ b/link/pwned\n@@ -0,0 +1 @@\n+x\n",
+            outside.display()
+        ),
+    );
+    let wt = lab.repo.outside.join("wt");
+    git.add_detached_worktree(&wt, &base).await.unwrap();
+    lab.clear();
+    let refused = git.apply(&wt, &patch, true).await.unwrap_err();
+    assert!(refused.contains("beyond a symbolic link"), "{refused}");
+    assert!(!outside.join("pwned").exists());
+    // Without the file through the link, it applies, and runs nothing.
+    let text = std::fs::read_to_string(&patch).unwrap();
+    let text = &text[..text.find("diff --git a/link/pwned").unwrap()];
+    std::fs::write(&patch, text).unwrap();
+    git.apply(&wt, &patch, true).await.unwrap();
+    git.apply(&wt, &patch, false).await.unwrap();
+    assert_eq!(
+        std::fs::read_to_string(wt.join("d/new.txt")).unwrap(),
+        "hello\n"
+    );
+    assert_eq!(lab.marked(), Vec::<String>::new());
+    // Control: the attributes the patch wrote name a live driver, which plain git runs.
+    plain(&wt, &["add", "-A"]);
+    assert_eq!(lab.marked(), ["clean-x"]);
+}
+
+/// The worktree's `.git` file rewritten to name a git directory of the agent's own, whose config
+/// defines a filter its `info/attributes` applies to every file: abo's git keeps to the
+/// worktree's real git directory.
+#[tokio::test]
+async fn a_rewritten_git_file_does_not_redirect_abos_git() {
+    let lab = Lab::new();
+    let git = Git::new(lab.repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let evil = lab.repo.outside.join("evil.git");
+    git_in(
+        &lab.repo.outside,
+        &["init", "--quiet", "--bare", "evil.git"],
+    );
+    lab.script(&lab.bin.join("evil-filter"), "evil-filter", "cat");
+    let filter = lab.bin.join("evil-filter").to_string_lossy().into_owned();
+    git_in(&evil, &["config", "filter.e.clean", &filter]);
+    git_in(&evil, &["config", "core.bare", "false"]);
+    std::fs::create_dir_all(evil.join("info")).unwrap();
+    std::fs::write(evil.join("info/attributes"), "* filter=e\n").unwrap();
+    let mut dirs = Vec::new();
+    for name in ["wt", "control"] {
+        let wt = lab.repo.outside.join(name);
+        git.add_worktree(&wt, &format!("abo-attempt/{name}"), &base)
+            .await
+            .unwrap();
+        std::fs::write(wt.join("notes.txt"), "notes\n").unwrap();
+        std::fs::write(wt.join(".git"), format!("gitdir: {}\n", evil.display())).unwrap();
+        dirs.push(wt);
+    }
+    lab.clear();
+    let change = crate::change::summarize(&git, &dirs[0], &Scanner::default())
+        .await
+        .unwrap();
+    let paths: Vec<&str> = change.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["notes.txt"], "read against the worktree's own HEAD");
+    let commit = git.commit_all(&dirs[0], &["t".into()]).await.unwrap();
+    assert_eq!(
+        git.branch_head("abo-attempt/wt").await.unwrap(),
+        Some(commit),
+        "committed on the worktree's own branch"
+    );
+    assert_eq!(lab.marked(), Vec::<String>::new());
+    // Control: plain git follows the `.git` file and runs the filter.
+    plain(&dirs[1], &["add", "-A"]);
+    assert_eq!(lab.marked(), ["evil-filter"]);
+}
+
+/// A `.gitattributes` already committed (an earlier task's, approved) names the owner's textconv
+/// driver, and the owner configured an external diff: abo's diffs of a change run neither.
+#[tokio::test]
+async fn diffs_run_no_textconv_or_external_diff() {
+    let lab = Lab::new();
+    lab.script(&lab.bin.join("ext-diff"), "ext-diff", "");
+    let ext = lab.bin.join("ext-diff").to_string_lossy().into_owned();
+    lab.repo.git(&["config", "diff.external", &ext]);
+    lab.repo.write(".gitattributes", "*.md diff=x\n");
+    lab.repo.git(&["add", ".gitattributes"]);
+    lab.repo.git(&["commit", "--quiet", "-m", "attributes"]);
+    let git = Git::new(lab.repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let wt = lab.repo.outside.join("wt");
+    git.add_detached_worktree(&wt, &base).await.unwrap();
+    std::fs::write(wt.join("README.md"), "# test repo\nmore\n").unwrap();
+    lab.clear();
+    let change = crate::change::summarize(&git, &wt, &Scanner::default())
+        .await
+        .unwrap();
+    assert_eq!(change.added_text, "more\n", "the diff is git's own");
+    let commit = git.commit_all(&wt, &["t".into()]).await.unwrap();
+    git.run(&["diff", "--binary", base.as_str(), commit.as_str()])
+        .await
+        .unwrap();
+    git.run(&["show", "--patch", commit.as_str()])
+        .await
+        .unwrap();
+    git.run(&["log", "-p", "-1", commit.as_str()])
+        .await
+        .unwrap();
+    assert_eq!(lab.marked(), Vec::<String>::new());
+    // Control: plain git runs both.
+    plain(&lab.repo.path, &["diff", base.as_str(), commit.as_str()]);
+    plain(&lab.repo.path, &["show", "--ext-diff", commit.as_str()]);
+    plain(&lab.repo.path, &["show", "--no-ext-diff", commit.as_str()]);
+    assert_eq!(lab.marked(), ["ext-diff", "textconv-x"]);
+}
+
+#[test]
+fn every_call_carries_the_hardening_and_diffs_their_options_after_the_subcommand() {
+    let mut head: Vec<&str> = HARDENING.iter().flat_map(|c| ["-c", *c]).collect();
+    assert_eq!(
+        hardened_args(&["apply", "--check", "p.diff"]),
+        [&head[..], &["apply", "--check", "p.diff"]].concat(),
+        "no attribute source for apply"
+    );
+    head.extend(["-c", ATTR_TREE]);
+    let check = |args: &[&str], tail: &[&str]| {
+        let got = hardened_args(args);
+        assert_eq!(&got[..head.len()], &head[..], "{got:?}");
+        assert_eq!(&got[head.len()..], tail);
+    };
+    check(
+        &["-c", "commit.gpgsign=false", "commit", "-m", "x"],
+        &["-c", "commit.gpgsign=false", "commit", "-m", "x"],
+    );
+    check(
+        &["diff", "HEAD", "--raw"],
+        &[
+            "diff",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--ignore-submodules=dirty",
+            "HEAD",
+            "--raw",
+        ],
+    );
+    check(
+        &["log", "-1"],
+        &[
+            "log",
+            "--no-ext-diff",
+            "--no-textconv",
+            "--ignore-submodules=dirty",
+            "-1",
+        ],
+    );
+    check(
+        &["status", "--porcelain"],
+        &["status", "--ignore-submodules=dirty", "--porcelain"],
+    );
+    check(&["add", "--all"], &["add", "--all"]);
+}
+
+/// A branch after the base holding another run's commit for the same task and attempt (brought
+/// there by a rebase or a merge of an old run), then this run's.
+#[tokio::test]
+async fn recovery_takes_only_this_runs_commit_after_the_base() {
+    let repo = TestRepo::new();
+    let trailer = |run: &str| format!("Abo-Run: {run}\nAbo-Task: t\nAbo-Attempt: 1");
+    // The base itself is a commit this run's id made once for the task: before the base, so not
+    // this run's landing.
+    repo.git(&[
+        "commit",
+        "--quiet",
+        "--allow-empty",
+        "-m",
+        "t",
+        "-m",
+        &trailer("r2"),
+    ]);
+    let git = Git::new(repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    repo.git(&["branch", "abo/r2"]);
+    repo.git(&["checkout", "--quiet", "abo/r2"]);
+    repo.write("old.txt", "old\n");
+    repo.git(&["add", "old.txt"]);
+    repo.git(&["commit", "--quiet", "-m", "t", "-m", &trailer("r1")]);
+    let old = git.rev_parse("HEAD").await.unwrap();
+    let (r1, r2, t) = (RunId::new("r1"), RunId::new("r2"), TaskId::new("t"));
+    assert_eq!(
+        git.find_task_commit(&base, "abo/r2", &r2, &t)
+            .await
+            .unwrap(),
+        None,
+        "neither the old run's commit nor one before the base"
+    );
+    // Control: the old commit is in the range and matches task and attempt, as the old
+    // matching (by `Abo-Task` alone) took it.
+    assert_eq!(
+        git.find_task_commit(&base, "abo/r2", &r1, &t)
+            .await
+            .unwrap(),
+        Some((old.clone(), 1))
+    );
+    let trailers = git.abo_trailers(old.as_str()).await.unwrap();
+    assert_eq!(
+        (trailers.task.as_deref(), trailers.attempt),
+        (Some("t"), Some(1))
+    );
+    repo.write("new.txt", "new\n");
+    repo.git(&["add", "new.txt"]);
+    repo.git(&["commit", "--quiet", "-m", "t", "-m", &trailer("r2")]);
+    let new = git.rev_parse("HEAD").await.unwrap();
+    assert_eq!(
+        git.find_task_commit(&base, "abo/r2", &r2, &t)
+            .await
+            .unwrap(),
+        Some((new, 1))
+    );
+}

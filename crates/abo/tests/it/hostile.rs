@@ -1,0 +1,142 @@
+//! What one task's agent leaves for the next: symbolic links out of the worktree, which abo must
+//! not follow when it builds the next task's prompt.
+
+use abo_test_support::{TestRepo, files_containing, git_in};
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use crate::{abo, abo_env, artifact, brief, config, events, s};
+
+const SECRET: &str = "TOPSECRET-7f3a19c2";
+const CANARY: &str = "canary-value-91c2e8";
+
+/// Task 1 commits `notes.md -> <a deny_read file>`, `env.txt -> /proc/self/environ` and
+/// `key.txt -> .abo/proof.key`; task 2's description names them. The links need approval; once
+/// approved, task 2's prompt, its agent's command line, the events and every file abo keeps hold
+/// none of what they point at.
+#[test]
+fn links_out_of_the_worktree_need_approval_and_never_reach_the_next_prompt() {
+    let repo = TestRepo::new();
+    let out = repo.outside.display().to_string();
+    std::fs::create_dir_all(repo.outside.join("secret")).unwrap();
+    std::fs::write(repo.outside.join("secret/key"), format!("{SECRET}\n")).unwrap();
+    let bin = abo_test_support::agents::install(&repo.outside);
+    let log = repo.outside.join("agent-log");
+    std::fs::create_dir_all(&log).unwrap();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1 }}\nsandbox: {{ mode: off, deny_read: ['{out}/secret'] }}\nbackends:\n  claude: {{ kind: claude-code, model: sonnet, max_turns: 5 }}\n"
+        ),
+    );
+    let key = repo.path.join(".abo/proof.key");
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: plant, title: P, run: 'ln -s {out}/secret/key notes.md; ln -s /proc/self/environ env.txt; ln -s {} key.txt' }}\n  - {{ id: read, title: R, deps: [plant], backend: claude, description: 'Summarize notes.md, env.txt and key.txt.' }}\n",
+            key.display()
+        ),
+    );
+    let env = [
+        (
+            "PATH",
+            format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        ),
+        ("FAKE_AGENT_LOG", log.display().to_string()),
+        ("ABO_IT_CANARY", CANARY.to_owned()),
+    ];
+    let args = ["run", b.to_str().unwrap(), "--json"];
+    let first = abo_env(&repo, &args, &env);
+    let doc: Value = serde_json::from_str(&first.stdout).unwrap();
+    assert_eq!(
+        brief(&doc),
+        s(&[("plant", "awaiting_approval", 1), ("read", "pending", 0)]),
+        "{}",
+        first.stderr
+    );
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let approvals = abo(&repo, &["approvals"]).stdout;
+    for reason in [
+        format!("notes.md is a symbolic link out of the repository (to {out}/secret/key)"),
+        "env.txt is a symbolic link out of the repository (to /proc/self/environ)".to_owned(),
+        "key.txt is a symbolic link out of the repository".to_owned(),
+    ] {
+        assert!(approvals.contains(&reason), "{reason} in {approvals}");
+    }
+    let approved = abo(
+        &repo,
+        &["approve", &format!("{id}/plant/1"), "--reason", "ok"],
+    );
+    assert_eq!(approved.code, 0, "{}", approved.stderr);
+    let resumed = abo_env(&repo, &["resume", &id, "--json"], &env);
+    let doc: Value = serde_json::from_str(&resumed.stdout).unwrap();
+    assert_eq!(
+        brief(&doc),
+        s(&[("plant", "landed", 1), ("read", "landed", 1)]),
+        "{}",
+        resumed.stderr
+    );
+
+    let all = events(&repo, &id);
+    let finished = all
+        .iter()
+        .find(|e| e["kind"] == "task.backend_finished" && e["task"] == "read")
+        .unwrap();
+    let prompt = artifact(&repo, &finished["data"]["prompt"]);
+    assert!(
+        prompt
+            .contains("Not shown: `env.txt`, `key.txt`, `notes.md` (abo follows no symbolic link"),
+        "the links are named, not read: {prompt}"
+    );
+    let key_text = std::fs::read_to_string(&key).unwrap_or_default();
+    let agent_args = std::fs::read_to_string(log.join("claude-read-1.args")).unwrap();
+    let events_text = serde_json::to_string(&all).unwrap();
+    for (what, text) in [
+        ("prompt", &prompt),
+        ("agent's arguments", &agent_args),
+        ("events", &events_text),
+    ] {
+        for needle in [SECRET, CANARY, "PATH="] {
+            assert!(!text.contains(needle), "{needle} in the {what}: {text}");
+        }
+        if !key_text.trim().is_empty() {
+            assert!(
+                !text.contains(key_text.trim()),
+                "the proof key in the {what}"
+            );
+        }
+    }
+    for needle in [SECRET, CANARY] {
+        assert_eq!(
+            files_containing(&repo.path.join(".abo"), needle),
+            Vec::<std::path::PathBuf>::new(),
+            "{needle} in abo's files"
+        );
+    }
+
+    // Control: the run branch does hold the links, and a naive read through them reaches the
+    // denied file and an environment.
+    let ctl = repo.outside.join("control");
+    git_in(
+        &repo.path,
+        &[
+            "worktree",
+            "add",
+            "--quiet",
+            "--detach",
+            &ctl.to_string_lossy(),
+            &format!("abo/{id}"),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(ctl.join("notes.md")).unwrap(),
+        format!("{SECRET}\n")
+    );
+    assert!(
+        String::from_utf8_lossy(&std::fs::read(ctl.join("env.txt")).unwrap()).contains("PATH=")
+    );
+}
