@@ -45,7 +45,16 @@ impl Report {
 pub fn looks_transient(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
     // An account out of quota answers 429 too, but waiting does not help.
-    if t.contains("quota") || t.contains("billing") {
+    // (aider's explanation of every 429 says "check your quotas": that alone is no such answer.)
+    if [
+        "exceeded your current quota",
+        "insufficient_quota",
+        "quota exceeded",
+        "billing details",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+    {
         return false;
     }
     [
@@ -668,6 +677,11 @@ not json: a banner
         // name is no model name.
         let mut p = Parser::new(AgentKind::Aider);
         p.line("litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached");
+        p.line("The API provider has rate limited you. Try again later or check your quotas.");
+        assert!(
+            looks_transient(&p.aider_error.join(" ")),
+            "a rate limit is transient, whatever aider's explanation says of quotas"
+        );
         p.line("Retrying in 0.2 seconds...");
         p.aider_analytics(
             r#"{"event":"message_send","properties":{"main_model":"openai/REDACTED","prompt_tokens":2336,"completion_tokens":60,"cost":0.0052}}"#,
