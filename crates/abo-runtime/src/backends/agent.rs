@@ -35,8 +35,8 @@ pub struct Invocation<'a> {
     /// its key, if one is sent.
     pub base_url: Option<&'a str>,
     pub key_env: Option<&'a str>,
-    /// The attempt's scratch directory: aider's chat and input history go there, not into the
-    /// worktree (where they would become part of the change).
+    /// A directory of the attempt the agent may write: aider's chat and input history go there,
+    /// not into the worktree (where they would become part of the change).
     pub scratch: &'a Path,
 }
 
@@ -300,10 +300,25 @@ pub async fn run(
         },
     )
     .await;
-    if i.kind == AgentKind::Aider
-        && let Ok(log) = std::fs::read_to_string(i.analytics_log)
-    {
-        parser.aider_analytics(&log);
+    if i.kind == AgentKind::Aider {
+        let note = match std::fs::read_to_string(i.analytics_log) {
+            Ok(log) => format!(
+                "abo: aider's analytics log has {} message_send events\n",
+                parser.aider_analytics(&log)
+            ),
+            Err(e) => format!(
+                "abo: aider wrote no analytics log at {}: {e}\n",
+                i.analytics_log.display()
+            ),
+        };
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(scratch.join("agent.stderr.log"))
+        {
+            let _ = f.write_all(note.as_bytes());
+        }
     }
     if i.kind == AgentKind::Aider {
         parser.aider_finish();

@@ -444,7 +444,11 @@ async fn run_agent_on(
         };
     };
     let prompt_file = scratch.join("prompt.md");
-    let analytics = scratch.join("aider-analytics.jsonl");
+    // What aider writes (its analytics log, its history) goes where the sandbox lets an agent
+    // write: the attempt's own temporary directory, not the worktree, not the scratch directory.
+    let agent_files = scratch.join("agent.tmp");
+    let _ = std::fs::create_dir_all(&agent_files);
+    let analytics = agent_files.join("aider-analytics.jsonl");
     let sandboxed = settings.sandbox.mode != abo_core::config::SandboxMode::Off;
     let plan = keys::plan(backend, settings.sandbox.mode, |k| std::env::var(k).ok());
     let key_env = endpoint_key(*agent, base_url.as_deref(), &plan.env, &mut env);
@@ -466,7 +470,7 @@ async fn run_agent_on(
         sandboxed,
         base_url: base_url.as_deref(),
         key_env: key_env.as_deref(),
-        scratch,
+        scratch: &agent_files,
     };
     if *agent == abo_core::config::AgentKind::Codex
         && let Some(mode) = agent::codex_sandbox(&invocation)

@@ -366,10 +366,12 @@ impl Parser {
     }
 
     /// aider's `--analytics-log` JSONL: its `message_send` events, preferred over the text lines.
-    pub fn aider_analytics(&mut self, jsonl: &str) {
+    /// Returns how many replies (`message_send` events) it holds.
+    pub fn aider_analytics(&mut self, jsonl: &str) -> usize {
         let mut usage = Usage::default();
         let mut cost = 0.0;
         let mut seen = false;
+        let mut replies = 0;
         for line in jsonl.lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
                 continue;
@@ -378,6 +380,7 @@ impl Parser {
                 continue;
             }
             seen = true;
+            replies += 1;
             let p = &v["properties"];
             usage.input_tokens += u(p, "prompt_tokens");
             usage.output_tokens += u(p, "completion_tokens");
@@ -396,6 +399,7 @@ impl Parser {
             self.report.usage = Some(usage);
             self.report.cost_usd = Some(cost);
         }
+        replies
     }
 
     /// After aider exited: one that never got a reply from the model (it retries for about a

@@ -55,6 +55,12 @@ fn assert_scripted_change(r: &Real, server: &ModelServer, doc: &Value, stderr: &
     #[allow(clippy::cast_precision_loss)]
     let k = format!("{:.1}k sent", input as f64 / 1000.0);
     assert!(line.contains(&k), "{line} vs {usage}");
+    // The exact figures came from aider's analytics log, written where the sandbox lets it write.
+    let log = artifact(&r.repo, &e["data"]["log"]);
+    assert!(
+        log.contains("abo: aider's analytics log has 1 message_send events"),
+        "{log}"
+    );
 }
 
 #[test]
