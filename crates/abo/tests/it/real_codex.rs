@@ -107,6 +107,10 @@ fn codex_in_the_sandbox_over_https_lands_the_scripted_change() {
         "{log}"
     );
     assert!(log.contains("--- abo: egress proxy ---"), "{log}");
+    // Its CODEX_HOME (the attempt's own HOME) was writable: it kept its state there.
+    for refused in ["Permission denied", "Read-only file system"] {
+        assert!(!log.contains(refused), "{log}");
+    }
     assert!(
         log.contains(&format!(
             r#"{{"host":"localhost","port":{},"allowed":true"#,
