@@ -106,6 +106,10 @@ pub struct BackendOutcome {
     pub permanent: bool,
     /// The change was an identical earlier attempt's, reused: (cache key, that attempt).
     pub cached: Option<(String, String)>,
+    /// The failure was a usage or rate limit that resets at this time: the backend is held until
+    /// then and the attempt runs again (it is not the change's failure).
+    #[serde(default)]
+    pub hold_until: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -130,6 +134,10 @@ pub enum LandOutcome {
         reason: String,
         log: Option<ArtifactId>,
     },
+    /// The run branch could not move for a cause outside the attempt (a working tree has it
+    /// checked out): the run pauses with `reason`, and the attempt runs again under the same
+    /// number when it resumes, without using up the task's attempts.
+    Blocked { reason: String },
 }
 
 /// The policy's decision on an attempt, or why it could not be made.
@@ -367,6 +375,14 @@ fn resume(
 ) -> Result<(), Rejected> {
     match cx.state.status {
         RunStatus::Planned => return start(cx),
+        // What a finished run still owes (its merge, pull request, notifications) is done now,
+        // once: `run.merge` settles it.
+        RunStatus::Finished if cx.state.closing == crate::state::Closing::Owed => {
+            let merge = merge_decision(cx.state);
+            let run = cx.state.id.clone();
+            cx.effect(Effect::Finish { run, merge });
+            return Ok(());
+        }
         RunStatus::Finished | RunStatus::Killed { .. } => {
             return Err(rejected(cx.state, "resumed"));
         }
@@ -476,7 +492,8 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
             message: o.message,
             transcript: o.transcript,
             prompt: o.prompt,
-            transient: o.transient,
+            // A limit holds the backend until its reset; it does not count toward its circuit.
+            transient: o.transient && o.hold_until.is_none(),
         },
     );
     if let Some((key, source)) = o.cached.clone() {
@@ -506,10 +523,56 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
         };
         charge(cx, task, attempt, spent, source);
     }
-    match o.failure {
-        Some(reason) if o.permanent => attempt_failed_for_good(cx, task, attempt, reason, o.log),
-        Some(reason) => attempt_failed(cx, task, attempt, reason, o.log),
-        None => next_gate(cx, task, attempt),
+    match (o.failure, o.hold_until) {
+        (Some(reason), Some(until)) => held(cx, task, attempt, reason, until),
+        (Some(reason), None) if o.permanent => {
+            attempt_failed_for_good(cx, task, attempt, reason, o.log);
+        }
+        (Some(reason), None) => attempt_failed(cx, task, attempt, reason, o.log),
+        (None, _) => next_gate(cx, task, attempt),
+    }
+}
+
+/// A hold is at least this long, so that a reset already past (a skewed clock) cannot make the
+/// backend be tried again in a tight loop.
+pub const MIN_HOLD_MS: i64 = 1000;
+
+/// The attempt's backend reported a usage or rate limit: the backend is held until its reset and
+/// the same attempt runs again, on a fallback meanwhile or on the backend after the reset.
+fn held(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String, until: Timestamp) {
+    let Some(t) = cx.state.task(task) else { return };
+    let backend = t
+        .backend
+        .clone()
+        .unwrap_or_else(|| t.spec.backend.name().clone());
+    let until = until.max(Timestamp(cx.now.0 + MIN_HOLD_MS));
+    let current = cx.state.health.get(&backend).and_then(|h| h.held_until);
+    if current.is_none_or(|c| c < until) {
+        cx.emit(
+            Some(task),
+            EventBody::BackendHeld {
+                backend: backend.clone(),
+                until,
+                reason: reason.clone(),
+            },
+        );
+    }
+    cx.emit(
+        Some(task),
+        EventBody::TaskRetry {
+            attempt,
+            cause: RetryCause::Quota,
+            reason: format!("quota: {reason}"),
+            log: None,
+            kept_worktree: None,
+        },
+    );
+}
+
+/// Held backends whose reset has come are released.
+fn release_holds(cx: &mut Ctx<'_>) {
+    for backend in cx.state.holds_ended(cx.now) {
+        cx.emit(None, EventBody::BackendReleased { backend });
     }
 }
 
@@ -825,6 +888,18 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
             cx.state.inflight.landing = None;
             attempt_failed(cx, task, attempt, reason, log);
         }
+        LandOutcome::Blocked { reason } => {
+            // Not the attempt's fault: it runs again under the same number once a person has
+            // cleared the way and resumed the run.
+            interrupted(cx, task, attempt, reason.clone());
+            cx.effect(Effect::Cleanup {
+                attempt: cx.attempt(task, attempt),
+                keep: false,
+            });
+            if cx.state.status == RunStatus::Running {
+                cx.emit(None, EventBody::RunPaused { reason });
+            }
+        }
     }
 }
 
@@ -1050,6 +1125,7 @@ fn progress(cx: &mut Ctx<'_>) {
     if cx.state.status.is_terminal() || cx.state.status == RunStatus::Planned {
         return;
     }
+    release_holds(cx);
     promote_ready(cx);
     land_next(cx);
     if cx.state.status == RunStatus::Running {
@@ -1058,8 +1134,8 @@ fn progress(cx: &mut Ctx<'_>) {
                 finish_if_done(cx);
             }
         } else {
-            let blocked = schedule(cx);
-            if !pause_for_budget(cx, &blocked) {
+            let waiting = schedule(cx);
+            if !pause_for_quota(cx, &waiting.held) && !pause_for_budget(cx, &waiting.budget) {
                 finish_if_done(cx);
             }
         }
@@ -1161,15 +1237,36 @@ fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
     }
 }
 
+/// Whether nothing is in flight, landing or waiting to land.
+fn idle(s: &RunState) -> bool {
+    s.in_flight() == 0 && s.inflight.landing.is_none() && s.inflight.land_queue.is_empty()
+}
+
+/// Nothing is in flight and ready tasks wait for held backends (no fallback may run them): the
+/// run pauses with reason `quota` (`abo daemon` resumes it at the reset, as may `abo resume`).
+fn pause_for_quota(cx: &mut Ctx<'_>, held: &[(crate::ids::BackendName, Timestamp)]) -> bool {
+    if held.is_empty() || !idle(cx.state) {
+        return false;
+    }
+    let mut why: Vec<String> = held
+        .iter()
+        .map(|(b, until)| format!("{b} is held until {}", until.to_rfc3339()))
+        .collect();
+    why.sort();
+    why.dedup();
+    cx.emit(
+        None,
+        EventBody::RunPaused {
+            reason: format!("quota: {}", why.join("; ")),
+        },
+    );
+    true
+}
+
 /// Nothing is in flight and caps keep every ready task from starting: the run pauses with
 /// reason `budget` (resumable with raised caps, or in a new day or week).
 fn pause_for_budget(cx: &mut Ctx<'_>, blocked: &[Blocked]) -> bool {
-    let s = &cx.state;
-    if blocked.is_empty()
-        || s.in_flight() > 0
-        || s.inflight.landing.is_some()
-        || !s.inflight.land_queue.is_empty()
-    {
+    if blocked.is_empty() || !idle(cx.state) {
         return false;
     }
     let mut why: Vec<String> = blocked.iter().map(Blocked::describe).collect();
@@ -1240,9 +1337,19 @@ fn land_next(cx: &mut Ctx<'_>) {
     }
 }
 
+/// What kept ready tasks from starting.
+#[derive(Default)]
+struct Waiting {
+    /// Caps.
+    budget: Vec<Blocked>,
+    /// Backends held by a usage limit, with their reset, that no fallback could stand in for.
+    held: Vec<(crate::ids::BackendName, Timestamp)>,
+}
+
 /// Starts ready tasks, highest priority first, within `max_parallel`, never two with overlapping
-/// paths, each only when its reservation fits every cap. Returns what the caps blocked.
-fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
+/// paths, each only when its reservation fits every cap and its backend is not held. Returns what
+/// kept the others waiting.
+fn schedule(cx: &mut Ctx<'_>) -> Waiting {
     let max = cx.state.spec.settings.max_parallel;
     let mut ready: Vec<(i64, usize, TaskId)> = cx
         .state
@@ -1252,14 +1359,14 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
         .map(|t| (-t.spec.priority, t.position, t.spec.id.clone()))
         .collect();
     ready.sort_unstable();
-    let mut blocked = Vec::new();
+    let mut waiting = Waiting::default();
     if let Some(b) = wall_passed(cx.state, cx.now) {
         if let Some((_, _, first)) = ready.first() {
             let first = first.clone();
             exhausted(cx, &first, &b);
-            blocked.push(b);
+            waiting.budget.push(b);
         }
-        return blocked;
+        return waiting;
     }
     // What is in flight and which paths are held, read once: only this loop starts tasks.
     let mut in_flight = cx.state.in_flight();
@@ -1284,8 +1391,13 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
         let attempt = t.next_attempt;
         let feedback = t.feedback.clone();
         let task_cap = t.spec.budget.unwrap_or(cx.state.budgets.task);
-        let Some(choice) = choose_backend(cx.state, &id, attempt, cx.now) else {
-            continue;
+        let choice = match choose_backend(cx.state, &id, attempt, cx.now) {
+            Ok(c) => c,
+            Err(Wait::Busy) => continue,
+            Err(Wait::Held { backend, until }) => {
+                waiting.held.push((backend, until));
+                continue;
+            }
         };
         let backend = choice.backend;
         let reserved = if backend.priced() && cx.state.budgets.any_spend_cap() {
@@ -1312,7 +1424,7 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
                 }
                 Err(b) => {
                     exhausted(cx, &id, &b);
-                    blocked.push(b);
+                    waiting.budget.push(b);
                     continue;
                 }
             }
@@ -1349,7 +1461,7 @@ fn schedule(cx: &mut Ctx<'_>) -> Vec<Blocked> {
         in_flight += 1;
         held.push(paths);
     }
-    blocked
+    waiting
 }
 
 /// The run's wall time is spent: nothing new starts.
@@ -1380,13 +1492,32 @@ struct Choice {
     why: Option<(String, Vec<crate::event::RouteScore>)>,
 }
 
+/// Why an attempt cannot start now.
+enum Wait {
+    /// The chosen backend is at its `parallelism.per_backend` cap.
+    Busy,
+    /// The chosen backend is held by a usage limit until `until`, and no fallback may stand in.
+    Held {
+        backend: crate::ids::BackendName,
+        until: Timestamp,
+    },
+}
+
 /// Routes an attempt (DESIGN §6, `router`): a task that names its backend keeps it; else the first
 /// rule that holds for a healthy backend; else the learned choice for the task's type; else the
-/// default. An open circuit is replaced by the first healthy `router.fallback`. `None` when the
-/// chosen backend is at its `parallelism.per_backend` cap, so the task waits.
-fn choose_backend(state: &RunState, task: &TaskId, attempt: u32, now: Timestamp) -> Option<Choice> {
+/// default. An open circuit or a held backend is replaced by the first `router.fallback` that is
+/// neither; a held one without such a fallback makes the task wait, as does a backend at its
+/// `parallelism.per_backend` cap.
+fn choose_backend(
+    state: &RunState,
+    task: &TaskId,
+    attempt: u32,
+    now: Timestamp,
+) -> Result<Choice, Wait> {
     use crate::route;
-    let t = state.task(task)?;
+    let Some(t) = state.task(task) else {
+        return Err(Wait::Busy);
+    };
     let settings = &state.spec.settings;
     let busy = |name: &crate::ids::BackendName| {
         let n = state
@@ -1416,7 +1547,10 @@ fn choose_backend(state: &RunState, task: &TaskId, attempt: u32, now: Timestamp)
             })
     };
     let healthy = |b: &BackendSpec| {
-        !state.circuit_open(b.name(), now) && !busy(b.name()) && !capped(b.name())
+        !state.circuit_open(b.name(), now)
+            && state.held_until(b.name(), now).is_none()
+            && !busy(b.name())
+            && !capped(b.name())
     };
     let mut choice = Choice {
         backend: t.spec.backend.clone(),
@@ -1440,7 +1574,7 @@ fn choose_backend(state: &RunState, task: &TaskId, attempt: u32, now: Timestamp)
                     backend: b.clone(),
                     why: Some((rule, Vec::new())),
                 };
-                return Some(choice);
+                return Ok(choice);
             }
         }
         if !learnable.is_empty() {
@@ -1448,7 +1582,7 @@ fn choose_backend(state: &RunState, task: &TaskId, attempt: u32, now: Timestamp)
             if let Some((i, scores)) =
                 route::learned(kind, &learnable, &state.router_stats, &mut rng)
             {
-                return Some(Choice {
+                return Ok(Choice {
                     backend: learnable[i].clone(),
                     why: Some((format!("learned: task type `{kind}`"), scores)),
                 });
@@ -1460,26 +1594,34 @@ fn choose_backend(state: &RunState, task: &TaskId, attempt: u32, now: Timestamp)
         // Every choice the router makes is recorded, falling back to the default too.
         choice.why = Some(("default: no rule matched".into(), Vec::new()));
     }
-    if state.circuit_open(choice.backend.name(), now) {
-        let own = choice.backend.name().clone();
-        if let Some(fb) = settings
-            .fallback
-            .iter()
-            .find(|b| *b.name() != own && !state.circuit_open(b.name(), now))
-        {
+    let own = choice.backend.name().clone();
+    let held = state.held_until(&own, now);
+    if held.is_some() || state.circuit_open(&own, now) {
+        let usable = |b: &&BackendSpec| {
+            *b.name() != own
+                && !state.circuit_open(b.name(), now)
+                && state.held_until(b.name(), now).is_none()
+        };
+        if let Some(fb) = settings.fallback.iter().find(usable) {
+            let why = match held {
+                Some(until) => format!("fallback: `{own}` is held until {}", until.to_rfc3339()),
+                None => format!("fallback: the circuit of `{own}` is open"),
+            };
             choice = Choice {
                 backend: fb.clone(),
-                why: Some((
-                    format!("fallback: the circuit of `{own}` is open"),
-                    Vec::new(),
-                )),
+                why: Some((why, Vec::new())),
             };
+        } else if let Some(until) = held {
+            return Err(Wait::Held {
+                backend: own,
+                until,
+            });
         }
     }
     if busy(choice.backend.name()) {
-        return None;
+        return Err(Wait::Busy);
     }
-    Some(choice)
+    Ok(choice)
 }
 
 /// What a routing rule sees of the budget: the tightest of the run, day and week caps.

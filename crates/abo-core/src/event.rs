@@ -42,6 +42,10 @@ pub enum RetryCause {
     Interrupted,
     /// A person asked for fresh attempts (`abo retry`).
     Requested,
+    /// The backend reported a usage or rate limit: it is held until its reset, and the same
+    /// attempt runs again (on a fallback meanwhile, or after the reset). A limit is not the
+    /// change's failure, so it never counts against `attempts.max`.
+    Quota,
 }
 
 /// Token usage as a backend reported it (agent and model backends; none for command and patch).
@@ -276,6 +280,18 @@ pub enum EventBody {
     /// The run branch was offered as a pull (merge) request.
     #[serde(rename = "run.pull_request")]
     RunPullRequest { url: String, number: Option<u64> },
+    /// A backend reported a usage or rate limit with its reset: nothing starts on it until `until`
+    /// (the router's fallback takes its work meanwhile, else the run pauses with reason `quota`).
+    #[serde(rename = "backend.held")]
+    BackendHeld {
+        backend: BackendName,
+        until: Timestamp,
+        /// What the backend said.
+        reason: String,
+    },
+    /// A held backend's reset time came: work starts on it again.
+    #[serde(rename = "backend.released")]
+    BackendReleased { backend: BackendName },
     /// An identical attempt's result was reused: no backend ran.
     #[serde(rename = "cache.hit")]
     CacheHit {
@@ -327,6 +343,8 @@ impl EventBody {
             Self::BudgetAlert { .. } => "budget.alert",
             Self::BudgetExhausted { .. } => "budget.exhausted",
             Self::CacheHit { .. } => "cache.hit",
+            Self::BackendHeld { .. } => "backend.held",
+            Self::BackendReleased { .. } => "backend.released",
             Self::NotifySent { .. } => "notify.sent",
             Self::RunPullRequest { .. } => "run.pull_request",
         }

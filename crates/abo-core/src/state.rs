@@ -43,6 +43,31 @@ impl RunStatus {
     }
 }
 
+/// What a run owes after its last task: the end-of-run effect (`Effect::Finish`: publishing the
+/// run branch, the merge into the base branch or the pull request) and the notifications of the
+/// events that end the run. `run.finished` records it owed before it starts; `run.merge` settles
+/// it. A process killed in between leaves it owed: `abo resume` (or `abo daemon`) completes it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Closing {
+    /// The run has not finished.
+    #[default]
+    Open,
+    /// `run.finished` is recorded, `run.merge` is not yet.
+    Owed,
+    /// `run.merge` is recorded (or the run was killed: a killed run owes nothing).
+    Settled,
+}
+
+impl Closing {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Owed => "owed",
+            Self::Settled => "settled",
+        }
+    }
+}
+
 /// A task's status as shown to people (DESIGN §5), derived from [`TaskState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -265,6 +290,8 @@ pub struct RunState {
     pub id: RunId,
     pub spec: RunSpec,
     pub status: RunStatus,
+    /// What the run still owes after its last task.
+    pub closing: Closing,
     pub tasks: BTreeMap<TaskId, TaskRecord>,
     /// Task ids in plan order.
     pub order: Vec<TaskId>,
@@ -298,6 +325,9 @@ pub const CIRCUIT_COOLDOWN_MS: i64 = 5 * 60 * 1000;
 pub struct Health {
     pub consecutive_transient: u32,
     pub opened_at: Option<Timestamp>,
+    /// The reset of a usage or rate limit the backend reported (`backend.held`), until
+    /// `backend.released`. Independent of the circuit: a limited backend is not a broken one.
+    pub held_until: Option<Timestamp>,
 }
 
 /// Replaying a log that does not describe a run.
@@ -347,6 +377,7 @@ impl RunState {
         Self {
             id,
             status: RunStatus::Planned,
+            closing: Closing::Open,
             tasks,
             order,
             consecutive_failures: 0,
@@ -440,11 +471,14 @@ impl RunState {
                 self.ledger.running_since = Some(e.at);
             }
             EventBody::RunFinished { .. } => {
+                self.closing = Closing::Owed;
                 self.status = RunStatus::Finished;
                 self.finished_at = Some(e.at);
                 self.stop_clock(e.at);
             }
+            EventBody::RunMerge { .. } => self.closing = Closing::Settled,
             EventBody::RunKilled { reason } => {
+                self.closing = Closing::Settled;
                 self.status = RunStatus::Killed {
                     reason: reason.clone(),
                 };
@@ -456,6 +490,14 @@ impl RunState {
             }
             EventBody::BudgetExhausted { cap, .. } => {
                 self.ledger.exhausted.insert(cap.clone());
+            }
+            EventBody::BackendHeld { backend, until, .. } => {
+                self.health.entry(backend.clone()).or_default().held_until = Some(*until);
+            }
+            EventBody::BackendReleased { backend } => {
+                if let Some(h) = self.health.get_mut(backend) {
+                    h.held_until = None;
+                }
             }
             body => {
                 let Some(id) = &e.task else { return };
@@ -517,7 +559,10 @@ impl RunState {
                                     h.opened_at = Some(e.at);
                                 }
                             } else {
-                                *h = Health::default();
+                                *h = Health {
+                                    held_until: h.held_until,
+                                    ..Health::default()
+                                };
                             }
                         }
                     }
@@ -561,7 +606,9 @@ impl RunState {
                                 });
                                 t.state = TaskState::Ready;
                             }
-                            RetryCause::Interrupted => t.state = TaskState::Ready,
+                            RetryCause::Interrupted | RetryCause::Quota => {
+                                t.state = TaskState::Ready;
+                            }
                             RetryCause::Requested => {
                                 t.floor = attempt.saturating_sub(1);
                                 t.feedback = None;
@@ -645,6 +692,23 @@ impl RunState {
             .get(backend)
             .and_then(|h| h.opened_at)
             .is_some_and(|at| now.0 - at.0 < CIRCUIT_COOLDOWN_MS)
+    }
+
+    /// Until when a backend is held by a usage limit it reported, if its reset has not come yet.
+    pub fn held_until(&self, backend: &BackendName, now: Timestamp) -> Option<Timestamp> {
+        self.health
+            .get(backend)
+            .and_then(|h| h.held_until)
+            .filter(|until| *until > now)
+    }
+
+    /// Held backends whose reset has come (`backend.released` is due for each).
+    pub fn holds_ended(&self, now: Timestamp) -> Vec<BackendName> {
+        self.health
+            .iter()
+            .filter(|(_, h)| h.held_until.is_some_and(|u| u <= now))
+            .map(|(b, _)| b.clone())
+            .collect()
     }
 
     /// Counts of tasks by status.

@@ -1467,6 +1467,7 @@ fn router_rules_choose_the_first_match_whose_backend_is_healthy() {
                 crate::state::Health {
                     consecutive_transient: 3,
                     opened_at: Some(Timestamp(0)),
+                    held_until: None,
                 },
             );
         }
@@ -1626,5 +1627,282 @@ fn an_agent_backend_recorded_before_endpoints_and_credentials_reads_as_it_ran() 
     assert_eq!(
         (base_url, api_key_env, credentials),
         (None, None, crate::config::Credentials::Env)
+    );
+}
+
+/// The backend reported a usage limit that resets at `until` (ms).
+fn limited(task: &str, attempt: u32, until: i64) -> Command {
+    let Command::BackendDone {
+        task,
+        attempt,
+        mut outcome,
+    } = backend_failed(
+        task,
+        attempt,
+        "claude-code reported an error: usage limit reached",
+    )
+    else {
+        unreachable!()
+    };
+    outcome.hold_until = Some(Timestamp(until));
+    outcome.transient = true;
+    Command::BackendDone {
+        task,
+        attempt,
+        outcome,
+    }
+}
+
+fn on_premium(tasks: &[T], fallback: bool) -> RunSpec {
+    let mut s = spec(tasks, &[], 2);
+    s.tasks[0].backend = api("premium");
+    if fallback {
+        s.settings.fallback = vec![api("local")];
+    }
+    s
+}
+
+const ONE_TRY: T = T {
+    id: "a",
+    deps: &[],
+    paths: &[],
+    priority: 0,
+    max_attempts: 1,
+};
+
+#[test]
+fn a_held_backend_hands_its_attempt_to_the_fallback_under_the_same_number() {
+    let mut h = Harness::new(on_premium(&[ONE_TRY], true));
+    h.check(
+        vec![Command::Start, limited("a", 1, 60_000), ok("a", 1), allow("a", 1), landed("a", 1, "c1")],
+        expect![[r#"
+            > Start
+              run.started
+              task.ready a
+              task.started a {"attempt":1,"backend":"premium","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+            > backend failed a#1: claude-code reported an error: usage limit reached
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"message":null,"model":null,"ok":false,"prompt":null,"reason":"claude-code reported an error: usage limit reached","transcript":null,"transient":false,"usage":null}
+              backend.held a {"backend":"premium","reason":"claude-code reported an error: usage limit reached","until":"1970-01-01T00:01:00.000Z"}
+              task.retry a {"attempt":1,"cause":"quota","kept_worktree":null,"log":null,"reason":"quota: claude-code reported an error: usage limit reached"}
+              router.decision a {"attempt":1,"backend":"local","rule":"fallback: `premium` is held until 1970-01-01T00:01:00.000Z"}
+              task.started a {"attempt":1,"backend":"local","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+            > backend ok a#1
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+              task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > land a#1 Landed { commit: CommitSha("c1") }
+              task.landed a {"attempt":1,"commit":"c1"}
+              run.finished {"cancelled":0,"failed":0,"landed":1,"skipped":0}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, commit: CommitSha("c1") }
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+              => Finish { run: RunId("r"), merge: Ok(()) }
+        "#]],
+    );
+    let a = h.state.task(&TaskId::new("a")).unwrap();
+    assert_eq!(
+        (a.attempt, a.backend.as_ref().map(|b| b.as_str())),
+        (1, Some("local"))
+    );
+    // The limit is a hold, not a transient failure: the circuit stays closed.
+    let premium = &h.state.health[&BackendName::new("premium")];
+    assert_eq!(premium.consecutive_transient, 0);
+    assert_eq!(premium.held_until, Some(Timestamp(60_000)));
+}
+
+#[test]
+fn a_held_backend_without_fallback_pauses_the_run_until_its_reset() {
+    let mut h = Harness::new(on_premium(&[ONE_TRY], false));
+    h.check(
+        vec![Command::Start, limited("a", 1, 60_000)],
+        expect![[r#"
+            > Start
+              run.started
+              task.ready a
+              task.started a {"attempt":1,"backend":"premium","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+            > backend failed a#1: claude-code reported an error: usage limit reached
+              task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":1,"files_changed":1,"log":null,"message":null,"model":null,"ok":false,"prompt":null,"reason":"claude-code reported an error: usage limit reached","transcript":null,"transient":false,"usage":null}
+              backend.held a {"backend":"premium","reason":"claude-code reported an error: usage limit reached","until":"1970-01-01T00:01:00.000Z"}
+              task.retry a {"attempt":1,"cause":"quota","kept_worktree":null,"log":null,"reason":"quota: claude-code reported an error: usage limit reached"}
+              run.paused {"reason":"quota: premium is held until 1970-01-01T00:01:00.000Z"}
+        "#]],
+    );
+    // Resumed before the reset, it pauses again at once; after it, the hold ends and the task runs.
+    h.now = 30_000;
+    h.check(
+        vec![Command::Resume {
+            landed: vec![],
+            caps: Default::default(),
+        }],
+        expect![[r#"
+            > Resume { landed: [] }
+              run.resumed
+              run.paused {"reason":"quota: premium is held until 1970-01-01T00:01:00.000Z"}
+        "#]],
+    );
+    h.now = 60_000;
+    h.check(
+        vec![Command::Resume {
+            landed: vec![],
+            caps: Default::default(),
+        }],
+        expect![[r#"
+            > Resume { landed: [] }
+              run.resumed
+              backend.released {"backend":"premium"}
+              task.started a {"attempt":1,"backend":"premium","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+        "#]],
+    );
+}
+
+#[test]
+fn while_other_work_runs_a_tick_after_the_reset_releases_the_hold() {
+    let mut h = Harness::new(on_premium(&[ONE_TRY, t("b", &[])], false));
+    h.run(vec![Command::Start]);
+    // b (on `command`) is still in flight: the run does not pause, a waits for the reset.
+    let trace = h.run(vec![limited("a", 1, 60_000), Command::Tick]);
+    assert!(!trace.contains("run.paused"), "{trace}");
+    assert_eq!(trace.matches("task.started").count(), 0, "{trace}");
+    h.now = 60_000;
+    h.check(
+        vec![Command::Tick],
+        expect![[r#"
+            > Tick
+              backend.released {"backend":"premium"}
+              task.started a {"attempt":1,"backend":"premium","worktree":".abo/worktrees/r/a-1"}
+              => start r/a/1
+        "#]],
+    );
+}
+
+#[test]
+fn a_hold_never_consumes_attempts() {
+    // max_attempts: 1, limited twice: the third try still runs as attempt 1, and lands.
+    let mut h = Harness::new(on_premium(&[ONE_TRY], false));
+    let resume = || Command::Resume {
+        landed: vec![],
+        caps: Default::default(),
+    };
+    h.run(vec![Command::Start, limited("a", 1, 60_000)]);
+    h.now = 60_000;
+    h.run(vec![resume(), limited("a", 1, 120_000)]);
+    h.now = 120_000;
+    let trace = h.run(vec![
+        resume(),
+        ok("a", 1),
+        allow("a", 1),
+        landed("a", 1, "c1"),
+    ]);
+    assert!(
+        trace.contains(r#"task.landed a {"attempt":1,"commit":"c1"}"#),
+        "{trace}"
+    );
+    let holds: Vec<String> = h
+        .log
+        .iter()
+        .filter(|e| e.event.body.kind().starts_with("backend."))
+        .map(|e| format!("{} {}", e.event.body.kind(), e.event.body.data()))
+        .collect();
+    assert_eq!(
+        holds,
+        [
+            r#"backend.held {"backend":"premium","reason":"claude-code reported an error: usage limit reached","until":"1970-01-01T00:01:00.000Z"}"#,
+            r#"backend.released {"backend":"premium"}"#,
+            r#"backend.held {"backend":"premium","reason":"claude-code reported an error: usage limit reached","until":"1970-01-01T00:02:00.000Z"}"#,
+            r#"backend.released {"backend":"premium"}"#,
+        ]
+    );
+    let a = h.state.task(&TaskId::new("a")).unwrap();
+    assert_eq!(a.attempt, 1);
+    assert!(matches!(a.state, TaskState::Landed { .. }));
+    assert!(!h.log.iter().any(|e| e.event.body.kind() == "task.failed"));
+    let replayed = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    assert_eq!(replayed.health, h.state.health);
+}
+
+fn merge_done(outcome: &str) -> Command {
+    Command::MergeDone {
+        into: Some("main".into()),
+        outcome: outcome.into(),
+        commit: Some(CommitSha::new("c1")),
+        reason: "main now points at the run branch".into(),
+        pull_request: None,
+    }
+}
+
+#[test]
+fn a_finished_run_owes_its_merge_until_run_merge_and_resume_completes_it_once() {
+    use crate::state::Closing;
+    let mut h = Harness::new(spec(&[t("a", &[])], &[], 1));
+    h.run(vec![Command::Start, ok("a", 1), allow("a", 1)]);
+    let trace = h.run(vec![landed("a", 1, "c1")]);
+    assert!(trace.contains("run.finished"), "{trace}");
+    // The process dies before the Finish effect reported: the log ends at run.finished.
+    let mut state = RunState::replay(&RunId::new("r"), &h.log).unwrap();
+    assert_eq!(
+        (state.status.clone(), state.closing),
+        (RunStatus::Finished, Closing::Owed)
+    );
+    h.state = state.clone();
+    h.check(
+        vec![
+            Command::Resume { landed: vec![], caps: Default::default() },
+            merge_done("fast-forward"),
+            Command::Resume { landed: vec![], caps: Default::default() },
+        ],
+        expect![[r#"
+            > Resume { landed: [] }
+              => Finish { run: RunId("r"), merge: Ok(()) }
+            > MergeDone { into: Some("main"), outcome: "fast-forward", commit: Some(CommitSha("c1")), reason: "main now points at the run branch", pull_request: None }
+              run.merge {"commit":"c1","into":"main","outcome":"fast-forward","reason":"main now points at the run branch"}
+            > Resume { landed: [] }
+              rejected: run r is finished: it cannot be resumed
+        "#]],
+    );
+    assert_eq!(h.state.closing, Closing::Settled);
+    // Resuming the owed run decides no event: the log stays as it was, `run.finished` last.
+    let d = state
+        .decide(
+            Command::Resume {
+                landed: vec![],
+                caps: Default::default(),
+            },
+            Timestamp(99),
+        )
+        .unwrap();
+    assert_eq!(d.events, vec![]);
+}
+
+#[test]
+fn a_run_branch_that_cannot_move_pauses_the_run_and_the_attempt_runs_again_under_its_number() {
+    let mut h = Harness::new(spec(&[t("a", &[])], &[], 1));
+    h.run(vec![Command::Start, ok("a", 1), allow("a", 1)]);
+    let why = "abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r";
+    h.check(
+        vec![Command::LandDone {
+            task: TaskId::new("a"),
+            attempt: 1,
+            outcome: LandOutcome::Blocked { reason: why.into() },
+        }],
+        expect![[r#"
+            > land a#1 Blocked { reason: "abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r" }
+              task.retry a {"attempt":1,"cause":"interrupted","kept_worktree":null,"log":null,"reason":"interrupted: abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r"}
+              run.paused {"reason":"abo/r is checked out in /repo: switch that working tree to another branch (git switch -), then abo resume r"}
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+        "#]],
+    );
+    assert_eq!(h.state.status.reason(), Some(why));
+    let trace = h.run(vec![Command::Resume {
+        landed: vec![],
+        caps: Default::default(),
+    }]);
+    assert!(
+        trace.contains("=> start r/a/1"),
+        "the same attempt, not a second one: {trace}"
     );
 }

@@ -225,8 +225,40 @@ fn joints(text: &str) -> Vec<Range<usize>> {
 }
 
 /// The line breaks inside a token, each with the next line's indentation: `\r?\n[ \t]*` between
-/// two token characters.
+/// two token characters. A token holding an `=` before its end is an assignment (`NAME=value`, as
+/// in an environment or a `.env` listing), not wrapped data, whose `=` can only be padding at its
+/// end: lines of assignments are never joined.
 fn wraps(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
+    let bytes = text.as_bytes();
+    let assignment = |token: &[u8]| {
+        let body = token
+            .strip_suffix(b"==")
+            .or_else(|| token.strip_suffix(b"="))
+            .unwrap_or(token);
+        body.contains(&b'=')
+    };
+    let token_before = move |end: usize| {
+        let start = bytes[..end]
+            .iter()
+            .rposition(|b| !token_byte(*b))
+            .map_or(0, |p| p + 1);
+        &bytes[start..end]
+    };
+    let token_after = move |start: usize| {
+        let end = bytes[start..]
+            .iter()
+            .position(|b| !token_byte(*b))
+            .map_or(bytes.len(), |p| start + p);
+        &bytes[start..end]
+    };
+    raw_wraps(text).filter(move |r| {
+        let after = r.end;
+        !assignment(token_before(r.start)) && !assignment(token_after(after))
+    })
+}
+
+/// Every `\r?\n[ \t]*` between two token characters.
+fn raw_wraps(text: &str) -> impl Iterator<Item = Range<usize>> + '_ {
     let bytes = text.as_bytes();
     text.match_indices('\n').filter_map(move |(i, _)| {
         let start = if i > 0 && bytes[i - 1] == b'\r' {

@@ -285,8 +285,27 @@ async fn merge_into_base(ctx: &Ctx, spec: &RunSpec) -> (String, Option<CommitSha
     ) else {
         return skipped(format!("{base} or {} is missing", spec.branch));
     };
-    if base_head == run_head {
-        return skipped("nothing to merge".into());
+    // The merge happened before abo stopped, its `run.merge` not yet recorded: recorded now, not
+    // made twice.
+    if ctx
+        .git
+        .is_ancestor(&run_head, &base_head)
+        .await
+        .unwrap_or(false)
+    {
+        if base_head == spec.base {
+            return skipped("nothing to merge".into());
+        }
+        let outcome = if base_head == run_head {
+            "fast-forward"
+        } else {
+            "merge-commit"
+        };
+        return (
+            outcome.into(),
+            Some(base_head),
+            format!("{base} already holds the run branch"),
+        );
     }
     let by_hand = |how: &str| {
         format!(
@@ -328,9 +347,31 @@ async fn merge_into_base(ctx: &Ctx, spec: &RunSpec) -> (String, Option<CommitSha
                     "{base} is checked out with uncommitted changes, so abo moved nothing"
                 )));
             }
+            match untracked_in_the_way(ctx, &base_head, &run_head).await {
+                Ok(None) => {}
+                Ok(Some(path)) => {
+                    return skipped(by_hand(&format!(
+                        "{base} is checked out and {path} there is a file git does not track, \
+                         which the fast-forward would overwrite, so abo moved nothing"
+                    )));
+                }
+                Err(e) => {
+                    return skipped(by_hand(&format!(
+                        "abo could not list what the fast-forward writes ({e}), so it moved nothing"
+                    )));
+                }
+            }
+            // `--no-overwrite-ignore`: should a file appear after the check, git refuses too
+            // rather than treating an ignored file as expendable.
             return match ctx
                 .git
-                .run(&["merge", "--ff-only", "--quiet", &spec.branch])
+                .run(&[
+                    "merge",
+                    "--ff-only",
+                    "--no-overwrite-ignore",
+                    "--quiet",
+                    &spec.branch,
+                ])
                 .await
             {
                 Ok(_) => (
@@ -396,23 +437,59 @@ async fn merge_into_base(ctx: &Ctx, spec: &RunSpec) -> (String, Option<CommitSha
     result
 }
 
-/// The worktrees that have `branch` checked out.
-async fn checked_out_in(ctx: &Ctx, branch: &str) -> Vec<std::path::PathBuf> {
-    let list = ctx
+/// The first path a fast-forward of the user's clean checkout from `from` to `to` would write
+/// over something git does not track there: a file (ignored or not), a symbolic link or a
+/// directory where the change adds a path, or a file or link where it needs a directory. Git's
+/// own check lets ignored files go as expendable; the user's are not. With the checkout clean,
+/// what git tracks is `from`'s tree: every path the change modifies or deletes.
+async fn untracked_in_the_way(
+    ctx: &Ctx,
+    from: &CommitSha,
+    to: &CommitSha,
+) -> Result<Option<String>, crate::git::GitError> {
+    let out = ctx
         .git
-        .run(&["worktree", "list", "--porcelain"])
-        .await
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    let mut path = None;
-    for l in list.lines() {
-        if let Some(p) = l.strip_prefix("worktree ") {
-            path = Some(std::path::PathBuf::from(p));
-        } else if l == format!("branch refs/heads/{branch}") {
-            out.extend(path.take());
+        .run(&[
+            "diff",
+            "--name-status",
+            "-z",
+            "--no-renames",
+            from.as_str(),
+            to.as_str(),
+        ])
+        .await?;
+    let mut fields = out.split('\0').filter(|f| !f.is_empty());
+    let (mut added, mut tracked) = (Vec::new(), std::collections::BTreeSet::new());
+    while let (Some(status), Some(path)) = (fields.next(), fields.next()) {
+        if status.starts_with('A') {
+            added.push(path);
+        } else {
+            tracked.insert(path);
         }
     }
-    out
+    for path in added {
+        if std::fs::symlink_metadata(ctx.root.join(path)).is_ok() {
+            return Ok(Some(path.to_owned()));
+        }
+        // Each directory the path needs: a file or a link there that git does not track.
+        let mut end = 0;
+        while let Some(i) = path[end..].find('/') {
+            end += i;
+            let dir = &path[..end];
+            let in_the_way =
+                std::fs::symlink_metadata(ctx.root.join(dir)).is_ok_and(|m| !m.is_dir());
+            if in_the_way && !tracked.contains(dir) {
+                return Ok(Some(dir.to_owned()));
+            }
+            end += 1;
+        }
+    }
+    Ok(None)
+}
+
+/// The worktrees that have `branch` checked out (none when git cannot tell).
+async fn checked_out_in(ctx: &Ctx, branch: &str) -> Vec<std::path::PathBuf> {
+    ctx.git.checked_out_in(branch).await.unwrap_or_default()
 }
 
 /// The policy's decision on an attempt's change (DESIGN §8's input).
@@ -808,9 +885,9 @@ pub(crate) async fn land_commit(
         .map_err(|e| format!("landing failed: {e}"))?
         .ok_or_else(|| format!("the run branch {} is missing", spec.branch))?;
     if run_head == base {
-        git.advance_branch(&spec.branch, &commit, &base)
-            .await
-            .map_err(|e| format!("landing failed: {e}"))?;
+        if let Err(o) = move_run_branch(ctx, spec, attempt, &commit, &base).await {
+            return Ok(o);
+        }
         return Ok(LandOutcome::Landed { commit });
     }
     let tree = match git
@@ -839,10 +916,61 @@ pub(crate) async fn land_commit(
             .map_err(|e| format!("could not create the merged worktree: {e}"))?;
         return Ok(LandOutcome::Merged { candidate });
     }
-    git.advance_branch(&spec.branch, &candidate, &run_head)
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?;
+    if let Err(o) = move_run_branch(ctx, spec, attempt, &candidate, &run_head).await {
+        return Ok(o);
+    }
     Ok(LandOutcome::Landed { commit: candidate })
+}
+
+/// The ref that keeps a run's landed commits reachable whatever happens to its branch: it moves
+/// with the branch, and `abo resume` restores a branch that lost commits from it.
+pub fn keeper_ref(run: &abo_core::ids::RunId) -> String {
+    format!("refs/abo/runs/{run}")
+}
+
+/// Moves the run branch from `old` to `new` by compare-and-swap, then its keeper ref; never a
+/// branch some working tree has checked out, nor one that lost commits abo landed (the run pauses
+/// with the reason and what to do: `LandOutcome::Blocked`).
+async fn move_run_branch(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    attempt: &AttemptId,
+    new: &CommitSha,
+    old: &CommitSha,
+) -> Result<(), LandOutcome> {
+    let git = &ctx.git;
+    let branch = &spec.branch;
+    let run = &attempt.run;
+    let failed = |e: crate::git::GitError| LandOutcome::Failed {
+        reason: format!("landing failed: {e}"),
+        log: None,
+    };
+    if let Some(wt) = git.checked_out_in(branch).await.map_err(failed)?.first() {
+        return Err(LandOutcome::Blocked {
+            reason: checked_out_reason(branch, wt, run),
+        });
+    }
+    let keeper = keeper_ref(run);
+    if let Some(kept) = git.ref_head(&keeper).await.map_err(failed)?
+        && !git.is_ancestor(&kept, old).await.map_err(failed)?
+    {
+        return Err(LandOutcome::Blocked {
+            reason: format!(
+                "{branch} lost commits abo landed (it no longer holds {kept}), so abo lands nothing on it; abo resume {run} restores it"
+            ),
+        });
+    }
+    git.advance_branch(branch, new, old).await.map_err(failed)?;
+    git.set_ref(&keeper, new).await.map_err(failed)?;
+    Ok(())
+}
+
+/// Why the run branch cannot move while `wt` has it checked out, and how to get out of it.
+pub fn checked_out_reason(branch: &str, wt: &Path, run: &abo_core::ids::RunId) -> String {
+    format!(
+        "{branch} is checked out in {wt}, and abo never moves a checked-out branch: switch that working tree to another branch (git -C {wt} switch --detach), then abo resume {run}",
+        wt = wt.display()
+    )
 }
 
 async fn advance(
@@ -851,22 +979,23 @@ async fn advance(
     attempt: &AttemptId,
     candidate: &CommitSha,
 ) -> LandOutcome {
-    let result = async {
-        let parent = ctx.git.rev_parse(&format!("{candidate}^")).await?;
-        ctx.git
-            .advance_branch(&spec.branch, candidate, &parent)
-            .await
-    }
-    .await;
+    let result = match ctx.git.rev_parse(&format!("{candidate}^")).await {
+        Ok(parent) => move_run_branch(ctx, spec, attempt, candidate, &parent).await,
+        Err(e) => Err(LandOutcome::Failed {
+            reason: format!("landing failed: {e}"),
+            log: None,
+        }),
+    };
     let _ = ctx.git.remove_worktree(&ctx.merged_worktree(attempt)).await;
     match result {
         Ok(()) => LandOutcome::Landed {
             commit: candidate.clone(),
         },
-        Err(e) => LandOutcome::Failed {
-            reason: format!("the run branch moved while landing: {e}"),
-            log: None,
+        Err(LandOutcome::Failed { reason, log }) => LandOutcome::Failed {
+            reason: format!("the run branch moved while landing: {reason}"),
+            log,
         },
+        Err(other) => other,
     }
 }
 

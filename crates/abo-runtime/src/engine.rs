@@ -51,6 +51,15 @@ pub enum EngineError {
     Policy(#[from] abo_policy::PolicyError),
     #[error("no run {0} in the store")]
     NoRun(RunId),
+    /// The run branch lost commits abo landed and cannot be restored by abo alone.
+    #[error(
+        "the run branch {branch} lacks the commits abo landed for {missing}, so abo moves nothing: {how}"
+    )]
+    RunBranchLost {
+        branch: String,
+        missing: String,
+        how: String,
+    },
 }
 
 /// How long a finished run waits for notifications still being delivered.
@@ -153,11 +162,23 @@ async fn drive_leased(
     // The policy is built once per run and shared by its attempts.
     let policy = Arc::new(effects::RunPolicy::load(&state.id, &spec)?);
     let run = state.id.clone();
-    ctx.git.ensure_branch(&spec.branch, &spec.base).await?;
+    // A run that ended and owes nothing is left as it is (resuming it is refused below).
+    let settled = state.status.is_terminal() && state.closing != abo_core::state::Closing::Owed;
+    if !settled {
+        // What a killed git left (stale locks, interrupted worktree registrations) goes first.
+        let (repaired, _) = ctx.git.repair().await;
+        for r in repaired {
+            observer.warn(&format!("removed {}", r.describe()));
+        }
+        if let Some(w) = check_run_branch(ctx, state).await? {
+            observer.warn(&w);
+        }
+    }
     if let Some(shared) = &ctx.shared {
         // Workers start attempts from the run branch as the remote has it.
         ctx.git.push(&shared.remote, &spec.branch).await?;
     }
+    let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let first = match start {
         Start::New => Command::Start,
         Start::Resume(caps) => {
@@ -169,6 +190,16 @@ async fn drive_leased(
                 ));
             }
             sweep(ctx, state).await;
+            if state.closing == abo_core::state::Closing::Owed {
+                // The notifications of the run's end that were not delivered go now.
+                let events = ctx.store.run_events(&run).await?;
+                deliveries.extend(crate::notify::dispatch_owed(
+                    ctx,
+                    &spec.settings.notify,
+                    &spec.settings.secret_env,
+                    &events,
+                ));
+            }
             if ctx.shared.is_some() {
                 // What workers were doing for the previous control plane is lost: those attempts
                 // run again, under new leases. A change waiting for (or given) approval stays in
@@ -205,7 +236,6 @@ async fn drive_leased(
         jiff::tz::TimeZone::UTC
     });
     refresh(ctx, state, &tz, true, observer).await;
-    let mut deliveries: Vec<tokio::task::JoinHandle<()>> = Vec::new();
     let mut stop = ctx.stop.subscribe();
     let mut stopping = false;
     loop {
@@ -382,6 +412,122 @@ async fn refresh(
     }
 }
 
+/// Checks the run branch against the log before anything moves it: every commit the log says
+/// landed must be on it. A branch that is missing, or was reset back (it holds part of what
+/// landed and nothing else), is restored to the last landed commit, which the object store still
+/// holds (the run's keeper ref keeps it reachable); one that lost commits and holds others, or is
+/// checked out, is refused with what is missing and how to restore it. Returns a warning for
+/// the person when it restored the branch.
+async fn check_run_branch(ctx: &Ctx, state: &RunState) -> Result<Option<String>, EngineError> {
+    use abo_core::state::TaskState;
+    let spec = &state.spec;
+    let branch = &spec.branch;
+    let keeper = crate::effects::keeper_ref(&state.id);
+    let landed: Vec<(TaskId, abo_core::ids::CommitSha)> = state
+        .tasks_in_order()
+        .filter_map(|t| match &t.state {
+            TaskState::Landed { commit, .. } => Some((t.spec.id.clone(), commit.clone())),
+            _ => None,
+        })
+        .collect();
+    let Some(head_now) = ctx.git.branch_head(branch).await? else {
+        if landed.is_empty() {
+            ctx.git.ensure_branch(branch, &spec.base).await?;
+            return Ok(None);
+        }
+        return restore_run_branch(ctx, state, &landed, &landed, None).await;
+    };
+    let mut missing = Vec::new();
+    for (task, commit) in &landed {
+        if !ctx
+            .git
+            .is_ancestor(commit, &head_now)
+            .await
+            .unwrap_or(false)
+        {
+            missing.push((task.clone(), commit.clone()));
+        }
+    }
+    if missing.is_empty() {
+        if !landed.is_empty() {
+            ctx.git.set_ref(&keeper, &head_now).await?;
+        }
+        return Ok(None);
+    }
+    restore_run_branch(ctx, state, &landed, &missing, Some(&head_now)).await
+}
+
+/// Restores the run branch (missing, or at `head`) to the tip of what landed, when that loses
+/// nothing: see [`check_run_branch`].
+async fn restore_run_branch(
+    ctx: &Ctx,
+    state: &RunState,
+    landed: &[(TaskId, abo_core::ids::CommitSha)],
+    missing: &[(TaskId, abo_core::ids::CommitSha)],
+    head: Option<&abo_core::ids::CommitSha>,
+) -> Result<Option<String>, EngineError> {
+    let branch = &state.spec.branch;
+    let run = &state.id;
+    let names = |l: &[(TaskId, abo_core::ids::CommitSha)]| {
+        l.iter()
+            .map(|(t, c)| format!("{t} ({})", &c.as_str()[..c.as_str().len().min(12)]))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let lost = |how: String| EngineError::RunBranchLost {
+        branch: branch.clone(),
+        missing: names(missing),
+        how,
+    };
+    // The tip: the landed commit every other one is an ancestor of (landings build on each other).
+    let mut tip = None;
+    for (_, c) in landed {
+        if !ctx.git.has_commit(c).await? {
+            return Err(lost(format!(
+                "commit {c} is gone from the object store; restore {branch} from a clone that has it, then abo resume {run}"
+            )));
+        }
+        let mut all = true;
+        for (_, other) in landed {
+            if !ctx.git.is_ancestor(other, c).await? {
+                all = false;
+                break;
+            }
+        }
+        if all {
+            tip = Some(c.clone());
+        }
+    }
+    let Some(tip) = tip else {
+        return Err(lost(format!(
+            "the landed commits do not line up; set {branch} by hand (git branch -f {branch} COMMIT), then abo resume {run}"
+        )));
+    };
+    let restore = format!("git branch -f {branch} {tip}");
+    if let Some(h) = head
+        && !ctx.git.is_ancestor(h, &tip).await?
+    {
+        return Err(lost(format!(
+            "it holds commits abo did not land; keep them (git branch saved-{run} {branch}), restore it ({restore}), then abo resume {run}"
+        )));
+    }
+    if let Some(wt) = ctx.git.checked_out_in(branch).await?.first() {
+        return Err(lost(format!(
+            "it is checked out in {}; switch that working tree to another branch (git -C {} switch --detach), then abo resume {run} restores it",
+            wt.display(),
+            wt.display()
+        )));
+    }
+    ctx.git.restore_branch(branch, &tip, head).await?;
+    ctx.git
+        .set_ref(&crate::effects::keeper_ref(run), &tip)
+        .await?;
+    Ok(Some(format!(
+        "{branch} had lost the commits abo landed for {}; restored it to {tip}",
+        names(missing)
+    )))
+}
+
 /// For each task that was in flight when abo stopped: its commit, if it reached the run branch.
 async fn recover_landed(
     ctx: &Ctx,
@@ -447,8 +593,15 @@ pub async fn sweep(ctx: &Ctx, state: &RunState) {
     }
 }
 
-/// `abo gc`: removes the kept worktrees and attempt branches of runs that ended before `before`.
-pub async fn gc(ctx: &Ctx, before: abo_core::ids::Timestamp) -> Result<Vec<RunId>, EngineError> {
+/// `abo gc`: removes what a killed git left behind (stale locks, interrupted worktree
+/// registrations: described in the second list), then the kept worktrees and attempt branches of
+/// runs that ended before `before`.
+pub async fn gc(
+    ctx: &Ctx,
+    before: abo_core::ids::Timestamp,
+) -> Result<(Vec<RunId>, Vec<String>), EngineError> {
+    let (repaired, _) = ctx.git.repair().await;
+    let repaired = repaired.iter().map(|r| r.describe()).collect();
     let mut cleaned = Vec::new();
     for r in ctx.store.runs().await? {
         let ended = matches!(r.status.as_str(), "finished" | "killed");
@@ -473,5 +626,5 @@ pub async fn gc(ctx: &Ctx, before: abo_core::ids::Timestamp) -> Result<Vec<RunId
         cleaned.push(r.id);
     }
     ctx.git.prune_worktrees().await?;
-    Ok(cleaned)
+    Ok((cleaned, repaired))
 }

@@ -56,6 +56,7 @@
 //! repository it creates, before any agent runs.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use abo_core::ids::{CommitSha, RunId, TaskId};
 
@@ -125,6 +126,8 @@ pub struct Git {
     /// prune: one prune can delete another add's half-written entry. Every change to it goes
     /// through this lock.
     worktrees: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Held shared by each git call, exclusive while repairing what a killed git left behind.
+    repo: repair::RepoLock,
 }
 
 /// Variables that would point git somewhere else than where abo means it to work, or change what
@@ -229,10 +232,11 @@ pub fn hardened_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
 impl Git {
     pub fn new(root: PathBuf) -> Self {
         Self {
-            root,
             identity: Identity::default(),
             groups: Groups::default(),
             worktrees: Default::default(),
+            repo: repair::RepoLock::new(common_dir(&root).as_deref()),
+            root,
         }
     }
 
@@ -250,7 +254,117 @@ impl Git {
         self.run_in(&self.root.clone(), args).await
     }
 
+    /// Runs git under the repository's shared lock. A call that fails on a lock file git left
+    /// (`Unable to create '….lock': File exists`) runs again once that lock is judged: released by
+    /// its git, or removed as stale ([`repair`]).
     async fn raw(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<process::Outcome> {
+        let mut cleared = 0;
+        loop {
+            let out = {
+                let _held = self.repo.shared().await;
+                self.raw_unlocked(cwd, args, env).await?
+            };
+            if out.exit == Some(0) || cleared >= 3 {
+                return Ok(out);
+            }
+            let Some(lock) = repair::lock_in_message(&String::from_utf8_lossy(&out.stderr)) else {
+                return Ok(out);
+            };
+            if !self.clear_lock(&lock).await {
+                return Ok(out);
+            }
+            cleared += 1;
+        }
+    }
+
+    /// Waits for a lock file under the repository's git directory to go (its git ends) or to age
+    /// past [`repair::STALE`]; then, holding the repository exclusive (no abo git runs), removes
+    /// it. Whether the call may run again.
+    async fn clear_lock(&self, lock: &Path) -> bool {
+        let Some(common) = common_dir(&self.root).and_then(|c| c.canonicalize().ok()) else {
+            return false;
+        };
+        let inside = lock
+            .parent()
+            .and_then(|p| p.canonicalize().ok())
+            .is_some_and(|p| p.starts_with(&common));
+        if !inside {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + repair::STALE + Duration::from_secs(2);
+        loop {
+            let Ok(meta) = std::fs::symlink_metadata(lock) else {
+                return true; // released by its git
+            };
+            let found = repair::Leftover::Lock {
+                path: lock.to_owned(),
+                age: meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| {
+                        #[allow(
+                            clippy::disallowed_methods,
+                            reason = "a file's age is measured on the file system's clock"
+                        )]
+                        let now = std::time::SystemTime::now();
+                        now.duration_since(m).ok()
+                    })
+                    .unwrap_or_default(),
+            };
+            if found.removable() {
+                let Some(_held) = self.repo.exclusive().await else {
+                    return false;
+                };
+                return !repair::remove(&common, vec![found]).is_empty() || !lock.exists();
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// What git left behind in this repository (for `abo doctor`): lock files and worktree
+    /// registrations whose folder is gone.
+    pub fn leftovers(&self) -> Vec<repair::Leftover> {
+        common_dir(&self.root)
+            .map(|c| repair::inspect(&c, &self.root.join(".abo")))
+            .unwrap_or_default()
+    }
+
+    /// Removes what a killed git left behind and abo may judge (stale locks, interrupted worktree
+    /// registrations), holding the repository exclusive, then prunes worktree registrations.
+    /// Returns what it removed, and what it left (too young, or locked by a person).
+    pub async fn repair(&self) -> (Vec<repair::Leftover>, Vec<repair::Leftover>) {
+        let _guard = self.worktrees.lock().await;
+        self.repair_locked().await
+    }
+
+    async fn repair_locked(&self) -> (Vec<repair::Leftover>, Vec<repair::Leftover>) {
+        let Some(common) = common_dir(&self.root) else {
+            return Default::default();
+        };
+        let Some(held) = self.repo.exclusive().await else {
+            return (Vec::new(), self.leftovers());
+        };
+        let removed = repair::remove(&common, self.leftovers());
+        let root = self.root.clone();
+        let _ = self.raw_unlocked(&root, &["worktree", "prune"], &[]).await;
+        drop(held);
+        let left = self
+            .leftovers()
+            .into_iter()
+            .filter(|l| !matches!(l, repair::Leftover::Worktree { locked: None, .. }))
+            .collect();
+        (removed, left)
+    }
+
+    async fn raw_unlocked(
         &self,
         cwd: &Path,
         args: &[&str],
@@ -415,21 +529,35 @@ impl Git {
     /// A fresh worktree at `path` on a new `branch` from `at` (anything left there before is removed).
     pub async fn add_worktree(&self, path: &Path, branch: &str, at: &CommitSha) -> Result<()> {
         let _guard = self.worktrees.lock().await;
-        self.remove_worktree_locked(path).await?;
-        self.delete_branch(branch).await?;
         let p = path.to_string_lossy();
-        self.run(&["worktree", "add", "--quiet", "-b", branch, &p, at.as_str()])
-            .await?;
+        let add = ["worktree", "add", "--quiet", "-b", branch, &p, at.as_str()];
+        let fresh = || async {
+            self.remove_worktree_locked(path).await?;
+            self.delete_branch(branch).await?;
+            self.run(&add).await.map(drop)
+        };
+        if fresh().await.is_err() {
+            // A registration a killed `worktree add` left (locked "initializing", its folder gone,
+            // still holding the branch) stops this one: repaired, the add runs once more.
+            self.repair_locked().await;
+            fresh().await?;
+        }
         Ok(())
     }
 
     /// A detached worktree at `path` on `at`.
     pub async fn add_detached_worktree(&self, path: &Path, at: &CommitSha) -> Result<()> {
         let _guard = self.worktrees.lock().await;
-        self.remove_worktree_locked(path).await?;
         let p = path.to_string_lossy();
-        self.run(&["worktree", "add", "--quiet", "--detach", &p, at.as_str()])
-            .await?;
+        let add = ["worktree", "add", "--quiet", "--detach", &p, at.as_str()];
+        let fresh = || async {
+            self.remove_worktree_locked(path).await?;
+            self.run(&add).await.map(drop)
+        };
+        if fresh().await.is_err() {
+            self.repair_locked().await;
+            fresh().await?;
+        }
         Ok(())
     }
 
@@ -658,12 +786,86 @@ impl Git {
         Ok(())
     }
 
+    /// Whether `a` is an ancestor of `b` (or `b` itself).
+    pub async fn is_ancestor(&self, a: &CommitSha, b: &CommitSha) -> Result<bool> {
+        let args = ["merge-base", "--is-ancestor", a.as_str(), b.as_str()];
+        let out = self.raw(&self.root.clone(), &args, &[]).await?;
+        match out.exit {
+            Some(0) => Ok(true),
+            Some(1) => Ok(false),
+            _ => Err(self.failed(&args, &out)),
+        }
+    }
+
+    /// Whether the object store holds commit `c`.
+    pub async fn has_commit(&self, c: &CommitSha) -> Result<bool> {
+        let spec = format!("{c}^{{commit}}");
+        let out = self
+            .raw(&self.root.clone(), &["cat-file", "-e", &spec], &[])
+            .await?;
+        Ok(out.exit == Some(0))
+    }
+
+    /// The commit a full ref name points at, if it exists.
+    pub async fn ref_head(&self, refname: &str) -> Result<Option<CommitSha>> {
+        let spec = format!("{refname}^{{commit}}");
+        let out = self
+            .raw(
+                &self.root.clone(),
+                &["rev-parse", "--verify", "--quiet", &spec],
+                &[],
+            )
+            .await?;
+        let sha = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        Ok((out.exit == Some(0) && !sha.is_empty()).then(|| CommitSha::new(sha)))
+    }
+
+    /// Points a full ref name at `at` (no compare: abo's own refs under `refs/abo/`).
+    pub async fn set_ref(&self, refname: &str, at: &CommitSha) -> Result<()> {
+        self.run(&["update-ref", "-m", "abo: keep", refname, at.as_str()])
+            .await?;
+        Ok(())
+    }
+
+    /// Creates or resets `refs/heads/<branch>` to `new`, failing unless it is at `old` (`None`:
+    /// it must not exist).
+    pub async fn restore_branch(
+        &self,
+        branch: &str,
+        new: &CommitSha,
+        old: Option<&CommitSha>,
+    ) -> Result<()> {
+        let r = format!("refs/heads/{branch}");
+        let zero = "0".repeat(new.as_str().len());
+        let old = old.map_or(zero.as_str(), CommitSha::as_str);
+        self.run(&["update-ref", "-m", "abo: restore", &r, new.as_str(), old])
+            .await?;
+        Ok(())
+    }
+
+    /// The worktrees (the main one included) that have `branch` checked out.
+    pub async fn checked_out_in(&self, branch: &str) -> Result<Vec<PathBuf>> {
+        let list = self.run(&["worktree", "list", "--porcelain"]).await?;
+        let mut out = Vec::new();
+        let mut path = None;
+        for l in list.lines() {
+            if let Some(p) = l.strip_prefix("worktree ") {
+                path = Some(PathBuf::from(p));
+            } else if l == format!("branch refs/heads/{branch}") {
+                out.extend(path.take());
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn push(&self, remote: &str, branch: &str) -> Result<()> {
         let spec = format!("refs/heads/{branch}:refs/heads/{branch}");
         self.run(&["push", "--quiet", remote, &spec]).await?;
         Ok(())
     }
 }
+
+pub mod repair;
 
 #[cfg(test)]
 mod tests;

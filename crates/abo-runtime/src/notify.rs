@@ -81,6 +81,51 @@ pub fn dispatch(
     secret_env: &[String],
     stored: &[StoredEvent],
 ) -> Vec<tokio::task::JoinHandle<()>> {
+    dispatch_unless(ctx, spec, secret_env, stored, |_, _, _| false)
+}
+
+/// Delivers what a finished run owes: the notifications of the events from its last
+/// `run.finished` on that have no `notify.sent` (the process died before they were delivered).
+pub fn dispatch_owed(
+    ctx: &Arc<Ctx>,
+    spec: &NotifySpec,
+    secret_env: &[String],
+    log: &[StoredEvent],
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let Some(from) = log
+        .iter()
+        .rposition(|e| matches!(e.event.body, EventBody::RunFinished { .. }))
+    else {
+        return Vec::new();
+    };
+    let sent: std::collections::BTreeSet<(u64, String, String)> = log
+        .iter()
+        .filter_map(|e| match &e.event.body {
+            EventBody::NotifySent {
+                channel,
+                target,
+                seq,
+                ..
+            } => Some((*seq, channel.clone(), target.clone())),
+            _ => None,
+        })
+        .collect();
+    dispatch_unless(
+        ctx,
+        spec,
+        secret_env,
+        &log[from..],
+        |seq, channel, target| sent.contains(&(seq, channel.to_owned(), target.to_owned())),
+    )
+}
+
+fn dispatch_unless(
+    ctx: &Arc<Ctx>,
+    spec: &NotifySpec,
+    secret_env: &[String],
+    stored: &[StoredEvent],
+    done: impl Fn(u64, &str, &str) -> bool,
+) -> Vec<tokio::task::JoinHandle<()>> {
     let mut handles = Vec::new();
     for e in stored {
         let kind = e.event.body.kind();
@@ -88,7 +133,7 @@ pub fn dispatch(
             continue;
         }
         for w in &spec.webhooks {
-            if NotifySpec::wants(&w.events, kind) {
+            if NotifySpec::wants(&w.events, kind) && !done(e.seq, "webhook", &w.url) {
                 let (ctx, w, e) = (Arc::clone(ctx), w.clone(), e.clone());
                 let redactor = Redactor::from_process_env(secret_env);
                 handles.push(tokio::spawn(async move {
@@ -98,6 +143,7 @@ pub fn dispatch(
         }
         if let Some(m) = &spec.email
             && NotifySpec::wants(&m.events, kind)
+            && !done(e.seq, "email", &m.to.join(", "))
         {
             let (ctx, m, e) = (Arc::clone(ctx), m.clone(), e.clone());
             handles.push(tokio::spawn(async move { email(&ctx, &m, &e).await }));

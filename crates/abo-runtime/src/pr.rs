@@ -86,13 +86,7 @@ pub async fn open(
             .header("x-github-api-version", "2022-11-28")
             .json(&json!({ "title": title, "head": spec.branch, "base": base, "body": body, "draft": true })),
         Provider::Gitlab => {
-            let project: String = repo
-                .bytes()
-                .map(|b| match b {
-                    b'/' => "%2F".to_owned(),
-                    b => (b as char).to_string(),
-                })
-                .collect();
+            let project = gitlab_project(&repo);
             ctx.http()
                 .post(format!("{api}/projects/{project}/merge_requests"))
                 .header("private-token", &token)
@@ -104,8 +98,53 @@ pub async fn open(
     };
     let resp = req.send().await.map_err(|e| e.to_string())?;
     let status = resp.status();
-    let v: Value = resp.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
+    let mut v: Value = resp.json().await.unwrap_or(Value::Null);
+    // One exists for the run branch already (abo opened it, then stopped before recording it):
+    // that one is the run's, not a second.
+    let exists = match l.provider() {
+        Provider::Github => status.as_u16() == 422,
+        Provider::Gitlab => status.as_u16() == 409,
+    };
+    if exists {
+        let found = match l.provider() {
+            Provider::Github => {
+                let owner = repo.split('/').next().unwrap_or_default();
+                ctx.http()
+                    .get(format!("{api}/repos/{repo}/pulls"))
+                    .query(&[
+                        ("head", format!("{owner}:{}", spec.branch)),
+                        ("base", base.clone()),
+                        ("state", "open".to_owned()),
+                    ])
+                    .bearer_auth(&token)
+                    .header("accept", "application/vnd.github+json")
+                    .header("x-github-api-version", "2022-11-28")
+            }
+            Provider::Gitlab => ctx
+                .http()
+                .get(format!(
+                    "{api}/projects/{}/merge_requests",
+                    gitlab_project(&repo)
+                ))
+                .query(&[
+                    ("source_branch", spec.branch.clone()),
+                    ("target_branch", base.clone()),
+                    ("state", "opened".to_owned()),
+                ])
+                .header("private-token", &token),
+        };
+        let resp = found.send().await.map_err(|e| e.to_string())?;
+        let list: Value = resp.json().await.unwrap_or(Value::Null);
+        if let Some(first) = list.get(0) {
+            v = first.clone();
+        } else {
+            return Err(format!(
+                "HTTP {}: one exists for {} but none was found",
+                status.as_u16(),
+                spec.branch
+            ));
+        }
+    } else if !status.is_success() {
         let msg = v["message"].as_str().unwrap_or("").to_owned();
         return Err(format!("HTTP {}: {msg}", status.as_u16()));
     }
@@ -115,6 +154,16 @@ pub async fn open(
     };
     let url = url.ok_or("the reply has no URL")?.to_owned();
     Ok((url, number))
+}
+
+/// A GitLab project path as its API names it (`group%2Fproject`).
+fn gitlab_project(repo: &str) -> String {
+    repo.bytes()
+        .map(|b| match b {
+            b'/' => "%2F".to_owned(),
+            b => (b as char).to_string(),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -364,7 +364,6 @@ pub fn check(s: &SandboxSpec) -> Result<Vec<String>, String> {
         return Ok(Vec::new());
     }
     let needed = |name: &str| match name {
-        "network namespace" => !s.gate_network,
         // cgroups are used where available; rlimits stand in otherwise.
         "cgroup" => false,
         _ => true,

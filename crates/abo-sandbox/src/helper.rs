@@ -4,13 +4,18 @@
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
 
-use crate::{Layer, Limits, Mode, Network, Profile, SETUP_FAILED, caps, cgroup, fs, net, seccomp};
+use crate::{
+    Layer, Limits, Mode, Network, Profile, SETUP_FAILED, caps, cgroup, fs, net, relay, seccomp,
+};
 
 #[allow(
     clippy::print_stderr,
     reason = "the helper's only channel is the program's stderr"
 )]
 pub(crate) fn main(args: &[String]) -> i32 {
+    // Whatever descriptors abo inherited from its own parent (a shell's `9<secret`, a CI
+    // runner's pipes) are not the sandbox's: only stdin, stdout and stderr go in.
+    close_inherited();
     let (Some(path), Some("--")) = (args.first(), args.get(1).map(String::as_str)) else {
         eprintln!("abo sandbox: usage: abo __sandbox PROFILE.json -- PROGRAM [ARGS...]");
         return SETUP_FAILED;
@@ -71,7 +76,17 @@ fn run(p: &Profile, argv: &[String]) -> Result<i32, String> {
     }
     // Read in the host's network namespace, before leaving it: the sockets to mask.
     let sockets = host_unix_sockets(p);
-    let isolated = match unshare(p) {
+    // An agent's listener comes out of its network namespace over this channel, to a relay that
+    // stays in the host's PID and network namespaces.
+    let channel = match p.network {
+        Network::Proxy { port } => {
+            let (inside, outside) = relay::channel()?;
+            start_relay(outside, &inside, port)?;
+            Some(inside)
+        }
+        _ => None,
+    };
+    let isolated = match unshare() {
         Ok(()) => true,
         Err(e) => {
             layer(p.mode, &mut warnings, Err(e))?;
@@ -80,7 +95,7 @@ fn run(p: &Profile, argv: &[String]) -> Result<i32, String> {
     };
     if !isolated {
         // best-effort without namespaces: the restrictions that need none, then the program.
-        restrict(p, &mut warnings, None)?;
+        restrict(p, &mut warnings)?;
         for w in warnings {
             eprintln!("abo sandbox: warning: {w}");
         }
@@ -96,7 +111,7 @@ fn run(p: &Profile, argv: &[String]) -> Result<i32, String> {
         0 => {
             close(alive.1);
             close(status.0);
-            let code = match init(p, argv, &sockets, alive.0, status.1, warnings) {
+            let code = match init(p, argv, &sockets, alive.0, status.1, channel, warnings) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("abo sandbox: {e}");
@@ -110,6 +125,7 @@ fn run(p: &Profile, argv: &[String]) -> Result<i32, String> {
         child => {
             close(alive.0);
             close(status.1);
+            drop(channel);
             let ended = wait_for(child, status.0);
             Ok(match ended {
                 Ended::Exit(c) => c,
@@ -117,6 +133,30 @@ fn run(p: &Profile, argv: &[String]) -> Result<i32, String> {
                 Ended::Signal(s) => die_by(s),
             })
         }
+    }
+}
+
+/// Forks the relay of an agent's connections: it dies with the helper (and, before it has a
+/// listener, when init's end of the channel closes).
+fn start_relay(
+    outside: std::os::fd::OwnedFd,
+    inside: &std::os::fd::OwnedFd,
+    port: u16,
+) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: this process is single-threaded; the child only relays and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(format!("fork: {}", std::io::Error::last_os_error())),
+        0 => {
+            // Init's end is init's alone: when init dies without sending, the relay sees the end.
+            close(inside.as_raw_fd());
+            // SAFETY: prctl with integer arguments; SIGKILL when the helper dies.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            let _ = relay::receive_and_relay(&outside, port);
+            // SAFETY: ends the relay without running the helper's atexit handlers.
+            unsafe { libc::_exit(0) }
+        }
+        _ => Ok(()),
     }
 }
 
@@ -180,6 +220,21 @@ fn die_by(sig: i32) -> i32 {
     128 + sig
 }
 
+/// Closes every descriptor from 3 up.
+fn close_inherited() {
+    // SAFETY: close_range takes integers only; it closes descriptors this process owns and nothing
+    // of this process uses them (the helper has opened nothing yet).
+    let r = unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if r != 0 {
+        // Kernels before 5.9: one at a time, as far as the descriptor table goes.
+        // SAFETY: sysconf takes an integer only.
+        let max = unsafe { libc::sysconf(libc::_SC_OPEN_MAX) }.clamp(3, 1 << 20);
+        for fd in 3..max {
+            close(i32::try_from(fd).unwrap_or(i32::MAX));
+        }
+    }
+}
+
 fn pipe() -> Result<(i32, i32), String> {
     let mut fds = [0; 2];
     // SAFETY: `fds` has room for the two descriptors pipe2 writes.
@@ -206,6 +261,7 @@ fn init(
     sockets: &[PathBuf],
     alive: i32,
     status: i32,
+    channel: Option<std::os::fd::OwnedFd>,
     mut warnings: Vec<String>,
 ) -> Result<i32, String> {
     // SAFETY: prctl with integer arguments; SIGKILL when the helper (our parent) dies.
@@ -226,8 +282,10 @@ fn init(
     if unsafe { libc::setsid() } == -1 {
         return Err(format!("setsid: {}", std::io::Error::last_os_error()));
     }
+    layer(p.mode, &mut warnings, network(p, channel.as_ref()))?;
+    drop(channel);
     layer(p.mode, &mut warnings, filesystem(p, sockets))?;
-    restrict(p, &mut warnings, Some(p.network))?;
+    restrict(p, &mut warnings)?;
     for w in warnings {
         eprintln!("abo sandbox: warning: {w}");
     }
@@ -270,13 +328,8 @@ fn init(
     }
 }
 
-/// Rlimits, capabilities, Landlock and seccomp, in that order. `network` is `None` where the
-/// process kept the host's namespaces (best effort): the argument-checking filters still apply.
-fn restrict(
-    p: &Profile,
-    warnings: &mut Vec<String>,
-    network: Option<Network>,
-) -> Result<(), String> {
+/// Rlimits, capabilities, Landlock and seccomp, in that order.
+fn restrict(p: &Profile, warnings: &mut Vec<String>) -> Result<(), String> {
     limits(&p.limits)?;
     layer(p.mode, warnings, caps::drop_all())?;
     match fs::restrict(p) {
@@ -287,19 +340,37 @@ fn restrict(
     layer(
         p.mode,
         warnings,
-        seccomp::install(network.unwrap_or(p.network)).map_err(|e| format!("seccomp: {e}")),
+        seccomp::install(p.network).map_err(|e| format!("seccomp: {e}")),
     )
 }
 
-/// New mount and PID namespaces always; a network namespace for gates and commands; a user
-/// namespace first when abo does not run as root.
-fn unshare(p: &Profile) -> Result<(), String> {
+/// A network namespace of its own for gates, commands and agents (not with `gate_network:
+/// allow`), its loopback up; an agent's has one listener, on the egress proxy's port, handed to
+/// the helper outside, which relays it to the proxy.
+fn network(p: &Profile, channel: Option<&std::os::fd::OwnedFd>) -> Result<(), String> {
+    if p.network == Network::Host {
+        return Ok(());
+    }
+    // SAFETY: unshare takes flags only; init is single-threaded.
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(format!(
+            "network namespace: unshare: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    net::loopback_up().map_err(|e| format!("network namespace: {e}"))?;
+    if let (Network::Proxy { port }, Some(to)) = (p.network, channel) {
+        relay::listen_and_send(port, to)?;
+    }
+    Ok(())
+}
+
+/// New mount and PID namespaces (a user namespace first when abo does not run as root); init
+/// makes the network namespace.
+fn unshare() -> Result<(), String> {
     // SAFETY: geteuid and getegid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWPID;
-    if p.network == Network::None {
-        flags |= libc::CLONE_NEWNET;
-    }
     if uid != 0 {
         flags |= libc::CLONE_NEWUSER;
     }
@@ -386,17 +457,28 @@ fn filesystem(p: &Profile, sockets: &[PathBuf]) -> Result<(), String> {
         // A socket that went away, or lives in another mount namespace, is no way out either.
         let _ = bind(Path::new("/dev/null"), s, false);
     }
-    if p.network == Network::None {
-        net::loopback_up().map_err(|e| format!("network namespace: {e}"))?;
-    }
     Ok(())
 }
 
-/// The pathname UNIX sockets bound on the host (`/proc/net/unix`) that the profile does not let
-/// the process write: PostgreSQL's, MariaDB's, Docker's, the session bus... Abstract sockets are
-/// scoped by Landlock instead, and a network namespace has its own.
+/// The pathname UNIX sockets bound on the host, in any of its network namespaces (each lists its
+/// own in `net/unix`: a container's or a service's with a private network too), that the profile
+/// does not let the process write: PostgreSQL's, MariaDB's, Docker's, the session bus... Abstract
+/// sockets are scoped by Landlock instead, and a network namespace has its own.
 fn host_unix_sockets(p: &Profile) -> Vec<PathBuf> {
-    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = e.file_name();
+        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(ns) = std::fs::read_link(e.path().join("ns/net")) else {
+            continue;
+        };
+        if seen.insert(ns) {
+            table.push_str(&std::fs::read_to_string(e.path().join("net/unix")).unwrap_or_default());
+        }
+    }
     let mut out: Vec<PathBuf> = table
         .lines()
         .skip(1)
@@ -562,7 +644,7 @@ pub(crate) fn probe() -> Vec<Layer> {
         name: "network namespace",
         available: netns && (root || userns),
         detail: if netns {
-            "gates and commands get only their own loopback".into()
+            "gates, commands and agents get only their own loopback (an agent's holds one relay, to the egress proxy)".into()
         } else {
             "the kernel has no network namespaces (CONFIG_NET_NS)".into()
         },

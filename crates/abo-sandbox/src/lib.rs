@@ -30,6 +30,8 @@ mod helper;
 #[cfg(target_os = "linux")]
 mod net;
 #[cfg(target_os = "linux")]
+mod relay;
+#[cfg(target_os = "linux")]
 mod seccomp;
 
 /// The hidden first argument that makes the abo binary the sandbox helper.
@@ -120,7 +122,7 @@ pub fn missing(profile: &Profile) -> Vec<Layer> {
         .into_iter()
         .filter(|l| !l.available)
         .filter(|l| match l.name {
-            "network namespace" => profile.network == Network::None,
+            "network namespace" => profile.network != Network::Host,
             "landlock network" => matches!(profile.network, Network::Proxy { .. }),
             "cgroup" => !profile.cgroups.is_empty(),
             _ => true,

@@ -277,7 +277,9 @@ impl<'a> Fold<'a> {
             | EventBody::TaskGate { .. }
             | EventBody::RouterDecision { .. }
             | EventBody::TaskPolicy { .. }
-            | EventBody::RunMerge { .. } => {}
+            | EventBody::RunMerge { .. }
+            | EventBody::BackendHeld { .. }
+            | EventBody::BackendReleased { .. } => {}
             EventBody::RunPullRequest { url, .. } => {
                 self.runs.entry(run).or_default().pull_request = Some(url);
             }
@@ -361,7 +363,9 @@ impl<'a> Fold<'a> {
                 ..
             } => {
                 let status = match cause {
-                    RetryCause::Failed | RetryCause::Interrupted => TaskStatus::Ready,
+                    RetryCause::Failed | RetryCause::Interrupted | RetryCause::Quota => {
+                        TaskStatus::Ready
+                    }
                     RetryCause::Requested => TaskStatus::Pending,
                 };
                 if *cause == RetryCause::Failed {

@@ -4,13 +4,15 @@
 //! change, `*echokey*` prints its keys
 //! into its transcript and stderr, `*hostile*` runs the Python script `$HOSTILE_SCRIPT` and
 //! writes what it printed into its change, `*error*` reports an error and exits 0, `*garbage*` prints no
-//! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider, `*spendy*` (claude)
+//! JSON, `*crash*` exits 3, `*overloaded*` fails as an overloaded provider, `*limited*` (claude) hits
+//! its usage limit the first time (its reset `$FAKE_LIMIT_RESET_SECS`, default 2, seconds ahead) and
+//! works after, `*spendy*` (claude)
 //! streams messages using 1,000 tokens each for two seconds; `*refused*` connects through its
 //! proxy to `$REFUSE_TARGET` (`host:port`) every 0.1 s, as Claude Code retries a refused proxy
 //! connection, up to 300 times, counting its tries in `TOOL-TASK.tries` in its worktree, and goes
 //! on once it is let through (else fails); `*keyprobe*` sends `POST $KEY_UPSTREAM` through
-//! `$HTTP_PROXY` with `x-api-key: $ANTHROPIC_API_KEY` and writes the answer and its whole
-//! environment into its change (a sandboxed agent cannot write to `$FAKE_AGENT_LOG`); `FAKE_AGENT_COST` sets
+//! `$HTTP_PROXY` with `x-api-key: $ANTHROPIC_API_KEY` and writes the answer and its key,
+//! endpoint, CA and proxy variables into its change (a sandboxed agent cannot write to `$FAKE_AGENT_LOG`); `FAKE_AGENT_COST` sets
 //! the USD claude reports. Each appends `TOOL TASK ATTEMPT` to `$FAKE_AGENT_LOG/calls` and records its
 //! arguments, environment and stdin in `$FAKE_AGENT_LOG/<tool>-<task>-<attempt>.{args,env,stdin}`.
 
@@ -71,7 +73,7 @@ req = urllib.request.Request(os.environ["KEY_UPSTREAM"], data=b"{}", method="POS
                              headers={"x-api-key": os.environ.get("ANTHROPIC_API_KEY", "")})
 print(urllib.request.urlopen(req, timeout=5).read().decode())
 PY
-  env >> "$TOOL-$ABO_TASK_ID.txt"
+  env | grep -E '^(ANTHROPIC_|OPENAI_|CLAUDE_|NODE_EXTRA_CA_CERTS|SSL_CERT_FILE|REQUESTS_CA_BUNDLE|CODEX_CA_CERTIFICATE|HTTPS?_PROXY)' >> "$TOOL-$ABO_TASK_ID.txt"
 }
 case "$ABO_TASK_ID" in
   *netprobe*) probe; edit() { :; } ;;
@@ -103,6 +105,14 @@ cost="${FAKE_AGENT_COST:-0.0421}"
 case "$ABO_TASK_ID" in
   *error*) echo '{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":5,"total_cost_usd":0.5,"usage":{"input_tokens":100,"output_tokens":10,"cache_read_input_tokens":0,"cache_creation_input_tokens":0}}'; exit 0 ;;
   *overloaded*) echo '{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}","total_cost_usd":0}'; exit 1 ;;
+  *limited*) marker="${FAKE_AGENT_LOG:-/tmp}/limited-$ABO_TASK_ID"
+    if [ ! -e "$marker" ]; then
+      : > "$marker"
+      reset=$(( $(date +%s) + ${FAKE_LIMIT_RESET_SECS:-2} ))
+      echo '{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":'"$reset"',"rateLimitType":"five_hour","overageStatus":"rejected","isUsingOverage":false},"session_id":"s1"}'
+      echo '{"type":"result","subtype":"success","is_error":true,"duration_ms":310,"num_turns":1,"result":"Claude AI usage limit reached|'"$reset"'","session_id":"s1","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0}}'
+      exit 1
+    fi ;;
 esac
 echo '{"type":"result","subtype":"success","is_error":false,"duration_ms":1200,"num_turns":2,"result":"Added the file the task asked for.","session_id":"s1","total_cost_usd":'"$cost"',"usage":{"input_tokens":12,"cache_creation_input_tokens":900,"cache_read_input_tokens":15000,"output_tokens":300},"modelUsage":{"claude-sonnet-4-5-20250929":{"inputTokens":12,"outputTokens":300,"cacheReadInputTokens":15000,"cacheCreationInputTokens":900,"costUSD":'"$cost"'}}}'
 case "$ABO_TASK_ID" in *hang*) sleep 30 ;; esac

@@ -18,7 +18,7 @@ use abo_store::Store;
 
 use crate::cli::Cli;
 use crate::exit;
-use crate::out::say;
+use crate::out::{note, say, say_json};
 
 /// Percentiles of samples in milliseconds.
 fn dist(mut ms: Vec<f64>) -> Value {
@@ -420,7 +420,6 @@ fn machine() -> Value {
     })
 }
 
-#[allow(clippy::print_stderr, reason = "progress goes to stderr")]
 pub(crate) async fn bench(
     cli: &Cli,
     quick: bool,
@@ -435,7 +434,7 @@ pub(crate) async fn bench(
         None => tempfile::tempdir()?,
     };
     let d = dir.path();
-    let note = |m: &str| eprintln!("abo bench: {m}");
+    let note = |m: &str| note!("abo bench: {m}");
     let want = |figure: &str| {
         (only.is_empty() && (!figure.starts_with("scaling") || !quick))
             || only.iter().any(|o| o == figure)
@@ -549,7 +548,7 @@ pub(crate) async fn bench(
     }
 
     if cli.json {
-        say!("{out}");
+        say_json!(out);
         return Ok(exit::OK);
     }
     // (figure, how it reads, target, met) for each figure measured.

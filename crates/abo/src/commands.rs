@@ -18,7 +18,7 @@ use abo_store::Store;
 
 use crate::cli::{CapArgs, Cli, RunArgs};
 use crate::exit::{self, Usage};
-use crate::out::{say, say_raw};
+use crate::out::{note, say, say_json, say_raw};
 use crate::progress::{Progress, describe};
 use crate::{load, status};
 
@@ -79,7 +79,6 @@ pub(crate) fn parse_duration(flag: &str, value: &str) -> anyhow::Result<Dur> {
     Dur::parse(value).map_err(|e| Usage::new(format!("{flag}: {e}")).into())
 }
 
-#[allow(clippy::print_stderr, reason = "progress and notes go to stderr")]
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, config_path) = load::config(&root, cli.config.as_deref())?;
@@ -106,12 +105,12 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     if cli.json {
-        eprintln!("run {id}");
+        note!("run {id}");
     } else {
         say!("run {id}");
     }
     if ctx.shared.is_some() && !workers_alive(&ctx).await {
-        eprintln!(
+        note!(
             "note: no `abo worker` has been heard from on {} in the last 30 s: this run's attempts wait for one \
              (`abo worker --store {} --repo URL`), or run it with --detach for `abo serve` to drive",
             ctx.store.url(),
@@ -132,7 +131,6 @@ async fn workers_alive(ctx: &Ctx) -> bool {
 
 /// Everything `abo run` checks before it records a run: flags, the backlog, the plan, backends,
 /// the sandbox, autonomy, the policy. Warnings go to stderr. Nothing is created.
-#[allow(clippy::print_stderr, reason = "warnings go to stderr")]
 pub(crate) fn prepare_run(
     root: &Path,
     config: &abo_core::config::Config,
@@ -171,7 +169,7 @@ pub(crate) fn prepare_run(
     match abo_runtime::sandbox::check(&config.sandbox.spec()) {
         Ok(warnings) => {
             for w in warnings {
-                eprintln!("warning: {w}");
+                note!("warning: {w}");
             }
         }
         Err(missing) => {
@@ -202,7 +200,7 @@ async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::R
     let state = state?;
     let view = status::view(ctx, Some(id.as_str())).await?;
     if cli.json {
-        say!("{}", status::to_json(&view));
+        say_json!(status::to_json(&view));
     } else {
         say_raw!("\n{}", status::render(&view));
         say!("{}", next_steps(&state));
@@ -212,7 +210,6 @@ async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::R
 
 /// SIGINT or SIGTERM: the run pauses, everything running for it is killed, and abo exits 4
 /// (resumable). A second signal ends abo at once, still killing what runs for the run first.
-#[allow(clippy::print_stderr, reason = "the note goes to stderr")]
 async fn stop_on_signals(ctx: Arc<Ctx>) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut int), Ok(mut term)) = (
@@ -229,7 +226,7 @@ async fn stop_on_signals(ctx: Arc<Ctx>) {
         };
         seen += 1;
         if seen == 1 {
-            eprintln!(
+            note!(
                 "\n{name}: pausing the run and stopping what runs for it (again to exit at once)"
             );
             let _ = ctx.stop.send(Some(format!("stopped by a person ({name})")));
@@ -286,7 +283,7 @@ pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
     let env = env(cli).await?;
     let view = status::view(&env.ctx, run).await?;
     if cli.json {
-        say!("{}", status::to_json(&view));
+        say_json!(status::to_json(&view));
     } else {
         say_raw!("{}", status::render(&view));
     }
@@ -301,7 +298,7 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
         let batch = env.ctx.store.events(Some(&row.id), after, 1000).await?;
         for e in &batch {
             if cli.json {
-                say!("{}", e.to_json());
+                say_json!(e.to_json());
             } else {
                 let line = describe(e).unwrap_or_else(|| {
                     format!(
@@ -442,17 +439,19 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
     let env = env(cli).await?;
     let keep = parse_duration("--older-than", older_than)?;
     let before = Timestamp(env.ctx.now().0 - i64::try_from(keep.as_millis()).unwrap_or(i64::MAX));
-    let cleaned = engine::gc(&env.ctx, before).await?;
+    let (cleaned, repaired) = engine::gc(&env.ctx, before).await?;
     // Cached results not reused within the retention go too.
     let pruned = env.ctx.store.cache_prune(before).await?;
     if cli.json {
-        say!(
-            "{}",
-            serde_json::json!({ "cleaned": cleaned, "cache_entries_removed": pruned })
+        say_json!(
+            serde_json::json!({ "cleaned": cleaned, "cache_entries_removed": pruned, "repaired": repaired })
         );
-    } else if cleaned.is_empty() && pruned == 0 {
+    } else if cleaned.is_empty() && pruned == 0 && repaired.is_empty() {
         say!("nothing to remove");
     } else {
+        for r in &repaired {
+            say!("removed {r}");
+        }
         for r in cleaned {
             say!("removed worktrees and attempt branches of run {r}");
         }
@@ -516,7 +515,7 @@ pub(crate) async fn approvals(cli: &Cli) -> anyhow::Result<u8> {
                 })
             })
             .collect();
-        say!("{}", serde_json::Value::Array(items));
+        say_json!(serde_json::Value::Array(items));
     } else if pending.is_empty() {
         say!("no approvals waiting");
     } else {
@@ -624,19 +623,17 @@ pub(crate) async fn request_decision(
     Ok((a, false))
 }
 
-#[allow(clippy::print_stderr, reason = "problems go to stderr")]
 pub(crate) async fn verify(cli: &Cli, commit: &str) -> anyhow::Result<u8> {
     let env = env(cli).await?;
     let v = match abo_runtime::proof::verify(&env.ctx, commit).await {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("error: {e}");
+            note!("error: {e}");
             return Ok(exit::TASKS_FAILED);
         }
     };
     if cli.json {
-        say!(
-            "{}",
+        say_json!(
             serde_json::json!({ "commit": commit, "change_id": v.change_id, "ok": v.problems.is_empty(), "problems": v.problems })
         );
     } else if v.problems.is_empty() {
@@ -646,7 +643,7 @@ pub(crate) async fn verify(cli: &Cli, commit: &str) -> anyhow::Result<u8> {
         );
     } else {
         for p in &v.problems {
-            eprintln!("FAILED: {p}");
+            note!("FAILED: {p}");
         }
     }
     Ok(if v.problems.is_empty() {
@@ -692,7 +689,7 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
     let (env, events, from) = events_since(cli, since).await?;
     let r = abo_core::report::report(&events, from, env.ctx.now());
     if cli.json {
-        say!("{}", serde_json::to_string(&r)?);
+        say_json!(serde_json::to_string(&r)?);
         return Ok(exit::OK);
     }
     say!(
@@ -762,7 +759,7 @@ pub(crate) async fn summary(cli: &Cli, since: &str) -> anyhow::Result<u8> {
     let (_env, events, from) = events_since(cli, since).await?;
     let s = abo_core::report::summary(&events, from);
     if cli.json {
-        say!("{}", serde_json::to_string(&s)?);
+        say_json!(serde_json::to_string(&s)?);
         return Ok(exit::OK);
     }
     say!(

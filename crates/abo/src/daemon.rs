@@ -4,6 +4,11 @@
 //! - A run paused because a cap kept its tasks from starting resumes as soon as one fits again:
 //!   when the day or week of a daily or weekly cap rolls over, or other runs release what they
 //!   held. Caps of the run itself (`--usd`, `--tokens`, `--wall`) are raised only by a person.
+//! - A run paused because a backend is held by a usage limit (reason `quota`) resumes at the
+//!   limit's reset.
+//!
+//! - A finished run whose end is still owed (abo stopped between `run.finished` and `run.merge`:
+//!   the merge, the pull request, the notifications) is resumed to complete it, once.
 //!
 //! Runs it starts or resumes are executed by this process.
 
@@ -54,11 +59,13 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
     let _server = crate::serve::listen(Arc::clone(&api), addr).await?;
     let ctx = Arc::clone(&api.ctx);
     say!(
-        "abo daemon: {} scheduled backlog(s); resuming runs paused for budget or schedule (every {every})",
+        "abo daemon: {} scheduled backlog(s); resuming runs paused for budget, quota or schedule (every {every})",
         crons.len()
     );
     let driving: Arc<std::sync::Mutex<BTreeSet<RunId>>> = Arc::default();
     let mut last = ctx.now();
+    // Finished runs that owe nothing: looked at once.
+    let mut settled: BTreeSet<RunId> = BTreeSet::new();
     loop {
         let now = ctx.now();
         // Each minute since the last look whose cron matches starts its backlog once.
@@ -78,13 +85,26 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
         for row in ctx.store.runs().await? {
             let reason = row.reason.as_deref().unwrap_or("");
             let busy = driving.lock().map(|d| d.contains(&row.id)).unwrap_or(true);
-            if row.status != "paused" || busy {
+            if busy || (row.status == "finished" && settled.contains(&row.id)) {
                 continue;
             }
-            let why = if reason.starts_with("budget:") && fits_now(&ctx, &row.id).await {
+            let why = if row.status == "finished" {
+                match owes_its_end(&ctx, &row.id).await {
+                    Some(true) => "its end (merge, notifications) is owed",
+                    Some(false) => {
+                        settled.insert(row.id.clone());
+                        continue;
+                    }
+                    None => continue,
+                }
+            } else if row.status != "paused" {
+                continue;
+            } else if reason.starts_with("budget:") && fits_now(&ctx, &row.id).await {
                 "a task fits its caps again"
             } else if reason.starts_with("schedule:") && in_window(&ctx, &row.id).await {
                 "inside its schedule window"
+            } else if reason.starts_with("quota:") && hold_ended(&ctx, &row.id).await {
+                "a held backend's limit reset"
             } else {
                 continue;
             };
@@ -112,6 +132,20 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
     Ok(exit::OK)
 }
 
+/// Whether a finished run still owes its end and no live process drives it (`None`: someone
+/// does, or its log could not be read).
+async fn owes_its_end(ctx: &Ctx, run: &RunId) -> Option<bool> {
+    let state = engine::load(&ctx.store, run).await.ok()?;
+    if state.closing != abo_core::state::Closing::Owed {
+        return Some(false);
+    }
+    let lease = ctx.store.lease(run).await.ok()?;
+    if lease.is_some_and(|l| engine::driven(&l, ctx.now())) {
+        return None;
+    }
+    Some(true)
+}
+
 /// Starts a scheduled backlog, executed by this process.
 async fn start(
     api: &crate::serve::Api,
@@ -133,6 +167,13 @@ async fn in_window(ctx: &Ctx, run: &RunId) -> bool {
     engine::load(&ctx.store, run)
         .await
         .is_ok_and(|s| windows::outside(&s.spec.settings.schedule, ctx.now()).is_none())
+}
+
+/// Whether a backend that held a paused run reached its reset.
+async fn hold_ended(ctx: &Ctx, run: &RunId) -> bool {
+    engine::load(&ctx.store, run)
+        .await
+        .is_ok_and(|s| !s.holds_ended(ctx.now()).is_empty())
 }
 
 /// Whether a ready task of a paused run could reserve its budget now.

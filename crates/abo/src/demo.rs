@@ -10,7 +10,7 @@ use abo_runtime::process::{self, Spec};
 use crate::cli::Cli;
 use crate::commands::open;
 use crate::exit::{self, Usage};
-use crate::out::{say, say_raw};
+use crate::out::{note, say, say_json, say_raw};
 use crate::progress::Progress;
 use crate::{load, status};
 
@@ -88,7 +88,6 @@ async fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[allow(clippy::print_stderr, reason = "with --json, notes go to stderr")]
 pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let dir = demo_dir(dir)?;
     // The model task's stand-in server comes first: its address goes into the demo's abo.yml.
@@ -120,7 +119,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     // With --json, stdout holds the status document alone.
     let note = |line: String| {
         if cli.json {
-            eprintln!("{line}")
+            note!("{line}")
         } else {
             say!("{line}")
         }
@@ -152,7 +151,7 @@ pub(crate) async fn demo(cli: &Cli, dir: Option<&Path>) -> anyhow::Result<u8> {
     let state = abo_runtime::drive(&ctx, &id, abo_runtime::Start::New, &mut progress).await?;
     let view = status::view(&ctx, Some(id.as_str())).await?;
     if cli.json {
-        say!("{}", status::to_json(&view));
+        say_json!(status::to_json(&view));
         return Ok(
             if matches!(state.status, RunStatus::Finished | RunStatus::Paused { .. }) {
                 exit::OK

@@ -13,7 +13,7 @@ use abo_runtime::process::{self, Groups, Spec};
 use crate::cli::Cli;
 use crate::exit;
 use crate::load;
-use crate::out::say;
+use crate::out::{say, say_json};
 
 #[derive(Default)]
 struct Check {
@@ -84,6 +84,32 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
                 detail: r.display().to_string(),
                 ..Default::default()
             });
+            // What a killed git left behind stops abo's (and the user's) next git calls.
+            let found = abo_runtime::git::Git::new(r.clone()).leftovers();
+            if found.is_empty() {
+                checks.push(Check {
+                    what: "git state".into(),
+                    ok: true,
+                    detail: "no stale lock, no broken worktree registration".into(),
+                    ..Default::default()
+                });
+            }
+            for l in found {
+                let fix = if l.removable() {
+                    "abo gc (or abo resume) removes it"
+                } else if l.age() < abo_runtime::git::repair::STALE {
+                    "recent: a git may still be running"
+                } else {
+                    "locked by a person: git worktree unlock, then git worktree prune"
+                };
+                checks.push(Check {
+                    what: "git state".into(),
+                    // A young lock is most likely a git running now: shown, not a failure.
+                    ok: l.age() < abo_runtime::git::repair::STALE,
+                    detail: format!("{}; {fix}", l.describe()),
+                    ..Default::default()
+                });
+            }
             match load::config(r, cli.config.as_deref()) {
                 Ok((c, path)) => {
                     let shown = path.map_or("embedded defaults (no abo.yml)".to_owned(), |p| {
@@ -272,7 +298,7 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
             .iter()
             .map(|c| json!({"check": c.what, "ok": c.ok, "absent": c.absent, "detail": c.detail}))
             .collect();
-        say!("{}", json!({ "ok": healthy, "checks": items }));
+        say_json!(json!({ "ok": healthy, "checks": items }));
     } else {
         let width = checks.iter().map(|c| c.what.len()).max().unwrap_or(10);
         for c in &checks {

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use abo_core::diag::InputErrors;
 use abo_core::state::{RunState, RunStatus};
 
+use crate::out::note;
+
 pub(crate) const OK: u8 = 0;
 pub(crate) const TASKS_FAILED: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
@@ -67,20 +69,20 @@ pub(crate) fn is_input(err: &anyhow::Error) -> bool {
                 abo_runtime::engine::EngineError::Rejected(_)
                     | abo_runtime::engine::EngineError::Busy { .. }
                     | abo_runtime::engine::EngineError::NoRun(_)
+                    | abo_runtime::engine::EngineError::RunBranchLost { .. }
             )
         )
 }
 
 /// Prints an error as `error: ...` lines and returns its exit code.
-#[allow(clippy::print_stderr, reason = "main reports errors on stderr")]
 pub(crate) fn report(err: &anyhow::Error) -> ExitCode {
     if let Some(e) = err.downcast_ref::<InputErrors>() {
         for e in &e.0 {
-            eprintln!("error: {e}");
+            note!("error: {e}");
         }
         return ExitCode::from(USAGE);
     }
     let input = is_input(err);
-    eprintln!("error: {err:#}");
+    note!("error: {err:#}");
     ExitCode::from(if input { USAGE } else { INTERNAL })
 }

@@ -13,12 +13,8 @@ use crate::cli::Cli;
 use crate::commands::open;
 use crate::exit::{self, Usage};
 use crate::load;
-use crate::out::say_raw;
+use crate::out::{note, say_raw};
 
-#[allow(
-    clippy::print_stderr,
-    reason = "the summary goes to stderr, the backlog to stdout"
-)]
 pub(crate) async fn plan(
     cli: &Cli,
     ticket_path: &Path,
@@ -91,7 +87,7 @@ pub(crate) async fn plan(
     let answer = match answer {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("error: backend `{name}` could not plan: {e}");
+            note!("error: backend `{name}` could not plan: {e}");
             return Ok(exit::TASKS_FAILED);
         }
     };
@@ -103,7 +99,7 @@ pub(crate) async fn plan(
     let yaml = match ticket::backlog(&answer.text, &config) {
         Ok(y) => y,
         Err(reason) => {
-            eprintln!("error: the plan from backend `{name}` was rejected: {reason}{spent}");
+            note!("error: the plan from backend `{name}` was rejected: {reason}{spent}");
             return Ok(exit::TASKS_FAILED);
         }
     };
@@ -111,7 +107,7 @@ pub(crate) async fn plan(
     match output {
         Some(o) => {
             std::fs::write(o, &yaml).with_context(|| format!("writing {}", o.display()))?;
-            eprintln!(
+            note!(
                 "planned {count} task(s) with `{name}`{spent}: review {} then run: abo run {}",
                 o.display(),
                 o.display()
@@ -119,7 +115,7 @@ pub(crate) async fn plan(
         }
         None => {
             say_raw!("{yaml}");
-            eprintln!("planned {count} task(s) with `{name}`{spent}");
+            note!("planned {count} task(s) with `{name}`{spent}");
         }
     }
     Ok(exit::OK)

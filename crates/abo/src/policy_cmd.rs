@@ -10,7 +10,7 @@ use abo_policy::{Policy, PolicyError};
 use crate::cli::Cli;
 use crate::exit::{self, Usage};
 use crate::load;
-use crate::out::say;
+use crate::out::{say, say_json};
 
 /// The `safety` section as the policy's `data.abo.config`, with abo's own files in it
 /// (`protected_paths`, computed by abo: not a key of abo.yml).
@@ -159,7 +159,7 @@ pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
         .map_err(abo_core::diag::InputErrors::from)?;
     let d = policy.evaluate(&value)?;
     if cli.json {
-        say!("{}", d.to_json());
+        say_json!(d.to_json());
     } else {
         say!("verdict  {}", d.verdict.as_str());
         say!("risk     {}", d.risk);

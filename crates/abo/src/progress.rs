@@ -27,6 +27,12 @@ impl Progress {
         }
     }
 
+    /// A line of text: every line goes out here, its control characters shown escaped (the
+    /// footer's own cursor movements are written by [`Progress::clear_footer`] alone).
+    fn line(&mut self, text: &str) {
+        let _ = writeln!(self.out, "{}", crate::out::for_terminal(text));
+    }
+
     fn clear_footer(&mut self) {
         if self.footer_lines > 0 {
             let _ = write!(self.out, "\x1b[{}A\x1b[J", self.footer_lines);
@@ -65,7 +71,7 @@ impl Progress {
             state.tasks.len(),
         ));
         for l in &lines {
-            let _ = writeln!(self.out, "{l}");
+            self.line(l);
         }
         self.footer_lines = lines.len();
     }
@@ -77,7 +83,7 @@ impl Observer for Progress {
         for e in events {
             if let Some(line) = describe(e) {
                 let time = e.event.at.to_datetime().format("%H:%M:%S");
-                let _ = writeln!(self.out, "{time} {line}");
+                self.line(&format!("{time} {line}"));
             }
         }
         self.draw_footer(state);
@@ -86,7 +92,7 @@ impl Observer for Progress {
 
     fn warn(&mut self, message: &str) {
         self.clear_footer();
-        let _ = writeln!(self.out, "warning: {message}");
+        self.line(&format!("warning: {message}"));
     }
 
     fn tick(&mut self, state: &RunState) {
@@ -200,6 +206,7 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 format!("{task}: attempt {attempt} was interrupted; running it again")
             }
             RetryCause::Requested => format!("{task}: re-queued (attempt {attempt} next)"),
+            RetryCause::Quota => format!("{task}: attempt {attempt} runs again: {reason}"),
         },
         EventBody::TaskFailed { reason, .. } => format!("{task}: FAILED: {reason}"),
         EventBody::TaskCancelled { reason, .. } => format!("{task}: cancelled: {reason}"),
@@ -287,6 +294,15 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             }
         ),
         EventBody::RunPullRequest { url, .. } => format!("pull request: {url}"),
+        EventBody::BackendHeld {
+            backend,
+            until,
+            reason,
+        } => format!(
+            "backend {backend} held until {}: {reason}",
+            until.to_rfc3339()
+        ),
+        EventBody::BackendReleased { backend } => format!("backend {backend} released"),
     };
     Some(line)
 }

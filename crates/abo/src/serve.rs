@@ -17,7 +17,7 @@ use crate::cli::{CapArgs, Cli, RunArgs, TokenCmd};
 use crate::commands::{env, executing, open, prepare_run, request_decision, request_retry, stop};
 use crate::exit::{self, Usage};
 use crate::load;
-use crate::out::say;
+use crate::out::{say, say_json};
 
 pub(crate) struct Api {
     pub(crate) root: PathBuf,
@@ -316,7 +316,7 @@ pub(crate) async fn token(cli: &Cli, cmd: &TokenCmd) -> anyhow::Result<u8> {
             if cli.json {
                 let mut v = abo_server::shapes::token(&row);
                 v["token"] = serde_json::Value::String(secret);
-                say!("{v}");
+                say_json!(v);
             } else {
                 say!("{secret}");
                 say!(
@@ -330,7 +330,7 @@ pub(crate) async fn token(cli: &Cli, cmd: &TokenCmd) -> anyhow::Result<u8> {
             let tokens = store.tokens().await?;
             if cli.json {
                 let items: Vec<_> = tokens.iter().map(abo_server::shapes::token).collect();
-                say!("{}", serde_json::Value::Array(items));
+                say_json!(serde_json::Value::Array(items));
             } else {
                 for t in &tokens {
                     let state = t

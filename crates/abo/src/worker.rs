@@ -11,8 +11,8 @@ use crate::cli::Cli;
 use crate::commands::parse_duration;
 use crate::exit::{self, Usage};
 use crate::load;
+use crate::out::note;
 
-#[allow(clippy::print_stderr, reason = "the worker's log goes to stderr")]
 pub(crate) async fn worker(
     cli: &Cli,
     repo: &str,
@@ -58,7 +58,7 @@ pub(crate) async fn worker(
         remote: "origin".into(),
         ttl,
     };
-    let log: worker::Log = Arc::new(move |line: &str| eprintln!("abo worker {name}: {line}"));
+    let log: worker::Log = Arc::new(move |line: &str| note!("abo worker {name}: {line}"));
     let stop = async {
         let mut term =
             tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();

@@ -1,6 +1,8 @@
 //! The model APIs abo calls itself: Anthropic Messages and OpenAI-compatible Chat Completions.
 //! Transient failures (429, 5xx, timeouts, dropped connections) are retried with exponential backoff
 //! that honours `Retry-After`; what the provider says in an error is kept for the attempt's reason.
+//! A 429 whose reset is further than [`HOLD_AFTER`], or that names a quota or usage limit with its
+//! reset, is not retried: it holds the backend until the reset.
 
 use std::time::Duration;
 
@@ -8,6 +10,13 @@ use serde_json::{Value, json};
 
 use abo_core::config::ApiKind;
 use abo_core::event::Usage;
+use abo_core::ids::Timestamp;
+
+use super::parse::Reset;
+use crate::context::Clock;
+
+/// A 429 that resets later than this holds the backend instead of being retried.
+pub const HOLD_AFTER: Duration = Duration::from_secs(60);
 
 /// One request's settings.
 #[derive(Clone, Debug)]
@@ -43,6 +52,10 @@ pub enum ApiError {
     /// Not worth trying again: a 4xx such as a bad key, or a reply that is not the documented shape.
     #[error("{message}")]
     Permanent { message: String },
+    /// A usage or rate limit that resets later than a retry is worth waiting for (or a quota):
+    /// nothing is worth trying on this backend until `reset`.
+    #[error("{message}")]
+    Held { message: String, reset: Reset },
 }
 
 impl ApiError {
@@ -79,8 +92,12 @@ fn body(r: &Request<'_>) -> Value {
     }
 }
 
-/// One request, no retries.
-pub async fn call(client: &reqwest::Client, r: &Request<'_>) -> Result<Reply, ApiError> {
+/// One request, no retries. `clock` tells how far a reset is.
+pub async fn call(
+    client: &reqwest::Client,
+    r: &Request<'_>,
+    clock: &dyn Clock,
+) -> Result<Reply, ApiError> {
     let mut req = client
         .post(endpoint(r.api, r.base_url))
         .timeout(r.timeout)
@@ -104,11 +121,17 @@ pub async fn call(client: &reqwest::Client, r: &Request<'_>) -> Result<Reply, Ap
         retry_after: None,
     })?;
     let status = resp.status();
-    let retry_after = resp
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(parse_retry_after);
+    let header = |k: &str| {
+        resp.headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let reset = if status.as_u16() == 429 {
+        limit_reset(header)
+    } else {
+        header("retry-after").as_deref().and_then(parse_retry_after)
+    };
     let raw = resp.text().await.map_err(|e| ApiError::Transient {
         message: format!("reading the reply failed: {}", without_url(&e)),
         retry_after: None,
@@ -118,10 +141,20 @@ pub async fn call(client: &reqwest::Client, r: &Request<'_>) -> Result<Reply, Ap
             .unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_owned());
         let message = format!("HTTP {}: {detail}", status.as_u16());
         let code = status.as_u16();
+        let now = clock.now();
+        if code == 429
+            && let Some(reset) = &reset
+            && (reset.after(now) > HOLD_AFTER || says_quota(&raw))
+        {
+            return Err(ApiError::Held {
+                message,
+                reset: reset.clone(),
+            });
+        }
         return Err(if code == 429 || code == 408 || code >= 500 {
             ApiError::Transient {
                 message,
-                retry_after,
+                retry_after: reset.map(|r| r.after(now)),
             }
         } else {
             ApiError::Permanent { message }
@@ -144,15 +177,85 @@ fn without_url(e: &reqwest::Error) -> String {
     s
 }
 
-/// `Retry-After: 7` (seconds) or an HTTP date (then a conservative guess: dates need the clock).
-pub fn parse_retry_after(v: &str) -> Option<Duration> {
+/// `Retry-After: 7` (seconds) or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Reset> {
     let v = v.trim();
     match v.parse::<f64>() {
-        Ok(s) if s >= 0.0 => Some(Duration::from_millis((s * 1000.0) as u64)),
+        Ok(s) if s >= 0.0 => Some(Reset::In(Duration::from_millis((s * 1000.0) as u64))),
         _ => chrono::DateTime::parse_from_rfc2822(v)
             .ok()
-            .map(|_| Duration::from_secs(30)),
+            .map(|d| Reset::At(Timestamp(d.timestamp_millis()))),
     }
+}
+
+/// When a 429's limit resets: `Retry-After` when given; else the latest reset of the limits the
+/// reply says are spent (`*-remaining: 0`), or of all it names: Anthropic's
+/// `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-reset` (RFC 3339 instants),
+/// OpenAI's `x-ratelimit-reset-{requests,tokens}` (durations such as `6m0s`, `1s`, `20ms`).
+pub fn limit_reset(header: impl Fn(&str) -> Option<String>) -> Option<Reset> {
+    if let Some(r) = header("retry-after").as_deref().and_then(parse_retry_after) {
+        return Some(r);
+    }
+    let mut found: Vec<(bool, Reset)> = Vec::new();
+    for kind in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let spent = |k: String| header(&k).is_some_and(|v| v.trim() == "0");
+        if let Some(t) = header(&format!("anthropic-ratelimit-{kind}-reset"))
+            .and_then(|v| Timestamp::parse_rfc3339(v.trim()))
+        {
+            found.push((
+                spent(format!("anthropic-ratelimit-{kind}-remaining")),
+                Reset::At(t),
+            ));
+        }
+        if let Some(d) =
+            header(&format!("x-ratelimit-reset-{kind}")).and_then(|v| go_duration(v.trim()))
+        {
+            found.push((spent(format!("x-ratelimit-remaining-{kind}")), Reset::In(d)));
+        }
+    }
+    let any_spent = found.iter().any(|(s, _)| *s);
+    // Ordered as if said at the epoch: a provider's headers are all instants or all durations.
+    found
+        .into_iter()
+        .filter(|(s, _)| *s || !any_spent)
+        .map(|(_, r)| r)
+        .max_by_key(|r| r.until(Timestamp(0)))
+}
+
+/// A Go duration as OpenAI's headers print them: `1s`, `6m0s`, `1h2m3.5s`, `20ms`.
+fn go_duration(s: &str) -> Option<Duration> {
+    let mut total = 0f64;
+    let mut rest = s;
+    if rest.is_empty() {
+        return None;
+    }
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let value: f64 = rest[..n].parse().ok()?;
+        rest = &rest[n..];
+        let u = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let per = match &rest[..u] {
+            "h" => 3600.0,
+            "m" => 60.0,
+            "s" => 1.0,
+            "ms" => 0.001,
+            "us" | "µs" => 0.000_001,
+            _ => return None,
+        };
+        total += value * per;
+        rest = &rest[u..];
+    }
+    Some(Duration::from_secs_f64(total))
+}
+
+/// Whether an error reply names a quota or usage limit rather than a momentary rate.
+fn says_quota(raw: &str) -> bool {
+    let t = raw.to_ascii_lowercase();
+    t.contains("quota") || t.contains("usage limit")
 }
 
 fn error_message(raw: &str) -> Option<String> {
@@ -231,20 +334,24 @@ pub fn backoff(n: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
     Duration::from_millis((base.min(30_000.0) * (0.5 + jitter / 2.0)) as u64)
 }
 
-/// Calls with retries. Returns the reply or the last error, and every failed try's message.
+/// Calls with retries. Returns the reply or the last error, and every failed try's message. A
+/// hold is returned at once: retrying before its reset would only burn tries.
 pub async fn call_with_retries(
     client: &reqwest::Client,
     r: &Request<'_>,
     retries: u32,
+    clock: &dyn Clock,
 ) -> (Result<Reply, ApiError>, Vec<String>) {
     use std::hash::{BuildHasher, RandomState};
     let mut failures = Vec::new();
     let mut n = 0;
     loop {
         n += 1;
-        match call(client, r).await {
+        match call(client, r, clock).await {
             Ok(reply) => return (Ok(reply), failures),
-            Err(e @ ApiError::Permanent { .. }) => return (Err(e), failures),
+            Err(e @ (ApiError::Permanent { .. } | ApiError::Held { .. })) => {
+                return (Err(e), failures);
+            }
             Err(ApiError::Transient {
                 message,
                 retry_after,
@@ -310,11 +417,17 @@ mod tests {
 
     #[test]
     fn retry_after_and_backoff() {
-        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            parse_retry_after("7"),
+            Some(Reset::In(Duration::from_secs(7)))
+        );
+        assert_eq!(
+            parse_retry_after("0.5"),
+            Some(Reset::In(Duration::from_millis(500)))
+        );
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::from_secs(30))
+            Some(Reset::At(Timestamp(1_445_412_480_000)))
         );
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(
@@ -324,6 +437,139 @@ mod tests {
         assert_eq!(backoff(1, None, 1.0), Duration::from_millis(1000));
         assert_eq!(backoff(3, None, 0.0), Duration::from_millis(2000));
         assert_eq!(backoff(20, None, 1.0), Duration::from_millis(30_000));
+    }
+
+    #[test]
+    fn a_429_names_its_reset() {
+        let t = |s: &str| Reset::At(Timestamp::parse_rfc3339(s).unwrap());
+        let secs = |n: u64| Reset::In(Duration::from_secs(n));
+        type Headers<'a> = &'a [(&'a str, &'a str)];
+        let cases: &[(Headers<'_>, Option<Reset>)] = &[
+            // Anthropic: Retry-After first.
+            (
+                &[
+                    ("retry-after", "12"),
+                    ("anthropic-ratelimit-requests-remaining", "0"),
+                    ("anthropic-ratelimit-requests-reset", "2026-12-01T12:00:30Z"),
+                ],
+                Some(secs(12)),
+            ),
+            // Without it, the reset of the limit that is spent, not of the one that is not.
+            (
+                &[
+                    ("anthropic-ratelimit-requests-limit", "50"),
+                    ("anthropic-ratelimit-requests-remaining", "0"),
+                    ("anthropic-ratelimit-requests-reset", "2026-12-01T12:00:30Z"),
+                    ("anthropic-ratelimit-tokens-remaining", "40000"),
+                    ("anthropic-ratelimit-tokens-reset", "2026-12-01T12:05:00Z"),
+                ],
+                Some(t("2026-12-01T12:00:30Z")),
+            ),
+            (
+                &[
+                    (
+                        "anthropic-ratelimit-input-tokens-reset",
+                        "2026-12-01T12:01:00Z",
+                    ),
+                    (
+                        "anthropic-ratelimit-output-tokens-reset",
+                        "2026-12-01T12:02:00Z",
+                    ),
+                ],
+                Some(t("2026-12-01T12:02:00Z")),
+            ),
+            // OpenAI: Go durations.
+            (
+                &[
+                    ("x-ratelimit-limit-requests", "500"),
+                    ("x-ratelimit-remaining-requests", "499"),
+                    ("x-ratelimit-reset-requests", "120ms"),
+                    ("x-ratelimit-remaining-tokens", "0"),
+                    ("x-ratelimit-reset-tokens", "6m0s"),
+                ],
+                Some(secs(360)),
+            ),
+            (
+                &[
+                    ("x-ratelimit-reset-requests", "1h2m3.5s"),
+                    ("x-ratelimit-reset-tokens", "20ms"),
+                ],
+                Some(Reset::In(Duration::from_millis(3_723_500))),
+            ),
+            (
+                &[("retry-after", "Tue, 01 Dec 2026 13:00:00 GMT")],
+                Some(t("2026-12-01T13:00:00Z")),
+            ),
+            (&[("x-request-id", "req_1")], None),
+        ];
+        for (headers, want) in cases {
+            let got = limit_reset(|k| {
+                headers
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| (*v).to_owned())
+            });
+            assert_eq!(got, *want, "{headers:?}");
+        }
+    }
+
+    fn request(url: &str) -> Request<'_> {
+        Request {
+            api: ApiKind::Openai,
+            base_url: url,
+            model: "m",
+            key: None,
+            max_tokens: 10,
+            system: "s",
+            prompt: "p",
+            timeout: Duration::from_secs(5),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_long_or_quota_429_holds_instead_of_burning_retries() {
+        use abo_test_support::stub::{Canned, StubServer, openai_reply};
+        let clock = crate::context::SystemClock;
+        let client = reqwest::Client::new();
+        let limited = r#"{"type":"error","error":{"type":"rate_limit_error","message":"This request would exceed your account's rate limit. Please try again later."}}"#;
+        let quota = r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","code":"insufficient_quota"}}"#;
+        let ok = Canned::ok(openai_reply("m", "hi", 1, 1));
+        for (first, held) in [
+            // An hour away: held at once, its one request made.
+            (
+                Canned::status(429, limited).header("retry-after", "3600"),
+                Some(Reset::In(Duration::from_secs(3600))),
+            ),
+            // A quota, with a reset however close: held too.
+            (
+                Canned::status(429, quota)
+                    .header("x-ratelimit-remaining-requests", "0")
+                    .header("x-ratelimit-reset-requests", "2s"),
+                Some(Reset::In(Duration::from_secs(2))),
+            ),
+            // A momentary rate limit is retried, and the retry lands.
+            (
+                Canned::status(429, limited).header("retry-after", "0"),
+                None,
+            ),
+        ] {
+            let server = StubServer::start(vec![first, ok.clone()]);
+            let url = format!("{}/v1", server.url);
+            let (result, _) = call_with_retries(&client, &request(&url), 3, &clock).await;
+            match held {
+                Some(want) => {
+                    assert!(
+                        matches!(&result, Err(ApiError::Held { reset, .. }) if *reset == want),
+                        "{result:?}"
+                    );
+                    assert_eq!(server.requests().len(), 1);
+                }
+                None => {
+                    assert_eq!(result.map(|r| r.text).ok().as_deref(), Some("hi"));
+                    assert_eq!(server.requests().len(), 2);
+                }
+            }
+        }
     }
 
     #[test]

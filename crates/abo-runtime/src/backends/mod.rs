@@ -291,6 +291,12 @@ async fn run_agent(job: &Job<'_>) -> Produced {
     );
     let exit = ran.streamed.as_ref().and_then(|s| s.outcome.exit);
     let transient = ran.failure.is_some() && r.transient() && !ran.permanent;
+    // A limit with its reset holds the backend (only when the attempt failed for it).
+    let hold_until = r
+        .limit
+        .as_ref()
+        .filter(|_| ran.failure.is_some())
+        .map(|l| l.until(job.ctx.now()));
     Produced {
         outcome: BackendOutcome {
             failure: ran.failure.map(|f| job.redactor.redact(&f)),
@@ -308,6 +314,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
             prompt: prompt_id,
             transient,
             permanent: ran.permanent,
+            hold_until,
             ..Default::default()
         },
         warnings: warning.into_iter().collect(),
@@ -704,7 +711,8 @@ async fn run_api(job: &Job<'_>) -> Produced {
         prompt: &p.text,
         timeout: Duration::from_millis(job.settings.attempt_timeout_ms.max(1)),
     };
-    let (result, failures) = api::call_with_retries(job.ctx.http(), &request, *retries).await;
+    let (result, failures) =
+        api::call_with_retries(job.ctx.http(), &request, *retries, &*job.ctx.clock).await;
     let log_path = job.scratch.join("backend.log");
     let _ = std::fs::write(
         &log_path,
@@ -716,6 +724,16 @@ async fn run_api(job: &Job<'_>) -> Produced {
     let log = store_redacted(job, &log_path);
     let reply = match result {
         Ok(r) => r,
+        Err(api::ApiError::Held { message, reset }) => {
+            let mut p = failed(
+                job.redactor
+                    .redact(&format!("the model API reported a usage limit: {message}")),
+            );
+            p.outcome.hold_until = Some(reset.until(job.ctx.now()));
+            p.outcome.prompt = prompt_id;
+            p.outcome.log = log;
+            return p;
+        }
         Err(e) => {
             let transient = e.is_transient();
             let tries = failures.len().max(1);
@@ -880,7 +898,8 @@ pub async fn ask(
                 prompt: &prompt,
                 timeout: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
             };
-            let (result, _) = api::call_with_retries(ctx.http(), &request, *retries).await;
+            let (result, _) =
+                api::call_with_retries(ctx.http(), &request, *retries, &*ctx.clock).await;
             let reply =
                 result.map_err(|e| redactor.redact(&format!("the model API failed: {e}")))?;
             let model_used = reply.model.clone().unwrap_or_else(|| model.clone());

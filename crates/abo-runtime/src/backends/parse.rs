@@ -1,9 +1,12 @@
 //! Reading what agent CLIs print, exactly as each documents it, into one [`Report`].
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use abo_core::config::AgentKind;
 use abo_core::event::Usage;
+use abo_core::ids::Timestamp;
 
 use crate::process::Line;
 
@@ -23,6 +26,247 @@ pub struct Report {
     pub message: Option<String>,
     /// Usage reported while the agent works (Claude Code's per-message `usage`), before its total.
     pub running: Usage,
+    /// The agent hit a usage or rate limit, and said when it resets.
+    pub limit: Option<Reset>,
+}
+
+/// When a usage or rate limit resets, as a tool or an API said it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reset {
+    /// At this instant (Claude Code's `resetsAt`, `anthropic-ratelimit-*-reset`).
+    At(Timestamp),
+    /// This long after it was said (Codex's "try again in 2 hours 5 minutes", `Retry-After: 7`).
+    In(Duration),
+    /// A wall-clock time in `zone`, else in this machine's (where the CLI ran): Codex's "Try again
+    /// at 3:15 PM." or "at Dec 29th, 2025 10:15 PM.", Claude Code's "resets 2pm (Asia/Shanghai)".
+    /// Without a date it is the next such time; without a year, the next such day.
+    Wall {
+        date: Option<WallDate>,
+        hour: i8,
+        minute: i8,
+        zone: Option<String>,
+    },
+}
+
+/// The date of a [`Reset::Wall`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WallDate {
+    pub year: Option<i16>,
+    pub month: i8,
+    pub day: i8,
+}
+
+/// A wall-clock reset that names no valid time (or an unknown zone) holds this long: long
+/// enough not to spin on a limit, short enough not to lose the day.
+const UNRESOLVED_WALL: Duration = Duration::from_secs(3600);
+
+impl Reset {
+    /// The instant, for a report received at `now`.
+    pub fn until(&self, now: Timestamp) -> Timestamp {
+        let after = |d: Duration| {
+            Timestamp(
+                now.0
+                    .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            )
+        };
+        match self {
+            Self::At(t) => *t,
+            Self::In(d) => after(*d),
+            Self::Wall {
+                date,
+                hour,
+                minute,
+                zone,
+            } => wall_until(*date, *hour, *minute, zone.as_deref(), now)
+                .unwrap_or_else(|| after(UNRESOLVED_WALL)),
+        }
+    }
+
+    /// How long from `now` until the reset (zero when it is past).
+    pub fn after(&self, now: Timestamp) -> Duration {
+        self.until(now).saturating_sub(now)
+    }
+}
+
+fn wall_until(
+    date: Option<WallDate>,
+    hour: i8,
+    minute: i8,
+    zone: Option<&str>,
+    now: Timestamp,
+) -> Option<Timestamp> {
+    use jiff::civil::Date;
+    let tz = match zone {
+        Some(z) => jiff::tz::TimeZone::get(z).ok()?,
+        None => jiff::tz::TimeZone::system(),
+    };
+    let here = jiff::Timestamp::from_millisecond(now.0)
+        .ok()?
+        .to_zoned(tz.clone());
+    let at = |d: Date| {
+        d.at(hour, minute, 0, 0)
+            .to_zoned(tz.clone())
+            .ok()
+            .map(|z| z.timestamp().as_millisecond())
+    };
+    let ms = match date {
+        // The next such time: today's, or tomorrow's once today's is more than a minute past.
+        None => match at(here.date())? {
+            t if t > now.0 - 60_000 => t,
+            _ => at(here.date().tomorrow().ok()?)?,
+        },
+        Some(WallDate {
+            year: Some(y),
+            month,
+            day,
+        }) => at(Date::new(y, month, day).ok()?)?,
+        Some(WallDate {
+            year: None,
+            month,
+            day,
+        }) => match at(Date::new(here.year(), month, day).ok()?)? {
+            t if t > now.0 - 86_400_000 => t,
+            _ => at(Date::new(here.year() + 1, month, day).ok()?)?,
+        },
+    };
+    Some(Timestamp(ms))
+}
+
+/// `dec 29th, 2025 10:15 pm`, `feb 7, 11am`, `3:15 pm`, `2pm` (lowercase): the date, if any, and
+/// the hour and minute.
+fn wall_words(s: &str) -> Option<(Option<WallDate>, i8, i8)> {
+    let toks: Vec<&str> = s
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|t| t.trim_end_matches('.'))
+        .filter(|t| !t.is_empty())
+        .take(6)
+        .collect();
+    const MONTHS: [&str; 12] = [
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ];
+    let month = MONTHS
+        .iter()
+        .position(|m| toks.first().is_some_and(|t| t.starts_with(m)));
+    let (date, rest) = match month {
+        Some(m) => {
+            let day = toks.get(1)?;
+            let day: i8 = day[..day.find(|c: char| !c.is_ascii_digit()).unwrap_or(day.len())]
+                .parse()
+                .ok()?;
+            let year = toks
+                .get(2)
+                .filter(|t| t.len() == 4)
+                .and_then(|t| t.parse::<i16>().ok());
+            let rest = &toks[if year.is_some() { 3 } else { 2 }..];
+            let month = i8::try_from(m + 1).ok()?;
+            (Some(WallDate { year, month, day }), rest)
+        }
+        None => (None, &toks[..]),
+    };
+    let t = rest.first()?;
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == ':'))
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(split);
+    let suffix = match (suffix, rest.get(1)) {
+        ("", Some(&n)) if n == "am" || n == "pm" => n,
+        (s, _) => s,
+    };
+    let (h, m) = match num.split_once(':') {
+        Some((h, m)) => (h.parse::<i8>().ok()?, m.parse::<i8>().ok()?),
+        None => (num.parse::<i8>().ok()?, 0),
+    };
+    let h = match (suffix, h) {
+        ("am", 12) => 0,
+        ("pm", 12) | ("", _) => h,
+        ("pm", _) => h + 12,
+        ("am", _) => h,
+        _ => return None,
+    };
+    (h < 24 && m < 60).then_some((date, h, m))
+}
+
+/// The reset a limit message names, in the texts the tools print:
+/// - Claude Code's `Claude AI usage limit reached|1759968000` (Unix seconds), and its `You've hit
+///   your limit · resets 2pm (Asia/Shanghai)` (or `resets Feb 7, 11am (Asia/Seoul)`);
+/// - Codex's `You've hit your usage limit. ... try again in 2 hours 5 minutes.` (or `in 1 day 3
+///   hours`, `in less than a minute`), its newer `... or try again at 3:15 PM.` (or `at Dec 29th,
+///   2025 10:15 PM.`, local time), and `Model ... is at capacity. ... Try again in 45s.`
+///
+/// A limit without a reset (`Try again later.`) is none: nothing says when to come back.
+pub fn limit_in_text(text: &str) -> Option<Reset> {
+    if let Some((_, rest)) = text.split_once("limit reached|") {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        if let Ok(secs) = digits.parse::<i64>() {
+            return Some(Reset::At(Timestamp(secs.saturating_mul(1000))));
+        }
+    }
+    let lower = text.to_ascii_lowercase();
+    let limited = ["usage limit", "rate limit", "at capacity", "hit your limit"]
+        .iter()
+        .any(|p| lower.contains(p));
+    if !limited {
+        return None;
+    }
+    if let Some((_, after)) = lower.split_once("try again at ") {
+        let (date, hour, minute) = wall_words(after)?;
+        return Some(Reset::Wall {
+            date,
+            hour,
+            minute,
+            zone: None,
+        });
+    }
+    if let Some(i) = ["resets ", "reset at "]
+        .iter()
+        .find_map(|p| lower.find(p).map(|i| i + p.len()))
+    {
+        let after = &lower[i..];
+        let (date, hour, minute) = wall_words(after.split('(').next().unwrap_or(after))?;
+        // The zone as written (zone names are case-sensitive on disk); ASCII lowercasing kept
+        // every byte where it was.
+        let zone = text[i..]
+            .split_once('(')
+            .and_then(|(_, z)| z.split_once(')'))
+            .map(|(z, _)| z.trim().to_owned());
+        return Some(Reset::Wall {
+            date,
+            hour,
+            minute,
+            zone,
+        });
+    }
+    let (_, after) = lower.split_once("try again in ")?;
+    if after.starts_with("less than a minute") {
+        return Some(Reset::In(Duration::from_secs(60)));
+    }
+    let mut secs = 0u64;
+    let mut number: Option<u64> = None;
+    for w in after
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .map(|w| w.trim_end_matches('.'))
+        .filter(|w| !w.is_empty())
+    {
+        // `2 hours` (a number, then its unit) or `45s` (both in one word).
+        let (digits, unit) = w.split_at(w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len()));
+        let n = match (digits.parse::<u64>().ok(), number.take()) {
+            (Some(n), None) if unit.is_empty() => {
+                number = Some(n);
+                continue;
+            }
+            (Some(n), None) | (None, Some(n)) => n,
+            _ => break,
+        };
+        let per = match unit {
+            "day" | "days" | "d" => 86_400,
+            "hour" | "hours" | "h" => 3_600,
+            "minute" | "minutes" | "min" | "m" => 60,
+            "second" | "seconds" | "sec" | "s" => 1,
+            _ => break,
+        };
+        secs += n * per;
+    }
+    (secs > 0).then(|| Reset::In(Duration::from_secs(secs)))
 }
 
 impl Report {
@@ -122,6 +366,17 @@ impl Parser {
 
     /// One line of stdout. Lines that are not JSON (banners, garbage) are skipped.
     pub fn line(&mut self, line: &str) -> Line {
+        let l = self.parse_line(line);
+        // An error that names a limit's reset holds the backend until then.
+        if self.report.limit.is_none()
+            && let Some(e) = &self.report.error
+        {
+            self.report.limit = limit_in_text(e);
+        }
+        l
+    }
+
+    fn parse_line(&mut self, line: &str) -> Line {
         match self.kind {
             AgentKind::Aider => {
                 self.aider_text_line(line);
@@ -146,6 +401,18 @@ impl Parser {
             Some("system") => {
                 if let Some(m) = v.get("model").and_then(Value::as_str) {
                     r.model = Some(m.to_owned());
+                }
+                Line::More
+            }
+            // Claude Code 2.1.45+: `{"type":"rate_limit_event","rate_limit_info":{"status":
+            // "rejected","resetsAt":1778565600,"rateLimitType":"five_hour",...}}`. `allowed` and
+            // `allowed_warning` only inform.
+            Some("rate_limit_event") => {
+                let info = &v["rate_limit_info"];
+                if info["status"] == "rejected"
+                    && let Some(secs) = info["resetsAt"].as_i64()
+                {
+                    r.limit = Some(Reset::At(Timestamp(secs.saturating_mul(1000))));
                 }
                 Line::More
             }
@@ -484,6 +751,7 @@ not json: a banner
                     cache_read_tokens: 15000,
                     ..Usage::default()
                 },
+                limit: None,
             }
         );
         // While the agent works, what it used so far is the running sum; then its total.
@@ -507,6 +775,128 @@ not json: a banner
             Some("success: API Error: 529 overloaded")
         );
         assert!(r.transient());
+    }
+
+    #[test]
+    fn limits_name_their_reset() {
+        use Reset::{At, In};
+        let h = |h: u64, m: u64| In(Duration::from_secs(h * 3600 + m * 60));
+        let wall =
+            |date: Option<(Option<i16>, i8, i8)>, hour, minute, zone: Option<&str>| Reset::Wall {
+                date: date.map(|(year, month, day)| WallDate { year, month, day }),
+                hour,
+                minute,
+                zone: zone.map(str::to_owned),
+            };
+        let cases: &[(AgentKind, &str, Option<Reset>)] = &[
+            // Claude Code 1.x: the reset in Unix seconds after a `|`.
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"result","subtype":"success","is_error":true,"duration_ms":310,"num_turns":1,"result":"Claude AI usage limit reached|1759968000","session_id":"s1","total_cost_usd":0,"usage":{"input_tokens":0,"output_tokens":0}}"#,
+                Some(At(Timestamp(1_759_968_000_000))),
+            ),
+            // Claude Code 2.1: a rejected `rate_limit_event` before the failing result.
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"system","subtype":"init","model":"claude-sonnet-4-5-20250929"}
+{"type":"rate_limit_event","rate_limit_info":{"status":"rejected","resetsAt":1778565600,"rateLimitType":"five_hour","overageStatus":"rejected","isUsingOverage":false},"uuid":"u1","session_id":"s1"}
+{"type":"assistant","message":{"content":[{"type":"text","text":"You've hit your limit · resets 2pm (Asia/Shanghai)"}]}}
+{"type":"result","subtype":"success","is_error":true,"result":"You've hit your limit · resets 2pm (Asia/Shanghai)","total_cost_usd":0}"#,
+                Some(At(Timestamp(1_778_565_600_000))),
+            ),
+            // An `allowed` event only informs: the run goes on and lands.
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"rate_limit_event","rate_limit_info":{"status":"allowed","isUsingOverage":false}}
+{"type":"rate_limit_event","rate_limit_info":{"status":"allowed_warning","resetsAt":1778565600,"rateLimitType":"seven_day","utilization":0.9}}
+{"type":"result","subtype":"success","is_error":false,"result":"Done."}"#,
+                None,
+            ),
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"result","subtype":"success","is_error":true,"result":"API Error: 529 {\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}"}"#,
+                None,
+            ),
+            // Codex: its UsageLimitReachedError, relative to now.
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.started"}
+{"type":"error","message":"You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) or try again in 2 hours 5 minutes."}
+{"type":"turn.failed","error":{"message":"You've hit your usage limit. Upgrade to Pro (https://openai.com/chatgpt/pricing) or try again in 2 hours 5 minutes."}}"#,
+                Some(h(2, 5)),
+            ),
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Try again in 1 day 3 hours."}}"#,
+                Some(h(27, 0)),
+            ),
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Try again in less than a minute."}}"#,
+                Some(In(Duration::from_secs(60))),
+            ),
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"Model gpt-5-codex is at capacity. Please try a different model. Try again in 45s."}}"#,
+                Some(In(Duration::from_secs(45))),
+            ),
+            // Newer Codex: the reset in local time, today or dated.
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Upgrade to Pro (https://chatgpt.com/explore/pro), visit https://chatgpt.com/codex/settings/usage to purchase more credits or try again at 3:15 PM."}}"#,
+                Some(wall(None, 15, 15, None)),
+            ),
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Try again at Dec 29th, 2025 10:15 PM."}}"#,
+                Some(wall(Some((Some(2025), 12, 29)), 22, 15, None)),
+            ),
+            // Claude Code's texts, when no rate_limit_event came first.
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"result","subtype":"success","is_error":true,"result":"You've hit your limit · resets Feb 7, 11am (Asia/Seoul)"}"#,
+                Some(wall(Some((None, 2, 7)), 11, 0, Some("Asia/Seoul"))),
+            ),
+            (
+                AgentKind::ClaudeCode,
+                r#"{"type":"result","subtype":"success","is_error":true,"result":"Claude usage limit reached. Your limit will reset at 5pm (Europe/Warsaw)."}"#,
+                Some(wall(None, 17, 0, Some("Europe/Warsaw"))),
+            ),
+            // A limit that says nothing of its reset is an ordinary failure.
+            (
+                AgentKind::Codex,
+                r#"{"type":"turn.failed","error":{"message":"You've hit your usage limit. Limits reset every 5h and every week."}}"#,
+                None,
+            ),
+        ];
+        for (kind, out, want) in cases {
+            let (r, _) = parse(*kind, out);
+            assert_eq!(r.limit, *want, "{out}");
+            if want.is_some() {
+                assert!(r.error.is_some(), "a limit fails the attempt: {out}");
+            }
+        }
+        let now = Timestamp(1_000_000);
+        assert_eq!(h(0, 1).until(now), Timestamp(1_060_000));
+        assert_eq!(At(Timestamp(5)).after(now), Duration::ZERO);
+        // Wall-clock resets, in their zone: the next such time.
+        let utc = |s: &str| Timestamp::parse_rfc3339(s).unwrap();
+        let two_pm = wall(None, 14, 0, Some("Asia/Shanghai"));
+        for (now, want) in [
+            ("2026-12-01T03:00:00Z", "2026-12-01T06:00:00Z"),
+            ("2026-12-01T07:00:00Z", "2026-12-02T06:00:00Z"),
+        ] {
+            assert_eq!(two_pm.until(utc(now)), utc(want), "{now}");
+        }
+        assert_eq!(
+            wall(Some((None, 2, 7)), 11, 0, Some("Asia/Seoul")).until(utc("2026-12-01T00:00:00Z")),
+            utc("2027-02-07T02:00:00Z")
+        );
+        // A zone abo does not know holds an hour.
+        assert_eq!(
+            wall(None, 14, 0, Some("Mars/Olympus")).until(now),
+            Timestamp(now.0 + 3_600_000)
+        );
     }
 
     #[test]

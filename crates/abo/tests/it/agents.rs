@@ -6,54 +6,16 @@ use serde_json::Value;
 
 use crate::{abo_env, artifact, brief, config, events, s, task};
 
-struct Agents {
-    repo: TestRepo,
-    env: Vec<(&'static str, String)>,
-    log: std::path::PathBuf,
-}
+type Agents = crate::FakeAgents;
 
 fn setup(extra_config: &str) -> Agents {
-    let repo = TestRepo::new();
-    let bin = abo_test_support::agents::install(&repo.outside);
-    let log = repo.outside.join("agent-log");
-    std::fs::create_dir_all(&log).unwrap();
-    config(
-        &repo,
-        &format!(
-            "version: 1\nsandbox: {{ mode: off }}\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{extra_config}backends:\n  claude: {{ kind: claude-code, model: sonnet, max_turns: 5 }}\n  codex: {{ kind: codex, model: gpt-5-codex }}\n  aider: {{ kind: aider, model: gpt-4.1 }}\n  goose: {{ kind: goose }}\n"
-        ),
-    );
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let env = vec![
-        ("PATH", path),
-        ("FAKE_AGENT_LOG", log.display().to_string()),
-        // An enclosing agent session's variables: the agents abo starts must not see them.
-        ("CLAUDECODE", "1".to_owned()),
-        ("CLAUDE_CODE_ENTRYPOINT", "cli".to_owned()),
-    ];
-    Agents { repo, env, log }
-}
-
-impl Agents {
-    fn run(&self, backlog: &str) -> (i32, Value, String) {
-        let b = self.repo.write_outside("b.yml", backlog);
-        let out = abo_env(
-            &self.repo,
-            &["run", b.to_str().unwrap(), "--json"],
-            &self.env,
-        );
-        let doc = serde_json::from_str(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
-        (out.code, doc, out.stderr)
-    }
-
-    fn logged(&self, name: &str) -> String {
-        std::fs::read_to_string(self.log.join(name)).unwrap_or_default()
-    }
+    let mut a = crate::FakeAgents::new(&format!(
+        "version: 1\nsandbox: {{ mode: off }}\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{extra_config}backends:\n  claude: {{ kind: claude-code, model: sonnet, max_turns: 5 }}\n  codex: {{ kind: codex, model: gpt-5-codex }}\n  aider: {{ kind: aider, model: gpt-4.1 }}\n  goose: {{ kind: goose }}\n"
+    ));
+    // An enclosing agent session's variables: the agents abo starts must not see them.
+    a.env.push(("CLAUDECODE", "1".to_owned()));
+    a.env.push(("CLAUDE_CODE_ENTRYPOINT", "cli".to_owned()));
+    a
 }
 
 fn finished_event(repo: &TestRepo, id: &str, task: &str) -> Value {

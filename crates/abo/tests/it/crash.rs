@@ -8,7 +8,7 @@ use pretty_assertions::assert_eq;
 
 use crate::{abo, brief, config, events, read_run_id, s, spawn, task};
 
-fn sigkill(child: &mut std::process::Child) {
+pub(crate) fn sigkill(child: &mut std::process::Child) {
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGKILL,
@@ -18,7 +18,7 @@ fn sigkill(child: &mut std::process::Child) {
 }
 
 /// Resumes and checks the run ended with every task landed exactly once and nothing left over.
-fn resume_and_check(repo: &TestRepo, id: &str, tasks: &[&str]) {
+pub(crate) fn resume_and_check(repo: &TestRepo, id: &str, tasks: &[&str]) {
     let out = abo(repo, &["resume", id, "--json"]);
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
@@ -52,7 +52,7 @@ fn resume_and_check(repo: &TestRepo, id: &str, tasks: &[&str]) {
     );
 }
 
-fn marker_backlog(repo: &TestRepo, run_a: &str) -> std::path::PathBuf {
+pub(crate) fn marker_backlog(repo: &TestRepo, run_a: &str) -> std::path::PathBuf {
     repo.write_outside(
         "b.yml",
         &format!(
@@ -181,7 +181,7 @@ fn killed_after_the_branch_moved_but_before_the_event() {
 
 /// Deletes events from `seq` on and rebuilds the projections: what the store holds when a process
 /// dies before committing those events.
-fn truncate_log(repo: &Path, seq: i64) {
+pub(crate) fn truncate_log(repo: &Path, seq: i64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -381,3 +381,6 @@ fn an_old_runs_commit_for_the_same_task_in_the_base_is_not_taken_for_this_runs()
     ]);
     assert_eq!(run.trim(), id);
 }
+
+mod campaign;
+mod damage;

@@ -691,6 +691,95 @@ fn the_merge_action_follows_autonomy_and_never_touches_a_dirty_checkout() {
 }
 
 #[test]
+fn the_fast_forward_never_overwrites_a_file_the_checkout_does_not_track() {
+    // The change un-ignores docs/private.md and writes it; the user has their own, ignored.
+    let repo = TestRepo::new();
+    repo.write(".gitignore", "docs/private.md\n");
+    config(&repo, "version: 1\n");
+    let backlog = repo.write_outside(
+        "private.yml",
+        "tasks:\n  - { id: private, title: P, paths: ['docs/**'], run: 'mkdir -p docs; printf \"!private.md\\n\" > docs/.gitignore; echo theirs > docs/private.md' }\n",
+    );
+    let merge_of = |doc: &Value| {
+        let id = doc["run"]["id"].as_str().unwrap().to_owned();
+        let merge = events(&repo, &id)
+            .into_iter()
+            .find(|e| e["kind"] == "run.merge")
+            .unwrap();
+        (id, merge["data"].clone())
+    };
+
+    // Attack: the user's ignored file is there. Nothing moves, and the command is given.
+    repo.write("docs/private.md", "mine\n");
+    let before = (repo.user_view(), repo.git(&["rev-parse", "main"]));
+    let (code, doc, stderr) = run(&repo, &backlog, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(task(&doc, "private")["status"], "landed");
+    let (id, merge) = merge_of(&doc);
+    assert_eq!(merge["outcome"], "skipped");
+    assert_eq!(
+        merge["reason"],
+        format!(
+            "main is checked out and docs/private.md there is a file git does not track, which the fast-forward would overwrite, so abo moved nothing; merge it with: git merge abo/{id} (on main)"
+        )
+    );
+    assert_eq!(repo.read("docs/private.md"), "mine\n");
+    assert_eq!((repo.user_view(), repo.git(&["rev-parse", "main"])), before);
+
+    // The same with an untracked file git does not ignore.
+    std::fs::remove_file(repo.path.join("docs/private.md")).unwrap();
+    let backlog2 = repo.write_outside(
+        "draft.yml",
+        "tasks:\n  - { id: draft, title: D, paths: ['docs/**'], run: 'mkdir -p docs; echo theirs > docs/draft.md' }\n",
+    );
+    repo.write("docs/draft.md", "my draft\n");
+    let (code, doc, stderr) = run(&repo, &backlog2, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, merge) = merge_of(&doc);
+    assert_eq!(merge["outcome"], "skipped");
+    assert!(
+        merge["reason"]
+            .as_str()
+            .unwrap()
+            .contains("docs/draft.md there is a file git does not track"),
+        "{merge}"
+    );
+    assert_eq!(repo.read("docs/draft.md"), "my draft\n");
+    std::fs::remove_file(repo.path.join("docs/draft.md")).unwrap();
+
+    // And a file of the user's where the change needs a directory.
+    let backlog3 = repo.write_outside(
+        "notes.yml",
+        "tasks:\n  - { id: notes, title: N, paths: ['docs/**'], run: 'mkdir -p docs/notes; echo theirs > docs/notes/a.md' }\n",
+    );
+    repo.write("docs/notes", "my notes\n");
+    let (code, doc, stderr) = run(&repo, &backlog3, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, merge) = merge_of(&doc);
+    assert_eq!(merge["outcome"], "skipped");
+    assert!(
+        merge["reason"]
+            .as_str()
+            .unwrap()
+            .contains("docs/notes there is a file git does not track"),
+        "{merge}"
+    );
+    assert_eq!(repo.read("docs/notes"), "my notes\n");
+    std::fs::remove_file(repo.path.join("docs/notes")).unwrap();
+
+    // Control: without the user's file, the same change is fast-forwarded into the checkout.
+    let (code, doc, stderr) = run(&repo, &backlog, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let (_, merge) = merge_of(&doc);
+    assert_eq!(merge["outcome"], "fast-forward", "{merge}");
+    assert_eq!(repo.read("docs/private.md"), "theirs\n");
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]),
+        repo.git(&["rev-parse", doc["run"]["branch"].as_str().unwrap()])
+    );
+}
+
+#[test]
 fn report_and_summary_come_from_the_event_log() {
     let repo = project();
     let b = repo.write_outside(

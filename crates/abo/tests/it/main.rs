@@ -18,6 +18,7 @@ mod hostile;
 mod notify;
 mod policy;
 mod pr;
+mod quota;
 mod real_aider;
 mod real_cli;
 mod real_codex;
@@ -25,6 +26,7 @@ mod sandbox;
 mod schedule;
 mod serve;
 mod shared;
+mod terminal;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -172,4 +174,50 @@ pub(crate) fn events(repo: &TestRepo, run: &str) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// A repository whose abo.yml is `config`, with the fake agent CLIs first on PATH and their log
+/// directory in `FAKE_AGENT_LOG`.
+pub(crate) struct FakeAgents {
+    pub(crate) repo: TestRepo,
+    pub(crate) env: Vec<(&'static str, String)>,
+    pub(crate) log: std::path::PathBuf,
+}
+
+impl FakeAgents {
+    pub(crate) fn new(config_yaml: &str) -> Self {
+        let repo = TestRepo::new();
+        let bin = abo_test_support::agents::install(&repo.outside);
+        let log = repo.outside.join("agent-log");
+        std::fs::create_dir_all(&log).unwrap();
+        config(&repo, config_yaml);
+        let path = format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let env = vec![
+            ("PATH", path),
+            ("FAKE_AGENT_LOG", log.display().to_string()),
+        ];
+        Self { repo, env, log }
+    }
+
+    /// `abo run BACKLOG --json`: the exit code, the final status document and stderr.
+    pub(crate) fn run(&self, backlog: &str) -> (i32, Value, String) {
+        let b = self.repo.write_outside("b.yml", backlog);
+        let out = abo_env(
+            &self.repo,
+            &["run", b.to_str().unwrap(), "--json"],
+            &self.env,
+        );
+        let doc = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+        (out.code, doc, out.stderr)
+    }
+
+    /// A file the fake agents wrote into their log directory (empty when absent).
+    pub(crate) fn logged(&self, name: &str) -> String {
+        std::fs::read_to_string(self.log.join(name)).unwrap_or_default()
+    }
 }

@@ -84,3 +84,49 @@ fn webhooks_and_email_are_delivered_signed_retried_and_recorded() {
         .unwrap();
     assert_eq!(hook["data"]["tries"], 2);
 }
+
+/// abo stopped between `run.finished` and delivering its notification: resuming the owed end
+/// delivers it, and the log holds one `notify.sent` for it; a settled run sends nothing more.
+#[test]
+fn a_notification_owed_by_a_finished_run_is_delivered_on_resume_once() {
+    let hook = StubServer::start(vec![Canned::ok("{}"), Canned::ok("{}"), Canned::ok("{}")]);
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nsandbox: {{ mode: off }}\nnotify:\n  webhooks:\n    - {{ url: '{}/hook', events: [run.finished] }}\n",
+            hook.url
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
+    );
+    let (code, doc, stderr) = crate::run(&repo, &b, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let finished = events(&repo, &id)
+        .iter()
+        .find(|e| e["kind"] == "run.finished")
+        .unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    // Everything after run.finished is lost: its notify.sent and the run.merge.
+    crate::crash::truncate_log(&repo.path, finished + 1);
+    assert_eq!(hook.requests().len(), 1);
+    let out = crate::abo(&repo, &["resume", &id]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        hook.requests().len(),
+        2,
+        "delivered again: its delivery was not recorded"
+    );
+    let sent: Vec<serde_json::Value> = events(&repo, &id)
+        .into_iter()
+        .filter(|e| e["kind"] == "notify.sent")
+        .collect();
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0]["data"]["seq"], finished);
+    assert_eq!(crate::abo(&repo, &["resume", &id]).code, 2);
+    assert_eq!(hook.requests().len(), 2, "nothing more once settled");
+}

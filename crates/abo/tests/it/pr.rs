@@ -115,3 +115,63 @@ fn a_draft_merge_request_on_gitlab_and_a_missing_token_refused() {
     assert!(r.body["title"].as_str().unwrap().starts_with("Draft: "));
     assert_eq!(r.body["target_branch"], "main");
 }
+
+/// abo opened the pull request, then stopped before `run.pull_request` was recorded: resuming
+/// the owed end finds that one (GitHub answers 422 to a second) and records it, once.
+#[test]
+fn a_pull_request_opened_before_a_crash_is_found_not_opened_twice() {
+    let api = StubServer::start(vec![
+        Canned::status(
+            201,
+            r#"{"html_url":"https://github.example/acme/app/pull/7","number":7}"#,
+        ),
+        Canned::status(
+            422,
+            r#"{"message":"A pull request already exists for acme:abo/x."}"#,
+        ),
+        Canned::ok(r#"[{"html_url":"https://github.example/acme/app/pull/7","number":7}]"#),
+    ]);
+    let (repo, _bare) = with_remote();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nlanding: {{ mode: pull-request, provider: github, api_url: '{}', repo: acme/app }}\n",
+            api.url
+        ),
+    );
+    let doc = run(&repo, "GITHUB_TOKEN");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let seq = events(&repo, &id)
+        .iter()
+        .find(|e| e["kind"] == "run.pull_request")
+        .unwrap()["seq"]
+        .as_i64()
+        .unwrap();
+    crate::crash::truncate_log(&repo.path, seq);
+    let out = abo_env(
+        &repo,
+        &["resume", &id],
+        &[("GITHUB_TOKEN", "t0k-secret".to_owned())],
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let reqs = api.requests();
+    assert_eq!(
+        reqs.iter()
+            .map(|r| (r.method.as_str(), r.path.split('?').next().unwrap()))
+            .collect::<Vec<_>>(),
+        [
+            ("POST", "/repos/acme/app/pulls"),
+            ("POST", "/repos/acme/app/pulls"),
+            ("GET", "/repos/acme/app/pulls")
+        ]
+    );
+    let kinds: Vec<Value> = events(&repo, &id)
+        .into_iter()
+        .filter(|e| e["kind"] == "run.pull_request")
+        .collect();
+    assert_eq!(kinds.len(), 1);
+    assert_eq!(
+        kinds[0]["data"]["url"],
+        "https://github.example/acme/app/pull/7"
+    );
+}

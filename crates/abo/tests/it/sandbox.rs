@@ -804,23 +804,18 @@ fn the_proxy_holds_the_agents_key_and_the_agent_sees_a_placeholder() {
     );
     assert!(!out.stdout.contains(KEY));
 
-    // Control: `credentials: env` puts the key in the agent's environment. A CA bundle the user
-    // set reaches the agent as it is (no TLS is terminated for it).
-    let bundle = repo.write_outside("corp-ca.pem", "");
-    let mut env = env.to_vec();
-    env.push(("NODE_EXTRA_CA_CERTS", bundle.display().to_string()));
+    // Control: `credentials: env` puts the key in the agent's environment: the agent writes it
+    // into its change, which the policy then denies (it knows the key's value), and discards.
     let (doc, repo, _) = agent_task(&yml("env"), "keyprobe", &env);
-    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
-    let branch = doc["run"]["branch"].as_str().unwrap();
-    let agent_env = repo.git(&["show", &format!("{branch}:claude-keyprobe.txt")]);
+    assert_eq!(doc["tasks"][0]["status"], "denied", "{doc}");
     assert!(
-        agent_env.contains(&format!("ANTHROPIC_API_KEY={KEY}")),
-        "{agent_env}"
+        doc["tasks"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .ends_with("adds a secret (known-secret)"),
+        "{doc}"
     );
-    assert!(
-        agent_env.contains(&format!("NODE_EXTRA_CA_CERTS={}", bundle.display())),
-        "{agent_env}"
-    );
+    assert!(grep_dir(&repo.path.join(".abo"), KEY).is_empty());
 }
 
 /// The files under `dir` whose bytes contain `needle`.
@@ -884,4 +879,131 @@ fn over_https_the_agent_trusts_the_proxys_ca_and_the_key_stays_in_the_proxy() {
         assert!(answer.contains(&format!("{var}=")), "{var}: {answer}");
     }
     assert!(grep_dir(&repo.path.join(".abo"), KEY).is_empty());
+}
+
+#[test]
+fn an_agent_reaches_the_proxys_port_on_no_other_address() {
+    // Landlock's TCP rule names a port, not an address: an agent could reach any host listening
+    // on the egress proxy's port (here 127.0.0.2). Its network namespace holds one listener, the
+    // relay to the proxy, and nothing else.
+    let script = r#"
+import os, socket, time
+port = int(os.environ["HTTPS_PROXY"].rsplit(":", 1)[1])
+deadline = time.time() + 20
+while not os.path.exists(os.environ["PROBE_READY"]) and time.time() < deadline:
+    time.sleep(0.05)
+for name, host in [("bypass", "127.0.0.2"), ("proxy", "127.0.0.1")]:
+    try:
+        socket.create_connection((host, port), 2).close()
+        print(name + ": done")
+    except OSError as e:
+        print(name + ": refused " + type(e).__name__)
+"#;
+    let repo = TestRepo::new();
+    let bin = abo_test_support::agents::install(&repo.outside);
+    let hostile = repo.write_outside("bypass.py", script);
+    let ready = repo.outside.join("ready");
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1 }\nautonomy: { overrides: { merge: A2 } }\nsandbox: { mode: required, env_pass: [HOSTILE_SCRIPT, PROBE_READY] }\nbackends:\n  claude: { kind: claude-code }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: hostile, title: Bypass, backend: claude }\n",
+    );
+    let mut cmd = crate::abo_cmd(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    cmd.env(
+        "PATH",
+        format!(
+            "{}:{}",
+            bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        ),
+    )
+    .env("HOSTILE_SCRIPT", &hostile)
+    .env("PROBE_READY", &ready)
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // The proxy's port, from the agent's environment as the host sees it.
+    let mut port = None;
+    assert!(abo_test_support::wait_for(20, || {
+        port = std::fs::read_dir("/proc").unwrap().flatten().find_map(|e| {
+            let env = std::fs::read(e.path().join("environ")).ok()?;
+            let env = String::from_utf8_lossy(&env).into_owned();
+            if !env.split('\0').any(|kv| kv == "ABO_TASK_ID=hostile") {
+                return None;
+            }
+            env.split('\0')
+                .find_map(|kv| kv.strip_prefix("HTTPS_PROXY=http://127.0.0.1:"))
+                .and_then(|p| p.parse::<u16>().ok())
+        });
+        port.is_some()
+    }));
+    let listener = std::net::TcpListener::bind(("127.0.0.2", port.unwrap())).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    std::fs::write(&ready, "").unwrap();
+    let out = crate::finish(child);
+    let doc: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stderr));
+    assert_eq!(doc["tasks"][0]["status"], "landed", "{}", out.stderr);
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    let seen = repo.git(&["show", &format!("{branch}:claude-hostile.txt")]);
+    // Control: the same port is reachable at the proxy's address.
+    assert!(seen.contains("proxy: done"), "{seen}");
+    assert!(seen.contains("bypass: refused"), "{seen}");
+    assert!(
+        listener.accept().is_err(),
+        "nothing reached the other address"
+    );
+}
+
+#[test]
+fn descriptors_abo_inherited_do_not_reach_the_sandbox() {
+    // abo started with a secret open on fd 9 and a file outside open for writing on fd 8 (a
+    // shell's redirections, a CI runner's pipes): the gate uses them.
+    let attack = "cat <&9 > /dev/null && echo WRITTEN >&8";
+    for (sandbox, reached) in [("{ mode: off }", true), (REQUIRED, false)] {
+        let repo = TestRepo::new();
+        let secret = repo.write_outside("secret", "PLANTED\n");
+        let written = repo.outside.join("written");
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {sandbox}\ngates:\n  - {{ name: fds, run: {attack:?} }}\n"
+            ),
+        );
+        let b = repo.write_outside(
+            "b.yml",
+            "tasks:\n  - { id: t, title: T, run: 'echo c > c.txt' }\n",
+        );
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "a shell opens the descriptors abo inherits"
+        )]
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "exec {abo} -C {repo} run {b} --json 9<{secret} 8>>{written}",
+                abo = env!("CARGO_BIN_EXE_abo"),
+                repo = repo.path.display(),
+                b = b.display(),
+                secret = secret.display(),
+                written = written.display()
+            ))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let landed = doc["tasks"][0]["status"] == "landed";
+        let wrote = std::fs::read_to_string(&written)
+            .unwrap_or_default()
+            .contains("WRITTEN");
+        assert_eq!(
+            (landed, wrote),
+            (reached, reached),
+            "{sandbox}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
