@@ -117,7 +117,27 @@ fn seed_agent_home(
         let _ = std::fs::create_dir_all(&dir);
         env.push(("CODEX_HOME".into(), dir.to_string_lossy().into_owned()));
     }
+    if kind == AgentKind::Aider {
+        // aider fetches litellm's model list from raw.githubusercontent.com into a cache in HOME
+        // unless the cache is less than a day old and not empty; a fresh HOME would fetch it at
+        // every attempt, refused each time by the egress proxy (which then stops aider). A
+        // stand-in cache makes aider use the list litellm ships, as LITELLM_LOCAL_MODEL_COST_MAP
+        // makes litellm itself.
+        let cache = home.join(".aider/caches/model_prices_and_context_window.json");
+        if !cache.exists()
+            && let Some(dir) = cache.parent()
+            && std::fs::create_dir_all(dir).is_ok()
+        {
+            let _ = std::fs::write(&cache, AIDER_MODEL_CACHE);
+        }
+        env.push(("LITELLM_LOCAL_MODEL_COST_MAP".into(), "True".into()));
+    }
 }
+
+/// aider's model cache in an agent's HOME: not empty (aider fetches an empty one again), naming no
+/// model (aider then asks litellm, which answers from the list it ships).
+const AIDER_MODEL_CACHE: &str =
+    "{\"abo\": {\"note\": \"aider's models come from the list litellm ships\"}}\n";
 
 /// The file listing every `.abo/` directory abo has used on this machine, so that no sandbox
 /// reads another repository's store, artifacts or proof key.

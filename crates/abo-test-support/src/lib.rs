@@ -13,6 +13,7 @@ use tempfile::TempDir;
 
 pub mod agents;
 pub mod model_server;
+pub mod model_server_openai;
 pub mod pg;
 pub mod smtp;
 pub mod stub;

@@ -24,6 +24,11 @@ struct Check {
     absent: bool,
 }
 
+/// The version of an agent CLI abo is certified with (`ops/agents.lock`), if it is.
+fn certified(kind: AgentKind) -> Option<&'static str> {
+    abo_runtime::backends::agent::certified(kind).map(|(_, v)| v)
+}
+
 /// The first line `COMMAND --version` prints, within a few seconds.
 async fn version(command: &Path) -> String {
     let mut spec = Spec::new(command.as_os_str(), Path::new("/")).args(["--version"]);
@@ -172,9 +177,9 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
     }
 
     // Agent CLIs: the usual names, and every command a configured backend names.
-    let mut agents: Vec<(String, AgentKind, String)> = AgentKind::ALL
+    let mut agents: Vec<(AgentKind, String, String)> = AgentKind::ALL
         .iter()
-        .map(|k| (k.as_str().to_owned(), *k, k.default_command().to_owned()))
+        .map(|k| (*k, k.as_str().to_owned(), k.default_command().to_owned()))
         .collect();
     let named = config
         .as_ref()
@@ -184,15 +189,11 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
         if let Some((k, a)) = b.agent()
             && let Some(cmd) = &a.command
         {
-            agents.push((format!("{} (backend {name})", k.as_str()), k, cmd.clone()));
+            agents.push((k, format!("{} (backend {name})", k.as_str()), cmd.clone()));
         }
     }
-    for (label, kind, cmd) in agents {
+    for (kind, label, cmd) in agents {
         let found = process::find_executable(&cmd);
-        // The version abo's tests run for real, when ops/agents.lock pins one.
-        let tested = abo_runtime::backends::agent::certified(kind)
-            .map(|(_, v)| format!("; abo is tested with {v}"))
-            .unwrap_or_default();
         let used = named.iter().any(|(_, b)| {
             b.agent().is_some_and(|(k, a)| {
                 a.command
@@ -202,12 +203,25 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
             })
         });
         checks.push(match found {
-            Some(p) => Check {
-                what: format!("agent {label}"),
-                ok: true,
-                detail: format!("{} ({}{tested})", version(&p).await, p.display()),
-                ..Default::default()
-            },
+            Some(p) => {
+                let v = version(&p).await;
+                let certified = match certified(kind) {
+                    Some(pin)
+                        if v.split_whitespace()
+                            .any(|w| w.trim_start_matches('v') == pin) =>
+                    {
+                        "; the version abo is certified with".to_owned()
+                    }
+                    Some(pin) => format!("; abo is certified with {pin}"),
+                    None => String::new(),
+                };
+                Check {
+                    what: format!("agent {label}"),
+                    ok: true,
+                    detail: format!("{v} ({}){certified}", p.display()),
+                    ..Default::default()
+                }
+            }
             // An agent no backend uses is information, not a problem.
             None => Check {
                 what: format!("agent {label}"),

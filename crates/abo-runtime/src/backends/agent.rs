@@ -31,6 +31,50 @@ pub struct Invocation<'a> {
     pub max_budget_usd: Option<f64>,
     /// The tool's version, as its `--version` printed it (`None`: unknown).
     pub version: Option<Version>,
+    /// abo's sandbox encloses the agent (`sandbox.mode` is not `off`).
+    pub sandboxed: bool,
+    /// codex and aider: the OpenAI-compatible endpoint (`base_url:`), and the variable that holds
+    /// its key, if one is sent.
+    pub base_url: Option<&'a str>,
+    pub key_env: Option<&'a str>,
+    /// A directory of the attempt the agent may write: aider's chat and input history go there,
+    /// not into the worktree (where they would become part of the change).
+    pub scratch: &'a Path,
+}
+
+/// Whether the user's `args:` choose Codex's sandbox themselves (clap refuses a second `-s`).
+fn codex_sandbox_chosen(args: &[String]) -> bool {
+    args.iter().any(|a| {
+        a == "-s"
+            || a == "--sandbox"
+            || a.starts_with("--sandbox=")
+            || (a.starts_with("-s") && !a.starts_with("--"))
+            || a == "--dangerously-bypass-approvals-and-sandbox"
+            || a == "--full-auto"
+    })
+}
+
+/// Whether the user's `args:` say themselves whether aider uses git.
+fn aider_git_chosen(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--git" || a == "--no-git")
+}
+
+/// Codex's own sandbox for this invocation, as abo chose it (`None`: the user's `args:` did).
+/// Inside abo's sandbox Codex's cannot work (it needs namespaces and seccomp of its own, which
+/// abo's refuses), so it is off there and abo's sandbox is the boundary.
+pub fn codex_sandbox(i: &Invocation<'_>) -> Option<&'static str> {
+    if codex_sandbox_chosen(i.extra_args) {
+        None
+    } else if i.sandboxed {
+        Some("danger-full-access")
+    } else {
+        Some("workspace-write")
+    }
+}
+
+/// A TOML string (what `codex -c key=value` parses its value as).
+fn toml_string(s: &str) -> String {
+    serde_json::Value::String(s.to_owned()).to_string()
 }
 
 /// A tool's version, the first `MAJOR.MINOR.PATCH` its `--version` prints (`2.1.332 (Claude
@@ -140,9 +184,28 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
             }
         }
         AgentKind::Codex => {
-            for s in ["exec", "--json", "-s", "workspace-write"] {
-                push(s);
+            push("exec");
+            push("--json");
+            if let Some(mode) = codex_sandbox(i) {
+                push("-s");
+                push(mode);
             }
+            if let Some(url) = i.base_url {
+                // A provider of its own, so that the user's `model_provider` and its settings
+                // (another base URL, its auth) do not apply.
+                let mut set = |k: &str, v: &str| {
+                    a.push("-c".to_owned());
+                    a.push(format!("{k}={}", toml_string(v)));
+                };
+                set("model_provider", "abo");
+                set("model_providers.abo.name", "abo");
+                set("model_providers.abo.base_url", url);
+                set("model_providers.abo.wire_api", "responses");
+                if let Some(k) = i.key_env {
+                    set("model_providers.abo.env_key", k);
+                }
+            }
+            let mut push = |s: &str| a.push(s.to_owned());
             if let Some(m) = i.model {
                 push("-m");
                 push(m);
@@ -151,15 +214,36 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
         AgentKind::Aider => {
             push("--message-file");
             push(&i.prompt_file.to_string_lossy());
+            // Unattended: no questions, no update check, no release notes, no model warnings
+            // (each of which asks to open a browser). Analytics are not sent, only logged.
             for s in [
                 "--yes-always",
                 "--no-auto-commits",
                 "--no-pretty",
+                "--no-check-update",
+                "--no-show-release-notes",
+                "--no-show-model-warnings",
+                "--no-analytics",
                 "--analytics-log",
             ] {
                 push(s);
             }
             push(&i.analytics_log.to_string_lossy());
+            // aider runs `git add` on the files it creates, and the worktree's git directory is
+            // read-only in the sandbox (a new file would stay empty): abo reads and commits the
+            // change itself, as for every backend. Nor does aider add itself to `.gitignore`.
+            if !aider_git_chosen(i.extra_args) {
+                push("--no-git");
+                push("--no-gitignore");
+            }
+            push("--chat-history-file");
+            push(&i.scratch.join("aider.chat.history.md").to_string_lossy());
+            push("--input-history-file");
+            push(&i.scratch.join("aider.input.history").to_string_lossy());
+            if let Some(url) = i.base_url {
+                push("--openai-api-base");
+                push(url);
+            }
             if let Some(m) = i.model {
                 push("--model");
                 push(m);
@@ -318,10 +402,28 @@ pub async fn run(
         },
     )
     .await;
-    if i.kind == AgentKind::Aider
-        && let Ok(log) = std::fs::read_to_string(i.analytics_log)
-    {
-        parser.aider_analytics(&log);
+    if i.kind == AgentKind::Aider {
+        let note = match std::fs::read_to_string(i.analytics_log) {
+            Ok(log) => format!(
+                "abo: aider's analytics log has {} message_send events\n",
+                parser.aider_analytics(&log)
+            ),
+            Err(e) => format!(
+                "abo: aider wrote no analytics log at {}: {e}\n",
+                i.analytics_log.display()
+            ),
+        };
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(scratch.join("agent.stderr.log"))
+        {
+            let _ = f.write_all(note.as_bytes());
+        }
+    }
+    if i.kind == AgentKind::Aider {
+        parser.aider_finish();
     }
     let report = parser.into_report();
     let name = i.kind.as_str();
@@ -362,6 +464,10 @@ pub async fn run(
             "{name} timed out after {} (timeouts.attempt)",
             abo_core::units::Dur(limits.attempt)
         ))
+    } else if streamed.stopped
+        && let Some(err) = &report.error
+    {
+        Some(format!("{name} was stopped: {err}"))
     } else if o.killed {
         Some(format!("{name} was stopped by abo"))
     } else if let Some(err) = &report.error {
@@ -437,6 +543,10 @@ mod tests {
             analytics_log: Path::new("/s/aider.jsonl"),
             max_budget_usd: Some(0.5),
             version: Version::parse("2.1.258 (Claude Code)"),
+            sandboxed: false,
+            base_url: None,
+            key_env: None,
+            scratch: Path::new("/s"),
         };
         assert_eq!(
             argv(&i).join(" "),
@@ -481,6 +591,59 @@ mod tests {
             .join(" "),
             "exec --json -s workspace-write -m gpt-5-codex do it"
         );
+        // In abo's sandbox Codex's own is off; a local endpoint is a provider of its own.
+        let codex = Invocation {
+            kind: AgentKind::Codex,
+            model: Some("gpt-5.5"),
+            sandboxed: true,
+            base_url: Some("http://127.0.0.1:8000/v1"),
+            key_env: Some("GATEWAY_KEY"),
+            ..i.clone()
+        };
+        assert_eq!(
+            argv(&codex),
+            [
+                "exec",
+                "--json",
+                "-s",
+                "danger-full-access",
+                "-c",
+                r#"model_provider="abo""#,
+                "-c",
+                r#"model_providers.abo.name="abo""#,
+                "-c",
+                r#"model_providers.abo.base_url="http://127.0.0.1:8000/v1""#,
+                "-c",
+                r#"model_providers.abo.wire_api="responses""#,
+                "-c",
+                r#"model_providers.abo.env_key="GATEWAY_KEY""#,
+                "-m",
+                "gpt-5.5",
+                "do it"
+            ]
+        );
+        assert_eq!(codex_sandbox(&codex), Some("danger-full-access"));
+        // The user's args choose Codex's sandbox: abo passes no `-s` of its own.
+        for user in [
+            &["-s", "read-only"][..],
+            &["--sandbox", "workspace-write"],
+            &["--sandbox=read-only"],
+            &["-sread-only"],
+            &["--dangerously-bypass-approvals-and-sandbox"],
+        ] {
+            let args: Vec<String> = user.iter().map(|s| (*s).to_owned()).collect();
+            let inv = Invocation {
+                extra_args: &args,
+                base_url: None,
+                model: None,
+                ..codex.clone()
+            };
+            assert_eq!(codex_sandbox(&inv), None, "{user:?}");
+            assert_eq!(
+                argv(&inv).join(" "),
+                format!("exec --json {} do it", user.join(" "))
+            );
+        }
         assert_eq!(
             argv(&Invocation {
                 kind: AgentKind::Aider,
@@ -488,7 +651,19 @@ mod tests {
                 ..i.clone()
             })
             .join(" "),
-            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --analytics-log /s/aider.jsonl"
+            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --no-check-update --no-show-release-notes --no-show-model-warnings --no-analytics --analytics-log /s/aider.jsonl --no-git --no-gitignore --chat-history-file /s/aider.chat.history.md --input-history-file /s/aider.input.history"
+        );
+        let git = ["--git".to_owned()];
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Aider,
+                model: Some("openai/qwen2.5-coder"),
+                base_url: Some("http://127.0.0.1:11434/v1"),
+                extra_args: &git,
+                ..i.clone()
+            })
+            .join(" "),
+            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --no-check-update --no-show-release-notes --no-show-model-warnings --no-analytics --analytics-log /s/aider.jsonl --chat-history-file /s/aider.chat.history.md --input-history-file /s/aider.input.history --openai-api-base http://127.0.0.1:11434/v1 --model openai/qwen2.5-coder --git"
         );
         assert_eq!(
             argv(&Invocation {

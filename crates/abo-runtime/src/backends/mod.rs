@@ -438,6 +438,7 @@ async fn run_agent_on(
         max_turns,
         permission_mode,
         args,
+        base_url,
         ..
     } = backend
     else {
@@ -450,7 +451,18 @@ async fn run_agent_on(
         };
     };
     let prompt_file = scratch.join("prompt.md");
-    let analytics = scratch.join("aider-analytics.jsonl");
+    // What aider writes (its analytics log, its history) goes where the sandbox lets an agent
+    // write: the attempt's own temporary directory, not the worktree, not the scratch directory.
+    let agent_files = scratch.join("agent.tmp");
+    let _ = std::fs::create_dir_all(&agent_files);
+    let analytics = agent_files.join("aider-analytics.jsonl");
+    let sandboxed = settings.sandbox.mode != abo_core::config::SandboxMode::Off;
+    let plan = keys::plan(backend, settings.sandbox.mode, |k| std::env::var(k).ok());
+    let key_env = endpoint_key(*agent, base_url.as_deref(), &plan.env, &mut env);
+    if *agent == abo_core::config::AgentKind::Aider {
+        // aider wraps what it prints at 80 columns without a terminal; one line per message.
+        env.push(("COLUMNS".to_owned(), "1000".to_owned()));
+    }
     // Claude Code's flags depend on its version; the others' do not.
     let version = match agent {
         AgentKind::ClaudeCode => {
@@ -470,11 +482,27 @@ async fn run_agent_on(
         analytics_log: &analytics,
         max_budget_usd: reserved.usd,
         version,
+        sandboxed,
+        base_url: base_url.as_deref(),
+        key_env: key_env.as_deref(),
+        scratch: &agent_files,
     };
+    if *agent == abo_core::config::AgentKind::Codex
+        && let Some(mode) = agent::codex_sandbox(&invocation)
+    {
+        let why = if sandboxed {
+            "abo's sandbox is the boundary (Codex's own needs namespaces, which abo's refuses)"
+        } else {
+            "sandbox.mode is off"
+        };
+        let _ = std::fs::write(
+            scratch.join("agent.stderr.log"),
+            format!("abo: codex runs with its own sandbox `-s {mode}`: {why}\n"),
+        );
+    }
     // In the sandbox, the agent reaches the network only through abo's egress proxy, which may
     // hold its key.
     let egress_log = scratch.join("egress.jsonl");
-    let plan = keys::plan(backend, settings.sandbox.mode, |k| std::env::var(k).ok());
     let proxy = if settings.sandbox.mode == abo_core::config::SandboxMode::Off {
         None
     } else {
@@ -635,6 +663,33 @@ async fn ask_version(
         return None;
     }
     agent::Version::parse(String::from_utf8_lossy(&out.stdout).lines().next()?)
+}
+
+/// The variable Codex reads the key of its `base_url:` provider from: OPENAI_API_KEY, where the
+/// CLI has it (the key, or the placeholder of a key the egress proxy holds, `keys::plan`); none
+/// for a server that needs no key. aider (litellm) refuses to start without an OpenAI key, so
+/// with none a placeholder stands in, which a local server ignores.
+fn endpoint_key(
+    kind: abo_core::config::AgentKind,
+    base_url: Option<&str>,
+    planned: &[(String, String)],
+    env: &mut Vec<(String, String)>,
+) -> Option<String> {
+    use abo_core::config::AgentKind;
+    base_url?;
+    const VAR: &str = "OPENAI_API_KEY";
+    let has_key =
+        planned.iter().any(|(k, _)| k == VAR) || std::env::var(VAR).is_ok_and(|v| !v.is_empty());
+    match kind {
+        AgentKind::Codex => has_key.then(|| VAR.to_owned()),
+        AgentKind::Aider => {
+            if !has_key {
+                env.push((VAR.to_owned(), crate::egress::PLACEHOLDER.to_owned()));
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 fn agent_failed(scratch: &Path, why: String) -> agent::Ran {

@@ -288,6 +288,19 @@ impl Report {
 
 pub fn looks_transient(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
+    // An account out of quota answers 429 too, but waiting does not help.
+    // (aider's explanation of every 429 says "check your quotas": that alone is no such answer.)
+    if [
+        "exceeded your current quota",
+        "insufficient_quota",
+        "quota exceeded",
+        "billing details",
+    ]
+    .iter()
+    .any(|p| t.contains(p))
+    {
+        return false;
+    }
     [
         "overloaded",
         "rate limit",
@@ -307,6 +320,7 @@ pub fn looks_transient(text: &str) -> bool {
         "econnrefused",
         "connection refused",
         "connection_failed",
+        "unreachable",
     ]
     .iter()
     .any(|p| t.contains(p))
@@ -317,7 +331,17 @@ pub fn looks_transient(text: &str) -> bool {
 pub struct Parser {
     kind: AgentKind,
     report: Report,
+    /// aider: a reply came back from the model (a `Tokens:` line or a `message_send` event).
+    aider_replied: bool,
+    /// aider: the last error it printed (`litellm.RateLimitError: ...` and its explanation).
+    aider_error: Vec<String>,
+    aider_error_open: bool,
+    /// Codex: how many times it said it waits for the network.
+    codex_network_waits: u32,
 }
+
+/// Codex is stopped when it says this many times that it waits for the network (about 30 s).
+const CODEX_NETWORK_WAITS: u32 = 3;
 
 fn u(v: &Value, key: &str) -> u64 {
     v.get(key).and_then(Value::as_u64).unwrap_or(0)
@@ -328,6 +352,10 @@ impl Parser {
         Self {
             kind,
             report: Report::default(),
+            aider_replied: false,
+            aider_error: Vec::new(),
+            aider_error_open: false,
+            codex_network_waits: 0,
         }
     }
 
@@ -467,7 +495,8 @@ impl Parser {
     }
 
     /// Codex `exec --json`. `cached_input_tokens` is part of `input_tokens`, and `output_tokens`
-    /// already includes reasoning: neither is counted twice.
+    /// already includes reasoning: neither is counted twice. Each `turn.completed` carries the
+    /// thread's usage so far, not the turn's: the last one is the total.
     fn codex(&mut self, v: &Value) -> Line {
         let r = &mut self.report;
         match v.get("type").and_then(Value::as_str) {
@@ -481,15 +510,14 @@ impl Parser {
                 let us = &v["usage"];
                 let input = u(us, "input_tokens");
                 let cached = u(us, "cached_input_tokens").min(input);
-                let mut total = r.usage.unwrap_or_default();
-                total.add(&Usage {
-                    input_tokens: input - cached,
+                let written = u(us, "cache_write_input_tokens").min(input - cached);
+                r.usage = Some(Usage {
+                    input_tokens: input - cached - written,
                     output_tokens: u(us, "output_tokens"),
                     cache_read_tokens: cached,
-                    cache_write_tokens: 0,
+                    cache_write_tokens: written,
                     unsplit_tokens: 0,
                 });
-                r.usage = Some(total);
                 r.finished = true;
                 r.error = None;
                 Line::Final
@@ -501,7 +529,19 @@ impl Parser {
                 Line::Final
             }
             Some("error") => {
-                r.error = Some(v["message"].as_str().unwrap_or("error").to_owned());
+                let msg = v["message"].as_str().unwrap_or("error");
+                // A provider it cannot connect to, Codex waits for without end ("Reconnecting...
+                // waiting for network", 10 s, 20 s, 40 s apart): after a few, it is stopped.
+                if let Some(why) = msg.strip_prefix("Reconnecting... waiting for network") {
+                    self.codex_network_waits += 1;
+                    if self.codex_network_waits >= CODEX_NETWORK_WAITS {
+                        let why = why.trim().trim_start_matches('(').trim_end_matches(')');
+                        r.error = Some(format!("the model provider is unreachable: {why}"));
+                        return Line::Stop;
+                    }
+                    return Line::More;
+                }
+                r.error = Some(msg.to_owned());
                 Line::More
             }
             _ => Line::More,
@@ -539,9 +579,26 @@ impl Parser {
 
     /// aider's `Tokens: 4.2k sent, 1.1k cache write, 2k cache hit, 150 received. Cost: $0.01 message, $0.03 session.`
     fn aider_text_line(&mut self, line: &str) {
-        let Some(rest) = line.trim().strip_prefix("Tokens:") else {
+        let t = line.trim();
+        // An error from the provider: `litellm.<Class>: <message>`, then aider's explanation
+        // ("The API provider's servers are down or overloaded."), then `Retrying in 2.0 seconds...`.
+        if t.starts_with("litellm.") {
+            self.aider_error = vec![t.to_owned()];
+            self.aider_error_open = true;
+            return;
+        }
+        if self.aider_error_open {
+            if t.is_empty() || t.starts_with("Retrying") || t.starts_with("Tokens:") {
+                self.aider_error_open = false;
+            } else {
+                self.aider_error.push(t.to_owned());
+                return;
+            }
+        }
+        let Some(rest) = t.strip_prefix("Tokens:") else {
             return;
         };
+        self.aider_replied = true;
         let (tokens, cost) = rest.split_once("Cost:").unwrap_or((rest, ""));
         let mut usage = Usage::default();
         for part in tokens.split(", ") {
@@ -580,10 +637,12 @@ impl Parser {
     }
 
     /// aider's `--analytics-log` JSONL: its `message_send` events, preferred over the text lines.
-    pub fn aider_analytics(&mut self, jsonl: &str) {
+    /// Returns how many replies (`message_send` events) it holds.
+    pub fn aider_analytics(&mut self, jsonl: &str) -> usize {
         let mut usage = Usage::default();
         let mut cost = 0.0;
         let mut seen = false;
+        let mut replies = 0;
         for line in jsonl.lines() {
             let Ok(v) = serde_json::from_str::<Value>(line) else {
                 continue;
@@ -592,18 +651,42 @@ impl Parser {
                 continue;
             }
             seen = true;
+            replies += 1;
             let p = &v["properties"];
             usage.input_tokens += u(p, "prompt_tokens");
             usage.output_tokens += u(p, "completion_tokens");
             cost += p.get("cost").and_then(Value::as_f64).unwrap_or(0.0);
-            if let Some(m) = p.get("main_model").and_then(Value::as_str) {
+            // aider writes `openai/REDACTED` for a model it does not know by name.
+            if let Some(m) = p
+                .get("main_model")
+                .and_then(Value::as_str)
+                .filter(|m| !m.contains("REDACTED"))
+            {
                 self.report.model = Some(m.to_owned());
             }
         }
         if seen {
+            self.aider_replied = true;
             self.report.usage = Some(usage);
             self.report.cost_usd = Some(cost);
         }
+        replies
+    }
+
+    /// After aider exited: one that never got a reply from the model (it retries for about a
+    /// minute, then exits 0 all the same) reported an error, the provider's it printed last.
+    pub fn aider_finish(&mut self) {
+        if self.aider_replied || self.report.error.is_some() {
+            return;
+        }
+        self.report.error = Some(if self.aider_error.is_empty() {
+            "aider got no reply from the model".to_owned()
+        } else {
+            format!(
+                "aider got no reply from the model: {}",
+                self.aider_error.join(" ")
+            )
+        });
     }
 }
 
@@ -922,6 +1005,22 @@ not json: a banner
             (r.message.as_deref(), r.error, r.cost_usd),
             (Some("Done: added tests."), None, None)
         );
+        // Each turn.completed carries the thread's usage so far: the last one is the total.
+        let (r, _) = parse(
+            AgentKind::Codex,
+            r#"{"type":"turn.completed","usage":{"input_tokens":1000,"cached_input_tokens":400,"output_tokens":50,"reasoning_output_tokens":8}}
+{"type":"turn.completed","usage":{"input_tokens":3300,"cached_input_tokens":1200,"cache_write_input_tokens":0,"output_tokens":180,"reasoning_output_tokens":24}}"#,
+        );
+        assert_eq!(
+            r.usage,
+            Some(Usage {
+                input_tokens: 2100,
+                output_tokens: 180,
+                cache_read_tokens: 1200,
+                cache_write_tokens: 0,
+                unsplit_tokens: 0
+            })
+        );
         let (r, _) = parse(
             AgentKind::Codex,
             r#"{"type":"turn.failed","error":{"message":"stream error: 503 Service Unavailable"}}"#,
@@ -931,6 +1030,27 @@ not json: a banner
             Some("stream error: 503 Service Unavailable")
         );
         assert!(r.transient() && r.finished);
+        // An unreachable provider: Codex waits for the network without end; abo stops it.
+        let wait = r#"{"type":"error","message":"Reconnecting... waiting for network (Connection failed: error sending request)"}"#;
+        let (r, lines) = parse(AgentKind::Codex, &[wait; 3].join("\n"));
+        assert_eq!(lines, [Line::More, Line::More, Line::Stop]);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("the model provider is unreachable: Connection failed: error sending request")
+        );
+        assert!(r.transient());
+        // Its own retries, then the provider's error.
+        let (r, _) = parse(
+            AgentKind::Codex,
+            r#"{"type":"error","message":"exceeded retry limit, last status: 429 Too Many Requests"}
+{"type":"turn.failed","error":{"message":"exceeded retry limit, last status: 429 Too Many Requests"}}"#,
+        );
+        assert!(r.transient(), "{:?}", r.error);
+        let (r, _) = parse(
+            AgentKind::Codex,
+            r#"{"type":"turn.failed","error":{"message":"Quota exceeded. Check your plan and billing details."}}"#,
+        );
+        assert!(!r.transient(), "a usage limit is no transient failure");
     }
 
     #[test]
@@ -995,5 +1115,50 @@ not json: a banner
             (r.cost_usd.map(|c| (c * 1e4).round()), r.model.as_deref()),
             (Some(70.0), Some("gpt-4.1"))
         );
+    }
+
+    #[test]
+    fn aider_without_a_reply_from_the_model() {
+        // aider 0.86 retries for about a minute, prints the provider's error, and exits 0.
+        let out = "Aider v0.86.2\nlitellm.InternalServerError: InternalServerError: OpenAIException - Connection error.\nThe API provider's servers are down or overloaded.\nRetrying in 0.2 seconds...\nlitellm.InternalServerError: InternalServerError: OpenAIException - Connection error.\nThe API provider's servers are down or overloaded.\n";
+        let mut p = Parser::new(AgentKind::Aider);
+        for l in out.lines() {
+            p.line(l);
+        }
+        p.aider_analytics(
+            r#"{"event":"launched","properties":{}}
+{"event":"message_send_starting","properties":{}}
+{"event":"exit","properties":{"reason":"Completed --message-file"}}"#,
+        );
+        p.aider_finish();
+        let r = p.into_report();
+        assert_eq!(
+            r.error.as_deref(),
+            Some(
+                "aider got no reply from the model: litellm.InternalServerError: InternalServerError: OpenAIException - Connection error. The API provider's servers are down or overloaded."
+            )
+        );
+        assert!(r.transient(), "a provider that is down is transient");
+        // The account's quota is not transient.
+        let mut p = Parser::new(AgentKind::Aider);
+        p.line("litellm.RateLimitError: RateLimitError: OpenAIException - You exceeded your current quota, please check your plan and billing details.");
+        p.aider_finish();
+        assert!(!p.report().transient(), "{:?}", p.report().error);
+        // A reply came: no error, whatever was retried before it; aider's redacted model
+        // name is no model name.
+        let mut p = Parser::new(AgentKind::Aider);
+        p.line("litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached");
+        p.line("The API provider has rate limited you. Try again later or check your quotas.");
+        assert!(
+            looks_transient(&p.aider_error.join(" ")),
+            "a rate limit is transient, whatever aider's explanation says of quotas"
+        );
+        p.line("Retrying in 0.2 seconds...");
+        p.aider_analytics(
+            r#"{"event":"message_send","properties":{"main_model":"openai/REDACTED","prompt_tokens":2336,"completion_tokens":60,"cost":0.0052}}"#,
+        );
+        p.aider_finish();
+        let r = p.into_report();
+        assert_eq!((r.error, r.model), (None, None));
     }
 }

@@ -213,6 +213,14 @@ fn doctor_reports_agents_keys_and_backends_that_cannot_run() {
         "{}",
         out.stdout
     );
+    // The versions abo's tests run for real (ops/agents.lock) are named.
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("agent codex") && l.contains("abo is certified with 0.")),
+        "{}",
+        out.stdout
+    );
 
     let repo = &a.repo;
     crate::config(
