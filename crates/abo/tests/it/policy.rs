@@ -593,3 +593,53 @@ fn credentials_a_command_and_a_gate_print_are_redacted_from_every_log() {
         assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
     }
 }
+
+/// Code that starts like a comment of another language (the red team's: Python starting with `*`,
+/// a C `#define`) is code: not low risk, so never merged on its own at A3. The control: a real
+/// comment-only change still is low risk.
+#[test]
+fn code_that_looks_like_a_comment_elsewhere_is_not_low_risk() {
+    let repo = TestRepo::new();
+    repo.write("src/app.py", "x = 1\n");
+    repo.write("src/m.c", "int x;\n");
+    repo.write("src/lib.py", "y = 2\n");
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
+    );
+    let line = |name: &str, text: &str| repo.write_outside(name, text).display().to_string();
+    let py = line(
+        "py.txt",
+        "*_, = [__import__(\"os\").system(\"id > /tmp/x\")]\n",
+    );
+    let c = line("c.txt", "#define printf(...) system(\"id\")\n");
+    let note = line("note.txt", "# why y is 2\n");
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: py, title: P, run: 'cat {py} >> src/app.py' }}\n  - {{ id: c, title: C, run: 'cat {c} >> src/m.c' }}\n  - {{ id: note, title: N, run: 'cat {note} >> src/lib.py' }}\n"
+        ),
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    let id = doc["run"]["id"].as_str().unwrap();
+    let mut risks: Vec<(String, String)> = events(&repo, id)
+        .into_iter()
+        .filter(|e| e["kind"] == "task.policy")
+        .map(|e| {
+            (
+                e["task"].as_str().unwrap().to_owned(),
+                e["data"]["risk"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    risks.sort();
+    assert_eq!(
+        risks,
+        [
+            ("c".to_owned(), "medium".to_owned()),
+            ("note".to_owned(), "low".to_owned()),
+            ("py".to_owned(), "medium".to_owned()),
+        ],
+        "{stderr}"
+    );
+}
