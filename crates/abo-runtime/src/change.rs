@@ -334,6 +334,11 @@ fn from_files(files: Vec<FileDiff>, scanner: &Scanner) -> Change {
             change.added_text.push_str(text);
             change.added_text.push('\n');
         }
+        // Every path, as text (a finding on line 0): a name is quoted in the policy's reasons,
+        // in events and on the terminal, and it lands as it is.
+        change
+            .secrets
+            .extend(scanner.scan(&f.path, &[(0, f.path.clone())]));
         // Every file's added lines, binary ones too (as git's `--text` shows them).
         if !f.added.is_empty() {
             change.secrets.extend(scanner.scan(&f.path, &f.added));
@@ -735,6 +740,13 @@ mod tests {
             ],
             secrets_of,
             r#"[("notes.txt", 1, "aws-access-key")]"#,
+        ),
+        (
+            "a secret in a file's name: no added line holds it",
+            &[],
+            &[("notes-ghp_abcdefghijklmnopqrstuvwxyz0123456789.md", "hi\n")],
+            secrets_of,
+            r#"[("notes-ghp_abcdefghijklmnopqrstuvwxyz0123456789.md", 0, "github-token")]"#,
         ),
         (
             "a secret in a binary file (a NUL in it)",

@@ -643,3 +643,77 @@ fn code_that_looks_like_a_comment_elsewhere_is_not_low_risk() {
         "{stderr}"
     );
 }
+
+/// A command names a file after a token. The name is scanned as text: the task is denied, and
+/// the token is nowhere: not under `.abo/`, in `abo events --json`, `abo status --json` or abo's
+/// output (the reasons quote the path, redacted). The control: the same reason unredacted held it.
+#[test]
+fn a_secret_in_a_file_name_is_denied_and_appears_nowhere() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
+    );
+    let token = ["ghp_abcdefghijklmnop", "qrstuvwxyz0123456789"].concat();
+    // From a file outside the repository: a backlog holding the token is refused.
+    let source = repo.write_outside("token.txt", &token);
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: name, title: N, run: 'echo hi > \"notes-$(cat {s}).md\"; ls' }}\n  - {{ id: fine, title: F, run: 'echo ok > notes.md' }}\n",
+            s = source.display()
+        ),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        brief(&doc),
+        s(&[("name", "denied", 1), ("fine", "landed", 1)])
+    );
+    let reason = task(&doc, "name")["reason"].as_str().unwrap().to_owned();
+    assert_eq!(
+        reason,
+        "notes-[REDACTED:github-token].md:0 adds a secret (github-token)"
+    );
+    // The control: the backend's `ls` printed the name, stored redacted.
+    let id = doc["run"]["id"].as_str().unwrap();
+    let backend = events(&repo, id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.backend_finished" && e["task"] == "name")
+        .unwrap();
+    assert!(
+        crate::artifact(&repo, &backend["data"]["log"])
+            .contains("notes-[REDACTED:github-token].md")
+    );
+    assert_eq!(
+        files_containing(&repo.path.join(".abo"), &token),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let names = repo.git(&["ls-files", "--others", "--cached"]);
+    assert!(!names.contains(&token), "{names}");
+    let evs = abo(&repo, &["events", "--json"]);
+    let status = abo(&repo, &["status", "--json"]);
+    for (what, text) in [
+        ("stdout", &out.stdout),
+        ("stderr", &out.stderr),
+        ("events", &evs.stdout),
+        ("status", &status.stdout),
+    ] {
+        assert!(!text.contains(&token), "the token in {what}: {text}");
+    }
+    // No file or directory under `.abo/` is named after it either.
+    let mut stack = vec![repo.path.join(".abo")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            assert!(
+                !e.file_name().to_string_lossy().contains(&token),
+                "{:?}",
+                e.path()
+            );
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+}
