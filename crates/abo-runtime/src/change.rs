@@ -23,7 +23,8 @@ pub struct FileChange {
     pub binary: bool,
     /// A symbolic link's target (the change's new mode is 120000), read in the worktree.
     pub symlink_target: Option<String>,
-    /// The link points out of the repository: an absolute target, or `..` above its root.
+    /// The link points out of the repository, resolved as a checkout resolves it (through the
+    /// worktree's links): above its root, to an absolute path, or in a loop.
     pub escapes: bool,
 }
 
