@@ -33,6 +33,9 @@ pub struct Change {
     pub files: Vec<FileChange>,
     pub lines_added: u64,
     pub lines_removed: u64,
+    /// The bytes of every added line and one for its end: a bound that lines miss (one long
+    /// line).
+    pub bytes_added: u64,
     /// Every added line, joined: what forbidden patterns are matched against.
     pub added_text: String,
     /// Every changed line is a comment, by its file's language (see `lang`), in files that were
@@ -52,6 +55,7 @@ impl Change {
             })).collect::<Vec<_>>(),
             "lines_added": self.lines_added,
             "lines_removed": self.lines_removed,
+            "bytes_added": self.bytes_added,
             "added_text": redact(&self.added_text),
             "comments_only": self.comments_only,
         })
@@ -332,6 +336,7 @@ fn from_files(files: Vec<FileDiff>, scanner: &Scanner) -> Change {
             change.comments_only = false;
         }
         for (_, text) in &f.added {
+            change.bytes_added += text.len() as u64 + 1;
             change.added_text.push_str(text);
             change.added_text.push('\n');
         }
@@ -407,6 +412,7 @@ mod tests {
             change.added_text,
             "\u{0}\u{2}binary!\nlet k = \"AKIAIOSFODNN7EXAMPLE\";\n// why\nfn c() {}\n"
         );
+        assert_eq!(change.bytes_added, change.added_text.len() as u64);
         assert!(!change.comments_only);
         let secrets: Vec<_> = change
             .secrets

@@ -717,3 +717,29 @@ fn a_secret_in_a_file_name_is_denied_and_appears_nowhere() {
         }
     }
 }
+
+/// One long line is one changed line: `safety.max_diff_bytes` bounds what a change adds in bytes
+/// (the red team's 3 MB line, here over a bound of 1000). The control: `max_diff_lines` alone lets
+/// it through, and a change under the bound lands.
+#[test]
+fn one_long_line_is_bounded_by_bytes() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\nsafety: { max_diff_lines: 50, max_diff_bytes: 1000 }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: long, title: L, run: 'head -c 3000 /dev/zero | tr \"\\\\0\" a > long.txt; echo >> long.txt' }\n  - { id: short, title: S, run: 'head -c 900 /dev/zero | tr \"\\\\0\" a > short.txt; echo >> short.txt' }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(
+        brief(&doc),
+        s(&[("long", "denied", 1), ("short", "landed", 1)]),
+        "{stderr}"
+    );
+    assert_eq!(
+        task(&doc, "long")["reason"],
+        "the change adds 3001 bytes, more than safety.max_diff_bytes (1000)"
+    );
+}
