@@ -583,6 +583,9 @@ fn eval_bundle(src: &str, input: &Value) -> (Vec<String>, Vec<String>, String) {
     (deny, approval, risk)
 }
 
+/// (deny, require_approval, risk)
+type Outcome = (Vec<String>, Vec<String>, &'static str);
+
 /// What the red team landed: CI files outside the old list, dependency manifests read as docs, a
 /// 3 MB one-line file, files tools run as code rated low. Each is caught now, and the bundle
 /// before let it through (allowed, and low risk for the ones it read as docs or tests).
@@ -590,7 +593,8 @@ fn eval_bundle(src: &str, input: &Value) -> (Vec<String>, Vec<String>, String) {
 fn coverage_gaps_are_closed() {
     let ci = |p: &str| (vec![format!("{p} is CI configuration")], vec![], "medium");
     let deps = |p: &str, risk| (vec![], vec![format!("{p} changes dependencies")], risk);
-    let cases: Vec<(&str, u64, (Vec<String>, Vec<String>, &str), &str)> = vec![
+    // (path, bytes added, (deny, require_approval, risk) now, risk with the bundle before)
+    let cases: Vec<(&str, u64, Outcome, &str)> = vec![
         (
             ".github/actions/setup/action.yml",
             1,

@@ -450,9 +450,11 @@ mod tests {
         assert!(!change.comments_only);
     }
 
+    type Files = &'static [(&'static str, &'static str)];
+
     /// (what, the change's files over the base's, comments only). The base holds `src/app.py`,
     /// `src/m.c`, `src/main.go`, `src/cgo.go` (importing `"C"`) and `run.sh`; the attacks are the red team's.
-    const COMMENT_CASES: &[(&str, &[(&str, &str)], bool)] = &[
+    const COMMENT_CASES: &[(&str, Files, bool)] = &[
         (
             "Python code starting with `*`",
             &[(

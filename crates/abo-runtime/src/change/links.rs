@@ -154,7 +154,9 @@ mod tests {
 
     /// (what, links committed before (an empty target: a plain file), links the change adds,
     /// each new link's verdict resolved, and the textual check's verdict on it).
-    const CHAINS: &[(&str, Links, Links, &[bool], &[bool])] = &[
+    type Chain = (&'static str, Links, Links, &'static [bool], &'static [bool]);
+
+    const CHAINS: &[Chain] = &[
         (
             "the red team's chain: each `..` looks harmless alone",
             &[],
