@@ -8,7 +8,10 @@ use crate::git::{Git, GitError};
 
 use super::FileChange;
 
-/// Sets `symlink_target` and `escapes` on the files whose new mode is a symbolic link's.
+/// Sets `symlink_target` and `escapes` on the files whose new mode is a symbolic link's. A link
+/// escapes when it resolves out of the repository, or when a link already in the repository now
+/// resolves out of it through this one (`k -> d/../../x` was inside while `d` was a directory or
+/// absent; the change makes `d -> ../sub`, inside by itself).
 pub(super) async fn mark(git: &Git, wt: &Path, files: &mut [FileChange]) -> Result<(), GitError> {
     if files.is_empty() {
         return Ok(());
@@ -34,6 +37,31 @@ pub(super) async fn mark(git: &Git, wt: &Path, files: &mut [FileChange]) -> Resu
         if let Ok(target) = std::fs::read_link(wt.join(path)) {
             f.escapes = escapes(wt, path, &target);
             f.symlink_target = Some(target.to_string_lossy().into_owned());
+        }
+    }
+    if files.iter().all(|f| f.symlink_target.is_none()) {
+        return Ok(());
+    }
+    // The links the change leaves alone: `MODE SHA STAGE\tPATH\0`, one per index entry.
+    let out = git.run_in(wt, &["ls-files", "--stage", "-z"]).await?;
+    for record in out.split('\0') {
+        let Some((meta, path)) = record.split_once('\t') else {
+            continue;
+        };
+        if !meta.starts_with("120000 ") || files.iter().any(|f| f.path == path) {
+            continue;
+        }
+        let Ok(target) = std::fs::read_link(wt.join(path)) else {
+            continue;
+        };
+        let r = resolve(wt, path, &target);
+        if !r.escapes {
+            continue;
+        }
+        for f in files.iter_mut() {
+            if f.symlink_target.is_some() && r.through.iter().any(|t| t == Path::new(&f.path)) {
+                f.escapes = true;
+            }
         }
     }
     Ok(())
@@ -64,6 +92,22 @@ fn steps(p: &Path) -> impl DoubleEndedIterator<Item = Step> + '_ {
 /// [`MAX_HOPS`] of them. It escapes when the resolution goes above the root, reaches an absolute
 /// path, or loops. A text-only check misses `a -> r/..` with `r -> .`: each looks harmless alone.
 fn escapes(root: &Path, path: &str, target: &Path) -> bool {
+    resolve(root, path, target).escapes
+}
+
+/// A link's resolution: whether it escapes, and the links it went through (relative to the root).
+struct Resolved {
+    escapes: bool,
+    through: Vec<PathBuf>,
+}
+
+/// See [`escapes`].
+fn resolve(root: &Path, path: &str, target: &Path) -> Resolved {
+    let mut through = Vec::new();
+    let escaped = |through| Resolved {
+        escapes: true,
+        through,
+    };
     let parent = Path::new(path).parent().unwrap_or(Path::new(""));
     // What is left to resolve, the next step last.
     let mut todo: Vec<Step> = steps(parent).chain(steps(target)).rev().collect();
@@ -71,10 +115,10 @@ fn escapes(root: &Path, path: &str, target: &Path) -> bool {
     let mut hops = 0;
     while let Some(step) = todo.pop() {
         match step {
-            Step::Root => return true,
+            Step::Root => return escaped(through),
             Step::Up => {
                 if !at.pop() {
-                    return true;
+                    return escaped(through);
                 }
             }
             Step::Name(name) => {
@@ -84,11 +128,12 @@ fn escapes(root: &Path, path: &str, target: &Path) -> bool {
                     continue;
                 }
                 hops += 1;
+                through.push(at.clone());
                 let Ok(next) = std::fs::read_link(&here) else {
-                    return true;
+                    return escaped(through);
                 };
                 if hops > MAX_HOPS {
-                    return true;
+                    return escaped(through);
                 }
                 // The link's own target, from the directory it is in.
                 at.pop();
@@ -96,7 +141,10 @@ fn escapes(root: &Path, path: &str, target: &Path) -> bool {
             }
         }
     }
-    false
+    Resolved {
+        escapes: false,
+        through,
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +249,20 @@ mod tests {
             &[false, false, false],
         ),
         (
+            "a link already there escapes through the change's (`d` was a directory)",
+            &[("docs/d/keep.md", ""), ("docs/k", "d/../../x")],
+            &[("docs/d", "../sub")],
+            &[true],
+            &[false],
+        ),
+        (
+            "a link already there escapes through the change's (`d` was absent)",
+            &[("docs/k", "d/../../x")],
+            &[("docs/d", "..")],
+            &[true],
+            &[false],
+        ),
+        (
             "the control: chains that stay inside",
             &[("docs/x.md", "")],
             &[
@@ -236,21 +298,21 @@ mod tests {
             )
             .await
             .unwrap();
-            let got: Vec<(&str, bool)> = change
+            let links: Vec<&crate::change::FileChange> = change
                 .files
                 .iter()
-                .map(|f| (f.path.as_str(), f.escapes))
+                .filter(|f| f.symlink_target.is_some())
                 .collect();
-            let want: Vec<(&str, bool)> = change
-                .files
+            let got: Vec<(&str, bool)> =
+                links.iter().map(|f| (f.path.as_str(), f.escapes)).collect();
+            let want: Vec<(&str, bool)> = links
                 .iter()
                 .map(|f| f.path.as_str())
                 .zip(resolved.iter().copied())
                 .collect();
             assert_eq!(got, want, "{what}");
             // The control: the textual check's verdict on the same links.
-            let old: Vec<bool> = change
-                .files
+            let old: Vec<bool> = links
                 .iter()
                 .map(|f| textual(&f.path, Path::new(f.symlink_target.as_deref().unwrap())))
                 .collect();
@@ -260,6 +322,10 @@ mod tests {
 
     fn link(repo: &TestRepo, path: &str, target: &str) {
         let at = repo.path.join(path);
+        // A directory the link replaces.
+        if at.is_dir() {
+            std::fs::remove_dir_all(&at).unwrap();
+        }
         std::fs::create_dir_all(at.parent().unwrap()).unwrap();
         symlink(target, at).unwrap();
     }
