@@ -83,10 +83,11 @@ pub(super) fn comment(syntax: Syntax, line: &str) -> bool {
     }
 }
 
-/// `// ...` or a `/* ... */` closed at the line's end and nowhere before. A `\u` escape is not
-/// allowed in either: Java reads `\u000a` as a newline before it reads comments.
+/// `// ...` or a `/* ... */` closed at the line's end and nowhere before. Neither may hold a `\u`
+/// escape (Java reads `\u000a` as a newline before it reads comments) or `?>` (it ends a PHP
+/// comment, and PHP mode).
 fn slash(t: &str) -> bool {
-    (t.starts_with("//") || one_line(t, "/*", "*/")) && !t.contains("\\u")
+    (t.starts_with("//") || one_line(t, "/*", "*/")) && !t.contains("\\u") && !t.contains("?>")
 }
 
 /// A comment opened by `open` at the start of `t` and closed by `close` only at its end.
@@ -179,6 +180,8 @@ mod tests {
             "// \\u000a Runtime.getRuntime().exec(\"id\");",
         ),
         ("src/main.go", "//go:generate sh -c id"),
+        ("web/i.php", "// x ?><?php system('id'); ?>"),
+        ("web/i.php", "#[Attribute]"),
         ("src/main.go", "//go:linkname f runtime.f"),
         ("src/app.rb", "; system('id')"),
         ("src/app.js", "# not a comment in JavaScript"),
