@@ -434,15 +434,16 @@ async fn evaluate_policy(
     let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
         return failed("unknown task".into());
     };
+    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let change = match ctx.changes.take(attempt) {
         Some(c) => c,
         None => match change::summarize(&ctx.git, &ctx.worktree(attempt), &run.scanner).await {
             Ok(c) => c,
-            Err(e) => return failed(format!("could not read the change: {e}")),
+            // git's message may quote a path of the change.
+            Err(e) => return failed(redactor.redact(&format!("could not read the change: {e}"))),
         },
     };
-    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env)
-        .with(change.secret_values());
+    let redactor = redactor.with(change.secret_values());
     let spent = ctx
         .store
         .run(&attempt.run)
