@@ -517,6 +517,8 @@ pub struct Safety {
     #[serde(default)]
     pub forbidden_patterns: Vec<String>,
     pub max_diff_lines: Option<u64>,
+    /// The most bytes a change may add (the policy's default: 1 MiB; 0: no bound).
+    pub max_diff_bytes: Option<u64>,
     pub require_reason_for_access: Option<bool>,
     /// What a change to abo's own files (this configuration, the policy directory, the run's
     /// backlog, `.abo/`) gets: denied (the default), or a person's approval.

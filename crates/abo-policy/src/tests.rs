@@ -551,3 +551,157 @@ fn a_known_value_is_a_secret_whatever_its_shape_or_encoding() {
         .into_owned();
     assert!(!redacted.contains(b64), "{redacted}");
 }
+
+/// The bundle before the coverage fixes: the control of `coverage_gaps_are_closed`.
+const BUNDLE_BEFORE: &str = include_str!("../tests/data/default-before.rego");
+
+/// (deny, require_approval, risk) of `src` on `input`, with `config()` as the configuration.
+fn eval_bundle(src: &str, input: &Value) -> (Vec<String>, Vec<String>, String) {
+    let mut e = regorus::Engine::new();
+    e.add_policy("abo/default.rego".to_owned(), src.to_owned())
+        .unwrap();
+    let data = json!({"abo": {"config": config()}}).to_string();
+    e.add_data(regorus::Value::from_json_str(&data).unwrap())
+        .unwrap();
+    e.set_input(regorus::Value::from_json_str(&input.to_string()).unwrap());
+    let mut get = |r: &str| -> Value {
+        serde_json::from_str(&e.eval_rule(r.into()).unwrap().to_json_str().unwrap()).unwrap()
+    };
+    let strings = |v: Value| -> Vec<String> {
+        let mut out: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        out.sort();
+        out
+    };
+    let deny = strings(get("data.abo.deny"));
+    let approval = strings(get("data.abo.require_approval"));
+    let risk = get("data.abo.risk").as_str().unwrap().to_owned();
+    (deny, approval, risk)
+}
+
+/// (deny, require_approval, risk)
+type Outcome = (Vec<String>, Vec<String>, &'static str);
+
+/// What the red team landed: CI files outside the old list, dependency manifests read as docs, a
+/// 3 MB one-line file, files tools run as code rated low. Each is caught now, and the bundle
+/// before let it through (allowed, and low risk for the ones it read as docs or tests).
+#[test]
+fn coverage_gaps_are_closed() {
+    let ci = |p: &str| (vec![format!("{p} is CI configuration")], vec![], "medium");
+    let deps = |p: &str, risk| (vec![], vec![format!("{p} changes dependencies")], risk);
+    // (path, bytes added, (deny, require_approval, risk) now, risk with the bundle before)
+    let cases: Vec<(&str, u64, Outcome, &str)> = vec![
+        (
+            ".github/actions/setup/action.yml",
+            1,
+            ci(".github/actions/setup/action.yml"),
+            "medium",
+        ),
+        (
+            ".github/actions/setup/run.sh",
+            1,
+            ci(".github/actions/setup/run.sh"),
+            "medium",
+        ),
+        ("action.yml", 1, ci("action.yml"), "medium"),
+        (
+            "azure-pipelines.yml",
+            1,
+            ci("azure-pipelines.yml"),
+            "medium",
+        ),
+        (".travis.yml", 1, ci(".travis.yml"), "medium"),
+        (
+            "bitbucket-pipelines.yml",
+            1,
+            ci("bitbucket-pipelines.yml"),
+            "medium",
+        ),
+        (".drone.yml", 1, ci(".drone.yml"), "medium"),
+        ("appveyor.yml", 1, ci("appveyor.yml"), "medium"),
+        (
+            "requirements-dev.txt",
+            1,
+            deps("requirements-dev.txt", "medium"),
+            "low",
+        ),
+        (
+            "constraints.txt",
+            1,
+            deps("constraints.txt", "medium"),
+            "low",
+        ),
+        (
+            "requirements/dev.txt",
+            1,
+            deps("requirements/dev.txt", "medium"),
+            "low",
+        ),
+        (
+            "requirements.in",
+            1,
+            deps("requirements.in", "medium"),
+            "medium",
+        ),
+        ("flake.lock", 1, deps("flake.lock", "medium"), "medium"),
+        ("tests/conftest.py", 1, (vec![], vec![], "medium"), "low"),
+        ("docs/conf.py", 1, (vec![], vec![], "medium"), "low"),
+        (
+            "data.txt",
+            3_000_000,
+            (
+                vec![
+                    "the change adds 3000000 bytes, more than safety.max_diff_bytes (1048576)"
+                        .to_owned(),
+                ],
+                vec![],
+                "low",
+            ),
+            "low",
+        ),
+    ];
+    for (path, bytes, want, old_risk) in cases {
+        let mut i = input(&[path], &[], "", 1);
+        i["change"]["bytes_added"] = json!(bytes);
+        let (deny, approval, risk) = eval_bundle(DEFAULT_BUNDLE[0].1, &i);
+        assert_eq!(
+            (deny, approval, risk.as_str()),
+            (want.0, want.1, want.2),
+            "{path}"
+        );
+        // The control: the bundle before allowed it.
+        let (deny, approval, risk) = eval_bundle(BUNDLE_BEFORE, &i);
+        assert_eq!(
+            (deny.len(), approval.len(), risk.as_str()),
+            (0, 0, old_risk),
+            "{path}: the bundle before"
+        );
+    }
+    // The controls of the new rules: what they must not catch.
+    for (path, bytes, risk) in [
+        ("docs/guide.md", 1_048_576, "low"),
+        ("tests/test_a.py", 10, "low"),
+        ("docs/confidential-plan.md", 10, "low"),
+        (".github/ISSUE_TEMPLATE/bug.md", 10, "low"),
+        ("src/actions/action.rs", 10, "medium"),
+    ] {
+        let mut i = input(&[path], &[], "", 1);
+        i["change"]["bytes_added"] = json!(bytes);
+        assert_eq!(
+            eval_bundle(DEFAULT_BUNDLE[0].1, &i),
+            (vec![], vec![], risk.to_owned()),
+            "{path}"
+        );
+    }
+    // `safety.max_diff_bytes` sets the bound; 0 turns it off.
+    for (max, want) in [(10, 1), (0, 0)] {
+        let mut p = Policy::load(&json!({"max_diff_bytes": max}), &[]).unwrap();
+        let mut i = input(&["src/a.rs"], &[], "", 1);
+        i["change"]["bytes_added"] = json!(11);
+        assert_eq!(p.evaluate(&i).unwrap().deny.len(), want, "{max}");
+    }
+}

@@ -11,6 +11,7 @@ use abo_policy::secrets::{Finding, Scanner};
 
 use crate::git::{Git, GitError};
 
+mod lang;
 mod links;
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -22,7 +23,8 @@ pub struct FileChange {
     pub binary: bool,
     /// A symbolic link's target (the change's new mode is 120000), read in the worktree.
     pub symlink_target: Option<String>,
-    /// The link points out of the repository: an absolute target, or `..` above its root.
+    /// The link points out of the repository, resolved as a checkout resolves it (through the
+    /// worktree's links): above its root, to an absolute path, or in a loop.
     pub escapes: bool,
 }
 
@@ -31,9 +33,13 @@ pub struct Change {
     pub files: Vec<FileChange>,
     pub lines_added: u64,
     pub lines_removed: u64,
+    /// The bytes of every added line and one for its end: a bound that lines miss (one long
+    /// line).
+    pub bytes_added: u64,
     /// Every added line, joined: what forbidden patterns are matched against.
     pub added_text: String,
-    /// Every changed line is a comment.
+    /// Every changed line is a comment, by its file's language (see `lang`), in files that were
+    /// there before and stay: no new, deleted, binary or link file, no mode-only change.
     pub comments_only: bool,
     pub secrets: Vec<Finding>,
 }
@@ -49,6 +55,7 @@ impl Change {
             })).collect::<Vec<_>>(),
             "lines_added": self.lines_added,
             "lines_removed": self.lines_removed,
+            "bytes_added": self.bytes_added,
             "added_text": redact(&self.added_text),
             "comments_only": self.comments_only,
         })
@@ -79,14 +86,6 @@ impl Latest {
     pub fn take(&self, attempt: &AttemptId) -> Option<Change> {
         self.0.lock().ok()?.remove(attempt)
     }
-}
-
-fn comment(line: &str) -> bool {
-    let t = line.trim();
-    t.is_empty()
-        || ["//", "#", "/*", "*", "--", ";", "<!--"]
-            .iter()
-            .any(|p| t.starts_with(p))
 }
 
 /// The one `git diff` a summary reads, against HEAD: with `-z`, the `--raw` records (status) and the
@@ -298,7 +297,21 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
     let out = git.run_in(wt, DIFF).await?;
     let mut change = from_files(parse(&out)?, scanner);
     links::mark(git, wt, &mut change.files).await?;
+    if change.comments_only && !comments_stay_comments(wt, &change.files) {
+        change.comments_only = false;
+    }
     Ok(change)
+}
+
+/// What the diff alone cannot tell: a link's target is no comment, and in a Go file that imports
+/// `"C"` the comments before the import are C code that cgo compiles (`lang` cannot see them).
+fn comments_stay_comments(wt: &Path, files: &[FileChange]) -> bool {
+    files.iter().all(|f| {
+        f.symlink_target.is_none()
+            && (!f.path.ends_with(".go")
+                || std::fs::read(wt.join(&f.path))
+                    .is_ok_and(|b| !String::from_utf8_lossy(&b).contains("\"C\"")))
+    })
 }
 
 fn from_files(files: Vec<FileDiff>, scanner: &Scanner) -> Change {
@@ -310,16 +323,28 @@ fn from_files(files: Vec<FileDiff>, scanner: &Scanner) -> Change {
         let (added, removed) = (f.added.len() as u64, f.removed.len() as u64);
         change.lines_added += added;
         change.lines_removed += removed;
-        if f.binary
-            || f.added.iter().any(|(_, l)| !comment(l))
-            || f.removed.iter().any(|l| !comment(l))
-        {
+        // A file's existence, its mode and a binary's bytes are no comment; a file of an unknown
+        // language has no comments.
+        let commented = f.status == "modified"
+            && !f.binary
+            && added + removed > 0
+            && lang::syntax(&f.path).is_some_and(|s| {
+                f.added.iter().all(|(_, l)| lang::comment(s, l))
+                    && f.removed.iter().all(|l| lang::comment(s, l))
+            });
+        if !commented {
             change.comments_only = false;
         }
         for (_, text) in &f.added {
+            change.bytes_added += text.len() as u64 + 1;
             change.added_text.push_str(text);
             change.added_text.push('\n');
         }
+        // Every path, as text (a finding on line 0): a name is quoted in the policy's reasons,
+        // in events and on the terminal, and it lands as it is.
+        change
+            .secrets
+            .extend(scanner.scan(&f.path, &[(0, f.path.clone())]));
         // Every file's added lines, binary ones too (as git's `--text` shows them).
         if !f.added.is_empty() {
             change.secrets.extend(scanner.scan(&f.path, &f.added));
@@ -387,6 +412,7 @@ mod tests {
             change.added_text,
             "\u{0}\u{2}binary!\nlet k = \"AKIAIOSFODNN7EXAMPLE\";\n// why\nfn c() {}\n"
         );
+        assert_eq!(change.bytes_added, change.added_text.len() as u64);
         assert!(!change.comments_only);
         let secrets: Vec<_> = change
             .secrets
@@ -422,6 +448,92 @@ mod tests {
         assert!(change.files.is_empty());
         assert_eq!(change.added_text, "");
         assert!(!change.comments_only);
+    }
+
+    type Files = &'static [(&'static str, &'static str)];
+
+    /// (what, the change's files over the base's, comments only). The base holds `src/app.py`,
+    /// `src/m.c`, `src/main.go`, `src/cgo.go` (importing `"C"`) and `run.sh`; the attacks are the red team's.
+    const COMMENT_CASES: &[(&str, Files, bool)] = &[
+        (
+            "Python code starting with `*`",
+            &[(
+                "src/app.py",
+                "x = 1\n*_, = [__import__(\"os\").system(\"id > /tmp/x\")]\n",
+            )],
+            false,
+        ),
+        (
+            "a C preprocessor directive",
+            &[("src/m.c", "int x;\n#define printf(...) system(\"id\")\n")],
+            false,
+        ),
+        (
+            "a cgo preamble is C code",
+            &[(
+                "src/cgo.go",
+                "package main\n\n// void f() { system(\"id\"); }\nimport \"C\"\n",
+            )],
+            false,
+        ),
+        (
+            "a comment in a new file",
+            &[("src/new.py", "# new\n")],
+            false,
+        ),
+        (
+            "real comments",
+            &[
+                ("src/app.py", "x = 1\n# why\n"),
+                ("src/m.c", "int x;\n// why\n"),
+                ("src/main.go", "package main\n// why\n"),
+            ],
+            true,
+        ),
+    ];
+
+    #[tokio::test]
+    async fn comments_only_means_comments_in_each_files_language() {
+        for (what, change, expect) in COMMENT_CASES {
+            let repo = TestRepo::new();
+            repo.write("src/app.py", "x = 1\n");
+            repo.write("src/m.c", "int x;\n");
+            repo.write("src/main.go", "package main\n");
+            repo.write("src/cgo.go", "package main\n\nimport \"C\"\n");
+            repo.write("run.sh", "echo hi\n");
+            repo.commit_all("base");
+            for (path, text) in *change {
+                repo.write(path, text);
+            }
+            let git = Git::new(repo.path.clone());
+            let new = summarize(&git, &repo.path, &Scanner::default())
+                .await
+                .unwrap();
+            assert_eq!(new.comments_only, *expect, "{what}");
+            // The control: the old reading took the attacks for comments.
+            let old = old::old_summarize(&git, &repo.path, &Scanner::default())
+                .await
+                .unwrap();
+            assert!(
+                old.comments_only,
+                "{what}: the old reading already saw code"
+            );
+        }
+        // A mode change alone is no comment (a script made executable).
+        let repo = TestRepo::new();
+        repo.write("run.sh", "echo hi\n");
+        repo.commit_all("base");
+        repo.git(&["update-index", "--chmod=+x", "run.sh"]);
+        std::fs::set_permissions(
+            repo.path.join("run.sh"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let git = Git::new(repo.path.clone());
+        let c = summarize(&git, &repo.path, &Scanner::default())
+            .await
+            .unwrap();
+        assert_eq!((c.files.len(), c.comments_only), (1, false));
     }
 
     /// The parser this module had before: it read `git diff --raw --numstat --patch` by each
@@ -529,14 +641,14 @@ mod tests {
                 } else if let Some(text) = l.strip_prefix('+') {
                     change.added_text.push_str(text);
                     change.added_text.push('\n');
-                    if !comment(text) {
+                    if !lang::old_comment(text) {
                         change.comments_only = false;
                     }
                     added.push((next_line, text.to_owned()));
                     next_line += 1;
                 } else if let Some(text) = l.strip_prefix('-')
                     && !l.starts_with("---")
-                    && !comment(text)
+                    && !lang::old_comment(text)
                 {
                     change.comments_only = false;
                 }
@@ -637,6 +749,13 @@ mod tests {
             ],
             secrets_of,
             r#"[("notes.txt", 1, "aws-access-key")]"#,
+        ),
+        (
+            "a secret in a file's name: no added line holds it",
+            &[],
+            &[("notes-ghp_abcdefghijklmnopqrstuvwxyz0123456789.md", "hi\n")],
+            secrets_of,
+            r#"[("notes-ghp_abcdefghijklmnopqrstuvwxyz0123456789.md", 0, "github-token")]"#,
         ),
         (
             "a secret in a binary file (a NUL in it)",

@@ -511,15 +511,16 @@ async fn evaluate_policy(
     let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
         return failed("unknown task".into());
     };
+    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let change = match ctx.changes.take(attempt) {
         Some(c) => c,
         None => match change::summarize(&ctx.git, &ctx.worktree(attempt), &run.scanner).await {
             Ok(c) => c,
-            Err(e) => return failed(format!("could not read the change: {e}")),
+            // git's message may quote a path of the change.
+            Err(e) => return failed(redactor.redact(&format!("could not read the change: {e}"))),
         },
     };
-    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env)
-        .with(change.secret_values());
+    let redactor = redactor.with(change.secret_values());
     let spent = ctx
         .store
         .run(&attempt.run)
@@ -543,17 +544,22 @@ async fn evaluate_policy(
         Ok(mut p) => p.evaluate(&input),
         Err(_) => return failed("the policy engine is unavailable".into()),
     };
+    // The reasons quote paths and link targets: they reach events, the store and the terminal
+    // only through the run's redactor, which holds the change's secret values too.
+    let redacted = |reasons: Vec<String>| -> Vec<String> {
+        reasons.iter().map(|r| redactor.redact(r)).collect()
+    };
     match decision {
         Ok(d) => PolicyOutcome {
             verdict: d.verdict,
-            deny: d.deny,
-            require_approval: d.require_approval,
+            deny: redacted(d.deny),
+            require_approval: redacted(d.require_approval),
             risk: d.risk,
             duration_us: u64::try_from(d.duration.as_micros()).unwrap_or(u64::MAX),
             error: None,
             secrets: change.secrets.len(),
         },
-        Err(e) => failed(e.to_string()),
+        Err(e) => failed(redactor.redact(&e.to_string())),
     }
 }
 

@@ -16,7 +16,7 @@ use crate::out::{say, say_json};
 /// (`protected_paths`, computed by abo: not a key of abo.yml).
 pub(crate) fn safety_json(config: &Config, protected: &[String]) -> serde_json::Value {
     let s = &config.safety;
-    serde_json::json!({
+    let mut out = serde_json::json!({
         "allowed_paths": s.allowed_paths,
         "forbidden_paths": s.forbidden_paths,
         "forbidden_patterns": s.forbidden_patterns,
@@ -24,7 +24,12 @@ pub(crate) fn safety_json(config: &Config, protected: &[String]) -> serde_json::
         "require_reason_for_access": s.require_reason_for_access.unwrap_or(true),
         "protected": s.protected.unwrap_or_default().as_str(),
         "protected_paths": protected,
-    })
+    });
+    // Unset, the bundle's own default applies.
+    if let Some(max) = s.max_diff_bytes {
+        out["max_diff_bytes"] = max.into();
+    }
+    out
 }
 
 /// abo's own files in the repository, relative to its root (a directory ends in `/`): the

@@ -80,8 +80,26 @@ deny contains msg if {
 	msg := sprintf("the change has %d changed lines, more than safety.max_diff_lines (%d)", [lines_changed, max])
 }
 
+# Changes too large to review by their bytes: one 3 MB line is one changed line. 0 turns it off.
+deny contains msg if {
+	max := object.get(cfg, "max_diff_bytes", 1048576)
+	max > 0
+	added := object.get(input, ["change", "bytes_added"], 0)
+	added > max
+	msg := sprintf("the change adds %d bytes, more than safety.max_diff_bytes (%d)", [added, max])
+}
+
 # CI configuration is never changed by an agent.
 ci_path(p) if startswith(p, ".github/workflows/")
+
+ci_path(p) if startswith(p, ".github/actions/")
+
+ci_files := {
+	"action.yml", "action.yaml", "azure-pipelines.yml", "azure-pipelines.yaml", ".travis.yml",
+	"bitbucket-pipelines.yml", ".drone.yml", "appveyor.yml", ".appveyor.yml",
+}
+
+ci_path(p) if ci_files[p]
 
 ci_path(p) if p == ".gitlab-ci.yml"
 
@@ -172,9 +190,27 @@ manifests := {
 	"build.gradle", "build.gradle.kts",
 }
 
+manifest(p) if manifests[basename(p)]
+
+# `requirements-dev.txt`, `constraints.txt`, `requirements/dev.txt`, pip-tools' `.in` files, and
+# any `*.lock` (flake.lock, Podfile.lock, mix.lock...).
+manifest(p) if {
+	some prefix in ["requirements", "constraints"]
+	startswith(lower(basename(p)), prefix)
+	some ext in ["txt", "in"]
+	extension(p) == ext
+}
+
+manifest(p) if {
+	"requirements" in array.slice(split(p, "/"), 0, count(split(p, "/")) - 1)
+	extension(p) == "txt"
+}
+
+manifest(p) if extension(p) == "lock"
+
 require_approval contains msg if {
 	some f in files
-	manifests[basename(f.path)]
+	manifest(f.path)
 	msg := sprintf("%s changes dependencies", [f.path])
 }
 
@@ -238,9 +274,21 @@ test_file(p) if contains(basename(p), ".test.")
 
 test_file(p) if contains(basename(p), ".spec.")
 
-low_file(f) if doc_file(f.path)
+# Files that tools run as code wherever they are (pytest's conftest.py, Sphinx's conf.py), and
+# manifests, are neither docs nor tests.
+runs_as_code(p) if basename(p) in {"conftest.py", "conf.py"}
 
-low_file(f) if test_file(f.path)
+low_file(f) if {
+	doc_file(f.path)
+	not runs_as_code(f.path)
+	not manifest(f.path)
+}
+
+low_file(f) if {
+	test_file(f.path)
+	not runs_as_code(f.path)
+	not manifest(f.path)
+}
 
 critical if {
 	some f in files

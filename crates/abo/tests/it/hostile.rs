@@ -140,3 +140,35 @@ fn links_out_of_the_worktree_need_approval_and_never_reach_the_next_prompt() {
         String::from_utf8_lossy(&std::fs::read(ctl.join("env.txt")).unwrap()).contains("PATH=")
     );
 }
+
+/// The red team's chain in `docs/`: each link's `..` stays inside by its text, yet `key.md`
+/// resolves outside in any checkout. It waits for approval; the control, a link that stays
+/// inside, lands.
+#[test]
+fn a_chain_of_links_that_resolves_outside_needs_approval() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: chain, title: C, run: 'mkdir -p docs && cd docs && ln -s . r && ln -s r/.. a && ln -s a/.. b && ln -s b/.. c && ln -s c/.. d && ln -s d/tmp/red/home/.ssh/id_rsa key.md' }\n  - { id: inside, title: I, run: 'mkdir -p notes && echo x > notes/x.md && ln -s . notes/r && ln -s r/x.md notes/same.md' }\n",
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        brief(&doc),
+        s(&[("chain", "awaiting_approval", 1), ("inside", "landed", 1)]),
+        "{}",
+        out.stderr
+    );
+    let approvals = abo(&repo, &["approvals"]).stdout;
+    for reason in [
+        "docs/key.md is a symbolic link out of the repository (to d/tmp/red/home/.ssh/id_rsa)",
+        "docs/b is a symbolic link out of the repository (to a/..)",
+    ] {
+        assert!(approvals.contains(reason), "{reason} in {approvals}");
+    }
+    assert!(!approvals.contains("docs/a is"), "{approvals}");
+}

@@ -593,3 +593,153 @@ fn credentials_a_command_and_a_gate_print_are_redacted_from_every_log() {
         assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
     }
 }
+
+/// Code that starts like a comment of another language (the red team's: Python starting with `*`,
+/// a C `#define`) is code: not low risk, so never merged on its own at A3. The control: a real
+/// comment-only change still is low risk.
+#[test]
+fn code_that_looks_like_a_comment_elsewhere_is_not_low_risk() {
+    let repo = TestRepo::new();
+    repo.write("src/app.py", "x = 1\n");
+    repo.write("src/m.c", "int x;\n");
+    repo.write("src/lib.py", "y = 2\n");
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
+    );
+    let line = |name: &str, text: &str| repo.write_outside(name, text).display().to_string();
+    let py = line(
+        "py.txt",
+        "*_, = [__import__(\"os\").system(\"id > /tmp/x\")]\n",
+    );
+    let c = line("c.txt", "#define printf(...) system(\"id\")\n");
+    let note = line("note.txt", "# why y is 2\n");
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: py, title: P, run: 'cat {py} >> src/app.py' }}\n  - {{ id: c, title: C, run: 'cat {c} >> src/m.c' }}\n  - {{ id: note, title: N, run: 'cat {note} >> src/lib.py' }}\n"
+        ),
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    let id = doc["run"]["id"].as_str().unwrap();
+    let mut risks: Vec<(String, String)> = events(&repo, id)
+        .into_iter()
+        .filter(|e| e["kind"] == "task.policy")
+        .map(|e| {
+            (
+                e["task"].as_str().unwrap().to_owned(),
+                e["data"]["risk"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    risks.sort();
+    assert_eq!(
+        risks,
+        [
+            ("c".to_owned(), "medium".to_owned()),
+            ("note".to_owned(), "low".to_owned()),
+            ("py".to_owned(), "medium".to_owned()),
+        ],
+        "{stderr}"
+    );
+}
+
+/// A command names a file after a token. The name is scanned as text: the task is denied, and
+/// the token is nowhere: not under `.abo/`, in `abo events --json`, `abo status --json` or abo's
+/// output (the reasons quote the path, redacted). The control: the same reason unredacted held it.
+#[test]
+fn a_secret_in_a_file_name_is_denied_and_appears_nowhere() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\n",
+    );
+    let token = ["ghp_abcdefghijklmnop", "qrstuvwxyz0123456789"].concat();
+    // From a file outside the repository: a backlog holding the token is refused.
+    let source = repo.write_outside("token.txt", &token);
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n  - {{ id: name, title: N, run: 'echo hi > \"notes-$(cat {s}).md\"; ls' }}\n  - {{ id: fine, title: F, run: 'echo ok > notes.md' }}\n",
+            s = source.display()
+        ),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        brief(&doc),
+        s(&[("name", "denied", 1), ("fine", "landed", 1)])
+    );
+    let reason = task(&doc, "name")["reason"].as_str().unwrap().to_owned();
+    assert_eq!(
+        reason,
+        "notes-[REDACTED:github-token].md:0 adds a secret (github-token)"
+    );
+    // The control: the backend's `ls` printed the name, stored redacted.
+    let id = doc["run"]["id"].as_str().unwrap();
+    let backend = events(&repo, id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.backend_finished" && e["task"] == "name")
+        .unwrap();
+    assert!(
+        crate::artifact(&repo, &backend["data"]["log"])
+            .contains("notes-[REDACTED:github-token].md")
+    );
+    assert_eq!(
+        files_containing(&repo.path.join(".abo"), &token),
+        Vec::<std::path::PathBuf>::new()
+    );
+    let names = repo.git(&["ls-files", "--others", "--cached"]);
+    assert!(!names.contains(&token), "{names}");
+    let evs = abo(&repo, &["events", "--json"]);
+    let status = abo(&repo, &["status", "--json"]);
+    for (what, text) in [
+        ("stdout", &out.stdout),
+        ("stderr", &out.stderr),
+        ("events", &evs.stdout),
+        ("status", &status.stdout),
+    ] {
+        assert!(!text.contains(&token), "the token in {what}: {text}");
+    }
+    // No file or directory under `.abo/` is named after it either.
+    let mut stack = vec![repo.path.join(".abo")];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            assert!(
+                !e.file_name().to_string_lossy().contains(&token),
+                "{:?}",
+                e.path()
+            );
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            }
+        }
+    }
+}
+
+/// One long line is one changed line: `safety.max_diff_bytes` bounds what a change adds in bytes
+/// (the red team's 3 MB line, here over a bound of 1000). The control: `max_diff_lines` alone lets
+/// it through, and a change under the bound lands.
+#[test]
+fn one_long_line_is_bounded_by_bytes() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\nsafety: { max_diff_lines: 50, max_diff_bytes: 1000 }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: long, title: L, run: 'head -c 3000 /dev/zero | tr \"\\\\0\" a > long.txt; echo >> long.txt' }\n  - { id: short, title: S, run: 'head -c 900 /dev/zero | tr \"\\\\0\" a > short.txt; echo >> short.txt' }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(
+        brief(&doc),
+        s(&[("long", "denied", 1), ("short", "landed", 1)]),
+        "{stderr}"
+    );
+    assert_eq!(
+        task(&doc, "long")["reason"],
+        "the change adds 3001 bytes, more than safety.max_diff_bytes (1000)"
+    );
+}
