@@ -49,6 +49,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                     run: "true".into(),
                     timeout_ms: 1000,
                     retries: 0,
+                    reports: Default::default(),
                 })
                 .collect(),
             landing: Landing::default(),

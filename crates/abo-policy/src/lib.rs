@@ -2,7 +2,10 @@
 //! `safety` section of abo.yml; files in `safety.policy_dir` add rules to package `abo`. The engine
 //! is built once per run and reused; each evaluation is timed.
 
+pub mod measure;
+pub mod reports;
 pub mod secrets;
+pub mod testdiff;
 
 use std::time::{Duration, Instant};
 

@@ -228,6 +228,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
                 run: g.run.clone(),
                 timeout_ms: g.timeout.unwrap_or(config.timeouts.gate).as_millis(),
                 retries: g.retries,
+                reports: g.reports.clone(),
             })
             .collect(),
         landing: config.landing.clone(),
