@@ -104,7 +104,7 @@ pub struct BackendOutcome {
     pub cached: Option<(String, String)>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GateOutcome {
     pub name: GateName,
     pub passed: bool,
@@ -113,6 +113,8 @@ pub struct GateOutcome {
     pub duration_ms: u64,
     pub runs: u32,
     pub log: Option<ArtifactId>,
+    #[serde(default)]
+    pub figures: Option<crate::event::GateFigures>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -720,6 +722,7 @@ fn gate_done(
             duration_ms: o.duration_ms,
             runs: o.runs,
             log: o.log.clone(),
+            figures: o.figures.clone(),
         },
     );
     let where_ = if stage == GateStage::Merged {

@@ -335,6 +335,7 @@ mod tests {
             duration_ms: 1,
             runs: 1,
             log: None,
+            figures: None,
         };
         let charged = |a: u32| EventBody::BudgetCharged {
             attempt: a,

@@ -293,6 +293,7 @@ fn gate(
             duration_ms: 3,
             runs: 1,
             log: None,
+            figures: None,
         },
         candidate: candidate.map(CommitSha::new),
     }

@@ -303,3 +303,6 @@ fn syntax_error(file: &str, message: &str) -> PolicyError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod quality_tests;

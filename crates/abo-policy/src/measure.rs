@@ -108,7 +108,12 @@ pub fn evidence(
     let mut skipped: Vec<String> = files
         .iter()
         .filter(|f| matches!(f.kind, Kind::Test | Kind::TestConfig))
-        .flat_map(|f| f.edit.skips_added.iter().map(|s| format!("{}: {s}", f.path)))
+        .flat_map(|f| {
+            f.edit
+                .skips_added
+                .iter()
+                .map(|s| format!("{}: {s}", f.path))
+        })
         .collect();
     // Tests the reports no longer show, or show skipped, by name.
     if let (Some(b), Some(_)) = (before, &after.cases) {

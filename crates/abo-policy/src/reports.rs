@@ -300,7 +300,11 @@ pub fn sarif(text: &str, root: &str) -> Result<Vec<Finding>, ReportError> {
     let mut out = Vec::new();
     for run in runs {
         let mut rule_levels: BTreeMap<&str, &str> = BTreeMap::new();
-        for r in run["tool"]["driver"]["rules"].as_array().into_iter().flatten() {
+        for r in run["tool"]["driver"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if let (Some(id), Some(l)) = (
                 r["id"].as_str(),
                 r["defaultConfiguration"]["level"].as_str(),
@@ -332,12 +336,14 @@ pub fn sarif(text: &str, root: &str) -> Result<Vec<Finding>, ReportError> {
                 .as_u64()
                 .and_then(|l| u32::try_from(l).ok())
                 .unwrap_or(0);
-            let given = ["partialFingerprints", "fingerprints"].iter().find_map(|k| {
-                r[*k].as_object().and_then(|m| {
-                    m.iter()
-                        .find_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
-                })
-            });
+            let given = ["partialFingerprints", "fingerprints"]
+                .iter()
+                .find_map(|k| {
+                    r[*k].as_object().and_then(|m| {
+                        m.iter()
+                            .find_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                    })
+                });
             let message: String = r["message"]["text"]
                 .as_str()
                 .unwrap_or("")
@@ -437,6 +443,8 @@ pub fn summary(output: &str) -> Option<Counts> {
             continue;
         }
         if let Some(rest) = l.strip_prefix("test result: ") {
+            // `ok. 2 passed; 0 failed; 1 ignored; ...` or `FAILED. ...`
+            let rest = rest.split_once(". ").map_or(rest, |(_, r)| r);
             let c = word_counts(rest, &[("passed", 0), ("failed", 1), ("ignored", 2)]);
             if let Some(c) = c {
                 total.add(c);
@@ -461,7 +469,10 @@ pub fn summary(output: &str) -> Option<Counts> {
         }
         if let Some(rest) = l.strip_prefix("ℹ ").or_else(|| l.strip_prefix("# ")) {
             let mut parts = rest.split(' ');
-            let (k, v) = (parts.next(), parts.next().and_then(|v| v.parse::<u64>().ok()));
+            let (k, v) = (
+                parts.next(),
+                parts.next().and_then(|v| v.parse::<u64>().ok()),
+            );
             match (k, v) {
                 (Some("pass"), Some(v)) => node.0 = Some(v),
                 (Some("fail"), Some(v)) => node.1 = Some(v),
@@ -543,7 +554,10 @@ fn word_counts(text: &str, words: &[(&str, usize)]) -> Option<Counts> {
         let (Some(n), Some(w)) = (it.next(), it.next()) else {
             continue;
         };
-        let Ok(n) = n.trim_start_matches(|c: char| !c.is_ascii_digit()).parse::<u64>() else {
+        let Ok(n) = n
+            .trim_start_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u64>()
+        else {
             continue;
         };
         let w = w.trim_end_matches(['.', ';', ',']);

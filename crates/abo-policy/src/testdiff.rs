@@ -61,19 +61,45 @@ pub fn is_test_config(path: &str, lines: &[&str]) -> bool {
     let base = basename(path);
     let named = matches!(
         base,
-        "conftest.py" | "pytest.ini" | ".mocharc.js" | ".mocharc.json" | ".mocharc.yml"
-            | "karma.conf.js" | "phpunit.xml" | "phpunit.xml.dist" | "nextest.toml"
-            | ".coveragerc" | "jest.setup.js" | "jest.setup.ts"
-    ) || ["jest.config.", "vitest.config.", "vitest.workspace.", "playwright.config.", "cypress.config."]
+        "conftest.py"
+            | "pytest.ini"
+            | ".mocharc.js"
+            | ".mocharc.json"
+            | ".mocharc.yml"
+            | "karma.conf.js"
+            | "phpunit.xml"
+            | "phpunit.xml.dist"
+            | "nextest.toml"
+            | ".coveragerc"
+            | "jest.setup.js"
+            | "jest.setup.ts"
+    ) || [
+        "jest.config.",
+        "vitest.config.",
+        "vitest.workspace.",
+        "playwright.config.",
+        "cypress.config.",
+    ]
+    .iter()
+    .any(|p| base.starts_with(p));
+    let sections = matches!(
+        base,
+        "pyproject.toml" | "setup.cfg" | "tox.ini" | "package.json"
+    ) && lines.iter().any(|l| {
+        let l = l.to_ascii_lowercase();
+        [
+            "pytest",
+            "addopts",
+            "testpaths",
+            "jest",
+            "vitest",
+            "\"test\"",
+            "mocha",
+            "coverage",
+        ]
         .iter()
-        .any(|p| base.starts_with(p));
-    let sections = matches!(base, "pyproject.toml" | "setup.cfg" | "tox.ini" | "package.json")
-        && lines.iter().any(|l| {
-            let l = l.to_ascii_lowercase();
-            ["pytest", "addopts", "testpaths", "jest", "vitest", "\"test\"", "mocha", "coverage"]
-                .iter()
-                .any(|w| l.contains(w))
-        });
+        .any(|w| l.contains(w))
+    });
     named || sections
 }
 
@@ -213,7 +239,10 @@ fn assertions(l: &str) -> u64 {
         "assertFalse(",
         "should.",
     ];
-    let mut n = CALLS.iter().map(|c| t.matches(c).count() as u64).sum::<u64>();
+    let mut n = CALLS
+        .iter()
+        .map(|c| t.matches(c).count() as u64)
+        .sum::<u64>();
     // Python's statement.
     if t.starts_with("assert ") {
         n += 1;
@@ -229,9 +258,16 @@ fn stubs_assertion(l: &str) -> bool {
     if !lower.contains("assert") && !lower.contains("expect") {
         return false;
     }
-    let patched = ["setattr(", "patch(", "patch.object(", "mock(", "spyon(", "stub("]
-        .iter()
-        .any(|p| lower.contains(p));
+    let patched = [
+        "setattr(",
+        "patch(",
+        "patch.object(",
+        "mock(",
+        "spyon(",
+        "stub(",
+    ]
+    .iter()
+    .any(|p| lower.contains(p));
     let defined = lower.starts_with("macro_rules! assert")
         || lower.starts_with("#define assert")
         || lower.starts_with("def assert")
@@ -243,16 +279,13 @@ fn stubs_assertion(l: &str) -> bool {
         let lhs = lhs.trim_end();
         !rhs.starts_with('=')
             && !lhs.ends_with(['!', '<', '>', '='])
-            && lhs
-                .rsplit(['.', ' '])
-                .next()
-                .is_some_and(|name| {
-                    let rest = name.strip_prefix("assert");
-                    name == "expect"
-                        || rest.is_some_and(|r| {
-                            r.is_empty() || r.starts_with('_') || r.starts_with(char::is_uppercase)
-                        })
-                })
+            && lhs.rsplit(['.', ' ']).next().is_some_and(|name| {
+                let rest = name.strip_prefix("assert");
+                name == "expect"
+                    || rest.is_some_and(|r| {
+                        r.is_empty() || r.starts_with('_') || r.starts_with(char::is_uppercase)
+                    })
+            })
     });
     patched || defined || assigned
 }

@@ -160,7 +160,10 @@ pub(crate) async fn execute_here(
                 outcome,
             })
         }
-        Effect::Cleanup { attempt, keep } => match cleanup(ctx, &attempt, keep).await {
+        Effect::Cleanup { attempt, keep } => match {
+            ctx.measures.forget(&attempt);
+            cleanup(ctx, &attempt, keep).await
+        } {
             Ok(()) => Done::default(),
             Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
         },
@@ -225,7 +228,7 @@ pub(crate) async fn execute_here(
 }
 
 /// The variables every process run for an attempt gets (DESIGN §6).
-fn attempt_env(
+pub(crate) fn attempt_env(
     spec: &RunSpec,
     task: &TaskSpec,
     attempt: &AttemptId,
@@ -462,6 +465,19 @@ async fn evaluate_policy(
         "secrets": change.secrets.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
         "budget": { "usd_spent": spent, "usd_limit": null },
     });
+    let mut input = input;
+    let measured = ctx.measures.merged(attempt);
+    let before = crate::baseline::measured(ctx, spec, task, attempt).await;
+    let scripts = gate_scripts(spec, task);
+    let evidence =
+        abo_policy::measure::evidence(&measured, before.as_ref(), &change.edits, &scripts);
+    if let (Some(obj), Some(ev)) = (input.as_object_mut(), evidence.as_object()) {
+        obj.extend(ev.clone());
+        obj.insert(
+            "thresholds".into(),
+            spec.settings.policy.safety["quality"].clone(),
+        );
+    }
     let decision = match run.policy.lock() {
         Ok(mut p) => p.evaluate(&input),
         Err(_) => return failed("the policy engine is unavailable".into()),
@@ -478,6 +494,48 @@ async fn evaluate_policy(
         },
         Err(e) => failed(e.to_string()),
     }
+}
+
+/// The files the task's gates run, as their commands name them (`./scripts/test.sh`, `bash ci.sh`,
+/// `python run_tests.py`, `make -f test.mk`): a change to them changes what judges it.
+fn gate_scripts(spec: &RunSpec, task: &TaskSpec) -> Vec<String> {
+    let mut out: Vec<String> = task
+        .gates
+        .iter()
+        .filter_map(|g| spec.settings.gate(g))
+        .flat_map(|g| {
+            g.run
+                .split([' ', '\t', '\n', ';', '&', '|', '(', ')'])
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|t| {
+            t.trim_matches(['"', '\''])
+                .trim_start_matches("./")
+                .to_owned()
+        })
+        .filter(|t| {
+            !t.is_empty()
+                && !t.starts_with('-')
+                && !t.starts_with('/')
+                && !t.contains("..")
+                && (t.contains('/')
+                    || t.rsplit_once('.').is_some_and(|(_, e)| {
+                        matches!(e, "sh" | "py" | "js" | "mk" | "bash" | "ps1" | "rb" | "pl")
+                    }))
+        })
+        .collect();
+    if task
+        .gates
+        .iter()
+        .filter_map(|g| spec.settings.gate(g))
+        .any(|g| g.run.contains("make"))
+    {
+        out.push("Makefile".into());
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Re-stores an artifact with `redactor` applied (a secret found after it was stored).
@@ -616,6 +674,7 @@ async fn run_gate(
         duration_ms: 0,
         runs: 0,
         log: None,
+        figures: None,
     };
     let (Some(gate), Some(task)) = (
         spec.settings.gate(name),
@@ -652,6 +711,8 @@ async fn run_gate(
     ));
     let _ = std::fs::remove_file(&log);
     let env = attempt_env(spec, task, attempt, &dir);
+    // A report left in the worktree before the gate is not the gate's.
+    crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     for run in 1..=gate.retries + 1 {
         if run > 1 {
             let _ = append(
@@ -662,46 +723,31 @@ async fn run_gate(
                 ),
             );
         }
-        let mut p = process_spec(&gate.run, &dir, env.clone(), gate.timeout_ms, &log);
         outcome.runs = run;
-        let role = crate::sandbox::Role::Gate;
         let label = format!("gate-{name}-{run}");
-        match crate::sandbox::wrap(
-            ctx,
-            &spec.settings.sandbox,
-            role,
-            &dir,
-            &scratch,
-            &label,
-            env.clone(),
-        ) {
-            Ok(sb) => p.sandbox = sb,
-            Err(e) => {
-                let _ = append(&log, &format!("abo: sandbox: {e}\n"));
-                break;
-            }
-        }
-        match process::run(&p, &ctx.groups).await {
-            Ok(o) => {
-                outcome.exit = o.exit;
-                outcome.timed_out = o.timed_out;
-                outcome.passed = o.success();
-                if o.timed_out {
-                    let _ = append(
-                        &log,
-                        &format!("\n--- abo: gate `{name}` {} ---\n", o.describe(p.timeout)),
-                    );
-                }
-            }
-            Err(e) => {
-                let _ = append(&log, &format!("could not run the gate: {e}\n"));
-            }
-        }
+        let Some(ran) = gate_once(ctx, spec, gate, &dir, &scratch, &env, &log, &label).await else {
+            break;
+        };
+        (outcome.passed, outcome.exit, outcome.timed_out) = (ran.passed, ran.exit, ran.timed_out);
         if outcome.passed {
             break;
         }
     }
     outcome.duration_ms = ms(started.elapsed());
+    let text = std::fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    // What the gate measured: its reports (then removed, so that they are no part of the change),
+    // or its runner's summary lines.
+    let rules = crate::sandbox::confined_rules(ctx, &spec.settings.sandbox);
+    let (measured, report_texts) = crate::measure::collect(
+        &dir,
+        &gate.reports,
+        &rules,
+        crate::measure::last_run(&text),
+        outcome.passed,
+    );
+    crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     // A gate may print what the change holds: secrets in it are redacted from the log.
     let mut redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let change = change::summarize(&ctx.git, &dir, &run.scanner).await;
@@ -716,11 +762,85 @@ async fn run_gate(
             ctx.changes.put(attempt, change);
         }
     }
-    let text = std::fs::read(&log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
     outcome.log = ctx.artifacts.put(redactor.redact(&text).as_bytes()).ok();
+    let stored = report_texts
+        .iter()
+        .filter_map(|t| ctx.artifacts.put(redactor.redact(t).as_bytes()).ok())
+        .collect();
+    outcome.figures = crate::measure::figures(&measured, stored);
+    if in_attempt {
+        ctx.measures.put(attempt, name, measured);
+    }
     outcome
+}
+
+/// How one run of a gate's command ended.
+pub(crate) struct Ran {
+    pub passed: bool,
+    pub exit: Option<i32>,
+    pub timed_out: bool,
+}
+
+/// One run of a gate's command in `dir`, in its sandbox, its output appended to `log`; `None` when
+/// the sandbox could not be set up (the reason is in the log).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a gate run's places and names, all needed"
+)]
+pub(crate) async fn gate_once(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    gate: &abo_core::spec::GateSpec,
+    dir: &Path,
+    scratch: &Path,
+    env: &[(String, String)],
+    log: &Path,
+    label: &str,
+) -> Option<Ran> {
+    let mut p = process_spec(&gate.run, dir, env.to_vec(), gate.timeout_ms, log);
+    match crate::sandbox::wrap(
+        ctx,
+        &spec.settings.sandbox,
+        crate::sandbox::Role::Gate,
+        dir,
+        scratch,
+        label,
+        env.to_vec(),
+    ) {
+        Ok(sb) => p.sandbox = sb,
+        Err(e) => {
+            let _ = append(log, &format!("abo: sandbox: {e}\n"));
+            return None;
+        }
+    }
+    let mut ran = Ran {
+        passed: false,
+        exit: None,
+        timed_out: false,
+    };
+    match process::run(&p, &ctx.groups).await {
+        Ok(o) => {
+            ran = Ran {
+                passed: o.success(),
+                exit: o.exit,
+                timed_out: o.timed_out,
+            };
+            if o.timed_out {
+                let _ = append(
+                    log,
+                    &format!(
+                        "\n--- abo: gate `{}` {} ---\n",
+                        gate.name,
+                        o.describe(p.timeout)
+                    ),
+                );
+            }
+        }
+        Err(e) => {
+            let _ = append(log, &format!("could not run the gate: {e}\n"));
+        }
+    }
+    Some(ran)
 }
 
 fn append(path: &Path, text: &str) -> std::io::Result<()> {

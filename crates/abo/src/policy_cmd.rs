@@ -41,7 +41,10 @@ pub(crate) fn quality_json(q: &abo_core::config::Quality) -> serde_json::Value {
         .require_tests
         .clone()
         .unwrap_or_else(|| vec!["code".into(), "refactor".into()]);
-    m.insert("changed_lines".into(), q.changed_lines.unwrap_or(80.0).into());
+    m.insert(
+        "changed_lines".into(),
+        q.changed_lines.unwrap_or(80.0).into(),
+    );
     m.insert("min_coverage".into(), q.min_coverage.unwrap_or(0.0).into());
     m.insert(
         "min_mutation_score".into(),
