@@ -128,6 +128,27 @@ pub fn evidence(
             }
         }
     }
+    // Tests that failed on the base and pass now: the change is what they were waiting for.
+    let mut fixed: Vec<String> = Vec::new();
+    if let Some(b) = before {
+        match (
+            b.names(|o| o == Outcome::Failed),
+            after.names(|o| o == Outcome::Passed),
+        ) {
+            (Some(was), Some(now)) => fixed.extend(was.intersection(&now).map(|n| (*n).to_owned())),
+            _ => {
+                if let (Some(bt), Some(at)) = (b.tests, after.tests)
+                    && at.failed < bt.failed
+                    && at.run >= bt.run
+                {
+                    fixed.push(format!(
+                        "{} of the base's failing tests",
+                        bt.failed - at.failed
+                    ));
+                }
+            }
+        }
+    }
     let deleted_test_files: Vec<&str> = files
         .iter()
         .filter(|f| f.kind == Kind::Test && f.status == "deleted")
@@ -172,6 +193,7 @@ pub fn evidence(
         "failed": after.tests.map(|t| t.failed),
         "skipped": after.tests.map(|t| t.skipped),
         "failed_names": listed(failed_names),
+        "fixed": listed(fixed),
         "removed": listed(removed),
         "newly_skipped": listed(skipped),
         "deleted_files": deleted_test_files,

@@ -412,9 +412,18 @@ violation contains {"rule": "new_findings", "msg": msg} if {
 }
 
 # Source changed with no test changed, for the task types that require tests, in a repository
-# whose gates measured tests (without a measured suite there is none to require).
+# whose gates measured tests (without a measured suite there is none to require). A change that
+# makes the base's failing tests pass, or whose added lines the tests cover, has its tests.
+changed_lines_covered if {
+	pct := object.get(input, ["coverage", "changed_lines"], null)
+	pct != null
+	pct >= threshold("changed_lines", 80)
+}
+
 violation contains {"rule": "tests_required", "msg": msg} if {
 	object.get(tests, "measured", false)
+	count(object.get(tests, "fixed", [])) == 0
+	not changed_lines_covered
 	task_type := object.get(input, ["task", "type"], "")
 	task_type in threshold("require_tests", ["code", "refactor"])
 	count(object.get(tests, "source_files_changed", [])) > 0

@@ -593,3 +593,84 @@ fn credentials_a_command_and_a_gate_print_are_redacted_from_every_log() {
         assert!(!out.stdout.contains(secret) && !out.stderr.contains(secret));
     }
 }
+
+/// A Node project whose `mean` has a bug that its test catches: the base's gate fails.
+const STATS: &str = "function sum(xs) {\n  let t = 0;\n  for (const x of xs) t += x;\n  return t;\n}\n\nfunction mean(xs) {\n  return sum(xs) / (xs.length + 1);\n}\n\nmodule.exports = { sum, mean };\n";
+
+const STATS_TEST: &str = "const test = require('node:test');\nconst assert = require('node:assert');\nconst { sum, mean } = require('./stats.js');\n\ntest('sum adds', () => {\n  assert.strictEqual(sum([1, 2, 3]), 6);\n});\n\ntest('mean averages', () => {\n  assert.strictEqual(mean([2, 4]), 3);\n});\n";
+
+/// The gate runs node's test runner with its JUnit reporter; abo reads the report.
+const NODE_GATE: &str = "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\ngates:\n  - name: test\n    run: node --test --test-reporter=junit --test-reporter-destination=junit.xml\n    reports: { junit: junit.xml }\n";
+
+#[test]
+fn a_change_that_weakens_the_tests_catching_its_bug_does_not_land_and_the_honest_fix_does() {
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "delete-test",
+            // The failing test removed (its three lines).
+            "sed -i '/mean averages/,/^});/d' stats.test.js",
+            "denied",
+            &[
+                "1 tests ran, 2 on the base",
+                "the change removes the test mean averages",
+                "the change removes the test test::mean averages",
+            ],
+        ),
+        (
+            "delete-file",
+            "rm stats.test.js",
+            "denied",
+            &["the change deletes the test file stats.test.js"],
+        ),
+        (
+            "skip",
+            "sed -i \"s/^test('mean/test.skip('mean/\" stats.test.js",
+            "denied",
+            &["the change skips a test: stats.test.js: test.skip('mean averages', () => {"],
+        ),
+        (
+            "neuter",
+            "sed -i 's/assert.strictEqual(mean(\\[2, 4\\]), 3);/assert.ok(true);/' stats.test.js",
+            "denied",
+            &["stats.test.js asserts a constant: assert.ok(true);"],
+        ),
+        (
+            "honest-fix",
+            "sed -i 's/(xs.length + 1)/xs.length/' stats.js",
+            "landed",
+            &[],
+        ),
+    ];
+    for (id, script, want, reasons) in cases {
+        let repo = TestRepo::new();
+        repo.write("stats.js", STATS);
+        repo.write("stats.test.js", STATS_TEST);
+        config(&repo, NODE_GATE);
+        let b = repo.write_outside(
+            "b.yml",
+            &format!("tasks:\n  - {{ id: {id}, title: Fix mean, run: {script:?} }}\n"),
+        );
+        let (_, doc, stderr) = run(&repo, &b, &[]);
+        assert_eq!(brief(&doc), s(&[(id, want, 1)]), "{id}: {stderr}");
+        let reason = task(&doc, id)["reason"].as_str().unwrap_or("").to_owned();
+        for r in *reasons {
+            assert!(reason.contains(r), "{id}: {r:?} not in {reason:?}");
+        }
+        // The gate's figures are in its event, from the report (which is no part of the change).
+        let rid = doc["run"]["id"].as_str().unwrap();
+        let gate = events(&repo, rid)
+            .into_iter()
+            .find(|e| e["kind"] == "task.gate")
+            .unwrap();
+        let tests = &gate["data"]["figures"]["tests"];
+        assert!(tests["run"].as_u64().is_some(), "{id}: {gate}");
+        if *want == "landed" {
+            assert_eq!(
+                tests,
+                &serde_json::json!({"run": 2, "passed": 2, "failed": 0, "skipped": 0})
+            );
+            let files = repo.git(&["show", "--name-only", "--format=", &format!("abo/{rid}")]);
+            assert_eq!(files.trim(), "stats.js", "the report is not committed");
+        }
+    }
+}
