@@ -204,11 +204,30 @@ pub fn evidence(
         "quarantined": listed(after.quarantined.iter()),
         "problems": listed(after.problems.iter()),
     });
+    // The overall coverage is a figure too, unless a gate gave its own.
+    let mut metrics = after.metrics.clone();
+    if let Some(pct) = after.coverage.as_ref().and_then(Coverage::percent) {
+        metrics.entry("coverage".into()).or_insert(pct);
+    }
+    let findings = findings(after, before, files);
+    let vulnerabilities: Vec<Value> = findings
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["security"].is_string())
+        .map(|f| {
+            json!({
+                "severity": f["security"], "rule": f["rule"], "path": f["path"],
+                "line": f["line"], "new": f["new"],
+            })
+        })
+        .collect();
     json!({
         "tests": tests,
+        "vulnerabilities": vulnerabilities,
         "coverage": coverage(after.coverage.as_ref(), before.and_then(|b| b.coverage.as_ref()), files),
-        "findings": findings(after, before, files),
-        "metrics": after.metrics,
+        "findings": findings,
+        "metrics": metrics,
         "baseline": before.map(|b| json!({
             "tests": b.tests,
             "coverage": b.coverage.as_ref().and_then(Coverage::percent),
@@ -277,6 +296,7 @@ fn findings(after: &Measured, before: Option<&Measured>, files: &[ChangedFile]) 
             json!({
                 "rule": f.rule, "level": f.level, "severity": f.level, "path": f.path,
                 "line": f.line, "message": f.message, "fingerprint": f.fingerprint, "new": new,
+                "security": f.security,
             })
         })
         .collect();

@@ -320,3 +320,50 @@ fn source_without_tests_coverage_findings_and_config() {
     let docs = input(evidence(&before, Some(&before), &files[..1], &[]), "docs");
     assert_eq!(decide(json!({}), &docs).0, Verdict::Allow);
 }
+
+/// A quality-gate policy as users write them (committed verbatim under `fixtures/policy/`), loaded
+/// beside the default bundle: it reads `input.metrics`, `input.vulnerabilities` and
+/// `input.thresholds` as abo fills them, the thresholds from `safety.quality`.
+#[test]
+fn a_quality_gate_policy_evaluates_as_written() {
+    let user = vec![(
+        "quality_gates.rego".to_owned(),
+        fixture("policy/quality_gates.rego"),
+    )];
+    let quality = json!({"min_coverage": 70, "min_mutation_score": 60, "max_complexity": 10});
+    let config = json!({"quality": quality});
+    let mut p = Policy::load(&config, &user).unwrap();
+    let base = measured_junit("python/junit.xml");
+    let coverage = reports::lcov(&fixture("python/coverage.lcov"), PY_ROOT).unwrap();
+    let sarif = reports::sarif(&fixture("python/ruff.sarif"), PY_ROOT).unwrap();
+    let mut cases = Vec::new();
+    for (name, mutation, complexity, critical) in [
+        ("all pass", 80.0, 4.0, false),
+        ("mutation under", 40.0, 4.0, false),
+        ("too complex", 80.0, 14.0, false),
+        ("a critical vulnerability", 80.0, 4.0, true),
+    ] {
+        let mut after = base.clone();
+        after.coverage = Some(coverage.clone());
+        let mut findings = sarif.clone();
+        if critical {
+            findings[0].security = Some("critical".into());
+        }
+        after.findings = Some(findings);
+        after.metrics = [
+            ("mutation_score".to_owned(), mutation),
+            ("cyclomatic_complexity".to_owned(), complexity),
+        ]
+        .into();
+        let mut i = input(evidence(&after, Some(&base), &[], &[]), "code");
+        i["thresholds"] = config["quality"].clone();
+        let allow = p.query(&i, "data.quality_gates.allow").unwrap();
+        cases.push(format!("{name}: {}", allow.unwrap_or(Value::Null)));
+    }
+    check(
+        cases,
+        expect![[
+            r#"["all pass: true", "mutation under: false", "too complex: false", "a critical vulnerability: false"]"#
+        ]],
+    );
+}

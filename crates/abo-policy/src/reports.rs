@@ -280,6 +280,9 @@ pub struct Finding {
     pub path: String,
     pub line: u32,
     pub message: String,
+    /// A security finding's severity (`critical`, `high`, `medium`, `low`), from SARIF's
+    /// `security-severity` property (CVSS-like, 0 to 10) of the result or its rule.
+    pub security: Option<String>,
     /// What identifies it across changes: the report's fingerprint when it gives one, otherwise
     /// rule, path and the line's text-free location (`rule:path`: lines move when code is added
     /// above them, so the line is not part of it).
@@ -300,11 +303,15 @@ pub fn sarif(text: &str, root: &str) -> Result<Vec<Finding>, ReportError> {
     let mut out = Vec::new();
     for run in runs {
         let mut rule_levels: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut rule_security: BTreeMap<&str, f64> = BTreeMap::new();
         for r in run["tool"]["driver"]["rules"]
             .as_array()
             .into_iter()
             .flatten()
         {
+            if let (Some(id), Some(sev)) = (r["id"].as_str(), security_severity(&r["properties"])) {
+                rule_security.insert(id, sev);
+            }
             if let (Some(id), Some(l)) = (
                 r["id"].as_str(),
                 r["defaultConfiguration"]["level"].as_str(),
@@ -351,17 +358,37 @@ pub fn sarif(text: &str, root: &str) -> Result<Vec<Finding>, ReportError> {
                 .take(300)
                 .collect();
             let fingerprint = given.unwrap_or_else(|| format!("{rule}:{path}:{message}"));
+            let security = security_severity(&r["properties"])
+                .or_else(|| rule_security.get(rule.as_str()).copied())
+                .map(|s| {
+                    match s {
+                        s if s >= 9.0 => "critical",
+                        s if s >= 7.0 => "high",
+                        s if s >= 4.0 => "medium",
+                        _ => "low",
+                    }
+                    .to_owned()
+                });
             out.push(Finding {
                 rule,
                 level,
                 path,
                 line,
                 message,
+                security,
                 fingerprint,
             });
         }
     }
     Ok(out)
+}
+
+/// SARIF's `security-severity` property: a number written as a string (CodeQL, semgrep) or not.
+fn security_severity(props: &serde_json::Value) -> Option<f64> {
+    let v = &props["security-severity"];
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        .filter(|s: &f64| s.is_finite())
 }
 
 /// Figures a gate reports for the policy's `metrics`: a flat JSON object of numbers (`{"complexity":
