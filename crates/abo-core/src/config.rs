@@ -377,6 +377,10 @@ pub struct Gate {
     /// The reports the gate leaves in the worktree (paths or globs, relative to its root).
     #[serde(default)]
     pub reports: Reports,
+    /// A failure whose every failed test (by its JUnit report) is known flaky is retried and
+    /// reported (the policy's `tests.quarantined`) instead of failing the change.
+    #[serde(default)]
+    pub quarantine: bool,
 }
 
 /// What a gate measured, in the formats tools already write. Each entry is a path or a glob

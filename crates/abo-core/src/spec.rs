@@ -191,6 +191,8 @@ pub struct GateSpec {
     /// The reports it leaves in the worktree.
     #[serde(default)]
     pub reports: crate::config::Reports,
+    #[serde(default)]
+    pub quarantine: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

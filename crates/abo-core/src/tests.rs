@@ -50,6 +50,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                     timeout_ms: 1000,
                     retries: 0,
                     reports: Default::default(),
+                    quarantine: false,
                 })
                 .collect(),
             landing: Landing::default(),

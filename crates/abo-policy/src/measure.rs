@@ -63,6 +63,16 @@ impl Measured {
         })
     }
 
+    /// The tests its reports name as failed.
+    pub fn failed_names(&self) -> Vec<String> {
+        self.cases
+            .iter()
+            .flatten()
+            .filter(|t| t.outcome == Outcome::Failed)
+            .map(|t| t.name.clone())
+            .collect()
+    }
+
     fn names(&self, keep: impl Fn(Outcome) -> bool) -> Option<BTreeSet<&str>> {
         self.cases.as_ref().map(|c| {
             c.iter()

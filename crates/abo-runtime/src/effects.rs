@@ -713,6 +713,10 @@ async fn run_gate(
     let env = attempt_env(spec, task, attempt, &dir);
     // A report left in the worktree before the gate is not the gate's.
     crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
+    let rules = crate::sandbox::confined_rules(ctx, &spec.settings.sandbox);
+    // The tests that failed in runs before the last (from their reports), and whether any failed.
+    let mut failed_before: Vec<String> = Vec::new();
+    let mut any_failed = false;
     for run in 1..=gate.retries + 1 {
         if run > 1 {
             let _ = append(
@@ -729,9 +733,23 @@ async fn run_gate(
             break;
         };
         (outcome.passed, outcome.exit, outcome.timed_out) = (ran.passed, ran.exit, ran.timed_out);
-        if outcome.passed {
+        if outcome.passed || run == gate.retries + 1 {
             break;
         }
+        // Another run comes: what this one's reports name as failed, then a clean slate.
+        any_failed = true;
+        let text = std::fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let (m, _) = crate::measure::collect(
+            &dir,
+            &gate.reports,
+            &rules,
+            crate::measure::last_run(&text),
+            false,
+        );
+        failed_before.extend(m.failed_names());
+        crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     }
     outcome.duration_ms = ms(started.elapsed());
     let text = std::fs::read(&log)
@@ -739,14 +757,53 @@ async fn run_gate(
         .unwrap_or_default();
     // What the gate measured: its reports (then removed, so that they are no part of the change),
     // or its runner's summary lines.
-    let rules = crate::sandbox::confined_rules(ctx, &spec.settings.sandbox);
-    let (measured, report_texts) = crate::measure::collect(
+    let (mut measured, report_texts) = crate::measure::collect(
         &dir,
         &gate.reports,
         &rules,
         crate::measure::last_run(&text),
         outcome.passed,
     );
+    // Failed, then passed on the same tree: flaky. The tests that failed first are recorded (the
+    // gate's name when it has no JUnit report).
+    let mut flaky = None;
+    if outcome.passed && any_failed {
+        failed_before.sort();
+        failed_before.dedup();
+        if failed_before.is_empty() {
+            failed_before.push(format!("(gate {name})"));
+        }
+        flaky = Some(failed_before);
+    }
+    // A quarantined gate whose every failed test is known flaky: retried, reported, not failed.
+    if !outcome.passed && gate.quarantine && !outcome.timed_out {
+        let failed = measured.failed_names();
+        let known: Vec<String> = ctx
+            .store
+            .flaky_tests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.gate == name.as_str())
+            .map(|f| f.test)
+            .collect();
+        if !failed.is_empty() && failed.iter().all(|t| known.contains(t)) {
+            outcome.passed = true;
+            let _ = append(
+                &log,
+                &format!(
+                    "\n--- abo: gate `{name}` quarantined: its failed tests are known flaky ({}) ---\n",
+                    failed.join(", ")
+                ),
+            );
+            measured.quarantined = failed;
+            // The failures are reported through `quarantined`, not as a report disagreeing.
+            measured.problems.clear();
+        }
+    }
+    let text = std::fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     // A gate may print what the change holds: secrets in it are redacted from the log.
     let mut redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
@@ -768,6 +825,9 @@ async fn run_gate(
         .filter_map(|t| ctx.artifacts.put(redactor.redact(t).as_bytes()).ok())
         .collect();
     outcome.figures = crate::measure::figures(&measured, stored);
+    if let Some(names) = flaky {
+        outcome.figures.get_or_insert_with(Default::default).flaky = Some(names);
+    }
     if in_attempt {
         ctx.measures.put(attempt, name, measured);
     }

@@ -75,7 +75,7 @@ default_levels := {
 	"new_findings": "deny",
 	"tests_required": "needs_approval",
 	"mutation_score": "needs_approval",
-	"quarantined": "needs_approval",
+	"quarantined": "off",
 }
 
 level(rule) := object.get(object.get(cfg, "rules", {}), rule, object.get(default_levels, rule, "deny"))
@@ -440,7 +440,8 @@ violation contains {"rule": "mutation_score", "msg": msg} if {
 	msg := sprintf("the mutation score is %v%%, under safety.quality.min_mutation_score (%v%%)", [score, min])
 }
 
-# Failures of quarantined (known flaky) tests, never silent.
+# Failures of quarantined (known flaky) tests: listed in `tests.quarantined` and in the gate's
+# event; `off` by default (that is what quarantine asks), a rule to tighten.
 violation contains {"rule": "quarantined", "msg": msg} if {
 	some name in object.get(tests, "quarantined", [])
 	msg := sprintf("the quarantined test %s failed (retried and reported)", [name])

@@ -674,3 +674,83 @@ fn a_change_that_weakens_the_tests_catching_its_bug_does_not_land_and_the_honest
         }
     }
 }
+
+/// A test that fails the first time it runs in a worktree and passes after (it leaves a marker).
+const FLAKY_TEST: &str = "const test = require('node:test');\nconst assert = require('node:assert');\nconst fs = require('node:fs');\n\ntest('flaky one', () => {\n  if (!fs.existsSync('flake.marker')) {\n    fs.writeFileSync('flake.marker', '1');\n    assert.fail('first run');\n  }\n});\n";
+
+#[test]
+fn a_gate_that_fails_then_passes_is_flaky_and_quarantine_reports_known_flaky_failures() {
+    let repo = TestRepo::new();
+    repo.write("flaky.test.js", FLAKY_TEST);
+    repo.write(".gitignore", "flake.marker\n");
+    let gate = |extra: &str| {
+        format!(
+            "version: 1\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\ngates:\n  - name: test\n    run: node --test --test-reporter=junit --test-reporter-destination=junit.xml\n    reports: {{ junit: junit.xml }}\n{extra}"
+        )
+    };
+    config(&repo, &gate("    retries: 1\n"));
+    let b = repo.write_outside(
+        "a.yml",
+        "tasks:\n  - { id: a, title: A, type: docs, run: 'echo a > a.md' }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(brief(&doc), s(&[("a", "landed", 1)]), "{stderr}");
+    let rid = doc["run"]["id"].as_str().unwrap().to_owned();
+    let g = events(&repo, &rid)
+        .into_iter()
+        .find(|e| e["kind"] == "task.gate")
+        .unwrap();
+    assert_eq!(g["data"]["runs"], 2);
+    assert_eq!(
+        g["data"]["figures"]["flaky"],
+        serde_json::json!(["test::flaky one"])
+    );
+    let report = abo(&repo, &["report", "--json"]);
+    let r: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(r["flaky_rate"], 1.0);
+    assert_eq!(
+        (
+            r["flaky_record"][0]["test"].as_str(),
+            r["flaky_record"][0]["count"].as_u64()
+        ),
+        (Some("test::flaky one"), Some(1))
+    );
+    let text = abo(&repo, &["report"]).stdout;
+    assert!(
+        text.contains("flaky gate runs               100%"),
+        "{text}"
+    );
+    assert!(text.contains("1x  test: test::flaky one"), "{text}");
+
+    // Quarantined, without retries: the known flaky test's failure is reported, not failed.
+    config(&repo, &gate("    quarantine: true\n"));
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: b, title: B, type: docs, run: 'echo b > b.md' }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(brief(&doc), s(&[("b", "landed", 1)]), "{stderr}");
+    let rid = doc["run"]["id"].as_str().unwrap().to_owned();
+    let g = events(&repo, &rid)
+        .into_iter()
+        .find(|e| e["kind"] == "task.gate")
+        .unwrap();
+    assert_eq!(
+        (g["data"]["passed"].as_bool(), g["data"]["exit"].as_i64()),
+        (Some(true), Some(1))
+    );
+    assert_eq!(
+        g["data"]["figures"]["quarantined"],
+        serde_json::json!(["test::flaky one"])
+    );
+
+    // A failure that is not known flaky still fails, quarantine or not.
+    let c = repo.write_outside(
+        "c.yml",
+        "tasks:\n  - { id: c, title: C, type: docs, run: \"printf 'require(\\\"node:test\\\")(\\\"broken\\\", () => { throw new Error(\\\"no\\\"); });\\\\n' > broken.test.js\" }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &c, &[]);
+    assert_eq!(brief(&doc), s(&[("c", "failed", 1)]), "{stderr}");
+    let reason = task(&doc, "c")["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("gate `test` failed"), "{reason}");
+}
