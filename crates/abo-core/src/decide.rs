@@ -141,6 +141,9 @@ pub struct PolicyOutcome {
     pub error: Option<String>,
     /// Secrets found in the change: a denied change holding one is not kept for inspection.
     pub secrets: usize,
+    /// The input the policy evaluated, redacted, as an artifact (`abo policy eval --input`).
+    #[serde(default)]
+    pub input: Option<ArtifactId>,
 }
 
 /// Work for the runtime, executed only after the events that asked for it are committed.
@@ -587,6 +590,7 @@ fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) 
             require_approval: o.require_approval.clone(),
             risk: o.risk,
             duration_us: o.duration_us,
+            input: o.input,
         },
     );
     match o.verdict {

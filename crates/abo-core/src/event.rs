@@ -194,6 +194,9 @@ pub enum EventBody {
         require_approval: Vec<String>,
         risk: String,
         duration_us: u64,
+        /// The input as evaluated, redacted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<ArtifactId>,
     },
     /// A person must decide: `action` is `merge` (the change) or `plan` (whether to run the task).
     #[serde(rename = "task.approval_requested")]

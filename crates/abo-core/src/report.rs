@@ -452,6 +452,7 @@ mod tests {
                     require_approval: vec![],
                     risk: "low".into(),
                     duration_us: 5,
+                    input: None,
                 },
             ),
         ];

@@ -433,6 +433,7 @@ async fn evaluate_policy(
         duration_us: 0,
         error: Some(e),
         secrets: 0,
+        input: None,
     };
     let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
         return failed("unknown task".into());
@@ -478,12 +479,19 @@ async fn evaluate_policy(
             spec.settings.policy.safety["quality"].clone(),
         );
     }
+    // The input as evaluated, redacted, for `abo policy eval --input` (a report's text may quote
+    // what the change holds).
+    let stored = ctx
+        .artifacts
+        .put(redactor.redact(&input.to_string()).as_bytes())
+        .ok();
     let decision = match run.policy.lock() {
         Ok(mut p) => p.evaluate(&input),
         Err(_) => return failed("the policy engine is unavailable".into()),
     };
     match decision {
         Ok(d) => PolicyOutcome {
+            input: stored,
             verdict: d.verdict,
             deny: d.deny,
             require_approval: d.require_approval,
@@ -710,7 +718,30 @@ async fn run_gate(
         }
     ));
     let _ = std::fs::remove_file(&log);
-    let env = attempt_env(spec, task, attempt, &dir);
+    let mut env = attempt_env(spec, task, attempt, &dir);
+    // The change as a diff against the tree it started from, for tools that work on the changed
+    // lines only (`cargo mutants --in-diff "$ABO_CHANGE_DIFF"`, `diff-cover`).
+    let diff = scratch.join(format!("change-{name}.diff"));
+    if let Ok(text) = ctx
+        .git
+        .run_in(
+            &dir,
+            &[
+                "diff",
+                "HEAD",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+            ],
+        )
+        .await
+        && std::fs::write(&diff, text).is_ok()
+    {
+        env.push((
+            "ABO_CHANGE_DIFF".into(),
+            diff.to_string_lossy().into_owned(),
+        ));
+    }
     // A report left in the worktree before the gate is not the gate's.
     crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     let rules = crate::sandbox::confined_rules(ctx, &spec.settings.sandbox);

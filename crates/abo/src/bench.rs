@@ -100,6 +100,7 @@ fn instant(effect: &Effect) -> Option<Command> {
                 duration_us: 0,
                 error: None,
                 secrets: 0,
+                input: None,
             },
         }),
         Effect::Land { attempt } => Some(Command::LandDone {

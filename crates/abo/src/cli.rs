@@ -237,8 +237,13 @@ pub(crate) enum Cmd {
 pub(crate) enum PolicyCmd {
     /// Evaluate the bundle on an input document (DESIGN §8's shape).
     Eval {
+        /// The input: a JSON file, or the one abo stored for an attempt (the `input` artifact of
+        /// its `task.policy` event: `.abo/artifacts/ID`).
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
+        /// Also print the input as the policy sees it (with abo's per-file path facts).
+        #[arg(long)]
+        show_input: bool,
     },
     /// Run the `test_*` rules of the default bundle and of safety.policy_dir.
     Test,

@@ -178,7 +178,7 @@ pub(crate) fn policy_spec(
     })
 }
 
-pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
+pub(crate) async fn eval(cli: &Cli, input: &Path, show_input: bool) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, path) = load::config(&root, cli.config.as_deref())?;
     let protected = protected_paths(&root, &config, path.as_deref(), None);
@@ -193,8 +193,18 @@ pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
         .map_err(abo_core::diag::InputErrors::from)?;
     let d = policy.evaluate(&value)?;
     if cli.json {
-        say!("{}", d.to_json());
+        let mut out = d.to_json();
+        if show_input {
+            out["input"] = policy.with_path_facts(&value);
+        }
+        say!("{out}");
     } else {
+        if show_input {
+            say!(
+                "input    {}",
+                serde_json::to_string_pretty(&policy.with_path_facts(&value))?
+            );
+        }
         say!("verdict  {}", d.verdict.as_str());
         say!("risk     {}", d.risk);
         for r in &d.deny {

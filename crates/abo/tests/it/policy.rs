@@ -658,10 +658,37 @@ fn a_change_that_weakens_the_tests_catching_its_bug_does_not_land_and_the_honest
         }
         // The gate's figures are in its event, from the report (which is no part of the change).
         let rid = doc["run"]["id"].as_str().unwrap();
-        let gate = events(&repo, rid)
-            .into_iter()
-            .find(|e| e["kind"] == "task.gate")
-            .unwrap();
+        let log = events(&repo, rid);
+        let gate = log.iter().find(|e| e["kind"] == "task.gate").unwrap();
+        // The input the policy saw is stored; `abo policy eval` shows it and decides the same.
+        let policy = log.iter().find(|e| e["kind"] == "task.policy").unwrap();
+        let stored = repo
+            .path
+            .join(".abo/artifacts")
+            .join(policy["data"]["input"].as_str().unwrap());
+        let out = abo(
+            &repo,
+            &[
+                "policy",
+                "eval",
+                "--input",
+                stored.to_str().unwrap(),
+                "--show-input",
+                "--json",
+            ],
+        );
+        let eval: Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stderr));
+        assert_eq!(
+            eval["verdict"],
+            if *want == "landed" { "allow" } else { "deny" },
+            "{id}"
+        );
+        assert_eq!(eval["input"]["tests"]["measured"], true, "{id}");
+        assert_eq!(
+            eval["input"]["baseline"]["tests"]["failed"], 1,
+            "{id}: the base's bug"
+        );
         let tests = &gate["data"]["figures"]["tests"];
         assert!(tests["run"].as_u64().is_some(), "{id}: {gate}");
         if *want == "landed" {
