@@ -367,3 +367,49 @@ fn a_quality_gate_policy_evaluates_as_written() {
         ]],
     );
 }
+
+/// cargo-mutants' `outcomes.json` of a real `cargo mutants --in-diff` on the Rust fixture: the
+/// change that tests `max` properly kills every mutant; the one whose new test asserts almost
+/// nothing (`assert!(max(1, 2) > 0)`, one assertion for one, so no weakening by count) leaves half
+/// alive, and asks for approval under `quality.min_mutation_score`.
+#[test]
+fn mutation_score_from_cargo_mutants() {
+    let lib = "src/lib.rs";
+    let files = [changed(lib, "modified", "    #[ignore]\n", "")];
+    let mut cases = Vec::new();
+    for (report, config) in [
+        ("rust/mutants-caught.json", json!({})),
+        ("rust/mutants-weak.json", json!({})),
+        (
+            "rust/mutants-weak.json",
+            json!({"quality": {"min_mutation_score": 40}}),
+        ),
+        (
+            "rust/mutants-weak.json",
+            json!({"rules": {"mutation_score": "deny"}}),
+        ),
+    ] {
+        let metrics = reports::metrics(&fixture(report)).unwrap();
+        let after = Measured {
+            metrics: metrics.clone(),
+            ..Default::default()
+        };
+        let i = input(evidence(&after, None, &files, &[]), "code");
+        let (verdict, reasons) = decide(config.clone(), &i);
+        cases.push(format!(
+            "{report} {config}: {} {verdict:?} {reasons:?}",
+            metrics["mutation_score"]
+        ));
+    }
+    check(
+        cases,
+        expect![[
+            r#"["rust/mutants-caught.json {}: 100 Allow []", "rust/mutants-weak.json {}: 50 NeedsApproval [\"the mutation score is 50%, under safety.quality.min_mutation_score (60%)\"]", "rust/mutants-weak.json {\"quality\":{\"min_mutation_score\":40}}: 50 Allow []", "rust/mutants-weak.json {\"rules\":{\"mutation_score\":\"deny\"}}: 50 Deny [\"the mutation score is 50%, under safety.quality.min_mutation_score (60%)\"]"]"#
+        ]],
+    );
+    // A plain object of figures.
+    check(
+        reports::metrics(r#"{"complexity": 7, "bundle_kb": 120.5, "name": "x"}"#).unwrap(),
+        expect![[r#"{"bundle_kb": 120.5, "complexity": 7.0}"#]],
+    );
+}
