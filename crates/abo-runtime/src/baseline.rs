@@ -18,13 +18,13 @@ use crate::context::Ctx;
 
 /// Measurements by (tree, gate); each entry is filled once (its lock held while the gate runs, so
 /// two attempts on one tree wait for one run).
+type Cell = Arc<tokio::sync::OnceCell<Measured>>;
+
 #[derive(Debug, Default)]
-pub struct Cache(
-    std::sync::Mutex<HashMap<(String, GateName), Arc<tokio::sync::OnceCell<Measured>>>>,
-);
+pub struct Cache(std::sync::Mutex<HashMap<(String, GateName), Cell>>);
 
 impl Cache {
-    fn cell(&self, tree: &str, gate: &GateName) -> Option<Arc<tokio::sync::OnceCell<Measured>>> {
+    fn cell(&self, tree: &str, gate: &GateName) -> Option<Cell> {
         let mut m = self.0.lock().ok()?;
         Some(
             m.entry((tree.to_owned(), gate.clone()))

@@ -160,10 +160,7 @@ pub(crate) async fn execute_here(
                 outcome,
             })
         }
-        Effect::Cleanup { attempt, keep } => match {
-            ctx.measures.forget(&attempt);
-            cleanup(ctx, &attempt, keep).await
-        } {
+        Effect::Cleanup { attempt, keep } => match forget_then_cleanup(ctx, &attempt, keep).await {
             Ok(()) => Done::default(),
             Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
         },
@@ -225,6 +222,16 @@ pub(crate) async fn execute_here(
             }
         }
     }
+}
+
+/// Drops what the attempt's gates measured, then cleans up its worktree.
+async fn forget_then_cleanup(
+    ctx: &Ctx,
+    attempt: &AttemptId,
+    keep: bool,
+) -> Result<(), crate::git::GitError> {
+    ctx.measures.forget(attempt);
+    cleanup(ctx, attempt, keep).await
 }
 
 /// The variables every process run for an attempt gets (DESIGN §6).
