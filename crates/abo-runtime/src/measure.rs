@@ -290,3 +290,47 @@ pub fn last_run(log: &str) -> &str {
         None => log,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reports(junit: &str) -> Reports {
+        Reports {
+            junit: vec![junit.to_owned()],
+            ..Default::default()
+        }
+    }
+
+    const FAILED: &str = r#"<testsuite><testcase classname="m" name="ok"/><testcase classname="m" name="bad"><failure/></testcase></testsuite>"#;
+
+    #[test]
+    fn reports_are_read_confined_and_distrusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("out/deep")).unwrap();
+        std::fs::write(d.join("out/deep/a.xml"), FAILED).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("x.xml"), FAILED).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("x.xml"), d.join("out/link.xml")).unwrap();
+        std::fs::create_dir_all(d.join(".git")).unwrap();
+        std::fs::write(d.join(".git/c.xml"), FAILED).unwrap();
+        // The glob finds the file, not the link, nor anything in .git.
+        assert_eq!(expand(d, "**/*.xml"), ["out/deep/a.xml"]);
+        assert_eq!(expand(d, "../x.xml"), Vec::<String>::new());
+        let rules = confined::Rules::default();
+        // A gate that exited 0 with a failed test in its report: the failure is believed.
+        let (m, texts) = collect(d, &reports("out/**/*.xml"), &rules, "", true);
+        assert_eq!(m.failed_names(), ["m::bad"]);
+        assert_eq!(m.problems, ["the gate exited 0 but 1 of its tests failed"]);
+        assert_eq!(texts.len(), 1);
+        // A report named through a link is refused, a missing one is a problem, not a pass.
+        let (m, _) = collect(d, &reports("out/link.xml"), &rules, "", true);
+        assert_eq!((m.tests, m.problems.len()), (None, 1), "{:?}", m.problems);
+        let (m, _) = collect(d, &reports("nothing.xml"), &rules, "", true);
+        assert_eq!(m.problems, ["no report matches nothing.xml"]);
+        // Without a JUnit report, the runner's closing lines count.
+        let (m, _) = collect(d, &Reports::default(), &rules, "Ran 3 tests in 0.1s\n\nOK (skipped=1)\n", true);
+        assert_eq!(m.tests.map(|t| (t.run, t.skipped)), Some((2, 1)));
+    }
+}
