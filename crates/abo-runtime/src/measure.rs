@@ -330,7 +330,13 @@ mod tests {
         let (m, _) = collect(d, &reports("nothing.xml"), &rules, "", true);
         assert_eq!(m.problems, ["no report matches nothing.xml"]);
         // Without a JUnit report, the runner's closing lines count.
-        let (m, _) = collect(d, &Reports::default(), &rules, "Ran 3 tests in 0.1s\n\nOK (skipped=1)\n", true);
+        let (m, _) = collect(
+            d,
+            &Reports::default(),
+            &rules,
+            "Ran 3 tests in 0.1s\n\nOK (skipped=1)\n",
+            true,
+        );
         assert_eq!(m.tests.map(|t| (t.run, t.skipped)), Some((2, 1)));
     }
 }

@@ -958,7 +958,10 @@ async fn flaky_tests_are_a_projection_of_the_log(db: Db) {
         ])
         .await
         .unwrap();
-    store.append(&[gate(40, "lint", Some(&["t::b"]))]).await.unwrap();
+    store
+        .append(&[gate(40, "lint", Some(&["t::b"]))])
+        .await
+        .unwrap();
     let brief = |rows: Vec<abo_store::FlakyTest>| -> Vec<(String, String, i64, i64, u64)> {
         rows.into_iter()
             .map(|f| (f.gate, f.test, f.first_seen.0, f.last_seen.0, f.count))

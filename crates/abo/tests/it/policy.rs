@@ -781,3 +781,58 @@ fn a_gate_that_fails_then_passes_is_flaky_and_quarantine_reports_known_flaky_fai
     let reason = task(&doc, "c")["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("gate `test` failed"), "{reason}");
 }
+
+/// The CI rule was written into the bundle: a dependency bump of a CI action could never land.
+/// Now it is a default that `safety.rules` relaxes (or tightens), as every built-in rule.
+#[test]
+fn built_in_rules_are_defaults_that_safety_rules_relaxes() {
+    let cases = [
+        ("", "denied"),
+        ("safety:\n  forbidden_paths: []\n", "denied"),
+        (
+            "safety:\n  rules: { ci_config: needs_approval }\n",
+            "awaiting_approval",
+        ),
+        ("safety:\n  rules: { ci_config: off }\n", "landed"),
+        (
+            "safety:\n  rules: { ci_config: off, env_files: deny }\n",
+            "landed",
+        ),
+    ];
+    for (safety, want) in cases {
+        let repo = TestRepo::new();
+        repo.write(
+            ".github/workflows/ci.yml",
+            "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v3\n",
+        );
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{safety}"
+            ),
+        );
+        let b = repo.write_outside(
+            "b.yml",
+            "tasks:\n  - { id: bump, title: Bump checkout, type: dep_update, run: \"sed -i 's/checkout@v3/checkout@v4/' .github/workflows/ci.yml\" }\n",
+        );
+        let (_, doc, stderr) = run(&repo, &b, &["--profile", "exploration"]);
+        assert_eq!(brief(&doc), s(&[("bump", want, 1)]), "{safety}: {stderr}");
+        if want != "landed" {
+            let reason = task(&doc, "bump")["reason"].as_str().unwrap().to_owned();
+            assert!(
+                reason.contains(".github/workflows/ci.yml is CI configuration"),
+                "{reason}"
+            );
+        }
+    }
+    // A level that is not one is refused with its place.
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nsafety:\n  rules: { ci_config: maybe }\n",
+    );
+    let b = repo.write_outside("b.yml", "tasks:\n  - { id: a, title: A, run: 'true' }\n");
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("abo.yml:3"), "{}", out.stderr);
+}
