@@ -108,16 +108,18 @@ pub fn evidence(
 ) -> Value {
     // Tests the diff removes (a name removed in one file and added in another moved).
     let added: BTreeSet<&String> = files.iter().flat_map(|f| &f.edit.tests_added).collect();
+    // Tests live in source files too (Rust's `#[cfg(test)]` modules): removals and skips count
+    // there; assertions are counted in test files only (source asserts invariants).
     let mut removed: BTreeSet<String> = files
         .iter()
-        .filter(|f| f.kind == Kind::Test)
+        .filter(|f| matches!(f.kind, Kind::Test | Kind::Source))
         .flat_map(|f| f.edit.tests_removed.iter())
         .filter(|n| !added.contains(n))
         .cloned()
         .collect();
     let mut skipped: Vec<String> = files
         .iter()
-        .filter(|f| matches!(f.kind, Kind::Test | Kind::TestConfig))
+        .filter(|f| f.kind != Kind::Other)
         .flat_map(|f| {
             f.edit
                 .skips_added

@@ -413,3 +413,87 @@ fn mutation_score_from_cargo_mutants() {
         expect![[r#"{"bundle_kb": 120.5, "complexity": 7.0}"#]],
     );
 }
+
+/// What a diff does to tests, in each framework's words: (path, removed lines, added lines).
+#[test]
+fn test_edits_in_each_language() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "tests/test_api.py",
+            "def test_login():\n    assert ok()\n",
+            "",
+        ),
+        (
+            "tests/test_api.py",
+            "",
+            "@pytest.mark.skip(reason='later')\n",
+        ),
+        ("test_api.py", "", "    raise unittest.SkipTest('x')\n"),
+        (
+            "test_api.py",
+            "    self.assertEqual(a, b)\n",
+            "    self.assertTrue(True)\n",
+        ),
+        (
+            "tests/conftest.py",
+            "",
+            "collect_ignore = ['test_api.py']\n",
+        ),
+        ("src/lib.rs", "", "    #[ignore]\n"),
+        (
+            "tests/it.rs",
+            "#[test]\nfn parses() {\n    assert_eq!(parse(\"1\"), 1);\n",
+            "",
+        ),
+        (
+            "tests/it.rs",
+            "",
+            "macro_rules! assert_eq { ($($t:tt)*) => {} }\n",
+        ),
+        ("api_test.go", "", "\tt.Skip(\"flaky\")\n"),
+        (
+            "api_test.go",
+            "func TestLogin(t *testing.T) {\n\tt.Fatal(\"x\")\n",
+            "",
+        ),
+        (
+            "sum.test.js",
+            "it('adds', () => {\n",
+            "xit('adds', () => {\n",
+        ),
+        (
+            "sum.spec.ts",
+            "  expect(sum(1, 2)).toBe(3);\n",
+            "  expect(true).toBe(true);\n",
+        ),
+        ("jest.config.js", "", "testPathIgnorePatterns: ['sum'],\n"),
+        ("pyproject.toml", "", "addopts = \"-k 'not slow'\"\n"),
+        ("pyproject.toml", "", "version = \"2\"\n"),
+        ("tests/test_moved.py", "def test_a():\n", "def test_a():\n"),
+    ];
+    let out: Vec<String> = cases
+        .iter()
+        .map(|(path, removed, added)| {
+            let r: Vec<&str> = removed.lines().collect();
+            let a: Vec<&str> = added.lines().collect();
+            let both: Vec<&str> = a.iter().chain(&r).copied().collect();
+            let e = testdiff::analyze(path, &a, &r);
+            format!(
+                "{path} {:?} removed={:?} skips={:?} asserts=-{}+{} stubbed={:?} vacuous={:?}",
+                testdiff::kind(path, &both),
+                e.tests_removed,
+                e.skips_added,
+                e.assertions_removed,
+                e.assertions_added,
+                e.stubbed,
+                e.vacuous
+            )
+        })
+        .collect();
+    check(
+        out,
+        expect![[
+            r##"["tests/test_api.py Test removed={\"test_login\"} skips=[] asserts=-1+0 stubbed=[] vacuous=[]", "tests/test_api.py Test removed={} skips=[\"@pytest.mark.skip(reason='later')\"] asserts=-0+0 stubbed=[] vacuous=[]", "test_api.py Test removed={} skips=[\"raise unittest.SkipTest('x')\"] asserts=-0+0 stubbed=[] vacuous=[]", "test_api.py Test removed={} skips=[] asserts=-1+0 stubbed=[] vacuous=[\"self.assertTrue(True)\"]", "tests/conftest.py TestConfig removed={} skips=[] asserts=-0+0 stubbed=[] vacuous=[]", "src/lib.rs Source removed={} skips=[\"#[ignore]\"] asserts=-0+0 stubbed=[] vacuous=[]", "tests/it.rs Test removed={\"parses\"} skips=[] asserts=-1+0 stubbed=[] vacuous=[]", "tests/it.rs Test removed={} skips=[] asserts=-0+0 stubbed=[\"macro_rules! assert_eq { ($($t:tt)*) => {} }\"] vacuous=[]", "api_test.go Test removed={} skips=[\"t.Skip(\\\"flaky\\\")\"] asserts=-0+0 stubbed=[] vacuous=[]", "api_test.go Test removed={\"TestLogin\"} skips=[] asserts=-1+0 stubbed=[] vacuous=[]", "sum.test.js Test removed={} skips=[\"xit('adds', () => {\"] asserts=-0+0 stubbed=[] vacuous=[]", "sum.spec.ts Test removed={} skips=[] asserts=-1+0 stubbed=[] vacuous=[\"expect(true).toBe(true);\"]", "jest.config.js TestConfig removed={} skips=[] asserts=-0+0 stubbed=[] vacuous=[]", "pyproject.toml TestConfig removed={} skips=[] asserts=-0+0 stubbed=[] vacuous=[]", "pyproject.toml Other removed={} skips=[] asserts=-0+0 stubbed=[] vacuous=[]", "tests/test_moved.py Test removed={} skips=[] asserts=-0+0 stubbed=[] vacuous=[]"]"##
+        ]],
+    );
+}

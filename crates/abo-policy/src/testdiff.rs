@@ -153,7 +153,20 @@ fn declared_test(l: &str) -> Option<String> {
     if let Some(rest) = t.strip_prefix("func Test") {
         return Some(format!("Test{}", ident(rest)));
     }
-    for call in ["it(", "test(", "it.only(", "test.only(", "specify("] {
+    // A test skipped in place (`xit(`, `it.skip(`) is still declared: the skip is reported as one.
+    for call in [
+        "it(",
+        "test(",
+        "it.only(",
+        "test.only(",
+        "specify(",
+        "xit(",
+        "xtest(",
+        "it.skip(",
+        "test.skip(",
+        "it.todo(",
+        "test.todo(",
+    ] {
         if let Some(rest) = t.strip_prefix(call) {
             return quoted(rest);
         }
