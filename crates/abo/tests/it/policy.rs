@@ -836,3 +836,57 @@ fn built_in_rules_are_defaults_that_safety_rules_relaxes() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("abo.yml:3"), "{}", out.stderr);
 }
+
+/// The same through Python's unittest, which writes no report: abo counts its closing lines
+/// (`Ran N tests`, `OK (skipped=K)`, `FAILED (failures=F)`) on the change and on its base.
+#[test]
+fn unittest_counts_from_its_summary_lines_catch_a_removed_or_skipped_test() {
+    let calc = "def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return lo\n    return x\n";
+    let tests = "import unittest\n\nimport calc\n\n\nclass T(unittest.TestCase):\n    def test_low(self):\n        self.assertEqual(calc.clamp(-1, 0, 3), 0)\n\n    def test_high(self):\n        self.assertEqual(calc.clamp(5, 0, 3), 3)\n";
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "delete",
+            "python3 - <<'EOF'\nimport re\ns = open('test_calc.py').read()\nopen('test_calc.py', 'w').write(s[:s.index('    def test_high')])\nEOF",
+            "denied",
+            &[
+                "1 tests ran, 2 on the base",
+                "the change removes the test test_high",
+            ],
+        ),
+        (
+            "skip",
+            "sed -i 's/    def test_high/    @unittest.skip(\"later\")\\n    def test_high/' test_calc.py",
+            "denied",
+            &[
+                "1 tests ran, 2 on the base",
+                "the change skips a test: test_calc.py: @unittest.skip(\"later\")",
+            ],
+        ),
+        (
+            "fix",
+            "sed -i '5s/return lo/return hi/' calc.py",
+            "landed",
+            &[],
+        ),
+    ];
+    for (id, script, want, reasons) in cases {
+        let repo = TestRepo::new();
+        repo.write("calc.py", calc);
+        repo.write("test_calc.py", tests);
+        repo.write(".gitignore", "__pycache__/\n");
+        config(
+            &repo,
+            "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\ngates:\n  - { name: test, run: python3 -m unittest -v }\n",
+        );
+        let b = repo.write_outside(
+            "b.yml",
+            &format!("tasks:\n  - {{ id: {id}, title: Fix clamp, run: {script:?} }}\n"),
+        );
+        let (_, doc, stderr) = run(&repo, &b, &[]);
+        assert_eq!(brief(&doc), s(&[(id, want, 1)]), "{id}: {stderr}");
+        let reason = task(&doc, id)["reason"].as_str().unwrap_or("").to_owned();
+        for r in *reasons {
+            assert!(reason.contains(r), "{id}: {r:?} not in {reason:?}");
+        }
+    }
+}
