@@ -445,6 +445,55 @@ pub struct Gate {
     /// Extra runs of a failing gate before it counts as failed (for flaky suites).
     #[serde(default)]
     pub retries: u32,
+    /// The reports the gate leaves in the worktree (paths or globs, relative to its root).
+    #[serde(default)]
+    pub reports: Reports,
+    /// A failure whose every failed test (by its JUnit report) is known flaky is retried and
+    /// reported (the policy's `tests.quarantined`) instead of failing the change.
+    #[serde(default)]
+    pub quarantine: bool,
+}
+
+/// What a gate measured, in the formats tools already write. Each entry is a path or a glob
+/// relative to the worktree's root.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Reports {
+    /// JUnit XML (pytest `--junitxml`, cargo-nextest, go-junit-report, jest-junit, Surefire).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub junit: Vec<String>,
+    /// LCOV or Cobertura XML.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub coverage: Vec<String>,
+    /// SARIF 2.1 (semgrep, ruff, eslint, clippy-sarif, CodeQL).
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub sarif: Vec<String>,
+    /// A JSON object of figures (`{"mutation_score": 83.5}`), or cargo-mutants' `outcomes.json`:
+    /// they go into the policy's `metrics`.
+    #[serde(default, deserialize_with = "one_or_many")]
+    pub metrics: Vec<String>,
+}
+
+impl Reports {
+    pub fn is_empty(&self) -> bool {
+        self.junit.is_empty()
+            && self.coverage.is_empty()
+            && self.sarif.is_empty()
+            && self.metrics.is_empty()
+    }
+}
+
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -523,6 +572,152 @@ pub struct Safety {
     /// What a change to abo's own files (this configuration, the policy directory, the run's
     /// backlog, `.abo/`) gets: denied (the default), or a person's approval.
     pub protected: Option<Protected>,
+    /// The verdict of each of the default bundle's rules, tightened or relaxed (`off`).
+    #[serde(default)]
+    pub rules: BTreeMap<Rule, RuleLevel>,
+    /// The thresholds the default bundle's quality rules enforce.
+    #[serde(default)]
+    pub quality: Quality,
+}
+
+/// The default bundle's rules that `safety.rules` sets. Secrets always deny, and abo's own files
+/// follow `safety.protected`: neither is here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    ForbiddenPaths,
+    AllowedPaths,
+    ForbiddenPatterns,
+    MaxDiffLines,
+    MaxDiffBytes,
+    CiConfig,
+    EnvFiles,
+    BinaryFiles,
+    SymlinkEscape,
+    OutOfScope,
+    Dependencies,
+    GateFailed,
+    TestsFewer,
+    TestsRemoved,
+    TestsSkipped,
+    TestsWeakened,
+    TestConfig,
+    ChangedCoverage,
+    NewFindings,
+    TestsRequired,
+    MutationScore,
+    Quarantined,
+}
+
+impl Rule {
+    pub const ALL: [Rule; 22] = [
+        Self::ForbiddenPaths,
+        Self::AllowedPaths,
+        Self::ForbiddenPatterns,
+        Self::MaxDiffLines,
+        Self::MaxDiffBytes,
+        Self::CiConfig,
+        Self::EnvFiles,
+        Self::BinaryFiles,
+        Self::SymlinkEscape,
+        Self::OutOfScope,
+        Self::Dependencies,
+        Self::GateFailed,
+        Self::TestsFewer,
+        Self::TestsRemoved,
+        Self::TestsSkipped,
+        Self::TestsWeakened,
+        Self::TestConfig,
+        Self::ChangedCoverage,
+        Self::NewFindings,
+        Self::TestsRequired,
+        Self::MutationScore,
+        Self::Quarantined,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ForbiddenPaths => "forbidden_paths",
+            Self::AllowedPaths => "allowed_paths",
+            Self::ForbiddenPatterns => "forbidden_patterns",
+            Self::MaxDiffLines => "max_diff_lines",
+            Self::MaxDiffBytes => "max_diff_bytes",
+            Self::CiConfig => "ci_config",
+            Self::EnvFiles => "env_files",
+            Self::BinaryFiles => "binary_files",
+            Self::SymlinkEscape => "symlink_escape",
+            Self::OutOfScope => "out_of_scope",
+            Self::Dependencies => "dependencies",
+            Self::GateFailed => "gate_failed",
+            Self::TestsFewer => "tests_fewer",
+            Self::TestsRemoved => "tests_removed",
+            Self::TestsSkipped => "tests_skipped",
+            Self::TestsWeakened => "tests_weakened",
+            Self::TestConfig => "test_config",
+            Self::ChangedCoverage => "changed_coverage",
+            Self::NewFindings => "new_findings",
+            Self::TestsRequired => "tests_required",
+            Self::MutationScore => "mutation_score",
+            Self::Quarantined => "quarantined",
+        }
+    }
+}
+
+/// What a rule's finding gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleLevel {
+    Deny,
+    NeedsApproval,
+    Off,
+}
+
+impl RuleLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deny => "deny",
+            Self::NeedsApproval => "needs_approval",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// `safety.quality`: thresholds of the quality rules (percentages 0 to 100). Other keys are kept
+/// for the user's own rules (`data.abo.config.quality`, and the input's `thresholds`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+pub struct Quality {
+    /// The least coverage of the lines a change adds (when a gate reports coverage).
+    pub changed_lines: Option<f64>,
+    /// The least overall coverage.
+    pub min_coverage: Option<f64>,
+    /// The least mutation score (`metrics.mutation_score`).
+    pub min_mutation_score: Option<f64>,
+    /// A new finding at or above this severity (`note`, `warning`, `error`).
+    pub finding_severity: Option<Severity>,
+    /// The task types whose source changes need a test change (default `code`, `refactor`).
+    pub require_tests: Option<Vec<String>>,
+    /// The user's own thresholds.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_json::Value>,
+}
+
+/// SARIF's levels, ordered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Note,
+    Warning,
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Note => "note",
+            Self::Warning => "warning",
+            Self::Error => "error",
+        }
+    }
 }
 
 /// The verdict on a change to abo's own files; named as the verdicts are (`needs_approval`).

@@ -112,7 +112,7 @@ pub struct BackendOutcome {
     pub hold_until: Option<Timestamp>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GateOutcome {
     pub name: GateName,
     pub passed: bool,
@@ -121,6 +121,8 @@ pub struct GateOutcome {
     pub duration_ms: u64,
     pub runs: u32,
     pub log: Option<ArtifactId>,
+    #[serde(default)]
+    pub figures: Option<crate::event::GateFigures>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -151,6 +153,9 @@ pub struct PolicyOutcome {
     pub error: Option<String>,
     /// Secrets found in the change: a denied change holding one is not kept for inspection.
     pub secrets: usize,
+    /// The input the policy evaluated, redacted, as an artifact (`abo policy eval --input`).
+    #[serde(default)]
+    pub input: Option<ArtifactId>,
 }
 
 /// Work for the runtime, executed only after the events that asked for it are committed.
@@ -657,6 +662,7 @@ fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) 
             require_approval: o.require_approval.clone(),
             risk: o.risk,
             duration_us: o.duration_us,
+            input: o.input,
         },
     );
     match o.verdict {
@@ -792,6 +798,7 @@ fn gate_done(
             duration_ms: o.duration_ms,
             runs: o.runs,
             log: o.log.clone(),
+            figures: o.figures.clone(),
         },
     );
     let where_ = if stage == GateStage::Merged {

@@ -1,5 +1,7 @@
 //! Events (DESIGN §5): every state change of a run, in the order it happened.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::budget::{CapChange, Reservation};
@@ -159,6 +161,9 @@ pub enum EventBody {
         duration_ms: u64,
         runs: u32,
         log: Option<ArtifactId>,
+        /// What the gate measured (its reports, or its runner's summary lines).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        figures: Option<GateFigures>,
     },
     #[serde(rename = "task.landed")]
     TaskLanded { attempt: u32, commit: CommitSha },
@@ -193,6 +198,9 @@ pub enum EventBody {
         require_approval: Vec<String>,
         risk: String,
         duration_us: u64,
+        /// The input as evaluated, redacted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<ArtifactId>,
     },
     /// A person must decide: `action` is `merge` (the change) or `plan` (whether to run the task).
     #[serde(rename = "task.approval_requested")]
@@ -419,4 +427,40 @@ mod tests {
             serde_json::json!({"attempt": 1, "commit": "abc"})
         );
     }
+}
+
+/// Tests counted by a gate: `run` is what ran (passed + failed), skipped ones apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCounts {
+    pub run: u64,
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+/// What a gate measured, as its `task.gate` event records it; the reports themselves are
+/// artifacts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct GateFigures {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tests: Option<TestCounts>,
+    /// Line coverage in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub findings: Option<u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
+    /// The reports read, stored as artifacts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<ArtifactId>,
+    /// The gate failed and then passed on the identical tree: the tests that failed first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub flaky: Option<Vec<String>>,
+    /// Failures of quarantined tests, retried and reported instead of failing the gate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quarantined: Vec<String>,
+    /// Reports that could not be read, or that disagree with what abo saw.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }

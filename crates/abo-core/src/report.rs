@@ -67,6 +67,10 @@ pub struct Report {
     pub cache_hit_rate: Option<f64>,
     pub approvals_waiting: usize,
     pub oldest_approval_age_s: Option<f64>,
+    /// Gate runs that failed and then passed on the same tree, among gate runs that passed.
+    pub flaky_rate: Option<f64>,
+    /// The tests seen flaky most often in the period: (gate, test, times).
+    pub flaky_tests: Vec<(String, String, u32)>,
 }
 
 type Key = (RunId, TaskId);
@@ -87,6 +91,8 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     let mut runs = std::collections::BTreeSet::new();
     let mut tokens = 0u64;
     let (mut charged, mut hits) = (0u32, 0u32);
+    let (mut gates_passed, mut gates_flaky) = (0u32, 0u32);
+    let mut flaky: BTreeMap<(String, String), u32> = BTreeMap::new();
     for e in events.iter().filter(|e| e.event.at >= since) {
         let ev = &e.event;
         runs.insert(ev.run.clone());
@@ -133,10 +139,25 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                     .push(i64::try_from(*duration_ms).unwrap_or(i64::MAX));
             }
             EventBody::TaskGate {
-                attempt: 1, passed, ..
+                attempt,
+                passed,
+                name,
+                figures,
+                ..
             } => {
-                let all = first_gates.entry(key()).or_insert(true);
-                *all &= *passed;
+                if *attempt == 1 {
+                    let all = first_gates.entry(key()).or_insert(true);
+                    *all &= *passed;
+                }
+                if *passed {
+                    gates_passed += 1;
+                    if let Some(tests) = figures.as_ref().and_then(|f| f.flaky.as_ref()) {
+                        gates_flaky += 1;
+                        for t in tests {
+                            *flaky.entry((name.to_string(), t.clone())).or_default() += 1;
+                        }
+                    }
+                }
             }
             EventBody::TaskLanded { attempt, .. } => {
                 r.tasks_landed += 1;
@@ -187,6 +208,12 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
         f.latency = spread(latency.remove(b).unwrap_or_default());
     }
     r.cache_hit_rate = (charged > 0).then(|| f64::from(hits) / f64::from(charged));
+    r.flaky_rate = (gates_passed > 0).then(|| f64::from(gates_flaky) / f64::from(gates_passed));
+    let mut worst: Vec<(String, String, u32)> =
+        flaky.into_iter().map(|((g, t), n)| (g, t, n)).collect();
+    worst.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| (&a.0, &a.1).cmp(&(&b.0, &b.1))));
+    worst.truncate(10);
+    r.flaky_tests = worst;
     r.approvals_waiting = pending.len();
     r.oldest_approval_age_s = pending.values().min().map(|t| (now.0 - t) as f64 / 1000.0);
     r
@@ -335,6 +362,7 @@ mod tests {
             duration_ms: 1,
             runs: 1,
             log: None,
+            figures: None,
         };
         let charged = |a: u32| EventBody::BudgetCharged {
             attempt: a,
@@ -424,6 +452,7 @@ mod tests {
                     require_approval: vec![],
                     risk: "low".into(),
                     duration_us: 5,
+                    input: None,
                 },
             ),
         ];

@@ -188,6 +188,11 @@ pub struct GateSpec {
     pub run: String,
     pub timeout_ms: u64,
     pub retries: u32,
+    /// The reports it leaves in the worktree.
+    #[serde(default)]
+    pub reports: crate::config::Reports,
+    #[serde(default)]
+    pub quarantine: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -49,6 +49,8 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
                     run: "true".into(),
                     timeout_ms: 1000,
                     retries: 0,
+                    reports: Default::default(),
+                    quarantine: false,
                 })
                 .collect(),
             landing: Landing::default(),
@@ -292,6 +294,7 @@ fn gate(
             duration_ms: 3,
             runs: 1,
             log: None,
+            figures: None,
         },
         candidate: candidate.map(CommitSha::new),
     }
@@ -319,6 +322,7 @@ fn policy(task: &str, attempt: u32, verdict: crate::verdict::Verdict, reasons: &
             duration_us: 40,
             error: None,
             secrets: 0,
+            input: None,
         },
     }
 }
@@ -363,7 +367,7 @@ fn diamond_with_gates() {
             > gate test Attempt a#1 passed=true
               task.gate a {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
-            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
@@ -403,10 +407,10 @@ fn diamond_with_gates() {
             > gate test Attempt b#1 passed=true
               task.gate b {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
-            > PolicyDone { task: TaskId("c"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("c"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy c {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 } }
-            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy b {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
             > land c#1 Landed { commit: CommitSha("c2") }
               task.landed c {"attempt":1,"commit":"c2"}
@@ -431,7 +435,7 @@ fn diamond_with_gates() {
             > gate test Attempt d#1 passed=true
               task.gate d {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 } }
-            > PolicyDone { task: TaskId("d"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("d"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy d {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("d"), attempt: 1 } }
             > land d#1 Landed { commit: CommitSha("c4") }
@@ -736,7 +740,7 @@ fn pause_lets_in_flight_work_finish_and_kill_cancels_everything() {
             > backend ok a#1
               task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
-            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
@@ -907,13 +911,13 @@ fn policy_decides_land_approval_or_denial_and_people_decide_approvals() {
             > backend ok bad#1
               task.backend_finished bad {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("bad"), attempt: 1 } }
-            > PolicyDone { task: TaskId("ok"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("ok"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy ok {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("ok"), attempt: 1 } }
-            > PolicyDone { task: TaskId("ask"), attempt: 1, outcome: PolicyOutcome { verdict: NeedsApproval, deny: [], require_approval: ["Cargo.lock changes dependencies"], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("ask"), attempt: 1, outcome: PolicyOutcome { verdict: NeedsApproval, deny: [], require_approval: ["Cargo.lock changes dependencies"], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy ask {"attempt":1,"deny":[],"duration_us":40,"require_approval":["Cargo.lock changes dependencies"],"risk":"low","verdict":"needs_approval"}
               task.approval_requested ask {"action":"merge","approval":"r/ask/1","attempt":1,"reasons":["Cargo.lock changes dependencies"]}
-            > PolicyDone { task: TaskId("bad"), attempt: 1, outcome: PolicyOutcome { verdict: Deny, deny: ["src/a.rs:3 adds a secret (aws-access-key)"], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("bad"), attempt: 1, outcome: PolicyOutcome { verdict: Deny, deny: ["src/a.rs:3 adds a secret (aws-access-key)"], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy bad {"attempt":1,"deny":["src/a.rs:3 adds a secret (aws-access-key)"],"duration_us":40,"require_approval":[],"risk":"low","verdict":"deny"}
               task.denied bad {"attempt":1,"kept_worktree":".abo/worktrees/r/bad-1","reasons":["src/a.rs:3 adds a secret (aws-access-key)"]}
               task.cancelled after-bad {"dependency":"bad","reason":"dependency `bad` was denied"}
@@ -1086,6 +1090,7 @@ fn autonomy_levels_ask_for_approvals_and_decide_the_merge() {
             duration_us: 1,
             error: None,
             secrets: 0,
+            input: None,
         },
     };
     let trace = h.run(vec![
@@ -1185,7 +1190,7 @@ fn reservations_hold_every_cap_alert_once_and_pause_for_budget() {
               task.backend_finished a {"attempt":1,"cost_source":"reported","cost_usd":0.5,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":{"cache_read_tokens":0,"cache_write_tokens":0,"input_tokens":100,"output_tokens":0}}
               budget.charged a {"attempt":1,"backend":"model","reserved":{"tokens":0,"usd":0.4},"source":"reported","tokens":100,"usd":0.5}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
-            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }
@@ -1197,7 +1202,7 @@ fn reservations_hold_every_cap_alert_once_and_pause_for_budget() {
               budget.charged b {"attempt":1,"backend":"model","reserved":{"tokens":0,"usd":0.4},"source":"reported","tokens":100,"usd":0.35}
               budget.alert {"alert_at":0.8,"cap":"run.usd","key":"run.usd","limit":1.0,"spent":0.85}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
-            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy b {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 } }
         "#]],
@@ -1691,7 +1696,7 @@ fn a_held_backend_hands_its_attempt_to_the_fallback_under_the_same_number() {
             > backend ok a#1
               task.backend_finished a {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
               => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
-            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0 } }
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
               task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
               => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
             > land a#1 Landed { commit: CommitSha("c1") }

@@ -2,7 +2,10 @@
 //! `safety` section of abo.yml; files in `safety.policy_dir` add rules to package `abo`. The engine
 //! is built once per run and reused; each evaluation is timed.
 
+pub mod measure;
+pub mod reports;
 pub mod secrets;
+pub mod testdiff;
 
 use std::time::{Duration, Instant};
 
@@ -227,6 +230,28 @@ impl Policy {
         input
     }
 
+    /// The value of one rule (`data.quality_gates.allow`) on an input, as the policy's evaluation
+    /// sees it (with the path facts); `None` when the rule is undefined for it.
+    pub fn query(&mut self, input: &Value, rule: &str) -> Result<Option<Value>, PolicyError> {
+        let input = self.with_path_facts(input);
+        let value = regorus::Value::from_json_str(&input.to_string())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        self.engine.set_input(value);
+        let v = self
+            .engine
+            .eval_rule(rule.to_owned())
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        if v == regorus::Value::Undefined {
+            return Ok(None);
+        }
+        let json = v
+            .to_json_str()
+            .map_err(|e| PolicyError::Eval(e.to_string()))?;
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| PolicyError::Eval(e.to_string()))
+    }
+
     /// Runs every `test_*` rule of the loaded files.
     pub fn run_tests(&mut self) -> Vec<TestResult> {
         let tests: Vec<(String, String)> = self
@@ -300,3 +325,6 @@ fn syntax_error(file: &str, message: &str) -> PolicyError {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod quality_tests;

@@ -42,6 +42,9 @@ pub struct Change {
     /// there before and stay: no new, deleted, binary or link file, no mode-only change.
     pub comments_only: bool,
     pub secrets: Vec<Finding>,
+    /// Each file as the quality rules read it: test, test configuration or source, and what its
+    /// lines do to tests.
+    pub edits: Vec<abo_policy::measure::ChangedFile>,
 }
 
 impl Change {
@@ -334,6 +337,22 @@ fn from_files(files: Vec<FileDiff>, scanner: &Scanner) -> Change {
             });
         if !commented {
             change.comments_only = false;
+        }
+        if !f.binary {
+            let added: Vec<&str> = f.added.iter().map(|(_, l)| l.as_str()).collect();
+            let removed: Vec<&str> = f.removed.iter().map(String::as_str).collect();
+            let both: Vec<&str> = added.iter().chain(&removed).copied().collect();
+            change.edits.push(abo_policy::measure::ChangedFile {
+                path: f.path.clone(),
+                status: f.status.to_owned(),
+                kind: abo_policy::testdiff::kind(&f.path, &both),
+                edit: abo_policy::testdiff::analyze(&f.path, &added, &removed),
+                added_lines: f
+                    .added
+                    .iter()
+                    .filter_map(|(n, _)| u32::try_from(*n).ok())
+                    .collect(),
+            });
         }
         for (_, text) in &f.added {
             change.bytes_added += text.len() as u64 + 1;

@@ -78,6 +78,10 @@ pub struct Ctx {
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// The last change read in each attempt's worktree, for its policy.
     pub changes: crate::change::Latest,
+    /// What each attempt's gates measured, for its policy.
+    pub measures: crate::measure::Latest,
+    /// The baselines measured, by tree and gate.
+    pub baselines: crate::baseline::Cache,
     /// Set to why a person stopped abo (a signal): the run driven now pauses at once, and every
     /// process running for it is killed.
     pub stop: tokio::sync::watch::Sender<Option<String>>,
@@ -109,6 +113,8 @@ impl Ctx {
             sandbox_helper: None,
             shared: None,
             changes: Default::default(),
+            measures: Default::default(),
+            baselines: Default::default(),
             stop: tokio::sync::watch::channel(None).0,
             agent_versions: Default::default(),
         }

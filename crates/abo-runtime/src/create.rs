@@ -233,6 +233,8 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
                 run: g.run.clone(),
                 timeout_ms: g.timeout.unwrap_or(config.timeouts.gate).as_millis(),
                 retries: g.retries,
+                reports: g.reports.clone(),
+                quarantine: g.quarantine,
             })
             .collect(),
         landing: config.landing.clone(),

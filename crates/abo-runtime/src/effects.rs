@@ -160,7 +160,7 @@ pub(crate) async fn execute_here(
                 outcome,
             })
         }
-        Effect::Cleanup { attempt, keep } => match cleanup(ctx, &attempt, keep).await {
+        Effect::Cleanup { attempt, keep } => match forget_then_cleanup(ctx, &attempt, keep).await {
             Ok(()) => Done::default(),
             Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
         },
@@ -224,8 +224,18 @@ pub(crate) async fn execute_here(
     }
 }
 
+/// Drops what the attempt's gates measured, then cleans up its worktree.
+async fn forget_then_cleanup(
+    ctx: &Ctx,
+    attempt: &AttemptId,
+    keep: bool,
+) -> Result<(), crate::git::GitError> {
+    ctx.measures.forget(attempt);
+    cleanup(ctx, attempt, keep).await
+}
+
 /// The variables every process run for an attempt gets (DESIGN §6).
-fn attempt_env(
+pub(crate) fn attempt_env(
     spec: &RunSpec,
     task: &TaskSpec,
     attempt: &AttemptId,
@@ -507,6 +517,7 @@ async fn evaluate_policy(
         duration_us: 0,
         error: Some(e),
         secrets: 0,
+        input: None,
     };
     let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
         return failed("unknown task".into());
@@ -540,6 +551,25 @@ async fn evaluate_policy(
         "secrets": change.secrets.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
         "budget": { "usd_spent": spent, "usd_limit": null },
     });
+    let mut input = input;
+    let measured = ctx.measures.merged(attempt);
+    let before = crate::baseline::measured(ctx, spec, task, attempt).await;
+    let scripts = gate_scripts(spec, task);
+    let evidence =
+        abo_policy::measure::evidence(&measured, before.as_ref(), &change.edits, &scripts);
+    if let (Some(obj), Some(ev)) = (input.as_object_mut(), evidence.as_object()) {
+        obj.extend(ev.clone());
+        obj.insert(
+            "thresholds".into(),
+            spec.settings.policy.safety["quality"].clone(),
+        );
+    }
+    // The input as evaluated, redacted, for `abo policy eval --input` (a report's text may quote
+    // what the change holds).
+    let stored = ctx
+        .artifacts
+        .put(redactor.redact(&input.to_string()).as_bytes())
+        .ok();
     let decision = match run.policy.lock() {
         Ok(mut p) => p.evaluate(&input),
         Err(_) => return failed("the policy engine is unavailable".into()),
@@ -551,6 +581,7 @@ async fn evaluate_policy(
     };
     match decision {
         Ok(d) => PolicyOutcome {
+            input: stored,
             verdict: d.verdict,
             deny: redacted(d.deny),
             require_approval: redacted(d.require_approval),
@@ -561,6 +592,48 @@ async fn evaluate_policy(
         },
         Err(e) => failed(redactor.redact(&e.to_string())),
     }
+}
+
+/// The files the task's gates run, as their commands name them (`./scripts/test.sh`, `bash ci.sh`,
+/// `python run_tests.py`, `make -f test.mk`): a change to them changes what judges it.
+fn gate_scripts(spec: &RunSpec, task: &TaskSpec) -> Vec<String> {
+    let mut out: Vec<String> = task
+        .gates
+        .iter()
+        .filter_map(|g| spec.settings.gate(g))
+        .flat_map(|g| {
+            g.run
+                .split([' ', '\t', '\n', ';', '&', '|', '(', ')'])
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+        .map(|t| {
+            t.trim_matches(['"', '\''])
+                .trim_start_matches("./")
+                .to_owned()
+        })
+        .filter(|t| {
+            !t.is_empty()
+                && !t.starts_with('-')
+                && !t.starts_with('/')
+                && !t.contains("..")
+                && (t.contains('/')
+                    || t.rsplit_once('.').is_some_and(|(_, e)| {
+                        matches!(e, "sh" | "py" | "js" | "mk" | "bash" | "ps1" | "rb" | "pl")
+                    }))
+        })
+        .collect();
+    if task
+        .gates
+        .iter()
+        .filter_map(|g| spec.settings.gate(g))
+        .any(|g| g.run.contains("make"))
+    {
+        out.push("Makefile".into());
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 /// Re-stores an artifact with `redactor` applied (a secret found after it was stored).
@@ -699,6 +772,7 @@ async fn run_gate(
         duration_ms: 0,
         runs: 0,
         log: None,
+        figures: None,
     };
     let (Some(gate), Some(task)) = (
         spec.settings.gate(name),
@@ -734,7 +808,36 @@ async fn run_gate(
         }
     ));
     let _ = std::fs::remove_file(&log);
-    let env = attempt_env(spec, task, attempt, &dir);
+    let mut env = attempt_env(spec, task, attempt, &dir);
+    // The change as a diff against the tree it started from, for tools that work on the changed
+    // lines only (`cargo mutants --in-diff "$ABO_CHANGE_DIFF"`, `diff-cover`).
+    let diff = scratch.join(format!("change-{name}.diff"));
+    if let Ok(text) = ctx
+        .git
+        .run_in(
+            &dir,
+            &[
+                "diff",
+                "HEAD",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+            ],
+        )
+        .await
+        && std::fs::write(&diff, text).is_ok()
+    {
+        env.push((
+            "ABO_CHANGE_DIFF".into(),
+            diff.to_string_lossy().into_owned(),
+        ));
+    }
+    // A report left in the worktree before the gate is not the gate's.
+    crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
+    let rules = crate::sandbox::confined_rules(ctx, &spec.settings.sandbox);
+    // The tests that failed in runs before the last (from their reports), and whether any failed.
+    let mut failed_before: Vec<String> = Vec::new();
+    let mut any_failed = false;
     for run in 1..=gate.retries + 1 {
         if run > 1 {
             let _ = append(
@@ -745,46 +848,84 @@ async fn run_gate(
                 ),
             );
         }
-        let mut p = process_spec(&gate.run, &dir, env.clone(), gate.timeout_ms, &log);
         outcome.runs = run;
-        let role = crate::sandbox::Role::Gate;
         let label = format!("gate-{name}-{run}");
-        match crate::sandbox::wrap(
-            ctx,
-            &spec.settings.sandbox,
-            role,
-            &dir,
-            &scratch,
-            &label,
-            env.clone(),
-        ) {
-            Ok(sb) => p.sandbox = sb,
-            Err(e) => {
-                let _ = append(&log, &format!("abo: sandbox: {e}\n"));
-                break;
-            }
-        }
-        match process::run(&p, &ctx.groups).await {
-            Ok(o) => {
-                outcome.exit = o.exit;
-                outcome.timed_out = o.timed_out;
-                outcome.passed = o.success();
-                if o.timed_out {
-                    let _ = append(
-                        &log,
-                        &format!("\n--- abo: gate `{name}` {} ---\n", o.describe(p.timeout)),
-                    );
-                }
-            }
-            Err(e) => {
-                let _ = append(&log, &format!("could not run the gate: {e}\n"));
-            }
-        }
-        if outcome.passed {
+        let Some(ran) = gate_once(ctx, spec, gate, &dir, &scratch, &env, &log, &label).await else {
+            break;
+        };
+        (outcome.passed, outcome.exit, outcome.timed_out) = (ran.passed, ran.exit, ran.timed_out);
+        if outcome.passed || run == gate.retries + 1 {
             break;
         }
+        // Another run comes: what this one's reports name as failed, then a clean slate.
+        any_failed = true;
+        let text = std::fs::read(&log)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let (m, _) = crate::measure::collect(
+            &dir,
+            &gate.reports,
+            &rules,
+            crate::measure::last_run(&text),
+            false,
+        );
+        failed_before.extend(m.failed_names());
+        crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     }
     outcome.duration_ms = ms(started.elapsed());
+    let text = std::fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    // What the gate measured: its reports (then removed, so that they are no part of the change),
+    // or its runner's summary lines.
+    let (mut measured, report_texts) = crate::measure::collect(
+        &dir,
+        &gate.reports,
+        &rules,
+        crate::measure::last_run(&text),
+        outcome.passed,
+    );
+    // Failed, then passed on the same tree: flaky. The tests that failed first are recorded (the
+    // gate's name when it has no JUnit report).
+    let mut flaky = None;
+    if outcome.passed && any_failed {
+        failed_before.sort();
+        failed_before.dedup();
+        if failed_before.is_empty() {
+            failed_before.push(format!("(gate {name})"));
+        }
+        flaky = Some(failed_before);
+    }
+    // A quarantined gate whose every failed test is known flaky: retried, reported, not failed.
+    if !outcome.passed && gate.quarantine && !outcome.timed_out {
+        let failed = measured.failed_names();
+        let known: Vec<String> = ctx
+            .store
+            .flaky_tests()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f.gate == name.as_str())
+            .map(|f| f.test)
+            .collect();
+        if !failed.is_empty() && failed.iter().all(|t| known.contains(t)) {
+            outcome.passed = true;
+            let _ = append(
+                &log,
+                &format!(
+                    "\n--- abo: gate `{name}` quarantined: its failed tests are known flaky ({}) ---\n",
+                    failed.join(", ")
+                ),
+            );
+            measured.quarantined = failed;
+            // The failures are reported through `quarantined`, not as a report disagreeing.
+            measured.problems.clear();
+        }
+    }
+    let text = std::fs::read(&log)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     // A gate may print what the change holds: secrets in it are redacted from the log.
     let mut redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let change = change::summarize(&ctx.git, &dir, &run.scanner).await;
@@ -799,11 +940,88 @@ async fn run_gate(
             ctx.changes.put(attempt, change);
         }
     }
-    let text = std::fs::read(&log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
     outcome.log = ctx.artifacts.put(redactor.redact(&text).as_bytes()).ok();
+    let stored = report_texts
+        .iter()
+        .filter_map(|t| ctx.artifacts.put(redactor.redact(t).as_bytes()).ok())
+        .collect();
+    outcome.figures = crate::measure::figures(&measured, stored);
+    if let Some(names) = flaky {
+        outcome.figures.get_or_insert_with(Default::default).flaky = Some(names);
+    }
+    if in_attempt {
+        ctx.measures.put(attempt, name, measured);
+    }
     outcome
+}
+
+/// How one run of a gate's command ended.
+pub(crate) struct Ran {
+    pub passed: bool,
+    pub exit: Option<i32>,
+    pub timed_out: bool,
+}
+
+/// One run of a gate's command in `dir`, in its sandbox, its output appended to `log`; `None` when
+/// the sandbox could not be set up (the reason is in the log).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a gate run's places and names, all needed"
+)]
+pub(crate) async fn gate_once(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    gate: &abo_core::spec::GateSpec,
+    dir: &Path,
+    scratch: &Path,
+    env: &[(String, String)],
+    log: &Path,
+    label: &str,
+) -> Option<Ran> {
+    let mut p = process_spec(&gate.run, dir, env.to_vec(), gate.timeout_ms, log);
+    match crate::sandbox::wrap(
+        ctx,
+        &spec.settings.sandbox,
+        crate::sandbox::Role::Gate,
+        dir,
+        scratch,
+        label,
+        env.to_vec(),
+    ) {
+        Ok(sb) => p.sandbox = sb,
+        Err(e) => {
+            let _ = append(log, &format!("abo: sandbox: {e}\n"));
+            return None;
+        }
+    }
+    let mut ran = Ran {
+        passed: false,
+        exit: None,
+        timed_out: false,
+    };
+    match process::run(&p, &ctx.groups).await {
+        Ok(o) => {
+            ran = Ran {
+                passed: o.success(),
+                exit: o.exit,
+                timed_out: o.timed_out,
+            };
+            if o.timed_out {
+                let _ = append(
+                    log,
+                    &format!(
+                        "\n--- abo: gate `{}` {} ---\n",
+                        gate.name,
+                        o.describe(p.timeout)
+                    ),
+                );
+            }
+        }
+        Err(e) => {
+            let _ = append(log, &format!("could not run the gate: {e}\n"));
+        }
+    }
+    Some(ran)
 }
 
 fn append(path: &Path, text: &str) -> std::io::Result<()> {

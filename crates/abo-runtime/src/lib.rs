@@ -3,6 +3,7 @@
 
 pub mod artifacts;
 pub mod backends;
+pub mod baseline;
 pub mod cache;
 pub mod change;
 pub mod confined;
@@ -12,6 +13,7 @@ pub mod effects;
 pub mod egress;
 pub mod engine;
 pub mod git;
+pub mod measure;
 pub mod notify;
 pub mod pr;
 pub mod process;

@@ -182,6 +182,16 @@ pub struct ApprovalRow {
 }
 
 /// An API token, without its secret.
+/// A test seen flaky: its gate failed, then passed on the same tree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FlakyTest {
+    pub gate: String,
+    pub test: String,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+    pub count: u64,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRow {
     pub id: String,
@@ -511,7 +521,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM runs").execute(&mut *tx).await?;
-        for t in ["spend", "alerts", "router_stats"] {
+        for t in ["spend", "alerts", "router_stats", "flaky_tests"] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
                 .execute(&mut *tx)
                 .await?;
@@ -546,6 +556,9 @@ impl Store {
             out.push_str(&format!("{a:?}\n"));
         }
         out.push_str(&format!("{:?}\n", self.router_stats().await?));
+        for f in self.flaky_tests().await? {
+            out.push_str(&format!("{f:?}\n"));
+        }
         let spend = sqlx::query("SELECT run, task, attempt, backend, reserved_usd, reserved_tokens, charged_usd, charged_tokens, charged_at FROM spend ORDER BY run, task, attempt")
             .fetch_all(&self.pool)
             .await?;
@@ -613,6 +626,26 @@ impl Store {
                     duration_ms: n(r, 6),
                 };
                 ((r.get(0), r.get(1)), arm)
+            })
+            .collect())
+    }
+
+    /// The tests seen flaky, most often first (then most recently seen).
+    pub async fn flaky_tests(&self) -> Result<Vec<FlakyTest>> {
+        let rows = sqlx::query(
+            "SELECT gate, test, first_seen, last_seen, count FROM flaky_tests
+             ORDER BY count DESC, last_seen DESC, gate, test",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| FlakyTest {
+                gate: r.get(0),
+                test: r.get(1),
+                first_seen: Timestamp(r.get(2)),
+                last_seen: Timestamp(r.get(3)),
+                count: u64::try_from(r.get::<i64, _>(4)).unwrap_or(0),
             })
             .collect())
     }

@@ -274,12 +274,32 @@ impl<'a> Fold<'a> {
             EventBody::BudgetExhausted { .. }
             | EventBody::CacheHit { .. }
             | EventBody::NotifySent { .. }
-            | EventBody::TaskGate { .. }
+            | EventBody::TaskGate { figures: None, .. }
             | EventBody::RouterDecision { .. }
             | EventBody::TaskPolicy { .. }
             | EventBody::RunMerge { .. }
             | EventBody::BackendHeld { .. }
             | EventBody::BackendReleased { .. } => {}
+            EventBody::TaskGate {
+                name,
+                figures: Some(f),
+                ..
+            } => {
+                // Rare (a gate that failed and then passed): written as it comes.
+                for test in f.flaky.iter().flatten() {
+                    sqlx::query(
+                        "INSERT INTO flaky_tests (gate, test, first_seen, last_seen, count)
+                         VALUES ($1, $2, $3, $3, 1)
+                         ON CONFLICT (gate, test) DO UPDATE SET
+                           last_seen = excluded.last_seen, count = flaky_tests.count + 1",
+                    )
+                    .bind(name.as_str())
+                    .bind(test)
+                    .bind(at)
+                    .execute(&mut **tx)
+                    .await?;
+                }
+            }
             EventBody::RunPullRequest { url, .. } => {
                 self.runs.entry(run).or_default().pull_request = Some(url);
             }

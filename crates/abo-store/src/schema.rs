@@ -175,6 +175,15 @@ const MIGRATIONS: &[&str] = &[
         id   TEXT PRIMARY KEY,
         data BLOB NOT NULL
     );",
+    // 8: tests seen flaky (a gate failed, then passed on the same tree), from `task.gate` events.
+    "CREATE TABLE flaky_tests (
+        gate       TEXT NOT NULL,
+        test       TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen  INTEGER NOT NULL,
+        count      INTEGER NOT NULL,
+        PRIMARY KEY (gate, test)
+    );",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

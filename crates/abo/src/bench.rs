@@ -100,6 +100,7 @@ fn instant(effect: &Effect) -> Option<Command> {
                 duration_us: 0,
                 error: None,
                 secrets: 0,
+                input: None,
             },
         }),
         Effect::Land { attempt } => Some(Command::LandDone {
@@ -335,6 +336,141 @@ async fn git_overhead(
     Ok((abo_per / shell_per, abo_per, shell_per))
 }
 
+/// Reading reports: a JUnit report of 10,000 test cases, an LCOV tracefile of 500 files of 200
+/// lines, a SARIF log of 2,000 results (each parsed `n` times), and the policy on a 400-line change
+/// with the evidence built from them (before and after).
+fn reports(n: usize) -> anyhow::Result<Value> {
+    use abo_policy::reports;
+    let mut junit = String::from("<?xml version=\"1.0\"?>\n<testsuites><testsuite name=\"s\">\n");
+    for i in 0..10_000 {
+        junit.push_str(&format!(
+            "<testcase classname=\"pkg.mod{}\" name=\"test_{i}\" time=\"0.001\"/>\n",
+            i / 100
+        ));
+    }
+    junit.push_str("</testsuite></testsuites>\n");
+    let mut lcov = String::new();
+    for f in 0..500 {
+        lcov.push_str(&format!("SF:src/mod_{f}.rs\n"));
+        for l in 1..=200 {
+            lcov.push_str(&format!("DA:{l},{}\n", l % 3));
+        }
+        lcov.push_str("end_of_record\n");
+    }
+    let results: Vec<Value> = (0..2000)
+        .map(|i| json!({"ruleId": format!("R{}", i % 40), "level": "warning", "message": {"text": "m"},
+            "locations": [{"physicalLocation": {"artifactLocation": {"uri": format!("src/mod_{}.rs", i % 500)}, "region": {"startLine": i % 200 + 1}}}]}))
+        .collect();
+    let sarif = json!({"version": "2.1.0", "runs": [{"tool": {"driver": {"name": "x"}}, "results": results}]}).to_string();
+    let time = |f: &dyn Fn() -> anyhow::Result<()>| -> anyhow::Result<Value> {
+        f()?;
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t0 = Instant::now();
+            f()?;
+            samples.push(ms(t0.elapsed()));
+        }
+        Ok(dist(samples))
+    };
+    let junit_ms = time(&|| reports::junit(&junit).map(|_| ()).map_err(Into::into))?;
+    let lcov_ms = time(&|| reports::lcov(&lcov, "").map(|_| ()).map_err(Into::into))?;
+    let sarif_ms = time(&|| reports::sarif(&sarif, "").map(|_| ()).map_err(Into::into))?;
+    let cases = reports::junit(&junit)?;
+    let m = abo_policy::measure::Measured {
+        tests: Some(reports::Counts::of(&cases)),
+        cases: Some(cases),
+        coverage: Some(reports::lcov(&lcov, "")?),
+        findings: Some(reports::sarif(&sarif, "")?),
+        ..Default::default()
+    };
+    let files: Vec<abo_policy::measure::ChangedFile> = (0..4)
+        .map(|f| {
+            let path = format!("src/mod_{f}.rs");
+            let added: Vec<String> = (0..100)
+                .map(|i| format!("    let v{i} = compute({i});"))
+                .collect();
+            let a: Vec<&str> = added.iter().map(String::as_str).collect();
+            abo_policy::measure::ChangedFile {
+                kind: abo_policy::testdiff::kind(&path, &a),
+                edit: abo_policy::testdiff::analyze(&path, &a, &[]),
+                status: "modified".into(),
+                added_lines: (1..=100).collect(),
+                path,
+            }
+        })
+        .collect();
+    let evidence_ms = time(&|| {
+        abo_policy::measure::evidence(&m, Some(&m), &files, &[]);
+        Ok(())
+    })?;
+    let mut input = policy_input(400);
+    if let (Some(o), Some(e)) = (
+        input.as_object_mut(),
+        abo_policy::measure::evidence(&m, Some(&m), &files, &[]).as_object(),
+    ) {
+        o.extend(e.clone());
+    }
+    let mut policy = abo_policy::Policy::load(&json!({}), &[])?;
+    policy.evaluate(&input)?;
+    let mut samples = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        policy.evaluate(&input)?;
+        samples.push(ms(t0.elapsed()));
+    }
+    Ok(json!({
+        "junit_10000_cases_ms": junit_ms,
+        "lcov_500_files_ms": lcov_ms,
+        "sarif_2000_results_ms": sarif_ms,
+        "evidence_ms": evidence_ms,
+        "policy_eval_with_evidence_ms": dist(samples),
+    }))
+}
+
+/// The baseline's cost: `abo run` of `n` command tasks on a repository of 5,000 files, each gate
+/// printing a runner's summary (so that abo measures it, and runs it again on each task's starting
+/// tree), against the same run with a gate that prints nothing (no baseline). Per task, in ms.
+async fn baseline(dir: &Path, n: usize) -> anyhow::Result<Value> {
+    let exe = std::env::current_exe()?;
+    let mut per = Vec::new();
+    for (k, gate) in [
+        ("plain", "true"),
+        ("measured", "printf 'Ran 1 test in 0.001s\\n\\nOK\\n'"),
+    ] {
+        let repo = dir.join(format!("baseline-{k}"));
+        generated_repo(&repo, 5000).await?;
+        std::fs::write(
+            repo.join("abo.yml"),
+            format!("version: 1\ngates:\n  - {{ name: test, run: \"{gate}\" }}\n"),
+        )?;
+        sh("git add abo.yml && git commit -qm cfg", &repo).await?;
+        let mut backlog = String::from("tasks:\n");
+        for i in 0..n {
+            backlog.push_str(&format!(
+                "  - {{ id: t{i}, title: T{i}, type: docs, run: 'echo {i} > n{i}.txt' }}\n"
+            ));
+        }
+        let b = dir.join(format!("baseline-{k}.yml"));
+        std::fs::write(&b, backlog)?;
+        sh("sync", &repo).await?;
+        let t0 = Instant::now();
+        let mut spec = Spec::new(exe.as_os_str(), &repo).args(["run".as_ref(), b.as_os_str()]);
+        spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];
+        let out = process::run(&spec, &Default::default()).await?;
+        if out.exit != Some(0) {
+            anyhow::bail!(
+                "abo run (baseline) failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        #[allow(clippy::cast_precision_loss)]
+        per.push(ms(t0.elapsed()) / n as f64);
+    }
+    Ok(
+        json!({ "plain_ms_per_task": per[0], "measured_ms_per_task": per[1], "baseline_ms_per_task": per[1] - per[0], "tasks": n, "files": 5000 }),
+    )
+}
+
 /// `n` concurrent sandboxed attempts, each a one-second sleep: completion time and abo's peak RSS.
 async fn concurrent(dir: &Path, n: usize) -> anyhow::Result<(f64, f64)> {
     let repo = dir.join("concurrent");
@@ -504,6 +640,16 @@ pub(crate) async fn bench(
             out["detail"]["policy_eval_ms_10"] = policy_eval(10, samples)?;
             out["detail"]["policy_eval_ms_5000"] = policy_eval(5000, samples / 10)?;
         }
+    }
+
+    if want("reports") {
+        note("reading reports");
+        out["detail"]["reports"] = reports(if quick { 20 } else { 100 })?;
+    }
+
+    if want("baseline") {
+        note("the baseline's cost");
+        out["detail"]["baseline"] = baseline(d, if quick { 4 } else { 10 }).await?;
     }
 
     if want("git") {

@@ -186,9 +186,10 @@ pub(crate) enum Cmd {
         /// The short run (under two minutes on two cores).
         #[arg(long)]
         quick: bool,
-        /// Measure only these figures: append, noop, dispatch, policy, git, concurrent, scaling
-        /// (tasks), scaling-files (repository size); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "git", "concurrent", "scaling", "scaling-files"])]
+        /// Measure only these figures: append, noop, dispatch, policy, reports (reading gates'
+        /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
+        /// (repository size); comma-separated, the others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.
@@ -236,8 +237,13 @@ pub(crate) enum Cmd {
 pub(crate) enum PolicyCmd {
     /// Evaluate the bundle on an input document (DESIGN §8's shape).
     Eval {
+        /// The input: a JSON file, or the one abo stored for an attempt (the `input` artifact of
+        /// its `task.policy` event: `.abo/artifacts/ID`).
         #[arg(long, value_name = "FILE")]
         input: PathBuf,
+        /// Also print the input as the policy sees it (with abo's per-file path facts).
+        #[arg(long)]
+        show_input: bool,
     },
     /// Run the `test_*` rules of the default bundle and of safety.policy_dir.
     Test,

@@ -688,8 +688,21 @@ fn ratio(v: Option<f64>) -> String {
 pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
     let (env, events, from) = events_since(cli, since).await?;
     let r = abo_core::report::report(&events, from, env.ctx.now());
+    // The repository's record of flaky tests, whatever the period.
+    let record = env.ctx.store.flaky_tests().await?;
     if cli.json {
-        say_json!(serde_json::to_string(&r)?);
+        let mut v = serde_json::to_value(&r)?;
+        v["flaky_record"] = record
+            .iter()
+            .take(20)
+            .map(|f| {
+                serde_json::json!({
+                    "gate": f.gate, "test": f.test, "count": f.count,
+                    "first_seen": f.first_seen.to_rfc3339(), "last_seen": f.last_seen.to_rfc3339(),
+                })
+            })
+            .collect();
+        say_json!(v);
         return Ok(exit::OK);
     }
     say!(
@@ -738,6 +751,17 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
         r.approvals_waiting,
         secs(r.oldest_approval_age_s)
     );
+    say!("  flaky gate runs               {}", ratio(r.flaky_rate));
+    for f in record.iter().take(10) {
+        say!(
+            "    {:>3}x  {}: {} (first {}, last {})",
+            f.count,
+            f.gate,
+            f.test,
+            f.first_seen.to_rfc3339(),
+            f.last_seen.to_rfc3339()
+        );
+    }
     if !r.backends.is_empty() {
         say!("\n  BACKEND      ATTEMPTS  LANDED  SUCCESS  COST       TOKENS     LATENCY p50");
         for (b, f) in &r.backends {

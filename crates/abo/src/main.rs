@@ -100,8 +100,8 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,
         Cmd::Reject { id, reason } => commands::decide(cli, id, reason.as_deref(), false).await,
         Cmd::Policy {
-            command: PolicyCmd::Eval { input },
-        } => policy_cmd::eval(cli, input).await,
+            command: PolicyCmd::Eval { input, show_input },
+        } => policy_cmd::eval(cli, input, *show_input).await,
         Cmd::Policy {
             command: PolicyCmd::Test,
         } => policy_cmd::test(cli).await,

@@ -24,12 +24,46 @@ pub(crate) fn safety_json(config: &Config, protected: &[String]) -> serde_json::
         "require_reason_for_access": s.require_reason_for_access.unwrap_or(true),
         "protected": s.protected.unwrap_or_default().as_str(),
         "protected_paths": protected,
+        "rules": s.rules.iter().map(|(r, l)| (r.as_str(), l.as_str())).collect::<std::collections::BTreeMap<_, _>>(),
+        "quality": quality_json(&s.quality),
     });
     // Unset, the bundle's own default applies.
     if let Some(max) = s.max_diff_bytes {
         out["max_diff_bytes"] = max.into();
     }
     out
+}
+
+/// `safety.quality` as the policy reads it (`data.abo.config.quality`): the thresholds abo knows
+/// with their defaults, and the user's own keys.
+pub(crate) fn quality_json(q: &abo_core::config::Quality) -> serde_json::Value {
+    let mut m: serde_json::Map<String, serde_json::Value> = q
+        .other
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let require = q
+        .require_tests
+        .clone()
+        .unwrap_or_else(|| vec!["code".into(), "refactor".into()]);
+    m.insert(
+        "changed_lines".into(),
+        q.changed_lines.unwrap_or(80.0).into(),
+    );
+    m.insert("min_coverage".into(), q.min_coverage.unwrap_or(0.0).into());
+    m.insert(
+        "min_mutation_score".into(),
+        q.min_mutation_score.unwrap_or(60.0).into(),
+    );
+    m.insert(
+        "finding_severity".into(),
+        q.finding_severity
+            .unwrap_or(abo_core::config::Severity::Error)
+            .as_str()
+            .into(),
+    );
+    m.insert("require_tests".into(), require.into());
+    serde_json::Value::Object(m)
 }
 
 /// abo's own files in the repository, relative to its root (a directory ends in `/`): the
@@ -149,7 +183,7 @@ pub(crate) fn policy_spec(
     })
 }
 
-pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
+pub(crate) async fn eval(cli: &Cli, input: &Path, show_input: bool) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, path) = load::config(&root, cli.config.as_deref())?;
     let protected = protected_paths(&root, &config, path.as_deref(), None);
@@ -164,8 +198,18 @@ pub(crate) async fn eval(cli: &Cli, input: &Path) -> anyhow::Result<u8> {
         .map_err(abo_core::diag::InputErrors::from)?;
     let d = policy.evaluate(&value)?;
     if cli.json {
-        say_json!(d.to_json());
+        let mut out = d.to_json();
+        if show_input {
+            out["input"] = policy.with_path_facts(&value);
+        }
+        say_json!(out);
     } else {
+        if show_input {
+            say!(
+                "input    {}",
+                serde_json::to_string_pretty(&policy.with_path_facts(&value))?
+            );
+        }
         say!("verdict  {}", d.verdict.as_str());
         say!("risk     {}", d.risk);
         for r in &d.deny {

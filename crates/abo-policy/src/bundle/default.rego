@@ -51,29 +51,69 @@ outside_scope(f) if {
 	not matches_any(task_paths, f.path)
 }
 
+# Each built-in rule below reports violations under its name; `safety.rules` sets what a rule's
+# violations get: `deny`, `needs_approval` or `off`. Without it, each has its default (the
+# behaviour before rules were configurable). Secrets and abo's own files are not among them.
+default_levels := {
+	"forbidden_paths": "deny",
+	"allowed_paths": "deny",
+	"forbidden_patterns": "deny",
+	"max_diff_lines": "deny",
+	"max_diff_bytes": "deny",
+	"ci_config": "deny",
+	"env_files": "deny",
+	"binary_files": "needs_approval",
+	"symlink_escape": "needs_approval",
+	"out_of_scope": "needs_approval",
+	"dependencies": "needs_approval",
+	"gate_failed": "deny",
+	"tests_fewer": "deny",
+	"tests_removed": "deny",
+	"tests_skipped": "deny",
+	"tests_weakened": "deny",
+	"test_config": "needs_approval",
+	"changed_coverage": "needs_approval",
+	"new_findings": "deny",
+	"tests_required": "needs_approval",
+	"mutation_score": "needs_approval",
+	"quarantined": "off",
+}
+
+level(rule) := object.get(object.get(cfg, "rules", {}), rule, object.get(default_levels, rule, "deny"))
+
+deny contains v.msg if {
+	some v in violation
+	level(v.rule) == "deny"
+}
+
+require_approval contains v.msg if {
+	some v in violation
+	level(v.rule) == "needs_approval"
+}
+
 # Paths the configuration forbids.
-deny contains msg if {
+violation contains {"rule": "forbidden_paths", "msg": msg} if {
 	some f in files
 	some pat in forbidden_of(f)
 	msg := sprintf("%s matches safety.forbidden_paths %s", [f.path, pat])
 }
 
 # Paths outside the allowed ones.
-deny contains msg if {
+violation contains {"rule": "allowed_paths", "msg": msg} if {
 	some f in files
 	outside_allowed(f)
 	msg := sprintf("%s is outside safety.allowed_paths", [f.path])
 }
 
 # Text the configuration forbids in what the change adds.
-deny contains msg if {
+violation contains {"rule": "forbidden_patterns", "msg": msg} if {
 	some pat in forbidden_patterns
 	contains(object.get(input, ["change", "added_text"], ""), pat)
 	msg := sprintf("the change adds forbidden text %q (safety.forbidden_patterns)", [pat])
 }
 
 # Changes too large to review.
-deny contains msg if {
+violation contains {"rule": "max_diff_lines", "msg": msg} if {
 	max := object.get(cfg, "max_diff_lines", 0)
 	max > 0
 	lines_changed > max
@@ -81,7 +121,7 @@ deny contains msg if {
 }
 
 # Changes too large to review by their bytes: one 3 MB line is one changed line. 0 turns it off.
-deny contains msg if {
+violation contains {"rule": "max_diff_bytes", "msg": msg} if {
 	max := object.get(cfg, "max_diff_bytes", 1048576)
 	max > 0
 	added := object.get(input, ["change", "bytes_added"], 0)
@@ -89,7 +129,7 @@ deny contains msg if {
 	msg := sprintf("the change adds %d bytes, more than safety.max_diff_bytes (%d)", [added, max])
 }
 
-# CI configuration is never changed by an agent.
+# CI configuration is not changed by an agent (rule `ci_config`).
 ci_path(p) if startswith(p, ".github/workflows/")
 
 ci_path(p) if startswith(p, ".github/actions/")
@@ -109,7 +149,7 @@ ci_path(p) if startswith(p, ".buildkite/")
 
 ci_path(p) if p == "Jenkinsfile"
 
-deny contains msg if {
+violation contains {"rule": "ci_config", "msg": msg} if {
 	some f in files
 	ci_path(f.path)
 	msg := sprintf("%s is CI configuration", [f.path])
@@ -146,8 +186,8 @@ require_approval contains protected_reason(f.path) if {
 	protected(f.path)
 }
 
-# Environment files hold secrets.
-deny contains msg if {
+# Environment files hold secrets (the secrets found in any file always deny, below).
+violation contains {"rule": "env_files", "msg": msg} if {
 	some f in files
 	startswith(basename(f.path), ".env")
 	msg := sprintf("%s is an environment file", [f.path])
@@ -160,7 +200,7 @@ deny contains msg if {
 }
 
 # Binary files cannot be reviewed as text.
-require_approval contains msg if {
+violation contains {"rule": "binary_files", "msg": msg} if {
 	some f in files
 	f.binary
 	msg := sprintf("%s is a binary file", [f.path])
@@ -168,7 +208,7 @@ require_approval contains msg if {
 
 # A symbolic link out of the repository (an absolute target, or `..` above its root): whatever
 # reads through it (a gate, a later task's agent) reads outside the worktree.
-require_approval contains msg if {
+violation contains {"rule": "symlink_escape", "msg": msg} if {
 	some f in files
 	f.status != "deleted"
 	object.get(f, "escapes", false)
@@ -176,7 +216,7 @@ require_approval contains msg if {
 }
 
 # Changes outside the task's declared scope.
-require_approval contains msg if {
+violation contains {"rule": "out_of_scope", "msg": msg} if {
 	some f in files
 	outside_scope(f)
 	msg := sprintf("%s is outside the task's paths", [f.path])
@@ -208,7 +248,7 @@ manifest(p) if {
 
 manifest(p) if extension(p) == "lock"
 
-require_approval contains msg if {
+violation contains {"rule": "dependencies", "msg": msg} if {
 	some f in files
 	manifest(f.path)
 	msg := sprintf("%s changes dependencies", [f.path])
@@ -319,4 +359,139 @@ risk := "low" if {
 	not critical
 	not high
 	low
+}
+
+# Quality: what the gates measured (`input.tests`, `coverage`, `findings`, `metrics`), the same
+# gates on the run's base (`input.baseline`), and what the change does to its tests. The
+# thresholds are `safety.quality` (`data.abo.config.quality`).
+quality := object.get(cfg, "quality", {})
+
+threshold(key, dflt) := object.get(quality, key, dflt)
+
+tests := object.get(input, "tests", {})
+
+baseline := object.get(input, "baseline", {})
+
+# A gate that exited 0 with failed tests in its reports: abo believes the failures.
+violation contains {"rule": "gate_failed", "msg": msg} if {
+	some p in object.get(tests, "problems", [])
+	msg := sprintf("a gate's report: %s", [p])
+}
+
+# Fewer tests ran than on the base.
+violation contains {"rule": "tests_fewer", "msg": msg} if {
+	is_object(baseline)
+	before := object.get(baseline, ["tests", "run"], null)
+	after := object.get(tests, "run", null)
+	before != null
+	after != null
+	after < before
+	msg := sprintf("%d tests ran, %d on the base", [after, before])
+}
+
+# A test removed: by the diff (its definition gone, not moved), or by the reports (run on the base,
+# absent now).
+violation contains {"rule": "tests_removed", "msg": msg} if {
+	some name in object.get(tests, "removed", [])
+	msg := sprintf("the change removes the test %s", [name])
+}
+
+violation contains {"rule": "tests_removed", "msg": msg} if {
+	some path in object.get(tests, "deleted_files", [])
+	msg := sprintf("the change deletes the test file %s", [path])
+}
+
+# A test newly skipped: a skip marker added, or skipped now and run on the base.
+violation contains {"rule": "tests_skipped", "msg": msg} if {
+	some s in object.get(tests, "newly_skipped", [])
+	msg := sprintf("the change skips a test: %s", [s])
+}
+
+# A weakened test file: assertions removed (more than added), stubbed, monkeypatched or vacuous.
+violation contains {"rule": "tests_weakened", "msg": msg} if {
+	some w in object.get(tests, "weakened", [])
+	w.assertions_removed > w.assertions_added
+	msg := sprintf("%s loses assertions (%d removed, %d added)", [w.path, w.assertions_removed, w.assertions_added])
+}
+
+violation contains {"rule": "tests_weakened", "msg": msg} if {
+	some w in object.get(tests, "weakened", [])
+	some line in w.stubbed
+	msg := sprintf("%s stubs an assertion: %s", [w.path, line])
+}
+
+violation contains {"rule": "tests_weakened", "msg": msg} if {
+	some w in object.get(tests, "weakened", [])
+	some line in w.vacuous
+	msg := sprintf("%s asserts a constant: %s", [w.path, line])
+}
+
+# Test configuration or the scripts the gates run.
+violation contains {"rule": "test_config", "msg": msg} if {
+	some path in object.get(tests, "config_changed", [])
+	msg := sprintf("%s configures the tests or a gate", [path])
+}
+
+# Coverage of the lines the change adds, under `quality.changed_lines` (percent).
+violation contains {"rule": "changed_coverage", "msg": msg} if {
+	pct := object.get(input, ["coverage", "changed_lines"], null)
+	pct != null
+	min := threshold("changed_lines", 80)
+	pct < min
+	msg := sprintf("%v%% of the changed lines are covered, under safety.quality.changed_lines (%v%%)", [pct, min])
+}
+
+# Overall coverage under `quality.min_coverage` (0: none asked).
+violation contains {"rule": "changed_coverage", "msg": msg} if {
+	pct := object.get(input, ["coverage", "lines"], null)
+	pct != null
+	min := threshold("min_coverage", 0)
+	pct < min
+	msg := sprintf("coverage is %v%%, under safety.quality.min_coverage (%v%%)", [pct, min])
+}
+
+severity_rank := {"none": 0, "note": 1, "warning": 2, "error": 3}
+
+# A new finding at or above `quality.finding_severity`.
+violation contains {"rule": "new_findings", "msg": msg} if {
+	some f in object.get(input, "findings", [])
+	f.new
+	object.get(severity_rank, f.level, 2) >= object.get(severity_rank, threshold("finding_severity", "error"), 3)
+	msg := sprintf("%s:%d: new %s finding %s", [f.path, f.line, f.level, f.rule])
+}
+
+# Source changed with no test changed, for the task types that require tests, in a repository
+# whose gates measured tests (without a measured suite there is none to require). A change that
+# makes the base's failing tests pass, or whose added lines the tests cover, has its tests.
+changed_lines_covered if {
+	pct := object.get(input, ["coverage", "changed_lines"], null)
+	pct != null
+	pct >= threshold("changed_lines", 80)
+}
+
+violation contains {"rule": "tests_required", "msg": msg} if {
+	object.get(tests, "measured", false)
+	count(object.get(tests, "fixed", [])) == 0
+	not changed_lines_covered
+	task_type := object.get(input, ["task", "type"], "")
+	task_type in threshold("require_tests", ["code", "refactor"])
+	count(object.get(tests, "source_files_changed", [])) > 0
+	count(object.get(tests, "test_files_changed", [])) == 0
+	msg := sprintf("a %s task changes source and no test", [task_type])
+}
+
+# Mutation score (`metrics.mutation_score`) under `quality.min_mutation_score`.
+violation contains {"rule": "mutation_score", "msg": msg} if {
+	score := object.get(input, ["metrics", "mutation_score"], null)
+	score != null
+	min := threshold("min_mutation_score", 60)
+	score < min
+	msg := sprintf("the mutation score is %v%%, under safety.quality.min_mutation_score (%v%%)", [score, min])
+}
+
+# Failures of quarantined (known flaky) tests: listed in `tests.quarantined` and in the gate's
+# event; `off` by default (that is what quarantine asks), a rule to tighten.
+violation contains {"rule": "quarantined", "msg": msg} if {
+	some name in object.get(tests, "quarantined", [])
+	msg := sprintf("the quarantined test %s failed (retried and reported)", [name])
 }

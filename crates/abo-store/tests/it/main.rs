@@ -143,6 +143,7 @@ conformance!(
     attempt_jobs_are_fenced_by_their_lease,
     concurrent_workers_never_claim_one_job_twice,
     artifacts_are_shared_by_content,
+    flaky_tests_are_a_projection_of_the_log,
 );
 
 fn history(run: &str) -> Vec<Event> {
@@ -919,4 +920,59 @@ async fn artifacts_are_shared_by_content(db: Db) {
     a.artifact_put("abc", &bytes).await.unwrap();
     assert_eq!(b.artifact_get("abc").await.unwrap(), Some(bytes));
     assert_eq!(b.artifact_get("nope").await.unwrap(), None);
+}
+
+/// A gate event as abo writes it; `flaky`: the tests that failed before it passed.
+fn gate(at: i64, name: &str, flaky: Option<&[&str]>) -> Event {
+    let mut e = ev(
+        "r1",
+        Some("a"),
+        EventBody::TaskGate {
+            attempt: 1,
+            name: abo_core::ids::GateName::new(name),
+            stage: abo_core::event::GateStage::Attempt,
+            passed: true,
+            exit: Some(0),
+            timed_out: false,
+            duration_ms: 5,
+            runs: 2,
+            log: None,
+            figures: Some(abo_core::event::GateFigures {
+                flaky: flaky.map(|f| f.iter().map(|t| (*t).to_owned()).collect()),
+                ..Default::default()
+            }),
+        },
+    );
+    e.at = Timestamp(at);
+    e
+}
+
+async fn flaky_tests_are_a_projection_of_the_log(db: Db) {
+    let store = db.open().await;
+    store.append(&history("r1")).await.unwrap();
+    store
+        .append(&[
+            gate(10, "test", Some(&["t::a", "t::b"])),
+            gate(20, "test", None),
+            gate(30, "test", Some(&["t::b"])),
+        ])
+        .await
+        .unwrap();
+    store
+        .append(&[gate(40, "lint", Some(&["t::b"]))])
+        .await
+        .unwrap();
+    let brief = |rows: Vec<abo_store::FlakyTest>| -> Vec<(String, String, i64, i64, u64)> {
+        rows.into_iter()
+            .map(|f| (f.gate, f.test, f.first_seen.0, f.last_seen.0, f.count))
+            .collect()
+    };
+    let want = vec![
+        ("test".to_owned(), "t::b".to_owned(), 10, 30, 2),
+        ("lint".to_owned(), "t::b".to_owned(), 40, 40, 1),
+        ("test".to_owned(), "t::a".to_owned(), 10, 10, 1),
+    ];
+    assert_eq!(brief(store.flaky_tests().await.unwrap()), want);
+    store.rebuild_projections().await.unwrap();
+    assert_eq!(brief(store.flaky_tests().await.unwrap()), want);
 }

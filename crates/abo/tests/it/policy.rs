@@ -743,3 +743,300 @@ fn one_long_line_is_bounded_by_bytes() {
         "the change adds 3001 bytes, more than safety.max_diff_bytes (1000)"
     );
 }
+
+/// A Node project whose `mean` has a bug that its test catches: the base's gate fails.
+const STATS: &str = "function sum(xs) {\n  let t = 0;\n  for (const x of xs) t += x;\n  return t;\n}\n\nfunction mean(xs) {\n  return sum(xs) / (xs.length + 1);\n}\n\nmodule.exports = { sum, mean };\n";
+
+const STATS_TEST: &str = "const test = require('node:test');\nconst assert = require('node:assert');\nconst { sum, mean } = require('./stats.js');\n\ntest('sum adds', () => {\n  assert.strictEqual(sum([1, 2, 3]), 6);\n});\n\ntest('mean averages', () => {\n  assert.strictEqual(mean([2, 4]), 3);\n});\n";
+
+/// The gate runs node's test runner with its JUnit reporter; abo reads the report.
+const NODE_GATE: &str = "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\ngates:\n  - name: test\n    run: node --test --test-reporter=junit --test-reporter-destination=junit.xml\n    reports: { junit: junit.xml }\n";
+
+#[test]
+fn a_change_that_weakens_the_tests_catching_its_bug_does_not_land_and_the_honest_fix_does() {
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "delete-test",
+            // The failing test removed (its three lines).
+            "sed -i '/mean averages/,/^});/d' stats.test.js",
+            "denied",
+            &[
+                "1 tests ran, 2 on the base",
+                "the change removes the test mean averages",
+                "the change removes the test test::mean averages",
+            ],
+        ),
+        (
+            "delete-file",
+            "rm stats.test.js",
+            "denied",
+            &["the change deletes the test file stats.test.js"],
+        ),
+        (
+            "skip",
+            "sed -i \"s/^test('mean/test.skip('mean/\" stats.test.js",
+            "denied",
+            &["the change skips a test: stats.test.js: test.skip('mean averages', () => {"],
+        ),
+        (
+            "neuter",
+            "sed -i 's/assert.strictEqual(mean(\\[2, 4\\]), 3);/assert.ok(true);/' stats.test.js",
+            "denied",
+            &["stats.test.js asserts a constant: assert.ok(true);"],
+        ),
+        (
+            "honest-fix",
+            "sed -i 's/(xs.length + 1)/xs.length/' stats.js",
+            "landed",
+            &[],
+        ),
+    ];
+    for (id, script, want, reasons) in cases {
+        let repo = TestRepo::new();
+        repo.write("stats.js", STATS);
+        repo.write("stats.test.js", STATS_TEST);
+        config(&repo, NODE_GATE);
+        let b = repo.write_outside(
+            "b.yml",
+            &format!("tasks:\n  - {{ id: {id}, title: Fix mean, run: {script:?} }}\n"),
+        );
+        let (_, doc, stderr) = run(&repo, &b, &[]);
+        assert_eq!(brief(&doc), s(&[(id, want, 1)]), "{id}: {stderr}");
+        let reason = task(&doc, id)["reason"].as_str().unwrap_or("").to_owned();
+        for r in *reasons {
+            assert!(reason.contains(r), "{id}: {r:?} not in {reason:?}");
+        }
+        // The gate's figures are in its event, from the report (which is no part of the change).
+        let rid = doc["run"]["id"].as_str().unwrap();
+        let log = events(&repo, rid);
+        let gate = log.iter().find(|e| e["kind"] == "task.gate").unwrap();
+        // The input the policy saw is stored; `abo policy eval` shows it and decides the same.
+        let policy = log.iter().find(|e| e["kind"] == "task.policy").unwrap();
+        let stored = repo
+            .path
+            .join(".abo/artifacts")
+            .join(policy["data"]["input"].as_str().unwrap());
+        let out = abo(
+            &repo,
+            &[
+                "policy",
+                "eval",
+                "--input",
+                stored.to_str().unwrap(),
+                "--show-input",
+                "--json",
+            ],
+        );
+        let eval: Value =
+            serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stderr));
+        assert_eq!(
+            eval["verdict"],
+            if *want == "landed" { "allow" } else { "deny" },
+            "{id}"
+        );
+        assert_eq!(eval["input"]["tests"]["measured"], true, "{id}");
+        assert_eq!(
+            eval["input"]["baseline"]["tests"]["failed"], 1,
+            "{id}: the base's bug"
+        );
+        let tests = &gate["data"]["figures"]["tests"];
+        assert!(tests["run"].as_u64().is_some(), "{id}: {gate}");
+        if *want == "landed" {
+            assert_eq!(
+                tests,
+                &serde_json::json!({"run": 2, "passed": 2, "failed": 0, "skipped": 0})
+            );
+            let files = repo.git(&["show", "--name-only", "--format=", &format!("abo/{rid}")]);
+            assert_eq!(files.trim(), "stats.js", "the report is not committed");
+        }
+    }
+}
+
+/// A test that fails the first time it runs in a worktree and passes after (it leaves a marker).
+const FLAKY_TEST: &str = "const test = require('node:test');\nconst assert = require('node:assert');\nconst fs = require('node:fs');\n\ntest('flaky one', () => {\n  if (!fs.existsSync('flake.marker')) {\n    fs.writeFileSync('flake.marker', '1');\n    assert.fail('first run');\n  }\n});\n";
+
+#[test]
+fn a_gate_that_fails_then_passes_is_flaky_and_quarantine_reports_known_flaky_failures() {
+    let repo = TestRepo::new();
+    repo.write("flaky.test.js", FLAKY_TEST);
+    repo.write(".gitignore", "flake.marker\n");
+    let gate = |extra: &str| {
+        format!(
+            "version: 1\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\ngates:\n  - name: test\n    run: node --test --test-reporter=junit --test-reporter-destination=junit.xml\n    reports: {{ junit: junit.xml }}\n{extra}"
+        )
+    };
+    config(&repo, &gate("    retries: 1\n"));
+    let b = repo.write_outside(
+        "a.yml",
+        "tasks:\n  - { id: a, title: A, type: docs, run: 'echo a > a.md' }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(brief(&doc), s(&[("a", "landed", 1)]), "{stderr}");
+    let rid = doc["run"]["id"].as_str().unwrap().to_owned();
+    let g = events(&repo, &rid)
+        .into_iter()
+        .find(|e| e["kind"] == "task.gate")
+        .unwrap();
+    assert_eq!(g["data"]["runs"], 2);
+    assert_eq!(
+        g["data"]["figures"]["flaky"],
+        serde_json::json!(["test::flaky one"])
+    );
+    let report = abo(&repo, &["report", "--json"]);
+    let r: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(r["flaky_rate"], 1.0);
+    assert_eq!(
+        (
+            r["flaky_record"][0]["test"].as_str(),
+            r["flaky_record"][0]["count"].as_u64()
+        ),
+        (Some("test::flaky one"), Some(1))
+    );
+    let text = abo(&repo, &["report"]).stdout;
+    assert!(
+        text.contains("flaky gate runs               100%"),
+        "{text}"
+    );
+    assert!(text.contains("1x  test: test::flaky one"), "{text}");
+
+    // Quarantined, without retries: the known flaky test's failure is reported, not failed.
+    config(&repo, &gate("    quarantine: true\n"));
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: b, title: B, type: docs, run: 'echo b > b.md' }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(brief(&doc), s(&[("b", "landed", 1)]), "{stderr}");
+    let rid = doc["run"]["id"].as_str().unwrap().to_owned();
+    let g = events(&repo, &rid)
+        .into_iter()
+        .find(|e| e["kind"] == "task.gate")
+        .unwrap();
+    assert_eq!(
+        (g["data"]["passed"].as_bool(), g["data"]["exit"].as_i64()),
+        (Some(true), Some(1))
+    );
+    assert_eq!(
+        g["data"]["figures"]["quarantined"],
+        serde_json::json!(["test::flaky one"])
+    );
+
+    // A failure that is not known flaky still fails, quarantine or not.
+    let c = repo.write_outside(
+        "c.yml",
+        "tasks:\n  - { id: c, title: C, type: docs, run: \"printf 'require(\\\"node:test\\\")(\\\"broken\\\", () => { throw new Error(\\\"no\\\"); });\\\\n' > broken.test.js\" }\n",
+    );
+    let (_, doc, stderr) = run(&repo, &c, &[]);
+    assert_eq!(brief(&doc), s(&[("c", "failed", 1)]), "{stderr}");
+    let reason = task(&doc, "c")["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("gate `test` failed"), "{reason}");
+}
+
+/// The CI rule was written into the bundle: a dependency bump of a CI action could never land.
+/// Now it is a default that `safety.rules` relaxes (or tightens), as every built-in rule.
+#[test]
+fn built_in_rules_are_defaults_that_safety_rules_relaxes() {
+    let cases = [
+        ("", "denied"),
+        ("safety:\n  forbidden_paths: []\n", "denied"),
+        (
+            "safety:\n  rules: { ci_config: needs_approval }\n",
+            "awaiting_approval",
+        ),
+        ("safety:\n  rules: { ci_config: off }\n", "landed"),
+        (
+            "safety:\n  rules: { ci_config: off, env_files: deny }\n",
+            "landed",
+        ),
+    ];
+    for (safety, want) in cases {
+        let repo = TestRepo::new();
+        repo.write(
+            ".github/workflows/ci.yml",
+            "on: push\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n      - uses: actions/checkout@v3\n",
+        );
+        config(
+            &repo,
+            &format!(
+                "version: 1\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\n{safety}"
+            ),
+        );
+        let b = repo.write_outside(
+            "b.yml",
+            "tasks:\n  - { id: bump, title: Bump checkout, type: dep_update, run: \"sed -i 's/checkout@v3/checkout@v4/' .github/workflows/ci.yml\" }\n",
+        );
+        let (_, doc, stderr) = run(&repo, &b, &["--profile", "exploration"]);
+        assert_eq!(brief(&doc), s(&[("bump", want, 1)]), "{safety}: {stderr}");
+        if want != "landed" {
+            let reason = task(&doc, "bump")["reason"].as_str().unwrap().to_owned();
+            assert!(
+                reason.contains(".github/workflows/ci.yml is CI configuration"),
+                "{reason}"
+            );
+        }
+    }
+    // A level that is not one is refused with its place.
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nsafety:\n  rules: { ci_config: maybe }\n",
+    );
+    let b = repo.write_outside("b.yml", "tasks:\n  - { id: a, title: A, run: 'true' }\n");
+    let out = abo(&repo, &["run", b.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("abo.yml:3"), "{}", out.stderr);
+}
+
+/// The same through Python's unittest, which writes no report: abo counts its closing lines
+/// (`Ran N tests`, `OK (skipped=K)`, `FAILED (failures=F)`) on the change and on its base.
+#[test]
+fn unittest_counts_from_its_summary_lines_catch_a_removed_or_skipped_test() {
+    let calc = "def clamp(x, lo, hi):\n    if x < lo:\n        return lo\n    if x > hi:\n        return lo\n    return x\n";
+    let tests = "import unittest\n\nimport calc\n\n\nclass T(unittest.TestCase):\n    def test_low(self):\n        self.assertEqual(calc.clamp(-1, 0, 3), 0)\n\n    def test_high(self):\n        self.assertEqual(calc.clamp(5, 0, 3), 3)\n";
+    let cases: &[(&str, &str, &str, &[&str])] = &[
+        (
+            "delete",
+            "python3 - <<'EOF'\nimport re\ns = open('test_calc.py').read()\nopen('test_calc.py', 'w').write(s[:s.index('    def test_high')])\nEOF",
+            "denied",
+            &[
+                "1 tests ran, 2 on the base",
+                "the change removes the test test_high",
+            ],
+        ),
+        (
+            "skip",
+            "sed -i 's/    def test_high/    @unittest.skip(\"later\")\\n    def test_high/' test_calc.py",
+            "denied",
+            &[
+                "1 tests ran, 2 on the base",
+                "the change skips a test: test_calc.py: @unittest.skip(\"later\")",
+            ],
+        ),
+        (
+            "fix",
+            "sed -i '5s/return lo/return hi/' calc.py",
+            "landed",
+            &[],
+        ),
+    ];
+    for (id, script, want, reasons) in cases {
+        let repo = TestRepo::new();
+        repo.write("calc.py", calc);
+        repo.write("test_calc.py", tests);
+        repo.write(".gitignore", "__pycache__/\n");
+        config(
+            &repo,
+            "version: 1\nattempts: { max: 1, stop_after_consecutive_failures: 0 }\ngates:\n  - { name: test, run: python3 -m unittest -v }\n",
+        );
+        let b = repo.write_outside(
+            "b.yml",
+            &format!("tasks:\n  - {{ id: {id}, title: Fix clamp, run: {script:?} }}\n"),
+        );
+        let (_, doc, stderr) = run(&repo, &b, &[]);
+        assert_eq!(brief(&doc), s(&[(id, want, 1)]), "{id}: {stderr}");
+        let reason = task(&doc, id)["reason"].as_str().unwrap_or("").to_owned();
+        for r in *reasons {
+            assert!(reason.contains(r), "{id}: {r:?} not in {reason:?}");
+        }
+    }
+}
