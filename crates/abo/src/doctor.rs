@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use abo_core::config::{AgentKind, ApiKind, BackendConfig};
+use abo_core::config::{AgentKind, ApiKind, BackendConfig, SandboxMode};
 use abo_runtime::process::{self, Groups, Spec};
 
 use crate::cli::Cli;
@@ -266,8 +266,40 @@ pub(crate) async fn doctor(cli: &Cli) -> anyhow::Result<u8> {
                     let plan = abo_runtime::backends::keys::plan(&spec, sandbox, |k| {
                         std::env::var(k).ok()
                     });
+                    let reach = match (&plan.endpoint, sandbox) {
+                        (Some(e), SandboxMode::Off) => format!(
+                            "; endpoint {}://{}:{} (no sandbox: reached directly)",
+                            if e.https { "https" } else { "http" },
+                            e.host,
+                            e.port
+                        ),
+                        (Some(e), _) => format!(
+                            "; endpoint {}://{}:{}, let through by the egress proxy{}",
+                            if e.https { "https" } else { "http" },
+                            e.host,
+                            e.port,
+                            if e.https && plan.held.is_some() {
+                                " (the agent trusts its per-attempt CA through NODE_EXTRA_CA_CERTS, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, CODEX_CA_CERTIFICATE)"
+                            } else {
+                                ""
+                            }
+                        ),
+                        (None, _) => String::new(),
+                    };
+                    let nested = match (b.agent().map(|(k, _)| k), sandbox) {
+                        (Some(AgentKind::Codex), SandboxMode::Off) => {
+                            "; Codex keeps its own sandbox (-s workspace-write)"
+                        }
+                        (Some(AgentKind::Codex), _) => {
+                            "; Codex's own sandbox cannot start inside abo's (no namespaces there): abo turns it off and is the boundary"
+                        }
+                        (Some(AgentKind::Goose), _) => {
+                            "; goose is not certified: its adapter follows goose's documented output (it cannot be installed here)"
+                        }
+                        _ => "",
+                    };
                     format!(
-                        "kind {}; {}",
+                        "kind {}; {}{reach}{nested}",
                         b.kind(),
                         abo_runtime::backends::keys::describe(&plan)
                     )
