@@ -397,8 +397,8 @@ pub(crate) fn without_credentials(text: &str) -> String {
     let mut in_credential = false;
     for line in text.lines() {
         let t = line.trim_start();
-        if t.starts_with('[') {
-            let name = t[1..].trim_start().to_ascii_lowercase();
+        if let Some(section) = t.strip_prefix('[') {
+            let name = section.trim_start().to_ascii_lowercase();
             in_credential = name.starts_with("credential");
             out.push_str(line);
             out.push('\n');
