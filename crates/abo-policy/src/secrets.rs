@@ -457,7 +457,14 @@ impl Scanner {
     /// This scanner, also finding these values (as written, joined, or base64/hex encoded),
     /// whatever their shape. Values under 8 characters are left out: they would match words.
     pub fn with_known(&self, values: impl IntoIterator<Item = String>) -> Self {
-        let mut known: Vec<String> = values.into_iter().filter(|v| v.len() >= 8).collect();
+        // Each value also as the simple disguises an agent holding it might write it in:
+        // reversed, rot13, base32 and percent-encoded (base64 and hex runs are decoded anyway,
+        // and spaces between its characters are looked through).
+        let mut known: Vec<String> = values
+            .into_iter()
+            .filter(|v| v.len() >= 8)
+            .flat_map(|v| disguises(&v))
+            .collect();
         known.sort_by_key(|v| std::cmp::Reverse(v.len()));
         known.dedup();
         Self(Arc::new(Compiled {
@@ -598,9 +605,13 @@ impl Scanner {
                 }
             }
         }
+        let spaced = (!self.0.known.is_empty()).then(|| without_spaces(text));
         for v in &self.0.known {
             let mut found: Vec<Hit> = Vec::new();
-            for view in std::iter::once(&plain).chain(joined.as_ref()) {
+            for view in std::iter::once(&plain)
+                .chain(joined.as_ref())
+                .chain(spaced.as_ref())
+            {
                 found.extend(view.text.match_indices(v.as_str()).map(|(i, _)| Hit {
                     rule: KNOWN_SECRET,
                     pieces: view.pieces(&(i..i + v.len())),
@@ -684,6 +695,66 @@ impl Scanner {
             }
         }
         (!origins.is_empty()).then_some((buffer, origins))
+    }
+}
+
+/// A known value and its simple disguises.
+fn disguises(v: &str) -> Vec<String> {
+    let rot13: String = v
+        .chars()
+        .map(|c| match c {
+            'a'..='z' => char::from((c as u8 - b'a' + 13) % 26 + b'a'),
+            'A'..='Z' => char::from((c as u8 - b'A' + 13) % 26 + b'A'),
+            _ => c,
+        })
+        .collect();
+    let percent: String = v.bytes().map(|b| format!("%{b:02X}")).collect();
+    vec![
+        v.to_owned(),
+        v.chars().rev().collect(),
+        rot13,
+        base32(v.as_bytes()),
+        percent.clone(),
+        percent.to_ascii_lowercase(),
+    ]
+}
+
+/// RFC 4648 base32, without padding.
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+    let (mut out, mut acc, mut bits) = (String::new(), 0u32, 0u32);
+    for b in bytes {
+        acc = (acc << 8) | u32::from(*b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((acc << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+/// The reading with every space and tab left out (a value written a character at a time).
+fn without_spaces(text: &str) -> View<'_> {
+    let mut out = String::with_capacity(text.len());
+    let mut segments: Vec<(usize, usize)> = Vec::new();
+    let mut last_kept_end: Option<usize> = None;
+    for (i, c) in text.char_indices() {
+        if c == ' ' || c == '\t' {
+            continue;
+        }
+        if last_kept_end != Some(i) {
+            segments.push((out.len(), i));
+        }
+        out.push(c);
+        last_kept_end = Some(i + c.len_utf8());
+    }
+    View {
+        text: Cow::Owned(out),
+        segments,
     }
 }
 
