@@ -161,23 +161,36 @@ pub fn known_state_dirs() -> Vec<PathBuf> {
 
 /// Adds a repository's `.abo/` directory to the machine's list (dropping entries that are gone).
 pub fn remember_state_dir(dir: &Path) -> std::io::Result<()> {
+    use std::io::Write;
     let Some(file) = known_dirs_file() else {
         return Ok(());
     };
     let dir = dir.canonicalize()?;
-    let mut known = known_state_dirs();
-    if known.contains(&dir) {
+    let text = std::fs::read_to_string(&file).unwrap_or_default();
+    if text.lines().any(|l| Path::new(l) == dir) {
         return Ok(());
     }
-    known.push(dir);
     if let Some(parent) = file.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let text: String = known.iter().map(|p| format!("{}\n", p.display())).collect();
-    // Written whole and renamed, so a reader never sees half a list.
-    let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, &file)
+    // One line appended at once: abo processes registering together all stay on the list.
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)?;
+    f.write_all(format!("{}\n", dir.display()).as_bytes())?;
+    // Now and then the directories that are gone leave the list (written whole and renamed, so a
+    // reader never sees half of it; an entry appended meanwhile comes back at its next run).
+    if text.lines().count() > 1000 {
+        let kept: String = known_state_dirs()
+            .iter()
+            .map(|p| format!("{}\n", p.display()))
+            .collect();
+        let tmp = file.with_extension(format!("tmp.{}", std::process::id()));
+        std::fs::write(&tmp, kept)?;
+        std::fs::rename(&tmp, &file)?;
+    }
+    Ok(())
 }
 
 /// The variables an agent CLI reads to log in: passed to it when set and its key is not held by
