@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs and starts what the suites need (git, Python
+# with venv, util-linux, Chromium and playwright-core for the dashboard, PostgreSQL for the shared
+# store, the agent CLIs pinned in ops/agents.lock), then `cargo test --workspace`. Extra arguments
+# go to cargo test. Quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1; }
+missing=()
+need git || missing+=(git)
+# The sandbox tests run Python scripts and `unshare` inside the sandbox.
+need python3 || missing+=(python3)
+# aider's virtual environment (.ci/install-agents).
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+need unshare || missing+=(util-linux)
+# The dashboard's browser test: Chromium from Debian, driven by playwright-core from npm.
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+need npm || missing+=(nodejs npm)
+# The shared store's tests run against a real PostgreSQL server, through psql.
+need psql || missing+=(postgresql-client)
+[ -d /etc/postgresql ] || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+
+# PostgreSQL on 127.0.0.1:5432 with trust auth for root; each test makes its own database.
+if ! pg_isready -q -h 127.0.0.1 -p 5432; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+fi
+for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
+if ! psql -XAtq "postgres://root@127.0.0.1:5432/postgres" -c 'SELECT 1' >/dev/null 2>&1; then
+  # A fresh server: root may connect from 127.0.0.1 without a password, and create databases.
+  v="$(ls /etc/postgresql | head -n1)"
+  hba="/etc/postgresql/$v/main/pg_hba.conf"
+  grep -q '^host all all 127.0.0.1/32 trust' "$hba" || sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+  pg_ctlcluster --skip-systemctl-redirect "$v" main reload
+  sql="$(mktemp)"; chmod 644 "$sql"
+  echo "DO \$\$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'root') THEN CREATE ROLE root SUPERUSER LOGIN; END IF; END\$\$;" > "$sql"
+  su postgres -c "psql -XAtq -f $sql"
+fi
+psql -XAtq "postgres://root@127.0.0.1:5432/postgres" -c 'SELECT 1' >/dev/null
+
+(cd crates/abo/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+# The real agent CLIs of ops/agents.lock, which the real_* integration tests run (python3.11 makes
+# aider's virtual environment). Quick when already installed.
+bash .ci/install-agents
+
+
+cargo test --workspace "$@"
