@@ -85,6 +85,9 @@ pub struct Ctx {
     /// Set to why a person stopped abo (a signal): the run driven now pauses at once, and every
     /// process running for it is killed.
     pub stop: tokio::sync::watch::Sender<Option<String>>,
+    /// The host's UNIX sockets in every network namespace, for sandboxes to cover, kept for a
+    /// moment (reading them looks at every process).
+    pub sockets: abo_sandbox::sockets::Scan,
     /// Agent CLIs' versions, asked once per executable.
     pub agent_versions: crate::backends::agent::Versions,
 }
@@ -116,6 +119,7 @@ impl Ctx {
             measures: Default::default(),
             baselines: Default::default(),
             stop: tokio::sync::watch::channel(None).0,
+            sockets: Default::default(),
             agent_versions: Default::default(),
         }
     }

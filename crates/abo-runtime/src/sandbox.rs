@@ -382,6 +382,7 @@ pub fn wrap(
     let profile = Profile {
         mode,
         masks,
+        sockets: ctx.sockets.get(std::time::Duration::from_secs(2)),
         deny_read,
         allow_read: vec![wt.to_owned(), scratch.to_owned()],
         write,

@@ -463,31 +463,14 @@ fn filesystem(p: &Profile, sockets: &[PathBuf]) -> Result<(), String> {
     Ok(())
 }
 
-/// The pathname UNIX sockets bound on the host, in any of its network namespaces (each lists its
-/// own in `net/unix`: a container's or a service's with a private network too), that the profile
-/// does not let the process write: PostgreSQL's, MariaDB's, Docker's, the session bus... Abstract
-/// sockets are scoped by Landlock instead, and a network namespace has its own.
+/// The pathname UNIX sockets bound in the host's network namespace (read now), and those the
+/// caller found in the others ([`Profile::sockets`]), that the profile does not let the process
+/// write: PostgreSQL's, MariaDB's, Docker's, the session bus... Abstract sockets are scoped by
+/// Landlock instead, and a network namespace has its own.
 fn host_unix_sockets(p: &Profile) -> Vec<PathBuf> {
-    let mut seen = std::collections::BTreeSet::new();
-    let mut table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let pid = e.file_name();
-        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(ns) = std::fs::read_link(e.path().join("ns/net")) else {
-            continue;
-        };
-        if seen.insert(ns) {
-            table.push_str(&std::fs::read_to_string(e.path().join("net/unix")).unwrap_or_default());
-        }
-    }
-    let mut out: Vec<PathBuf> = table
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.split_whitespace().nth(7))
-        .filter(|path| path.starts_with('/'))
-        .map(PathBuf::from)
+    let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+    let mut out: Vec<PathBuf> = crate::sockets::paths(&table)
+        .chain(p.sockets.iter().cloned())
         .filter(|path| !p.write.iter().any(|w| path.starts_with(w)))
         .collect();
     out.sort();

@@ -33,6 +33,7 @@ mod net;
 mod relay;
 #[cfg(target_os = "linux")]
 mod seccomp;
+pub mod sockets;
 
 /// The hidden first argument that makes the abo binary the sandbox helper.
 pub const HELPER_ARG: &str = "__sandbox";
@@ -88,6 +89,10 @@ pub struct Profile {
     /// shown without its credentials.
     #[serde(default)]
     pub masks: Vec<(PathBuf, PathBuf)>,
+    /// UNIX sockets bound in the host's other network namespaces ([`sockets::Scan`]): covered
+    /// like those of the host's own, which the helper reads itself.
+    #[serde(default)]
+    pub sockets: Vec<PathBuf>,
     pub network: Network,
     pub limits: Limits,
     /// Cgroup directories the caller prepared ([`cgroup::prepare`]): the process joins them.

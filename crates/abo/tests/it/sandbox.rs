@@ -1049,3 +1049,32 @@ fn the_repositorys_git_config_is_seen_without_its_credentials() {
         assert!(log.contains("example.test/r.git"), "{log}");
     }
 }
+
+#[test]
+fn unix_sockets_bound_in_another_network_namespace_are_covered_too() {
+    // A service in a network namespace of its own (a container, a PrivateNetwork unit) whose
+    // socket file is on the host's file system: the host's /proc/net/unix does not list it.
+    let repo = TestRepo::new();
+    let sock = repo.outside.join("netns.sock");
+    let serve = format!(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\ns.bind({:?})\ns.listen()\nwhile True:\n    s.accept()[0].close()\n",
+        sock.display().to_string()
+    );
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the test starts a service in a namespace"
+    )]
+    let mut service = std::process::Command::new("unshare")
+        .args(["-n", "python3", "-c", &serve])
+        .spawn()
+        .unwrap();
+    assert!(abo_test_support::wait_for(10, || sock.exists()));
+    let connect = format!(
+        "python3 -c 'import socket; s = socket.socket(socket.AF_UNIX); s.connect(\"{}\")'",
+        sock.display()
+    );
+    let log = denied(REQUIRED, &connect, &[]);
+    let _ = service.kill();
+    let _ = service.wait();
+    assert!(log.contains("ConnectionRefusedError"), "{log}");
+}
