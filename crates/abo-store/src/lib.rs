@@ -20,7 +20,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use abo_core::event::{Event, EventBody, StoredEvent};
-use abo_core::ids::{RunId, TaskId, Timestamp};
+use abo_core::ids::{GateName, RunId, TaskId, Timestamp};
 
 use batch::{Arg, Batch};
 use project::Fold;
@@ -181,7 +181,6 @@ pub struct ApprovalRow {
     pub status: String,
 }
 
-/// An API token, without its secret.
 /// A test seen flaky: its gate failed, then passed on the same tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlakyTest {
@@ -192,6 +191,20 @@ pub struct FlakyTest {
     pub count: u64,
 }
 
+/// What a baseline's measurements are valid for: one gate, as configured, on one tree of one
+/// repository.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaselineKey {
+    /// The repository's root commit (the same in every clone of it).
+    pub repo: String,
+    /// The tree's id.
+    pub tree: String,
+    pub gate: GateName,
+    /// A hash of the gate's command and settings.
+    pub config: String,
+}
+
+/// An API token, without its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRow {
     pub id: String,
@@ -677,6 +690,44 @@ impl Store {
         .bind(diff)
         .bind(source)
         .bind(at.0)
+        .bind(at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// A baseline's measurements (JSON, as the runtime wrote them), if its gate ran on that tree.
+    pub async fn baseline(&self, key: &BaselineKey) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT measured FROM baselines
+             WHERE repo = $1 AND tree = $2 AND gate = $3 AND config = $4",
+        )
+        .bind(&key.repo)
+        .bind(&key.tree)
+        .bind(key.gate.as_str())
+        .bind(&key.config)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records a baseline's measurements. The first one recorded stays: two processes that
+    /// measured one key at once measured the same tree with the same gate.
+    pub async fn put_baseline(
+        &self,
+        key: &BaselineKey,
+        measured: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO baselines (repo, tree, gate, config, measured, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (repo, tree, gate, config) DO NOTHING",
+        )
+        .bind(&key.repo)
+        .bind(&key.tree)
+        .bind(key.gate.as_str())
+        .bind(&key.config)
+        .bind(measured)
         .bind(at.0)
         .execute(&self.pool)
         .await?;
