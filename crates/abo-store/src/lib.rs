@@ -193,7 +193,7 @@ pub struct FlakyTest {
 
 /// What a baseline's measurements are valid for: one gate, as configured, on one tree of one
 /// repository.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct BaselineKey {
     /// The repository's root commit (the same in every clone of it).
     pub repo: String,
