@@ -101,7 +101,7 @@ async fn stored_or_run(
     head: &CommitSha,
 ) -> Measured {
     // An entry that does not read (written by another abo's measurements) is measured anew.
-    if let Ok(Some(text)) = ctx.store.baseline(key).await
+    if let Ok(Some(text)) = ctx.store.baseline(key, ctx.now()).await
         && let Ok(m) = serde_json::from_str::<Measured>(&text)
     {
         return m;

@@ -696,12 +696,15 @@ impl Store {
         Ok(())
     }
 
-    /// A baseline's measurements (JSON, as the runtime wrote them), if its gate ran on that tree.
-    pub async fn baseline(&self, key: &BaselineKey) -> Result<Option<String>> {
+    /// A baseline's measurements (JSON, as the runtime wrote them), if its gate ran on that tree;
+    /// `at` marks it used.
+    pub async fn baseline(&self, key: &BaselineKey, at: Timestamp) -> Result<Option<String>> {
         Ok(sqlx::query_scalar(
-            "SELECT measured FROM baselines
-             WHERE repo = $1 AND tree = $2 AND gate = $3 AND config = $4",
+            "UPDATE baselines SET used_at = $1
+             WHERE repo = $2 AND tree = $3 AND gate = $4 AND config = $5
+             RETURNING measured",
         )
+        .bind(at.0)
         .bind(&key.repo)
         .bind(&key.tree)
         .bind(key.gate.as_str())
@@ -719,8 +722,8 @@ impl Store {
         at: Timestamp,
     ) -> Result<()> {
         sqlx::query(
-            "INSERT INTO baselines (repo, tree, gate, config, measured, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)
+            "INSERT INTO baselines (repo, tree, gate, config, measured, created_at, used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (repo, tree, gate, config) DO NOTHING",
         )
         .bind(&key.repo)
@@ -729,9 +732,19 @@ impl Store {
         .bind(&key.config)
         .bind(measured)
         .bind(at.0)
+        .bind(at.0)
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Removes baselines not used since `before`; returns how many.
+    pub async fn baseline_prune(&self, before: Timestamp) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM baselines WHERE used_at < $1")
+            .bind(before.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Removes cache entries not used since `before`; returns how many.

@@ -987,7 +987,7 @@ async fn baselines_are_kept_by_repository_tree_and_gate(db: Db) {
         config: config.into(),
     };
     let k = key("root", "t1", "test", "c1");
-    assert_eq!(b.baseline(&k).await.unwrap(), None);
+    assert_eq!(b.baseline(&k, Timestamp(1)).await.unwrap(), None);
     a.put_baseline(&k, r#"{"tests":{"run":3}}"#, Timestamp(1))
         .await
         .unwrap();
@@ -996,19 +996,28 @@ async fn baselines_are_kept_by_repository_tree_and_gate(db: Db) {
         .await
         .unwrap();
     assert_eq!(
-        b.baseline(&k).await.unwrap().as_deref(),
+        b.baseline(&k, Timestamp(3)).await.unwrap().as_deref(),
         Some(r#"{"tests":{"run":3}}"#)
     );
     // Any other part of the key is another baseline.
+    let old = key("root", "t2", "test", "c1");
+    a.put_baseline(&old, "{}", Timestamp(2)).await.unwrap();
     for other in [
         key("other", "t1", "test", "c1"),
-        key("root", "t2", "test", "c1"),
+        key("root", "t3", "test", "c1"),
         key("root", "t1", "lint", "c1"),
         key("root", "t1", "test", "c2"),
     ] {
-        assert_eq!(b.baseline(&other).await.unwrap(), None, "{other:?}");
+        assert_eq!(
+            b.baseline(&other, Timestamp(3)).await.unwrap(),
+            None,
+            "{other:?}"
+        );
     }
-    // Not a projection: a rebuild keeps it.
+    // Not a projection: a rebuild keeps them.
     a.rebuild_projections().await.unwrap();
-    assert!(b.baseline(&k).await.unwrap().is_some());
+    // Pruning removes those not used since: `k` was read at 3, `old` only written at 2.
+    assert_eq!(b.baseline_prune(Timestamp(3)).await.unwrap(), 1);
+    assert!(b.baseline(&k, Timestamp(4)).await.unwrap().is_some());
+    assert_eq!(b.baseline(&old, Timestamp(4)).await.unwrap(), None);
 }

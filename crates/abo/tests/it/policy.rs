@@ -1089,4 +1089,10 @@ fn a_baseline_measured_once_is_reused_by_the_next_run_on_the_same_tree() {
     // The control: another command is another key.
     denied_against_the_base("python3 -m unittest --verbose", 2);
     denied_against_the_base("python3 -m unittest --verbose", 2);
+    // `abo gc` prunes baselines not read within its retention: the next run measures again.
+    let out = abo(&repo, &["gc", "--older-than", "0s", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let gc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(gc["baselines_removed"], 2, "{gc}");
+    denied_against_the_base("python3 -m unittest -v", 3);
 }
