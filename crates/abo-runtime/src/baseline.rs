@@ -26,13 +26,33 @@ use crate::context::Ctx;
 type Cell = Arc<tokio::sync::OnceCell<Measured>>;
 
 #[derive(Debug, Default)]
-pub struct Cache(std::sync::Mutex<HashMap<BaselineKey, Cell>>);
+pub struct Cache {
+    cells: std::sync::Mutex<HashMap<BaselineKey, Cell>>,
+    /// The repository's name in keys, once found: finding it walks the history.
+    repo: std::sync::Mutex<Option<String>>,
+}
 
 impl Cache {
     fn cell(&self, key: &BaselineKey) -> Option<Cell> {
-        let mut m = self.0.lock().ok()?;
+        let mut m = self.cells.lock().ok()?;
         Some(m.entry(key.clone()).or_default().clone())
     }
+}
+
+/// The repository, as every clone of it names it: the least of the root commits `head` descends
+/// from.
+async fn repo(ctx: &Ctx, wt: &std::path::Path, head: &CommitSha) -> Option<String> {
+    if let Some(r) = ctx.baselines.repo.lock().ok()?.clone() {
+        return Some(r);
+    }
+    let roots = ctx
+        .git
+        .run_in(wt, &["rev-list", "--max-parents=0", head.as_str()])
+        .await
+        .ok()?;
+    let r = roots.lines().map(str::trim).min()?.to_owned();
+    *ctx.baselines.repo.lock().ok()? = Some(r.clone());
+    Some(r)
 }
 
 /// The hash of what a gate runs and how: its command, timeout, retries, reports and quarantine.
@@ -63,13 +83,7 @@ pub async fn measured(
         .await
         .ok()?;
     let tree = tree.trim().to_owned();
-    // The repository, as every clone of it names it: its first root commit.
-    let roots = ctx
-        .git
-        .run_in(&wt, &["rev-list", "--max-parents=0", head.as_str()])
-        .await
-        .ok()?;
-    let repo = roots.lines().map(str::trim).min()?.to_owned();
+    let repo = repo(ctx, &wt, &head).await?;
     let mut out = Measured::default();
     for name in task.gates.iter().filter(|g| gates.contains(g)) {
         let Some(gate) = spec.settings.gate(name) else {
