@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::reports::{Counts, Coverage, Finding, Outcome, TestCase, percent};
@@ -15,7 +15,7 @@ use crate::testdiff::{FileEdit, Kind};
 const LISTED: usize = 200;
 
 /// What the gates of one tree measured, merged over its gates.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Measured {
     /// Test counts, from JUnit reports or runners' summary lines.
     pub tests: Option<Counts>,

@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use abo_core::config::Severity;
 
@@ -29,7 +29,7 @@ pub enum ReportError {
     Format { format: &'static str, why: String },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Passed,
@@ -38,14 +38,14 @@ pub enum Outcome {
 }
 
 /// One test of a JUnit report, named `classname::name` (or `name` without a class).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct TestCase {
     pub name: String,
     pub outcome: Outcome,
 }
 
 /// Tests counted: `run` is what ran (passed + failed), skipped ones apart.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Counts {
     pub run: u64,
     pub passed: u64,
@@ -120,14 +120,14 @@ pub fn junit(text: &str) -> Result<Vec<TestCase>, ReportError> {
 }
 
 /// Lines of one file: those run and those not.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileLines {
     pub hit: BTreeSet<u32>,
     pub missed: BTreeSet<u32>,
 }
 
 /// Line coverage by file, paths relative to the worktree's root.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Coverage {
     pub files: BTreeMap<String, FileLines>,
 }
@@ -273,7 +273,7 @@ pub fn cobertura(text: &str, root: &str) -> Result<Coverage, ReportError> {
 }
 
 /// One static-analysis result.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Finding {
     pub rule: String,
     pub level: Severity,

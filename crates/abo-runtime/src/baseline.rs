@@ -1,7 +1,9 @@
 //! The baseline: the task's measuring gates run once on the tree the attempt started from (the run
 //! branch's head then: the run's base, or where the run branch has moved since), so that the policy
-//! sees before and after. Results are cached by tree and gate: a second attempt, or another task
-//! started from the same tree, reuses them; a run branch that moved has a new tree, measured anew.
+//! sees before and after. Results are kept by repository, tree and gate (its command and settings):
+//! in memory, and in the store, so that a second attempt, another task or run started from the
+//! same tree, a resumed abo or another worker of a shared store reuses them; a run branch that
+//! moved has a new tree, and a gate configured differently a new key, measured anew.
 //!
 //! Only gates whose reports or output measured something in the attempt run again: a plain gate
 //! (`cargo build`) costs nothing here.
@@ -10,28 +12,53 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sha2::{Digest, Sha256};
+
 use abo_core::ids::{AttemptId, CommitSha, GateName};
-use abo_core::spec::{RunSpec, TaskSpec};
+use abo_core::spec::{GateSpec, RunSpec, TaskSpec};
 use abo_policy::measure::Measured;
+use abo_store::BaselineKey;
 
 use crate::context::Ctx;
 
-/// Measurements by (tree, gate); each entry is filled once (its lock held while the gate runs, so
-/// two attempts on one tree wait for one run).
+/// Measurements by key; each entry is filled once per process (its lock held while the store is
+/// read and the gate runs, so two attempts on one tree wait for one run).
 type Cell = Arc<tokio::sync::OnceCell<Measured>>;
 
 #[derive(Debug, Default)]
-pub struct Cache(std::sync::Mutex<HashMap<(String, GateName), Cell>>);
+pub struct Cache {
+    cells: std::sync::Mutex<HashMap<BaselineKey, Cell>>,
+    /// The repository's name in keys, once found: finding it walks the history.
+    repo: std::sync::Mutex<Option<String>>,
+}
 
 impl Cache {
-    fn cell(&self, tree: &str, gate: &GateName) -> Option<Cell> {
-        let mut m = self.0.lock().ok()?;
-        Some(
-            m.entry((tree.to_owned(), gate.clone()))
-                .or_default()
-                .clone(),
-        )
+    fn cell(&self, key: &BaselineKey) -> Option<Cell> {
+        let mut m = self.cells.lock().ok()?;
+        Some(m.entry(key.clone()).or_default().clone())
     }
+}
+
+/// The repository, as every clone of it names it: the least of the root commits `head` descends
+/// from.
+async fn repo(ctx: &Ctx, wt: &std::path::Path, head: &CommitSha) -> Option<String> {
+    if let Some(r) = ctx.baselines.repo.lock().ok()?.clone() {
+        return Some(r);
+    }
+    let roots = ctx
+        .git
+        .run_in(wt, &["rev-list", "--max-parents=0", head.as_str()])
+        .await
+        .ok()?;
+    let r = roots.lines().map(str::trim).min()?.to_owned();
+    *ctx.baselines.repo.lock().ok()? = Some(r.clone());
+    Some(r)
+}
+
+/// The hash of what a gate runs and how: its command, timeout, retries, reports and quarantine.
+fn config(gate: &GateSpec) -> String {
+    let text = serde_json::to_string(gate).unwrap_or_default();
+    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 /// The baseline of an attempt: its measuring gates on the tree it started from, merged. `None`
@@ -56,31 +83,65 @@ pub async fn measured(
         .await
         .ok()?;
     let tree = tree.trim().to_owned();
+    let repo = repo(ctx, &wt, &head).await?;
     let mut out = Measured::default();
     for name in task.gates.iter().filter(|g| gates.contains(g)) {
-        let cell = ctx.baselines.cell(&tree, name)?;
+        let Some(gate) = spec.settings.gate(name) else {
+            continue;
+        };
+        let key = BaselineKey {
+            repo: repo.clone(),
+            tree: tree.clone(),
+            gate: name.clone(),
+            config: config(gate),
+        };
+        let cell = ctx.baselines.cell(&key)?;
         let m = cell
-            .get_or_init(|| run(ctx, spec, task, attempt, name, &head, &tree))
+            .get_or_init(|| stored_or_run(ctx, spec, task, attempt, &key, gate, &head))
             .await;
         out.merge(m.clone());
     }
     Some(out)
 }
 
-/// Runs one gate on `commit` in a detached worktree of its own and reads what it measured.
+/// The baseline of `key` from the store, or measured now and recorded there.
+async fn stored_or_run(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+    key: &BaselineKey,
+    gate: &GateSpec,
+    head: &CommitSha,
+) -> Measured {
+    // An entry that does not read (written by another abo's measurements) is measured anew.
+    if let Ok(Some(text)) = ctx.store.baseline(key, ctx.now()).await
+        && let Ok(m) = serde_json::from_str::<Measured>(&text)
+    {
+        return m;
+    }
+    let (m, measured) = run(ctx, spec, task, attempt, gate, head, &key.tree).await;
+    // Only a gate that ran to its end measured the tree: a worktree or sandbox that could not be
+    // made, or a timeout, may go differently next time.
+    if measured && let Ok(text) = serde_json::to_string(&m) {
+        let _ = ctx.store.put_baseline(key, &text, ctx.now()).await;
+    }
+    m
+}
+
+/// Runs one gate on `commit` in a detached worktree of its own and reads what it measured; true
+/// when the gate ran to its end (passed or failed, not timed out).
 async fn run(
     ctx: &Ctx,
     spec: &RunSpec,
     task: &TaskSpec,
     attempt: &AttemptId,
-    name: &GateName,
+    gate: &GateSpec,
     commit: &CommitSha,
     tree: &str,
-) -> Measured {
+) -> (Measured, bool) {
     let mut failed = Measured::default();
-    let Some(gate) = spec.settings.gate(name) else {
-        return failed;
-    };
+    let name = &gate.name;
     let short: String = tree.chars().take(12).collect();
     let dir: PathBuf = ctx
         .root
@@ -90,7 +151,7 @@ async fn run(
         failed
             .problems
             .push(format!("the baseline worktree could not be made: {e}"));
-        return failed;
+        return (failed, false);
     }
     let scratch = ctx.scratch(attempt);
     let _ = std::fs::create_dir_all(&scratch);
@@ -106,5 +167,5 @@ async fn run(
     let passed = ran.as_ref().is_some_and(|r| r.passed);
     let (m, _) = crate::measure::collect(&dir, &gate.reports, &rules, &text, passed);
     let _ = ctx.git.remove_worktree(&dir).await;
-    m
+    (m, ran.is_some_and(|r| !r.timed_out))
 }

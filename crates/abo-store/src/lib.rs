@@ -20,7 +20,7 @@ use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{Any, AnyPool, Row, Transaction};
 
 use abo_core::event::{Event, EventBody, StoredEvent};
-use abo_core::ids::{RunId, TaskId, Timestamp};
+use abo_core::ids::{GateName, RunId, TaskId, Timestamp};
 
 use batch::{Arg, Batch};
 use project::Fold;
@@ -181,7 +181,6 @@ pub struct ApprovalRow {
     pub status: String,
 }
 
-/// An API token, without its secret.
 /// A test seen flaky: its gate failed, then passed on the same tree.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FlakyTest {
@@ -192,6 +191,20 @@ pub struct FlakyTest {
     pub count: u64,
 }
 
+/// What a baseline's measurements are valid for: one gate, as configured, on one tree of one
+/// repository.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct BaselineKey {
+    /// The repository's root commit (the same in every clone of it).
+    pub repo: String,
+    /// The tree's id.
+    pub tree: String,
+    pub gate: GateName,
+    /// A hash of the gate's command and settings.
+    pub config: String,
+}
+
+/// An API token, without its secret.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TokenRow {
     pub id: String,
@@ -681,6 +694,57 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// A baseline's measurements (JSON, as the runtime wrote them), if its gate ran on that tree;
+    /// `at` marks it used.
+    pub async fn baseline(&self, key: &BaselineKey, at: Timestamp) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "UPDATE baselines SET used_at = $1
+             WHERE repo = $2 AND tree = $3 AND gate = $4 AND config = $5
+             RETURNING measured",
+        )
+        .bind(at.0)
+        .bind(&key.repo)
+        .bind(&key.tree)
+        .bind(key.gate.as_str())
+        .bind(&key.config)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Records a baseline's measurements. The first one recorded stays: two processes that
+    /// measured one key at once measured the same tree with the same gate.
+    pub async fn put_baseline(
+        &self,
+        key: &BaselineKey,
+        measured: &str,
+        at: Timestamp,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO baselines (repo, tree, gate, config, measured, created_at, used_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (repo, tree, gate, config) DO NOTHING",
+        )
+        .bind(&key.repo)
+        .bind(&key.tree)
+        .bind(key.gate.as_str())
+        .bind(&key.config)
+        .bind(measured)
+        .bind(at.0)
+        .bind(at.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Removes baselines not used since `before`; returns how many.
+    pub async fn baseline_prune(&self, before: Timestamp) -> Result<u64> {
+        let r = sqlx::query("DELETE FROM baselines WHERE used_at < $1")
+            .bind(before.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected())
     }
 
     /// Removes cache entries not used since `before`; returns how many.

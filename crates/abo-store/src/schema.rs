@@ -184,6 +184,21 @@ const MIGRATIONS: &[&str] = &[
         count      INTEGER NOT NULL,
         PRIMARY KEY (gate, test)
     );",
+    // 9: baselines (what a task's measuring gates measured on the tree an attempt started from),
+    // written by the runtime, so that another process (a resume, a worker, another run on the same
+    // tree) reads them instead of running the gates again; pruned by `abo gc`. `gate` is its name,
+    // `config` the hash of its command and settings, `repo` the repository's root commit.
+    "CREATE TABLE baselines (
+        repo       TEXT NOT NULL,
+        tree       TEXT NOT NULL,
+        gate       TEXT NOT NULL,
+        config     TEXT NOT NULL,
+        measured   TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        used_at    INTEGER NOT NULL,
+        PRIMARY KEY (repo, tree, gate, config)
+    );
+    CREATE INDEX baselines_used ON baselines (used_at);",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

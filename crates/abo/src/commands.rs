@@ -442,11 +442,16 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
     let (cleaned, repaired) = engine::gc(&env.ctx, before).await?;
     // Cached results not reused within the retention go too.
     let pruned = env.ctx.store.cache_prune(before).await?;
+    // And baselines not read within it.
+    let baselines = env.ctx.store.baseline_prune(before).await?;
     if cli.json {
-        say_json!(
-            serde_json::json!({ "cleaned": cleaned, "cache_entries_removed": pruned, "repaired": repaired })
-        );
-    } else if cleaned.is_empty() && pruned == 0 && repaired.is_empty() {
+        say_json!(serde_json::json!({
+            "cleaned": cleaned,
+            "cache_entries_removed": pruned,
+            "baselines_removed": baselines,
+            "repaired": repaired
+        }));
+    } else if cleaned.is_empty() && pruned == 0 && baselines == 0 && repaired.is_empty() {
         say!("nothing to remove");
     } else {
         for r in &repaired {
@@ -458,6 +463,12 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
         if pruned > 0 {
             say!(
                 "removed {pruned} cached result(s) not reused since {}",
+                before.to_rfc3339()
+            );
+        }
+        if baselines > 0 {
+            say!(
+                "removed {baselines} baseline(s) not read since {}",
                 before.to_rfc3339()
             );
         }

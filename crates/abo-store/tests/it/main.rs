@@ -144,6 +144,7 @@ conformance!(
     concurrent_workers_never_claim_one_job_twice,
     artifacts_are_shared_by_content,
     flaky_tests_are_a_projection_of_the_log,
+    baselines_are_kept_by_repository_tree_and_gate,
 );
 
 fn history(run: &str) -> Vec<Event> {
@@ -975,4 +976,48 @@ async fn flaky_tests_are_a_projection_of_the_log(db: Db) {
     assert_eq!(brief(store.flaky_tests().await.unwrap()), want);
     store.rebuild_projections().await.unwrap();
     assert_eq!(brief(store.flaky_tests().await.unwrap()), want);
+}
+
+async fn baselines_are_kept_by_repository_tree_and_gate(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let key = |repo: &str, tree: &str, gate: &str, config: &str| abo_store::BaselineKey {
+        repo: repo.into(),
+        tree: tree.into(),
+        gate: abo_core::ids::GateName::new(gate),
+        config: config.into(),
+    };
+    let k = key("root", "t1", "test", "c1");
+    assert_eq!(b.baseline(&k, Timestamp(1)).await.unwrap(), None);
+    a.put_baseline(&k, r#"{"tests":{"run":3}}"#, Timestamp(1))
+        .await
+        .unwrap();
+    // Another process sees it; the first measurement recorded stays.
+    b.put_baseline(&k, r#"{"tests":{"run":4}}"#, Timestamp(2))
+        .await
+        .unwrap();
+    assert_eq!(
+        b.baseline(&k, Timestamp(3)).await.unwrap().as_deref(),
+        Some(r#"{"tests":{"run":3}}"#)
+    );
+    // Any other part of the key is another baseline.
+    let old = key("root", "t2", "test", "c1");
+    a.put_baseline(&old, "{}", Timestamp(2)).await.unwrap();
+    for other in [
+        key("other", "t1", "test", "c1"),
+        key("root", "t3", "test", "c1"),
+        key("root", "t1", "lint", "c1"),
+        key("root", "t1", "test", "c2"),
+    ] {
+        assert_eq!(
+            b.baseline(&other, Timestamp(3)).await.unwrap(),
+            None,
+            "{other:?}"
+        );
+    }
+    // Not a projection: a rebuild keeps them.
+    a.rebuild_projections().await.unwrap();
+    // Pruning removes those not used since: `k` was read at 3, `old` only written at 2.
+    assert_eq!(b.baseline_prune(Timestamp(3)).await.unwrap(), 1);
+    assert!(b.baseline(&k, Timestamp(4)).await.unwrap().is_some());
+    assert_eq!(b.baseline(&old, Timestamp(4)).await.unwrap(), None);
 }

@@ -1040,3 +1040,59 @@ fn unittest_counts_from_its_summary_lines_catch_a_removed_or_skipped_test() {
         }
     }
 }
+
+/// The baseline is kept in the store: a second run on the same base, another process, reads it
+/// instead of running the base's gates again, and its policy still compares with the base. A gate
+/// configured differently is another baseline, measured anew.
+#[test]
+fn a_baseline_measured_once_is_reused_by_the_next_run_on_the_same_tree() {
+    let repo = TestRepo::new();
+    repo.write(
+        "calc.py",
+        "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n",
+    );
+    repo.write(
+        "test_calc.py",
+        "import unittest\n\nimport calc\n\n\nclass T(unittest.TestCase):\n    def test_low(self):\n        self.assertEqual(calc.clamp(-1, 0, 3), 0)\n\n    def test_high(self):\n        self.assertEqual(calc.clamp(5, 0, 3), 3)\n",
+    );
+    repo.write(".gitignore", "__pycache__/\n");
+    repo.commit_all("calc");
+    // Outside the repository (as is the config), so that every run starts from one tree; the gate
+    // counts its runs on a base there.
+    let marker = repo.write_outside("base-runs", "");
+    let cfg = |unittest: &str| {
+        let yaml = format!(
+            "version: 1\nsandbox: {{ mode: off }}\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\ngates:\n  - name: test\n    run: case \"$(pwd -P)\" in */baseline-*) echo ran >> {} ;; esac; {unittest}\n",
+            marker.display()
+        );
+        repo.write_outside("abo.yml", &yaml)
+    };
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: delete, title: Drop a test, run: \"python3 - <<'EOF'\\ns = open('test_calc.py').read()\\nopen('test_calc.py', 'w').write(s[:s.index('    def test_high')])\\nEOF\" }\n",
+    );
+    let base_runs = || std::fs::read_to_string(&marker).unwrap().lines().count();
+    let denied_against_the_base = |unittest: &str, runs: usize| {
+        let c = cfg(unittest);
+        let (_, doc, stderr) = run(&repo, &b, &["--config", c.to_str().unwrap()]);
+        assert_eq!(brief(&doc), s(&[("delete", "denied", 1)]), "{stderr}");
+        let reason = task(&doc, "delete")["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("1 tests ran, 2 on the base"),
+            "the policy saw the base: {reason:?}"
+        );
+        assert_eq!(base_runs(), runs, "{unittest}: the base gate's runs");
+    };
+    denied_against_the_base("python3 -m unittest -v", 1);
+    // Another run, another process: the base is read from the store.
+    denied_against_the_base("python3 -m unittest -v", 1);
+    // The control: another command is another key.
+    denied_against_the_base("python3 -m unittest --verbose", 2);
+    denied_against_the_base("python3 -m unittest --verbose", 2);
+    // `abo gc` prunes baselines not read within its retention: the next run measures again.
+    let out = abo(&repo, &["gc", "--older-than", "0s", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let gc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(gc["baselines_removed"], 2, "{gc}");
+    denied_against_the_base("python3 -m unittest -v", 3);
+}

@@ -588,3 +588,49 @@ fn an_approval_on_the_shared_store_lands_the_change_from_the_worker_that_holds_i
         .git(&["show", &format!("refs/heads/abo/{run}:Cargo.lock")]);
     assert_eq!(lock.trim(), "pinned");
 }
+
+/// Gates run on workers: a baseline one worker measured is in the shared store, and a later run
+/// on the same tree, on another worker with its own clone, reads it instead of running the base's
+/// gate again; its policy still compares with the base.
+#[test]
+fn a_baseline_one_worker_measured_is_read_by_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("base-runs");
+    std::fs::write(&marker, "").unwrap();
+    let mut c = Cluster::new(&format!(
+        "version: 1\nsandbox: {{ mode: off }}\nattempts: {{ max: 1, stop_after_consecutive_failures: 0 }}\ngates:\n  - name: test\n    run: case \"$(pwd -P)\" in */baseline-*) echo ran >> {} ;; esac; python3 -m unittest -v\n",
+        marker.display()
+    ));
+    c.repo.write(
+        "calc.py",
+        "def clamp(x, lo, hi):\n    return max(lo, min(x, hi))\n",
+    );
+    c.repo.write(
+        "test_calc.py",
+        "import unittest\n\nimport calc\n\n\nclass T(unittest.TestCase):\n    def test_low(self):\n        self.assertEqual(calc.clamp(-1, 0, 3), 0)\n\n    def test_high(self):\n        self.assertEqual(calc.clamp(5, 0, 3), 3)\n",
+    );
+    c.repo.write(".gitignore", "__pycache__/\n");
+    c.repo.commit_all("calc");
+    c.repo
+        .git(&["push", "--quiet", "origin", "HEAD:refs/heads/main"]);
+    let backlog = "tasks:\n  - { id: delete, title: Drop a test, run: \"python3 - <<'EOF'\\ns = open('test_calc.py').read()\\nopen('test_calc.py', 'w').write(s[:s.index('    def test_high')])\\nEOF\" }\n";
+    c.serve("serve");
+    for (w, other) in [("w1", None), ("w2", Some("w1"))] {
+        if let Some(o) = other {
+            c.kill(o);
+        }
+        c.worker(w, 1, None);
+        let run = c.detach(backlog);
+        let status = c.wait_finished(&run, 120);
+        let t = &status["tasks"][0];
+        assert_eq!(t["status"], "denied", "{status:#}");
+        let reason = t["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("1 tests ran, 2 on the base"),
+            "{w}: the policy saw the base: {reason:?}"
+        );
+        assert!(c.log(w).contains("claimed"), "{w}: {}", c.log(w));
+        let runs = std::fs::read_to_string(&marker).unwrap().lines().count();
+        assert_eq!(runs, 1, "{w}: the base gate ran once in all");
+    }
+}
