@@ -109,6 +109,19 @@ impl Real {
     }
 
     /// The `task.backend_finished` event of the run.
+    /// Runs the task against a failing provider: the run exits 1 and the task fails with nothing
+    /// landed. Returns its reason, whether abo took it as transient, and the backend's event.
+    pub(crate) fn failing(&self) -> (String, bool, Value) {
+        let (code, doc, stderr) = self.run();
+        assert_eq!(code, 1, "{stderr}");
+        let t = &doc["tasks"][0];
+        assert_eq!(t["status"], "failed", "{doc}");
+        assert_eq!(self.landed(&doc, "created.txt"), None);
+        let e = self.finished(&doc);
+        let transient = e["data"]["transient"].as_bool().unwrap_or(false);
+        (t["reason"].as_str().unwrap().to_owned(), transient, e)
+    }
+
     pub(crate) fn finished(&self, doc: &Value) -> Value {
         let run = doc["run"]["id"].as_str().unwrap();
         events(&self.repo, run)

@@ -152,19 +152,9 @@ fn codex_in_the_sandbox_over_http_through_the_proxy() {
     assert_eq!(code, 0, "{stderr}");
 }
 
-/// Runs the task against a failing provider; returns the task's failure reason and whether abo
-/// took it as transient.
 fn failing(r: &Real) -> (String, bool) {
-    let (code, doc, stderr) = r.run();
-    assert_eq!(code, 1, "{stderr}");
-    let t = &doc["tasks"][0];
-    assert_eq!(t["status"], "failed", "{doc}");
-    assert_eq!(r.landed(&doc, "created.txt"), None);
-    let e = r.finished(&doc);
-    (
-        t["reason"].as_str().unwrap().to_owned(),
-        e["data"]["transient"].as_bool().unwrap_or(false),
-    )
+    let (reason, transient, _) = r.failing();
+    (reason, transient)
 }
 
 #[test]
