@@ -283,28 +283,45 @@ fn coverage(after: Option<&Coverage>, before: Option<&Coverage>, files: &[Change
     })
 }
 
-/// The findings after the change, each marked `new` when the base had no finding of its
-/// fingerprint (or, without a baseline, when it is on a line the change adds).
+/// The findings after the change, each marked `new` unless the base had a finding of its rule, file
+/// and fingerprint left to match it (or, without a baseline, when it is on a line the change adds).
+/// Each finding of the base matches one finding after: a fingerprint that many findings share
+/// (semgrep without a login writes `requires login` on every one) hides no more of the change's
+/// findings than the base had. Those on lines the change did not add are matched first.
 fn findings(after: &Measured, before: Option<&Measured>, files: &[ChangedFile]) -> Value {
     let Some(all) = &after.findings else {
         return json!([]);
     };
-    let old: Option<BTreeSet<&str>> = before
-        .and_then(|b| b.findings.as_ref())
-        .map(|f| f.iter().map(|f| f.fingerprint.as_str()).collect());
     let on_added = |f: &Finding| {
         files
             .iter()
             .any(|c| c.path == f.path && (c.status == "added" || c.added_lines.contains(&f.line)))
     };
-    let list: Vec<Value> = all
+    let key = |f: &Finding| (f.rule.clone(), f.path.clone(), f.fingerprint.clone());
+    let listed = &all[..all.len().min(LISTED * 5)];
+    let new: Vec<bool> = match before.and_then(|b| b.findings.as_ref()) {
+        None => listed.iter().map(on_added).collect(),
+        Some(old) => {
+            let mut left: BTreeMap<_, usize> = BTreeMap::new();
+            for f in old {
+                *left.entry(key(f)).or_default() += 1;
+            }
+            let mut new = vec![true; listed.len()];
+            let mut order: Vec<usize> = (0..listed.len()).collect();
+            order.sort_by_key(|&i| on_added(&listed[i]));
+            for i in order {
+                if let Some(n) = left.get_mut(&key(&listed[i])).filter(|n| **n > 0) {
+                    *n -= 1;
+                    new[i] = false;
+                }
+            }
+            new
+        }
+    };
+    let list: Vec<Value> = listed
         .iter()
-        .take(LISTED * 5)
-        .map(|f| {
-            let new = match &old {
-                Some(old) => !old.contains(f.fingerprint.as_str()),
-                None => on_added(f),
-            };
+        .zip(new)
+        .map(|(f, new)| {
             json!({
                 "rule": f.rule, "level": f.level, "severity": f.level, "path": f.path,
                 "line": f.line, "message": f.message, "fingerprint": f.fingerprint, "new": new,

@@ -497,3 +497,174 @@ fn test_edits_in_each_language() {
         ]],
     );
 }
+
+/// Where jest, jest-junit and eslint ran (`fixtures/js/jest`): their reports name files under it.
+const JS_ROOT: &str = "/tmp/fx/jest";
+
+fn cases_of(rel: &str) -> (Counts, Vec<String>) {
+    let cases = reports::junit(&fixture(rel)).unwrap();
+    (
+        Counts::of(&cases),
+        cases
+            .into_iter()
+            .map(|c| format!("{} {:?}", c.name, c.outcome))
+            .collect(),
+    )
+}
+
+#[test]
+fn junit_reports_of_jest_junit_and_gotestsum() {
+    check(
+        cases_of("js/jest/failing/jest-junit.xml"),
+        expect![[
+            r#"(Counts { run: 4, passed: 3, failed: 1, skipped: 1 }, ["sum adds Passed", "sum of nothing is zero Passed", "mean of empty is zero Passed", "mean of many Skipped", "mean rounds down Failed"])"#
+        ]],
+    );
+    check(
+        cases_of("js/jest/skipped/jest-junit.xml").0,
+        expect![[r#"Counts { run: 3, passed: 3, failed: 0, skipped: 2 }"#]],
+    );
+    check(
+        cases_of("go/gotestsum-junit-fail.xml"),
+        expect![[
+            r#"(Counts { run: 2, passed: 1, failed: 1, skipped: 1 }, ["example.com/calc::TestClamp Failed", "example.com/calc::TestSlow Skipped", "example.com/calc::TestAdd Passed"])"#
+        ]],
+    );
+    check(
+        cases_of("go/gotestsum-junit.xml").0,
+        expect![[r#"Counts { run: 2, passed: 2, failed: 0, skipped: 1 }"#]],
+    );
+}
+
+#[test]
+fn summary_lines_of_jest_and_go_test() {
+    for (rel, want) in [
+        ("js/jest/base/jest.out", Some((4, 4, 0, 1))),
+        ("js/jest/skipped/jest.out", Some((3, 3, 0, 2))),
+        ("js/jest/failing/jest.out", Some((4, 3, 1, 1))),
+        ("go/go-test.out", Some((2, 2, 0, 1))),
+        ("go/go-test-fail.out", Some((2, 1, 1, 1))),
+        ("go/calc.go", None),
+    ] {
+        let got = reports::summary(&fixture(rel)).map(|c| (c.run, c.passed, c.failed, c.skipped));
+        assert_eq!(got, want, "{rel}");
+    }
+}
+
+/// jest writes both formats from one run (istanbul's `lcov` and `cobertura` reporters); the
+/// Cobertura one carries a DOCTYPE, which must be read, not refused as an entity bomb would be.
+#[test]
+fn jest_coverage_as_lcov_and_cobertura_agree() {
+    let lcov = reports::lcov(&fixture("js/jest/base/lcov.info"), JS_ROOT).unwrap();
+    let cobertura =
+        reports::cobertura(&fixture("js/jest/base/cobertura-coverage.xml"), JS_ROOT).unwrap();
+    assert_eq!(lcov, cobertura);
+    check(lcov.files["sum.js"].missed.clone(), expect![[r#"{13, 14, 15}"#]]);
+    check(lcov.percent(), expect!["Some(66.67)"]);
+}
+
+#[test]
+fn sarif_findings_of_eslint_and_semgrep() {
+    let show = |f: &[reports::Finding]| {
+        f.iter()
+            .map(|f| {
+                format!(
+                    "{} {:?} {}:{} {:?}",
+                    f.rule, f.level, f.path, f.line, f.security
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    check(
+        show(&reports::sarif(&fixture("js/jest/eslint.sarif"), JS_ROOT).unwrap()),
+        expect![[
+            r#"["no-unused-vars Error lint.js:2 None", "eqeqeq Warning lint.js:3 None", "no-eval Error lint.js:3 None"]"#
+        ]],
+    );
+    // semgrep gives each result's level by its rule and the security severity as a string.
+    check(
+        show(&reports::sarif(&fixture("python/semgrep/after/semgrep.sarif"), "").unwrap()),
+        expect![[
+            r#"["python-eval Error danger.py:5 Some(\"critical\")", "python-subprocess-shell Warning danger.py:6 None", "python-eval Error danger.py:11 Some(\"critical\")"]"#
+        ]],
+    );
+}
+
+/// semgrep without a login writes the same fingerprint, `requires login`, on every result: a
+/// change that adds a second `eval` beside one the base already had brings one new finding, not
+/// none (a fingerprint is matched once per finding of the base, for its rule and file).
+#[test]
+fn a_fingerprint_shared_by_many_findings_does_not_hide_new_ones() {
+    let measured = |rel: &str| Measured {
+        findings: Some(reports::sarif(&fixture(rel), "").unwrap()),
+        ..Default::default()
+    };
+    let before = measured("python/semgrep/before/semgrep.sarif");
+    let after = measured("python/semgrep/after/semgrep.sarif");
+    let files = [changed(
+        "danger.py",
+        "modified",
+        &fixture("python/semgrep/before/danger.py"),
+        &fixture("python/semgrep/after/danger.py"),
+    )];
+    let ev = evidence(&after, Some(&before), &files, &[]);
+    let new: Vec<String> = ev["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["new"] == json!(true))
+        .map(|f| format!("{}:{}", f["rule"].as_str().unwrap(), f["line"]))
+        .collect();
+    assert_eq!(new, ["python-eval:11"]);
+    let i = input(ev, "code");
+    let (verdict, reasons) = decide(json!({"quality": {"finding_severity": "error"}}), &i);
+    assert_ne!(verdict, Verdict::Allow, "{reasons:?}");
+    // The control: against a base that had both evals, the fingerprint counted twice, nothing is new.
+    let same = |a: &Measured| evidence(a, Some(a), &files, &[]);
+    assert!(
+        same(&after)["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["new"] == json!(false))
+    );
+}
+
+/// jest's reports before and after a change that breaks `mean` and skips the test that catches
+/// it: the skipped test is named, and the change does not land; the honest base passes.
+#[test]
+fn a_jest_test_skipped_to_hide_a_bug_does_not_land() {
+    let before = measured_junit("js/jest/base/jest-junit.xml");
+    let after = measured_junit("js/jest/skipped/jest-junit.xml");
+    let files = [
+        changed(
+            "sum.js",
+            "modified",
+            &fixture("js/jest/base/sum.js"),
+            &fixture("js/jest/skipped/sum.js"),
+        ),
+        changed(
+            "sum.test.js",
+            "modified",
+            &fixture("js/jest/base/sum.test.js"),
+            &fixture("js/jest/skipped/sum.test.js"),
+        ),
+    ];
+    let i = input(evidence(&after, Some(&before), &files, &[]), "code");
+    let (verdict, reasons) = decide(json!({}), &i);
+    assert_eq!(verdict, Verdict::Deny, "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r.contains("mean rounds down")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("it.skip")), "{reasons:?}");
+    // The control: the base's code with a test added, measured as the base was.
+    let base_tests = fixture("js/jest/base/sum.test.js");
+    let more = base_tests.replace(
+        "describe('mean', () => {",
+        "describe('mean', () => {\n  test('of one', () => {\n    expect(mean([4])).toBe(4);\n  });\n",
+    );
+    let files = [changed("sum.test.js", "modified", &base_tests, &more)];
+    let i = input(evidence(&before, Some(&before), &files, &[]), "code");
+    assert_eq!(decide(json!({}), &i), (Verdict::Allow, vec![]));
+}

@@ -75,9 +75,17 @@ impl Counts {
     }
 }
 
+/// An XML report. A document type declaration is read only without an internal subset (istanbul's
+/// Cobertura names its DTD by `SYSTEM` URL, which is never fetched); one with `[...]` could declare
+/// entities, and is refused.
 fn xml(text: &str) -> Result<roxmltree::Document<'_>, ReportError> {
+    let external_only = text.find("<!DOCTYPE").is_some_and(|at| {
+        let decl = &text[at..];
+        let end = decl.find('>').unwrap_or(decl.len());
+        !decl[..end].contains('[')
+    });
     let opts = roxmltree::ParsingOptions {
-        allow_dtd: false,
+        allow_dtd: external_only,
         nodes_limit: MAX_NODES,
         ..Default::default()
     };
@@ -102,7 +110,11 @@ pub fn junit(text: &str) -> Result<Vec<TestCase>, ReportError> {
         .take(MAX_ENTRIES)
     {
         let name = c.attribute("name").unwrap_or("");
-        let name = match c.attribute("classname").filter(|s| !s.is_empty()) {
+        // jest-junit's default writes the same text in both.
+        let name = match c
+            .attribute("classname")
+            .filter(|s| !s.is_empty() && *s != name)
+        {
             Some(class) => format!("{class}::{name}"),
             None => name.to_owned(),
         };
@@ -233,7 +245,7 @@ pub fn lcov(text: &str, root: &str) -> Result<Coverage, ReportError> {
 }
 
 /// A Cobertura XML report (coverage.py's `coverage xml`, jest's `cobertura` reporter, tarpaulin):
-/// `<class filename>` with `<line number hits>`, paths relative to one of `<sources>`.
+/// `<class filename>` with its `<lines>` of `<line number hits>`, paths relative to one of `<sources>`.
 pub fn cobertura(text: &str, root: &str) -> Result<Coverage, ReportError> {
     let doc = xml(text)?;
     let top = doc.root_element();
@@ -261,7 +273,14 @@ pub fn cobertura(text: &str, root: &str) -> Result<Coverage, ReportError> {
             Some(p) if !name.starts_with('/') => format!("{}/{name}", p.trim_end_matches('/')),
             _ => name,
         };
-        for line in class.descendants().filter(|n| n.has_tag_name("line")) {
+        // The class's own `<lines>`: a `<method>`'s lines repeat some of them, or (istanbul) name
+        // the line a function is declared on, which LCOV does not count.
+        let lines = class
+            .children()
+            .filter(|n| n.has_tag_name("lines"))
+            .flat_map(|l| l.children())
+            .filter(|n| n.has_tag_name("line"));
+        for line in lines {
             let number = line.attribute("number").and_then(|s| s.parse::<u32>().ok());
             let hits = line.attribute("hits").and_then(|s| s.parse::<u64>().ok());
             if let (Some(n), Some(h)) = (number, hits) {
