@@ -45,6 +45,11 @@ psql -XAtq "postgres://root@127.0.0.1:5432/postgres" -c 'SELECT 1' >/dev/null
 # The real agent CLIs of ops/agents.lock, which the real_* integration tests run (python3.11 makes
 # aider's virtual environment). Quick when already installed.
 bash .ci/install-agents
+# The mutation gate's test runs the real cargo-mutants (from crates.io; a few minutes to build once).
+CARGO_MUTANTS_VERSION=27.1.0
+if [ "$(cargo mutants --version 2>/dev/null)" != "cargo-mutants $CARGO_MUTANTS_VERSION" ]; then
+  cargo install --locked "cargo-mutants@$CARGO_MUTANTS_VERSION"
+fi
 
 
 cargo test --workspace "$@"

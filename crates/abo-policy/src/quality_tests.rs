@@ -559,7 +559,10 @@ fn jest_coverage_as_lcov_and_cobertura_agree() {
     let cobertura =
         reports::cobertura(&fixture("js/jest/base/cobertura-coverage.xml"), JS_ROOT).unwrap();
     assert_eq!(lcov, cobertura);
-    check(lcov.files["sum.js"].missed.clone(), expect![[r#"{13, 14, 15}"#]]);
+    check(
+        lcov.files["sum.js"].missed.clone(),
+        expect![[r#"{13, 14, 15}"#]],
+    );
     check(lcov.percent(), expect!["Some(66.67)"]);
 }
 

@@ -234,6 +234,30 @@ pub const CA_VARS: [&str; 4] = [
 /// A directory of certificates OpenSSL and rustls read, passed as the bundles are.
 const CA_DIR_VAR: &str = "SSL_CERT_DIR";
 
+/// Toolchain managers that find their toolchains through HOME when their variable is unset, with
+/// the directory they would use: rustup's proxies (`cargo`, `rustc` on PATH) find no toolchain in
+/// a private HOME. Each is passed as an absolute path, read-only like the rest of the host, when
+/// the variable is set or its directory exists (credential files in them stay denied by
+/// `deny_read`).
+const TOOLCHAIN_HOMES: [(&str, &str); 2] = [("RUSTUP_HOME", ".rustup"), ("CARGO_HOME", ".cargo")];
+
+fn toolchain_homes(
+    var: impl Fn(&str) -> Option<std::ffi::OsString>,
+    home: Option<&Path>,
+) -> Vec<(String, String)> {
+    TOOLCHAIN_HOMES
+        .iter()
+        .filter_map(|(name, rel)| {
+            let dir = match var(name) {
+                Some(v) => PathBuf::from(v),
+                None => home?.join(rel),
+            };
+            (dir.is_absolute() && dir.is_dir())
+                .then(|| ((*name).to_owned(), dir.to_string_lossy().into_owned()))
+        })
+        .collect()
+}
+
 fn home() -> Option<PathBuf> {
     std::env::var_os("HOME").map(PathBuf::from)
 }
@@ -295,6 +319,11 @@ pub fn wrap(
         }
     }
     env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
+    for (k, v) in toolchain_homes(|k| std::env::var_os(k), home().as_deref()) {
+        if !s.env_pass.iter().any(|p| *p == k) {
+            env.push((k, v));
+        }
+    }
     let network = match role {
         Role::Gate | Role::Command => {
             std::fs::create_dir_all(&private_home)
@@ -487,5 +516,36 @@ pub fn check(s: &SandboxSpec) -> Result<Vec<String>, String> {
                 )
             })
             .collect()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// rustup's proxies look for `$HOME/.rustup` unless RUSTUP_HOME says where: in a private HOME
+    /// `cargo` finds no toolchain. The user's directories are passed as they are, or as set.
+    #[test]
+    fn toolchain_homes_name_the_users_directories() {
+        let home = tempfile::tempdir().unwrap();
+        std::fs::create_dir(home.path().join(".rustup")).unwrap();
+        let none = |_: &str| None;
+        assert_eq!(
+            toolchain_homes(none, Some(home.path())),
+            [(
+                "RUSTUP_HOME".to_owned(),
+                home.path().join(".rustup").display().to_string()
+            )]
+        );
+        let elsewhere = tempfile::tempdir().unwrap();
+        let set = |k: &str| (k == "CARGO_HOME").then(|| elsewhere.path().as_os_str().to_owned());
+        assert_eq!(
+            toolchain_homes(set, Some(home.path())).len(),
+            2,
+            "CARGO_HOME as set"
+        );
+        // A relative or missing directory is not passed.
+        let relative = |_: &str| Some(std::ffi::OsString::from("rel/dir"));
+        assert!(toolchain_homes(relative, None).is_empty());
     }
 }

@@ -1096,3 +1096,75 @@ fn a_baseline_measured_once_is_reused_by_the_next_run_on_the_same_tree() {
     assert_eq!(gc["baselines_removed"], 2, "{gc}");
     denied_against_the_base("python3 -m unittest -v", 3);
 }
+
+/// A mutation gate as a Rust project writes it: cargo-mutants (installed by ops/test.sh) on the
+/// change's lines only. cargo-mutants exits 2 when mutants were missed and 3 on timeouts, so the
+/// gate lets the score decide.
+const MUTANTS_GATE: &str = r#"version: 1
+attempts: { max: 1, stop_after_consecutive_failures: 0 }
+gates:
+  - name: mutants
+    run: cargo mutants --in-diff "$ABO_CHANGE_DIFF"; s=$?; [ $s -eq 0 ] || [ $s -eq 2 ] || [ $s -eq 3 ]
+    reports: { metrics: mutants.out/outcomes.json }
+    timeout: 5m
+"#;
+
+/// `max` changed from `>` to `>=`, with the test that was ignored turned on: weakly (it cannot
+/// tell `max` from a constant) or well.
+const MAX_WEAK: &str = "    fn max_picks_larger() {\n        assert!(max(1, 2) > 0);\n    }\n";
+const MAX_STRONG: &str = "    fn max_picks_larger() {\n        assert_eq!(max(1, 2), 2);\n        assert_eq!(max(5, 3), 5);\n    }\n";
+
+#[test]
+fn a_mutation_gate_scores_the_changed_lines_of_a_real_rust_crate() {
+    let lib = include_str!("../../../abo-policy/fixtures/rust/src/lib.rs");
+    let old_test =
+        "    #[ignore]\n    fn max_picks_larger() {\n        assert_eq!(max(1, 2), 2);\n    }\n";
+    assert!(lib.contains(old_test));
+    let mut outcomes = Vec::new();
+    for (id, test) in [("weak", MAX_WEAK), ("strong", MAX_STRONG)] {
+        let repo = TestRepo::new();
+        repo.write(
+            "Cargo.toml",
+            include_str!("../../../abo-policy/fixtures/rust/Cargo.toml"),
+        );
+        repo.write("src/lib.rs", lib);
+        repo.write(".gitignore", "target/\nmutants.out*/\n");
+        config(&repo, MUTANTS_GATE);
+        let changed = lib
+            .replace("if a > b {", "if a >= b {")
+            .replace(old_test, test);
+        let new = repo.write_outside("lib.rs", &changed);
+        let b = repo.write_outside(
+            "b.yml",
+            &format!(
+                "tasks:\n  - {{ id: {id}, title: max keeps the first of equals, run: {:?} }}\n",
+                format!("cp {} src/lib.rs", new.display())
+            ),
+        );
+        let (_, doc, stderr) = run(&repo, &b, &[]);
+        let rid = doc["run"]["id"].as_str().unwrap().to_owned();
+        let log = events(&repo, &rid);
+        let gate = log
+            .iter()
+            .find(|e| e["kind"] == "task.gate" && e["data"]["name"] == "mutants")
+            .unwrap_or_else(|| panic!("{id}: no mutants gate in {log:?}\n{stderr}"));
+        outcomes.push((
+            id,
+            task(&doc, id)["status"].as_str().unwrap().to_owned(),
+            gate["data"]["figures"]["metrics"]["mutation_score"].clone(),
+            task(&doc, id)["reason"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "weak",
+                "awaiting_approval".to_owned(),
+                serde_json::json!(50.0),
+                "waiting for approval (merge): the mutation score is 50%, under safety.quality.min_mutation_score (60%)".to_owned()
+            ),
+            ("strong", "landed".to_owned(), serde_json::json!(100.0), String::new()),
+        ]
+    );
+}
