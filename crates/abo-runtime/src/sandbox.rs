@@ -320,7 +320,7 @@ pub fn wrap(
     }
     env.push(("TMPDIR".into(), tmp.to_string_lossy().into_owned()));
     for (k, v) in toolchain_homes(|k| std::env::var_os(k), home().as_deref()) {
-        if !s.env_pass.iter().any(|p| *p == k) {
+        if !s.env_pass.contains(&k) {
             env.push((k, v));
         }
     }
