@@ -1,4 +1,4 @@
-//! Autonomy (DESIGN §7): a level A0–A5 per action class, grouped in named profiles. Config and task
+//! Autonomy: a level A0–A5 per action class, grouped in named profiles. Config and task
 //! overrides may lower a level freely; a higher level needs a higher profile (`--profile`).
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Budgets (DESIGN §9): caps, the reservation an attempt takes before it starts, and the ledger of
+//! Budgets: caps, the reservation an attempt takes before it starts, and the ledger of
 //! what a run has charged. Every cap that applies to an attempt (run, task, backend, day, week)
 //! must hold its reservation, so spend passes a cap only when a backend overspends its own.
 

@@ -1,4 +1,4 @@
-//! `abo.yml` (DESIGN §4.1): parsed strictly; an unknown key is an error naming the nearest known one.
+//! `abo.yml`: parsed strictly; an unknown key is an error naming the nearest known one.
 
 use std::collections::BTreeMap;
 
@@ -176,7 +176,7 @@ fn strip_location(s: &str) -> &str {
     s.rfind(" at line ").map_or(s, |i| &s[..i])
 }
 
-/// One backend (DESIGN §6).
+/// One backend.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", deny_unknown_fields)]
 pub enum BackendConfig {
@@ -1444,7 +1444,7 @@ fn locate_backend_error(file: &str, text: &str, e: &serde_yaml::Error) -> InputE
 mod tests {
     use super::*;
 
-    /// The example of DESIGN §4.1 parses.
+    /// The full example configuration (every section, as the product documents it) parses.
     #[test]
     fn design_example_parses() {
         let text = include_str!("../tests/data/design-abo.yml");

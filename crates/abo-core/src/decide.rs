@@ -1,5 +1,5 @@
 //! decide: (state, command, now) -> events + effects. Events are applied to the state as they are
-//! decided; the caller commits them before executing any effect (DESIGN §5). Effect results come
+//! decided; the caller commits them before executing any effect. Effect results come
 //! back as commands.
 
 use crate::budget::{Amount, Blocked, CapChange, Ledger, Reservation};
@@ -1510,7 +1510,7 @@ enum Wait {
     },
 }
 
-/// Routes an attempt (DESIGN §6, `router`): a task that names its backend keeps it; else the first
+/// Routes an attempt: a task that names its backend keeps it; else the first
 /// rule that holds for a healthy backend; else the learned choice for the task's type; else the
 /// default. An open circuit or a held backend is replaced by the first `router.fallback` that is
 /// neither; a held one without such a fallback makes the task wait, as does a backend at its
@@ -1666,7 +1666,7 @@ fn budget_facts<'a>(
     }
 }
 
-/// Whether the run branch may land into the base branch (DESIGN §7): below A3 it waits for review;
+/// Whether the run branch may land into the base branch: below A3 it waits for review;
 /// at A3 only when every landed change is low risk; at A4 and above (policy allowed each change).
 fn merge_decision(state: &RunState) -> Result<(), String> {
     use crate::autonomy::{Action, Level};

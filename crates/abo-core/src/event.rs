@@ -1,4 +1,4 @@
-//! Events (DESIGN §5): every state change of a run, in the order it happened.
+//! Events: every state change of a run, in the order it happened.
 
 use std::collections::BTreeMap;
 
@@ -118,7 +118,7 @@ pub enum EventBody {
         attempt: u32,
         backend: BackendName,
         worktree: String,
-        /// What the attempt holds of every cap that applies until it is charged (DESIGN §9).
+        /// What the attempt holds of every cap that applies until it is charged.
         #[serde(default, skip_serializing_if = "Reservation::is_empty")]
         reserved: Reservation,
     },
@@ -375,7 +375,7 @@ impl EventBody {
 }
 
 impl StoredEvent {
-    /// The line printed by `abo events --json` (DESIGN §5).
+    /// The line printed by `abo events --json`.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "seq": self.seq,

@@ -1,5 +1,6 @@
 //! From backlogs and config to a validated plan: a DAG of tasks, each with its backend and gates.
-//! Every problem of DESIGN §4.2 is reported here, located, before anything starts.
+//! Every problem of a backlog (ids, dependencies, cycles, backends, gates, paths) is reported here,
+//! located, before anything starts.
 
 use std::collections::BTreeMap;
 use std::path::Path;

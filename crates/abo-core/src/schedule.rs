@@ -1,4 +1,4 @@
-//! Schedules (DESIGN §10.3): the time windows in which attempts may start (`22:00-07:00`,
+//! Schedules: the time windows in which attempts may start (`22:00-07:00`,
 //! wrapping past midnight), and cron expressions (`minute hour day-of-month month day-of-week`)
 //! on which `abo daemon` starts backlogs. Pure: the runtime supplies the local time.
 

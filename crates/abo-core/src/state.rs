@@ -10,7 +10,7 @@ use crate::event::{Event, EventBody, GateStage, RetryCause, StoredEvent};
 use crate::ids::{ArtifactId, AttemptId, BackendName, CommitSha, RunId, TaskId, Timestamp};
 use crate::spec::{RunSpec, TaskSpec};
 
-/// A run's status (DESIGN §2).
+/// A run's status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunStatus {
     Planned,
@@ -68,7 +68,7 @@ impl Closing {
     }
 }
 
-/// A task's status as shown to people (DESIGN §5), derived from [`TaskState`].
+/// A task's status as shown to people, derived from [`TaskState`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {

@@ -1,4 +1,4 @@
-//! abo's policy: Rego v1 (regorus) over every change (DESIGN §8). The default bundle enforces the
+//! abo's policy: Rego v1 (regorus) over every change. The default bundle enforces the
 //! `safety` section of abo.yml; files in `safety.policy_dir` add rules to package `abo`. The engine
 //! is built once per run and reused; each evaluation is timed.
 
@@ -47,7 +47,7 @@ pub struct Decision {
 }
 
 impl Decision {
-    /// The JSON of `abo policy eval --json` (DESIGN §8).
+    /// The JSON of `abo policy eval --json`.
     pub fn to_json(&self) -> Value {
         serde_json::json!({
             "verdict": self.verdict.as_str(),
@@ -134,7 +134,7 @@ impl Policy {
         })
     }
 
-    /// Evaluates the policy on one input (DESIGN §8's shape).
+    /// Evaluates the policy on one input.
     pub fn evaluate(&mut self, input: &Value) -> Result<Decision, PolicyError> {
         let started = Instant::now();
         let input = self.with_path_facts(input);

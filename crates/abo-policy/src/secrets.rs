@@ -45,7 +45,7 @@ impl std::fmt::Debug for Finding {
 }
 
 impl Finding {
-    /// The shape the policy input takes (DESIGN §8): no value.
+    /// The shape the policy input takes: no value.
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({ "path": self.path, "line": self.line, "rule": self.rule })
     }

@@ -1,4 +1,4 @@
-//! What an attempt changed, as the policy sees it (DESIGN §8's `change`), and the secrets in it.
+//! What an attempt changed, as the policy sees it, and the secrets in it.
 
 use std::collections::HashMap;
 use std::path::Path;

@@ -74,7 +74,7 @@ pub struct Ctx {
     /// The abo binary, re-executed as the sandbox helper (`None`: sandboxing is unavailable).
     pub sandbox_helper: Option<PathBuf>,
     http: std::sync::OnceLock<reqwest::Client>,
-    /// Set on a control plane: attempts run on `abo worker`s (DESIGN §10.2).
+    /// Set on a control plane: attempts run on `abo worker`s.
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// The last change read in each attempt's worktree, for its policy.
     pub changes: crate::change::Latest,

@@ -71,7 +71,7 @@ impl RunPolicy {
 }
 
 pub async fn execute(ctx: &Ctx, spec: &RunSpec, run: &RunPolicy, effect: Effect) -> Done {
-    // On a control plane, what happens in an attempt's worktree is a worker's (DESIGN §10.2).
+    // On a control plane, what happens in an attempt's worktree is a worker's.
     let effect = match &ctx.shared {
         Some(shared) => match crate::shared::execute(ctx, shared, spec, run, effect).await {
             Ok(done) => return done,
@@ -234,7 +234,7 @@ async fn forget_then_cleanup(
     cleanup(ctx, attempt, keep).await
 }
 
-/// The variables every process run for an attempt gets (DESIGN §6).
+/// The variables every process run for an attempt gets.
 pub(crate) fn attempt_env(
     spec: &RunSpec,
     task: &TaskSpec,
@@ -281,7 +281,7 @@ fn feedback_text(ctx: &Ctx, f: &Feedback) -> String {
     text
 }
 
-/// Lands the run branch into the base branch (DESIGN §7): fast-forward when possible, in the
+/// Lands the run branch into the base branch: fast-forward when possible, in the
 /// user's checkout only when it is clean; otherwise a merge commit made in abo's own worktree, and
 /// never moving a branch some working tree has checked out. Returns (outcome, commit, reason).
 async fn merge_into_base(ctx: &Ctx, spec: &RunSpec) -> (String, Option<CommitSha>, String) {
@@ -502,7 +502,7 @@ async fn checked_out_in(ctx: &Ctx, branch: &str) -> Vec<std::path::PathBuf> {
     ctx.git.checked_out_in(branch).await.unwrap_or_default()
 }
 
-/// The policy's decision on an attempt's change (DESIGN §8's input).
+/// The policy's decision on an attempt's change.
 async fn evaluate_policy(
     ctx: &Ctx,
     spec: &RunSpec,

@@ -1,4 +1,4 @@
-//! The control plane's side of many machines (DESIGN §10.2). What happens in an attempt's worktree
+//! The control plane's side of many machines. What happens in an attempt's worktree
 //! (the backend, the attempt's gates, the policy on its change, its commit, its cleanup) is posted
 //! to the store as a job for an `abo worker`; everything that touches the run branch (landing,
 //! gates on a merged candidate, advancing, proofs, finishing) stays here, one task at a time.

@@ -1,4 +1,4 @@
-//! `abo worker` (DESIGN §10.2): claims attempt jobs from a shared store and executes them in its
+//! `abo worker`: claims attempt jobs from a shared store and executes them in its
 //! own clone of the repository, each attempt in its worktree and sandbox, exactly as one machine
 //! would. A start job takes a free slot and the attempt's lease; the attempt's later jobs come to
 //! this worker only. Leases are heartbeaten; one this worker lost (reaped after a pause or a cut

@@ -1,4 +1,4 @@
-//! The sandbox around every attempt and gate (DESIGN §1 principle 3, `sandbox` in §4.1).
+//! The sandbox around every attempt and gate.
 //!
 //! abo describes what a process may do as a [`Profile`]; the abo binary, re-executed as
 //! `abo __sandbox PROFILE.json -- PROGRAM ARGS...`, applies it to itself and then execs the

@@ -1,6 +1,6 @@
 //! abo's store: the append-only event log and its projections (runs, tasks), run leases, control
 //! requests, and the work shared with `abo worker`s. SQLite (WAL) on one machine, PostgreSQL when
-//! many share it (DESIGN §10); the same SQL serves both through sqlx's `Any` driver, with the few
+//! many share it; the same SQL serves both through sqlx's `Any` driver, with the few
 //! differences (locking, migrations) in [`Dialect`]. The only crate that speaks SQL.
 //!
 //! Every append is one transaction: the events get gap-free, strictly increasing `seq` numbers and

@@ -127,7 +127,7 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 5: the run's pull (merge) request.
     "ALTER TABLE runs ADD COLUMN pull_request TEXT;",
-    // 6: many machines (DESIGN §10.2). Workers, the attempt-scoped work the control plane posts for
+    // 6: many machines. Workers, the attempt-scoped work the control plane posts for
     // them, and who holds which attempt: the lease's `token` (the id of the job that started the
     // attempt) fences a worker that lost it.
     "CREATE TABLE workers (

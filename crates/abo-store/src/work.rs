@@ -1,4 +1,4 @@
-//! Work shared with `abo worker`s (DESIGN §10.2): the control plane posts each attempt-scoped
+//! Work shared with `abo worker`s: the control plane posts each attempt-scoped
 //! effect as a job; a worker claims a `start` job with `FOR UPDATE SKIP LOCKED` and with it the
 //! attempt's lease, whose `token` (the start job's id) fences everything after: the attempt's later
 //! jobs go to the lease's holder only, and a result is accepted only while the token still holds.

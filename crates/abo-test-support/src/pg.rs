@@ -1,4 +1,4 @@
-//! Throwaway PostgreSQL databases on the machine's server (DESIGN §10.2 tests), made and dropped
+//! Throwaway PostgreSQL databases on the machine's server, made and dropped
 //! with `psql`. The server is `ABO_TEST_PG` (default `postgres://root@127.0.0.1:5432`); a test
 //! that needs it fails, never skips, when it is not running (`.ci/run` starts it).
 

@@ -1,4 +1,4 @@
-//! `abo bench [--quick] [--json]`: abo measured against its performance targets (DESIGN §13).
+//! `abo bench [--quick] [--json]`: abo measured against its performance targets.
 //! The method of each figure is in BENCHMARKS.md; latencies are p50/p95/p99 over many samples,
 //! throughputs the median of repeated runs with min and max.
 

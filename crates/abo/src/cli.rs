@@ -1,4 +1,4 @@
-//! The command line (DESIGN §3).
+//! The command line.
 
 use std::path::PathBuf;
 
@@ -66,7 +66,7 @@ pub(crate) struct RunArgs {
     pub(crate) caps: CapArgs,
 }
 
-/// The run's own caps (DESIGN §9).
+/// The run's own caps.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CapArgs {
     /// The run's spending cap in USD (replaces budgets.run_usd).
@@ -156,7 +156,7 @@ pub(crate) enum Cmd {
     },
     /// Check git, the store, agent CLIs and API keys (never printing their values).
     Doctor,
-    /// The REST API (DESIGN §11); runs created through it are executed by this process. On a
+    /// The REST API; runs created through it are executed by this process. On a
     /// Postgres store it is the control plane: it takes every run in the store, lands it, and has
     /// `abo worker`s run its attempts.
     Serve {
@@ -235,7 +235,7 @@ pub(crate) enum Cmd {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PolicyCmd {
-    /// Evaluate the bundle on an input document (DESIGN §8's shape).
+    /// Evaluate the bundle on an input document.
     Eval {
         /// The input: a JSON file, or the one abo stored for an attempt (the `input` artifact of
         /// its `task.policy` event: `.abo/artifacts/ID`).

@@ -1,4 +1,4 @@
-//! `abo daemon`: `abo serve` plus what keeps runs moving without a person (DESIGN §10.3).
+//! `abo daemon`: `abo serve` plus what keeps runs moving without a person.
 //! - Backlogs of `schedule.cron` start on their cron expressions.
 //! - A run paused outside its `schedule.windows` resumes inside the next one.
 //! - A run paused because a cap kept its tasks from starting resumes as soon as one fits again:

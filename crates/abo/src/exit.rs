@@ -1,4 +1,4 @@
-//! Exit codes (DESIGN §3) and the one place errors become them.
+//! Exit codes and the one place errors become them.
 
 use std::process::ExitCode;
 

@@ -1,5 +1,5 @@
 //! `abo`, the Autonomous Build Operator: the CLI. Parses arguments, wires the store, runtime and
-//! config together, and maps every outcome to an exit code (DESIGN §3) here and nowhere else.
+//! config together, and maps every outcome to an exit code here and nowhere else.
 
 mod bench;
 mod cli;

@@ -190,7 +190,7 @@ pub(crate) async fn api(cli: &Cli) -> anyhow::Result<Arc<Api>> {
     }))
 }
 
-/// The control plane's loop (DESIGN §10.2): it reaps attempt leases whose worker stopped
+/// The control plane's loop: it reaps attempt leases whose worker stopped
 /// heartbeating, and takes every run of the store that is waiting to start or whose executing
 /// process died (its lease decides: of two control planes, one drives a run).
 async fn control_plane(ctx: Arc<Ctx>) {

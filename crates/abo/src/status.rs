@@ -1,4 +1,5 @@
-//! `abo status`: a run and its tasks, from the store's projections; the JSON shape of DESIGN §3.
+//! `abo status`: a run and its tasks, from the store's projections; its JSON shape is the API's
+//! (`abo_server::shapes`).
 
 use abo_store::{RunRow, Store};
 

@@ -1,4 +1,4 @@
-//! `abo worker`: runs attempts for the control plane of a shared store (DESIGN §10.2), on any
+//! `abo worker`: runs attempts for the control plane of a shared store, on any
 //! machine, in its own clone of the repository.
 
 use std::path::{Path, PathBuf};

@@ -1,4 +1,4 @@
-//! `abo bench --quick --json`: one object with every figure of DESIGN §13, each a number or
+//! `abo bench --quick --json`: one object with every figure of BENCHMARKS.md's targets, each a number or
 //! percentiles, measured on this machine. A test binary of its own, so that its 200 concurrent
 //! attempts do not run alongside the other end-to-end tests.
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]

@@ -1,4 +1,4 @@
-//! The Markdown plan (DESIGN §4.3): `→ **[id]** Title` items with indented `- Key: value` bullets,
+//! The Markdown plan: `→ **[id]** Title` items with indented `- Key: value` bullets,
 //! sorted into "Ready", "Pending" and "Not Ready" sections by their headings.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! Backlogs (DESIGN §4.2, §4.3): a YAML file, a Markdown plan, or a directory of them,
+//! Backlogs: a YAML file, a Markdown plan, or a directory of them,
 //! parsed into [`BacklogTask`]s that remember where each field was written.
 
 mod markdown;
@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 pub use markdown::parse_markdown;
 pub use yaml::parse_yaml;
 
-/// The kinds of task (DESIGN §2).
+/// The kinds of task.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskType {

@@ -1,4 +1,4 @@
-//! The YAML backlog (DESIGN §4.2).
+//! The YAML backlog.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,4 @@
-//! Backends: what produces an attempt's change in its worktree (DESIGN §6). Each returns one
+//! Backends: what produces an attempt's change in its worktree. Each returns one
 //! normalised outcome: failure or success, usage and cost (reported or estimated), the model, the
 //! final message, and the transcript and prompt as redacted artifacts.
 
@@ -31,7 +31,7 @@ pub struct Job<'a> {
     pub backend: &'a BackendSpec,
     pub worktree: &'a Path,
     pub scratch: &'a Path,
-    /// ABO_* variables (DESIGN §6).
+    /// ABO_* variables.
     pub env: Vec<(String, String)>,
     pub feedback: Option<String>,
     pub redactor: &'a Redactor,

@@ -63,7 +63,7 @@ tasks:
         "dependency `broken` failed"
     );
 
-    // The JSON shape of DESIGN §3.
+    // The JSON shape of `abo status --json` (stable; fields may be added).
     let run_keys: Vec<&str> = doc["run"]
         .as_object()
         .unwrap()
@@ -164,7 +164,7 @@ tasks:
     assert_eq!(repo.extra_worktrees(), Vec::<String>::new());
     assert_eq!(repo.git(&["branch", "--list", "abo-attempt/*"]), "");
 
-    // The event log: gap-free seq, the fields of DESIGN §5.
+    // The event log: gap-free seq, and the fields every event has.
     let evs = events(&repo, id);
     let seqs: Vec<u64> = evs.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());

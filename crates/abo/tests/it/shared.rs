@@ -1,4 +1,4 @@
-//! Many machines (DESIGN §10.2) against the machine's real PostgreSQL server: a control plane
+//! Many machines against the machine's real PostgreSQL server: a control plane
 //! (`abo serve --store postgres://...`), `abo worker`s with their own clones of a shared bare
 //! remote, and runs put in with `abo run --detach`. Each test has a throwaway database.
 
