@@ -513,7 +513,7 @@ fn cases_of(rel: &str) -> (Counts, Vec<String>) {
 }
 
 #[test]
-fn junit_reports_of_jest_junit_and_gotestsum() {
+fn junit_reports_of_jest_junit_gotestsum_and_surefire() {
     check(
         cases_of("js/jest/failing/jest-junit.xml"),
         expect![[
@@ -531,19 +531,31 @@ fn junit_reports_of_jest_junit_and_gotestsum() {
         ]],
     );
     check(
+        cases_of("java/surefire-fail.xml"),
+        expect![[
+            r#"(Counts { run: 3, passed: 2, failed: 1, skipped: 1 }, ["calc.CalcTest::clampsHigh Passed", "calc.CalcTest::clampsLow Failed", "calc.CalcTest::adds Passed", "calc.CalcTest::slow Skipped"])"#
+        ]],
+    );
+    check(
+        cases_of("java/surefire.xml").0,
+        expect!["Counts { run: 3, passed: 3, failed: 0, skipped: 1 }"],
+    );
+    check(
         cases_of("go/gotestsum-junit.xml").0,
         expect![[r#"Counts { run: 2, passed: 2, failed: 0, skipped: 1 }"#]],
     );
 }
 
 #[test]
-fn summary_lines_of_jest_and_go_test() {
+fn summary_lines_of_jest_go_test_and_maven() {
     for (rel, want) in [
         ("js/jest/base/jest.out", Some((4, 4, 0, 1))),
         ("js/jest/skipped/jest.out", Some((3, 3, 0, 2))),
         ("js/jest/failing/jest.out", Some((4, 3, 1, 1))),
         ("go/go-test.out", Some((2, 2, 0, 1))),
         ("go/go-test-fail.out", Some((2, 1, 1, 1))),
+        ("java/mvn.out", Some((3, 3, 0, 1))),
+        ("java/mvn-fail.out", Some((3, 2, 1, 1))),
         ("go/calc.go", None),
     ] {
         let got = reports::summary(&fixture(rel)).map(|c| (c.run, c.passed, c.failed, c.skipped));

@@ -450,8 +450,9 @@ pub fn metrics(text: &str) -> Result<BTreeMap<String, f64>, ReportError> {
 /// `OK (skipped=K)` or `FAILED (failures=F, errors=E, skipped=K)`), pytest (`3 passed, 1 failed,
 /// 2 skipped in 0.1s`), cargo test (`test result: ok. 2 passed; 0 failed; 1 ignored`), cargo-nextest
 /// (`Summary [...] 2 tests run: 2 passed, 1 skipped`), go test (`--- FAIL`/`--- PASS`/`--- SKIP`
-/// lines of `-v`), jest (`Tests: 1 failed, 1 skipped, 3 passed, 5 total`) and node's test runner
-/// (`ℹ pass 2`, `ℹ fail 0`, `ℹ skipped 1`).
+/// lines of `-v`), jest (`Tests: 1 failed, 1 skipped, 3 passed, 5 total`), Maven Surefire (`Tests
+/// run: 4, Failures: 1, Errors: 0, Skipped: 1`) and node's test runner (`ℹ pass 2`, `ℹ fail 0`,
+/// `ℹ skipped 1`).
 pub fn summary(output: &str) -> Option<Counts> {
     let mut total = Counts::default();
     let mut found = false;
@@ -504,6 +505,36 @@ pub fn summary(output: &str) -> Option<Counts> {
                 total.add(c);
                 found = true;
             }
+            continue;
+        }
+        // Maven Surefire's totals, one per module: `[INFO] Tests run: 4, Failures: 1, Errors: 0,
+        // Skipped: 1` (its per-class lines also say `Time elapsed`, and are in the totals).
+        let maven = ["[INFO] ", "[ERROR] ", "[WARNING] "]
+            .iter()
+            .find_map(|p| l.strip_prefix(p))
+            .unwrap_or(l);
+        if maven.starts_with("Tests run: ") && !maven.contains("Time elapsed") {
+            let mut c = Counts::default();
+            let mut ran = 0;
+            for part in maven.split(", ") {
+                let Some((k, v)) = part.split_once(": ") else {
+                    continue;
+                };
+                let Ok(v) = v.trim().parse::<u64>() else {
+                    continue;
+                };
+                match k {
+                    "Tests run" => ran = v,
+                    "Failures" | "Errors" => c.failed += v,
+                    "Skipped" => c.skipped += v,
+                    _ => {}
+                }
+            }
+            // Surefire's `Tests run` counts skipped tests too.
+            c.run = ran.saturating_sub(c.skipped);
+            c.passed = c.run.saturating_sub(c.failed);
+            total.add(c);
+            found = true;
             continue;
         }
         if let Some(rest) = l.strip_prefix("Tests:") {
