@@ -25,6 +25,7 @@ mod real_cli;
 mod real_codex;
 mod sandbox;
 mod schedule;
+mod self_contained;
 mod serve;
 mod shared;
 mod terminal;
