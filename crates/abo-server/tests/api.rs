@@ -52,6 +52,13 @@ impl Control for Fake {
     fn evaluate_policy(&self, _: Value) -> Result<Value, ApiError> {
         Ok(json!({"verdict": "allow"}))
     }
+    fn validate(&self, backlog: String) -> Result<Value, ApiError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("validate {backlog}"));
+        Ok(json!({"valid": false, "tasks": [], "errors": ["b.yml:1:1: no tasks"]}))
+    }
 }
 
 struct T {
