@@ -189,7 +189,8 @@ impl ServerHandler for Mcp {
     ) -> Result<ReadResourceResponse, ErrorData> {
         self.role(&cx)
             .ok_or_else(|| ErrorData::invalid_request("an API token is needed", None))?;
-        let not_found = || ErrorData::resource_not_found(format!("no resource `{}`", req.uri), None);
+        let not_found =
+            || ErrorData::resource_not_found(format!("no resource `{}`", req.uri), None);
         let rest = req.uri.strip_prefix("abo://runs/").ok_or_else(not_found)?;
         let (run, what) = rest.split_once('/').ok_or_else(not_found)?;
         let row = tools::run_row(&self.st, run)
@@ -197,7 +198,9 @@ impl ServerHandler for Mcp {
             .map_err(|e| ErrorData::resource_not_found(e.message, None))?;
         let text = match what {
             "summary" => {
-                let doc = tools::status_doc(&self.st, row).await.map_err(api_internal)?;
+                let doc = tools::status_doc(&self.st, row)
+                    .await
+                    .map_err(api_internal)?;
                 serde_json::to_string_pretty(&doc).map_err(internal)?
             }
             "events" => {

@@ -205,9 +205,9 @@ impl Control for Api {
                 let tasks: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).collect();
                 Ok(serde_json::json!({ "valid": true, "tasks": tasks, "errors": [] }))
             }
-            Err(e) if exit::is_input(&e) => Ok(
-                serde_json::json!({ "valid": false, "tasks": [], "errors": input_lines(&e) }),
-            ),
+            Err(e) if exit::is_input(&e) => {
+                Ok(serde_json::json!({ "valid": false, "tasks": [], "errors": input_lines(&e) }))
+            }
             Err(e) => Err(to_api(e)),
         }
     }

@@ -43,15 +43,16 @@ pub async fn explain(st: &State, task: &str, run: Option<&str>) -> Result<Value,
             )),
             EventBody::TaskRetry {
                 attempt, reason, ..
-            } => reasons.push(format!(
-                "attempt {}: {reason}",
-                attempt.saturating_sub(1)
-            )),
-            EventBody::TaskFailed { attempts, reason, .. } => {
+            } => reasons.push(format!("attempt {}: {reason}", attempt.saturating_sub(1))),
+            EventBody::TaskFailed {
+                attempts, reason, ..
+            } => {
                 reasons.push(format!("failed after {attempts} attempt(s): {reason}"));
             }
             EventBody::TaskDenied {
-                attempt, reasons: r, ..
+                attempt,
+                reasons: r,
+                ..
             } => reasons.extend(r.iter().map(|r| format!("attempt {attempt}: denied: {r}"))),
             EventBody::TaskRejected { reason, .. } => {
                 reasons.push(format!("rejected by a person: {reason}"));
