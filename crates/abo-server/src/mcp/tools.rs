@@ -23,9 +23,14 @@ pub struct Tool {
     pub output: fn() -> Value,
 }
 
-/// An input's JSON Schema, as schemars writes it for the type the tool reads its arguments into.
+/// An input's JSON Schema, as schemars writes it for the type the tool reads its arguments into,
+/// with no `$ref`s (clients show the fields of a schema that holds them in place).
 fn schema<T: JsonSchema>() -> Value {
-    let mut v = serde_json::to_value(schemars::schema_for!(T)).unwrap_or_else(|_| json!({}));
+    let root = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.inline_subschemas = true)
+        .into_generator()
+        .into_root_schema_for::<T>();
+    let mut v = serde_json::to_value(root).unwrap_or_else(|_| json!({}));
     if let Some(o) = v.as_object_mut() {
         // Clients want the object itself; the meta-schema line adds nothing for them.
         o.remove("$schema");
@@ -568,4 +573,52 @@ async fn summary(st: &State, since: Option<&str>) -> Result<Value, ApiError> {
     let events = crate::metrics::all_events(&st.ctx.store).await?;
     let s = abo_core::report::summary(&events, from);
     serde_json::to_value(s).map_err(ApiError::internal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::routes::ROUTES;
+
+    /// Over MCP as over REST, one act needs one role.
+    #[test]
+    fn each_tool_needs_the_role_the_rest_api_asks_for_the_same_act() {
+        let same = [
+            ("runs_list", "get", "/v1/runs"),
+            ("run_show", "get", "/v1/runs/{id}"),
+            ("tasks_list", "get", "/v1/runs/{id}/tasks"),
+            ("approvals_list", "get", "/v1/approvals"),
+            ("approval_decide", "post", "/v1/approvals/{id}/approve"),
+            ("run_start", "post", "/v1/runs"),
+            ("run_pause", "post", "/v1/runs/{id}/pause"),
+            ("run_resume", "post", "/v1/runs/{id}/resume"),
+            ("run_kill", "post", "/v1/runs/{id}/kill"),
+            ("task_retry", "post", "/v1/tasks/{id}/retry"),
+            ("policy_evaluate", "post", "/v1/policy/evaluate"),
+            ("summary", "get", "/v1/report"),
+        ];
+        for (tool, method, path) in same {
+            let route = ROUTES
+                .iter()
+                .find(|r| r.method == method && r.path == path)
+                .unwrap();
+            assert_eq!(Some(find(tool).unwrap().role), route.role, "{tool}");
+        }
+    }
+
+    #[test]
+    fn every_schema_is_an_object_and_names_are_unique() {
+        let mut names: Vec<&str> = TOOLS.iter().map(|t| t.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TOOLS.len());
+        for t in TOOLS {
+            assert_eq!((t.input)()["type"], "object", "{}", t.name);
+            assert_eq!((t.output)()["type"], "object", "{}", t.name);
+        }
+        assert_eq!(
+            (find("approval_decide").unwrap().input)()["properties"]["decision"]["enum"],
+            json!(["approve", "reject"])
+        );
+    }
 }
