@@ -58,6 +58,13 @@ pub trait Control: Send + Sync {
     /// Checks a backlog in the repository as `abo run` does before it records a run, creating
     /// nothing: `{"valid", "tasks", "errors"}`, each error located as the CLI prints it.
     fn validate(&self, backlog: String) -> Result<serde_json::Value, ApiError>;
+    /// The policy input for a unified diff applied to HEAD, by a task scoped to `paths` (what the
+    /// policy of an attempt making that change would be given).
+    fn diff_input(
+        &self,
+        diff: String,
+        paths: Vec<String>,
+    ) -> BoxFut<'_, Result<serde_json::Value, ApiError>>;
 }
 
 /// What the handlers share.

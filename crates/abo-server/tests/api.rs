@@ -59,6 +59,9 @@ impl Control for Fake {
             .push(format!("validate {backlog}"));
         Ok(json!({"valid": false, "tasks": [], "errors": ["b.yml:1:1: no tasks"]}))
     }
+    fn diff_input(&self, _: String, _: Vec<String>) -> BoxFut<'_, Result<Value, ApiError>> {
+        Box::pin(async { Ok(json!({"action": "merge"})) })
+    }
 }
 
 struct T {

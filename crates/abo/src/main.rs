@@ -13,6 +13,7 @@ mod mcp;
 mod out;
 mod plan;
 mod policy_cmd;
+mod policy_diff;
 mod progress;
 mod serve;
 mod stand_in;

@@ -194,6 +194,19 @@ impl Control for Api {
         Ok(d.to_json())
     }
 
+    fn diff_input(
+        &self,
+        diff: String,
+        paths: Vec<String>,
+    ) -> BoxFut<'_, Result<serde_json::Value, ApiError>> {
+        Box::pin(async move {
+            let (config, _) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
+            crate::policy_diff::input(&self.ctx, &self.root, &config, &diff, &paths)
+                .await
+                .map_err(to_api)
+        })
+    }
+
     fn validate(&self, backlog: String) -> Result<serde_json::Value, ApiError> {
         let path = inside_repo(&self.root, &backlog)?;
         let checked = load::config(&self.root, self.config.as_deref()).and_then(|(config, cp)| {

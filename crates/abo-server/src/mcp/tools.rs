@@ -227,12 +227,19 @@ pub struct StartArgs {
     pub wall: Option<String>,
 }
 
-/// A policy input document: the shape `abo policy eval --input` reads (the change, the task,
-/// the safety settings), e.g. the `input` artifact of an attempt's `task.policy` event.
+/// What the policy evaluates: a unified diff (as `git diff` writes it) applied to HEAD, for a
+/// task scoped to `paths`; or a whole input document, the shape `abo policy eval --input` reads
+/// (e.g. the `input` artifact of an attempt's `task.policy` event). One of `diff` and `input`.
 #[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicyArgs {
-    pub input: Map<String, Value>,
+    /// A unified diff against HEAD.
+    pub diff: Option<String>,
+    /// With `diff`: the task's path scopes (globs); none means unscoped.
+    #[serde(default)]
+    pub paths: Vec<String>,
+    /// A policy input document.
+    pub input: Option<Map<String, Value>>,
 }
 
 /// How far back the summary looks.
@@ -358,7 +365,7 @@ pub const TOOLS: &[Tool] = &[
     t(
         "policy_evaluate",
         V,
-        "Evaluate the repository's policy bundle on a change's input document.",
+        "Evaluate the repository's policy bundle on a diff against HEAD (for a task scoped to `paths`), or on a whole input document: the verdict, denials, approvals it would ask, risk.",
         schema::<PolicyArgs>,
         policy_out,
     ),
@@ -426,9 +433,7 @@ async fn dispatch(
             let a = args::<TaskArg>(name, a)?;
             super::explain::explain(st, &a.task, a.run.as_deref()).await
         }
-        "policy_evaluate" => st
-            .control
-            .evaluate_policy(Value::Object(args::<PolicyArgs>(name, a)?.input)),
+        "policy_evaluate" => policy(st, args::<PolicyArgs>(name, a)?).await,
         "summary" => summary(st, args::<SinceArg>(name, a)?.since.as_deref()).await,
         other => return Err(BadArgs(format!("unknown tool `{other}`"))),
     })
@@ -562,6 +567,15 @@ async fn retry(st: &State, a: TaskArg) -> Result<Value, ApiError> {
         .retry(TaskId::new(&a.task), a.run.map(RunId::new))
         .await?;
     Ok(json!({ "run": run, "task": a.task, "retry": "requested" }))
+}
+
+async fn policy(st: &State, a: PolicyArgs) -> Result<Value, ApiError> {
+    let input = match (a.diff, a.input) {
+        (Some(diff), None) => st.control.diff_input(diff, a.paths).await?,
+        (None, Some(input)) => Value::Object(input),
+        _ => return Err(ApiError::bad_request("give one of `diff` and `input`")),
+    };
+    st.control.evaluate_policy(input)
 }
 
 async fn summary(st: &State, since: Option<&str>) -> Result<Value, ApiError> {

@@ -120,6 +120,22 @@ fn structured(r: &Value) -> &Value {
     &r["structured"]
 }
 
+/// A diff that adds `docs/x.md`.
+const NEW_DOC: &str = "diff --git a/docs/x.md b/docs/x.md\nnew file mode 100644\n--- /dev/null\n+++ b/docs/x.md\n@@ -0,0 +1 @@\n+written by the diff given to policy_evaluate\n";
+
+/// Whether the repository holds a blob of `content`.
+fn has_blob(repo: &TestRepo, content: &str) -> bool {
+    let f = repo.write_outside("blob.txt", content);
+    let sha = repo.git(&["hash-object", &f.display().to_string()]);
+    #[allow(clippy::disallowed_methods, reason = "the test asks git")]
+    let st = std::process::Command::new("git")
+        .args(["cat-file", "-e", sha.trim()])
+        .current_dir(&repo.path)
+        .status()
+        .unwrap();
+    st.success()
+}
+
 #[test]
 fn over_stdio_a_client_lists_tools_reads_a_run_validates_a_backlog_and_decides_an_approval() {
     let (repo, id, cli_errors) = paused_run();
@@ -139,6 +155,9 @@ fn over_stdio_a_client_lists_tools_reads_a_run_validates_a_backlog_and_decides_a
         call("approvals_list", json!({})),
         call("run_show", json!({ "run": "nope" })),
         call("runs_list", json!({ "all": true })),
+        call("policy_evaluate", json!({ "diff": NEW_DOC, "paths": ["src/**"] })),
+        call("policy_evaluate", json!({ "diff": NEW_DOC })),
+        call("policy_evaluate", json!({ "diff": "--- a/nope.txt\n+++ b/nope.txt\n@@ -1 +1 @@\n-a\n+b\n" })),
     ]);
     let r = client(
         &["stdio", env!("CARGO_BIN_EXE_abo"), "-C", &repo_dir, "mcp"],
@@ -251,6 +270,37 @@ fn over_stdio_a_client_lists_tools_reads_a_run_validates_a_backlog_and_decides_a
             .contains("unknown field `all`"),
         "{}",
         r[13]
+    );
+
+    // The policy on a diff: outside the task's paths it asks a person; unscoped it allows; a
+    // diff that does not apply says why.
+    let scoped = structured(&r[14]);
+    assert_eq!(scoped["verdict"], "needs_approval", "{scoped}");
+    assert_eq!(
+        scoped["require_approval"],
+        json!(["docs/x.md is outside the task's paths"])
+    );
+    assert_eq!(structured(&r[15])["verdict"], "allow", "{}", r[15]);
+    assert_eq!(r[16]["is_error"], true, "{}", r[16]);
+    assert!(
+        r[16]["text"]
+            .as_str()
+            .unwrap()
+            .starts_with("diff: does not apply to HEAD: "),
+        "{}",
+        r[16]
+    );
+    // Nothing of the diffs stays: no scratch worktree, no object.
+    assert!(
+        repo.extra_worktrees()
+            .iter()
+            .all(|w| !w.contains("policy-")),
+        "{:?}",
+        repo.extra_worktrees()
+    );
+    assert!(
+        !has_blob(&repo, "written by the diff given to policy_evaluate\n"),
+        "a blob of the diff was written"
     );
 }
 
