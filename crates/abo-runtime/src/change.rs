@@ -64,8 +64,7 @@ impl Change {
         })
     }
 
-    /// The policy's input for merging this change (DESIGN §8's shape) before the gates' measured
-    /// evidence is added: the task (`id`, `type`, `title`, `labels`, `paths`), the change, the
+    /// The policy's input for merging this change, before the gates' measured evidence is added: the task (`id`, `type`, `title`, `labels`, `paths`), the change, the
     /// autonomy profile, the gates that passed, the secrets found (without values) and the spend.
     pub fn merge_input(
         &self,

@@ -67,7 +67,7 @@ pub(crate) struct RunArgs {
 }
 
 /// The run's own caps (DESIGN §9).
-#[derive(Debug, Default, clap::Args)]
+#[derive(Debug, clap::Args)]
 pub(crate) struct CapArgs {
     /// The run's spending cap in USD (replaces budgets.run_usd).
     #[arg(long, value_name = "X")]
@@ -163,9 +163,6 @@ pub(crate) enum Cmd {
         #[arg(long, default_value = "127.0.0.1:3100")]
         addr: String,
     },
-    /// An MCP server over stdio (also served at /mcp by `abo serve`, with tokens): runs, tasks,
-    /// approvals, backlogs, the policy and the summary, as tools and resources.
-    Mcp,
     /// Run attempts for the control plane of a shared (Postgres) store, on any machine.
     Worker {
         /// The repository: a URL (or path) to clone, or a local clone to use as it is.
@@ -234,6 +231,9 @@ pub(crate) enum Cmd {
         #[arg(long, value_name = "DURATION", default_value = "7d")]
         older_than: String,
     },
+    /// An MCP server over stdio (also served at /mcp by `abo serve`, with tokens): runs, tasks,
+    /// approvals, backlogs, the policy and the summary, as tools and resources.
+    Mcp,
 }
 
 #[derive(Debug, Subcommand)]

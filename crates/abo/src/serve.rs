@@ -210,7 +210,12 @@ impl Control for Api {
     fn validate(&self, backlog: String) -> Result<serde_json::Value, ApiError> {
         let path = inside_repo(&self.root, &backlog)?;
         let checked = load::config(&self.root, self.config.as_deref()).and_then(|(config, cp)| {
-            let args = run_args(path.clone(), None, CapArgs::default());
+            let caps = CapArgs {
+                usd: None,
+                tokens: None,
+                wall: None,
+            };
+            let args = run_args(path.clone(), None, caps);
             prepare_run(&self.root, &config, cp.as_deref(), &path, &args)
         });
         match checked {
