@@ -41,6 +41,15 @@ if ! psql -XAtq "postgres://root@127.0.0.1:5432/postgres" -c 'SELECT 1' >/dev/nu
 fi
 psql -XAtq "postgres://root@127.0.0.1:5432/postgres" -c 'SELECT 1' >/dev/null
 
+# The MCP client of the `mcp` integration tests: the official Python SDK (`mcp` on PyPI), pinned,
+# in a virtual environment of its own. Quick when already installed.
+mcp_version=2.3.0
+mcp_env=.ci/agents/mcp-python
+if ! "$mcp_env/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('mcp') != '$mcp_version')" 2>/dev/null; then
+  rm -rf "$mcp_env"
+  python3 -m venv "$mcp_env"
+  "$mcp_env/bin/pip" install --quiet --disable-pip-version-check "mcp==$mcp_version"
+fi
 (cd crates/abo/tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 # The real agent CLIs of ops/agents.lock, which the real_* integration tests run (python3.11 makes
 # aider's virtual environment). Quick when already installed.

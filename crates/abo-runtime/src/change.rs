@@ -64,6 +64,27 @@ impl Change {
         })
     }
 
+    /// The policy's input for merging this change, before the gates' measured evidence is added: the task (`id`, `type`, `title`, `labels`, `paths`), the change, the
+    /// autonomy profile, the gates that passed, the secrets found (without values) and the spend.
+    pub fn merge_input(
+        &self,
+        task: Value,
+        profile: &str,
+        gates: Value,
+        usd_spent: f64,
+        redact: impl Fn(&str) -> String,
+    ) -> Value {
+        json!({
+            "action": "merge",
+            "task": task,
+            "change": self.to_json(redact),
+            "autonomy": { "profile": profile },
+            "gates": gates,
+            "secrets": self.secrets.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
+            "budget": { "usd_spent": usd_spent, "usd_limit": null },
+        })
+    }
+
     pub fn secret_values(&self) -> Vec<(String, String)> {
         self.secrets
             .iter()

@@ -539,19 +539,19 @@ async fn evaluate_policy(
         .ok()
         .flatten()
         .map_or(0.0, |r| r.spent_usd);
-    let input = serde_json::json!({
-        "action": "merge",
-        "task": {
+    let mut input = change.merge_input(
+        serde_json::json!({
             "id": task.id, "type": task.kind.as_str(), "title": task.title,
             "labels": task.labels, "paths": task.paths,
-        },
-        "change": change.to_json(|t| redactor.redact(t)),
-        "autonomy": { "profile": spec.profile },
-        "gates": task.gates.iter().map(|g| serde_json::json!({ "name": g, "passed": true })).collect::<Vec<_>>(),
-        "secrets": change.secrets.iter().map(|f| f.to_json()).collect::<Vec<_>>(),
-        "budget": { "usd_spent": spent, "usd_limit": null },
-    });
-    let mut input = input;
+        }),
+        &spec.profile,
+        task.gates
+            .iter()
+            .map(|g| serde_json::json!({ "name": g, "passed": true }))
+            .collect(),
+        spent,
+        |t| redactor.redact(t),
+    );
     let measured = ctx.measures.merged(attempt);
     let before = crate::baseline::measured(ctx, spec, task, attempt).await;
     let scripts = gate_scripts(spec, task);

@@ -617,6 +617,18 @@ impl Git {
         }
     }
 
+    /// `git apply` of a diff file to a worktree's files only (no index, no object written):
+    /// what a change would be, for the policy to read. The error message is git's.
+    pub async fn apply_files(&self, wt: &Path, patch: &Path) -> std::result::Result<(), String> {
+        let p = patch.to_string_lossy();
+        let args = ["apply", "--recount", "--whitespace=nowarn", &p];
+        match self.raw(wt, &args, &[]).await {
+            Ok(out) if out.exit == Some(0) => Ok(()),
+            Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Stages a worktree's change: every new, changed and deleted file; with `intent_only`, new
     /// files are only marked intent-to-add (nothing is written to the object store). The gitlinks
     /// the index holds are left out by pathspec: `git add` would start a git in each nested

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod guard;
+pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -54,6 +55,16 @@ pub trait Control: Send + Sync {
     ) -> BoxFut<'_, Result<(), ApiError>>;
     /// The policy bundle of the repository's config on an input (`abo policy eval`).
     fn evaluate_policy(&self, input: serde_json::Value) -> Result<serde_json::Value, ApiError>;
+    /// Checks a backlog in the repository as `abo run` does before it records a run, creating
+    /// nothing: `{"valid", "tasks", "errors"}`, each error located as the CLI prints it.
+    fn validate(&self, backlog: String) -> Result<serde_json::Value, ApiError>;
+    /// The policy input for a unified diff applied to HEAD, by a task scoped to `paths` (what the
+    /// policy of an attempt making that change would be given).
+    fn diff_input(
+        &self,
+        diff: String,
+        paths: Vec<String>,
+    ) -> BoxFut<'_, Result<serde_json::Value, ApiError>>;
 }
 
 /// What the handlers share.

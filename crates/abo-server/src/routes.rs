@@ -149,8 +149,14 @@ async fn auth(st: &State, h: &HeaderMap, method: &str, path: &str) -> Result<Rol
     }
 }
 
-/// The router over [`ROUTES`].
+/// The router over [`ROUTES`], and the MCP server at `/mcp` (its own token check: `mcp`).
 pub fn app(state: State) -> axum::Router {
+    let mcp = axum::Router::new()
+        .route_service("/mcp", crate::mcp::http_service(state.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::mcp::authenticate,
+        ));
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/v1/runs", get(list_runs).post(create_run))
@@ -179,6 +185,7 @@ pub fn app(state: State) -> axum::Router {
         .route("/runs/{id}/tasks/{task}", get(crate::dashboard::task_page))
         .route("/approvals", get(crate::dashboard::approvals_page))
         .route("/summary", get(crate::dashboard::summary_page))
+        .merge(mcp)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(

@@ -52,6 +52,16 @@ impl Control for Fake {
     fn evaluate_policy(&self, _: Value) -> Result<Value, ApiError> {
         Ok(json!({"verdict": "allow"}))
     }
+    fn validate(&self, backlog: String) -> Result<Value, ApiError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("validate {backlog}"));
+        Ok(json!({"valid": false, "tasks": [], "errors": ["b.yml:1:1: no tasks"]}))
+    }
+    fn diff_input(&self, _: String, _: Vec<String>) -> BoxFut<'_, Result<Value, ApiError>> {
+        Box::pin(async { Ok(json!({"action": "merge"})) })
+    }
 }
 
 struct T {
@@ -825,4 +835,66 @@ fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
         }
     }
     assert!(seen >= 10);
+}
+
+/// A JSON-RPC request to `/mcp` with these headers: (status, body).
+async fn mcp(t: &T, headers: &[(&str, String)], body: Value) -> (StatusCode, String) {
+    let mut req = Request::builder()
+        .method("POST")
+        .uri("/mcp")
+        .header("host", HOST)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2025-06-18");
+    for (k, v) in headers {
+        req = req.header(*k, v);
+    }
+    let (status, _, body) = t
+        .send(req.body(Body::from(body.to_string())).unwrap())
+        .await;
+    (status, body)
+}
+
+fn decide_call() -> Value {
+    json!({ "jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+        "name": "approval_decide",
+        "arguments": { "approval": "r1/a/1", "decision": "approve", "reason": "reviewed" } } })
+}
+
+#[tokio::test]
+async fn mcp_takes_bearer_tokens_only_and_each_tool_checks_the_role_of_its_act() {
+    let t = setup().await;
+    let bearer = |role| vec![("authorization", format!("Bearer {}", t.token(role)))];
+    // The dashboard's cookie is not a credential here, even an admin's from the server's own
+    // page with its CSRF token.
+    let admin = t.token(Role::Admin);
+    let cookie = vec![
+        ("cookie", session(admin)),
+        ("origin", OWN.to_owned()),
+        (abo_server::guard::CSRF_HEADER, t.state.sessions.csrf(admin)),
+    ];
+    let (status, body) = mcp(&t, &cookie, decide_call()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    let (status, _) = mcp(&t, &[], decide_call()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, body) = mcp(&t, &bearer(Role::Viewer), decide_call()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["result"]["isError"], true, "{v}");
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "this needs the approver role; the token is viewer"
+    );
+    assert_eq!(t.calls(), Vec::<String>::new());
+
+    let (status, body) = mcp(&t, &bearer(Role::Approver), decide_call()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["result"]["structuredContent"],
+        json!({ "approval": "r1/a/1", "decision": "approved" }),
+        "{v}"
+    );
+    assert_eq!(t.calls(), ["decide r1/a/1 true reviewed"]);
 }

@@ -231,6 +231,9 @@ pub(crate) enum Cmd {
         #[arg(long, value_name = "DURATION", default_value = "7d")]
         older_than: String,
     },
+    /// An MCP server over stdio (also served at /mcp by `abo serve`, with tokens): runs, tasks,
+    /// approvals, backlogs, the policy and the summary, as tools and resources.
+    Mcp,
 }
 
 #[derive(Debug, Subcommand)]

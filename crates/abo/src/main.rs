@@ -9,9 +9,11 @@ mod demo;
 mod doctor;
 mod exit;
 mod load;
+mod mcp;
 mod out;
 mod plan;
 mod policy_cmd;
+mod policy_diff;
 mod progress;
 mod serve;
 mod stand_in;
@@ -74,6 +76,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Doctor => doctor::doctor(cli).await,
         Cmd::Daemon { interval, addr } => daemon::daemon(cli, interval, addr).await,
         Cmd::Serve { addr } => serve::serve(cli, addr).await,
+        Cmd::Mcp => mcp::stdio(cli).await,
         Cmd::Worker {
             repo,
             slots,

@@ -17,12 +17,53 @@ use crate::cli::{CapArgs, Cli, RunArgs, TokenCmd};
 use crate::commands::{env, executing, open, prepare_run, request_decision, request_retry, stop};
 use crate::exit::{self, Usage};
 use crate::load;
-use crate::out::{say, say_json};
+use crate::out::{note, say, say_json};
 
 pub(crate) struct Api {
     pub(crate) root: PathBuf,
     pub(crate) config: Option<PathBuf>,
     pub(crate) ctx: Arc<Ctx>,
+    /// Where the runs it executes are narrated.
+    pub(crate) lines: Lines,
+}
+
+/// Where a served run's progress lines go: stdout for `abo serve`, stderr for `abo mcp`, whose
+/// stdout is the protocol's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Lines {
+    Stdout,
+    Stderr,
+}
+
+/// A backlog path of a request: inside the repository, relative to its root.
+fn inside_repo(root: &Path, backlog: &str) -> Result<PathBuf, ApiError> {
+    let rel = Path::new(backlog);
+    if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(ApiError::bad_request(
+            "backlog: a path inside the repository, relative to its root",
+        ));
+    }
+    Ok(root.join(rel))
+}
+
+fn run_args(backlog: PathBuf, profile: Option<String>, caps: CapArgs) -> RunArgs {
+    RunArgs {
+        backlog,
+        profile,
+        max_parallel: None,
+        backend: None,
+        no_cache: false,
+        detach: false,
+        caps,
+    }
+}
+
+/// An input error's lines as `abo run` prints them (without `error: `), each located.
+fn input_lines(e: &anyhow::Error) -> Vec<String> {
+    match e.downcast_ref::<abo_core::diag::InputErrors>() {
+        Some(errs) => errs.0.iter().map(ToString::to_string).collect(),
+        None => vec![format!("{e:#}")],
+    }
 }
 
 fn to_api(e: anyhow::Error) -> ApiError {
@@ -37,10 +78,17 @@ impl Api {
     /// Executes a run in this process until it finishes or pauses.
     pub(crate) fn drive(&self, id: RunId, start: Start) {
         let ctx = Arc::clone(&self.ctx);
+        let lines = self.lines;
         tokio::spawn(async move {
-            let mut lines = crate::daemon::Lines;
-            if let Err(e) = engine::drive(&ctx, &id, start, &mut lines).await {
-                say!("{id} stopped: {e}");
+            let r = match lines {
+                Lines::Stdout => engine::drive(&ctx, &id, start, &mut crate::daemon::Lines).await,
+                Lines::Stderr => engine::drive(&ctx, &id, start, &mut crate::mcp::Notes).await,
+            };
+            if let Err(e) = r {
+                match lines {
+                    Lines::Stdout => say!("{id} stopped: {e}"),
+                    Lines::Stderr => note!("{id} stopped: {e}"),
+                }
             }
         });
     }
@@ -49,27 +97,15 @@ impl Api {
 impl Control for Api {
     fn create_run(&self, req: CreateRun) -> BoxFut<'_, Result<RunId, ApiError>> {
         Box::pin(async move {
-            let rel = Path::new(&req.backlog);
-            if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(ApiError::bad_request(
-                    "backlog: a path inside the repository, relative to its root",
-                ));
-            }
+            let backlog = inside_repo(&self.root, &req.backlog)?;
             let (config, config_path) =
                 load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
-            let args = RunArgs {
-                backlog: self.root.join(rel),
-                profile: req.profile,
-                max_parallel: None,
-                backend: None,
-                no_cache: false,
-                detach: false,
-                caps: CapArgs {
-                    usd: req.usd,
-                    tokens: req.tokens,
-                    wall: req.wall,
-                },
+            let caps = CapArgs {
+                usd: req.usd,
+                tokens: req.tokens,
+                wall: req.wall,
             };
+            let args = run_args(backlog, req.profile, caps);
             let (plan, opts) = prepare_run(
                 &self.root,
                 &config,
@@ -157,6 +193,42 @@ impl Control for Api {
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         Ok(d.to_json())
     }
+
+    fn diff_input(
+        &self,
+        diff: String,
+        paths: Vec<String>,
+    ) -> BoxFut<'_, Result<serde_json::Value, ApiError>> {
+        Box::pin(async move {
+            let (config, _) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
+            crate::policy_diff::input(&self.ctx, &self.root, &config, &diff, &paths)
+                .await
+                .map_err(to_api)
+        })
+    }
+
+    fn validate(&self, backlog: String) -> Result<serde_json::Value, ApiError> {
+        let path = inside_repo(&self.root, &backlog)?;
+        let checked = load::config(&self.root, self.config.as_deref()).and_then(|(config, cp)| {
+            let caps = CapArgs {
+                usd: None,
+                tokens: None,
+                wall: None,
+            };
+            let args = run_args(path.clone(), None, caps);
+            prepare_run(&self.root, &config, cp.as_deref(), &path, &args)
+        });
+        match checked {
+            Ok((plan, _)) => {
+                let tasks: Vec<&str> = plan.tasks.iter().map(|t| t.id.as_str()).collect();
+                Ok(serde_json::json!({ "valid": true, "tasks": tasks, "errors": [] }))
+            }
+            Err(e) if exit::is_input(&e) => {
+                Ok(serde_json::json!({ "valid": false, "tasks": [], "errors": input_lines(&e) }))
+            }
+            Err(e) => Err(to_api(e)),
+        }
+    }
 }
 
 fn live(tokens: &[TokenRow]) -> usize {
@@ -180,6 +252,11 @@ pub(crate) async fn serve(cli: &Cli, addr: &str) -> anyhow::Result<u8> {
 /// The control of the repository abo was started in. On a shared (Postgres) store it is a control
 /// plane: attempts run on `abo worker`s.
 pub(crate) async fn api(cli: &Cli) -> anyhow::Result<Arc<Api>> {
+    api_with(cli, Lines::Stdout).await
+}
+
+/// [`api`], narrating the runs it executes on `lines`.
+pub(crate) async fn api_with(cli: &Cli, lines: Lines) -> anyhow::Result<Arc<Api>> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
     let (config, _) = load::config(&root, cli.config.as_deref())?;
     let ctx = open(&root, &config, cli.store.as_deref()).await?;
@@ -187,6 +264,7 @@ pub(crate) async fn api(cli: &Cli) -> anyhow::Result<Arc<Api>> {
         root,
         config: cli.config.clone(),
         ctx,
+        lines,
     }))
 }
 
