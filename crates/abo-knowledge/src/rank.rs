@@ -182,7 +182,7 @@ pub struct Seed {
 }
 
 /// Past changes considered, the best first.
-const TOP_DOCS: usize = 20;
+pub const TOP_DOCS: usize = 20;
 /// A change touching more files than this says little about any one of them.
 const DOC_MAX_FILES: usize = 40;
 
@@ -216,6 +216,26 @@ fn bm25<K: Ord + Clone>(
     out
 }
 
+/// Past changes by their BM25 score for the task's terms, best first, at most `k`; with the terms
+/// that weighed most.
+pub fn top_docs(c: Collection, hits: &[DocHit], k: usize) -> Vec<(DocKind, String, f64, Vec<String>)> {
+    let by_doc = bm25(
+        c,
+        hits.iter()
+            .map(|h| ((h.kind, h.key.clone()), h.term.clone(), h.tf, h.len)),
+    );
+    let mut v: Vec<(DocKind, String, f64, Vec<String>)> = by_doc
+        .into_iter()
+        .map(|((kind, key), (s, mut terms))| {
+            terms.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+            (kind, key, s, terms.into_iter().take(4).map(|(_, t)| t).collect())
+        })
+        .collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1))));
+    v.truncate(k);
+    v
+}
+
 /// The seeds: every file with evidence, its score and why.
 pub fn seeds(ev: &Evidence, w: &Weights) -> BTreeMap<String, Seed> {
     let mut out: BTreeMap<String, Seed> = BTreeMap::new();
@@ -241,15 +261,7 @@ pub fn seeds(ev: &Evidence, w: &Weights) -> BTreeMap<String, Seed> {
     }
     // Past changes, spread over the files they touched.
     if let Some(c) = ev.docs {
-        let by_doc = bm25(
-            c,
-            ev.doc_hits
-                .iter()
-                .map(|h| ((h.kind, h.key.clone()), h.term.clone(), h.tf, h.len)),
-        );
-        let mut ranked: Vec<(&(DocKind, String), f64)> =
-            by_doc.iter().map(|(k, (s, _))| (k, *s)).collect();
-        ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+        let ranked = top_docs(c, &ev.doc_hits, TOP_DOCS);
         let info: BTreeMap<(DocKind, &str), &Doc> = ev
             .doc_info
             .iter()
@@ -257,8 +269,8 @@ pub fn seeds(ev: &Evidence, w: &Weights) -> BTreeMap<String, Seed> {
             .collect();
         let mut scores: BTreeMap<String, f64> = BTreeMap::new();
         let mut whys: BTreeMap<String, Why> = BTreeMap::new();
-        for ((kind, key), s) in ranked.into_iter().take(TOP_DOCS) {
-            let Some(d) = info.get(&(*kind, key.as_str())) else {
+        for (kind, key, s, _) in ranked {
+            let Some(d) = info.get(&(kind, key.as_str())) else {
                 continue;
             };
             if d.files.is_empty() || d.files.len() > DOC_MAX_FILES {
@@ -268,7 +280,7 @@ pub fn seeds(ev: &Evidence, w: &Weights) -> BTreeMap<String, Seed> {
             for f in &d.files {
                 *scores.entry(f.clone()).or_insert(0.0) += share;
                 whys.entry(f.clone()).or_insert_with(|| Why::Changed {
-                    kind: *kind,
+                    kind,
                     key: key.clone(),
                     title: d.title.clone(),
                 });

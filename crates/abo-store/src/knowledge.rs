@@ -269,6 +269,31 @@ impl Store {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// The paths among `paths` that the commit holds.
+    pub async fn knowledge_present(
+        &self,
+        repo: &str,
+        commit: &str,
+        paths: &[String],
+    ) -> Result<BTreeSet<String>> {
+        let mut out = BTreeSet::new();
+        for chunk in paths.chunks(IN_LIST) {
+            let sql = format!(
+                "SELECT path FROM knowledge_trees WHERE repo = $1 AND commit_sha = $2
+                 AND path IN ({})",
+                list(3, chunk.len())
+            );
+            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+                .bind(repo)
+                .bind(commit);
+            for p in chunk {
+                q = q.bind(p);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
     /// Files of the commit and their total length in terms (for BM25).
     pub async fn knowledge_file_stats(&self, repo: &str, commit: &str) -> Result<(u64, u64)> {
         let r = sqlx::query(
