@@ -121,7 +121,7 @@ fn ticks(v: &[String]) -> String {
 impl fmt::Display for Why {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Why::Named => write!(f, "the task names it"),
+            Why::Named => write!(f, "the task names it (by path or scope)"),
             Why::Terms { terms } => write!(f, "its text matches {}", ticks(terms)),
             Why::Defines { symbols } => {
                 write!(f, "defines {}, named by the task", ticks(symbols))
@@ -218,7 +218,11 @@ fn bm25<K: Ord + Clone>(
 
 /// Past changes by their BM25 score for the task's terms, best first, at most `k`; with the terms
 /// that weighed most.
-pub fn top_docs(c: Collection, hits: &[DocHit], k: usize) -> Vec<(DocKind, String, f64, Vec<String>)> {
+pub fn top_docs(
+    c: Collection,
+    hits: &[DocHit],
+    k: usize,
+) -> Vec<(DocKind, String, f64, Vec<String>)> {
     let by_doc = bm25(
         c,
         hits.iter()
@@ -228,10 +232,18 @@ pub fn top_docs(c: Collection, hits: &[DocHit], k: usize) -> Vec<(DocKind, Strin
         .into_iter()
         .map(|((kind, key), (s, mut terms))| {
             terms.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
-            (kind, key, s, terms.into_iter().take(4).map(|(_, t)| t).collect())
+            (
+                kind,
+                key,
+                s,
+                terms.into_iter().take(4).map(|(_, t)| t).collect(),
+            )
         })
         .collect();
-    v.sort_by(|a, b| b.2.total_cmp(&a.2).then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1))));
+    v.sort_by(|a, b| {
+        b.2.total_cmp(&a.2)
+            .then_with(|| (a.0, &a.1).cmp(&(b.0, &b.1)))
+    });
     v.truncate(k);
     v
 }

@@ -181,6 +181,18 @@ pub(crate) enum Cmd {
         #[arg(long, value_name = "DURATION", default_value = "15s")]
         lease_ttl: String,
     },
+    /// What the knowledge index would put in a task's prompt, and why: ranked files with their
+    /// reasons and symbols, similar landed tasks, failures to avoid.
+    Context {
+        /// A task id (of --backlog, else of the latest run holding it), or the task's text.
+        task: String,
+        /// The backlog the task is in.
+        #[arg(long, value_name = "FILE")]
+        backlog: Option<PathBuf>,
+        /// The prompt's token budget.
+        #[arg(long, default_value_t = 16_000)]
+        budget: usize,
+    },
     /// Measure abo against its performance targets (BENCHMARKS.md).
     Bench {
         /// The short run (under two minutes on two cores).

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod context_cmd;
 mod daemon;
 mod demo;
 mod doctor;
@@ -91,6 +92,11 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             )
             .await
         }
+        Cmd::Context {
+            task,
+            backlog,
+            budget,
+        } => context_cmd::context(cli, task, backlog.as_deref(), *budget).await,
         Cmd::Bench { quick, only, dir } => bench::bench(cli, *quick, only, dir.as_deref()).await,
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,

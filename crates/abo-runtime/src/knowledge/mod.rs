@@ -14,9 +14,12 @@ pub mod index;
 pub mod outcomes;
 pub mod query;
 
-use abo_core::ids::CommitSha;
+use abo_core::ids::{CommitSha, Timestamp};
+use abo_core::spec::TaskSpec;
+use abo_store::Store;
 
 use crate::git::{Git, GitError};
+use crate::redact::Redactor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KnowledgeError {
@@ -39,6 +42,53 @@ pub async fn repo_id(git: &Git, head: &CommitSha) -> Result<String, KnowledgeErr
         .min()
         .unwrap_or(head.as_str())
         .to_owned())
+}
+
+/// Files ranked for a task, at most.
+pub const RANKED: usize = 20;
+
+/// Brings the index up to date for `commit`: its files (only those never read), the history it
+/// descends from, and the outcomes the event log recorded since the last update. Returns the
+/// repository's id.
+pub async fn update(
+    git: &Git,
+    store: &Store,
+    redactor: &Redactor,
+    commit: &CommitSha,
+    at: Timestamp,
+) -> Result<String, KnowledgeError> {
+    let repo = repo_id(git, commit).await?;
+    index::index_commit(git, store, redactor, &repo, commit, at).await?;
+    history::index_history(git, store, redactor, &repo, commit).await?;
+    outcomes::index_outcomes(git, store, redactor, &repo).await?;
+    Ok(repo)
+}
+
+/// What the index says about `task` at `commit` (brought up to date first); `named` are the
+/// files the task names by path.
+pub async fn for_task(
+    git: &Git,
+    store: &Store,
+    redactor: &Redactor,
+    commit: &CommitSha,
+    task: &TaskSpec,
+    named: &[String],
+    at: Timestamp,
+) -> Result<query::Context, KnowledgeError> {
+    let repo = update(git, store, redactor, commit, at).await?;
+    let text = redactor.redact(&outcomes::statement(task));
+    query::context(
+        store,
+        &query::Ask {
+            repo: &repo,
+            commit: commit.as_str(),
+            text: &text,
+            named,
+            before: at,
+            limit: RANKED,
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -120,7 +120,7 @@ pub async fn context(store: &Store, ask: &Ask<'_>) -> Result<Context, KnowledgeE
             })
         })
         .collect();
-    let named_terms: Vec<String> = q.iter().filter(|t| t.len() >= 4).cloned().collect();
+    let named_terms = identifiers(ask.text);
     let named_defs = store
         .knowledge_defs_named(repo, commit, &named_terms)
         .await?;
@@ -180,6 +180,28 @@ pub async fn context(store: &Store, ask: &Ask<'_>) -> Result<Context, KnowledgeE
         landed: example(DocKind::Landed),
         failed: example(DocKind::Failed),
     })
+}
+
+/// The identifiers a text names, lowercased: words written as code (`snake_case`, `camelCase`,
+/// or in backticks). A plain word ("budget") names no symbol.
+pub fn identifiers(text: &str) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for (i, part) in text.split('`').enumerate() {
+        for w in part
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.len() >= 3 && w.len() <= 64)
+        {
+            let inner = w.trim_matches('_');
+            let camel = inner
+                .as_bytes()
+                .windows(2)
+                .any(|p| p[0].is_ascii_lowercase() && p[1].is_ascii_uppercase());
+            if i % 2 == 1 || inner.contains('_') || camel {
+                out.insert(w.to_ascii_lowercase());
+            }
+        }
+    }
+    out.into_iter().take(QUERY_TERMS).collect()
 }
 
 /// The reference graph around the roots: who defines what they reference, who references what
