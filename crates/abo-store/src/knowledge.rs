@@ -308,38 +308,45 @@ impl Store {
         Ok((u64_of(r.get(0)), u64_of(r.get(1))))
     }
 
-    /// Each (path, term, tf, length) of the commit's files holding one of `terms`.
+    /// Each (path, term, tf, length) of the commit's files holding one of `terms`; a term held
+    /// by more than `max_df` files is left out (it tells files apart too little to be worth its
+    /// rows), and returned apart.
     pub async fn knowledge_file_hits(
         &self,
         repo: &str,
         commit: &str,
         terms: &[String],
-    ) -> Result<Vec<(String, String, u32, u64)>> {
+        max_df: u64,
+    ) -> Result<(Vec<(String, String, u32, u64)>, Vec<String>)> {
         let mut out = Vec::new();
-        for chunk in terms.chunks(IN_LIST) {
-            let sql = format!(
-                "SELECT t.path, k.term, k.tf, b.len FROM knowledge_terms k
+        let mut common = Vec::new();
+        for t in terms {
+            let rows = sqlx::query(
+                "SELECT t.path, k.tf, b.len FROM knowledge_terms k
                  JOIN knowledge_trees t ON t.repo = k.repo AND t.blob = k.blob
                  JOIN knowledge_blobs b ON b.repo = k.repo AND b.blob = k.blob
-                 WHERE k.repo = $1 AND t.commit_sha = $2 AND k.term IN ({})",
-                list(3, chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(repo)
-                .bind(commit);
-            for t in chunk {
-                q = q.bind(t);
+                 WHERE k.repo = $1 AND k.term = $2 AND t.commit_sha = $3 LIMIT $4",
+            )
+            .bind(repo)
+            .bind(t)
+            .bind(commit)
+            .bind(i64_of(max_df.saturating_add(1)))
+            .fetch_all(&self.pool)
+            .await?;
+            if rows.len() as u64 > max_df {
+                common.push(t.clone());
+                continue;
             }
-            out.extend(q.fetch_all(&self.pool).await?.iter().map(|r: &AnyRow| {
+            out.extend(rows.iter().map(|r: &AnyRow| {
                 (
                     r.get(0),
-                    r.get(1),
-                    u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-                    u64_of(r.get(3)),
+                    t.clone(),
+                    u32::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+                    u64_of(r.get(2)),
                 )
             }));
         }
-        Ok(out)
+        Ok((out, common))
     }
 
     /// Definitions in the commit's files whose lowercased name is one of `names`: (path, name).

@@ -245,6 +245,7 @@ const MIGRATIONS: &[&str] = &[
         blob       TEXT NOT NULL,
         PRIMARY KEY (repo, commit_sha, path)
     );
+    CREATE INDEX knowledge_trees_blob ON knowledge_trees (repo, blob, commit_sha);
     CREATE TABLE knowledge_indexed (
         repo       TEXT NOT NULL,
         commit_sha TEXT NOT NULL,

@@ -21,7 +21,7 @@ use crate::exit::{self, Usage};
 use crate::load;
 use crate::out::{say, say_json};
 
-fn spec(
+pub(crate) fn spec(
     id: &str,
     title: &str,
     description: &str,

@@ -64,9 +64,10 @@ pub async fn context(store: &Store, ask: &Ask<'_>) -> Result<Context, KnowledgeE
     let (repo, commit) = (ask.repo, ask.commit);
     let q = terms::query(ask.text, QUERY_TERMS);
     let (n, total) = store.knowledge_file_stats(repo, commit).await?;
-    let file_hits = store
-        .knowledge_file_hits(repo, commit, &q)
-        .await?
+    // A term in more than a fifth of the files (and more than a few) says little of any.
+    let max_df = (n / 5).max(50);
+    let (file_hits, _common) = store.knowledge_file_hits(repo, commit, &q, max_df).await?;
+    let file_hits = file_hits
         .into_iter()
         .map(|(path, term, tf, len)| FileHit {
             path,

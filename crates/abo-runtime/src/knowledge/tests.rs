@@ -79,13 +79,14 @@ async fn a_commit_is_indexed_from_its_objects_incrementally_and_ranked_with_why(
     assert!(!secret_terms.is_empty());
     assert!(
         store
-            .knowledge_file_hits(&id, c1.as_str(), &secret_terms)
+            .knowledge_file_hits(&id, c1.as_str(), &secret_terms, 100)
             .await
             .unwrap()
+            .0
             .is_empty()
     );
-    let big = store
-        .knowledge_file_hits(&id, c1.as_str(), &["prompt".into()])
+    let (big, _) = store
+        .knowledge_file_hits(&id, c1.as_str(), &["prompt".into()], 100)
         .await
         .unwrap();
     assert!(big.iter().all(|(p, ..)| p != "big.txt"), "{big:?}");

@@ -1101,10 +1101,17 @@ async fn knowledge_is_kept_by_blob_and_commit(db: Db) {
     );
     assert_eq!(b.knowledge_file_stats("repo", "c1").await.unwrap(), (2, 7));
     assert_eq!(b.knowledge_file_stats("repo", "c2").await.unwrap(), (1, 5));
-    let mut hits = b
-        .knowledge_file_hits("repo", "c1", &s(&["prompt", "token", "absent"]))
+    let (mut hits, common) = b
+        .knowledge_file_hits("repo", "c1", &s(&["prompt", "token", "absent"]), 10)
         .await
         .unwrap();
+    assert!(common.is_empty());
+    // A term in more files than asked for is left out.
+    let (none, common) = b
+        .knowledge_file_hits("repo", "c1", &s(&["prompt"]), 0)
+        .await
+        .unwrap();
+    assert_eq!((none.len(), common), (0, s(&["prompt"])));
     hits.sort();
     assert_eq!(
         hits,
