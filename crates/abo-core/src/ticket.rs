@@ -124,11 +124,11 @@ pub fn unscoped(answer: &str) -> Vec<(String, String)> {
         .map(|t| {
             let mut s = t.title.clone();
             if !t.description.is_empty() {
-                s.push_str("\n");
+                s.push('\n');
                 s.push_str(&t.description);
             }
             for a in &t.acceptance {
-                s.push_str("\n");
+                s.push('\n');
                 s.push_str(a);
             }
             (t.id.clone(), s)
