@@ -107,6 +107,7 @@ async fn one(dir: &Path, files: usize, reps: usize) -> anyhow::Result<Value> {
                 named: &named,
                 before: Timestamp(i64::MAX),
                 limit: knowledge::RANKED,
+                weights: Default::default(),
             },
         )
         .await?;

@@ -44,6 +44,7 @@ pub async fn evaluate(
     head: &CommitSha,
     max: usize,
     at: Timestamp,
+    weights: abo_knowledge::rank::Weights,
 ) -> Result<Recall, KnowledgeError> {
     let repo = super::repo_id(git, head).await?;
     history::index_history(git, store, redactor, &repo, head).await?;
@@ -96,6 +97,7 @@ pub async fn evaluate(
                 named: &[],
                 before: Timestamp(c.at),
                 limit: 10,
+                weights,
             },
         )
         .await?;

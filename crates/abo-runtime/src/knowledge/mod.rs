@@ -86,6 +86,7 @@ pub async fn for_task(
             named,
             before: at,
             limit: RANKED,
+            weights: Default::default(),
         },
     )
     .await

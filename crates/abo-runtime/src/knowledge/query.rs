@@ -57,6 +57,8 @@ pub struct Ask<'a> {
     /// Only past changes before this time count (ms).
     pub before: Timestamp,
     pub limit: usize,
+    /// How much each kind of evidence weighs (the default in prompts).
+    pub weights: Weights,
 }
 
 /// The task's context; the commit must be indexed.
@@ -139,7 +141,7 @@ pub async fn context(store: &Store, ask: &Ask<'_>) -> Result<Context, KnowledgeE
         named_defs,
         named,
     };
-    let w = Weights::default();
+    let w = ask.weights;
     let seeds = rank::seeds(&ev, &w);
     let roots = rank::graph_roots(&seeds, ROOTS);
     let links = links(store, repo, commit, &roots).await?;

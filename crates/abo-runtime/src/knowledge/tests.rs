@@ -144,6 +144,7 @@ async fn a_commit_is_indexed_from_its_objects_incrementally_and_ranked_with_why(
             named: &[],
             before: Timestamp(i64::MAX),
             limit: 10,
+            weights: Default::default(),
         },
     )
     .await
@@ -200,9 +201,17 @@ async fn measure(repo: &Path, commits: usize) -> eval::Recall {
     let store = store(dir.path()).await;
     let git = crate::git::Git::new(repo.to_owned());
     let red = Redactor::new(&[], std::iter::empty());
-    eval::evaluate(&git, &store, &red, &head(repo), commits, Timestamp(1))
-        .await
-        .unwrap()
+    eval::evaluate(
+        &git,
+        &store,
+        &red,
+        &head(repo),
+        commits,
+        Timestamp(1),
+        Default::default(),
+    )
+    .await
+    .unwrap()
 }
 
 #[allow(clippy::print_stderr, reason = "the figures, for BENCHMARKS.md")]

@@ -134,4 +134,9 @@ tasks:
     );
     assert_eq!(bad.code, 2, "{}", bad.stderr);
     assert!(bad.stderr.contains("no task `nope`"), "{}", bad.stderr);
+    // `abo gc` forgets the index of commits no prompt used within its retention.
+    let gc = abo(&repo, &["gc", "--older-than", "0s", "--json"]);
+    assert_eq!(gc.code, 0, "{}", gc.stderr);
+    let gc: serde_json::Value = serde_json::from_str(&gc.stdout).unwrap();
+    assert!(gc["knowledge_commits_removed"].as_u64().unwrap() >= 1, "{gc}");
 }
