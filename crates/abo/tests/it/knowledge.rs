@@ -138,5 +138,8 @@ tasks:
     let gc = abo(&repo, &["gc", "--older-than", "0s", "--json"]);
     assert_eq!(gc.code, 0, "{}", gc.stderr);
     let gc: serde_json::Value = serde_json::from_str(&gc.stdout).unwrap();
-    assert!(gc["knowledge_commits_removed"].as_u64().unwrap() >= 1, "{gc}");
+    assert!(
+        gc["knowledge_commits_removed"].as_u64().unwrap() >= 1,
+        "{gc}"
+    );
 }
