@@ -90,9 +90,68 @@ struct Out<'a> {
 
 /// The backlog YAML for an answer, or why the answer is rejected.
 pub fn backlog(answer: &str, config: &Config) -> Result<String, String> {
+    backlog_with(answer, config, &std::collections::BTreeMap::new())
+}
+
+/// [`prompt`], with the files abo's index ranks for the ticket, each with why.
+pub fn prompt_with(ticket: &str, files: &[String], relevant: &[(String, String)]) -> String {
+    let p = prompt(ticket, files);
+    if relevant.is_empty() {
+        return p;
+    }
+    let mut section = String::from(
+        "## Files most relevant to the ticket (abo's index of the repository), and why\n\n",
+    );
+    for (f, why) in relevant {
+        section.push_str(&format!("- {f}: {why}\n"));
+    }
+    section.push('\n');
+    match p.find("## Answer") {
+        Some(i) => format!("{}{section}{}", &p[..i], &p[i..]),
+        None => p + &section,
+    }
+}
+
+/// Each task of an answer that names no `paths`: its id and statement (title, description,
+/// acceptance), for the index to suggest them.
+pub fn unscoped(answer: &str) -> Vec<(String, String)> {
+    let Some(doc) = extract_json(answer).and_then(|j| serde_json::from_str::<Doc>(j).ok()) else {
+        return Vec::new();
+    };
+    doc.tasks
+        .iter()
+        .filter(|t| t.paths.is_empty())
+        .map(|t| {
+            let mut s = t.title.clone();
+            if !t.description.is_empty() {
+                s.push('\n');
+                s.push_str(&t.description);
+            }
+            for a in &t.acceptance {
+                s.push('\n');
+                s.push_str(a);
+            }
+            (t.id.clone(), s)
+        })
+        .collect()
+}
+
+/// [`backlog`], with `paths` given to the tasks the answer left without (by id).
+pub fn backlog_with(
+    answer: &str,
+    config: &Config,
+    paths: &std::collections::BTreeMap<String, Vec<String>>,
+) -> Result<String, String> {
     let json = extract_json(answer).ok_or("the answer holds no JSON object")?;
-    let doc: Doc = serde_json::from_str(json)
+    let mut doc: Doc = serde_json::from_str(json)
         .map_err(|e| format!("the answer does not match the schema: {e}"))?;
+    for t in &mut doc.tasks {
+        if t.paths.is_empty()
+            && let Some(p) = paths.get(&t.id)
+        {
+            t.paths = p.clone();
+        }
+    }
     if doc.tasks.is_empty() {
         return Err("the answer has no tasks".into());
     }

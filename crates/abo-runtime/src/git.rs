@@ -250,6 +250,16 @@ impl Git {
         }
     }
 
+    /// [`Git::run_in`], stdout as bytes (object contents, read exactly).
+    pub async fn run_bytes(&self, cwd: &Path, args: &[&str]) -> Result<Vec<u8>> {
+        let out = self.raw(cwd, args, &[]).await?;
+        if out.exit == Some(0) {
+            Ok(out.stdout)
+        } else {
+            Err(self.failed(args, &out))
+        }
+    }
+
     pub async fn run(&self, args: &[&str]) -> Result<String> {
         self.run_in(&self.root.clone(), args).await
     }

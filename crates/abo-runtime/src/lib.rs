@@ -13,6 +13,7 @@ pub mod effects;
 pub mod egress;
 pub mod engine;
 pub mod git;
+pub mod knowledge;
 pub mod measure;
 pub mod notify;
 pub mod pr;

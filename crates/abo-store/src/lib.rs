@@ -8,6 +8,7 @@
 //! replays the whole log through.
 
 mod batch;
+mod knowledge;
 mod project;
 mod schema;
 mod work;
@@ -25,6 +26,7 @@ use abo_core::ids::{GateName, RunId, TaskId, Timestamp};
 use batch::{Arg, Batch};
 use project::Fold;
 
+pub use knowledge::{KnowledgeBlob, KnowledgeDoc};
 pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,7 @@ macro_rules! run_select {
     };
 }
 
-type Result<T, E = StoreError> = std::result::Result<T, E>;
+pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub(crate) type Tx = Transaction<'static, Any>;
 
 /// A store URL with any password replaced, fit for messages and logs.
@@ -111,11 +113,11 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn i64_of(n: u64) -> i64 {
+pub(crate) fn i64_of(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-fn u64_of(n: i64) -> u64 {
+pub(crate) fn u64_of(n: i64) -> u64 {
     u64::try_from(n).unwrap_or(0)
 }
 

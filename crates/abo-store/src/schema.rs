@@ -199,6 +199,86 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, tree, gate, config)
     );
     CREATE INDEX baselines_used ON baselines (used_at);",
+    // 10: the knowledge layer, by repository (its root commit). What was read of each blob (its
+    // language, length in terms, terms, definitions and references), which blob each path of an
+    // indexed commit holds, and past changes (commits, landed and failed tasks) with their terms.
+    // Written by the runtime as it indexes a base commit (only blobs it never read); pruned by
+    // `abo gc`.
+    "CREATE TABLE knowledge_blobs (
+        repo TEXT NOT NULL,
+        blob TEXT NOT NULL,
+        lang TEXT NOT NULL,
+        len  INTEGER NOT NULL,
+        PRIMARY KEY (repo, blob)
+    );
+    CREATE TABLE knowledge_terms (
+        repo TEXT NOT NULL,
+        blob TEXT NOT NULL,
+        term TEXT NOT NULL,
+        tf   INTEGER NOT NULL,
+        PRIMARY KEY (repo, term, blob)
+    );
+    CREATE INDEX knowledge_terms_blob ON knowledge_terms (repo, blob);
+    CREATE TABLE knowledge_defs (
+        repo  TEXT NOT NULL,
+        blob  TEXT NOT NULL,
+        name  TEXT NOT NULL,
+        lname TEXT NOT NULL,
+        kind  TEXT NOT NULL,
+        line  INTEGER NOT NULL
+    );
+    CREATE INDEX knowledge_defs_blob ON knowledge_defs (repo, blob);
+    CREATE INDEX knowledge_defs_name ON knowledge_defs (repo, name);
+    CREATE INDEX knowledge_defs_lname ON knowledge_defs (repo, lname);
+    CREATE TABLE knowledge_refs (
+        repo TEXT NOT NULL,
+        blob TEXT NOT NULL,
+        name TEXT NOT NULL,
+        n    INTEGER NOT NULL,
+        PRIMARY KEY (repo, blob, name)
+    );
+    CREATE INDEX knowledge_refs_name ON knowledge_refs (repo, name);
+    CREATE TABLE knowledge_trees (
+        repo       TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        blob       TEXT NOT NULL,
+        PRIMARY KEY (repo, commit_sha, path)
+    );
+    CREATE INDEX knowledge_trees_blob ON knowledge_trees (repo, blob, commit_sha);
+    CREATE TABLE knowledge_indexed (
+        repo       TEXT NOT NULL,
+        commit_sha TEXT NOT NULL,
+        files      INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        used_at    INTEGER NOT NULL,
+        PRIMARY KEY (repo, commit_sha)
+    );
+    CREATE TABLE knowledge_docs (
+        repo  TEXT NOT NULL,
+        kind  TEXT NOT NULL,
+        key   TEXT NOT NULL,
+        at    INTEGER NOT NULL,
+        title TEXT NOT NULL,
+        body  TEXT NOT NULL,
+        files TEXT NOT NULL,
+        len   INTEGER NOT NULL,
+        PRIMARY KEY (repo, kind, key)
+    );
+    CREATE TABLE knowledge_doc_terms (
+        repo TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        key  TEXT NOT NULL,
+        term TEXT NOT NULL,
+        tf   INTEGER NOT NULL,
+        PRIMARY KEY (repo, term, kind, key)
+    );
+    CREATE TABLE knowledge_cursors (
+        repo  TEXT NOT NULL,
+        name  TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        PRIMARY KEY (repo, name)
+    );",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

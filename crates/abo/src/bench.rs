@@ -21,7 +21,7 @@ use crate::exit;
 use crate::out::{note, say, say_json};
 
 /// Percentiles of samples in milliseconds.
-fn dist(mut ms: Vec<f64>) -> Value {
+pub(crate) fn dist(mut ms: Vec<f64>) -> Value {
     ms.sort_by(f64::total_cmp);
     let at = |q: f64| {
         #[allow(
@@ -46,7 +46,7 @@ fn spread(mut v: Vec<f64>) -> (f64, f64, f64) {
     )
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -233,7 +233,7 @@ fn policy_eval(lines: usize, n: usize) -> anyhow::Result<Value> {
     Ok(dist(samples))
 }
 
-async fn sh(script: &str, dir: &Path) -> anyhow::Result<()> {
+pub(crate) async fn sh(script: &str, dir: &Path) -> anyhow::Result<()> {
     let out = process::run(&Spec::shell(script, dir), &Default::default()).await?;
     if !out.success() {
         anyhow::bail!(
@@ -572,7 +572,7 @@ pub(crate) async fn bench(
     let d = dir.path();
     let note = |m: &str| note!("abo bench: {m}");
     let want = |figure: &str| {
-        (only.is_empty() && (!figure.starts_with("scaling") || !quick))
+        (only.is_empty() && (!(figure.starts_with("scaling") || figure == "knowledge") || !quick))
             || only.iter().any(|o| o == figure)
     };
     let reps = if quick { 3 } else { 5 };
@@ -691,6 +691,11 @@ pub(crate) async fn bench(
         let (_, a500, _) = git_overhead(d, 500, 3, 1).await?;
         let (_, a50k, _) = git_overhead(d, 50_000, 3, 1).await?;
         out["detail"]["scaling_abo_ms_per_task_by_files"] = json!({ "500": a500, "50000": a50k });
+    }
+
+    if want("knowledge") {
+        note("the knowledge index: build, update, a prompt's context");
+        out["detail"]["knowledge"] = crate::bench_knowledge::figures(d, quick).await?;
     }
 
     if cli.json {

@@ -181,6 +181,18 @@ pub(crate) enum Cmd {
         #[arg(long, value_name = "DURATION", default_value = "15s")]
         lease_ttl: String,
     },
+    /// What the knowledge index would put in a task's prompt, and why: ranked files with their
+    /// reasons and symbols, similar landed tasks, failures to avoid.
+    Context {
+        /// A task id (of --backlog, else of the latest run holding it), or the task's text.
+        task: String,
+        /// The backlog the task is in.
+        #[arg(long, value_name = "FILE")]
+        backlog: Option<PathBuf>,
+        /// The prompt's token budget.
+        #[arg(long, default_value_t = 16_000)]
+        budget: usize,
+    },
     /// Measure abo against its performance targets (BENCHMARKS.md).
     Bench {
         /// The short run (under two minutes on two cores).
@@ -188,8 +200,9 @@ pub(crate) enum Cmd {
         quick: bool,
         /// Measure only these figures: append, noop, dispatch, policy, reports (reading gates'
         /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
-        /// (repository size); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files"])]
+        /// (repository size), knowledge (the index on 500 and 50,000 files); comma-separated, the
+        /// others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "knowledge"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.

@@ -444,14 +444,22 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
     let pruned = env.ctx.store.cache_prune(before).await?;
     // And baselines not read within it.
     let baselines = env.ctx.store.baseline_prune(before).await?;
+    // And the knowledge index of commits no prompt used within it (with the blobs only they held).
+    let indexed = env.ctx.store.knowledge_prune(before).await?;
     if cli.json {
         say_json!(serde_json::json!({
             "cleaned": cleaned,
             "cache_entries_removed": pruned,
             "baselines_removed": baselines,
+            "knowledge_commits_removed": indexed,
             "repaired": repaired
         }));
-    } else if cleaned.is_empty() && pruned == 0 && baselines == 0 && repaired.is_empty() {
+    } else if cleaned.is_empty()
+        && pruned == 0
+        && baselines == 0
+        && indexed == 0
+        && repaired.is_empty()
+    {
         say!("nothing to remove");
     } else {
         for r in &repaired {
@@ -469,6 +477,12 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
         if baselines > 0 {
             say!(
                 "removed {baselines} baseline(s) not read since {}",
+                before.to_rfc3339()
+            );
+        }
+        if indexed > 0 {
+            say!(
+                "removed the knowledge index of {indexed} commit(s) not used since {}",
                 before.to_rfc3339()
             );
         }

@@ -2,8 +2,10 @@
 //! config together, and maps every outcome to an exit code here and nowhere else.
 
 mod bench;
+mod bench_knowledge;
 mod cli;
 mod commands;
+mod context_cmd;
 mod daemon;
 mod demo;
 mod doctor;
@@ -94,6 +96,11 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
             )
             .await
         }
+        Cmd::Context {
+            task,
+            backlog,
+            budget,
+        } => context_cmd::context(cli, task, backlog.as_deref(), *budget).await,
         Cmd::Bench { quick, only, dir } => bench::bench(cli, *quick, only, dir.as_deref()).await,
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,

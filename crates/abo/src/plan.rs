@@ -15,6 +15,10 @@ use crate::exit::{self, Usage};
 use crate::load;
 use crate::out::{note, say_raw};
 
+/// Files the index may give a planned task without `paths:`, at most (those scoring at least half
+/// the best).
+const PLANNED_PATHS: usize = 3;
+
 pub(crate) async fn plan(
     cli: &Cli,
     ticket_path: &Path,
@@ -73,7 +77,30 @@ pub(crate) async fn plan(
         .await
         .map_err(|_| Usage::new("the repository has no commit"))?;
     ctx.git.add_detached_worktree(&wt, &head).await?;
-    let prompt = ticket::prompt(&ticket_text, &files);
+    // The index ranks the repository's files for the ticket; the model sees them with why.
+    let ticket_task = crate::context_cmd::spec("ticket", &ticket_text, "", vec![], vec![]);
+    let relevant: Vec<(String, String)> = abo_runtime::knowledge::for_task(
+        &ctx.git,
+        &ctx.store,
+        &redactor,
+        &head,
+        &ticket_task,
+        &[],
+        ctx.clock.now(),
+    )
+    .await
+    .map(|k| {
+        k.files
+            .iter()
+            .take(15)
+            .map(|r| {
+                let why: Vec<String> = r.why.iter().map(ToString::to_string).collect();
+                (r.path.clone(), why.join("; "))
+            })
+            .collect()
+    })
+    .unwrap_or_default();
+    let prompt = ticket::prompt_with(&ticket_text, &files, &relevant);
     let question = abo_runtime::backends::Question {
         system: ticket::SYSTEM,
         prompt: &prompt,
@@ -96,7 +123,35 @@ pub(crate) async fn plan(
         (Some(t), None) => format!(" ({t} tokens, cost unknown)"),
         _ => String::new(),
     };
-    let yaml = match ticket::backlog(&answer.text, &config) {
+    // Tasks the answer left without `paths:` get the files the index ranks best for them.
+    let mut suggested = std::collections::BTreeMap::new();
+    for (id, statement) in ticket::unscoped(&answer.text) {
+        let t = crate::context_cmd::spec("planned", &statement, "", vec![], vec![]);
+        if let Ok(k) = abo_runtime::knowledge::for_task(
+            &ctx.git,
+            &ctx.store,
+            &redactor,
+            &head,
+            &t,
+            &[],
+            ctx.clock.now(),
+        )
+        .await
+        {
+            let best = k.files.first().map_or(0.0, |r| r.score);
+            let paths: Vec<String> = k
+                .files
+                .iter()
+                .take(PLANNED_PATHS)
+                .filter(|r| r.score >= best / 2.0)
+                .map(|r| r.path.clone())
+                .collect();
+            if !paths.is_empty() {
+                suggested.insert(id, paths);
+            }
+        }
+    }
+    let yaml = match ticket::backlog_with(&answer.text, &config, &suggested) {
         Ok(y) => y,
         Err(reason) => {
             note!("error: the plan from backend `{name}` was rejected: {reason}{spent}");

@@ -4,6 +4,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod briefing;
 pub mod diff;
 pub mod keys;
 pub mod parse;
@@ -175,13 +176,14 @@ async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prom
                 .collect()
         })
         .unwrap_or_default();
-    let files = prompt::relevant_files(job.task, &tracked);
+    let mut files = prompt::relevant_files(job.task, &tracked);
     let budget = match job.backend {
         BackendSpec::Agent { context_tokens, .. } | BackendSpec::Api { context_tokens, .. } => {
             *context_tokens as usize
         }
         _ => 16_000,
     };
+    let briefing = knowledge_briefing(job, &mut files, budget).await;
     let rules = crate::sandbox::confined_rules(job.ctx, &job.settings.sandbox);
     let what = prompt::For {
         task: job.task,
@@ -189,10 +191,49 @@ async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prom
         feedback: job.feedback.as_deref(),
         contract,
         rules: &rules,
+        briefing: &briefing,
     };
     let mut p = prompt::build(&what, job.worktree, &files, budget, job.ctx.tokenizer());
     p.text = job.redactor.redact(&p.text);
     p
+}
+
+/// Files the index ranked that a prompt shows in full after those the task names or scopes.
+const RANKED_FILES: usize = 5;
+
+/// What the knowledge index says about the task at the worktree's commit, within a fifth of the
+/// budget; the best files it ranked join `files`. The index failing leaves the prompt without it
+/// (the attempt goes on as it would have without an index).
+async fn knowledge_briefing(job: &Job<'_>, files: &mut Vec<String>, budget: usize) -> String {
+    let Ok(head) = job
+        .ctx
+        .git
+        .run_in(job.worktree, &["rev-parse", "HEAD"])
+        .await
+    else {
+        return String::new();
+    };
+    let head = abo_core::ids::CommitSha::new(head.trim());
+    let ctx = match crate::knowledge::for_task(
+        &job.ctx.git,
+        &job.ctx.store,
+        job.redactor,
+        &head,
+        job.task,
+        files,
+        job.ctx.clock.now(),
+    )
+    .await
+    {
+        Ok(c) => c,
+        Err(_) => return String::new(),
+    };
+    for r in ctx.files.iter().take(RANKED_FILES) {
+        if !files.contains(&r.path) {
+            files.push(r.path.clone());
+        }
+    }
+    briefing::render(&ctx, budget / 5, job.ctx.tokenizer())
 }
 
 /// Writes the prompt (and feedback) for a command or agent; returns their variables.

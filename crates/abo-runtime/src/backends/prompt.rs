@@ -19,7 +19,7 @@ pub enum Contract {
 
 /// The version of the prompt templates: part of the result cache's key, so changing how prompts
 /// are written never reuses results of the old ones. Bump it with any change to this module's text.
-pub const TEMPLATE_VERSION: u32 = 2;
+pub const TEMPLATE_VERSION: u32 = 3;
 
 pub const DIFF_SYSTEM: &str = "You are a careful senior software engineer. You change code by replying with a single unified diff, as `git diff` prints it, and nothing else is applied.";
 
@@ -98,6 +98,8 @@ pub struct For<'a> {
     pub contract: Contract,
     /// What the worktree's files are read under: the agent's own sandbox rules.
     pub rules: &'a confined::Rules,
+    /// What the knowledge index says about the task (`backends::briefing`), or nothing.
+    pub briefing: &'a str,
 }
 
 pub fn build(
@@ -113,6 +115,7 @@ pub fn build(
         feedback,
         contract,
         rules,
+        briefing,
     } = *what;
     let mut p = format!(
         "# Task `{}`: {}\n\nType: {}. Attempt {attempt}.\n",
@@ -147,6 +150,7 @@ pub fn build(
             f.trim_end()
         ));
     }
+    p.push_str(briefing);
     let contract_text = match contract {
         Contract::EditFiles => "\n## How to answer\n\nEdit the files in your working directory; it is the repository's root. When you are done, say in one paragraph what you changed and why.\n".to_owned(),
         Contract::DiffOnly => "\n## How to answer\n\nReply with exactly one unified diff in a ```diff fenced block, as `git diff` prints it: `--- a/PATH` and `+++ b/PATH` headers (`/dev/null` for new or deleted files), then `@@` hunks with three lines of context. Paths are relative to the repository root. Before the block, one short paragraph may say what you changed and why; nothing else in the reply is applied.\n".to_owned(),
@@ -307,6 +311,7 @@ mod tests {
             feedback: Some("gate `test` failed"),
             contract: Contract::DiffOnly,
             rules: &rules,
+            briefing: "\n## What abo's index of the repository says about this task\n\n- `src/parse.rs`: the task names it.\n",
         };
         let mut files = files[..4].to_vec();
         files.push("src/env.rs".into());
@@ -326,6 +331,7 @@ mod tests {
             "not shown for length: `src/big.rs`",
             "Not shown: `src/env.rs` (abo follows no symbolic link",
             "```diff fenced block",
+            "- `src/parse.rs`: the task names it.",
         ] {
             assert!(p.text.contains(part), "missing {part:?} in:\n{}", p.text);
         }

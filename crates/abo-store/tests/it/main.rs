@@ -145,6 +145,7 @@ conformance!(
     artifacts_are_shared_by_content,
     flaky_tests_are_a_projection_of_the_log,
     baselines_are_kept_by_repository_tree_and_gate,
+    knowledge_is_kept_by_blob_and_commit,
 );
 
 fn history(run: &str) -> Vec<Event> {
@@ -1020,4 +1021,212 @@ async fn baselines_are_kept_by_repository_tree_and_gate(db: Db) {
     assert_eq!(b.baseline_prune(Timestamp(3)).await.unwrap(), 1);
     assert!(b.baseline(&k, Timestamp(4)).await.unwrap().is_some());
     assert_eq!(b.baseline(&old, Timestamp(4)).await.unwrap(), None);
+}
+
+async fn knowledge_is_kept_by_blob_and_commit(db: Db) {
+    use abo_store::{KnowledgeBlob, KnowledgeDoc};
+    let (a, b) = (db.open().await, db.open().await);
+    let blob = |id: &str, terms: &[(&str, u32)], defs: &[&str], refs: &[&str]| KnowledgeBlob {
+        blob: id.into(),
+        lang: "rust".into(),
+        len: terms.iter().map(|(_, n)| u64::from(*n)).sum(),
+        terms: terms.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect(),
+        defs: defs
+            .iter()
+            .map(|d| ((*d).to_owned(), "fn".to_owned(), 3))
+            .collect(),
+        refs: refs.iter().map(|r| ((*r).to_owned(), 2)).collect(),
+    };
+    let s = |v: &[&str]| v.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+    a.knowledge_put_blobs(
+        "repo",
+        &[
+            blob(
+                "b1",
+                &[("prompt", 4), ("budget", 1)],
+                &["BuildPrompt"],
+                &["Tokens"],
+            ),
+            blob("b2", &[("token", 2)], &["Tokens"], &[]),
+        ],
+    )
+    .await
+    .unwrap();
+    // Recorded again (another process read the same blob): nothing doubles.
+    b.knowledge_put_blobs("repo", &[blob("b1", &[("prompt", 9)], &[], &[])])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.knowledge_known_blobs("repo", &s(&["b1", "b2", "b3"]))
+            .await
+            .unwrap(),
+        ["b1", "b2"].map(String::from).into_iter().collect()
+    );
+    assert!(
+        b.knowledge_known_blobs("other", &s(&["b1"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let tree = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(p, b)| ((*p).to_owned(), (*b).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    a.knowledge_put_tree(
+        "repo",
+        "c1",
+        &tree(&[("src/prompt.rs", "b1"), ("src/tok.rs", "b2")]),
+        Timestamp(1),
+    )
+    .await
+    .unwrap();
+    a.knowledge_put_tree(
+        "repo",
+        "c2",
+        &tree(&[("src/prompt.rs", "b1")]),
+        Timestamp(1),
+    )
+    .await
+    .unwrap();
+    assert!(
+        b.knowledge_indexed("repo", "c1", Timestamp(5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !b.knowledge_indexed("repo", "c3", Timestamp(5))
+            .await
+            .unwrap()
+    );
+    assert_eq!(b.knowledge_file_stats("repo", "c1").await.unwrap(), (2, 7));
+    assert_eq!(b.knowledge_file_stats("repo", "c2").await.unwrap(), (1, 5));
+    let (mut hits, common) = b
+        .knowledge_file_hits("repo", "c1", &s(&["prompt", "token", "absent"]), 10)
+        .await
+        .unwrap();
+    assert!(common.is_empty());
+    // A term in more files than asked for is left out.
+    let (none, common) = b
+        .knowledge_file_hits("repo", "c1", &s(&["prompt"]), 0)
+        .await
+        .unwrap();
+    assert_eq!((none.len(), common), (0, s(&["prompt"])));
+    hits.sort();
+    assert_eq!(
+        hits,
+        [
+            ("src/prompt.rs".to_owned(), "prompt".to_owned(), 4, 5),
+            ("src/tok.rs".to_owned(), "token".to_owned(), 2, 2)
+        ]
+    );
+    assert_eq!(
+        b.knowledge_defs_named("repo", "c1", &s(&["buildprompt"]))
+            .await
+            .unwrap(),
+        [("src/prompt.rs".to_owned(), "BuildPrompt".to_owned())]
+    );
+    assert_eq!(
+        b.knowledge_defs_by_name("repo", "c1", &s(&["Tokens"]))
+            .await
+            .unwrap(),
+        [(
+            "src/tok.rs".to_owned(),
+            "Tokens".to_owned(),
+            "fn".to_owned(),
+            3
+        )]
+    );
+    assert!(
+        b.knowledge_defs_by_name("repo", "c2", &s(&["Tokens"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        b.knowledge_refs_to("repo", "c1", &s(&["Tokens"]))
+            .await
+            .unwrap(),
+        [("src/prompt.rs".to_owned(), "Tokens".to_owned(), 2)]
+    );
+    assert_eq!(
+        b.knowledge_refs_in("repo", "c1", &s(&["src/prompt.rs"]))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        b.knowledge_tree("repo", "c2").await.unwrap(),
+        tree(&[("src/prompt.rs", "b1")])
+    );
+
+    // Past changes: a query sees only those before its time.
+    let doc = |key: &str, at: i64| KnowledgeDoc {
+        kind: "commit".into(),
+        key: key.into(),
+        at: Timestamp(at),
+        title: format!("subject {key}"),
+        body: "body".into(),
+        files: vec!["src/prompt.rs".into()],
+        len: 3,
+        terms: vec![("prompt".into(), 2), ("shorter".into(), 1)],
+    };
+    a.knowledge_put_docs("repo", &[doc("k1", 10), doc("k2", 20)])
+        .await
+        .unwrap();
+    b.knowledge_put_docs("repo", &[doc("k1", 99)])
+        .await
+        .unwrap();
+    assert_eq!(
+        b.knowledge_doc_stats("repo", Timestamp(15)).await.unwrap(),
+        (1, 3)
+    );
+    assert_eq!(
+        b.knowledge_doc_hits("repo", Timestamp(21), &s(&["shorter"]))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        b.knowledge_known_docs("repo", "commit", &s(&["k1", "k9"]))
+            .await
+            .unwrap(),
+        ["k1".to_owned()].into_iter().collect()
+    );
+    let got = b
+        .knowledge_docs("repo", &[("commit".into(), "k1".into())])
+        .await
+        .unwrap();
+    assert_eq!(
+        (got[0].at, got[0].files.clone()),
+        (Timestamp(10), s(&["src/prompt.rs"]))
+    );
+    assert_eq!(b.knowledge_cursor("repo", "events").await.unwrap(), None);
+    a.knowledge_set_cursor("repo", "events", 7).await.unwrap();
+    a.knowledge_set_cursor("repo", "events", 8).await.unwrap();
+    assert_eq!(b.knowledge_cursor("repo", "events").await.unwrap(), Some(8));
+
+    // Pruning: c2 was last used at 1, c1 at 5; b2 is held by c1 only.
+    assert_eq!(a.knowledge_prune(Timestamp(5)).await.unwrap(), 1);
+    assert!(
+        !b.knowledge_indexed("repo", "c2", Timestamp(6))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        b.knowledge_known_blobs("repo", &s(&["b1", "b2"]))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(a.knowledge_prune(Timestamp(7)).await.unwrap(), 1);
+    assert!(
+        b.knowledge_known_blobs("repo", &s(&["b1", "b2"]))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -275,6 +275,10 @@ fn plan_turns_a_ticket_into_a_checked_backlog() {
         yaml.contains("- id: docs") && yaml.contains("deps:\n  - greet"),
         "{yaml}"
     );
+    // The task the model left without paths gets the files the index ranks for it.
+    let planned = abo_core::backlog::parse_yaml("planned.yml", &yaml).unwrap();
+    let docs = planned.tasks.iter().find(|t| t.id == "docs").unwrap();
+    assert_eq!(docs.paths, ["README.md"], "{yaml}");
     let prompt = server.requests()[0].body["messages"][1]["content"]
         .as_str()
         .unwrap()
@@ -282,7 +286,8 @@ fn plan_turns_a_ticket_into_a_checked_backlog() {
     assert!(
         prompt.contains("Greet the whole world")
             && prompt.contains("- greeting.txt")
-            && prompt.contains("\"required\": [\"title\", \"tasks\"]"),
+            && prompt.contains("\"required\": [\"title\", \"tasks\"]")
+            && prompt.contains("## Files most relevant to the ticket (abo's index of the repository), and why\n\n- greeting.txt: its text matches `greet`"),
         "{prompt}"
     );
 

@@ -15,6 +15,7 @@ mod crash;
 mod errors;
 mod golden;
 mod hostile;
+mod knowledge;
 mod mcp;
 mod notify;
 mod policy;

@@ -1,0 +1,96 @@
+//! The knowledge layer of a repository, kept in the store and updated per base commit:
+//! `index` (each file's terms and symbols, read from git objects, only blobs never read before),
+//! `history` (commit messages and the files they touched), `outcomes` (landed and failed tasks
+//! from the event log), `query` (a task's context: files ranked with why, their symbols, similar
+//! landed tasks, failures to avoid), `eval` (recall on a repository's own history).
+//!
+//! Everything read here is hostile input: blobs come from git's object store by id (never the
+//! working tree, so no link is followed), bounded in size, and pass through the secret redaction
+//! before anything of them is analysed or stored.
+
+pub mod eval;
+pub mod history;
+pub mod index;
+pub mod outcomes;
+pub mod query;
+
+use abo_core::ids::{CommitSha, Timestamp};
+use abo_core::spec::TaskSpec;
+use abo_store::Store;
+
+use crate::git::{Git, GitError};
+use crate::redact::Redactor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum KnowledgeError {
+    #[error("knowledge index: {0}")]
+    Git(#[from] GitError),
+    #[error("knowledge index: {0}")]
+    Store(#[from] abo_store::StoreError),
+}
+
+/// The repository, as every clone of it names it: the least of the root commits `head`
+/// descends from (as the baselines name it).
+pub async fn repo_id(git: &Git, head: &CommitSha) -> Result<String, KnowledgeError> {
+    let roots = git
+        .run(&["rev-list", "--max-parents=0", head.as_str()])
+        .await?;
+    Ok(roots
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .min()
+        .unwrap_or(head.as_str())
+        .to_owned())
+}
+
+/// Files ranked for a task, at most.
+pub const RANKED: usize = 20;
+
+/// Brings the index up to date for `commit`: its files (only those never read), the history it
+/// descends from, and the outcomes the event log recorded since the last update. Returns the
+/// repository's id.
+pub async fn update(
+    git: &Git,
+    store: &Store,
+    redactor: &Redactor,
+    commit: &CommitSha,
+    at: Timestamp,
+) -> Result<String, KnowledgeError> {
+    let repo = repo_id(git, commit).await?;
+    index::index_commit(git, store, redactor, &repo, commit, at).await?;
+    history::index_history(git, store, redactor, &repo, commit).await?;
+    outcomes::index_outcomes(git, store, redactor, &repo).await?;
+    Ok(repo)
+}
+
+/// What the index says about `task` at `commit` (brought up to date first); `named` are the
+/// files the task names by path.
+pub async fn for_task(
+    git: &Git,
+    store: &Store,
+    redactor: &Redactor,
+    commit: &CommitSha,
+    task: &TaskSpec,
+    named: &[String],
+    at: Timestamp,
+) -> Result<query::Context, KnowledgeError> {
+    let repo = update(git, store, redactor, commit, at).await?;
+    let text = redactor.redact(&outcomes::statement(task));
+    query::context(
+        store,
+        &query::Ask {
+            repo: &repo,
+            commit: commit.as_str(),
+            text: &text,
+            named,
+            before: at,
+            limit: RANKED,
+            weights: Default::default(),
+        },
+    )
+    .await
+}
+
+#[cfg(test)]
+mod tests;

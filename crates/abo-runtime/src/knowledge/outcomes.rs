@@ -1,0 +1,229 @@
+//! Success patterns and failure modes from the event log: each landed task (its statement and
+//! the files its commit touched) and each failed attempt (its statement, the reasons and the
+//! feedback it got) becomes a past change, searchable by similarity to a new task. The log is
+//! read from where the last reading stopped (a cursor in the store); runs whose base commit is not
+//! in this repository are left out (a shared store may hold other repositories' runs).
+
+use std::collections::BTreeMap;
+
+use abo_core::event::EventBody;
+use abo_core::ids::{CommitSha, RunId};
+use abo_core::spec::{RunSpec, TaskSpec};
+use abo_knowledge::rank::DocKind;
+use abo_knowledge::terms;
+use abo_store::{KnowledgeDoc, Store};
+
+use super::KnowledgeError;
+use crate::git::Git;
+use crate::redact::Redactor;
+
+const CURSOR: &str = "events";
+const PAGE: u32 = 2_000;
+/// Text kept of a failure's reasons.
+const REASON_CHARS: usize = 600;
+
+/// A task's statement: title, description, acceptance.
+pub fn statement(t: &TaskSpec) -> String {
+    let mut s = t.title.clone();
+    if !t.description.trim().is_empty() {
+        s.push_str("\n\n");
+        s.push_str(t.description.trim());
+    }
+    for a in &t.acceptance {
+        s.push_str("\n- ");
+        s.push_str(a);
+    }
+    s
+}
+
+fn shorten(s: &str, n: usize) -> String {
+    let s = s.trim();
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}
+
+fn make(
+    kind: DocKind,
+    key: String,
+    at: i64,
+    task: &TaskSpec,
+    outcome: &str,
+    files: Vec<String>,
+    redactor: &Redactor,
+) -> KnowledgeDoc {
+    let body = redactor.redact(&format!("{}\n\n{outcome}", statement(task)));
+    let bag = terms::bag(&redactor.redact(&statement(task)));
+    KnowledgeDoc {
+        kind: kind.as_str().into(),
+        key,
+        at: abo_core::ids::Timestamp(at),
+        title: redactor.redact(&task.title),
+        body,
+        files,
+        len: bag.values().map(|n| u64::from(*n)).sum(),
+        terms: bag.into_iter().collect(),
+    }
+}
+
+/// Reads the log since the last reading; returns how many outcomes were recorded.
+pub async fn index_outcomes(
+    git: &Git,
+    store: &Store,
+    redactor: &Redactor,
+    repo: &str,
+) -> Result<usize, KnowledgeError> {
+    let mut after =
+        u64::try_from(store.knowledge_cursor(repo, CURSOR).await?.unwrap_or(0)).unwrap_or(0);
+    let mut specs: BTreeMap<RunId, Option<RunSpec>> = BTreeMap::new();
+    let mut recorded = 0;
+    loop {
+        let page = store.events(None, after, PAGE).await?;
+        let Some(last) = page.last() else {
+            break;
+        };
+        let last = last.seq;
+        let mut docs = Vec::new();
+        for e in &page {
+            let ev = &e.event;
+            let Some(task_id) = &ev.task else {
+                continue;
+            };
+            if !matches!(
+                ev.body,
+                EventBody::TaskLanded { .. }
+                    | EventBody::TaskRetry { .. }
+                    | EventBody::TaskFailed { .. }
+                    | EventBody::TaskDenied { .. }
+            ) {
+                continue;
+            }
+            if !specs.contains_key(&ev.run) {
+                let spec = run_spec(store, &ev.run).await?;
+                let ours = match &spec {
+                    Some(s) => git.has_commit(&s.base).await.unwrap_or(false),
+                    None => false,
+                };
+                specs.insert(ev.run.clone(), spec.filter(|_| ours));
+            }
+            let Some(Some(spec)) = specs.get(&ev.run) else {
+                continue;
+            };
+            let Some(task) = spec.tasks.iter().find(|t| &t.id == task_id) else {
+                continue;
+            };
+            let key = |n: u32| format!("{}/{}/{n}", ev.run, task_id);
+            let doc = match &ev.body {
+                EventBody::TaskLanded { attempt, commit } => {
+                    let files = changed(git, commit).await;
+                    let outcome = format!(
+                        "Landed as {} changing {}.",
+                        commit.as_str(),
+                        files.join(", ")
+                    );
+                    make(
+                        DocKind::Landed,
+                        key(*attempt),
+                        ev.at.0,
+                        task,
+                        &outcome,
+                        files,
+                        redactor,
+                    )
+                }
+                EventBody::TaskRetry {
+                    attempt, reason, ..
+                } => {
+                    let outcome = format!(
+                        "Attempt {} failed: {}",
+                        attempt.saturating_sub(1),
+                        shorten(reason, REASON_CHARS)
+                    );
+                    make(
+                        DocKind::Failed,
+                        key(attempt.saturating_sub(1)),
+                        ev.at.0,
+                        task,
+                        &outcome,
+                        vec![],
+                        redactor,
+                    )
+                }
+                EventBody::TaskFailed {
+                    attempts, reason, ..
+                } => {
+                    let outcome = format!(
+                        "Failed after {attempts} attempts: {}",
+                        shorten(reason, REASON_CHARS)
+                    );
+                    make(
+                        DocKind::Failed,
+                        key(*attempts),
+                        ev.at.0,
+                        task,
+                        &outcome,
+                        vec![],
+                        redactor,
+                    )
+                }
+                EventBody::TaskDenied {
+                    attempt, reasons, ..
+                } => {
+                    let outcome = format!("Denied: {}", shorten(&reasons.join("; "), REASON_CHARS));
+                    make(
+                        DocKind::Failed,
+                        format!("{}/denied", key(*attempt)),
+                        ev.at.0,
+                        task,
+                        &outcome,
+                        vec![],
+                        redactor,
+                    )
+                }
+                _ => continue,
+            };
+            docs.push(doc);
+        }
+        recorded += docs.len();
+        store.knowledge_put_docs(repo, &docs).await?;
+        store
+            .knowledge_set_cursor(repo, CURSOR, i64::try_from(last).unwrap_or(i64::MAX))
+            .await?;
+        after = last;
+        if page.len() < PAGE as usize {
+            break;
+        }
+    }
+    Ok(recorded)
+}
+
+async fn run_spec(store: &Store, run: &RunId) -> Result<Option<RunSpec>, KnowledgeError> {
+    let first = store.events(Some(run), 0, 1).await?;
+    Ok(first.into_iter().find_map(|e| match e.event.body {
+        EventBody::RunCreated(spec) => Some(*spec),
+        _ => None,
+    }))
+}
+
+/// The files a landed commit changed.
+async fn changed(git: &Git, commit: &CommitSha) -> Vec<String> {
+    git.run(&[
+        "show",
+        "-z",
+        "--name-only",
+        "--no-renames",
+        "--format=",
+        commit.as_str(),
+    ])
+    .await
+    .map(|s| {
+        s.split('\0')
+            .map(|p| p.trim_start_matches('\n'))
+            .filter(|p| !p.is_empty())
+            .take(200)
+            .map(str::to_owned)
+            .collect()
+    })
+    .unwrap_or_default()
+}
