@@ -979,6 +979,10 @@ pub struct Landing {
     /// The variable holding the API token (default `GITHUB_TOKEN`, `GITLAB_TOKEN`).
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Gates run on the whole run branch once its tasks landed; a failure is bisected to the
+    /// first bad commit, which is reverted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<crate::ids::GateName>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1030,6 +1034,7 @@ impl Default for Landing {
             api_url: None,
             repo: None,
             token_env: None,
+            verify: Vec::new(),
         }
     }
 }
@@ -1288,6 +1293,23 @@ impl Config {
                 ));
             }
         }
+        for (i, name) in self.landing.verify.iter().enumerate() {
+            if self.gate(name.as_str()).is_none() {
+                let e = err(
+                    &[
+                        PathSeg::key("landing"),
+                        PathSeg::key("verify"),
+                        PathSeg::Index(i),
+                    ],
+                    format!("`landing.verify` names unknown gate `{name}`"),
+                );
+                let names = self.gates.iter().map(|g| g.name.as_str());
+                return Err(match nearest(name.as_str(), names) {
+                    Some(n) => e.hint(format!("did you mean `{n}`?")),
+                    None => e,
+                });
+            }
+        }
         self.validate_router(&err)?;
         for (i, w) in self.schedule.windows.iter().enumerate() {
             if let Err(e) = crate::schedule::Window::parse(w) {
@@ -1540,6 +1562,10 @@ mod tests {
         assert_eq!(
             err("version: 1\nrouter: { fallback: [nope] }\n"),
             "abo.yml:2:1: `router.fallback` names unknown backend `nope`"
+        );
+        assert_eq!(
+            err("version: 1\ngates:\n  - { name: e2e, run: 'true' }\nlanding:\n  verify: [e2f]\n"),
+            "abo.yml:5:3: `landing.verify` names unknown gate `e2f` (hint: did you mean `e2e`?)"
         );
     }
 

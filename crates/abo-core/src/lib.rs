@@ -24,6 +24,7 @@ pub mod state;
 pub mod ticket;
 pub mod units;
 pub mod verdict;
+pub mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -1911,3 +1911,5 @@ fn a_run_branch_that_cannot_move_pauses_the_run_and_the_attempt_runs_again_under
         "the same attempt, not a second one: {trace}"
     );
 }
+
+mod healing;
