@@ -573,20 +573,28 @@ mod tests {
             ev(1, Some("a"), landed("c1")),
             ev(2, Some("b"), landed("c2")),
             ev(10, None, verify(false)),
-            ev(12, Some("a"), EventBody::RunBisect {
-                step: 1,
-                commit: CommitSha::new("c1"),
-                passed: true,
-                failed_gate: None,
-                duration_ms: 1,
-                log: None,
-            }),
-            ev(25, Some("b"), EventBody::TaskReverted {
-                commit: CommitSha::new("c2"),
-                revert: CommitSha::new("r2"),
-                reason: "gate `e2e` failed".into(),
-                log: None,
-            }),
+            ev(
+                12,
+                Some("a"),
+                EventBody::RunBisect {
+                    step: 1,
+                    commit: CommitSha::new("c1"),
+                    passed: true,
+                    failed_gate: None,
+                    duration_ms: 1,
+                    log: None,
+                },
+            ),
+            ev(
+                25,
+                Some("b"),
+                EventBody::TaskReverted {
+                    commit: CommitSha::new("c2"),
+                    revert: CommitSha::new("r2"),
+                    reason: "gate `e2e` failed".into(),
+                    log: None,
+                },
+            ),
             ev(30, None, verify(true)),
         ]
         .into_iter()

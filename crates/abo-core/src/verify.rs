@@ -94,8 +94,12 @@ pub struct VerifyOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RevertOutcome {
     /// The run branch now ends with this revert commit.
-    Reverted { revert: CommitSha },
-    Failed { reason: String },
+    Reverted {
+        revert: CommitSha,
+    },
+    Failed {
+        reason: String,
+    },
 }
 
 impl Verification {
@@ -116,7 +120,13 @@ impl Verification {
     }
 
     /// The verify gates ran on `commit` (ignored unless it is still the head).
-    pub fn verified(&mut self, commit: &CommitSha, passed: bool, log: Option<ArtifactId>, reason: &str) {
+    pub fn verified(
+        &mut self,
+        commit: &CommitSha,
+        passed: bool,
+        log: Option<ArtifactId>,
+        reason: &str,
+    ) {
         if self.head() != Some(commit) {
             return;
         }
@@ -205,7 +215,9 @@ impl Verification {
             Phase::Broken { reason } => Next::Broken {
                 reason: reason.clone(),
             },
-            Phase::Bisecting { hi, log, reason, .. } => {
+            Phase::Bisecting {
+                hi, log, reason, ..
+            } => {
                 if let Some(mid) = self.probe() {
                     let s = &self.history[mid - 1];
                     return Next::Probe {
@@ -241,7 +253,10 @@ mod tests {
     fn landed(n: usize) -> Verification {
         let mut v = Verification::default();
         for i in 1..=n {
-            v.landed(&TaskId::new(format!("t{i}")), &CommitSha::new(format!("c{i}")));
+            v.landed(
+                &TaskId::new(format!("t{i}")),
+                &CommitSha::new(format!("c{i}")),
+            );
         }
         v
     }
@@ -251,7 +266,12 @@ mod tests {
     fn bisect(n: usize, bad: usize) -> (Vec<String>, Next) {
         let mut v = landed(n);
         let head = v.head().cloned().unwrap();
-        assert_eq!(v.next(true), Next::Verify { commit: head.clone() });
+        assert_eq!(
+            v.next(true),
+            Next::Verify {
+                commit: head.clone()
+            }
+        );
         v.verified(&head, false, None, "gate `e2e` failed");
         let mut probes = Vec::new();
         loop {
@@ -300,12 +320,19 @@ mod tests {
         v.verified(&CommitSha::new("c2"), false, None, "x");
         v.probed(&CommitSha::new("c1"), true);
         v.reverted(&TaskId::new("t2"), &CommitSha::new("r2"));
-        assert_eq!(v.next(true), Next::Verify { commit: CommitSha::new("r2") });
+        assert_eq!(
+            v.next(true),
+            Next::Verify {
+                commit: CommitSha::new("r2")
+            }
+        );
         // A stale result for the old head changes nothing.
         v.verified(&CommitSha::new("c2"), true, None, "");
         assert_eq!(v.phase, Phase::Unverified);
         v.verified(&CommitSha::new("r2"), false, None, "gate `e2e` failed");
-        assert!(matches!(v.next(true), Next::Broken { reason } if reason.contains("after the revert")));
+        assert!(
+            matches!(v.next(true), Next::Broken { reason } if reason.contains("after the revert"))
+        );
         // A new landing (the retried task) is verified and bisected again from the last good.
         let mut v = landed(2);
         v.verified(&CommitSha::new("c2"), false, None, "x");

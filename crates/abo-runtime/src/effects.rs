@@ -18,6 +18,8 @@ use crate::git::GIT_ENV_REMOVE;
 use crate::process::{self, Spec};
 use crate::redact::Redactor;
 
+pub mod heal;
+
 /// What an effect produced: the command to decide next, and warnings for the person watching.
 #[derive(Debug, Default)]
 pub struct Done {
@@ -175,6 +177,33 @@ pub(crate) async fn execute_here(
         Effect::KillAll => {
             ctx.groups.kill_all();
             Done::default()
+        }
+        Effect::Verify {
+            commit,
+            gates,
+            bisect,
+            ..
+        } => {
+            let outcome = heal::verify(ctx, spec, run, &commit, &gates).await;
+            Done::command(Command::VerifyDone {
+                commit,
+                bisect,
+                outcome,
+            })
+        }
+        Effect::Revert {
+            task,
+            commit,
+            head,
+            reason,
+            ..
+        } => {
+            let outcome = heal::revert(ctx, spec, run, &task, &commit, &head, &reason).await;
+            Done::command(Command::RevertDone {
+                task,
+                commit,
+                outcome,
+            })
         }
         Effect::Finish { run: run_id, merge } => {
             let mut warnings = Vec::new();
