@@ -106,7 +106,14 @@ pub struct EmailSpec {
 }
 
 /// The events notified when a channel names none.
-pub const DEFAULT_NOTIFY: [&str; 3] = ["run.finished", "task.approval_requested", "budget.alert"];
+/// A revert by `landing.verify` (or one that could not be made) is news too.
+pub const DEFAULT_NOTIFY: [&str; 5] = [
+    "run.finished",
+    "task.approval_requested",
+    "budget.alert",
+    "task.reverted",
+    "run.revert_failed",
+];
 
 impl NotifySpec {
     /// Whether a channel's list covers `kind`.

@@ -2,6 +2,8 @@
 //! The method of each figure is in BENCHMARKS.md; latencies are p50/p95/p99 over many samples,
 //! throughputs the median of repeated runs with min and max.
 
+mod heal;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -664,6 +666,11 @@ pub(crate) async fn bench(
             out["detail"]["git_2_slots"] =
                 json!({ "ratio": r2, "abo_ms_per_task": a2, "shell_ms_per_task": s2 });
         }
+    }
+
+    if want("bisect") {
+        note("landing.verify: a bisect over 16 landed commits, and the run without it");
+        out["detail"]["bisect"] = heal::bisect(d).await?;
     }
 
     if want("concurrent") {
