@@ -43,6 +43,24 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub schedule: Schedule,
+    /// The reviewer of each change whose gates passed.
+    #[serde(default)]
+    pub review: Option<Review>,
+}
+
+/// `review:`: backends (model APIs or commands) that read a change and answer a JSON verdict.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    /// In order: the first that is not the change's own backend reviews it.
+    pub backends: Vec<String>,
+    /// How many times a `request_changes` verdict's findings go back to a next attempt.
+    #[serde(default = "default_review_rounds")]
+    pub max_rounds: u32,
+}
+
+fn default_review_rounds() -> u32 {
+    1
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -1139,6 +1157,7 @@ impl Config {
             landing: Landing::default(),
             notify: Notify::default(),
             schedule: Schedule::default(),
+            review: None,
         }
     }
 
@@ -1308,6 +1327,39 @@ impl Config {
                     Some(n) => e.hint(format!("did you mean `{n}`?")),
                     None => e,
                 });
+            }
+        }
+        if let Some(r) = &self.review {
+            if r.backends.is_empty() {
+                return Err(err(
+                    &[PathSeg::key("review"), PathSeg::key("backends")],
+                    "`review.backends` names no backend".into(),
+                ));
+            }
+            for (i, name) in r.backends.iter().enumerate() {
+                let at = [
+                    PathSeg::key("review"),
+                    PathSeg::key("backends"),
+                    PathSeg::Index(i),
+                ];
+                match self.backends.named.get(name) {
+                    None => {
+                        return Err(err(
+                            &at,
+                            format!("`review.backends` names unknown backend `{name}`"),
+                        ));
+                    }
+                    // An agent CLI edits files where it runs: a reviewer must only read.
+                    Some(b) if b.agent().is_some() => {
+                        return Err(err(
+                            &at,
+                            format!(
+                                "`review.backends`: `{name}` is an agent CLI; a reviewer is a model API or a command"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         self.validate_router(&err)?;

@@ -12,6 +12,7 @@ use crate::verdict::Verdict;
 use crate::plan::scopes_overlap;
 
 mod healing;
+mod review;
 use crate::state::{Feedback, RunState, RunStatus, TaskState};
 
 /// What happened, or what someone asked for.
@@ -88,6 +89,14 @@ pub enum Command {
         commit: CommitSha,
         bisect: bool,
         outcome: crate::verify::VerifyOutcome,
+    },
+    /// The reviewer answered (`Err`: no verdict that parses, or it could not be asked).
+    ReviewDone {
+        task: TaskId,
+        attempt: u32,
+        reviewer: crate::ids::BackendName,
+        outcome: Result<crate::review::Review, String>,
+        log: Option<ArtifactId>,
     },
     /// The first bad commit was reverted on the run branch (or could not be).
     RevertDone {
@@ -225,6 +234,11 @@ pub enum Effect {
         commit: CommitSha,
         gates: Vec<GateName>,
         bisect: bool,
+    },
+    /// Ask `reviewer` for its verdict on the attempt's change (its gates passed).
+    Review {
+        attempt: AttemptId,
+        reviewer: BackendSpec,
     },
     /// Revert `commit` (the first bad one) on the run branch, whose head is `head`, with a revert
     /// commit carrying `Abo-Revert-Of:` and the run's trailers; the branch moves by
@@ -365,6 +379,13 @@ impl RunState {
                 attempt,
                 reason,
             } => interrupted(&mut cx, &task, attempt, reason),
+            Command::ReviewDone {
+                task,
+                attempt,
+                reviewer,
+                outcome,
+                log,
+            } => review::review_done(&mut cx, &task, attempt, reviewer, outcome, log),
             cmd @ (Command::VerifyDone { .. } | Command::RevertDone { .. }) => {
                 healing::decide(&mut cx, cmd);
             }
@@ -631,9 +652,7 @@ fn next_gate(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
             stage: GateStage::Attempt,
             candidate: None,
         }),
-        None => cx.effect(Effect::EvaluatePolicy {
-            attempt: cx.attempt(task, attempt),
-        }),
+        None => review::review_or_policy(cx, task, attempt),
     }
 }
 
@@ -690,6 +709,7 @@ fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) 
             generate.name()
         ));
     }
+    review::apply_to_verdict(cx.state, task, attempt, &mut o);
     cx.emit(
         Some(task),
         EventBody::TaskPolicy {

@@ -340,6 +340,20 @@ pub enum EventBody {
     /// run's merge is refused.
     #[serde(rename = "run.revert_failed")]
     RunRevertFailed { commit: CommitSha, reason: String },
+    /// The reviewer's verdict on an attempt whose gates passed (`review:`); `failed` when it gave
+    /// none that parses (never approval).
+    #[serde(rename = "task.review")]
+    TaskReview {
+        attempt: u32,
+        reviewer: BackendName,
+        verdict: crate::review::Outcome,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        findings: Vec<crate::review::Finding>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// The reviewer's reply, redacted.
+        log: Option<ArtifactId>,
+    },
     /// An identical attempt's result was reused: no backend ran.
     #[serde(rename = "cache.hit")]
     CacheHit {
@@ -396,6 +410,7 @@ impl EventBody {
             Self::NotifySent { .. } => "notify.sent",
             Self::RunPullRequest { .. } => "run.pull_request",
             Self::RunVerify { .. } => "run.verify",
+            Self::TaskReview { .. } => "task.review",
             Self::RunBisect { .. } => "run.bisect",
             Self::TaskReverted { .. } => "task.reverted",
             Self::RunRevertFailed { .. } => "run.revert_failed",

@@ -69,6 +69,9 @@ pub struct RunSettings {
     /// When attempts may start.
     #[serde(default)]
     pub schedule: ScheduleSpec,
+    /// The reviewer of each change whose gates passed (none: no review).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::review::ReviewSpec>,
 }
 
 /// abo.yml's `schedule.windows`, parsed.

@@ -284,6 +284,10 @@ pub struct TaskRecord {
     pub ready_at: Option<Timestamp>,
     /// The risk class the policy gave its last evaluated change.
     pub risk: Option<String>,
+    /// The last review: (attempt, its outcome, whether it had a high-severity finding).
+    pub review: Option<(u32, crate::review::Outcome, bool)>,
+    /// `request_changes` verdicts so far (their findings went back to a next attempt).
+    pub review_rounds: u32,
 }
 
 /// Effects in flight: not part of the event-derived state. After a crash they are gone, and
@@ -385,6 +389,8 @@ impl RunState {
                     kept_worktrees: Vec::new(),
                     ready_at: None,
                     risk: None,
+                    review: None,
+                    review_rounds: 0,
                 };
                 (t.id.clone(), rec)
             })
@@ -688,6 +694,20 @@ impl RunState {
                         };
                     }
                     EventBody::TaskPolicy { risk, .. } => t.risk = Some(risk.clone()),
+                    EventBody::TaskReview {
+                        attempt,
+                        verdict,
+                        findings,
+                        ..
+                    } => {
+                        let high = findings
+                            .iter()
+                            .any(|f| f.severity == crate::review::FindingSeverity::High);
+                        t.review = Some((*attempt, *verdict, high));
+                        if *verdict == crate::review::Outcome::RequestChanges {
+                            t.review_rounds += 1;
+                        }
+                    }
                     EventBody::TaskApprovalRequested {
                         attempt,
                         approval,

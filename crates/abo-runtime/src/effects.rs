@@ -19,6 +19,7 @@ use crate::process::{self, Spec};
 use crate::redact::Redactor;
 
 pub mod heal;
+mod review;
 
 /// What an effect produced: the command to decide next, and warnings for the person watching.
 #[derive(Debug, Default)]
@@ -189,6 +190,16 @@ pub(crate) async fn execute_here(
                 commit,
                 bisect,
                 outcome,
+            })
+        }
+        Effect::Review { attempt, reviewer } => {
+            let (outcome, log) = review::review(ctx, spec, run, &attempt, &reviewer).await;
+            Done::command(Command::ReviewDone {
+                task: attempt.task.clone(),
+                attempt: attempt.attempt,
+                reviewer: reviewer.name().clone(),
+                outcome,
+                log,
             })
         }
         Effect::Revert {
@@ -526,6 +537,19 @@ async fn untracked_in_the_way(
     Ok(None)
 }
 
+/// The attempt's review as the policy sees it (`input.review`): its `task.review` event's data.
+async fn last_review(ctx: &Ctx, attempt: &AttemptId) -> Option<serde_json::Value> {
+    let events = ctx.store.run_events(&attempt.run).await.ok()?;
+    events.iter().rev().find_map(|e| match &e.event.body {
+        abo_core::event::EventBody::TaskReview { attempt: a, .. }
+            if *a == attempt.attempt && e.event.task.as_ref() == Some(&attempt.task) =>
+        {
+            Some(e.event.body.data())
+        }
+        _ => None,
+    })
+}
+
 /// The worktrees that have `branch` checked out (none when git cannot tell).
 async fn checked_out_in(ctx: &Ctx, branch: &str) -> Vec<std::path::PathBuf> {
     ctx.git.checked_out_in(branch).await.unwrap_or_default()
@@ -581,6 +605,9 @@ async fn evaluate_policy(
         "budget": { "usd_spent": spent, "usd_limit": null },
     });
     let mut input = input;
+    if let (Some(obj), Some(r)) = (input.as_object_mut(), last_review(ctx, attempt).await) {
+        obj.insert("review".into(), r);
+    }
     let measured = ctx.measures.merged(attempt);
     let before = crate::baseline::measured(ctx, spec, task, attempt).await;
     let scripts = gate_scripts(spec, task);

@@ -282,7 +282,8 @@ impl<'a> Fold<'a> {
             | EventBody::BackendReleased { .. }
             | EventBody::RunVerify { .. }
             | EventBody::RunBisect { .. }
-            | EventBody::RunRevertFailed { .. } => {}
+            | EventBody::RunRevertFailed { .. }
+            | EventBody::TaskReview { .. } => {}
             EventBody::TaskReverted { reason, .. } => {
                 self.status(run, task, TaskStatus::Reverted, Some(reason.clone()));
             }

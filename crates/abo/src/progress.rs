@@ -289,6 +289,20 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             short(commit),
             short(revert)
         ),
+        EventBody::TaskReview {
+            attempt,
+            reviewer,
+            verdict,
+            findings,
+            error,
+            ..
+        } => match error {
+            Some(e) => format!("{task}#{attempt}: review by {reviewer} FAILED: {e}"),
+            None => format!(
+                "{task}#{attempt}: review by {reviewer}: {verdict:?} ({} finding(s))",
+                findings.len()
+            ),
+        },
         EventBody::RunRevertFailed { commit, reason } => {
             format!("{task}: the revert of {} failed: {reason}", short(commit))
         }

@@ -24,6 +24,7 @@ mod real_aider;
 mod real_claude;
 mod real_cli;
 mod real_codex;
+mod review;
 mod sandbox;
 mod schedule;
 mod serve;
