@@ -1914,3 +1914,4 @@ fn a_run_branch_that_cannot_move_pauses_the_run_and_the_attempt_runs_again_under
 }
 
 mod healing;
+mod review;

@@ -49,7 +49,7 @@ pub(super) fn review_done(
 ) {
     let Some(t) = cx.state.task(task) else { return };
     let waiting = matches!(t.state, TaskState::Verifying { attempt: a, passed } if a == attempt && passed == t.spec.gates.len())
-        && !t.review.is_some_and(|(a, _, _)| a == attempt);
+        && t.review.is_none_or(|(a, _, _)| a != attempt);
     if !waiting {
         return; // stale
     }
