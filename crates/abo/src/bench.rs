@@ -574,7 +574,7 @@ pub(crate) async fn bench(
     let d = dir.path();
     let note = |m: &str| note!("abo bench: {m}");
     let want = |figure: &str| {
-        (only.is_empty() && (!figure.starts_with("scaling") || !quick))
+        (only.is_empty() && (!(figure.starts_with("scaling") || figure == "bisect") || !quick))
             || only.iter().any(|o| o == figure)
     };
     let reps = if quick { 3 } else { 5 };
