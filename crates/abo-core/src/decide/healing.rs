@@ -120,6 +120,10 @@ pub(super) fn revert_done(cx: &mut Ctx<'_>, task: &TaskId, commit: CommitSha, o:
 
 /// Decides a verification command (the caller's `decide` routes them here).
 pub(super) fn decide(cx: &mut Ctx<'_>, cmd: Command) {
+    // A killed run moves nothing more, whatever was in flight.
+    if cx.state.status.is_terminal() {
+        return;
+    }
     match cmd {
         Command::VerifyDone {
             commit,

@@ -2,6 +2,7 @@
 //! bisect names the second, which is reverted, the first kept, and `abo retry` knows why.
 
 use expect_test::expect;
+use pretty_assertions::assert_eq;
 
 use super::*;
 use crate::verify::{RevertOutcome, VerifyOutcome};
@@ -156,4 +157,22 @@ fn a_revert_that_fails_finishes_the_run_without_merging() {
               => Finish { run: RunId("r"), merge: Err("landing.verify fails and the revert could not be made: conflicts in a.txt") }
         "#]],
     );
+}
+
+#[test]
+fn a_verify_result_after_a_kill_changes_nothing() {
+    let mut h = Harness::new(healing_spec(&[t("a", &[])]));
+    h.run(vec![
+        Command::Start,
+        ok("a", 1),
+        allow("a", 1),
+        landed("a", 1, "c1"),
+        Command::Kill {
+            reason: "enough".into(),
+        },
+    ]);
+    let before = h.log.len();
+    h.run(vec![verified("c1", false, false)]);
+    assert_eq!(h.log.len(), before);
+    assert!(matches!(h.state.status, RunStatus::Killed { .. }));
 }
