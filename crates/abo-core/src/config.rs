@@ -43,6 +43,24 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub schedule: Schedule,
+    /// The reviewer of each change whose gates passed.
+    #[serde(default)]
+    pub review: Option<Review>,
+}
+
+/// `review:`: backends (model APIs or commands) that read a change and answer a JSON verdict.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Review {
+    /// In order: the first that is not the change's own backend reviews it.
+    pub backends: Vec<String>,
+    /// How many times a `request_changes` verdict's findings go back to a next attempt.
+    #[serde(default = "default_review_rounds")]
+    pub max_rounds: u32,
+}
+
+fn default_review_rounds() -> u32 {
+    1
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -979,6 +997,10 @@ pub struct Landing {
     /// The variable holding the API token (default `GITHUB_TOKEN`, `GITLAB_TOKEN`).
     #[serde(default)]
     pub token_env: Option<String>,
+    /// Gates run on the whole run branch once its tasks landed; a failure is bisected to the
+    /// first bad commit, which is reverted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub verify: Vec<crate::ids::GateName>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1030,6 +1052,7 @@ impl Default for Landing {
             api_url: None,
             repo: None,
             token_env: None,
+            verify: Vec::new(),
         }
     }
 }
@@ -1134,6 +1157,7 @@ impl Config {
             landing: Landing::default(),
             notify: Notify::default(),
             schedule: Schedule::default(),
+            review: None,
         }
     }
 
@@ -1286,6 +1310,56 @@ impl Config {
                     ],
                     format!("`router.fallback` names unknown backend `{name}`"),
                 ));
+            }
+        }
+        for (i, name) in self.landing.verify.iter().enumerate() {
+            if self.gate(name.as_str()).is_none() {
+                let e = err(
+                    &[
+                        PathSeg::key("landing"),
+                        PathSeg::key("verify"),
+                        PathSeg::Index(i),
+                    ],
+                    format!("`landing.verify` names unknown gate `{name}`"),
+                );
+                let names = self.gates.iter().map(|g| g.name.as_str());
+                return Err(match nearest(name.as_str(), names) {
+                    Some(n) => e.hint(format!("did you mean `{n}`?")),
+                    None => e,
+                });
+            }
+        }
+        if let Some(r) = &self.review {
+            if r.backends.is_empty() {
+                return Err(err(
+                    &[PathSeg::key("review"), PathSeg::key("backends")],
+                    "`review.backends` names no backend".into(),
+                ));
+            }
+            for (i, name) in r.backends.iter().enumerate() {
+                let at = [
+                    PathSeg::key("review"),
+                    PathSeg::key("backends"),
+                    PathSeg::Index(i),
+                ];
+                match self.backends.named.get(name) {
+                    None => {
+                        return Err(err(
+                            &at,
+                            format!("`review.backends` names unknown backend `{name}`"),
+                        ));
+                    }
+                    // An agent CLI edits files where it runs: a reviewer must only read.
+                    Some(b) if b.agent().is_some() => {
+                        return Err(err(
+                            &at,
+                            format!(
+                                "`review.backends`: `{name}` is an agent CLI; a reviewer is a model API or a command"
+                            ),
+                        ));
+                    }
+                    Some(_) => {}
+                }
             }
         }
         self.validate_router(&err)?;
@@ -1540,6 +1614,10 @@ mod tests {
         assert_eq!(
             err("version: 1\nrouter: { fallback: [nope] }\n"),
             "abo.yml:2:1: `router.fallback` names unknown backend `nope`"
+        );
+        assert_eq!(
+            err("version: 1\ngates:\n  - { name: e2e, run: 'true' }\nlanding:\n  verify: [e2f]\n"),
+            "abo.yml:5:3: `landing.verify` names unknown gate `e2f` (hint: did you mean `e2e`?)"
         );
     }
 

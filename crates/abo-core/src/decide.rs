@@ -10,6 +10,9 @@ use crate::state::ApprovalAction;
 use crate::verdict::Verdict;
 
 use crate::plan::scopes_overlap;
+
+mod healing;
+mod review;
 use crate::state::{Feedback, RunState, RunStatus, TaskState};
 
 /// What happened, or what someone asked for.
@@ -80,6 +83,26 @@ pub enum Command {
         task: TaskId,
         attempt: u32,
         reason: String,
+    },
+    /// `landing.verify` ran on `commit`: the run branch's head, or a bisect step (`bisect`).
+    VerifyDone {
+        commit: CommitSha,
+        bisect: bool,
+        outcome: crate::verify::VerifyOutcome,
+    },
+    /// The reviewer answered (`Err`: no verdict that parses, or it could not be asked).
+    ReviewDone {
+        task: TaskId,
+        attempt: u32,
+        reviewer: crate::ids::BackendName,
+        outcome: Result<crate::review::Review, String>,
+        log: Option<ArtifactId>,
+    },
+    /// The first bad commit was reverted on the run branch (or could not be).
+    RevertDone {
+        task: TaskId,
+        commit: CommitSha,
+        outcome: crate::verify::RevertOutcome,
     },
 }
 
@@ -204,6 +227,29 @@ pub enum Effect {
         run: crate::ids::RunId,
         merge: Result<(), String>,
     },
+    /// Run `gates` (`landing.verify`) on `commit` of the run branch, in a worktree of its own,
+    /// stopping at the first that fails.
+    Verify {
+        run: crate::ids::RunId,
+        commit: CommitSha,
+        gates: Vec<GateName>,
+        bisect: bool,
+    },
+    /// Ask `reviewer` for its verdict on the attempt's change (its gates passed).
+    Review {
+        attempt: AttemptId,
+        reviewer: BackendSpec,
+    },
+    /// Revert `commit` (the first bad one) on the run branch, whose head is `head`, with a revert
+    /// commit carrying `Abo-Revert-Of:` and the run's trailers; the branch moves by
+    /// compare-and-swap.
+    Revert {
+        run: crate::ids::RunId,
+        task: TaskId,
+        commit: CommitSha,
+        head: CommitSha,
+        reason: String,
+    },
 }
 
 /// A command that does not apply to the run as it is.
@@ -215,7 +261,9 @@ pub enum Rejected {
         status: &'static str,
         what: &'static str,
     },
-    #[error("task `{task}` is {status}: only failed, denied or cancelled tasks can be retried")]
+    #[error(
+        "task `{task}` is {status}: only failed, denied, cancelled or reverted tasks can be retried"
+    )]
     NotRetryable { task: TaskId, status: &'static str },
     #[error("run {run} has no pending approval `{approval}`")]
     UnknownApproval { run: String, approval: String },
@@ -331,6 +379,16 @@ impl RunState {
                 attempt,
                 reason,
             } => interrupted(&mut cx, &task, attempt, reason),
+            Command::ReviewDone {
+                task,
+                attempt,
+                reviewer,
+                outcome,
+                log,
+            } => review::review_done(&mut cx, &task, attempt, reviewer, outcome, log),
+            cmd @ (Command::VerifyDone { .. } | Command::RevertDone { .. }) => {
+                healing::decide(&mut cx, cmd);
+            }
         }
         progress(&mut cx);
         Ok(cx.out)
@@ -594,9 +652,7 @@ fn next_gate(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
             stage: GateStage::Attempt,
             candidate: None,
         }),
-        None => cx.effect(Effect::EvaluatePolicy {
-            attempt: cx.attempt(task, attempt),
-        }),
+        None => review::review_or_policy(cx, task, attempt),
     }
 }
 
@@ -653,6 +709,7 @@ fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) 
             generate.name()
         ));
     }
+    review::apply_to_verdict(cx.state, task, attempt, &mut o);
     cx.emit(
         Some(task),
         EventBody::TaskPolicy {
@@ -1076,7 +1133,10 @@ fn retry(cx: &mut Ctx<'_>, task: &TaskId) -> Result<(), Rejected> {
     };
     if !matches!(
         t.state,
-        TaskState::Failed { .. } | TaskState::Cancelled { .. } | TaskState::Denied { .. }
+        TaskState::Failed { .. }
+            | TaskState::Cancelled { .. }
+            | TaskState::Denied { .. }
+            | TaskState::Reverted { .. }
     ) {
         return Err(Rejected::NotRetryable {
             task: task.clone(),
@@ -1678,6 +1738,9 @@ fn merge_decision(state: &RunState) -> Result<(), String> {
     if landed.is_empty() {
         return Err("nothing landed".into());
     }
+    if let crate::verify::Phase::Broken { reason } = &state.verification.phase {
+        return Err(reason.clone());
+    }
     if level < Level::A3 {
         return Err(format!(
             "merge is {}: the run branch waits for review",
@@ -1737,6 +1800,10 @@ fn finish_if_done(cx: &mut Ctx<'_>) {
                 dependency: None,
             },
         );
+    }
+    // The whole run branch is verified (bisected, healed) before the run finishes.
+    if healing::pending(cx) {
+        return;
     }
     let s = &cx.state;
     let body = EventBody::RunFinished {

@@ -300,6 +300,60 @@ pub enum EventBody {
     /// A held backend's reset time came: work starts on it again.
     #[serde(rename = "backend.released")]
     BackendReleased { backend: BackendName },
+    /// `landing.verify` ran on the run branch's head (after its tasks landed, or after a revert).
+    #[serde(rename = "run.verify")]
+    RunVerify {
+        commit: CommitSha,
+        passed: bool,
+        /// The first gate that failed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_gate: Option<GateName>,
+        duration_ms: u64,
+        log: Option<ArtifactId>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    /// One step of the bisect of a failed `landing.verify`: the gates on one landed commit (the
+    /// event's task is the commit's).
+    #[serde(rename = "run.bisect")]
+    RunBisect {
+        /// 1, 2, ... within this bisect.
+        step: u32,
+        commit: CommitSha,
+        passed: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        failed_gate: Option<GateName>,
+        duration_ms: u64,
+        log: Option<ArtifactId>,
+    },
+    /// The bisect named this task's commit the first bad one: it was reverted on the run branch
+    /// (the revert carries `Abo-Revert-Of:` and the run's trailers). The verify log is the task's
+    /// feedback for `abo retry`.
+    #[serde(rename = "task.reverted")]
+    TaskReverted {
+        commit: CommitSha,
+        revert: CommitSha,
+        reason: String,
+        log: Option<ArtifactId>,
+    },
+    /// The revert of the first bad commit could not be made: the branch stays failing, and the
+    /// run's merge is refused.
+    #[serde(rename = "run.revert_failed")]
+    RunRevertFailed { commit: CommitSha, reason: String },
+    /// The reviewer's verdict on an attempt whose gates passed (`review:`); `failed` when it gave
+    /// none that parses (never approval).
+    #[serde(rename = "task.review")]
+    TaskReview {
+        attempt: u32,
+        reviewer: BackendName,
+        verdict: crate::review::Outcome,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        findings: Vec<crate::review::Finding>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+        /// The reviewer's reply, redacted.
+        log: Option<ArtifactId>,
+    },
     /// An identical attempt's result was reused: no backend ran.
     #[serde(rename = "cache.hit")]
     CacheHit {
@@ -355,6 +409,11 @@ impl EventBody {
             Self::BackendReleased { .. } => "backend.released",
             Self::NotifySent { .. } => "notify.sent",
             Self::RunPullRequest { .. } => "run.pull_request",
+            Self::RunVerify { .. } => "run.verify",
+            Self::TaskReview { .. } => "task.review",
+            Self::RunBisect { .. } => "run.bisect",
+            Self::TaskReverted { .. } => "task.reverted",
+            Self::RunRevertFailed { .. } => "run.revert_failed",
         }
     }
 

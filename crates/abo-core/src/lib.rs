@@ -17,6 +17,7 @@ pub mod ids;
 pub mod plan;
 pub mod pricing;
 pub mod report;
+pub mod review;
 pub mod route;
 pub mod schedule;
 pub mod spec;
@@ -24,6 +25,7 @@ pub mod state;
 pub mod ticket;
 pub mod units;
 pub mod verdict;
+pub mod verify;
 
 #[cfg(test)]
 mod tests;

@@ -53,8 +53,13 @@ pub struct Report {
     pub tasks_denied: u32,
     /// Task ready to landed.
     pub lead_time: Spread,
-    /// Landed then reverted: abo does not observe reverts yet, so this is unknown (null).
+    /// Landed changes reverted by `landing.verify`, among changes landed; unknown (null) unless
+    /// some run in the period verified its branch (only then are reverts observed).
     pub change_failure_rate: Option<f64>,
+    /// Changes reverted by `landing.verify` in the period.
+    pub tasks_reverted: u32,
+    /// From a failing `landing.verify` on a run branch to the revert that restored it.
+    pub time_to_restore: Spread,
     pub attempts_per_landed_task: Option<f64>,
     /// Tasks whose first attempt passed every gate, among tasks whose first attempt reached the gates.
     pub first_attempt_gate_pass_rate: Option<f64>,
@@ -93,6 +98,9 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     let (mut charged, mut hits) = (0u32, 0u32);
     let (mut gates_passed, mut gates_flaky) = (0u32, 0u32);
     let mut flaky: BTreeMap<(String, String), u32> = BTreeMap::new();
+    // Each run branch failing its verify since then (first failure), and the restores measured.
+    let mut failing: BTreeMap<RunId, i64> = BTreeMap::new();
+    let (mut verified, mut restores) = (false, Vec::new());
     for e in events.iter().filter(|e| e.event.at >= since) {
         let ev = &e.event;
         runs.insert(ev.run.clone());
@@ -169,6 +177,20 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                 }
             }
             EventBody::TaskFailed { .. } => r.tasks_failed += 1,
+            EventBody::RunVerify { passed, .. } => {
+                verified = true;
+                if *passed {
+                    failing.remove(&ev.run);
+                } else {
+                    failing.entry(ev.run.clone()).or_insert(ev.at.0);
+                }
+            }
+            EventBody::TaskReverted { .. } => {
+                r.tasks_reverted += 1;
+                if let Some(since) = failing.remove(&ev.run) {
+                    restores.push(ev.at.0 - since);
+                }
+            }
             EventBody::BudgetCharged { .. } => charged += 1,
             EventBody::CacheHit { .. } => hits += 1,
             EventBody::TaskDenied { .. } => r.tasks_denied += 1,
@@ -182,6 +204,10 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
         }
     }
     r.runs = runs.len();
+    r.time_to_restore = spread(restores);
+    if verified && r.tasks_landed > 0 {
+        r.change_failure_rate = Some(f64::from(r.tasks_reverted) / f64::from(r.tasks_landed));
+    }
     r.lead_time = spread(leads);
     if r.tasks_landed > 0 {
         let n = f64::from(r.tasks_landed);
@@ -515,10 +541,85 @@ mod tests {
             (1, Some(300.0))
         );
         assert_eq!(r.change_failure_rate, None);
+        assert_eq!(r.time_to_restore, Spread::default());
         assert_eq!(r.cache_hit_rate, Some(1.0 / 3.0));
         // Since t=50 s: only what happened after.
         let later = report(&log(), Timestamp(50_000), Timestamp(400_000));
         assert_eq!((later.tasks_landed, later.cost_usd), (2, 0.0));
+    }
+
+    #[test]
+    fn reverts_give_the_change_failure_rate_and_time_to_restore() {
+        use crate::ids::CommitSha;
+        let ev = |t: i64, task: Option<&str>, body: EventBody| Event {
+            run: RunId::new("r"),
+            task: task.map(TaskId::new),
+            at: Timestamp(t * 1000),
+            body,
+        };
+        let verify = |passed: bool| EventBody::RunVerify {
+            commit: CommitSha::new("c"),
+            passed,
+            failed_gate: None,
+            duration_ms: 1,
+            log: None,
+            reason: None,
+        };
+        let landed = |c: &str| EventBody::TaskLanded {
+            attempt: 1,
+            commit: CommitSha::new(c),
+        };
+        let events: Vec<StoredEvent> = [
+            ev(1, Some("a"), landed("c1")),
+            ev(2, Some("b"), landed("c2")),
+            ev(10, None, verify(false)),
+            ev(
+                12,
+                Some("a"),
+                EventBody::RunBisect {
+                    step: 1,
+                    commit: CommitSha::new("c1"),
+                    passed: true,
+                    failed_gate: None,
+                    duration_ms: 1,
+                    log: None,
+                },
+            ),
+            ev(
+                25,
+                Some("b"),
+                EventBody::TaskReverted {
+                    commit: CommitSha::new("c2"),
+                    revert: CommitSha::new("r2"),
+                    reason: "gate `e2e` failed".into(),
+                    log: None,
+                },
+            ),
+            ev(30, None, verify(true)),
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, event)| StoredEvent {
+            seq: i as u64 + 1,
+            event,
+        })
+        .collect();
+        let r = report(&events, Timestamp(0), Timestamp(40_000));
+        assert_eq!(
+            (r.tasks_landed, r.tasks_reverted, r.change_failure_rate),
+            (2, 1, Some(0.5))
+        );
+        assert_eq!(
+            r.time_to_restore,
+            Spread {
+                count: 1,
+                p50_s: Some(15.0),
+                p90_s: Some(15.0)
+            }
+        );
+        // Without any verify, reverts are not observed: the rate is unknown, not zero.
+        let r = report(&events[..2], Timestamp(0), Timestamp(40_000));
+        assert_eq!(r.change_failure_rate, None);
     }
 
     #[test]

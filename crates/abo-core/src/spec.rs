@@ -69,6 +69,9 @@ pub struct RunSettings {
     /// When attempts may start.
     #[serde(default)]
     pub schedule: ScheduleSpec,
+    /// The reviewer of each change whose gates passed (none: no review).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub review: Option<crate::review::ReviewSpec>,
 }
 
 /// abo.yml's `schedule.windows`, parsed.
@@ -106,7 +109,14 @@ pub struct EmailSpec {
 }
 
 /// The events notified when a channel names none.
-pub const DEFAULT_NOTIFY: [&str; 3] = ["run.finished", "task.approval_requested", "budget.alert"];
+/// A revert by `landing.verify` (or one that could not be made) is news too.
+pub const DEFAULT_NOTIFY: [&str; 5] = [
+    "run.finished",
+    "task.approval_requested",
+    "budget.alert",
+    "task.reverted",
+    "run.revert_failed",
+];
 
 impl NotifySpec {
     /// Whether a channel's list covers `kind`.

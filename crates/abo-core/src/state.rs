@@ -83,6 +83,8 @@ pub enum TaskStatus {
     Cancelled,
     Paused,
     Skipped,
+    /// Landed, then reverted: `landing.verify` failed on the run branch and the bisect named it.
+    Reverted,
 }
 
 impl TaskStatus {
@@ -99,6 +101,7 @@ impl TaskStatus {
             Self::Cancelled => "cancelled",
             Self::Paused => "paused",
             Self::Skipped => "skipped",
+            Self::Reverted => "reverted",
         }
     }
 }
@@ -155,6 +158,11 @@ pub enum TaskState {
     Denied {
         reason: String,
     },
+    /// Landed, then reverted on the run branch: the commit broke `landing.verify`.
+    Reverted {
+        commit: CommitSha,
+        reason: String,
+    },
 }
 
 /// What an approval decides.
@@ -190,6 +198,7 @@ impl TaskState {
             Self::AwaitingApproval { .. } => TaskStatus::AwaitingApproval,
             Self::Approved { .. } => TaskStatus::Verifying,
             Self::Denied { .. } => TaskStatus::Denied,
+            Self::Reverted { .. } => TaskStatus::Reverted,
         }
     }
 
@@ -221,6 +230,7 @@ impl TaskState {
                 | Self::Cancelled { .. }
                 | Self::Skipped { .. }
                 | Self::Denied { .. }
+                | Self::Reverted { .. }
         )
     }
 
@@ -239,7 +249,8 @@ impl TaskState {
             Self::Failed { reason }
             | Self::Cancelled { reason, .. }
             | Self::Skipped { reason }
-            | Self::Denied { reason } => Some(reason),
+            | Self::Denied { reason }
+            | Self::Reverted { reason, .. } => Some(reason),
 
             _ => None,
         }
@@ -273,6 +284,10 @@ pub struct TaskRecord {
     pub ready_at: Option<Timestamp>,
     /// The risk class the policy gave its last evaluated change.
     pub risk: Option<String>,
+    /// The last review: (attempt, its outcome, whether it had a high-severity finding).
+    pub review: Option<(u32, crate::review::Outcome, bool)>,
+    /// `request_changes` verdicts so far (their findings went back to a next attempt).
+    pub review_rounds: u32,
 }
 
 /// Effects in flight: not part of the event-derived state. After a crash they are gone, and
@@ -283,6 +298,8 @@ pub struct InFlight {
     pub landing: Option<(TaskId, usize)>,
     /// Tasks whose gates all passed, in the order they finished.
     pub land_queue: VecDeque<TaskId>,
+    /// A `landing.verify` run, bisect step or revert is in flight.
+    pub verifying: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -315,6 +332,8 @@ pub struct RunState {
     pub rules: Vec<Option<crate::expr::Expr>>,
     /// Set by the runtime while the local time is outside every `schedule.windows` entry: why.
     pub outside_schedule: Option<String>,
+    /// The run branch's history and its `landing.verify` (bisect, revert), from the log.
+    pub verification: crate::verify::Verification,
 }
 
 /// This many transient failures of a backend in a row open its circuit for [`CIRCUIT_COOLDOWN_MS`].
@@ -370,6 +389,8 @@ impl RunState {
                     kept_worktrees: Vec::new(),
                     ready_at: None,
                     risk: None,
+                    review: None,
+                    review_rounds: 0,
                 };
                 (t.id.clone(), rec)
             })
@@ -392,6 +413,7 @@ impl RunState {
             windows: Windows::default(),
             router_stats: Default::default(),
             outside_schedule: None,
+            verification: Default::default(),
             rules: spec
                 .settings
                 .router
@@ -499,6 +521,21 @@ impl RunState {
                     h.held_until = None;
                 }
             }
+            EventBody::RunVerify {
+                commit,
+                passed,
+                log,
+                reason,
+                ..
+            } => {
+                let why = reason.as_deref().unwrap_or("landing.verify failed");
+                self.verification
+                    .verified(commit, *passed, log.clone(), why);
+            }
+            EventBody::RunBisect { commit, passed, .. } => {
+                self.verification.probed(commit, *passed);
+            }
+            EventBody::RunRevertFailed { reason, .. } => self.verification.revert_failed(reason),
             body => {
                 let Some(id) = &e.task else { return };
                 let Some(t) = self.tasks.get_mut(id) else {
@@ -585,6 +622,24 @@ impl RunState {
                         };
                         t.feedback = None;
                         self.consecutive_failures = 0;
+                        self.verification.landed(id, commit);
+                    }
+                    EventBody::TaskReverted {
+                        commit,
+                        revert,
+                        reason,
+                        log,
+                    } => {
+                        t.feedback = Some(Feedback {
+                            attempt: t.attempt,
+                            reason: format!("reverted: {reason}"),
+                            log: log.clone(),
+                        });
+                        t.state = TaskState::Reverted {
+                            commit: commit.clone(),
+                            reason: reason.clone(),
+                        };
+                        self.verification.reverted(id, revert);
                     }
                     EventBody::TaskRetry {
                         attempt,
@@ -611,7 +666,10 @@ impl RunState {
                             }
                             RetryCause::Requested => {
                                 t.floor = attempt.saturating_sub(1);
-                                t.feedback = None;
+                                // A reverted task's next attempt knows why it was reverted.
+                                if !matches!(t.state, TaskState::Reverted { .. }) {
+                                    t.feedback = None;
+                                }
                                 t.state = TaskState::Pending;
                             }
                         }
@@ -636,6 +694,20 @@ impl RunState {
                         };
                     }
                     EventBody::TaskPolicy { risk, .. } => t.risk = Some(risk.clone()),
+                    EventBody::TaskReview {
+                        attempt,
+                        verdict,
+                        findings,
+                        ..
+                    } => {
+                        let high = findings
+                            .iter()
+                            .any(|f| f.severity == crate::review::FindingSeverity::High);
+                        t.review = Some((*attempt, *verdict, high));
+                        if *verdict == crate::review::Outcome::RequestChanges {
+                            t.review_rounds += 1;
+                        }
+                    }
                     EventBody::TaskApprovalRequested {
                         attempt,
                         approval,

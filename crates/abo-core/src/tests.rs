@@ -66,6 +66,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             sandbox: Default::default(),
             notify: Default::default(),
             schedule: Default::default(),
+            review: None,
         },
         tasks: tasks
             .iter()
@@ -1911,3 +1912,6 @@ fn a_run_branch_that_cannot_move_pauses_the_run_and_the_attempt_runs_again_under
         "the same attempt, not a second one: {trace}"
     );
 }
+
+mod healing;
+mod review;

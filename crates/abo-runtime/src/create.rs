@@ -255,6 +255,17 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
         sandbox: config.sandbox.spec(),
         notify: config.notify.spec(),
         schedule: config.schedule.spec(),
+        review: config
+            .review
+            .as_ref()
+            .map(|r| abo_core::review::ReviewSpec {
+                backends: r
+                    .backends
+                    .iter()
+                    .filter_map(|n| config.backends.named.get(n).map(|b| resolve_backend(n, b)))
+                    .collect(),
+                max_rounds: r.max_rounds,
+            }),
     }
 }
 

@@ -18,6 +18,9 @@ use crate::git::GIT_ENV_REMOVE;
 use crate::process::{self, Spec};
 use crate::redact::Redactor;
 
+pub mod heal;
+mod review;
+
 /// What an effect produced: the command to decide next, and warnings for the person watching.
 #[derive(Debug, Default)]
 pub struct Done {
@@ -175,6 +178,43 @@ pub(crate) async fn execute_here(
         Effect::KillAll => {
             ctx.groups.kill_all();
             Done::default()
+        }
+        Effect::Verify {
+            commit,
+            gates,
+            bisect,
+            ..
+        } => {
+            let outcome = heal::verify(ctx, spec, run, &commit, &gates).await;
+            Done::command(Command::VerifyDone {
+                commit,
+                bisect,
+                outcome,
+            })
+        }
+        Effect::Review { attempt, reviewer } => {
+            let (outcome, log) = review::review(ctx, spec, run, &attempt, &reviewer).await;
+            Done::command(Command::ReviewDone {
+                task: attempt.task.clone(),
+                attempt: attempt.attempt,
+                reviewer: reviewer.name().clone(),
+                outcome,
+                log,
+            })
+        }
+        Effect::Revert {
+            task,
+            commit,
+            head,
+            reason,
+            ..
+        } => {
+            let outcome = heal::revert(ctx, spec, run, &task, &commit, &head, &reason).await;
+            Done::command(Command::RevertDone {
+                task,
+                commit,
+                outcome,
+            })
         }
         Effect::Finish { run: run_id, merge } => {
             let mut warnings = Vec::new();
@@ -497,6 +537,19 @@ async fn untracked_in_the_way(
     Ok(None)
 }
 
+/// The attempt's review as the policy sees it (`input.review`): its `task.review` event's data.
+async fn last_review(ctx: &Ctx, attempt: &AttemptId) -> Option<serde_json::Value> {
+    let events = ctx.store.run_events(&attempt.run).await.ok()?;
+    events.iter().rev().find_map(|e| match &e.event.body {
+        abo_core::event::EventBody::TaskReview { attempt: a, .. }
+            if *a == attempt.attempt && e.event.task.as_ref() == Some(&attempt.task) =>
+        {
+            Some(e.event.body.data())
+        }
+        _ => None,
+    })
+}
+
 /// The worktrees that have `branch` checked out (none when git cannot tell).
 async fn checked_out_in(ctx: &Ctx, branch: &str) -> Vec<std::path::PathBuf> {
     ctx.git.checked_out_in(branch).await.unwrap_or_default()
@@ -552,6 +605,9 @@ async fn evaluate_policy(
         spent,
         |t| redactor.redact(t),
     );
+    if let (Some(obj), Some(r)) = (input.as_object_mut(), last_review(ctx, attempt).await) {
+        obj.insert("review".into(), r);
+    }
     let measured = ctx.measures.merged(attempt);
     let before = crate::baseline::measured(ctx, spec, task, attempt).await;
     let scripts = gate_scripts(spec, task);

@@ -788,6 +788,29 @@ impl Git {
         Ok(CommitSha::new(String::from_utf8_lossy(&out.stdout).trim()))
     }
 
+    /// A commit of `tree` on `parent` with `message`, by abo's identity (the user's when git has
+    /// one), without a worktree.
+    pub async fn commit_tree(
+        &self,
+        tree: &str,
+        parent: &CommitSha,
+        message: &str,
+    ) -> Result<CommitSha> {
+        let out = self
+            .run(&[
+                "-c",
+                "commit.gpgsign=false",
+                "commit-tree",
+                tree,
+                "-p",
+                parent.as_str(),
+                "-m",
+                message,
+            ])
+            .await?;
+        Ok(CommitSha::new(out.trim()))
+    }
+
     /// Moves `refs/heads/<branch>` from `old` to `new`, failing if it is no longer at `old`.
     pub async fn advance_branch(
         &self,

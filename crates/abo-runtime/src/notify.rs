@@ -68,6 +68,12 @@ fn headline(e: &StoredEvent) -> String {
             format!("budget alert: {cap} at {spent:.2} of {limit:.2}")
         }
         EventBody::RunPaused { reason } => format!("paused: {reason}"),
+        EventBody::TaskReverted { commit, reason, .. } => {
+            format!("reverted {commit} (landing.verify failed: {reason})")
+        }
+        EventBody::RunRevertFailed { commit, reason } => {
+            format!("landing.verify fails and {commit} could not be reverted: {reason}")
+        }
         other => other.kind().to_owned(),
     };
     format!("abo run {run}{task}: {what}")

@@ -220,7 +220,7 @@ pub fn dag_svg(state: &RunState) -> String {
         let status = state.tasks[id].state.status();
         let fill = match status.as_str() {
             "landed" => "#d7f2e3",
-            "failed" | "denied" => "#fbd9d9",
+            "failed" | "denied" | "reverted" => "#fbd9d9",
             "running" | "verifying" => "#d6e6fb",
             "awaiting_approval" | "paused" => "#fdebc8",
             _ => "#eceff1",

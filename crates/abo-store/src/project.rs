@@ -279,7 +279,14 @@ impl<'a> Fold<'a> {
             | EventBody::TaskPolicy { .. }
             | EventBody::RunMerge { .. }
             | EventBody::BackendHeld { .. }
-            | EventBody::BackendReleased { .. } => {}
+            | EventBody::BackendReleased { .. }
+            | EventBody::RunVerify { .. }
+            | EventBody::RunBisect { .. }
+            | EventBody::RunRevertFailed { .. }
+            | EventBody::TaskReview { .. } => {}
+            EventBody::TaskReverted { reason, .. } => {
+                self.status(run, task, TaskStatus::Reverted, Some(reason.clone()));
+            }
             EventBody::TaskGate {
                 name,
                 figures: Some(f),

@@ -2,6 +2,8 @@
 //! The method of each figure is in BENCHMARKS.md; latencies are p50/p95/p99 over many samples,
 //! throughputs the median of repeated runs with min and max.
 
+mod heal;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -572,7 +574,9 @@ pub(crate) async fn bench(
     let d = dir.path();
     let note = |m: &str| note!("abo bench: {m}");
     let want = |figure: &str| {
-        (only.is_empty() && (!(figure.starts_with("scaling") || figure == "knowledge") || !quick))
+        (only.is_empty()
+            && (!(figure.starts_with("scaling") || figure == "knowledge" || figure == "bisect")
+                || !quick))
             || only.iter().any(|o| o == figure)
     };
     let reps = if quick { 3 } else { 5 };
@@ -664,6 +668,11 @@ pub(crate) async fn bench(
             out["detail"]["git_2_slots"] =
                 json!({ "ratio": r2, "abo_ms_per_task": a2, "shell_ms_per_task": s2 });
         }
+    }
+
+    if want("bisect") {
+        note("landing.verify: a bisect over 16 landed commits, and the run without it");
+        out["detail"]["bisect"] = heal::bisect(d).await?;
     }
 
     if want("concurrent") {

@@ -200,9 +200,9 @@ pub(crate) enum Cmd {
         quick: bool,
         /// Measure only these figures: append, noop, dispatch, policy, reports (reading gates'
         /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
-        /// (repository size), knowledge (the index on 500 and 50,000 files); comma-separated, the
-        /// others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "knowledge"])]
+        /// (repository size), knowledge (the index on 500 and 50,000 files), bisect
+        /// (`landing.verify` healing 16 landed commits); comma-separated, the others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "knowledge", "bisect"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.

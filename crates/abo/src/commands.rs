@@ -752,7 +752,19 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
         "  gates passed at attempt 1     {}",
         ratio(r.first_attempt_gate_pass_rate)
     );
-    say!("  change failure rate           - (reverts are not observed yet)");
+    say!(
+        "  change failure rate           {}",
+        r.change_failure_rate.map_or_else(
+            || "- (no run verified its branch: set landing.verify)".to_owned(),
+            |c| format!("{:.0}% ({} reverted)", c * 100.0, r.tasks_reverted)
+        )
+    );
+    say!(
+        "  time to restore               p50 {}  p90 {} ({} restored)",
+        secs(r.time_to_restore.p50_s),
+        secs(r.time_to_restore.p90_s),
+        r.time_to_restore.count
+    );
     say!(
         "  cost                          ${:.4} (${} per landed change)",
         r.cost_usd,

@@ -259,6 +259,53 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         EventBody::TaskApproved { reason, .. } => format!("{task}: approved: {reason}"),
         EventBody::TaskRejected { reason, .. } => format!("{task}: rejected: {reason}"),
         EventBody::TaskDenied { reasons, .. } => format!("{task}: DENIED: {}", reasons.join("; ")),
+        EventBody::RunVerify {
+            commit,
+            passed: true,
+            ..
+        } => format!("landing.verify passed on {}", short(commit)),
+        EventBody::RunVerify { commit, reason, .. } => format!(
+            "landing.verify FAILED on {}: {}",
+            short(commit),
+            reason.as_deref().unwrap_or("a gate failed")
+        ),
+        EventBody::RunBisect {
+            step,
+            commit,
+            passed,
+            ..
+        } => format!(
+            "bisect step {step}: {} ({task}) {}",
+            short(commit),
+            if *passed { "good" } else { "bad" }
+        ),
+        EventBody::TaskReverted {
+            commit,
+            revert,
+            reason,
+            ..
+        } => format!(
+            "{task}: REVERTED {} as {} ({reason}); abo retry gives it a fresh attempt",
+            short(commit),
+            short(revert)
+        ),
+        EventBody::TaskReview {
+            attempt,
+            reviewer,
+            verdict,
+            findings,
+            error,
+            ..
+        } => match error {
+            Some(e) => format!("{task}#{attempt}: review by {reviewer} FAILED: {e}"),
+            None => format!(
+                "{task}#{attempt}: review by {reviewer}: {verdict:?} ({} finding(s))",
+                findings.len()
+            ),
+        },
+        EventBody::RunRevertFailed { commit, reason } => {
+            format!("{task}: the revert of {} failed: {reason}", short(commit))
+        }
         EventBody::RouterDecision { backend, rule, .. } => {
             format!("{task}: routed to {backend} ({rule})")
         }
@@ -305,4 +352,9 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         EventBody::BackendReleased { backend } => format!("backend {backend} released"),
     };
     Some(line)
+}
+
+/// A commit's first 10 characters, as people read them.
+fn short(c: &abo_core::ids::CommitSha) -> &str {
+    c.as_str().get(..10).unwrap_or(c.as_str())
 }

@@ -89,7 +89,7 @@ fn retry_requeues_a_failed_task_and_its_cancelled_dependents() {
         (out.code, out.stderr.trim()),
         (
             2,
-            "error: task `needs-fix` is landed: only failed, denied or cancelled tasks can be retried"
+            "error: task `needs-fix` is landed: only failed, denied, cancelled or reverted tasks can be retried"
         )
     );
 }

@@ -1,0 +1,136 @@
+//! Asking the reviewer (`review:`) for its verdict on an attempt's change. A model API gets the
+//! question through `backends::ask`; a command gets it in the file `ABO_REVIEW_FILE` and runs in
+//! its sandbox in a scratch directory (never the attempt's worktree: a reviewer reads, it does
+//! not write), answering on stdout. The reply is parsed by `abo_core::review::parse`.
+
+use std::time::Duration;
+
+use abo_core::ids::AttemptId;
+use abo_core::review::{self, Review};
+use abo_core::spec::{BackendSpec, RunSpec};
+
+use super::RunPolicy;
+use crate::context::Ctx;
+use crate::process;
+use crate::redact::Redactor;
+
+/// The reviewer's verdict (or why there is none) and its reply, stored redacted.
+pub(super) async fn review(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    run: &RunPolicy,
+    attempt: &AttemptId,
+    reviewer: &BackendSpec,
+) -> (Result<Review, String>, Option<abo_core::ids::ArtifactId>) {
+    let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
+        return (Err("unknown task".into()), None);
+    };
+    let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
+    let wt = ctx.worktree(attempt);
+    let diff = ctx
+        .git
+        .run_in(
+            &wt,
+            &[
+                "diff",
+                "HEAD",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+            ],
+        )
+        .await
+        .unwrap_or_default();
+    let gates: Vec<String> = task.gates.iter().map(ToString::to_string).collect();
+    let prompt = redactor.redact(&review::prompt(
+        &task.title,
+        &task.description,
+        &gates,
+        &diff,
+    ));
+    let scratch = ctx.scratch(attempt).join("review");
+    let _ = std::fs::create_dir_all(&scratch);
+    let reply = match reviewer {
+        BackendSpec::Command { run: script, .. } => {
+            command(ctx, spec, &scratch, script, &prompt).await
+        }
+        other => {
+            let question = abo_runtime_question(&prompt);
+            crate::backends::ask(
+                ctx,
+                other,
+                &spec.settings,
+                &question,
+                &scratch,
+                &scratch,
+                &redactor,
+            )
+            .await
+            .map(|a| a.text)
+        }
+    };
+    match reply {
+        Ok(text) => {
+            let text = redactor.redact(&text);
+            let log = ctx.artifacts.put(text.as_bytes()).ok();
+            (review::parse(&text), log)
+        }
+        Err(e) => (
+            Err(redactor.redact(&format!("the reviewer could not be asked: {e}"))),
+            None,
+        ),
+    }
+}
+
+fn abo_runtime_question(prompt: &str) -> crate::backends::Question<'_> {
+    crate::backends::Question {
+        system: review::SYSTEM,
+        prompt,
+    }
+}
+
+/// A command reviewer: the question in `ABO_REVIEW_FILE`, its answer on stdout.
+async fn command(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    scratch: &std::path::Path,
+    script: &str,
+    prompt: &str,
+) -> Result<String, String> {
+    let file = scratch.join("review.md");
+    std::fs::write(&file, format!("{}\n\n{prompt}", review::SYSTEM))
+        .map_err(|e| format!("could not write the question: {e}"))?;
+    let env = vec![(
+        "ABO_REVIEW_FILE".to_owned(),
+        file.to_string_lossy().into_owned(),
+    )];
+    let mut p = process::Spec::shell(script, scratch);
+    p.env = env.clone();
+    p.env_remove = crate::git::GIT_ENV_REMOVE
+        .iter()
+        .map(|v| (*v).to_owned())
+        .collect();
+    p.timeout = Some(Duration::from_millis(
+        spec.settings.attempt_timeout_ms.max(1),
+    ));
+    p.sandbox = crate::sandbox::wrap(
+        ctx,
+        &spec.settings.sandbox,
+        crate::sandbox::Role::Gate,
+        scratch,
+        scratch,
+        "review",
+        env,
+    )?;
+    let out = process::run(&p, &ctx.groups)
+        .await
+        .map_err(|e| format!("could not run the reviewer: {e}"))?;
+    if !out.success() {
+        return Err(format!(
+            "the reviewer {}",
+            out.exit
+                .map_or("was stopped".to_owned(), |c| format!("exited with {c}"))
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

@@ -1,0 +1,141 @@
+//! `review:`: a reviewer other than the change's backend answers a JSON verdict; its findings
+//! feed the next attempt, and a malformed verdict is a reviewer failure, never approval.
+
+use abo_test_support::TestRepo;
+use abo_test_support::stub::{Canned, StubServer, anthropic_reply};
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use crate::{abo_env, brief, config, events, s, task};
+
+fn run(repo: &TestRepo, backlog: &str, env: &[(&str, String)]) -> (i32, Value, String) {
+    let b = repo.write_outside("b.yml", backlog);
+    let out = abo_env(repo, &["run", b.to_str().unwrap(), "--json"], env);
+    let doc = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {} {}", out.stdout, out.stderr));
+    (out.code, doc, out.stderr)
+}
+
+fn reviews(evs: &[Value]) -> Vec<Value> {
+    evs.iter()
+        .filter(|e| e["kind"] == "task.review")
+        .cloned()
+        .collect()
+}
+
+/// The task writes TODO until its feedback says why not; the reviewer (a command, reading the
+/// question from `ABO_REVIEW_FILE`) requests changes while the diff holds a TODO.
+const REVIEWER: &str = r#"if grep -q '^+TODO' "$ABO_REVIEW_FILE"; then echo '{"verdict":"request_changes","findings":[{"file":"a.txt","line":1,"severity":"high","text":"no TODO in shipped code"}]}'; else echo '{"verdict":"approve","findings":[]}'; fi"#;
+
+#[test]
+fn request_changes_feeds_the_next_attempt_whose_approval_lands() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbackends:\n  rev: {{ kind: command, run: '{}' }}\nreview: {{ backends: [rev], max_rounds: 1 }}\n",
+            REVIEWER.replace('\'', "''")
+        ),
+    );
+    let (code, doc, stderr) = run(
+        &repo,
+        r#"
+tasks:
+  - id: a
+    title: Write a
+    run: |
+      if [ -n "$ABO_FEEDBACK_FILE" ] && grep -q "no TODO in shipped code" "$ABO_FEEDBACK_FILE"; then echo done > a.txt
+      else echo TODO > a.txt; fi
+"#,
+        &[],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(brief(&doc), s(&[("a", "landed", 2)]));
+    let id = doc["run"]["id"].as_str().unwrap();
+    let evs = events(&repo, id);
+    let r = reviews(&evs);
+    assert_eq!(r.len(), 2, "{r:?}");
+    assert_eq!(
+        (
+            &r[0]["data"]["attempt"],
+            &r[0]["data"]["verdict"],
+            &r[0]["data"]["reviewer"]
+        ),
+        (
+            &Value::from(1),
+            &Value::from("request_changes"),
+            &Value::from("rev")
+        )
+    );
+    assert_eq!(r[0]["data"]["findings"][0]["severity"], "high");
+    assert_eq!(
+        (&r[1]["data"]["attempt"], &r[1]["data"]["verdict"]),
+        (&Value::from(2), &Value::from("approve"))
+    );
+    let retry = evs.iter().find(|e| e["kind"] == "task.retry").unwrap();
+    assert_eq!(
+        retry["data"]["reason"],
+        "the review requested changes\n- a.txt:1 (High): no TODO in shipped code"
+    );
+    // The policy saw the verdict as `input.review`.
+    let policy = evs.iter().find(|e| e["kind"] == "task.policy").unwrap();
+    let input: Value =
+        serde_json::from_str(&crate::artifact(&repo, &policy["data"]["input"])).unwrap();
+    assert_eq!(input["review"]["verdict"], "approve");
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    assert_eq!(repo.git(&["show", &format!("{branch}:a.txt")]), "done\n");
+}
+
+#[test]
+fn a_malformed_verdict_from_a_model_is_a_reviewer_failure_and_never_approval() {
+    // The reviewer is a model API (a stub speaking Anthropic's Messages format) that answers
+    // prose instead of the verdict's JSON.
+    let server = StubServer::start(vec![Canned::ok(anthropic_reply(
+        "Looks good to me! Ship it.",
+        300,
+        20,
+    ))]);
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbackends:\n  critic: {{ kind: anthropic, model: claude-sonnet-4-5, base_url: \"{}\", api_key_env: ABO_TEST_KEY }}\nreview: {{ backends: [critic] }}\n",
+            server.url
+        ),
+    );
+    let (code, doc, stderr) = run(
+        &repo,
+        "tasks:\n  - { id: a, title: Write a, run: 'echo a > a.txt' }\n",
+        &[("ABO_TEST_KEY", "sk-test-0123456789abcdefghij".to_owned())],
+    );
+    assert_eq!(code, 4, "waits for a person: {stderr}");
+    assert_eq!(task(&doc, "a")["status"], "awaiting_approval");
+    let id = doc["run"]["id"].as_str().unwrap();
+    let evs = events(&repo, id);
+    let r = reviews(&evs);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(r[0]["data"]["verdict"], "failed");
+    assert_eq!(r[0]["data"]["reviewer"], "critic");
+    assert!(
+        r[0]["data"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the reviewer's verdict is malformed"),
+        "{r:?}"
+    );
+    let asked = evs
+        .iter()
+        .find(|e| e["kind"] == "task.approval_requested")
+        .unwrap();
+    assert!(
+        asked["data"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "review: the reviewer gave no valid verdict, which is never approval"),
+        "{asked}"
+    );
+    // The model was asked with the diff in the question.
+    let req = &server.requests()[0];
+    assert!(req.raw.contains("+a"), "{}", req.raw);
+}
