@@ -13,6 +13,7 @@ pub mod diag;
 pub mod event;
 pub mod expr;
 pub mod glob;
+pub mod home;
 pub mod human;
 pub mod ids;
 pub mod plan;

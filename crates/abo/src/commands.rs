@@ -797,30 +797,6 @@ pub(crate) async fn summary(cli: &Cli, since: &str) -> anyhow::Result<u8> {
         say_json!(serde_json::to_string(&s)?);
         return Ok(exit::OK);
     }
-    say!(
-        "since {}: {} landed, {} waiting for you, {} failed; ${:.4}, {} tokens",
-        s.since,
-        s.landed.len(),
-        s.waiting.len(),
-        s.failed.len(),
-        s.cost_usd,
-        s.tokens
-    );
-    for (head, items) in [
-        ("landed", &s.landed),
-        ("waiting for you", &s.waiting),
-        ("failed", &s.failed),
-    ] {
-        if items.is_empty() {
-            continue;
-        }
-        say!("\n{head}:");
-        for i in items {
-            say!("  {} {} ({}): {}", i.run, i.task, i.title, i.detail);
-        }
-    }
-    if !s.waiting.is_empty() {
-        say!("\ndecide with: abo approve ID --reason TEXT, or abo reject ID --reason TEXT");
-    }
+    say!("{}", abo_core::home::text(&s, None).trim_end());
     Ok(exit::OK)
 }
