@@ -60,12 +60,21 @@ pub async fn stylesheet() -> Response {
 const HEAD: &str = "<meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><link rel=stylesheet href=/static/dashboard.css>";
 
 /// A page of a session: `csrf` is its token, for the script's actions and the logout form.
-fn page(title: &str, run: Option<&str>, csrf: &str, body: &str) -> Html<String> {
-    let data = run
+/// A viewer's session: the CSRF token for its actions, and the last event when the page was read
+/// (its live stream starts after it: a page replays nothing it already shows).
+pub(crate) struct Session {
+    pub csrf: String,
+    pub after: u64,
+}
+
+pub(crate) fn page(title: &str, run: Option<&str>, session: &Session, body: &str) -> Html<String> {
+    let csrf = &session.csrf;
+    let mut data = run
         .map(|r| format!(" data-run=\"{}\"", esc(r)))
         .unwrap_or_default();
+    let _ = write!(data, " data-after={}", session.after);
     Html(format!(
-        "<!doctype html><html lang=en><head>{HEAD}<meta name=abo-csrf content=\"{c}\"><title>{t} · abo</title></head><body><header><b>abo</b><a href=\"/\">runs</a><a href=\"/approvals\">approvals</a><a href=\"/summary\">summary</a><span id=result></span><form method=post action=/logout><input type=hidden name={field} value=\"{c}\"><button type=submit>log out</button></form></header><main{data}>{body}</main><script src=/static/dashboard.js defer></script></body></html>",
+        "<!doctype html><html lang=en><head>{HEAD}<meta name=abo-csrf content=\"{c}\"><title>{t} · abo</title></head><body><header><b>abo</b><a href=\"/\">home</a><a href=\"/approvals\">approvals</a><a href=\"/summary\">summary</a><span id=result></span><form method=post action=/logout><input type=hidden name={field} value=\"{c}\"><button type=submit>log out</button></form></header><main{data}>{body}</main><script src=/static/dashboard.js defer></script></body></html>",
         t = esc(title),
         c = esc(csrf),
         field = crate::guard::CSRF_FIELD,
@@ -73,11 +82,20 @@ fn page(title: &str, run: Option<&str>, csrf: &str, body: &str) -> Html<String> 
 }
 
 /// A page that needs a viewer: the CSRF token of its session; without one, the login form.
-async fn viewer(st: &State, h: &HeaderMap) -> Result<String, Response> {
+pub(crate) async fn viewer(st: &State, h: &HeaderMap) -> Result<Session, Response> {
     match require(&st.ctx.store, h, Role::Viewer).await {
-        Ok(_) => Ok(Credential::of(h)
-            .map(|c| st.sessions.csrf(c.token()))
-            .unwrap_or_default()),
+        Ok(_) => Ok(Session {
+            csrf: Credential::of(h)
+                .map(|c| st.sessions.csrf(c.token()))
+                .unwrap_or_default(),
+            // Read before the page: an event appended while it renders is streamed, not lost.
+            after: st
+                .ctx
+                .store
+                .last_seq()
+                .await
+                .map_err(|e| ApiError::from(e).into_response())?,
+        }),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(login_page(None).into_response()),
         Err(e) => Err(e.into_response()),
     }
@@ -131,41 +149,8 @@ pub async fn logout() -> Response {
         .into_response()
 }
 
-fn status_span(s: &str) -> String {
+pub(crate) fn status_span(s: &str) -> String {
     format!("<span class=\"s-{0}\">{0}</span>", esc(s))
-}
-
-pub async fn runs(St(st): St<State>, h: HeaderMap) -> Response {
-    let csrf = match viewer(&st, &h).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let inner = async {
-        let mut runs = st.ctx.store.runs().await?;
-        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-        let mut rows = String::new();
-        for r in runs.iter().take(100) {
-            let tasks = st.ctx.store.tasks(&r.id).await?;
-            let landed = tasks.iter().filter(|t| t.status == "landed").count();
-            let _ = write!(
-                rows,
-                "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{title}</td><td>{status}</td><td>{landed}/{n}</td><td>${usd:.2}</td><td class=wide>{at}</td></tr>",
-                id = esc(r.id.as_str()),
-                title = esc(&r.title),
-                status = status_span(&r.status),
-                n = tasks.len(),
-                usd = r.spent_usd,
-                at = r.created_at.to_rfc3339()
-            );
-        }
-        Ok::<_, ApiError>(format!(
-            "<h1>Runs</h1><table><tr><th>run</th><th>title</th><th>status</th><th>landed</th><th>spent</th><th class=wide>created</th></tr>{rows}</table>"
-        ))
-    };
-    match inner.await {
-        Ok(body) => page("runs", None, &csrf, &body).into_response(),
-        Err(e) => e.into_response(),
-    }
 }
 
 /// The run's DAG as SVG: columns by depth, each task colored by its state.
@@ -270,7 +255,7 @@ fn caps_html(doc: &serde_json::Value) -> String {
 }
 
 pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    let csrf = match viewer(&st, &h).await {
+    let session = match viewer(&st, &h).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -332,7 +317,7 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
         ))
     };
     match inner.await {
-        Ok(body) => page(&format!("run {id}"), Some(&id), &csrf, &body).into_response(),
+        Ok(body) => page(&format!("run {id}"), Some(&id), &session, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }
@@ -342,7 +327,7 @@ pub async fn task_page(
     h: HeaderMap,
     Path((run, task)): Path<(String, String)>,
 ) -> Response {
-    let csrf = match viewer(&st, &h).await {
+    let session = match viewer(&st, &h).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -454,13 +439,13 @@ pub async fn task_page(
         ))
     };
     match inner.await {
-        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &csrf, &body).into_response(),
+        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &session, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
-    let csrf = match viewer(&st, &h).await {
+    let session = match viewer(&st, &h).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -472,26 +457,15 @@ pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
     if pending.is_empty() {
         body.push_str("<p>No approvals waiting.</p>");
     }
+    let now = st.ctx.now();
     for a in &pending {
-        let id = esc(&a.id);
-        let reasons: String = a
-            .reasons
-            .iter()
-            .map(|r| format!("<li>{}</li>", esc(r)))
-            .collect();
-        let _ = write!(
-            body,
-            "<div class=card data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> ({action})<ul>{reasons}</ul><textarea id=\"reason-{id}\" placeholder=\"your reason (required)\"></textarea><button data-decide=\"{id}\" data-approve=true>Approve</button><button data-decide=\"{id}\" data-approve=false>Reject</button></div>",
-            task = esc(a.task.as_str()),
-            run = esc(a.run.as_str()),
-            action = esc(&a.action),
-        );
+        body.push_str(&crate::home::approval_card(a, now));
     }
-    page("approvals", None, &csrf, &body).into_response()
+    page("approvals", None, &session, &body).into_response()
 }
 
 pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
-    let csrf = match viewer(&st, &h).await {
+    let session = match viewer(&st, &h).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -523,5 +497,5 @@ pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
         s.cost_usd,
         s.tokens
     );
-    page("summary", None, &csrf, &body).into_response()
+    page("summary", None, &session, &body).into_response()
 }

@@ -15,6 +15,7 @@ pub mod auth;
 pub mod dashboard;
 pub mod error;
 pub mod guard;
+pub mod home;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

@@ -88,6 +88,18 @@ pub const ROUTES: &[Route] = &[
     r("get", "/v1/runs/{id}/tasks", V, "A run's tasks."),
     r(
         "post",
+        "/v1/runs/pause-all",
+        AD,
+        "Pause every running run; returns each run with its status after it.",
+    ),
+    r(
+        "post",
+        "/v1/runs/kill-all",
+        AD,
+        "Kill every run still going (running or paused); returns each with its status.",
+    ),
+    r(
+        "post",
         "/v1/tasks/{id}/retry",
         AD,
         "Fresh attempts for a failed, denied or cancelled task.",
@@ -159,6 +171,8 @@ pub fn app(state: State) -> axum::Router {
         .route("/v1/runs/{id}/resume", post(resume))
         .route("/v1/runs/{id}/kill", post(kill))
         .route("/v1/runs/{id}/tasks", get(run_tasks))
+        .route("/v1/runs/pause-all", post(pause_all))
+        .route("/v1/runs/kill-all", post(kill_all))
         .route("/v1/tasks/{id}/retry", post(retry))
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{id}/approve", post(approve))
@@ -170,7 +184,7 @@ pub fn app(state: State) -> axum::Router {
         .route("/v1/report", get(report))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .route("/", get(crate::dashboard::runs))
+        .route("/", get(crate::home::home))
         .route("/login", post(crate::dashboard::login))
         .route("/logout", post(crate::dashboard::logout))
         .route("/static/dashboard.js", get(crate::dashboard::script))
@@ -290,6 +304,36 @@ async fn kill(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     act(&st, &h, &id, "kill").await
+}
+
+/// Pauses (or kills) every run still going: each run's own control, its outcome listed.
+async fn every(st: &State, h: &HeaderMap, what: &'static str) -> Result<Json<Value>, ApiError> {
+    let (path, going): (&str, &[&str]) = if what == "pause" {
+        ("/v1/runs/pause-all", &["running"])
+    } else {
+        ("/v1/runs/kill-all", &["running", "paused"])
+    };
+    auth(st, h, "post", path).await?;
+    let mut out = Vec::new();
+    for row in st.ctx.store.runs().await? {
+        if !going.contains(&row.status.as_str()) {
+            continue;
+        }
+        let outcome = match st.control.control(row.id.clone(), what).await {
+            Ok(status) => json!({ "run": row.id, "status": status }),
+            Err(e) => json!({ "run": row.id, "status": row.status, "error": e.message }),
+        };
+        out.push(outcome);
+    }
+    Ok(Json(json!({ "runs": out })))
+}
+
+async fn pause_all(St(st): St<State>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    every(&st, &h, "pause").await
+}
+
+async fn kill_all(St(st): St<State>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    every(&st, &h, "kill").await
 }
 
 #[derive(Deserialize)]

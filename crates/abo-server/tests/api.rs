@@ -826,3 +826,53 @@ fn the_grafana_dashboard_queries_only_metrics_the_server_exports() {
     }
     assert!(seen >= 10);
 }
+
+#[tokio::test]
+async fn pause_all_and_kill_all_act_on_each_run_going() {
+    let t = setup().await;
+    let admin = t.token(Role::Admin).to_owned();
+    // r1 is paused: nothing to pause, and killing all kills it.
+    let (s, text) = t.call("post", "/v1/runs/pause-all", Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["runs"], json!([]));
+    assert!(t.calls().is_empty());
+    let (s, text) = t.call("post", "/v1/runs/kill-all", Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["runs"][0]["run"], "r1", "{doc}");
+    assert_eq!(t.calls(), ["kill r1"]);
+    let (s, _) = t
+        .call("post", "/v1/runs/kill-all", Some(t.token(Role::Approver)), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_home_page_counts_and_offers_pause_all_only_to_admins() {
+    let t = setup().await;
+    let page = |token: String| {
+        Request::get("/")
+            .header("host", HOST)
+            .header("cookie", session(&token))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, _, html) = t.send(page(t.token(Role::Admin).to_owned())).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    for want in [
+        "<h1>At a glance</h1>",
+        "data-count=running href=\"#runs\"><b>0</b><span>running</span>",
+        "data-count=waiting",
+        "data-count=landed",
+        "data-window=\"today\"",
+        "(no cap)",
+        "Pause all",
+        "Kill all",
+        "data-after=3",
+        "<tr data-run=\"r1\">",
+    ] {
+        assert!(html.contains(want), "{want} in {html}");
+    }
+    let (_, _, html) = t.send(page(t.token(Role::Viewer).to_owned())).await;
+    assert!(!html.contains("Pause all"), "{html}");
+}

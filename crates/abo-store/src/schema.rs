@@ -199,6 +199,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, tree, gate, config)
     );
     CREATE INDEX baselines_used ON baselines (used_at);",
+    // 10: events by kind and time, for the dashboard's "landed today" and "failed today" counts
+    // (read without scanning a large run's log).
+    "CREATE INDEX events_kind_ts ON events (kind, ts);",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

@@ -11,12 +11,32 @@
     'task.landed', 'task.retry', 'task.failed', 'task.denied', 'task.cancelled',
     'task.approval_requested', 'task.approved', 'task.rejected', 'budget.charged', 'budget.alert'];
 
+  // Times: each <time datetime> shown in the viewer's zone with its age, kept fresh.
+  function ago(ms) {
+    var s = Math.round(Math.abs(ms) / 1000), span;
+    if (s < 45) return 'just now';
+    if (s < 3600) span = Math.round(s / 60) + ' min';
+    else if (s < 86400) span = Math.round(s / 3600) + ' h';
+    else { var d = Math.round(s / 86400); span = d + (d === 1 ? ' day' : ' days'); }
+    return ms < 0 ? 'in ' + span : span + ' ago';
+  }
+  function times(root) {
+    (root || document).querySelectorAll('time[datetime]').forEach(function (t) {
+      var at = new Date(t.getAttribute('datetime'));
+      if (isNaN(at)) return;
+      t.textContent = at.toLocaleString([], { dateStyle: 'medium', timeStyle: 'short' }) + ' (' + ago(Date.now() - at) + ')';
+    });
+  }
+  setInterval(function () { times(); }, 30000);
+
   function csrfMeta(doc) { return doc.querySelector('meta[name=abo-csrf]'); }
 
   function live() {
     var main = document.querySelector('main');
     if (!main) return;
-    var q = main.dataset.run ? ('?run=' + encodeURIComponent(main.dataset.run)) : '';
+    // Only what comes after the page was rendered: a page replays nothing of the log it shows.
+    var q = '?after=' + encodeURIComponent(main.dataset.after || '0');
+    if (main.dataset.run) q += '&run=' + encodeURIComponent(main.dataset.run);
     var es = new EventSource('/v1/events/stream' + q);
     var busy = false, again = false;
     function refresh() {
@@ -31,7 +51,7 @@
           document.querySelectorAll('input[name=_csrf]').forEach(function (i) { i.value = fresh.content; });
         }
         var typing = document.activeElement && document.activeElement.closest('textarea');
-        if (m && !typing) main.innerHTML = m.innerHTML;
+        if (m && !typing) { main.innerHTML = m.innerHTML; times(main); }
       }).finally(function () { busy = false; if (again) { again = false; refresh(); } });
     }
     es.onmessage = refresh;
@@ -64,5 +84,6 @@
     act('/v1/approvals/' + encodeURIComponent(id) + '/' + verb, { reason: reason });
   });
 
+  times();
   live();
 })();

@@ -1,0 +1,83 @@
+//! What the dashboard's home page counts, each in one query over the projections (and the
+//! events' `(kind, ts)` index), so that it costs the same for a run of 10 tasks or of 10,000.
+
+use std::collections::BTreeMap;
+
+use sqlx::Row;
+
+use abo_core::ids::Timestamp;
+
+use crate::{Result, Store};
+
+/// A budget alert recorded (`budget.alert`): its cap's key, the run, when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AlertRow {
+    pub key: String,
+    pub run: String,
+    pub at: Timestamp,
+}
+
+impl Store {
+    /// Tasks of runs still going (running, paused), by status.
+    pub async fn live_task_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let rows = sqlx::query(
+            "SELECT t.status, CAST(COUNT(*) AS BIGINT) FROM tasks t JOIN runs r ON r.id = t.run
+             WHERE r.status IN ('running', 'paused') GROUP BY t.status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    u64::try_from(r.get::<i64, _>(1)).unwrap_or(0),
+                )
+            })
+            .collect())
+    }
+
+    /// How many events of each of `kinds` were appended since `since`.
+    pub async fn kind_counts_since(
+        &self,
+        kinds: &[&str],
+        since: Timestamp,
+    ) -> Result<BTreeMap<String, u64>> {
+        let mut out = BTreeMap::new();
+        for kind in kinds {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = $1 AND ts >= $2",
+            )
+            .bind(*kind)
+            .bind(since.0)
+            .fetch_one(&self.pool)
+            .await?;
+            out.insert((*kind).to_owned(), u64::try_from(n).unwrap_or(0));
+        }
+        Ok(out)
+    }
+
+    /// Budget alerts since `since`, newest first.
+    pub async fn alerts_list(&self, since: Timestamp) -> Result<Vec<AlertRow>> {
+        let rows =
+            sqlx::query("SELECT key, run, at FROM alerts WHERE at >= $1 ORDER BY at DESC LIMIT 50")
+                .bind(since.0)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows
+            .iter()
+            .map(|r| AlertRow {
+                key: r.get(0),
+                run: r.get(1),
+                at: Timestamp(r.get(2)),
+            })
+            .collect())
+    }
+
+    /// Charged since `since` by every run, plus what running runs hold reserved.
+    pub async fn spend_since(&self, since: Timestamp) -> Result<(f64, u64)> {
+        // No run has an empty id: this is every run's spend.
+        self.window_spend(&abo_core::ids::RunId::new(""), since)
+            .await
+    }
+}
