@@ -16,6 +16,7 @@ pub mod dashboard;
 pub mod error;
 pub mod guard;
 pub mod home;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

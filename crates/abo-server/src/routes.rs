@@ -87,6 +87,12 @@ pub const ROUTES: &[Route] = &[
     ),
     r("get", "/v1/runs/{id}/tasks", V, "A run's tasks."),
     r(
+        "get",
+        "/v1/runs/{id}/tasks/{task}/live",
+        V,
+        "Server-sent: a task's current attempt as it runs (its transcript's tail and its logs, redacted; its state when it changes).",
+    ),
+    r(
         "post",
         "/v1/runs/pause-all",
         AD,
@@ -171,6 +177,10 @@ pub fn app(state: State) -> axum::Router {
         .route("/v1/runs/{id}/resume", post(resume))
         .route("/v1/runs/{id}/kill", post(kill))
         .route("/v1/runs/{id}/tasks", get(run_tasks))
+        .route(
+            "/v1/runs/{id}/tasks/{task}/live",
+            get(crate::live::task_live),
+        )
         .route("/v1/runs/pause-all", post(pause_all))
         .route("/v1/runs/kill-all", post(kill_all))
         .route("/v1/tasks/{id}/retry", post(retry))

@@ -602,7 +602,7 @@ async fn an_open_event_stream_ends_when_its_token_is_revoked() {
 
 fn concrete(path: &str) -> String {
     let p = path.replace("/v1/runs/{id}", "/v1/runs/r1");
-    p.replace("{id}", "x")
+    p.replace("{id}", "x").replace("{task}", "x")
 }
 
 fn body_for(method: &str, path: &str) -> Option<Value> {

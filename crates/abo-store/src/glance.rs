@@ -74,6 +74,49 @@ impl Store {
             .collect())
     }
 
+    /// One task's events, in order (its page shows these, not the run's whole log).
+    pub async fn task_events(
+        &self,
+        run: &abo_core::ids::RunId,
+        task: &abo_core::ids::TaskId,
+    ) -> Result<Vec<crate::StoredEvent>> {
+        let rows = sqlx::query(
+            "SELECT seq, ts, run, task, kind, data FROM events
+             WHERE run = $1 AND task = $2 ORDER BY seq",
+        )
+        .bind(run.as_str())
+        .bind(task.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(crate::decode_event).collect()
+    }
+
+    /// The event that created a run (its frozen spec), read without the rest of its log.
+    pub async fn first_event(
+        &self,
+        run: &abo_core::ids::RunId,
+    ) -> Result<Option<crate::StoredEvent>> {
+        Ok(self.events(Some(run), 0, 1).await?.into_iter().next())
+    }
+
+    /// A run's task as projected.
+    pub async fn task(
+        &self,
+        run: &abo_core::ids::RunId,
+        task: &abo_core::ids::TaskId,
+    ) -> Result<Option<crate::TaskRow>> {
+        let row = sqlx::query(
+            "SELECT run, id, position, title, type, status, attempts, backend, commit_sha, reason,
+                    cost_usd, tokens, kept_worktrees
+             FROM tasks WHERE run = $1 AND id = $2",
+        )
+        .bind(run.as_str())
+        .bind(task.as_str())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.as_ref().map(crate::decode_task))
+    }
+
     /// Charged since `since` by every run, plus what running runs hold reserved.
     pub async fn spend_since(&self, since: Timestamp) -> Result<(f64, u64)> {
         // No run has an empty id: this is every run's spend.
