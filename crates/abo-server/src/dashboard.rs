@@ -12,9 +12,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use abo_core::event::EventBody;
 use abo_core::ids::{RunId, TaskId};
-use abo_core::state::{RunState, TaskState};
+use abo_core::state::RunState;
 
 use crate::auth::{Credential, Role, require};
 use crate::error::ApiError;
@@ -235,9 +234,21 @@ fn caps_html(doc: &serde_json::Value) -> String {
             0.0
         };
         let alert = c["alert"].as_bool().unwrap_or(false);
+        let cap = c["cap"].as_str().unwrap_or("");
+        let unit = match cap.rsplit('.').next() {
+            Some("usd") => Some(abo_core::budget::Unit::Usd),
+            Some("tokens") => Some(abo_core::budget::Unit::Tokens),
+            Some("wall") => Some(abo_core::budget::Unit::Wall),
+            _ => None,
+        };
+        let shown = |v: f64| match unit {
+            Some(u) => abo_core::budget::show(u, v),
+            None => format!("{v:.2}"),
+        };
+        let (shown_spent, shown_limit) = (shown(spent), shown(limit));
         let _ = write!(
             o,
-            "<tr><td>{cap}</td><td><svg class=\"bar{a}\" viewBox=\"0 0 100 1\" preserveAspectRatio=none role=img aria-label=\"{pct:.0}%\"><title>{spent} of {limit}</title><rect width=\"{pct:.0}\" height=\"1\"/></svg></td><td>{spent:.2} / {limit:.2}{mark}</td></tr>",
+            "<tr><td>{cap}</td><td><svg class=\"bar{a}\" viewBox=\"0 0 100 1\" preserveAspectRatio=none role=img aria-label=\"{pct:.0}%\"><title>{shown_spent} of {shown_limit}</title><rect width=\"{pct:.0}\" height=\"1\"/></svg></td><td>{shown_spent} of {shown_limit}{mark}</td></tr>",
             cap = esc(c["cap"].as_str().unwrap_or("")),
             a = if alert { " alert" } else { "" },
             mark = if alert {
@@ -276,14 +287,14 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
             let tid = t["id"].as_str().unwrap_or("");
             let _ = write!(
                 tasks,
-                "<tr data-task=\"{tid}\"><td><a href=\"/runs/{run}/tasks/{tid}\">{tid}</a></td><td class=status>{status}</td><td>{att}</td><td class=wide>{backend}</td><td>${cost:.4}</td><td class=wide>{tok}</td><td>{reason}</td></tr>",
+                "<tr data-task=\"{tid}\"><td><a href=\"/runs/{run}/tasks/{tid}\">{tid}</a></td><td class=status>{status}</td><td>{att}</td><td class=wide>{backend}</td><td>{cost}</td><td class=wide>{tok}</td><td>{reason}</td></tr>",
                 tid = esc(tid),
                 run = esc(&id),
                 status = status_span(t["status"].as_str().unwrap_or("")),
                 att = t["attempts"],
                 backend = esc(t["backend"].as_str().unwrap_or("-")),
-                cost = t["cost_usd"].as_f64().unwrap_or(0.0),
-                tok = t["tokens"],
+                cost = abo_core::human::usd(t["cost_usd"].as_f64().unwrap_or(0.0)),
+                tok = abo_core::human::tokens(t["tokens"].as_u64().unwrap_or(0)),
                 reason = esc(t["reason"].as_str().unwrap_or(""))
             );
         }
@@ -301,7 +312,7 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
             .map(|u| format!("<p>Pull request: <a href=\"{0}\">{0}</a></p>", esc(u)))
             .unwrap_or_default();
         Ok::<_, ApiError>(format!(
-            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent ${usd:.4}, {tok} tokens</p>{pr}{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
+            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent {usd}, {tok} tokens</p>{pr}{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
             i = esc(&id),
             title = esc(r["title"].as_str().unwrap_or("")),
             status = status_span(r["status"].as_str().unwrap_or("")),
@@ -310,136 +321,14 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
                 .map(|x| format!(" ({})", esc(x)))
                 .unwrap_or_default(),
             branch = esc(r["branch"].as_str().unwrap_or("")),
-            usd = r["spent_usd"].as_f64().unwrap_or(0.0),
-            tok = r["spent_tokens"],
+            usd = abo_core::human::usd(r["spent_usd"].as_f64().unwrap_or(0.0)),
+            tok = abo_core::human::tokens(r["spent_tokens"].as_u64().unwrap_or(0)),
             dag = dag_svg(&state),
             caps = caps_html(&doc),
         ))
     };
     match inner.await {
         Ok(body) => page(&format!("run {id}"), Some(&id), &session, &body).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-pub async fn task_page(
-    St(st): St<State>,
-    h: HeaderMap,
-    Path((run, task)): Path<(String, String)>,
-) -> Response {
-    let session = match viewer(&st, &h).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let inner = async {
-        let run_id = RunId::new(&run);
-        let state = abo_runtime::engine::load(&st.ctx.store, &run_id)
-            .await
-            .map_err(|_| ApiError::not_found(format!("no run `{run}`")))?;
-        let task_id = TaskId::new(&task);
-        let rec = state
-            .task(&task_id)
-            .ok_or_else(|| ApiError::not_found(format!("no task `{task}`")))?;
-        let events = st.ctx.store.run_events(&run_id).await?;
-        let mut attempts = String::new();
-        for e in events
-            .iter()
-            .filter(|e| e.event.task.as_ref() == Some(&task_id))
-        {
-            let line = match &e.event.body {
-                EventBody::TaskStarted {
-                    attempt, backend, ..
-                } => {
-                    format!(
-                        "attempt {attempt} started on <b>{}</b>",
-                        esc(backend.as_str())
-                    )
-                }
-                EventBody::TaskBackendFinished {
-                    attempt,
-                    ok,
-                    reason,
-                    usage,
-                    cost_usd,
-                    ..
-                } => format!(
-                    "attempt {attempt}: backend {} {} · {} tokens · ${:.4}",
-                    if *ok { "produced a change" } else { "failed" },
-                    esc(reason.as_deref().unwrap_or("")),
-                    usage.map_or(0, |u| u.total()),
-                    cost_usd.unwrap_or(0.0)
-                ),
-                EventBody::TaskGate {
-                    attempt,
-                    name,
-                    passed,
-                    log,
-                    ..
-                } => {
-                    let log = log
-                        .as_ref()
-                        .map(|l| format!("<pre>{}</pre>", esc(&st.ctx.artifacts.tail(l, 60))))
-                        .unwrap_or_default();
-                    format!(
-                        "attempt {attempt}: gate <b>{}</b> {}{log}",
-                        esc(name.as_str()),
-                        if *passed {
-                            "passed"
-                        } else {
-                            "<span class=s-failed>failed</span>"
-                        }
-                    )
-                }
-                EventBody::TaskPolicy {
-                    verdict,
-                    deny,
-                    require_approval,
-                    risk,
-                    ..
-                } => format!(
-                    "policy: {} (risk {}) {}",
-                    verdict.as_str(),
-                    esc(risk),
-                    esc(&deny
-                        .iter()
-                        .chain(require_approval)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("; "))
-                ),
-                other => esc(other.kind()),
-            };
-            let _ = write!(attempts, "<div class=card>{line}</div>");
-        }
-        // The change: the landed commit, else the attempt's branch (both redacted on the way in).
-        let rev = match &rec.state {
-            TaskState::Landed { commit, .. } => Some(commit.to_string()),
-            _ if rec.attempt > 0 => Some(state.attempt_id(&task_id, rec.attempt).branch()),
-            _ => None,
-        };
-        let diff = match rev {
-            Some(rev) => st
-                .ctx
-                .git
-                .run(&["show", "--stat", "--patch", "--format=%H %s", &rev, "--"])
-                .await
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        let redactor =
-            abo_runtime::redact::Redactor::from_process_env(&state.spec.settings.secret_env);
-        let diff = redactor.redact(&diff);
-        Ok::<_, ApiError>(format!(
-            "<h1><a href=\"/runs/{r}\">{r}</a> / {t}</h1><p>{title} — {status}</p>{attempts}<h2>Change</h2><pre>{diff}</pre>",
-            r = esc(&run),
-            t = esc(&task),
-            title = esc(&rec.spec.title),
-            status = status_span(rec.state.status().as_str()),
-            diff = esc(&diff),
-        ))
-    };
-    match inner.await {
-        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &session, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }

@@ -13,6 +13,7 @@ use abo_core::ids::{RunId, TaskId};
 
 pub mod auth;
 pub mod dashboard;
+pub mod diffview;
 pub mod error;
 pub mod guard;
 pub mod home;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod shapes;
+pub mod task_page;
 
 pub use error::ApiError;
 pub use routes::app;

@@ -200,7 +200,7 @@ pub fn app(state: State) -> axum::Router {
         .route("/static/dashboard.js", get(crate::dashboard::script))
         .route("/static/dashboard.css", get(crate::dashboard::stylesheet))
         .route("/runs/{id}", get(crate::dashboard::run_page))
-        .route("/runs/{id}/tasks/{task}", get(crate::dashboard::task_page))
+        .route("/runs/{id}/tasks/{task}", get(crate::task_page::task_page))
         .route("/approvals", get(crate::dashboard::approvals_page))
         .route("/summary", get(crate::dashboard::summary_page))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -51,7 +51,14 @@
           document.querySelectorAll('input[name=_csrf]').forEach(function (i) { i.value = fresh.content; });
         }
         var typing = document.activeElement && document.activeElement.closest('textarea');
-        if (m && !typing) { main.innerHTML = m.innerHTML; times(main); }
+        if (m && !typing) {
+          // The live tail keeps its lines and its stream across the refresh.
+          var keep = main.querySelector('#live');
+          main.innerHTML = m.innerHTML;
+          var slot = main.querySelector('#live');
+          if (keep && slot) slot.replaceWith(keep);
+          times(main); clocks();
+        }
       }).finally(function () { busy = false; if (again) { again = false; refresh(); } });
     }
     es.onmessage = refresh;
@@ -84,6 +91,68 @@
     act('/v1/approvals/' + encodeURIComponent(id) + '/' + verb, { reason: reason });
   });
 
+  // An attempt's elapsed time against its timeout, ticking.
+  function dur(ms) {
+    var s = Math.floor(ms / 1000), m = Math.floor(s / 60), h = Math.floor(m / 60), d = Math.floor(h / 24);
+    function two(n) { return (n < 10 ? '0' : '') + n; }
+    if (ms < 1000) return ms + ' ms';
+    if (s < 60) return s + 's';
+    if (m < 60) return m + 'm ' + two(s % 60) + 's';
+    if (h < 24) return h + 'h ' + two(m % 60) + 'm';
+    return d + 'd ' + two(h % 24) + 'h';
+  }
+  function clocks() {
+    document.querySelectorAll('.clock[data-since]').forEach(function (c) {
+      var since = new Date(c.dataset.since), limit = Number(c.dataset.limitMs || 0);
+      var el = Math.max(0, Date.now() - since);
+      c.textContent = 'elapsed ' + dur(el) + (limit ? ' of ' + dur(limit) + ' (' + Math.min(100, Math.round(el / limit * 100)) + '%)' : '');
+    });
+  }
+  setInterval(clocks, 1000);
+
+  // A task's live tail: its transcript and logs, appended as text (never as HTML).
+  var MAX_LINES = 500;
+  function append(pre, lines) {
+    var atEnd = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 4;
+    lines.forEach(function (l) {
+      var d = document.createElement('span');
+      d.className = 'line';
+      d.textContent = l;
+      pre.appendChild(d);
+    });
+    while (pre.childNodes.length > MAX_LINES) pre.removeChild(pre.firstChild);
+    if (atEnd) pre.scrollTop = pre.scrollHeight;
+  }
+  function tail() {
+    var box = document.getElementById('live');
+    if (!box || !box.dataset.live) return;
+    var es = new EventSource(box.dataset.live);
+    var state = box.querySelector('.live-state');
+    es.addEventListener('state', function (e) {
+      var s = JSON.parse(e.data);
+      if (state) state.textContent = s.status + ' · attempt ' + s.attempts + ' · ' + s.cost + (s.reason ? ' · ' + s.reason : '');
+    });
+    es.addEventListener('attempt', function (e) {
+      var a = JSON.parse(e.data).attempt;
+      append(document.getElementById('transcript'), ['— attempt ' + a + ' —']);
+    });
+    es.addEventListener('transcript', function (e) {
+      append(document.getElementById('transcript'), JSON.parse(e.data).lines);
+    });
+    es.addEventListener('log', function (e) {
+      var d = JSON.parse(e.data), logs = document.getElementById('logs');
+      var pre = null;
+      logs.querySelectorAll('pre[data-file]').forEach(function (p) { if (p.dataset.file === d.file) pre = p; });
+      if (!pre) {
+        var h = document.createElement('h4'); h.textContent = d.file; logs.appendChild(h);
+        pre = document.createElement('pre'); pre.dataset.file = d.file; logs.appendChild(pre);
+      }
+      append(pre, d.lines);
+    });
+  }
+
   times();
+  clocks();
+  tail();
   live();
 })();
