@@ -353,38 +353,3 @@ pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
     page("approvals", None, &session, &body).into_response()
 }
 
-pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
-    let session = match viewer(&st, &h).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let now = st.ctx.now();
-    let since = abo_core::ids::Timestamp(now.0 - 24 * 3600 * 1000);
-    let events = match crate::metrics::all_events(&st.ctx.store).await {
-        Ok(e) => e,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let s = abo_core::report::summary(&events, since);
-    let list = |items: &[abo_core::report::Item]| -> String {
-        items
-            .iter()
-            .map(|i| {
-                format!(
-                    "<li><b>{}</b> {} — {}</li>",
-                    esc(i.task.as_str()),
-                    esc(&i.title),
-                    esc(&i.detail)
-                )
-            })
-            .collect()
-    };
-    let body = format!(
-        "<h1>Coming home (24h)</h1><h2>Landed</h2><ul>{}</ul><h2>Waiting for you</h2><ul>{}</ul><h2>Failed</h2><ul>{}</ul><p>Cost ${:.4}, {} tokens</p>",
-        list(&s.landed),
-        list(&s.waiting),
-        list(&s.failed),
-        s.cost_usd,
-        s.tokens
-    );
-    page("summary", None, &session, &body).into_response()
-}

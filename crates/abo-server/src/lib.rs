@@ -22,6 +22,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod shapes;
+pub mod summary_page;
 pub mod task_page;
 
 pub use error::ApiError;

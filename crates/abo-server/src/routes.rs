@@ -202,7 +202,7 @@ pub fn app(state: State) -> axum::Router {
         .route("/runs/{id}", get(crate::dashboard::run_page))
         .route("/runs/{id}/tasks/{task}", get(crate::task_page::task_page))
         .route("/approvals", get(crate::dashboard::approvals_page))
-        .route("/summary", get(crate::dashboard::summary_page))
+        .route("/summary", get(crate::summary_page::summary_page))
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn_with_state(
