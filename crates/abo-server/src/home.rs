@@ -60,7 +60,7 @@ fn bar(label: &str, spent: f64, limit: Option<f64>, alert_at: f64) -> String {
     let alert = spent >= alert_at * limit;
     let mark = (alert_at * 100.0).clamp(0.0, 100.0);
     format!(
-        "<div class=spend data-window=\"{w}\" data-pct={pct}><span class=what>{label}</span><svg class=\"bar{a}\" viewBox=\"0 0 100 4\" preserveAspectRatio=none role=img aria-label=\"{pct}% of the cap\"><rect class=used width=\"{pct}\" height=\"4\"/><rect class=mark x=\"{mark:.1}\" width=\"0.6\" height=\"4\"/></svg><span class=of>{} of {} ({pct}%){flag}</span></div>",
+        "<div class=spend data-window=\"{w}\" data-pct={pct}><span class=what>{label}</span><svg class=\"bar{a}\" viewBox=\"0 0 100 4\" preserveAspectRatio=none role=img aria-label=\"{pct}% of the cap\"><rect class=used width=\"{pct}\" height=\"4\"/><rect class=mark x=\"{mark:.1}\" width=\"0.6\" height=\"4\"/></svg><span class=of>{} of {} ({pct}%) spent or held{flag}</span></div>",
         human::usd(spent),
         human::usd(limit),
         w = esc(label),

@@ -121,13 +121,31 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
                 .unwrap_or_default(),
         );
     }
-    let _ = write!(
-        o,
-        "<section id=live data-live=\"/v1/runs/{r}/tasks/{t}/live\"><h2>Live</h2><p class=live-state>connecting…</p><h3>Transcript</h3><pre id=transcript aria-live=polite></pre><h3>Logs</h3><div id=logs></div></section>",
-        r = esc(run),
-        t = esc(task),
-    );
-
+    if running {
+        let _ = write!(
+            o,
+            "<section id=live data-live=\"/v1/runs/{r}/tasks/{t}/live\"><h2>Live</h2><p class=live-state>connecting…</p><h3>Transcript</h3><pre id=transcript aria-live=polite></pre><h3>Logs</h3><div id=logs></div></section>",
+            r = esc(run),
+            t = esc(task),
+        );
+    } else if let Some(id) = events.iter().rev().find_map(|e| match &e.event.body {
+        EventBody::TaskBackendFinished { transcript, .. } => transcript.clone(),
+        _ => None,
+    }) {
+        // The last attempt's transcript as kept (redacted when it was stored).
+        let lines: String = st
+            .ctx
+            .artifacts
+            .tail(&id, 200)
+            .lines()
+            .filter_map(|l| crate::live::render_line(&redactor.redact(l)))
+            .map(|l| format!("<span class=line>{}</span>", esc(&l)))
+            .collect();
+        let _ = write!(
+            o,
+            "<section id=transcript-kept><h2>Transcript</h2><pre id=transcript>{lines}</pre></section>"
+        );
+    }
     // Each attempt as written.
     let mut pins = Vec::new();
     o.push_str("<h2>History</h2>");
@@ -236,15 +254,27 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
         (None, n) if n > 0 => Some(AttemptId::new(run_id.clone(), task_id.clone(), n).branch()),
         _ => None,
     };
-    let diff = match rev {
-        Some(rev) => st
+    // Only a commit past the run's base is a change (an attempt's branch starts at the base).
+    let mut diff = String::new();
+    if let Some(rev) = rev
+        && !running
+    {
+        let range = format!("{}..{rev}", spec.base);
+        let ahead = st
             .ctx
             .git
-            .run(&["show", "--stat", "--patch", "--format=%H %s", &rev, "--"])
+            .run(&["rev-list", "-1", &range, "--"])
             .await
-            .unwrap_or_default(),
-        None => String::new(),
-    };
+            .unwrap_or_default();
+        if !ahead.trim().is_empty() {
+            diff = st
+                .ctx
+                .git
+                .run(&["show", "--stat", "--patch", "--format=%H %s", &rev, "--"])
+                .await
+                .unwrap_or_default();
+        }
+    }
     let diff = redactor.redact(&diff);
     let _ = write!(o, "<h2>Change</h2>{}", diffview::render(&diff, &pins));
     Ok(o)

@@ -14,6 +14,7 @@ mod control;
 mod crash;
 mod errors;
 mod golden;
+mod home;
 mod hostile;
 mod notify;
 mod policy;
