@@ -16,6 +16,7 @@ pub mod glob;
 pub mod home;
 pub mod human;
 pub mod ids;
+pub mod reference;
 pub mod plan;
 pub mod pricing;
 pub mod report;
