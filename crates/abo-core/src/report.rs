@@ -1,4 +1,4 @@
-//! `abo report` (DESIGN §12) and `abo summary`, computed from the event log alone.
+//! `abo report` and `abo summary`, computed from the event log alone.
 
 use std::collections::BTreeMap;
 

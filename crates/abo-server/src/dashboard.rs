@@ -1,4 +1,4 @@
-//! The dashboard (DESIGN §11): server-rendered pages, live through the event stream, readable on a
+//! The dashboard (docs/api.md): server-rendered pages, live through the event stream, readable on a
 //! phone. It logs in with an API token once (kept in an HttpOnly, SameSite=Strict cookie) and
 //! every action goes through the same `/v1` API and roles, with the session's CSRF token (checked
 //! in `guard`). Its script and styles are files under `/static/`: nothing inline.

@@ -1,4 +1,4 @@
-//! abo's control plane (DESIGN §11): the REST API under `/v1`, server-sent events, `/metrics`,
+//! abo's control plane (docs/api.md): the REST API under `/v1`, server-sent events, `/metrics`,
 //! `/healthz` and `/openapi.json`, behind API tokens and roles. What changes a run (create, pause,
 //! resume, kill, retry, decide) goes through [`Control`], which the abo binary implements with the
 //! same code paths as its commands. Every request passes [`guard`]: state-changing requests of the

@@ -478,6 +478,17 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
 
 pub(crate) const CONFIG_TEMPLATE: &str = include_str!("../templates/abo.yml");
 pub(crate) const BACKLOG_TEMPLATE: &str = include_str!("../templates/backlog.example.yml");
+/// The JSON Schemas the templates' `yaml-language-server` lines point to, written into `.abo/schema/`.
+const SCHEMAS: [(&str, &str); 2] = [
+    (
+        "abo.schema.json",
+        include_str!("../../../docs/schema/abo.schema.json"),
+    ),
+    (
+        "backlog.schema.json",
+        include_str!("../../../docs/schema/backlog.schema.json"),
+    ),
+];
 
 pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
@@ -504,6 +515,11 @@ pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     }
     let (config, _) = load::config(&root, None)?;
     open(&root, &config, cli.store.as_deref()).await?;
+    let schemas = root.join(".abo/schema");
+    std::fs::create_dir_all(&schemas).with_context(|| format!("creating {}", schemas.display()))?;
+    for (name, text) in SCHEMAS {
+        std::fs::write(schemas.join(name), text).with_context(|| format!("writing .abo/schema/{name}"))?;
+    }
     abo_runtime::proof::load_or_create_key(&root.join(".abo"))
         .context("creating the proof-of-change key")?;
     say!(

@@ -1,4 +1,4 @@
-//! `abo status`: a run and its tasks, from the store's projections; the JSON shape of DESIGN §3.
+//! `abo status`: a run and its tasks, from the store's projections; its JSON shape is in docs/api.md.
 
 use abo_store::{RunRow, Store};
 
