@@ -86,7 +86,6 @@ const fn k(
     }
 }
 
-const LEVELS: &[&str] = &["A0", "A1", "A2", "A3", "A4", "A5"];
 const TASK_TYPES: &[&str] = &[
     "spec",
     "code",

@@ -11,7 +11,6 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use abo_core::budget::BudgetSpec;
-use abo_core::event::EventBody;
 use abo_core::human;
 use abo_core::ids::Timestamp;
 use abo_store::{ApprovalRow, RunRow};
@@ -76,31 +75,49 @@ fn bar(label: &str, spent: f64, limit: Option<f64>, alert_at: f64) -> String {
     )
 }
 
+/// The fields of a run's spec its pages need, read from its `run.created` without building its
+/// tasks (a run of 10,000 tasks costs what a run of 10 does).
+#[derive(serde::Deserialize)]
+pub(crate) struct SpecHead {
+    pub base: abo_core::ids::CommitSha,
+    pub settings: abo_core::spec::RunSettings,
+}
+
+pub(crate) async fn spec_head(
+    st: &State,
+    run: &abo_core::ids::RunId,
+) -> Result<Option<SpecHead>, ApiError> {
+    match st.ctx.store.run_created_data(run).await? {
+        Some(data) => Ok(Some(
+            serde_json::from_str(&data).map_err(ApiError::internal)?,
+        )),
+        None => Ok(None),
+    }
+}
+
 /// The budgets the latest run was created with (its `run.created`), read without replaying it.
 async fn latest_budgets(st: &State, runs: &[RunRow]) -> Result<BudgetSpec, ApiError> {
     let Some(latest) = runs.iter().max_by_key(|r| r.created_at) else {
         return Ok(BudgetSpec::default());
     };
-    let first = st.ctx.store.events(Some(&latest.id), 0, 1).await?;
-    Ok(match first.first().map(|e| &e.event.body) {
-        Some(EventBody::RunCreated(spec)) => spec.settings.budgets.clone(),
-        _ => BudgetSpec::default(),
-    })
+    Ok(spec_head(st, &latest.id)
+        .await?
+        .map(|h| h.settings.budgets)
+        .unwrap_or_default())
 }
 
 /// The runs table (the 100 most recent).
 async fn runs_table(st: &State, runs: &[RunRow], now: Timestamp) -> Result<String, ApiError> {
     let mut rows = String::new();
+    let totals = st.ctx.store.task_totals().await?;
     for r in runs.iter().take(100) {
-        let tasks = st.ctx.store.tasks(&r.id).await?;
-        let landed = tasks.iter().filter(|t| t.status == "landed").count();
+        let (n, landed) = totals.get(r.id.as_str()).copied().unwrap_or((0, 0));
         let _ = write!(
             rows,
             "<tr data-run=\"{id}\"><td><a href=\"/runs/{id}\">{id}</a></td><td>{title}</td><td>{status}</td><td>{landed}/{n}</td><td>{usd}</td><td class=wide>{at}</td></tr>",
             id = esc(r.id.as_str()),
             title = esc(&r.title),
             status = status_span(&r.status),
-            n = tasks.len(),
             usd = human::usd(r.spent_usd),
             at = when(now, r.created_at),
         );

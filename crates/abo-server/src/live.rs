@@ -23,7 +23,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use abo_core::event::EventBody;
 use abo_core::ids::{AttemptId, RunId, TaskId};
 use abo_runtime::redact::Redactor;
 
@@ -300,10 +299,11 @@ pub async fn task_live(
         .map(|c| crate::auth::hash(c.token()))
         .unwrap_or_default();
     let (run, task) = (RunId::new(&run), TaskId::new(&task));
-    let secret_env = match st.ctx.store.first_event(&run).await?.map(|e| e.event.body) {
-        Some(EventBody::RunCreated(spec)) => spec.settings.secret_env.clone(),
-        _ => return Err(ApiError::not_found(format!("no run `{run}`"))),
-    };
+    let secret_env = crate::home::spec_head(&st, &run)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run `{run}`")))?
+        .settings
+        .secret_env;
     if st.ctx.store.task(&run, &task).await?.is_none() {
         return Err(ApiError::not_found(format!("no task `{task}` in run `{run}`")));
     }

@@ -57,10 +57,9 @@ pub async fn task_page(
 async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
     let now = st.ctx.now();
     let (run_id, task_id) = (RunId::new(run), TaskId::new(task));
-    let spec = match st.ctx.store.first_event(&run_id).await?.map(|e| e.event.body) {
-        Some(EventBody::RunCreated(spec)) => spec,
-        _ => return Err(ApiError::not_found(format!("no run `{run}`"))),
-    };
+    let spec = crate::home::spec_head(st, &run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run `{run}`")))?;
     let row = st
         .ctx
         .store

@@ -91,12 +91,33 @@ impl Store {
         rows.iter().map(crate::decode_event).collect()
     }
 
-    /// The event that created a run (its frozen spec), read without the rest of its log.
-    pub async fn first_event(
-        &self,
-        run: &abo_core::ids::RunId,
-    ) -> Result<Option<crate::StoredEvent>> {
-        Ok(self.events(Some(run), 0, 1).await?.into_iter().next())
+    /// The `data` of a run's `run.created`, as stored (its spec), for a reader that wants a few
+    /// of its fields without building every task.
+    pub async fn run_created_data(&self, run: &abo_core::ids::RunId) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT data FROM events WHERE run = $1 AND kind = 'run.created' ORDER BY seq LIMIT 1",
+        )
+        .bind(run.as_str())
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// Per run: its tasks and how many landed.
+    pub async fn task_totals(&self) -> Result<BTreeMap<String, (u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT run, CAST(COUNT(*) AS BIGINT),
+                    CAST(SUM(CASE WHEN status = 'landed' THEN 1 ELSE 0 END) AS BIGINT)
+             FROM tasks GROUP BY run",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n = |i: usize| u64::try_from(r.get::<i64, _>(i)).unwrap_or(0);
+                (r.get::<String, _>(0), (n(1), n(2)))
+            })
+            .collect())
     }
 
     /// A run's task as projected.

@@ -189,7 +189,7 @@ pub(crate) enum Cmd {
         /// Measure only these figures: append, noop, dispatch, policy, reports (reading gates'
         /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
         /// (repository size); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files"])]
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "dashboard"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.

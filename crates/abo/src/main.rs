@@ -2,6 +2,7 @@
 //! config together, and maps every outcome to an exit code (DESIGN §3) here and nowhere else.
 
 mod bench;
+mod bench_dashboard;
 mod cli;
 mod commands;
 mod daemon;
