@@ -29,8 +29,36 @@ pub(crate) fn when(now: Timestamp, t: Timestamp) -> String {
     )
 }
 
+/// An agent's question: its options as buttons, a box for words, and Skip (a rejection).
+fn decision_card(a: &ApprovalRow, now: Timestamp) -> String {
+    let id = esc(&a.id);
+    let q = abo_core::decide::question::from_reasons(&a.reasons);
+    let options: String = q
+        .options
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            format!(
+                "<button data-answer=\"{id}\" data-choose={}>{}</button>",
+                i + 1,
+                esc(o)
+            )
+        })
+        .collect();
+    format!(
+        "<div class=\"card decision\" data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> · the agent asks, {at}<p class=question>{question}</p><p class=options>{options}</p><textarea id=\"reason-{id}\" placeholder=\"your answer, or why you skip it\"></textarea><button data-answer=\"{id}\">Answer</button><button data-decide=\"{id}\" data-approve=false>Skip</button></div>",
+        task = esc(a.task.as_str()),
+        run = esc(a.run.as_str()),
+        at = when(now, a.created_at),
+        question = esc(&q.text),
+    )
+}
+
 /// An approval waiting, with its reasons, a reason box and its decisions.
 pub(crate) fn approval_card(a: &ApprovalRow, now: Timestamp) -> String {
+    if a.action == "decision" {
+        return decision_card(a, now);
+    }
     let id = esc(&a.id);
     let reasons: String = a
         .reasons

@@ -57,6 +57,14 @@ pub trait Control: Send + Sync {
         approve: bool,
         reason: String,
     ) -> BoxFut<'_, Result<(), ApiError>>;
+    /// Answers an agent's question (a `decision` approval): an option by its number (from 1), or
+    /// words (`abo decide`).
+    fn answer(
+        &self,
+        approval: String,
+        choose: Option<usize>,
+        answer: Option<String>,
+    ) -> BoxFut<'_, Result<(), ApiError>>;
     /// The policy bundle of the repository's config on an input (`abo policy eval`).
     fn evaluate_policy(&self, input: serde_json::Value) -> Result<serde_json::Value, ApiError>;
 }

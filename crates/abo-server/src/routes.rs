@@ -124,6 +124,12 @@ pub const ROUTES: &[Route] = &[
         "Reject, with a reason.",
     ),
     r(
+        "post",
+        "/v1/approvals/{id}/answer",
+        AP,
+        "Answer an agent's question (a `decision` approval): `{\"choose\": N}` or `{\"answer\": TEXT}`; the next attempt gets it as feedback.",
+    ),
+    r(
         "get",
         "/v1/events",
         V,
@@ -187,6 +193,7 @@ pub fn app(state: State) -> axum::Router {
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/reject", post(reject))
+        .route("/v1/approvals/{id}/answer", post(answer))
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(stream))
         .route("/v1/policy/evaluate", post(evaluate))
@@ -419,6 +426,28 @@ async fn reject(
     body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     decide(&st, &h, id, false, body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Answer {
+    choose: Option<usize>,
+    answer: Option<String>,
+}
+
+async fn answer(
+    St(st): St<State>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Answer>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth(&st, &h, "post", "/v1/approvals/{id}/answer").await?;
+    let Json(Answer { choose, answer }) = body.map_err(rejected)?;
+    if choose.is_none() && answer.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        return Err(ApiError::bad_request("an answer is required: `choose` or `answer`"));
+    }
+    st.control.answer(id.clone(), choose, answer).await?;
+    Ok(Json(json!({ "approval": id, "decision": "answered" })))
 }
 
 #[derive(Deserialize)]

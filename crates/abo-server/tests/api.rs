@@ -49,6 +49,18 @@ impl Control for Fake {
             .push(format!("decide {a} {approve} {reason}"));
         Box::pin(async { Ok(()) })
     }
+    fn answer(
+        &self,
+        a: String,
+        choose: Option<usize>,
+        answer: Option<String>,
+    ) -> BoxFut<'_, Result<(), ApiError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("answer {a} {choose:?} {answer:?}"));
+        Box::pin(async { Ok(()) })
+    }
     fn evaluate_policy(&self, _: Value) -> Result<Value, ApiError> {
         Ok(json!({"verdict": "allow"}))
     }
@@ -608,6 +620,7 @@ fn concrete(path: &str) -> String {
 fn body_for(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("post", "/v1/runs") => Some(json!({"backlog": "b.yml"})),
+        ("post", p) if p.ends_with("/answer") => Some(json!({"choose": 2})),
         ("post", p) if p.starts_with("/v1/approvals/") => Some(json!({"reason": "looks fine"})),
         ("post", "/v1/policy/evaluate") => Some(json!({"action": "merge"})),
         _ => None,
@@ -671,6 +684,10 @@ async fn every_route_for_every_role() {
         "{calls:?}"
     );
     assert!(calls.contains(&"pause r1".to_owned()), "{calls:?}");
+    assert!(
+        calls.contains(&"answer x Some(2) None".to_owned()),
+        "{calls:?}"
+    );
     assert!(calls.contains(&"create b.yml".to_owned()), "{calls:?}");
 }
 

@@ -273,6 +273,7 @@ impl<'a> Fold<'a> {
             }
             EventBody::BudgetExhausted { .. }
             | EventBody::CacheHit { .. }
+            | EventBody::TaskQuestion { .. }
             | EventBody::NotifySent { .. }
             | EventBody::TaskGate { figures: None, .. }
             | EventBody::RouterDecision { .. }
@@ -383,7 +384,10 @@ impl<'a> Fold<'a> {
                 ..
             } => {
                 let status = match cause {
-                    RetryCause::Failed | RetryCause::Interrupted | RetryCause::Quota => {
+                    RetryCause::Failed
+                    | RetryCause::Interrupted
+                    | RetryCause::Quota
+                    | RetryCause::Answered => {
                         TaskStatus::Ready
                     }
                     RetryCause::Requested => TaskStatus::Pending,

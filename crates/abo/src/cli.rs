@@ -143,6 +143,16 @@ pub(crate) enum Cmd {
         #[arg(long)]
         reason: Option<String>,
     },
+    /// Answer an agent's question (a `decision` approval): the next attempt gets the answer.
+    Decide {
+        id: String,
+        /// The option to choose, by its number (as `abo approvals` lists them).
+        #[arg(long, conflicts_with = "answer", required_unless_present = "answer")]
+        choose: Option<usize>,
+        /// An answer in your own words.
+        #[arg(long)]
+        answer: Option<String>,
+    },
     /// Reject a pending approval: the task ends denied and its dependents are cancelled.
     Reject {
         id: String,

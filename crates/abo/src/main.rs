@@ -2,6 +2,7 @@
 //! config together, and maps every outcome to an exit code (DESIGN §3) here and nowhere else.
 
 mod bench;
+mod answer;
 mod bench_dashboard;
 mod cli;
 mod commands;
@@ -100,6 +101,9 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Summary { since } => commands::summary(cli, since).await,
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,
         Cmd::Reject { id, reason } => commands::decide(cli, id, reason.as_deref(), false).await,
+        Cmd::Decide { id, choose, answer } => {
+            answer::decide(cli, id, *choose, answer.as_deref()).await
+        }
         Cmd::Policy {
             command: PolicyCmd::Eval { input, show_input },
         } => policy_cmd::eval(cli, input, *show_input).await,

@@ -80,8 +80,17 @@
   }
 
   document.addEventListener('click', function (e) {
-    var b = e.target.closest && e.target.closest('button[data-act],button[data-decide]');
+    var b = e.target.closest && e.target.closest('button[data-act],button[data-decide],button[data-answer]');
     if (!b) return;
+    if (b.dataset.answer) {
+      // An agent's question: an option by its number, or the words in the box.
+      var aid = b.dataset.answer;
+      if (b.dataset.choose) { act('/v1/approvals/' + encodeURIComponent(aid) + '/answer', { choose: Number(b.dataset.choose) }); return; }
+      var words = document.getElementById('reason-' + aid);
+      if (!words || !words.value.trim()) { alert('write an answer, or choose an option'); return; }
+      act('/v1/approvals/' + encodeURIComponent(aid) + '/answer', { answer: words.value });
+      return;
+    }
     if (b.dataset.act) { act(b.dataset.act, {}, b.dataset.confirm); return; }
     var id = b.dataset.decide;
     var box = document.getElementById('reason-' + id);

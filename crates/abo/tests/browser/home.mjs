@@ -64,10 +64,10 @@ async function fits(page, what) {
 try {
   const { page, violations } = await session({ width: 1280, height: 900 });
 
-  // At a glance: the agent and both waiting runs are running.
+  // At a glance: the agent and both waiting runs are running (the other agent asked a question).
   await until('three running', async () => (await count(page, 'running')) === '3');
   const today = page.locator('.spend[data-window="today"]');
-  if (!(await today.innerText()).includes('of $1.00')) throw new Error(`today's bar: ${await today.innerText()}`);
+  if (!(await today.innerText()).includes('of $2.00')) throw new Error(`today's bar: ${await today.innerText()}`);
   // Times in the viewer's zone, with their age.
   const created = await page.locator(`tr[data-run="${run}"] time`).innerText();
   if (!/\(just now\)|min ago/.test(created)) throw new Error(`created: ${created}`);
@@ -80,7 +80,7 @@ try {
   const clock = await page.locator('.clock').innerText();
   if (!/^elapsed .* of 30m 00s/.test(clock)) throw new Error(`the attempt's clock: ${clock}`);
   const held = await page.locator('.held').innerText();
-  if (!held.includes('$0.80')) throw new Error(`its reservation: ${held}`);
+  if (!held.includes('$0.50')) throw new Error(`its reservation: ${held}`);
   writeFileSync(process.env.ABO_GO, 'go'); // the agent says one more line
   await page.waitForSelector('#transcript .line:has-text("Writing live.txt now.")', { timeout: 30000 });
   if (!(await page.evaluate(() => window.__same === true))) throw new Error('the task page reloaded');
@@ -89,12 +89,22 @@ try {
   await page.waitForSelector('.task-status .s-landed', { timeout: 30000 });
   await page.waitForSelector('details.file[data-file="live.txt"] tr.add');
 
-  // Home again: the cost charged (60 cents of a dollar) is past the 50% alert, and it says so.
+  // Home again: the cost charged (60 cents of two dollars) is past the 25% alert, and it says so.
   await page.goto(`${url}/`);
-  await until('today at 60%', async () => (await today.getAttribute('data-pct')) === '60');
+  await until('today at 30%', async () => (await today.getAttribute('data-pct')) === '30');
   if (!(await today.locator('svg.bar.alert').count())) throw new Error('no alert on the bar');
   await page.waitForSelector('.alerts li[data-alert="daily.usd"]', { timeout: 10000 });
   if ((await count(page, 'landed')) !== '1') throw new Error(`landed today: ${await count(page, 'landed')}`);
+
+  // The agent's question waits on the home page with its options: the person picks one, and the
+  // task's next attempt runs with the answer and lands.
+  await until('two waiting', async () => (await count(page, 'waiting')) === '2');
+  const decision = page.locator('.decision[data-approval*="/ask/"]');
+  if (!(await decision.locator('.question').innerText()).includes('Which roles first?')) throw new Error('no question on the card');
+  await shot(page, 'decision-desktop');
+  await decision.locator('button[data-choose="2"]').click();
+  await page.waitForSelector('#result:has-text("done")', { timeout: 10000 });
+  await until('two landed today', async () => (await count(page, 'landed')) === '2');
 
   // The manifest change waits for a person: approved on the home page itself.
   await until('one waiting', async () => (await count(page, 'waiting')) === '1');
@@ -102,7 +112,7 @@ try {
   await card.locator('textarea').fill('the manifest is fine');
   await card.locator('button:has-text("Approve")').click();
   await page.waitForSelector('#result:has-text("done")', { timeout: 10000 });
-  await until('two landed today', async () => (await count(page, 'landed')) === '2');
+  await until('three landed today', async () => (await count(page, 'landed')) === '3');
   await shot(page, 'home-desktop');
 
   // Pause all: every running run pauses.

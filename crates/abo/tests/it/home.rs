@@ -17,6 +17,18 @@ use crate::serve::{http, start_server, token};
 const STUB_AGENT: &str = r#"#!/bin/sh
 [ "$1" = "--version" ] && { echo "claude 9.9.9 (stub)"; exit 0; }
 echo '{"type":"system","subtype":"init","model":"claude-stub"}'
+for a; do prompt="$a"; done
+if [ "$ABO_TASK_ID" = ask ]; then
+  if [ "$ABO_ATTEMPT" = 1 ]; then
+    echo '{"type":"assistant","message":{"content":[{"type":"tool_use","id":"q1","name":"AskUserQuestion","input":{"questions":[{"question":"Which roles first?","options":[{"label":"Admin"},{"label":"Viewer"}]}]}}]}}'
+    echo '{"type":"result","subtype":"success","is_error":false,"result":"I need to know which roles come first.","total_cost_usd":0,"usage":{"input_tokens":10,"output_tokens":5}}'
+    exit 0
+  fi
+  printf '%s
+' "$prompt" > ask.txt
+  echo '{"type":"result","subtype":"success","is_error":false,"result":"Wrote ask.txt.","total_cost_usd":0,"usage":{"input_tokens":10,"output_tokens":5}}'
+  exit 0
+fi
 echo '{"type":"assistant","message":{"content":[{"type":"text","text":"Reading the repository."},{"type":"tool_use","name":"Bash","input":{"command":"ls -la"}}]}}'
 while [ ! -e "$STUB_GO" ]; do sleep 0.1; done
 echo '{"type":"assistant","message":{"content":[{"type":"text","text":"Writing live.txt now."}]}}'
@@ -59,13 +71,13 @@ fn at_a_glance_live_tail_approval_in_place_and_pause_all_in_a_browser() {
     config(
         &repo,
         &format!(
-            "version: 1\nsandbox: {{ mode: off }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbudgets: {{ daily_usd: 1.0, weekly_usd: 4.0, task_usd: 0.8, alert_at: 0.5 }}\nbackends:\n  stub: {{ kind: claude-code, command: {} }}\n",
+            "version: 1\nsandbox: {{ mode: off }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbudgets: {{ daily_usd: 2.0, weekly_usd: 4.0, task_usd: 0.5, alert_at: 0.25 }}\nbackends:\n  stub: {{ kind: claude-code, command: {} }}\n",
             stub.display()
         ),
     );
     repo.write(
         "agent.yml",
-        "tasks:\n  - { id: live, title: Live, paths: [live.txt], backend: stub }\n  - { id: manifest, title: Manifest, paths: [package.json], run: 'echo {} > package.json' }\n",
+        "tasks:\n  - { id: live, title: Live, paths: [live.txt], backend: stub }\n  - { id: ask, title: Ask, paths: [ask.txt], backend: stub }\n  - { id: manifest, title: Manifest, paths: [package.json], run: 'echo {} > package.json' }\n",
     );
     let never = repo.outside.join("never");
     for name in ["wait-a", "wait-b"] {
@@ -123,8 +135,19 @@ fn at_a_glance_live_tail_approval_in_place_and_pause_all_in_a_browser() {
     // What the browser did reached the log: the approval decided from the home page, both
     // waiting runs paused by Pause all, then killed by Kill all.
     let doc = crate::status(&repo, Some(&agent));
-    assert_eq!(doc["tasks"][0]["status"], "landed", "{doc}");
-    assert_eq!(doc["tasks"][1]["status"], "landed", "{doc}");
+    for t in 0..3 {
+        assert_eq!(doc["tasks"][t]["status"], "landed", "{doc}");
+    }
+    // The agent's question, answered from the home page, reached its next attempt's prompt; the
+    // attempt that asked did not count against the task's attempts.
+    assert_eq!(doc["tasks"][1]["attempts"], 2, "{doc}");
+    let asked = repo.git(&["show", &format!("abo/{agent}:ask.txt")]);
+    assert!(
+        asked.contains("Which roles first? Answer: Viewer"),
+        "the second attempt's prompt: {asked}"
+    );
+    let events = crate::abo(&repo, &["events", &agent, "--json"]).stdout;
+    assert!(events.contains("\"task.question\""), "{events}");
     for run in [&wait_a, &wait_b] {
         let doc = crate::status(&repo, Some(run));
         assert_eq!(doc["run"]["status"], "killed", "{doc}");
