@@ -328,9 +328,7 @@ impl RunState {
             Command::Reject { approval, reason } => {
                 decide_approval(&mut cx, &approval, reason, false)?
             }
-            Command::Answer { approval, answer } => {
-                question::answer(&mut cx, &approval, answer)?
-            }
+            Command::Answer { approval, answer } => question::answer(&mut cx, &approval, answer)?,
             Command::Pause { reason } => {
                 if cx.state.status != RunStatus::Running {
                     return Err(rejected(cx.state, "paused"));

@@ -97,7 +97,7 @@ pub fn age(now: Timestamp, then: Timestamp) -> String {
 
 /// A share of a limit as a whole percentage, capped at 100 for bars (`None`: no limit).
 pub fn percent(spent: f64, limit: f64) -> Option<u32> {
-    if !(limit > 0.0) || !spent.is_finite() {
+    if limit.is_nan() || limit <= 0.0 || !spent.is_finite() {
         return None;
     }
     #[allow(

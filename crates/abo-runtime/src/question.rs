@@ -62,9 +62,9 @@ fn in_value(v: &Value) -> Option<Question> {
 pub fn find(transcript: &str, final_message: Option<&str>) -> Option<Question> {
     let asked = transcript
         .lines()
+        .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
-        .filter_map(|v| in_value(&v))
-        .last();
+        .find_map(|v| in_value(&v));
     asked.or_else(|| {
         let m = final_message?.trim();
         (m.ends_with('?') && m.len() > 1).then(|| Question {

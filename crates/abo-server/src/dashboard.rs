@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
+use abo_core::human;
 use abo_core::ids::{RunId, TaskId};
 use abo_core::state::RunState;
 
@@ -152,6 +153,9 @@ pub(crate) fn status_span(s: &str) -> String {
     format!("<span class=\"s-{0}\">{0}</span>", esc(s))
 }
 
+/// The most tasks a run's page lists (and the largest run whose graph it draws).
+const PAGE_TASKS: usize = 500;
+
 /// The run's DAG as SVG: columns by depth, each task colored by its state.
 pub fn dag_svg(state: &RunState) -> String {
     let mut depth: BTreeMap<&TaskId, usize> = BTreeMap::new();
@@ -278,12 +282,28 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
         let doc = shapes::to_json(&shapes::view(&st.ctx, row).await?);
-        let state = abo_runtime::engine::load(&st.ctx.store, &RunId::new(&id))
-            .await
-            .map_err(ApiError::internal)?;
+        let all = doc["tasks"].as_array().map_or(0, Vec::len);
+        // A large run's page shows its first tasks and no graph: `abo status` lists them all.
+        let dag = if all <= PAGE_TASKS {
+            let state = abo_runtime::engine::load(&st.ctx.store, &RunId::new(&id))
+                .await
+                .map_err(ApiError::internal)?;
+            dag_svg(&state)
+        } else {
+            format!(
+                "<p class=more>{} tasks: the graph is drawn for runs of up to {PAGE_TASKS}; the first {PAGE_TASKS} are listed below, <code>abo status {}</code> lists them all.</p>",
+                human::grouped(all as u64),
+                esc(&id)
+            )
+        };
         let r = &doc["run"];
         let mut tasks = String::new();
-        for t in doc["tasks"].as_array().into_iter().flatten() {
+        for t in doc["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(PAGE_TASKS)
+        {
             let tid = t["id"].as_str().unwrap_or("");
             let _ = write!(
                 tasks,
@@ -323,7 +343,7 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
             branch = esc(r["branch"].as_str().unwrap_or("")),
             usd = abo_core::human::usd(r["spent_usd"].as_f64().unwrap_or(0.0)),
             tok = abo_core::human::tokens(r["spent_tokens"].as_u64().unwrap_or(0)),
-            dag = dag_svg(&state),
+            dag = dag,
             caps = caps_html(&doc),
         ))
     };
@@ -352,4 +372,3 @@ pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
     }
     page("approvals", None, &session, &body).into_response()
 }
-

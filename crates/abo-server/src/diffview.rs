@@ -48,29 +48,115 @@ const PYTHON: Lang = Lang {
 };
 const JS: Lang = Lang {
     keywords: &[
-        "async", "await", "break", "case", "catch", "class", "const", "continue", "default",
-        "delete", "else", "export", "extends", "false", "finally", "for", "function", "if",
-        "import", "in", "instanceof", "interface", "let", "new", "null", "return", "switch",
-        "this", "throw", "true", "try", "type", "typeof", "undefined", "var", "while", "yield",
+        "async",
+        "await",
+        "break",
+        "case",
+        "catch",
+        "class",
+        "const",
+        "continue",
+        "default",
+        "delete",
+        "else",
+        "export",
+        "extends",
+        "false",
+        "finally",
+        "for",
+        "function",
+        "if",
+        "import",
+        "in",
+        "instanceof",
+        "interface",
+        "let",
+        "new",
+        "null",
+        "return",
+        "switch",
+        "this",
+        "throw",
+        "true",
+        "try",
+        "type",
+        "typeof",
+        "undefined",
+        "var",
+        "while",
+        "yield",
     ],
     comment: &["//"],
     lifetimes: false,
 };
 const GO: Lang = Lang {
     keywords: &[
-        "break", "case", "chan", "const", "continue", "default", "defer", "else", "false", "for",
-        "func", "go", "if", "import", "interface", "map", "nil", "package", "range", "return",
-        "select", "struct", "switch", "true", "type", "var",
+        "break",
+        "case",
+        "chan",
+        "const",
+        "continue",
+        "default",
+        "defer",
+        "else",
+        "false",
+        "for",
+        "func",
+        "go",
+        "if",
+        "import",
+        "interface",
+        "map",
+        "nil",
+        "package",
+        "range",
+        "return",
+        "select",
+        "struct",
+        "switch",
+        "true",
+        "type",
+        "var",
     ],
     comment: &["//"],
     lifetimes: false,
 };
 const C: Lang = Lang {
     keywords: &[
-        "break", "case", "char", "class", "const", "continue", "default", "do", "double", "else",
-        "enum", "extends", "false", "final", "float", "for", "if", "import", "int", "long", "new",
-        "null", "private", "protected", "public", "return", "static", "struct", "switch", "this",
-        "true", "typedef", "void", "while",
+        "break",
+        "case",
+        "char",
+        "class",
+        "const",
+        "continue",
+        "default",
+        "do",
+        "double",
+        "else",
+        "enum",
+        "extends",
+        "false",
+        "final",
+        "float",
+        "for",
+        "if",
+        "import",
+        "int",
+        "long",
+        "new",
+        "null",
+        "private",
+        "protected",
+        "public",
+        "return",
+        "static",
+        "struct",
+        "switch",
+        "this",
+        "true",
+        "typedef",
+        "void",
+        "while",
     ],
     comment: &["//"],
     lifetimes: false,
@@ -181,7 +267,10 @@ struct File {
 pub fn render(diff: &str, pins: &[Pin]) -> String {
     let mut by_line: BTreeMap<(&str, u32), Vec<&Pin>> = BTreeMap::new();
     for p in pins {
-        by_line.entry((p.path.as_str(), p.line)).or_default().push(p);
+        by_line
+            .entry((p.path.as_str(), p.line))
+            .or_default()
+            .push(p);
     }
     let mut head = Vec::new();
     let mut files: Vec<File> = Vec::new();
@@ -190,10 +279,7 @@ pub fn render(diff: &str, pins: &[Pin]) -> String {
     for line in diff.lines() {
         if let Some(rest) = line.strip_prefix("diff --git ") {
             // `a/PATH b/PATH`: the new side's path (a rename's target).
-            let path = rest
-                .rsplit_once(" b/")
-                .map_or(rest, |(_, b)| b)
-                .to_owned();
+            let path = rest.rsplit_once(" b/").map_or(rest, |(_, b)| b).to_owned();
             files.push(File {
                 path,
                 added: 0,
@@ -211,12 +297,20 @@ pub fn render(diff: &str, pins: &[Pin]) -> String {
             if let Some((o, n)) = hunk_start(line) {
                 (old, new, in_hunk) = (o, n, true);
             }
-            let _ = write!(f.rows, "<tr class=hunk><td colspan=3>{}</td></tr>", esc(line));
+            let _ = write!(
+                f.rows,
+                "<tr class=hunk><td colspan=3>{}</td></tr>",
+                esc(line)
+            );
             continue;
         }
         if !in_hunk {
             if line.starts_with("Binary files") {
-                let _ = write!(f.rows, "<tr class=hunk><td colspan=3>{}</td></tr>", esc(line));
+                let _ = write!(
+                    f.rows,
+                    "<tr class=hunk><td colspan=3>{}</td></tr>",
+                    esc(line)
+                );
             }
             continue;
         }
@@ -234,7 +328,12 @@ pub fn render(diff: &str, pins: &[Pin]) -> String {
             Some(' ') => {
                 old += 1;
                 new += 1;
-                ("ctx", (old - 1).to_string(), (new - 1).to_string(), &line[1..])
+                (
+                    "ctx",
+                    (old - 1).to_string(),
+                    (new - 1).to_string(),
+                    &line[1..],
+                )
             }
             _ => ("meta", String::new(), String::new(), line),
         };

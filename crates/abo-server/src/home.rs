@@ -15,10 +15,10 @@ use abo_core::human;
 use abo_core::ids::Timestamp;
 use abo_store::{ApprovalRow, RunRow};
 
+use crate::State;
 use crate::auth::{Role, require};
 use crate::dashboard::{esc, page, status_span, viewer};
 use crate::error::ApiError;
-use crate::State;
 
 /// A time for a person: its age now, and (by the page's script) the time in the viewer's zone.
 pub(crate) fn when(now: Timestamp, t: Timestamp) -> String {
@@ -93,10 +93,7 @@ fn bar(label: &str, spent: f64, limit: Option<f64>, alert_at: f64) -> String {
         w = esc(label),
         a = if alert { " alert" } else { "" },
         flag = if alert {
-            format!(
-                " <b class=s-failed>over {:.0}%</b>",
-                alert_at * 100.0
-            )
+            format!(" <b class=s-failed>over {:.0}%</b>", alert_at * 100.0)
         } else {
             String::new()
         },
@@ -203,9 +200,9 @@ async fn body(st: &State, admin: bool) -> Result<String, ApiError> {
     ];
     let label = |k: &'static str| -> &'static str {
         match k {
-        "waiting" => "waiting for you",
-        "failed" => "failed today",
-        "landed" => "landed today",
+            "waiting" => "waiting for you",
+            "failed" => "failed today",
+            "landed" => "landed today",
             k => k,
         }
     };

@@ -26,9 +26,9 @@ use serde_json::{Value, json};
 use abo_core::ids::{AttemptId, RunId, TaskId};
 use abo_runtime::redact::Redactor;
 
+use crate::State;
 use crate::auth::{Credential, Role, require};
 use crate::error::ApiError;
-use crate::State;
 
 /// How much of a file's end a new stream starts with.
 const TAIL_BYTES: u64 = 16 * 1024;
@@ -90,12 +90,7 @@ pub fn render_line(line: &str) -> Option<String> {
         "" => return Some(cut(line)),
         other => format!("· {other}"),
     };
-    Some(
-        out.lines()
-            .map(cut)
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
+    Some(out.lines().map(cut).collect::<Vec<_>>().join("\n"))
 }
 
 /// A part of a Claude message: text, a tool call, or a tool's result.
@@ -106,19 +101,26 @@ fn content_part(p: &Value) -> Option<String> {
         "tool_use" => {
             let name = p["name"].as_str().unwrap_or("tool");
             let input = &p["input"];
-            let arg = ["command", "file_path", "path", "pattern", "url", "description"]
-                .iter()
-                .find_map(|k| input[*k].as_str())
-                .map(str::to_owned)
-                .or_else(|| {
-                    (name == "AskUserQuestion").then(|| {
-                        input["questions"][0]["question"]
-                            .as_str()
-                            .unwrap_or("")
-                            .to_owned()
-                    })
+            let arg = [
+                "command",
+                "file_path",
+                "path",
+                "pattern",
+                "url",
+                "description",
+            ]
+            .iter()
+            .find_map(|k| input[*k].as_str())
+            .map(str::to_owned)
+            .or_else(|| {
+                (name == "AskUserQuestion").then(|| {
+                    input["questions"][0]["question"]
+                        .as_str()
+                        .unwrap_or("")
+                        .to_owned()
                 })
-                .unwrap_or_else(|| input.to_string());
+            })
+            .unwrap_or_else(|| input.to_string());
             Some(format!("▸ {name}: {arg}"))
         }
         "tool_result" => {
@@ -269,7 +271,9 @@ impl Attempt {
         for e in dir.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let wanted = name.ends_with(".log")
-                && (name.starts_with("gate-") || name == "backend.log" || name == "agent.stderr.log");
+                && (name.starts_with("gate-")
+                    || name == "backend.log"
+                    || name == "agent.stderr.log");
             if wanted && !self.logs.contains_key(&name) {
                 self.logs.insert(name, Follow::new(e.path()));
             }
@@ -305,7 +309,9 @@ pub async fn task_live(
         .settings
         .secret_env;
     if st.ctx.store.task(&run, &task).await?.is_none() {
-        return Err(ApiError::not_found(format!("no task `{task}` in run `{run}`")));
+        return Err(ApiError::not_found(format!(
+            "no task `{task}` in run `{run}`"
+        )));
     }
     let redactor = Redactor::from_process_env(&secret_env);
     let ctx = st.ctx.clone();

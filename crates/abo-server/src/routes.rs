@@ -444,7 +444,9 @@ async fn answer(
     auth(&st, &h, "post", "/v1/approvals/{id}/answer").await?;
     let Json(Answer { choose, answer }) = body.map_err(rejected)?;
     if choose.is_none() && answer.as_deref().is_none_or(|a| a.trim().is_empty()) {
-        return Err(ApiError::bad_request("an answer is required: `choose` or `answer`"));
+        return Err(ApiError::bad_request(
+            "an answer is required: `choose` or `answer`",
+        ));
     }
     st.control.answer(id.clone(), choose, answer).await?;
     Ok(Json(json!({ "approval": id, "decision": "answered" })))

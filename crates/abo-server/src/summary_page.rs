@@ -22,7 +22,11 @@ fn card(section: Section, i: &Item, prs: &BTreeMap<String, String>) -> String {
     match section {
         Section::Landed => {
             if let Some(pr) = prs.get(i.run.as_str()) {
-                let _ = write!(actions, " <a href=\"{0}\" rel=noopener>open the pull request</a>", esc(pr));
+                let _ = write!(
+                    actions,
+                    " <a href=\"{0}\" rel=noopener>open the pull request</a>",
+                    esc(pr)
+                );
             }
         }
         Section::Waiting => {

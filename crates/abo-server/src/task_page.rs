@@ -95,7 +95,7 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
             backend,
             reserved,
             ..
-        } if *attempt == row.attempts => Some((e.event.at, backend.clone(), reserved.clone())),
+        } if *attempt == row.attempts => Some((e.event.at, backend.clone(), *reserved)),
         _ => None,
     });
     let running = matches!(row.status.as_str(), "running" | "verifying");
@@ -174,7 +174,11 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
                 ..
             } => format!(
                 "attempt {attempt}: backend {} {} · {} · {} tokens · {}{}",
-                if *ok { "produced a change" } else { "<span class=s-failed>failed</span>" },
+                if *ok {
+                    "produced a change"
+                } else {
+                    "<span class=s-failed>failed</span>"
+                },
                 esc(reason.as_deref().unwrap_or("")),
                 human::duration_ms(*duration_ms),
                 human::tokens(usage.map_or(0, |u| u.total())),

@@ -849,17 +849,29 @@ async fn pause_all_and_kill_all_act_on_each_run_going() {
     let t = setup().await;
     let admin = t.token(Role::Admin).to_owned();
     // r1 is paused: nothing to pause, and killing all kills it.
-    let (s, text) = t.call("post", "/v1/runs/pause-all", Some(&admin), None).await;
+    let (s, text) = t
+        .call("post", "/v1/runs/pause-all", Some(&admin), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{text}");
-    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["runs"], json!([]));
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["runs"],
+        json!([])
+    );
     assert!(t.calls().is_empty());
-    let (s, text) = t.call("post", "/v1/runs/kill-all", Some(&admin), None).await;
+    let (s, text) = t
+        .call("post", "/v1/runs/kill-all", Some(&admin), None)
+        .await;
     assert_eq!(s, StatusCode::OK, "{text}");
     let doc: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(doc["runs"][0]["run"], "r1", "{doc}");
     assert_eq!(t.calls(), ["kill r1"]);
     let (s, _) = t
-        .call("post", "/v1/runs/kill-all", Some(t.token(Role::Approver)), None)
+        .call(
+            "post",
+            "/v1/runs/kill-all",
+            Some(t.token(Role::Approver)),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 }

@@ -387,9 +387,7 @@ impl<'a> Fold<'a> {
                     RetryCause::Failed
                     | RetryCause::Interrupted
                     | RetryCause::Quota
-                    | RetryCause::Answered => {
-                        TaskStatus::Ready
-                    }
+                    | RetryCause::Answered => TaskStatus::Ready,
                     RetryCause::Requested => TaskStatus::Pending,
                 };
                 if *cause == RetryCause::Failed {

@@ -24,21 +24,21 @@ pub(crate) fn answer_text(
 ) -> anyhow::Result<String> {
     let (question, options) = question_of(a);
     let said = match (choose, answer.map(str::trim)) {
-        (Some(n), _) => options
-            .get(n.wrapping_sub(1))
-            .cloned()
-            .ok_or_else(|| {
-                Usage::new(format!(
-                    "--choose {n}: the question `{}` has {} option(s)",
-                    a.id,
+        (Some(n), _) => options.get(n.wrapping_sub(1)).cloned().ok_or_else(|| {
+            Usage::new(format!(
+                "--choose {n}: the question `{}` has {} option(s)",
+                a.id,
+                options.len()
+            ))
+            .hint(if options.is_empty() {
+                "it offered none: answer with --answer TEXT".to_owned()
+            } else {
+                format!(
+                    "choose 1 to {}, or answer with --answer TEXT",
                     options.len()
-                ))
-                .hint(if options.is_empty() {
-                    "it offered none: answer with --answer TEXT".to_owned()
-                } else {
-                    format!("choose 1 to {}, or answer with --answer TEXT", options.len())
-                })
-            })?,
+                )
+            })
+        })?,
         (None, Some(t)) if !t.is_empty() => t.to_owned(),
         _ => {
             return Err(Usage::new("an answer is required")
@@ -65,9 +65,11 @@ pub(crate) async fn request_answer(
     let a = match matching.as_slice() {
         [one] => (*one).clone(),
         [] => {
-            return Err(Usage::new(format!("no agent's question `{id}` waits for an answer"))
-                .hint("`abo approvals` lists them (action `decision`)")
-                .into());
+            return Err(
+                Usage::new(format!("no agent's question `{id}` waits for an answer"))
+                    .hint("`abo approvals` lists them (action `decision`)")
+                    .into(),
+            );
         }
         _ => {
             return Err(Usage::new(format!("`{id}` names several questions"))
@@ -155,7 +157,12 @@ mod tests {
             answer_text(&a, None, Some(" both ")).unwrap(),
             "Which roles first? Answer: both"
         );
-        assert!(answer_text(&a, Some(3), None).unwrap_err().to_string().contains("2 option(s)"));
+        assert!(
+            answer_text(&a, Some(3), None)
+                .unwrap_err()
+                .to_string()
+                .contains("2 option(s)")
+        );
         assert!(answer_text(&a, Some(0), None).is_err());
         assert!(answer_text(&a, None, Some("  ")).is_err());
     }

@@ -118,7 +118,11 @@ fn instant(effect: &Effect) -> Option<Command> {
 /// SQLite store the way the engine does: the commands waiting are decided together and their
 /// events committed in one transaction before their effects start. Returns the wall time and, per
 /// round that made a task ready and started it, the time from its commands to that commit.
-pub(crate) async fn drive_noop(dir: &Path, n: usize, chain: bool) -> anyhow::Result<(Duration, Vec<f64>)> {
+pub(crate) async fn drive_noop(
+    dir: &Path,
+    n: usize,
+    chain: bool,
+) -> anyhow::Result<(Duration, Vec<f64>)> {
     drive_noop_on("sqlite:bench.db", dir, n, chain).await
 }
 

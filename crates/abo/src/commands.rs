@@ -518,7 +518,8 @@ pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     let schemas = root.join(".abo/schema");
     std::fs::create_dir_all(&schemas).with_context(|| format!("creating {}", schemas.display()))?;
     for (name, text) in SCHEMAS {
-        std::fs::write(schemas.join(name), text).with_context(|| format!("writing .abo/schema/{name}"))?;
+        std::fs::write(schemas.join(name), text)
+            .with_context(|| format!("writing .abo/schema/{name}"))?;
     }
     abo_runtime::proof::load_or_create_key(&root.join(".abo"))
         .context("creating the proof-of-change key")?;
@@ -548,17 +549,21 @@ pub(crate) async fn approvals(cli: &Cli) -> anyhow::Result<u8> {
     } else {
         for a in &pending {
             say!(
-                "{}  {} ({})  since {}",
+                "{}  {} ({})  since {} ({})",
                 a.id,
                 a.task,
                 a.action,
-                a.created_at.to_rfc3339()
+                a.created_at.to_rfc3339(),
+                abo_core::human::age(env.ctx.now(), a.created_at)
             );
             for r in &a.reasons {
                 say!("    - {r}");
             }
         }
         say!("\ndecide with: abo approve ID --reason TEXT, or abo reject ID --reason TEXT");
+        if pending.iter().any(|p| p.action == "decision") {
+            say!("answer an agent's question with: abo decide ID --choose N, or --answer TEXT");
+        }
     }
     Ok(exit::OK)
 }

@@ -1,8 +1,8 @@
 //! `abo`, the Autonomous Build Operator: the CLI. Parses arguments, wires the store, runtime and
 //! config together, and maps every outcome to an exit code (DESIGN §3) here and nowhere else.
 
-mod bench;
 mod answer;
+mod bench;
 mod bench_dashboard;
 mod cli;
 mod commands;

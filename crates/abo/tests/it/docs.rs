@@ -99,7 +99,9 @@ fn init_writes_the_schemas_its_templates_point_to_and_they_check_as_the_parser_d
         let schema: Value = serde_json::from_str(&committed).unwrap();
         assert_eq!(check(&schema, &text), Vec::<String>::new(), "{file}");
         // A typo: the parser refuses it, and so does the schema.
-        let typo = text.replacen("tasks:", "taks:", 1).replacen("timeouts:", "timeout:", 1);
+        let typo = text
+            .replacen("tasks:", "taks:", 1)
+            .replacen("timeouts:", "timeout:", 1);
         assert!(!check(&schema, &typo).is_empty(), "{file} with a typo");
     }
     // The same typo in abo.yml: the parser's error names the nearest key.

@@ -63,11 +63,7 @@ fn at_a_glance_live_tail_approval_in_place_and_pause_all_in_a_browser() {
         .replace("$STUB_GO2", &go2.display().to_string())
         .replace("$STUB_GO", &go.display().to_string());
     std::fs::write(&stub, script).unwrap();
-    std::fs::set_permissions(
-        &stub,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    std::fs::set_permissions(&stub, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     config(
         &repo,
         &format!(
@@ -125,7 +121,13 @@ fn at_a_glance_live_tail_approval_in_place_and_pause_all_in_a_browser() {
         String::from_utf8_lossy(&out.stderr)
     );
     println!("screenshots in {}", shots.display());
-    for page in ["home-desktop", "task-live-desktop", "home-phone", "task-phone", "summary-phone"] {
+    for page in [
+        "home-desktop",
+        "task-live-desktop",
+        "home-phone",
+        "task-phone",
+        "summary-phone",
+    ] {
         assert!(
             shots.join(format!("{page}.png")).exists(),
             "{page}.png in {}",
