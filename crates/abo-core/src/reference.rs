@@ -896,6 +896,13 @@ pub const CONFIG: &[Key] = &[
         "The event kinds sent.",
     ),
     k(
+        "notify.digest",
+        Ty::Str,
+        "none",
+        "\"07:30\"",
+        "A time of day (`HH:MM`, in `schedule.timezone`): `abo daemon` sends the summary of the last 24 hours then, to the webhooks (`{\"text\": ...}` for Slack-compatible ones) and the email; `abo summary --notify` sends it now.",
+    ),
+    k(
         "schedule",
         Ty::Object,
         "",

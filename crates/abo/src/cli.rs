@@ -131,6 +131,9 @@ pub(crate) enum Cmd {
     Summary {
         #[arg(long, value_name = "DURATION", default_value = "24h")]
         since: String,
+        /// Also send it to `notify:`'s webhooks and email (what `notify.digest` does daily).
+        #[arg(long)]
+        notify: bool,
     },
     /// Check a landed commit against its signed proof of change.
     Verify { commit: String },

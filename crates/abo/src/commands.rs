@@ -811,9 +811,16 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub(crate) async fn summary(cli: &Cli, since: &str) -> anyhow::Result<u8> {
-    let (_env, events, from) = events_since(cli, since).await?;
+pub(crate) async fn summary(cli: &Cli, since: &str, notify: bool) -> anyhow::Result<u8> {
+    let (env, events, from) = events_since(cli, since).await?;
     let s = abo_core::report::summary(&events, from);
+    if notify {
+        let (config, _) = load::config(&env.ctx.root, cli.config.as_deref())?;
+        let failed = crate::digest::send(&env.ctx, &config.notify.spec(), &s).await;
+        if failed > 0 {
+            return Ok(exit::INTERNAL);
+        }
+    }
     if cli.json {
         say_json!(serde_json::to_string(&s)?);
         return Ok(exit::OK);

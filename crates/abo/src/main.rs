@@ -8,6 +8,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod demo;
+mod digest;
 mod doctor;
 mod exit;
 mod load;
@@ -98,7 +99,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,
         Cmd::Report { since } => commands::report(cli, since).await,
-        Cmd::Summary { since } => commands::summary(cli, since).await,
+        Cmd::Summary { since, notify } => commands::summary(cli, since, *notify).await,
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,
         Cmd::Reject { id, reason } => commands::decide(cli, id, reason.as_deref(), false).await,
         Cmd::Decide { id, choose, answer } => {
