@@ -187,14 +187,16 @@ impl fmt::Display for CapId {
 
 /// Formats an amount of a unit: `$1.23` or `4,000 tokens`.
 pub fn show(unit: Unit, v: f64) -> String {
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "token counts and milliseconds, clamped at zero"
+    )]
+    let whole = v.max(0.0) as u64;
     match unit {
-        Unit::Usd => format!("${v:.2}"),
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Unit::Tokens => format!("{} tokens", v.max(0.0) as u64),
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        Unit::Wall => {
-            crate::units::Dur(std::time::Duration::from_millis(v.max(0.0) as u64)).to_string()
-        }
+        Unit::Usd => crate::human::usd(v),
+        Unit::Tokens => format!("{} tokens", crate::human::tokens(whole)),
+        Unit::Wall => crate::human::duration_ms(whole),
     }
 }
 

@@ -1073,6 +1073,10 @@ pub struct Notify {
     pub webhooks: Vec<Webhook>,
     #[serde(default)]
     pub email: Option<Email>,
+    /// `HH:MM` (in `schedule.timezone`): `abo daemon` sends the "coming home" summary of the last
+    /// 24 hours then, every day, to the webhooks and the email.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

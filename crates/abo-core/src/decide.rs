@@ -2,6 +2,8 @@
 //! decided; the caller commits them before executing any effect. Effect results come
 //! back as commands.
 
+pub mod question;
+
 use crate::budget::{Amount, Blocked, CapChange, Ledger, Reservation};
 use crate::event::{Event, EventBody, GateStage, RetryCause, Usage};
 use crate::ids::{ArtifactId, AttemptId, CommitSha, GateName, TaskId, Timestamp};
@@ -58,6 +60,11 @@ pub enum Command {
     Reject {
         approval: String,
         reason: String,
+    },
+    /// A person answered an agent's question (a `decision` approval).
+    Answer {
+        approval: String,
+        answer: String,
     },
     /// The run branch was (or was not) landed into the base branch.
     MergeDone {
@@ -133,6 +140,9 @@ pub struct BackendOutcome {
     /// then and the attempt runs again (it is not the change's failure).
     #[serde(default)]
     pub hold_until: Option<Timestamp>,
+    /// The agent asked a person instead of finishing: the task waits for the answer.
+    #[serde(default)]
+    pub question: Option<question::Question>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -366,6 +376,7 @@ impl RunState {
             Command::Reject { approval, reason } => {
                 decide_approval(&mut cx, &approval, reason, false)?
             }
+            Command::Answer { approval, answer } => question::answer(&mut cx, &approval, answer)?,
             Command::Pause { reason } => {
                 if cx.state.status != RunStatus::Running {
                     return Err(rejected(cx.state, "paused"));
@@ -585,6 +596,12 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
             _ => "unknown".to_owned(),
         };
         charge(cx, task, attempt, spent, source);
+    }
+    if o.failure.is_none()
+        && let Some(q) = o.question
+    {
+        question::ask(cx, task, attempt, q);
+        return;
     }
     match (o.failure, o.hold_until) {
         (Some(reason), Some(until)) => held(cx, task, attempt, reason, until),

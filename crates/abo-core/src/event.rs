@@ -42,6 +42,9 @@ pub enum RetryCause {
     Failed,
     /// abo stopped while the attempt was in flight; the same attempt runs again.
     Interrupted,
+    /// A person answered the question the previous attempt asked: this one gets the answer as
+    /// its feedback. Asking is not failing, so it does not count against `attempts.max`.
+    Answered,
     /// A person asked for fresh attempts (`abo retry`).
     Requested,
     /// The backend reported a usage or rate limit: it is held until its reset, and the same
@@ -362,6 +365,18 @@ pub enum EventBody {
         /// The attempt whose result was reused.
         source: String,
     },
+    /// The agent asked a question instead of finishing (Claude Code's `AskUserQuestion`, Codex's
+    /// `request_user_input`, or a reply that asks): the task waits for a person's answer, as the
+    /// approval `approval` of action `decision` that follows.
+    #[serde(rename = "task.question")]
+    TaskQuestion {
+        attempt: u32,
+        approval: String,
+        question: String,
+        /// The choices the agent offered (none: a free answer).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        options: Vec<String>,
+    },
 }
 
 /// One backend's standing in a learned routing decision.
@@ -405,6 +420,7 @@ impl EventBody {
             Self::BudgetAlert { .. } => "budget.alert",
             Self::BudgetExhausted { .. } => "budget.exhausted",
             Self::CacheHit { .. } => "cache.hit",
+            Self::TaskQuestion { .. } => "task.question",
             Self::BackendHeld { .. } => "backend.held",
             Self::BackendReleased { .. } => "backend.released",
             Self::NotifySent { .. } => "notify.sent",

@@ -252,6 +252,26 @@ pub struct Item {
     pub title: String,
     /// The commit (landed), the question (waiting) or the reason (failed, denied).
     pub detail: String,
+    /// What the task's attempts cost so far, in dollars (estimated or reported).
+    pub cost_usd: f64,
+    /// The attempts started so far.
+    pub attempts: u32,
+    /// From the task's first attempt to this item's event (0 if it never started).
+    pub elapsed_ms: u64,
+    /// The landed commit, in full (landed items).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// The approval waiting (waiting items): `abo approve ID` / `abo decide ID`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+}
+
+/// A task's figures as the log goes: cost, attempts, first start.
+#[derive(Default)]
+struct Tally {
+    cost_usd: f64,
+    attempts: u32,
+    first_start: Option<Timestamp>,
 }
 
 /// "Coming home": what landed, what waits for you (with the question), what failed and why, and
@@ -272,6 +292,7 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
         ..Default::default()
     };
     let mut titles: BTreeMap<Key, String> = BTreeMap::new();
+    let mut tallies: BTreeMap<Key, Tally> = BTreeMap::new();
     let mut waiting: BTreeMap<String, Item> = BTreeMap::new();
     for e in events {
         let ev = &e.event;
@@ -280,24 +301,47 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
                 titles.insert((ev.run.clone(), t.id.clone()), t.title.clone());
             }
         }
+        // A task's figures count its whole history, also before `since`.
+        if let Some(task) = &ev.task {
+            let t = tallies.entry((ev.run.clone(), task.clone())).or_default();
+            match &ev.body {
+                EventBody::TaskStarted { attempt, .. } => {
+                    t.attempts = t.attempts.max(*attempt);
+                    t.first_start.get_or_insert(ev.at);
+                }
+                EventBody::TaskBackendFinished { cost_usd, .. } => {
+                    t.cost_usd += cost_usd.unwrap_or(0.0);
+                }
+                _ => {}
+            }
+        }
         if ev.at < since {
             continue;
         }
         let Some(task) = ev.task.clone() else {
             continue;
         };
-        let title = titles
-            .get(&(ev.run.clone(), task.clone()))
-            .cloned()
-            .unwrap_or_default();
+        let key = (ev.run.clone(), task.clone());
+        let title = titles.get(&key).cloned().unwrap_or_default();
+        let tally = tallies.get(&key);
         let item = |detail: String| Item {
             run: ev.run.clone(),
             task: task.clone(),
             title: title.clone(),
             detail,
+            cost_usd: tally.map_or(0.0, |t| t.cost_usd),
+            attempts: tally.map_or(0, |t| t.attempts),
+            elapsed_ms: tally
+                .and_then(|t| t.first_start)
+                .map_or(0, |s| u64::try_from(ev.at.0 - s.0).unwrap_or(0)),
+            commit: None,
+            approval: None,
         };
         match &ev.body {
-            EventBody::TaskLanded { commit, .. } => s.landed.push(item(commit.short().to_owned())),
+            EventBody::TaskLanded { commit, .. } => s.landed.push(Item {
+                commit: Some(commit.to_string()),
+                ..item(commit.short().to_owned())
+            }),
             EventBody::TaskFailed { reason, .. } => s.failed.push(item(reason.clone())),
             EventBody::TaskDenied { reasons, .. } => s
                 .failed
@@ -310,12 +354,15 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
             } => {
                 waiting.insert(
                     approval.clone(),
-                    item(format!(
-                        "{} ({}): {}",
-                        approval,
-                        action.as_str(),
-                        reasons.join("; ")
-                    )),
+                    Item {
+                        approval: Some(approval.clone()),
+                        ..item(format!(
+                            "{} ({}): {}",
+                            approval,
+                            action.as_str(),
+                            reasons.join("; ")
+                        ))
+                    },
                 );
             }
             EventBody::TaskApproved { approval, .. } | EventBody::TaskRejected { approval, .. } => {
@@ -635,5 +682,24 @@ mod tests {
         assert_eq!(brief(&s.waiting), ["d r/d/1 (merge): lockfile"]);
         assert_eq!(brief(&s.failed), ["c denied: secret"]);
         assert_eq!((s.cost_usd, s.tokens), (0.75, 3500));
+        // Each item with its task's cost, attempts and time since its first attempt.
+        let figures = |items: &[Item]| {
+            items
+                .iter()
+                .map(|i| (i.task.to_string(), i.cost_usd, i.attempts, i.elapsed_ms))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            figures(&s.landed),
+            [
+                ("a".to_owned(), 0.5, 1, 59_000),
+                ("b".to_owned(), 0.25, 2, 179_000)
+            ]
+        );
+        assert_eq!(s.landed[0].commit.as_deref(), Some("aaaaaaaaaaaa"));
+        assert_eq!(s.waiting[0].approval.as_deref(), Some("r/d/1"));
+        // Figures count the task's history before `since` too.
+        let later = summary(&log(), Timestamp(150_000));
+        assert_eq!(figures(&later.landed), [("b".to_owned(), 0.25, 2, 179_000)]);
     }
 }

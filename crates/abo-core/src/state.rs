@@ -173,6 +173,8 @@ pub enum ApprovalAction {
     Plan,
     /// Whether the change may land.
     Merge,
+    /// The agent's question: a person answers it (or skips the task).
+    Decision,
 }
 
 impl ApprovalAction {
@@ -180,6 +182,7 @@ impl ApprovalAction {
         match self {
             Self::Plan => "plan",
             Self::Merge => "merge",
+            Self::Decision => "decision",
         }
     }
 }
@@ -664,6 +667,16 @@ impl RunState {
                             RetryCause::Interrupted | RetryCause::Quota => {
                                 t.state = TaskState::Ready;
                             }
+                            RetryCause::Answered => {
+                                t.feedback = Some(Feedback {
+                                    attempt: t.attempt,
+                                    reason: reason.clone(),
+                                    log: None,
+                                });
+                                // The question's attempt is not counted against `attempts.max`.
+                                t.floor = t.floor.saturating_add(1);
+                                t.state = TaskState::Ready;
+                            }
                             RetryCause::Requested => {
                                 t.floor = attempt.saturating_sub(1);
                                 // A reverted task's next attempt knows why it was reverted.
@@ -728,6 +741,8 @@ impl RunState {
                             t.state = match action {
                                 ApprovalAction::Merge => TaskState::Approved { attempt: *attempt },
                                 ApprovalAction::Plan => TaskState::Pending,
+                                // The answer's `task.retry` follows and readies the task.
+                                ApprovalAction::Decision => TaskState::Ready,
                             };
                         }
                     }

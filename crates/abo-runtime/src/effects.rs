@@ -789,7 +789,17 @@ async fn start_attempt(
         Ok(change) => {
             if outcome.failure.is_none() {
                 if change.files.is_empty() {
-                    outcome.failure = Some("the backend made no change".to_owned());
+                    // An agent that asked instead of changing anything waits for the answer.
+                    let transcript = outcome
+                        .transcript
+                        .as_ref()
+                        .and_then(|id| ctx.artifacts.get(id).ok())
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
+                    match crate::question::find(&transcript, outcome.message.as_deref()) {
+                        Some(q) => outcome.question = Some(q),
+                        None => outcome.failure = Some("the backend made no change".to_owned()),
+                    }
                 } else {
                     outcome.files_changed = u32::try_from(change.files.len()).unwrap_or(u32::MAX);
                 }

@@ -365,6 +365,12 @@ async fn drive_leased(
                                     Command::Reject { approval, reason }
                                 });
                             }
+                            "answer" => {
+                                let v: serde_json::Value = serde_json::from_str(&r.arg).unwrap_or_default();
+                                let approval = v["approval"].as_str().unwrap_or_default().to_owned();
+                                let answer = v["answer"].as_str().unwrap_or_default().to_owned();
+                                pending.push_back(Command::Answer { approval, answer });
+                            }
                             other => observer.warn(&format!("ignoring unknown request `{other}`")),
                         }
                     }

@@ -19,6 +19,7 @@ pub mod notify;
 pub mod pr;
 pub mod process;
 pub mod proof;
+pub mod question;
 pub mod redact;
 pub mod sandbox;
 pub mod screen;

@@ -259,6 +259,75 @@ async fn email(ctx: &Ctx, m: &EmailSpec, e: &StoredEvent) {
     record(ctx, e, "email", m.to.join(", "), (false, TRIES, last)).await;
 }
 
+/// The daily digest (`notify.digest`, `abo summary --notify`): the summary's text to every webhook
+/// (`{"text": ...}` for Slack-compatible ones, `{"kind": "digest", "text", "summary"}` otherwise,
+/// signed as events are) and as an email, with the same retries as events. Returns each channel
+/// with what happened.
+pub async fn digest(
+    ctx: &Ctx,
+    spec: &abo_core::spec::NotifySpec,
+    subject: &str,
+    text: &str,
+    summary: &serde_json::Value,
+) -> Vec<(String, Result<(), String>)> {
+    let mut out = Vec::new();
+    for w in &spec.webhooks {
+        let body = match w.format.as_str() {
+            "slack" => serde_json::json!({ "text": format!("{subject}\n{text}") }),
+            _ => serde_json::json!({ "kind": "digest", "subject": subject, "text": text, "summary": summary }),
+        }
+        .to_string();
+        let signature = w
+            .secret_env
+            .as_deref()
+            .and_then(|v| std::env::var(v).ok())
+            .map(|key| format!("sha256={}", sign(key.as_bytes(), body.as_bytes())));
+        let mut last = Err(String::new());
+        let mut delay = BACKOFF;
+        for attempt in 1..=TRIES {
+            let mut req = ctx
+                .http()
+                .post(&w.url)
+                .header("content-type", "application/json")
+                .header("x-abo-event", "digest")
+                .timeout(Duration::from_secs(10))
+                .body(body.clone());
+            if let Some(s) = &signature {
+                req = req.header("x-abo-signature", s);
+            }
+            last = match req.send().await {
+                Ok(r) if r.status().is_success() => Ok(()),
+                Ok(r) => Err(format!("HTTP {}", r.status().as_u16())),
+                Err(e) => Err(e.to_string()),
+            };
+            if last.is_ok() {
+                break;
+            }
+            if attempt < TRIES {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        out.push((w.url.clone(), last));
+    }
+    if let Some(m) = &spec.email {
+        let mut last = Err(String::new());
+        let mut delay = BACKOFF;
+        for attempt in 1..=TRIES {
+            last = smtp_send(&m.smtp, &m.from, &m.to, subject, text).await;
+            if last.is_ok() {
+                break;
+            }
+            if attempt < TRIES {
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+        }
+        out.push((m.to.join(", "), last));
+    }
+    out
+}
+
 /// A plain SMTP exchange (RFC 5321): EHLO, MAIL FROM, RCPT TO, DATA, QUIT.
 pub async fn smtp_send(
     server: &str,

@@ -1,4 +1,4 @@
-//! The dashboard: server-rendered pages, live through the event stream, readable on a
+//! The dashboard (docs/api.md): server-rendered pages, live through the event stream, readable on a
 //! phone. It logs in with an API token once (kept in an HttpOnly, SameSite=Strict cookie) and
 //! every action goes through the same `/v1` API and roles, with the session's CSRF token (checked
 //! in `guard`). Its script and styles are files under `/static/`: nothing inline.
@@ -12,9 +12,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use abo_core::event::EventBody;
+use abo_core::human;
 use abo_core::ids::{RunId, TaskId};
-use abo_core::state::{RunState, TaskState};
+use abo_core::state::RunState;
 
 use crate::auth::{Credential, Role, require};
 use crate::error::ApiError;
@@ -60,12 +60,21 @@ pub async fn stylesheet() -> Response {
 const HEAD: &str = "<meta charset=utf-8><meta name=viewport content=\"width=device-width,initial-scale=1\"><link rel=stylesheet href=/static/dashboard.css>";
 
 /// A page of a session: `csrf` is its token, for the script's actions and the logout form.
-fn page(title: &str, run: Option<&str>, csrf: &str, body: &str) -> Html<String> {
-    let data = run
+/// A viewer's session: the CSRF token for its actions, and the last event when the page was read
+/// (its live stream starts after it: a page replays nothing it already shows).
+pub(crate) struct Session {
+    pub csrf: String,
+    pub after: u64,
+}
+
+pub(crate) fn page(title: &str, run: Option<&str>, session: &Session, body: &str) -> Html<String> {
+    let csrf = &session.csrf;
+    let mut data = run
         .map(|r| format!(" data-run=\"{}\"", esc(r)))
         .unwrap_or_default();
+    let _ = write!(data, " data-after={}", session.after);
     Html(format!(
-        "<!doctype html><html lang=en><head>{HEAD}<meta name=abo-csrf content=\"{c}\"><title>{t} · abo</title></head><body><header><b>abo</b><a href=\"/\">runs</a><a href=\"/approvals\">approvals</a><a href=\"/summary\">summary</a><span id=result></span><form method=post action=/logout><input type=hidden name={field} value=\"{c}\"><button type=submit>log out</button></form></header><main{data}>{body}</main><script src=/static/dashboard.js defer></script></body></html>",
+        "<!doctype html><html lang=en><head>{HEAD}<meta name=abo-csrf content=\"{c}\"><title>{t} · abo</title></head><body><header><b>abo</b><a href=\"/\">home</a><a href=\"/approvals\">approvals</a><a href=\"/summary\">summary</a><span id=result></span><form method=post action=/logout><input type=hidden name={field} value=\"{c}\"><button type=submit>log out</button></form></header><main{data}>{body}</main><script src=/static/dashboard.js defer></script></body></html>",
         t = esc(title),
         c = esc(csrf),
         field = crate::guard::CSRF_FIELD,
@@ -73,11 +82,20 @@ fn page(title: &str, run: Option<&str>, csrf: &str, body: &str) -> Html<String> 
 }
 
 /// A page that needs a viewer: the CSRF token of its session; without one, the login form.
-async fn viewer(st: &State, h: &HeaderMap) -> Result<String, Response> {
+pub(crate) async fn viewer(st: &State, h: &HeaderMap) -> Result<Session, Response> {
     match require(&st.ctx.store, h, Role::Viewer).await {
-        Ok(_) => Ok(Credential::of(h)
-            .map(|c| st.sessions.csrf(c.token()))
-            .unwrap_or_default()),
+        Ok(_) => Ok(Session {
+            csrf: Credential::of(h)
+                .map(|c| st.sessions.csrf(c.token()))
+                .unwrap_or_default(),
+            // Read before the page: an event appended while it renders is streamed, not lost.
+            after: st
+                .ctx
+                .store
+                .last_seq()
+                .await
+                .map_err(|e| ApiError::from(e).into_response())?,
+        }),
         Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(login_page(None).into_response()),
         Err(e) => Err(e.into_response()),
     }
@@ -131,42 +149,12 @@ pub async fn logout() -> Response {
         .into_response()
 }
 
-fn status_span(s: &str) -> String {
+pub(crate) fn status_span(s: &str) -> String {
     format!("<span class=\"s-{0}\">{0}</span>", esc(s))
 }
 
-pub async fn runs(St(st): St<State>, h: HeaderMap) -> Response {
-    let csrf = match viewer(&st, &h).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let inner = async {
-        let mut runs = st.ctx.store.runs().await?;
-        runs.sort_by_key(|r| std::cmp::Reverse(r.created_at));
-        let mut rows = String::new();
-        for r in runs.iter().take(100) {
-            let tasks = st.ctx.store.tasks(&r.id).await?;
-            let landed = tasks.iter().filter(|t| t.status == "landed").count();
-            let _ = write!(
-                rows,
-                "<tr><td><a href=\"/runs/{id}\">{id}</a></td><td>{title}</td><td>{status}</td><td>{landed}/{n}</td><td>${usd:.2}</td><td class=wide>{at}</td></tr>",
-                id = esc(r.id.as_str()),
-                title = esc(&r.title),
-                status = status_span(&r.status),
-                n = tasks.len(),
-                usd = r.spent_usd,
-                at = r.created_at.to_rfc3339()
-            );
-        }
-        Ok::<_, ApiError>(format!(
-            "<h1>Runs</h1><table><tr><th>run</th><th>title</th><th>status</th><th>landed</th><th>spent</th><th class=wide>created</th></tr>{rows}</table>"
-        ))
-    };
-    match inner.await {
-        Ok(body) => page("runs", None, &csrf, &body).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
+/// The most tasks a run's page lists (and the largest run whose graph it draws).
+const PAGE_TASKS: usize = 500;
 
 /// The run's DAG as SVG: columns by depth, each task colored by its state.
 pub fn dag_svg(state: &RunState) -> String {
@@ -250,9 +238,21 @@ fn caps_html(doc: &serde_json::Value) -> String {
             0.0
         };
         let alert = c["alert"].as_bool().unwrap_or(false);
+        let cap = c["cap"].as_str().unwrap_or("");
+        let unit = match cap.rsplit('.').next() {
+            Some("usd") => Some(abo_core::budget::Unit::Usd),
+            Some("tokens") => Some(abo_core::budget::Unit::Tokens),
+            Some("wall") => Some(abo_core::budget::Unit::Wall),
+            _ => None,
+        };
+        let shown = |v: f64| match unit {
+            Some(u) => abo_core::budget::show(u, v),
+            None => format!("{v:.2}"),
+        };
+        let (shown_spent, shown_limit) = (shown(spent), shown(limit));
         let _ = write!(
             o,
-            "<tr><td>{cap}</td><td><svg class=\"bar{a}\" viewBox=\"0 0 100 1\" preserveAspectRatio=none role=img aria-label=\"{pct:.0}%\"><title>{spent} of {limit}</title><rect width=\"{pct:.0}\" height=\"1\"/></svg></td><td>{spent:.2} / {limit:.2}{mark}</td></tr>",
+            "<tr><td>{cap}</td><td><svg class=\"bar{a}\" viewBox=\"0 0 100 1\" preserveAspectRatio=none role=img aria-label=\"{pct:.0}%\"><title>{shown_spent} of {shown_limit}</title><rect width=\"{pct:.0}\" height=\"1\"/></svg></td><td>{shown_spent} of {shown_limit}{mark}</td></tr>",
             cap = esc(c["cap"].as_str().unwrap_or("")),
             a = if alert { " alert" } else { "" },
             mark = if alert {
@@ -270,7 +270,7 @@ fn caps_html(doc: &serde_json::Value) -> String {
 }
 
 pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    let csrf = match viewer(&st, &h).await {
+    let session = match viewer(&st, &h).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -282,23 +282,39 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
         let doc = shapes::to_json(&shapes::view(&st.ctx, row).await?);
-        let state = abo_runtime::engine::load(&st.ctx.store, &RunId::new(&id))
-            .await
-            .map_err(ApiError::internal)?;
+        let all = doc["tasks"].as_array().map_or(0, Vec::len);
+        // A large run's page shows its first tasks and no graph: `abo status` lists them all.
+        let dag = if all <= PAGE_TASKS {
+            let state = abo_runtime::engine::load(&st.ctx.store, &RunId::new(&id))
+                .await
+                .map_err(ApiError::internal)?;
+            dag_svg(&state)
+        } else {
+            format!(
+                "<p class=more>{} tasks: the graph is drawn for runs of up to {PAGE_TASKS}; the first {PAGE_TASKS} are listed below, <code>abo status {}</code> lists them all.</p>",
+                human::grouped(all as u64),
+                esc(&id)
+            )
+        };
         let r = &doc["run"];
         let mut tasks = String::new();
-        for t in doc["tasks"].as_array().into_iter().flatten() {
+        for t in doc["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(PAGE_TASKS)
+        {
             let tid = t["id"].as_str().unwrap_or("");
             let _ = write!(
                 tasks,
-                "<tr data-task=\"{tid}\"><td><a href=\"/runs/{run}/tasks/{tid}\">{tid}</a></td><td class=status>{status}</td><td>{att}</td><td class=wide>{backend}</td><td>${cost:.4}</td><td class=wide>{tok}</td><td>{reason}</td></tr>",
+                "<tr data-task=\"{tid}\"><td><a href=\"/runs/{run}/tasks/{tid}\">{tid}</a></td><td class=status>{status}</td><td>{att}</td><td class=wide>{backend}</td><td>{cost}</td><td class=wide>{tok}</td><td>{reason}</td></tr>",
                 tid = esc(tid),
                 run = esc(&id),
                 status = status_span(t["status"].as_str().unwrap_or("")),
                 att = t["attempts"],
                 backend = esc(t["backend"].as_str().unwrap_or("-")),
-                cost = t["cost_usd"].as_f64().unwrap_or(0.0),
-                tok = t["tokens"],
+                cost = abo_core::human::usd(t["cost_usd"].as_f64().unwrap_or(0.0)),
+                tok = abo_core::human::tokens(t["tokens"].as_u64().unwrap_or(0)),
                 reason = esc(t["reason"].as_str().unwrap_or(""))
             );
         }
@@ -316,7 +332,7 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
             .map(|u| format!("<p>Pull request: <a href=\"{0}\">{0}</a></p>", esc(u)))
             .unwrap_or_default();
         Ok::<_, ApiError>(format!(
-            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent ${usd:.4}, {tok} tokens</p>{pr}{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
+            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent {usd}, {tok} tokens</p>{pr}{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
             i = esc(&id),
             title = esc(r["title"].as_str().unwrap_or("")),
             status = status_span(r["status"].as_str().unwrap_or("")),
@@ -325,142 +341,20 @@ pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -
                 .map(|x| format!(" ({})", esc(x)))
                 .unwrap_or_default(),
             branch = esc(r["branch"].as_str().unwrap_or("")),
-            usd = r["spent_usd"].as_f64().unwrap_or(0.0),
-            tok = r["spent_tokens"],
-            dag = dag_svg(&state),
+            usd = abo_core::human::usd(r["spent_usd"].as_f64().unwrap_or(0.0)),
+            tok = abo_core::human::tokens(r["spent_tokens"].as_u64().unwrap_or(0)),
+            dag = dag,
             caps = caps_html(&doc),
         ))
     };
     match inner.await {
-        Ok(body) => page(&format!("run {id}"), Some(&id), &csrf, &body).into_response(),
-        Err(e) => e.into_response(),
-    }
-}
-
-pub async fn task_page(
-    St(st): St<State>,
-    h: HeaderMap,
-    Path((run, task)): Path<(String, String)>,
-) -> Response {
-    let csrf = match viewer(&st, &h).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let inner = async {
-        let run_id = RunId::new(&run);
-        let state = abo_runtime::engine::load(&st.ctx.store, &run_id)
-            .await
-            .map_err(|_| ApiError::not_found(format!("no run `{run}`")))?;
-        let task_id = TaskId::new(&task);
-        let rec = state
-            .task(&task_id)
-            .ok_or_else(|| ApiError::not_found(format!("no task `{task}`")))?;
-        let events = st.ctx.store.run_events(&run_id).await?;
-        let mut attempts = String::new();
-        for e in events
-            .iter()
-            .filter(|e| e.event.task.as_ref() == Some(&task_id))
-        {
-            let line = match &e.event.body {
-                EventBody::TaskStarted {
-                    attempt, backend, ..
-                } => {
-                    format!(
-                        "attempt {attempt} started on <b>{}</b>",
-                        esc(backend.as_str())
-                    )
-                }
-                EventBody::TaskBackendFinished {
-                    attempt,
-                    ok,
-                    reason,
-                    usage,
-                    cost_usd,
-                    ..
-                } => format!(
-                    "attempt {attempt}: backend {} {} · {} tokens · ${:.4}",
-                    if *ok { "produced a change" } else { "failed" },
-                    esc(reason.as_deref().unwrap_or("")),
-                    usage.map_or(0, |u| u.total()),
-                    cost_usd.unwrap_or(0.0)
-                ),
-                EventBody::TaskGate {
-                    attempt,
-                    name,
-                    passed,
-                    log,
-                    ..
-                } => {
-                    let log = log
-                        .as_ref()
-                        .map(|l| format!("<pre>{}</pre>", esc(&st.ctx.artifacts.tail(l, 60))))
-                        .unwrap_or_default();
-                    format!(
-                        "attempt {attempt}: gate <b>{}</b> {}{log}",
-                        esc(name.as_str()),
-                        if *passed {
-                            "passed"
-                        } else {
-                            "<span class=s-failed>failed</span>"
-                        }
-                    )
-                }
-                EventBody::TaskPolicy {
-                    verdict,
-                    deny,
-                    require_approval,
-                    risk,
-                    ..
-                } => format!(
-                    "policy: {} (risk {}) {}",
-                    verdict.as_str(),
-                    esc(risk),
-                    esc(&deny
-                        .iter()
-                        .chain(require_approval)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join("; "))
-                ),
-                other => esc(other.kind()),
-            };
-            let _ = write!(attempts, "<div class=card>{line}</div>");
-        }
-        // The change: the landed commit, else the attempt's branch (both redacted on the way in).
-        let rev = match &rec.state {
-            TaskState::Landed { commit, .. } => Some(commit.to_string()),
-            _ if rec.attempt > 0 => Some(state.attempt_id(&task_id, rec.attempt).branch()),
-            _ => None,
-        };
-        let diff = match rev {
-            Some(rev) => st
-                .ctx
-                .git
-                .run(&["show", "--stat", "--patch", "--format=%H %s", &rev, "--"])
-                .await
-                .unwrap_or_default(),
-            None => String::new(),
-        };
-        let redactor =
-            abo_runtime::redact::Redactor::from_process_env(&state.spec.settings.secret_env);
-        let diff = redactor.redact(&diff);
-        Ok::<_, ApiError>(format!(
-            "<h1><a href=\"/runs/{r}\">{r}</a> / {t}</h1><p>{title} — {status}</p>{attempts}<h2>Change</h2><pre>{diff}</pre>",
-            r = esc(&run),
-            t = esc(&task),
-            title = esc(&rec.spec.title),
-            status = status_span(rec.state.status().as_str()),
-            diff = esc(&diff),
-        ))
-    };
-    match inner.await {
-        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &csrf, &body).into_response(),
+        Ok(body) => page(&format!("run {id}"), Some(&id), &session, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
-    let csrf = match viewer(&st, &h).await {
+    let session = match viewer(&st, &h).await {
         Ok(c) => c,
         Err(r) => return r,
     };
@@ -472,56 +366,9 @@ pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
     if pending.is_empty() {
         body.push_str("<p>No approvals waiting.</p>");
     }
-    for a in &pending {
-        let id = esc(&a.id);
-        let reasons: String = a
-            .reasons
-            .iter()
-            .map(|r| format!("<li>{}</li>", esc(r)))
-            .collect();
-        let _ = write!(
-            body,
-            "<div class=card data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> ({action})<ul>{reasons}</ul><textarea id=\"reason-{id}\" placeholder=\"your reason (required)\"></textarea><button data-decide=\"{id}\" data-approve=true>Approve</button><button data-decide=\"{id}\" data-approve=false>Reject</button></div>",
-            task = esc(a.task.as_str()),
-            run = esc(a.run.as_str()),
-            action = esc(&a.action),
-        );
-    }
-    page("approvals", None, &csrf, &body).into_response()
-}
-
-pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
-    let csrf = match viewer(&st, &h).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     let now = st.ctx.now();
-    let since = abo_core::ids::Timestamp(now.0 - 24 * 3600 * 1000);
-    let events = match crate::metrics::all_events(&st.ctx.store).await {
-        Ok(e) => e,
-        Err(e) => return ApiError::from(e).into_response(),
-    };
-    let s = abo_core::report::summary(&events, since);
-    let list = |items: &[abo_core::report::Item]| -> String {
-        items
-            .iter()
-            .map(|i| {
-                format!(
-                    "<li><b>{}</b> {} — {}</li>",
-                    esc(i.task.as_str()),
-                    esc(&i.title),
-                    esc(&i.detail)
-                )
-            })
-            .collect()
-    };
-    let body = format!(
-        "<h1>Coming home (24h)</h1><h2>Landed</h2><ul>{}</ul><h2>Waiting for you</h2><ul>{}</ul><h2>Failed</h2><ul>{}</ul><p>Cost ${:.4}, {} tokens</p>",
-        list(&s.landed),
-        list(&s.waiting),
-        list(&s.failed),
-        s.cost_usd,
-        s.tokens
-    );
-    page("summary", None, &csrf, &body).into_response()
+    for a in &pending {
+        body.push_str(&crate::home::approval_card(a, now));
+    }
+    page("approvals", None, &session, &body).into_response()
 }

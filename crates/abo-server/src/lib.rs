@@ -1,4 +1,4 @@
-//! abo's control plane: the REST API under `/v1`, server-sent events, `/metrics`,
+//! abo's control plane (docs/api.md): the REST API under `/v1`, server-sent events, `/metrics`,
 //! `/healthz` and `/openapi.json`, behind API tokens and roles. What changes a run (create, pause,
 //! resume, kill, retry, decide) goes through [`Control`], which the abo binary implements with the
 //! same code paths as its commands. Every request passes [`guard`]: state-changing requests of the
@@ -13,13 +13,18 @@ use abo_core::ids::{RunId, TaskId};
 
 pub mod auth;
 pub mod dashboard;
+pub mod diffview;
 pub mod error;
 pub mod guard;
 pub mod mcp;
+pub mod home;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod shapes;
+pub mod summary_page;
+pub mod task_page;
 
 pub use error::ApiError;
 pub use routes::app;
@@ -52,6 +57,14 @@ pub trait Control: Send + Sync {
         approval: String,
         approve: bool,
         reason: String,
+    ) -> BoxFut<'_, Result<(), ApiError>>;
+    /// Answers an agent's question (a `decision` approval): an option by its number (from 1), or
+    /// words (`abo decide`).
+    fn answer(
+        &self,
+        approval: String,
+        choose: Option<usize>,
+        answer: Option<String>,
     ) -> BoxFut<'_, Result<(), ApiError>>;
     /// The policy bundle of the repository's config on an input (`abo policy eval`).
     fn evaluate_policy(&self, input: serde_json::Value) -> Result<serde_json::Value, ApiError>;

@@ -1,4 +1,4 @@
-//! `/metrics`: Prometheus text, computed from the store: tasks by status, attempt and
+//! `/metrics`: Prometheus text, computed from the store (docs/api.md): tasks by status, attempt and
 //! gate durations, tokens and USD by backend, cache hits, queue depth, policy evaluation time.
 
 use std::collections::BTreeMap;

@@ -24,7 +24,7 @@ fn request_body(method: &str, path: &str) -> Option<Value> {
             json!({ "type": "object", "required": ["reason"], "properties": { "reason": { "type": "string", "minLength": 1 } } })
         }
         ("post", "/v1/policy/evaluate") => {
-            json!({ "type": "object", "description": "the policy input" })
+            json!({ "type": "object", "description": "the policy input (docs/policy.md)" })
         }
         _ => return None,
     };
@@ -109,7 +109,7 @@ pub fn document() -> Value {
     json!({
         "openapi": "3.0.3",
         "info": { "title": "abo", "version": env!("CARGO_PKG_VERSION"),
-                  "description": "The Autonomous Build Operator's control plane." },
+                  "description": "The Autonomous Build Operator's control plane (docs/api.md)." },
         "paths": paths,
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },

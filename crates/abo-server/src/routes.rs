@@ -87,6 +87,24 @@ pub const ROUTES: &[Route] = &[
     ),
     r("get", "/v1/runs/{id}/tasks", V, "A run's tasks."),
     r(
+        "get",
+        "/v1/runs/{id}/tasks/{task}/live",
+        V,
+        "Server-sent: a task's current attempt as it runs (its transcript's tail and its logs, redacted; its state when it changes).",
+    ),
+    r(
+        "post",
+        "/v1/runs/pause-all",
+        AD,
+        "Pause every running run; returns each run with its status after it.",
+    ),
+    r(
+        "post",
+        "/v1/runs/kill-all",
+        AD,
+        "Kill every run still going (running or paused); returns each with its status.",
+    ),
+    r(
         "post",
         "/v1/tasks/{id}/retry",
         AD,
@@ -104,6 +122,12 @@ pub const ROUTES: &[Route] = &[
         "/v1/approvals/{id}/reject",
         AP,
         "Reject, with a reason.",
+    ),
+    r(
+        "post",
+        "/v1/approvals/{id}/answer",
+        AP,
+        "Answer an agent's question (a `decision` approval): `{\"choose\": N}` or `{\"answer\": TEXT}`; the next attempt gets it as feedback.",
     ),
     r(
         "get",
@@ -165,10 +189,17 @@ pub fn app(state: State) -> axum::Router {
         .route("/v1/runs/{id}/resume", post(resume))
         .route("/v1/runs/{id}/kill", post(kill))
         .route("/v1/runs/{id}/tasks", get(run_tasks))
+        .route(
+            "/v1/runs/{id}/tasks/{task}/live",
+            get(crate::live::task_live),
+        )
+        .route("/v1/runs/pause-all", post(pause_all))
+        .route("/v1/runs/kill-all", post(kill_all))
         .route("/v1/tasks/{id}/retry", post(retry))
         .route("/v1/approvals", get(approvals))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/reject", post(reject))
+        .route("/v1/approvals/{id}/answer", post(answer))
         .route("/v1/events", get(events))
         .route("/v1/events/stream", get(stream))
         .route("/v1/policy/evaluate", post(evaluate))
@@ -176,15 +207,15 @@ pub fn app(state: State) -> axum::Router {
         .route("/v1/report", get(report))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
-        .route("/", get(crate::dashboard::runs))
+        .route("/", get(crate::home::home))
         .route("/login", post(crate::dashboard::login))
         .route("/logout", post(crate::dashboard::logout))
         .route("/static/dashboard.js", get(crate::dashboard::script))
         .route("/static/dashboard.css", get(crate::dashboard::stylesheet))
         .route("/runs/{id}", get(crate::dashboard::run_page))
-        .route("/runs/{id}/tasks/{task}", get(crate::dashboard::task_page))
+        .route("/runs/{id}/tasks/{task}", get(crate::task_page::task_page))
         .route("/approvals", get(crate::dashboard::approvals_page))
-        .route("/summary", get(crate::dashboard::summary_page))
+        .route("/summary", get(crate::summary_page::summary_page))
         .merge(mcp)
         .fallback(|| async { ApiError::not_found("no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -299,6 +330,36 @@ async fn kill(
     act(&st, &h, &id, "kill").await
 }
 
+/// Pauses (or kills) every run still going: each run's own control, its outcome listed.
+async fn every(st: &State, h: &HeaderMap, what: &'static str) -> Result<Json<Value>, ApiError> {
+    let (path, going): (&str, &[&str]) = if what == "pause" {
+        ("/v1/runs/pause-all", &["running"])
+    } else {
+        ("/v1/runs/kill-all", &["running", "paused"])
+    };
+    auth(st, h, "post", path).await?;
+    let mut out = Vec::new();
+    for row in st.ctx.store.runs().await? {
+        if !going.contains(&row.status.as_str()) {
+            continue;
+        }
+        let outcome = match st.control.control(row.id.clone(), what).await {
+            Ok(status) => json!({ "run": row.id, "status": status }),
+            Err(e) => json!({ "run": row.id, "status": row.status, "error": e.message }),
+        };
+        out.push(outcome);
+    }
+    Ok(Json(json!({ "runs": out })))
+}
+
+async fn pause_all(St(st): St<State>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    every(&st, &h, "pause").await
+}
+
+async fn kill_all(St(st): St<State>, h: HeaderMap) -> Result<Json<Value>, ApiError> {
+    every(&st, &h, "kill").await
+}
+
 #[derive(Deserialize)]
 struct RunQuery {
     run: Option<String>,
@@ -372,6 +433,30 @@ async fn reject(
     body: Result<Json<Reason>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     decide(&st, &h, id, false, body).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Answer {
+    choose: Option<usize>,
+    answer: Option<String>,
+}
+
+async fn answer(
+    St(st): St<State>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Json<Answer>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    auth(&st, &h, "post", "/v1/approvals/{id}/answer").await?;
+    let Json(Answer { choose, answer }) = body.map_err(rejected)?;
+    if choose.is_none() && answer.as_deref().is_none_or(|a| a.trim().is_empty()) {
+        return Err(ApiError::bad_request(
+            "an answer is required: `choose` or `answer`",
+        ));
+    }
+    st.control.answer(id.clone(), choose, answer).await?;
+    Ok(Json(json!({ "approval": id, "decision": "answered" })))
 }
 
 #[derive(Deserialize)]

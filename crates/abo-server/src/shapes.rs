@@ -1,4 +1,4 @@
-//! The JSON shapes of the API and of `abo status --json`: one place for both.
+//! The JSON shapes of the API and of `abo status --json` (docs/api.md): one place for both.
 
 use serde_json::{Value, json};
 

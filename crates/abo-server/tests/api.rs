@@ -49,6 +49,18 @@ impl Control for Fake {
             .push(format!("decide {a} {approve} {reason}"));
         Box::pin(async { Ok(()) })
     }
+    fn answer(
+        &self,
+        a: String,
+        choose: Option<usize>,
+        answer: Option<String>,
+    ) -> BoxFut<'_, Result<(), ApiError>> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push(format!("answer {a} {choose:?} {answer:?}"));
+        Box::pin(async { Ok(()) })
+    }
     fn evaluate_policy(&self, _: Value) -> Result<Value, ApiError> {
         Ok(json!({"verdict": "allow"}))
     }
@@ -612,12 +624,13 @@ async fn an_open_event_stream_ends_when_its_token_is_revoked() {
 
 fn concrete(path: &str) -> String {
     let p = path.replace("/v1/runs/{id}", "/v1/runs/r1");
-    p.replace("{id}", "x")
+    p.replace("{id}", "x").replace("{task}", "x")
 }
 
 fn body_for(method: &str, path: &str) -> Option<Value> {
     match (method, path) {
         ("post", "/v1/runs") => Some(json!({"backlog": "b.yml"})),
+        ("post", p) if p.ends_with("/answer") => Some(json!({"choose": 2})),
         ("post", p) if p.starts_with("/v1/approvals/") => Some(json!({"reason": "looks fine"})),
         ("post", "/v1/policy/evaluate") => Some(json!({"action": "merge"})),
         _ => None,
@@ -681,6 +694,10 @@ async fn every_route_for_every_role() {
         "{calls:?}"
     );
     assert!(calls.contains(&"pause r1".to_owned()), "{calls:?}");
+    assert!(
+        calls.contains(&"answer x Some(2) None".to_owned()),
+        "{calls:?}"
+    );
     assert!(calls.contains(&"create b.yml".to_owned()), "{calls:?}");
 }
 
@@ -897,4 +914,66 @@ async fn mcp_takes_bearer_tokens_only_and_each_tool_checks_the_role_of_its_act()
         "{v}"
     );
     assert_eq!(t.calls(), ["decide r1/a/1 true reviewed"]);
+}
+
+#[tokio::test]
+async fn pause_all_and_kill_all_act_on_each_run_going() {
+    let t = setup().await;
+    let admin = t.token(Role::Admin).to_owned();
+    // r1 is paused: nothing to pause, and killing all kills it.
+    let (s, text) = t
+        .call("post", "/v1/runs/pause-all", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&text).unwrap()["runs"],
+        json!([])
+    );
+    assert!(t.calls().is_empty());
+    let (s, text) = t
+        .call("post", "/v1/runs/kill-all", Some(&admin), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{text}");
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(doc["runs"][0]["run"], "r1", "{doc}");
+    assert_eq!(t.calls(), ["kill r1"]);
+    let (s, _) = t
+        .call(
+            "post",
+            "/v1/runs/kill-all",
+            Some(t.token(Role::Approver)),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn the_home_page_counts_and_offers_pause_all_only_to_admins() {
+    let t = setup().await;
+    let page = |token: String| {
+        Request::get("/")
+            .header("host", HOST)
+            .header("cookie", session(&token))
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (s, _, html) = t.send(page(t.token(Role::Admin).to_owned())).await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    for want in [
+        "<h1>At a glance</h1>",
+        "data-count=running href=\"#runs\"><b>0</b><span>running</span>",
+        "data-count=waiting",
+        "data-count=landed",
+        "data-window=\"today\"",
+        "(no cap)",
+        "Pause all",
+        "Kill all",
+        "data-after=3",
+        "<tr data-run=\"r1\">",
+    ] {
+        assert!(html.contains(want), "{want} in {html}");
+    }
+    let (_, _, html) = t.send(page(t.token(Role::Viewer).to_owned())).await;
+    assert!(!html.contains("Pause all"), "{html}");
 }

@@ -9,6 +9,7 @@
 
 mod batch;
 mod knowledge;
+mod glance;
 mod project;
 mod schema;
 mod work;
@@ -27,6 +28,7 @@ use batch::{Arg, Batch};
 use project::Fold;
 
 pub use knowledge::{KnowledgeBlob, KnowledgeDoc};
+pub use glance::AlertRow;
 pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]

@@ -273,6 +273,7 @@ impl<'a> Fold<'a> {
             }
             EventBody::BudgetExhausted { .. }
             | EventBody::CacheHit { .. }
+            | EventBody::TaskQuestion { .. }
             | EventBody::NotifySent { .. }
             | EventBody::TaskGate { figures: None, .. }
             | EventBody::RouterDecision { .. }
@@ -390,9 +391,10 @@ impl<'a> Fold<'a> {
                 ..
             } => {
                 let status = match cause {
-                    RetryCause::Failed | RetryCause::Interrupted | RetryCause::Quota => {
-                        TaskStatus::Ready
-                    }
+                    RetryCause::Failed
+                    | RetryCause::Interrupted
+                    | RetryCause::Quota
+                    | RetryCause::Answered => TaskStatus::Ready,
                     RetryCause::Requested => TaskStatus::Pending,
                 };
                 if *cause == RetryCause::Failed {

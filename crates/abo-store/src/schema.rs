@@ -279,6 +279,10 @@ const MIGRATIONS: &[&str] = &[
         value INTEGER NOT NULL,
         PRIMARY KEY (repo, name)
     );",
+    // 11: events by kind and time, for the dashboard's "landed today" and "failed today" counts,
+    // and a task's own events, for its page (both read without scanning a large run's log).
+    "CREATE INDEX events_kind_ts ON events (kind, ts);
+    CREATE INDEX events_task ON events (run, task, seq);",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

@@ -120,7 +120,11 @@ fn instant(effect: &Effect) -> Option<Command> {
 /// SQLite store the way the engine does: the commands waiting are decided together and their
 /// events committed in one transaction before their effects start. Returns the wall time and, per
 /// round that made a task ready and started it, the time from its commands to that commit.
-async fn drive_noop(dir: &Path, n: usize, chain: bool) -> anyhow::Result<(Duration, Vec<f64>)> {
+pub(crate) async fn drive_noop(
+    dir: &Path,
+    n: usize,
+    chain: bool,
+) -> anyhow::Result<(Duration, Vec<f64>)> {
     drive_noop_on("sqlite:bench.db", dir, n, chain).await
 }
 
@@ -574,8 +578,11 @@ pub(crate) async fn bench(
     let d = dir.path();
     let note = |m: &str| note!("abo bench: {m}");
     let want = |figure: &str| {
+        // The scaling figures, the knowledge index, the bisect and the dashboard's 10,000-task
+        // run are left out of `--quick`.
         (only.is_empty()
-            && (!(figure.starts_with("scaling") || figure == "knowledge" || figure == "bisect")
+            && (!(figure.starts_with("scaling")
+                || matches!(figure, "knowledge" | "bisect" | "dashboard"))
                 || !quick))
             || only.iter().any(|o| o == figure)
     };
@@ -693,6 +700,11 @@ pub(crate) async fn bench(
             per_task.insert(n.to_string(), json!(ms(t) / n as f64));
         }
         out["detail"]["scaling_ms_per_task_by_tasks"] = Value::Object(per_task);
+    }
+
+    if want("dashboard") {
+        note("dashboard pages of a 10-task and a 10,000-task run");
+        out["detail"]["dashboard"] = crate::bench_dashboard::dashboard(d, quick).await?;
     }
 
     if want("scaling-files") {

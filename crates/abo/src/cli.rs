@@ -131,6 +131,9 @@ pub(crate) enum Cmd {
     Summary {
         #[arg(long, value_name = "DURATION", default_value = "24h")]
         since: String,
+        /// Also send it to `notify:`'s webhooks and email (what `notify.digest` does daily).
+        #[arg(long)]
+        notify: bool,
     },
     /// Check a landed commit against its signed proof of change.
     Verify { commit: String },
@@ -142,6 +145,16 @@ pub(crate) enum Cmd {
         /// Why (required when safety.require_reason_for_access, the default).
         #[arg(long)]
         reason: Option<String>,
+    },
+    /// Answer an agent's question (a `decision` approval): the next attempt gets the answer.
+    Decide {
+        id: String,
+        /// The option to choose, by its number (as `abo approvals` lists them).
+        #[arg(long, conflicts_with = "answer", required_unless_present = "answer")]
+        choose: Option<usize>,
+        /// An answer in your own words.
+        #[arg(long)]
+        answer: Option<String>,
     },
     /// Reject a pending approval: the task ends denied and its dependents are cancelled.
     Reject {
@@ -201,8 +214,9 @@ pub(crate) enum Cmd {
         /// Measure only these figures: append, noop, dispatch, policy, reports (reading gates'
         /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
         /// (repository size), knowledge (the index on 500 and 50,000 files), bisect
-        /// (`landing.verify` healing 16 landed commits); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "knowledge", "bisect"])]
+        /// (`landing.verify` healing 16 landed commits), dashboard (page weight and time of a
+        /// 10-task and a 10,000-task run); comma-separated, the others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "knowledge", "bisect", "dashboard"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.

@@ -492,6 +492,17 @@ pub(crate) async fn gc(cli: &Cli, older_than: &str) -> anyhow::Result<u8> {
 
 pub(crate) const CONFIG_TEMPLATE: &str = include_str!("../templates/abo.yml");
 pub(crate) const BACKLOG_TEMPLATE: &str = include_str!("../templates/backlog.example.yml");
+/// The JSON Schemas the templates' `yaml-language-server` lines point to, written into `.abo/schema/`.
+const SCHEMAS: [(&str, &str); 2] = [
+    (
+        "abo.schema.json",
+        include_str!("../../../docs/schema/abo.schema.json"),
+    ),
+    (
+        "backlog.schema.json",
+        include_str!("../../../docs/schema/backlog.schema.json"),
+    ),
+];
 
 pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     let root = load::repo_root(cli.dir.as_deref()).await?;
@@ -518,6 +529,12 @@ pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
     }
     let (config, _) = load::config(&root, None)?;
     open(&root, &config, cli.store.as_deref()).await?;
+    let schemas = root.join(".abo/schema");
+    std::fs::create_dir_all(&schemas).with_context(|| format!("creating {}", schemas.display()))?;
+    for (name, text) in SCHEMAS {
+        std::fs::write(schemas.join(name), text)
+            .with_context(|| format!("writing .abo/schema/{name}"))?;
+    }
     abo_runtime::proof::load_or_create_key(&root.join(".abo"))
         .context("creating the proof-of-change key")?;
     say!(
@@ -546,17 +563,21 @@ pub(crate) async fn approvals(cli: &Cli) -> anyhow::Result<u8> {
     } else {
         for a in &pending {
             say!(
-                "{}  {} ({})  since {}",
+                "{}  {} ({})  since {} ({})",
                 a.id,
                 a.task,
                 a.action,
-                a.created_at.to_rfc3339()
+                a.created_at.to_rfc3339(),
+                abo_core::human::age(env.ctx.now(), a.created_at)
             );
             for r in &a.reasons {
                 say!("    - {r}");
             }
         }
         say!("\ndecide with: abo approve ID --reason TEXT, or abo reject ID --reason TEXT");
+        if pending.iter().any(|p| p.action == "decision") {
+            say!("answer an agent's question with: abo decide ID --choose N, or --answer TEXT");
+        }
     }
     Ok(exit::OK)
 }
@@ -816,37 +837,20 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-pub(crate) async fn summary(cli: &Cli, since: &str) -> anyhow::Result<u8> {
-    let (_env, events, from) = events_since(cli, since).await?;
+pub(crate) async fn summary(cli: &Cli, since: &str, notify: bool) -> anyhow::Result<u8> {
+    let (env, events, from) = events_since(cli, since).await?;
     let s = abo_core::report::summary(&events, from);
+    if notify {
+        let (config, _) = load::config(&env.ctx.root, cli.config.as_deref())?;
+        let failed = crate::digest::send(&env.ctx, &config.notify.spec(), &s).await;
+        if failed > 0 {
+            return Ok(exit::INTERNAL);
+        }
+    }
     if cli.json {
         say_json!(serde_json::to_string(&s)?);
         return Ok(exit::OK);
     }
-    say!(
-        "since {}: {} landed, {} waiting for you, {} failed; ${:.4}, {} tokens",
-        s.since,
-        s.landed.len(),
-        s.waiting.len(),
-        s.failed.len(),
-        s.cost_usd,
-        s.tokens
-    );
-    for (head, items) in [
-        ("landed", &s.landed),
-        ("waiting for you", &s.waiting),
-        ("failed", &s.failed),
-    ] {
-        if items.is_empty() {
-            continue;
-        }
-        say!("\n{head}:");
-        for i in items {
-            say!("  {} {} ({}): {}", i.run, i.task, i.title, i.detail);
-        }
-    }
-    if !s.waiting.is_empty() {
-        say!("\ndecide with: abo approve ID --reason TEXT, or abo reject ID --reason TEXT");
-    }
+    say!("{}", abo_core::home::text(&s, None).trim_end());
     Ok(exit::OK)
 }

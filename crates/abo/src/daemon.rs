@@ -56,6 +56,11 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
         .iter()
         .filter_map(|c| Cron::parse(&c.at).ok().map(|p| (p, c.clone())))
         .collect();
+    let digest = match &config.notify.digest {
+        Some(at) => Some(crate::digest::cron(at)?),
+        None => None,
+    };
+    let notify = config.notify.spec();
     let _server = crate::serve::listen(Arc::clone(&api), addr).await?;
     let ctx = Arc::clone(&api.ctx);
     say!(
@@ -80,6 +85,17 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
                     Err(e) => say!("schedule.cron `{}` ({}): {e:#}", entry.at, entry.backlog),
                 }
             }
+        }
+        // The daily digest, at `notify.digest`: the last 24 hours.
+        if let Some(cron) = &digest
+            && windows::fired(cron, last, now, &tz)
+        {
+            let events = abo_server::metrics::all_events(&ctx.store).await?;
+            let s = abo_core::report::summary(
+                &events,
+                abo_core::ids::Timestamp(now.0 - 24 * 3600 * 1000),
+            );
+            crate::digest::send(&ctx, &notify, &s).await;
         }
         last = now;
         for row in ctx.store.runs().await? {

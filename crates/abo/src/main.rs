@@ -1,13 +1,16 @@
 //! `abo`, the Autonomous Build Operator: the CLI. Parses arguments, wires the store, runtime and
 //! config together, and maps every outcome to an exit code here and nowhere else.
 
+mod answer;
 mod bench;
 mod bench_knowledge;
+mod bench_dashboard;
 mod cli;
 mod commands;
 mod context_cmd;
 mod daemon;
 mod demo;
+mod digest;
 mod doctor;
 mod exit;
 mod load;
@@ -106,9 +109,12 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,
         Cmd::Report { since } => commands::report(cli, since).await,
-        Cmd::Summary { since } => commands::summary(cli, since).await,
+        Cmd::Summary { since, notify } => commands::summary(cli, since, *notify).await,
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,
         Cmd::Reject { id, reason } => commands::decide(cli, id, reason.as_deref(), false).await,
+        Cmd::Decide { id, choose, answer } => {
+            answer::decide(cli, id, *choose, answer.as_deref()).await
+        }
         Cmd::Policy {
             command: PolicyCmd::Eval { input, show_input },
         } => policy_cmd::eval(cli, input, *show_input).await,

@@ -207,7 +207,23 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             }
             RetryCause::Requested => format!("{task}: re-queued (attempt {attempt} next)"),
             RetryCause::Quota => format!("{task}: attempt {attempt} runs again: {reason}"),
+            RetryCause::Answered => format!("{task}: answered; attempt {attempt} runs with it"),
         },
+        EventBody::TaskQuestion {
+            approval,
+            question,
+            options,
+            ..
+        } => {
+            let choices: String = options
+                .iter()
+                .enumerate()
+                .map(|(i, o)| format!(" [{}] {o}", i + 1))
+                .collect();
+            format!(
+                "{task}: THE AGENT ASKS: {question}{choices}: abo decide {approval} --choose N | --answer TEXT"
+            )
+        }
         EventBody::TaskFailed { reason, .. } => format!("{task}: FAILED: {reason}"),
         EventBody::TaskCancelled { reason, .. } => format!("{task}: cancelled: {reason}"),
         EventBody::TaskPolicy {

@@ -182,6 +182,28 @@ impl Control for Api {
         })
     }
 
+    fn answer(
+        &self,
+        approval: String,
+        choose: Option<usize>,
+        answer: Option<String>,
+    ) -> BoxFut<'_, Result<(), ApiError>> {
+        Box::pin(async move {
+            let (a, sent) =
+                crate::answer::request_answer(&self.ctx, &approval, choose, answer.as_deref())
+                    .await
+                    .map_err(to_api)?;
+            // A run that paused waiting for the answer goes on, executed here.
+            if !sent
+                && let Ok(state) = engine::load(&self.ctx.store, &a.run).await
+                && matches!(state.status, abo_core::state::RunStatus::Paused { .. })
+            {
+                self.drive(a.run, Start::Resume(Default::default()));
+            }
+            Ok(())
+        })
+    }
+
     fn evaluate_policy(&self, input: serde_json::Value) -> Result<serde_json::Value, ApiError> {
         let (config, path) = load::config(&self.root, self.config.as_deref()).map_err(to_api)?;
         let protected =

@@ -1,9 +1,9 @@
-//! `abo status`: a run and its tasks, from the store's projections; its JSON shape is the API's
-//! (`abo_server::shapes`).
+//! `abo status`: a run and its tasks, from the store's projections; its JSON shape is in docs/api.md.
 
 use abo_store::{RunRow, Store};
 
 use abo_core::budget::{Unit, show};
+use abo_core::human;
 use abo_core::ids::RunId;
 pub(crate) use abo_server::shapes::{View, to_json};
 
@@ -47,8 +47,9 @@ pub(crate) fn render(v: &View) -> String {
     }
     if run.spent_tokens > 0 || run.spent_usd > 0.0 {
         out.push_str(&format!(
-            "  spent    ${:.4}, {} tokens\n",
-            run.spent_usd, run.spent_tokens
+            "  spent    {}, {} tokens\n",
+            human::usd(run.spent_usd),
+            human::tokens(run.spent_tokens)
         ));
     }
     for c in &v.caps {
@@ -65,7 +66,11 @@ pub(crate) fn render(v: &View) -> String {
         };
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         let of = match u {
-            Unit::Tokens => format!("{} of {} tokens", c.spent as u64, c.limit as u64),
+            Unit::Tokens => format!(
+                "{} of {} tokens",
+                human::tokens(c.spent as u64),
+                human::tokens(c.limit as u64)
+            ),
             _ => format!("{} of {}", show(u, c.spent), show(u, c.limit)),
         };
         out.push_str(&format!(
@@ -80,8 +85,8 @@ pub(crate) fn render(v: &View) -> String {
         .unwrap_or(4)
         .max(4);
     out.push_str(&format!(
-        "\n  {:<width$}  {:<17}  {:>3}  {:<10}  {:<10}  REASON\n",
-        "TASK", "STATUS", "ATT", "BACKEND", "COMMIT"
+        "\n  {:<width$}  {:<17}  {:>3}  {:<10}  {:<10}  {:>8}  REASON\n",
+        "TASK", "STATUS", "ATT", "BACKEND", "COMMIT", "COST"
     ));
     for t in tasks {
         let commit = t
@@ -90,12 +95,17 @@ pub(crate) fn render(v: &View) -> String {
             .map(|c| &c[..c.len().min(10)])
             .unwrap_or("-");
         out.push_str(&format!(
-            "  {:<width$}  {:<17}  {:>3}  {:<10}  {:<10}  {}\n",
+            "  {:<width$}  {:<17}  {:>3}  {:<10}  {:<10}  {:>8}  {}\n",
             t.id.as_str(),
             t.status,
             t.attempts,
             t.backend.as_deref().unwrap_or("-"),
             commit,
+            if t.attempts == 0 {
+                "-".to_owned()
+            } else {
+                human::usd(t.cost_usd)
+            },
             t.reason.as_deref().unwrap_or(""),
         ));
         if let Some(l) = v.leases.iter().find(|l| l.task == t.id) {

@@ -63,7 +63,7 @@ async function session(secret, viewport) {
   await page.goto(`${url}/`);
   await page.fill('input[name=token]', secret);
   await page.click('button[type=submit]');
-  await page.waitForSelector('h1:has-text("Runs")');
+  await page.waitForSelector('h1:has-text("At a glance")');
   return { page, violations };
 }
 

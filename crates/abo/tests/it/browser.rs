@@ -8,8 +8,8 @@ use serde_json::Value;
 use crate::config;
 use crate::serve::{http, start_server, token};
 
-#[test]
-fn the_dashboard_shows_live_state_and_approves_with_a_reason_and_resists_another_origin() {
+/// The browser scripts' folder (its npm package installed) and Chromium's path.
+pub(crate) fn browser_deps() -> (&'static str, String) {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -35,6 +35,12 @@ fn the_dashboard_shows_live_state_and_approves_with_a_reason_and_resists_another
             String::from_utf8_lossy(&npm.stderr)
         );
     }
+    (dir, chromium)
+}
+
+#[test]
+fn the_dashboard_shows_live_state_and_approves_with_a_reason_and_resists_another_origin() {
+    let (dir, chromium) = browser_deps();
     let repo = TestRepo::new();
     // The slow task runs until the browser has seen it running and creates this file.
     let go = repo.outside.join("go");

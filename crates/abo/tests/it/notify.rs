@@ -130,3 +130,61 @@ fn a_notification_owed_by_a_finished_run_is_delivered_on_resume_once() {
     assert_eq!(crate::abo(&repo, &["resume", &id]).code, 2);
     assert_eq!(hook.requests().len(), 2, "nothing more once settled");
 }
+
+#[test]
+fn the_summary_goes_out_as_a_digest_to_slack_compatible_hooks_and_email() {
+    let generic = StubServer::start(vec![Canned::ok("{}")]);
+    let slack = StubServer::start(vec![Canned::ok("ok")]);
+    let sink = SmtpSink::start();
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nnotify:\n  digest: \"07:30\"\n  webhooks:\n    - {{ url: '{g}/hook', events: [budget.alert] }}\n    - {{ url: '{s}/slack', format: slack, events: [budget.alert] }}\n  email: {{ smtp: '{m}', from: abo@example.test, to: [me@example.test], events: [budget.alert] }}\n",
+            g = generic.url,
+            s = slack.url,
+            m = sink.addr
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: one, title: One, run: 'echo 1 > one.txt' }\n  - { id: bad, title: Bad, run: 'exit 1', max_attempts: 1 }\n",
+    );
+    let out = abo_env(&repo, &["run", b.to_str().unwrap()], &[]);
+    assert_eq!(out.code, 1, "{}", out.stderr);
+    let out = abo_env(&repo, &["summary", "--notify"], &[]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.matches("digest sent to").count(),
+        3,
+        "{}",
+        out.stdout
+    );
+
+    let s = slack.requests();
+    let text = s[0].body["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("abo: 1 landed, 0 waiting for you, 1 failed; $0.00\n"),
+        "{text}"
+    );
+    assert!(text.contains("retry: abo retry bad --run"), "{text}");
+    assert!(text.contains("1 attempt"), "{text}");
+    let g = generic.requests();
+    assert_eq!(g[0].header("x-abo-event"), Some("digest"));
+    assert_eq!(g[0].body["kind"], "digest");
+    assert_eq!(g[0].body["summary"]["landed"][0]["task"], "one");
+    let mails = sink.mails();
+    assert_eq!(mails.len(), 1);
+    assert!(
+        mails[0].data.contains("Subject: abo: 1 landed") && mails[0].data.contains("failed:"),
+        "{}",
+        mails[0].data
+    );
+
+    // A digest time that is not one is refused where `abo daemon` reads it.
+    let text = repo.read("abo.yml").replace("\"07:30\"", "\"7h30\"");
+    repo.write("abo.yml", &text);
+    let out = abo_env(&repo, &["daemon", "--addr", "127.0.0.1:0"], &[]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("notify.digest"), "{}", out.stderr);
+}

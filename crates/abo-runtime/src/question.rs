@@ -1,0 +1,111 @@
+//! An agent that asked instead of finishing: Claude Code's `AskUserQuestion` tool call, Codex's
+//! `request_user_input`, or a final reply that is a question. Read from the attempt's transcript
+//! (as stored, redacted) when the attempt made no change; the task then waits for a person's answer.
+
+use serde_json::Value;
+
+use abo_core::decide::question::Question;
+
+/// The questions of a tool call's input: `{questions: [{question, options: [{label}] | [text]}]}`
+/// or `{question, options}`.
+fn from_input(input: &Value) -> Option<Question> {
+    let q = match input.get("questions").and_then(Value::as_array) {
+        Some(list) => list.first()?,
+        None => input,
+    };
+    let text = q.get("question").and_then(Value::as_str)?.trim().to_owned();
+    if text.is_empty() {
+        return None;
+    }
+    let options = q
+        .get("options")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|o| {
+            o.as_str()
+                .or_else(|| o.get("label").and_then(Value::as_str))
+                .map(str::to_owned)
+        })
+        .collect();
+    Some(Question { text, options })
+}
+
+/// A tool call asking the user, anywhere in one JSON value.
+fn in_value(v: &Value) -> Option<Question> {
+    match v {
+        Value::Object(m) => {
+            let name = m
+                .get("name")
+                .or_else(|| m.get("tool"))
+                .and_then(Value::as_str);
+            if matches!(name, Some("AskUserQuestion" | "request_user_input")) {
+                let input = m.get("input").or_else(|| m.get("arguments"));
+                let parsed = match input {
+                    Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
+                    Some(v) => Some(v.clone()),
+                    None => None,
+                };
+                if let Some(q) = parsed.as_ref().and_then(from_input) {
+                    return Some(q);
+                }
+            }
+            m.values().find_map(in_value)
+        }
+        Value::Array(a) => a.iter().find_map(in_value),
+        _ => None,
+    }
+}
+
+/// The question an attempt ended on, if any: the last tool call asking the user in its transcript,
+/// else its final message when that is a question.
+pub fn find(transcript: &str, final_message: Option<&str>) -> Option<Question> {
+    let asked = transcript
+        .lines()
+        .rev()
+        .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
+        .find_map(|v| in_value(&v));
+    asked.or_else(|| {
+        let m = final_message?.trim();
+        (m.ends_with('?') && m.len() > 1).then(|| Question {
+            text: m.to_owned(),
+            options: Vec::new(),
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn questions_from_each_agent_and_from_a_reply() {
+        let claude = r#"{"type":"system","subtype":"init"}
+{"type":"assistant","message":{"content":[{"type":"tool_use","id":"t1","name":"AskUserQuestion","input":{"questions":[{"question":"Which roles first?","header":"Roles","multiSelect":false,"options":[{"label":"Admin","description":"a"},{"label":"Viewer","description":"b"}]}]}}]}}
+{"type":"result","subtype":"success","result":"I need to know which roles to add first."}"#;
+        assert_eq!(
+            find(claude, Some("I need to know which roles to add first.")),
+            Some(Question {
+                text: "Which roles first?".into(),
+                options: vec!["Admin".into(), "Viewer".into()]
+            })
+        );
+        let codex = r#"{"type":"item.completed","item":{"type":"function_call","name":"request_user_input","arguments":"{\"questions\":[{\"question\":\"Keep the old API?\",\"options\":[\"yes\",\"no\"]}]}"}}"#;
+        assert_eq!(
+            find(codex, None),
+            Some(Question {
+                text: "Keep the old API?".into(),
+                options: vec!["yes".into(), "no".into()]
+            })
+        );
+        assert_eq!(
+            find("plain output", Some("Should the table be partitioned?")),
+            Some(Question {
+                text: "Should the table be partitioned?".into(),
+                options: vec![]
+            })
+        );
+        assert_eq!(find("plain output", Some("Done.")), None);
+        assert_eq!(find("", None), None);
+    }
+}

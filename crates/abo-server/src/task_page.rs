@@ -1,0 +1,284 @@
+//! A task's page: its state and figures; while an attempt runs, its elapsed time against its
+//! timeout and its reservation, and the live tail of its transcript and logs (`live`); each
+//! attempt's history as written (backend, gates with their logs, policy); and its change in the
+//! diff viewer with the policy's findings pinned to their lines. It reads the task's own events
+//! and row, and the run's first event (its spec): never the run's whole log, so a task of a run of
+//! 10,000 tasks loads as fast as one of a run of 10.
+
+use std::fmt::Write;
+
+use axum::extract::{Path, State as St};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use abo_core::event::EventBody;
+use abo_core::human;
+use abo_core::ids::{AttemptId, RunId, TaskId};
+
+use crate::State;
+use crate::dashboard::{esc, page, status_span, viewer};
+use crate::diffview::{self, Pin};
+use crate::error::ApiError;
+use crate::home::when;
+
+/// The findings of a policy input (`findings: [{path, line, message, rule}]`) as pins.
+fn pins_of(input: &Value) -> Vec<Pin> {
+    input["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| {
+            Some(Pin {
+                path: f["path"].as_str()?.to_owned(),
+                line: u32::try_from(f["line"].as_u64()?).ok()?,
+                source: format!("policy {}", f["rule"].as_str().unwrap_or("finding")),
+                text: f["message"].as_str().unwrap_or("").to_owned(),
+            })
+        })
+        .collect()
+}
+
+pub async fn task_page(
+    St(st): St<State>,
+    h: HeaderMap,
+    Path((run, task)): Path<(String, String)>,
+) -> Response {
+    let session = match viewer(&st, &h).await {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    match body(&st, &run, &task).await {
+        Ok(body) => page(&format!("{run}/{task}"), Some(&run), &session, &body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
+    let now = st.ctx.now();
+    let (run_id, task_id) = (RunId::new(run), TaskId::new(task));
+    let spec = crate::home::spec_head(st, &run_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no run `{run}`")))?;
+    let row = st
+        .ctx
+        .store
+        .task(&run_id, &task_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no task `{task}`")))?;
+    let events = st.ctx.store.task_events(&run_id, &task_id).await?;
+    let redactor = abo_runtime::redact::Redactor::from_process_env(&spec.settings.secret_env);
+
+    let mut o = format!(
+        "<h1><a href=\"/runs/{r}\">{r}</a> / {t}</h1><p>{title} — <span class=task-status>{status}</span> · {att} · {cost} · {tok} tokens{reason}</p>",
+        r = esc(run),
+        t = esc(task),
+        title = esc(&row.title),
+        status = status_span(&row.status),
+        att = match row.attempts {
+            1 => "1 attempt".to_owned(),
+            n => format!("{n} attempts"),
+        },
+        cost = human::usd(row.cost_usd),
+        tok = human::tokens(row.tokens),
+        reason = row
+            .reason
+            .as_deref()
+            .map(|x| format!("<br><span class=reason>{}</span>", esc(x)))
+            .unwrap_or_default(),
+    );
+
+    // The attempt now: since when, against its timeout, and what it holds.
+    let started = events.iter().rev().find_map(|e| match &e.event.body {
+        EventBody::TaskStarted {
+            attempt,
+            backend,
+            reserved,
+            ..
+        } if *attempt == row.attempts => Some((e.event.at, backend.clone(), *reserved)),
+        _ => None,
+    });
+    let running = matches!(row.status.as_str(), "running" | "verifying");
+    if let (true, Some((at, backend, reserved))) = (running, &started) {
+        let limit = spec.settings.attempt_timeout_ms;
+        let elapsed = u64::try_from(now.0 - at.0).unwrap_or(0);
+        let _ = write!(
+            o,
+            "<section class=now><h2>Attempt {n} on {b}</h2><p>started {since} · <span class=clock data-since=\"{iso}\" data-limit-ms={limit}>{e} of {l}</span></p><p class=held>holds {usd}{tokens} until it is charged at the end of the attempt</p></section>",
+            n = row.attempts,
+            b = esc(backend.as_str()),
+            since = when(now, *at),
+            iso = at.to_rfc3339(),
+            e = human::duration_ms(elapsed),
+            l = human::duration_ms(limit),
+            usd = reserved
+                .usd
+                .map_or_else(|| "no dollar cap".to_owned(), human::usd),
+            tokens = reserved
+                .tokens
+                .map(|t| format!(", {} tokens", human::tokens(t)))
+                .unwrap_or_default(),
+        );
+    }
+    if running {
+        let _ = write!(
+            o,
+            "<section id=live data-live=\"/v1/runs/{r}/tasks/{t}/live\"><h2>Live</h2><p class=live-state>connecting…</p><h3>Transcript</h3><pre id=transcript aria-live=polite></pre><h3>Logs</h3><div id=logs></div></section>",
+            r = esc(run),
+            t = esc(task),
+        );
+    } else if let Some(id) = events.iter().rev().find_map(|e| match &e.event.body {
+        EventBody::TaskBackendFinished { transcript, .. } => transcript.clone(),
+        _ => None,
+    }) {
+        // The last attempt's transcript as kept (redacted when it was stored).
+        let lines: String = st
+            .ctx
+            .artifacts
+            .tail(&id, 200)
+            .lines()
+            .filter_map(|l| crate::live::render_line(&redactor.redact(l)))
+            .map(|l| format!("<span class=line>{}</span>", esc(&l)))
+            .collect();
+        let _ = write!(
+            o,
+            "<section id=transcript-kept><h2>Transcript</h2><pre id=transcript>{lines}</pre></section>"
+        );
+    }
+    // Each attempt as written.
+    let mut pins = Vec::new();
+    o.push_str("<h2>History</h2>");
+    for e in &events {
+        let line = match &e.event.body {
+            EventBody::TaskStarted {
+                attempt,
+                backend,
+                reserved,
+                ..
+            } => format!(
+                "attempt {attempt} started on <b>{}</b>{}",
+                esc(backend.as_str()),
+                reserved
+                    .usd
+                    .map(|u| format!(", {} reserved", human::usd(u)))
+                    .unwrap_or_default()
+            ),
+            EventBody::TaskBackendFinished {
+                attempt,
+                ok,
+                reason,
+                usage,
+                cost_usd,
+                duration_ms,
+                message,
+                ..
+            } => format!(
+                "attempt {attempt}: backend {} {} · {} · {} tokens · {}{}",
+                if *ok {
+                    "produced a change"
+                } else {
+                    "<span class=s-failed>failed</span>"
+                },
+                esc(reason.as_deref().unwrap_or("")),
+                human::duration_ms(*duration_ms),
+                human::tokens(usage.map_or(0, |u| u.total())),
+                cost_usd.map_or_else(|| "cost unknown".to_owned(), human::usd),
+                message
+                    .as_deref()
+                    .map(|m| format!("<blockquote>{}</blockquote>", esc(&redactor.redact(m))))
+                    .unwrap_or_default()
+            ),
+            EventBody::TaskGate {
+                attempt,
+                name,
+                passed,
+                log,
+                duration_ms,
+                ..
+            } => {
+                let log = log
+                    .as_ref()
+                    .map(|l| {
+                        format!(
+                            "<pre class=gatelog>{}</pre>",
+                            esc(&redactor.redact(&st.ctx.artifacts.tail(l, 60)))
+                        )
+                    })
+                    .unwrap_or_default();
+                format!(
+                    "attempt {attempt}: gate <b>{}</b> {} in {}{log}",
+                    esc(name.as_str()),
+                    if *passed {
+                        "passed"
+                    } else {
+                        "<span class=s-failed>failed</span>"
+                    },
+                    human::duration_ms(*duration_ms)
+                )
+            }
+            EventBody::TaskPolicy {
+                verdict,
+                deny,
+                require_approval,
+                risk,
+                input,
+                ..
+            } => {
+                if let Some(id) = input
+                    && let Ok(bytes) = st.ctx.artifacts.get(id)
+                    && let Ok(v) = serde_json::from_slice::<Value>(&bytes)
+                {
+                    pins = pins_of(&v);
+                }
+                format!(
+                    "policy: {} (risk {}) {}",
+                    verdict.as_str(),
+                    esc(risk),
+                    esc(&deny
+                        .iter()
+                        .chain(require_approval)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join("; "))
+                )
+            }
+            other => esc(other.kind()),
+        };
+        let _ = write!(
+            o,
+            "<div class=card>{line} <small>{}</small></div>",
+            when(now, e.event.at)
+        );
+    }
+
+    // The change: the landed commit, else the last attempt's branch (redacted on the way in).
+    let rev = match (&row.commit, row.attempts) {
+        (Some(c), _) => Some(c.clone()),
+        (None, n) if n > 0 => Some(AttemptId::new(run_id.clone(), task_id.clone(), n).branch()),
+        _ => None,
+    };
+    // Only a commit past the run's base is a change (an attempt's branch starts at the base).
+    let mut diff = String::new();
+    if let Some(rev) = rev
+        && !running
+    {
+        let range = format!("{}..{rev}", spec.base);
+        let ahead = st
+            .ctx
+            .git
+            .run(&["rev-list", "-1", &range, "--"])
+            .await
+            .unwrap_or_default();
+        if !ahead.trim().is_empty() {
+            diff = st
+                .ctx
+                .git
+                .run(&["show", "--stat", "--patch", "--format=%H %s", &rev, "--"])
+                .await
+                .unwrap_or_default();
+        }
+    }
+    let diff = redactor.redact(&diff);
+    let _ = write!(o, "<h2>Change</h2>{}", diffview::render(&diff, &pins));
+    Ok(o)
+}
