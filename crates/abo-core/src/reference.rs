@@ -830,6 +830,34 @@ pub const CONFIG: &[Key] = &[
         "ABO_GITHUB_TOKEN",
         "The variable holding the provider's token.",
     ),
+    k(
+        "landing.verify",
+        Ty::Strs,
+        "none",
+        "[e2e]",
+        "Gates run on the whole run branch once its tasks landed; a failure is bisected to the first bad commit, which is reverted (its task becomes `reverted`).",
+    ),
+    k(
+        "review",
+        Ty::Object,
+        "none",
+        "",
+        "A reviewer for every change whose gates passed: its JSON verdict is the policy's `input.review`.",
+    ),
+    k(
+        "review.backends",
+        Ty::Strs,
+        "",
+        "[critic, local]",
+        "Model APIs or commands, in order: the first that is not the change's own backend reviews it.",
+    ),
+    k(
+        "review.max_rounds",
+        Ty::Int,
+        "1",
+        "2",
+        "How many times a `request_changes` verdict's findings go back to a next attempt; after that a high-severity finding needs approval.",
+    ),
     k("notify", Ty::Object, "", "", "Who hears about runs."),
     k(
         "notify.webhooks",
@@ -1523,6 +1551,17 @@ mod tests {
                 &["backends"],
                 "{ x: { kind: command, run: 'true' }, local: { kind: command, run: 'true' }, claude: { kind: command, run: 'true' }, codex: { kind: command, run: 'true' } }",
             );
+        }
+        if path.starts_with("review") {
+            fill(
+                doc,
+                &["backends"],
+                "{ critic: { kind: command, run: 'true' }, local: { kind: command, run: 'true' } }",
+            );
+            fill(doc, &["review"], "{ backends: [critic] }");
+        }
+        if path == "landing.verify" {
+            fill(doc, &[], "{ gates: [{ name: e2e, run: 'true' }] }");
         }
         if path == "backends.<name>.kind" {
             fill(doc, &["backends", "x"], "{ model: m }");
