@@ -43,6 +43,9 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub schedule: Schedule,
+    /// Environments to deploy the landed base branch to (`abo deploy ENV`, or after a merge).
+    #[serde(default)]
+    pub deploy: crate::deploy::Environments,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -1134,6 +1137,7 @@ impl Config {
             landing: Landing::default(),
             notify: Notify::default(),
             schedule: Schedule::default(),
+            deploy: crate::deploy::Environments::new(),
         }
     }
 

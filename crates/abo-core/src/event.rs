@@ -308,6 +308,10 @@ pub enum EventBody {
         /// The attempt whose result was reused.
         source: String,
     },
+    /// A deployment's events (`deploy.*`, see `deploy::DeployEvent`). Untagged variants come
+    /// last: the tagged ones above are tried first when reading an event back.
+    #[serde(untagged)]
+    Deploy(crate::deploy::DeployEvent),
 }
 
 /// One backend's standing in a learned routing decision.
@@ -355,6 +359,7 @@ impl EventBody {
             Self::BackendReleased { .. } => "backend.released",
             Self::NotifySent { .. } => "notify.sent",
             Self::RunPullRequest { .. } => "run.pull_request",
+            Self::Deploy(d) => d.kind(),
         }
     }
 

@@ -15,6 +15,11 @@ pub struct Spread {
     pub p90_s: Option<f64>,
 }
 
+/// The spread of durations given in milliseconds.
+pub fn spread_ms(ms: Vec<i64>) -> Spread {
+    spread(ms)
+}
+
 fn spread(mut ms: Vec<i64>) -> Spread {
     ms.sort_unstable();
     let pick = |q: f64| -> Option<f64> {
@@ -53,7 +58,8 @@ pub struct Report {
     pub tasks_denied: u32,
     /// Task ready to landed.
     pub lead_time: Spread,
-    /// Landed then reverted: abo does not observe reverts yet, so this is unknown (null).
+    /// Deployments rolled back among those that ended (promoted or rolled back); unknown (null)
+    /// without deployments: abo does not observe reverts of landed changes.
     pub change_failure_rate: Option<f64>,
     pub attempts_per_landed_task: Option<f64>,
     /// Tasks whose first attempt passed every gate, among tasks whose first attempt reached the gates.
@@ -71,6 +77,8 @@ pub struct Report {
     pub flaky_rate: Option<f64>,
     /// The tests seen flaky most often in the period: (gate, test, times).
     pub flaky_tests: Vec<(String, String, u32)>,
+    /// Deployments, rollbacks, their change failure rate and time to restore.
+    pub deploys: crate::deploy::DeployFigures,
 }
 
 type Key = (RunId, TaskId);
@@ -93,8 +101,21 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     let (mut charged, mut hits) = (0u32, 0u32);
     let (mut gates_passed, mut gates_flaky) = (0u32, 0u32);
     let mut flaky: BTreeMap<(String, String), u32> = BTreeMap::new();
+    r.deploys = crate::deploy::figures(
+        events
+            .iter()
+            .filter(|e| e.event.at >= since)
+            .filter_map(|e| match &e.event.body {
+                EventBody::Deploy(d) => Some(d),
+                _ => None,
+            }),
+    );
     for e in events.iter().filter(|e| e.event.at >= since) {
         let ev = &e.event;
+        if let EventBody::Deploy(_) = ev.body {
+            // A deployment is not a run (`abo deploy ENV` has its own id as the event's run).
+            continue;
+        }
         runs.insert(ev.run.clone());
         let key = || {
             (
@@ -182,6 +203,7 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
         }
     }
     r.runs = runs.len();
+    r.change_failure_rate = r.deploys.change_failure_rate;
     r.lead_time = spread(leads);
     if r.tasks_landed > 0 {
         let n = f64::from(r.tasks_landed);
