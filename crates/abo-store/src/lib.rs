@@ -8,6 +8,7 @@
 //! replays the whole log through.
 
 mod batch;
+mod deploy_lock;
 mod project;
 mod schema;
 mod work;
@@ -25,6 +26,7 @@ use abo_core::ids::{GateName, RunId, TaskId, Timestamp};
 use batch::{Arg, Batch};
 use project::Fold;
 
+pub use deploy_lock::DeployLock;
 pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]

@@ -279,7 +279,8 @@ impl<'a> Fold<'a> {
             | EventBody::TaskPolicy { .. }
             | EventBody::RunMerge { .. }
             | EventBody::BackendHeld { .. }
-            | EventBody::BackendReleased { .. } => {}
+            | EventBody::BackendReleased { .. }
+            | EventBody::Deploy(_) => {}
             EventBody::TaskGate {
                 name,
                 figures: Some(f),

@@ -199,6 +199,15 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (repo, tree, gate, config)
     );
     CREATE INDEX baselines_used ON baselines (used_at);",
+    // 10 (deploy): each deployment environment's lock, a lease renewed by its holder.
+    "CREATE TABLE deploy_locks (
+        environment TEXT PRIMARY KEY,
+        deployment  TEXT NOT NULL,
+        host        TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        acquired    INTEGER NOT NULL,
+        expires     INTEGER NOT NULL
+    );",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.
