@@ -570,8 +570,9 @@ mod tests {
         let e = env("canary: c\npromote: p\nrollback: r\ncheck: ./healthy\n").unwrap();
         assert_eq!(e.when, When::Manual);
         assert_eq!(e.check.window().samples(), 1);
-        let e = env("canary: c\npromote: p\nrollback: r\ncheck: { run: ./h, for: 10s, every: 5s }\n")
-            .unwrap();
+        let e =
+            env("canary: c\npromote: p\nrollback: r\ncheck: { run: ./h, for: 10s, every: 5s }\n")
+                .unwrap();
         assert_eq!(e.check.window().samples(), 3);
     }
 
@@ -587,9 +588,18 @@ mod tests {
                 "check: { prometheus: { url: 'p:9090', query: q, max: 1 } }",
                 "must start with http://",
             ),
-            ("check: { run: a, prometheus: { url: 'http://p', query: q, max: 1 } }", "exactly one of `run`"),
-            ("check: { run: a, for: 1s, every: 5s }", "longer than the window"),
-            ("check: { prometheus: { url: 'http://p', query: q, max: 1 }, for: 3s }", "go inside"),
+            (
+                "check: { run: a, prometheus: { url: 'http://p', query: q, max: 1 } }",
+                "exactly one of `run`",
+            ),
+            (
+                "check: { run: a, for: 1s, every: 5s }",
+                "longer than the window",
+            ),
+            (
+                "check: { prometheus: { url: 'http://p', query: q, max: 1 }, for: 3s }",
+                "go inside",
+            ),
         ] {
             let err = env(&format!("{base}{check}\n")).unwrap_err();
             assert!(err.contains(expect), "{check}: {err}");
@@ -682,7 +692,12 @@ mod tests {
         ];
         let f = figures(events.iter());
         assert_eq!(
-            (f.deployments, f.promoted, f.rolled_back, f.change_failure_rate),
+            (
+                f.deployments,
+                f.promoted,
+                f.rolled_back,
+                f.change_failure_rate
+            ),
             (3, 1, 1, Some(0.5))
         );
         assert_eq!(f.time_to_restore.p50_s, Some(1.5));

@@ -101,15 +101,12 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     let (mut charged, mut hits) = (0u32, 0u32);
     let (mut gates_passed, mut gates_flaky) = (0u32, 0u32);
     let mut flaky: BTreeMap<(String, String), u32> = BTreeMap::new();
-    r.deploys = crate::deploy::figures(
-        events
-            .iter()
-            .filter(|e| e.event.at >= since)
-            .filter_map(|e| match &e.event.body {
-                EventBody::Deploy(d) => Some(d),
-                _ => None,
-            }),
-    );
+    r.deploys = crate::deploy::figures(events.iter().filter(|e| e.event.at >= since).filter_map(
+        |e| match &e.event.body {
+            EventBody::Deploy(d) => Some(d),
+            _ => None,
+        },
+    ));
     for e in events.iter().filter(|e| e.event.at >= since) {
         let ev = &e.event;
         if let EventBody::Deploy(_) = ev.body {

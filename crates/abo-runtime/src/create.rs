@@ -261,7 +261,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
 /// The variables whose values abo redacts wherever it writes: the model APIs' keys, every key an
 /// agent CLI is handed, the pull-request token, webhook signing secrets, and whatever
 /// `sandbox.env_pass` hands a process under a credential's name.
-fn secret_env(config: &Config) -> Vec<String> {
+pub fn secret_env(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = config
         .backends
         .named

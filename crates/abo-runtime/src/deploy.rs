@@ -54,10 +54,16 @@ pub struct Request {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
     Promoted,
-    RolledBack { reason: String },
+    RolledBack {
+        reason: String,
+    },
     /// Stopped before any canary ran: the plan failed, a person rejected it, or no one decided.
-    Abandoned { reason: String },
-    Denied { reasons: Vec<String> },
+    Abandoned {
+        reason: String,
+    },
+    Denied {
+        reasons: Vec<String>,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +112,9 @@ pub async fn deploy(
             environment: req.environment.clone(),
             reasons: req.reasons.clone(),
         };
-        record(ctx, &req.run, ev, on_event).await.map_err(store_err)?;
+        record(ctx, &req.run, ev, on_event)
+            .await
+            .map_err(store_err)?;
         return Ok(Outcome::Denied {
             reasons: req.reasons.clone(),
         });
@@ -310,7 +318,13 @@ impl Deployer<'_> {
             }
             reasons.extend(req.reasons.iter().cloned());
             if let Err(why) = self
-                .approval(Step::Start, reasons, plan.clone(), plan_log.clone(), on_event)
+                .approval(
+                    Step::Start,
+                    reasons,
+                    plan.clone(),
+                    plan_log.clone(),
+                    on_event,
+                )
                 .await?
             {
                 return self.abandon(why, on_event).await;

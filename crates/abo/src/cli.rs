@@ -121,6 +121,15 @@ pub(crate) enum Cmd {
         #[arg(long)]
         run: Option<String>,
     },
+    /// Deploy the base branch's head to an environment of abo.yml's `deploy:` (its canary, the
+    /// SLO check, then promotion or rollback, as the `deploy` autonomy level and policy allow).
+    Deploy {
+        /// The environment's name.
+        env: String,
+        /// The autonomy profile (default: the config's).
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// KPIs from the event log: lead time, attempts, gate pass rate, cost, per-backend figures.
     Report {
         /// How far back, e.g. 7d, 24h.

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod daemon;
 mod demo;
+mod deploy;
 mod doctor;
 mod exit;
 mod load;
@@ -95,6 +96,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,
+        Cmd::Deploy { env, profile } => deploy::deploy(cli, env, profile.as_deref()).await,
         Cmd::Report { since } => commands::report(cli, since).await,
         Cmd::Summary { since } => commands::summary(cli, since).await,
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,

@@ -1038,11 +1038,18 @@ fn lock(env: &str, deployment: &str, pid: u32, at: i64, ttl: i64) -> abo_store::
 async fn deploy_locks_take_turns_and_expire(db: Db) {
     let (a, b) = (db.open().await, db.open().await);
     let first = lock("prod", "d1", 1, 1000, 500);
-    assert_eq!(a.take_deploy_lock(&first, Timestamp(1000), None).await.unwrap(), None);
+    assert_eq!(
+        a.take_deploy_lock(&first, Timestamp(1000), None)
+            .await
+            .unwrap(),
+        None
+    );
     // Another process, another deployment: refused, and told who holds it.
     let second = lock("prod", "d2", 2, 1100, 500);
     assert_eq!(
-        b.take_deploy_lock(&second, Timestamp(1100), None).await.unwrap(),
+        b.take_deploy_lock(&second, Timestamp(1100), None)
+            .await
+            .unwrap(),
         Some(first.clone())
     );
     // Another environment is free.
@@ -1053,7 +1060,11 @@ async fn deploy_locks_take_turns_and_expire(db: Db) {
         None
     );
     // The holder renews; the lock is still refused after the first expiry.
-    assert!(a.renew_deploy_lock("prod", "d1", Timestamp(2000)).await.unwrap());
+    assert!(
+        a.renew_deploy_lock("prod", "d1", Timestamp(2000))
+            .await
+            .unwrap()
+    );
     assert!(
         b.take_deploy_lock(&second, Timestamp(1600), None)
             .await
@@ -1062,19 +1073,32 @@ async fn deploy_locks_take_turns_and_expire(db: Db) {
     );
     // Its holder crashed: once its lease expires, the next one takes it.
     let later = lock("prod", "d2", 2, 2001, 500);
-    assert_eq!(b.take_deploy_lock(&later, Timestamp(2001), None).await.unwrap(), None);
+    assert_eq!(
+        b.take_deploy_lock(&later, Timestamp(2001), None)
+            .await
+            .unwrap(),
+        None
+    );
     // The old holder can neither renew nor release the new holder's lock.
-    assert!(!a.renew_deploy_lock("prod", "d1", Timestamp(3000)).await.unwrap());
+    assert!(
+        !a.renew_deploy_lock("prod", "d1", Timestamp(3000))
+            .await
+            .unwrap()
+    );
     a.release_deploy_lock("prod", "d1").await.unwrap();
     let held = b.deploy_locks().await.unwrap();
     assert_eq!(
-        held.iter().map(|l| (l.environment.as_str(), l.deployment.as_str())).collect::<Vec<_>>(),
+        held.iter()
+            .map(|l| (l.environment.as_str(), l.deployment.as_str()))
+            .collect::<Vec<_>>(),
         [("prod", "d2"), ("staging", "d3")]
     );
     // A holder found dead frees its lock at once.
     let third = lock("prod", "d4", 3, 2100, 500);
     assert_eq!(
-        a.take_deploy_lock(&third, Timestamp(2100), Some("d2")).await.unwrap(),
+        a.take_deploy_lock(&third, Timestamp(2100), Some("d2"))
+            .await
+            .unwrap(),
         None
     );
     a.release_deploy_lock("prod", "d4").await.unwrap();
@@ -1086,8 +1110,17 @@ async fn one_deploy_lock_holder_under_concurrent_takers(db: Db) {
     let mut tasks = Vec::new();
     for (i, s) in stores.into_iter().enumerate() {
         tasks.push(tokio::spawn(async move {
-            let l = lock("prod", &format!("d{i}"), u32::try_from(i).unwrap(), 10, 1000);
-            s.take_deploy_lock(&l, Timestamp(10), None).await.unwrap().is_none()
+            let l = lock(
+                "prod",
+                &format!("d{i}"),
+                u32::try_from(i).unwrap(),
+                10,
+                1000,
+            );
+            s.take_deploy_lock(&l, Timestamp(10), None)
+                .await
+                .unwrap()
+                .is_none()
         }));
     }
     let mut won = 0;
