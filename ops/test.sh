@@ -20,6 +20,8 @@ need npm || missing+=(nodejs npm)
 # The shared store's tests run against a real PostgreSQL server, through psql.
 need psql || missing+=(postgresql-client)
 [ -d /etc/postgresql ] || missing+=(postgresql)
+# The deploy tests run a real Prometheus server (each test starts its own on a free port).
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi

@@ -292,6 +292,21 @@ fn cap_change(c: &CapArgs) -> anyhow::Result<abo_core::budget::CapChange> {
 
 pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
     let env = env(cli).await?;
+    if run.is_none() && env.ctx.store.latest_run().await?.is_none() {
+        // No run yet, but deployments may hold their environments' locks.
+        let locks = crate::deploy::lock_lines(&env.ctx).await?;
+        if cli.json {
+            say_json!(serde_json::json!({
+                "run": null,
+                "deploy_locks": crate::deploy::locks_json(&env.ctx).await?,
+            }));
+        } else if locks.is_empty() {
+            say!("no runs yet");
+        } else {
+            say_raw!("{}\n", locks.join("\n"));
+        }
+        return Ok(exit::OK);
+    }
     let view = status::view(&env.ctx, run).await?;
     if cli.json {
         let mut v = status::to_json(&view);
@@ -309,6 +324,9 @@ pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
 
 pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow::Result<u8> {
     let env = env(cli).await?;
+    if let Some(id) = run.filter(|r| r.starts_with("deploy-")) {
+        return crate::deploy::events(cli, &env.ctx, id).await;
+    }
     let row = status::find_run(&env.ctx.store, run).await?;
     let mut after = 0;
     loop {

@@ -286,6 +286,32 @@ async fn all_events(ctx: &Ctx) -> anyhow::Result<Vec<StoredEvent>> {
     Ok(out)
 }
 
+/// `abo events deploy-...`: one deployment's events (whichever run they belong to).
+pub(crate) async fn events(cli: &Cli, ctx: &Ctx, id: &str) -> anyhow::Result<u8> {
+    let mine: Vec<StoredEvent> = all_events(ctx)
+        .await?
+        .into_iter()
+        .filter(|e| matches!(&e.event.body, EventBody::Deploy(d) if d.deployment() == id))
+        .collect();
+    if mine.is_empty() {
+        return Err(Usage::new(format!("no deployment `{id}` in the store")).into());
+    }
+    for e in &mine {
+        if cli.json {
+            crate::out::say_json!(e.to_json());
+        } else if let EventBody::Deploy(d) = &e.event.body {
+            say!(
+                "{:>6}  {}  {:<22} {}",
+                e.seq,
+                e.event.at.to_rfc3339(),
+                d.kind(),
+                describe(d)
+            );
+        }
+    }
+    Ok(exit::OK)
+}
+
 /// The commit of the environment's last promoted deployment.
 async fn last_promoted(ctx: &Ctx, env: &str) -> anyhow::Result<Option<CommitSha>> {
     let events = all_events(ctx).await?;

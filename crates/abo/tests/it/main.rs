@@ -12,6 +12,7 @@ mod browser;
 mod budget;
 mod control;
 mod crash;
+mod deploy;
 mod errors;
 mod golden;
 mod hostile;
