@@ -2,6 +2,8 @@
 //! The method of each figure is in BENCHMARKS.md; latencies are p50/p95/p99 over many samples,
 //! throughputs the median of repeated runs with min and max.
 
+mod deploy;
+
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -691,6 +693,11 @@ pub(crate) async fn bench(
         let (_, a500, _) = git_overhead(d, 500, 3, 1).await?;
         let (_, a50k, _) = git_overhead(d, 50_000, 3, 1).await?;
         out["detail"]["scaling_abo_ms_per_task_by_files"] = json!({ "500": a500, "50000": a50k });
+    }
+
+    if want("deploy") {
+        note("deploy: a failing check to the rollback's end");
+        out["detail"]["deploy_rollback"] = deploy::rollback(d, if quick { 3 } else { 10 }).await?;
     }
 
     if cli.json {

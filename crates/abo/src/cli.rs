@@ -197,8 +197,9 @@ pub(crate) enum Cmd {
         quick: bool,
         /// Measure only these figures: append, noop, dispatch, policy, reports (reading gates'
         /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
-        /// (repository size); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files"])]
+        /// (repository size), deploy (a failing check to the rollback's end); comma-separated, the
+        /// others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "deploy"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.
