@@ -119,7 +119,7 @@ pub async fn deploy(
             reasons: req.reasons.clone(),
         });
     };
-    let lock = take_lock(ctx, req).await.map_err(store_err)?;
+    let (lock, previous) = take_lock(ctx, req).await.map_err(store_err)?;
     let lost = Arc::new(AtomicBool::new(false));
     let beat = tokio::spawn(heartbeat(
         ctx.store.clone(),
@@ -138,7 +138,17 @@ pub async fn deploy(
         scratch,
         lost,
     };
-    let result = d.run(flow, on_event).await;
+    let result = match d.prepare().await {
+        Ok(()) => match previous {
+            // A deployment that lost its abo mid-way may have left its canary live.
+            Some(p) => match d.roll_back_orphan(&p, on_event).await {
+                Ok(()) => d.run(flow, on_event).await,
+                Err(e) => Err(e),
+            },
+            None => d.run(flow, on_event).await,
+        },
+        Err(e) => Err(e),
+    };
     beat.abort();
     let _ = ctx.git.remove_worktree(&d.wt).await;
     let _ = std::fs::remove_dir_all(&d.scratch);
@@ -151,8 +161,12 @@ pub async fn deploy(
     Ok(out)
 }
 
-/// Waits until this deployment holds the environment's lock.
-async fn take_lock(ctx: &Ctx, req: &Request) -> Result<DeployLock, abo_store::StoreError> {
+/// Waits until this deployment holds the environment's lock; also returns the deployment it
+/// took the lock over from (its process gone, or its lease expired), if any.
+async fn take_lock(
+    ctx: &Ctx,
+    req: &Request,
+) -> Result<(DeployLock, Option<String>), abo_store::StoreError> {
     let host = crate::engine::hostname();
     loop {
         let now = ctx.now();
@@ -164,14 +178,19 @@ async fn take_lock(ctx: &Ctx, req: &Request) -> Result<DeployLock, abo_store::St
             acquired: now,
             expires: Timestamp(now.0 + ms(req.env.lock_ttl.0)),
         };
-        // A holder on this host whose process is gone frees its lock at once.
-        let dead = ctx
+        let current = ctx
             .store
             .deploy_locks()
             .await?
             .into_iter()
-            .find(|l| l.environment == req.environment)
+            .find(|l| l.environment == req.environment);
+        // A holder on this host whose process is gone frees its lock at once.
+        let dead = current
+            .as_ref()
             .filter(|l| l.host == host && !process::alive(l.pid))
+            .map(|l| l.deployment.clone());
+        let stale = current
+            .filter(|l| l.expires <= now || Some(&l.deployment) == dead.as_ref())
             .map(|l| l.deployment);
         if ctx
             .store
@@ -179,7 +198,7 @@ async fn take_lock(ctx: &Ctx, req: &Request) -> Result<DeployLock, abo_store::St
             .await?
             .is_none()
         {
-            return Ok(lock);
+            return Ok((lock, stale));
         }
         tokio::time::sleep(POLL).await;
     }
@@ -267,20 +286,90 @@ impl Deployer<'_> {
             })
     }
 
+    /// The deployment's scratch directory and its clean worktree of the commit.
+    async fn prepare(&self) -> Result<(), DeployError> {
+        std::fs::create_dir_all(&self.scratch)
+            .map_err(|e| self.err(format!("{}: {e}", self.scratch.display())))?;
+        let _ = self.ctx.git.remove_worktree(&self.wt).await;
+        self.ctx
+            .git
+            .add_detached_worktree(&self.wt, &self.req.commit)
+            .await
+            .map_err(|e| self.err(format!("checking out {}: {e}", self.req.commit)))
+    }
+
+    /// Rolls back the deployment whose lock this one took over, when it started and never ended
+    /// (its abo was killed or lost the store): its canary may be live. Recorded as its own
+    /// `deploy.rolled_back`, in its run.
+    async fn roll_back_orphan(
+        &self,
+        orphan: &str,
+        on_event: &mut (dyn FnMut(&EventBody) + Send),
+    ) -> Result<(), DeployError> {
+        let store_err = |source| DeployError::Store {
+            environment: self.req.environment.clone(),
+            source,
+        };
+        let mut run = None;
+        let mut ended = false;
+        let mut after = 0;
+        loop {
+            let page = self
+                .ctx
+                .store
+                .events(None, after, 10_000)
+                .await
+                .map_err(store_err)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for e in &page {
+                let EventBody::Deploy(d) = &e.event.body else {
+                    continue;
+                };
+                if d.deployment() != orphan {
+                    continue;
+                }
+                match d {
+                    DeployEvent::Started { .. } => run = Some(e.event.run.clone()),
+                    DeployEvent::Promoted { .. }
+                    | DeployEvent::RolledBack { .. }
+                    | DeployEvent::Abandoned { .. }
+                    | DeployEvent::Denied { .. } => ended = true,
+                    _ => {}
+                }
+            }
+        }
+        let Some(run) = run.filter(|_| !ended) else {
+            return Ok(());
+        };
+        let t = Instant::now();
+        let ran = self.command("rollback", &self.req.env.rollback).await;
+        let mut reason = format!(
+            "its abo stopped mid-deployment; rolled back by {} before it deploys",
+            self.req.deployment
+        );
+        if !ran.ok {
+            reason.push_str(&format!("; the rollback itself {}", ran.describe));
+        }
+        let ev = DeployEvent::RolledBack {
+            deployment: orphan.to_owned(),
+            environment: self.req.environment.clone(),
+            reason,
+            ok: ran.ok,
+            duration_ms: ms_u(t.elapsed()),
+            restore_ms: ms_u(t.elapsed()),
+        };
+        record(self.ctx, &run, ev, on_event)
+            .await
+            .map_err(store_err)
+    }
+
     async fn run(
         &self,
         flow: abo_core::deploy::Flow,
         on_event: &mut (dyn FnMut(&EventBody) + Send),
     ) -> Result<Outcome, DeployError> {
         let req = self.req;
-        std::fs::create_dir_all(&self.scratch)
-            .map_err(|e| self.err(format!("{}: {e}", self.scratch.display())))?;
-        let _ = self.ctx.git.remove_worktree(&self.wt).await;
-        self.ctx
-            .git
-            .add_detached_worktree(&self.wt, &req.commit)
-            .await
-            .map_err(|e| self.err(format!("checking out {}: {e}", req.commit)))?;
         self.emit(
             DeployEvent::Started {
                 deployment: req.deployment.clone(),

@@ -288,7 +288,18 @@ fn deployments_to_one_environment_take_turns_on_its_lock_also_when_one_is_killed
     assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
     let second_id = deployment_of(&out.stdout);
     assert_ne!(first_id, second_id);
-    assert_eq!(exporter.calls(), ["canary", "canary", "promote"]);
+    // The first's canary was left live: the second rolled it back before deploying.
+    assert_eq!(
+        exporter.calls(),
+        ["canary", "rollback", "canary", "promote"]
+    );
+    let orphan = deploy_events(&repo, &first_id);
+    let (kind, data) = orphan.last().unwrap();
+    assert_eq!(kind, "deploy.rolled_back");
+    assert!(
+        data["reason"].as_str().unwrap().contains(&second_id),
+        "{data}"
+    );
     assert_eq!(
         kinds(&deploy_events(&repo, &second_id)),
         ["deploy.started", "deploy.checked", "deploy.promoted"]
@@ -306,6 +317,11 @@ fn deployments_to_one_environment_take_turns_on_its_lock_also_when_one_is_killed
     assert!(
         sa.1 < sb.0 || sb.1 < sa.0,
         "overlapping deployments: {sa:?} {sb:?}"
+    );
+    // Nothing was left to roll back: each promoted in turn.
+    assert_eq!(
+        exporter.calls()[4..],
+        ["canary", "promote", "canary", "promote"]
     );
     assert_eq!(status_locks(&repo), Vec::<String>::new());
 }
