@@ -77,8 +77,23 @@ pub(crate) async fn after_merge(
         return Ok(None);
     };
     let level = run.spec.settings.autonomy.of(Action::Deploy);
+    // A run deploys to each environment once: `abo resume` of a run that deployed does not again.
+    let done: std::collections::BTreeSet<String> = ctx
+        .store
+        .run_events(&run.id)
+        .await?
+        .into_iter()
+        .filter_map(|e| match e.event.body {
+            EventBody::Deploy(DeployEvent::Started { environment, .. }) => Some(environment),
+            _ => None,
+        })
+        .collect();
     let mut code = None;
-    for (name, env) in config.deploy.iter().filter(|(_, e)| e.when == When::Merge) {
+    for (name, env) in config
+        .deploy
+        .iter()
+        .filter(|(n, e)| e.when == When::Merge && !done.contains(*n))
+    {
         note!(
             "deploying {} to {name} (after the merge into {branch})",
             &commit.as_str()[..commit.as_str().len().min(10)]

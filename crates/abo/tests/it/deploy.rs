@@ -388,6 +388,10 @@ fn a_run_merged_into_the_base_branch_deploys_when_merge() {
         out.stderr
     );
     assert_eq!(events[0].1["trigger"], "merge");
+    // Resuming the ended run deploys nothing again.
+    let again = abo(&repo, &["resume", &run]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(deploy_events(&repo, &run).len(), events.len());
     // The landed commit is what was deployed: the canary saw the task's file.
     assert_eq!(
         events[0].1["commit"].as_str().unwrap(),
