@@ -147,6 +147,8 @@ pub async fn deploy(
             },
             None => d.run(flow, on_event).await,
         },
+        // Nothing ran: the reason is recorded, and the lock released.
+        Err(DeployError::Setup { message, .. }) => d.abandon(message, on_event).await,
         Err(e) => Err(e),
     };
     beat.abort();
@@ -263,6 +265,24 @@ struct Ran {
     exit: Option<i32>,
     output: String,
     describe: String,
+}
+
+impl Ran {
+    /// Why a step failed: how the command ended, and the last line it printed.
+    fn failure(&self, step: &str) -> String {
+        let last = self
+            .output
+            .lines()
+            .rev()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .map(|l| {
+                let cut: String = l.chars().take(200).collect();
+                format!(": {cut}")
+            })
+            .unwrap_or_default();
+        format!("{step} {}{last}", self.describe)
+    }
 }
 
 impl Deployer<'_> {
@@ -390,9 +410,7 @@ impl Deployer<'_> {
                 let ran = self.command("plan", cmd).await;
                 let log = self.ctx.artifacts.put(ran.output.as_bytes()).ok();
                 if !ran.ok {
-                    return self
-                        .abandon(format!("plan {}", ran.describe), on_event)
-                        .await;
+                    return self.abandon(ran.failure("plan"), on_event).await;
                 }
                 (Some(excerpt(&ran.output)), log)
             }
@@ -423,7 +441,7 @@ impl Deployer<'_> {
         if !canary.ok {
             let failed_at = Instant::now();
             return self
-                .rollback(format!("canary {}", canary.describe), failed_at, on_event)
+                .rollback(canary.failure("canary"), failed_at, on_event)
                 .await;
         }
         if let Some((reason, failed_at)) = self.watch(on_event).await? {
@@ -444,11 +462,7 @@ impl Deployer<'_> {
         let promote = self.command("promote", &req.env.promote).await;
         if !promote.ok {
             return self
-                .rollback(
-                    format!("promote {}", promote.describe),
-                    Instant::now(),
-                    on_event,
-                )
+                .rollback(promote.failure("promote"), Instant::now(), on_event)
                 .await;
         }
         self.emit(

@@ -388,13 +388,46 @@ fn a_run_merged_into_the_base_branch_deploys_when_merge() {
         out.stderr
     );
     assert_eq!(events[0].1["trigger"], "merge");
-    // Resuming the ended run deploys nothing again.
+    // The ended run is not resumed, and deploys nothing again.
     let again = abo(&repo, &["resume", &run]);
-    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.code, 2, "{}", again.stderr);
     assert_eq!(deploy_events(&repo, &run).len(), events.len());
     // The landed commit is what was deployed: the canary saw the task's file.
     assert_eq!(
         events[0].1["commit"].as_str().unwrap(),
         repo.git(&["rev-parse", "main"]).trim()
+    );
+}
+
+#[test]
+fn a_failing_plan_deploys_nothing_and_says_why() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\ndeploy:\n  staging:\n    plan: 'echo cannot reach the state bucket; exit 3'\n    \
+         canary: 'echo canary >> ran.txt'\n    check: 'true'\n    promote: 'true'\n    rollback: 'true'\n",
+    );
+    let out = abo(&repo, &["deploy", "staging", "--profile", "exploration"]);
+    assert_eq!(out.code, 1, "{}\n{}", out.stdout, out.stderr);
+    let events = deploy_events(&repo, &deployment_of(&out.stdout));
+    assert_eq!(kinds(&events), ["deploy.started", "deploy.abandoned"]);
+    assert!(
+        events[1].1["reason"].as_str().unwrap()
+            == "plan exited with 3: cannot reach the state bucket",
+        "{}",
+        events[1].1
+    );
+    // An unknown environment is named, with the known ones.
+    let bad = abo(&repo, &["deploy", "stagin"]);
+    assert_eq!(bad.code, 2);
+    assert!(
+        bad.stderr.contains("no environment `stagin`"),
+        "{}",
+        bad.stderr
+    );
+    assert!(
+        bad.stderr.contains("did you mean `staging`?"),
+        "{}",
+        bad.stderr
     );
 }
