@@ -213,23 +213,33 @@ impl TryFrom<RawCheck> for Check {
 
 impl<'de> Deserialize<'de> for Check {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Either {
-            Command(String),
-            Full(RawCheck),
-        }
-        match Either::deserialize(d)? {
+        // A visitor rather than an untagged enum: the YAML parser then locates an error at the
+        // check itself.
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Check;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a command, or `{ run: CMD }` or `{ prometheus: { url, query, max | min, for, every } }`")
+            }
+
             // `check: CMD` runs once.
-            Either::Command(run) => Ok(Self::Command {
-                run,
-                window: Window {
-                    length: Dur::secs(0),
-                    every: Dur::secs(1),
-                },
-            }),
-            Either::Full(raw) => Check::try_from(raw).map_err(serde::de::Error::custom),
+            fn visit_str<E: serde::de::Error>(self, run: &str) -> Result<Check, E> {
+                Ok(Check::Command {
+                    run: run.to_owned(),
+                    window: Window {
+                        length: Dur::secs(0),
+                        every: Dur::secs(1),
+                    },
+                })
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<Check, A::Error> {
+                let raw = RawCheck::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Check::try_from(raw).map_err(serde::de::Error::custom)
+            }
         }
+        d.deserialize_any(V)
     }
 }
 
@@ -731,5 +741,17 @@ mod tests {
         )
         .unwrap();
         assert_eq!(landed.kind(), "task.landed");
+    }
+}
+
+#[cfg(test)]
+mod located {
+    #[test]
+    fn a_bad_check_is_located_in_abo_yml() {
+        let text = "version: 1\ndeploy:\n  prod:\n    canary: c\n    promote: p\n    rollback: r\n    check:\n      prometheus: { url: 'http://x', query: q, max: 1, min: 2 }\n";
+        let e = crate::config::Config::parse("abo.yml", text).unwrap_err();
+        let shown = e.to_string();
+        assert!(shown.contains("exactly one of `max` or `min`"), "{shown}");
+        assert!(shown.starts_with("abo.yml:8:"), "{shown}");
     }
 }
