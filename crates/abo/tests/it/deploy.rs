@@ -431,3 +431,51 @@ fn a_failing_plan_deploys_nothing_and_says_why() {
         bad.stderr
     );
 }
+
+#[test]
+fn on_a_postgres_store_deployments_from_two_clones_take_turns() {
+    let db = abo_test_support::pg::ScratchDb::new();
+    // Two repositories (two machines' clones) share the store and the environment.
+    let yaml = "version: 1\ndeploy:\n  prod:\n    canary: 'true'\n    check: { run: 'true', for: 1s, every: 1s }\n    promote: 'true'\n    rollback: 'true'\n";
+    let (a, b) = (TestRepo::new(), TestRepo::new());
+    config(&a, yaml);
+    config(&b, yaml);
+    let args = [
+        "deploy",
+        "prod",
+        "--profile",
+        "exploration",
+        "--store",
+        &db.url,
+    ];
+    let (pa, pb) = (spawn(&a, &args), spawn(&b, &args));
+    let (oa, ob) = (finish(pa), finish(pb));
+    assert_eq!((oa.code, ob.code), (0, 0), "{}\n{}", oa.stderr, ob.stderr);
+    let span = |repo: &TestRepo, out: &crate::Out| {
+        let out2 = abo(
+            repo,
+            &[
+                "events",
+                &deployment_of(&out.stdout),
+                "--json",
+                "--store",
+                &db.url,
+            ],
+        );
+        let seqs: Vec<u64> = out2
+            .stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str::<Value>(l).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        (seqs[0], *seqs.last().unwrap())
+    };
+    let (sa, sb) = (span(&a, &oa), span(&b, &ob));
+    assert!(
+        sa.1 < sb.0 || sb.1 < sa.0,
+        "overlapping deployments: {sa:?} {sb:?}"
+    );
+}
