@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: installs and starts what the suites need (git, Python
 # with venv, util-linux, Chromium and playwright-core for the dashboard, PostgreSQL for the shared
-# store, the agent CLIs pinned in ops/agents.lock), then `cargo test --workspace`. Extra arguments
+# store, Prometheus for the deploy tests, the agent CLIs pinned in ops/agents.lock), then `cargo test --workspace`. Extra arguments
 # go to cargo test. Quick when everything is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +20,8 @@ need npm || missing+=(nodejs npm)
 # The shared store's tests run against a real PostgreSQL server, through psql.
 need psql || missing+=(postgresql-client)
 [ -d /etc/postgresql ] || missing+=(postgresql)
+# The deploy tests run a real Prometheus server (each test starts its own on a free port).
+[ -x /usr/bin/prometheus ] || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi

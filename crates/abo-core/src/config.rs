@@ -46,6 +46,9 @@ pub struct Config {
     /// The reviewer of each change whose gates passed.
     #[serde(default)]
     pub review: Option<Review>,
+    /// Environments to deploy the landed base branch to (`abo deploy ENV`, or after a merge).
+    #[serde(default)]
+    pub deploy: crate::deploy::Environments,
 }
 
 /// `review:`: backends (model APIs or commands) that read a change and answer a JSON verdict.
@@ -1162,6 +1165,7 @@ impl Config {
             notify: Notify::default(),
             schedule: Schedule::default(),
             review: None,
+            deploy: crate::deploy::Environments::new(),
         }
     }
 

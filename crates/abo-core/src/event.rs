@@ -377,6 +377,10 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         options: Vec<String>,
     },
+    /// A deployment's events (`deploy.*`, see `deploy::DeployEvent`). Untagged variants come
+    /// last: the tagged ones above are tried first when reading an event back.
+    #[serde(untagged)]
+    Deploy(crate::deploy::DeployEvent),
 }
 
 /// One backend's standing in a learned routing decision.
@@ -430,6 +434,7 @@ impl EventBody {
             Self::RunBisect { .. } => "run.bisect",
             Self::TaskReverted { .. } => "task.reverted",
             Self::RunRevertFailed { .. } => "run.revert_failed",
+            Self::Deploy(d) => d.kind(),
         }
     }
 

@@ -9,6 +9,7 @@ pub mod backlog;
 pub mod budget;
 pub mod config;
 pub mod decide;
+pub mod deploy;
 pub mod diag;
 pub mod event;
 pub mod expr;

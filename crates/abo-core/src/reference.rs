@@ -858,6 +858,90 @@ pub const CONFIG: &[Key] = &[
         "2",
         "How many times a `request_changes` verdict's findings go back to a next attempt; after that a high-severity finding needs approval.",
     ),
+    k(
+        "deploy",
+        Ty::Object,
+        "none",
+        "",
+        "Environments the landed base branch is deployed to (`abo deploy ENV`, or after a run's merge).",
+    ),
+    k(
+        "deploy.<name>",
+        Ty::Object,
+        "",
+        "",
+        "One environment: its commands run in a clean worktree of the landed commit, each in a gate's sandbox; one deployment at a time holds it.",
+    ),
+    k(
+        "deploy.<name>.when",
+        Ty::Enum(&["manual", "merge"]),
+        "`manual`",
+        "merge",
+        "`merge`: after a run's merge into the base branch; `manual`: only on `abo deploy ENV`.",
+    ),
+    k(
+        "deploy.<name>.network",
+        Ty::Enum(&["none", "host"]),
+        "`none`",
+        "host",
+        "The network the environment's commands get.",
+    ),
+    k(
+        "deploy.<name>.plan",
+        Ty::Str,
+        "none",
+        "terraform plan -no-color",
+        "Run first; its output is shown with the approval of the deployment's start.",
+    ),
+    k(
+        "deploy.<name>.canary",
+        Ty::Str,
+        "",
+        "./ops/deploy canary",
+        "Starts the canary.",
+    ),
+    k(
+        "deploy.<name>.check",
+        Ty::Str,
+        "",
+        "./healthy.sh",
+        "The SLO check over the canary's window: a command (exit 0 = healthy; or `{ run, for, every }`) or `{ prometheus: { url, query, max | min, for, every } }`, an instant query sampled at the window's start and every `every`; one unhealthy or unanswered sample rolls back.",
+    ),
+    k(
+        "deploy.<name>.promote",
+        Ty::Str,
+        "",
+        "./ops/deploy promote",
+        "Promotes the canary once the window held (by itself at A5, after approval at A4 and below).",
+    ),
+    k(
+        "deploy.<name>.rollback",
+        Ty::Str,
+        "",
+        "./ops/deploy rollback",
+        "Undoes the canary: after an unhealthy check, a failed command or a rejected promotion.",
+    ),
+    k(
+        "deploy.<name>.timeout",
+        Ty::Dur,
+        "`10m`",
+        "5m",
+        "Each command's time limit.",
+    ),
+    k(
+        "deploy.<name>.lock_ttl",
+        Ty::Dur,
+        "`30s`",
+        "1m",
+        "The environment lock's lease, renewed every third of it; a crashed holder's lock frees when it expires.",
+    ),
+    k(
+        "deploy.<name>.approval_timeout",
+        Ty::Dur,
+        "`1h`",
+        "30m",
+        "How long a deployment waits for a person; then it gives up (a waiting canary is rolled back).",
+    ),
     k("notify", Ty::Object, "", "", "Who hears about runs."),
     k(
         "notify.webhooks",
@@ -1382,6 +1466,12 @@ mod tests {
                 format!("version: 1\nsandbox: {{ limits: {{ {z} }} }}\n"),
             ),
             ("landing", format!("version: 1\nlanding: {{ {z} }}\n")),
+            (
+                "deploy.<name>",
+                format!(
+                    "version: 1\ndeploy: {{ x: {{ canary: a, check: b, promote: c, rollback: d, {z} }} }}\n"
+                ),
+            ),
             ("notify", format!("version: 1\nnotify: {{ {z} }}\n")),
             (
                 "notify.webhooks",
@@ -1559,6 +1649,13 @@ mod tests {
                 "{ critic: { kind: command, run: 'true' }, local: { kind: command, run: 'true' } }",
             );
             fill(doc, &["review"], "{ backends: [critic] }");
+        }
+        if path.starts_with("deploy.<name>.") {
+            fill(
+                doc,
+                &["deploy", "x"],
+                "{ canary: a, check: b, promote: c, rollback: d }",
+            );
         }
         if path == "landing.verify" {
             fill(doc, &[], "{ gates: [{ name: e2e, run: 'true' }] }");

@@ -15,6 +15,11 @@ pub struct Spread {
     pub p90_s: Option<f64>,
 }
 
+/// The spread of durations given in milliseconds.
+pub fn spread_ms(ms: Vec<i64>) -> Spread {
+    spread(ms)
+}
+
 fn spread(mut ms: Vec<i64>) -> Spread {
     ms.sort_unstable();
     let pick = |q: f64| -> Option<f64> {
@@ -53,8 +58,9 @@ pub struct Report {
     pub tasks_denied: u32,
     /// Task ready to landed.
     pub lead_time: Spread,
-    /// Landed changes reverted by `landing.verify`, among changes landed; unknown (null) unless
-    /// some run in the period verified its branch (only then are reverts observed).
+    /// Changes that failed among changes made: landed changes reverted by `landing.verify` (counted
+    /// once some run in the period verified its branch: only then are reverts observed) and
+    /// deployments rolled back among those that ended. Unknown (null) when neither was observed.
     pub change_failure_rate: Option<f64>,
     /// Changes reverted by `landing.verify` in the period.
     pub tasks_reverted: u32,
@@ -76,6 +82,8 @@ pub struct Report {
     pub flaky_rate: Option<f64>,
     /// The tests seen flaky most often in the period: (gate, test, times).
     pub flaky_tests: Vec<(String, String, u32)>,
+    /// Deployments, rollbacks, their change failure rate and time to restore.
+    pub deploys: crate::deploy::DeployFigures,
 }
 
 type Key = (RunId, TaskId);
@@ -101,8 +109,18 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     // Each run branch failing its verify since then (first failure), and the restores measured.
     let mut failing: BTreeMap<RunId, i64> = BTreeMap::new();
     let (mut verified, mut restores) = (false, Vec::new());
+    r.deploys = crate::deploy::figures(events.iter().filter(|e| e.event.at >= since).filter_map(
+        |e| match &e.event.body {
+            EventBody::Deploy(d) => Some(d),
+            _ => None,
+        },
+    ));
     for e in events.iter().filter(|e| e.event.at >= since) {
         let ev = &e.event;
+        if let EventBody::Deploy(_) = ev.body {
+            // A deployment is not a run (`abo deploy ENV` has its own id as the event's run).
+            continue;
+        }
         runs.insert(ev.run.clone());
         let key = || {
             (
@@ -204,9 +222,26 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
         }
     }
     r.runs = runs.len();
+    // Restores: a failing verify to its revert, a failing deployment check to its rollback's end.
+    restores.extend(
+        events
+            .iter()
+            .filter(|e| e.event.at >= since)
+            .filter_map(|e| match &e.event.body {
+                EventBody::Deploy(crate::deploy::DeployEvent::RolledBack { restore_ms, .. }) => {
+                    Some(i64::try_from(*restore_ms).unwrap_or(i64::MAX))
+                }
+                _ => None,
+            }),
+    );
     r.time_to_restore = spread(restores);
-    if verified && r.tasks_landed > 0 {
-        r.change_failure_rate = Some(f64::from(r.tasks_reverted) / f64::from(r.tasks_landed));
+    let (mut failed, mut made) = (r.deploys.rolled_back, r.deploys.promoted + r.deploys.rolled_back);
+    if verified {
+        failed += r.tasks_reverted;
+        made += r.tasks_landed;
+    }
+    if verified || made > 0 {
+        r.change_failure_rate = (made > 0).then(|| f64::from(failed) / f64::from(made));
     }
     r.lead_time = spread(leads);
     if r.tasks_landed > 0 {

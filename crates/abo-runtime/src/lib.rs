@@ -9,6 +9,7 @@ pub mod change;
 pub mod confined;
 pub mod context;
 pub mod create;
+pub mod deploy;
 pub mod effects;
 pub mod egress;
 pub mod engine;

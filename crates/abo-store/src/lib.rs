@@ -10,6 +10,7 @@
 mod batch;
 mod knowledge;
 mod glance;
+mod deploy_lock;
 mod project;
 mod schema;
 mod work;
@@ -29,6 +30,7 @@ use project::Fold;
 
 pub use knowledge::{KnowledgeBlob, KnowledgeDoc};
 pub use glance::AlertRow;
+pub use deploy_lock::DeployLock;
 pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]

@@ -284,7 +284,8 @@ impl<'a> Fold<'a> {
             | EventBody::RunVerify { .. }
             | EventBody::RunBisect { .. }
             | EventBody::RunRevertFailed { .. }
-            | EventBody::TaskReview { .. } => {}
+            | EventBody::TaskReview { .. }
+            | EventBody::Deploy(_) => {}
             EventBody::TaskReverted { reason, .. } => {
                 self.status(run, task, TaskStatus::Reverted, Some(reason.clone()));
             }

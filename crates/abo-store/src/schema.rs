@@ -283,6 +283,15 @@ const MIGRATIONS: &[&str] = &[
     // and a task's own events, for its page (both read without scanning a large run's log).
     "CREATE INDEX events_kind_ts ON events (kind, ts);
     CREATE INDEX events_task ON events (run, task, seq);",
+    // 12: each deployment environment's lock, a lease renewed by its holder.
+    "CREATE TABLE deploy_locks (
+        environment TEXT PRIMARY KEY,
+        deployment  TEXT NOT NULL,
+        host        TEXT NOT NULL,
+        pid         INTEGER NOT NULL,
+        acquired    INTEGER NOT NULL,
+        expires     INTEGER NOT NULL
+    );",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

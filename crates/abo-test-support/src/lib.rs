@@ -15,6 +15,7 @@ pub mod agents;
 pub mod model_server;
 pub mod model_server_openai;
 pub mod pg;
+pub mod prometheus;
 pub mod smtp;
 pub mod stub;
 

@@ -3,6 +3,7 @@
 //! throughputs the median of repeated runs with min and max.
 
 mod heal;
+mod deploy;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -717,6 +718,10 @@ pub(crate) async fn bench(
     if want("knowledge") {
         note("the knowledge index: build, update, a prompt's context");
         out["detail"]["knowledge"] = crate::bench_knowledge::figures(d, quick).await?;
+    }
+    if want("deploy") {
+        note("deploy: a failing check to the rollback's end");
+        out["detail"]["deploy_rollback"] = deploy::rollback(d, if quick { 3 } else { 10 }).await?;
     }
 
     if cli.json {

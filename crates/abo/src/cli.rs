@@ -121,6 +121,15 @@ pub(crate) enum Cmd {
         #[arg(long)]
         run: Option<String>,
     },
+    /// Deploy the base branch's head to an environment of abo.yml's `deploy:` (its canary, the
+    /// SLO check, then promotion or rollback, as the `deploy` autonomy level and policy allow).
+    Deploy {
+        /// The environment's name.
+        env: String,
+        /// The autonomy profile (default: the config's).
+        #[arg(long)]
+        profile: Option<String>,
+    },
     /// KPIs from the event log: lead time, attempts, gate pass rate, cost, per-backend figures.
     Report {
         /// How far back, e.g. 7d, 24h.
@@ -215,8 +224,9 @@ pub(crate) enum Cmd {
         /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
         /// (repository size), knowledge (the index on 500 and 50,000 files), bisect
         /// (`landing.verify` healing 16 landed commits), dashboard (page weight and time of a
-        /// 10-task and a 10,000-task run); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "knowledge", "bisect", "dashboard"])]
+        /// 10-task and a 10,000-task run), deploy (a failing check to the rollback's end);
+        /// comma-separated, the others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files", "knowledge", "bisect", "dashboard", "deploy"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.

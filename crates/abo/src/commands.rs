@@ -205,7 +205,18 @@ async fn drive(cli: &Cli, ctx: &Arc<Ctx>, id: &RunId, start: Start) -> anyhow::R
         say_raw!("\n{}", status::render(&view));
         say!("{}", next_steps(&state));
     }
-    Ok(exit::for_run(&state))
+    let code = exit::for_run(&state);
+    // Environments that deploy after a merge into the base branch (`deploy.*.when: merge`).
+    if code == exit::OK {
+        let (config, config_path) = load::config(&ctx.root, cli.config.as_deref())?;
+        if let Some(deployed) =
+            crate::deploy::after_merge(ctx, &ctx.root, &config, config_path.as_deref(), &state)
+                .await?
+        {
+            return Ok(deployed);
+        }
+    }
+    Ok(code)
 }
 
 /// SIGINT or SIGTERM: the run pauses, everything running for it is killed, and abo exits 4
@@ -281,17 +292,41 @@ fn cap_change(c: &CapArgs) -> anyhow::Result<abo_core::budget::CapChange> {
 
 pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
     let env = env(cli).await?;
+    if run.is_none() && env.ctx.store.latest_run().await?.is_none() {
+        // No run yet, but deployments may hold their environments' locks.
+        let locks = crate::deploy::lock_lines(&env.ctx).await?;
+        if cli.json {
+            say_json!(serde_json::json!({
+                "run": null,
+                "deploy_locks": crate::deploy::locks_json(&env.ctx).await?,
+            }));
+        } else if locks.is_empty() {
+            say!("no runs yet");
+        } else {
+            say_raw!("{}\n", locks.join("\n"));
+        }
+        return Ok(exit::OK);
+    }
     let view = status::view(&env.ctx, run).await?;
     if cli.json {
-        say_json!(status::to_json(&view));
+        let mut v = status::to_json(&view);
+        v["deploy_locks"] = crate::deploy::locks_json(&env.ctx).await?;
+        say_json!(v);
     } else {
         say_raw!("{}", status::render(&view));
+        let locks = crate::deploy::lock_lines(&env.ctx).await?;
+        if !locks.is_empty() {
+            say_raw!("\n{}\n", locks.join("\n"));
+        }
     }
     Ok(exit::OK)
 }
 
 pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow::Result<u8> {
     let env = env(cli).await?;
+    if let Some(id) = run.filter(|r| r.starts_with("deploy-")) {
+        return crate::deploy::events(cli, &env.ctx, id).await;
+    }
     let row = status::find_run(&env.ctx.store, run).await?;
     let mut after = 0;
     loop {
@@ -547,8 +582,9 @@ pub(crate) async fn init(cli: &Cli, force: bool) -> anyhow::Result<u8> {
 pub(crate) async fn approvals(cli: &Cli) -> anyhow::Result<u8> {
     let env = env(cli).await?;
     let pending = env.ctx.store.pending_approvals().await?;
+    let deploys = crate::deploy::pending(&env.ctx).await?;
     if cli.json {
-        let items: Vec<serde_json::Value> = pending
+        let mut items: Vec<serde_json::Value> = pending
             .iter()
             .map(|a| {
                 serde_json::json!({
@@ -557,8 +593,14 @@ pub(crate) async fn approvals(cli: &Cli) -> anyhow::Result<u8> {
                 })
             })
             .collect();
+        items.extend(deploys.iter().map(|d| {
+            serde_json::json!({
+                "id": d.deployment, "run": d.run, "action": "deploy", "environment": d.environment,
+                "step": d.step, "reasons": d.reasons, "plan": d.plan,
+            })
+        }));
         say_json!(serde_json::Value::Array(items));
-    } else if pending.is_empty() {
+    } else if pending.is_empty() && deploys.is_empty() {
         say!("no approvals waiting");
     } else {
         for a in &pending {
@@ -572,6 +614,23 @@ pub(crate) async fn approvals(cli: &Cli) -> anyhow::Result<u8> {
             );
             for r in &a.reasons {
                 say!("    - {r}");
+            }
+        }
+        for d in &deploys {
+            say!(
+                "{}  deploy to {} ({:?})",
+                d.deployment,
+                d.environment,
+                d.step
+            );
+            for r in &d.reasons {
+                say!("    - {r}");
+            }
+            if let Some(p) = &d.plan {
+                say!("    plan:");
+                for l in p.lines() {
+                    say!("      {l}");
+                }
             }
         }
         say!("\ndecide with: abo approve ID --reason TEXT, or abo reject ID --reason TEXT");
@@ -598,6 +657,9 @@ pub(crate) async fn decide(
             .into());
     }
     let env = env(cli).await?;
+    if id.starts_with("deploy-") {
+        return crate::deploy::decide(&env.ctx, id, reason, approve).await;
+    }
     let (a, sent) = request_decision(&env.ctx, id, reason, approve).await?;
     let verb = if approve { "approve" } else { "reject" };
     if sent {
@@ -773,11 +835,23 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
         "  gates passed at attempt 1     {}",
         ratio(r.first_attempt_gate_pass_rate)
     );
+    let d = &r.deploys;
+    say!(
+        "  deployments                   {} ({} promoted, {} rolled back)",
+        d.deployments,
+        d.promoted,
+        d.rolled_back
+    );
     say!(
         "  change failure rate           {}",
         r.change_failure_rate.map_or_else(
-            || "- (no run verified its branch: set landing.verify)".to_owned(),
-            |c| format!("{:.0}% ({} reverted)", c * 100.0, r.tasks_reverted)
+            || "- (no run verified its branch and no deployment ended)".to_owned(),
+            |c| format!(
+                "{:.0}% ({} reverted, {} deployments rolled back)",
+                c * 100.0,
+                r.tasks_reverted,
+                d.rolled_back
+            )
         )
     );
     say!(

@@ -11,6 +11,7 @@ mod context_cmd;
 mod daemon;
 mod demo;
 mod digest;
+mod deploy;
 mod doctor;
 mod exit;
 mod load;
@@ -108,6 +109,7 @@ async fn dispatch(cli: &Cli) -> anyhow::Result<u8> {
         Cmd::Token { cmd } => serve::token(cli, cmd).await,
         Cmd::Approvals => commands::approvals(cli).await,
         Cmd::Verify { commit } => commands::verify(cli, commit).await,
+        Cmd::Deploy { env, profile } => deploy::deploy(cli, env, profile.as_deref()).await,
         Cmd::Report { since } => commands::report(cli, since).await,
         Cmd::Summary { since, notify } => commands::summary(cli, since, *notify).await,
         Cmd::Approve { id, reason } => commands::decide(cli, id, reason.as_deref(), true).await,

@@ -366,6 +366,7 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             until.to_rfc3339()
         ),
         EventBody::BackendReleased { backend } => format!("backend {backend} released"),
+        EventBody::Deploy(d) => crate::deploy::describe(d),
     };
     Some(line)
 }

@@ -145,6 +145,8 @@ conformance!(
     concurrent_workers_never_claim_one_job_twice,
     artifacts_are_shared_by_content,
     flaky_tests_are_a_projection_of_the_log,
+    deploy_locks_take_turns_and_expire,
+    one_deploy_lock_holder_under_concurrent_takers,
     baselines_are_kept_by_repository_tree_and_gate,
     knowledge_is_kept_by_blob_and_commit,
 );
@@ -1230,4 +1232,118 @@ async fn knowledge_is_kept_by_blob_and_commit(db: Db) {
             .unwrap()
             .is_empty()
     );
+}
+
+fn lock(env: &str, deployment: &str, pid: u32, at: i64, ttl: i64) -> abo_store::DeployLock {
+    abo_store::DeployLock {
+        environment: env.into(),
+        deployment: deployment.into(),
+        host: "h".into(),
+        pid,
+        acquired: Timestamp(at),
+        expires: Timestamp(at + ttl),
+    }
+}
+
+async fn deploy_locks_take_turns_and_expire(db: Db) {
+    let (a, b) = (db.open().await, db.open().await);
+    let first = lock("prod", "d1", 1, 1000, 500);
+    assert_eq!(
+        a.take_deploy_lock(&first, Timestamp(1000), None)
+            .await
+            .unwrap(),
+        None
+    );
+    // Another process, another deployment: refused, and told who holds it.
+    let second = lock("prod", "d2", 2, 1100, 500);
+    assert_eq!(
+        b.take_deploy_lock(&second, Timestamp(1100), None)
+            .await
+            .unwrap(),
+        Some(first.clone())
+    );
+    // Another environment is free.
+    assert_eq!(
+        b.take_deploy_lock(&lock("staging", "d3", 2, 1100, 500), Timestamp(1100), None)
+            .await
+            .unwrap(),
+        None
+    );
+    // The holder renews; the lock is still refused after the first expiry.
+    assert!(
+        a.renew_deploy_lock("prod", "d1", Timestamp(2000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        b.take_deploy_lock(&second, Timestamp(1600), None)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // Its holder crashed: once its lease expires, the next one takes it.
+    let later = lock("prod", "d2", 2, 2001, 500);
+    assert_eq!(
+        b.take_deploy_lock(&later, Timestamp(2001), None)
+            .await
+            .unwrap(),
+        None
+    );
+    // The old holder can neither renew nor release the new holder's lock.
+    assert!(
+        !a.renew_deploy_lock("prod", "d1", Timestamp(3000))
+            .await
+            .unwrap()
+    );
+    a.release_deploy_lock("prod", "d1").await.unwrap();
+    let held = b.deploy_locks().await.unwrap();
+    assert_eq!(
+        held.iter()
+            .map(|l| (l.environment.as_str(), l.deployment.as_str()))
+            .collect::<Vec<_>>(),
+        [("prod", "d2"), ("staging", "d3")]
+    );
+    // A holder found dead frees its lock at once.
+    let third = lock("prod", "d4", 3, 2100, 500);
+    assert_eq!(
+        a.take_deploy_lock(&third, Timestamp(2100), Some("d2"))
+            .await
+            .unwrap(),
+        None
+    );
+    a.release_deploy_lock("prod", "d4").await.unwrap();
+    assert_eq!(b.deploy_locks().await.unwrap().len(), 1);
+}
+
+async fn one_deploy_lock_holder_under_concurrent_takers(db: Db) {
+    let stores = futures_stores(&db, 6).await;
+    let mut tasks = Vec::new();
+    for (i, s) in stores.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let l = lock(
+                "prod",
+                &format!("d{i}"),
+                u32::try_from(i).unwrap(),
+                10,
+                1000,
+            );
+            s.take_deploy_lock(&l, Timestamp(10), None)
+                .await
+                .unwrap()
+                .is_none()
+        }));
+    }
+    let mut won = 0;
+    for t in tasks {
+        won += u32::from(t.await.unwrap());
+    }
+    assert_eq!(won, 1);
+}
+
+async fn futures_stores(db: &Db, n: usize) -> Vec<Store> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(db.open().await);
+    }
+    out
 }

@@ -13,6 +13,7 @@ mod budget;
 mod control;
 mod crash;
 mod docs;
+mod deploy;
 mod errors;
 mod golden;
 mod heal;
