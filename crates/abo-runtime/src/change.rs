@@ -132,6 +132,8 @@ const DIFF: &[&str] = &[
 struct FileDiff {
     path: String,
     status: &'static str,
+    /// Its new mode is a symbolic link's (120000).
+    link: bool,
     binary: bool,
     added: Vec<(usize, String)>,
     removed: Vec<String>,
@@ -177,6 +179,7 @@ fn parse(out: &str) -> Result<Vec<FileDiff>, GitError> {
         files.push(FileDiff {
             path: path.to_owned(),
             status,
+            link: meta.split(' ').nth(1) == Some("120000"),
             ..Default::default()
         });
     }
@@ -298,8 +301,14 @@ fn range(s: &str, sign: char) -> Option<(usize, usize)> {
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
     git.stage(wt, true).await?;
     let out = git.run_in(wt, DIFF).await?;
-    let mut change = from_files(parse(&out)?, scanner);
-    links::mark(git, wt, &mut change.files).await?;
+    let files = parse(&out)?;
+    let links: Vec<String> = files
+        .iter()
+        .filter(|f| f.link)
+        .map(|f| f.path.clone())
+        .collect();
+    let mut change = from_files(files, scanner);
+    links::mark(git, wt, &mut change.files, &links).await?;
     if change.comments_only && !comments_stay_comments(wt, &change.files) {
         change.comments_only = false;
     }

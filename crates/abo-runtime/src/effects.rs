@@ -685,13 +685,19 @@ async fn start_attempt(
     if let Err(e) = std::fs::create_dir_all(&scratch) {
         return fail(format!("could not create {}: {e}", scratch.display()));
     }
-    let head = match ctx.git.branch_head(&spec.branch).await {
-        Ok(Some(h)) => h,
-        Ok(None) => return fail(format!("the run branch {} is missing", spec.branch)),
-        Err(e) => return fail(format!("could not read the run branch: {e}")),
-    };
-    if let Err(e) = ctx.git.add_worktree(&wt, &attempt.branch(), &head).await {
-        return fail(format!("could not create the worktree: {e}"));
+    // From the run branch as git reads it while adding the worktree (one git process); what went
+    // wrong is looked into only when it fails.
+    let start = format!("refs/heads/{}", spec.branch);
+    if let Err(e) = ctx
+        .git
+        .add_worktree_from(&wt, &attempt.branch(), &start)
+        .await
+    {
+        return match ctx.git.branch_head(&spec.branch).await {
+            Ok(None) => fail(format!("the run branch {} is missing", spec.branch)),
+            Err(e) => fail(format!("could not read the run branch: {e}")),
+            Ok(Some(_)) => fail(format!("could not create the worktree: {e}")),
+        };
     }
     let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let job = backends::Job {
@@ -1040,8 +1046,8 @@ async fn land(
     task: &TaskSpec,
     attempt: &AttemptId,
 ) -> Result<LandOutcome, String> {
-    let commit = commit_attempt(ctx, task, attempt).await?;
-    land_commit(ctx, spec, task, attempt, &commit).await
+    let (commit, base) = commit_attempt_on(ctx, task, attempt).await?;
+    land_commit_on(ctx, spec, task, attempt, &commit, &base).await
 }
 
 /// Commits the attempt in its worktree (once: a commit already made for it is reused) and
@@ -1051,21 +1057,28 @@ pub(crate) async fn commit_attempt(
     task: &TaskSpec,
     attempt: &AttemptId,
 ) -> Result<CommitSha, String> {
+    Ok(commit_attempt_on(ctx, task, attempt).await?.0)
+}
+
+/// [`commit_attempt`], with the commit the attempt's commit was made on.
+async fn commit_attempt_on(
+    ctx: &Ctx,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+) -> Result<(CommitSha, CommitSha), String> {
     let wt = ctx.worktree(attempt);
     let git = &ctx.git;
-    let head = git
-        .run_in(&wt, &["rev-parse", "HEAD"])
+    // The worktree's commit, its parent and its trailers, read at once.
+    let (head, parent, trailers) = git
+        .head_of(&wt)
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
-    let head = CommitSha::new(head.trim());
     // A commit this attempt made already (abo stopped between commit and landing): its own run's
     // trailers, never another run's commit for the same task that the base may hold.
-    let already = git
-        .abo_trailers(head.as_str())
-        .await
-        .is_ok_and(|t| t.is(&attempt.run, &task.id) && t.attempt == Some(attempt.attempt));
-    let commit = if already {
-        head
+    let already = trailers.is(&attempt.run, &task.id) && trailers.attempt == Some(attempt.attempt);
+    let (commit, base) = if already {
+        let base = parent.ok_or_else(|| format!("landing failed: {head} has no parent"))?;
+        (head, base)
     } else {
         let mut message = vec![task.title.clone()];
         if !task.description.trim().is_empty() {
@@ -1075,16 +1088,14 @@ pub(crate) async fn commit_attempt(
             "Abo-Run: {}\nAbo-Task: {}\nAbo-Attempt: {}",
             attempt.run, task.id, attempt.attempt
         ));
-        git.commit_all(&wt, &message)
+        let commit = git
+            .commit_all(&wt, &message)
             .await
-            .map_err(|e| format!("could not commit the attempt: {e}"))?
+            .map_err(|e| format!("could not commit the attempt: {e}"))?;
+        (commit, head)
     };
-    let base = git
-        .rev_parse(&format!("{commit}^"))
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?;
     crate::cache::record(ctx, attempt, &base, &commit).await;
-    Ok(commit)
+    Ok((commit, base))
 }
 
 /// Lands a committed attempt on the run branch: fast-forward when the branch has not moved since
@@ -1097,12 +1108,44 @@ pub(crate) async fn land_commit(
     attempt: &AttemptId,
     commit: &CommitSha,
 ) -> Result<LandOutcome, String> {
-    let git = &ctx.git;
-    let commit = commit.clone();
-    let base = git
+    let base = ctx
+        .git
         .rev_parse(&format!("{commit}^"))
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
+    land_commit_on(ctx, spec, task, attempt, commit, &base).await
+}
+
+/// [`land_commit`] of a commit made on `base`. When the run branch has not moved since the
+/// attempt started, and its keeper ref is where the branch is, both move in one `update-ref`
+/// transaction that checks each is still where it was (the common case: one git process);
+/// otherwise, or when that check fails, the branch and the keeper are read and judged one by one.
+async fn land_commit_on(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+    commit: &CommitSha,
+    base: &CommitSha,
+) -> Result<LandOutcome, String> {
+    let git = &ctx.git;
+    let commit = commit.clone();
+    let base = base.clone();
+    if git.is_checked_out(&spec.branch) == Some(false) {
+        let branch = format!("refs/heads/{}", spec.branch);
+        let keeper = keeper_ref(&attempt.run);
+        let moves = [
+            (branch.as_str(), &commit, &base),
+            (keeper.as_str(), &commit, &base),
+        ];
+        if git
+            .move_refs("abo: land", &moves)
+            .await
+            .map_err(|e| format!("landing failed: {e}"))?
+        {
+            return Ok(LandOutcome::Landed { commit });
+        }
+    }
     let run_head = git
         .branch_head(&spec.branch)
         .await

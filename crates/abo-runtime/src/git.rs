@@ -263,11 +263,22 @@ impl Git {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<process::Outcome> {
+        self.raw_with_input(cwd, args, env, None).await
+    }
+
+    /// [`Git::raw`] with `input` written to git's stdin.
+    async fn raw_with_input(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        input: Option<&[u8]>,
+    ) -> Result<process::Outcome> {
         let mut cleared = 0;
         loop {
             let out = {
                 let _held = self.repo.shared().await;
-                self.raw_unlocked(cwd, args, env).await?
+                self.raw_unlocked_input(cwd, args, env, input).await?
             };
             if out.exit == Some(0) || cleared >= 3 {
                 return Ok(out);
@@ -370,7 +381,18 @@ impl Git {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<process::Outcome> {
+        self.raw_unlocked_input(cwd, args, env, None).await
+    }
+
+    async fn raw_unlocked_input(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        input: Option<&[u8]>,
+    ) -> Result<process::Outcome> {
         let mut spec = Spec::new("git", cwd).args(hardened_args(args));
+        spec.input = input.map(<[u8]>::to_vec);
         spec.env_remove = GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()).collect();
         if let Some(dir) = self.pinned_git_dir(cwd) {
             spec.env
@@ -424,6 +446,31 @@ impl Git {
             args: args.join(" "),
             message,
         }
+    }
+
+    /// The entries of worktree `wt`'s index (`git ls-files --stage`): read from the index file in
+    /// the worktree's git directory (found from the repository's bookkeeping, as for every git
+    /// call) when [`index`] can, otherwise from `git ls-files`.
+    pub async fn index_entries(&self, wt: &Path) -> Result<Vec<index::Entry>> {
+        if let Some(dir) = self.pinned_git_dir(wt)
+            && let Some(entries) = index::read(&dir.join("index"), self.hash_len())
+        {
+            return Ok(entries);
+        }
+        let out = self.run_in(wt, &["ls-files", "--stage", "-z"]).await?;
+        Ok(index::from_ls_files(&out))
+    }
+
+    /// Bytes of an object name in this repository: 32 when its configuration names SHA-256.
+    fn hash_len(&self) -> usize {
+        let config = common_dir(&self.root)
+            .and_then(|c| std::fs::read_to_string(c.join("config")).ok())
+            .unwrap_or_default();
+        let sha256 = config.lines().any(|l| {
+            let l = l.trim().to_ascii_lowercase();
+            l.starts_with("objectformat") && l.contains("sha256")
+        });
+        if sha256 { 32 } else { 20 }
     }
 
     /// The top level of the repository containing `dir`.
@@ -507,10 +554,11 @@ impl Git {
         Ok(())
     }
 
+    /// Deletes `branch` (and its reflog); a missing one is fine. One git process.
     pub async fn delete_branch(&self, branch: &str) -> Result<()> {
-        if self.branch_head(branch).await?.is_some() {
-            self.run(&["branch", "-D", branch]).await?;
-        }
+        let r = format!("refs/heads/{branch}");
+        self.run(&["update-ref", "-m", "abo: delete", "-d", &r])
+            .await?;
         Ok(())
     }
 
@@ -528,12 +576,26 @@ impl Git {
 
     /// A fresh worktree at `path` on a new `branch` from `at` (anything left there before is removed).
     pub async fn add_worktree(&self, path: &Path, branch: &str, at: &CommitSha) -> Result<()> {
+        self.add_worktree_from(path, branch, at.as_str()).await
+    }
+
+    /// A fresh worktree at `path` on `branch`, made (or reset, when a killed attempt left it) at
+    /// `start`, a commit or a full ref name that git resolves as it adds: one git process.
+    pub async fn add_worktree_from(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
         let _guard = self.worktrees.lock().await;
         let p = path.to_string_lossy();
-        let add = ["worktree", "add", "--quiet", "-b", branch, &p, at.as_str()];
+        let add = [
+            "worktree",
+            "add",
+            "--quiet",
+            "--no-track",
+            "-B",
+            branch,
+            &p,
+            start,
+        ];
         let fresh = || async {
             self.remove_worktree_locked(path).await?;
-            self.delete_branch(branch).await?;
             self.run(&add).await.map(drop)
         };
         if fresh().await.is_err() {
@@ -622,16 +684,14 @@ impl Git {
     /// the index holds are left out by pathspec: `git add` would start a git in each nested
     /// repository (see the module's documentation). The one `git add` abo runs.
     pub async fn stage(&self, wt: &Path, intent_only: bool) -> Result<()> {
-        let index = self.run_in(wt, &["ls-files", "--stage", "-z"]).await?;
-        // `MODE OBJECT STAGE\tPATH`; an intent-to-add gitlink (a new nested repository) names
-        // the empty blob, and `add` stages it without starting git in it.
-        let excluded: Vec<String> = index
-            .split('\0')
-            .filter_map(|e| {
-                let (meta, path) = e.split_once('\t')?;
-                (meta.starts_with("160000 ") && !EMPTY_BLOB.iter().any(|b| meta.contains(b)))
-                    .then(|| format!(":(exclude,literal){path}"))
-            })
+        // An intent-to-add gitlink (a new nested repository) names the empty blob, and `add`
+        // stages it without starting git in it.
+        let excluded: Vec<String> = self
+            .index_entries(wt)
+            .await?
+            .iter()
+            .filter(|e| e.is_gitlink() && !EMPTY_BLOB.contains(&e.object.as_str()))
+            .map(|e| format!(":(exclude,literal){}", e.path))
             .collect();
         let mut args = vec!["add", "--all"];
         if intent_only {
@@ -663,6 +723,73 @@ impl Git {
         self.run_in(wt, &args).await?;
         let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
         Ok(CommitSha::new(head.trim()))
+    }
+
+    /// The commit checked out in worktree `wt`, its first parent and abo's trailers on it, in one
+    /// call.
+    pub async fn head_of(&self, wt: &Path) -> Result<(CommitSha, Option<CommitSha>, AboTrailers)> {
+        let format = format!("{TRAILERS_FORMAT}%x09%P");
+        let out = self.run_in(wt, &["log", "-1", &format, "HEAD"]).await?;
+        let line = out.lines().next().unwrap_or_default();
+        let (sha, trailers) = AboTrailers::parse(line);
+        let parent = line
+            .rsplit('\t')
+            .next()
+            .and_then(|p| p.split(' ').next())
+            .filter(|p| !p.is_empty() && *p != sha)
+            .map(CommitSha::new);
+        Ok((CommitSha::new(sha), parent, trailers))
+    }
+
+    /// Moves refs all at once or not at all (`git update-ref --stdin`): each `(ref, new, old)`
+    /// only if the ref is at `old` now. Whether it moved them (`false`: some ref was elsewhere,
+    /// or missing, and none moved).
+    pub async fn move_refs(
+        &self,
+        message: &str,
+        moves: &[(&str, &CommitSha, &CommitSha)],
+    ) -> Result<bool> {
+        let mut input = String::new();
+        for (r, new, old) in moves {
+            if [r, new.as_str(), old.as_str()]
+                .iter()
+                .any(|f| f.is_empty() || f.contains(['\n', ' ', '\0']))
+            {
+                return Ok(false);
+            }
+            input.push_str(&format!("update {r} {new} {old}\n"));
+        }
+        let args = ["update-ref", "-m", message, "--stdin"];
+        let root = self.root.clone();
+        let out = self
+            .raw_with_input(&root, &args, &[], Some(input.as_bytes()))
+            .await?;
+        Ok(out.exit == Some(0))
+    }
+
+    /// Whether some worktree of the repository has `branch` checked out, read from git's own
+    /// bookkeeping (each worktree's `HEAD` in the common git directory) without starting git;
+    /// `None` when that cannot be read as plain files (then ask [`Git::checked_out_in`]).
+    pub fn is_checked_out(&self, branch: &str) -> Option<bool> {
+        let common = common_dir(&self.root)?;
+        let wanted = format!("ref: refs/heads/{branch}");
+        let on = |head: &Path| -> Option<bool> {
+            let text = std::fs::read_to_string(head).ok()?;
+            Some(text.trim_end() == wanted)
+        };
+        if on(&common.join("HEAD"))? {
+            return Some(true);
+        }
+        let Ok(dir) = std::fs::read_dir(common.join("worktrees")) else {
+            return Some(false);
+        };
+        for e in dir {
+            let e = e.ok()?;
+            if on(&e.path().join("HEAD"))? {
+                return Some(true);
+            }
+        }
+        Some(false)
     }
 
     /// abo's trailers on a commit (`Abo-Run`, `Abo-Task`, `Abo-Attempt`), in one call.
@@ -865,6 +992,7 @@ impl Git {
     }
 }
 
+pub mod index;
 pub mod repair;
 
 #[cfg(test)]

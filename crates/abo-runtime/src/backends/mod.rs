@@ -163,18 +163,15 @@ async fn patch(job: &Job<'_>, diff: &abo_core::ids::ArtifactId, file: &str) -> P
 
 /// The prompt for this attempt, redacted.
 async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prompt {
-    let tracked: Vec<String> = job
+    // The worktree's files (`git ls-files`), each path once whatever its stages.
+    let mut tracked: Vec<String> = job
         .ctx
         .git
-        .run_in(job.worktree, &["ls-files", "-z"])
+        .index_entries(job.worktree)
         .await
-        .map(|s| {
-            s.split('\0')
-                .filter(|f| !f.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|entries| entries.into_iter().map(|e| e.path).collect())
         .unwrap_or_default();
+    tracked.dedup();
     let files = prompt::relevant_files(job.task, &tracked);
     let budget = match job.backend {
         BackendSpec::Agent { context_tokens, .. } | BackendSpec::Api { context_tokens, .. } => {
