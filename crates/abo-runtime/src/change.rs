@@ -45,6 +45,8 @@ pub struct Change {
     /// Each file as the quality rules read it: test, test configuration or source, and what its
     /// lines do to tests.
     pub edits: Vec<abo_policy::measure::ChangedFile>,
+    /// The worktree's index held a gitlink when the change was read.
+    pub gitlinks: bool,
 }
 
 impl Change {
@@ -87,6 +89,25 @@ impl Latest {
     }
 
     pub fn take(&self, attempt: &AttemptId) -> Option<Change> {
+        self.0.lock().ok()?.remove(attempt)
+    }
+}
+
+/// The attempts whose change this process read last in their worktree (staged intent-to-add,
+/// nothing run there since) and has not committed, with the commit the change was read against:
+/// such an attempt commits in one `git commit --all`, its parent known. Any other (abo restarted,
+/// a gate ran after the read, the index holds gitlinks) stages and checks as before.
+#[derive(Debug, Default)]
+pub struct Staged(Mutex<HashMap<AttemptId, abo_core::ids::CommitSha>>);
+
+impl Staged {
+    pub fn put(&self, attempt: &AttemptId, on: abo_core::ids::CommitSha) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(attempt.clone(), on);
+        }
+    }
+
+    pub fn take(&self, attempt: &AttemptId) -> Option<abo_core::ids::CommitSha> {
         self.0.lock().ok()?.remove(attempt)
     }
 }
@@ -299,7 +320,7 @@ fn range(s: &str, sign: char) -> Option<(usize, usize)> {
 /// views (every git command in a fresh worktree re-reads its files: git cannot trust their times
 /// yet, so one diff is much cheaper than three).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
-    git.stage(wt, true).await?;
+    let gitlinks = git.stage(wt, true).await?;
     let out = git.run_in(wt, DIFF).await?;
     let files = parse(&out)?;
     let links: Vec<String> = files
@@ -308,6 +329,7 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
         .map(|f| f.path.clone())
         .collect();
     let mut change = from_files(files, scanner);
+    change.gitlinks = gitlinks;
     links::mark(git, wt, &mut change.files, &links).await?;
     if change.comments_only && !comments_stay_comments(wt, &change.files) {
         change.comments_only = false;

@@ -750,6 +750,11 @@ async fn start_attempt(
                 restore_redacted(ctx, &mut outcome.transcript, &redactor);
                 outcome.message = outcome.message.map(|m| redactor.redact(&m));
             }
+            if !change.gitlinks
+                && let Some(head) = ctx.git.head_in_files(&wt)
+            {
+                ctx.staged.put(attempt, head);
+            }
             ctx.changes.put(attempt, change);
         }
         Err(e) if outcome.failure.is_none() => {
@@ -939,6 +944,7 @@ async fn run_gate(
     if in_attempt {
         // The gate may have changed the worktree: what was read before it is stale.
         ctx.changes.take(attempt);
+        ctx.staged.take(attempt);
     }
     if let Ok(change) = change {
         redactor = redactor.with(change.secret_values());
@@ -1068,6 +1074,29 @@ async fn commit_attempt_on(
 ) -> Result<(CommitSha, CommitSha), String> {
     let wt = ctx.worktree(attempt);
     let git = &ctx.git;
+    let message = || {
+        let mut message = vec![task.title.clone()];
+        if !task.description.trim().is_empty() {
+            message.push(task.description.trim().to_owned());
+        }
+        message.push(format!(
+            "Abo-Run: {}\nAbo-Task: {}\nAbo-Attempt: {}",
+            attempt.run, task.id, attempt.attempt
+        ));
+        message
+    };
+    // Read and staged by this process just now, on the commit still checked out: committed as
+    // staged, in one git process.
+    if let Some(on) = ctx.staged.take(attempt)
+        && git.head_in_files(&wt).as_ref() == Some(&on)
+    {
+        let commit = git
+            .commit_tracked(&wt, &on, &message())
+            .await
+            .map_err(|e| format!("could not commit the attempt: {e}"))?;
+        crate::cache::record(ctx, attempt, &on, &commit).await;
+        return Ok((commit, on));
+    }
     // The worktree's commit, its parent and its trailers, read at once.
     let (head, parent, trailers) = git
         .head_of(&wt)
@@ -1080,16 +1109,8 @@ async fn commit_attempt_on(
         let base = parent.ok_or_else(|| format!("landing failed: {head} has no parent"))?;
         (head, base)
     } else {
-        let mut message = vec![task.title.clone()];
-        if !task.description.trim().is_empty() {
-            message.push(task.description.trim().to_owned());
-        }
-        message.push(format!(
-            "Abo-Run: {}\nAbo-Task: {}\nAbo-Attempt: {}",
-            attempt.run, task.id, attempt.attempt
-        ));
         let commit = git
-            .commit_all(&wt, &message)
+            .commit_all(&wt, &message())
             .await
             .map_err(|e| format!("could not commit the attempt: {e}"))?;
         (commit, head)
@@ -1138,8 +1159,10 @@ async fn land_commit_on(
             (branch.as_str(), &commit, &base),
             (keeper.as_str(), &commit, &base),
         ];
+        // The attempt's branch goes with it: the run branch holds its commit now.
+        let own = format!("refs/heads/{}", attempt.branch());
         if git
-            .move_refs("abo: land", &moves)
+            .move_refs("abo: land", &moves, &[(own.as_str(), &commit)])
             .await
             .map_err(|e| format!("landing failed: {e}"))?
         {
@@ -1268,6 +1291,7 @@ async fn advance(
 
 async fn cleanup(ctx: &Ctx, attempt: &AttemptId, keep: bool) -> Result<(), crate::git::GitError> {
     ctx.changes.take(attempt);
+    ctx.staged.take(attempt);
     ctx.git
         .remove_worktree(&ctx.merged_worktree(attempt))
         .await?;

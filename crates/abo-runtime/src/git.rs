@@ -557,6 +557,9 @@ impl Git {
     /// Deletes `branch` (and its reflog); a missing one is fine. One git process.
     pub async fn delete_branch(&self, branch: &str) -> Result<()> {
         let r = format!("refs/heads/{branch}");
+        if self.ref_in_files(&r) == Some(None) {
+            return Ok(());
+        }
         self.run(&["update-ref", "-m", "abo: delete", "-d", &r])
             .await?;
         Ok(())
@@ -683,12 +686,13 @@ impl Git {
     /// files are only marked intent-to-add (nothing is written to the object store). The gitlinks
     /// the index holds are left out by pathspec: `git add` would start a git in each nested
     /// repository (see the module's documentation). The one `git add` abo runs.
-    pub async fn stage(&self, wt: &Path, intent_only: bool) -> Result<()> {
+    /// Returns whether the index holds a gitlink.
+    pub async fn stage(&self, wt: &Path, intent_only: bool) -> Result<bool> {
         // An intent-to-add gitlink (a new nested repository) names the empty blob, and `add`
         // stages it without starting git in it.
-        let excluded: Vec<String> = self
-            .index_entries(wt)
-            .await?
+        let entries = self.index_entries(wt).await?;
+        let gitlinks = entries.iter().any(index::Entry::is_gitlink);
+        let excluded: Vec<String> = entries
             .iter()
             .filter(|e| e.is_gitlink() && !EMPTY_BLOB.contains(&e.object.as_str()))
             .map(|e| format!(":(exclude,literal){}", e.path))
@@ -702,12 +706,38 @@ impl Git {
             args.extend(excluded.iter().map(String::as_str));
         }
         self.run_in(wt, &args).await?;
-        Ok(())
+        Ok(gitlinks)
     }
 
     /// Commits everything in a worktree with the message's paragraphs; returns the commit.
     pub async fn commit_all(&self, wt: &Path, paragraphs: &[String]) -> Result<CommitSha> {
         self.stage(wt, false).await?;
+        self.commit_index(wt, paragraphs, false).await?;
+        let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
+        Ok(CommitSha::new(head.trim()))
+    }
+
+    /// Commits the files the index tracks, their content as the worktree holds it now
+    /// (`commit --all`: modified, deleted and intent-to-add files; nothing new is added), on
+    /// HEAD `on`; returns the commit. For an index without gitlinks, staged intent-to-add by the
+    /// summary just before (then it is [`Git::commit_all`] in one process).
+    pub async fn commit_tracked(
+        &self,
+        wt: &Path,
+        on: &CommitSha,
+        paragraphs: &[String],
+    ) -> Result<CommitSha> {
+        self.commit_index(wt, paragraphs, true).await?;
+        match self.head_in_files(wt) {
+            Some(head) if head != *on => Ok(head),
+            _ => {
+                let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
+                Ok(CommitSha::new(head.trim()))
+            }
+        }
+    }
+
+    async fn commit_index(&self, wt: &Path, paragraphs: &[String], all: bool) -> Result<()> {
         let mut args: Vec<&str> = vec![
             "-c",
             "commit.gpgsign=false",
@@ -716,13 +746,68 @@ impl Git {
             "--no-verify",
             "--allow-empty-message",
         ];
+        if all {
+            args.push("--all");
+        }
         for p in paragraphs {
             args.push("-m");
             args.push(p);
         }
         self.run_in(wt, &args).await?;
-        let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
-        Ok(CommitSha::new(head.trim()))
+        Ok(())
+    }
+
+    /// The commit a full ref name points at, read from the repository's files (a loose ref, else
+    /// `packed-refs`) without starting git: `Some(None)` when it does not exist, `None` when the
+    /// files cannot tell (a reftable repository, a symbolic ref, an unreadable file).
+    pub fn ref_in_files(&self, refname: &str) -> Option<Option<CommitSha>> {
+        let common = common_dir(&self.root)?;
+        if common.join("reftable").exists()
+            || !refname.starts_with("refs/")
+            || refname
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return None;
+        }
+        let sha = |s: &str| {
+            let s = s.trim();
+            (matches!(s.len(), 40 | 64) && s.bytes().all(|c| c.is_ascii_hexdigit()))
+                .then(|| CommitSha::new(s))
+        };
+        match std::fs::read_to_string(common.join(refname)) {
+            Ok(text) => return sha(&text).map(Some),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return None,
+            Err(_) => {}
+        }
+        let packed = match std::fs::read_to_string(common.join("packed-refs")) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(None),
+            Err(_) => return None,
+        };
+        for line in packed.lines() {
+            if let Some((s, name)) = line.split_once(' ')
+                && name == refname
+            {
+                return sha(s).map(Some);
+            }
+        }
+        Some(None)
+    }
+
+    /// The commit worktree `wt` has checked out, read from its `HEAD` in the repository's
+    /// bookkeeping and the ref that names, without starting git; `None` when the files cannot
+    /// tell.
+    pub fn head_in_files(&self, wt: &Path) -> Option<CommitSha> {
+        let admin = self.pinned_git_dir(wt)?;
+        let head = std::fs::read_to_string(admin.join("HEAD")).ok()?;
+        let head = head.trim();
+        match head.strip_prefix("ref: ") {
+            Some(r) => self.ref_in_files(r)?,
+            None => (head.len() == 40 || head.len() == 64)
+                .then(|| CommitSha::new(head))
+                .filter(|_| head.bytes().all(|c| c.is_ascii_hexdigit())),
+        }
     }
 
     /// The commit checked out in worktree `wt`, its first parent and abo's trailers on it, in one
@@ -744,20 +829,26 @@ impl Git {
     /// Moves refs all at once or not at all (`git update-ref --stdin`): each `(ref, new, old)`
     /// only if the ref is at `old` now. Whether it moved them (`false`: some ref was elsewhere,
     /// or missing, and none moved).
+    /// Each `(ref, old)` of `deletes` is deleted in the same transaction, only if it is at `old`.
     pub async fn move_refs(
         &self,
         message: &str,
         moves: &[(&str, &CommitSha, &CommitSha)],
+        deletes: &[(&str, &CommitSha)],
     ) -> Result<bool> {
+        let bad = |f: &str| f.is_empty() || f.contains(['\n', ' ', '\0']);
         let mut input = String::new();
         for (r, new, old) in moves {
-            if [r, new.as_str(), old.as_str()]
-                .iter()
-                .any(|f| f.is_empty() || f.contains(['\n', ' ', '\0']))
-            {
+            if bad(r) || bad(new.as_str()) || bad(old.as_str()) {
                 return Ok(false);
             }
             input.push_str(&format!("update {r} {new} {old}\n"));
+        }
+        for (r, old) in deletes {
+            if bad(r) || bad(old.as_str()) {
+                return Ok(false);
+            }
+            input.push_str(&format!("delete {r} {old}\n"));
         }
         let args = ["update-ref", "-m", message, "--stdin"];
         let root = self.root.clone();

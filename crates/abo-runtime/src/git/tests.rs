@@ -626,25 +626,25 @@ async fn moving_refs_moves_all_or_none() {
         ("refs/heads/x", &two, &one),
         ("refs/abo/missing", &two, &one),
     ];
-    assert!(!git.move_refs("t", &moves).await.unwrap());
+    assert!(!git.move_refs("t", &moves, &[]).await.unwrap());
     assert_eq!(head("refs/heads/x"), one.as_str());
     // One ref elsewhere: nothing moves.
     let moves = [("refs/heads/x", &two, &one), ("refs/abo/k", &two, &two)];
-    assert!(!git.move_refs("t", &moves).await.unwrap());
+    assert!(!git.move_refs("t", &moves, &[]).await.unwrap());
     assert_eq!(
         (head("refs/heads/x"), head("refs/abo/k")),
         (one.to_string(), one.to_string())
     );
     // Both where expected: both move.
     let moves = [("refs/heads/x", &two, &one), ("refs/abo/k", &two, &one)];
-    assert!(git.move_refs("t", &moves).await.unwrap());
+    assert!(git.move_refs("t", &moves, &[]).await.unwrap());
     assert_eq!(
         (head("refs/heads/x"), head("refs/abo/k")),
         (two.to_string(), two.to_string())
     );
     // What git would refuse to parse never reaches it.
     let moves = [("refs/heads/x y", &one, &two)];
-    assert!(!git.move_refs("t", &moves).await.unwrap());
+    assert!(!git.move_refs("t", &moves, &[]).await.unwrap());
     // Checked out: read from git's files as `git worktree list` reads them.
     let main = repo.git(&["symbolic-ref", "--short", "HEAD"]);
     assert_eq!(git.is_checked_out(main.trim()), Some(true));
