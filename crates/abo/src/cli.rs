@@ -187,9 +187,10 @@ pub(crate) enum Cmd {
         #[arg(long)]
         quick: bool,
         /// Measure only these figures: append, noop, dispatch, policy, reports (reading gates'
-        /// reports), baseline (its cost per task), git, concurrent, scaling (tasks), scaling-files
+        /// reports), baseline (its cost per task), git, rss (`abo run` of commands), concurrent,
+        /// scaling (tasks), scaling-files
         /// (repository size); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "concurrent", "scaling", "scaling-files"])]
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "rss", "concurrent", "scaling", "scaling-files"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.
