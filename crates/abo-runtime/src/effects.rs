@@ -1137,10 +1137,11 @@ pub(crate) async fn land_commit(
     land_commit_on(ctx, spec, task, attempt, commit, &base).await
 }
 
-/// [`land_commit`] of a commit made on `base`. When the run branch has not moved since the
-/// attempt started, and its keeper ref is where the branch is, both move in one `update-ref`
-/// transaction that checks each is still where it was (the common case: one git process);
-/// otherwise, or when that check fails, the branch and the keeper are read and judged one by one.
+/// [`land_commit`] of a commit made on `base`: the commit itself when the run branch is still at
+/// `base`, else a merged candidate. The run branch, its keeper ref and the attempt's own branch
+/// then move in one `update-ref` transaction that checks each is still where it was read (the
+/// branch and keeper read from git's files: one git process in all); when that cannot be done or
+/// fails, the branch and the keeper are read and judged one by one ([`move_run_branch`]).
 async fn land_commit_on(
     ctx: &Ctx,
     spec: &RunSpec,
@@ -1150,66 +1151,74 @@ async fn land_commit_on(
     base: &CommitSha,
 ) -> Result<LandOutcome, String> {
     let git = &ctx.git;
-    let commit = commit.clone();
-    let base = base.clone();
-    if git.is_checked_out(&spec.branch) == Some(false) {
-        let branch = format!("refs/heads/{}", spec.branch);
-        let keeper = keeper_ref(&attempt.run);
+    let failed = |e: crate::git::GitError| format!("landing failed: {e}");
+    // The run branch as git's files hold it (no git process); git reads it when they cannot tell.
+    let branch = format!("refs/heads/{}", spec.branch);
+    let run_head = match git.ref_in_files(&branch) {
+        Some(head) => head,
+        None => git.branch_head(&spec.branch).await.map_err(failed)?,
+    }
+    .ok_or_else(|| format!("the run branch {} is missing", spec.branch))?;
+    let target = if run_head == *base {
+        commit.clone()
+    } else {
+        let tree = match git
+            .merge_tree(base, &run_head, commit)
+            .await
+            .map_err(failed)?
+        {
+            Ok(tree) => tree,
+            Err(conflicts) => {
+                return Ok(LandOutcome::Failed {
+                    reason: format!(
+                        "the change conflicts with the run branch in: {}",
+                        conflicts.join(", ")
+                    ),
+                    log: None,
+                });
+            }
+        };
+        let candidate = git
+            .commit_tree_like(&tree, &run_head, commit)
+            .await
+            .map_err(failed)?;
+        if spec.settings.landing.gates_after_merge && !task.gates.is_empty() {
+            git.add_detached_worktree(&ctx.merged_worktree(attempt), &candidate)
+                .await
+                .map_err(|e| format!("could not create the merged worktree: {e}"))?;
+            return Ok(LandOutcome::Merged { candidate });
+        }
+        candidate
+    };
+    // Nothing checked out has the branch, and its keeper is where the branch is (or not made
+    // yet): the branch, the keeper and the attempt's own branch move in one transaction.
+    let keeper = keeper_ref(&attempt.run);
+    let zero = CommitSha::new("0".repeat(run_head.as_str().len()));
+    let keeper_at = match git.ref_in_files(&keeper) {
+        Some(Some(k)) if k == run_head => Some(k),
+        Some(None) => Some(zero),
+        _ => None,
+    };
+    if let Some(keeper_at) = keeper_at
+        && git.is_checked_out(&spec.branch) == Some(false)
+    {
         let moves = [
-            (branch.as_str(), &commit, &base),
-            (keeper.as_str(), &commit, &base),
+            (branch.as_str(), &target, &run_head),
+            (keeper.as_str(), &target, &keeper_at),
         ];
-        // The attempt's branch goes with it: the run branch holds its commit now.
         let own = format!("refs/heads/{}", attempt.branch());
         if git
-            .move_refs("abo: land", &moves, &[(own.as_str(), &commit)])
+            .move_refs("abo: land", &moves, &[(own.as_str(), commit)])
             .await
-            .map_err(|e| format!("landing failed: {e}"))?
+            .map_err(failed)?
         {
-            return Ok(LandOutcome::Landed { commit });
+            return Ok(LandOutcome::Landed { commit: target });
         }
     }
-    let run_head = git
-        .branch_head(&spec.branch)
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?
-        .ok_or_else(|| format!("the run branch {} is missing", spec.branch))?;
-    if run_head == base {
-        if let Err(o) = move_run_branch(ctx, spec, attempt, &commit, &base).await {
-            return Ok(o);
-        }
-        return Ok(LandOutcome::Landed { commit });
-    }
-    let tree = match git
-        .merge_tree(&base, &run_head, &commit)
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?
-    {
-        Ok(tree) => tree,
-        Err(conflicts) => {
-            return Ok(LandOutcome::Failed {
-                reason: format!(
-                    "the change conflicts with the run branch in: {}",
-                    conflicts.join(", ")
-                ),
-                log: None,
-            });
-        }
-    };
-    let candidate = git
-        .commit_tree_like(&tree, &run_head, &commit)
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?;
-    if spec.settings.landing.gates_after_merge && !task.gates.is_empty() {
-        git.add_detached_worktree(&ctx.merged_worktree(attempt), &candidate)
-            .await
-            .map_err(|e| format!("could not create the merged worktree: {e}"))?;
-        return Ok(LandOutcome::Merged { candidate });
-    }
-    if let Err(o) = move_run_branch(ctx, spec, attempt, &candidate, &run_head).await {
+    if let Err(o) = move_run_branch(ctx, spec, attempt, &target, &run_head).await {
         return Ok(o);
     }
-    Ok(LandOutcome::Landed { commit: candidate })
+    Ok(LandOutcome::Landed { commit: target })
 }
 
 /// The ref that keeps a run's landed commits reachable whatever happens to its branch: it moves
