@@ -1377,17 +1377,28 @@ fn schedule(cx: &mut Ctx<'_>) -> Waiting {
         .iter()
         .filter_map(|p| cx.state.at(*p).map(|o| o.spec.paths.clone()))
         .collect();
-    let ready: Vec<TaskId> = cx
-        .state
-        .index
-        .ready
-        .iter()
-        .filter_map(|(_, p)| id_at(cx.state, *p))
-        .collect();
-    for id in ready {
+    // Walked one at a time (each a lookup past the last), since starting a task changes the set:
+    // a decision looks at the ready tasks it starts or passes over, not at every ready task.
+    let mut last: Option<(i64, usize)> = None;
+    loop {
         if in_flight >= max {
             break;
         }
+        let next = match last {
+            None => cx.state.index.ready.first().copied(),
+            Some(l) => cx
+                .state
+                .index
+                .ready
+                .range((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))
+                .next()
+                .copied(),
+        };
+        let Some(key) = next else { break };
+        last = Some(key);
+        let Some(id) = id_at(cx.state, key.1) else {
+            continue;
+        };
         let Some(t) = cx.state.task(&id) else {
             continue;
         };

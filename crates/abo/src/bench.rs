@@ -167,6 +167,24 @@ async fn drive_noop_on(
     Ok((started.elapsed(), dispatch))
 }
 
+/// The state machine alone: `n` independent tasks decided through to the run's end, effects
+/// answered instantly, nothing stored. The wall time.
+fn drive_decisions(n: usize) -> anyhow::Result<Duration> {
+    let run = RunId::new("decisions");
+    let now = Timestamp(0);
+    let mut state = RunState::created(run, spec(n, false)?, now);
+    let mut queue = vec![Command::Start];
+    let started = Instant::now();
+    while !queue.is_empty() {
+        let mut effects = Vec::new();
+        for cmd in std::mem::take(&mut queue) {
+            effects.extend(state.decide(cmd, now)?.effects);
+        }
+        queue.extend(effects.iter().filter_map(instant));
+    }
+    Ok(started.elapsed())
+}
+
 async fn append_latency(dir: &Path, n: usize) -> anyhow::Result<Value> {
     let store = Store::open("sqlite:append.db", dir).await?;
     let run = RunId::new("append");
@@ -693,6 +711,7 @@ pub(crate) async fn bench(
         "dispatch_latency_ms": null,
         "dispatch_latency_ms_postgres": null,
         "noop_tasks_per_s": null,
+        "decide_tasks_per_s": null,
         "append_latency_ms": null,
         "policy_eval_ms": null,
         "git_overhead_ratio": null,
@@ -723,6 +742,21 @@ pub(crate) async fn bench(
         let (rate, rate_min, rate_max) = spread(rates);
         out["noop_tasks_per_s"] = json!((rate * 10.0).round() / 10.0);
         out["detail"]["noop_tasks_per_s"] =
+            json!({ "median": rate, "min": rate_min, "max": rate_max, "runs": reps, "tasks": n });
+    }
+
+    if want("noop") {
+        note("no-op tasks through the state machine alone (nothing stored)");
+        let mut rates = Vec::new();
+        let n = if quick { 2000 } else { 10_000 };
+        for _ in 0..reps {
+            let t = drive_decisions(n)?;
+            #[allow(clippy::cast_precision_loss)]
+            rates.push(n as f64 / t.as_secs_f64());
+        }
+        let (rate, rate_min, rate_max) = spread(rates);
+        out["decide_tasks_per_s"] = json!(rate.round());
+        out["detail"]["decide_tasks_per_s"] =
             json!({ "median": rate, "min": rate_min, "max": rate_max, "runs": reps, "tasks": n });
     }
 
@@ -834,6 +868,12 @@ pub(crate) async fn bench(
             per_task.insert(n.to_string(), json!(ms(t) / n as f64));
         }
         out["detail"]["scaling_ms_per_task_by_tasks"] = Value::Object(per_task);
+        let mut alone = serde_json::Map::new();
+        for n in [100, 1000, 10_000] {
+            #[allow(clippy::cast_precision_loss)]
+            alone.insert(n.to_string(), json!(ms(drive_decisions(n)?) / n as f64));
+        }
+        out["detail"]["scaling_decide_ms_per_task_by_tasks"] = Value::Object(alone);
     }
 
     if want("scaling-files") {
@@ -864,6 +904,14 @@ pub(crate) async fn bench(
         }),
         v("noop_tasks_per_s")
             .map(|x| ("no-op tasks/s", format!("{x:.0}"), ">= 1,000", x >= 1000.0)),
+        v("decide_tasks_per_s").map(|x| {
+            (
+                "decided tasks/s (alone)",
+                format!("{x:.0}"),
+                ">= 5,000",
+                x >= 5000.0,
+            )
+        }),
         p("append_latency_ms", "p95")
             .map(|x| ("append p95", format!("{x:.3} ms"), "< 2 ms", x < 2.0)),
         p("policy_eval_ms", "p95").map(|x| {
