@@ -1230,7 +1230,7 @@ fn progress(cx: &mut Ctx<'_>) {
 /// reason `schedule` (`abo daemon` resumes it in the next window). Whether work waits.
 fn wait_for_window(cx: &mut Ctx<'_>, why: &str) -> bool {
     let s = &cx.state;
-    let ready = s.tasks.values().any(|t| t.state == TaskState::Ready);
+    let ready = !s.index.ready.is_empty();
     if !ready {
         return s.in_flight() > 0;
     }
@@ -1383,25 +1383,16 @@ fn exhausted(cx: &mut Ctx<'_>, task: &TaskId, b: &Blocked) {
 }
 
 fn promote_ready(cx: &mut Ctx<'_>) {
-    // A scan of the records, not of the plan's order: it runs on every decision, and looking each
-    // id up made a run's cost grow with the square of its tasks.
-    let mut ready: Vec<(usize, TaskId)> = cx
+    // The pending tasks whose dependencies have landed, kept by `apply` (`state::Index`): a scan
+    // of every task on every decision made a run's cost grow with its size.
+    let ready: Vec<TaskId> = cx
         .state
-        .tasks
-        .values()
-        .filter(|t| t.state == TaskState::Pending)
-        .filter(|t| {
-            t.spec.deps.iter().all(|d| {
-                matches!(
-                    cx.state.task(d).map(|d| &d.state),
-                    Some(TaskState::Landed { .. })
-                )
-            })
-        })
-        .map(|t| (t.position, t.spec.id.clone()))
+        .index
+        .unblocked
+        .iter()
+        .filter_map(|p| cx.state.at(*p).map(|t| t.spec.id.clone()))
         .collect();
-    ready.sort_unstable();
-    for (_, id) in ready {
+    for id in ready {
         cx.emit(Some(&id), EventBody::TaskReady {});
     }
 }
@@ -1435,18 +1426,17 @@ struct Waiting {
 /// kept the others waiting.
 fn schedule(cx: &mut Ctx<'_>) -> Waiting {
     let max = cx.state.spec.settings.max_parallel;
-    let mut ready: Vec<(i64, usize, TaskId)> = cx
-        .state
-        .tasks
-        .values()
-        .filter(|t| t.state == TaskState::Ready)
-        .map(|t| (-t.spec.priority, t.position, t.spec.id.clone()))
-        .collect();
-    ready.sort_unstable();
     let mut waiting = Waiting::default();
+    // The ready tasks in the order they start, kept by `apply` (`state::Index`).
+    let id_at = |s: &RunState, p: usize| s.at(p).map(|t| t.spec.id.clone());
     if let Some(b) = wall_passed(cx.state, cx.now) {
-        if let Some((_, _, first)) = ready.first() {
-            let first = first.clone();
+        if let Some(first) = cx
+            .state
+            .index
+            .ready
+            .first()
+            .and_then(|(_, p)| id_at(cx.state, *p))
+        {
             exhausted(cx, &first, &b);
             waiting.budget.push(b);
         }
@@ -1454,17 +1444,38 @@ fn schedule(cx: &mut Ctx<'_>) -> Waiting {
     }
     // What is in flight and which paths are held, read once: only this loop starts tasks.
     let mut in_flight = cx.state.in_flight();
+    if in_flight >= max {
+        return waiting;
+    }
     let mut held: Vec<Vec<String>> = cx
         .state
-        .tasks
-        .values()
-        .filter(|o| o.state.holds_worktree().is_some())
-        .map(|o| o.spec.paths.clone())
+        .index
+        .holding
+        .iter()
+        .filter_map(|p| cx.state.at(*p).map(|o| o.spec.paths.clone()))
         .collect();
-    for (_, _, id) in ready {
+    // Walked one at a time (each a lookup past the last), since starting a task changes the set:
+    // a decision looks at the ready tasks it starts or passes over, not at every ready task.
+    let mut last: Option<(i64, usize)> = None;
+    loop {
         if in_flight >= max {
             break;
         }
+        let next = match last {
+            None => cx.state.index.ready.first().copied(),
+            Some(l) => cx
+                .state
+                .index
+                .ready
+                .range((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))
+                .next()
+                .copied(),
+        };
+        let Some(key) = next else { break };
+        last = Some(key);
+        let Some(id) = id_at(cx.state, key.1) else {
+            continue;
+        };
         let Some(t) = cx.state.task(&id) else {
             continue;
         };
@@ -1605,9 +1616,11 @@ fn choose_backend(
     let settings = &state.spec.settings;
     let busy = |name: &crate::ids::BackendName| {
         let n = state
-            .tasks
-            .values()
-            .filter(|t| t.state.in_flight().is_some() && t.backend.as_ref() == Some(name))
+            .index
+            .in_flight
+            .iter()
+            .filter_map(|p| state.at(*p))
+            .filter(|t| t.backend.as_ref() == Some(name))
             .count();
         settings
             .per_backend
@@ -1782,11 +1795,7 @@ fn merge_decision(state: &RunState) -> Result<(), String> {
 }
 
 fn finish_if_done(cx: &mut Ctx<'_>) {
-    let busy = cx
-        .state
-        .tasks
-        .values()
-        .any(|t| matches!(t.state, TaskState::Ready) || t.state.in_flight().is_some());
+    let busy = !cx.state.index.ready.is_empty() || !cx.state.index.in_flight.is_empty();
     if busy {
         return;
     }

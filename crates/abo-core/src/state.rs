@@ -10,6 +10,9 @@ use crate::event::{Event, EventBody, GateStage, RetryCause, StoredEvent};
 use crate::ids::{ArtifactId, AttemptId, BackendName, CommitSha, RunId, TaskId, Timestamp};
 use crate::spec::{RunSpec, TaskSpec};
 
+mod index;
+pub use index::{Index, Position};
+
 /// A run's status.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RunStatus {
@@ -337,6 +340,8 @@ pub struct RunState {
     pub outside_schedule: Option<String>,
     /// The run branch's history and its `landing.verify` (bisect, revert), from the log.
     pub verification: crate::verify::Verification,
+    /// The tasks by what decisions look for, kept up to date by `apply`.
+    pub index: Index,
 }
 
 /// This many transient failures of a backend in a row open its circuit for [`CIRCUIT_COOLDOWN_MS`].
@@ -398,6 +403,7 @@ impl RunState {
                 (t.id.clone(), rec)
             })
             .collect();
+        let index = Self::index_of(&spec, &tasks);
         Self {
             id,
             status: RunStatus::Planned,
@@ -417,6 +423,7 @@ impl RunState {
             router_stats: Default::default(),
             outside_schedule: None,
             verification: Default::default(),
+            index,
             rules: spec
                 .settings
                 .router
@@ -426,6 +433,27 @@ impl RunState {
                 .collect(),
             spec,
         }
+    }
+
+    /// The index as built from the tasks' states now, without the events that led there: what
+    /// `apply` keeps [`RunState::index`] equal to.
+    pub fn fresh_index(&self) -> Index {
+        Self::index_of(&self.spec, &self.tasks)
+    }
+
+    fn index_of(spec: &RunSpec, tasks: &BTreeMap<TaskId, TaskRecord>) -> Index {
+        let position = |id: &TaskId| tasks.get(id).map(|t| t.position);
+        let shape = spec
+            .tasks
+            .iter()
+            .map(|t| (t.deps.iter().map(position).collect(), t.priority))
+            .collect();
+        let states: Vec<&TaskState> = spec
+            .tasks
+            .iter()
+            .filter_map(|t| tasks.get(&t.id).map(|r| &r.state))
+            .collect();
+        Index::new(shape, &states)
     }
 
     /// Folds a run's whole log into its state.
@@ -544,6 +572,7 @@ impl RunState {
                 let Some(t) = self.tasks.get_mut(id) else {
                     return;
                 };
+                let (position, old) = (t.position, t.state.clone());
                 match body {
                     EventBody::TaskReady {} => {
                         t.state = TaskState::Ready;
@@ -764,6 +793,11 @@ impl RunState {
                     // failure event that follows them does.
                     _ => {}
                 }
+                let (tasks, order) = (&self.tasks, &self.order);
+                let at = |p: usize| order.get(p).and_then(|id| tasks.get(id)).map(|t| &t.state);
+                if let Some(new) = at(position) {
+                    self.index.moved(position, &old, new, &at);
+                }
             }
         }
     }
@@ -810,10 +844,12 @@ impl RunState {
 
     /// Tasks with an attempt in flight.
     pub fn in_flight(&self) -> usize {
-        self.tasks
-            .values()
-            .filter(|t| t.state.in_flight().is_some())
-            .count()
+        self.index.in_flight.len()
+    }
+
+    /// The task at a position in the plan's order.
+    pub fn at(&self, position: usize) -> Option<&TaskRecord> {
+        self.order.get(position).and_then(|id| self.tasks.get(id))
     }
 
     /// Whether every task that was meant to run has landed.

@@ -150,6 +150,8 @@ impl Harness {
 
     fn check(&mut self, cmds: Vec<Command>, expect: Expect) {
         expect.assert_eq(&self.run(cmds));
+        // The sets decisions read, kept up to date event by event, are those the states give.
+        assert_eq!(self.state.index, self.state.fresh_index());
         // Replaying the log gives the same state as deciding live (effects in flight aside).
         let mut replayed = RunState::replay(&RunId::new("r"), &self.log).unwrap();
         replayed.inflight = self.state.inflight.clone();

@@ -45,6 +45,8 @@ pub struct Change {
     /// Each file as the quality rules read it: test, test configuration or source, and what its
     /// lines do to tests.
     pub edits: Vec<abo_policy::measure::ChangedFile>,
+    /// The worktree's index held a gitlink when the change was read.
+    pub gitlinks: bool,
 }
 
 impl Change {
@@ -112,6 +114,25 @@ impl Latest {
     }
 }
 
+/// The attempts whose change this process read last in their worktree (staged intent-to-add,
+/// nothing run there since) and has not committed, with the commit the change was read against:
+/// such an attempt commits in one `git commit --all`, its parent known. Any other (abo restarted,
+/// a gate ran after the read, the index holds gitlinks) stages and checks as before.
+#[derive(Debug, Default)]
+pub struct Staged(Mutex<HashMap<AttemptId, abo_core::ids::CommitSha>>);
+
+impl Staged {
+    pub fn put(&self, attempt: &AttemptId, on: abo_core::ids::CommitSha) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(attempt.clone(), on);
+        }
+    }
+
+    pub fn take(&self, attempt: &AttemptId) -> Option<abo_core::ids::CommitSha> {
+        self.0.lock().ok()?.remove(attempt)
+    }
+}
+
 /// The one `git diff` a summary reads, against HEAD: with `-z`, the `--raw` records (status) and the
 /// `--numstat` records (git's binary verdict) name each file exactly, NUL-terminated and unquoted;
 /// after an empty record comes the `--patch`, one section per file in the same order (two for a
@@ -153,6 +174,8 @@ const DIFF: &[&str] = &[
 struct FileDiff {
     path: String,
     status: &'static str,
+    /// Its new mode is a symbolic link's (120000).
+    link: bool,
     binary: bool,
     added: Vec<(usize, String)>,
     removed: Vec<String>,
@@ -198,6 +221,7 @@ fn parse(out: &str) -> Result<Vec<FileDiff>, GitError> {
         files.push(FileDiff {
             path: path.to_owned(),
             status,
+            link: meta.split(' ').nth(1) == Some("120000"),
             ..Default::default()
         });
     }
@@ -317,10 +341,17 @@ fn range(s: &str, sign: char) -> Option<(usize, usize)> {
 /// views (every git command in a fresh worktree re-reads its files: git cannot trust their times
 /// yet, so one diff is much cheaper than three).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
-    git.stage(wt, true).await?;
+    let gitlinks = git.stage(wt, true).await?;
     let out = git.run_in(wt, DIFF).await?;
-    let mut change = from_files(parse(&out)?, scanner);
-    links::mark(git, wt, &mut change.files).await?;
+    let files = parse(&out)?;
+    let links: Vec<String> = files
+        .iter()
+        .filter(|f| f.link)
+        .map(|f| f.path.clone())
+        .collect();
+    let mut change = from_files(files, scanner);
+    change.gitlinks = gitlinks;
+    links::mark(git, wt, &mut change.files, &links).await?;
     if change.comments_only && !comments_stay_comments(wt, &change.files) {
         change.comments_only = false;
     }

@@ -78,6 +78,8 @@ pub struct Ctx {
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// The last change read in each attempt's worktree, for its policy.
     pub changes: crate::change::Latest,
+    /// The attempts whose read change may be committed as it was staged.
+    pub staged: crate::change::Staged,
     /// What each attempt's gates measured, for its policy.
     pub measures: crate::measure::Latest,
     /// The baselines measured, by tree and gate.
@@ -116,12 +118,18 @@ impl Ctx {
             sandbox_helper: None,
             shared: None,
             changes: Default::default(),
+            staged: Default::default(),
             measures: Default::default(),
             baselines: Default::default(),
             stop: tokio::sync::watch::channel(None).0,
             sockets: Default::default(),
             agent_versions: Default::default(),
         }
+    }
+
+    /// Whether the tokenizer's tables have been loaded in this process.
+    pub fn tokenizer_loaded(&self) -> bool {
+        self.tokenizer.get().is_some()
     }
 
     /// The tokenizer prompts are measured with: o200k_base, the encoding of current OpenAI models

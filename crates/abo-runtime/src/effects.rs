@@ -741,13 +741,19 @@ async fn start_attempt(
     if let Err(e) = std::fs::create_dir_all(&scratch) {
         return fail(format!("could not create {}: {e}", scratch.display()));
     }
-    let head = match ctx.git.branch_head(&spec.branch).await {
-        Ok(Some(h)) => h,
-        Ok(None) => return fail(format!("the run branch {} is missing", spec.branch)),
-        Err(e) => return fail(format!("could not read the run branch: {e}")),
-    };
-    if let Err(e) = ctx.git.add_worktree(&wt, &attempt.branch(), &head).await {
-        return fail(format!("could not create the worktree: {e}"));
+    // From the run branch as git reads it while adding the worktree (one git process); what went
+    // wrong is looked into only when it fails.
+    let start = format!("refs/heads/{}", spec.branch);
+    if let Err(e) = ctx
+        .git
+        .add_worktree_from(&wt, &attempt.branch(), &start)
+        .await
+    {
+        return match ctx.git.branch_head(&spec.branch).await {
+            Ok(None) => fail(format!("the run branch {} is missing", spec.branch)),
+            Err(e) => fail(format!("could not read the run branch: {e}")),
+            Ok(Some(_)) => fail(format!("could not create the worktree: {e}")),
+        };
     }
     let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let job = backends::Job {
@@ -809,6 +815,11 @@ async fn start_attempt(
                 restore_redacted(ctx, &mut outcome.log, &redactor);
                 restore_redacted(ctx, &mut outcome.transcript, &redactor);
                 outcome.message = outcome.message.map(|m| redactor.redact(&m));
+            }
+            if !change.gitlinks
+                && let Some(head) = ctx.git.head_in_files(&wt)
+            {
+                ctx.staged.put(attempt, head);
             }
             ctx.changes.put(attempt, change);
         }
@@ -999,6 +1010,7 @@ async fn run_gate(
     if in_attempt {
         // The gate may have changed the worktree: what was read before it is stale.
         ctx.changes.take(attempt);
+        ctx.staged.take(attempt);
     }
     if let Ok(change) = change {
         redactor = redactor.with(change.secret_values());
@@ -1106,8 +1118,8 @@ async fn land(
     task: &TaskSpec,
     attempt: &AttemptId,
 ) -> Result<LandOutcome, String> {
-    let commit = commit_attempt(ctx, task, attempt).await?;
-    land_commit(ctx, spec, task, attempt, &commit).await
+    let (commit, base) = commit_attempt_on(ctx, task, attempt).await?;
+    land_commit_on(ctx, spec, task, attempt, &commit, &base).await
 }
 
 /// Commits the attempt in its worktree (once: a commit already made for it is reused) and
@@ -1117,22 +1129,18 @@ pub(crate) async fn commit_attempt(
     task: &TaskSpec,
     attempt: &AttemptId,
 ) -> Result<CommitSha, String> {
+    Ok(commit_attempt_on(ctx, task, attempt).await?.0)
+}
+
+/// [`commit_attempt`], with the commit the attempt's commit was made on.
+async fn commit_attempt_on(
+    ctx: &Ctx,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+) -> Result<(CommitSha, CommitSha), String> {
     let wt = ctx.worktree(attempt);
     let git = &ctx.git;
-    let head = git
-        .run_in(&wt, &["rev-parse", "HEAD"])
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?;
-    let head = CommitSha::new(head.trim());
-    // A commit this attempt made already (abo stopped between commit and landing): its own run's
-    // trailers, never another run's commit for the same task that the base may hold.
-    let already = git
-        .abo_trailers(head.as_str())
-        .await
-        .is_ok_and(|t| t.is(&attempt.run, &task.id) && t.attempt == Some(attempt.attempt));
-    let commit = if already {
-        head
-    } else {
+    let message = || {
         let mut message = vec![task.title.clone()];
         if !task.description.trim().is_empty() {
             message.push(task.description.trim().to_owned());
@@ -1141,16 +1149,40 @@ pub(crate) async fn commit_attempt(
             "Abo-Run: {}\nAbo-Task: {}\nAbo-Attempt: {}",
             attempt.run, task.id, attempt.attempt
         ));
-        git.commit_all(&wt, &message)
-            .await
-            .map_err(|e| format!("could not commit the attempt: {e}"))?
+        message
     };
-    let base = git
-        .rev_parse(&format!("{commit}^"))
+    // Read and staged by this process just now, on the commit still checked out: committed as
+    // staged, in one git process.
+    if let Some(on) = ctx.staged.take(attempt)
+        && git.head_in_files(&wt).as_ref() == Some(&on)
+    {
+        let commit = git
+            .commit_tracked(&wt, &on, &message())
+            .await
+            .map_err(|e| format!("could not commit the attempt: {e}"))?;
+        crate::cache::record(ctx, attempt, &on, &commit).await;
+        return Ok((commit, on));
+    }
+    // The worktree's commit, its parent and its trailers, read at once.
+    let (head, parent, trailers) = git
+        .head_of(&wt)
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
+    // A commit this attempt made already (abo stopped between commit and landing): its own run's
+    // trailers, never another run's commit for the same task that the base may hold.
+    let already = trailers.is(&attempt.run, &task.id) && trailers.attempt == Some(attempt.attempt);
+    let (commit, base) = if already {
+        let base = parent.ok_or_else(|| format!("landing failed: {head} has no parent"))?;
+        (head, base)
+    } else {
+        let commit = git
+            .commit_all(&wt, &message())
+            .await
+            .map_err(|e| format!("could not commit the attempt: {e}"))?;
+        (commit, head)
+    };
     crate::cache::record(ctx, attempt, &base, &commit).await;
-    Ok(commit)
+    Ok((commit, base))
 }
 
 /// Lands a committed attempt on the run branch: fast-forward when the branch has not moved since
@@ -1163,53 +1195,96 @@ pub(crate) async fn land_commit(
     attempt: &AttemptId,
     commit: &CommitSha,
 ) -> Result<LandOutcome, String> {
-    let git = &ctx.git;
-    let commit = commit.clone();
-    let base = git
+    let base = ctx
+        .git
         .rev_parse(&format!("{commit}^"))
         .await
         .map_err(|e| format!("landing failed: {e}"))?;
-    let run_head = git
-        .branch_head(&spec.branch)
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?
-        .ok_or_else(|| format!("the run branch {} is missing", spec.branch))?;
-    if run_head == base {
-        if let Err(o) = move_run_branch(ctx, spec, attempt, &commit, &base).await {
-            return Ok(o);
-        }
-        return Ok(LandOutcome::Landed { commit });
+    land_commit_on(ctx, spec, task, attempt, commit, &base).await
+}
+
+/// [`land_commit`] of a commit made on `base`: the commit itself when the run branch is still at
+/// `base`, else a merged candidate. The run branch, its keeper ref and the attempt's own branch
+/// then move in one `update-ref` transaction that checks each is still where it was read (the
+/// branch and keeper read from git's files: one git process in all); when that cannot be done or
+/// fails, the branch and the keeper are read and judged one by one ([`move_run_branch`]).
+async fn land_commit_on(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    task: &TaskSpec,
+    attempt: &AttemptId,
+    commit: &CommitSha,
+    base: &CommitSha,
+) -> Result<LandOutcome, String> {
+    let git = &ctx.git;
+    let failed = |e: crate::git::GitError| format!("landing failed: {e}");
+    // The run branch as git's files hold it (no git process); git reads it when they cannot tell.
+    let branch = format!("refs/heads/{}", spec.branch);
+    let run_head = match git.ref_in_files(&branch) {
+        Some(head) => head,
+        None => git.branch_head(&spec.branch).await.map_err(failed)?,
     }
-    let tree = match git
-        .merge_tree(&base, &run_head, &commit)
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?
-    {
-        Ok(tree) => tree,
-        Err(conflicts) => {
-            return Ok(LandOutcome::Failed {
-                reason: format!(
-                    "the change conflicts with the run branch in: {}",
-                    conflicts.join(", ")
-                ),
-                log: None,
-            });
-        }
-    };
-    let candidate = git
-        .commit_tree_like(&tree, &run_head, &commit)
-        .await
-        .map_err(|e| format!("landing failed: {e}"))?;
-    if spec.settings.landing.gates_after_merge && !task.gates.is_empty() {
-        git.add_detached_worktree(&ctx.merged_worktree(attempt), &candidate)
+    .ok_or_else(|| format!("the run branch {} is missing", spec.branch))?;
+    let target = if run_head == *base {
+        commit.clone()
+    } else {
+        let tree = match git
+            .merge_tree(base, &run_head, commit)
             .await
-            .map_err(|e| format!("could not create the merged worktree: {e}"))?;
-        return Ok(LandOutcome::Merged { candidate });
+            .map_err(failed)?
+        {
+            Ok(tree) => tree,
+            Err(conflicts) => {
+                return Ok(LandOutcome::Failed {
+                    reason: format!(
+                        "the change conflicts with the run branch in: {}",
+                        conflicts.join(", ")
+                    ),
+                    log: None,
+                });
+            }
+        };
+        let candidate = git
+            .commit_tree_like(&tree, &run_head, commit)
+            .await
+            .map_err(failed)?;
+        if spec.settings.landing.gates_after_merge && !task.gates.is_empty() {
+            git.add_detached_worktree(&ctx.merged_worktree(attempt), &candidate)
+                .await
+                .map_err(|e| format!("could not create the merged worktree: {e}"))?;
+            return Ok(LandOutcome::Merged { candidate });
+        }
+        candidate
+    };
+    // Nothing checked out has the branch, and its keeper is where the branch is (or not made
+    // yet): the branch, the keeper and the attempt's own branch move in one transaction.
+    let keeper = keeper_ref(&attempt.run);
+    let zero = CommitSha::new("0".repeat(run_head.as_str().len()));
+    let keeper_at = match git.ref_in_files(&keeper) {
+        Some(Some(k)) if k == run_head => Some(k),
+        Some(None) => Some(zero),
+        _ => None,
+    };
+    if let Some(keeper_at) = keeper_at
+        && git.is_checked_out(&spec.branch) == Some(false)
+    {
+        let moves = [
+            (branch.as_str(), &target, &run_head),
+            (keeper.as_str(), &target, &keeper_at),
+        ];
+        let own = format!("refs/heads/{}", attempt.branch());
+        if git
+            .move_refs("abo: land", &moves, &[(own.as_str(), commit)])
+            .await
+            .map_err(failed)?
+        {
+            return Ok(LandOutcome::Landed { commit: target });
+        }
     }
-    if let Err(o) = move_run_branch(ctx, spec, attempt, &candidate, &run_head).await {
+    if let Err(o) = move_run_branch(ctx, spec, attempt, &target, &run_head).await {
         return Ok(o);
     }
-    Ok(LandOutcome::Landed { commit: candidate })
+    Ok(LandOutcome::Landed { commit: target })
 }
 
 /// The ref that keeps a run's landed commits reachable whatever happens to its branch: it moves
@@ -1291,6 +1366,7 @@ async fn advance(
 
 async fn cleanup(ctx: &Ctx, attempt: &AttemptId, keep: bool) -> Result<(), crate::git::GitError> {
     ctx.changes.take(attempt);
+    ctx.staged.take(attempt);
     ctx.git
         .remove_worktree(&ctx.merged_worktree(attempt))
         .await?;

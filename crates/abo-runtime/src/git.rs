@@ -273,11 +273,22 @@ impl Git {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<process::Outcome> {
+        self.raw_with_input(cwd, args, env, None).await
+    }
+
+    /// [`Git::raw`] with `input` written to git's stdin.
+    async fn raw_with_input(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        input: Option<&[u8]>,
+    ) -> Result<process::Outcome> {
         let mut cleared = 0;
         loop {
             let out = {
                 let _held = self.repo.shared().await;
-                self.raw_unlocked(cwd, args, env).await?
+                self.raw_unlocked_input(cwd, args, env, input).await?
             };
             if out.exit == Some(0) || cleared >= 3 {
                 return Ok(out);
@@ -380,7 +391,18 @@ impl Git {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<process::Outcome> {
+        self.raw_unlocked_input(cwd, args, env, None).await
+    }
+
+    async fn raw_unlocked_input(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        input: Option<&[u8]>,
+    ) -> Result<process::Outcome> {
         let mut spec = Spec::new("git", cwd).args(hardened_args(args));
+        spec.input = input.map(<[u8]>::to_vec);
         spec.env_remove = GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()).collect();
         if let Some(dir) = self.pinned_git_dir(cwd) {
             spec.env
@@ -434,6 +456,31 @@ impl Git {
             args: args.join(" "),
             message,
         }
+    }
+
+    /// The entries of worktree `wt`'s index (`git ls-files --stage`): read from the index file in
+    /// the worktree's git directory (found from the repository's bookkeeping, as for every git
+    /// call) when [`index`] can, otherwise from `git ls-files`.
+    pub async fn index_entries(&self, wt: &Path) -> Result<Vec<index::Entry>> {
+        if let Some(dir) = self.pinned_git_dir(wt)
+            && let Some(entries) = index::read(&dir.join("index"), self.hash_len())
+        {
+            return Ok(entries);
+        }
+        let out = self.run_in(wt, &["ls-files", "--stage", "-z"]).await?;
+        Ok(index::from_ls_files(&out))
+    }
+
+    /// Bytes of an object name in this repository: 32 when its configuration names SHA-256.
+    fn hash_len(&self) -> usize {
+        let config = common_dir(&self.root)
+            .and_then(|c| std::fs::read_to_string(c.join("config")).ok())
+            .unwrap_or_default();
+        let sha256 = config.lines().any(|l| {
+            let l = l.trim().to_ascii_lowercase();
+            l.starts_with("objectformat") && l.contains("sha256")
+        });
+        if sha256 { 32 } else { 20 }
     }
 
     /// The top level of the repository containing `dir`.
@@ -517,10 +564,14 @@ impl Git {
         Ok(())
     }
 
+    /// Deletes `branch` (and its reflog); a missing one is fine. One git process.
     pub async fn delete_branch(&self, branch: &str) -> Result<()> {
-        if self.branch_head(branch).await?.is_some() {
-            self.run(&["branch", "-D", branch]).await?;
+        let r = format!("refs/heads/{branch}");
+        if self.ref_in_files(&r) == Some(None) {
+            return Ok(());
         }
+        self.run(&["update-ref", "-m", "abo: delete", "-d", &r])
+            .await?;
         Ok(())
     }
 
@@ -538,12 +589,26 @@ impl Git {
 
     /// A fresh worktree at `path` on a new `branch` from `at` (anything left there before is removed).
     pub async fn add_worktree(&self, path: &Path, branch: &str, at: &CommitSha) -> Result<()> {
+        self.add_worktree_from(path, branch, at.as_str()).await
+    }
+
+    /// A fresh worktree at `path` on `branch`, made (or reset, when a killed attempt left it) at
+    /// `start`, a commit or a full ref name that git resolves as it adds: one git process.
+    pub async fn add_worktree_from(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
         let _guard = self.worktrees.lock().await;
         let p = path.to_string_lossy();
-        let add = ["worktree", "add", "--quiet", "-b", branch, &p, at.as_str()];
+        let add = [
+            "worktree",
+            "add",
+            "--quiet",
+            "--no-track",
+            "-B",
+            branch,
+            &p,
+            start,
+        ];
         let fresh = || async {
             self.remove_worktree_locked(path).await?;
-            self.delete_branch(branch).await?;
             self.run(&add).await.map(drop)
         };
         if fresh().await.is_err() {
@@ -643,17 +708,16 @@ impl Git {
     /// files are only marked intent-to-add (nothing is written to the object store). The gitlinks
     /// the index holds are left out by pathspec: `git add` would start a git in each nested
     /// repository (see the module's documentation). The one `git add` abo runs.
-    pub async fn stage(&self, wt: &Path, intent_only: bool) -> Result<()> {
-        let index = self.run_in(wt, &["ls-files", "--stage", "-z"]).await?;
-        // `MODE OBJECT STAGE\tPATH`; an intent-to-add gitlink (a new nested repository) names
-        // the empty blob, and `add` stages it without starting git in it.
-        let excluded: Vec<String> = index
-            .split('\0')
-            .filter_map(|e| {
-                let (meta, path) = e.split_once('\t')?;
-                (meta.starts_with("160000 ") && !EMPTY_BLOB.iter().any(|b| meta.contains(b)))
-                    .then(|| format!(":(exclude,literal){path}"))
-            })
+    /// Returns whether the index holds a gitlink.
+    pub async fn stage(&self, wt: &Path, intent_only: bool) -> Result<bool> {
+        // An intent-to-add gitlink (a new nested repository) names the empty blob, and `add`
+        // stages it without starting git in it.
+        let entries = self.index_entries(wt).await?;
+        let gitlinks = entries.iter().any(index::Entry::is_gitlink);
+        let excluded: Vec<String> = entries
+            .iter()
+            .filter(|e| e.is_gitlink() && !EMPTY_BLOB.contains(&e.object.as_str()))
+            .map(|e| format!(":(exclude,literal){}", e.path))
             .collect();
         let mut args = vec!["add", "--all"];
         if intent_only {
@@ -664,12 +728,38 @@ impl Git {
             args.extend(excluded.iter().map(String::as_str));
         }
         self.run_in(wt, &args).await?;
-        Ok(())
+        Ok(gitlinks)
     }
 
     /// Commits everything in a worktree with the message's paragraphs; returns the commit.
     pub async fn commit_all(&self, wt: &Path, paragraphs: &[String]) -> Result<CommitSha> {
         self.stage(wt, false).await?;
+        self.commit_index(wt, paragraphs, false).await?;
+        let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
+        Ok(CommitSha::new(head.trim()))
+    }
+
+    /// Commits the files the index tracks, their content as the worktree holds it now
+    /// (`commit --all`: modified, deleted and intent-to-add files; nothing new is added), on
+    /// HEAD `on`; returns the commit. For an index without gitlinks, staged intent-to-add by the
+    /// summary just before (then it is [`Git::commit_all`] in one process).
+    pub async fn commit_tracked(
+        &self,
+        wt: &Path,
+        on: &CommitSha,
+        paragraphs: &[String],
+    ) -> Result<CommitSha> {
+        self.commit_index(wt, paragraphs, true).await?;
+        match self.head_in_files(wt) {
+            Some(head) if head != *on => Ok(head),
+            _ => {
+                let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
+                Ok(CommitSha::new(head.trim()))
+            }
+        }
+    }
+
+    async fn commit_index(&self, wt: &Path, paragraphs: &[String], all: bool) -> Result<()> {
         let mut args: Vec<&str> = vec![
             "-c",
             "commit.gpgsign=false",
@@ -678,13 +768,141 @@ impl Git {
             "--no-verify",
             "--allow-empty-message",
         ];
+        if all {
+            args.push("--all");
+        }
         for p in paragraphs {
             args.push("-m");
             args.push(p);
         }
         self.run_in(wt, &args).await?;
-        let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
-        Ok(CommitSha::new(head.trim()))
+        Ok(())
+    }
+
+    /// The commit a full ref name points at, read from the repository's files (a loose ref, else
+    /// `packed-refs`) without starting git: `Some(None)` when it does not exist, `None` when the
+    /// files cannot tell (a reftable repository, a symbolic ref, an unreadable file).
+    pub fn ref_in_files(&self, refname: &str) -> Option<Option<CommitSha>> {
+        let common = common_dir(&self.root)?;
+        if common.join("reftable").exists()
+            || !refname.starts_with("refs/")
+            || refname
+                .split('/')
+                .any(|c| c.is_empty() || c == "." || c == "..")
+        {
+            return None;
+        }
+        let sha = |s: &str| {
+            let s = s.trim();
+            (matches!(s.len(), 40 | 64) && s.bytes().all(|c| c.is_ascii_hexdigit()))
+                .then(|| CommitSha::new(s))
+        };
+        match std::fs::read_to_string(common.join(refname)) {
+            Ok(text) => return sha(&text).map(Some),
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return None,
+            Err(_) => {}
+        }
+        let packed = match std::fs::read_to_string(common.join("packed-refs")) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Some(None),
+            Err(_) => return None,
+        };
+        for line in packed.lines() {
+            if let Some((s, name)) = line.split_once(' ')
+                && name == refname
+            {
+                return sha(s).map(Some);
+            }
+        }
+        Some(None)
+    }
+
+    /// The commit worktree `wt` has checked out, read from its `HEAD` in the repository's
+    /// bookkeeping and the ref that names, without starting git; `None` when the files cannot
+    /// tell.
+    pub fn head_in_files(&self, wt: &Path) -> Option<CommitSha> {
+        let admin = self.pinned_git_dir(wt)?;
+        let head = std::fs::read_to_string(admin.join("HEAD")).ok()?;
+        let head = head.trim();
+        match head.strip_prefix("ref: ") {
+            Some(r) => self.ref_in_files(r)?,
+            None => (head.len() == 40 || head.len() == 64)
+                .then(|| CommitSha::new(head))
+                .filter(|_| head.bytes().all(|c| c.is_ascii_hexdigit())),
+        }
+    }
+
+    /// The commit checked out in worktree `wt`, its first parent and abo's trailers on it, in one
+    /// call.
+    pub async fn head_of(&self, wt: &Path) -> Result<(CommitSha, Option<CommitSha>, AboTrailers)> {
+        let format = format!("{TRAILERS_FORMAT}%x09%P");
+        let out = self.run_in(wt, &["log", "-1", &format, "HEAD"]).await?;
+        let line = out.lines().next().unwrap_or_default();
+        let (sha, trailers) = AboTrailers::parse(line);
+        let parent = line
+            .rsplit('\t')
+            .next()
+            .and_then(|p| p.split(' ').next())
+            .filter(|p| !p.is_empty() && *p != sha)
+            .map(CommitSha::new);
+        Ok((CommitSha::new(sha), parent, trailers))
+    }
+
+    /// Moves refs all at once or not at all (`git update-ref --stdin`): each `(ref, new, old)`
+    /// only if the ref is at `old` now. Whether it moved them (`false`: some ref was elsewhere,
+    /// or missing, and none moved).
+    /// Each `(ref, old)` of `deletes` is deleted in the same transaction, only if it is at `old`.
+    pub async fn move_refs(
+        &self,
+        message: &str,
+        moves: &[(&str, &CommitSha, &CommitSha)],
+        deletes: &[(&str, &CommitSha)],
+    ) -> Result<bool> {
+        let bad = |f: &str| f.is_empty() || f.contains(['\n', ' ', '\0']);
+        let mut input = String::new();
+        for (r, new, old) in moves {
+            if bad(r) || bad(new.as_str()) || bad(old.as_str()) {
+                return Ok(false);
+            }
+            input.push_str(&format!("update {r} {new} {old}\n"));
+        }
+        for (r, old) in deletes {
+            if bad(r) || bad(old.as_str()) {
+                return Ok(false);
+            }
+            input.push_str(&format!("delete {r} {old}\n"));
+        }
+        let args = ["update-ref", "-m", message, "--stdin"];
+        let root = self.root.clone();
+        let out = self
+            .raw_with_input(&root, &args, &[], Some(input.as_bytes()))
+            .await?;
+        Ok(out.exit == Some(0))
+    }
+
+    /// Whether some worktree of the repository has `branch` checked out, read from git's own
+    /// bookkeeping (each worktree's `HEAD` in the common git directory) without starting git;
+    /// `None` when that cannot be read as plain files (then ask [`Git::checked_out_in`]).
+    pub fn is_checked_out(&self, branch: &str) -> Option<bool> {
+        let common = common_dir(&self.root)?;
+        let wanted = format!("ref: refs/heads/{branch}");
+        let on = |head: &Path| -> Option<bool> {
+            let text = std::fs::read_to_string(head).ok()?;
+            Some(text.trim_end() == wanted)
+        };
+        if on(&common.join("HEAD"))? {
+            return Some(true);
+        }
+        let Ok(dir) = std::fs::read_dir(common.join("worktrees")) else {
+            return Some(false);
+        };
+        for e in dir {
+            let e = e.ok()?;
+            if on(&e.path().join("HEAD"))? {
+                return Some(true);
+            }
+        }
+        Some(false)
     }
 
     /// abo's trailers on a commit (`Abo-Run`, `Abo-Task`, `Abo-Attempt`), in one call.
@@ -910,6 +1128,7 @@ impl Git {
     }
 }
 
+pub mod index;
 pub mod repair;
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ pub struct Spec {
     pub log: Option<PathBuf>,
     /// Run inside this sandbox (through the helper); its environment replaces the inherited one.
     pub sandbox: Option<crate::sandbox::Sandboxed>,
+    /// Written to the process's stdin, which is then closed (`None`: stdin is closed at once).
+    pub input: Option<Vec<u8>>,
 }
 
 impl Spec {
@@ -40,6 +42,7 @@ impl Spec {
             timeout: None,
             log: None,
             sandbox: None,
+            input: None,
         }
     }
 
@@ -178,7 +181,11 @@ fn command(spec: &Spec) -> std::io::Result<tokio::process::Command> {
     };
     cmd.args(&args)
         .current_dir(&spec.cwd)
-        .stdin(Stdio::null())
+        .stdin(if spec.input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .process_group(0)
         .kill_on_drop(true);
     match &spec.sandbox {
@@ -242,6 +249,13 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
     groups.insert(pgid);
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
+    let mut stdin = child.stdin.take();
+    let write_in = async {
+        if let (Some(s), Some(bytes)) = (stdin.as_mut(), spec.input.as_deref()) {
+            let _ = tokio::io::AsyncWriteExt::write_all(s, bytes).await;
+        }
+        drop(stdin.take());
+    };
     let read_out = async {
         let mut buf = Vec::new();
         if let Some(s) = stdout.as_mut() {
@@ -257,7 +271,7 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
         buf
     };
     let wait = async {
-        let (status, out, err) = tokio::join!(child.wait(), read_out, read_err);
+        let (status, out, err, ()) = tokio::join!(child.wait(), read_out, read_err, write_in);
         (status, out, err)
     };
     let result = match spec.timeout {

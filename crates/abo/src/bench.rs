@@ -174,6 +174,24 @@ async fn drive_noop_on(
     Ok((started.elapsed(), dispatch))
 }
 
+/// The state machine alone: `n` independent tasks decided through to the run's end, effects
+/// answered instantly, nothing stored. The wall time.
+fn drive_decisions(n: usize) -> anyhow::Result<Duration> {
+    let run = RunId::new("decisions");
+    let now = Timestamp(0);
+    let mut state = RunState::created(run, spec(n, false)?, now);
+    let mut queue = vec![Command::Start];
+    let started = Instant::now();
+    while !queue.is_empty() {
+        let mut effects = Vec::new();
+        for cmd in std::mem::take(&mut queue) {
+            effects.extend(state.decide(cmd, now)?.effects);
+        }
+        queue.extend(effects.iter().filter_map(instant));
+    }
+    Ok(started.elapsed())
+}
+
 async fn append_latency(dir: &Path, n: usize) -> anyhow::Result<Value> {
     let store = Store::open("sqlite:append.db", dir).await?;
     let run = RunId::new("append");
@@ -276,15 +294,58 @@ fn patch(i: usize) -> String {
     )
 }
 
+/// What one git overhead measurement found: per task, abo's and the shell loop's wall time, and
+/// (when counted) how many git processes each started.
+struct GitRun {
+    abo_ms: f64,
+    shell_ms: f64,
+    abo_git: Option<f64>,
+    shell_git: Option<f64>,
+}
+
+impl GitRun {
+    fn ratio(&self) -> f64 {
+        self.abo_ms / self.shell_ms
+    }
+
+    fn json(&self, files: usize, slots: usize, tasks: usize) -> Value {
+        json!({ "ratio": (self.ratio() * 100.0).round() / 100.0, "abo_ms_per_task": self.abo_ms,
+            "shell_ms_per_task": self.shell_ms, "abo_git_processes_per_task": self.abo_git,
+            "shell_git_processes_per_task": self.shell_git, "files": files, "slots": slots,
+            "tasks": tasks, "runs_per_side": 2 })
+    }
+}
+
+/// A `git` on `PATH` that logs each call to `log` and runs the real one.
+fn git_counter(dir: &Path, log: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+        .map(|p| p.join("git"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("no git on PATH"))?;
+    let bin = dir.join("gitcount");
+    std::fs::create_dir_all(&bin)?;
+    let script = format!(
+        "#!/bin/sh\necho >> '{}'\nexec '{}' \"$@\"\n",
+        log.display(),
+        real.display()
+    );
+    std::fs::write(bin.join("git"), script)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(bin.join("git"), std::fs::Permissions::from_mode(0o755))?;
+    Ok(bin)
+}
+
 /// abo's time per task (patch tasks, `slots` at once) over a shell loop doing the same git work.
 /// Each side runs twice, in the order shell, abo, abo, shell, after a `sync`: the file system's
-/// writeback of one run's worktrees would otherwise be charged to the next.
+/// writeback of one run's worktrees would otherwise be charged to the next. With `count`, each
+/// side runs once more, untimed, with a `git` on `PATH` that counts its calls.
 async fn git_overhead(
     dir: &Path,
     files: usize,
     n: usize,
     slots: usize,
-) -> anyhow::Result<(f64, f64, f64)> {
+    count: bool,
+) -> anyhow::Result<GitRun> {
     let repo = dir.join(format!("repo-{files}-{slots}"));
     generated_repo(&repo, files).await?;
     let patches = dir.join(format!("patches-{files}-{slots}"));
@@ -318,13 +379,14 @@ async fn git_overhead(
         )
     };
     let exe = std::env::current_exe()?;
-    let (mut shell_ms, mut abo_ms) = (0.0, 0.0);
-    for (r, abo) in [false, true, true, false].into_iter().enumerate() {
-        sh("sync", &repo).await?;
-        let t0 = Instant::now();
-        if abo {
-            let mut spec = Spec::new(exe.as_os_str(), &repo).args(["run".as_ref(), b.as_os_str()]);
-            spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];
+    let abo_run = |path: Option<std::ffi::OsString>| {
+        let mut spec = Spec::new(exe.as_os_str(), &repo).args(["run".as_ref(), b.as_os_str()]);
+        spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];
+        if let Some(p) = path {
+            spec.env
+                .push(("PATH".into(), p.to_string_lossy().into_owned()));
+        }
+        async move {
             let out = process::run(&spec, &Default::default()).await?;
             if out.exit != Some(0) {
                 anyhow::bail!(
@@ -332,6 +394,15 @@ async fn git_overhead(
                     String::from_utf8_lossy(&out.stderr)
                 );
             }
+            Ok(())
+        }
+    };
+    let (mut shell_ms, mut abo_ms) = (0.0, 0.0);
+    for (r, abo) in [false, true, true, false].into_iter().enumerate() {
+        sh("sync", &repo).await?;
+        let t0 = Instant::now();
+        if abo {
+            abo_run(None).await?;
             abo_ms += ms(t0.elapsed());
         } else {
             sh(&shell(r), &repo).await?;
@@ -339,8 +410,98 @@ async fn git_overhead(
         }
     }
     #[allow(clippy::cast_precision_loss)]
-    let (abo_per, shell_per) = (abo_ms / (2 * n) as f64, shell_ms / (2 * n) as f64);
-    Ok((abo_per / shell_per, abo_per, shell_per))
+    let per = |total: f64| total / (2 * n) as f64;
+    let mut run = GitRun {
+        abo_ms: per(abo_ms),
+        shell_ms: per(shell_ms),
+        abo_git: None,
+        shell_git: None,
+    };
+    if count {
+        let (abo_log, shell_log) = (dir.join("git-abo.log"), dir.join("git-shell.log"));
+        let lines = |p: &Path| std::fs::read_to_string(p).map_or(0, |t| t.lines().count());
+        let path_with = |bin: &Path| {
+            let mut paths = vec![bin.to_owned()];
+            paths.extend(std::env::split_paths(
+                &std::env::var_os("PATH").unwrap_or_default(),
+            ));
+            std::env::join_paths(paths)
+        };
+        let bin = git_counter(&dir.join("abo-count"), &abo_log)?;
+        abo_run(Some(path_with(&bin)?)).await?;
+        let bin = git_counter(&dir.join("shell-count"), &shell_log)?;
+        let script = format!("PATH='{}':\"$PATH\"; {}", bin.display(), shell(4));
+        sh(&script, &repo).await?;
+        #[allow(clippy::cast_precision_loss)]
+        let each = |p: &Path| lines(p) as f64 / n as f64;
+        run.abo_git = Some(each(&abo_log));
+        run.shell_git = Some(each(&shell_log));
+    }
+    Ok(run)
+}
+
+/// The resident memory at its peak (`VmHWM`) of `abo run` of `n` command tasks with no model
+/// backend, in MB.
+async fn run_rss(dir: &Path, n: usize) -> anyhow::Result<f64> {
+    let repo = dir.join("rss");
+    generated_repo(&repo, 10).await?;
+    std::fs::write(
+        repo.join("abo.yml"),
+        "version: 1\nautonomy: { overrides: { merge: A2 } }\n",
+    )?;
+    sh("git add abo.yml && git commit -qm cfg", &repo).await?;
+    let mut backlog = String::from("tasks:\n");
+    for i in 0..n {
+        backlog.push_str(&format!(
+            "  - {{ id: r{i}, title: R{i}, paths: ['r/{i}'], run: 'mkdir -p r; echo {i} > r/{i}' }}\n"
+        ));
+    }
+    let b = dir.join("rss.yml");
+    std::fs::write(&b, backlog)?;
+    let (_, kb, ok) = sampled(&std::env::current_exe()?, &repo, &b).await?;
+    if !ok {
+        anyhow::bail!("abo run of {n} command tasks (memory) failed");
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Ok(kb as f64 / 1024.0)
+}
+
+/// Runs `abo -C REPO run BACKLOG`, sampling its peak resident memory (`VmHWM`) every 20 ms:
+/// the wall time, the peak in kB and whether it succeeded.
+async fn sampled(exe: &Path, repo: &Path, backlog: &Path) -> anyhow::Result<(Duration, u64, bool)> {
+    let t0 = Instant::now();
+    #[allow(
+        clippy::disallowed_methods,
+        reason = "the benchmark samples the child's memory while it runs"
+    )]
+    let mut child = std::process::Command::new(exe)
+        .arg("-C")
+        .arg(repo)
+        .arg("run")
+        .arg(backlog)
+        .env_remove("ABO_CLOCK_OFFSET_FILE")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let status = format!("/proc/{}/status", child.id());
+    let mut peak_kb = 0u64;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&status)
+            && let Some(hwm) = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))
+        {
+            peak_kb = peak_kb.max(
+                hwm.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .unwrap_or(0),
+            );
+        }
+        if let Some(status) = child.try_wait()? {
+            return Ok((t0.elapsed(), peak_kb, status.success()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Reading reports: a JUnit report of 10,000 test cases, an LCOV tracefile of 500 files of 200
@@ -497,41 +658,9 @@ async fn concurrent(dir: &Path, n: usize) -> anyhow::Result<(f64, f64)> {
     }
     let b = dir.join("concurrent.yml");
     std::fs::write(&b, backlog)?;
-    let exe = std::env::current_exe()?;
-    let t0 = Instant::now();
-    #[allow(
-        clippy::disallowed_methods,
-        reason = "the benchmark samples the child's memory while it runs"
-    )]
-    let mut child = std::process::Command::new(exe)
-        .arg("-C")
-        .arg(&repo)
-        .arg("run")
-        .arg(&b)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    let status = format!("/proc/{}/status", child.id());
-    let mut peak_kb = 0u64;
-    loop {
-        if let Ok(s) = std::fs::read_to_string(&status)
-            && let Some(hwm) = s.lines().find_map(|l| l.strip_prefix("VmHWM:"))
-        {
-            peak_kb = peak_kb.max(
-                hwm.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse()
-                    .unwrap_or(0),
-            );
-        }
-        if child.try_wait()?.is_some() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let (t, kb, _) = sampled(&std::env::current_exe()?, &repo, &b).await?;
     #[allow(clippy::cast_precision_loss)]
-    Ok((t0.elapsed().as_secs_f64(), peak_kb as f64 / 1024.0))
+    Ok((t.as_secs_f64(), kb as f64 / 1024.0))
 }
 
 fn machine() -> Value {
@@ -594,9 +723,13 @@ pub(crate) async fn bench(
         "dispatch_latency_ms": null,
         "dispatch_latency_ms_postgres": null,
         "noop_tasks_per_s": null,
+        "decide_tasks_per_s": null,
         "append_latency_ms": null,
         "policy_eval_ms": null,
         "git_overhead_ratio": null,
+        "git_processes_per_task": null,
+        "two_slot_speedup": null,
+        "run_rss_mb": null,
         "concurrent_200_s": null,
         "peak_rss_mb": null,
         "detail": {},
@@ -621,6 +754,21 @@ pub(crate) async fn bench(
         let (rate, rate_min, rate_max) = spread(rates);
         out["noop_tasks_per_s"] = json!((rate * 10.0).round() / 10.0);
         out["detail"]["noop_tasks_per_s"] =
+            json!({ "median": rate, "min": rate_min, "max": rate_max, "runs": reps, "tasks": n });
+    }
+
+    if want("noop") {
+        note("no-op tasks through the state machine alone (nothing stored)");
+        let mut rates = Vec::new();
+        let n = if quick { 2000 } else { 10_000 };
+        for _ in 0..reps {
+            let t = drive_decisions(n)?;
+            #[allow(clippy::cast_precision_loss)]
+            rates.push(n as f64 / t.as_secs_f64());
+        }
+        let (rate, rate_min, rate_max) = spread(rates);
+        out["decide_tasks_per_s"] = json!(rate.round());
+        out["detail"]["decide_tasks_per_s"] =
             json!({ "median": rate, "min": rate_min, "max": rate_max, "runs": reps, "tasks": n });
     }
 
@@ -665,17 +813,46 @@ pub(crate) async fn bench(
     }
 
     if want("git") {
-        note("git overhead (5,000 files)");
         let tasks = if quick { 5 } else { 15 };
-        let (ratio, abo_per, shell_per) = git_overhead(d, 5000, tasks, 1).await?;
-        out["git_overhead_ratio"] = json!((ratio * 100.0).round() / 100.0);
-        out["detail"]["git"] = json!({ "abo_ms_per_task": abo_per, "shell_ms_per_task": shell_per, "tasks": tasks, "runs_per_side": 2, "files": 5000, "dir": d.display().to_string() });
+        note("git overhead (50 files, 1 and 2 slots, git processes counted)");
+        let small = git_overhead(d, 50, tasks * 2, 1, true).await?;
+        let small2 = git_overhead(d, 50, tasks * 2, 2, false).await?;
+        note("git overhead (5,000 files)");
+        let mid = git_overhead(d, 5000, tasks, 1, false).await?;
+        out["git_overhead_ratio"] = json!((mid.ratio() * 100.0).round() / 100.0);
+        out["git_processes_per_task"] = json!(small.abo_git);
+        out["detail"]["git"] = mid.json(5000, 1, tasks);
+        out["detail"]["git"]["dir"] = json!(d.display().to_string());
+        out["detail"]["git_50"] = small.json(50, 1, tasks * 2);
+        out["detail"]["git_50_2_slots"] = small2.json(50, 2, tasks * 2);
+        // Two slots' throughput over one's: per-task time with one slot over that with two.
+        let mut speedup = serde_json::Map::new();
+        speedup.insert("50".into(), json!(small.abo_ms / small2.abo_ms));
         if !quick {
-            note("git overhead with 2 slots");
-            let (r2, a2, s2) = git_overhead(d, 5000, tasks, 2).await?;
-            out["detail"]["git_2_slots"] =
-                json!({ "ratio": r2, "abo_ms_per_task": a2, "shell_ms_per_task": s2 });
+            note("git overhead with 2 slots (5,000 files)");
+            let mid2 = git_overhead(d, 5000, tasks, 2, false).await?;
+            speedup.insert("5000".into(), json!(mid.abo_ms / mid2.abo_ms));
+            out["detail"]["git_2_slots"] = mid2.json(5000, 2, tasks);
+            note("git overhead (50,000 files, 1 and 2 slots)");
+            let large = git_overhead(d, 50_000, 4, 1, false).await?;
+            let large2 = git_overhead(d, 50_000, 4, 2, false).await?;
+            speedup.insert("50000".into(), json!(large.abo_ms / large2.abo_ms));
+            out["detail"]["git_50000"] = large.json(50_000, 1, 4);
+            out["detail"]["git_50000_2_slots"] = large2.json(50_000, 2, 4);
         }
+        // The least of them: the target holds on every size.
+        out["two_slot_speedup"] = json!(
+            speedup
+                .values()
+                .filter_map(Value::as_f64)
+                .fold(f64::INFINITY, f64::min)
+        );
+        out["detail"]["two_slot_speedup"] = Value::Object(speedup);
+    }
+
+    if want("rss") {
+        note("abo run's memory, 20 command tasks, no model backend");
+        out["run_rss_mb"] = json!((run_rss(d, 20).await? * 10.0).round() / 10.0);
     }
 
     if want("bisect") {
@@ -688,6 +865,13 @@ pub(crate) async fn bench(
         let (conc_s, rss) = concurrent(d, 200).await?;
         out["concurrent_200_s"] = json!((conc_s * 100.0).round() / 100.0);
         out["peak_rss_mb"] = json!((rss * 10.0).round() / 10.0);
+        if !quick {
+            note("1,000 concurrent sandboxed attempts");
+            let sub = d.join("c1000");
+            std::fs::create_dir_all(&sub)?;
+            let (s1000, rss1000) = concurrent(&sub, 1000).await?;
+            out["detail"]["concurrent_1000"] = json!({ "s": s1000, "peak_rss_mb": rss1000 });
+        }
     }
 
     if want("scaling") {
@@ -701,6 +885,12 @@ pub(crate) async fn bench(
             per_task.insert(n.to_string(), json!(ms(t) / n as f64));
         }
         out["detail"]["scaling_ms_per_task_by_tasks"] = Value::Object(per_task);
+        let mut alone = serde_json::Map::new();
+        for n in [100, 1000, 10_000] {
+            #[allow(clippy::cast_precision_loss)]
+            alone.insert(n.to_string(), json!(ms(drive_decisions(n)?) / n as f64));
+        }
+        out["detail"]["scaling_decide_ms_per_task_by_tasks"] = Value::Object(alone);
     }
 
     if want("dashboard") {
@@ -710,9 +900,10 @@ pub(crate) async fn bench(
 
     if want("scaling-files") {
         note("scaling: repository size");
-        let (_, a500, _) = git_overhead(d, 500, 3, 1).await?;
-        let (_, a50k, _) = git_overhead(d, 50_000, 3, 1).await?;
-        out["detail"]["scaling_abo_ms_per_task_by_files"] = json!({ "500": a500, "50000": a50k });
+        let a500 = git_overhead(d, 500, 3, 1, false).await?;
+        let a50k = git_overhead(d, 50_000, 3, 1, false).await?;
+        out["detail"]["scaling_abo_ms_per_task_by_files"] =
+            json!({ "500": a500.abo_ms, "50000": a50k.abo_ms });
     }
 
     if want("knowledge") {
@@ -744,6 +935,14 @@ pub(crate) async fn bench(
         }),
         v("noop_tasks_per_s")
             .map(|x| ("no-op tasks/s", format!("{x:.0}"), ">= 1,000", x >= 1000.0)),
+        v("decide_tasks_per_s").map(|x| {
+            (
+                "decided tasks/s (alone)",
+                format!("{x:.0}"),
+                ">= 5,000",
+                x >= 5000.0,
+            )
+        }),
         p("append_latency_ms", "p95")
             .map(|x| ("append p95", format!("{x:.3} ms"), "< 2 ms", x < 2.0)),
         p("policy_eval_ms", "p95").map(|x| {
@@ -762,7 +961,32 @@ pub(crate) async fn bench(
                 x <= 1.25,
             )
         }),
-        v("concurrent_200_s").map(|x| ("200 sandboxed attempts", format!("{x:.1} s"), "-", true)),
+        v("git_processes_per_task")
+            .map(|x| ("git processes a task", format!("{x:.1}"), "<= 8", x <= 8.0)),
+        v("two_slot_speedup").map(|x| {
+            (
+                "two slots over one",
+                format!("{x:.2}x"),
+                ">= 1.7x",
+                x >= 1.7,
+            )
+        }),
+        v("run_rss_mb").map(|x| {
+            (
+                "abo run RSS (commands)",
+                format!("{x:.1} MB"),
+                "< 25 MB",
+                x < 25.0,
+            )
+        }),
+        v("concurrent_200_s").map(|x| {
+            (
+                "200 sandboxed attempts",
+                format!("{x:.1} s"),
+                "< 5 s",
+                x < 5.0,
+            )
+        }),
         v("peak_rss_mb").map(|x| ("peak RSS", format!("{x:.1} MB"), "< 200 MB", x < 200.0)),
     ];
     say!("machine: {}", out["machine"]);

@@ -31,6 +31,10 @@ fn the_quick_benchmark_reports_every_figure() {
     for k in [
         "noop_tasks_per_s",
         "git_overhead_ratio",
+        "git_processes_per_task",
+        "two_slot_speedup",
+        "run_rss_mb",
+        "decide_tasks_per_s",
         "concurrent_200_s",
         "peak_rss_mb",
     ] {
@@ -38,5 +42,17 @@ fn the_quick_benchmark_reports_every_figure() {
     }
     // 200 one-second sleeps at once finish far sooner than one after the other.
     assert!(doc["concurrent_200_s"].as_f64().unwrap() < 150.0, "{doc}");
+    // The shell loop's git calls are counted beside abo's, on the 50-file repository.
+    let git = &doc["detail"]["git_50"];
+    assert!(
+        git["shell_git_processes_per_task"]
+            .as_f64()
+            .is_some_and(|x| x >= 5.0),
+        "{git}"
+    );
+    assert_eq!(
+        doc["git_processes_per_task"],
+        git["abo_git_processes_per_task"]
+    );
     assert_eq!(doc["machine"]["cores"].as_u64().map(|c| c > 0), Some(true));
 }

@@ -162,20 +162,28 @@ async fn patch(job: &Job<'_>, diff: &abo_core::ids::ArtifactId, file: &str) -> P
     logged(job, failure, exit, &log)
 }
 
+/// What a backend's prompt is measured with: the BPE tokenizer for agents and models, whose
+/// context windows and prices count tokens; four characters a token for a command, whose prompt
+/// file no model counts, so that a run without one never loads the tokenizer's tables (tens of
+/// megabytes).
+fn counter<'a>(backend: &BackendSpec, ctx: &'a crate::context::Ctx) -> &'a dyn prompt::Tokens {
+    match backend {
+        BackendSpec::Agent { .. } | BackendSpec::Api { .. } => ctx.tokenizer(),
+        BackendSpec::Command { .. } | BackendSpec::Patch { .. } => &prompt::ApproxTokens,
+    }
+}
+
 /// The prompt for this attempt, redacted.
 async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prompt {
-    let tracked: Vec<String> = job
+    // The worktree's files (`git ls-files`), each path once whatever its stages.
+    let mut tracked: Vec<String> = job
         .ctx
         .git
-        .run_in(job.worktree, &["ls-files", "-z"])
+        .index_entries(job.worktree)
         .await
-        .map(|s| {
-            s.split('\0')
-                .filter(|f| !f.is_empty())
-                .map(str::to_owned)
-                .collect()
-        })
+        .map(|entries| entries.into_iter().map(|e| e.path).collect())
         .unwrap_or_default();
+    tracked.dedup();
     let mut files = prompt::relevant_files(job.task, &tracked);
     let budget = match job.backend {
         BackendSpec::Agent { context_tokens, .. } | BackendSpec::Api { context_tokens, .. } => {
@@ -193,7 +201,13 @@ async fn build_prompt(job: &Job<'_>, contract: prompt::Contract) -> prompt::Prom
         rules: &rules,
         briefing: &briefing,
     };
-    let mut p = prompt::build(&what, job.worktree, &files, budget, job.ctx.tokenizer());
+    let mut p = prompt::build(
+        &what,
+        job.worktree,
+        &files,
+        budget,
+        counter(job.backend, job.ctx),
+    );
     p.text = job.redactor.redact(&p.text);
     p
 }
@@ -929,6 +943,47 @@ async fn apply_reply(job: &Job<'_>, text: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    /// A command's prompt is measured without the tokenizer; the first model's prompt loads it.
+    #[tokio::test]
+    async fn only_prompts_that_models_count_load_the_tokenizer() {
+        use abo_core::ids::BackendName;
+        use abo_core::spec::BackendSpec;
+        let dir = tempfile::tempdir().unwrap();
+        let store = abo_store::Store::open("sqlite:t.db", dir.path())
+            .await
+            .unwrap();
+        let git = crate::git::Git::new(dir.path().to_owned());
+        let ctx = crate::Ctx::new(
+            dir.path().to_owned(),
+            store,
+            git,
+            std::sync::Arc::new(crate::SystemClock),
+        );
+        let text = "fn main() { println!(\"hello, world\"); }";
+        let command = BackendSpec::Command {
+            name: BackendName::new("c"),
+            run: "true".into(),
+        };
+        assert_eq!(
+            super::counter(&command, &ctx).count(text),
+            text.len().div_ceil(4)
+        );
+        assert!(!ctx.tokenizer_loaded());
+        let api = BackendSpec::Api {
+            name: BackendName::new("m"),
+            api: abo_core::config::ApiKind::Openai,
+            model: "gpt-4o".into(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key_env: None,
+            max_tokens: 100,
+            context_tokens: 1000,
+            retries: 0,
+        };
+        let n = super::counter(&api, &ctx).count(text);
+        assert!(ctx.tokenizer_loaded());
+        assert!(n > 0 && n != text.len().div_ceil(4), "{n}");
+    }
+
     #[test]
     fn which_backends_need_a_key() {
         use super::key_variable;

@@ -12,26 +12,16 @@ use super::FileChange;
 /// escapes when it resolves out of the repository, or when a link already in the repository now
 /// resolves out of it through this one (`k -> d/../../x` was inside while `d` was a directory or
 /// absent; the change makes `d -> ../sub`, inside by itself).
-pub(super) async fn mark(git: &Git, wt: &Path, files: &mut [FileChange]) -> Result<(), GitError> {
-    if files.is_empty() {
-        return Ok(());
-    }
-    // `:OLD NEW SHA SHA STATUS\0PATH\0`, one per file.
-    let out = git
-        .run_in(wt, &["diff", "HEAD", "--no-renames", "--raw", "-z"])
-        .await?;
-    let mut fields = out.split('\0');
-    while let Some(meta) = fields.next() {
-        let Some(meta) = meta.strip_prefix(':') else {
-            continue;
-        };
-        let Some(path) = fields.next() else {
-            break;
-        };
-        if meta.split(' ').nth(1) != Some("120000") {
-            continue;
-        }
-        let Some(f) = files.iter_mut().find(|f| f.path == path) else {
+///
+/// `links` are the paths whose new mode is a link's, as the change's diff reported them.
+pub(super) async fn mark(
+    git: &Git,
+    wt: &Path,
+    files: &mut [FileChange],
+    links: &[String],
+) -> Result<(), GitError> {
+    for path in links {
+        let Some(f) = files.iter_mut().find(|f| f.path == *path) else {
             continue;
         };
         if let Ok(target) = std::fs::read_link(wt.join(path)) {
@@ -43,12 +33,9 @@ pub(super) async fn mark(git: &Git, wt: &Path, files: &mut [FileChange]) -> Resu
         return Ok(());
     }
     // The links the change leaves alone: `MODE SHA STAGE\tPATH\0`, one per index entry.
-    let out = git.run_in(wt, &["ls-files", "--stage", "-z"]).await?;
-    for record in out.split('\0') {
-        let Some((meta, path)) = record.split_once('\t') else {
-            continue;
-        };
-        if !meta.starts_with("120000 ") || files.iter().any(|f| f.path == path) {
+    for entry in git.index_entries(wt).await? {
+        let path = entry.path.as_str();
+        if !entry.is_symlink() || files.iter().any(|f| f.path == path) {
             continue;
         }
         let Ok(target) = std::fs::read_link(wt.join(path)) else {

@@ -12,6 +12,7 @@ use abo_test_support::{TestRepo, git_in};
 use pretty_assertions::assert_eq;
 
 use super::*;
+use index::Entry;
 
 /// A repository whose owner configured an in-tree `core.hooksPath` (husky's `.husky`), a filter
 /// and a textconv driver (as git-lfs or a diff helper would be), with a submodule-like gitlink
@@ -530,4 +531,127 @@ async fn recovery_takes_only_this_runs_commit_after_the_base() {
             .unwrap(),
         Some((new, 1))
     );
+}
+
+/// The index as abo reads it from the file is what `git ls-files --stage` prints, for every kind
+/// of entry a worktree's index holds (files, an executable, a link, a gitlink, an intent-to-add
+/// file, a long and a non-ASCII path), in index versions 2 and 3; a version it does not read (4),
+/// a truncated file or an extension git requires readers to know falls back to git, which reads
+/// the same.
+#[tokio::test]
+async fn the_index_read_from_its_file_is_what_ls_files_reads() {
+    let repo = TestRepo::new();
+    repo.write("a.txt", "a\n");
+    repo.write("bin/run.sh", "#!/bin/sh\n");
+    std::fs::set_permissions(
+        repo.path.join("bin/run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("a.txt", repo.path.join("link")).unwrap();
+    let long = format!("deep/{}/f.txt", "d".repeat(200));
+    repo.write(&long, "x\n");
+    repo.write("ünï/cödé.txt", "u\n");
+    let nested = repo.path.join("sub");
+    std::fs::create_dir_all(&nested).unwrap();
+    git_in(&nested, &["init", "-q"]);
+    git_in(
+        &nested,
+        &[
+            "-c",
+            "user.email=a@b",
+            "-c",
+            "user.name=n",
+            "commit",
+            "-q",
+            "--allow-empty",
+            "-m",
+            "s",
+        ],
+    );
+    repo.commit_all("kinds");
+    let git = Git::new(repo.path.clone());
+    let wt = repo.path.join(".abo/worktrees/idx");
+    let head = git.rev_parse("HEAD").await.unwrap();
+    git.add_worktree(&wt, "abo-attempt/idx", &head)
+        .await
+        .unwrap();
+    std::fs::write(wt.join("new.txt"), "n\n").unwrap();
+    git_in(&wt, &["add", "--intent-to-add", "new.txt"]);
+    let admin = git.pinned_git_dir(&wt).unwrap();
+    let listed = || index::from_ls_files(&git_in(&wt, &["ls-files", "--stage", "-z"]));
+    let want = listed();
+    assert!(want.iter().any(Entry::is_gitlink) && want.iter().any(Entry::is_symlink));
+    assert!(want.iter().any(|e| e.path == long) && want.iter().any(|e| e.path == "new.txt"));
+    // Version 3 (the intent-to-add entry's extended flags): read from the file.
+    let file = std::fs::read(admin.join("index")).unwrap();
+    assert_eq!(file[7], 3);
+    assert_eq!(index::parse(&file, 20).as_ref(), Some(&want));
+    assert_eq!(git.index_entries(&wt).await.unwrap(), want);
+    // Version 2.
+    git_in(&wt, &["rm", "-q", "--cached", "new.txt"]);
+    git_in(&wt, &["update-index", "--index-version", "2"]);
+    let v2 = std::fs::read(admin.join("index")).unwrap();
+    assert_eq!(v2[7], 2);
+    assert_eq!(index::parse(&v2, 20), Some(listed()));
+    // What it does not read: git does.
+    assert_eq!(index::parse(&v2[..v2.len() - 30], 20), None);
+    let mut required = v2.clone();
+    let at = required.len() - 20;
+    required.splice(at..at, b"link\0\0\0\0".iter().copied());
+    assert_eq!(index::parse(&required, 20), None);
+    git_in(&wt, &["update-index", "--index-version", "4"]);
+    let v4 = std::fs::read(admin.join("index")).unwrap();
+    assert_eq!(index::parse(&v4, 20), None);
+    assert_eq!(git.index_entries(&wt).await.unwrap(), listed());
+}
+
+/// Landing's one transaction moves every ref or none: a ref that is not where it was expected
+/// (or is missing) leaves all of them where they were.
+#[tokio::test]
+async fn moving_refs_moves_all_or_none() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let one = CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim());
+    repo.write("a", "2\n");
+    repo.commit_all("two");
+    let two = CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim());
+    let git = Git::new(repo.path.clone());
+    repo.git(&["update-ref", "refs/heads/x", one.as_str()]);
+    repo.git(&["update-ref", "refs/abo/k", one.as_str()]);
+    let head = |r: &str| repo.git(&["rev-parse", r]).trim().to_owned();
+    // The keeper is missing: nothing moves.
+    let moves = [
+        ("refs/heads/x", &two, &one),
+        ("refs/abo/missing", &two, &one),
+    ];
+    assert!(!git.move_refs("t", &moves, &[]).await.unwrap());
+    assert_eq!(head("refs/heads/x"), one.as_str());
+    // One ref elsewhere: nothing moves.
+    let moves = [("refs/heads/x", &two, &one), ("refs/abo/k", &two, &two)];
+    assert!(!git.move_refs("t", &moves, &[]).await.unwrap());
+    assert_eq!(
+        (head("refs/heads/x"), head("refs/abo/k")),
+        (one.to_string(), one.to_string())
+    );
+    // Both where expected: both move.
+    let moves = [("refs/heads/x", &two, &one), ("refs/abo/k", &two, &one)];
+    assert!(git.move_refs("t", &moves, &[]).await.unwrap());
+    assert_eq!(
+        (head("refs/heads/x"), head("refs/abo/k")),
+        (two.to_string(), two.to_string())
+    );
+    // What git would refuse to parse never reaches it.
+    let moves = [("refs/heads/x y", &one, &two)];
+    assert!(!git.move_refs("t", &moves, &[]).await.unwrap());
+    // Checked out: read from git's files as `git worktree list` reads them.
+    let main = repo.git(&["symbolic-ref", "--short", "HEAD"]);
+    assert_eq!(git.is_checked_out(main.trim()), Some(true));
+    assert_eq!(git.is_checked_out("x"), Some(false));
+    let wt = repo.path.join(".abo/worktrees/co");
+    git.add_worktree(&wt, "y", &one).await.unwrap();
+    assert_eq!(git.is_checked_out("y"), Some(true));
+    let listed = git.checked_out_in("y").await.unwrap();
+    assert_eq!(listed.len(), 1);
 }

@@ -43,7 +43,17 @@ fn the_state_machine_figures_are_measured_and_the_others_left_null() {
     assert_eq!(v["append_latency_ms"]["samples"], 500);
     assert!(v["noop_tasks_per_s"].as_f64().is_some_and(|x| x > 0.0));
     assert_eq!(v["detail"]["noop_tasks_per_s"]["runs"], 3);
-    for k in ["git_overhead_ratio", "concurrent_200_s", "peak_rss_mb"] {
+    // The state machine alone, nothing stored, with the no-op figure.
+    assert!(v["decide_tasks_per_s"].as_f64().is_some_and(|x| x > 0.0));
+    assert_eq!(v["detail"]["decide_tasks_per_s"]["tasks"], 2000);
+    for k in [
+        "git_overhead_ratio",
+        "git_processes_per_task",
+        "two_slot_speedup",
+        "run_rss_mb",
+        "concurrent_200_s",
+        "peak_rss_mb",
+    ] {
         assert!(v[k].is_null(), "{k} was not asked for: {}", v[k]);
     }
     assert_eq!(v["machine"]["build"], "debug");
