@@ -223,19 +223,19 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     }
     r.runs = runs.len();
     // Restores: a failing verify to its revert, a failing deployment check to its rollback's end.
-    restores.extend(
-        events
-            .iter()
-            .filter(|e| e.event.at >= since)
-            .filter_map(|e| match &e.event.body {
-                EventBody::Deploy(crate::deploy::DeployEvent::RolledBack { restore_ms, .. }) => {
-                    Some(i64::try_from(*restore_ms).unwrap_or(i64::MAX))
-                }
-                _ => None,
-            }),
-    );
+    restores.extend(events.iter().filter(|e| e.event.at >= since).filter_map(
+        |e| match &e.event.body {
+            EventBody::Deploy(crate::deploy::DeployEvent::RolledBack { restore_ms, .. }) => {
+                Some(i64::try_from(*restore_ms).unwrap_or(i64::MAX))
+            }
+            _ => None,
+        },
+    ));
     r.time_to_restore = spread(restores);
-    let (mut failed, mut made) = (r.deploys.rolled_back, r.deploys.promoted + r.deploys.rolled_back);
+    let (mut failed, mut made) = (
+        r.deploys.rolled_back,
+        r.deploys.promoted + r.deploys.rolled_back,
+    );
     if verified {
         failed += r.tasks_reverted;
         made += r.tasks_landed;

@@ -8,9 +8,9 @@
 //! replays the whole log through.
 
 mod batch;
-mod knowledge;
-mod glance;
 mod deploy_lock;
+mod glance;
+mod knowledge;
 mod project;
 mod schema;
 mod work;
@@ -28,9 +28,9 @@ use abo_core::ids::{GateName, RunId, TaskId, Timestamp};
 use batch::{Arg, Batch};
 use project::Fold;
 
-pub use knowledge::{KnowledgeBlob, KnowledgeDoc};
-pub use glance::AlertRow;
 pub use deploy_lock::DeployLock;
+pub use glance::AlertRow;
+pub use knowledge::{KnowledgeBlob, KnowledgeDoc};
 pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]

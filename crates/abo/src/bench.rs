@@ -2,8 +2,8 @@
 //! The method of each figure is in BENCHMARKS.md; latencies are p50/p95/p99 over many samples,
 //! throughputs the median of repeated runs with min and max.
 
-mod heal;
 mod deploy;
+mod heal;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -3,15 +3,15 @@
 
 mod answer;
 mod bench;
-mod bench_knowledge;
 mod bench_dashboard;
+mod bench_knowledge;
 mod cli;
 mod commands;
 mod context_cmd;
 mod daemon;
 mod demo;
-mod digest;
 mod deploy;
+mod digest;
 mod doctor;
 mod exit;
 mod load;
