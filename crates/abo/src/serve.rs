@@ -79,10 +79,21 @@ impl Api {
     pub(crate) fn drive(&self, id: RunId, start: Start) {
         let ctx = Arc::clone(&self.ctx);
         let lines = self.lines;
+        let (root, config) = (self.root.clone(), self.config.clone());
         tokio::spawn(async move {
             let r = match lines {
                 Lines::Stdout => engine::drive(&ctx, &id, start, &mut crate::daemon::Lines).await,
                 Lines::Stderr => engine::drive(&ctx, &id, start, &mut crate::mcp::Notes).await,
+            };
+            // Environments that deploy after a merge into the base branch, as `abo run` does
+            // (their outcome lines go to stdout, so not under `abo mcp`, whose stdout is the
+            // protocol's).
+            let r = match r {
+                Ok(state) if lines == Lines::Stdout && exit::for_run(&state) == exit::OK => {
+                    deploy_after_merge(&ctx, &root, config.as_deref(), &state).await
+                }
+                Ok(_) => Ok(()),
+                Err(e) => Err(anyhow::Error::from(e)),
             };
             if let Err(e) = r {
                 match lines {
@@ -92,6 +103,17 @@ impl Api {
             }
         });
     }
+}
+
+async fn deploy_after_merge(
+    ctx: &Arc<Ctx>,
+    root: &std::path::Path,
+    config: Option<&std::path::Path>,
+    state: &abo_core::state::RunState,
+) -> anyhow::Result<()> {
+    let (cfg, path) = load::config(root, config)?;
+    crate::deploy::after_merge(ctx, root, &cfg, path.as_deref(), state).await?;
+    Ok(())
 }
 
 impl Control for Api {

@@ -479,3 +479,47 @@ fn on_a_postgres_store_deployments_from_two_clones_take_turns() {
         "overlapping deployments: {sa:?} {sb:?}"
     );
 }
+
+/// `when: merge` also for a run that `abo serve` executes (created over the API): the merge into
+/// the base branch deploys, as after `abo run`.
+#[test]
+fn a_run_served_over_the_api_deploys_when_merge() {
+    use crate::serve::{http, start_server, token};
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nbase_branch: main\ndeploy:\n  staging:\n    when: merge\n    canary: 'test -f a.txt'\n    \
+         check: 'test -f a.txt'\n    promote: 'true'\n    rollback: 'true'\n",
+    );
+    repo.write(
+        "backlog.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
+    );
+    repo.commit_all("backlog");
+    let admin = token(&repo, "admin");
+    let (mut server, addr) = start_server(&repo);
+    let (s, body) = http(
+        &addr,
+        "POST",
+        "/v1/runs",
+        Some(&admin),
+        Some(serde_json::json!({"backlog": "backlog.yml", "profile": "exploration"})),
+    );
+    assert_eq!(s, 201, "{body}");
+    let run = serde_json::from_str::<Value>(&body).unwrap()["run"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let promoted = wait_for(60, || {
+        kinds(&deploy_events(&repo, &run)).contains(&"deploy.promoted")
+    });
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(promoted, "{:?}", deploy_events(&repo, &run));
+    let events = deploy_events(&repo, &run);
+    assert_eq!(events[0].1["trigger"], "merge");
+    assert_eq!(
+        events[0].1["commit"].as_str().unwrap(),
+        repo.git(&["rev-parse", "main"]).trim()
+    );
+}
