@@ -147,6 +147,7 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
     }
     // Each attempt as written.
     let mut pins = Vec::new();
+    let mut review_pins: Vec<Pin> = Vec::new();
     o.push_str("<h2>History</h2>");
     for e in &events {
         let line = match &e.event.body {
@@ -216,6 +217,34 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
                     human::duration_ms(*duration_ms)
                 )
             }
+            EventBody::TaskReview {
+                attempt,
+                reviewer,
+                verdict,
+                findings,
+                ..
+            } => {
+                // The last review's comments are pinned to their lines (a reviewer's text is a
+                // model's: redacted, and escaped by the viewer).
+                review_pins = findings
+                    .iter()
+                    .filter_map(|f| {
+                        Some(Pin {
+                            path: f.file.clone(),
+                            line: f.line?,
+                            source: "review".into(),
+                            text: redactor.redact(&format!("{:?}: {}", f.severity, f.text)),
+                        })
+                    })
+                    .collect();
+                format!(
+                    "attempt {attempt} reviewed by <b>{}</b>: {} ({} finding{})",
+                    esc(reviewer.as_str()),
+                    esc(&format!("{verdict:?}")),
+                    findings.len(),
+                    if findings.len() == 1 { "" } else { "s" }
+                )
+            }
             EventBody::TaskPolicy {
                 verdict,
                 deny,
@@ -279,6 +308,7 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
         }
     }
     let diff = redactor.redact(&diff);
+    pins.extend(review_pins);
     let _ = write!(o, "<h2>Change</h2>{}", diffview::render(&diff, &pins));
     Ok(o)
 }

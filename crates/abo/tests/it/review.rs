@@ -139,3 +139,51 @@ fn a_malformed_verdict_from_a_model_is_a_reviewer_failure_and_never_approval() {
     let req = &server.requests()[0];
     assert!(req.raw.contains("+a"), "{}", req.raw);
 }
+
+/// A change landed with the reviewer's low-severity comments (no round left to send them back):
+/// they are pinned to the lines they name in the task page's diff, escaped (a reviewer's text is a
+/// model's).
+#[test]
+fn the_reviewers_comments_are_pinned_to_their_lines_in_the_diff() {
+    use crate::serve::{http, start_server, token};
+    let repo = TestRepo::new();
+    let reviewer = REVIEWER
+        .replace("no TODO in shipped code", "no TODO <b>here</b>")
+        .replace("\"high\"", "\"low\"");
+    config(
+        &repo,
+        &format!(
+            "version: 1\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbackends:\n  rev: {{ kind: command, run: '{}' }}\nreview: {{ backends: [rev], max_rounds: 0 }}\n",
+            reviewer.replace('\'', "''")
+        ),
+    );
+    let (_, doc, stderr) = run(
+        &repo,
+        "tasks:\n  - { id: a, title: Write a, run: 'echo TODO > a.txt' }\n",
+        &[],
+    );
+    assert_eq!(brief(&doc), s(&[("a", "landed", 1)]), "{stderr}");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let admin = token(&repo, "admin");
+    let (mut server, addr) = start_server(&repo);
+    let (status, page) = http(
+        &addr,
+        "GET",
+        &format!("/runs/{id}/tasks/a"),
+        Some(&admin),
+        None,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(
+            "<tr class=pin data-pin=\"a.txt:1\"><td colspan=3><b>review</b> Low: no TODO &lt;b&gt;here&lt;/b&gt;</td></tr>"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains("reviewed by <b>rev</b>: RequestChanges (1 finding)"),
+        "{page}"
+    );
+}
