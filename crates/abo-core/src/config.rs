@@ -43,6 +43,8 @@ pub struct Config {
     pub notify: Notify,
     #[serde(default)]
     pub schedule: Schedule,
+    #[serde(default)]
+    pub mcp: Mcp,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
@@ -1134,6 +1136,7 @@ impl Config {
             landing: Landing::default(),
             notify: Notify::default(),
             schedule: Schedule::default(),
+            mcp: Mcp::default(),
         }
     }
 
@@ -1577,5 +1580,30 @@ mod tests {
             ),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+}
+
+/// `mcp:`: the MCP server abo offers the agent inside an attempt (its `check` tool).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mcp {
+    /// How many times an attempt's agent may call `check` (0: the tool is not offered).
+    #[serde(default = "Mcp::default_max_checks")]
+    pub max_checks: u32,
+}
+
+impl Mcp {
+    pub const DEFAULT_MAX_CHECKS: u32 = 5;
+
+    fn default_max_checks() -> u32 {
+        Self::DEFAULT_MAX_CHECKS
+    }
+}
+
+impl Default for Mcp {
+    fn default() -> Self {
+        Self {
+            max_checks: Self::DEFAULT_MAX_CHECKS,
+        }
     }
 }

@@ -69,6 +69,9 @@ pub struct RunSettings {
     /// When attempts may start.
     #[serde(default)]
     pub schedule: ScheduleSpec,
+    /// How many `check` calls an attempt's agent may make (runs recorded before it: none).
+    #[serde(default)]
+    pub max_checks: u32,
 }
 
 /// abo.yml's `schedule.windows`, parsed.

@@ -255,6 +255,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
         sandbox: config.sandbox.spec(),
         notify: config.notify.spec(),
         schedule: config.schedule.spec(),
+        max_checks: config.mcp.max_checks,
     }
 }
 

@@ -40,7 +40,13 @@ pub struct Invocation<'a> {
     /// A directory of the attempt the agent may write: aider's chat and input history go there,
     /// not into the worktree (where they would become part of the change).
     pub scratch: &'a Path,
+    /// abo's MCP server for this attempt (its `check` tool), and Claude Code's configuration file
+    /// naming it.
+    pub mcp: Option<(&'a crate::check::Server, &'a Path)>,
 }
+
+/// The name Claude Code gives the `check` tool of the MCP server `abo`.
+pub const CLAUDE_CHECK_TOOL: &str = "mcp__abo__check";
 
 /// Whether the user's `args:` choose Codex's sandbox themselves (clap refuses a second `-s`).
 fn codex_sandbox_chosen(args: &[String]) -> bool {
@@ -182,6 +188,13 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
                 push("--model");
                 push(m);
             }
+            if let Some((_, config)) = i.mcp {
+                push("--mcp-config");
+                push(&config.to_string_lossy());
+                // Allowed ahead: nobody answers a permission prompt.
+                push("--allowedTools");
+                push(CLAUDE_CHECK_TOOL);
+            }
         }
         AgentKind::Codex => {
             push("exec");
@@ -204,6 +217,25 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
                 if let Some(k) = i.key_env {
                     set("model_providers.abo.env_key", k);
                 }
+            }
+            if let Some((server, _)) = i.mcp {
+                let env: Vec<String> = server
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", toml_string(v)))
+                    .collect();
+                a.push("-c".to_owned());
+                a.push(format!(
+                    "mcp_servers.abo.command={}",
+                    toml_string(&server.command)
+                ));
+                a.push("-c".to_owned());
+                a.push(format!(
+                    "mcp_servers.abo.args=[{}]",
+                    toml_string(crate::check::SERVER_ARG)
+                ));
+                a.push("-c".to_owned());
+                a.push(format!("mcp_servers.abo.env={{{}}}", env.join(",")));
             }
             let mut push = |s: &str| a.push(s.to_owned());
             if let Some(m) = i.model {
@@ -255,6 +287,16 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
             push(&i.prompt_file.to_string_lossy());
             for s in ["--output-format", "stream-json", "--no-session"] {
                 push(s);
+            }
+            if let Some((server, _)) = i.mcp {
+                let env: Vec<String> = server.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                push("--with-extension");
+                push(&format!(
+                    "{} {} {}",
+                    env.join(" "),
+                    server.command,
+                    crate::check::SERVER_ARG
+                ));
             }
             if let Some(m) = i.model {
                 push("--model");
