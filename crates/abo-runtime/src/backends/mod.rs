@@ -736,6 +736,8 @@ async fn run_agent_on(
     };
     drop(proxy);
     drop(check_only);
+    // The token dies with the proxy; its file goes too.
+    let _ = std::fs::remove_file(&mcp_config);
     // Every connection the proxy allowed or refused goes into the agent's log.
     if let Ok(egress) = std::fs::read_to_string(&egress_log)
         && !egress.is_empty()

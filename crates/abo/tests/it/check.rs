@@ -1,0 +1,171 @@
+//! The in-attempt `check` tool: an agent (a stand-in for Claude Code speaking MCP to the server
+//! `--mcp-config` names) calls `check` mid-attempt, gets the failing gate back, fixes the file,
+//! and the attempt lands; a call past `mcp.max_checks` is refused; the proxy's door refuses a
+//! request without the attempt's token, or with another attempt's.
+
+use abo_test_support::{TestRepo, files_containing};
+use pretty_assertions::assert_eq;
+use serde_json::Value;
+
+use crate::{abo_env, artifact, brief, config, events, s};
+
+const FAKE_CLAUDE: &str = include_str!("check/claude.py");
+
+fn setup(max_checks: u32) -> (TestRepo, Vec<(&'static str, String)>, std::path::PathBuf) {
+    let repo = TestRepo::new();
+    let bin = repo.outside.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let claude = bin.join("claude");
+    std::fs::write(&claude, FAKE_CLAUDE).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&claude, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let log = repo.outside.join("agent-log");
+    std::fs::create_dir_all(&log).unwrap();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nsandbox: {{ mode: off }}\nparallelism: {{ max_parallel: 1 }}\nattempts: {{ max: 1 }}\nmcp: {{ max_checks: {max_checks} }}\nbackends:\n  claude: {{ kind: claude-code }}\ngates:\n  - {{ name: answer, run: 'grep -qx fixed answer.txt || {{ echo \"answer.txt is not fixed\"; exit 1; }}' }}\n"
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let env = vec![
+        ("PATH", path),
+        ("FAKE_AGENT_LOG", log.display().to_string()),
+    ];
+    (repo, env, log)
+}
+
+fn checks(log: &std::path::Path, task: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(log.join(format!("{task}.checks.json"))).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn an_agent_checks_mid_attempt_fixes_the_failing_gate_and_lands() {
+    let (repo, env, log) = setup(2);
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: one, title: Fix the answer, backend: claude }\n  - { id: two, title: Fix it again, backend: claude, deps: [one] }\n",
+    );
+    let out = abo_env(&repo, &["run", b.to_str().unwrap(), "--json"], &env);
+    let doc: Value =
+        serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stderr));
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        brief(&doc),
+        s(&[("one", "landed", 1), ("two", "landed", 1)])
+    );
+
+    let c = checks(&log, "one");
+    // The tool, as the agent lists it: one tool, no arguments to choose gates or places.
+    let tools = c["tools"]["result"]["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 1);
+    assert_eq!(tools[0]["name"], "check");
+    assert_eq!(tools[0]["inputSchema"]["properties"], serde_json::json!({}));
+    // First call: the gate fails, with its output.
+    let first = &c["first"]["result"]["structuredContent"];
+    assert_eq!(first["verdict"], "gate_failed", "{c}");
+    assert_eq!(first["gates"][0]["name"], "answer");
+    assert_eq!(first["gates"][0]["passed"], false);
+    assert!(
+        first["gates"][0]["log_tail"]
+            .as_str()
+            .unwrap()
+            .contains("answer.txt is not fixed")
+    );
+    assert_eq!(first["checks_left"], 1);
+    // After the fix: what abo would decide is to land it.
+    let second = &c["second"]["result"]["structuredContent"];
+    assert_eq!(second["verdict"], "pass", "{c}");
+    assert_eq!(second["gates"][0]["passed"], true);
+    assert_eq!(second["policy"]["verdict"], "allow");
+    // Past `mcp.max_checks: 2`: an MCP error that says so.
+    let third = &c["third"];
+    assert!(third["result"].is_null(), "{third}");
+    assert!(
+        third["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 2 times (mcp.max_checks)"),
+        "{third}"
+    );
+    // The proxy's door: no token, a wrong one, another attempt's: refused.
+    assert_eq!(c["no_token"], 403);
+    assert_eq!(c["wrong_token"], 403);
+    assert_eq!(checks(&log, "two")["previous_attempts_token"], 403);
+    // With this attempt's own token (through the MCP server) it answered: the control.
+    assert_eq!(
+        checks(&log, "two")["second"]["result"]["structuredContent"]["verdict"],
+        "pass"
+    );
+
+    // Each call is an event; the checks' gate runs are not the attempt's.
+    let id = doc["run"]["id"].as_str().unwrap();
+    let evs = events(&repo, id);
+    let of = |kind: &str| -> Vec<&Value> {
+        evs.iter()
+            .filter(|e| e["kind"] == kind && e["task"] == "one")
+            .collect()
+    };
+    let calls: Vec<(u64, &str)> = of("task.check")
+        .iter()
+        .map(|e| {
+            (
+                e["data"]["n"].as_u64().unwrap(),
+                e["data"]["outcome"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(calls, vec![(1, "gate_failed"), (2, "pass"), (3, "refused")]);
+    assert_eq!(
+        of("task.check")[0]["data"]["failed_gates"],
+        serde_json::json!(["answer"])
+    );
+    let gates = of("task.gate");
+    assert_eq!(
+        gates.len(),
+        1,
+        "only abo's own gate run after the agent: {gates:?}"
+    );
+    assert_eq!(gates[0]["data"]["passed"], true);
+    assert_eq!(
+        repo.git(&[
+            "show",
+            &format!("{}:answer.txt", doc["run"]["branch"].as_str().unwrap())
+        ]),
+        "fixed\n"
+    );
+
+    // The token reaches no event, artifact or file abo keeps.
+    let token = std::fs::read_to_string(log.join("token")).unwrap();
+    assert_eq!(token.len(), 64);
+    let all = serde_json::to_string(&evs).unwrap();
+    assert!(!all.contains(&token));
+    let fin = of("task.backend_finished");
+    assert!(!artifact(&repo, &fin[0]["data"]["transcript"]).contains(&token));
+    assert_eq!(
+        files_containing(&repo.path.join(".abo"), &token),
+        Vec::<std::path::PathBuf>::new()
+    );
+}
+
+#[test]
+fn no_check_tool_when_max_checks_is_zero() {
+    let (repo, env, _log) = setup(0);
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: one, title: T, backend: claude }\n",
+    );
+    let out = abo_env(&repo, &["run", b.to_str().unwrap(), "--json"], &env);
+    // The stand-in needs its `--mcp-config`: without the tool offered it fails.
+    assert_ne!(out.code, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let id = doc["run"]["id"].as_str().unwrap();
+    assert!(events(&repo, id).iter().all(|e| e["kind"] != "task.check"));
+}
