@@ -11,7 +11,10 @@ use crate::{abo_env, artifact, brief, config, events, s};
 
 const FAKE_CLAUDE: &str = include_str!("check/claude.py");
 
-fn setup(max_checks: u32) -> (TestRepo, Vec<(&'static str, String)>, std::path::PathBuf) {
+fn setup(
+    sandbox: &str,
+    max_checks: u32,
+) -> (TestRepo, Vec<(&'static str, String)>, std::path::PathBuf) {
     let repo = TestRepo::new();
     let bin = repo.outside.join("bin");
     std::fs::create_dir_all(&bin).unwrap();
@@ -26,7 +29,7 @@ fn setup(max_checks: u32) -> (TestRepo, Vec<(&'static str, String)>, std::path::
     config(
         &repo,
         &format!(
-            "version: 1\nsandbox: {{ mode: off }}\nparallelism: {{ max_parallel: 1 }}\nattempts: {{ max: 1 }}\nmcp: {{ max_checks: {max_checks} }}\nbackends:\n  claude: {{ kind: claude-code }}\ngates:\n  - {{ name: answer, run: 'grep -qx fixed answer.txt || {{ echo \"answer.txt is not fixed\"; exit 1; }}' }}\n"
+            "version: 1\nsandbox: {sandbox}\nparallelism: {{ max_parallel: 1 }}\nattempts: {{ max: 1 }}\nmcp: {{ max_checks: {max_checks} }}\nbackends:\n  claude: {{ kind: claude-code }}\ngates:\n  - {{ name: answer, run: 'grep -qx fixed answer.txt || {{ echo \"answer.txt is not fixed\"; exit 1; }}' }}\n"
         ),
     );
     let path = format!(
@@ -41,14 +44,27 @@ fn setup(max_checks: u32) -> (TestRepo, Vec<(&'static str, String)>, std::path::
     (repo, env, log)
 }
 
-fn checks(log: &std::path::Path, task: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(log.join(format!("{task}.checks.json"))).unwrap())
-        .unwrap()
+/// What the agent of `task` saw: in its log directory, or (sandboxed) in the landed change.
+fn checks(repo: &TestRepo, log: &std::path::Path, branch: &str, task: &str) -> Value {
+    let text = std::fs::read_to_string(log.join(format!("{task}.checks.json")))
+        .unwrap_or_else(|_| repo.git(&["show", &format!("{branch}:checks-{task}.json")]));
+    serde_json::from_str(&text).unwrap()
 }
 
 #[test]
 fn an_agent_checks_mid_attempt_fixes_the_failing_gate_and_lands() {
-    let (repo, env, log) = setup(2);
+    checks_fix_and_land("{ mode: off }");
+}
+
+/// The same inside the sandbox: the agent's only way out is its egress proxy, which answers the
+/// check itself; the server it starts is abo, run inside the agent's sandbox.
+#[test]
+fn in_the_sandbox_the_check_goes_through_the_attempts_own_proxy() {
+    checks_fix_and_land("{ mode: required }");
+}
+
+fn checks_fix_and_land(sandbox: &str) {
+    let (repo, env, log) = setup(sandbox, 2);
     let b = repo.write_outside(
         "b.yml",
         "tasks:\n  - { id: one, title: Fix the answer, backend: claude }\n  - { id: two, title: Fix it again, backend: claude, deps: [one] }\n",
@@ -62,7 +78,9 @@ fn an_agent_checks_mid_attempt_fixes_the_failing_gate_and_lands() {
         s(&[("one", "landed", 1), ("two", "landed", 1)])
     );
 
-    let c = checks(&log, "one");
+    let branch = doc["run"]["branch"].as_str().unwrap().to_owned();
+    let sandboxed = !sandbox.contains("off");
+    let c = checks(&repo, &log, &branch, "one");
     // The tool, as the agent lists it: one tool, no arguments to choose gates or places.
     let tools = c["tools"]["result"]["tools"].as_array().unwrap();
     assert_eq!(tools.len(), 1);
@@ -98,10 +116,10 @@ fn an_agent_checks_mid_attempt_fixes_the_failing_gate_and_lands() {
     // The proxy's door: no token, a wrong one, another attempt's: refused.
     assert_eq!(c["no_token"], 403);
     assert_eq!(c["wrong_token"], 403);
-    assert_eq!(checks(&log, "two")["previous_attempts_token"], 403);
+    let two = checks(&repo, &log, &branch, "two");
     // With this attempt's own token (through the MCP server) it answered: the control.
     assert_eq!(
-        checks(&log, "two")["second"]["result"]["structuredContent"]["verdict"],
+        two["second"]["result"]["structuredContent"]["verdict"],
         "pass"
     );
 
@@ -135,13 +153,16 @@ fn an_agent_checks_mid_attempt_fixes_the_failing_gate_and_lands() {
     );
     assert_eq!(gates[0]["data"]["passed"], true);
     assert_eq!(
-        repo.git(&[
-            "show",
-            &format!("{}:answer.txt", doc["run"]["branch"].as_str().unwrap())
-        ]),
+        repo.git(&["show", &format!("{branch}:answer.txt")]),
         "fixed\n"
     );
 
+    if sandboxed {
+        // The sandboxed agent kept no token anywhere the test could read it.
+        return;
+    }
+    // Attempt two's proxy does not know attempt one's token.
+    assert_eq!(two["previous_attempts_token"], 403);
     // The token reaches no event, artifact or file abo keeps.
     let token = std::fs::read_to_string(log.join("token")).unwrap();
     assert_eq!(token.len(), 64);
@@ -157,7 +178,7 @@ fn an_agent_checks_mid_attempt_fixes_the_failing_gate_and_lands() {
 
 #[test]
 fn no_check_tool_when_max_checks_is_zero() {
-    let (repo, env, _log) = setup(0);
+    let (repo, env, _log) = setup("{ mode: off }", 0);
     let b = repo.write_outside(
         "b.yml",
         "tasks:\n  - { id: one, title: T, backend: claude }\n",

@@ -3,14 +3,16 @@
 # starts the server named by `--mcp-config` and speaks MCP (JSON-RPC over stdio) to it. It writes
 # a broken answer, calls `check`, fixes the answer, calls `check` again, and calls it once more
 # past `mcp.max_checks`; it also knocks on its proxy's door without the token and with the token
-# of the previous attempt. Every answer goes to $FAKE_AGENT_LOG/<task>.checks.json.
+# of the previous attempt. Every answer goes to $FAKE_AGENT_LOG/<task>.checks.json, or inside
+# the sandbox (which passes no such variable and lets it write the worktree only) to
+# checks-<task>.json in the change.
 import json, os, socket, subprocess, sys
 
 if "--version" in sys.argv:
     print("2.1.300 (Claude Code)")
     sys.exit(0)
 
-log = os.environ["FAKE_AGENT_LOG"]
+log = os.environ.get("FAKE_AGENT_LOG")
 task = os.environ["ABO_TASK_ID"]
 args = sys.argv[1:]
 config = json.load(open(args[args.index("--mcp-config") + 1]))
@@ -63,13 +65,14 @@ out["second"] = rpc("tools/call", {"name": "check", "arguments": {}})
 out["third"] = rpc("tools/call", {"name": "check", "arguments": {}})
 out["no_token"] = knock(None)
 out["wrong_token"] = knock("0" * 64)
-previous = os.path.join(log, "token")
-if os.path.exists(previous):
-    out["previous_attempts_token"] = knock(open(previous).read())
-open(previous, "w").write(env["ABO_CHECK_TOKEN"])
+if log:
+    previous = os.path.join(log, "token")
+    if os.path.exists(previous):
+        out["previous_attempts_token"] = knock(open(previous).read())
+    open(previous, "w").write(env["ABO_CHECK_TOKEN"])
 proc.stdin.close()
 proc.wait(timeout=10)
-json.dump(out, open(os.path.join(log, task + ".checks.json"), "w"))
+json.dump(out, open(os.path.join(log, task + ".checks.json") if log else "checks-" + task + ".json", "w"))
 print(json.dumps({"type": "system", "subtype": "init", "model": "claude-sonnet-4-5-20250929"}))
 print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 3,
                   "result": "Fixed the answer after abo's check.", "session_id": "s1",
