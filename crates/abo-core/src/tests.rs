@@ -66,6 +66,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             sandbox: Default::default(),
             notify: Default::default(),
             schedule: Default::default(),
+            max_checks: 0,
         },
         tasks: tasks
             .iter()

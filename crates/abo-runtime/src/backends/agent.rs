@@ -571,6 +571,62 @@ mod tests {
         assert_eq!(Versions::key("/nonexistent/claude"), None);
     }
 
+    /// abo's in-attempt MCP server, as each tool is told of it.
+    #[test]
+    fn the_check_server_on_each_command_line() {
+        let server = crate::check::Server {
+            command: "/bin/abo".into(),
+            env: vec![
+                ("ABO_CHECK_TOKEN".into(), "t0k".into()),
+                ("ABO_CHECK_PROXY".into(), "http://127.0.0.1:9".into()),
+            ],
+        };
+        let config = Path::new("/s/abo-mcp.json");
+        let i = Invocation {
+            kind: AgentKind::ClaudeCode,
+            command: "claude",
+            model: None,
+            max_turns: None,
+            permission_mode: None,
+            extra_args: &[],
+            prompt: "do it",
+            prompt_file: Path::new("/s/prompt.md"),
+            analytics_log: Path::new("/s/aider.jsonl"),
+            max_budget_usd: None,
+            version: None,
+            sandboxed: true,
+            base_url: None,
+            key_env: None,
+            scratch: Path::new("/s"),
+            mcp: Some((&server, config)),
+        };
+        assert_eq!(
+            argv(&i).join(" "),
+            "-p --output-format stream-json --verbose --permission-mode acceptEdits --mcp-config /s/abo-mcp.json --allowedTools mcp__abo__check do it"
+        );
+        assert_eq!(
+            server.claude_config()["mcpServers"]["abo"],
+            serde_json::json!({"type": "stdio", "command": "/bin/abo", "args": ["__mcp-check"],
+                "env": {"ABO_CHECK_TOKEN": "t0k", "ABO_CHECK_PROXY": "http://127.0.0.1:9"}})
+        );
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Codex,
+                ..i.clone()
+            })
+            .join(" "),
+            "exec --json -s danger-full-access -c mcp_servers.abo.command=\"/bin/abo\" -c mcp_servers.abo.args=[\"__mcp-check\"] -c mcp_servers.abo.env={ABO_CHECK_TOKEN=\"t0k\",ABO_CHECK_PROXY=\"http://127.0.0.1:9\"} do it"
+        );
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Goose,
+                ..i.clone()
+            })
+            .join(" "),
+            "run -i /s/prompt.md --output-format stream-json --no-session --with-extension ABO_CHECK_TOKEN=t0k ABO_CHECK_PROXY=http://127.0.0.1:9 /bin/abo __mcp-check"
+        );
+    }
+
     #[test]
     fn command_lines() {
         let i = Invocation {
@@ -589,6 +645,7 @@ mod tests {
             base_url: None,
             key_env: None,
             scratch: Path::new("/s"),
+            mcp: None,
         };
         assert_eq!(
             argv(&i).join(" "),

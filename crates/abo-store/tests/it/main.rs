@@ -41,6 +41,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
             sandbox: Default::default(),
             notify: Default::default(),
             schedule: Default::default(),
+            max_checks: 0,
         },
         tasks: tasks
             .iter()
