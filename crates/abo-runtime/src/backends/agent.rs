@@ -161,16 +161,19 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
     let mut push = |s: &str| a.push(s.to_owned());
     match i.kind {
         AgentKind::ClaudeCode => {
-            for s in [
-                "-p",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--permission-mode",
-                i.permission_mode.unwrap_or(CLAUDE_PERMISSION_MODE),
-            ] {
+            for s in ["-p", "--output-format", "stream-json", "--verbose"] {
                 push(s);
             }
+            // Both take several values: an option must follow them, never the prompt.
+            if let Some((_, config)) = i.mcp {
+                push("--mcp-config");
+                push(&config.to_string_lossy());
+                // Allowed ahead: nobody answers a permission prompt.
+                push("--allowedTools");
+                push(CLAUDE_CHECK_TOOL);
+            }
+            push("--permission-mode");
+            push(i.permission_mode.unwrap_or(CLAUDE_PERMISSION_MODE));
             // Nobody answers a prompt in an unattended run: a would-be prompt is a denial.
             if i.version.is_some_and(|v| v >= CLAUDE_PERMISSION_PROMPTS) {
                 push("--permission-prompts");
@@ -187,13 +190,6 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
             if let Some(m) = i.model {
                 push("--model");
                 push(m);
-            }
-            if let Some((_, config)) = i.mcp {
-                push("--mcp-config");
-                push(&config.to_string_lossy());
-                // Allowed ahead: nobody answers a permission prompt.
-                push("--allowedTools");
-                push(CLAUDE_CHECK_TOOL);
             }
         }
         AgentKind::Codex => {
@@ -602,7 +598,7 @@ mod tests {
         };
         assert_eq!(
             argv(&i).join(" "),
-            "-p --output-format stream-json --verbose --permission-mode acceptEdits --mcp-config /s/abo-mcp.json --allowedTools mcp__abo__check do it"
+            "-p --output-format stream-json --verbose --mcp-config /s/abo-mcp.json --allowedTools mcp__abo__check --permission-mode acceptEdits do it"
         );
         assert_eq!(
             server.claude_config()["mcpServers"]["abo"],
