@@ -364,6 +364,8 @@ pub struct Limits<'a> {
     /// The egress proxy's refusals that a change of `sandbox.agent_hosts` would fix: the first
     /// stops the agent.
     pub refused: Option<tokio::sync::watch::Receiver<Option<crate::egress::Refusal>>>,
+    /// `true` while abo answers the agent's `check`: its silence is not counted then.
+    pub checking: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The attempt's reservation, enforced while the agent streams: past it, the agent is stopped.
@@ -426,6 +428,7 @@ pub async fn run(
         AFTER_RESULT_GRACE,
         &transcript,
         crate::egress::first_refusal(limits.refused.clone()),
+        limits.checking.clone(),
         |l| {
             let line = parser.line(l);
             // Past the final result the work is done: what it cost is charged, not stopped.

@@ -478,10 +478,19 @@ struct Door<'a> {
 
 impl Door<'_> {
     /// Answers the proxy's calls until the attempt ends (never returns).
-    async fn serve(&self, mut calls: tokio::sync::mpsc::Receiver<crate::check::Call>) {
+    async fn serve(
+        &self,
+        mut calls: tokio::sync::mpsc::Receiver<crate::check::Call>,
+        checking: tokio::sync::watch::Sender<bool>,
+    ) {
         while let Some(call) = calls.recv().await {
             let (record, answer) = match self.tally.next() {
-                Ok(n) => self.checker.check(n).await,
+                Ok(n) => {
+                    let _ = checking.send(true);
+                    let done = self.checker.check(n).await;
+                    let _ = checking.send(false);
+                    done
+                }
                 Err(n) => crate::check::refused(n, self.tally.max),
             };
             self.tally.push(record);
@@ -580,6 +589,7 @@ async fn run_agent_on(
     // In the sandbox, the agent reaches the network only through abo's egress proxy, which may
     // hold its key.
     let egress_log = scratch.join("egress.jsonl");
+    let (checking_tx, checking_rx) = tokio::sync::watch::channel(false);
     let (check_door, calls) = match door {
         Some(d) => {
             let (door, calls) = crate::check::Door::new(d.token.clone());
@@ -725,12 +735,13 @@ async fn run_agent_on(
             model: model.as_deref(),
         }),
         refused: proxy.as_ref().map(|p| p.refused.clone()),
+        checking: door.map(|_| checking_rx.clone()),
     };
     let agent = agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups);
     let ran = match (door, calls) {
         (Some(d), Some(calls)) => tokio::select! {
             ran = agent => ran,
-            () = d.serve(calls) => unreachable!("serving checks never ends"),
+            () = d.serve(calls, checking_tx) => unreachable!("serving checks never ends"),
         },
         _ => agent.await,
     };

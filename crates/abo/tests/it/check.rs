@@ -190,3 +190,25 @@ fn no_check_tool_when_max_checks_is_zero() {
     let id = doc["run"]["id"].as_str().unwrap();
     assert!(events(&repo, id).iter().all(|e| e["kind"] != "task.check"));
 }
+
+/// The agent prints nothing while abo answers its `check`: a check longer than
+/// `timeouts.silence` does not stop it (its silence counts afresh after).
+#[test]
+fn a_check_longer_than_the_silence_timeout_does_not_stop_the_agent() {
+    let (repo, env, log) = setup("{ mode: off }", 2);
+    config(
+        &repo,
+        "version: 1\nsandbox: { mode: off }\nattempts: { max: 1 }\ntimeouts: { silence: 2s }\nbackends:\n  claude: { kind: claude-code }\ngates:\n  - { name: answer, run: 'if grep -qx broken answer.txt; then sleep 4; fi; grep -qx fixed answer.txt' }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: one, title: T, backend: claude }\n",
+    );
+    let out = abo_env(&repo, &["run", b.to_str().unwrap(), "--json"], &env);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let c = checks(&repo, &log, "", "one");
+    assert_eq!(
+        c["first"]["result"]["structuredContent"]["verdict"],
+        "gate_failed"
+    );
+}

@@ -12,6 +12,7 @@ if "--version" in sys.argv:
     print("2.1.300 (Claude Code)")
     sys.exit(0)
 
+print(json.dumps({"type": "system", "subtype": "init", "model": "claude-sonnet-4-5-20250929"}), flush=True)
 log = os.environ.get("FAKE_AGENT_LOG")
 task = os.environ["ABO_TASK_ID"]
 args = sys.argv[1:]
@@ -73,7 +74,6 @@ if log:
 proc.stdin.close()
 proc.wait(timeout=10)
 json.dump(out, open(os.path.join(log, task + ".checks.json") if log else "checks-" + task + ".json", "w"))
-print(json.dumps({"type": "system", "subtype": "init", "model": "claude-sonnet-4-5-20250929"}))
 print(json.dumps({"type": "result", "subtype": "success", "is_error": False, "num_turns": 3,
                   "result": "Fixed the answer after abo's check.", "session_id": "s1",
                   "total_cost_usd": 0.01,
