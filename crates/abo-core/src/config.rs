@@ -1488,6 +1488,19 @@ mod tests {
     }
 
     #[test]
+    fn mcp_max_checks_defaults_to_five_and_is_located_when_wrong() {
+        let c = Config::parse("abo.yml", "version: 1\n").unwrap();
+        assert_eq!(c.mcp.max_checks, Mcp::DEFAULT_MAX_CHECKS);
+        assert_eq!(Mcp::DEFAULT_MAX_CHECKS, 5);
+        let c = Config::parse("abo.yml", "version: 1\nmcp: { max_checks: 0 }\n").unwrap();
+        assert_eq!(c.mcp.max_checks, 0);
+        assert_eq!(
+            err("version: 1\nmcp:\n  max_check: 2\n"),
+            "abo.yml:3:3: unknown key `mcp.max_check` (hint: did you mean `max_checks`?)"
+        );
+    }
+
+    #[test]
     fn errors_name_the_place() {
         assert_eq!(
             err("version: 1\ntimeouts:\n  atempt: 5m\n"),
