@@ -279,16 +279,23 @@ async fn run_agent(job: &Job<'_>) -> Produced {
     let mut env = job.env.clone();
     env.extend(prompt_files(job, &p));
     // The `check` tool: a token for this attempt alone, which its transcript and log never show.
+    // aider speaks no MCP: it is offered no tool.
+    let speaks_mcp = matches!(
+        job.backend,
+        BackendSpec::Agent { agent, .. } if *agent != AgentKind::Aider
+    );
     let door = match (job.checker, &job.ctx.sandbox_helper) {
-        (Some(checker), Some(abo)) if job.settings.max_checks > 0 => match crate::check::token() {
-            Ok(token) => Some(Door {
-                checker,
-                abo: abo.to_string_lossy().into_owned(),
-                tally: crate::check::Tally::new(job.settings.max_checks),
-                token,
-            }),
-            Err(e) => return failed(format!("could not make the check tool's token: {e}")),
-        },
+        (Some(checker), Some(abo)) if job.settings.max_checks > 0 && speaks_mcp => {
+            match crate::check::token() {
+                Ok(token) => Some(Door {
+                    checker,
+                    abo: abo.to_string_lossy().into_owned(),
+                    tally: crate::check::Tally::new(job.settings.max_checks),
+                    token,
+                }),
+                Err(e) => return failed(format!("could not make the check tool's token: {e}")),
+            }
+        }
         _ => None,
     };
     let place = Place {
