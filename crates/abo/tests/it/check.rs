@@ -78,6 +78,18 @@ fn checks_fix_and_land(sandbox: &str) {
         s(&[("one", "landed", 1), ("two", "landed", 1)])
     );
 
+    // The progress narrates each call.
+    assert!(
+        out.stderr
+            .contains("one: attempt 1 check 1: gate_failed: gate answer failed"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("one: attempt 1 check 3: refused"),
+        "{}",
+        out.stderr
+    );
     let branch = doc["run"]["branch"].as_str().unwrap().to_owned();
     let sandboxed = !sandbox.contains("off");
     let c = checks(&repo, &log, &branch, "one");
