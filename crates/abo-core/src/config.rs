@@ -49,6 +49,8 @@ pub struct Config {
     /// Environments to deploy the landed base branch to (`abo deploy ENV`, or after a merge).
     #[serde(default)]
     pub deploy: crate::deploy::Environments,
+    #[serde(default)]
+    pub mcp: Mcp,
 }
 
 /// `review:`: backends (model APIs or commands) that read a change and answer a JSON verdict.
@@ -1166,6 +1168,7 @@ impl Config {
             schedule: Schedule::default(),
             review: None,
             deploy: crate::deploy::Environments::new(),
+            mcp: Mcp::default(),
         }
     }
 
@@ -1567,6 +1570,19 @@ mod tests {
     }
 
     #[test]
+    fn mcp_max_checks_defaults_to_five_and_is_located_when_wrong() {
+        let c = Config::parse("abo.yml", "version: 1\n").unwrap();
+        assert_eq!(c.mcp.max_checks, Mcp::DEFAULT_MAX_CHECKS);
+        assert_eq!(Mcp::DEFAULT_MAX_CHECKS, 5);
+        let c = Config::parse("abo.yml", "version: 1\nmcp: { max_checks: 0 }\n").unwrap();
+        assert_eq!(c.mcp.max_checks, 0);
+        assert_eq!(
+            err("version: 1\nmcp:\n  max_check: 2\n"),
+            "abo.yml:3:3: unknown key `mcp.max_check` (hint: did you mean `max_checks`?)"
+        );
+    }
+
+    #[test]
     fn errors_name_the_place() {
         assert_eq!(
             err("version: 1\ntimeouts:\n  atempt: 5m\n"),
@@ -1663,5 +1679,30 @@ mod tests {
             ),
         );
         assert!(ok.is_ok(), "{ok:?}");
+    }
+}
+
+/// `mcp:`: the MCP server abo offers the agent inside an attempt (its `check` tool).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mcp {
+    /// How many times an attempt's agent may call `check` (0: the tool is not offered).
+    #[serde(default = "Mcp::default_max_checks")]
+    pub max_checks: u32,
+}
+
+impl Mcp {
+    pub const DEFAULT_MAX_CHECKS: u32 = 5;
+
+    fn default_max_checks() -> u32 {
+        Self::DEFAULT_MAX_CHECKS
+    }
+}
+
+impl Default for Mcp {
+    fn default() -> Self {
+        Self {
+            max_checks: Self::DEFAULT_MAX_CHECKS,
+        }
     }
 }

@@ -143,6 +143,9 @@ pub struct BackendOutcome {
     /// The agent asked a person instead of finishing: the task waits for the answer.
     #[serde(default)]
     pub question: Option<question::Question>,
+    /// The agent's calls to its `check` tool during the attempt, in order.
+    #[serde(default)]
+    pub checks: Vec<crate::event::CheckRecord>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -548,6 +551,15 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
     if !matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt)
     {
         return; // stale: the task was cancelled or the attempt superseded
+    }
+    for c in &o.checks {
+        cx.emit(
+            Some(task),
+            EventBody::TaskCheck {
+                attempt,
+                check: c.clone(),
+            },
+        );
     }
     cx.emit(
         Some(task),

@@ -153,6 +153,13 @@ pub enum EventBody {
         #[serde(default)]
         transient: bool,
     },
+    /// The agent called its `check` tool during the attempt (what abo would have decided then).
+    #[serde(rename = "task.check")]
+    TaskCheck {
+        attempt: u32,
+        #[serde(flatten)]
+        check: CheckRecord,
+    },
     #[serde(rename = "task.gate")]
     TaskGate {
         attempt: u32,
@@ -408,6 +415,7 @@ impl EventBody {
             Self::TaskReady {} => "task.ready",
             Self::TaskStarted { .. } => "task.started",
             Self::TaskBackendFinished { .. } => "task.backend_finished",
+            Self::TaskCheck { .. } => "task.check",
             Self::TaskGate { .. } => "task.gate",
             Self::TaskLanded { .. } => "task.landed",
             Self::TaskRetry { .. } => "task.retry",
@@ -543,4 +551,47 @@ pub struct GateFigures {
     /// Reports that could not be read, or that disagree with what abo saw.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub problems: Vec<String>,
+}
+
+/// One call of an attempt's `check` tool: what abo would have decided on the worktree then.
+/// Its gate runs are the check's own, not the attempt's gate results.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct CheckRecord {
+    /// 1 for the attempt's first call.
+    pub n: u32,
+    /// What abo would decide: `pass`, `needs_approval`, `deny`, `gate_failed`, or `refused`
+    /// (past `mcp.max_checks`: nothing ran).
+    pub outcome: CheckOutcome,
+    /// The gates that failed.
+    #[serde(default)]
+    pub failed_gates: Vec<GateName>,
+    /// The policy's deny reasons and the approvals it would ask, redacted.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    #[serde(default)]
+    pub require_approval: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// What a `check` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    Pass,
+    NeedsApproval,
+    Deny,
+    GateFailed,
+    Refused,
+}
+
+impl CheckOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pass => "pass",
+            Self::NeedsApproval => "needs_approval",
+            Self::Deny => "deny",
+            Self::GateFailed => "gate_failed",
+            Self::Refused => "refused",
+        }
+    }
 }

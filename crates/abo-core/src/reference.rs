@@ -942,6 +942,20 @@ pub const CONFIG: &[Key] = &[
         "30m",
         "How long a deployment waits for a person; then it gives up (a waiting canary is rolled back).",
     ),
+    k(
+        "mcp",
+        Ty::Object,
+        "",
+        "",
+        "The MCP server abo offers an agent inside its attempt.",
+    ),
+    k(
+        "mcp.max_checks",
+        Ty::Int,
+        "5",
+        "3",
+        "How many times an attempt's agent may call its `check` tool (the task's gates and the policy on the worktree as it is); 0 offers no tool.",
+    ),
     k("notify", Ty::Object, "", "", "Who hears about runs."),
     k(
         "notify.webhooks",
@@ -1466,6 +1480,7 @@ mod tests {
                 format!("version: 1\nsandbox: {{ limits: {{ {z} }} }}\n"),
             ),
             ("landing", format!("version: 1\nlanding: {{ {z} }}\n")),
+            ("mcp", format!("version: 1\nmcp: {{ {z} }}\n")),
             (
                 "deploy.<name>",
                 format!(

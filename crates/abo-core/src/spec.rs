@@ -72,6 +72,9 @@ pub struct RunSettings {
     /// The reviewer of each change whose gates passed (none: no review).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<crate::review::ReviewSpec>,
+    /// How many `check` calls an attempt's agent may make (runs recorded before it: none).
+    #[serde(default)]
+    pub max_checks: u32,
 }
 
 /// abo.yml's `schedule.windows`, parsed.

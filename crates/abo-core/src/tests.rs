@@ -67,6 +67,7 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             notify: Default::default(),
             schedule: Default::default(),
             review: None,
+            max_checks: 0,
         },
         tasks: tasks
             .iter()

@@ -266,6 +266,7 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
                     .collect(),
                 max_rounds: r.max_rounds,
             }),
+        max_checks: config.mcp.max_checks,
     }
 }
 

@@ -12,6 +12,8 @@ use abo_core::state::Feedback;
 use abo_core::verdict::Verdict;
 
 use crate::backends;
+
+mod in_attempt;
 use crate::change;
 use crate::context::Ctx;
 use crate::git::GIT_ENV_REMOVE;
@@ -756,6 +758,13 @@ async fn start_attempt(
         };
     }
     let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
+    let checker = in_attempt::InAttempt {
+        ctx,
+        spec,
+        run,
+        task,
+        attempt,
+    };
     let job = backends::Job {
         ctx,
         settings: &spec.settings,
@@ -768,6 +777,7 @@ async fn start_attempt(
         feedback: how.feedback.map(|f| feedback_text(ctx, f)),
         redactor: &redactor,
         reserved: how.reserved,
+        checker: Some(&checker),
     };
     let cached = if spec.settings.cache && backend.priced() {
         crate::cache::reuse(ctx, task, backend, attempt, &wt, &scratch).await

@@ -123,6 +123,8 @@ pub struct Options {
     /// PEM bundles trusted upstream besides the web's roots and the system's bundle, each with
     /// the variable that named it.
     pub upstream_ca: Vec<(String, PathBuf)>,
+    /// The attempt's `check` tool, answered at [`crate::check::HOST`] (`None`: not offered).
+    pub check: Option<crate::check::Door>,
 }
 
 /// A running proxy; it stops when dropped.
@@ -430,6 +432,7 @@ struct State {
     held: Vec<Held>,
     tls: Option<Tls>,
     refused: watch::Sender<Option<Refusal>>,
+    check: Option<crate::check::Door>,
     /// When each host not listed was refused lately.
     strikes: std::sync::Mutex<std::collections::HashMap<(String, u16), Vec<tokio::time::Instant>>>,
 }
@@ -484,6 +487,7 @@ pub async fn start(opts: Options) -> Result<Proxy, EgressError> {
         held: opts.held,
         tls,
         refused: tx,
+        check: opts.check,
         strikes: Default::default(),
     });
     let task = tokio::spawn(async move {
@@ -733,6 +737,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         ),
         None => (String::new(), 0),
     };
+    if host.eq_ignore_ascii_case(crate::check::HOST) && req.method() != Method::CONNECT {
+        return check(&state, &req).await;
+    }
     let proxied = req.method() == Method::CONNECT || uri.scheme_str() == Some("http");
     if !proxied || host.is_empty() {
         return state.refuse(Refusal {
@@ -763,6 +770,64 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Body> {
         tls: false,
     };
     forward(&state, req, &target).await
+}
+
+/// A request for the attempt's `check` tool: answered here, never forwarded. The token is not
+/// logged, only whether the request had the right one.
+async fn check(state: &State, req: &Request<Incoming>) -> Response<Body> {
+    use crate::check::Answer;
+    let Some(door) = &state.check else {
+        state.record(
+            crate::check::HOST,
+            80,
+            false,
+            "no check tool in this attempt".into(),
+        );
+        return text(StatusCode::NOT_FOUND, "abo: no check tool in this attempt");
+    };
+    let token = req
+        .headers()
+        .get(crate::check::TOKEN_HEADER)
+        .map(HeaderValue::as_bytes);
+    let answer = door
+        .answer(req.method().as_str(), req.uri().path(), token)
+        .await;
+    let (allowed, status, body) = match answer {
+        Answer::Refused => (
+            false,
+            StatusCode::FORBIDDEN,
+            "abo: check needs this attempt's token".to_owned(),
+        ),
+        Answer::NotFound => (
+            false,
+            StatusCode::NOT_FOUND,
+            "abo: POST /check only".to_owned(),
+        ),
+        Answer::Gone => (
+            false,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "abo: the attempt is over".to_owned(),
+        ),
+        Answer::Checked(v) => (true, StatusCode::OK, v.to_string()),
+    };
+    state.record(
+        crate::check::HOST,
+        80,
+        allowed,
+        if allowed {
+            "check".into()
+        } else {
+            format!("check refused ({})", status.as_u16())
+        },
+    );
+    let mut r = text(status, &body);
+    if allowed {
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    r
 }
 
 /// `CONNECT`: a tunnel, or for a held key, TLS terminated here.

@@ -6,6 +6,7 @@ pub mod backends;
 pub mod baseline;
 pub mod cache;
 pub mod change;
+pub mod check;
 pub mod confined;
 pub mod context;
 pub mod create;

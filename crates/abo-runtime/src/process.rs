@@ -371,7 +371,12 @@ pub struct Streamed {
 /// handed to `on_line` and appended to `transcript`; stderr goes to `spec.log`. The watchdog kills
 /// the process group after `silence` without a line, at `spec.timeout`, or `grace` after
 /// `on_line` said [`Line::Final`]; and as soon as `stop` ends (the egress proxy refused a host),
-/// whatever the process is doing.
+/// whatever the process is doing. While `held` says `true` (abo is answering the agent's `check`),
+/// silence is not counted; it counts afresh after.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a stream's watchdog: its limits, its stop and its hold, all needed"
+)]
 pub async fn run_streaming(
     spec: &Spec,
     groups: &Groups,
@@ -379,6 +384,7 @@ pub async fn run_streaming(
     grace: Duration,
     transcript: &Path,
     stop: impl std::future::Future<Output = String>,
+    mut held: Option<tokio::sync::watch::Receiver<bool>>,
     mut on_line: impl FnMut(&str) -> Line,
 ) -> std::io::Result<Streamed> {
     use tokio::io::AsyncBufReadExt;
@@ -418,8 +424,11 @@ pub async fn run_streaming(
     tokio::pin!(stop);
     loop {
         // Before the result, silence is watched; after it, only the grace period.
+        let holding = held.as_ref().is_some_and(|h| *h.borrow());
         let mut wake = match final_at {
             Some(f) => f + grace,
+            // A year: no silence while abo answers a check (the deadline still holds).
+            None if holding => tokio::time::Instant::now() + Duration::from_secs(365 * 86_400),
             None => tokio::time::Instant::now() + silence,
         };
         if let Some(d) = deadline {
@@ -443,6 +452,17 @@ pub async fn run_streaming(
                 // End of output: the process closed stdout (it exits, or left children holding nothing).
                 Ok(None) | Err(_) => break,
             },
+            changed = async {
+                match held.as_mut() {
+                    Some(h) => h.changed().await,
+                    None => std::future::pending().await,
+                }
+            }, if held.is_some() => {
+                // The hold began or ended: the silence is counted again from now.
+                if changed.is_err() {
+                    held = None;
+                }
+            }
             why = &mut stop, if stopped_for.is_none() => {
                 stopped_for = Some(why);
                 stopped = true;

@@ -278,6 +278,7 @@ impl<'a> Fold<'a> {
             | EventBody::TaskGate { figures: None, .. }
             | EventBody::RouterDecision { .. }
             | EventBody::TaskPolicy { .. }
+            | EventBody::TaskCheck { .. }
             | EventBody::RunMerge { .. }
             | EventBody::BackendHeld { .. }
             | EventBody::BackendReleased { .. }

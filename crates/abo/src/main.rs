@@ -16,6 +16,7 @@ mod doctor;
 mod exit;
 mod load;
 mod mcp;
+mod mcp_check;
 mod out;
 mod plan;
 mod policy_cmd;
@@ -38,6 +39,17 @@ fn main() -> ExitCode {
     if args.get(1).map(String::as_str) == Some(abo_sandbox::HELPER_ARG) {
         let code = abo_sandbox::helper_main(&args[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    // `abo __mcp-check`: the MCP server of an attempt's agent (its `check` tool), over stdio.
+    if args.get(1).map(String::as_str) == Some(abo_runtime::check::SERVER_ARG) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build();
+        return match runtime.map(|r| r.block_on(mcp_check::stdio())) {
+            Ok(Ok(code)) => ExitCode::from(code),
+            Ok(Err(e)) => exit::report(&e),
+            Err(e) => exit::report(&anyhow::Error::new(e).context("starting the async runtime")),
+        };
     }
     let cli = match Cli::try_parse() {
         Ok(c) => c,

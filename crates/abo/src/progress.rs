@@ -176,6 +176,30 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 )
             }
         }
+        EventBody::TaskCheck { attempt, check } => {
+            let mut why: Vec<String> = check
+                .failed_gates
+                .iter()
+                .map(|g| format!("gate {g} failed"))
+                .collect();
+            why.extend(check.deny.iter().cloned());
+            why.extend(
+                check
+                    .require_approval
+                    .iter()
+                    .map(|r| format!("approval: {r}")),
+            );
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", why.join("; "))
+            };
+            format!(
+                "{task}: attempt {attempt} check {}: {}{why}",
+                check.n,
+                check.outcome.as_str()
+            )
+        }
         EventBody::TaskGate {
             name,
             passed,

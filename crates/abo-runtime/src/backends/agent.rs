@@ -40,7 +40,13 @@ pub struct Invocation<'a> {
     /// A directory of the attempt the agent may write: aider's chat and input history go there,
     /// not into the worktree (where they would become part of the change).
     pub scratch: &'a Path,
+    /// abo's MCP server for this attempt (its `check` tool), and Claude Code's configuration file
+    /// naming it.
+    pub mcp: Option<(&'a crate::check::Server, &'a Path)>,
 }
+
+/// The name Claude Code gives the `check` tool of the MCP server `abo`.
+pub const CLAUDE_CHECK_TOOL: &str = "mcp__abo__check";
 
 /// Whether the user's `args:` choose Codex's sandbox themselves (clap refuses a second `-s`).
 fn codex_sandbox_chosen(args: &[String]) -> bool {
@@ -155,16 +161,19 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
     let mut push = |s: &str| a.push(s.to_owned());
     match i.kind {
         AgentKind::ClaudeCode => {
-            for s in [
-                "-p",
-                "--output-format",
-                "stream-json",
-                "--verbose",
-                "--permission-mode",
-                i.permission_mode.unwrap_or(CLAUDE_PERMISSION_MODE),
-            ] {
+            for s in ["-p", "--output-format", "stream-json", "--verbose"] {
                 push(s);
             }
+            // Both take several values: an option must follow them, never the prompt.
+            if let Some((_, config)) = i.mcp {
+                push("--mcp-config");
+                push(&config.to_string_lossy());
+                // Allowed ahead: nobody answers a permission prompt.
+                push("--allowedTools");
+                push(CLAUDE_CHECK_TOOL);
+            }
+            push("--permission-mode");
+            push(i.permission_mode.unwrap_or(CLAUDE_PERMISSION_MODE));
             // Nobody answers a prompt in an unattended run: a would-be prompt is a denial.
             if i.version.is_some_and(|v| v >= CLAUDE_PERMISSION_PROMPTS) {
                 push("--permission-prompts");
@@ -204,6 +213,25 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
                 if let Some(k) = i.key_env {
                     set("model_providers.abo.env_key", k);
                 }
+            }
+            if let Some((server, _)) = i.mcp {
+                let env: Vec<String> = server
+                    .env
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", toml_string(v)))
+                    .collect();
+                a.push("-c".to_owned());
+                a.push(format!(
+                    "mcp_servers.abo.command={}",
+                    toml_string(&server.command)
+                ));
+                a.push("-c".to_owned());
+                a.push(format!(
+                    "mcp_servers.abo.args=[{}]",
+                    toml_string(crate::check::SERVER_ARG)
+                ));
+                a.push("-c".to_owned());
+                a.push(format!("mcp_servers.abo.env={{{}}}", env.join(",")));
             }
             let mut push = |s: &str| a.push(s.to_owned());
             if let Some(m) = i.model {
@@ -255,6 +283,16 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
             push(&i.prompt_file.to_string_lossy());
             for s in ["--output-format", "stream-json", "--no-session"] {
                 push(s);
+            }
+            if let Some((server, _)) = i.mcp {
+                let env: Vec<String> = server.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                push("--with-extension");
+                push(&format!(
+                    "{} {} {}",
+                    env.join(" "),
+                    server.command,
+                    crate::check::SERVER_ARG
+                ));
             }
             if let Some(m) = i.model {
                 push("--model");
@@ -326,6 +364,8 @@ pub struct Limits<'a> {
     /// The egress proxy's refusals that a change of `sandbox.agent_hosts` would fix: the first
     /// stops the agent.
     pub refused: Option<tokio::sync::watch::Receiver<Option<crate::egress::Refusal>>>,
+    /// `true` while abo answers the agent's `check`: its silence is not counted then.
+    pub checking: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The attempt's reservation, enforced while the agent streams: past it, the agent is stopped.
@@ -388,6 +428,7 @@ pub async fn run(
         AFTER_RESULT_GRACE,
         &transcript,
         crate::egress::first_refusal(limits.refused.clone()),
+        limits.checking.clone(),
         |l| {
             let line = parser.line(l);
             // Past the final result the work is done: what it cost is charged, not stopped.
@@ -529,6 +570,62 @@ mod tests {
         assert_eq!(Versions::key("/nonexistent/claude"), None);
     }
 
+    /// abo's in-attempt MCP server, as each tool is told of it.
+    #[test]
+    fn the_check_server_on_each_command_line() {
+        let server = crate::check::Server {
+            command: "/bin/abo".into(),
+            env: vec![
+                ("ABO_CHECK_TOKEN".into(), "t0k".into()),
+                ("ABO_CHECK_PROXY".into(), "http://127.0.0.1:9".into()),
+            ],
+        };
+        let config = Path::new("/s/abo-mcp.json");
+        let i = Invocation {
+            kind: AgentKind::ClaudeCode,
+            command: "claude",
+            model: None,
+            max_turns: None,
+            permission_mode: None,
+            extra_args: &[],
+            prompt: "do it",
+            prompt_file: Path::new("/s/prompt.md"),
+            analytics_log: Path::new("/s/aider.jsonl"),
+            max_budget_usd: None,
+            version: None,
+            sandboxed: true,
+            base_url: None,
+            key_env: None,
+            scratch: Path::new("/s"),
+            mcp: Some((&server, config)),
+        };
+        assert_eq!(
+            argv(&i).join(" "),
+            "-p --output-format stream-json --verbose --mcp-config /s/abo-mcp.json --allowedTools mcp__abo__check --permission-mode acceptEdits do it"
+        );
+        assert_eq!(
+            server.claude_config()["mcpServers"]["abo"],
+            serde_json::json!({"type": "stdio", "command": "/bin/abo", "args": ["__mcp-check"],
+                "env": {"ABO_CHECK_TOKEN": "t0k", "ABO_CHECK_PROXY": "http://127.0.0.1:9"}})
+        );
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Codex,
+                ..i.clone()
+            })
+            .join(" "),
+            "exec --json -s danger-full-access -c mcp_servers.abo.command=\"/bin/abo\" -c mcp_servers.abo.args=[\"__mcp-check\"] -c mcp_servers.abo.env={ABO_CHECK_TOKEN=\"t0k\",ABO_CHECK_PROXY=\"http://127.0.0.1:9\"} do it"
+        );
+        assert_eq!(
+            argv(&Invocation {
+                kind: AgentKind::Goose,
+                ..i.clone()
+            })
+            .join(" "),
+            "run -i /s/prompt.md --output-format stream-json --no-session --with-extension ABO_CHECK_TOKEN=t0k ABO_CHECK_PROXY=http://127.0.0.1:9 /bin/abo __mcp-check"
+        );
+    }
+
     #[test]
     fn command_lines() {
         let i = Invocation {
@@ -547,6 +644,7 @@ mod tests {
             base_url: None,
             key_env: None,
             scratch: Path::new("/s"),
+            mcp: None,
         };
         assert_eq!(
             argv(&i).join(" "),

@@ -38,6 +38,22 @@ pub struct Job<'a> {
     pub redactor: &'a Redactor,
     /// The attempt's reservation: the most it may spend.
     pub reserved: abo_core::budget::Reservation,
+    /// What the agent's `check` tool runs (`None`: no tool offered).
+    pub checker: Option<&'a dyn Checker>,
+}
+
+/// What a `check` call answers, and its record.
+pub type CheckFuture<'a> = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = (abo_core::event::CheckRecord, serde_json::Value)>
+            + Send
+            + 'a,
+    >,
+>;
+
+/// The work of the in-attempt `check` tool (the task's gates and policy on the worktree now).
+pub trait Checker: Sync {
+    fn check(&self, n: u32) -> CheckFuture<'_>;
 }
 
 /// A backend's outcome, plus warnings for the person watching (a model without a price).
@@ -317,10 +333,31 @@ async fn run_agent(job: &Job<'_>) -> Produced {
     let prompt_id = job.ctx.artifacts.put(p.text.as_bytes()).ok();
     let mut env = job.env.clone();
     env.extend(prompt_files(job, &p));
+    // The `check` tool: a token for this attempt alone, which its transcript and log never show.
+    // aider speaks no MCP: it is offered no tool.
+    let speaks_mcp = matches!(
+        job.backend,
+        BackendSpec::Agent { agent, .. } if *agent != AgentKind::Aider
+    );
+    let door = match (job.checker, &job.ctx.sandbox_helper) {
+        (Some(checker), Some(abo)) if job.settings.max_checks > 0 && speaks_mcp => {
+            match crate::check::token() {
+                Ok(token) => Some(Door {
+                    checker,
+                    abo: abo.to_string_lossy().into_owned(),
+                    tally: crate::check::Tally::new(job.settings.max_checks),
+                    token,
+                }),
+                Err(e) => return failed(format!("could not make the check tool's token: {e}")),
+            }
+        }
+        _ => None,
+    };
     let place = Place {
         cwd: job.worktree,
         env,
         scratch: job.scratch,
+        door: door.as_ref(),
     };
     let ran = run_agent_on(
         job.ctx,
@@ -331,6 +368,24 @@ async fn run_agent(job: &Job<'_>) -> Produced {
         job.reserved,
     )
     .await;
+    let checks = door.as_ref().map(|d| d.tally.take()).unwrap_or_default();
+    let with_token;
+    let job_redactor = job.redactor;
+    let redactor = match &door {
+        Some(d) => {
+            with_token = job_redactor
+                .clone()
+                .with(vec![(d.token.clone(), "abo check token".to_owned())]);
+            &with_token
+        }
+        None => job_redactor,
+    };
+    let job = &Job {
+        redactor,
+        env: Vec::new(),
+        feedback: None,
+        ..*job
+    };
     let r = &ran.report;
     let model_used = r.model.clone().or_else(|| model.clone());
     // An agent stopped before its total still used what it reported along the way.
@@ -370,6 +425,7 @@ async fn run_agent(job: &Job<'_>) -> Produced {
             transient,
             permanent: ran.permanent,
             hold_until,
+            checks,
             ..Default::default()
         },
         warnings: warning.into_iter().collect(),
@@ -469,6 +525,41 @@ struct Place<'a> {
     cwd: &'a Path,
     env: Vec<(String, String)>,
     scratch: &'a Path,
+    /// The attempt's `check` tool, if offered.
+    door: Option<&'a Door<'a>>,
+}
+
+/// The `check` tool of one attempt: its work, its token, its calls.
+struct Door<'a> {
+    checker: &'a dyn Checker,
+    /// The abo binary, run by the agent CLI as the MCP server.
+    abo: String,
+    tally: crate::check::Tally,
+    token: String,
+}
+
+impl Door<'_> {
+    /// Answers the proxy's calls until the attempt ends (never returns).
+    async fn serve(
+        &self,
+        mut calls: tokio::sync::mpsc::Receiver<crate::check::Call>,
+        checking: tokio::sync::watch::Sender<bool>,
+    ) {
+        while let Some(call) = calls.recv().await {
+            let (record, answer) = match self.tally.next() {
+                Ok(n) => {
+                    let _ = checking.send(true);
+                    let done = self.checker.check(n).await;
+                    let _ = checking.send(false);
+                    done
+                }
+                Err(n) => crate::check::refused(n, self.tally.max),
+            };
+            self.tally.push(record);
+            let _ = call.reply.send(answer);
+        }
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Runs an agent backend on `prompt` in `place.cwd`; the prompt file is `scratch/prompt.md`,
@@ -485,6 +576,7 @@ async fn run_agent_on(
         cwd,
         mut env,
         scratch,
+        door,
     } = place;
     let BackendSpec::Agent {
         agent,
@@ -541,6 +633,7 @@ async fn run_agent_on(
         base_url: base_url.as_deref(),
         key_env: key_env.as_deref(),
         scratch: &agent_files,
+        mcp: None,
     };
     if *agent == abo_core::config::AgentKind::Codex
         && let Some(mode) = agent::codex_sandbox(&invocation)
@@ -558,6 +651,34 @@ async fn run_agent_on(
     // In the sandbox, the agent reaches the network only through abo's egress proxy, which may
     // hold its key.
     let egress_log = scratch.join("egress.jsonl");
+    let (checking_tx, checking_rx) = tokio::sync::watch::channel(false);
+    let (check_door, calls) = match door {
+        Some(d) => {
+            let (door, calls) = crate::check::Door::new(d.token.clone());
+            (Some(door), Some(calls))
+        }
+        None => (None, None),
+    };
+    // Without the sandbox, a proxy that reaches nowhere still answers the `check` tool.
+    let check_only = if settings.sandbox.mode == abo_core::config::SandboxMode::Off
+        && let Some(door) = &check_door
+    {
+        let opts = crate::egress::Options {
+            hosts: Vec::new(),
+            log: egress_log.clone(),
+            held: Vec::new(),
+            upstream_ca: Vec::new(),
+            check: Some(door.clone()),
+        };
+        match crate::egress::start(opts).await {
+            Ok(p) => Some(p),
+            Err(e) => {
+                return agent_failed(scratch, format!("could not start the egress proxy: {e}"));
+            }
+        }
+    } else {
+        None
+    };
     let proxy = if settings.sandbox.mode == abo_core::config::SandboxMode::Off {
         None
     } else {
@@ -568,6 +689,7 @@ async fn run_agent_on(
             log: egress_log.clone(),
             held: plan.held.clone().into_iter().collect(),
             upstream_ca: ca_files(),
+            check: check_door.clone(),
         };
         match crate::egress::start(opts).await {
             Ok(p) => Some(p),
@@ -577,6 +699,32 @@ async fn run_agent_on(
         }
     };
     env.extend(plan.env.iter().cloned());
+    let server = match (door, proxy.as_ref().or(check_only.as_ref())) {
+        (Some(d), Some(p)) => Some(crate::check::Server {
+            command: d.abo.clone(),
+            env: vec![
+                (crate::check::TOKEN_ENV.to_owned(), d.token.clone()),
+                (
+                    crate::check::PROXY_ENV.to_owned(),
+                    format!("http://127.0.0.1:{}", p.port),
+                ),
+            ],
+        }),
+        _ => None,
+    };
+    let mcp_config = agent_files.join("abo-mcp.json");
+    if let Some(s) = &server
+        && let Err(e) = std::fs::write(&mcp_config, s.claude_config().to_string())
+    {
+        return agent_failed(
+            scratch,
+            format!("could not write the MCP configuration: {e}"),
+        );
+    }
+    let invocation = agent::Invocation {
+        mcp: server.as_ref().map(|s| (s, mcp_config.as_path())),
+        ..invocation
+    };
     let sandbox = match &proxy {
         Some(p) => {
             let url = format!("http://127.0.0.1:{}", p.port);
@@ -649,9 +797,20 @@ async fn run_agent_on(
             model: model.as_deref(),
         }),
         refused: proxy.as_ref().map(|p| p.refused.clone()),
+        checking: door.map(|_| checking_rx.clone()),
     };
-    let ran = agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups).await;
+    let agent = agent::run(&invocation, cwd, env, scratch, &limits, &ctx.groups);
+    let ran = match (door, calls) {
+        (Some(d), Some(calls)) => tokio::select! {
+            ran = agent => ran,
+            () = d.serve(calls, checking_tx) => unreachable!("serving checks never ends"),
+        },
+        _ => agent.await,
+    };
     drop(proxy);
+    drop(check_only);
+    // The token dies with the proxy; its file goes too.
+    let _ = std::fs::remove_file(&mcp_config);
     // Every connection the proxy allowed or refused goes into the agent's log.
     if let Ok(egress) = std::fs::read_to_string(&egress_log)
         && !egress.is_empty()
@@ -1102,6 +1261,7 @@ pub async fn ask(
                 cwd,
                 env: Vec::new(),
                 scratch,
+                door: None,
             };
             let ran = run_agent_on(ctx, settings, backend, &text, place, Default::default()).await;
             if let Some(f) = ran.failure {

@@ -298,6 +298,7 @@ async fn proxy(
         log: log.clone(),
         held,
         upstream_ca: ca,
+        check: None,
     })
     .await
     .unwrap();

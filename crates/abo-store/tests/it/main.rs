@@ -42,6 +42,7 @@ fn spec(tasks: &[&str]) -> RunSpec {
             notify: Default::default(),
             schedule: Default::default(),
             review: None,
+            max_checks: 0,
         },
         tasks: tasks
             .iter()

@@ -64,7 +64,12 @@ fn each_agent_lands_its_change_with_honest_usage_and_cost() {
         "{prompt}"
     );
     let args = a.logged("claude-by-claude-1.args");
-    assert!(args.starts_with("-p\n--output-format\nstream-json\n--verbose\n--permission-mode\nacceptEdits\n--permission-prompts\nnone\n--max-turns\n5\n--model\nsonnet\n# Task `by-claude`"), "{args}");
+    // abo's in-attempt MCP server (its `check` tool), allowed ahead.
+    assert!(
+        args.starts_with("-p\n--output-format\nstream-json\n--verbose\n--mcp-config\n"),
+        "{args}"
+    );
+    assert!(args.contains("/agent.tmp/abo-mcp.json\n--allowedTools\nmcp__abo__check\n--permission-mode\nacceptEdits\n--permission-prompts\nnone\n--max-turns\n5\n--model\nsonnet\n# Task `by-claude`"), "{args}");
     let env = a.logged("claude-by-claude-1.env");
     assert!(
         !env.contains("CLAUDECODE=") && !env.contains("CLAUDE_CODE_ENTRYPOINT="),

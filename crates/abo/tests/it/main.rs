@@ -10,6 +10,7 @@ mod apis;
 mod bench;
 mod browser;
 mod budget;
+mod check;
 mod control;
 mod crash;
 mod deploy;

@@ -430,3 +430,62 @@ fn a_usage_limit_holds_the_backend_until_its_reset() {
         Some("Bearer sk-ant-oat01-dummy-for-tests")
     );
 }
+
+/// The real CLI calls abo's in-attempt `check` tool (the MCP server abo names in
+/// `--mcp-config`): the first call, on a broken file, returns the failing gate with its output;
+/// after the fix, the second says abo would land it, and it lands.
+#[test]
+fn calls_the_check_tool_mid_attempt_and_lands_after_the_fix() {
+    use abo_test_support::model_server::anthropic::Block;
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nattempts: { max: 1 }\nautonomy: { overrides: { merge: A2 } }\nsandbox: { mode: off }\nbackends:\n  claude: { kind: claude-code, model: claude-sonnet-4-5 }\ngates:\n  - { name: answer, run: 'grep -qx fixed answer.txt || { echo \"answer.txt is not fixed\"; exit 1; }' }\n",
+    );
+    let write = |text: &str| {
+        vec![Block::tool(
+            "Write",
+            serde_json::json!({"file_path": "{cwd}/answer.txt", "content": text}),
+        )]
+    };
+    let check = || vec![Block::tool("mcp__abo__check", serde_json::json!({}))];
+    let script = || {
+        Script::in_worktree(vec![
+            write("broken\n"),
+            check(),
+            write("fixed\n"),
+            check(),
+            vec![Block::Text("Fixed the answer after abo's check.".into())],
+        ])
+    };
+    let server = ModelServer::start(Scheme::Http, script());
+    let ran = run(&repo, &server.url, &[]);
+    let task = &ran.doc["tasks"][0];
+    assert_eq!(
+        (ran.code, task["status"].as_str()),
+        (0, Some("landed")),
+        "{}\n{}",
+        task["reason"],
+        tool_calls(&artifact(&repo, &ran.finished["data"]["transcript"]))
+    );
+    let messages: Vec<_> = server
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path == "/v1/messages")
+        .collect();
+    let conv = Conversation::read(&messages.last().unwrap().body);
+    let first = &conv.results["toolu_abo_02_00"];
+    assert!(
+        first.contains("gate_failed") && first.contains("answer.txt is not fixed"),
+        "{first}"
+    );
+    let second = &conv.results["toolu_abo_04_00"];
+    assert!(second.contains(r#""verdict":"pass""#), "{second}");
+    let run_id = ran.doc["run"]["id"].as_str().unwrap();
+    let outcomes: Vec<String> = events(&repo, run_id)
+        .iter()
+        .filter(|e| e["kind"] == "task.check")
+        .map(|e| e["data"]["outcome"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(outcomes, ["gate_failed", "pass"]);
+}
