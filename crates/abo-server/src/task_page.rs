@@ -307,6 +307,33 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
                 .unwrap_or_default();
         }
     }
+    // A change not committed yet (waiting for approval, the attempt's worktree kept): what the
+    // worktree holds against its base, read as the gates read it (git hardened against the
+    // worktree, no external diff or textconv), so the person deciding sees what they approve.
+    if diff.is_empty() && !running && row.commit.is_none() && row.attempts > 0 {
+        let wt = st.ctx.worktree(&AttemptId::new(
+            run_id.clone(),
+            task_id.clone(),
+            row.attempts,
+        ));
+        if wt.is_dir() {
+            diff = st
+                .ctx
+                .git
+                .run_in(
+                    &wt,
+                    &[
+                        "diff",
+                        "HEAD",
+                        "--no-color",
+                        "--no-ext-diff",
+                        "--no-textconv",
+                    ],
+                )
+                .await
+                .unwrap_or_default();
+        }
+    }
     let diff = redactor.redact(&diff);
     pins.extend(review_pins);
     let _ = write!(o, "<h2>Change</h2>{}", diffview::render(&diff, &pins));

@@ -187,3 +187,42 @@ fn the_reviewers_comments_are_pinned_to_their_lines_in_the_diff() {
         "{page}"
     );
 }
+
+/// A change waiting for approval is shown to the person deciding: its diff, read from the kept
+/// worktree, with the reviewer's high-severity comment pinned to its line.
+#[test]
+fn a_change_waiting_for_approval_shows_its_diff_and_the_reviewers_comment() {
+    use crate::serve::{http, start_server, token};
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbackends:\n  rev: {{ kind: command, run: '{}' }}\nreview: {{ backends: [rev], max_rounds: 0 }}\n",
+            REVIEWER.replace('\'', "''")
+        ),
+    );
+    let (_, doc, stderr) = run(
+        &repo,
+        "tasks:\n  - { id: a, title: Write a, run: 'echo TODO > a.txt' }\n",
+        &[],
+    );
+    assert_eq!(brief(&doc), s(&[("a", "awaiting_approval", 1)]), "{stderr}");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let admin = token(&repo, "admin");
+    let (mut server, addr) = start_server(&repo);
+    let (status, page) = http(
+        &addr,
+        "GET",
+        &format!("/runs/{id}/tasks/a"),
+        Some(&admin),
+        None,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-file=\"a.txt\""), "{page}");
+    assert!(
+        page.contains("<b>review</b> High: no TODO in shipped code"),
+        "{page}"
+    );
+}
