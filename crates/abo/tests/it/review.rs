@@ -140,16 +140,11 @@ fn a_malformed_verdict_from_a_model_is_a_reviewer_failure_and_never_approval() {
     assert!(req.raw.contains("+a"), "{}", req.raw);
 }
 
-/// A change landed with the reviewer's low-severity comments (no round left to send them back):
-/// they are pinned to the lines they name in the task page's diff, escaped (a reviewer's text is a
-/// model's).
-#[test]
-fn the_reviewers_comments_are_pinned_to_their_lines_in_the_diff() {
+/// One task writing `TODO` into a.txt, reviewed by `reviewer` with no round to send findings back;
+/// the task's status after the run, and its dashboard page as `abo serve` renders it.
+fn reviewed_task_page(reviewer: &str) -> (String, String) {
     use crate::serve::{http, start_server, token};
     let repo = TestRepo::new();
-    let reviewer = REVIEWER
-        .replace("no TODO in shipped code", "no TODO <b>here</b>")
-        .replace("\"high\"", "\"low\"");
     config(
         &repo,
         &format!(
@@ -162,11 +157,11 @@ fn the_reviewers_comments_are_pinned_to_their_lines_in_the_diff() {
         "tasks:\n  - { id: a, title: Write a, run: 'echo TODO > a.txt' }\n",
         &[],
     );
-    assert_eq!(brief(&doc), s(&[("a", "landed", 1)]), "{stderr}");
+    let status = task(&doc, "a")["status"].as_str().unwrap().to_owned();
     let id = doc["run"]["id"].as_str().unwrap().to_owned();
     let admin = token(&repo, "admin");
     let (mut server, addr) = start_server(&repo);
-    let (status, page) = http(
+    let (code, page) = http(
         &addr,
         "GET",
         &format!("/runs/{id}/tasks/a"),
@@ -175,7 +170,20 @@ fn the_reviewers_comments_are_pinned_to_their_lines_in_the_diff() {
     );
     let _ = server.kill();
     let _ = server.wait();
-    assert_eq!(status, 200, "{page}");
+    assert_eq!(code, 200, "{page}\n{stderr}");
+    (status, page)
+}
+
+/// A change landed with the reviewer's low-severity comments (no round left to send them back):
+/// they are pinned to the lines they name in the task page's diff, escaped (a reviewer's text is a
+/// model's).
+#[test]
+fn the_reviewers_comments_are_pinned_to_their_lines_in_the_diff() {
+    let reviewer = REVIEWER
+        .replace("no TODO in shipped code", "no TODO <b>here</b>")
+        .replace("\"high\"", "\"low\"");
+    let (status, page) = reviewed_task_page(&reviewer);
+    assert_eq!(status, "landed", "{page}");
     assert!(
         page.contains(
             "<tr class=pin data-pin=\"a.txt:1\"><td colspan=3><b>review</b> Low: no TODO &lt;b&gt;here&lt;/b&gt;</td></tr>"
@@ -192,34 +200,8 @@ fn the_reviewers_comments_are_pinned_to_their_lines_in_the_diff() {
 /// worktree, with the reviewer's high-severity comment pinned to its line.
 #[test]
 fn a_change_waiting_for_approval_shows_its_diff_and_the_reviewers_comment() {
-    use crate::serve::{http, start_server, token};
-    let repo = TestRepo::new();
-    config(
-        &repo,
-        &format!(
-            "version: 1\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbackends:\n  rev: {{ kind: command, run: '{}' }}\nreview: {{ backends: [rev], max_rounds: 0 }}\n",
-            REVIEWER.replace('\'', "''")
-        ),
-    );
-    let (_, doc, stderr) = run(
-        &repo,
-        "tasks:\n  - { id: a, title: Write a, run: 'echo TODO > a.txt' }\n",
-        &[],
-    );
-    assert_eq!(brief(&doc), s(&[("a", "awaiting_approval", 1)]), "{stderr}");
-    let id = doc["run"]["id"].as_str().unwrap().to_owned();
-    let admin = token(&repo, "admin");
-    let (mut server, addr) = start_server(&repo);
-    let (status, page) = http(
-        &addr,
-        "GET",
-        &format!("/runs/{id}/tasks/a"),
-        Some(&admin),
-        None,
-    );
-    let _ = server.kill();
-    let _ = server.wait();
-    assert_eq!(status, 200, "{page}");
+    let (status, page) = reviewed_task_page(REVIEWER);
+    assert_eq!(status, "awaiting_approval", "{page}");
     assert!(page.contains("data-file=\"a.txt\""), "{page}");
     assert!(
         page.contains("<b>review</b> High: no TODO in shipped code"),
