@@ -82,18 +82,49 @@ async fn insert(
         let sql = format!("{head} VALUES {} {tail}", tuples(1, chunk.len(), cols));
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for a in chunk.iter().flatten() {
-            q = match a {
-                Arg::Int(v) => q.bind(*v),
-                Arg::Real(v) => q.bind(*v),
-                Arg::Text(v) => q.bind(v.clone()),
-            };
+            q = bind(q, a);
         }
         q.execute(&mut **tx).await?;
     }
     Ok(())
 }
 
+fn u32_of(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(0)
+}
+
+/// Binds one value to a query.
+fn bind<'q>(
+    q: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    a: &Arg,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    match a {
+        Arg::Int(v) => q.bind(*v),
+        Arg::Real(v) => q.bind(*v),
+        Arg::Text(v) => q.bind(v.clone()),
+    }
+}
+
 impl Store {
+    /// The rows of `{sql} IN (...)`, `values` in chunks: `sql` binds `fixed` as `$1..` and may hold
+    /// `{in}` for the list; anything after it in `sql` follows the list.
+    async fn rows_in(&self, sql: &str, fixed: &[Arg], values: &[String]) -> Result<Vec<AnyRow>> {
+        let mut out = Vec::new();
+        for chunk in values.chunks(IN_LIST) {
+            // Only placeholders are formatted into the SQL; values are bound.
+            let sql = sql.replace("{in}", &list(fixed.len() + 1, chunk.len()));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for a in fixed {
+                q = bind(q, a);
+            }
+            for v in chunk {
+                q = q.bind(v);
+            }
+            out.extend(q.fetch_all(&self.pool).await?);
+        }
+        Ok(out)
+    }
+
     /// Whether the commit's path list is indexed; marks it used at `at`.
     pub async fn knowledge_indexed(&self, repo: &str, commit: &str, at: Timestamp) -> Result<bool> {
         let r = sqlx::query(
@@ -113,19 +144,9 @@ impl Store {
         repo: &str,
         blobs: &[String],
     ) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for chunk in blobs.chunks(IN_LIST) {
-            let sql = format!(
-                "SELECT blob FROM knowledge_blobs WHERE repo = $1 AND blob IN ({})",
-                list(2, chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql)).bind(repo);
-            for b in chunk {
-                q = q.bind(b);
-            }
-            out.extend(q.fetch_all(&self.pool).await?);
-        }
-        Ok(out)
+        let sql = "SELECT blob FROM knowledge_blobs WHERE repo = $1 AND blob IN ({in})";
+        let rows = self.rows_in(sql, &[Arg::from(repo)], blobs).await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Records what was read of blobs. A blob another process recorded first stays as it was
@@ -276,22 +297,12 @@ impl Store {
         commit: &str,
         paths: &[String],
     ) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for chunk in paths.chunks(IN_LIST) {
-            let sql = format!(
-                "SELECT path FROM knowledge_trees WHERE repo = $1 AND commit_sha = $2
-                 AND path IN ({})",
-                list(3, chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-                .bind(repo)
-                .bind(commit);
-            for p in chunk {
-                q = q.bind(p);
-            }
-            out.extend(q.fetch_all(&self.pool).await?);
-        }
-        Ok(out)
+        let sql = "SELECT path FROM knowledge_trees WHERE repo = $1 AND commit_sha = $2
+                   AND path IN ({in})";
+        let rows = self
+            .rows_in(sql, &[Arg::from(repo), Arg::from(commit)], paths)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Files of the commit and their total length in terms (for BM25).
@@ -337,14 +348,10 @@ impl Store {
                 common.push(t.clone());
                 continue;
             }
-            out.extend(rows.iter().map(|r: &AnyRow| {
-                (
-                    r.get(0),
-                    t.clone(),
-                    u32::try_from(r.get::<i64, _>(1)).unwrap_or(0),
-                    u64_of(r.get(2)),
-                )
-            }));
+            out.extend(
+                rows.iter()
+                    .map(|r: &AnyRow| (r.get(0), t.clone(), u32_of(r.get(1)), u64_of(r.get(2)))),
+            );
         }
         Ok((out, common))
     }
@@ -388,32 +395,20 @@ impl Store {
         column: &str,
         values: &[String],
     ) -> Result<Vec<(String, String, String, u32)>> {
-        let mut out = Vec::new();
-        for chunk in values.chunks(IN_LIST) {
-            // `column` is one of this module's own column names.
-            let sql = format!(
-                "SELECT t.path, d.name, d.kind, d.line FROM knowledge_defs d
-                 JOIN knowledge_trees t ON t.repo = d.repo AND t.blob = d.blob
-                 WHERE d.repo = $1 AND t.commit_sha = $2 AND {column} IN ({})
-                 ORDER BY t.path, d.line",
-                list(3, chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(repo)
-                .bind(commit);
-            for v in chunk {
-                q = q.bind(v);
-            }
-            out.extend(q.fetch_all(&self.pool).await?.iter().map(|r: &AnyRow| {
-                (
-                    r.get(0),
-                    r.get(1),
-                    r.get(2),
-                    u32::try_from(r.get::<i64, _>(3)).unwrap_or(0),
-                )
-            }));
-        }
-        Ok(out)
+        // `column` is one of this module's own column names.
+        let sql = format!(
+            "SELECT t.path, d.name, d.kind, d.line FROM knowledge_defs d
+             JOIN knowledge_trees t ON t.repo = d.repo AND t.blob = d.blob
+             WHERE d.repo = $1 AND t.commit_sha = $2 AND {column} IN ({{in}})
+             ORDER BY t.path, d.line"
+        );
+        let rows = self
+            .rows_in(&sql, &[Arg::from(repo), Arg::from(commit)], values)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), u32_of(r.get(3))))
+            .collect())
     }
 
     /// References made by the files at `paths`: (path, name, count).
@@ -443,30 +438,19 @@ impl Store {
         column: &str,
         values: &[String],
     ) -> Result<Vec<(String, String, u32)>> {
-        let mut out = Vec::new();
-        for chunk in values.chunks(IN_LIST) {
-            // `column` is one of this module's own column names.
-            let sql = format!(
-                "SELECT t.path, r.name, r.n FROM knowledge_refs r
-                 JOIN knowledge_trees t ON t.repo = r.repo AND t.blob = r.blob
-                 WHERE r.repo = $1 AND t.commit_sha = $2 AND {column} IN ({})",
-                list(3, chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(repo)
-                .bind(commit);
-            for v in chunk {
-                q = q.bind(v);
-            }
-            out.extend(q.fetch_all(&self.pool).await?.iter().map(|r: &AnyRow| {
-                (
-                    r.get(0),
-                    r.get(1),
-                    u32::try_from(r.get::<i64, _>(2)).unwrap_or(0),
-                )
-            }));
-        }
-        Ok(out)
+        // `column` is one of this module's own column names.
+        let sql = format!(
+            "SELECT t.path, r.name, r.n FROM knowledge_refs r
+             JOIN knowledge_trees t ON t.repo = r.repo AND t.blob = r.blob
+             WHERE r.repo = $1 AND t.commit_sha = $2 AND {column} IN ({{in}})"
+        );
+        let rows = self
+            .rows_in(&sql, &[Arg::from(repo), Arg::from(commit)], values)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), u32_of(r.get(2))))
+            .collect())
     }
 
     /// The keys among `keys` of past changes of `kind` already recorded.
@@ -476,21 +460,11 @@ impl Store {
         kind: &str,
         keys: &[String],
     ) -> Result<BTreeSet<String>> {
-        let mut out = BTreeSet::new();
-        for chunk in keys.chunks(IN_LIST) {
-            let sql = format!(
-                "SELECT key FROM knowledge_docs WHERE repo = $1 AND kind = $2 AND key IN ({})",
-                list(3, chunk.len())
-            );
-            let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
-                .bind(repo)
-                .bind(kind);
-            for k in chunk {
-                q = q.bind(k);
-            }
-            out.extend(q.fetch_all(&self.pool).await?);
-        }
-        Ok(out)
+        let sql = "SELECT key FROM knowledge_docs WHERE repo = $1 AND kind = $2 AND key IN ({in})";
+        let rows = self
+            .rows_in(sql, &[Arg::from(repo), Arg::from(kind)], keys)
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
     /// Records past changes; one recorded first stays.
@@ -560,31 +534,24 @@ impl Store {
         before: Timestamp,
         terms: &[String],
     ) -> Result<Vec<(String, String, String, u32, u64)>> {
-        let mut out = Vec::new();
-        for chunk in terms.chunks(IN_LIST) {
-            let sql = format!(
-                "SELECT d.kind, d.key, k.term, k.tf, d.len FROM knowledge_doc_terms k
-                 JOIN knowledge_docs d ON d.repo = k.repo AND d.kind = k.kind AND d.key = k.key
-                 WHERE k.repo = $1 AND d.at < $2 AND k.term IN ({})",
-                list(3, chunk.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(repo)
-                .bind(before.0);
-            for t in chunk {
-                q = q.bind(t);
-            }
-            out.extend(q.fetch_all(&self.pool).await?.iter().map(|r: &AnyRow| {
+        let sql = "SELECT d.kind, d.key, k.term, k.tf, d.len FROM knowledge_doc_terms k
+                   JOIN knowledge_docs d ON d.repo = k.repo AND d.kind = k.kind AND d.key = k.key
+                   WHERE k.repo = $1 AND d.at < $2 AND k.term IN ({in})";
+        let rows = self
+            .rows_in(sql, &[Arg::from(repo), Arg::from(before.0)], terms)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
                 (
                     r.get(0),
                     r.get(1),
                     r.get(2),
-                    u32::try_from(r.get::<i64, _>(3)).unwrap_or(0),
+                    u32_of(r.get(3)),
                     u64_of(r.get(4)),
                 )
-            }));
-        }
-        Ok(out)
+            })
+            .collect())
     }
 
     /// Past changes by (kind, key): their time, title, body and files.
