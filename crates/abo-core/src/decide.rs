@@ -71,6 +71,8 @@ pub enum Command {
         into: Option<String>,
         outcome: String,
         commit: Option<CommitSha>,
+        /// The base branch's head before a merge commit.
+        onto: Option<CommitSha>,
         reason: String,
         /// The pull (merge) request the run branch was offered as: (URL, number).
         pull_request: Option<(String, Option<u64>)>,
@@ -95,6 +97,8 @@ pub enum Command {
     VerifyDone {
         commit: CommitSha,
         bisect: bool,
+        /// The base branch's verification (after the run's merge), not the run branch's.
+        base: bool,
         outcome: crate::verify::VerifyOutcome,
     },
     /// The reviewer answered (`Err`: no verdict that parses, or it could not be asked).
@@ -109,6 +113,8 @@ pub enum Command {
     RevertDone {
         task: TaskId,
         commit: CommitSha,
+        /// The revert was on the base branch (after the run's merge).
+        base: bool,
         outcome: crate::verify::RevertOutcome,
     },
 }
@@ -247,6 +253,8 @@ pub enum Effect {
         commit: CommitSha,
         gates: Vec<GateName>,
         bisect: bool,
+        /// On the base branch after the run's merge (none: the run branch).
+        base: Option<crate::verify::OnBase>,
     },
     /// Ask `reviewer` for its verdict on the attempt's change (its gates passed).
     Review {
@@ -262,6 +270,8 @@ pub enum Effect {
         commit: CommitSha,
         head: CommitSha,
         reason: String,
+        /// On the base branch after the run's merge (none: the run branch).
+        base: Option<crate::verify::OnBase>,
     },
 }
 
@@ -357,6 +367,7 @@ impl RunState {
                 into,
                 outcome,
                 commit,
+                onto,
                 reason,
                 pull_request,
             } => {
@@ -369,9 +380,12 @@ impl RunState {
                         into,
                         outcome,
                         commit,
+                        onto,
                         reason,
                     },
                 );
+                // `landing.verify` on the base branch's new head, when the merge made one.
+                healing::base_pending(&mut cx);
             }
             Command::Approve { approval, reason } => {
                 decide_approval(&mut cx, &approval, reason, true)?
@@ -458,6 +472,12 @@ fn resume(
             let merge = merge_decision(cx.state);
             let run = cx.state.id.clone();
             cx.effect(Effect::Finish { run, merge });
+            return Ok(());
+        }
+        // The base branch's verification after the merge goes on where it was.
+        RunStatus::Finished if cx.state.closing == crate::state::Closing::Healing => {
+            cx.state.inflight.verifying = false;
+            healing::base_pending(cx);
             return Ok(());
         }
         RunStatus::Finished | RunStatus::Killed { .. } => {

@@ -238,6 +238,10 @@ pub enum EventBody {
         /// `fast-forward`, `merge-commit` or `skipped`.
         outcome: String,
         commit: Option<CommitSha>,
+        /// The base branch's head before the merge, when the merge made a merge commit: the
+        /// state `landing.verify`'s bisect on the base branch starts from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        onto: Option<CommitSha>,
         reason: String,
     },
     /// The backend chosen for an attempt, when it is not the task's own.
@@ -314,6 +318,10 @@ pub enum EventBody {
     #[serde(rename = "run.verify")]
     RunVerify {
         commit: CommitSha,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
         passed: bool,
         /// The first gate that failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,26 +338,41 @@ pub enum EventBody {
         /// 1, 2, ... within this bisect.
         step: u32,
         commit: CommitSha,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
         passed: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed_gate: Option<GateName>,
         duration_ms: u64,
         log: Option<ArtifactId>,
     },
-    /// The bisect named this task's commit the first bad one: it was reverted on the run branch
-    /// (the revert carries `Abo-Revert-Of:` and the run's trailers). The verify log is the task's
+    /// The bisect named this task's commit the first bad one: it was reverted on the run branch,
+    /// or on the base branch after the run's merge (the revert carries `Abo-Revert-Of:` and the run's trailers). The verify log is the task's
     /// feedback for `abo retry`.
     #[serde(rename = "task.reverted")]
     TaskReverted {
         commit: CommitSha,
         revert: CommitSha,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
         reason: String,
         log: Option<ArtifactId>,
     },
     /// The revert of the first bad commit could not be made: the branch stays failing, and the
     /// run's merge is refused.
     #[serde(rename = "run.revert_failed")]
-    RunRevertFailed { commit: CommitSha, reason: String },
+    RunRevertFailed {
+        commit: CommitSha,
+        reason: String,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+    },
     /// The reviewer's verdict on an attempt whose gates passed (`review:`); `failed` when it gave
     /// none that parses (never approval).
     #[serde(rename = "task.review")]

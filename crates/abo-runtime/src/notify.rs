@@ -71,7 +71,7 @@ fn headline(e: &StoredEvent) -> String {
         EventBody::TaskReverted { commit, reason, .. } => {
             format!("reverted {commit} (landing.verify failed: {reason})")
         }
-        EventBody::RunRevertFailed { commit, reason } => {
+        EventBody::RunRevertFailed { commit, reason, .. } => {
             format!("landing.verify fails and {commit} could not be reverted: {reason}")
         }
         other => other.kind().to_owned(),

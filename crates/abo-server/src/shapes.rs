@@ -23,16 +23,19 @@ pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewE
     interrupted(ctx, &mut row, &mut tasks).await?;
     let mut state = abo_runtime::engine::load(&ctx.store, &row.id).await?;
     let now = ctx.now();
-    if state.closing == abo_core::state::Closing::Owed {
+    if state.closing.owes() {
         let driven = ctx
             .store
             .lease(&row.id)
             .await?
             .is_some_and(|l| abo_runtime::engine::driven(&l, now));
         if !driven {
-            let what = match &state.spec.base_branch {
-                Some(b) => format!("the end of the run (landing into {b}, notifications)"),
-                None => "the end of the run (publishing, notifications)".to_owned(),
+            let what = match (&state.spec.base_branch, &state.base_heal) {
+                (_, Some(h)) if state.closing == abo_core::state::Closing::Healing => {
+                    format!("landing.verify on {} after the merge", h.branch)
+                }
+                (Some(b), _) => format!("the end of the run (landing into {b}, notifications)"),
+                (None, _) => "the end of the run (publishing, notifications)".to_owned(),
             };
             row.reason = Some(format!(
                 "{what} is owed: abo stopped before it; complete it with `abo resume {}`",
