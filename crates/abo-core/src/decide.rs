@@ -108,6 +108,10 @@ pub enum Command {
         reviewer: crate::ids::BackendName,
         outcome: Result<crate::review::Review, String>,
         log: Option<ArtifactId>,
+        /// What asking the reviewer used, as it reported it.
+        usage: Option<Usage>,
+        cost_usd: Option<f64>,
+        cost_source: Option<String>,
     },
     /// The first bad commit was reverted on the run branch (or could not be).
     RevertDone {
@@ -413,7 +417,17 @@ impl RunState {
                 reviewer,
                 outcome,
                 log,
-            } => review::review_done(&mut cx, &task, attempt, reviewer, outcome, log),
+                usage,
+                cost_usd,
+                cost_source,
+            } => {
+                let spent = review::Spent {
+                    usage,
+                    cost_usd,
+                    cost_source,
+                };
+                review::review_done(&mut cx, &task, attempt, reviewer, outcome, log, spent);
+            }
             cmd @ (Command::VerifyDone { .. } | Command::RevertDone { .. }) => {
                 healing::decide(&mut cx, cmd);
             }
@@ -1344,6 +1358,7 @@ fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, spent: Amount, source: 
 /// An attempt stopped before its backend reported: what it spent is unknown, so its whole
 /// reservation is charged (a cap is never passed because abo lost count).
 fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
+    review::charge_interrupted(cx, task);
     let running = matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt);
     if !running {
         return;

@@ -276,7 +276,7 @@ pub enum EventBody {
         limit: f64,
         alert_at: f64,
     },
-    /// A cap kept an attempt from starting.
+    /// A cap kept an attempt (or a review) from starting.
     #[serde(rename = "budget.exhausted")]
     BudgetExhausted {
         cap: String,
@@ -387,6 +387,27 @@ pub enum EventBody {
         /// The reviewer's reply, redacted.
         log: Option<ArtifactId>,
     },
+    /// The reviewer's reservation, taken before it is asked (a priced reviewer under a spend
+    /// cap): it counts against the run's, the task's, the reviewer's and the daily and weekly caps
+    /// as an attempt's does.
+    #[serde(rename = "review.reserved")]
+    ReviewReserved {
+        attempt: u32,
+        reviewer: BackendName,
+        reserved: Reservation,
+    },
+    /// What the review cost, charged against the caps, and its reservation released.
+    #[serde(rename = "review.charged")]
+    ReviewCharged {
+        attempt: u32,
+        reviewer: BackendName,
+        usd: f64,
+        tokens: u64,
+        reserved: Reservation,
+        /// `reported` or `estimated` (from the run's prices), `unknown` (charged as 0),
+        /// `reservation` (abo stopped while it ran: what it held is charged).
+        source: String,
+    },
     /// An identical attempt's result was reused: no backend ran.
     #[serde(rename = "cache.hit")]
     CacheHit {
@@ -463,6 +484,8 @@ impl EventBody {
             Self::RunVerify { .. } => "run.verify",
             Self::TaskReview { .. } => "task.review",
             Self::RunBisect { .. } => "run.bisect",
+            Self::ReviewReserved { .. } => "review.reserved",
+            Self::ReviewCharged { .. } => "review.charged",
             Self::TaskReverted { .. } => "task.reverted",
             Self::RunRevertFailed { .. } => "run.revert_failed",
             Self::Deploy(d) => d.kind(),

@@ -727,7 +727,10 @@ mod tests {
             (Some(15.0), Some(15.0))
         );
         let restores = |r: &Report| r.time_to_restore.p50_s;
-        assert_eq!(restores(&report(&events[6..], Timestamp(0), Timestamp(40_000))), Some(2.0));
+        assert_eq!(
+            restores(&report(&events[6..], Timestamp(0), Timestamp(40_000))),
+            Some(2.0)
+        );
         // Without any verify, reverts are not observed: the rate is unknown, not zero.
         let r = report(&events[..2], Timestamp(0), Timestamp(40_000));
         assert_eq!(r.change_failure_rate, None);

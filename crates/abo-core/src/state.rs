@@ -642,6 +642,33 @@ impl RunState {
                                 .reserve(id, *attempt, backend, reserved.amount());
                         }
                     }
+                    EventBody::ReviewReserved {
+                        attempt,
+                        reviewer,
+                        reserved,
+                    } => {
+                        if !reserved.is_empty() {
+                            self.ledger
+                                .reserve(id, *attempt, reviewer, reserved.amount());
+                        }
+                    }
+                    EventBody::ReviewCharged {
+                        attempt,
+                        reviewer,
+                        usd,
+                        tokens,
+                        source,
+                        ..
+                    } => {
+                        let a = Amount {
+                            usd: *usd,
+                            tokens: *tokens,
+                        };
+                        let for_task = source != crate::budget::INTERRUPTED;
+                        self.ledger
+                            .charge(id, *attempt, reviewer, a, e.at, for_task);
+                        self.ledger.reviews.add(a);
+                    }
                     EventBody::BudgetCharged {
                         attempt,
                         backend,
@@ -860,7 +887,10 @@ impl RunState {
 
     /// The verification an event of `landing.verify` belongs to: the run branch's (no branch
     /// named) or the base branch's after the merge.
-    fn verification_on(&mut self, branch: Option<&str>) -> Option<&mut crate::verify::Verification> {
+    fn verification_on(
+        &mut self,
+        branch: Option<&str>,
+    ) -> Option<&mut crate::verify::Verification> {
         match (branch, &mut self.base_heal) {
             (None, _) => Some(&mut self.verification),
             (Some(b), Some(h)) if h.branch == b => Some(&mut h.verification),

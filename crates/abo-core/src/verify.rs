@@ -74,7 +74,12 @@ pub struct BaseHeal {
 
 impl BaseHeal {
     /// The base branch now at `merged`, which holds `run`'s history (the run branch's own).
-    pub fn new(branch: &str, merged: &CommitSha, onto: Option<CommitSha>, run: &Verification) -> Self {
+    pub fn new(
+        branch: &str,
+        merged: &CommitSha,
+        onto: Option<CommitSha>,
+        run: &Verification,
+    ) -> Self {
         let mut verification = Verification {
             history: run.history.clone(),
             ..Verification::default()
@@ -91,7 +96,10 @@ impl BaseHeal {
 
     /// Whether nothing is left to do on the base branch: it passed, or stays broken.
     pub fn settled(&self) -> bool {
-        matches!(self.verification.next(true), Next::Done | Next::Broken { .. })
+        matches!(
+            self.verification.next(true),
+            Next::Done | Next::Broken { .. }
+        )
     }
 }
 
@@ -152,7 +160,9 @@ pub enum RevertOutcome {
 impl Verification {
     /// The commit the run branch ends with, if abo put any there.
     pub fn head(&self) -> Option<&CommitSha> {
-        self.tip.as_ref().or_else(|| self.history.last().map(|s| &s.commit))
+        self.tip
+            .as_ref()
+            .or_else(|| self.history.last().map(|s| &s.commit))
     }
 
     /// A task landed: the branch must be verified again.

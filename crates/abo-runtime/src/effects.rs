@@ -198,13 +198,16 @@ pub(crate) async fn execute_here(
             })
         }
         Effect::Review { attempt, reviewer } => {
-            let (outcome, log) = review::review(ctx, spec, run, &attempt, &reviewer).await;
+            let r = review::review(ctx, spec, run, &attempt, &reviewer).await;
             Done::command(Command::ReviewDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
                 reviewer: reviewer.name().clone(),
-                outcome,
-                log,
+                outcome: r.outcome,
+                log: r.log,
+                usage: r.usage,
+                cost_usd: r.cost_usd,
+                cost_source: r.cost_source,
             })
         }
         Effect::Revert {

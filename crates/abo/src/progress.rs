@@ -365,6 +365,24 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 on(branch)
             )
         }
+        EventBody::ReviewReserved {
+            attempt,
+            reviewer,
+            reserved,
+        } => format!(
+            "{task}#{attempt}: review by {reviewer} reserved ${:.4}",
+            reserved.usd.unwrap_or(0.0)
+        ),
+        EventBody::ReviewCharged {
+            attempt,
+            reviewer,
+            usd,
+            tokens,
+            source,
+            ..
+        } => format!(
+            "{task}#{attempt}: review by {reviewer} charged ${usd:.4}, {tokens} tokens ({source})"
+        ),
         EventBody::RouterDecision { backend, rule, .. } => {
             format!("{task}: routed to {backend} ({rule})")
         }

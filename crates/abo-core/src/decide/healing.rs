@@ -6,8 +6,8 @@
 
 use super::{Command, Ctx, Effect};
 use crate::event::EventBody;
-use crate::state::{Closing, RunStatus};
 use crate::ids::{CommitSha, TaskId};
+use crate::state::{Closing, RunStatus};
 use crate::verify::{Next, OnBase, RevertOutcome, Verification, VerifyOutcome};
 
 /// Starts what the run branch's verification needs next; whether it keeps the run from finishing.

@@ -332,13 +332,19 @@ fn after_a_fast_forward_the_base_branch_bisects_the_run_commits_themselves() {
     let d = skipped.decide(ff("skipped"), Timestamp(h.now + 1)).unwrap();
     assert!(d.effects.is_empty());
     assert_eq!(skipped.closing, Closing::Settled);
-    let d = h.state.decide(ff("fast-forward"), Timestamp(h.now + 1)).unwrap();
+    let d = h
+        .state
+        .decide(ff("fast-forward"), Timestamp(h.now + 1))
+        .unwrap();
     assert!(
         matches!(&d.effects[..], [Effect::Verify { base: Some(on), commit, bisect: false, .. }] if on.branch == "main" && on.onto.is_none() && commit.as_str() == "c2"),
         "{:?}",
         d.effects
     );
-    let d = h.state.decide(on_base("c2", false, false), Timestamp(h.now + 2)).unwrap();
+    let d = h
+        .state
+        .decide(on_base("c2", false, false), Timestamp(h.now + 2))
+        .unwrap();
     assert!(
         matches!(&d.effects[..], [Effect::Verify { base: Some(on), commit, bisect: true, .. }] if on.onto.is_none() && commit.as_str() == "c1"),
         "{:?}",
