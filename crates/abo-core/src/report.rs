@@ -69,7 +69,10 @@ pub struct Report {
     pub attempts_per_landed_task: Option<f64>,
     /// Tasks whose first attempt passed every gate, among tasks whose first attempt reached the gates.
     pub first_attempt_gate_pass_rate: Option<f64>,
+    /// Every attempt's and review's cost.
     pub cost_usd: f64,
+    /// The reviews' part of `cost_usd` (`review.charged`).
+    pub review_cost_usd: f64,
     pub cost_per_landed_change_usd: Option<f64>,
     pub tokens_per_landed_change: Option<f64>,
     pub backends: BTreeMap<String, BackendFigures>,
@@ -163,6 +166,11 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                     .entry(b)
                     .or_default()
                     .push(i64::try_from(*duration_ms).unwrap_or(i64::MAX));
+            }
+            EventBody::ReviewCharged { usd, tokens: t, .. } => {
+                r.cost_usd += usd;
+                r.review_cost_usd += usd;
+                tokens += t;
             }
             EventBody::TaskGate {
                 attempt,
@@ -319,7 +327,10 @@ pub struct Summary {
     pub landed: Vec<Item>,
     pub waiting: Vec<Item>,
     pub failed: Vec<Item>,
+    /// Every attempt's and review's cost.
     pub cost_usd: f64,
+    /// The reviews' part of `cost_usd`.
+    pub review_cost_usd: f64,
     pub tokens: u64,
 }
 
@@ -349,6 +360,7 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
                 EventBody::TaskBackendFinished { cost_usd, .. } => {
                     t.cost_usd += cost_usd.unwrap_or(0.0);
                 }
+                EventBody::ReviewCharged { usd, .. } => t.cost_usd += usd,
                 _ => {}
             }
         }
@@ -410,6 +422,11 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
             } => {
                 s.cost_usd += cost_usd.unwrap_or(0.0);
                 s.tokens += usage.map_or(0, |u| u.total());
+            }
+            EventBody::ReviewCharged { usd, tokens, .. } => {
+                s.cost_usd += usd;
+                s.review_cost_usd += usd;
+                s.tokens += tokens;
             }
             _ => {}
         }

@@ -15,6 +15,8 @@ pub struct View {
     pub budget_tokens: Option<u64>,
     /// On a shared store: which worker holds which attempt now.
     pub leases: Vec<abo_store::AttemptLease>,
+    /// What the run's reviews cost, part of its spend.
+    pub reviews: abo_core::budget::Amount,
 }
 
 /// Loads the run named (or the latest) with its caps, replayed from its log.
@@ -81,6 +83,7 @@ pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewE
         budget_usd: b.run.usd,
         budget_tokens: b.run.tokens,
         leases: ctx.store.attempt_leases(Some(&state.id)).await?,
+        reviews: state.ledger.reviews,
     })
 }
 
@@ -132,6 +135,8 @@ pub fn to_json(v: &View) -> Value {
             "profile": run.profile,
             "spent_usd": run.spent_usd,
             "spent_tokens": run.spent_tokens,
+            "review_usd": v.reviews.usd,
+            "review_tokens": v.reviews.tokens,
             "budget_usd": v.budget_usd,
             "budget_tokens": v.budget_tokens,
             "budgets": v.caps.iter().map(|c| json!({

@@ -101,7 +101,7 @@ fn two_changes_that_break_verify_together_are_bisected_to_the_second_which_is_re
 }
 
 /// The verify suite fails when the user's `x.txt` and a task's `b.txt` meet: each passes alone.
-const BASE_CONFIG: &str = "version: 1\nautonomy: { overrides: { merge: A4 } }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f x.txt && test -f b.txt; then echo \"e2e: x and b clash\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n";
+const BASE_CONFIG: &str = "version: 1\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f x.txt && test -f b.txt; then echo \"e2e: x and b clash\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n";
 
 /// A person looks at b before it lands: the run waits, which lets the base branch move.
 const APPROVE_B: &str = "package abo\n\nrequire_approval contains \"b needs a person\" if {\n\tsome f in input.change.files\n\tf.path == \"b.txt\"\n}\n";
@@ -128,7 +128,7 @@ fn after_the_merge_the_base_branch_is_verified_and_the_first_bad_commit_reverted
     repo.commit_all("x on main");
     let before = repo.git(&["rev-parse", "main"]).trim().to_owned();
     repo.git(&["checkout", "-q", "work"]);
-    let out = abo(&repo, &["approve", "b", "--run", &id, "--reason", "looked"]);
+    let out = abo(&repo, &["approve", "b", "--reason", "looked"]);
     assert_eq!(out.code, 0, "{}", out.stderr);
     let out = abo(&repo, &["resume", &id, "--json"]);
     assert_eq!(
