@@ -646,11 +646,9 @@ impl RunState {
                         attempt,
                         reviewer,
                         reserved,
-                    } => {
-                        if !reserved.is_empty() {
-                            self.ledger
-                                .reserve(id, *attempt, reviewer, reserved.amount());
-                        }
+                    } if !reserved.is_empty() => {
+                        self.ledger
+                            .reserve(id, *attempt, reviewer, reserved.amount());
                     }
                     EventBody::ReviewCharged {
                         attempt,
