@@ -156,13 +156,7 @@ pub(super) async fn revert(
     head: &CommitSha,
     reason: &str,
 ) -> RevertOutcome {
-    let failed = |reason: String| RevertOutcome::Failed { reason };
-    let git = &ctx.git;
     let run = &policy.run;
-    let parent = match git.rev_parse(&format!("{commit}^")).await {
-        Ok(p) => p,
-        Err(e) => return failed(format!("could not read the parent of {commit}: {e}")),
-    };
     let title = spec
         .tasks
         .iter()
@@ -172,6 +166,24 @@ pub(super) async fn revert(
     let message = redactor.redact(&super::heal::revert_message(
         &title, commit, run, task, reason,
     ));
+    revert_with(ctx, run, branch, commit, head, &message).await
+}
+
+/// [`revert`] with its message made: the revert of `commit` by `run` on `branch`.
+async fn revert_with(
+    ctx: &Ctx,
+    run: &RunId,
+    branch: &str,
+    commit: &CommitSha,
+    head: &CommitSha,
+    message: &str,
+) -> RevertOutcome {
+    let failed = |reason: String| RevertOutcome::Failed { reason };
+    let git = &ctx.git;
+    let parent = match git.rev_parse(&format!("{commit}^")).await {
+        Ok(p) => p,
+        Err(e) => return failed(format!("could not read the parent of {commit}: {e}")),
+    };
     for _ in 0..TRIES {
         let current = match git.branch_head(branch).await {
             Ok(Some(h)) => h,
@@ -195,7 +207,7 @@ pub(super) async fn revert(
             }
             Err(e) => return failed(format!("could not revert {commit}: {e}")),
         };
-        let revert = match git.commit_tree(&tree, &current, &message).await {
+        let revert = match git.commit_tree(&tree, &current, message).await {
             Ok(c) => c,
             Err(e) => return failed(format!("could not commit the revert of {commit}: {e}")),
         };
@@ -208,4 +220,123 @@ pub(super) async fn revert(
     failed(format!(
         "{branch} kept moving while abo reverted {commit} on it ({TRIES} tries)"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use abo_test_support::TestRepo;
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    /// main: `b.txt` added by the run's commit (merged), the context of a revert on main.
+    async fn setup() -> (TestRepo, Ctx, tempfile::TempDir, CommitSha, CommitSha) {
+        let repo = TestRepo::new();
+        repo.write("b.txt", "b\n");
+        repo.commit_all("Add b");
+        let bad = CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim());
+        repo.write("c.txt", "c\n");
+        repo.commit_all("Add c");
+        let head = CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim());
+        // The user works elsewhere: main is checked out nowhere.
+        repo.git(&["checkout", "-q", "--detach"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = abo_store::Store::open("sqlite:t.db", dir.path())
+            .await
+            .unwrap();
+        let git = crate::git::Git::new(repo.path.clone());
+        let ctx = Ctx::new(
+            repo.path.clone(),
+            store,
+            git,
+            std::sync::Arc::new(crate::SystemClock),
+        );
+        (repo, ctx, dir, bad, head)
+    }
+
+    const MESSAGE: &str = "Revert \"Add b\"\n\nAbo-Run: r1\nAbo-Task: b";
+
+    fn message(bad: &CommitSha) -> String {
+        format!("{MESSAGE}\nAbo-Revert-Of: {bad}")
+    }
+
+    fn reverted(o: RevertOutcome) -> CommitSha {
+        match o {
+            RevertOutcome::Reverted { revert } => revert,
+            RevertOutcome::Failed { reason } => panic!("{reason}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn the_revert_goes_on_the_base_branch_head_and_on_a_newer_one_when_it_moved() {
+        // Control: main where abo left it; the revert is its child.
+        let (repo, ctx, _dir, bad, head) = setup().await;
+        let run = RunId::new("r1");
+        let r = reverted(revert_with(&ctx, &run, "main", &bad, &head, &message(&bad)).await);
+        assert_eq!(repo.git(&["rev-parse", "main"]).trim(), r.as_str());
+        assert_eq!(
+            repo.git(&["rev-parse", &format!("{r}^")]).trim(),
+            head.as_str()
+        );
+        assert!(
+            repo.git(&["ls-tree", "--name-only", "main"])
+                .lines()
+                .all(|f| f != "b.txt")
+        );
+        // Asked again (abo stopped before recording it): that revert, no second one.
+        let again = reverted(revert_with(&ctx, &run, "main", &bad, &head, &message(&bad)).await);
+        assert_eq!(again, r);
+        assert_eq!(repo.git(&["rev-parse", "main"]).trim(), r.as_str());
+
+        // main moved after abo read it (someone else's commit): the revert is made on the new
+        // head, which main keeps (nothing is force-pushed away).
+        let (repo, ctx, _dir, bad, head) = setup().await;
+        repo.git(&["checkout", "-q", "main"]);
+        repo.write("d.txt", "d\n");
+        repo.commit_all("someone else's d");
+        let theirs = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+        repo.git(&["checkout", "-q", "--detach"]);
+        let r = reverted(revert_with(&ctx, &run, "main", &bad, &head, &message(&bad)).await);
+        assert_eq!(repo.git(&["rev-parse", &format!("{r}^")]).trim(), theirs);
+        let files = repo.git(&["ls-tree", "--name-only", "main"]);
+        assert!(
+            files.lines().any(|f| f == "d.txt") && files.lines().all(|f| f != "b.txt"),
+            "{files}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_revert_that_conflicts_or_a_checkout_with_local_changes_moves_nothing() {
+        let (repo, ctx, _dir, bad, head) = setup().await;
+        let run = RunId::new("r1");
+        // Someone edited b.txt on main since: the revert conflicts and main stays.
+        repo.git(&["checkout", "-q", "main"]);
+        repo.write("b.txt", "b, edited\n");
+        repo.commit_all("edit b");
+        let theirs = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+        repo.git(&["checkout", "-q", "--detach"]);
+        let o = revert_with(&ctx, &run, "main", &bad, &head, &message(&bad)).await;
+        assert!(
+            matches!(&o, RevertOutcome::Failed { reason } if reason.contains("conflicts with main in: b.txt")),
+            "{o:?}"
+        );
+        assert_eq!(repo.git(&["rev-parse", "main"]).trim(), theirs);
+
+        // main checked out with uncommitted changes: abo leaves it and says how to take it.
+        let (repo, ctx, _dir, bad, head) = setup().await;
+        repo.git(&["checkout", "-q", "main"]);
+        repo.write("c.txt", "mine\n");
+        let o = revert_with(&ctx, &run, "main", &bad, &head, &message(&bad)).await;
+        assert!(
+            matches!(&o, RevertOutcome::Failed { reason } if reason.contains("uncommitted changes, so abo moved nothing") && reason.contains("git merge --ff-only")),
+            "{o:?}"
+        );
+        assert_eq!(repo.git(&["rev-parse", "main"]).trim(), head.as_str());
+        assert_eq!(repo.read("c.txt"), "mine\n");
+        // Clean, it is fast-forwarded in place.
+        repo.git(&["checkout", "--", "c.txt"]);
+        let r = reverted(revert_with(&ctx, &run, "main", &bad, &head, &message(&bad)).await);
+        assert_eq!(repo.git(&["rev-parse", "HEAD"]).trim(), r.as_str());
+        assert!(!repo.path.join("b.txt").exists());
+    }
 }
