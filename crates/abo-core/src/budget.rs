@@ -250,6 +250,8 @@ pub struct Ledger {
     pub open: BTreeMap<(TaskId, u32), (BackendName, Amount)>,
     /// Each charge, for the daily and weekly windows.
     pub charges: Vec<(Timestamp, Amount)>,
+    /// What reviews cost (`review.charged`), part of `spent`.
+    pub reviews: Amount,
     /// Caps this run sent an alert for (daily and weekly ones with their window's start).
     pub alerted: BTreeSet<String>,
     /// Caps that blocked work since the run last resumed.

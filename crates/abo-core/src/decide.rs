@@ -71,6 +71,8 @@ pub enum Command {
         into: Option<String>,
         outcome: String,
         commit: Option<CommitSha>,
+        /// The base branch's head before a merge commit.
+        onto: Option<CommitSha>,
         reason: String,
         /// The pull (merge) request the run branch was offered as: (URL, number).
         pull_request: Option<(String, Option<u64>)>,
@@ -95,6 +97,8 @@ pub enum Command {
     VerifyDone {
         commit: CommitSha,
         bisect: bool,
+        /// The base branch's verification (after the run's merge), not the run branch's.
+        base: bool,
         outcome: crate::verify::VerifyOutcome,
     },
     /// The reviewer answered (`Err`: no verdict that parses, or it could not be asked).
@@ -104,11 +108,17 @@ pub enum Command {
         reviewer: crate::ids::BackendName,
         outcome: Result<crate::review::Review, String>,
         log: Option<ArtifactId>,
+        /// What asking the reviewer used, as it reported it.
+        usage: Option<Usage>,
+        cost_usd: Option<f64>,
+        cost_source: Option<String>,
     },
     /// The first bad commit was reverted on the run branch (or could not be).
     RevertDone {
         task: TaskId,
         commit: CommitSha,
+        /// The revert was on the base branch (after the run's merge).
+        base: bool,
         outcome: crate::verify::RevertOutcome,
     },
 }
@@ -247,6 +257,8 @@ pub enum Effect {
         commit: CommitSha,
         gates: Vec<GateName>,
         bisect: bool,
+        /// On the base branch after the run's merge (none: the run branch).
+        base: Option<crate::verify::OnBase>,
     },
     /// Ask `reviewer` for its verdict on the attempt's change (its gates passed).
     Review {
@@ -262,6 +274,8 @@ pub enum Effect {
         commit: CommitSha,
         head: CommitSha,
         reason: String,
+        /// On the base branch after the run's merge (none: the run branch).
+        base: Option<crate::verify::OnBase>,
     },
 }
 
@@ -357,6 +371,7 @@ impl RunState {
                 into,
                 outcome,
                 commit,
+                onto,
                 reason,
                 pull_request,
             } => {
@@ -369,9 +384,12 @@ impl RunState {
                         into,
                         outcome,
                         commit,
+                        onto,
                         reason,
                     },
                 );
+                // `landing.verify` on the base branch's new head, when the merge made one.
+                healing::base_pending(&mut cx);
             }
             Command::Approve { approval, reason } => {
                 decide_approval(&mut cx, &approval, reason, true)?
@@ -399,7 +417,17 @@ impl RunState {
                 reviewer,
                 outcome,
                 log,
-            } => review::review_done(&mut cx, &task, attempt, reviewer, outcome, log),
+                usage,
+                cost_usd,
+                cost_source,
+            } => {
+                let spent = review::Spent {
+                    usage,
+                    cost_usd,
+                    cost_source,
+                };
+                review::review_done(&mut cx, &task, attempt, reviewer, outcome, log, spent);
+            }
             cmd @ (Command::VerifyDone { .. } | Command::RevertDone { .. }) => {
                 healing::decide(&mut cx, cmd);
             }
@@ -458,6 +486,12 @@ fn resume(
             let merge = merge_decision(cx.state);
             let run = cx.state.id.clone();
             cx.effect(Effect::Finish { run, merge });
+            return Ok(());
+        }
+        // The base branch's verification after the merge goes on where it was.
+        RunStatus::Finished if cx.state.closing == crate::state::Closing::Healing => {
+            cx.state.inflight.verifying = false;
+            healing::base_pending(cx);
             return Ok(());
         }
         RunStatus::Finished | RunStatus::Killed { .. } => {
@@ -1324,6 +1358,7 @@ fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, spent: Amount, source: 
 /// An attempt stopped before its backend reported: what it spent is unknown, so its whole
 /// reservation is charged (a cap is never passed because abo lost count).
 fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
+    review::charge_interrupted(cx, task);
     let running = matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt);
     if !running {
         return;

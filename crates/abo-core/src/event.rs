@@ -238,6 +238,10 @@ pub enum EventBody {
         /// `fast-forward`, `merge-commit` or `skipped`.
         outcome: String,
         commit: Option<CommitSha>,
+        /// The base branch's head before the merge, when the merge made a merge commit: the
+        /// state `landing.verify`'s bisect on the base branch starts from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        onto: Option<CommitSha>,
         reason: String,
     },
     /// The backend chosen for an attempt, when it is not the task's own.
@@ -272,7 +276,7 @@ pub enum EventBody {
         limit: f64,
         alert_at: f64,
     },
-    /// A cap kept an attempt from starting.
+    /// A cap kept an attempt (or a review) from starting.
     #[serde(rename = "budget.exhausted")]
     BudgetExhausted {
         cap: String,
@@ -314,6 +318,10 @@ pub enum EventBody {
     #[serde(rename = "run.verify")]
     RunVerify {
         commit: CommitSha,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
         passed: bool,
         /// The first gate that failed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -330,26 +338,41 @@ pub enum EventBody {
         /// 1, 2, ... within this bisect.
         step: u32,
         commit: CommitSha,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
         passed: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         failed_gate: Option<GateName>,
         duration_ms: u64,
         log: Option<ArtifactId>,
     },
-    /// The bisect named this task's commit the first bad one: it was reverted on the run branch
-    /// (the revert carries `Abo-Revert-Of:` and the run's trailers). The verify log is the task's
+    /// The bisect named this task's commit the first bad one: it was reverted on the run branch,
+    /// or on the base branch after the run's merge (the revert carries `Abo-Revert-Of:` and the run's trailers). The verify log is the task's
     /// feedback for `abo retry`.
     #[serde(rename = "task.reverted")]
     TaskReverted {
         commit: CommitSha,
         revert: CommitSha,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
         reason: String,
         log: Option<ArtifactId>,
     },
     /// The revert of the first bad commit could not be made: the branch stays failing, and the
     /// run's merge is refused.
     #[serde(rename = "run.revert_failed")]
-    RunRevertFailed { commit: CommitSha, reason: String },
+    RunRevertFailed {
+        commit: CommitSha,
+        reason: String,
+        /// The base branch, when this is `landing.verify` on it after the run's merge (absent:
+        /// the run branch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        branch: Option<String>,
+    },
     /// The reviewer's verdict on an attempt whose gates passed (`review:`); `failed` when it gave
     /// none that parses (never approval).
     #[serde(rename = "task.review")]
@@ -363,6 +386,27 @@ pub enum EventBody {
         error: Option<String>,
         /// The reviewer's reply, redacted.
         log: Option<ArtifactId>,
+    },
+    /// The reviewer's reservation, taken before it is asked (a priced reviewer under a spend
+    /// cap): it counts against the run's, the task's, the reviewer's and the daily and weekly caps
+    /// as an attempt's does.
+    #[serde(rename = "review.reserved")]
+    ReviewReserved {
+        attempt: u32,
+        reviewer: BackendName,
+        reserved: Reservation,
+    },
+    /// What the review cost, charged against the caps, and its reservation released.
+    #[serde(rename = "review.charged")]
+    ReviewCharged {
+        attempt: u32,
+        reviewer: BackendName,
+        usd: f64,
+        tokens: u64,
+        reserved: Reservation,
+        /// `reported` or `estimated` (from the run's prices), `unknown` (charged as 0),
+        /// `reservation` (abo stopped while it ran: what it held is charged).
+        source: String,
     },
     /// An identical attempt's result was reused: no backend ran.
     #[serde(rename = "cache.hit")]
@@ -440,6 +484,8 @@ impl EventBody {
             Self::RunVerify { .. } => "run.verify",
             Self::TaskReview { .. } => "task.review",
             Self::RunBisect { .. } => "run.bisect",
+            Self::ReviewReserved { .. } => "review.reserved",
+            Self::ReviewCharged { .. } => "review.charged",
             Self::TaskReverted { .. } => "task.reverted",
             Self::RunRevertFailed { .. } => "run.revert_failed",
             Self::Deploy(d) => d.kind(),

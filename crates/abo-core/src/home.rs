@@ -73,8 +73,13 @@ pub fn actions(section: Section, i: &Item) -> Vec<String> {
 
 /// The whole summary as plain text; `dashboard` (its base URL) adds a link to each task's page.
 pub fn text(s: &Summary, dashboard: Option<&str>) -> String {
+    let reviews = if s.review_cost_usd > 0.0 {
+        format!(" (reviews {})", human::usd(s.review_cost_usd))
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "since {}: {} landed, {} waiting for you, {} failed; {}, {} tokens\n",
+        "since {}: {} landed, {} waiting for you, {} failed; {}{reviews}, {} tokens\n",
         s.since,
         s.landed.len(),
         s.waiting.len(),
@@ -151,6 +156,7 @@ mod tests {
             }],
             failed: vec![item("c", "gate `test` failed:\n  3 tests failed")],
             cost_usd: 18.4213,
+            review_cost_usd: 0.0,
             tokens: 1_234_567,
         };
         expect_test::expect![[r#"

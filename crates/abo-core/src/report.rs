@@ -69,7 +69,10 @@ pub struct Report {
     pub attempts_per_landed_task: Option<f64>,
     /// Tasks whose first attempt passed every gate, among tasks whose first attempt reached the gates.
     pub first_attempt_gate_pass_rate: Option<f64>,
+    /// Every attempt's and review's cost.
     pub cost_usd: f64,
+    /// The reviews' part of `cost_usd` (`review.charged`).
+    pub review_cost_usd: f64,
     pub cost_per_landed_change_usd: Option<f64>,
     pub tokens_per_landed_change: Option<f64>,
     pub backends: BTreeMap<String, BackendFigures>,
@@ -107,7 +110,7 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     let (mut gates_passed, mut gates_flaky) = (0u32, 0u32);
     let mut flaky: BTreeMap<(String, String), u32> = BTreeMap::new();
     // Each run branch failing its verify since then (first failure), and the restores measured.
-    let mut failing: BTreeMap<RunId, i64> = BTreeMap::new();
+    let mut failing: BTreeMap<(RunId, Option<String>), i64> = BTreeMap::new();
     let (mut verified, mut restores) = (false, Vec::new());
     r.deploys = crate::deploy::figures(events.iter().filter(|e| e.event.at >= since).filter_map(
         |e| match &e.event.body {
@@ -164,6 +167,11 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                     .or_default()
                     .push(i64::try_from(*duration_ms).unwrap_or(i64::MAX));
             }
+            EventBody::ReviewCharged { usd, tokens: t, .. } => {
+                r.cost_usd += usd;
+                r.review_cost_usd += usd;
+                tokens += t;
+            }
             EventBody::TaskGate {
                 attempt,
                 passed,
@@ -195,17 +203,19 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                 }
             }
             EventBody::TaskFailed { .. } => r.tasks_failed += 1,
-            EventBody::RunVerify { passed, .. } => {
+            // The run branch and the base branch after the merge fail and are restored apart.
+            EventBody::RunVerify { passed, branch, .. } => {
                 verified = true;
+                let at = (ev.run.clone(), branch.clone());
                 if *passed {
-                    failing.remove(&ev.run);
+                    failing.remove(&at);
                 } else {
-                    failing.entry(ev.run.clone()).or_insert(ev.at.0);
+                    failing.entry(at).or_insert(ev.at.0);
                 }
             }
-            EventBody::TaskReverted { .. } => {
+            EventBody::TaskReverted { branch, .. } => {
                 r.tasks_reverted += 1;
-                if let Some(since) = failing.remove(&ev.run) {
+                if let Some(since) = failing.remove(&(ev.run.clone(), branch.clone())) {
                     restores.push(ev.at.0 - since);
                 }
             }
@@ -317,7 +327,10 @@ pub struct Summary {
     pub landed: Vec<Item>,
     pub waiting: Vec<Item>,
     pub failed: Vec<Item>,
+    /// Every attempt's and review's cost.
     pub cost_usd: f64,
+    /// The reviews' part of `cost_usd`.
+    pub review_cost_usd: f64,
     pub tokens: u64,
 }
 
@@ -347,6 +360,7 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
                 EventBody::TaskBackendFinished { cost_usd, .. } => {
                     t.cost_usd += cost_usd.unwrap_or(0.0);
                 }
+                EventBody::ReviewCharged { usd, .. } => t.cost_usd += usd,
                 _ => {}
             }
         }
@@ -408,6 +422,11 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
             } => {
                 s.cost_usd += cost_usd.unwrap_or(0.0);
                 s.tokens += usage.map_or(0, |u| u.total());
+            }
+            EventBody::ReviewCharged { usd, tokens, .. } => {
+                s.cost_usd += usd;
+                s.review_cost_usd += usd;
+                s.tokens += tokens;
             }
             _ => {}
         }
@@ -639,14 +658,16 @@ mod tests {
             at: Timestamp(t * 1000),
             body,
         };
-        let verify = |passed: bool| EventBody::RunVerify {
+        let verify_on = |passed: bool, branch: Option<&str>| EventBody::RunVerify {
             commit: CommitSha::new("c"),
+            branch: branch.map(str::to_owned),
             passed,
             failed_gate: None,
             duration_ms: 1,
             log: None,
             reason: None,
         };
+        let verify = |passed: bool| verify_on(passed, None);
         let landed = |c: &str| EventBody::TaskLanded {
             attempt: 1,
             commit: CommitSha::new(c),
@@ -661,6 +682,7 @@ mod tests {
                 EventBody::RunBisect {
                     step: 1,
                     commit: CommitSha::new("c1"),
+                    branch: None,
                     passed: true,
                     failed_gate: None,
                     duration_ms: 1,
@@ -673,11 +695,27 @@ mod tests {
                 EventBody::TaskReverted {
                     commit: CommitSha::new("c2"),
                     revert: CommitSha::new("r2"),
+                    branch: None,
                     reason: "gate `e2e` failed".into(),
                     log: None,
                 },
             ),
             ev(30, None, verify(true)),
+            // After the merge the base branch fails on its own: restored from its own failure
+            // (35), whatever the run branch does meanwhile.
+            ev(35, None, verify_on(false, Some("main"))),
+            ev(36, None, verify(true)),
+            ev(
+                37,
+                Some("a"),
+                EventBody::TaskReverted {
+                    commit: CommitSha::new("c1"),
+                    revert: CommitSha::new("r1"),
+                    branch: Some("main".into()),
+                    reason: "gate `e2e` failed".into(),
+                    log: None,
+                },
+            ),
         ]
         .into_iter()
         .enumerate()
@@ -686,7 +724,7 @@ mod tests {
             event,
         })
         .collect();
-        let r = report(&events, Timestamp(0), Timestamp(40_000));
+        let r = report(&events[..6], Timestamp(0), Timestamp(40_000));
         assert_eq!(
             (r.tasks_landed, r.tasks_reverted, r.change_failure_rate),
             (2, 1, Some(0.5))
@@ -698,6 +736,17 @@ mod tests {
                 p50_s: Some(15.0),
                 p90_s: Some(15.0)
             }
+        );
+        let r = report(&events, Timestamp(0), Timestamp(40_000));
+        assert_eq!((r.tasks_reverted, r.time_to_restore.count), (2, 2));
+        assert_eq!(
+            (r.time_to_restore.p50_s, r.time_to_restore.p90_s),
+            (Some(15.0), Some(15.0))
+        );
+        let restores = |r: &Report| r.time_to_restore.p50_s;
+        assert_eq!(
+            restores(&report(&events[6..], Timestamp(0), Timestamp(40_000))),
+            Some(2.0)
         );
         // Without any verify, reverts are not observed: the rate is unknown, not zero.
         let r = report(&events[..2], Timestamp(0), Timestamp(40_000));

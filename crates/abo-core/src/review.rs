@@ -61,14 +61,15 @@ pub struct Review {
     pub findings: Vec<Finding>,
 }
 
-/// A review as recorded (`task.review`): the verdict, or `failed` when the reviewer gave none
-/// that parses.
+/// A review as recorded (`task.review`): the verdict, `failed` when the reviewer gave none
+/// that parses, `not_started` when the budget could not hold its reservation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Approve,
     RequestChanges,
     Failed,
+    NotStarted,
 }
 
 impl Review {

@@ -57,15 +57,24 @@ pub enum Closing {
     Open,
     /// `run.finished` is recorded, `run.merge` is not yet.
     Owed,
+    /// `run.merge` is recorded and `landing.verify` runs on the base branch it merged into
+    /// (`RunState::base_heal`): settled once the base branch passed, was healed, or stays broken.
+    Healing,
     /// `run.merge` is recorded (or the run was killed: a killed run owes nothing).
     Settled,
 }
 
 impl Closing {
+    /// Whether the run still owes something (`abo resume` and `abo daemon` complete it).
+    pub fn owes(self) -> bool {
+        matches!(self, Self::Owed | Self::Healing)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
             Self::Owed => "owed",
+            Self::Healing => "healing",
             Self::Settled => "settled",
         }
     }
@@ -340,6 +349,8 @@ pub struct RunState {
     pub outside_schedule: Option<String>,
     /// The run branch's history and its `landing.verify` (bisect, revert), from the log.
     pub verification: crate::verify::Verification,
+    /// `landing.verify` on the base branch after the run's merge into it.
+    pub base_heal: Option<crate::verify::BaseHeal>,
     /// The tasks by what decisions look for, kept up to date by `apply`.
     pub index: Index,
 }
@@ -423,6 +434,7 @@ impl RunState {
             router_stats: Default::default(),
             outside_schedule: None,
             verification: Default::default(),
+            base_heal: None,
             index,
             rules: spec
                 .settings
@@ -529,7 +541,29 @@ impl RunState {
                 self.finished_at = Some(e.at);
                 self.stop_clock(e.at);
             }
-            EventBody::RunMerge { .. } => self.closing = Closing::Settled,
+            EventBody::RunMerge {
+                into,
+                outcome,
+                commit,
+                onto,
+                ..
+            } => {
+                self.closing = Closing::Settled;
+                self.base_heal = None;
+                let merged = matches!(outcome.as_str(), "fast-forward" | "merge-commit");
+                if merged
+                    && !self.spec.settings.landing.verify.is_empty()
+                    && let (Some(into), Some(commit)) = (into, commit)
+                {
+                    self.base_heal = Some(crate::verify::BaseHeal::new(
+                        into,
+                        commit,
+                        onto.clone(),
+                        &self.verification,
+                    ));
+                    self.closing = Closing::Healing;
+                }
+            }
             EventBody::RunKilled { reason } => {
                 self.closing = Closing::Settled;
                 self.status = RunStatus::Killed {
@@ -554,19 +588,34 @@ impl RunState {
             }
             EventBody::RunVerify {
                 commit,
+                branch,
                 passed,
                 log,
                 reason,
                 ..
             } => {
                 let why = reason.as_deref().unwrap_or("landing.verify failed");
-                self.verification
-                    .verified(commit, *passed, log.clone(), why);
+                if let Some(v) = self.verification_on(branch.as_deref()) {
+                    v.verified(commit, *passed, log.clone(), why);
+                }
+                self.settle_base();
             }
-            EventBody::RunBisect { commit, passed, .. } => {
-                self.verification.probed(commit, *passed);
+            EventBody::RunBisect {
+                commit,
+                branch,
+                passed,
+                ..
+            } => {
+                if let Some(v) = self.verification_on(branch.as_deref()) {
+                    v.probed(commit, *passed);
+                }
             }
-            EventBody::RunRevertFailed { reason, .. } => self.verification.revert_failed(reason),
+            EventBody::RunRevertFailed { reason, branch, .. } => {
+                if let Some(v) = self.verification_on(branch.as_deref()) {
+                    v.revert_failed(reason);
+                }
+                self.settle_base();
+            }
             body => {
                 let Some(id) = &e.task else { return };
                 let Some(t) = self.tasks.get_mut(id) else {
@@ -592,6 +641,31 @@ impl RunState {
                             self.ledger
                                 .reserve(id, *attempt, backend, reserved.amount());
                         }
+                    }
+                    EventBody::ReviewReserved {
+                        attempt,
+                        reviewer,
+                        reserved,
+                    } if !reserved.is_empty() => {
+                        self.ledger
+                            .reserve(id, *attempt, reviewer, reserved.amount());
+                    }
+                    EventBody::ReviewCharged {
+                        attempt,
+                        reviewer,
+                        usd,
+                        tokens,
+                        source,
+                        ..
+                    } => {
+                        let a = Amount {
+                            usd: *usd,
+                            tokens: *tokens,
+                        };
+                        let for_task = source != crate::budget::INTERRUPTED;
+                        self.ledger
+                            .charge(id, *attempt, reviewer, a, e.at, for_task);
+                        self.ledger.reviews.add(a);
                     }
                     EventBody::BudgetCharged {
                         attempt,
@@ -659,6 +733,7 @@ impl RunState {
                     EventBody::TaskReverted {
                         commit,
                         revert,
+                        branch,
                         reason,
                         log,
                     } => {
@@ -671,7 +746,13 @@ impl RunState {
                             commit: commit.clone(),
                             reason: reason.clone(),
                         };
-                        self.verification.reverted(id, revert);
+                        match (branch, &mut self.base_heal) {
+                            (None, _) => self.verification.reverted(id, revert),
+                            (Some(b), Some(h)) if h.branch == *b => {
+                                h.verification.reverted(id, revert);
+                            }
+                            (Some(_), _) => {}
+                        }
                     }
                     EventBody::TaskRetry {
                         attempt,
@@ -799,6 +880,26 @@ impl RunState {
                     self.index.moved(position, &old, new, &at);
                 }
             }
+        }
+    }
+
+    /// The verification an event of `landing.verify` belongs to: the run branch's (no branch
+    /// named) or the base branch's after the merge.
+    fn verification_on(
+        &mut self,
+        branch: Option<&str>,
+    ) -> Option<&mut crate::verify::Verification> {
+        match (branch, &mut self.base_heal) {
+            (None, _) => Some(&mut self.verification),
+            (Some(b), Some(h)) if h.branch == b => Some(&mut h.verification),
+            (Some(_), _) => None,
+        }
+    }
+
+    /// The base branch's verification is over: the run owes nothing more.
+    fn settle_base(&mut self) {
+        if self.closing == Closing::Healing && self.base_heal.as_ref().is_none_or(|h| h.settled()) {
+            self.closing = Closing::Settled;
         }
     }
 

@@ -1839,6 +1839,7 @@ fn merge_done(outcome: &str) -> Command {
         into: Some("main".into()),
         outcome: outcome.into(),
         commit: Some(CommitSha::new("c1")),
+        onto: None,
         reason: "main now points at the run branch".into(),
         pull_request: None,
     }
@@ -1867,7 +1868,7 @@ fn a_finished_run_owes_its_merge_until_run_merge_and_resume_completes_it_once() 
         expect![[r#"
             > Resume { landed: [] }
               => Finish { run: RunId("r"), merge: Ok(()) }
-            > MergeDone { into: Some("main"), outcome: "fast-forward", commit: Some(CommitSha("c1")), reason: "main now points at the run branch", pull_request: None }
+            > MergeDone { into: Some("main"), outcome: "fast-forward", commit: Some(CommitSha("c1")), onto: None, reason: "main now points at the run branch", pull_request: None }
               run.merge {"commit":"c1","into":"main","outcome":"fast-forward","reason":"main now points at the run branch"}
             > Resume { landed: [] }
               rejected: run r is finished: it cannot be resumed

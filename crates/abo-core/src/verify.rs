@@ -54,6 +54,61 @@ pub struct Verification {
     pub phase: Phase,
     /// A revert was made since the last landing: a failure now is not bisected again.
     pub reverted_since_landing: bool,
+    /// The commit standing for the last state when it is not the last step's own: on the base
+    /// branch, the merge commit that brought the run's commits in.
+    pub tip: Option<CommitSha>,
+}
+
+/// `landing.verify` on the base branch after the run's end merged into it: the run's commits as
+/// merged, bisected the same way. With a merge commit, the `k`-th state is the base as it was
+/// (`onto`) with the run's first `k` commits merged in; the last state is the merge commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BaseHeal {
+    /// The base branch.
+    pub branch: String,
+    /// The base branch's head before a merge commit (none after a fast-forward, where each of
+    /// the run's commits is itself a state of the base branch).
+    pub onto: Option<CommitSha>,
+    pub verification: Verification,
+}
+
+impl BaseHeal {
+    /// The base branch now at `merged`, which holds `run`'s history (the run branch's own).
+    pub fn new(
+        branch: &str,
+        merged: &CommitSha,
+        onto: Option<CommitSha>,
+        run: &Verification,
+    ) -> Self {
+        let mut verification = Verification {
+            history: run.history.clone(),
+            ..Verification::default()
+        };
+        if verification.head() != Some(merged) {
+            verification.tip = Some(merged.clone());
+        }
+        Self {
+            branch: branch.to_owned(),
+            onto,
+            verification,
+        }
+    }
+
+    /// Whether nothing is left to do on the base branch: it passed, or stays broken.
+    pub fn settled(&self) -> bool {
+        matches!(
+            self.verification.next(true),
+            Next::Done | Next::Broken { .. }
+        )
+    }
+}
+
+/// Where a verify, bisect step or revert of the base branch happens (none: the run branch).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OnBase {
+    pub branch: String,
+    /// A bisect step's commit is verified merged onto this commit (see [`BaseHeal`]).
+    pub onto: Option<CommitSha>,
 }
 
 /// What the run's verification needs next, once nothing else is in flight.
@@ -105,7 +160,9 @@ pub enum RevertOutcome {
 impl Verification {
     /// The commit the run branch ends with, if abo put any there.
     pub fn head(&self) -> Option<&CommitSha> {
-        self.history.last().map(|s| &s.commit)
+        self.tip
+            .as_ref()
+            .or_else(|| self.history.last().map(|s| &s.commit))
     }
 
     /// A task landed: the branch must be verified again.
@@ -115,6 +172,7 @@ impl Verification {
             commit: commit.clone(),
             revert: false,
         });
+        self.tip = None;
         self.phase = Phase::Unverified;
         self.reverted_since_landing = false;
     }
@@ -172,6 +230,7 @@ impl Verification {
             commit: revert.clone(),
             revert: true,
         });
+        self.tip = None;
         self.phase = Phase::Unverified;
         self.reverted_since_landing = true;
     }

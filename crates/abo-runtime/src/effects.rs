@@ -21,6 +21,7 @@ use crate::process::{self, Spec};
 use crate::redact::Redactor;
 
 pub mod heal;
+mod heal_base;
 mod review;
 
 /// What an effect produced: the command to decide next, and warnings for the person watching.
@@ -185,23 +186,28 @@ pub(crate) async fn execute_here(
             commit,
             gates,
             bisect,
+            base,
             ..
         } => {
-            let outcome = heal::verify(ctx, spec, run, &commit, &gates).await;
+            let outcome = heal::verify(ctx, spec, run, &commit, &gates, base.as_ref()).await;
             Done::command(Command::VerifyDone {
                 commit,
                 bisect,
+                base: base.is_some(),
                 outcome,
             })
         }
         Effect::Review { attempt, reviewer } => {
-            let (outcome, log) = review::review(ctx, spec, run, &attempt, &reviewer).await;
+            let r = review::review(ctx, spec, run, &attempt, &reviewer).await;
             Done::command(Command::ReviewDone {
                 task: attempt.task.clone(),
                 attempt: attempt.attempt,
                 reviewer: reviewer.name().clone(),
-                outcome,
-                log,
+                outcome: r.outcome,
+                log: r.log,
+                usage: r.usage,
+                cost_usd: r.cost_usd,
+                cost_source: r.cost_source,
             })
         }
         Effect::Revert {
@@ -209,12 +215,20 @@ pub(crate) async fn execute_here(
             commit,
             head,
             reason,
+            base,
             ..
         } => {
-            let outcome = heal::revert(ctx, spec, run, &task, &commit, &head, &reason).await;
+            let outcome = match &base {
+                None => heal::revert(ctx, spec, run, &task, &commit, &head, &reason).await,
+                Some(on) => {
+                    heal_base::revert(ctx, spec, run, &on.branch, &task, &commit, &head, &reason)
+                        .await
+                }
+            };
             Done::command(Command::RevertDone {
                 task,
                 commit,
+                base: base.is_some(),
                 outcome,
             })
         }
@@ -251,10 +265,18 @@ pub(crate) async fn execute_here(
                         Err(reason) => ("skipped".to_owned(), None, reason),
                     }
                 };
+            // A merge commit's first parent: where the base branch's bisect starts.
+            let onto = match &commit {
+                Some(c) if outcome == "merge-commit" => {
+                    ctx.git.rev_parse(&format!("{c}^1")).await.ok()
+                }
+                _ => None,
+            };
             let command = Command::MergeDone {
                 into: spec.base_branch.clone(),
                 outcome,
                 commit,
+                onto,
                 reason,
                 pull_request,
             };

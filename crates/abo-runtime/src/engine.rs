@@ -163,7 +163,7 @@ async fn drive_leased(
     let policy = Arc::new(effects::RunPolicy::load(&state.id, &spec)?);
     let run = state.id.clone();
     // A run that ended and owes nothing is left as it is (resuming it is refused below).
-    let settled = state.status.is_terminal() && state.closing != abo_core::state::Closing::Owed;
+    let settled = state.status.is_terminal() && !state.closing.owes();
     if !settled {
         // What a killed git left (stale locks, interrupted worktree registrations) goes first.
         let (repaired, _) = ctx.git.repair().await;

@@ -68,11 +68,28 @@ fn headline(e: &StoredEvent) -> String {
             format!("budget alert: {cap} at {spent:.2} of {limit:.2}")
         }
         EventBody::RunPaused { reason } => format!("paused: {reason}"),
-        EventBody::TaskReverted { commit, reason, .. } => {
-            format!("reverted {commit} (landing.verify failed: {reason})")
+        EventBody::TaskReverted {
+            commit,
+            reason,
+            branch,
+            ..
+        } => {
+            let on = branch
+                .as_ref()
+                .map(|b| format!(" on {b}"))
+                .unwrap_or_default();
+            format!("reverted {commit}{on} (landing.verify failed: {reason})")
         }
-        EventBody::RunRevertFailed { commit, reason } => {
-            format!("landing.verify fails and {commit} could not be reverted: {reason}")
+        EventBody::RunRevertFailed {
+            commit,
+            reason,
+            branch,
+        } => {
+            let on = branch
+                .as_ref()
+                .map(|b| format!(" on {b}"))
+                .unwrap_or_default();
+            format!("landing.verify fails{on} and {commit} could not be reverted: {reason}")
         }
         other => other.kind().to_owned(),
     };

@@ -15,6 +15,8 @@ pub struct View {
     pub budget_tokens: Option<u64>,
     /// On a shared store: which worker holds which attempt now.
     pub leases: Vec<abo_store::AttemptLease>,
+    /// What the run's reviews cost, part of its spend.
+    pub reviews: abo_core::budget::Amount,
 }
 
 /// Loads the run named (or the latest) with its caps, replayed from its log.
@@ -23,16 +25,19 @@ pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewE
     interrupted(ctx, &mut row, &mut tasks).await?;
     let mut state = abo_runtime::engine::load(&ctx.store, &row.id).await?;
     let now = ctx.now();
-    if state.closing == abo_core::state::Closing::Owed {
+    if state.closing.owes() {
         let driven = ctx
             .store
             .lease(&row.id)
             .await?
             .is_some_and(|l| abo_runtime::engine::driven(&l, now));
         if !driven {
-            let what = match &state.spec.base_branch {
-                Some(b) => format!("the end of the run (landing into {b}, notifications)"),
-                None => "the end of the run (publishing, notifications)".to_owned(),
+            let what = match (&state.spec.base_branch, &state.base_heal) {
+                (_, Some(h)) if state.closing == abo_core::state::Closing::Healing => {
+                    format!("landing.verify on {} after the merge", h.branch)
+                }
+                (Some(b), _) => format!("the end of the run (landing into {b}, notifications)"),
+                (None, _) => "the end of the run (publishing, notifications)".to_owned(),
             };
             row.reason = Some(format!(
                 "{what} is owed: abo stopped before it; complete it with `abo resume {}`",
@@ -78,6 +83,7 @@ pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewE
         budget_usd: b.run.usd,
         budget_tokens: b.run.tokens,
         leases: ctx.store.attempt_leases(Some(&state.id)).await?,
+        reviews: state.ledger.reviews,
     })
 }
 
@@ -129,6 +135,8 @@ pub fn to_json(v: &View) -> Value {
             "profile": run.profile,
             "spent_usd": run.spent_usd,
             "spent_tokens": run.spent_tokens,
+            "review_usd": v.reviews.usd,
+            "review_tokens": v.reviews.tokens,
             "budget_usd": v.budget_usd,
             "budget_tokens": v.budget_tokens,
             "budgets": v.caps.iter().map(|c| json!({

@@ -540,7 +540,13 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query("DELETE FROM runs").execute(&mut *tx).await?;
-        for t in ["spend", "alerts", "router_stats", "flaky_tests"] {
+        for t in [
+            "spend",
+            "review_spend",
+            "alerts",
+            "router_stats",
+            "flaky_tests",
+        ] {
             sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {t}")))
                 .execute(&mut *tx)
                 .await?;
@@ -581,6 +587,23 @@ impl Store {
         let spend = sqlx::query("SELECT run, task, attempt, backend, reserved_usd, reserved_tokens, charged_usd, charged_tokens, charged_at FROM spend ORDER BY run, task, attempt")
             .fetch_all(&self.pool)
             .await?;
+        let reviews = sqlx::query("SELECT run, task, attempt, reviewer, reserved_usd, reserved_tokens, charged_usd, charged_tokens, charged_at FROM review_spend ORDER BY run, task, attempt")
+            .fetch_all(&self.pool)
+            .await?;
+        for r in reviews {
+            out.push_str(&format!(
+                "review_spend {} {} {} {} {} {} {:?} {:?} {:?}\n",
+                r.get::<String, _>(0),
+                r.get::<String, _>(1),
+                r.get::<i64, _>(2),
+                r.get::<String, _>(3),
+                r.get::<f64, _>(4),
+                r.get::<i64, _>(5),
+                r.get::<Option<f64>, _>(6),
+                r.get::<Option<i64>, _>(7),
+                r.get::<Option<i64>, _>(8),
+            ));
+        }
         for r in spend {
             out.push_str(&format!(
                 "spend {} {} {} {} {} {} {:?} {:?} {:?}\n",
@@ -601,20 +624,27 @@ impl Store {
     /// What runs other than `except` charged since `since`, plus what running ones hold reserved:
     /// the share of a daily or weekly cap this run cannot use.
     pub async fn window_spend(&self, except: &RunId, since: Timestamp) -> Result<(f64, u64)> {
-        let row = sqlx::query(
-            "SELECT
-               COALESCE((SELECT SUM(charged_usd) FROM spend WHERE run != $1 AND charged_at >= $2), 0.0)
-             + COALESCE((SELECT SUM(s.reserved_usd) FROM spend s JOIN runs r ON r.id = s.run
+        // Attempts' spend and reviews' spend, each table alike.
+        let mut total = (0.0, 0);
+        for table in ["spend", "review_spend"] {
+            // `table` is one of the two names above, never input.
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT
+               COALESCE((SELECT SUM(charged_usd) FROM {table} WHERE run != $1 AND charged_at >= $2), 0.0)
+             + COALESCE((SELECT SUM(s.reserved_usd) FROM {table} s JOIN runs r ON r.id = s.run
                          WHERE s.run != $1 AND s.charged_at IS NULL AND r.status = 'running'), 0.0),
-               CAST(COALESCE((SELECT SUM(charged_tokens) FROM spend WHERE run != $1 AND charged_at >= $2), 0)
-             + COALESCE((SELECT SUM(s.reserved_tokens) FROM spend s JOIN runs r ON r.id = s.run
-                         WHERE s.run != $1 AND s.charged_at IS NULL AND r.status = 'running'), 0) AS BIGINT)",
-        )
-        .bind(except.as_str())
-        .bind(since.0)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok((row.get(0), u64::try_from(row.get::<i64, _>(1)).unwrap_or(0)))
+               CAST(COALESCE((SELECT SUM(charged_tokens) FROM {table} WHERE run != $1 AND charged_at >= $2), 0)
+             + COALESCE((SELECT SUM(s.reserved_tokens) FROM {table} s JOIN runs r ON r.id = s.run
+                         WHERE s.run != $1 AND s.charged_at IS NULL AND r.status = 'running'), 0) AS BIGINT)"
+            )))
+            .bind(except.as_str())
+            .bind(since.0)
+            .fetch_one(&self.pool)
+            .await?;
+            total.0 += row.get::<f64, _>(0);
+            total.1 += u64::try_from(row.get::<i64, _>(1)).unwrap_or(0);
+        }
+        Ok(total)
     }
 
     /// The keys of budget alerts sent since `since`, by any run.

@@ -1,6 +1,6 @@
-//! Projections: how events change the `runs`, `tasks`, `router_stats`, `spend`, `approvals` and
-//! `alerts` tables. Used for live appends and for rebuilding from the log, so the two cannot
-//! disagree.
+//! Projections: how events change the `runs`, `tasks`, `router_stats`, `spend`, `review_spend`,
+//! `approvals` and `alerts` tables. Used for live appends and for rebuilding from the log, so the two
+//! cannot disagree.
 //!
 //! A batch of events is folded in memory first ([`Fold`]): each run, task and router arm it touches
 //! gets one row of changes, and those rows go to the database in one [`Batch`] with the events
@@ -270,6 +270,59 @@ impl<'a> Fold<'a> {
                     .bind(at)
                     .execute(&mut **tx)
                     .await?;
+            }
+            EventBody::ReviewReserved {
+                attempt,
+                reviewer,
+                reserved,
+            } => {
+                let r = reserved.amount();
+                sqlx::query(
+                    "INSERT INTO review_spend (run, task, attempt, reviewer, reserved_usd, reserved_tokens)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (run, task, attempt) DO UPDATE SET reviewer = excluded.reviewer,
+                       reserved_usd = excluded.reserved_usd, reserved_tokens = excluded.reserved_tokens,
+                       charged_usd = NULL, charged_tokens = NULL, charged_at = NULL",
+                )
+                .bind(run)
+                .bind(task)
+                .bind(i64::from(*attempt))
+                .bind(reviewer.as_str())
+                .bind(r.usd)
+                .bind(i64_of(r.tokens))
+                .execute(&mut **tx)
+                .await?;
+            }
+            EventBody::ReviewCharged {
+                attempt,
+                reviewer,
+                usd,
+                tokens,
+                ..
+            } => {
+                sqlx::query(
+                    "INSERT INTO review_spend (run, task, attempt, reviewer, charged_usd, charged_tokens, charged_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)
+                     ON CONFLICT (run, task, attempt)
+                     DO UPDATE SET charged_usd = $5, charged_tokens = $6, charged_at = $7",
+                )
+                .bind(run)
+                .bind(task)
+                .bind(i64::from(*attempt))
+                .bind(reviewer.as_str())
+                .bind(usd)
+                .bind(i64_of(*tokens))
+                .bind(at)
+                .execute(&mut **tx)
+                .await?;
+                // The run's spend is what was charged against its caps, reviews included; the
+                // task's cost includes its reviews.
+                let r = self.runs.entry(run).or_default();
+                r.spent_usd += usd;
+                r.spent_tokens += i64_of(*tokens);
+                let t = self.task(run, task);
+                t.cost_usd += usd;
+                t.tokens += i64_of(*tokens);
             }
             EventBody::BudgetExhausted { .. }
             | EventBody::CacheHit { .. }

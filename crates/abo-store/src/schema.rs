@@ -292,6 +292,21 @@ const MIGRATIONS: &[&str] = &[
         acquired    INTEGER NOT NULL,
         expires     INTEGER NOT NULL
     );",
+    // 13: each review's reservation and charge (`review.reserved`, `review.charged`), apart
+    // from its attempt's, counted with `spend` against the daily and weekly caps.
+    "CREATE TABLE review_spend (
+        run             TEXT NOT NULL,
+        task            TEXT NOT NULL,
+        attempt         INTEGER NOT NULL,
+        reviewer        TEXT NOT NULL,
+        reserved_usd    REAL NOT NULL DEFAULT 0,
+        reserved_tokens INTEGER NOT NULL DEFAULT 0,
+        charged_usd     REAL,
+        charged_tokens  INTEGER,
+        charged_at      INTEGER,
+        PRIMARY KEY (run, task, attempt)
+    );
+    CREATE INDEX review_spend_charged ON review_spend (charged_at);",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

@@ -866,6 +866,7 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
         r.cost_per_landed_change_usd
             .map_or("-".into(), |c| format!("{c:.4}"))
     );
+    say!("  of which reviews              ${:.4}", r.review_cost_usd);
     say!(
         "  tokens per landed change      {}",
         r.tokens_per_landed_change

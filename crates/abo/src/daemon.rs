@@ -152,7 +152,7 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
 /// does, or its log could not be read).
 async fn owes_its_end(ctx: &Ctx, run: &RunId) -> Option<bool> {
     let state = engine::load(&ctx.store, run).await.ok()?;
-    if state.closing != abo_core::state::Closing::Owed {
+    if !state.closing.owes() {
         return Some(false);
     }
     let lease = ctx.store.lease(run).await.ok()?;

@@ -301,33 +301,44 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
         EventBody::TaskDenied { reasons, .. } => format!("{task}: DENIED: {}", reasons.join("; ")),
         EventBody::RunVerify {
             commit,
+            branch,
             passed: true,
             ..
-        } => format!("landing.verify passed on {}", short(commit)),
-        EventBody::RunVerify { commit, reason, .. } => format!(
-            "landing.verify FAILED on {}: {}",
+        } => format!("landing.verify passed on {}{}", short(commit), on(branch)),
+        EventBody::RunVerify {
+            commit,
+            branch,
+            reason,
+            ..
+        } => format!(
+            "landing.verify FAILED on {}{}: {}",
             short(commit),
+            on(branch),
             reason.as_deref().unwrap_or("a gate failed")
         ),
         EventBody::RunBisect {
             step,
             commit,
+            branch,
             passed,
             ..
         } => format!(
-            "bisect step {step}: {} ({task}) {}",
+            "bisect step {step}{}: {} ({task}) {}",
+            on(branch),
             short(commit),
             if *passed { "good" } else { "bad" }
         ),
         EventBody::TaskReverted {
             commit,
             revert,
+            branch,
             reason,
             ..
         } => format!(
-            "{task}: REVERTED {} as {} ({reason}); abo retry gives it a fresh attempt",
+            "{task}: REVERTED {} as {}{} ({reason}); abo retry gives it a fresh attempt",
             short(commit),
-            short(revert)
+            short(revert),
+            on(branch)
         ),
         EventBody::TaskReview {
             attempt,
@@ -343,9 +354,35 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 findings.len()
             ),
         },
-        EventBody::RunRevertFailed { commit, reason } => {
-            format!("{task}: the revert of {} failed: {reason}", short(commit))
+        EventBody::RunRevertFailed {
+            commit,
+            reason,
+            branch,
+        } => {
+            format!(
+                "{task}: the revert of {}{} failed: {reason}",
+                short(commit),
+                on(branch)
+            )
         }
+        EventBody::ReviewReserved {
+            attempt,
+            reviewer,
+            reserved,
+        } => format!(
+            "{task}#{attempt}: review by {reviewer} reserved ${:.4}",
+            reserved.usd.unwrap_or(0.0)
+        ),
+        EventBody::ReviewCharged {
+            attempt,
+            reviewer,
+            usd,
+            tokens,
+            source,
+            ..
+        } => format!(
+            "{task}#{attempt}: review by {reviewer} charged ${usd:.4}, {tokens} tokens ({source})"
+        ),
         EventBody::RouterDecision { backend, rule, .. } => {
             format!("{task}: routed to {backend} ({rule})")
         }
@@ -396,6 +433,15 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
 }
 
 /// A commit's first 10 characters, as people read them.
+/// ` (on BRANCH)` for `landing.verify` on the base branch after the merge; nothing on the run
+/// branch.
+fn on(branch: &Option<String>) -> String {
+    branch
+        .as_ref()
+        .map(|b| format!(" (on {b})"))
+        .unwrap_or_default()
+}
+
 fn short(c: &abo_core::ids::CommitSha) -> &str {
     c.as_str().get(..10).unwrap_or(c.as_str())
 }

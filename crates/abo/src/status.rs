@@ -52,6 +52,13 @@ pub(crate) fn render(v: &View) -> String {
             human::tokens(run.spent_tokens)
         ));
     }
+    if v.reviews.tokens > 0 || v.reviews.usd > 0.0 {
+        out.push_str(&format!(
+            "  reviews  {}, {} tokens (part of the spend)\n",
+            human::usd(v.reviews.usd),
+            human::tokens(v.reviews.tokens)
+        ));
+    }
     for c in &v.caps {
         let u = c.cap.unit;
         let mark = if u != Unit::Wall && c.spent >= v.alert_at * c.limit {

@@ -3,8 +3,9 @@
 //! then, by default, one with a high-severity finding needs approval, as does a reviewer that gave
 //! no verdict that parses (a failure is never approval).
 
-use super::{Ctx, Effect, PolicyOutcome, attempt_failed};
-use crate::event::EventBody;
+use super::{Ctx, Effect, PolicyOutcome, attempt_failed, exhausted};
+use crate::budget::{Amount, INTERRUPTED, Reservation};
+use crate::event::{EventBody, Usage};
 use crate::ids::{ArtifactId, BackendName, TaskId};
 use crate::review::{Outcome, Review};
 use crate::state::{RunState, TaskState};
@@ -28,15 +29,123 @@ pub(super) fn review_or_policy(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
         .as_ref()
         .and_then(|r| r.reviewer(&author))
         .cloned();
-    match reviewer {
-        Some(reviewer) if !reviewed => cx.effect(Effect::Review {
+    let task_cap = t.spec.budget.unwrap_or(cx.state.budgets.task);
+    let Some(reviewer) = reviewer.filter(|_| !reviewed) else {
+        cx.effect(Effect::EvaluatePolicy {
             attempt: attempt_id,
-            reviewer,
-        }),
-        _ => cx.effect(Effect::EvaluatePolicy {
-            attempt: attempt_id,
-        }),
+        });
+        return;
+    };
+    // A priced reviewer under a spend cap holds its reservation while it reads, as an attempt
+    // does; one the budget cannot hold is not asked, and the change needs a person instead.
+    let held = cx.state.ledger.open.contains_key(&(task.clone(), attempt));
+    if reviewer.priced() && cx.state.budgets.any_spend_cap() && !held {
+        let s = &cx.state;
+        match s
+            .ledger
+            .reservation(&s.budgets, task, task_cap, reviewer.name(), &s.windows)
+        {
+            Ok(reserved) => cx.emit(
+                Some(task),
+                EventBody::ReviewReserved {
+                    attempt,
+                    reviewer: reviewer.name().clone(),
+                    reserved,
+                },
+            ),
+            Err(b) => {
+                exhausted(cx, task, &b);
+                cx.emit(
+                    Some(task),
+                    EventBody::TaskReview {
+                        attempt,
+                        reviewer: reviewer.name().clone(),
+                        verdict: Outcome::NotStarted,
+                        findings: Vec::new(),
+                        error: Some(format!("not started: budget: {}", b.describe())),
+                        log: None,
+                    },
+                );
+                cx.effect(Effect::EvaluatePolicy {
+                    attempt: attempt_id,
+                });
+                return;
+            }
+        }
     }
+    cx.effect(Effect::Review {
+        attempt: attempt_id,
+        reviewer,
+    });
+}
+
+/// What asking the reviewer used, as it reported it.
+#[derive(Debug, Default)]
+pub(super) struct Spent {
+    pub(super) usage: Option<Usage>,
+    pub(super) cost_usd: Option<f64>,
+    pub(super) cost_source: Option<String>,
+}
+
+/// Charges the review's cost (whatever it reported, or what it held when nothing was) and
+/// releases its reservation.
+fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reviewer: &BackendName, spent: &Spent) {
+    let reserved = cx
+        .state
+        .ledger
+        .open
+        .get(&(task.clone(), attempt))
+        .map(|(_, a)| Reservation {
+            usd: Some(a.usd),
+            tokens: Some(a.tokens),
+        });
+    if reserved.is_none() && spent.usage.is_none() && spent.cost_usd.is_none() {
+        return; // nothing held, nothing reported: a command reviewer, or no cap and no price
+    }
+    let source = match (&spent.cost_source, spent.cost_usd) {
+        (Some(s), Some(_)) => s.clone(),
+        (None, Some(_)) => "estimated".to_owned(),
+        _ => "unknown".to_owned(),
+    };
+    cx.emit(
+        Some(task),
+        EventBody::ReviewCharged {
+            attempt,
+            reviewer: reviewer.clone(),
+            usd: spent.cost_usd.unwrap_or(0.0),
+            tokens: spent.usage.map_or(0, |u| u.total()),
+            reserved: reserved.unwrap_or_default(),
+            source,
+        },
+    );
+}
+
+/// abo stopped (or the run was killed) while `task`'s review held a reservation: what it held
+/// is charged, as for an interrupted attempt (a cap is never passed because abo lost count).
+pub(super) fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId) {
+    let Some(t) = cx.state.task(task) else { return };
+    let TaskState::Verifying { attempt, .. } = t.state else {
+        return;
+    };
+    let Some((reviewer, held)) = cx.state.ledger.open.get(&(task.clone(), attempt)).cloned() else {
+        return;
+    };
+    let reserved = Reservation {
+        usd: Some(held.usd),
+        tokens: Some(held.tokens),
+    };
+    let Amount { usd, tokens } = held;
+    cx.emit(
+        Some(task),
+        EventBody::ReviewCharged {
+            attempt,
+            reviewer,
+            usd,
+            tokens,
+            reserved,
+            source: INTERRUPTED.into(),
+        },
+    );
 }
 
 pub(super) fn review_done(
@@ -46,6 +155,7 @@ pub(super) fn review_done(
     reviewer: BackendName,
     outcome: Result<Review, String>,
     log: Option<ArtifactId>,
+    spent: Spent,
 ) {
     let Some(t) = cx.state.task(task) else { return };
     let waiting = matches!(t.state, TaskState::Verifying { attempt: a, passed } if a == attempt && passed == t.spec.gates.len())
@@ -53,6 +163,7 @@ pub(super) fn review_done(
     if !waiting {
         return; // stale
     }
+    charge(cx, task, attempt, &reviewer, &spent);
     let max_rounds = cx
         .state
         .spec
@@ -98,6 +209,9 @@ pub(super) fn apply_to_verdict(
     let why = match t.review {
         Some((a, Outcome::Failed, _)) if a == attempt => {
             "review: the reviewer gave no valid verdict, which is never approval"
+        }
+        Some((a, Outcome::NotStarted, _)) if a == attempt => {
+            "review: not started, the budget cannot hold the reviewer's reservation (see budget.exhausted)"
         }
         Some((a, Outcome::RequestChanges, true)) if a == attempt => {
             "review: changes requested with a high-severity finding"

@@ -1193,6 +1193,8 @@ pub struct Answer {
     pub text: String,
     pub usage: Option<Usage>,
     pub cost_usd: Option<f64>,
+    /// `reported` by the tool, or `estimated` from the run's prices.
+    pub cost_source: Option<String>,
     pub model: Option<String>,
 }
 
@@ -1248,6 +1250,7 @@ pub async fn ask(
             Ok(Answer {
                 text: reply.text,
                 usage: Some(reply.usage),
+                cost_source: cost.map(|_| "estimated".to_owned()),
                 cost_usd: cost,
                 model: Some(model_used),
             })
@@ -1269,16 +1272,24 @@ pub async fn ask(
             }
             let r = ran.report;
             let model_used = r.model.clone().or_else(|| model.clone());
-            let cost = r.cost_usd.or_else(|| {
+            let estimated = || {
                 model_used
                     .as_deref()
                     .zip(r.usage.as_ref())
                     .and_then(|(m, u)| settings.pricing.cost(m, u))
-            });
+            };
+            let (cost, source) = match r.cost_usd {
+                Some(c) => (Some(c), Some("reported")),
+                None => {
+                    let c = estimated();
+                    (c, c.map(|_| "estimated"))
+                }
+            };
             Ok(Answer {
                 text: r.message.unwrap_or_default(),
                 usage: r.usage,
                 cost_usd: cost,
+                cost_source: source.map(str::to_owned),
                 model: model_used,
             })
         }

@@ -1,13 +1,14 @@
 //! `landing.verify` on the run branch, the git half (the decisions are `abo_core::verify`'s):
 //! the verify gates on one commit of the branch in a detached worktree of its own, and the revert
 //! of the first bad commit, made with `git merge-tree` and `git commit-tree` (no checkout is
-//! touched) and moved onto the run branch by compare-and-swap.
+//! touched) and moved onto the run branch by compare-and-swap. The same gates verify the base
+//! branch after the run's merge (`heal_base` makes its bisect steps and its revert).
 
 use std::time::Instant;
 
 use abo_core::ids::{AttemptId, CommitSha, GateName, RunId, TaskId};
 use abo_core::spec::RunSpec;
-use abo_core::verify::{RevertOutcome, VerifyOutcome};
+use abo_core::verify::{OnBase, RevertOutcome, VerifyOutcome};
 
 use super::{RunPolicy, append, gate_once, move_run_branch, ms};
 use crate::context::Ctx;
@@ -26,6 +27,7 @@ pub(super) async fn verify(
     policy: &RunPolicy,
     commit: &CommitSha,
     gates: &[GateName],
+    base: Option<&OnBase>,
 ) -> VerifyOutcome {
     let started = Instant::now();
     let run = &policy.run;
@@ -41,16 +43,26 @@ pub(super) async fn verify(
         log: None,
         reason: None,
     };
+    // A bisect step on the base branch after a merge commit: `commit` as merged onto the base.
+    let checkout = match base.and_then(|b| b.onto.as_ref()) {
+        Some(onto) => super::heal_base::as_merged(ctx, commit, onto).await,
+        None => Ok(commit.clone()),
+    };
     // A worktree left by an earlier verify (or a crash) is replaced.
     let _ = ctx.git.remove_worktree(&dir).await;
-    if let Err(e) = ctx.git.add_detached_worktree(&dir, commit).await {
-        outcome.reason = Some(format!("could not create the verify worktree: {e}"));
-        let _ = append(
-            &log,
-            &format!("abo: could not create the verify worktree: {e}\n"),
-        );
+    let made = match &checkout {
+        Ok(c) => ctx
+            .git
+            .add_detached_worktree(&dir, c)
+            .await
+            .map_err(|e| format!("could not create the verify worktree: {e}")),
+        Err(e) => Err(e.clone()),
+    };
+    if let Err(e) = made {
+        outcome.reason = Some(e.clone());
+        let _ = append(&log, &format!("abo: {e}\n"));
     } else {
-        let env = vec![
+        let mut env = vec![
             ("ABO_RUN_ID".to_owned(), run.to_string()),
             ("ABO_RUN_BRANCH".to_owned(), spec.branch.clone()),
             (
@@ -59,6 +71,9 @@ pub(super) async fn verify(
             ),
             ("ABO_VERIFY_COMMIT".to_owned(), commit.to_string()),
         ];
+        if let Some(b) = base {
+            env.push(("ABO_VERIFY_BRANCH".to_owned(), b.branch.clone()));
+        }
         outcome.passed = true;
         for name in gates {
             let Some(gate) = spec.settings.gate(name) else {

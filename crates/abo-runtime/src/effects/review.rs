@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use abo_core::event::Usage;
 use abo_core::ids::AttemptId;
 use abo_core::review::{self, Review};
 use abo_core::spec::{BackendSpec, RunSpec};
@@ -14,6 +15,16 @@ use crate::context::Ctx;
 use crate::process;
 use crate::redact::Redactor;
 
+/// What the reviewer answered: its verdict (or why there is none), its reply stored redacted,
+/// and what asking it used.
+pub(super) struct Reviewed {
+    pub(super) outcome: Result<Review, String>,
+    pub(super) log: Option<abo_core::ids::ArtifactId>,
+    pub(super) usage: Option<Usage>,
+    pub(super) cost_usd: Option<f64>,
+    pub(super) cost_source: Option<String>,
+}
+
 /// The reviewer's verdict (or why there is none) and its reply, stored redacted.
 pub(super) async fn review(
     ctx: &Ctx,
@@ -21,9 +32,16 @@ pub(super) async fn review(
     run: &RunPolicy,
     attempt: &AttemptId,
     reviewer: &BackendSpec,
-) -> (Result<Review, String>, Option<abo_core::ids::ArtifactId>) {
+) -> Reviewed {
+    let mut done = Reviewed {
+        outcome: Err("unknown task".into()),
+        log: None,
+        usage: None,
+        cost_usd: None,
+        cost_source: None,
+    };
     let Some(task) = spec.tasks.iter().find(|t| t.id == attempt.task) else {
-        return (Err("unknown task".into()), None);
+        return done;
     };
     let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
     let wt = ctx.worktree(attempt);
@@ -66,20 +84,25 @@ pub(super) async fn review(
                 &redactor,
             )
             .await
-            .map(|a| a.text)
+            .map(|a| {
+                done.usage = a.usage;
+                done.cost_usd = a.cost_usd;
+                done.cost_source = a.cost_source;
+                a.text
+            })
         }
     };
     match reply {
         Ok(text) => {
             let text = redactor.redact(&text);
-            let log = ctx.artifacts.put(text.as_bytes()).ok();
-            (review::parse(&text), log)
+            done.log = ctx.artifacts.put(text.as_bytes()).ok();
+            done.outcome = review::parse(&text);
         }
-        Err(e) => (
-            Err(redactor.redact(&format!("the reviewer could not be asked: {e}"))),
-            None,
-        ),
+        Err(e) => {
+            done.outcome = Err(redactor.redact(&format!("the reviewer could not be asked: {e}")));
+        }
     }
+    done
 }
 
 fn abo_runtime_question(prompt: &str) -> crate::backends::Question<'_> {

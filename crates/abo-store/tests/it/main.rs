@@ -138,6 +138,7 @@ macro_rules! conformance {
 
 conformance!(
     projections_follow_events_and_rebuild_equals_live,
+    a_reviews_spend_is_projected_apart_and_counts_against_windows,
     a_batch_projects_as_its_events_one_at_a_time,
     seq_is_gap_free_under_concurrent_appenders,
     leases_and_requests,
@@ -317,6 +318,69 @@ async fn projections_follow_events_and_rebuild_equals_live(db: Db) {
     assert_eq!(store.dump_projections().await.unwrap(), live);
     // Events read back equal what was appended.
     assert_eq!(store.run_events(&RunId::new("r1")).await.unwrap(), stored);
+}
+
+/// A review's reservation and charge: their own rows (an attempt's are keyed the same), the run's
+/// spend and the task's cost, and other runs' daily and weekly windows while held and once charged.
+async fn a_reviews_spend_is_projected_apart_and_counts_against_windows(db: Db) {
+    let store = db.open().await;
+    let mut log = history("r1");
+    log.truncate(log.len() - 1); // still running
+    store.append(&log).await.unwrap();
+    let reserved = abo_core::budget::Reservation {
+        usd: Some(0.5),
+        tokens: Some(1000),
+    };
+    let critic = abo_core::ids::BackendName::new("critic");
+    store
+        .append(&[ev(
+            "r1",
+            Some("a"),
+            EventBody::ReviewReserved {
+                attempt: 1,
+                reviewer: critic.clone(),
+                reserved,
+            },
+        )])
+        .await
+        .unwrap();
+    let other = RunId::new("other");
+    let since = abo_core::ids::Timestamp(0);
+    // The attempts' 0.25 and 116 tokens charged, the review's reservation held.
+    assert_eq!(
+        store.window_spend(&other, since).await.unwrap(),
+        (0.75, 1116)
+    );
+    store
+        .append(&[ev(
+            "r1",
+            Some("a"),
+            EventBody::ReviewCharged {
+                attempt: 1,
+                reviewer: critic,
+                usd: 0.125,
+                tokens: 300,
+                reserved,
+                source: "estimated".into(),
+            },
+        )])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.window_spend(&other, since).await.unwrap(),
+        (0.375, 416)
+    );
+    let run = store.run(&RunId::new("r1")).await.unwrap().unwrap();
+    assert_eq!((run.spent_usd, run.spent_tokens), (0.375, 416));
+    let tasks = store.tasks(&RunId::new("r1")).await.unwrap();
+    assert_eq!((tasks[0].cost_usd, tasks[0].tokens), (0.375, 416));
+    let live = store.dump_projections().await.unwrap();
+    assert!(
+        live.contains("review_spend r1 a 1 critic 0.5 1000 Some(0.125) Some(300)"),
+        "{live}"
+    );
+    store.rebuild_projections().await.unwrap();
+    assert_eq!(store.dump_projections().await.unwrap(), live);
 }
 
 fn finished(attempt: u32, ok: bool, usd: f64) -> EventBody {

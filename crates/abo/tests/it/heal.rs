@@ -99,3 +99,123 @@ fn two_changes_that_break_verify_together_are_bisected_to_the_second_which_is_re
     let last = kinds(&evs, "run.verify").pop().unwrap();
     assert_eq!(last["data"]["passed"], true);
 }
+
+/// The verify suite fails when the user's `x.txt` and a task's `b.txt` meet: each passes alone.
+const BASE_CONFIG: &str = "version: 1\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f x.txt && test -f b.txt; then echo \"e2e: x and b clash\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n";
+
+/// A person looks at b before it lands: the run waits, which lets the base branch move.
+const APPROVE_B: &str = "package abo\n\nrequire_approval contains \"b needs a person\" if {\n\tsome f in input.change.files\n\tf.path == \"b.txt\"\n}\n";
+
+const BASE_BACKLOG: &str = r#"
+tasks:
+  - { id: a, title: Add a, run: "echo a > a.txt", priority: 2, gates: [unit] }
+  - { id: b, title: Add b, run: "echo b > b.txt", priority: 1, gates: [unit] }
+"#;
+
+#[test]
+fn after_the_merge_the_base_branch_is_verified_and_the_first_bad_commit_reverted_on_it() {
+    let repo = TestRepo::new();
+    repo.write(".abo/policy/team.rego", APPROVE_B);
+    config(&repo, BASE_CONFIG);
+    repo.git(&["branch", "work"]);
+    let backlog = repo.write_outside("b.yml", BASE_BACKLOG);
+    let (code, doc, stderr) = run(&repo, &backlog, &["--max-parallel", "1"]);
+    assert_eq!(code, 4, "b waits for a person: {stderr}");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    // Meanwhile the user commits x.txt on main and switches to another branch: the run's end
+    // makes a merge commit, whose tree no run-branch verify saw.
+    repo.write("x.txt", "x\n");
+    repo.commit_all("x on main");
+    let before = repo.git(&["rev-parse", "main"]).trim().to_owned();
+    repo.git(&["checkout", "-q", "work"]);
+    let out = abo(&repo, &["approve", "b", "--reason", "looked"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let out = abo(&repo, &["resume", &id, "--json"]);
+    assert_eq!(
+        out.code, 1,
+        "a reverted task did not land: {} {}",
+        out.stdout, out.stderr
+    );
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(brief(&doc), s(&[("a", "landed", 1), ("b", "reverted", 1)]));
+
+    let evs = events(&repo, &id);
+    let merge = kinds(&evs, "run.merge").pop().unwrap();
+    assert_eq!(merge["data"]["outcome"], "merge-commit", "{merge}");
+    assert_eq!(merge["data"]["onto"], before.as_str());
+    let merged = merge["data"]["commit"].as_str().unwrap().to_owned();
+    let on_main = |kind: &str| -> Vec<Value> {
+        kinds(&evs, kind)
+            .into_iter()
+            .filter(|e| e["data"]["branch"] == "main")
+            .collect()
+    };
+    // The run branch alone passed; on main the merge fails, a (as merged onto main) passes,
+    // b is reverted on main and main passes again.
+    assert!(
+        kinds(&evs, "run.verify")
+            .iter()
+            .filter(|e| e["data"]["branch"].is_null())
+            .all(|e| e["data"]["passed"] == true)
+    );
+    let verifies = on_main("run.verify");
+    assert_eq!(verifies.len(), 2, "{verifies:?}");
+    assert_eq!(
+        (
+            &verifies[0]["data"]["commit"],
+            &verifies[0]["data"]["passed"]
+        ),
+        (&Value::from(merged.as_str()), &Value::from(false))
+    );
+    assert!(artifact(&repo, &verifies[0]["data"]["log"]).contains("e2e: x and b clash"));
+    assert_eq!(verifies[1]["data"]["passed"], true);
+    let steps = on_main("run.bisect");
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    assert_eq!(
+        (&steps[0]["task"], &steps[0]["data"]["passed"]),
+        (&Value::from("a"), &Value::from(true))
+    );
+    let reverted = on_main("task.reverted");
+    assert_eq!(reverted.len(), 1, "{reverted:?}");
+    assert_eq!(reverted[0]["task"], "b");
+    let bad = reverted[0]["data"]["commit"].as_str().unwrap();
+    let revert = reverted[0]["data"]["revert"].as_str().unwrap();
+
+    // main: the merge, then the revert of b on top of it (no force-push: main only moved on).
+    assert_eq!(repo.git(&["rev-parse", "main"]).trim(), revert);
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{revert}^")]).trim(),
+        merged
+    );
+    let message = repo.git(&["log", "-1", "--format=%B", revert]);
+    assert!(message.starts_with("Revert \"Add b\""), "{message}");
+    for trailer in [
+        format!("Abo-Revert-Of: {bad}"),
+        format!("Abo-Run: {id}"),
+        "Abo-Task: b".to_owned(),
+    ] {
+        assert!(
+            message.lines().any(|l| l == trailer),
+            "{trailer} in {message}"
+        );
+    }
+    let files = repo.git(&["ls-tree", "--name-only", "main"]);
+    let has = |f: &str| files.lines().any(|l| l == f);
+    assert!(has("x.txt") && has("a.txt") && !has("b.txt"), "{files}");
+    // The run branch keeps b: it was reverted where it broke things, on main.
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    assert!(
+        repo.git(&["ls-tree", "--name-only", branch])
+            .lines()
+            .any(|l| l == "b.txt")
+    );
+
+    // Nothing is owed any more, and the report measures it from the events.
+    let out = abo(&repo, &["resume", &id]);
+    assert_eq!(out.code, 2, "a settled run is not resumed: {}", out.stderr);
+    let out = abo(&repo, &["report", "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(r["tasks_reverted"], 1);
+    assert_eq!(r["time_to_restore"]["count"], 1);
+}

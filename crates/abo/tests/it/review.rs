@@ -208,3 +208,106 @@ fn a_change_waiting_for_approval_shows_its_diff_and_the_reviewers_comment() {
         "{page}"
     );
 }
+
+/// A model reviewer (the scripted OpenAI-compatible server, which reports 1200 input and 60
+/// output tokens a reply) priced at $1000 per million input tokens: one review costs $1.20, the
+/// whole run cap. The first task's review is reserved, asked and charged; the second's no longer
+/// fits, so it is not asked and its change waits for a person, saying why.
+#[test]
+fn a_model_reviewers_spend_is_reserved_charged_shown_and_held_to_the_run_cap() {
+    use abo_test_support::model_server_openai::ModelServer;
+    let server = ModelServer::http();
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nautonomy: {{ overrides: {{ merge: A2 }} }}\nbudgets: {{ run_usd: 1.2 }}\npricing:\n  review-model: {{ input: 1000.0, output: 0.0 }}\nbackends:\n  critic: {{ kind: openai, model: review-model, base_url: \"{}\", api_key_env: ABO_TEST_KEY }}\nreview: {{ backends: [critic] }}\n",
+            server.base_url
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: a, title: Write a, run: 'echo a > a.txt', priority: 2 }\n  - { id: b, title: Write b, run: 'echo b > b.txt', priority: 1 }\n",
+    );
+    let out = abo_env(
+        &repo,
+        &["run", b.to_str().unwrap(), "--json", "--max-parallel", "1"],
+        &[("ABO_TEST_KEY", "sk-test-0123456789abcdefghij".to_owned())],
+    );
+    assert_eq!(out.code, 4, "both wait for a person: {}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    let id = doc["run"]["id"].as_str().unwrap();
+    let evs = events(&repo, id);
+    let of = |kind: &str, task: &str| -> Vec<Value> {
+        evs.iter()
+            .filter(|e| e["kind"] == kind && e["task"] == task)
+            .cloned()
+            .collect()
+    };
+
+    // a: reserved (all the run cap holds) before the model was asked, then charged its usage.
+    let reserved = of("review.reserved", "a");
+    assert_eq!(reserved.len(), 1, "{evs:?}");
+    assert_eq!(reserved[0]["data"]["reserved"]["usd"], 1.2);
+    assert_eq!(reserved[0]["data"]["reviewer"], "critic");
+    let seq = |e: &Value| e["seq"].as_u64().unwrap();
+    let charged = of("review.charged", "a");
+    assert_eq!(charged.len(), 1, "{evs:?}");
+    assert!(seq(&reserved[0]) < seq(&charged[0]));
+    let served = server.served();
+    assert_eq!(served.replies, 1, "only a's reviewer was asked");
+    assert_eq!(
+        charged[0]["data"]["tokens"],
+        served.input_tokens + served.output_tokens
+    );
+    assert_eq!(
+        (&charged[0]["data"]["usd"], &charged[0]["data"]["source"]),
+        (&Value::from(1.2), &Value::from("estimated"))
+    );
+
+    // b: the cap is spent, so its reviewer is not asked and the change needs a person.
+    assert!(of("review.reserved", "b").is_empty());
+    let review = of("task.review", "b");
+    assert_eq!(review[0]["data"]["verdict"], "not_started", "{review:?}");
+    let error = review[0]["data"]["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("not started: budget: run.usd cap $1.20 reached"),
+        "{error}"
+    );
+    assert!(!of("budget.exhausted", "b").is_empty());
+    let asked = of("task.approval_requested", "b");
+    assert!(
+        asked[0]["data"]["reasons"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r
+                .as_str()
+                .unwrap()
+                .starts_with("review: not started, the budget cannot hold")),
+        "{asked:?}"
+    );
+    assert_eq!(task(&doc, "b")["status"], "awaiting_approval");
+
+    // Shown as the review's cost: in status, the report and the summary.
+    let status = crate::status(&repo, Some(id));
+    assert_eq!(
+        (&status["run"]["review_usd"], &status["run"]["spent_usd"]),
+        (&Value::from(1.2), &Value::from(1.2))
+    );
+    assert_eq!(task(&status, "a")["cost_usd"], 1.2);
+    let out = crate::abo(&repo, &["status", id]);
+    assert!(out.stdout.contains("reviews  $1.20"), "{}", out.stdout);
+    let out = crate::abo(&repo, &["report", "--json"]);
+    let r: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        (&r["review_cost_usd"], &r["cost_usd"]),
+        (&Value::from(1.2), &Value::from(1.2))
+    );
+    let out = crate::abo(&repo, &["summary"]);
+    assert!(
+        out.stdout.contains("$1.20 (reviews $1.20)"),
+        "{}",
+        out.stdout
+    );
+}
