@@ -421,8 +421,8 @@ pub fn render(diff: &str, pins: &[Pin]) -> String {
     if left_out > 0 {
         let _ = write!(
             out,
-            "<p class=cut>This diff is longer than a page shows: its last {} are not shown (read the whole change with <code>git diff</code>).</p>",
-            format!("{} bytes", abo_core::human::grouped(left_out as u64))
+            "<p class=cut>This diff is longer than a page shows: its last {} bytes are not shown (read the whole change with <code>git diff</code>).</p>",
+            abo_core::human::grouped(left_out as u64)
         );
     }
     let open = files.len() <= 20;
