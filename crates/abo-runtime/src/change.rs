@@ -168,6 +168,19 @@ const DIFF: &[&str] = &[
     "--patch",
 ];
 
+/// The worktree's change as a person or a reviewer reads it (the task page of a change waiting
+/// for approval, the reviewer's question): a unified diff against HEAD with the lines of every
+/// file, as [`DIFF`] shows them to the policy. Without `--text` a file holding one NUL byte is only
+/// "Binary files differ": what it does would be hidden from whoever approves it.
+pub const SHOWN: &[&str] = &[
+    "diff",
+    "HEAD",
+    "--no-color",
+    "--no-ext-diff",
+    "--no-textconv",
+    "--text",
+];
+
 /// One file of the diff as parsed: its exact path, and its added and removed lines as the hunks
 /// count them. Added lines carry their number in the new file.
 #[derive(Clone, Debug, Default, PartialEq)]

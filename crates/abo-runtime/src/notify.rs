@@ -41,6 +41,15 @@ pub fn sign(key: &[u8], body: &[u8]) -> String {
     )
 }
 
+/// Text for Slack's `text` field, where `<...>` is markup (`<!channel>` notifies everyone,
+/// `<https://...|label>` is a link under any label) and `&` starts an entity: the three are
+/// escaped as Slack asks, so that a path or an agent's question in a notification stays text.
+pub fn slack_text(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// One line for people: the Slack text and the email subject.
 fn headline(e: &StoredEvent) -> String {
     let run = &e.event.run;
@@ -202,7 +211,7 @@ async fn record(
 
 async fn webhook(ctx: &Ctx, w: &WebhookSpec, e: &StoredEvent, redactor: &Redactor) {
     let body = match w.format.as_str() {
-        "slack" => serde_json::json!({ "text": headline(e) }).to_string(),
+        "slack" => serde_json::json!({ "text": slack_text(&headline(e)) }).to_string(),
         _ => e.to_json().to_string(),
     };
     let body = redactor.redact(&body);
@@ -290,7 +299,7 @@ pub async fn digest(
     let mut out = Vec::new();
     for w in &spec.webhooks {
         let body = match w.format.as_str() {
-            "slack" => serde_json::json!({ "text": format!("{subject}\n{text}") }),
+            "slack" => serde_json::json!({ "text": slack_text(&format!("{subject}\n{text}")) }),
             _ => serde_json::json!({ "kind": "digest", "subject": subject, "text": text, "summary": summary }),
         }
         .to_string();
@@ -394,17 +403,7 @@ pub async fn smtp_send(
     }
     send(&mut w, "DATA\r\n".into()).await?;
     expect(&mut r, "354").await?;
-    // Lines starting with a dot are doubled (dot-stuffing); the message ends with a lone dot.
-    let text: String = body
-        .lines()
-        .map(|l| {
-            if l.starts_with('.') {
-                format!(".{l}\r\n")
-            } else {
-                format!("{l}\r\n")
-            }
-        })
-        .collect();
+    let text = data(body);
     send(&mut w, format!(
         "From: {from}\r\nTo: {}\r\nSubject: {}\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n{text}.\r\n",
         to.join(", "),
@@ -416,9 +415,53 @@ pub async fn smtp_send(
     Ok(())
 }
 
+/// A message's text as SMTP's DATA carries it: every line ended by CRLF, a line starting with a
+/// dot doubled (dot-stuffing), and no carriage return anywhere else. A bare CR in the text (a path
+/// or a reason holds whatever the agent named) would let `\r.\r\n` end the message early on a
+/// server that reads a lone CR as a line end, and what follows pass for SMTP commands of
+/// abo's session (SMTP smuggling): each is sent as a space.
+fn data(body: &str) -> String {
+    body.lines()
+        .map(|l| {
+            let l = l.replace('\r', " ");
+            if l.starts_with('.') {
+                format!(".{l}\r\n")
+            } else {
+                format!("{l}\r\n")
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The attack: a reason whose text ends the message at a lone CR and goes on with SMTP
+    /// commands. Every CR abo sends ends a line; the control, the text's lines as they are, keeps
+    /// the `\r.\r\n` that ends DATA on such a server.
+    #[test]
+    fn a_bare_carriage_return_never_reaches_smtp() {
+        let reason = "waits for approval: x\r.\r\nMAIL FROM:<ceo@example.test>\r\nRCPT TO:<all@example.test>\r\nDATA\r\n.starts with a dot";
+        let sent = data(reason);
+        let bytes = sent.as_bytes();
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'\r' {
+                assert_eq!(bytes.get(i + 1), Some(&b'\n'), "a bare CR at {i}: {sent:?}");
+            }
+        }
+        assert!(
+            !sent.contains("\r\n.\r\n") && !sent.contains("\r.\r"),
+            "{sent:?}"
+        );
+        assert!(sent.contains("\r\n..starts with a dot\r\n"), "{sent:?}");
+
+        let naive: String = reason.lines().map(|l| format!("{l}\r\n")).collect();
+        assert!(
+            naive.contains("\r.\r\n"),
+            "the control carries the early end"
+        );
+    }
 
     #[test]
     fn hmac_matches_rfc_4231() {

@@ -9,6 +9,9 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+mod lines;
+pub use lines::{BoundedLines, CUT, MAX_LINE};
+
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
@@ -387,8 +390,6 @@ pub async fn run_streaming(
     mut held: Option<tokio::sync::watch::Receiver<bool>>,
     mut on_line: impl FnMut(&str) -> Line,
 ) -> std::io::Result<Streamed> {
-    use tokio::io::AsyncBufReadExt;
-
     let mut cmd = command(spec)?;
     cmd.stdout(Stdio::piped());
     match &spec.log {
@@ -415,7 +416,8 @@ pub async fn run_streaming(
     let Some(stdout) = child.stdout.take() else {
         return Err(std::io::Error::other("no stdout"));
     };
-    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    // A line is kept up to MAX_LINE: an agent printing without newlines cannot grow abo.
+    let mut lines = BoundedLines::new(tokio::io::BufReader::new(stdout), MAX_LINE);
     let deadline = spec.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut final_at: Option<tokio::time::Instant> = None;
     let (mut silent, mut timed_out, mut stopped_after_result) = (false, false, false);

@@ -6,6 +6,35 @@ use serde_json::Value;
 
 use abo_core::decide::question::Question;
 
+/// A question is kept to this many characters, each option to [`OPTION_CHARS`], and at most
+/// [`OPTIONS`] options: the agent writes them, and they go into an event, the dashboard's buttons
+/// and every notification.
+pub const TEXT_CHARS: usize = 4_000;
+pub const OPTION_CHARS: usize = 200;
+pub const OPTIONS: usize = 12;
+
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut o: String = s.chars().take(max - 1).collect();
+    o.push('…');
+    o
+}
+
+/// The question as kept: bounded.
+fn bounded(q: Question) -> Question {
+    Question {
+        text: cut(&q.text, TEXT_CHARS),
+        options: q
+            .options
+            .iter()
+            .take(OPTIONS)
+            .map(|o| cut(o, OPTION_CHARS))
+            .collect(),
+    }
+}
+
 /// The questions of a tool call's input: `{questions: [{question, options: [{label}] | [text]}]}`
 /// or `{question, options}`.
 fn from_input(input: &Value) -> Option<Question> {
@@ -65,13 +94,15 @@ pub fn find(transcript: &str, final_message: Option<&str>) -> Option<Question> {
         .rev()
         .filter_map(|l| serde_json::from_str::<Value>(l.trim()).ok())
         .find_map(|v| in_value(&v));
-    asked.or_else(|| {
-        let m = final_message?.trim();
-        (m.ends_with('?') && m.len() > 1).then(|| Question {
-            text: m.to_owned(),
-            options: Vec::new(),
+    asked
+        .or_else(|| {
+            let m = final_message?.trim();
+            (m.ends_with('?') && m.len() > 1).then(|| Question {
+                text: m.to_owned(),
+                options: Vec::new(),
+            })
         })
-    })
+        .map(bounded)
 }
 
 #[cfg(test)]
@@ -107,5 +138,24 @@ mod tests {
         );
         assert_eq!(find("plain output", Some("Done.")), None);
         assert_eq!(find("", None), None);
+    }
+
+    /// The attack: a question of a megabyte with a thousand options, each of a kilobyte. What is
+    /// kept is bounded; the control, the tool call's input as parsed, holds it all.
+    #[test]
+    fn a_question_is_kept_bounded() {
+        let options: Vec<String> = (0..1000)
+            .map(|i| format!("{i}{}", "o".repeat(1024)))
+            .collect();
+        let input = serde_json::json!({ "questions": [{ "question": "q".repeat(1 << 20), "options": options }] });
+        let line = serde_json::json!({ "type": "assistant", "message": { "content": [{ "type": "tool_use", "name": "AskUserQuestion", "input": input }] } });
+        let q = find(&line.to_string(), None).unwrap();
+        assert_eq!(q.text.chars().count(), TEXT_CHARS);
+        assert_eq!(q.options.len(), OPTIONS);
+        assert!(q.options.iter().all(|o| o.chars().count() == OPTION_CHARS));
+        assert!(q.options[0].starts_with('0') && q.text.ends_with('…'));
+
+        let whole = from_input(&input).unwrap();
+        assert_eq!((whole.text.len(), whole.options.len()), (1 << 20, 1000));
     }
 }

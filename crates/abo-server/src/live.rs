@@ -38,6 +38,9 @@ const READ_BYTES: usize = 256 * 1024;
 const POLL: Duration = Duration::from_millis(250);
 /// A transcript line longer than this is cut for the page.
 const LINE_CHARS: usize = 400;
+/// The most of an unfinished line a stream keeps: a file written without newlines is shown as
+/// one cut line, the rest of that line skipped, instead of growing the server's memory.
+const PARTIAL_BYTES: usize = 64 * 1024;
 
 /// One line of an agent's JSON stream as a person reads it: `None` for bookkeeping lines.
 /// Claude Code (`stream-json`), Codex (`exec --json`) and plain text (aider) are understood;
@@ -175,19 +178,29 @@ fn cut(s: &str) -> String {
     o
 }
 
-/// A file followed from an offset; only whole lines are taken.
+/// A file followed from an offset; only whole lines are taken, and of a line longer than `keep`
+/// bytes its start.
 struct Follow {
     path: PathBuf,
     offset: Option<u64>,
     partial: Vec<u8>,
+    keep: usize,
+    /// A line too long was cut: the rest of it, up to its newline, is skipped.
+    skipping: bool,
 }
 
 impl Follow {
     fn new(path: PathBuf) -> Self {
+        Self::keeping(path, PARTIAL_BYTES)
+    }
+
+    fn keeping(path: PathBuf, keep: usize) -> Self {
         Self {
             path,
             offset: None,
             partial: Vec::new(),
+            keep,
+            skipping: false,
         }
     }
 
@@ -202,6 +215,7 @@ impl Follow {
             // Truncated or replaced: start again from the end's tail.
             Some(_) | None => {
                 self.partial.clear();
+                self.skipping = false;
                 len.saturating_sub(TAIL_BYTES)
             }
         };
@@ -223,12 +237,27 @@ impl Follow {
                 None => data.clear(),
             }
         }
+        if self.skipping {
+            match data.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    data.drain(..=i);
+                    self.skipping = false;
+                }
+                None => data.clear(),
+            }
+        }
         let whole = data.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
         self.partial = data.split_off(whole);
-        String::from_utf8_lossy(&data)
+        let mut lines: Vec<String> = String::from_utf8_lossy(&data)
             .lines()
             .map(str::to_owned)
-            .collect()
+            .collect();
+        if self.partial.len() > self.keep {
+            let start = std::mem::take(&mut self.partial);
+            lines.push(String::from_utf8_lossy(&start[..self.keep]).into_owned());
+            self.skipping = true;
+        }
+        lines
     }
 }
 
@@ -445,5 +474,37 @@ mod tests {
         let link = dir.path().join("link.log");
         std::os::unix::fs::symlink(&p, &link).unwrap();
         assert!(Follow::new(link).lines().is_empty());
+    }
+
+    /// The attack: a log written without a newline, 4 MiB of it. The stream keeps at most
+    /// `PARTIAL_BYTES` of the unfinished line, shows its start once, skips the rest and reads the
+    /// next line whole; the control, the same follower keeping everything, holds the whole flood.
+    #[test]
+    fn a_line_without_end_is_shown_cut_and_never_held_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("gate-test.log");
+        std::fs::write(&p, "start\n").unwrap();
+        let flood = 4 << 20;
+        let mut f = Follow::new(p.clone());
+        let mut unbounded = Follow::keeping(p.clone(), usize::MAX);
+        assert_eq!(f.lines(), ["start"]);
+        assert_eq!(unbounded.lines(), ["start"]);
+        let mut more = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+        std::io::Write::write_all(&mut more, &vec![b'x'; flood]).unwrap();
+        let mut shown = Vec::new();
+        let mut held = 0;
+        for _ in 0..(flood / READ_BYTES + 1) {
+            shown.extend(f.lines());
+            held = held.max(f.partial.len());
+            unbounded.lines();
+        }
+        std::io::Write::write_all(&mut more, b"\nnext\n").unwrap();
+        shown.extend(f.lines());
+        assert!(held <= PARTIAL_BYTES, "held {held} bytes");
+        assert_eq!(shown.len(), 2, "one cut line, then the next");
+        assert_eq!(shown[0], "x".repeat(PARTIAL_BYTES));
+        assert_eq!(shown[1], "next");
+
+        assert_eq!(unbounded.partial.len(), flood, "the control holds it all");
     }
 }

@@ -302,7 +302,15 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
             diff = st
                 .ctx
                 .git
-                .run(&["show", "--stat", "--patch", "--format=%H %s", &rev, "--"])
+                .run(&[
+                    "show",
+                    "--stat",
+                    "--patch",
+                    "--text",
+                    "--format=%H %s",
+                    &rev,
+                    "--",
+                ])
                 .await
                 .unwrap_or_default();
         }
@@ -320,16 +328,7 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
             diff = st
                 .ctx
                 .git
-                .run_in(
-                    &wt,
-                    &[
-                        "diff",
-                        "HEAD",
-                        "--no-color",
-                        "--no-ext-diff",
-                        "--no-textconv",
-                    ],
-                )
+                .run_in(&wt, abo_runtime::change::SHOWN)
                 .await
                 .unwrap_or_default();
         }

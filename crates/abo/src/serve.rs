@@ -35,15 +35,48 @@ pub(crate) enum Lines {
     Stderr,
 }
 
-/// A backlog path of a request: inside the repository, relative to its root.
+/// A backlog path of a request (`run_start`, `backlog_validate`, whose caller may be a viewer): a
+/// YAML or Markdown file, or a directory of them, inside the repository as the filesystem resolves
+/// it, relative to its root, and not under `.abo/` or `.git/`. A backlog's errors quote what they
+/// read, so any other file would be read out to the caller: a `.env`, a link to `~/.ssh`, abo's
+/// scratch files.
 fn inside_repo(root: &Path, backlog: &str) -> Result<PathBuf, ApiError> {
+    let refused = || {
+        ApiError::bad_request(
+            "backlog: a YAML or Markdown backlog (or a directory of them) inside the repository, \
+             relative to its root, not under .abo/ or .git/",
+        )
+    };
     let rel = Path::new(backlog);
-    if rel.is_absolute() || rel.components().any(|c| matches!(c, Component::ParentDir)) {
-        return Err(ApiError::bad_request(
-            "backlog: a path inside the repository, relative to its root",
-        ));
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
+    {
+        return Err(refused());
     }
-    Ok(root.join(rel))
+    let path = root.join(rel);
+    let real = match path.canonicalize() {
+        Ok(p) => p,
+        // Nothing there to read: the backlog's own error says so.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path.symlink_metadata().is_err() => {
+            return Ok(path);
+        }
+        Err(_) => return Err(refused()),
+    };
+    let top = root.canonicalize().map_err(ApiError::internal)?;
+    let inside = real.strip_prefix(&top).map_err(|_| refused())?;
+    let owned = inside
+        .components()
+        .any(|c| matches!(c.as_os_str().to_str(), Some(".abo" | ".git")));
+    let backlog_file = matches!(
+        real.extension().and_then(|e| e.to_str()),
+        Some("yml" | "yaml" | "md")
+    );
+    if owned || (!real.is_dir() && !backlog_file) {
+        return Err(refused());
+    }
+    Ok(path)
 }
 
 fn run_args(backlog: PathBuf, profile: Option<String>, caps: CapArgs) -> RunArgs {
@@ -58,12 +91,15 @@ fn run_args(backlog: PathBuf, profile: Option<String>, caps: CapArgs) -> RunArgs
     }
 }
 
-/// An input error's lines as `abo run` prints them (without `error: `), each located.
+/// An input error's lines as `abo run` prints them (without `error: `), each located, with the
+/// credentials they quote redacted (an error quotes the text it could not read).
 fn input_lines(e: &anyhow::Error) -> Vec<String> {
-    match e.downcast_ref::<abo_core::diag::InputErrors>() {
+    let lines = match e.downcast_ref::<abo_core::diag::InputErrors>() {
         Some(errs) => errs.0.iter().map(ToString::to_string).collect(),
         None => vec![format!("{e:#}")],
-    }
+    };
+    let redactor = abo_runtime::redact::Redactor::from_process_env(&[]);
+    lines.iter().map(|l| redactor.redact(l)).collect()
 }
 
 fn to_api(e: anyhow::Error) -> ApiError {

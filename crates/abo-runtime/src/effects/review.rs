@@ -47,16 +47,7 @@ pub(super) async fn review(
     let wt = ctx.worktree(attempt);
     let diff = ctx
         .git
-        .run_in(
-            &wt,
-            &[
-                "diff",
-                "HEAD",
-                "--no-color",
-                "--no-ext-diff",
-                "--no-textconv",
-            ],
-        )
+        .run_in(&wt, crate::change::SHOWN)
         .await
         .unwrap_or_default();
     let gates: Vec<String> = task.gates.iter().map(ToString::to_string).collect();

@@ -369,3 +369,68 @@ fn over_http_each_tool_needs_a_token_with_its_role() {
     let t = crate::task(&crate::status(&repo, Some(&id)), "scoped").clone();
     assert_eq!(t["reason"], "rejected by a person: not what was asked");
 }
+
+/// The attack: a viewer asks `backlog_validate` for files that are no backlog, whose errors would
+/// quote them: the repository's `.env`, a `.yml` link to a file outside the repository, abo's own
+/// `.abo/` and git's `.git/config`. Each is refused; a real backlog is checked, and a YAML file
+/// that quotes a key in its error has the key redacted. The control: `abo run` on the `.env` (the
+/// person at the machine may read it) prints its secrets in the error.
+#[test]
+fn a_viewer_cannot_read_files_through_backlog_validate() {
+    const KEY: &str = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789ABCD";
+    const PASSWORD: &str = "hunter2-db-password";
+    let repo = TestRepo::new();
+    config(&repo, "version: 1\n");
+    repo.write(
+        ".env",
+        &format!("OPENAI_API_KEY={KEY}\nDB_PASSWORD={PASSWORD}\n"),
+    );
+    repo.write("key.yml", &format!("OPENAI_API_KEY={KEY}\n"));
+    repo.write("ok.yml", "tasks:\n  - { id: a, title: A, run: 'true' }\n");
+    let secret = repo.write_outside("secret.yml", &format!("password {PASSWORD}\n"));
+    std::os::unix::fs::symlink(&secret, repo.path.join("outside.yml")).unwrap();
+    std::fs::create_dir_all(repo.path.join(".abo/tmp")).unwrap();
+    std::fs::write(repo.path.join(".abo/tmp/t.yml"), format!("{PASSWORD}\n")).unwrap();
+    let viewer = token(&repo, "viewer");
+    let (mut server, addr) = start_server(&repo);
+    let url = format!("http://{addr}/mcp");
+    let names = [
+        ".env",
+        "outside.yml",
+        ".abo/tmp/t.yml",
+        ".git/config",
+        "./../x.yml",
+        "ok.yml",
+        "key.yml",
+    ];
+    let steps: Vec<Value> = names
+        .iter()
+        .map(|n| call("backlog_validate", json!({ "backlog": n })))
+        .collect();
+    let r = client(&["http", &url, &viewer], &json!(steps));
+    server.kill().unwrap();
+    server.wait().unwrap();
+    for (name, got) in names.iter().zip(&r).take(5) {
+        assert_eq!(got["is_error"], true, "{name}: {got}");
+        assert!(
+            got["text"]
+                .as_str()
+                .unwrap()
+                .contains("not under .abo/ or .git/"),
+            "{name}: {got}"
+        );
+    }
+    assert_eq!(structured(&r[5])["valid"], true, "{}", r[5]);
+    let errors = structured(&r[6])["errors"].to_string();
+    assert!(errors.contains("key.yml:1:1"), "{errors}");
+    let all = serde_json::to_string(&r).unwrap();
+    for s in [KEY, PASSWORD] {
+        assert!(!all.contains(s), "{s} in {all}");
+    }
+
+    // Control: the backlog reader quotes what it could not read.
+    let env_file = repo.path.join(".env");
+    let out = abo(&repo, &["run", env_file.to_str().unwrap()]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains(PASSWORD), "{}", out.stderr);
+}

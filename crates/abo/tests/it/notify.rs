@@ -188,3 +188,46 @@ fn the_summary_goes_out_as_a_digest_to_slack_compatible_hooks_and_email() {
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("notify.digest"), "{}", out.stderr);
 }
+
+/// The attack: the agent names a link `<!channel> urgent` and points it at
+/// `/<https://evil.example/login|Approve in the abo dashboard>`; the approval's reason quotes both,
+/// and Slack reads `<...>` as markup (a mention of everyone, a link under any label). The Slack
+/// hook gets them escaped as text; the control, the generic hook's JSON, carries the reason as
+/// the policy wrote it, markup and all.
+#[test]
+fn an_agents_names_reach_slack_as_text_not_markup() {
+    let generic = StubServer::start(vec![Canned::ok("{}")]);
+    let slack = StubServer::start(vec![Canned::ok("ok")]);
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        &format!(
+            "version: 1\nattempts: {{ max: 1 }}\nnotify:\n  webhooks:\n    - {{ url: '{g}/hook', events: [task.approval_requested] }}\n    - {{ url: '{s}/slack', format: slack, events: [task.approval_requested] }}\n",
+            g = generic.url,
+            s = slack.url,
+        ),
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - id: a\n    title: Add notes\n    run: |\n      ln -s '/<https://evil.example/login|Approve in the abo dashboard>' '<!channel> urgent'\n",
+    );
+    let out = abo_env(&repo, &["run", b.to_str().unwrap(), "--json"], &[]);
+    assert_eq!(out.code, 4, "waits for approval: {}", out.stderr);
+
+    let s = slack.requests();
+    assert_eq!(s.len(), 1, "{s:?}");
+    let text = s[0].body["text"].as_str().unwrap();
+    assert!(
+        text.contains("&lt;!channel&gt; urgent is a symbolic link out of the repository (to /&lt;https://evil.example/login|Approve in the abo dashboard&gt;)"),
+        "{text}"
+    );
+    assert!(!text.contains('<') && !text.contains('>'), "{text}");
+
+    let g = generic.requests();
+    let reasons = g[0].body["data"]["reasons"].to_string();
+    assert!(
+        reasons.contains("<!channel> urgent is a symbolic link")
+            && reasons.contains("<https://evil.example/login|Approve in the abo dashboard>"),
+        "{reasons}"
+    );
+}
