@@ -459,6 +459,7 @@ mod tests {
             transcript: None,
             prompt: None,
             transient: false,
+            lines_changed: 0,
         };
         let gate = |a: u32, passed: bool| EventBody::TaskGate {
             attempt: a,
