@@ -43,6 +43,8 @@ fn spec(tasks: &[&str]) -> RunSpec {
             schedule: Default::default(),
             review: None,
             max_checks: 0,
+            proposals: Default::default(),
+            hedge: None,
         },
         tasks: tasks
             .iter()
@@ -195,6 +197,7 @@ fn history(run: &str) -> Vec<Event> {
                 transcript: None,
                 prompt: None,
                 transient: false,
+                lines_changed: 0,
             },
         ),
         t(
@@ -340,6 +343,7 @@ fn finished(attempt: u32, ok: bool, usd: f64) -> EventBody {
         transcript: None,
         prompt: None,
         transient: false,
+        lines_changed: 0,
     }
 }
 
