@@ -376,6 +376,87 @@ impl ProposalOutcome {
 /// A task's candidates by attempt number.
 pub type Candidates = BTreeMap<u32, Candidate>;
 
+/// One candidate as `abo status`, the API and the dashboard show it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Shown {
+    pub attempt: u32,
+    pub backend: BackendName,
+    pub mode: Mode,
+    /// `won`, `lost`, `failed`, `stopped`, or while in flight `running`, `verifying`, `passed`.
+    pub outcome: &'static str,
+    pub rank: Option<u32>,
+    pub reason: Option<String>,
+    pub hedge: bool,
+    pub score: Score,
+}
+
+/// A task's candidates: those its `task.proposal` events ended (a later record of the same
+/// attempt, after a crash redid it, replaces the earlier), then those in flight in `state`. The
+/// winner first, then by rank, then by attempt.
+pub fn shown(
+    task: &crate::ids::TaskId,
+    events: &[crate::event::StoredEvent],
+    state: Option<&crate::state::TaskState>,
+) -> Vec<Shown> {
+    let mut out: BTreeMap<u32, Shown> = BTreeMap::new();
+    for e in events
+        .iter()
+        .filter(|e| e.event.task.as_ref() == Some(task))
+    {
+        if let crate::event::EventBody::TaskProposal {
+            attempt,
+            backend,
+            mode,
+            outcome,
+            score,
+            rank,
+            reason,
+            hedge,
+            ..
+        } = &e.event.body
+        {
+            out.insert(
+                *attempt,
+                Shown {
+                    attempt: *attempt,
+                    backend: backend.clone(),
+                    mode: *mode,
+                    outcome: outcome.as_str(),
+                    rank: *rank,
+                    reason: Some(reason.clone()),
+                    hedge: *hedge,
+                    score: score.clone(),
+                },
+            );
+        }
+    }
+    if let Some(crate::state::TaskState::Candidates { mode, candidates }) = state {
+        for (a, c) in candidates {
+            out.insert(
+                *a,
+                Shown {
+                    attempt: *a,
+                    backend: c.backend.clone(),
+                    mode: *mode,
+                    outcome: c.state.as_str(),
+                    rank: None,
+                    reason: match &c.state {
+                        CandidateState::Failed { reason } | CandidateState::Stopped { reason } => {
+                            Some(reason.clone())
+                        }
+                        _ => None,
+                    },
+                    hedge: c.hedge,
+                    score: c.score.clone(),
+                },
+            );
+        }
+    }
+    let mut v: Vec<Shown> = out.into_values().collect();
+    v.sort_by_key(|s| (s.rank.unwrap_or(u32::MAX), s.attempt));
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1557,7 +1557,10 @@ mod tests {
                 "proposals.rules",
                 format!("version: 1\nproposals: {{ rules: [{{ when: 'true', n: 2, {z} }}] }}\n"),
             ),
-            ("hedge", format!("version: 1\nhedge: {{ after: p90, {z} }}\n")),
+            (
+                "hedge",
+                format!("version: 1\nhedge: {{ after: p90, {z} }}\n"),
+            ),
             ("schedule", format!("version: 1\nschedule: {{ {z} }}\n")),
             (
                 "schedule.cron",

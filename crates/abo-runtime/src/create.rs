@@ -268,7 +268,10 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
             }),
         max_checks: config.mcp.max_checks,
         proposals: config.proposals.spec(),
-        hedge: config.hedge.as_ref().and_then(abo_core::config::Hedge::spec),
+        hedge: config
+            .hedge
+            .as_ref()
+            .and_then(abo_core::config::Hedge::spec),
     }
 }
 

@@ -341,8 +341,9 @@ pub(crate) async fn execute(
                 )
                 .await
             {
-                done.warnings
-                    .push(format!("could not stop the worker's attempt {attempt}: {e}"));
+                done.warnings.push(format!(
+                    "could not stop the worker's attempt {attempt}: {e}"
+                ));
             }
             let _ = ctx
                 .git

@@ -375,7 +375,10 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             outcome,
             reason,
             ..
-        } => format!("{task}#{attempt} ({backend}) {}: {reason}", outcome.as_str()),
+        } => format!(
+            "{task}#{attempt} ({backend}) {}: {reason}",
+            outcome.as_str()
+        ),
         EventBody::RunRevertFailed { commit, reason } => {
             format!("{task}: the revert of {} failed: {reason}", short(commit))
         }
