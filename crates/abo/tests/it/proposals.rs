@@ -102,6 +102,40 @@ fn three_proposals_one_failing_its_gate_one_wider_the_expected_one_lands() {
         "{}",
         text.stdout
     );
+    // The API's task shape and the dashboard's task page show them too.
+    use crate::serve::{http, start_server, token};
+    let admin = token(&repo, "admin");
+    let (mut server, addr) = start_server(&repo);
+    let (code, api) = http(&addr, "GET", &format!("/v1/runs/{id}"), Some(&admin), None);
+    let (pcode, page) = http(
+        &addr,
+        "GET",
+        &format!("/runs/{id}/tasks/a"),
+        Some(&admin),
+        None,
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(code, 200, "{api}");
+    let api: Value = serde_json::from_str(&api).unwrap();
+    assert_eq!(task(&api, "a")["proposals"], task(&st, "a")["proposals"]);
+    assert_eq!(pcode, 200, "{page}");
+    assert!(
+        page.contains("<section id=candidates><h2>Candidates</h2>"),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "<tr class=\"candidate won\"><td>2</td><td>narrow</td><td>won</td><td>1</td>"
+        ),
+        "{page}"
+    );
+    assert!(
+        page.contains(
+            "<tr class=\"candidate failed\"><td>3</td><td>broken</td><td>failed</td><td>-</td>"
+        ),
+        "{page}"
+    );
 }
 
 #[test]
@@ -213,6 +247,23 @@ fn a_hedge_wins_over_a_hung_first_attempt_which_is_stopped_and_charged() {
         running_with(&marker)
     );
     assert!(!wt.exists());
+    // `abo report` counts the hedge and its win.
+    let report = abo(&repo, &["report", "--json"]);
+    let r: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(
+        (
+            &r["hedges"]["started"],
+            &r["hedges"]["won"],
+            &r["hedges"]["win_rate"]
+        ),
+        (&Value::from(1), &Value::from(1), &Value::from(1.0)),
+        "{r}"
+    );
+    assert!(
+        abo(&repo, &["report"])
+            .stdout
+            .contains("hedges                        1 started, 1 won (100%)")
+    );
     // Control: without `hedge:` the same first attempt is still running when the test looks.
     let repo2 = TestRepo::new();
     config(
