@@ -52,11 +52,13 @@ async fn one(dir: &Path, name: &str, n: u32) -> anyhow::Result<(f64, usize)> {
 /// pair's ratio.
 pub(super) async fn proposals(dir: &Path, pairs: usize) -> anyhow::Result<Value> {
     let (mut single, mut triple, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    let mut each = Vec::new();
     let mut recorded = 0;
     for i in 0..pairs {
         let (a, _) = one(dir, &format!("one-{i}"), 1).await?;
         let (b, c) = one(dir, &format!("three-{i}"), 3).await?;
         recorded = c;
+        each.push(json!({ "one_ms": a.round(), "three_ms": b.round() }));
         single.push(a);
         triple.push(b);
         ratios.push(b / a);
@@ -67,6 +69,7 @@ pub(super) async fn proposals(dir: &Path, pairs: usize) -> anyhow::Result<Value>
     };
     Ok(json!({
         "pairs": pairs,
+        "each": each,
         "one_proposal_ms": median(single),
         "three_proposals_ms": median(triple),
         "ratio": (median(ratios) * 100.0).round() / 100.0,
