@@ -1716,6 +1716,47 @@ mod tests {
     }
 
     #[test]
+    fn proposals_and_hedge_are_checked_when_loaded() {
+        let c = Config::parse(
+            "abo.yml",
+            "version: 1\nproposals:\n  rules: [{ when: \"risk == 'high'\", n: 3 }]\n  select: [diff, cost]\nhedge: { after: 10m }\n",
+        )
+        .unwrap();
+        let p = c.proposals.spec();
+        assert_eq!(p.rules[0].n, 3);
+        assert_eq!(
+            p.order(),
+            [
+                crate::proposal::Criterion::Diff,
+                crate::proposal::Criterion::Cost
+            ]
+        );
+        assert_eq!(
+            c.hedge.and_then(|h| h.spec()),
+            Some(crate::proposal::HedgeSpec {
+                after: crate::proposal::HedgeAfter::Ms(600_000),
+                max: 1
+            })
+        );
+        assert_eq!(
+            err("version: 1\nproposals:\n  rules:\n    - when: 'true'\n      n: 9\n"),
+            "abo.yml:5:7: `proposals.rules[0].n` must be from 1 to 8, not 9"
+        );
+        assert_eq!(
+            err("version: 1\nproposals:\n  select:\n    - diff\n    - cots\n"),
+            "abo.yml:5:5: `proposals.select[1]`: unknown criterion `cots` (one of: review, findings, coverage, diff, cost) (hint: did you mean `cost`?)"
+        );
+        assert_eq!(
+            err("version: 1\nproposals:\n  select:\n    - diff\n    - diff\n"),
+            "abo.yml:5:5: `proposals.select[1]`: `diff` is listed twice"
+        );
+        assert_eq!(
+            err("version: 1\nhedge:\n  after: p95\n"),
+            "abo.yml:3:3: `hedge.after` must be `p90` or a duration such as `10m`, not `p95`"
+        );
+    }
+
+    #[test]
     fn mcp_max_checks_defaults_to_five_and_is_located_when_wrong() {
         let c = Config::parse("abo.yml", "version: 1\n").unwrap();
         assert_eq!(c.mcp.max_checks, Mcp::DEFAULT_MAX_CHECKS);

@@ -183,9 +183,9 @@ pub(crate) async fn execute_here(
         }
         Effect::Stop { attempt } => {
             // Everything run for the attempt carries its worktree in its environment: that is
-            // what is killed, then the worktree goes.
+            // what is killed, with its process groups, then the worktree goes.
             let marker = format!("ABO_WORKTREE={}", ctx.worktree(&attempt).to_string_lossy());
-            process::kill_leftovers(&marker);
+            process::kill_marked(&marker);
             match forget_then_cleanup(ctx, &attempt, false).await {
                 Ok(()) => Done::default(),
                 Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),

@@ -332,3 +332,31 @@ fn killed_mid_proposals_resume_lands_exactly_one() {
     let status_doc = status(&repo, Some(&id));
     assert_eq!(brief(&status_doc), s(&[("a", "landed", 2)]));
 }
+
+/// A hostile hung candidate starts a child that drops abo's environment (`env -i`), so that no
+/// marker names it; stopping the candidate kills its process group too. Outside the sandbox
+/// (`mode: off`), where no PID namespace would take the child down with its helper.
+#[test]
+fn a_stopped_candidate_s_child_that_dropped_its_environment_is_killed_with_its_group() {
+    let repo = TestRepo::new();
+    config(
+        &repo,
+        "version: 1\nsandbox: { mode: off }\nbackends:\n  hung: { kind: command, run: 'env -i /bin/sleep 6071 & sleep 600' }\n  quick: { kind: command, run: 'echo quick > a.txt' }\nrouter: { fallback: [quick] }\nhedge: { after: 1s, max: 1 }\n",
+    );
+    let b = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: a, title: A, type: code, backend: hung }\n",
+    );
+    let (code, doc, stderr) = run(&repo, &b, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(task(&doc, "a")["status"], "landed", "{doc}");
+    let hidden = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .filter(|c| c.split(|b| *b == 0).any(|a| a == b"6071"))
+            .count()
+    };
+    assert!(wait_for(20, || hidden() == 0), "the env -i child survived");
+}
