@@ -51,6 +51,77 @@ pub struct Config {
     pub deploy: crate::deploy::Environments,
     #[serde(default)]
     pub mcp: Mcp,
+    /// Tasks that get several candidates at once, and how the best is chosen.
+    #[serde(default)]
+    pub proposals: Proposals,
+    /// A duplicate of an attempt that runs long, on another backend.
+    #[serde(default)]
+    pub hedge: Option<Hedge>,
+}
+
+/// `proposals:`: rules giving tasks N candidates, and the selection order.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proposals {
+    #[serde(default)]
+    pub rules: Vec<ProposalRule>,
+    #[serde(default)]
+    pub select: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProposalRule {
+    pub when: String,
+    pub n: u32,
+}
+
+/// `hedge:`: `after` is `p90` or a duration; `max` duplicates per task.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hedge {
+    pub after: String,
+    #[serde(default = "default_hedge_max")]
+    pub max: u32,
+}
+
+fn default_hedge_max() -> u32 {
+    1
+}
+
+impl Proposals {
+    /// As frozen into a run (checked by `Config::parse`).
+    pub fn spec(&self) -> crate::proposal::ProposalSpec {
+        crate::proposal::ProposalSpec {
+            rules: self
+                .rules
+                .iter()
+                .map(|r| crate::proposal::ProposalRule {
+                    when: r.when.clone(),
+                    n: r.n,
+                })
+                .collect(),
+            select: self
+                .select
+                .iter()
+                .filter_map(|c| crate::proposal::Criterion::parse(c))
+                .collect(),
+        }
+    }
+}
+
+impl Hedge {
+    /// As frozen into a run (checked by `Config::parse`).
+    pub fn spec(&self) -> Option<crate::proposal::HedgeSpec> {
+        let after = match self.after.as_str() {
+            "p90" => crate::proposal::HedgeAfter::P90,
+            d => crate::proposal::HedgeAfter::Ms(Dur::parse(d).ok()?.as_millis()),
+        };
+        Some(crate::proposal::HedgeSpec {
+            after,
+            max: self.max,
+        })
+    }
 }
 
 /// `review:`: backends (model APIs or commands) that read a change and answer a JSON verdict.
@@ -1169,6 +1240,8 @@ impl Config {
             review: None,
             deploy: crate::deploy::Environments::new(),
             mcp: Mcp::default(),
+            proposals: Proposals::default(),
+            hedge: None,
         }
     }
 
@@ -1374,6 +1447,7 @@ impl Config {
             }
         }
         self.validate_router(&err)?;
+        self.validate_proposals(&err)?;
         for (i, w) in self.schedule.windows.iter().enumerate() {
             if let Err(e) = crate::schedule::Window::parse(w) {
                 return Err(err(
@@ -1430,6 +1504,78 @@ impl Config {
                     format!("`parallelism.per_backend` names unknown backend `{name}`"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// `proposals.rules` (each `when:` compiles, `n` in 1..=8), `proposals.select` (known
+    /// criteria, each once) and `hedge` (`after` is `p90` or a duration).
+    fn validate_proposals(
+        &self,
+        err: &dyn Fn(&[PathSeg], String) -> InputError,
+    ) -> Result<(), InputError> {
+        use crate::proposal::{Criterion, MAX_PROPOSALS};
+        for (i, r) in self.proposals.rules.iter().enumerate() {
+            let at = |field: &str| {
+                [
+                    PathSeg::key("proposals"),
+                    PathSeg::key("rules"),
+                    PathSeg::Index(i),
+                    PathSeg::key(field),
+                ]
+            };
+            if let Err(e) = crate::route::compile(&r.when) {
+                return Err(err(
+                    &at("when"),
+                    format!("`proposals.rules[{i}].when`: {e} in `{}`", r.when),
+                ));
+            }
+            if r.n == 0 || r.n > MAX_PROPOSALS {
+                return Err(err(
+                    &at("n"),
+                    format!(
+                        "`proposals.rules[{i}].n` must be from 1 to {MAX_PROPOSALS}, not {}",
+                        r.n
+                    ),
+                ));
+            }
+        }
+        for (i, c) in self.proposals.select.iter().enumerate() {
+            let at = [
+                PathSeg::key("proposals"),
+                PathSeg::key("select"),
+                PathSeg::Index(i),
+            ];
+            if Criterion::parse(c).is_none() {
+                let e = err(
+                    &at,
+                    format!(
+                        "`proposals.select[{i}]`: unknown criterion `{c}` (one of: {})",
+                        Criterion::ALL.join(", ")
+                    ),
+                );
+                return Err(match nearest(c, Criterion::ALL.iter().copied()) {
+                    Some(n) => e.hint(format!("did you mean `{n}`?")),
+                    None => e,
+                });
+            }
+            if self.proposals.select[..i].contains(c) {
+                return Err(err(
+                    &at,
+                    format!("`proposals.select[{i}]`: `{c}` is listed twice"),
+                ));
+            }
+        }
+        if let Some(h) = &self.hedge
+            && h.spec().is_none()
+        {
+            return Err(err(
+                &[PathSeg::key("hedge"), PathSeg::key("after")],
+                format!(
+                    "`hedge.after` must be `p90` or a duration such as `10m`, not `{}`",
+                    h.after
+                ),
+            ));
         }
         Ok(())
     }
@@ -1567,6 +1713,47 @@ mod tests {
 
     fn err(text: &str) -> String {
         Config::parse("abo.yml", text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn proposals_and_hedge_are_checked_when_loaded() {
+        let c = Config::parse(
+            "abo.yml",
+            "version: 1\nproposals:\n  rules: [{ when: \"risk == 'high'\", n: 3 }]\n  select: [diff, cost]\nhedge: { after: 10m }\n",
+        )
+        .unwrap();
+        let p = c.proposals.spec();
+        assert_eq!(p.rules[0].n, 3);
+        assert_eq!(
+            p.order(),
+            [
+                crate::proposal::Criterion::Diff,
+                crate::proposal::Criterion::Cost
+            ]
+        );
+        assert_eq!(
+            c.hedge.and_then(|h| h.spec()),
+            Some(crate::proposal::HedgeSpec {
+                after: crate::proposal::HedgeAfter::Ms(600_000),
+                max: 1
+            })
+        );
+        assert_eq!(
+            err("version: 1\nproposals:\n  rules:\n    - when: 'true'\n      n: 9\n"),
+            "abo.yml:5:7: `proposals.rules[0].n` must be from 1 to 8, not 9"
+        );
+        assert_eq!(
+            err("version: 1\nproposals:\n  select:\n    - diff\n    - cots\n"),
+            "abo.yml:5:5: `proposals.select[1]`: unknown criterion `cots` (one of: review, findings, coverage, diff, cost) (hint: did you mean `cost`?)"
+        );
+        assert_eq!(
+            err("version: 1\nproposals:\n  select:\n    - diff\n    - diff\n"),
+            "abo.yml:5:5: `proposals.select[1]`: `diff` is listed twice"
+        );
+        assert_eq!(
+            err("version: 1\nhedge:\n  after: p95\n"),
+            "abo.yml:3:3: `hedge.after` must be `p90` or a duration such as `10m`, not `p95`"
+        );
     }
 
     #[test]

@@ -14,8 +14,10 @@ use crate::verdict::Verdict;
 use crate::plan::scopes_overlap;
 
 mod healing;
+mod proposals;
 mod review;
 use crate::state::{Feedback, RunState, RunStatus, TaskState};
+pub use proposals::STOPPED;
 
 /// What happened, or what someone asked for.
 #[derive(Clone, Debug, PartialEq)]
@@ -156,6 +158,9 @@ pub struct BackendOutcome {
     /// The agent's calls to its `check` tool during the attempt, in order.
     #[serde(default)]
     pub checks: Vec<crate::event::CheckRecord>,
+    /// Lines added plus removed by the change.
+    #[serde(default)]
+    pub lines_changed: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -244,6 +249,9 @@ pub enum Effect {
     Cleanup { attempt: AttemptId, keep: bool },
     /// Stop every process of every attempt now.
     KillAll,
+    /// Stop one attempt (a candidate that lost): kill its processes, then remove its worktree
+    /// and branch.
+    Stop { attempt: AttemptId },
     /// The run ended: publish the run branch per `landing`, and land it into the base branch
     /// when the `merge` action's autonomy allows (else say why not).
     Finish {
@@ -426,7 +434,11 @@ impl RunState {
                     cost_usd,
                     cost_source,
                 };
-                review::review_done(&mut cx, &task, attempt, reviewer, outcome, log, spent);
+                if proposals::racing(cx.state, &task) {
+                    proposals::review_done(&mut cx, &task, attempt, reviewer, outcome, log, spent);
+                } else {
+                    review::review_done(&mut cx, &task, attempt, reviewer, outcome, log, spent);
+                }
             }
             cmd @ (Command::VerifyDone { .. } | Command::RevertDone { .. }) => {
                 healing::decide(&mut cx, cmd);
@@ -507,6 +519,11 @@ fn resume(
         .filter_map(|t| t.state.in_flight().map(|a| (t.spec.id.clone(), a)))
         .collect();
     for (task, attempt) in in_flight {
+        if proposals::racing(cx.state, &task) {
+            // No candidate has landed (the winner is chosen, by its event, before it lands).
+            proposals::resume(cx, &task);
+            continue;
+        }
         let approved = matches!(
             cx.state.task(&task).map(|t| &t.state),
             Some(TaskState::Approved { .. })
@@ -550,6 +567,9 @@ fn resume(
 }
 
 fn interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String) {
+    if proposals::racing(cx.state, task) {
+        return proposals::interrupted(cx, task, attempt, reason);
+    }
     let holds = cx
         .state
         .task(task)
@@ -582,10 +602,32 @@ fn interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String) {
 }
 
 fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome) {
+    if proposals::racing(cx.state, task) {
+        return proposals::backend_done(cx, task, attempt, o);
+    }
     if !matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt)
     {
         return; // stale: the task was cancelled or the attempt superseded
     }
+    record_backend(cx, task, attempt, &o);
+    if o.failure.is_none()
+        && let Some(q) = o.question
+    {
+        question::ask(cx, task, attempt, q);
+        return;
+    }
+    match (o.failure, o.hold_until) {
+        (Some(reason), Some(until)) => held(cx, task, attempt, reason, until),
+        (Some(reason), None) if o.permanent => {
+            attempt_failed_for_good(cx, task, attempt, reason, o.log);
+        }
+        (Some(reason), None) => attempt_failed(cx, task, attempt, reason, o.log),
+        (None, _) => next_gate(cx, task, attempt),
+    }
+}
+
+/// What an attempt's backend reported: its checks, its end, a cache hit, and its charge.
+fn record_backend(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: &BackendOutcome) {
     for c in &o.checks {
         cx.emit(
             Some(task),
@@ -608,12 +650,13 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
             cost_usd: o.cost_usd,
             cost_source: o.cost_source.clone(),
             log: o.log.clone(),
-            model: o.model,
-            message: o.message,
-            transcript: o.transcript,
-            prompt: o.prompt,
+            model: o.model.clone(),
+            message: o.message.clone(),
+            transcript: o.transcript.clone(),
+            prompt: o.prompt.clone(),
             // A limit holds the backend until its reset; it does not count toward its circuit.
             transient: o.transient && o.hold_until.is_none(),
+            lines_changed: o.lines_changed,
         },
     );
     if let Some((key, source)) = o.cached.clone() {
@@ -642,20 +685,6 @@ fn backend_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: BackendOutcome
             _ => "unknown".to_owned(),
         };
         charge(cx, task, attempt, spent, source);
-    }
-    if o.failure.is_none()
-        && let Some(q) = o.question
-    {
-        question::ask(cx, task, attempt, q);
-        return;
-    }
-    match (o.failure, o.hold_until) {
-        (Some(reason), Some(until)) => held(cx, task, attempt, reason, until),
-        (Some(reason), None) if o.permanent => {
-            attempt_failed_for_good(cx, task, attempt, reason, o.log);
-        }
-        (Some(reason), None) => attempt_failed(cx, task, attempt, reason, o.log),
-        (None, _) => next_gate(cx, task, attempt),
     }
 }
 
@@ -748,6 +777,9 @@ fn plan_approval_reasons(t: &crate::spec::TaskSpec) -> Vec<String> {
 
 /// The policy decided: land, ask a person, or deny.
 fn policy_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: PolicyOutcome) {
+    if proposals::racing(cx.state, task) {
+        return proposals::policy_done(cx, task, attempt, o);
+    }
     let Some(t) = cx.state.task(task) else { return };
     let all_passed = matches!(t.state, TaskState::Verifying { attempt: a, passed } if a == attempt && passed == t.spec.gates.len());
     if !all_passed {
@@ -884,6 +916,9 @@ fn gate_done(
     o: GateOutcome,
     candidate: Option<CommitSha>,
 ) {
+    if proposals::racing(cx.state, task) {
+        return proposals::gate_done(cx, task, attempt, stage, o);
+    }
     let Some(t) = cx.state.task(task) else { return };
     // Attempt gates run while verifying; merged gates also for an approved change.
     let (a, passed) = match (&t.state, stage) {
@@ -1060,15 +1095,35 @@ fn failed_with(
     log: Option<ArtifactId>,
     retry: bool,
 ) {
-    let Some(t) = cx.state.task(task) else { return };
     let worktree = cx.attempt(task, attempt).worktree();
-    let used = attempt.saturating_sub(t.floor);
-    let max = t.spec.max_attempts;
-    cx.state.inflight.land_queue.retain(|q| q != task);
     cx.effect(Effect::Cleanup {
         attempt: cx.attempt(task, attempt),
         keep: true,
     });
+    next_or_failed(cx, task, attempt, reason, log, retry, Some(worktree));
+}
+
+/// Every candidate of a task failed (each recorded, kept or cleaned up as it ended): the task's
+/// attempt `attempt` failed.
+fn failed_without_worktree(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String) {
+    next_or_failed(cx, task, attempt, reason, None, true, None);
+}
+
+/// After a failed attempt: the next one with its feedback, or the task fails and its dependents
+/// are cancelled.
+fn next_or_failed(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    reason: String,
+    log: Option<ArtifactId>,
+    retry: bool,
+    worktree: Option<String>,
+) {
+    let Some(t) = cx.state.task(task) else { return };
+    let used = attempt.saturating_sub(t.floor);
+    let max = t.spec.max_attempts;
+    cx.state.inflight.land_queue.retain(|q| q != task);
     if retry && used < max {
         cx.emit(
             Some(task),
@@ -1077,7 +1132,7 @@ fn failed_with(
                 cause: RetryCause::Failed,
                 reason,
                 log,
-                kept_worktree: Some(worktree),
+                kept_worktree: worktree,
             },
         );
         return;
@@ -1088,7 +1143,7 @@ fn failed_with(
         EventBody::TaskFailed {
             attempts: attempt,
             reason: format!("{reason} (after {used} attempt{plural})"),
-            kept_worktree: Some(worktree),
+            kept_worktree: worktree,
         },
     );
     cancel_dependents(cx, task, &format!("dependency `{task}` failed"));
@@ -1150,15 +1205,15 @@ fn kill(cx: &mut Ctx<'_>, reason: String) -> Result<(), Rejected> {
     if cx.state.status.is_terminal() {
         return Err(rejected(cx.state, "killed"));
     }
-    let open: Vec<(TaskId, Option<u32>)> = cx
+    let open: Vec<(TaskId, Vec<u32>)> = cx
         .state
         .tasks_in_order()
         .filter(|t| !t.state.is_terminal())
-        .map(|t| (t.spec.id.clone(), t.state.in_flight()))
+        .map(|t| (t.spec.id.clone(), t.state.attempts_in_flight()))
         .collect();
     cx.effect(Effect::KillAll);
-    for (task, attempt) in &open {
-        if let Some(a) = attempt {
+    for (task, attempts) in &open {
+        for a in attempts {
             charge_interrupted(cx, task, *a);
         }
     }
@@ -1176,7 +1231,7 @@ fn kill(cx: &mut Ctx<'_>, reason: String) -> Result<(), Rejected> {
                 dependency: None,
             },
         );
-        if let Some(a) = attempt {
+        for a in attempt {
             cx.effect(Effect::Cleanup {
                 attempt: cx.attempt(&task, a),
                 keep: false,
@@ -1264,6 +1319,7 @@ fn progress(cx: &mut Ctx<'_>) {
                 finish_if_done(cx);
             }
         } else {
+            proposals::hedge(cx);
             let waiting = schedule(cx);
             if !pause_for_quota(cx, &waiting.held) && !pause_for_budget(cx, &waiting.budget) {
                 finish_if_done(cx);
@@ -1296,10 +1352,7 @@ fn wait_for_window(cx: &mut Ctx<'_>, why: &str) -> bool {
 /// Charges an attempt's cost, releases its reservation, and alerts on caps it brought to `alert_at`.
 fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, spent: Amount, source: String) {
     let Some(t) = cx.state.task(task) else { return };
-    let backend = t
-        .backend
-        .clone()
-        .unwrap_or_else(|| t.spec.backend.name().clone());
+    let backend = t.backend_of(attempt);
     let task_cap = t.spec.budget.unwrap_or(cx.state.budgets.task);
     let reserved = cx
         .state
@@ -1358,8 +1411,17 @@ fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, spent: Amount, source: 
 /// An attempt stopped before its backend reported: what it spent is unknown, so its whole
 /// reservation is charged (a cap is never passed because abo lost count).
 fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
-    review::charge_interrupted(cx, task);
-    let running = matches!(cx.state.task(task).map(|t| &t.state), Some(TaskState::Running { attempt: a }) if *a == attempt);
+    review::charge_interrupted(cx, task, attempt);
+    let running = match cx.state.task(task) {
+        Some(t) => match &t.state {
+            TaskState::Running { attempt: a } => *a == attempt,
+            TaskState::Candidates { candidates, .. } => candidates
+                .get(&attempt)
+                .is_some_and(|c| c.state == crate::proposal::CandidateState::Running),
+            _ => false,
+        },
+        None => false,
+    };
     if !running {
         return;
     }
@@ -1542,6 +1604,30 @@ fn schedule(cx: &mut Ctx<'_>) -> Waiting {
             }
         };
         let backend = choice.backend;
+        if let Some(n) = proposals::requested(cx.state, &id, attempt) {
+            if let Some((rule, scores)) = choice.why {
+                cx.emit(
+                    Some(&id),
+                    EventBody::RouterDecision {
+                        attempt,
+                        backend: backend.name().clone(),
+                        rule,
+                        scores,
+                    },
+                );
+            }
+            match proposals::start(cx, &id, backend, n, attempt, feedback) {
+                Ok(()) => {
+                    in_flight += 1;
+                    held.push(paths);
+                }
+                Err(b) => {
+                    exhausted(cx, &id, &b);
+                    waiting.budget.push(b);
+                }
+            }
+            continue;
+        }
         let reserved = if backend.priced() && cx.state.budgets.any_spend_cap() {
             let s = &cx.state;
             match s

@@ -152,6 +152,9 @@ pub enum EventBody {
         /// The failure was the provider's (429, 5xx, timeout), not the change's.
         #[serde(default)]
         transient: bool,
+        /// Lines added plus removed by the change (0: none, or recorded before it was counted).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        lines_changed: u64,
     },
     /// The agent called its `check` tool during the attempt (what abo would have decided then).
     #[serde(rename = "task.check")]
@@ -428,10 +431,59 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         options: Vec<String>,
     },
+    /// The task starts several candidates at once (`proposals:`): a `task.started` for each of
+    /// `attempts` follows, each with its reservation. `requested` is what the rule asked for;
+    /// fewer start when the budget holds only some (`short` says why).
+    #[serde(rename = "task.proposals")]
+    TaskProposals {
+        requested: u32,
+        /// The `proposals.rules` entry that asked.
+        rule: String,
+        attempts: Vec<ProposalStart>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        short: Option<String>,
+    },
+    /// Attempt `attempt` ran longer than `hedge.after` (`after_ms`): a duplicate, attempt `hedge`,
+    /// starts on `backend` (its `task.started` follows); the first of them to pass lands.
+    #[serde(rename = "task.hedge")]
+    TaskHedge {
+        attempt: u32,
+        hedge: u32,
+        backend: BackendName,
+        after_ms: u64,
+        reason: String,
+    },
+    /// One candidate of a task with several ended: `failed` as it failed; `won`, `lost` or
+    /// `stopped` when one was chosen (the losers first, the winner last, with why it won).
+    #[serde(rename = "task.proposal")]
+    TaskProposal {
+        attempt: u32,
+        backend: BackendName,
+        mode: crate::proposal::Mode,
+        outcome: crate::proposal::ProposalOutcome,
+        score: crate::proposal::Score,
+        /// 1 for the winner, among the candidates that passed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rank: Option<u32>,
+        reason: String,
+        /// The candidate was a hedge's duplicate.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        hedge: bool,
+        /// A failed candidate's worktree, kept for inspection until `abo gc`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kept_worktree: Option<String>,
+    },
     /// A deployment's events (`deploy.*`, see `deploy::DeployEvent`). Untagged variants come
     /// last: the tagged ones above are tried first when reading an event back.
     #[serde(untagged)]
     Deploy(crate::deploy::DeployEvent),
+}
+
+/// One candidate of `task.proposals`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposalStart {
+    pub attempt: u32,
+    pub backend: BackendName,
 }
 
 /// One backend's standing in a learned routing decision.
@@ -488,6 +540,9 @@ impl EventBody {
             Self::ReviewCharged { .. } => "review.charged",
             Self::TaskReverted { .. } => "task.reverted",
             Self::RunRevertFailed { .. } => "run.revert_failed",
+            Self::TaskProposals { .. } => "task.proposals",
+            Self::TaskHedge { .. } => "task.hedge",
+            Self::TaskProposal { .. } => "task.proposal",
             Self::Deploy(d) => d.kind(),
         }
     }

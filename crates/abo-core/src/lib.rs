@@ -19,6 +19,7 @@ pub mod human;
 pub mod ids;
 pub mod plan;
 pub mod pricing;
+pub mod proposal;
 pub mod reference;
 pub mod report;
 pub mod review;

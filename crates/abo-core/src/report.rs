@@ -87,6 +87,21 @@ pub struct Report {
     pub flaky_tests: Vec<(String, String, u32)>,
     /// Deployments, rollbacks, their change failure rate and time to restore.
     pub deploys: crate::deploy::DeployFigures,
+    /// Duplicates started by `hedge:`, how often one won, and what they cost.
+    pub hedges: HedgeFigures,
+}
+
+/// `hedge:` over the period.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct HedgeFigures {
+    /// Duplicates started (`task.hedge`).
+    pub started: u32,
+    /// Duplicates that landed instead of the attempt they hedged.
+    pub won: u32,
+    /// `won` among the hedges that ended (won, lost, failed or stopped).
+    pub win_rate: Option<f64>,
+    /// What the duplicates were charged.
+    pub cost_usd: f64,
 }
 
 type Key = (RunId, TaskId);
@@ -112,6 +127,8 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
     // Each run branch failing its verify since then (first failure), and the restores measured.
     let mut failing: BTreeMap<(RunId, Option<String>), i64> = BTreeMap::new();
     let (mut verified, mut restores) = (false, Vec::new());
+    let mut hedges: std::collections::BTreeSet<(Key, u32)> = Default::default();
+    let mut hedges_ended = 0u32;
     r.deploys = crate::deploy::figures(events.iter().filter(|e| e.event.at >= since).filter_map(
         |e| match &e.event.body {
             EventBody::Deploy(d) => Some(d),
@@ -219,7 +236,26 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                     restores.push(ev.at.0 - since);
                 }
             }
-            EventBody::BudgetCharged { .. } => charged += 1,
+            EventBody::TaskHedge { hedge, .. } => {
+                r.hedges.started += 1;
+                hedges.insert((key(), *hedge));
+            }
+            EventBody::TaskProposal {
+                outcome,
+                hedge: true,
+                ..
+            } => {
+                hedges_ended += 1;
+                if *outcome == crate::proposal::ProposalOutcome::Won {
+                    r.hedges.won += 1;
+                }
+            }
+            EventBody::BudgetCharged { attempt, usd, .. } => {
+                charged += 1;
+                if hedges.contains(&(key(), *attempt)) {
+                    r.hedges.cost_usd += usd;
+                }
+            }
             EventBody::CacheHit { .. } => hits += 1,
             EventBody::TaskDenied { .. } => r.tasks_denied += 1,
             EventBody::TaskApprovalRequested { approval, .. } => {
@@ -278,6 +314,8 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
         f.success_rate = (f.attempts > 0).then(|| f64::from(f.landed) / f64::from(f.attempts));
         f.latency = spread(latency.remove(b).unwrap_or_default());
     }
+    r.hedges.win_rate =
+        (hedges_ended > 0).then(|| f64::from(r.hedges.won) / f64::from(hedges_ended));
     r.cache_hit_rate = (charged > 0).then(|| f64::from(hits) / f64::from(charged));
     r.flaky_rate = (gates_passed > 0).then(|| f64::from(gates_flaky) / f64::from(gates_passed));
     let mut worst: Vec<(String, String, u32)> =
@@ -478,6 +516,7 @@ mod tests {
             transcript: None,
             prompt: None,
             transient: false,
+            lines_changed: 0,
         };
         let gate = |a: u32, passed: bool| EventBody::TaskGate {
             attempt: a,

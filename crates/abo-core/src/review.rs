@@ -72,6 +72,18 @@ pub enum Outcome {
     NotStarted,
 }
 
+impl Outcome {
+    /// As recorded in `task.review`'s `verdict`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Approve => "approve",
+            Self::RequestChanges => "request_changes",
+            Self::Failed => "failed",
+            Self::NotStarted => "not_started",
+        }
+    }
+}
+
 impl Review {
     pub fn outcome(&self) -> Outcome {
         match self.verdict {

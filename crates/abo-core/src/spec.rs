@@ -75,6 +75,15 @@ pub struct RunSettings {
     /// How many `check` calls an attempt's agent may make (runs recorded before it: none).
     #[serde(default)]
     pub max_checks: u32,
+    /// Tasks that get several candidates at once, and how the best is chosen.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::proposal::ProposalSpec::is_empty"
+    )]
+    pub proposals: crate::proposal::ProposalSpec,
+    /// Attempts that run long get a duplicate on another backend (none: never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hedge: Option<crate::proposal::HedgeSpec>,
 }
 
 /// abo.yml's `schedule.windows`, parsed.

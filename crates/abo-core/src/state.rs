@@ -175,6 +175,12 @@ pub enum TaskState {
         commit: CommitSha,
         reason: String,
     },
+    /// Several attempts at once (`proposals:`, or a hedge's duplicate): each candidate in its
+    /// own state; the one chosen becomes `Verifying` with all its gates passed.
+    Candidates {
+        mode: crate::proposal::Mode,
+        candidates: crate::proposal::Candidates,
+    },
 }
 
 /// What an approval decides.
@@ -214,6 +220,26 @@ impl TaskState {
             Self::Approved { .. } => TaskStatus::Verifying,
             Self::Denied { .. } => TaskStatus::Denied,
             Self::Reverted { .. } => TaskStatus::Reverted,
+            Self::Candidates { .. } => TaskStatus::Running,
+        }
+    }
+
+    /// Every attempt in flight: the candidates still running, verifying or passed, else the one.
+    pub fn attempts_in_flight(&self) -> Vec<u32> {
+        match self {
+            Self::Candidates { candidates, .. } => candidates
+                .iter()
+                .filter(|(_, c)| {
+                    matches!(
+                        c.state,
+                        crate::proposal::CandidateState::Running
+                            | crate::proposal::CandidateState::Verifying { .. }
+                            | crate::proposal::CandidateState::Passed { .. }
+                    )
+                })
+                .map(|(a, _)| *a)
+                .collect(),
+            other => other.in_flight().into_iter().collect(),
         }
     }
 
@@ -255,6 +281,10 @@ impl TaskState {
             Self::Running { attempt }
             | Self::Verifying { attempt, .. }
             | Self::Approved { attempt } => Some(*attempt),
+            // The task is in flight under its first candidate's number.
+            Self::Candidates { candidates, .. } => {
+                Some(candidates.keys().next().copied().unwrap_or(0))
+            }
             _ => None,
         }
     }
@@ -303,6 +333,37 @@ pub struct TaskRecord {
     pub review: Option<(u32, crate::review::Outcome, bool)>,
     /// `request_changes` verdicts so far (their findings went back to a next attempt).
     pub review_rounds: u32,
+    /// When the attempt in flight started (the last `task.started`).
+    pub started_at: Option<Timestamp>,
+}
+
+impl TaskRecord {
+    /// The backend an attempt runs on: its candidate's, else the task's last.
+    pub fn backend_of(&self, attempt: u32) -> BackendName {
+        if let TaskState::Candidates { candidates, .. } = &self.state
+            && let Some(c) = candidates.get(&attempt)
+        {
+            return c.backend.clone();
+        }
+        self.backend
+            .clone()
+            .unwrap_or_else(|| self.spec.backend.name().clone())
+    }
+
+    /// The candidate of an attempt, when the task has several.
+    pub fn candidate(&self, attempt: u32) -> Option<&crate::proposal::Candidate> {
+        match &self.state {
+            TaskState::Candidates { candidates, .. } => candidates.get(&attempt),
+            _ => None,
+        }
+    }
+
+    fn candidate_mut(&mut self, attempt: u32) -> Option<&mut crate::proposal::Candidate> {
+        match &mut self.state {
+            TaskState::Candidates { candidates, .. } => candidates.get_mut(&attempt),
+            _ => None,
+        }
+    }
 }
 
 /// Effects in flight: not part of the event-derived state. After a crash they are gone, and
@@ -353,6 +414,11 @@ pub struct RunState {
     pub base_heal: Option<crate::verify::BaseHeal>,
     /// The tasks by what decisions look for, kept up to date by `apply`.
     pub index: Index,
+    /// `proposals.rules` compiled (`None`: does not compile, so never matches).
+    pub proposal_rules: Vec<Option<crate::expr::Expr>>,
+    /// The wall time (ms, started to landed) of landed attempts by task type, from the store:
+    /// set by the runtime when the run starts, for `hedge.after: p90` (not from the log).
+    pub landed_ms: BTreeMap<String, Vec<u64>>,
 }
 
 /// This many transient failures of a backend in a row open its circuit for [`CIRCUIT_COOLDOWN_MS`].
@@ -410,6 +476,7 @@ impl RunState {
                     risk: None,
                     review: None,
                     review_rounds: 0,
+                    started_at: None,
                 };
                 (t.id.clone(), rec)
             })
@@ -443,6 +510,14 @@ impl RunState {
                 .iter()
                 .map(|r| crate::route::compile(&r.when).ok())
                 .collect(),
+            proposal_rules: spec
+                .settings
+                .proposals
+                .rules
+                .iter()
+                .map(|r| crate::route::compile(&r.when).ok())
+                .collect(),
+            landed_ms: BTreeMap::new(),
             spec,
         }
     }
@@ -633,7 +708,24 @@ impl RunState {
                         reserved,
                         ..
                     } => {
-                        t.state = TaskState::Running { attempt: *attempt };
+                        match &mut t.state {
+                            TaskState::Candidates { mode, candidates } => {
+                                let hedge =
+                                    *mode == crate::proposal::Mode::Hedge && !candidates.is_empty();
+                                candidates.insert(
+                                    *attempt,
+                                    crate::proposal::Candidate {
+                                        backend: backend.clone(),
+                                        started_at: e.at,
+                                        hedge,
+                                        state: crate::proposal::CandidateState::Running,
+                                        score: Default::default(),
+                                    },
+                                );
+                            }
+                            _ => t.state = TaskState::Running { attempt: *attempt },
+                        }
+                        t.started_at = Some(e.at);
                         t.attempt = t.attempt.max(*attempt);
                         t.next_attempt = attempt + 1;
                         t.backend = Some(backend.clone());
@@ -681,20 +773,31 @@ impl RunState {
                         };
                         let for_task = source != crate::budget::INTERRUPTED;
                         self.ledger.charge(id, *attempt, backend, a, e.at, for_task);
+                        if let Some(c) = t.candidate_mut(*attempt) {
+                            c.score.charged(*usd);
+                        }
                     }
                     EventBody::TaskBackendFinished {
                         attempt,
                         ok,
                         transient,
+                        lines_changed,
                         ..
                     } => {
-                        if *ok {
+                        let backend = t.backend_of(*attempt);
+                        if let Some(c) = t.candidate_mut(*attempt) {
+                            c.score.diff_lines = *lines_changed;
+                            if *ok {
+                                c.state = crate::proposal::CandidateState::Verifying { passed: 0 };
+                            }
+                        } else if *ok {
                             t.state = TaskState::Verifying {
                                 attempt: *attempt,
                                 passed: 0,
                             };
                         }
-                        if let Some(b) = &t.backend {
+                        {
+                            let b = &backend;
                             let h = self.health.entry(b.clone()).or_default();
                             if *transient {
                                 h.consecutive_transient += 1;
@@ -713,9 +816,17 @@ impl RunState {
                         attempt,
                         stage: GateStage::Attempt,
                         passed: true,
+                        figures,
                         ..
                     } => {
-                        if let TaskState::Verifying { attempt: a, passed } = &mut t.state
+                        if let Some(c) = t.candidate_mut(*attempt) {
+                            if let crate::proposal::CandidateState::Verifying { passed } =
+                                &mut c.state
+                            {
+                                *passed += 1;
+                                c.score.gate(figures.as_ref());
+                            }
+                        } else if let TaskState::Verifying { attempt: a, passed } = &mut t.state
                             && a == attempt
                         {
                             *passed += 1;
@@ -816,7 +927,23 @@ impl RunState {
                             dependency: dependency.clone(),
                         };
                     }
-                    EventBody::TaskPolicy { risk, .. } => t.risk = Some(risk.clone()),
+                    EventBody::TaskPolicy {
+                        attempt,
+                        risk,
+                        verdict,
+                        require_approval,
+                        ..
+                    } => {
+                        t.risk = Some(risk.clone());
+                        if let Some(c) = t.candidate_mut(*attempt)
+                            && *verdict != crate::verdict::Verdict::Deny
+                        {
+                            c.state = crate::proposal::CandidateState::Passed {
+                                verdict: *verdict,
+                                reasons: require_approval.clone(),
+                            };
+                        }
+                    }
                     EventBody::TaskReview {
                         attempt,
                         verdict,
@@ -826,9 +953,87 @@ impl RunState {
                         let high = findings
                             .iter()
                             .any(|f| f.severity == crate::review::FindingSeverity::High);
-                        t.review = Some((*attempt, *verdict, high));
-                        if *verdict == crate::review::Outcome::RequestChanges {
-                            t.review_rounds += 1;
+                        if let Some(c) = t.candidate_mut(*attempt) {
+                            // A candidate's review is its score's, not a round of the task's.
+                            c.score.review = Some(*verdict);
+                            c.score.high_finding = high;
+                        } else {
+                            t.review = Some((*attempt, *verdict, high));
+                            if *verdict == crate::review::Outcome::RequestChanges {
+                                t.review_rounds += 1;
+                            }
+                        }
+                    }
+                    EventBody::TaskProposals { .. } => {
+                        t.state = TaskState::Candidates {
+                            mode: crate::proposal::Mode::Proposals,
+                            candidates: Default::default(),
+                        };
+                    }
+                    EventBody::TaskHedge { .. } => {
+                        let backend = t.backend_of(t.attempt);
+                        let started_at = t.started_at.unwrap_or(e.at);
+                        let first = match t.state {
+                            TaskState::Running { attempt } => {
+                                Some((attempt, crate::proposal::CandidateState::Running))
+                            }
+                            TaskState::Verifying { attempt, passed } => Some((
+                                attempt,
+                                crate::proposal::CandidateState::Verifying { passed },
+                            )),
+                            _ => None,
+                        };
+                        if let Some((attempt, state)) = first {
+                            let c = crate::proposal::Candidate {
+                                backend,
+                                started_at,
+                                hedge: false,
+                                state,
+                                score: Default::default(),
+                            };
+                            t.state = TaskState::Candidates {
+                                mode: crate::proposal::Mode::Hedge,
+                                candidates: BTreeMap::from([(attempt, c)]),
+                            };
+                        }
+                    }
+                    EventBody::TaskProposal {
+                        attempt,
+                        outcome,
+                        reason,
+                        kept_worktree,
+                        ..
+                    } => {
+                        use crate::proposal::{CandidateState, ProposalOutcome};
+                        if let Some(w) = kept_worktree {
+                            t.kept_worktrees.push(w.clone());
+                        }
+                        let gates = t.spec.gates.len();
+                        let won = match t.candidate_mut(*attempt) {
+                            None => None,
+                            Some(c) => match outcome {
+                                ProposalOutcome::Won => Some((c.backend.clone(), c.started_at)),
+                                ProposalOutcome::Failed => {
+                                    c.state = CandidateState::Failed {
+                                        reason: reason.clone(),
+                                    };
+                                    None
+                                }
+                                ProposalOutcome::Stopped | ProposalOutcome::Lost => {
+                                    c.state = CandidateState::Stopped {
+                                        reason: reason.clone(),
+                                    };
+                                    None
+                                }
+                            },
+                        };
+                        if let Some((backend, started)) = won {
+                            t.state = TaskState::Verifying {
+                                attempt: *attempt,
+                                passed: gates,
+                            };
+                            t.backend = Some(backend);
+                            t.started_at = Some(started);
                         }
                     }
                     EventBody::TaskApprovalRequested {

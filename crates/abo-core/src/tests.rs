@@ -68,6 +68,8 @@ fn spec(tasks: &[T], gates: &[&str], max_parallel: usize) -> RunSpec {
             schedule: Default::default(),
             review: None,
             max_checks: 0,
+            proposals: Default::default(),
+            hedge: None,
         },
         tasks: tasks
             .iter()
@@ -1918,4 +1920,5 @@ fn a_run_branch_that_cannot_move_pauses_the_run_and_the_attempt_runs_again_under
 }
 
 mod healing;
+mod proposals;
 mod review;

@@ -267,6 +267,11 @@ pub fn settings(config: &Config, max_parallel: Option<usize>) -> RunSettings {
                 max_rounds: r.max_rounds,
             }),
         max_checks: config.mcp.max_checks,
+        proposals: config.proposals.spec(),
+        hedge: config
+            .hedge
+            .as_ref()
+            .and_then(abo_core::config::Hedge::spec),
     }
 }
 

@@ -182,6 +182,16 @@ pub(crate) async fn execute_here(
             ctx.groups.kill_all();
             Done::default()
         }
+        Effect::Stop { attempt } => {
+            // Everything run for the attempt carries its worktree in its environment: that is
+            // what is killed, with its process groups, then the worktree goes.
+            let marker = format!("ABO_WORKTREE={}", ctx.worktree(&attempt).to_string_lossy());
+            process::kill_marked(&marker);
+            match forget_then_cleanup(ctx, &attempt, false).await {
+                Ok(()) => Done::default(),
+                Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
+            }
+        }
         Effect::Verify {
             commit,
             gates,
@@ -840,6 +850,7 @@ async fn start_attempt(
                     }
                 } else {
                     outcome.files_changed = u32::try_from(change.files.len()).unwrap_or(u32::MAX);
+                    outcome.lines_changed = change.lines_added + change.lines_removed;
                 }
             }
             if !change.secrets.is_empty() {

@@ -236,6 +236,15 @@ async fn drive_leased(
         jiff::tz::TimeZone::UTC
     });
     refresh(ctx, state, &tz, true, observer).await;
+    if let Some(h) = &spec.settings.hedge
+        && h.after == abo_core::proposal::HedgeAfter::P90
+    {
+        // `hedge.after: p90` reads the landed attempts' wall times once, as the run starts.
+        match ctx.store.landed_durations().await {
+            Ok(d) => state.landed_ms = d,
+            Err(e) => observer.warn(&format!("could not read landed attempts' durations: {e}")),
+        }
+    }
     let mut stop = ctx.stop.subscribe();
     let mut stopping = false;
     loop {

@@ -346,6 +346,48 @@ pub fn kill_leftovers(marker: &str) -> usize {
     killed
 }
 
+/// Stops one attempt: every process whose environment carries `marker` (`ABO_WORKTREE=<path>`,
+/// set on everything run for the attempt) and the whole process group of each, so that a child
+/// that dropped its environment (`env -i`) but not its group goes too. abo's own group is never
+/// signalled. Returns how many groups it killed.
+pub fn kill_marked(marker: &str) -> usize {
+    let mine = nix::unistd::getpgrp().as_raw();
+    let mut groups = BTreeSet::new();
+    let me = std::process::id();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            if !environ.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                continue;
+            }
+            // `/proc/PID/stat`: the fifth field, after the command in parentheses, is the group.
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let pgid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(2))
+                .and_then(|g| g.parse::<i32>().ok());
+            if let Some(g) = pgid.filter(|g| *g > 1 && *g != mine) {
+                groups.insert(g);
+            }
+        }
+    }
+    for g in &groups {
+        kill_group(*g);
+    }
+    kill_leftovers(marker);
+    groups.len()
+}
+
 /// What a line of an agent's output means to the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Line {

@@ -327,6 +327,33 @@ pub(crate) async fn execute(
             let _ = shared.run(ctx, &attempt, &Work::Cleanup { keep }).await;
             Ok(Done::default())
         }
+        Effect::Stop { attempt } => {
+            // The worker sees the attempt's lease end at its next heartbeat and stops it; the
+            // cleanup is its work too.
+            let mut done = Done::default();
+            if let Err(e) = ctx
+                .store
+                .release_run(
+                    &run.run,
+                    Some((&attempt.task, attempt.attempt)),
+                    "another candidate won",
+                    ctx.now(),
+                )
+                .await
+            {
+                done.warnings.push(format!(
+                    "could not stop the worker's attempt {attempt}: {e}"
+                ));
+            }
+            let _ = ctx
+                .git
+                .remove_worktree(&ctx.merged_worktree(&attempt))
+                .await;
+            let _ = shared
+                .run(ctx, &attempt, &Work::Cleanup { keep: false })
+                .await;
+            Ok(done)
+        }
         Effect::KillAll => {
             // Workers see their leases end at their next heartbeat and stop the attempts.
             let mut done = effects::execute_here(ctx, spec, run, Effect::KillAll).await;

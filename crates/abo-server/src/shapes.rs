@@ -17,6 +17,8 @@ pub struct View {
     pub leases: Vec<abo_store::AttemptLease>,
     /// What the run's reviews cost, part of its spend.
     pub reviews: abo_core::budget::Amount,
+    /// Each task's candidates (`proposals:`, `hedge:`), by task id.
+    pub proposals: std::collections::BTreeMap<String, Vec<abo_core::proposal::Shown>>,
 }
 
 /// Loads the run named (or the latest) with its caps, replayed from its log.
@@ -75,7 +77,17 @@ pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewE
             reserved: 0.0,
         });
     }
+    let events = ctx.store.run_events(&row.id).await?;
+    let proposals = state
+        .tasks_in_order()
+        .map(|t| {
+            let shown = abo_core::proposal::shown(&t.spec.id, &events, Some(&t.state));
+            (t.spec.id.to_string(), shown)
+        })
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
     Ok(View {
+        proposals,
         run: row,
         tasks,
         caps,
@@ -165,7 +177,29 @@ pub fn to_json(v: &View) -> Value {
             "cost_usd": t.cost_usd,
             "tokens": t.tokens,
             "worktrees": t.kept_worktrees,
+            "proposals": v.proposals.get(t.id.as_str()).map(|c| c.iter().map(proposal).collect::<Vec<_>>()).unwrap_or_default(),
         })).collect::<Vec<_>>(),
+    })
+}
+
+/// One candidate of a task (`proposals:`, `hedge:`): its outcome, rank, why, and its score.
+pub fn proposal(c: &abo_core::proposal::Shown) -> Value {
+    let sc = &c.score;
+    json!({
+        "attempt": c.attempt,
+        "backend": c.backend,
+        "mode": c.mode.as_str(),
+        "outcome": c.outcome,
+        "rank": c.rank,
+        "reason": c.reason,
+        "hedge": c.hedge,
+        "score": {
+            "review": sc.review.map(|r| r.as_str()),
+            "findings": sc.findings,
+            "coverage": sc.coverage_bp.map(|bp| f64::from(bp) / 100.0),
+            "diff_lines": sc.diff_lines,
+            "cost_usd": sc.cost_micros as f64 / 1e6,
+        },
     })
 }
 

@@ -145,6 +145,35 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
             "<section id=transcript-kept><h2>Transcript</h2><pre id=transcript>{lines}</pre></section>"
         );
     }
+    // Several candidates at once (`proposals:`, `hedge:`): each with its outcome and score, and
+    // why the winner won.
+    let candidates = abo_core::proposal::shown(&task_id, &events, None);
+    if !candidates.is_empty() {
+        o.push_str("<section id=candidates><h2>Candidates</h2><table><tr><th>attempt</th><th>backend</th><th>outcome</th><th>rank</th><th>review</th><th>findings</th><th>coverage</th><th>changed lines</th><th>cost</th><th>why</th></tr>");
+        for c in &candidates {
+            let sc = &c.score;
+            let _ = write!(
+                o,
+                "<tr class=\"candidate {outcome}\"><td>{a}{hedge}</td><td>{b}</td><td>{outcome}</td><td>{rank}</td><td>{review}</td><td>{findings}</td><td>{coverage}</td><td>{lines}</td><td>{cost}</td><td>{why}</td></tr>",
+                a = c.attempt,
+                hedge = if c.hedge { " (hedge)" } else { "" },
+                b = esc(c.backend.as_str()),
+                outcome = c.outcome,
+                rank = c.rank.map_or("-".to_owned(), |r| r.to_string()),
+                review = sc.review.map_or("-", |r| r.as_str()),
+                findings = sc.findings.map_or("-".to_owned(), |f| f.to_string()),
+                coverage = sc.coverage_bp.map_or("-".to_owned(), |bp| format!(
+                    "{}.{:02}%",
+                    bp / 100,
+                    bp % 100
+                )),
+                lines = sc.diff_lines,
+                cost = human::usd(sc.cost_micros as f64 / 1e6),
+                why = esc(c.reason.as_deref().unwrap_or("")),
+            );
+        }
+        o.push_str("</table></section>");
+    }
     // Each attempt as written.
     let mut pins = Vec::new();
     let mut review_pins: Vec<Pin> = Vec::new();
@@ -271,6 +300,35 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
                         .join("; "))
                 )
             }
+            EventBody::TaskProposals {
+                requested,
+                attempts,
+                short,
+                ..
+            } => format!(
+                "{} of {requested} proposals started{}",
+                attempts.len(),
+                short
+                    .as_deref()
+                    .map(|s| format!(": {}", esc(s)))
+                    .unwrap_or_default()
+            ),
+            EventBody::TaskHedge {
+                hedge,
+                backend,
+                reason,
+                ..
+            } => format!(
+                "hedged: attempt {hedge} on <b>{}</b>: {}",
+                esc(backend.as_str()),
+                esc(reason)
+            ),
+            EventBody::TaskProposal {
+                attempt,
+                outcome,
+                reason,
+                ..
+            } => format!("candidate {attempt} {}: {}", outcome.as_str(), esc(reason)),
             other => esc(other.kind()),
         };
         let _ = write!(

@@ -15,7 +15,7 @@ mod project;
 mod schema;
 mod work;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
@@ -677,6 +677,39 @@ impl Store {
                 ((r.get(0), r.get(1)), arm)
             })
             .collect())
+    }
+
+    /// The wall time (ms, `task.started` to `task.landed`) of every landed attempt in the store,
+    /// by task type: what `hedge.after: p90` is computed from.
+    pub async fn landed_durations(&self) -> Result<BTreeMap<String, Vec<u64>>> {
+        let rows = sqlx::query(
+            "SELECT e.seq, e.ts, e.run, e.task, e.kind, e.data, t.type FROM events e
+             JOIN tasks t ON t.run = e.run AND t.id = e.task
+             WHERE e.kind IN ('task.started', 'task.landed') ORDER BY e.seq",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut started: BTreeMap<(String, String, u32), i64> = BTreeMap::new();
+        let mut out: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for r in &rows {
+            let e = decode_event(r)?;
+            let kind: String = r.get(6);
+            let Some(task) = &e.event.task else { continue };
+            let key = |attempt: u32| (e.event.run.to_string(), task.to_string(), attempt);
+            match &e.event.body {
+                EventBody::TaskStarted { attempt, .. } => {
+                    started.insert(key(*attempt), e.event.at.0);
+                }
+                EventBody::TaskLanded { attempt, .. } => {
+                    if let Some(at) = started.get(&key(*attempt)) {
+                        let ms = u64::try_from(e.event.at.0 - at).unwrap_or(0);
+                        out.entry(kind).or_default().push(ms);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
     }
 
     /// The tests seen flaky, most often first (then most recently seen).

@@ -473,6 +473,31 @@ impl<'a> Fold<'a> {
             EventBody::TaskCancelled { reason, .. } => {
                 self.status(run, task, TaskStatus::Cancelled, Some(reason.clone()));
             }
+            EventBody::TaskProposals { .. } | EventBody::TaskHedge { .. } => {}
+            EventBody::TaskProposal {
+                backend,
+                outcome,
+                kept_worktree,
+                ..
+            } => {
+                use abo_core::proposal::ProposalOutcome;
+                match outcome {
+                    // The winner's backend is the task's from now on: its landing counts there.
+                    ProposalOutcome::Won => {
+                        let t = self.task(run, task);
+                        t.backend = Some(backend.as_str());
+                        t.status = Some(TaskStatus::Verifying);
+                    }
+                    ProposalOutcome::Failed => {
+                        self.arms
+                            .entry((run, task, Some(backend.as_str())))
+                            .or_default()
+                            .failed += 1;
+                    }
+                    ProposalOutcome::Lost | ProposalOutcome::Stopped => {}
+                }
+                keep_worktree(tx, run, task, kept_worktree.as_deref()).await?;
+            }
         }
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 mod deploy;
 mod heal;
+mod proposals;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -858,6 +859,11 @@ pub(crate) async fn bench(
     if want("bisect") {
         note("landing.verify: a bisect over 16 landed commits, and the run without it");
         out["detail"]["bisect"] = heal::bisect(d).await?;
+    }
+
+    if want("proposals") {
+        note("proposals: a task with three proposals (in parallel) against the same task with one");
+        out["detail"]["proposals"] = proposals::proposals(d, if quick { 1 } else { 3 }).await?;
     }
 
     if want("concurrent") {

@@ -225,8 +225,9 @@ pub(crate) enum Cmd {
         /// scaling (tasks), scaling-files (repository size), knowledge (the index on 500 and
         /// 50,000 files), bisect (`landing.verify` healing 16 landed commits), dashboard (page
         /// weight and time of a 10-task and a 10,000-task run), deploy (a failing check to the
-        /// rollback's end); comma-separated, the others are null.
-        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "rss", "concurrent", "scaling", "scaling-files", "knowledge", "bisect", "dashboard", "deploy"])]
+        /// rollback's end), proposals (three proposals of a command task against one, in
+        /// parallel); comma-separated, the others are null.
+        #[arg(long, value_delimiter = ',', value_parser = ["append", "noop", "dispatch", "policy", "reports", "baseline", "git", "rss", "concurrent", "scaling", "scaling-files", "knowledge", "bisect", "dashboard", "deploy", "proposals"])]
         only: Vec<String>,
         /// Where the generated repositories go (default: the system's temporary directory); the
         /// git figures measure its file system as much as abo.

@@ -879,6 +879,14 @@ pub(crate) async fn report(cli: &Cli, since: &str) -> anyhow::Result<u8> {
             |c| format!("{:.0}%", c * 100.0)
         )
     );
+    let h = &r.hedges;
+    say!(
+        "  hedges                        {} started, {} won ({}), ${:.4}",
+        h.started,
+        h.won,
+        ratio(h.win_rate),
+        h.cost_usd
+    );
     say!(
         "  approvals waiting             {} (oldest {})",
         r.approvals_waiting,

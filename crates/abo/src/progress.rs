@@ -354,6 +354,42 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 findings.len()
             ),
         },
+        EventBody::TaskProposals {
+            requested,
+            attempts,
+            short,
+            ..
+        } => {
+            let list: Vec<String> = attempts
+                .iter()
+                .map(|a| format!("#{} on {}", a.attempt, a.backend))
+                .collect();
+            let mut line = format!(
+                "{task}: {} of {requested} proposals started: {}",
+                attempts.len(),
+                list.join(", ")
+            );
+            if let Some(s) = short {
+                line.push_str(&format!(" ({s})"));
+            }
+            line
+        }
+        EventBody::TaskHedge {
+            hedge,
+            backend,
+            reason,
+            ..
+        } => format!("{task}: hedged with attempt {hedge} on {backend}: {reason}"),
+        EventBody::TaskProposal {
+            attempt,
+            backend,
+            outcome,
+            reason,
+            ..
+        } => format!(
+            "{task}#{attempt} ({backend}) {}: {reason}",
+            outcome.as_str()
+        ),
         EventBody::RunRevertFailed {
             commit,
             reason,

@@ -115,6 +115,24 @@ pub(crate) fn render(v: &View) -> String {
             },
             t.reason.as_deref().unwrap_or(""),
         ));
+        for c in v.proposals.get(t.id.as_str()).into_iter().flatten() {
+            let hedge = if c.hedge { " (hedge)" } else { "" };
+            let why = c
+                .reason
+                .as_deref()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "  {:<width$}  {} #{} {}{hedge} {}{why} [{} changed lines, {}]\n",
+                "",
+                c.mode.as_str(),
+                c.attempt,
+                c.backend,
+                c.outcome,
+                c.score.diff_lines,
+                human::usd(c.score.cost_micros as f64 / 1e6),
+            ));
+        }
         if let Some(l) = v.leases.iter().find(|l| l.task == t.id) {
             out.push_str(&format!(
                 "  {:<width$}  attempt {} on worker {} (lease token {})\n",

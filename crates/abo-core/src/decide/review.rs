@@ -7,6 +7,7 @@ use super::{Ctx, Effect, PolicyOutcome, attempt_failed, exhausted};
 use crate::budget::{Amount, INTERRUPTED, Reservation};
 use crate::event::{EventBody, Usage};
 use crate::ids::{ArtifactId, BackendName, TaskId};
+use crate::proposal::CandidateState;
 use crate::review::{Outcome, Review};
 use crate::state::{RunState, TaskState};
 use crate::verdict::Verdict;
@@ -29,15 +30,27 @@ pub(super) fn review_or_policy(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
         .as_ref()
         .and_then(|r| r.reviewer(&author))
         .cloned();
-    let task_cap = t.spec.budget.unwrap_or(cx.state.budgets.task);
     let Some(reviewer) = reviewer.filter(|_| !reviewed) else {
         cx.effect(Effect::EvaluatePolicy {
             attempt: attempt_id,
         });
         return;
     };
-    // A priced reviewer under a spend cap holds its reservation while it reads, as an attempt
-    // does; one the budget cannot hold is not asked, and the change needs a person instead.
+    ask(cx, task, attempt, reviewer);
+}
+
+/// Asks `reviewer` about `attempt`'s change. A priced reviewer under a spend cap holds its
+/// reservation while it reads, as an attempt does; one the budget cannot hold is not asked
+/// (`not_started`), and the change goes to the policy, which asks a person instead.
+pub(super) fn ask(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    reviewer: crate::spec::BackendSpec,
+) {
+    let attempt_id = cx.attempt(task, attempt);
+    let Some(t) = cx.state.task(task) else { return };
+    let task_cap = t.spec.budget.unwrap_or(cx.state.budgets.task);
     let held = cx.state.ledger.open.contains_key(&(task.clone(), attempt));
     if reviewer.priced() && cx.state.budgets.any_spend_cap() && !held {
         let s = &cx.state;
@@ -89,7 +102,13 @@ pub(super) struct Spent {
 
 /// Charges the review's cost (whatever it reported, or what it held when nothing was) and
 /// releases its reservation.
-fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reviewer: &BackendName, spent: &Spent) {
+pub(super) fn charge(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    reviewer: &BackendName,
+    spent: &Spent,
+) {
     let reserved = cx
         .state
         .ledger
@@ -122,11 +141,18 @@ fn charge(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reviewer: &BackendName,
 
 /// abo stopped (or the run was killed) while `task`'s review held a reservation: what it held
 /// is charged, as for an interrupted attempt (a cap is never passed because abo lost count).
-pub(super) fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId) {
+pub(super) fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
     let Some(t) = cx.state.task(task) else { return };
-    let TaskState::Verifying { attempt, .. } = t.state else {
-        return;
+    let reviewing = match &t.state {
+        TaskState::Verifying { attempt: a, .. } => *a == attempt,
+        TaskState::Candidates { .. } => t
+            .candidate(attempt)
+            .is_some_and(|c| matches!(c.state, CandidateState::Verifying { .. })),
+        _ => false,
     };
+    if !reviewing {
+        return;
+    }
     let Some((reviewer, held)) = cx.state.ledger.open.get(&(task.clone(), attempt)).cloned() else {
         return;
     };
@@ -206,16 +232,24 @@ pub(super) fn apply_to_verdict(
     o: &mut PolicyOutcome,
 ) {
     let Some(t) = state.task(task) else { return };
-    let why = match t.review {
-        Some((a, Outcome::Failed, _)) if a == attempt => {
+    match t.review {
+        Some((a, outcome, high)) if a == attempt => require_person(outcome, high, o),
+        _ => {}
+    }
+}
+
+/// Raises `o` to needing approval when the review's `outcome` (with a high-severity finding or
+/// not) calls for a person: no valid verdict (never approval), not started, or changes requested
+/// with a high-severity finding.
+pub(super) fn require_person(outcome: Outcome, high: bool, o: &mut PolicyOutcome) {
+    let why = match (outcome, high) {
+        (Outcome::Failed, _) => {
             "review: the reviewer gave no valid verdict, which is never approval"
         }
-        Some((a, Outcome::NotStarted, _)) if a == attempt => {
+        (Outcome::NotStarted, _) => {
             "review: not started, the budget cannot hold the reviewer's reservation (see budget.exhausted)"
         }
-        Some((a, Outcome::RequestChanges, true)) if a == attempt => {
-            "review: changes requested with a high-severity finding"
-        }
+        (Outcome::RequestChanges, true) => "review: changes requested with a high-severity finding",
         _ => return,
     };
     if o.verdict < Verdict::NeedsApproval {

@@ -43,6 +43,8 @@ fn spec(tasks: &[&str]) -> RunSpec {
             schedule: Default::default(),
             review: None,
             max_checks: 0,
+            proposals: Default::default(),
+            hedge: None,
         },
         tasks: tasks
             .iter()
@@ -151,6 +153,7 @@ conformance!(
     one_deploy_lock_holder_under_concurrent_takers,
     baselines_are_kept_by_repository_tree_and_gate,
     knowledge_is_kept_by_blob_and_commit,
+    landed_durations_are_by_task_type_from_started_to_landed,
 );
 
 fn history(run: &str) -> Vec<Event> {
@@ -196,6 +199,7 @@ fn history(run: &str) -> Vec<Event> {
                 transcript: None,
                 prompt: None,
                 transient: false,
+                lines_changed: 0,
             },
         ),
         t(
@@ -404,6 +408,7 @@ fn finished(attempt: u32, ok: bool, usd: f64) -> EventBody {
         transcript: None,
         prompt: None,
         transient: false,
+        lines_changed: 0,
     }
 }
 
@@ -1015,6 +1020,47 @@ fn gate(at: i64, name: &str, flaky: Option<&[&str]>) -> Event {
     );
     e.at = Timestamp(at);
     e
+}
+
+/// What `hedge.after: p90` reads: each landed attempt's wall time, started to landed, by the
+/// task's type; attempts that did not land are not counted.
+async fn landed_durations_are_by_task_type_from_started_to_landed(db: Db) {
+    let store = db.open().await;
+    let at = |ms: i64, task: &str, body| Event {
+        at: Timestamp(1_700_000_000_000 + ms),
+        ..ev("r1", Some(task), body)
+    };
+    let started = |attempt| EventBody::TaskStarted {
+        attempt,
+        backend: BackendName::new("command"),
+        worktree: "w".into(),
+        reserved: Default::default(),
+    };
+    let landed = |attempt| EventBody::TaskLanded {
+        attempt,
+        commit: CommitSha::new("c"),
+    };
+    store
+        .append(&[
+            ev(
+                "r1",
+                None,
+                EventBody::RunCreated(Box::new(spec(&["a", "b"]))),
+            ),
+            at(0, "a", started(1)),
+            at(100, "b", started(1)),
+            at(2_000, "a", landed(1)),
+            // b's first attempt failed; its second landed 300 ms after it started.
+            at(2_500, "b", started(2)),
+            at(2_800, "b", landed(2)),
+        ])
+        .await
+        .unwrap();
+    let got = store.landed_durations().await.unwrap();
+    assert_eq!(
+        got,
+        std::collections::BTreeMap::from([("docs".to_owned(), vec![2_000, 300])])
+    );
 }
 
 async fn flaky_tests_are_a_projection_of_the_log(db: Db) {

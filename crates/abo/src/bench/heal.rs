@@ -11,7 +11,7 @@ use super::{generated_repo, ms, patch, sh};
 use abo_runtime::process::{self, Spec};
 
 /// Runs `abo ARGS` in `repo`; returns its stdout, failing on an exit code not in `ok`.
-async fn abo(repo: &Path, args: &[&str], ok: &[i32]) -> anyhow::Result<String> {
+pub(super) async fn abo(repo: &Path, args: &[&str], ok: &[i32]) -> anyhow::Result<String> {
     let exe = std::env::current_exe()?;
     let mut spec = Spec::new(exe.as_os_str(), repo).args(args.iter().map(std::ffi::OsStr::new));
     spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];

@@ -24,7 +24,9 @@ mod knowledge;
 mod mcp;
 mod notify;
 mod policy;
+
 mod pr;
+mod proposals;
 mod quota;
 mod real_aider;
 mod real_claude;
