@@ -30,10 +30,18 @@ const DEVICES: [&str; 9] = [
 /// Directories to grant read access to so that everything is readable except `deny`: the
 /// filesystem root, split around each denied path (its siblings at every level are granted, the
 /// path itself is not). Paths that do not exist deny nothing.
+///
+/// A denied path inside another is already unreadable: the outer one is split first, whatever
+/// the order asked, so that denying `/dev/shm/x` and `/dev` does not grant `/dev`'s other entries
+/// (the whole disk, to root). A sibling that is a symbolic link is not granted: a rule is on what
+/// a path resolves to, so a link next to a denied path (`ln -s .ssh keys`, committed to a
+/// repository) would grant the denied path itself, and a link to a pipe (`/dev/stdin`) is refused
+/// by Landlock outright.
 pub(crate) fn readable_roots(deny: &[PathBuf]) -> Vec<PathBuf> {
+    let mut deny: Vec<PathBuf> = deny.iter().filter_map(|d| d.canonicalize().ok()).collect();
+    deny.sort_by_key(|d| d.components().count());
     let mut roots: BTreeSet<PathBuf> = BTreeSet::from([PathBuf::from("/")]);
     for d in deny {
-        let Ok(d) = d.canonicalize() else { continue };
         let Some(root) = roots.iter().find(|r| d.starts_with(r)).cloned() else {
             continue; // already unreadable
         };
@@ -48,7 +56,8 @@ pub(crate) fn readable_roots(deny: &[PathBuf]) -> Vec<PathBuf> {
             if let Ok(entries) = std::fs::read_dir(&cur) {
                 for e in entries.flatten() {
                     let p = e.path();
-                    if p != next {
+                    let link = e.file_type().is_ok_and(|t| t.is_symlink());
+                    if p != next && !link {
                         roots.insert(p);
                     }
                 }
@@ -167,5 +176,41 @@ mod tests {
         assert!(!has("home/.ssh") && !has("home/.config/gcloud"));
         assert!(!roots.iter().any(|r| base.join("home/.ssh").starts_with(r)));
         assert!(roots.contains(&PathBuf::from("/usr")));
+    }
+
+    /// Denying a path inside a denied directory, listed first (a repository's `.abo/` under
+    /// `/dev/shm`, before `/dev`), granted the denied directory's other entries.
+    #[test]
+    fn a_denied_path_inside_a_denied_directory_grants_nothing_of_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        for d in ["dev/shm/repo/.abo", "dev/disk", "other"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        let inner = base.join("dev/shm/repo/.abo");
+        let outer = base.join("dev");
+        // What is granted under `base` (the rest of the machine changes as other tests run).
+        let under = |deny: &[PathBuf]| -> Vec<PathBuf> {
+            let roots = readable_roots(deny);
+            roots.into_iter().filter(|r| r.starts_with(&base)).collect()
+        };
+        let roots = under(&[inner.clone(), outer.clone()]);
+        assert!(roots.iter().all(|r| !r.starts_with(&outer)), "{roots:?}");
+        assert_eq!(roots, vec![base.join("other")]);
+        // The same list the other way round grants the same.
+        assert_eq!(under(&[outer, inner]), roots);
+    }
+
+    /// A link beside a denied path would grant what it points to: the denied path itself.
+    #[test]
+    fn a_link_beside_a_denied_path_is_not_granted() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::create_dir_all(base.join("home/.ssh")).unwrap();
+        std::fs::create_dir_all(base.join("home/code")).unwrap();
+        std::os::unix::fs::symlink(".ssh", base.join("home/keys")).unwrap();
+        let roots = readable_roots(&[base.join("home/.ssh")]);
+        assert!(roots.contains(&base.join("home/code")));
+        assert!(!roots.contains(&base.join("home/keys")), "{roots:?}");
     }
 }

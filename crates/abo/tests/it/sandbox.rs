@@ -81,16 +81,18 @@ fn the_git_metadata_is_read_only_and_commits_inside_fail() {
 
 #[test]
 fn denied_paths_cannot_be_read() {
-    // A file planted under a denied path: readable without the sandbox, refused with it.
-    let planted = |sandbox: &str| {
+    // A file planted under a denied path: readable without the sandbox, refused with it, also
+    // through a link beside it (`peek -> secret`: a rule on the link would be on the secret).
+    let planted = |sandbox: &str, read: &str| {
         let repo = TestRepo::new();
         let out_dir = repo.outside.display().to_string();
         std::fs::create_dir_all(repo.outside.join("secret")).unwrap();
         std::fs::write(repo.outside.join("secret/key"), "PLANTED").unwrap();
+        std::os::unix::fs::symlink("secret", repo.outside.join("peek")).unwrap();
         config(
             &repo,
             &format!(
-                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {}\ngates:\n  - {{ name: probe, run: 'cat {out_dir}/secret/key' }}\n",
+                "version: 1\nattempts: {{ max: 1 }}\nautonomy: {{ overrides: {{ merge: A2 }} }}\nsandbox: {}\ngates:\n  - {{ name: probe, run: 'cat {out_dir}/{read}/key' }}\n",
                 sandbox.replace("{OUT}", &out_dir)
             ),
         );
@@ -102,11 +104,11 @@ fn denied_paths_cannot_be_read() {
         let doc: Value = serde_json::from_str(&out.stdout).unwrap();
         doc["tasks"][0]["status"].as_str().unwrap().to_owned()
     };
-    assert_eq!(planted("{ mode: off }"), "landed");
-    assert_eq!(
-        planted("{ mode: required, deny_read: ['{OUT}/secret'] }"),
-        "failed"
-    );
+    let deny = "{ mode: required, deny_read: ['{OUT}/secret'] }";
+    for read in ["secret", "peek"] {
+        assert_eq!(planted("{ mode: off }", read), "landed", "{read}");
+        assert_eq!(planted(deny, read), "failed", "{read}");
+    }
 }
 
 #[test]
