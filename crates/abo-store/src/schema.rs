@@ -292,6 +292,10 @@ const MIGRATIONS: &[&str] = &[
         acquired    INTEGER NOT NULL,
         expires     INTEGER NOT NULL
     );",
+    // 13: a run's tasks in plan order, all or by status, for the run's page (a page of 10,000
+    // tasks read without sorting them all).
+    "CREATE INDEX tasks_position ON tasks (run, position);
+    CREATE INDEX tasks_status ON tasks (run, status, position);",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.
