@@ -15,9 +15,9 @@ use serde::Deserialize;
 use abo_core::ids::TaskId;
 use abo_core::state::RunState;
 
+use crate::State;
 use crate::auth::{Credential, Role, require};
 use crate::error::ApiError;
-use crate::State;
 
 /// HTML-escapes text.
 pub fn esc(s: &str) -> String {

@@ -53,9 +53,9 @@ fn decision_card(a: &ApprovalRow, now: Timestamp, chosen: Option<usize>) -> Stri
                 "<p class=chosen>You chose option {n}: <b>{o}</b>. <button class=confirm data-answer=\"{id}\" data-choose={n}>Confirm option {n}</button></p>",
                 o = esc(o)
             ),
-            None => format!(
-                "<p class=s-failed>The question has no option {n}: choose one below.</p>"
-            ),
+            None => {
+                format!("<p class=s-failed>The question has no option {n}: choose one below.</p>")
+            }
         },
         None => String::new(),
     };

@@ -88,7 +88,7 @@ fn status_bar(run: &str, counts: &BTreeMap<String, u64>, total: u64) -> String {
     );
     let mut x = 0u64;
     for (status, n) in counts {
-        let w = if total == 0 { 0 } else { n * 1000 / total };
+        let w = (n * 1000).checked_div(total).unwrap_or(0);
         let _ = write!(
             s,
             "<a href=\"/runs/{r}?status={st}\"><rect data-status=\"{st}\" x=\"{x}\" y=\"0\" width=\"{w}\" height=\"24\" fill=\"{f}\"><title>{st}: {n}</title></rect></a>",

@@ -94,7 +94,10 @@ async fn pages(addr: &str, token: &str, run: &RunId, reps: usize) -> anyhow::Res
         ("task", format!("/runs/{run}/tasks/{task}")),
         ("run", format!("/runs/{run}")),
         ("run_failed", format!("/runs/{run}?status=failed")),
-        ("run_landed_page_50", format!("/runs/{run}?status=landed&page=50")),
+        (
+            "run_landed_page_50",
+            format!("/runs/{run}?status=landed&page=50"),
+        ),
         ("api_run", format!("/v1/runs/{run}")),
         ("api_tasks_page", format!("/v1/runs/{run}/tasks?limit=100")),
         ("summary", "/summary".to_owned()),
@@ -145,10 +148,11 @@ async fn first_render(addr: &str, token: &str, run: &RunId, reps: usize) -> Valu
     ];
     spec.timeout = Some(std::time::Duration::from_secs(600));
     match abo_runtime::process::run(&spec, &Default::default()).await {
-        Ok(out) if out.exit == Some(0) => {
-            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| json!({ "error": e.to_string() }))
+        Ok(out) if out.exit == Some(0) => serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| json!({ "error": e.to_string() })),
+        Ok(out) => {
+            json!({ "error": String::from_utf8_lossy(&out.stderr).chars().take(2000).collect::<String>() })
         }
-        Ok(out) => json!({ "error": String::from_utf8_lossy(&out.stderr).chars().take(2000).collect::<String>() }),
         Err(e) => json!({ "error": e.to_string() }),
     }
 }

@@ -97,7 +97,10 @@ impl Waiting {
             }
         }
         if let Some(u) = &self.url {
-            o.push_str(&format!("\nDecide on the dashboard: <{u}#decide|{}>", self.approval));
+            o.push_str(&format!(
+                "\nDecide on the dashboard: <{u}#decide|{}>",
+                self.approval
+            ));
         }
         o
     }
@@ -164,7 +167,11 @@ mod tests {
 
     #[test]
     fn a_decision_links_to_its_task_page_with_each_option() {
-        let w = Waiting::of(&asked(&["sqlite", "postgres"]), Some("https://abo.example/")).unwrap();
+        let w = Waiting::of(
+            &asked(&["sqlite", "postgres"]),
+            Some("https://abo.example/"),
+        )
+        .unwrap();
         assert_eq!(
             w.url.as_deref(),
             Some("https://abo.example/runs/r%201/tasks/t%2F2")
@@ -176,9 +183,15 @@ mod tests {
         let text = w.slack_lines();
         assert!(text.contains("\n2. postgres <https://abo.example/runs/r%201/tasks/t%2F2?choose=2#decide|choose 2>"), "{text}");
         // The agent's markup is shown, not made a link; the control: unescaped, it would be one.
-        assert!(text.contains("&lt;https://evil.example|Approve&gt;"), "{text}");
+        assert!(
+            text.contains("&lt;https://evil.example|Approve&gt;"),
+            "{text}"
+        );
         assert!(!text.contains("<https://evil.example"), "{text}");
-        assert!(format!("> {}", "Which <https://evil.example|Approve> database?").contains("<https://evil.example"));
+        assert!(
+            format!("> {}", "Which <https://evil.example|Approve> database?")
+                .contains("<https://evil.example")
+        );
     }
 
     #[test]
@@ -186,6 +199,10 @@ mod tests {
         let w = Waiting::of(&asked(&["a"]), None).unwrap();
         assert_eq!(w.url, None);
         assert_eq!(w.json()["decision"]["options"][0]["url"], Value::Null);
-        assert!(w.text_lines().contains("abo decide r 1/t/2#1"), "{}", w.text_lines());
+        assert!(
+            w.text_lines().contains("abo decide r 1/t/2#1"),
+            "{}",
+            w.text_lines()
+        );
     }
 }

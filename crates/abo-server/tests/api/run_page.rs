@@ -171,7 +171,9 @@ async fn the_runs_view_from_its_projections_is_the_replays() {
     let ctx = &t.state.ctx;
     let row = ctx.store.run(&RunId::new("big")).await.unwrap().unwrap();
     let view = abo_server::shapes::view(ctx, row.clone()).await.unwrap();
-    let replayed = abo_runtime::engine::load(&ctx.store, &row.id).await.unwrap();
+    let replayed = abo_runtime::engine::load(&ctx.store, &row.id)
+        .await
+        .unwrap();
     let caps = abo_server::shapes::caps(&replayed, Timestamp(NOW));
     // The run's, claude's and the wall's: the raised dollar cap, the charges, the open
     // reservations, the running time with its pause left out.
@@ -201,7 +203,10 @@ async fn a_large_runs_page_shows_a_page_of_its_tasks_by_status_and_no_graph() {
     assert!(html.contains("<tr data-task=\"t0\">") && html.contains("<tr data-task=\"t99\">"));
     assert!(!html.contains("<tr data-task=\"t100\">"), "{html}");
     assert!(html.contains("tasks 1–100 of 300"), "{html}");
-    assert!(html.contains("href=\"/runs/big?page=1\">next</a>"), "{html}");
+    assert!(
+        html.contains("href=\"/runs/big?page=1\">next</a>"),
+        "{html}"
+    );
     for want in [
         "<b class=filter-on>all (300)</b>",
         "href=\"/runs/big?status=landed\">landed (100)</a>",
@@ -218,7 +223,10 @@ async fn a_large_runs_page_shows_a_page_of_its_tasks_by_status_and_no_graph() {
     assert_eq!(s, StatusCode::OK, "{html}");
     assert!(html.contains("<tr data-task=\"t1\">") && html.contains("<tr data-task=\"t298\">"));
     assert!(!html.contains("<tr data-task=\"t0\">"), "{html}");
-    assert!(html.contains("<b class=filter-on>failed (100)</b>"), "{html}");
+    assert!(
+        html.contains("<b class=filter-on>failed (100)</b>"),
+        "{html}"
+    );
     assert!(html.contains("tasks 1–100 of 100"), "{html}");
     let (_, html) = page(&t, "/runs/big?status=interrupted&page=0").await;
     assert!(html.contains("<tr data-task=\"t2\"><td><a href=\"/runs/big/tasks/t2\">t2</a></td><td class=status><span class=\"s-interrupted\">"), "{html}");
@@ -231,7 +239,10 @@ async fn a_large_runs_page_shows_a_page_of_its_tasks_by_status_and_no_graph() {
     // A status that is none is a located error naming those there are.
     let (s, text) = page(&t, "/runs/big?status=landd").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
-    assert!(text.contains("status: no status `landd`; one of pending, ready"), "{text}");
+    assert!(
+        text.contains("status: no status `landd`; one of pending, ready"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -239,7 +250,10 @@ async fn a_small_runs_page_draws_its_graph() {
     let t = fixed_setup(12).await;
     let (s, html) = page(&t, "/runs/big").await;
     assert_eq!(s, StatusCode::OK, "{html}");
-    assert!(html.contains("class=dag") && html.contains("<g data-task=\"t11\""), "{html}");
+    assert!(
+        html.contains("class=dag") && html.contains("<g data-task=\"t11\""),
+        "{html}"
+    );
     assert!(!html.contains("class=statusbar"), "{html}");
 }
 
@@ -248,7 +262,11 @@ async fn the_tasks_api_pages_and_filters_from_the_projection() {
     let t = fixed_setup(30).await;
     let v = t.token(Role::Viewer).to_owned();
     let ids = |text: &str| -> Vec<String> {
-        serde_json::from_str::<Value>(text).unwrap().as_array().unwrap().iter()
+        serde_json::from_str::<Value>(text)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
             .map(|t| t["id"].as_str().unwrap().to_owned())
             .collect()
     };
@@ -256,7 +274,12 @@ async fn the_tasks_api_pages_and_filters_from_the_projection() {
     assert_eq!(s, StatusCode::OK, "{text}");
     assert_eq!(ids(&text).len(), 30);
     let (s, text) = t
-        .call("get", "/v1/runs/big/tasks?status=landed&offset=1&limit=3", Some(&v), None)
+        .call(
+            "get",
+            "/v1/runs/big/tasks?status=landed&offset=1&limit=3",
+            Some(&v),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{text}");
     assert_eq!(ids(&text), ["t3", "t6", "t9"]);
@@ -281,7 +304,9 @@ async fn the_summary_reads_its_window_and_the_figures_of_what_it_lists() {
     for since in [0, 1_700_000_002_150, 1_700_000_002_205, NOW] {
         let since = Timestamp(since);
         let whole = abo_core::report::summary(&all, since);
-        let read = abo_server::summary_page::load(store, since, usize::MAX).await.unwrap();
+        let read = abo_server::summary_page::load(store, since, usize::MAX)
+            .await
+            .unwrap();
         assert_eq!(read, whole, "since {since:?}");
     }
     let whole = abo_core::report::summary(&all, Timestamp(0));

@@ -1360,8 +1360,15 @@ async fn a_runs_page_reads_what_it_shows(db: Db) {
     for pass in ["live", "rebuilt"] {
         let mut head = spec(&["a", "b", "c", "d", "e", "skip"]);
         head.tasks.clear();
-        assert_eq!(store.run_spec_head(&run).await.unwrap(), Some(head), "{pass}");
-        assert_eq!(store.run_spec_head(&RunId::new("none")).await.unwrap(), None);
+        assert_eq!(
+            store.run_spec_head(&run).await.unwrap(),
+            Some(head),
+            "{pass}"
+        );
+        assert_eq!(
+            store.run_spec_head(&RunId::new("none")).await.unwrap(),
+            None
+        );
         let kinds: Vec<&str> = store
             .run_level_events(&run)
             .await
@@ -1390,31 +1397,46 @@ async fn a_runs_page_reads_what_it_shows(db: Db) {
             .collect();
         assert_eq!(
             rows,
-            [("a", 1, "claude", 0.5, Some(0.25)), ("b", 1, "claude", 0.5, None)],
+            [
+                ("a", 1, "claude", 0.5, Some(0.25)),
+                ("b", 1, "claude", 0.5, None)
+            ],
             "{pass}"
         );
         let all = store.tasks(&run).await.unwrap();
         let ids = |rows: &[abo_store::TaskRow]| -> Vec<String> {
             rows.iter().map(|t| t.id.to_string()).collect()
         };
-        assert_eq!(store.tasks_page(&run, &[], 0, 100).await.unwrap(), all, "{pass}");
-        assert_eq!(ids(&store.tasks_page(&run, &[], 2, 2).await.unwrap()), ["c", "d"]);
+        assert_eq!(
+            store.tasks_page(&run, &[], 0, 100).await.unwrap(),
+            all,
+            "{pass}"
+        );
+        assert_eq!(
+            ids(&store.tasks_page(&run, &[], 2, 2).await.unwrap()),
+            ["c", "d"]
+        );
         assert_eq!(
             ids(&store.tasks_page(&run, &["landed"], 1, 10).await.unwrap()),
             ["b", "c"],
             "{pass}"
         );
         assert_eq!(
-            ids(&store.tasks_page(&run, &["denied", "skipped"], 0, 10).await.unwrap()),
+            ids(&store
+                .tasks_page(&run, &["denied", "skipped"], 0, 10)
+                .await
+                .unwrap()),
             ["d", "skip"],
             "{pass}"
         );
         // A status is bound, not spliced into the query.
-        assert!(store
-            .tasks_page(&run, &["landed') OR ('1'='1"], 0, 10)
-            .await
-            .unwrap()
-            .is_empty());
+        assert!(
+            store
+                .tasks_page(&run, &["landed') OR ('1'='1"], 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
         let counts = store.task_status_counts(&run).await.unwrap();
         let want: std::collections::BTreeMap<String, u64> = [
             ("cancelled", 1),
@@ -1427,16 +1449,27 @@ async fn a_runs_page_reads_what_it_shows(db: Db) {
         .collect();
         assert_eq!(counts, want, "{pass}");
         let at = Timestamp(1_700_000_000_000);
-        let landed = store.events_since(&["task.landed", "task.denied"], at).await.unwrap();
-        assert_eq!(landed.len(), 4, "{pass}");
-        assert!(store
-            .events_since(&["task.landed"], Timestamp(at.0 + 1))
+        let landed = store
+            .events_since(&["task.landed", "task.denied"], at)
             .await
-            .unwrap()
-            .is_empty());
+            .unwrap();
+        assert_eq!(landed.len(), 4, "{pass}");
+        assert!(
+            store
+                .events_since(&["task.landed"], Timestamp(at.0 + 1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
         assert!(store.events_since(&[], at).await.unwrap().is_empty());
-        assert_eq!(store.first_started(&run, &TaskId::new("b")).await.unwrap(), Some(at));
-        assert_eq!(store.first_started(&run, &TaskId::new("e")).await.unwrap(), None);
+        assert_eq!(
+            store.first_started(&run, &TaskId::new("b")).await.unwrap(),
+            Some(at)
+        );
+        assert_eq!(
+            store.first_started(&run, &TaskId::new("e")).await.unwrap(),
+            None
+        );
         store.rebuild_projections().await.unwrap();
     }
 }

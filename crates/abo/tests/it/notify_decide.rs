@@ -32,7 +32,10 @@ echo '{"type":"result","subtype":"success","is_error":false,"result":"Wrote ask.
 fn until(what: &str, mut check: impl FnMut() -> bool) {
     let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while !check() {
-        assert!(std::time::Instant::now() < end, "timed out waiting for {what}");
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -99,11 +102,20 @@ fn a_notifications_link_decides_an_agents_question_in_a_browser() {
         .unwrap()
         .to_owned();
     assert!(text.contains("\n> Which roles first?"), "{text}");
-    assert!(text.contains(&format!("\n1. Admin <{page}?choose=1#decide|choose 1>")), "{text}");
-    assert!(text.contains(&format!("\n2. Viewer <{choose2}|choose 2>")), "{text}");
+    assert!(
+        text.contains(&format!("\n1. Admin <{page}?choose=1#decide|choose 1>")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\n2. Viewer <{choose2}|choose 2>")),
+        "{text}"
+    );
     // The email, too.
     let mail = &sink.mails()[0].data;
-    assert!(mail.contains("The agent asks: Which roles first?"), "{mail}");
+    assert!(
+        mail.contains("The agent asks: Which roles first?"),
+        "{mail}"
+    );
     assert!(mail.contains(&format!("choose it: {choose2}")), "{mail}");
 
     #[allow(
