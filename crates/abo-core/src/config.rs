@@ -987,6 +987,10 @@ impl Notify {
                 to: e.to.clone(),
                 events: e.events.clone(),
             }),
+            dashboard_url: self
+                .dashboard_url
+                .as_deref()
+                .map(|u| u.trim_end_matches('/').to_owned()),
         }
     }
 }
@@ -1153,6 +1157,10 @@ pub struct Notify {
     /// 24 hours then, every day, to the webhooks and the email.
     #[serde(default)]
     pub digest: Option<String>,
+    /// The dashboard's public address (`https://abo.example.com`, where `abo serve` is reached):
+    /// a waiting approval's notification links to its task's page there.
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -1261,6 +1269,22 @@ impl Config {
                 format!("unsupported version {}", self.version),
             )
             .hint("this abo reads `version: 1`"));
+        }
+        if let Some(u) = &self.notify.dashboard_url {
+            let rest = u
+                .strip_prefix("https://")
+                .or_else(|| u.strip_prefix("http://"));
+            let host = rest.map(|r| r.split('/').next().unwrap_or(""));
+            if host.is_none_or(str::is_empty)
+                || u.chars().any(|c| c.is_whitespace() || c.is_control())
+                || u.contains(['?', '#'])
+            {
+                return Err(err(
+                    &[PathSeg::key("notify"), PathSeg::key("dashboard_url")],
+                    format!("`notify.dashboard_url` `{u}` is not an http(s) address"),
+                )
+                .hint("the address `abo serve` is reached at, e.g. `https://abo.example.com`"));
+            }
         }
         if self.parallelism.max_parallel == 0 {
             return Err(err(

@@ -1085,6 +1085,13 @@ pub const CONFIG: &[Key] = &[
         "A time of day (`HH:MM`, in `schedule.timezone`): `abo daemon` sends the summary of the last 24 hours then, to the webhooks (`{\"text\": ...}` for Slack-compatible ones) and the email; `abo summary --notify` sends it now.",
     ),
     k(
+        "notify.dashboard_url",
+        Ty::Str,
+        "none",
+        "https://abo.example.com",
+        "The dashboard's public address (where `abo serve` is reached): a waiting approval's notification links to its task's page there, and an agent's question to each of its options (the page asks to confirm; a link changes nothing).",
+    ),
+    k(
         "schedule",
         Ty::Object,
         "",

@@ -104,7 +104,7 @@ pub struct HedgeFigures {
     pub cost_usd: f64,
 }
 
-type Key = (RunId, TaskId);
+pub type Key = (RunId, TaskId);
 
 /// Figures over the events at or after `since`, as of `now`.
 pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Report {
@@ -349,12 +349,14 @@ pub struct Item {
     pub approval: Option<String>,
 }
 
-/// A task's figures as the log goes: cost, attempts, first start.
-#[derive(Default)]
-struct Tally {
-    cost_usd: f64,
-    attempts: u32,
-    first_start: Option<Timestamp>,
+/// A task's figures over its whole history (also before a summary's `since`): its title, what
+/// its attempts cost, how many started, and when the first did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Tally {
+    pub title: String,
+    pub cost_usd: f64,
+    pub attempts: u32,
+    pub first_start: Option<Timestamp>,
 }
 
 /// "Coming home": what landed, what waits for you (with the question), what failed and why, and
@@ -372,22 +374,31 @@ pub struct Summary {
     pub tokens: u64,
 }
 
+/// The kinds of event a summary reads at or after its `since` ([`summary_since`]).
+pub const SUMMARY_KINDS: [&str; 7] = [
+    "task.landed",
+    "task.failed",
+    "task.denied",
+    "task.approval_requested",
+    "task.approved",
+    "task.rejected",
+    "task.backend_finished",
+];
+
+/// The summary of a whole log: each task's figures folded from all of it.
 pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
-    let mut s = Summary {
-        since: since.to_rfc3339(),
-        ..Default::default()
-    };
-    let mut titles: BTreeMap<Key, String> = BTreeMap::new();
     let mut tallies: BTreeMap<Key, Tally> = BTreeMap::new();
-    let mut waiting: BTreeMap<String, Item> = BTreeMap::new();
     for e in events {
         let ev = &e.event;
         if let EventBody::RunCreated(spec) = &ev.body {
             for t in &spec.tasks {
-                titles.insert((ev.run.clone(), t.id.clone()), t.title.clone());
+                tallies
+                    .entry((ev.run.clone(), t.id.clone()))
+                    .or_default()
+                    .title
+                    .clone_from(&t.title);
             }
         }
-        // A task's figures count its whole history, also before `since`.
         if let Some(task) = &ev.task {
             let t = tallies.entry((ev.run.clone(), task.clone())).or_default();
             match &ev.body {
@@ -402,6 +413,27 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
                 _ => {}
             }
         }
+    }
+    let recent: Vec<&StoredEvent> = events.iter().filter(|e| e.event.at >= since).collect();
+    summary_since(&recent, since, &tallies)
+}
+
+/// The summary from the events at or after `since` alone (those of [`SUMMARY_KINDS`] suffice;
+/// others are ignored) and each task's figures looked up in `tallies` (a task missing there has
+/// none): what a reader of a large store calls with the events of its window and the figures of
+/// the tasks it shows, read from their projections.
+pub fn summary_since(
+    events: &[&StoredEvent],
+    since: Timestamp,
+    tallies: &BTreeMap<Key, Tally>,
+) -> Summary {
+    let mut s = Summary {
+        since: since.to_rfc3339(),
+        ..Default::default()
+    };
+    let mut waiting: BTreeMap<String, Item> = BTreeMap::new();
+    for e in events {
+        let ev = &e.event;
         if ev.at < since {
             continue;
         }
@@ -409,12 +441,11 @@ pub fn summary(events: &[StoredEvent], since: Timestamp) -> Summary {
             continue;
         };
         let key = (ev.run.clone(), task.clone());
-        let title = titles.get(&key).cloned().unwrap_or_default();
         let tally = tallies.get(&key);
         let item = |detail: String| Item {
             run: ev.run.clone(),
             task: task.clone(),
-            title: title.clone(),
+            title: tally.map(|t| t.title.clone()).unwrap_or_default(),
             detail,
             cost_usd: tally.map_or(0.0, |t| t.cost_usd),
             attempts: tally.map_or(0, |t| t.attempts),

@@ -26,6 +26,34 @@ pub struct RunSpec {
     pub tasks: Vec<TaskSpec>,
 }
 
+/// A run's spec as `run.created` holds it, read without its tasks.
+#[derive(Deserialize)]
+struct Head {
+    title: String,
+    profile: String,
+    base: CommitSha,
+    base_branch: Option<String>,
+    branch: String,
+    settings: RunSettings,
+}
+
+impl RunSpec {
+    /// The spec in `json` (a `run.created`'s data) without its tasks (`tasks` is empty): what a
+    /// reader of a run's settings needs, at the cost of skipping its tasks' text, not building them.
+    pub fn head_from_json(json: &str) -> Result<Self, serde_json::Error> {
+        let h: Head = serde_json::from_str(json)?;
+        Ok(Self {
+            title: h.title,
+            profile: h.profile,
+            base: h.base,
+            base_branch: h.base_branch,
+            branch: h.branch,
+            settings: h.settings,
+            tasks: Vec::new(),
+        })
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RunSettings {
     pub max_parallel: usize,
@@ -98,6 +126,9 @@ pub struct ScheduleSpec {
 pub struct NotifySpec {
     pub webhooks: Vec<WebhookSpec>,
     pub email: Option<EmailSpec>,
+    /// The dashboard's public address: a waiting approval's notification links to its task's page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dashboard_url: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

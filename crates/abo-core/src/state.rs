@@ -100,6 +100,27 @@ pub enum TaskStatus {
 }
 
 impl TaskStatus {
+    /// Every status, in the order of a task's life.
+    pub const ALL: [TaskStatus; 12] = [
+        Self::Pending,
+        Self::Ready,
+        Self::Running,
+        Self::Verifying,
+        Self::AwaitingApproval,
+        Self::Paused,
+        Self::Landed,
+        Self::Failed,
+        Self::Denied,
+        Self::Cancelled,
+        Self::Skipped,
+        Self::Reverted,
+    ];
+
+    /// The status named `s` (as `as_str` spells it).
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",

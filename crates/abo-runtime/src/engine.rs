@@ -103,6 +103,54 @@ pub async fn load(store: &Store, run: &RunId) -> Result<RunState, EngineError> {
     Ok(RunState::replay(run, &events)?)
 }
 
+/// A run's state for reading, without its tasks (`tasks` and `order` are empty): its spec's
+/// settings, its own events applied (the clock, caps raised on resume, an owed end), and its
+/// ledger from the `spend` projection and its row's totals. What `abo status`, the API and the
+/// dashboard show of a run's budgets costs the same for a run of 10 tasks or 10,000; `load` is
+/// for deciding.
+///
+/// The ledger holds what its caps need: the run's spend (its row's, every charge), each backend's,
+/// open reservations, and charges by time for the day and week windows. Per-task spend is not
+/// filled in: a reader wanting a task's figures reads its row.
+pub async fn load_head(store: &Store, row: &abo_store::RunRow) -> Result<RunState, EngineError> {
+    let spec = store
+        .run_spec_head(&row.id)
+        .await?
+        .ok_or_else(|| EngineError::NoRun(row.id.clone()))?;
+    let mut state = RunState::created(row.id.clone(), spec, row.created_at);
+    for e in store.run_level_events(&row.id).await? {
+        state.apply(&e.event);
+        state.last_seq = e.seq;
+    }
+    let ledger = &mut state.ledger;
+    for s in store.run_spend(&row.id).await? {
+        match s.charged {
+            None => {
+                let held = abo_core::budget::Amount {
+                    usd: s.reserved_usd,
+                    tokens: s.reserved_tokens,
+                };
+                ledger.reserve(&s.task, s.attempt, &s.backend, held);
+            }
+            Some((usd, tokens, at)) => {
+                let a = abo_core::budget::Amount { usd, tokens };
+                ledger.by_backend.entry(s.backend).or_default().add(a);
+                ledger.charges.push((at, a));
+            }
+        }
+    }
+    ledger.charges.sort_by_key(|(at, _)| *at);
+    let (usd, tokens) = store.run_review_spent(&row.id).await?;
+    ledger.reviews = abo_core::budget::Amount { usd, tokens };
+    // Every charge, also one the projection's row of its attempt no longer holds (an interrupted
+    // attempt charged, then run again under its number).
+    ledger.spent = abo_core::budget::Amount {
+        usd: row.spent_usd,
+        tokens: row.spent_tokens,
+    };
+    Ok(state)
+}
+
 /// Decides a command for a run that no process is executing (`abo kill`, `abo retry` on a stopped
 /// run) and commits its events. Effects are not run: there is nothing in flight to act on.
 pub async fn decide_offline(ctx: &Ctx, run: &RunId, cmd: Command) -> Result<RunState, EngineError> {

@@ -14,6 +14,8 @@ use abo_core::spec::{EmailSpec, NotifySpec, WebhookSpec};
 use crate::context::Ctx;
 use crate::redact::Redactor;
 
+pub mod decision;
+
 /// Tries per delivery, and the first backoff (doubled each time).
 const TRIES: u32 = 4;
 const BACKOFF: Duration = Duration::from_millis(300);
@@ -164,12 +166,14 @@ fn dispatch_unless(
         if kind == "notify.sent" {
             continue;
         }
+        let dashboard = spec.dashboard_url.clone();
         for w in &spec.webhooks {
             if NotifySpec::wants(&w.events, kind) && !done(e.seq, "webhook", &w.url) {
                 let (ctx, w, e) = (Arc::clone(ctx), w.clone(), e.clone());
                 let redactor = Redactor::from_process_env(secret_env);
+                let dashboard = dashboard.clone();
                 handles.push(tokio::spawn(async move {
-                    webhook(&ctx, &w, &e, &redactor).await
+                    webhook(&ctx, &w, &e, dashboard.as_deref(), &redactor).await
                 }));
             }
         }
@@ -178,7 +182,9 @@ fn dispatch_unless(
             && !done(e.seq, "email", &m.to.join(", "))
         {
             let (ctx, m, e) = (Arc::clone(ctx), m.clone(), e.clone());
-            handles.push(tokio::spawn(async move { email(&ctx, &m, &e).await }));
+            handles.push(tokio::spawn(async move {
+                email(&ctx, &m, &e, dashboard.as_deref()).await
+            }));
         }
     }
     handles
@@ -209,11 +215,38 @@ async fn record(
     let _ = ctx.store.append(&[ev]).await;
 }
 
-async fn webhook(ctx: &Ctx, w: &WebhookSpec, e: &StoredEvent, redactor: &Redactor) {
-    let body = match w.format.as_str() {
-        "slack" => serde_json::json!({ "text": slack_text(&headline(e)) }).to_string(),
-        _ => e.to_json().to_string(),
-    };
+/// A webhook's body: Slack's `{"text"}` or the event as JSON; a waiting approval's carries the
+/// link to its task's page, and a decision's its question and options (`decision`).
+fn webhook_body(w: &WebhookSpec, e: &StoredEvent, dashboard: Option<&str>) -> String {
+    let waiting = decision::Waiting::of(e, dashboard);
+    match w.format.as_str() {
+        "slack" => {
+            let mut text = slack_text(&headline(e));
+            if let Some(w) = &waiting {
+                text.push_str(&w.slack_lines());
+            }
+            serde_json::json!({ "text": text }).to_string()
+        }
+        _ => {
+            let mut doc = e.to_json();
+            if let (Some(w), Some(o)) = (&waiting, doc.as_object_mut())
+                && let serde_json::Value::Object(extra) = w.json()
+            {
+                o.extend(extra);
+            }
+            doc.to_string()
+        }
+    }
+}
+
+async fn webhook(
+    ctx: &Ctx,
+    w: &WebhookSpec,
+    e: &StoredEvent,
+    dashboard: Option<&str>,
+    redactor: &Redactor,
+) {
+    let body = webhook_body(w, e, dashboard);
     let body = redactor.redact(&body);
     let signature = w
         .secret_env
@@ -257,9 +290,15 @@ async fn webhook(ctx: &Ctx, w: &WebhookSpec, e: &StoredEvent, redactor: &Redacto
     record(ctx, e, "webhook", w.url.clone(), (false, TRIES, last)).await;
 }
 
-async fn email(ctx: &Ctx, m: &EmailSpec, e: &StoredEvent) {
+async fn email(ctx: &Ctx, m: &EmailSpec, e: &StoredEvent, dashboard: Option<&str>) {
     let subject = headline(e);
-    let body = serde_json::to_string_pretty(&e.to_json()).unwrap_or_default();
+    let lead = decision::Waiting::of(e, dashboard)
+        .map(|w| w.text_lines())
+        .unwrap_or_default();
+    let body = format!(
+        "{lead}{}",
+        serde_json::to_string_pretty(&e.to_json()).unwrap_or_default()
+    );
     let mut last = String::new();
     let mut delay = BACKOFF;
     for attempt in 1..=TRIES {

@@ -7,18 +7,17 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use axum::Form;
-use axum::extract::{Path, State as St};
+use axum::extract::State as St;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
-use abo_core::human;
-use abo_core::ids::{RunId, TaskId};
+use abo_core::ids::TaskId;
 use abo_core::state::RunState;
 
+use crate::State;
 use crate::auth::{Credential, Role, require};
 use crate::error::ApiError;
-use crate::{State, shapes};
 
 /// HTML-escapes text.
 pub fn esc(s: &str) -> String {
@@ -83,6 +82,11 @@ pub(crate) fn page(title: &str, run: Option<&str>, session: &Session, body: &str
 
 /// A page that needs a viewer: the CSRF token of its session; without one, the login form.
 pub(crate) async fn viewer(st: &State, h: &HeaderMap) -> Result<Session, Response> {
+    viewer_at(st, h, "/").await
+}
+
+/// [`viewer`] for a page at `here`: the login form brings the person back to it.
+pub(crate) async fn viewer_at(st: &State, h: &HeaderMap, here: &str) -> Result<Session, Response> {
     match require(&st.ctx.store, h, Role::Viewer).await {
         Ok(_) => Ok(Session {
             csrf: Credential::of(h)
@@ -96,23 +100,39 @@ pub(crate) async fn viewer(st: &State, h: &HeaderMap) -> Result<Session, Respons
                 .await
                 .map_err(|e| ApiError::from(e).into_response())?,
         }),
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => Err(login_page(None).into_response()),
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            Err(login_page(None, here).into_response())
+        }
         Err(e) => Err(e.into_response()),
     }
 }
 
-fn login_page(error: Option<&str>) -> Html<String> {
+/// Where a login may send the person: a path of this server, else home (an open redirect to
+/// another site, `//elsewhere` or `/\\elsewhere`, is refused).
+fn local_path(next: &str) -> &str {
+    let ok = next.starts_with('/')
+        && !next.starts_with("//")
+        && !next.contains('\\')
+        && !next.chars().any(|c| c.is_control() || c.is_whitespace());
+    if ok { next } else { "/" }
+}
+
+fn login_page(error: Option<&str>, next: &str) -> Html<String> {
     let err = error
         .map(|e| format!("<p class=s-failed>{}</p>", esc(e)))
         .unwrap_or_default();
     Html(format!(
-        "<!doctype html><html lang=en><head>{HEAD}<title>abo · log in</title></head><body><header><b>abo</b></header><main><h1>Log in</h1>{err}<form method=post action=/login><p><label>API token <input name=token type=password autocomplete=off required></label></p><button type=submit>Log in</button></form><p>Create one with <code>abo token create --role viewer</code>.</p></main></body></html>"
+        "<!doctype html><html lang=en><head>{HEAD}<title>abo · log in</title></head><body><header><b>abo</b></header><main><h1>Log in</h1>{err}<form method=post action=/login><input type=hidden name=next value=\"{next}\"><p><label>API token <input name=token type=password autocomplete=off required></label></p><button type=submit>Log in</button></form><p>Create one with <code>abo token create --role viewer</code>.</p></main></body></html>",
+        next = esc(local_path(next))
     ))
 }
 
 #[derive(Deserialize)]
 pub struct Login {
     token: String,
+    /// The page to go back to (a path of this server).
+    #[serde(default)]
+    next: Option<String>,
 }
 
 /// Checks the token once and keeps it in a session cookie.
@@ -131,9 +151,14 @@ pub async fn login(St(st): St<State>, h: HeaderMap, Form(f): Form<Login>) -> Res
                 "abo_session={token}; HttpOnly; SameSite=Strict; Path=/{}",
                 if secure { "; Secure" } else { "" }
             );
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+            let next = local_path(f.next.as_deref().unwrap_or("/"));
+            ([(header::SET_COOKIE, cookie)], Redirect::to(next)).into_response()
         }
-        Err(e) => (StatusCode::UNAUTHORIZED, login_page(Some(&e.message))).into_response(),
+        Err(e) => (
+            StatusCode::UNAUTHORIZED,
+            login_page(Some(&e.message), f.next.as_deref().unwrap_or("/")),
+        )
+            .into_response(),
     }
 }
 
@@ -152,9 +177,6 @@ pub async fn logout() -> Response {
 pub(crate) fn status_span(s: &str) -> String {
     format!("<span class=\"s-{0}\">{0}</span>", esc(s))
 }
-
-/// The most tasks a run's page lists (and the largest run whose graph it draws).
-const PAGE_TASKS: usize = 500;
 
 /// The run's DAG as SVG: columns by depth, each task colored by its state.
 pub fn dag_svg(state: &RunState) -> String {
@@ -227,7 +249,7 @@ pub fn dag_svg(state: &RunState) -> String {
     s
 }
 
-fn caps_html(doc: &serde_json::Value) -> String {
+pub(crate) fn caps_html(doc: &serde_json::Value) -> String {
     let mut o = String::new();
     for c in doc["run"]["budgets"].as_array().into_iter().flatten() {
         let limit = c["limit"].as_f64().unwrap_or(0.0);
@@ -266,90 +288,6 @@ fn caps_html(doc: &serde_json::Value) -> String {
         String::new()
     } else {
         format!("<h2>Budgets</h2><table>{o}</table>")
-    }
-}
-
-pub async fn run_page(St(st): St<State>, h: HeaderMap, Path(id): Path<String>) -> Response {
-    let session = match viewer(&st, &h).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let inner = async {
-        let row = st
-            .ctx
-            .store
-            .run(&RunId::new(&id))
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no run `{id}`")))?;
-        let doc = shapes::to_json(&shapes::view(&st.ctx, row).await?);
-        let all = doc["tasks"].as_array().map_or(0, Vec::len);
-        // A large run's page shows its first tasks and no graph: `abo status` lists them all.
-        let dag = if all <= PAGE_TASKS {
-            let state = abo_runtime::engine::load(&st.ctx.store, &RunId::new(&id))
-                .await
-                .map_err(ApiError::internal)?;
-            dag_svg(&state)
-        } else {
-            format!(
-                "<p class=more>{} tasks: the graph is drawn for runs of up to {PAGE_TASKS}; the first {PAGE_TASKS} are listed below, <code>abo status {}</code> lists them all.</p>",
-                human::grouped(all as u64),
-                esc(&id)
-            )
-        };
-        let r = &doc["run"];
-        let mut tasks = String::new();
-        for t in doc["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .take(PAGE_TASKS)
-        {
-            let tid = t["id"].as_str().unwrap_or("");
-            let _ = write!(
-                tasks,
-                "<tr data-task=\"{tid}\"><td><a href=\"/runs/{run}/tasks/{tid}\">{tid}</a></td><td class=status>{status}</td><td>{att}</td><td class=wide>{backend}</td><td>{cost}</td><td class=wide>{tok}</td><td>{reason}</td></tr>",
-                tid = esc(tid),
-                run = esc(&id),
-                status = status_span(t["status"].as_str().unwrap_or("")),
-                att = t["attempts"],
-                backend = esc(t["backend"].as_str().unwrap_or("-")),
-                cost = abo_core::human::usd(t["cost_usd"].as_f64().unwrap_or(0.0)),
-                tok = abo_core::human::tokens(t["tokens"].as_u64().unwrap_or(0)),
-                reason = esc(t["reason"].as_str().unwrap_or(""))
-            );
-        }
-        let live = !matches!(r["status"].as_str(), Some("finished" | "killed"));
-        let buttons = if live {
-            format!(
-                "<p><button data-act=\"/v1/runs/{i}/pause\" data-confirm=\"Pause run {i}?\">Pause</button><button data-act=\"/v1/runs/{i}/resume\">Resume</button><button data-act=\"/v1/runs/{i}/kill\" data-confirm=\"Kill run {i}? Nothing more lands.\">Kill</button></p>",
-                i = esc(&id)
-            )
-        } else {
-            String::new()
-        };
-        let pr = r["pull_request"]
-            .as_str()
-            .map(|u| format!("<p>Pull request: <a href=\"{0}\">{0}</a></p>", esc(u)))
-            .unwrap_or_default();
-        Ok::<_, ApiError>(format!(
-            "<h1>Run {i}</h1><p>{title} — {status}{reason} · branch <code>{branch}</code> · spent {usd}, {tok} tokens</p>{pr}{buttons}{dag}{caps}<h2>Tasks</h2><table><tr><th>task</th><th>status</th><th>att</th><th class=wide>backend</th><th>cost</th><th class=wide>tokens</th><th>reason</th></tr>{tasks}</table>",
-            i = esc(&id),
-            title = esc(r["title"].as_str().unwrap_or("")),
-            status = status_span(r["status"].as_str().unwrap_or("")),
-            reason = r["reason"]
-                .as_str()
-                .map(|x| format!(" ({})", esc(x)))
-                .unwrap_or_default(),
-            branch = esc(r["branch"].as_str().unwrap_or("")),
-            usd = abo_core::human::usd(r["spent_usd"].as_f64().unwrap_or(0.0)),
-            tok = abo_core::human::tokens(r["spent_tokens"].as_u64().unwrap_or(0)),
-            dag = dag,
-            caps = caps_html(&doc),
-        ))
-    };
-    match inner.await {
-        Ok(body) => page(&format!("run {id}"), Some(&id), &session, &body).into_response(),
-        Err(e) => e.into_response(),
     }
 }
 

@@ -29,8 +29,10 @@ pub(crate) fn when(now: Timestamp, t: Timestamp) -> String {
     )
 }
 
-/// An agent's question: its options as buttons, a box for words, and Skip (a rejection).
-fn decision_card(a: &ApprovalRow, now: Timestamp) -> String {
+/// An agent's question: its options as buttons, a box for words, and Skip (a rejection). With
+/// `chosen` (a notification's link to one option), that option is shown chosen with one button
+/// that confirms it: following the link changes nothing, the confirmation is a POST of the session.
+fn decision_card(a: &ApprovalRow, now: Timestamp, chosen: Option<usize>) -> String {
     let id = esc(&a.id);
     let q = abo_core::decide::question::from_reasons(&a.reasons);
     let options: String = q
@@ -45,8 +47,20 @@ fn decision_card(a: &ApprovalRow, now: Timestamp) -> String {
             )
         })
         .collect();
+    let confirm = match chosen {
+        Some(n) => match n.checked_sub(1).and_then(|i| q.options.get(i)) {
+            Some(o) => format!(
+                "<p class=chosen>You chose option {n}: <b>{o}</b>. <button class=confirm data-answer=\"{id}\" data-choose={n}>Confirm option {n}</button></p>",
+                o = esc(o)
+            ),
+            None => {
+                format!("<p class=s-failed>The question has no option {n}: choose one below.</p>")
+            }
+        },
+        None => String::new(),
+    };
     format!(
-        "<div class=\"card decision\" data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> · the agent asks, {at}<p class=question>{question}</p><p class=options>{options}</p><textarea id=\"reason-{id}\" placeholder=\"your answer, or why you skip it\"></textarea><button data-answer=\"{id}\">Answer</button><button data-decide=\"{id}\" data-approve=false>Skip</button></div>",
+        "<div class=\"card decision\" id=decide data-approval=\"{id}\"><b>{task}</b> in <a href=\"/runs/{run}\">{run}</a> · the agent asks, {at}<p class=question>{question}</p>{confirm}<p class=options>{options}</p><textarea id=\"reason-{id}\" placeholder=\"your answer, or why you skip it\"></textarea><button data-answer=\"{id}\">Answer</button><button data-decide=\"{id}\" data-approve=false>Skip</button></div>",
         task = esc(a.task.as_str()),
         run = esc(a.run.as_str()),
         at = when(now, a.created_at),
@@ -56,8 +70,17 @@ fn decision_card(a: &ApprovalRow, now: Timestamp) -> String {
 
 /// An approval waiting, with its reasons, a reason box and its decisions.
 pub(crate) fn approval_card(a: &ApprovalRow, now: Timestamp) -> String {
+    approval_card_chosen(a, now, None)
+}
+
+/// An approval waiting; a decision's with the option a notification's link chose, to confirm.
+pub(crate) fn approval_card_chosen(
+    a: &ApprovalRow,
+    now: Timestamp,
+    chosen: Option<usize>,
+) -> String {
     if a.action == "decision" {
-        return decision_card(a, now);
+        return decision_card(a, now, chosen);
     }
     let id = esc(&a.id);
     let reasons: String = a

@@ -22,6 +22,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
+pub mod run_page;
 pub mod shapes;
 pub mod summary_page;
 pub mod task_page;

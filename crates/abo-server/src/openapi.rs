@@ -44,6 +44,11 @@ fn parameters(path: &str) -> Vec<Value> {
             ("after", "integer"),
             ("limit", "integer"),
         ],
+        "/v1/runs/{id}/tasks" => &[
+            ("status", "string"),
+            ("offset", "integer"),
+            ("limit", "integer"),
+        ],
         "/v1/tasks/{id}/retry" => &[("run", "string")],
         "/v1/report" => &[("since", "string")],
         _ => &[],

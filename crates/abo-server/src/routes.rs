@@ -85,7 +85,12 @@ pub const ROUTES: &[Route] = &[
         AD,
         "Kill a run: its processes stop, nothing more lands.",
     ),
-    r("get", "/v1/runs/{id}/tasks", V, "A run's tasks."),
+    r(
+        "get",
+        "/v1/runs/{id}/tasks",
+        V,
+        "A run's tasks in plan order: all, or a page with `status` (one status), `offset` and `limit` (at most 1000).",
+    ),
     r(
         "get",
         "/v1/runs/{id}/tasks/{task}/live",
@@ -212,7 +217,7 @@ pub fn app(state: State) -> axum::Router {
         .route("/logout", post(crate::dashboard::logout))
         .route("/static/dashboard.js", get(crate::dashboard::script))
         .route("/static/dashboard.css", get(crate::dashboard::stylesheet))
-        .route("/runs/{id}", get(crate::dashboard::run_page))
+        .route("/runs/{id}", get(crate::run_page::run_page))
         .route("/runs/{id}/tasks/{task}", get(crate::task_page::task_page))
         .route("/approvals", get(crate::dashboard::approvals_page))
         .route("/summary", get(crate::summary_page::summary_page))
@@ -278,14 +283,43 @@ async fn get_run(
     Ok(Json(shapes::to_json(&shapes::view(&st.ctx, row).await?)))
 }
 
+#[derive(Deserialize)]
+struct TasksQuery {
+    status: Option<String>,
+    offset: Option<u64>,
+    limit: Option<u64>,
+}
+
+/// The most tasks one page of `/v1/runs/{id}/tasks` holds.
+const TASKS_LIMIT: u64 = 1000;
+
+/// A run's tasks in plan order: all of them, or (with `status`, `offset` or `limit`) a page read
+/// from the tasks projection alone, at most [`TASKS_LIMIT`].
 async fn run_tasks(
     St(st): St<State>,
     h: HeaderMap,
     Path(id): Path<String>,
+    Query(q): Query<TasksQuery>,
 ) -> Result<Json<Value>, ApiError> {
     auth(&st, &h, "get", "/v1/runs/{id}/tasks").await?;
     let row = run_row(&st, &id).await?;
-    let doc = shapes::to_json(&shapes::view(&st.ctx, row).await?);
+    let on = crate::run_page::status_filter(q.status.as_deref())?;
+    let which = if on.is_none() && q.offset.is_none() && q.limit.is_none() {
+        shapes::Tasks::All
+    } else {
+        let limit = q.limit.unwrap_or(TASKS_LIMIT);
+        if limit == 0 || limit > TASKS_LIMIT {
+            return Err(ApiError::bad_request(format!(
+                "limit: {limit} is not from 1 to {TASKS_LIMIT}"
+            )));
+        }
+        shapes::Tasks::Page {
+            statuses: on.as_slice(),
+            offset: q.offset.unwrap_or(0),
+            limit,
+        }
+    };
+    let doc = shapes::to_json(&shapes::view_of(&st.ctx, row, which).await?);
     Ok(Json(doc["tasks"].clone()))
 }
 

@@ -5,7 +5,8 @@ use serde_json::{Value, json};
 use abo_core::budget::{CapUse, Unit};
 use abo_store::{ApprovalRow, RunRow, TaskRow, TokenRow};
 
-/// A run as `abo status` shows it: its row, its tasks, and each cap with what is spent against it.
+/// A run as `abo status` shows it: its row, its tasks (all, or the page asked for), and each cap
+/// with what is spent against it.
 pub struct View {
     pub run: RunRow,
     pub tasks: Vec<TaskRow>,
@@ -19,13 +20,54 @@ pub struct View {
     pub reviews: abo_core::budget::Amount,
     /// Each task's candidates (`proposals:`, `hedge:`), by task id.
     pub proposals: std::collections::BTreeMap<String, Vec<abo_core::proposal::Shown>>,
+    /// No process drives the run: what its log leaves in flight is shown `interrupted`.
+    pub orphaned: bool,
 }
 
-/// Loads the run named (or the latest) with its caps, replayed from its log.
-pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewError> {
-    let mut tasks = ctx.store.tasks(&row.id).await?;
-    interrupted(ctx, &mut row, &mut tasks).await?;
-    let mut state = abo_runtime::engine::load(&ctx.store, &row.id).await?;
+/// Which of a run's tasks a view holds.
+pub enum Tasks<'a> {
+    All,
+    /// Those in one of `statuses` (all when empty), in plan order, from `offset`, at most `limit`.
+    Page {
+        statuses: &'a [&'a str],
+        offset: u64,
+        limit: u64,
+    },
+}
+
+/// Loads the run named with all its tasks and its caps.
+pub async fn view(ctx: &abo_runtime::Ctx, row: RunRow) -> Result<View, ViewError> {
+    view_of(ctx, row, Tasks::All).await
+}
+
+/// Loads the run named with the tasks asked for and its caps, read from its projections (its
+/// row, its tasks' rows, its spend) and its own run-level events, never its whole log: a run of
+/// 10,000 tasks costs what a run of 10 does.
+pub async fn view_of(
+    ctx: &abo_runtime::Ctx,
+    mut row: RunRow,
+    which: Tasks<'_>,
+) -> Result<View, ViewError> {
+    let orphaned = orphaned(ctx, &row).await?;
+    let mut tasks = match which {
+        Tasks::All => ctx.store.tasks(&row.id).await?,
+        Tasks::Page {
+            statuses,
+            offset,
+            limit,
+        } => {
+            // A run nobody drives shows its running tasks `interrupted`: that filter is theirs.
+            let mut asked: Vec<&str> = statuses.to_vec();
+            if orphaned && asked.contains(&"interrupted") {
+                asked.extend(["running", "verifying"]);
+            }
+            ctx.store.tasks_page(&row.id, &asked, offset, limit).await?
+        }
+    };
+    if orphaned {
+        interrupted(&mut row, &mut tasks);
+    }
+    let mut state = abo_runtime::engine::load_head(&ctx.store, &row).await?;
     let now = ctx.now();
     if state.closing.owes() {
         let driven = ctx
@@ -54,6 +96,36 @@ pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewE
         state.windows = w;
     }
     let b = &state.budgets;
+    let caps = caps(&state, now);
+    // Each listed task's candidates, from its `task.proposal` events alone (never the whole log).
+    let events = ctx.store.run_events_of(&row.id, &["task.proposal"]).await?;
+    let proposals = tasks
+        .iter()
+        .filter_map(|t| {
+            let id = abo_core::ids::TaskId::new(t.id.as_str());
+            let shown = abo_core::proposal::shown(&id, &events, None);
+            (!shown.is_empty()).then(|| (t.id.to_string(), shown))
+        })
+        .collect();
+    let (usd, tokens) = ctx.store.run_review_spent(&row.id).await?;
+    Ok(View {
+        proposals,
+        run: row,
+        tasks,
+        caps,
+        alert_at: b.alert_at,
+        budget_usd: b.run.usd,
+        budget_tokens: b.run.tokens,
+        leases: ctx.store.attempt_leases(Some(&state.id)).await?,
+        orphaned,
+        reviews: abo_core::budget::Amount { usd, tokens },
+    })
+}
+
+/// Each cap of the run with what is charged and reserved against it: the run's, each backend's,
+/// the day's and week's, and its running time.
+pub fn caps(state: &abo_core::state::RunState, now: abo_core::ids::Timestamp) -> Vec<CapUse> {
+    let b = &state.budgets;
     let mut caps = state.ledger.caps_for(b, None, None, &state.windows);
     for name in b.per_backend.keys() {
         let name = abo_core::ids::BackendName::new(name);
@@ -77,43 +149,22 @@ pub async fn view(ctx: &abo_runtime::Ctx, mut row: RunRow) -> Result<View, ViewE
             reserved: 0.0,
         });
     }
-    let events = ctx.store.run_events(&row.id).await?;
-    let proposals = state
-        .tasks_in_order()
-        .map(|t| {
-            let shown = abo_core::proposal::shown(&t.spec.id, &events, Some(&t.state));
-            (t.spec.id.to_string(), shown)
-        })
-        .filter(|(_, v)| !v.is_empty())
-        .collect();
-    Ok(View {
-        proposals,
-        run: row,
-        tasks,
-        caps,
-        alert_at: b.alert_at,
-        budget_usd: b.run.usd,
-        budget_tokens: b.run.tokens,
-        leases: ctx.store.attempt_leases(Some(&state.id)).await?,
-        reviews: state.ledger.reviews,
-    })
+    caps
 }
 
-/// A run no process drives any more (abo was killed, or stopped by a signal) has nothing running:
-/// the tasks its log leaves in flight are shown `interrupted`, and a run that was running is shown
-/// `interrupted` too, with the command that continues it.
-async fn interrupted(
-    ctx: &abo_runtime::Ctx,
-    row: &mut RunRow,
-    tasks: &mut [abo_store::TaskRow],
-) -> Result<(), ViewError> {
+/// Whether no process drives a run that is running or paused (abo was killed, or stopped by a
+/// signal): it has nothing running.
+pub async fn orphaned(ctx: &abo_runtime::Ctx, row: &RunRow) -> Result<bool, ViewError> {
     if !matches!(row.status.as_str(), "running" | "paused") {
-        return Ok(());
+        return Ok(false);
     }
     let lease = ctx.store.lease(&row.id).await?;
-    if lease.is_some_and(|l| abo_runtime::engine::driven(&l, ctx.now())) {
-        return Ok(());
-    }
+    Ok(!lease.is_some_and(|l| abo_runtime::engine::driven(&l, ctx.now())))
+}
+
+/// An orphaned run's tasks its log leaves in flight are shown `interrupted`, and a run that was
+/// running is shown `interrupted` too, with the command that continues it.
+fn interrupted(row: &mut RunRow, tasks: &mut [abo_store::TaskRow]) {
     for t in tasks.iter_mut() {
         if matches!(t.status.as_str(), "running" | "verifying") {
             t.status = "interrupted".into();
@@ -127,7 +178,6 @@ async fn interrupted(
             row.id
         ));
     }
-    Ok(())
 }
 
 fn ts(t: Option<abo_core::ids::Timestamp>) -> Value {

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use abo_core::home::{Section, figures, one_line};
 use abo_core::human;
-use abo_core::report::Item;
+use abo_core::report::{Item, Key, SUMMARY_KINDS, Summary, Tally, summary_since};
 
 use crate::State;
 use crate::dashboard::{esc, page, viewer};
@@ -51,6 +51,46 @@ fn card(section: Section, i: &Item, prs: &BTreeMap<String, String>) -> String {
     )
 }
 
+/// Items per section the page lists (each with its figures); `abo summary` lists them all.
+const SHOWN: usize = 50;
+
+/// The summary of every run since `since`, read from the events of its window alone (index
+/// `events_kind_ts`) and, for the first `each` items of each section, the task's figures from its
+/// row and its first start: never the whole log, so a store holding a run of 10,000 tasks costs
+/// what its window holds.
+pub async fn load(
+    store: &abo_store::Store,
+    since: abo_core::ids::Timestamp,
+    each: usize,
+) -> Result<Summary, ApiError> {
+    let events = store.events_since(&SUMMARY_KINDS, since).await?;
+    let refs: Vec<&abo_core::event::StoredEvent> = events.iter().collect();
+    let bare = summary_since(&refs, since, &BTreeMap::new());
+    let mut tallies: BTreeMap<Key, Tally> = BTreeMap::new();
+    let listed = bare.waiting.iter().take(each);
+    let listed = listed.chain(bare.failed.iter().take(each));
+    for i in listed.chain(bare.landed.iter().take(each)) {
+        let key = (i.run.clone(), i.task.clone());
+        if tallies.contains_key(&key) {
+            continue;
+        }
+        let Some(row) = store.task(&i.run, &i.task).await? else {
+            continue;
+        };
+        let first_start = store.first_started(&i.run, &i.task).await?;
+        tallies.insert(
+            key,
+            Tally {
+                title: row.title,
+                cost_usd: row.cost_usd,
+                attempts: row.attempts,
+                first_start,
+            },
+        );
+    }
+    Ok(summary_since(&refs, since, &tallies))
+}
+
 pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
     let session = match viewer(&st, &h).await {
         Ok(c) => c,
@@ -59,8 +99,7 @@ pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
     let inner = async {
         let now = st.ctx.now();
         let since = abo_core::ids::Timestamp(now.0 - 24 * 3600 * 1000);
-        let events = crate::metrics::all_events(&st.ctx.store).await?;
-        let s = abo_core::report::summary(&events, since);
+        let s = load(&st.ctx.store, since, SHOWN).await?;
         let prs: BTreeMap<String, String> = st
             .ctx
             .store
@@ -86,8 +125,15 @@ pub async fn summary_page(St(st): St<State>, h: HeaderMap) -> Response {
             if items.is_empty() {
                 o.push_str("<p>None.</p>");
             }
-            for i in items {
+            for i in items.iter().take(SHOWN) {
                 o.push_str(&card(section, i, &prs));
+            }
+            if items.len() > SHOWN {
+                let _ = write!(
+                    o,
+                    "<p class=more>and {} more: <code>abo summary</code> lists them all.</p>",
+                    human::grouped((items.len() - SHOWN) as u64)
+                );
             }
         }
         Ok::<_, ApiError>(o)

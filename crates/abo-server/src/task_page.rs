@@ -7,8 +7,8 @@
 
 use std::fmt::Write;
 
-use axum::extract::{Path, State as St};
-use axum::http::HeaderMap;
+use axum::extract::{Path, Query, State as St};
+use axum::http::{HeaderMap, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -17,7 +17,7 @@ use abo_core::human;
 use abo_core::ids::{AttemptId, RunId, TaskId};
 
 use crate::State;
-use crate::dashboard::{esc, page, status_span, viewer};
+use crate::dashboard::{esc, page, status_span};
 use crate::diffview::{self, Pin};
 use crate::error::ApiError;
 use crate::home::when;
@@ -39,22 +39,37 @@ fn pins_of(input: &Value) -> Vec<Pin> {
         .collect()
 }
 
+#[derive(serde::Deserialize)]
+pub struct TaskPageQuery {
+    /// A notification's link to one option of the task's question: shown chosen, to confirm.
+    choose: Option<usize>,
+}
+
 pub async fn task_page(
     St(st): St<State>,
     h: HeaderMap,
+    uri: Uri,
     Path((run, task)): Path<(String, String)>,
+    Query(q): Query<TaskPageQuery>,
 ) -> Response {
-    let session = match viewer(&st, &h).await {
+    // A link from a notification: after logging in, the person comes back to it.
+    let here = uri.path_and_query().map_or("/", |p| p.as_str());
+    let session = match crate::dashboard::viewer_at(&st, &h, here).await {
         Ok(c) => c,
         Err(r) => return r,
     };
-    match body(&st, &run, &task).await {
+    match body(&st, &run, &task, q.choose).await {
         Ok(body) => page(&format!("{run}/{task}"), Some(&run), &session, &body).into_response(),
         Err(e) => e.into_response(),
     }
 }
 
-async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
+async fn body(
+    st: &State,
+    run: &str,
+    task: &str,
+    choose: Option<usize>,
+) -> Result<String, ApiError> {
     let now = st.ctx.now();
     let (run_id, task_id) = (RunId::new(run), TaskId::new(task));
     let spec = crate::home::spec_head(st, &run_id)
@@ -87,6 +102,13 @@ async fn body(st: &State, run: &str, task: &str) -> Result<String, ApiError> {
             .map(|x| format!("<br><span class=reason>{}</span>", esc(x)))
             .unwrap_or_default(),
     );
+
+    // What waits for a person on this task: decided here (a notification links to it).
+    for a in st.ctx.store.pending_approvals().await? {
+        if a.run == run_id && a.task == task_id {
+            o.push_str(&crate::home::approval_card_chosen(&a, now, choose));
+        }
+    }
 
     // The attempt now: since when, against its timeout, and what it holds.
     let started = events.iter().rev().find_map(|e| match &e.event.body {

@@ -20,6 +20,9 @@ use abo_server::routes::ROUTES;
 use abo_server::{ApiError, BoxFut, Control, CreateRun, State};
 use abo_store::{Store, TokenRow};
 
+#[path = "api/run_page.rs"]
+mod run_page;
+
 /// Records what the API asked; answers as a real control would.
 #[derive(Default)]
 struct Fake {

@@ -11,6 +11,7 @@ mod batch;
 mod deploy_lock;
 mod glance;
 mod knowledge;
+mod pages;
 mod project;
 mod schema;
 mod work;
@@ -31,6 +32,7 @@ use project::Fold;
 pub use deploy_lock::DeployLock;
 pub use glance::AlertRow;
 pub use knowledge::{KnowledgeBlob, KnowledgeDoc};
+pub use pages::SpendRow;
 pub use work::{AttemptLease, EVENTS, JOBS, Job, JobKind, JobState, Listener, RESULTS, WorkerRow};
 
 #[derive(Debug, thiserror::Error)]

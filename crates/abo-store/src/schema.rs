@@ -307,6 +307,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run, task, attempt)
     );
     CREATE INDEX review_spend_charged ON review_spend (charged_at);",
+    // 14: a run's tasks in plan order, all or by status, for the run's page (a page of 10,000
+    // tasks read without sorting them all), and a run's events of a few kinds.
+    "CREATE INDEX tasks_position ON tasks (run, position);
+    CREATE INDEX tasks_status ON tasks (run, status, position);
+    CREATE INDEX events_run_kind ON events (run, kind, seq);",
 ];
 
 /// A migration in PostgreSQL's words: 64-bit integers, doubles, bytes and serial keys.

@@ -93,6 +93,13 @@ async fn pages(addr: &str, token: &str, run: &RunId, reps: usize) -> anyhow::Res
         ("home", "/".to_owned()),
         ("task", format!("/runs/{run}/tasks/{task}")),
         ("run", format!("/runs/{run}")),
+        ("run_failed", format!("/runs/{run}?status=failed")),
+        (
+            "run_landed_page_50",
+            format!("/runs/{run}?status=landed&page=50"),
+        ),
+        ("api_run", format!("/v1/runs/{run}")),
+        ("api_tasks_page", format!("/v1/runs/{run}/tasks?limit=100")),
         ("summary", "/summary".to_owned()),
         ("stylesheet", "/static/dashboard.css".to_owned()),
         ("script", "/static/dashboard.js".to_owned()),
@@ -116,6 +123,40 @@ async fn pages(addr: &str, token: &str, run: &RunId, reps: usize) -> anyhow::Res
     Ok(Value::Object(out))
 }
 
+/// The browser harness of the dashboard's tests (playwright-core), where this source tree has it.
+const HARNESS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
+
+/// Time to first render in headless Chromium (`tests/browser/paint.mjs`): per page the median of
+/// `reps` navigations to first contentful paint and to the load event; a note saying why when the
+/// harness (node, playwright-core, Chromium) is not installed here.
+async fn first_render(addr: &str, token: &str, run: &RunId, reps: usize) -> Value {
+    let harness = Path::new(HARNESS);
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !harness.join("node_modules/playwright-core").exists() || !Path::new(&chromium).exists() {
+        return json!({ "skipped": "no browser harness here: npm ci in crates/abo/tests/browser and Chromium at $CHROMIUM or /usr/bin/chromium" });
+    }
+    let mut spec = abo_runtime::process::Spec::new("node", harness).args(["paint.mjs"]);
+    spec.env = vec![
+        ("ABO_URL".into(), format!("http://{addr}")),
+        ("ABO_TOKEN".into(), token.to_owned()),
+        (
+            "ABO_PAGES".into(),
+            format!("/ /runs/{run}/tasks/t5 /runs/{run} /summary"),
+        ),
+        ("ABO_REPS".into(), reps.to_string()),
+        ("CHROMIUM".into(), chromium),
+    ];
+    spec.timeout = Some(std::time::Duration::from_secs(600));
+    match abo_runtime::process::run(&spec, &Default::default()).await {
+        Ok(out) if out.exit == Some(0) => serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| json!({ "error": e.to_string() })),
+        Ok(out) => {
+            json!({ "error": String::from_utf8_lossy(&out.stderr).chars().take(2000).collect::<String>() })
+        }
+        Err(e) => json!({ "error": e.to_string() }),
+    }
+}
+
 /// The figure: pages of a small and a large run, measured in the same run of the bench.
 pub(crate) async fn dashboard(dir: &Path, quick: bool) -> anyhow::Result<Value> {
     let large = if quick { 1000 } else { 10_000 };
@@ -126,6 +167,7 @@ pub(crate) async fn dashboard(dir: &Path, quick: bool) -> anyhow::Result<Value> 
         std::fs::create_dir_all(&sub)?;
         let (addr, token, run, server) = serve_run(&sub, n).await?;
         out[format!("tasks_{n}")] = pages(&addr, &token, &run, reps).await?;
+        out[format!("tasks_{n}")]["first_render"] = first_render(&addr, &token, &run, reps).await;
         server.abort();
     }
     Ok(out)

@@ -584,8 +584,7 @@ async fn summary(st: &State, since: Option<&str>) -> Result<Value, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("since: {e}")))?;
     let now = st.ctx.now();
     let from = Timestamp(now.0 - i64::try_from(back.as_millis()).unwrap_or(i64::MAX));
-    let events = crate::metrics::all_events(&st.ctx.store).await?;
-    let s = abo_core::report::summary(&events, from);
+    let s = crate::summary_page::load(&st.ctx.store, from, usize::MAX).await?;
     serde_json::to_value(s).map_err(ApiError::internal)
 }
 

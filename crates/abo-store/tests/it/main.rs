@@ -154,6 +154,7 @@ conformance!(
     baselines_are_kept_by_repository_tree_and_gate,
     knowledge_is_kept_by_blob_and_commit,
     landed_durations_are_by_task_type_from_started_to_landed,
+    a_runs_page_reads_what_it_shows,
 );
 
 fn history(run: &str) -> Vec<Event> {
@@ -1457,4 +1458,128 @@ async fn futures_stores(db: &Db, n: usize) -> Vec<Store> {
         out.push(db.open().await);
     }
     out
+}
+
+/// What a run's page reads instead of its whole log: its spec's head, its own events, its spend,
+/// a page of its tasks (all or by status), their counts, events of a few kinds since a time, a
+/// task's first start; the same on both databases, and after a rebuild.
+async fn a_runs_page_reads_what_it_shows(db: Db) {
+    let store = db.open().await;
+    store.append(&busy_history("r")).await.unwrap();
+    let run = RunId::new("r");
+    for pass in ["live", "rebuilt"] {
+        let mut head = spec(&["a", "b", "c", "d", "e", "skip"]);
+        head.tasks.clear();
+        assert_eq!(
+            store.run_spec_head(&run).await.unwrap(),
+            Some(head),
+            "{pass}"
+        );
+        assert_eq!(
+            store.run_spec_head(&RunId::new("none")).await.unwrap(),
+            None
+        );
+        let kinds: Vec<&str> = store
+            .run_level_events(&run)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event.body.kind())
+            .collect();
+        // Not the run's creation, alert or pull request: only what moves its clock, caps and end.
+        assert_eq!(
+            kinds,
+            ["run.started", "run.paused", "run.resumed", "run.finished"],
+            "{pass}"
+        );
+        let spend = store.run_spend(&run).await.unwrap();
+        let rows: Vec<(&str, u32, &str, f64, Option<f64>)> = spend
+            .iter()
+            .map(|s| {
+                (
+                    s.task.as_str(),
+                    s.attempt,
+                    s.backend.as_str(),
+                    s.reserved_usd,
+                    s.charged.map(|c| c.0),
+                )
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("a", 1, "claude", 0.5, Some(0.25)),
+                ("b", 1, "claude", 0.5, None)
+            ],
+            "{pass}"
+        );
+        let all = store.tasks(&run).await.unwrap();
+        let ids = |rows: &[abo_store::TaskRow]| -> Vec<String> {
+            rows.iter().map(|t| t.id.to_string()).collect()
+        };
+        assert_eq!(
+            store.tasks_page(&run, &[], 0, 100).await.unwrap(),
+            all,
+            "{pass}"
+        );
+        assert_eq!(
+            ids(&store.tasks_page(&run, &[], 2, 2).await.unwrap()),
+            ["c", "d"]
+        );
+        assert_eq!(
+            ids(&store.tasks_page(&run, &["landed"], 1, 10).await.unwrap()),
+            ["b", "c"],
+            "{pass}"
+        );
+        assert_eq!(
+            ids(&store
+                .tasks_page(&run, &["denied", "skipped"], 0, 10)
+                .await
+                .unwrap()),
+            ["d", "skip"],
+            "{pass}"
+        );
+        // A status is bound, not spliced into the query.
+        assert!(
+            store
+                .tasks_page(&run, &["landed') OR ('1'='1"], 0, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let counts = store.task_status_counts(&run).await.unwrap();
+        let want: std::collections::BTreeMap<String, u64> = [
+            ("cancelled", 1),
+            ("denied", 1),
+            ("landed", 3),
+            ("skipped", 1),
+        ]
+        .into_iter()
+        .map(|(s, n)| (s.to_owned(), n))
+        .collect();
+        assert_eq!(counts, want, "{pass}");
+        let at = Timestamp(1_700_000_000_000);
+        let landed = store
+            .events_since(&["task.landed", "task.denied"], at)
+            .await
+            .unwrap();
+        assert_eq!(landed.len(), 4, "{pass}");
+        assert!(
+            store
+                .events_since(&["task.landed"], Timestamp(at.0 + 1))
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.events_since(&[], at).await.unwrap().is_empty());
+        assert_eq!(
+            store.first_started(&run, &TaskId::new("b")).await.unwrap(),
+            Some(at)
+        );
+        assert_eq!(
+            store.first_started(&run, &TaskId::new("e")).await.unwrap(),
+            None
+        );
+        store.rebuild_projections().await.unwrap();
+    }
 }

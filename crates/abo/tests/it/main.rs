@@ -23,6 +23,7 @@ mod hostile;
 mod knowledge;
 mod mcp;
 mod notify;
+mod notify_decide;
 mod policy;
 
 mod pr;
