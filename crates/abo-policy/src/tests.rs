@@ -705,3 +705,102 @@ fn coverage_gaps_are_closed() {
         assert_eq!(p.evaluate(&i).unwrap().deny.len(), want, "{max}");
     }
 }
+
+/// The per-file rules test a cheap built-in first (a prefix, a suffix, a set lookup) and call the
+/// bundle's functions only on what it leaves: on paths chosen to sit at each test's edges, the
+/// paths each rule reports are exactly those the functions, called on every path, select (and, for
+/// `sensitive`, those the word-by-word definition it replaced selects).
+#[test]
+fn the_fast_per_file_rules_select_what_the_functions_select() {
+    let paths = [
+        ".github/workflows/ci.yml",
+        ".github/actions/a/action.yml",
+        ".github/CODEOWNERS",
+        ".circleci/config.yml",
+        ".buildkite/pipeline.yml",
+        "Jenkinsfile",
+        "sub/Jenkinsfile",
+        "action.yml",
+        "sub/action.yml",
+        ".gitlab-ci.yml",
+        ".travis.yml",
+        "src/main.rs",
+        "requirements.txt",
+        "REQUIREMENTS-dev.TXT",
+        "constraints.in",
+        "requirements/dev.txt",
+        "x/requirements/y.TXT",
+        "Requirements/y.txt",
+        "notes.txt",
+        "x.in",
+        ".txt",
+        "flake.lock",
+        "a.LOCK",
+        "lock",
+        "Cargo.toml",
+        "sub/package.json",
+        "abo.yml",
+        "docs/abo.yml",
+        ".abo/policy/p.rego",
+        "x/.abo/y",
+        "vendor/lib/x.rs",
+        ".env",
+        "config/.env.prod",
+        "my.env",
+        "src/auth_token.rs",
+        "src/AUTH_x/y.rs",
+        "src/session.rs",
+        "src/sessions_x.rs",
+        "src/authx_y.rs",
+        "src/_auth.rs",
+        "src/secret__x.rs",
+        "src/crypto_/k.rs",
+    ];
+    let check = ".abo/policy/check.rego".to_owned();
+    let rules = "package abo\n\n\
+        slow_ci := {p | some p in file_paths; ci_path(p)}\n\n\
+        slow_dependencies := {p | some p in file_paths; manifest(p)}\n\n\
+        slow_protected := {p | some p in file_paths; protected(p)}\n\n\
+        sensitive_before(p) if {\n\tsome seg in lower_segments(p)\n\tsome w in sensitive_words\n\tstartswith(seg, concat(\"\", [w, \"_\"]))\n}\n\n\
+        sensitive_now := {p | some p in file_paths; sensitive(p)}\n\n\
+        sensitive_then := {p | some p in file_paths; sensitive_before(p)}\n\n\
+        sensitive_then_words := {p | some p in file_paths; some seg in lower_segments(p); sensitive_words[split(seg, \".\")[0]]}\n"
+        .to_owned();
+    let config = serde_json::json!({ "protected_paths": ["vendor/", "docs/abo.yml"] });
+    let mut p = Policy::load(&config, &[(check, rules)]).unwrap();
+    let i = input(&paths, &[], "", 1);
+    let mut q = |rule: &str| -> Vec<String> {
+        let mut v: Vec<String> = p
+            .query(&i, &format!("data.abo.{rule}"))
+            .unwrap()
+            .unwrap_or_default()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    let (ci, deps, prot) = (
+        q("ci_changed"),
+        q("dependencies_changed"),
+        q("protected_changed"),
+    );
+    assert_eq!(ci, q("slow_ci"));
+    assert_eq!(deps, q("slow_dependencies"));
+    assert_eq!(prot, q("slow_protected"));
+    let mut before = q("sensitive_then");
+    before.extend(q("sensitive_then_words"));
+    before.sort();
+    before.dedup();
+    assert_eq!(q("sensitive_now"), before);
+    // The controls: each set is the one its rule is about.
+    assert_eq!(ci.len(), 8, "{ci:?}");
+    assert!(deps.contains(&"a.LOCK".to_owned()) && !deps.contains(&"notes.txt".to_owned()));
+    assert_eq!(prot.len(), 4, "{prot:?}");
+    assert!(
+        before.contains(&"src/AUTH_x/y.rs".to_owned())
+            && !before.contains(&"src/authx_y.rs".to_owned())
+    );
+}

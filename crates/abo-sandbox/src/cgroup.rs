@@ -32,42 +32,45 @@ fn writable(dir: &Path) -> bool {
 
 /// Creates the groups of one sandboxed process (`name` unique per process) with `limits`
 /// written. Returns the directories to join, or why none could be made.
+///
+/// The group itself is the probe: creating it is what [`available`] tries (with a directory it
+/// removes again), so a process's sandbox costs one group, not three.
 pub fn prepare(name: &str, limits: &Limits) -> Result<Vec<PathBuf>, String> {
     let name = format!("abo-{}", name.replace(['/', '.'], "-"));
-    let mut dirs = Vec::new();
     let write = |dir: &Path, file: &str, value: String| {
         std::fs::write(dir.join(file), &value)
             .map_err(|e| format!("{}: {e}", dir.join(file).display()))
     };
-    match available() {
-        Some("v2") => {
-            let d = Path::new(V2).join(&name);
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+    let v2 =
+        std::fs::read_to_string(Path::new(V2).join("cgroup.subtree_control")).unwrap_or_default();
+    if v2.split_whitespace().any(|c| c == "pids") {
+        let d = Path::new(V2).join(&name);
+        if std::fs::create_dir_all(&d).is_ok() {
             if let Some(n) = limits.processes {
                 write(&d, "pids.max", n.to_string())?;
             }
             if let Some(m) = limits.memory_bytes {
                 let _ = write(&d, "memory.max", m.to_string());
             }
+            return Ok(vec![d]);
+        }
+    }
+    let d = Path::new(V1_PIDS).join(&name);
+    if !Path::new(V1_PIDS).is_dir() || std::fs::create_dir_all(&d).is_err() {
+        return Err("no cgroup hierarchy abo may create groups in".into());
+    }
+    let mut dirs = Vec::new();
+    if let Some(n) = limits.processes {
+        write(&d, "pids.max", n.to_string())?;
+    }
+    dirs.push(d);
+    if let Some(m) = limits.memory_bytes {
+        let d = Path::new(V1_MEMORY).join(&name);
+        if std::fs::create_dir_all(&d).is_ok()
+            && write(&d, "memory.limit_in_bytes", m.to_string()).is_ok()
+        {
             dirs.push(d);
         }
-        Some(_) => {
-            let d = Path::new(V1_PIDS).join(&name);
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-            if let Some(n) = limits.processes {
-                write(&d, "pids.max", n.to_string())?;
-            }
-            dirs.push(d);
-            if let Some(m) = limits.memory_bytes {
-                let d = Path::new(V1_MEMORY).join(&name);
-                if std::fs::create_dir_all(&d).is_ok()
-                    && write(&d, "memory.limit_in_bytes", m.to_string()).is_ok()
-                {
-                    dirs.push(d);
-                }
-            }
-        }
-        None => return Err("no cgroup hierarchy abo may create groups in".into()),
     }
     Ok(dirs)
 }

@@ -16,6 +16,12 @@ task_paths := object.get(input, ["task", "paths"], [])
 
 lines_changed := object.get(input, ["change", "lines_added"], 0) + object.get(input, ["change", "lines_removed"], 0)
 
+# The rules over every file below are written for regorus's cost: a call of a function of this
+# package costs it about as much as twenty built-in calls, so the rules call the functions only on
+# the few paths a built-in test (a prefix, a suffix, a set lookup) leaves, and sets of paths are
+# intersected, not searched. The functions stay, for user rules and for hand-written inputs.
+file_paths := {f.path | some f in files}
+
 matches_any(patterns, path) if {
 	some p in patterns
 	glob.match(p, ["/"], path)
@@ -101,6 +107,7 @@ violation contains {"rule": "forbidden_paths", "msg": msg} if {
 # Paths outside the allowed ones.
 violation contains {"rule": "allowed_paths", "msg": msg} if {
 	some f in files
+	object.get(f, "allowed", null) != true
 	outside_allowed(f)
 	msg := sprintf("%s is outside safety.allowed_paths", [f.path])
 }
@@ -130,29 +137,31 @@ violation contains {"rule": "max_diff_bytes", "msg": msg} if {
 }
 
 # CI configuration is not changed by an agent (rule `ci_config`).
-ci_path(p) if startswith(p, ".github/workflows/")
-
-ci_path(p) if startswith(p, ".github/actions/")
+ci_dirs := [".github/workflows/", ".github/actions/", ".circleci/", ".buildkite/"]
 
 ci_files := {
 	"action.yml", "action.yaml", "azure-pipelines.yml", "azure-pipelines.yaml", ".travis.yml",
-	"bitbucket-pipelines.yml", ".drone.yml", "appveyor.yml", ".appveyor.yml",
+	"bitbucket-pipelines.yml", ".drone.yml", "appveyor.yml", ".appveyor.yml", ".gitlab-ci.yml",
+	"Jenkinsfile",
 }
 
 ci_path(p) if ci_files[p]
 
-ci_path(p) if p == ".gitlab-ci.yml"
+ci_path(p) if {
+	some d in ci_dirs
+	startswith(p, d)
+}
 
-ci_path(p) if startswith(p, ".circleci/")
-
-ci_path(p) if startswith(p, ".buildkite/")
-
-ci_path(p) if p == "Jenkinsfile"
+# Every CI directory starts with a dot: other paths are CI only by name.
+ci_changed := (file_paths & ci_files) | {p |
+	some p in file_paths
+	startswith(p, ".")
+	ci_path(p)
+}
 
 violation contains {"rule": "ci_config", "msg": msg} if {
-	some f in files
-	ci_path(f.path)
-	msg := sprintf("%s is CI configuration", [f.path])
+	some p in ci_changed
+	msg := sprintf("%s is CI configuration", [p])
 }
 
 # abo's own files: its configuration, the policy, the run's backlog and `.abo/`. A change to them
@@ -174,21 +183,28 @@ protected(path) if {
 
 protected_reason(path) := sprintf("%s is abo's own configuration, policy or backlog (safety.protected)", [path])
 
-deny contains protected_reason(f.path) if {
-	object.get(cfg, "protected", "deny") != "needs_approval"
-	some f in files
-	protected(f.path)
+protected_dirs := [p | some p in protected_paths; endswith(p, "/")]
+
+protected_changed := (file_paths & {p | some p in protected_paths}) | {path |
+	some d in protected_dirs
+	some path in file_paths
+	startswith(path, d)
 }
 
-require_approval contains protected_reason(f.path) if {
+deny contains protected_reason(path) if {
+	object.get(cfg, "protected", "deny") != "needs_approval"
+	some path in protected_changed
+}
+
+require_approval contains protected_reason(path) if {
 	object.get(cfg, "protected", "deny") == "needs_approval"
-	some f in files
-	protected(f.path)
+	some path in protected_changed
 }
 
 # Environment files hold secrets (the secrets found in any file always deny, below).
 violation contains {"rule": "env_files", "msg": msg} if {
 	some f in files
+	contains(f.path, ".env")
 	startswith(basename(f.path), ".env")
 	msg := sprintf("%s is an environment file", [f.path])
 }
@@ -218,6 +234,7 @@ violation contains {"rule": "symlink_escape", "msg": msg} if {
 # Changes outside the task's declared scope.
 violation contains {"rule": "out_of_scope", "msg": msg} if {
 	some f in files
+	object.get(f, "in_scope", null) != true
 	outside_scope(f)
 	msg := sprintf("%s is outside the task's paths", [f.path])
 }
@@ -248,10 +265,26 @@ manifest(p) if {
 
 manifest(p) if extension(p) == "lock"
 
+# A manifest is named in `manifests` or ends in `.txt`, `.in` or `.lock` (any case).
+maybe_manifest(p) if {
+	lp := lower(p)
+	some ext in [".txt", ".in", ".lock"]
+	endswith(lp, ext)
+}
+
+dependencies_changed := {p |
+	some p in file_paths
+	parts := split(p, "/")
+	manifests[parts[count(parts) - 1]]
+} | {p |
+	some p in file_paths
+	maybe_manifest(p)
+	manifest(p)
+}
+
 violation contains {"rule": "dependencies", "msg": msg} if {
-	some f in files
-	manifest(f.path)
-	msg := sprintf("%s changes dependencies", [f.path])
+	some p in dependencies_changed
+	msg := sprintf("%s changes dependencies", [p])
 }
 
 # Risk: low for docs, comments and tests only; critical for auth and security code; high for
@@ -269,10 +302,12 @@ sensitive(p) if {
 	sensitive_words[parts[0]]
 }
 
+# `auth_token.rs`: the part before the first `_` is a word (no word has a `_` of its own).
 sensitive(p) if {
 	some seg in lower_segments(p)
-	some w in sensitive_words
-	startswith(seg, concat("", [w, "_"]))
+	words := split(seg, "_")
+	count(words) > 1
+	sensitive_words[words[0]]
 }
 
 doc_dirs := {"doc", "docs"}
