@@ -327,10 +327,15 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
     if let Some(id) = run.filter(|r| r.starts_with("deploy-")) {
         return crate::deploy::events(cli, &env.ctx, id).await;
     }
-    let row = status::find_run(&env.ctx.store, run).await?;
+    // The scheduled verifications of a base branch (`landing.verify_schedule`) are a log of
+    // their own, no run.
+    let id = match run.filter(|r| r.starts_with("verify-")) {
+        Some(r) => abo_core::ids::RunId::new(r),
+        None => status::find_run(&env.ctx.store, run).await?.id,
+    };
     let mut after = 0;
     loop {
-        let batch = env.ctx.store.events(Some(&row.id), after, 1000).await?;
+        let batch = env.ctx.store.events(Some(&id), after, 1000).await?;
         for e in &batch {
             if cli.json {
                 say_json!(e.to_json());
@@ -360,14 +365,14 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
             break;
         }
         // The run has ended and no process executes it any more (its last events are written).
-        let now = env.ctx.store.run(&row.id).await?.map(|r| r.status);
+        let now = env.ctx.store.run(&id).await?.map(|r| r.status);
         let ended = matches!(now.as_deref(), Some("finished" | "killed"))
-            && !executing(&env.ctx.store, &row.id, env.ctx.now()).await?;
+            && !executing(&env.ctx.store, &id, env.ctx.now()).await?;
         if ended
             && env
                 .ctx
                 .store
-                .events(Some(&row.id), after, 1)
+                .events(Some(&id), after, 1)
                 .await?
                 .is_empty()
         {
