@@ -217,3 +217,218 @@ impl Scheduled {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+    use crate::event::Event;
+    use crate::ids::Timestamp;
+
+    fn c(s: &str) -> CommitSha {
+        CommitSha::new(s)
+    }
+
+    fn stored(bodies: Vec<EventBody>) -> Vec<StoredEvent> {
+        bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| StoredEvent {
+                seq: i as u64 + 1,
+                event: Event {
+                    run: log_id("main"),
+                    task: None,
+                    at: Timestamp(0),
+                    body,
+                },
+            })
+            .collect()
+    }
+
+    fn scheduled(head: &str, good: Option<&str>, commits: &[(&str, Option<&str>)]) -> EventBody {
+        EventBody::VerifyScheduled {
+            branch: "main".into(),
+            head: c(head),
+            good: good.map(c),
+            commits: commits
+                .iter()
+                .map(|(sha, task)| BaseCommit {
+                    commit: c(sha),
+                    run: task.map(|_| RunId::new("r1")),
+                    task: task.map(TaskId::new),
+                })
+                .collect(),
+        }
+    }
+
+    fn verified(commit: &str, passed: bool) -> EventBody {
+        EventBody::RunVerify {
+            commit: c(commit),
+            branch: Some("main".into()),
+            passed,
+            failed_gate: None,
+            duration_ms: 1,
+            log: None,
+            reason: Some("gate `e2e` failed".into()),
+        }
+    }
+
+    fn probed(commit: &str, passed: bool) -> EventBody {
+        EventBody::RunBisect {
+            step: 1,
+            commit: c(commit),
+            branch: Some("main".into()),
+            passed,
+            failed_gate: None,
+            duration_ms: 1,
+            log: None,
+        }
+    }
+
+    #[test]
+    fn the_first_look_verifies_the_head_and_a_failure_there_is_reported() {
+        let s = Scheduled::fold("main", &[]);
+        assert!(s.due(&c("m0")));
+        let log = stored(vec![scheduled("m0", None, &[]), verified("m0", true)]);
+        let s = Scheduled::fold("main", &log);
+        assert_eq!((s.good.clone(), s.next()), (Some(c("m0")), Next::Idle));
+        assert!(!s.due(&c("m0")), "a head that verified is not verified again");
+        // Failing on the first look: nothing verified before it, so reported.
+        let log = stored(vec![scheduled("m0", None, &[]), verified("m0", false)]);
+        let s = Scheduled::fold("main", &log);
+        assert!(matches!(s.next(), Next::Report { commit, reason, .. }
+            if commit == c("m0") && reason.contains("nothing verified before it")));
+        let mut s = s;
+        s.apply(&EventBody::VerifyReported {
+            commit: c("m0"),
+            reason: String::new(),
+            log: None,
+        });
+        assert_eq!((s.next(), s.due(&c("m0"))), (Next::Idle, false));
+        assert!(s.due(&c("m1")), "a new head is");
+    }
+
+    #[test]
+    fn a_failure_is_bisected_back_to_the_last_good_head_and_abos_commit_reverted() {
+        // m0 verified; then a person's p1, the task t's landing t2, a person's p3.
+        let commits = [("p1", None), ("t2", Some("t")), ("p3", None)];
+        let mut log = vec![
+            scheduled("m0", None, &[]),
+            verified("m0", true),
+            scheduled("p3", Some("m0"), &commits),
+            verified("p3", false),
+        ];
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert_eq!(
+            s.next(),
+            Next::Verify {
+                commit: c("p1"),
+                bisect: true
+            }
+        );
+        log.push(probed("p1", true));
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert_eq!(
+            s.next(),
+            Next::Verify {
+                commit: c("t2"),
+                bisect: true
+            }
+        );
+        log.push(probed("t2", false));
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert_eq!(
+            s.next(),
+            Next::Revert {
+                run: RunId::new("r1"),
+                task: TaskId::new("t"),
+                commit: c("t2"),
+                head: c("p3"),
+                reason: "gate `e2e` failed".into(),
+                log: None,
+            }
+        );
+        // A crash here: the fold from the log says the same (the revert is found made already).
+        log.push(EventBody::VerifyReverted {
+            commit: c("t2"),
+            revert: c("r"),
+            by_run: RunId::new("r1"),
+            by_task: TaskId::new("t"),
+        });
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert_eq!(
+            s.next(),
+            Next::Verify {
+                commit: c("r"),
+                bisect: false
+            }
+        );
+        log.push(verified("r", true));
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert_eq!((s.good.clone(), s.next()), (Some(c("r")), Next::Idle));
+
+        // The same bisect landing on a person's commit: reported, not reverted.
+        let mut log = vec![
+            scheduled("m0", None, &[]),
+            verified("m0", true),
+            scheduled("p3", Some("m0"), &commits),
+            verified("p3", false),
+            probed("p1", true),
+            probed("t2", true),
+        ];
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert!(matches!(s.next(), Next::Report { commit, .. } if commit == c("p3")));
+        // Still failing after a revert: broken, not bisected again; the last good head stays.
+        log.truncate(3);
+        log.extend([
+            verified("p3", false),
+            probed("p1", true),
+            probed("t2", false),
+            EventBody::VerifyReverted {
+                commit: c("t2"),
+                revert: c("r"),
+                by_run: RunId::new("r1"),
+                by_task: TaskId::new("t"),
+            },
+            verified("r", false),
+        ]);
+        let s = Scheduled::fold("main", &stored(log));
+        assert_eq!((s.good.clone(), s.next()), (Some(c("m0")), Next::Idle));
+        assert!(!s.due(&c("r")));
+    }
+
+    #[test]
+    fn another_branchs_events_are_not_folded() {
+        let log = stored(vec![scheduled("m0", None, &[]), verified("m0", true)]);
+        assert_eq!(Scheduled::fold("release", &log).good, None);
+    }
+
+    #[test]
+    fn an_interval_or_a_cron_expression() {
+        use crate::schedule::Every;
+        assert_eq!(Every::parse("1s"), Ok(Every::Interval(1000)));
+        assert!(matches!(Every::parse("0 3 * * *"), Ok(Every::Cron(_))));
+        assert!(Every::parse("0s").is_err());
+        assert!(Every::parse("soon").is_err());
+        assert!(Every::parse("0 3 * *").is_err());
+    }
+
+    #[test]
+    fn a_bad_schedule_in_abo_yml_is_located() {
+        let parse = |landing: &str| {
+            let text = format!(
+                "version: 1\ngates: [{{ name: e2e, run: 'true' }}]\nlanding: {landing}\n"
+            );
+            crate::config::Config::parse("abo.yml", &text).map(|_| ())
+        };
+        assert!(parse("{ verify: [e2e], verify_schedule: 30m }").is_ok());
+        for (landing, says) in [
+            ("{ verify: [e2e], verify_schedule: soon }", "invalid duration `soon`"),
+            ("{ verify_schedule: 30m }", "needs gates in `landing.verify`"),
+        ] {
+            let e = parse(landing).unwrap_err().to_string();
+            assert!(e.contains("landing.verify_schedule") && e.contains(says), "{e}");
+        }
+    }
+}
