@@ -83,7 +83,9 @@ impl Scheduled {
 
     /// Whether a verification of `head` is due (none in progress, and `head` is new).
     pub fn due(&self, head: &CommitSha) -> bool {
-        self.current.is_none() && self.good.as_ref() != Some(head) && self.seen.as_ref() != Some(head)
+        self.current.is_none()
+            && self.good.as_ref() != Some(head)
+            && self.seen.as_ref() != Some(head)
     }
 
     pub fn apply(&mut self, body: &EventBody) {
@@ -171,7 +173,11 @@ impl Scheduled {
             && c.verification.history.is_empty()
         {
             return Next::Report {
-                commit: c.verification.head().cloned().unwrap_or_else(|| CommitSha::new("")),
+                commit: c
+                    .verification
+                    .head()
+                    .cloned()
+                    .unwrap_or_else(|| CommitSha::new("")),
                 reason: format!("{reason} (nothing verified before it to bisect back to)"),
                 log: log.clone(),
             };
@@ -293,7 +299,10 @@ mod tests {
         let log = stored(vec![scheduled("m0", None, &[]), verified("m0", true)]);
         let s = Scheduled::fold("main", &log);
         assert_eq!((s.good.clone(), s.next()), (Some(c("m0")), Next::Idle));
-        assert!(!s.due(&c("m0")), "a head that verified is not verified again");
+        assert!(
+            !s.due(&c("m0")),
+            "a head that verified is not verified again"
+        );
         // Failing on the first look: nothing verified before it, so reported.
         let log = stored(vec![scheduled("m0", None, &[]), verified("m0", false)]);
         let s = Scheduled::fold("main", &log);
@@ -417,18 +426,26 @@ mod tests {
     #[test]
     fn a_bad_schedule_in_abo_yml_is_located() {
         let parse = |landing: &str| {
-            let text = format!(
-                "version: 1\ngates: [{{ name: e2e, run: 'true' }}]\nlanding: {landing}\n"
-            );
+            let text =
+                format!("version: 1\ngates: [{{ name: e2e, run: 'true' }}]\nlanding: {landing}\n");
             crate::config::Config::parse("abo.yml", &text).map(|_| ())
         };
         assert!(parse("{ verify: [e2e], verify_schedule: 30m }").is_ok());
         for (landing, says) in [
-            ("{ verify: [e2e], verify_schedule: soon }", "invalid duration `soon`"),
-            ("{ verify_schedule: 30m }", "needs gates in `landing.verify`"),
+            (
+                "{ verify: [e2e], verify_schedule: soon }",
+                "invalid duration `soon`",
+            ),
+            (
+                "{ verify_schedule: 30m }",
+                "needs gates in `landing.verify`",
+            ),
         ] {
             let e = parse(landing).unwrap_err().to_string();
-            assert!(e.contains("landing.verify_schedule") && e.contains(says), "{e}");
+            assert!(
+                e.contains("landing.verify_schedule") && e.contains(says),
+                "{e}"
+            );
         }
     }
 }

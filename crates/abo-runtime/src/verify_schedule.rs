@@ -26,7 +26,10 @@ pub enum Outcome {
     /// The head verified.
     Passed { head: CommitSha },
     /// The first bad commit, a task's landing, was reverted by `revert`.
-    Reverted { commit: CommitSha, revert: CommitSha },
+    Reverted {
+        commit: CommitSha,
+        revert: CommitSha,
+    },
     /// The first bad commit was not abo's (or the head fails with nothing to bisect): reported.
     Reported { commit: CommitSha, reason: String },
     /// It fails and stays so (the revert could not be made, or it fails after the revert).
@@ -34,11 +37,7 @@ pub enum Outcome {
 }
 
 /// Verifies `branch` if its head is new (or goes on with the verification in progress).
-pub async fn verify_base(
-    ctx: &Arc<Ctx>,
-    config: &Config,
-    branch: &str,
-) -> Result<Outcome, String> {
+pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Result<Outcome, String> {
     let log = log_id(branch);
     let events = ctx
         .store
@@ -251,7 +250,10 @@ async fn made_by_abo(ctx: &Ctx, commit: &CommitSha) -> Option<(RunId, TaskId)> {
     if trailer("Abo-Revert-Of:").is_some() {
         return None; // a revert is not reverted again
     }
-    let (run, task) = (RunId::new(trailer("Abo-Run:")?), TaskId::new(trailer("Abo-Task:")?));
+    let (run, task) = (
+        RunId::new(trailer("Abo-Run:")?),
+        TaskId::new(trailer("Abo-Task:")?),
+    );
     let state = crate::engine::load(&ctx.store, &run).await.ok()?;
     let landed = matches!(
         state.task(&task).map(|t| &t.state),

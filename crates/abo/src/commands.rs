@@ -368,14 +368,7 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
         let now = env.ctx.store.run(&id).await?.map(|r| r.status);
         let ended = matches!(now.as_deref(), Some("finished" | "killed"))
             && !executing(&env.ctx.store, &id, env.ctx.now()).await?;
-        if ended
-            && env
-                .ctx
-                .store
-                .events(Some(&id), after, 1)
-                .await?
-                .is_empty()
-        {
+        if ended && env.ctx.store.events(Some(&id), after, 1).await?.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -111,8 +111,7 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
                     Arc::clone(&verifying),
                 );
                 tokio::spawn(async move {
-                    match abo_runtime::verify_schedule::verify_base(&ctx, &config, &branch).await
-                    {
+                    match abo_runtime::verify_schedule::verify_base(&ctx, &config, &branch).await {
                         Ok(Outcome::Idle) => {}
                         Ok(o) => say!("landing.verify_schedule on {branch}: {}", outcome(&o)),
                         Err(e) => say!("landing.verify_schedule on {branch}: {e}"),

@@ -221,8 +221,7 @@ fn after_the_merge_the_base_branch_is_verified_and_the_first_bad_commit_reverted
 }
 
 /// The verify suite fails once `b.txt` is on the branch; the run that adds it knows no verify.
-const PLAIN_CONFIG: &str =
-    "version: 1\nautonomy: { overrides: { merge: A2 } }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n";
+const PLAIN_CONFIG: &str = "version: 1\nautonomy: { overrides: { merge: A2 } }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n";
 
 const SCHEDULED_CONFIG: &str = "version: 1\nbase_branch: main\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f b.txt; then echo \"e2e: b breaks it\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n  verify_schedule: 1s\n";
 
@@ -269,7 +268,9 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
         std::fs::write(wt.join("b.txt"), "mine\n").unwrap();
         abo_test_support::git_in(&wt, &["add", "-A"]);
         abo_test_support::git_in(&wt, &["commit", "-q", "-m", "a person adds b"]);
-        person = abo_test_support::git_in(&wt, &["rev-parse", "HEAD"]).trim().to_owned();
+        person = abo_test_support::git_in(&wt, &["rev-parse", "HEAD"])
+            .trim()
+            .to_owned();
         repo.git(&["worktree", "remove", "--force", wt.to_str().unwrap()]);
         reported = abo_test_support::wait_for(90, || has(&log(), "verify.reported", 1));
     }
@@ -288,7 +289,10 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     let verifies = kinds(&evs, "run.verify");
     assert_eq!(verifies[0]["data"]["passed"], true);
     assert_eq!(
-        (&verifies[1]["data"]["commit"], &verifies[1]["data"]["passed"]),
+        (
+            &verifies[1]["data"]["commit"],
+            &verifies[1]["data"]["passed"]
+        ),
         (&Value::from(bad.as_str()), &Value::from(false))
     );
     assert!(artifact(&repo, &verifies[1]["data"]["log"]).contains("e2e: b breaks it"));
@@ -298,10 +302,7 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     let reverted = kinds(&evs, "verify.reverted");
     let revert = reverted[0]["data"]["revert"].as_str().unwrap().to_owned();
     assert_eq!(reverted[0]["data"]["by_run"], id.as_str());
-    assert_eq!(
-        repo.git(&["rev-parse", &format!("{revert}^")]).trim(),
-        bad
-    );
+    assert_eq!(repo.git(&["rev-parse", &format!("{revert}^")]).trim(), bad);
     let message = repo.git(&["log", "-1", "--format=%B", &revert]);
     assert!(message.starts_with("Revert \"Add b\""), "{message}");
     for trailer in [
@@ -309,7 +310,10 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
         format!("Abo-Run: {id}"),
         "Abo-Task: b".to_owned(),
     ] {
-        assert!(message.lines().any(|l| l == trailer), "{trailer} in {message}");
+        assert!(
+            message.lines().any(|l| l == trailer),
+            "{trailer} in {message}"
+        );
     }
     // The task is reverted in its own run, with the verify log as its feedback.
     assert_eq!(brief(&status(&repo, Some(&id))), s(&[("b", "reverted", 1)]));
