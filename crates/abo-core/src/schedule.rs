@@ -183,7 +183,7 @@ pub enum Every {
 impl Every {
     /// Parses a duration (`30m`, `1s`) or a cron expression (`0 3 * * *`).
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.trim().split_whitespace().count() == 1 {
+        if s.split_whitespace().count() == 1 {
             let d = crate::units::Dur::parse(s)?;
             if d.as_millis() == 0 {
                 return Err(format!("`{s}` is no interval: it must be longer than 0"));
