@@ -66,7 +66,7 @@ pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Resul
             good: s.good.clone(),
             commits,
         };
-        record(ctx, config, &log, None, body, &mut s).await?;
+        record(ctx, config, &log, body, &mut s).await?;
     }
     let gates = spec.settings.landing.verify.clone();
     let on = OnBase {
@@ -100,7 +100,7 @@ pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Resul
                         reason: o.reason,
                     }
                 };
-                record(ctx, config, &log, None, body, &mut s).await?;
+                record(ctx, config, &log, body, &mut s).await?;
                 let reverted = matches!(ended, Outcome::Reverted { .. });
                 if !bisect && o.passed && !reverted {
                     ended = Outcome::Passed { head: commit };
@@ -121,7 +121,7 @@ pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Resul
                     reason: reason.clone(),
                     log: verify_log,
                 };
-                record(ctx, config, &log, None, body, &mut s).await?;
+                record(ctx, config, &log, body, &mut s).await?;
                 return Ok(Outcome::Reported { commit, reason });
             }
             Next::Revert {
@@ -154,15 +154,22 @@ pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Resul
                             reason,
                             log: verify_log,
                         };
-                        let mut own = Scheduled::default();
-                        record(ctx, config, &run, Some(&task), body, &mut own).await?;
+                        // Once, though abo stopped after recording it and reverts again.
+                        let recorded = ctx.store.run_events(&run).await.is_ok_and(|evs| {
+                            evs.iter().any(|e| {
+                                matches!(&e.event.body, EventBody::TaskReverted { revert: r, .. } if *r == revert)
+                            })
+                        });
+                        if !recorded {
+                            append(ctx, config, &run, Some(&task), body).await?;
+                        }
                         let body = EventBody::VerifyReverted {
                             commit: commit.clone(),
                             revert: revert.clone(),
                             by_run: run,
                             by_task: task,
                         };
-                        record(ctx, config, &log, None, body, &mut s).await?;
+                        record(ctx, config, &log, body, &mut s).await?;
                         ended = Outcome::Reverted { commit, revert };
                     }
                     RevertOutcome::Failed { reason } => {
@@ -171,7 +178,7 @@ pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Resul
                             reason: reason.clone(),
                             branch: Some(branch.to_owned()),
                         };
-                        record(ctx, config, &log, None, body, &mut s).await?;
+                        record(ctx, config, &log, body, &mut s).await?;
                         return Ok(Outcome::Broken { reason });
                     }
                 }
@@ -180,14 +187,26 @@ pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Resul
     }
 }
 
-/// Appends `body` to `run`'s log, folds it into `s` and notifies whoever wants it.
+/// Appends `body` to the branch's log and folds it into `s`.
 async fn record(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    log: &RunId,
+    body: EventBody,
+    s: &mut Scheduled,
+) -> Result<(), String> {
+    append(ctx, config, log, None, body.clone()).await?;
+    s.apply(&body);
+    Ok(())
+}
+
+/// Appends `body` to `run`'s log and notifies whoever wants it.
+async fn append(
     ctx: &Arc<Ctx>,
     config: &Config,
     run: &RunId,
     task: Option<&TaskId>,
     body: EventBody,
-    s: &mut Scheduled,
 ) -> Result<(), String> {
     let event = Event {
         run: run.clone(),
@@ -200,7 +219,6 @@ async fn record(
         .append(std::slice::from_ref(&event))
         .await
         .map_err(|e| format!("could not record {}: {e}", event.body.kind()))?;
-    s.apply(&event.body);
     let secret_env = crate::create::secret_env(config);
     for h in crate::notify::dispatch(ctx, &config.notify.spec(), &secret_env, &stored) {
         let _ = h.await;

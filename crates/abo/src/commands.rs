@@ -308,12 +308,22 @@ pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let view = status::view(&env.ctx, run).await?;
+    let base_verify = match &view.run.base_branch {
+        Some(b) => status::base_verify(&env.ctx.store, b).await?,
+        None => None,
+    };
     if cli.json {
         let mut v = status::to_json(&view);
         v["deploy_locks"] = crate::deploy::locks_json(&env.ctx).await?;
+        if let Some((_, j)) = &base_verify {
+            v["base_verify"] = j.clone();
+        }
         say_json!(v);
     } else {
         say_raw!("{}", status::render(&view));
+        if let Some((line, _)) = &base_verify {
+            say_raw!("{line}");
+        }
         let locks = crate::deploy::lock_lines(&env.ctx).await?;
         if !locks.is_empty() {
             say_raw!("\n{}\n", locks.join("\n"));

@@ -258,7 +258,12 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     // Then main is fast-forwarded to the run's commit (abo made it), which breaks the suite.
     let bad = repo.git(&["rev-parse", &run_branch]).trim().to_owned();
     repo.git(&["update-ref", "refs/heads/main", &bad, &good]);
-    let healed = first && abo_test_support::wait_for(90, || has(&log(), "verify.reverted", 1));
+    // Healed once the revert verified too (the daemon then only reads until main moves again).
+    let healed = first
+        && abo_test_support::wait_for(90, || {
+            let evs = log();
+            has(&evs, "verify.reverted", 1) && has(&evs, "run.verify", 3)
+        });
     // A person's commit breaks it again: reported, not reverted.
     let wt = backlog.with_file_name("person");
     let mut reported = false;
@@ -329,4 +334,15 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     assert_eq!(repo.git(&["rev-parse", "main"]).trim(), person);
     assert_eq!(kinds(&evs, "verify.reverted").len(), 1);
     assert!(said.contains("not abo's: reported"), "{said}");
+    // `abo status` shows the base branch's last scheduled verification.
+    let st = status(&repo, Some(&id));
+    assert_eq!(st["base_verify"]["log"], "verify-main", "{st}");
+    assert_eq!(st["base_verify"]["good"], revert.as_str());
+    assert!(
+        st["base_verify"]["last"]
+            .as_str()
+            .unwrap()
+            .contains("reported, not reverted"),
+        "{st}"
+    );
 }
