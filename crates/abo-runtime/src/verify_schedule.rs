@@ -308,3 +308,115 @@ pub async fn in_progress(ctx: &Ctx, branch: &str) -> bool {
         .await
         .is_ok_and(|events| Scheduled::fold(branch, &events).current.is_some())
 }
+
+#[cfg(test)]
+mod tests {
+    use abo_core::ids::Timestamp;
+    use abo_test_support::TestRepo;
+    use pretty_assertions::assert_eq;
+
+    use super::*;
+
+    const CONFIG: &str = "version: 1\nsandbox: { mode: off }\ngates:\n  - { name: e2e, run: 'if test -f b.txt; then echo \"e2e: b breaks it\"; exit 1; fi' }\nlanding: { verify: [e2e], verify_schedule: 1s }\n";
+
+    fn sha(repo: &TestRepo, rev: &str) -> CommitSha {
+        CommitSha::new(repo.git(&["rev-parse", rev]).trim())
+    }
+
+    #[tokio::test]
+    async fn trailers_a_person_wrote_do_not_make_a_commit_abos_it_is_reported_not_reverted() {
+        let repo = TestRepo::new();
+        let good = sha(&repo, "HEAD");
+        repo.write("x.txt", "x\n");
+        repo.commit_all("x");
+        // The attack: a person's commit claiming to be a task's landing, of no run abo knows.
+        repo.write("b.txt", "b\n");
+        repo.git(&["add", "-A"]);
+        repo.git(&["commit", "-q", "-m", "Add b\n\nAbo-Run: r1\nAbo-Task: b"]);
+        let bad = sha(&repo, "HEAD");
+        repo.git(&["checkout", "-q", "--detach"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = abo_store::Store::open("sqlite:t.db", dir.path())
+            .await
+            .unwrap();
+        let git = crate::git::Git::new(repo.path.clone());
+        let ctx = Arc::new(Ctx::new(
+            repo.path.clone(),
+            store,
+            git,
+            Arc::new(crate::SystemClock),
+        ));
+        let config = Config::parse("abo.yml", CONFIG).unwrap();
+        // The previous scheduled verification: `good` passed.
+        let log = log_id("main");
+        let bodies = [
+            EventBody::VerifyScheduled {
+                branch: "main".into(),
+                head: good.clone(),
+                good: None,
+                commits: Vec::new(),
+            },
+            EventBody::RunVerify {
+                commit: good.clone(),
+                branch: Some("main".into()),
+                passed: true,
+                failed_gate: None,
+                duration_ms: 1,
+                log: None,
+                reason: None,
+            },
+        ];
+        for body in bodies {
+            let e = Event {
+                run: log.clone(),
+                task: None,
+                at: Timestamp(0),
+                body,
+            };
+            ctx.store.append(&[e]).await.unwrap();
+        }
+
+        let o = verify_base(&ctx, &config, "main").await.unwrap();
+        assert!(
+            matches!(&o, Outcome::Reported { commit, reason } if *commit == bad && reason.contains("gate `e2e` failed")),
+            "{o:?}"
+        );
+        assert_eq!(
+            sha(&repo, "main"),
+            bad,
+            "main is left where the person put it"
+        );
+        let kinds: Vec<&str> = ctx
+            .store
+            .run_events(&log)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event.body.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "verify.scheduled",
+                "run.verify",
+                "verify.scheduled",
+                "run.verify",
+                "run.bisect",
+                "verify.reported"
+            ]
+        );
+        let events = ctx.store.run_events(&log).await.unwrap();
+        let EventBody::VerifyScheduled { commits, .. } = &events[2].event.body else {
+            panic!()
+        };
+        assert!(
+            commits.iter().all(|c| c.run.is_none() && c.task.is_none()),
+            "{commits:?}"
+        );
+        // Nothing new on main: the next look does nothing.
+        assert_eq!(
+            verify_base(&ctx, &config, "main").await.unwrap(),
+            Outcome::Idle
+        );
+    }
+}
