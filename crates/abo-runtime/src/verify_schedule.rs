@@ -36,9 +36,43 @@ pub enum Outcome {
     Broken { reason: String },
 }
 
-/// Verifies `branch` if its head is new (or goes on with the verification in progress).
+/// Verifies `branch` if its head is new (or goes on with the verification in progress), holding
+/// its log's lease: one process at a time verifies a branch.
 pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Result<Outcome, String> {
     let log = log_id(branch);
+    let me = abo_store::Lease {
+        host: crate::engine::hostname(),
+        pid: std::process::id(),
+        heartbeat: ctx.now(),
+    };
+    let lease_err = |e: abo_store::StoreError| format!("the lease of {log}: {e}");
+    let current = ctx.store.lease(&log).await.map_err(lease_err)?;
+    let busy = |l: &abo_store::Lease| format!("{log} is verified by {} (pid {})", l.host, l.pid);
+    if let Some(l) = &current
+        && crate::engine::holder_alive(l, ctx.now())
+    {
+        return Err(busy(l));
+    }
+    if !ctx
+        .store
+        .take_lease(&log, &me, current.as_ref())
+        .await
+        .map_err(lease_err)?
+    {
+        return Err(format!("{log} is verified by another process"));
+    }
+    let r = verify_leased(ctx, config, branch, &log).await;
+    let _ = ctx.store.release_lease(&log, &me).await;
+    r
+}
+
+async fn verify_leased(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    branch: &str,
+    log: &RunId,
+) -> Result<Outcome, String> {
+    let log = log.clone();
     let events = ctx
         .store
         .run_events(&log)
@@ -418,5 +452,14 @@ mod tests {
             verify_base(&ctx, &config, "main").await.unwrap(),
             Outcome::Idle
         );
+        // Another live process holding the branch's lease: this one leaves it alone.
+        let other = abo_store::Lease {
+            host: crate::engine::hostname(),
+            pid: std::os::unix::process::parent_id(),
+            heartbeat: ctx.now(),
+        };
+        assert!(ctx.store.take_lease(&log, &other, None).await.unwrap());
+        let e = verify_base(&ctx, &config, "main").await.unwrap_err();
+        assert!(e.contains("verify-main is verified by"), "{e}");
     }
 }
