@@ -448,4 +448,46 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn the_report_measures_the_time_to_restore_from_the_scheduled_failure() {
+        let at = |run: &str, task: Option<&str>, ms: i64, body: EventBody| StoredEvent {
+            seq: 0,
+            event: Event {
+                run: RunId::new(run),
+                task: task.map(TaskId::new),
+                at: Timestamp(ms),
+                body,
+            },
+        };
+        let events = [
+            at("verify-main", None, 1_000, verified("t2", false)),
+            at(
+                "r1",
+                Some("t"),
+                4_000,
+                EventBody::TaskReverted {
+                    commit: c("t2"),
+                    revert: c("r"),
+                    branch: Some("main".into()),
+                    reason: String::new(),
+                    log: None,
+                },
+            ),
+            at(
+                "verify-main",
+                None,
+                4_000,
+                EventBody::VerifyReverted {
+                    commit: c("t2"),
+                    revert: c("r"),
+                    by_run: RunId::new("r1"),
+                    by_task: TaskId::new("t"),
+                },
+            ),
+        ];
+        let r = crate::report::report(&events, Timestamp(0), Timestamp(10_000));
+        assert_eq!(r.tasks_reverted, 1);
+        assert_eq!(r.time_to_restore.count, 1);
+    }
 }
