@@ -223,7 +223,8 @@ fn after_the_merge_the_base_branch_is_verified_and_the_first_bad_commit_reverted
 /// The verify suite fails once `b.txt` is on the branch; the run that adds it knows no verify.
 const PLAIN_CONFIG: &str = "version: 1\nautonomy: { overrides: { merge: A2 } }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n";
 
-const SCHEDULED_CONFIG: &str = "version: 1\nbase_branch: main\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f b.txt; then echo \"e2e: b breaks it\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n  verify_schedule: 1s\n";
+/// Notified by default: `task.reverted` (in the task's run) and `verify.reported`.
+const SCHEDULED_CONFIG: &str = "version: 1\nbase_branch: main\nnotify: { webhooks: [{ url: 'HOOK/hook' }] }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f b.txt; then echo \"e2e: b breaks it\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n  verify_schedule: 1s\n";
 
 #[test]
 fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_persons() {
@@ -242,7 +243,12 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     let good = repo.git(&["rev-parse", "main"]).trim().to_owned();
     // The user works on another branch; main is checked out nowhere.
     repo.git(&["checkout", "-q", "-b", "work"]);
-    config(&repo, SCHEDULED_CONFIG);
+    let hook = abo_test_support::stub::StubServer::start(
+        (0..4)
+            .map(|_| abo_test_support::stub::Canned::ok("{}"))
+            .collect(),
+    );
+    config(&repo, &SCHEDULED_CONFIG.replace("HOOK", &hook.url));
     let mut daemon = crate::abo_cmd(
         &repo,
         &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
@@ -334,6 +340,14 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     assert_eq!(repo.git(&["rev-parse", "main"]).trim(), person);
     assert_eq!(kinds(&evs, "verify.reverted").len(), 1);
     assert!(said.contains("not abo's: reported"), "{said}");
+    // A person is told of both, by default.
+    let sent: Vec<String> = hook.requests().into_iter().map(|r| r.raw).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].contains("task.reverted"), "{sent:?}");
+    assert!(
+        sent[1].contains("verify.reported") && sent[1].contains(&person),
+        "{sent:?}"
+    );
     // `abo status` shows the base branch's last scheduled verification.
     let st = status(&repo, Some(&id));
     assert_eq!(st["base_verify"]["log"], "verify-main", "{st}");
