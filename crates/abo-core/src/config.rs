@@ -1081,6 +1081,10 @@ pub struct Landing {
     /// first bad commit, which is reverted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub verify: Vec<crate::ids::GateName>,
+    /// `abo daemon` runs `verify` on the base branch on this schedule: an interval (`30m`) or a
+    /// cron expression (`0 3 * * *`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify_schedule: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -1133,6 +1137,7 @@ impl Default for Landing {
             repo: None,
             token_env: None,
             verify: Vec::new(),
+            verify_schedule: None,
         }
     }
 }
@@ -1481,6 +1486,18 @@ impl Config {
                         PathSeg::Index(i),
                     ],
                     format!("`schedule.windows[{i}]`: {e}"),
+                ));
+            }
+        }
+        if let Some(at) = &self.landing.verify_schedule {
+            let path = [PathSeg::key("landing"), PathSeg::key("verify_schedule")];
+            if let Err(e) = crate::schedule::Every::parse(at) {
+                return Err(err(&path, format!("`landing.verify_schedule`: {e}")));
+            }
+            if self.landing.verify.is_empty() {
+                return Err(err(
+                    &path,
+                    "`landing.verify_schedule` needs gates in `landing.verify` to run".to_owned(),
                 ));
             }
         }

@@ -376,6 +376,34 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         branch: Option<String>,
     },
+    /// `abo daemon` started a scheduled verification of the base branch (`landing.verify_schedule`),
+    /// in a log of its own (`verify-<branch>`): `head` is verified, and on failure its first-parent
+    /// `commits` since `good` (the last head that verified) are bisected.
+    #[serde(rename = "verify.scheduled")]
+    VerifyScheduled {
+        branch: String,
+        head: CommitSha,
+        /// None the first time: the head has nothing verified to bisect back to.
+        good: Option<CommitSha>,
+        commits: Vec<crate::verify_schedule::BaseCommit>,
+    },
+    /// A scheduled verification reverted the first bad commit, a task's landing, on the base
+    /// branch (`task.reverted` is recorded in the task's own run).
+    #[serde(rename = "verify.reverted")]
+    VerifyReverted {
+        commit: CommitSha,
+        revert: CommitSha,
+        by_run: RunId,
+        by_task: TaskId,
+    },
+    /// A scheduled verification's first bad commit was not made by abo (or the head fails with
+    /// nothing verified before it): reported, never reverted.
+    #[serde(rename = "verify.reported")]
+    VerifyReported {
+        commit: CommitSha,
+        reason: String,
+        log: Option<ArtifactId>,
+    },
     /// The reviewer's verdict on an attempt whose gates passed (`review:`); `failed` when it gave
     /// none that parses (never approval).
     #[serde(rename = "task.review")]
@@ -543,6 +571,9 @@ impl EventBody {
             Self::TaskProposals { .. } => "task.proposals",
             Self::TaskHedge { .. } => "task.hedge",
             Self::TaskProposal { .. } => "task.proposal",
+            Self::VerifyScheduled { .. } => "verify.scheduled",
+            Self::VerifyReverted { .. } => "verify.reverted",
+            Self::VerifyReported { .. } => "verify.reported",
             Self::Deploy(d) => d.kind(),
         }
     }

@@ -31,6 +31,7 @@ pub mod ticket;
 pub mod units;
 pub mod verdict;
 pub mod verify;
+pub mod verify_schedule;
 
 #[cfg(test)]
 mod tests;

@@ -838,6 +838,13 @@ pub const CONFIG: &[Key] = &[
         "Gates run on the whole run branch once its tasks landed; a failure is bisected to the first bad commit, which is reverted (its task becomes `reverted`).",
     ),
     k(
+        "landing.verify_schedule",
+        Ty::Str,
+        "none",
+        "30m",
+        "`abo daemon` runs `landing.verify` on the base branch's head on this schedule (an interval like `30m`, or a cron expression like `0 3 * * *`): a failure is bisected back to the last head that verified, and the first bad commit reverted on the base branch when abo made it (reported, never reverted, when a person did).",
+    ),
+    k(
         "review",
         Ty::Object,
         "none",
@@ -1750,8 +1757,11 @@ mod tests {
                 "{ canary: a, check: b, promote: c, rollback: d }",
             );
         }
-        if path == "landing.verify" {
+        if path == "landing.verify" || path == "landing.verify_schedule" {
             fill(doc, &[], "{ gates: [{ name: e2e, run: 'true' }] }");
+            if path == "landing.verify_schedule" {
+                fill(doc, &["landing"], "{ verify: [e2e] }");
+            }
         }
         if path == "backends.<name>.kind" {
             fill(doc, &["backends", "x"], "{ model: m }");

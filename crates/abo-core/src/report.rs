@@ -236,6 +236,14 @@ pub fn report(events: &[StoredEvent], since: Timestamp, now: Timestamp) -> Repor
                     restores.push(ev.at.0 - since);
                 }
             }
+            // A scheduled verification's revert, restoring the base branch its log verifies
+            // (the `task.reverted` is in the task's own run).
+            EventBody::VerifyReverted { .. } => {
+                let at = failing.keys().find(|(run, _)| *run == ev.run).cloned();
+                if let Some(since) = at.and_then(|k| failing.remove(&k)) {
+                    restores.push(ev.at.0 - since);
+                }
+            }
             EventBody::TaskHedge { hedge, .. } => {
                 r.hedges.started += 1;
                 hedges.insert((key(), *hedge));

@@ -172,6 +172,28 @@ impl Cron {
     }
 }
 
+/// When something recurs: on a cron expression, or every interval (`landing.verify_schedule`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Every {
+    Cron(Cron),
+    /// Milliseconds between two.
+    Interval(u64),
+}
+
+impl Every {
+    /// Parses a duration (`30m`, `1s`) or a cron expression (`0 3 * * *`).
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.split_whitespace().count() == 1 {
+            let d = crate::units::Dur::parse(s)?;
+            if d.as_millis() == 0 {
+                return Err(format!("`{s}` is no interval: it must be longer than 0"));
+            }
+            return Ok(Self::Interval(d.as_millis()));
+        }
+        Cron::parse(s).map(Self::Cron)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

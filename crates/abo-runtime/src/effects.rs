@@ -21,7 +21,7 @@ use crate::process::{self, Spec};
 use crate::redact::Redactor;
 
 pub mod heal;
-mod heal_base;
+pub(crate) mod heal_base;
 mod review;
 
 /// What an effect produced: the command to decide next, and warnings for the person watching.

@@ -26,6 +26,7 @@ pub mod redact;
 pub mod sandbox;
 pub mod screen;
 pub mod shared;
+pub mod verify_schedule;
 pub mod windows;
 pub mod worker;
 

@@ -102,6 +102,9 @@ fn headline(e: &StoredEvent) -> String {
                 .unwrap_or_default();
             format!("landing.verify fails{on} and {commit} could not be reverted: {reason}")
         }
+        EventBody::VerifyReported { commit, reason, .. } => format!(
+            "the base branch fails landing.verify and its first bad commit {commit} was not made by abo: reported, not reverted ({reason})"
+        ),
         other => other.kind().to_owned(),
     };
     format!("abo run {run}{task}: {what}")

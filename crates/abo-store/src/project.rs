@@ -338,6 +338,9 @@ impl<'a> Fold<'a> {
             | EventBody::RunVerify { .. }
             | EventBody::RunBisect { .. }
             | EventBody::RunRevertFailed { .. }
+            | EventBody::VerifyScheduled { .. }
+            | EventBody::VerifyReverted { .. }
+            | EventBody::VerifyReported { .. }
             | EventBody::TaskReview { .. }
             | EventBody::Deploy(_) => {}
             EventBody::TaskReverted { reason, .. } => {

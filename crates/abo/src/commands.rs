@@ -308,12 +308,22 @@ pub(crate) async fn status(cli: &Cli, run: Option<&str>) -> anyhow::Result<u8> {
         return Ok(exit::OK);
     }
     let view = status::view(&env.ctx, run).await?;
+    let base_verify = match &view.run.base_branch {
+        Some(b) => status::base_verify(&env.ctx.store, b).await?,
+        None => None,
+    };
     if cli.json {
         let mut v = status::to_json(&view);
         v["deploy_locks"] = crate::deploy::locks_json(&env.ctx).await?;
+        if let Some((_, j)) = &base_verify {
+            v["base_verify"] = j.clone();
+        }
         say_json!(v);
     } else {
         say_raw!("{}", status::render(&view));
+        if let Some((line, _)) = &base_verify {
+            say_raw!("{line}");
+        }
         let locks = crate::deploy::lock_lines(&env.ctx).await?;
         if !locks.is_empty() {
             say_raw!("\n{}\n", locks.join("\n"));
@@ -327,10 +337,15 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
     if let Some(id) = run.filter(|r| r.starts_with("deploy-")) {
         return crate::deploy::events(cli, &env.ctx, id).await;
     }
-    let row = status::find_run(&env.ctx.store, run).await?;
+    // The scheduled verifications of a base branch (`landing.verify_schedule`) are a log of
+    // their own, no run.
+    let id = match run.filter(|r| r.starts_with("verify-")) {
+        Some(r) => abo_core::ids::RunId::new(r),
+        None => status::find_run(&env.ctx.store, run).await?.id,
+    };
     let mut after = 0;
     loop {
-        let batch = env.ctx.store.events(Some(&row.id), after, 1000).await?;
+        let batch = env.ctx.store.events(Some(&id), after, 1000).await?;
         for e in &batch {
             if cli.json {
                 say_json!(e.to_json());
@@ -360,17 +375,10 @@ pub(crate) async fn events(cli: &Cli, run: Option<&str>, follow: bool) -> anyhow
             break;
         }
         // The run has ended and no process executes it any more (its last events are written).
-        let now = env.ctx.store.run(&row.id).await?.map(|r| r.status);
+        let now = env.ctx.store.run(&id).await?.map(|r| r.status);
         let ended = matches!(now.as_deref(), Some("finished" | "killed"))
-            && !executing(&env.ctx.store, &row.id, env.ctx.now()).await?;
-        if ended
-            && env
-                .ctx
-                .store
-                .events(Some(&row.id), after, 1)
-                .await?
-                .is_empty()
-        {
+            && !executing(&env.ctx.store, &id, env.ctx.now()).await?;
+        if ended && env.ctx.store.events(Some(&id), after, 1).await?.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

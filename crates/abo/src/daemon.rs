@@ -7,6 +7,9 @@
 //! - A run paused because a backend is held by a usage limit (reason `quota`) resumes at the
 //!   limit's reset.
 //!
+//! - `landing.verify_schedule`: `landing.verify` runs on the base branch's head on its interval or
+//!   cron expression (and at start when one was left in progress), bisected and healed there
+//!   (`abo_runtime::verify_schedule`).
 //! - A finished run whose end is still owed (abo stopped between `run.finished` and `run.merge`:
 //!   the merge, the pull request, the notifications) is resumed to complete it, once.
 //!
@@ -17,8 +20,9 @@ use std::sync::Arc;
 
 use abo_core::event::StoredEvent;
 use abo_core::ids::RunId;
-use abo_core::schedule::Cron;
+use abo_core::schedule::{Cron, Every};
 use abo_core::state::{RunState, RunStatus, TaskState};
+use abo_runtime::verify_schedule::Outcome;
 use abo_runtime::{Ctx, Observer, Start, engine, windows};
 
 use crate::cli::Cli;
@@ -61,6 +65,16 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
         None => None,
     };
     let notify = config.notify.spec();
+    let verify_every = match &config.landing.verify_schedule {
+        Some(at) => Some(abo_core::schedule::Every::parse(at).map_err(|e| {
+            crate::exit::Usage::new(format!("abo.yml: landing.verify_schedule: {e}"))
+        })?),
+        None => None,
+    };
+    let verify_branch = match &config.base_branch {
+        Some(b) => Some(b.clone()),
+        None => api.ctx.git.current_branch().await?,
+    };
     let _server = crate::serve::listen(Arc::clone(&api), addr).await?;
     let ctx = Arc::clone(&api.ctx);
     say!(
@@ -71,8 +85,41 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
     let mut last = ctx.now();
     // Finished runs that owe nothing: looked at once.
     let mut settled: BTreeSet<RunId> = BTreeSet::new();
+    let verifying = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut verified_at: Option<abo_core::ids::Timestamp> = None;
     loop {
         let now = ctx.now();
+        // The base branch's scheduled verification, one at a time.
+        if let (Some(every), Some(branch)) = (&verify_every, &verify_branch)
+            && !verifying.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let due = match every {
+                Every::Interval(ms) => verified_at.is_none_or(|at| now.0 - at.0 >= *ms as i64),
+                Every::Cron(cron) => {
+                    windows::fired(cron, last, now, &tz)
+                        || (verified_at.is_none()
+                            && abo_runtime::verify_schedule::in_progress(&ctx, branch).await)
+                }
+            };
+            if due {
+                verified_at = Some(now);
+                verifying.store(true, std::sync::atomic::Ordering::SeqCst);
+                let (ctx, config, branch, flag) = (
+                    Arc::clone(&ctx),
+                    config.clone(),
+                    branch.clone(),
+                    Arc::clone(&verifying),
+                );
+                tokio::spawn(async move {
+                    match abo_runtime::verify_schedule::verify_base(&ctx, &config, &branch).await {
+                        Ok(Outcome::Idle) => {}
+                        Ok(o) => say!("landing.verify_schedule on {branch}: {}", outcome(&o)),
+                        Err(e) => say!("landing.verify_schedule on {branch}: {e}"),
+                    }
+                    flag.store(false, std::sync::atomic::Ordering::SeqCst);
+                });
+            }
+        }
         // Each minute since the last look whose cron matches starts its backlog once.
         for (cron, entry) in &crons {
             if windows::fired(cron, last, now, &tz) {
@@ -146,6 +193,19 @@ pub(crate) async fn daemon(cli: &Cli, interval: &str, addr: &str) -> anyhow::Res
         }
     }
     Ok(exit::OK)
+}
+
+/// One line for how a scheduled verification of the base branch ended.
+fn outcome(o: &Outcome) -> String {
+    match o {
+        Outcome::Idle => "nothing new".to_owned(),
+        Outcome::Passed { head } => format!("{head} passed"),
+        Outcome::Reverted { commit, revert } => format!("{commit} reverted by {revert}"),
+        Outcome::Reported { commit, reason } => {
+            format!("{commit} is the first bad commit, not abo's: reported ({reason})")
+        }
+        Outcome::Broken { reason } => format!("still failing: {reason}"),
+    }
 }
 
 /// Whether a finished run still owes its end and no live process drives it (`None`: someone

@@ -401,6 +401,30 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
                 on(branch)
             )
         }
+        EventBody::VerifyScheduled {
+            branch,
+            head,
+            commits,
+            ..
+        } => format!(
+            "landing.verify_schedule: verifying {branch} at {} ({} commit(s) since it last verified)",
+            short(head),
+            commits.len()
+        ),
+        EventBody::VerifyReverted {
+            commit,
+            revert,
+            by_run,
+            by_task,
+        } => format!(
+            "{} ({by_run} {by_task}) reverted on the base branch by {}",
+            short(commit),
+            short(revert)
+        ),
+        EventBody::VerifyReported { commit, reason, .. } => format!(
+            "{} is the first bad commit and abo did not make it: reported, not reverted: {reason}",
+            short(commit)
+        ),
         EventBody::ReviewReserved {
             attempt,
             reviewer,

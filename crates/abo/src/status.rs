@@ -155,3 +155,43 @@ pub(crate) async fn view(ctx: &abo_runtime::Ctx, run: Option<&str>) -> anyhow::R
     let row = find_run(&ctx.store, run).await?;
     Ok(abo_server::shapes::view(ctx, row).await?)
 }
+
+/// The scheduled verifications of `branch` (`landing.verify_schedule`), if it has any: a line for
+/// `abo status` and the same as JSON.
+pub(crate) async fn base_verify(
+    store: &Store,
+    branch: &str,
+) -> anyhow::Result<Option<(String, serde_json::Value)>> {
+    use abo_core::event::EventBody;
+    use abo_core::verify_schedule::{Scheduled, log_id};
+    let log = log_id(branch);
+    let events = store.run_events(&log).await?;
+    let s = Scheduled::fold(branch, &events);
+    let short = |c: &abo_core::ids::CommitSha| c.as_str()[..c.as_str().len().min(10)].to_owned();
+    let last = events.iter().rev().find_map(|e| match &e.event.body {
+        _ if s.current.is_some() => Some("in progress".to_owned()),
+        EventBody::RunVerify { commit, passed, .. } => Some(if *passed {
+            format!("{} passed", short(commit))
+        } else {
+            format!("{} still fails after the revert", short(commit))
+        }),
+        EventBody::VerifyReported { commit, reason, .. } => Some(format!(
+            "{} reported, not reverted: {reason}",
+            short(commit)
+        )),
+        EventBody::RunRevertFailed { commit, reason, .. } => {
+            Some(format!("the revert of {} failed: {reason}", short(commit)))
+        }
+        _ => None,
+    });
+    let Some(last) = last else { return Ok(None) };
+    let line = format!("  verified {branch} on schedule: {last} (abo events {log})\n");
+    let json = serde_json::json!({
+        "branch": branch,
+        "log": log.as_str(),
+        "good": s.good.as_ref().map(|c| c.as_str()),
+        "in_progress": s.current.is_some(),
+        "last": last,
+    });
+    Ok(Some((line, json)))
+}

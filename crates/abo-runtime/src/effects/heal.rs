@@ -21,7 +21,7 @@ pub fn verify_worktree(ctx: &Ctx, run: &RunId) -> std::path::PathBuf {
 
 /// Runs `gates` on `commit`, in order, stopping at the first that fails. Every gate's output goes
 /// to one log, redacted.
-pub(super) async fn verify(
+pub(crate) async fn verify(
     ctx: &Ctx,
     spec: &RunSpec,
     policy: &RunPolicy,

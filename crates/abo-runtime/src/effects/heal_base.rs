@@ -170,7 +170,7 @@ pub(super) async fn revert(
 }
 
 /// [`revert`] with its message made: the revert of `commit` by `run` on `branch`.
-async fn revert_with(
+pub(crate) async fn revert_with(
     ctx: &Ctx,
     run: &RunId,
     branch: &str,

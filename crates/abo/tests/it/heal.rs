@@ -219,3 +219,144 @@ fn after_the_merge_the_base_branch_is_verified_and_the_first_bad_commit_reverted
     assert_eq!(r["tasks_reverted"], 1);
     assert_eq!(r["time_to_restore"]["count"], 1);
 }
+
+/// The verify suite fails once `b.txt` is on the branch; the run that adds it knows no verify.
+const PLAIN_CONFIG: &str = "version: 1\nautonomy: { overrides: { merge: A2 } }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n";
+
+/// Notified by default: `task.reverted` (in the task's run) and `verify.reported`.
+const SCHEDULED_CONFIG: &str = "version: 1\nbase_branch: main\nnotify: { webhooks: [{ url: 'HOOK/hook' }] }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f b.txt; then echo \"e2e: b breaks it\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n  verify_schedule: 1s\n";
+
+#[test]
+fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_persons() {
+    let repo = TestRepo::new();
+    config(&repo, PLAIN_CONFIG);
+    let backlog = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: b, title: Add b, run: \"echo b > b.txt\", gates: [unit] }\n",
+    );
+    let (code, doc, stderr) = run(&repo, &backlog, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let run_branch = doc["run"]["branch"].as_str().unwrap().to_owned();
+    // The run's end does not merge (merge A2): main is as it was.
+    assert!(!repo.path.join("b.txt").exists());
+    let good = repo.git(&["rev-parse", "main"]).trim().to_owned();
+    // The user works on another branch; main is checked out nowhere.
+    repo.git(&["checkout", "-q", "-b", "work"]);
+    let hook = abo_test_support::stub::StubServer::start(
+        (0..4)
+            .map(|_| abo_test_support::stub::Canned::ok("{}"))
+            .collect(),
+    );
+    config(&repo, &SCHEDULED_CONFIG.replace("HOOK", &hook.url));
+    let mut daemon = crate::abo_cmd(
+        &repo,
+        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let log = || events(&repo, "verify-main");
+    let has = |evs: &[Value], kind: &str, n: usize| kinds(evs, kind).len() >= n;
+    // The schedule's first look: main as it is verifies.
+    let first = abo_test_support::wait_for(60, || has(&log(), "run.verify", 1));
+    // Then main is fast-forwarded to the run's commit (abo made it), which breaks the suite.
+    let bad = repo.git(&["rev-parse", &run_branch]).trim().to_owned();
+    repo.git(&["update-ref", "refs/heads/main", &bad, &good]);
+    // Healed once the revert verified too (the daemon then only reads until main moves again).
+    let healed = first
+        && abo_test_support::wait_for(90, || {
+            let evs = log();
+            has(&evs, "verify.reverted", 1) && has(&evs, "run.verify", 3)
+        });
+    // A person's commit breaks it again: reported, not reverted.
+    let wt = backlog.with_file_name("person");
+    let mut reported = false;
+    let mut person = String::new();
+    if healed {
+        repo.git(&["worktree", "add", "-q", wt.to_str().unwrap(), "main"]);
+        std::fs::write(wt.join("b.txt"), "mine\n").unwrap();
+        abo_test_support::git_in(&wt, &["add", "-A"]);
+        abo_test_support::git_in(&wt, &["commit", "-q", "-m", "a person adds b"]);
+        person = abo_test_support::git_in(&wt, &["rev-parse", "HEAD"])
+            .trim()
+            .to_owned();
+        repo.git(&["worktree", "remove", "--force", wt.to_str().unwrap()]);
+        reported = abo_test_support::wait_for(90, || has(&log(), "verify.reported", 1));
+    }
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(first && healed && reported, "daemon said: {said}");
+
+    let evs = log();
+    let scheduled = kinds(&evs, "verify.scheduled");
+    assert!(scheduled.len() >= 3, "{scheduled:?}");
+    assert_eq!(scheduled[0]["data"]["head"], good.as_str());
+    assert_eq!(scheduled[1]["data"]["good"], good.as_str());
+    assert_eq!(scheduled[1]["data"]["commits"][0]["commit"], bad.as_str());
+    assert_eq!(scheduled[1]["data"]["commits"][0]["task"], "b");
+    let verifies = kinds(&evs, "run.verify");
+    assert_eq!(verifies[0]["data"]["passed"], true);
+    assert_eq!(
+        (
+            &verifies[1]["data"]["commit"],
+            &verifies[1]["data"]["passed"]
+        ),
+        (&Value::from(bad.as_str()), &Value::from(false))
+    );
+    assert!(artifact(&repo, &verifies[1]["data"]["log"]).contains("e2e: b breaks it"));
+    assert_eq!(verifies[2]["data"]["passed"], true, "the revert verifies");
+
+    // main: the bad commit, then its revert on top (moved by compare-and-swap, never forced).
+    let reverted = kinds(&evs, "verify.reverted");
+    let revert = reverted[0]["data"]["revert"].as_str().unwrap().to_owned();
+    assert_eq!(reverted[0]["data"]["by_run"], id.as_str());
+    assert_eq!(repo.git(&["rev-parse", &format!("{revert}^")]).trim(), bad);
+    let message = repo.git(&["log", "-1", "--format=%B", &revert]);
+    assert!(message.starts_with("Revert \"Add b\""), "{message}");
+    for trailer in [
+        format!("Abo-Revert-Of: {bad}"),
+        format!("Abo-Run: {id}"),
+        "Abo-Task: b".to_owned(),
+    ] {
+        assert!(
+            message.lines().any(|l| l == trailer),
+            "{trailer} in {message}"
+        );
+    }
+    // The task is reverted in its own run, with the verify log as its feedback.
+    assert_eq!(brief(&status(&repo, Some(&id))), s(&[("b", "reverted", 1)]));
+    let own = kinds(&events(&repo, &id), "task.reverted");
+    assert_eq!(own.len(), 1, "{own:?}");
+    assert_eq!(own[0]["data"]["branch"], "main");
+    assert_eq!(own[0]["data"]["revert"], revert.as_str());
+    assert!(artifact(&repo, &own[0]["data"]["log"]).contains("e2e: b breaks it"));
+
+    // The person's commit: reported, main left where the person put it.
+    let r = kinds(&evs, "verify.reported");
+    assert_eq!(r[0]["data"]["commit"], person.as_str());
+    assert_eq!(repo.git(&["rev-parse", "main"]).trim(), person);
+    assert_eq!(kinds(&evs, "verify.reverted").len(), 1);
+    assert!(said.contains("not abo's: reported"), "{said}");
+    // A person is told of both, by default.
+    let sent: Vec<String> = hook.requests().into_iter().map(|r| r.raw).collect();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(sent[0].contains("task.reverted"), "{sent:?}");
+    assert!(
+        sent[1].contains("verify.reported") && sent[1].contains(&person),
+        "{sent:?}"
+    );
+    // `abo status` shows the base branch's last scheduled verification.
+    let st = status(&repo, Some(&id));
+    assert_eq!(st["base_verify"]["log"], "verify-main", "{st}");
+    assert_eq!(st["base_verify"]["good"], revert.as_str());
+    assert!(
+        st["base_verify"]["last"]
+            .as_str()
+            .unwrap()
+            .contains("reported, not reverted"),
+        "{st}"
+    );
+}
