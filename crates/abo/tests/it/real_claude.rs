@@ -489,3 +489,81 @@ fn calls_the_check_tool_mid_attempt_and_lands_after_the_fix() {
         .collect();
     assert_eq!(outcomes, ["gate_failed", "pass"]);
 }
+
+/// The real CLI's `AskUserQuestion`: the model asks which roles come first (two options) instead
+/// of working. abo reads the call from the CLI's stream, the task waits as a `decision` with the
+/// question and both options; `abo decide` picks the second, and on `abo resume` the next
+/// attempt's prompt (as the model server received it) carries the answer.
+#[test]
+fn an_ask_user_question_becomes_a_decision_and_its_answer_reaches_the_next_attempt() {
+    use abo_test_support::model_server::anthropic::Block;
+    let repo = repo(OFF, "");
+    let ask = Script::in_worktree(vec![
+        vec![Block::tool(
+            "AskUserQuestion",
+            serde_json::json!({"questions": [{
+                "question": "Which roles first?",
+                "header": "Roles",
+                "multiSelect": false,
+                "options": [
+                    {"label": "Admin", "description": "every permission"},
+                    {"label": "Viewer", "description": "read only"}
+                ]
+            }]}),
+        )],
+        vec![Block::Text("I need to know which roles come first.".into())],
+    ]);
+    let server = ModelServer::start(Scheme::Http, ask);
+    let ran = run(&repo, &server.url, &[]);
+    let task = &ran.doc["tasks"][0];
+    let transcript = artifact(&repo, &ran.finished["data"]["transcript"]);
+    assert_eq!(
+        task["status"],
+        "awaiting_approval",
+        "{}\n{}\n{}",
+        task["reason"],
+        ran.stderr,
+        tool_calls(&transcript)
+    );
+    let run_id = ran.doc["run"]["id"].as_str().unwrap().to_owned();
+    let asked = events(&repo, &run_id)
+        .into_iter()
+        .find(|e| e["kind"] == "task.question")
+        .unwrap_or_else(|| panic!("no task.question:\n{}", tool_calls(&transcript)));
+    assert_eq!(asked["data"]["question"], "Which roles first?", "{asked}");
+    assert_eq!(
+        asked["data"]["options"],
+        serde_json::json!(["Admin", "Viewer"]),
+        "{asked}"
+    );
+    let decided = crate::abo(&repo, &["decide", "scripted", "--choose", "2"]);
+    assert_eq!(decided.code, 0, "{}", decided.stderr);
+    // The next attempt works against a server whose script writes the file.
+    let work = ModelServer::start(Scheme::Http, anthropic::change_script());
+    let home = repo.outside.join("home");
+    let path = format!(
+        "{}:{}",
+        claude_bin().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let resumed = abo_env(
+        &repo,
+        &["resume", &run_id, "--json"],
+        &[
+            ("PATH", path),
+            ("HOME", home.display().to_string()),
+            ("ANTHROPIC_BASE_URL", work.url.clone()),
+            ("ANTHROPIC_API_KEY", "sk-ant-api03-dummy-for-tests".into()),
+        ],
+    );
+    let first = work
+        .requests()
+        .into_iter()
+        .find(|r| r.method == "POST" && r.path == "/v1/messages")
+        .unwrap_or_else(|| panic!("the next attempt asked nothing: {}", resumed.stderr));
+    let prompt = first.body["messages"][0].to_string();
+    assert!(
+        prompt.contains("Which roles first?") && prompt.contains("Viewer"),
+        "{prompt}"
+    );
+}
