@@ -48,6 +48,22 @@ pub enum Failure {
     UsageLimit,
 }
 
+/// What the model does on the Responses API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Script {
+    /// The scripted change: a patch, a command, a final message.
+    Change,
+    /// Asks the user: a `request_user_input` call offering [`ASK_OPTIONS`], then, whatever the
+    /// CLI answered, a final reply that asks [`ASKED`].
+    Ask,
+}
+
+/// The question of [`Script::Ask`], and its options.
+pub const ASK_QUESTION: &str = "Which roles first?";
+pub const ASK_OPTIONS: [&str; 2] = ["Admin", "Viewer"];
+/// [`Script::Ask`]'s final reply.
+pub const ASKED: &str = "I need to know which roles come first: Admin or Viewer?";
+
 /// A request as received.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -80,6 +96,7 @@ pub struct Served {
 #[derive(Debug)]
 struct Inner {
     failure: Failure,
+    script: Script,
     requests: Vec<Seen>,
     served: Served,
 }
@@ -127,6 +144,7 @@ impl ModelServer {
         let port = listener.local_addr().unwrap().port();
         let shared: Shared = Arc::new(Mutex::new(Inner {
             failure: Failure::None,
+            script: Script::Change,
             requests: Vec::new(),
             served: Served::default(),
         }));
@@ -183,6 +201,11 @@ impl ModelServer {
     /// From now on, model requests are answered with this.
     pub fn fail(&self, failure: Failure) {
         self.shared.lock().unwrap().failure = failure;
+    }
+
+    /// What the model does from now on (the Responses API).
+    pub fn script(&self, script: Script) {
+        self.shared.lock().unwrap().script = script;
     }
 
     pub fn requests(&self) -> Vec<Seen> {
@@ -271,16 +294,16 @@ async fn connection<S: AsyncRead + AsyncWrite + Unpin>(mut io: S, _peer: SocketA
     let Some(req) = read_request(&mut io).await else {
         return;
     };
-    let failure = {
+    let (failure, script) = {
         let mut inner = s.lock().unwrap();
         inner.requests.push(req.clone());
-        inner.failure
+        (inner.failure, inner.script)
     };
     let path = req.path.split('?').next().unwrap_or("").to_owned();
     let reply = match (req.method.as_str(), path.as_str()) {
         ("POST", p) if p.ends_with("/responses") || p.ends_with("/chat/completions") => {
             match failure {
-                Failure::None if p.ends_with("/responses") => responses(&req.body),
+                Failure::None if p.ends_with("/responses") => responses(&req.body, script),
                 Failure::None => chat(&req.body),
                 Failure::RateLimited => Reply::json(
                     429,
@@ -522,7 +545,7 @@ fn output_text(item: &Value) -> String {
 }
 
 /// The Responses API, streamed: the next step of the script from what `input` holds.
-fn responses(req: &Value) -> Reply {
+fn responses(req: &Value, script: Script) -> Reply {
     let input = req["input"].as_array().cloned().unwrap_or_default();
     let outputs: Vec<&Value> = input
         .iter()
@@ -559,7 +582,19 @@ fn responses(req: &Value) -> Reply {
         output_tokens: 50 + 10 * step as u64,
         reasoning_tokens: 8,
     };
-    let item = match (step, tool("apply_patch"), shell) {
+    let item = match (script, step, tool("apply_patch"), shell) {
+        (Script::Ask, 0, _, _) => Item::Function {
+            name: "request_user_input".into(),
+            arguments: json!({"questions": [{
+                "id": "roles",
+                "header": "Roles",
+                "question": ASK_QUESTION,
+                "options": ASK_OPTIONS.iter().map(|o| json!({"label": o, "description": o})).collect::<Vec<_>>(),
+            }]})
+            .to_string(),
+        },
+        (Script::Ask, _, _, _) => Item::Message(ASKED.into()),
+        (Script::Change, step, patch_tool, shell) => match (step, patch_tool, shell) {
         (0, Some(t), _) if t["type"] == "custom" => Item::Custom {
             name: "apply_patch".into(),
             input: patch(),
@@ -574,6 +609,7 @@ fn responses(req: &Value) -> Reply {
             let said = outputs.last().map(|o| output_text(o)).unwrap_or_default();
             Item::Message(format!("{FINAL} {}", said.trim()))
         }
+        },
     };
     let model = req["model"].as_str().unwrap_or("gpt-5.5").to_owned();
     Reply {

@@ -3,7 +3,7 @@
 //! over https and http, and with the provider down, rate-limited and out of quota.
 
 use abo_test_support::model_server_openai::{
-    COMMAND_OUTPUT, FINAL, Failure, ModelServer, down_url,
+    ASKED, COMMAND_OUTPUT, FINAL, Failure, ModelServer, Script, down_url,
 };
 use pretty_assertions::assert_eq;
 use serde_json::Value;
@@ -193,4 +193,61 @@ fn codex_out_of_quota_fails_for_good() {
     let (reason, transient) = failing(&r);
     assert!(reason.contains("Quota exceeded"), "{reason}");
     assert!(!transient, "{reason}");
+}
+
+/// The model calls Codex's `request_user_input` instead of working. What `codex exec` does with
+/// it is the CLI's: it answers the call itself (the tool needs a person at a terminal) and the
+/// model then asks in its final reply. abo turns that reply into a `decision` waiting for a
+/// person; an answer given with `abo decide` reaches the next attempt's prompt on `abo resume`.
+#[test]
+fn codex_asking_the_user_ends_as_a_decision_whose_answer_reaches_the_next_attempt() {
+    let server = ModelServer::http();
+    server.script(Script::Ask);
+    let r = codex("off", &server.base_url, "localhost", None);
+    let (_, doc, stderr) = r.run();
+    let t = &doc["tasks"][0];
+    let transcript = artifact(&r.repo, &r.finished(&doc)["data"]["transcript"]);
+    assert_eq!(
+        t["status"], "awaiting_approval",
+        "{}: {stderr}\n{transcript}",
+        t["reason"]
+    );
+    // What the CLI sent back for the call, as the model received it.
+    let back: Vec<String> = server
+        .model_requests()
+        .iter()
+        .flat_map(|q| q.body["input"].as_array().cloned().unwrap_or_default())
+        .filter(|i| i["type"] == "function_call_output")
+        .map(|i| i["output"].to_string())
+        .collect();
+    assert!(
+        back.iter().any(|o| o.contains("request_user_input")),
+        "{back:?}"
+    );
+    let run = doc["run"]["id"].as_str().unwrap().to_owned();
+    let asked = crate::events(&r.repo, &run)
+        .into_iter()
+        .find(|e| e["kind"] == "task.question")
+        .unwrap_or_else(|| panic!("no task.question:\n{transcript}"));
+    assert_eq!(asked["data"]["question"], ASKED, "{asked}");
+    let decided = crate::abo_env(
+        &r.repo,
+        &[
+            "decide",
+            "scripted",
+            "--answer",
+            "Start with the Viewer role",
+        ],
+        &r.env,
+    );
+    assert_eq!(decided.code, 0, "{}", decided.stderr);
+    server.script(Script::Change);
+    let before = server.model_requests().len();
+    let resumed = crate::abo_env(&r.repo, &["resume", &run, "--json"], &r.env);
+    let next = server.model_requests();
+    let first = next
+        .get(before)
+        .unwrap_or_else(|| panic!("the next attempt asked nothing: {}", resumed.stderr));
+    let prompt = first.body["input"].to_string();
+    assert!(prompt.contains("Start with the Viewer role"), "{prompt}");
 }
