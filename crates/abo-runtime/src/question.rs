@@ -1,7 +1,8 @@
 //! An agent that asked instead of finishing: Claude Code's `AskUserQuestion` tool call, Codex's
 //! `request_user_input` (`codex exec` answers that call itself and prints no function call: its
-//! question arrives as the reply), or a final reply that is a question. Read from the attempt's transcript
-//! (as stored, redacted) when the attempt made no change; the task then waits for a person's answer.
+//! question arrives as the reply), or a final reply that is a question. Read from the attempt's
+//! transcript (as stored, redacted) when the attempt made no change; the task then waits for a
+//! person's answer.
 
 use serde_json::Value;
 
