@@ -310,3 +310,32 @@ pub async fn approvals_page(St(st): St<State>, h: HeaderMap) -> Response {
     }
     page("approvals", None, &session, &body).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    /// The login form's `next` (from a notification's link) sends the person back only to a path
+    /// of this server: each of these, followed as a browser follows a redirect's `Location`,
+    /// would leave for `evil.example` (scheme-relative, backslash as slash, a tab or newline the
+    /// URL parser drops, a full URL), and goes home instead.
+    #[test]
+    fn a_login_goes_back_only_to_a_path_of_this_server() {
+        for attack in [
+            "//evil.example/login",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/\t/evil.example",
+            "/\n/evil.example",
+            "https://evil.example/",
+            "javascript:alert(1)",
+            "evil.example",
+            "",
+        ] {
+            assert_eq!(local_path(attack), "/", "{attack:?}");
+        }
+        for kept in ["/", "/runs/r1/tasks/ask?choose=2#decide", "/approvals"] {
+            assert_eq!(local_path(kept), kept);
+        }
+    }
+}
