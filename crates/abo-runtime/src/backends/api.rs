@@ -29,6 +29,10 @@ pub struct Request<'a> {
     pub system: &'a str,
     pub prompt: &'a str,
     pub timeout: Duration,
+    /// The sampling seed, where the API takes one (OpenAI-compatible servers; Anthropic's has
+    /// none): an attempt's number, so that an attempt asks the same way when run again and the
+    /// candidates of a task (`proposals:`, `hedge:`) on one backend do not all ask alike.
+    pub seed: Option<u32>,
 }
 
 /// A successful reply.
@@ -81,14 +85,20 @@ fn body(r: &Request<'_>) -> Value {
             "system": r.system,
             "messages": [{ "role": "user", "content": r.prompt }],
         }),
-        ApiKind::Openai => json!({
-            "model": r.model,
-            "max_tokens": r.max_tokens,
-            "messages": [
-                { "role": "system", "content": r.system },
-                { "role": "user", "content": r.prompt },
-            ],
-        }),
+        ApiKind::Openai => {
+            let mut b = json!({
+                "model": r.model,
+                "max_tokens": r.max_tokens,
+                "messages": [
+                    { "role": "system", "content": r.system },
+                    { "role": "user", "content": r.prompt },
+                ],
+            });
+            if let Some(seed) = r.seed {
+                b["seed"] = json!(seed);
+            }
+            b
+        }
     }
 }
 
@@ -523,7 +533,26 @@ mod tests {
             system: "s",
             prompt: "p",
             timeout: Duration::from_secs(5),
+            seed: None,
         }
+    }
+
+    /// Each attempt asks an OpenAI-compatible server with its own seed (three proposals on one
+    /// backend are three samples, and an attempt run again asks as it did); Anthropic's API takes
+    /// none, and a request without one sends none.
+    #[test]
+    fn an_attempts_number_seeds_the_apis_that_take_a_seed() {
+        let seeded = |api, seed| {
+            let r = Request {
+                api,
+                seed,
+                ..request("http://x")
+            };
+            body(&r).get("seed").cloned()
+        };
+        assert_eq!(seeded(ApiKind::Openai, Some(2)), Some(serde_json::json!(2)));
+        assert_eq!(seeded(ApiKind::Openai, None), None);
+        assert_eq!(seeded(ApiKind::Anthropic, Some(2)), None);
     }
 
     #[tokio::test]

@@ -1007,6 +1007,7 @@ async fn run_api(job: &Job<'_>) -> Produced {
         system: prompt::DIFF_SYSTEM,
         prompt: &p.text,
         timeout: Duration::from_millis(job.settings.attempt_timeout_ms.max(1)),
+        seed: Some(job.attempt.attempt),
     };
     let (result, failures) =
         api::call_with_retries(job.ctx.http(), &request, *retries, &*job.ctx.clock).await;
@@ -1237,6 +1238,7 @@ pub async fn ask(
                 system,
                 prompt: &prompt,
                 timeout: Duration::from_millis(settings.attempt_timeout_ms.max(1)),
+                seed: None,
             };
             let (result, _) =
                 api::call_with_retries(ctx.http(), &request, *retries, &*ctx.clock).await;
