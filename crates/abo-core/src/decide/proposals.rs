@@ -11,7 +11,6 @@ use crate::budget::{Blocked, Reservation};
 use crate::event::{EventBody, GateStage, ProposalStart};
 use crate::ids::{ArtifactId, BackendName, TaskId};
 use crate::proposal::{CandidateState, HedgeAfter, Mode, ProposalOutcome, Score};
-use crate::review::Outcome;
 use crate::spec::BackendSpec;
 use crate::state::{RunState, TaskState};
 use crate::verdict::Verdict;
@@ -434,22 +433,7 @@ pub(super) fn review_done(
     if !waiting {
         return;
     }
-    super::review::charge(cx, task, attempt, &reviewer, &spent);
-    let (verdict, findings, error) = match &outcome {
-        Ok(r) => (r.outcome(), r.findings.clone(), None),
-        Err(e) => (Outcome::Failed, Vec::new(), Some(e.clone())),
-    };
-    cx.emit(
-        Some(task),
-        EventBody::TaskReview {
-            attempt,
-            reviewer,
-            verdict,
-            findings,
-            error,
-            log,
-        },
-    );
+    super::review::answered(cx, task, attempt, reviewer, &outcome, log, &spent);
     cx.effect(Effect::EvaluatePolicy {
         attempt: cx.attempt(task, attempt),
     });

@@ -189,7 +189,6 @@ pub(super) fn review_done(
     if !waiting {
         return; // stale
     }
-    charge(cx, task, attempt, &reviewer, &spent);
     let max_rounds = cx
         .state
         .spec
@@ -197,7 +196,31 @@ pub(super) fn review_done(
         .review
         .as_ref()
         .map_or(0, |r| r.max_rounds);
-    let (verdict, findings, error) = match &outcome {
+    let verdict = answered(cx, task, attempt, reviewer, &outcome, log.clone(), &spent);
+    let rounds = cx.state.task(task).map_or(0, |t| t.review_rounds);
+    match outcome {
+        Ok(r) if verdict == Outcome::RequestChanges && rounds <= max_rounds => {
+            attempt_failed(cx, task, attempt, r.feedback(), log);
+        }
+        _ => cx.effect(Effect::EvaluatePolicy {
+            attempt: cx.attempt(task, attempt),
+        }),
+    }
+}
+
+/// The reviewer answered `attempt` (or failed to): its spend charged and its `task.review`
+/// recorded (a reply that does not parse is `failed`, never approval). Returns the verdict.
+pub(super) fn answered(
+    cx: &mut Ctx<'_>,
+    task: &TaskId,
+    attempt: u32,
+    reviewer: BackendName,
+    outcome: &Result<Review, String>,
+    log: Option<ArtifactId>,
+    spent: &Spent,
+) -> Outcome {
+    charge(cx, task, attempt, &reviewer, spent);
+    let (verdict, findings, error) = match outcome {
         Ok(r) => (r.outcome(), r.findings.clone(), None),
         Err(e) => (Outcome::Failed, Vec::new(), Some(e.clone())),
     };
@@ -209,18 +232,10 @@ pub(super) fn review_done(
             verdict,
             findings,
             error,
-            log: log.clone(),
+            log,
         },
     );
-    let rounds = cx.state.task(task).map_or(0, |t| t.review_rounds);
-    match outcome {
-        Ok(r) if verdict == Outcome::RequestChanges && rounds <= max_rounds => {
-            attempt_failed(cx, task, attempt, r.feedback(), log);
-        }
-        _ => cx.effect(Effect::EvaluatePolicy {
-            attempt: cx.attempt(task, attempt),
-        }),
-    }
+    verdict
 }
 
 /// The review's part of the verdict (the stricter wins): a failed review, or changes requested
