@@ -158,6 +158,29 @@ async fn verify_leased(
                 record(ctx, config, &log, body, &mut s).await?;
                 return Ok(Outcome::Reported { commit, reason });
             }
+            // Under `landing.mode: pull-request` nothing reaches the base branch but through a
+            // pull request: abo does not commit its revert there, it reports the commit (a pull
+            // request of the revert is not built yet).
+            Next::Revert {
+                run,
+                task,
+                commit,
+                reason,
+                log: verify_log,
+                ..
+            } if spec.settings.landing.mode == abo_core::config::LandingMode::PullRequest => {
+                let reason = format!(
+                    "{reason}; it is {run}'s task {task}, not reverted: landing.mode is pull-request, so abo commits nothing to {branch} (revert it with a pull request: git revert {})",
+                    commit.short()
+                );
+                let body = EventBody::VerifyReported {
+                    commit: commit.clone(),
+                    reason: reason.clone(),
+                    log: verify_log,
+                };
+                record(ctx, config, &log, body, &mut s).await?;
+                return Ok(Outcome::Reported { commit, reason });
+            }
             Next::Revert {
                 run,
                 task,

@@ -360,3 +360,69 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
         "{st}"
     );
 }
+
+/// Under `landing.mode: pull-request` abo commits nothing to the base branch itself: the bad
+/// commit abo made is found and reported, and main is left where it was (the control is the test
+/// above, where the same commit is reverted on main).
+#[test]
+fn under_pull_requests_the_daemon_reports_abos_bad_commit_and_commits_nothing_to_main() {
+    let repo = TestRepo::new();
+    config(&repo, PLAIN_CONFIG);
+    let backlog = repo.write_outside(
+        "b.yml",
+        "tasks:\n  - { id: b, title: Add b, run: \"echo b > b.txt\", gates: [unit] }\n",
+    );
+    let (code, doc, stderr) = run(&repo, &backlog, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let id = doc["run"]["id"].as_str().unwrap().to_owned();
+    let run_branch = doc["run"]["branch"].as_str().unwrap().to_owned();
+    let good = repo.git(&["rev-parse", "main"]).trim().to_owned();
+    repo.git(&["checkout", "-q", "-b", "work"]);
+    let hook = abo_test_support::stub::StubServer::start(
+        (0..4)
+            .map(|_| abo_test_support::stub::Canned::ok("{}"))
+            .collect(),
+    );
+    config(
+        &repo,
+        &SCHEDULED_CONFIG
+            .replace("HOOK", &hook.url)
+            .replace("landing:\n", "landing:\n  mode: pull-request\n"),
+    );
+    let mut daemon = crate::abo_cmd(
+        &repo,
+        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let log = || events(&repo, "verify-main");
+    let first = abo_test_support::wait_for(60, || !kinds(&log(), "run.verify").is_empty());
+    let bad = repo.git(&["rev-parse", &run_branch]).trim().to_owned();
+    repo.git(&["update-ref", "refs/heads/main", &bad, &good]);
+    let reported =
+        first && abo_test_support::wait_for(90, || !kinds(&log(), "verify.reported").is_empty());
+    let _ = daemon.kill();
+    let out = daemon.wait_with_output().unwrap();
+    assert!(
+        first && reported,
+        "daemon said: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let evs = log();
+    let r = kinds(&evs, "verify.reported");
+    assert_eq!(r[0]["data"]["commit"], bad.as_str());
+    let reason = r[0]["data"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("landing.mode is pull-request") && reason.contains(&id),
+        "{reason}"
+    );
+    assert!(kinds(&evs, "verify.reverted").is_empty());
+    assert_eq!(
+        repo.git(&["rev-parse", "main"]).trim(),
+        bad,
+        "main untouched"
+    );
+    assert_eq!(brief(&status(&repo, Some(&id))), s(&[("b", "landed", 1)]));
+}
