@@ -908,6 +908,22 @@ fn decide_approval(
     Ok(())
 }
 
+/// A gate's `task.gate` event, for a single attempt or a candidate.
+fn gate_event(attempt: u32, stage: GateStage, o: &GateOutcome) -> EventBody {
+    EventBody::TaskGate {
+        attempt,
+        name: o.name.clone(),
+        stage,
+        passed: o.passed,
+        exit: o.exit,
+        timed_out: o.timed_out,
+        duration_ms: o.duration_ms,
+        runs: o.runs,
+        log: o.log.clone(),
+        figures: o.figures.clone(),
+    }
+}
+
 fn gate_done(
     cx: &mut Ctx<'_>,
     task: &TaskId,
@@ -941,21 +957,7 @@ fn gate_done(
     if expected != Some(&o.name) {
         return;
     }
-    cx.emit(
-        Some(task),
-        EventBody::TaskGate {
-            attempt,
-            name: o.name.clone(),
-            stage,
-            passed: o.passed,
-            exit: o.exit,
-            timed_out: o.timed_out,
-            duration_ms: o.duration_ms,
-            runs: o.runs,
-            log: o.log.clone(),
-            figures: o.figures.clone(),
-        },
-    );
+    cx.emit(Some(task), gate_event(attempt, stage, &o));
     let where_ = if stage == GateStage::Merged {
         " on the merged result"
     } else {

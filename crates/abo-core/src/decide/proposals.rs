@@ -384,21 +384,7 @@ pub(super) fn gate_done(
     if stage != GateStage::Attempt || t.spec.gates.get(passed) != Some(&o.name) {
         return; // stale
     }
-    cx.emit(
-        Some(task),
-        EventBody::TaskGate {
-            attempt,
-            name: o.name.clone(),
-            stage,
-            passed: o.passed,
-            exit: o.exit,
-            timed_out: o.timed_out,
-            duration_ms: o.duration_ms,
-            runs: o.runs,
-            log: o.log.clone(),
-            figures: o.figures.clone(),
-        },
-    );
+    cx.emit(Some(task), super::gate_event(attempt, stage, &o));
     if o.passed {
         next_gate(cx, task, attempt);
     } else {
