@@ -223,11 +223,16 @@ fn after_the_merge_the_base_branch_is_verified_and_the_first_bad_commit_reverted
 /// The verify suite fails once `b.txt` is on the branch; the run that adds it knows no verify.
 const PLAIN_CONFIG: &str = "version: 1\nautonomy: { overrides: { merge: A2 } }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n";
 
-/// Notified by default: `task.reverted` (in the task's run) and `verify.reported`.
-const SCHEDULED_CONFIG: &str = "version: 1\nbase_branch: main\nnotify: { webhooks: [{ url: 'HOOK/hook' }] }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f b.txt; then echo \"e2e: b breaks it\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n  verify_schedule: 1s\n";
+/// A run whose task `b` lands `b.txt` (which `SCHEDULED_CONFIG`'s e2e gate fails on) on its run
+/// branch; main is left as it was (merge A2).
+struct Landed {
+    repo: TestRepo,
+    backlog: std::path::PathBuf,
+    id: String,
+    run_branch: String,
+}
 
-#[test]
-fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_persons() {
+fn landed_b() -> Landed {
     let repo = TestRepo::new();
     config(&repo, PLAIN_CONFIG);
     let backlog = repo.write_outside(
@@ -236,8 +241,37 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     );
     let (code, doc, stderr) = run(&repo, &backlog, &[]);
     assert_eq!(code, 0, "{stderr}");
-    let id = doc["run"]["id"].as_str().unwrap().to_owned();
-    let run_branch = doc["run"]["branch"].as_str().unwrap().to_owned();
+    Landed {
+        id: doc["run"]["id"].as_str().unwrap().to_owned(),
+        run_branch: doc["run"]["branch"].as_str().unwrap().to_owned(),
+        repo,
+        backlog,
+    }
+}
+
+/// `abo daemon` checking the schedule every 200 ms.
+fn daemon(repo: &TestRepo) -> std::process::Child {
+    crate::abo_cmd(
+        repo,
+        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
+    )
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// Notified by default: `task.reverted` (in the task's run) and `verify.reported`.
+const SCHEDULED_CONFIG: &str = "version: 1\nbase_branch: main\nnotify: { webhooks: [{ url: 'HOOK/hook' }] }\ngates:\n  - { name: unit, run: 'test -n \"$(ls)\"' }\n  - { name: e2e, run: 'if test -f b.txt; then echo \"e2e: b breaks it\"; exit 1; fi' }\nlanding:\n  verify: [e2e]\n  verify_schedule: 1s\n";
+
+#[test]
+fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_persons() {
+    let Landed {
+        repo,
+        backlog,
+        id,
+        run_branch,
+    } = landed_b();
     // The run's end does not merge (merge A2): main is as it was.
     assert!(!repo.path.join("b.txt").exists());
     let good = repo.git(&["rev-parse", "main"]).trim().to_owned();
@@ -249,14 +283,7 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
             .collect(),
     );
     config(&repo, &SCHEDULED_CONFIG.replace("HOOK", &hook.url));
-    let mut daemon = crate::abo_cmd(
-        &repo,
-        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut daemon = daemon(&repo);
     let log = || events(&repo, "verify-main");
     let has = |evs: &[Value], kind: &str, n: usize| kinds(evs, kind).len() >= n;
     // The schedule's first look: main as it is verifies.
@@ -366,16 +393,12 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
 /// above, where the same commit is reverted on main).
 #[test]
 fn under_pull_requests_the_daemon_reports_abos_bad_commit_and_commits_nothing_to_main() {
-    let repo = TestRepo::new();
-    config(&repo, PLAIN_CONFIG);
-    let backlog = repo.write_outside(
-        "b.yml",
-        "tasks:\n  - { id: b, title: Add b, run: \"echo b > b.txt\", gates: [unit] }\n",
-    );
-    let (code, doc, stderr) = run(&repo, &backlog, &[]);
-    assert_eq!(code, 0, "{stderr}");
-    let id = doc["run"]["id"].as_str().unwrap().to_owned();
-    let run_branch = doc["run"]["branch"].as_str().unwrap().to_owned();
+    let Landed {
+        repo,
+        backlog: _,
+        id,
+        run_branch,
+    } = landed_b();
     let good = repo.git(&["rev-parse", "main"]).trim().to_owned();
     repo.git(&["checkout", "-q", "-b", "work"]);
     let hook = abo_test_support::stub::StubServer::start(
@@ -389,14 +412,7 @@ fn under_pull_requests_the_daemon_reports_abos_bad_commit_and_commits_nothing_to
             .replace("HOOK", &hook.url)
             .replace("landing:\n", "landing:\n  mode: pull-request\n"),
     );
-    let mut daemon = crate::abo_cmd(
-        &repo,
-        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
-    )
-    .stdout(std::process::Stdio::piped())
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut daemon = daemon(&repo);
     let log = || events(&repo, "verify-main");
     let first = abo_test_support::wait_for(60, || !kinds(&log(), "run.verify").is_empty());
     let bad = repo.git(&["rev-parse", &run_branch]).trim().to_owned();
