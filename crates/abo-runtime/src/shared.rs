@@ -1,7 +1,8 @@
 //! The control plane's side of many machines. What happens in an attempt's worktree
-//! (the backend, the attempt's gates, the policy on its change, its commit, its cleanup) is posted
-//! to the store as a job for an `abo worker`; everything that touches the run branch (landing,
-//! gates on a merged candidate, advancing, proofs, finishing) stays here, one task at a time.
+//! (the backend, the attempt's gates, the reviewer's reading of its change, the policy on it, its
+//! commit, its cleanup) is posted to the store as a job for an `abo worker`; everything that
+//! touches the run branch (landing, gates on a merged candidate, advancing, proofs, finishing)
+//! stays here, one task at a time.
 //!
 //! An effect posted to a worker is awaited like a local one, so `engine::drive` and `decide` do not
 //! know the difference. A job whose attempt lease is lost (the worker died, was cut off, or the run
@@ -17,8 +18,9 @@ use tokio::sync::Notify;
 
 use abo_core::budget::Reservation;
 use abo_core::decide::{BackendOutcome, Command, Effect, GateOutcome, LandOutcome, PolicyOutcome};
-use abo_core::event::GateStage;
-use abo_core::ids::{AttemptId, CommitSha, GateName};
+use abo_core::event::{GateStage, Usage};
+use abo_core::ids::{ArtifactId, AttemptId, CommitSha, GateName};
+use abo_core::review::Review;
 use abo_core::spec::{BackendSpec, RunSpec};
 use abo_core::state::Feedback;
 use abo_store::{JobKind, JobState, Store};
@@ -48,6 +50,11 @@ pub enum Work {
         gate: GateName,
     },
     Policy,
+    /// The reviewer's verdict on the attempt's change: asked where the worktree is (its
+    /// reservation and charge stay the control plane's, in `decide::review`).
+    Review {
+        reviewer: BackendSpec,
+    },
     Commit,
     Cleanup {
         keep: bool,
@@ -60,6 +67,7 @@ impl Work {
             Self::Start { .. } => JobKind::Start,
             Self::Gate { .. } => JobKind::Gate,
             Self::Policy => JobKind::Policy,
+            Self::Review { .. } => JobKind::Review,
             Self::Commit => JobKind::Commit,
             Self::Cleanup { .. } => JobKind::Cleanup,
         }
@@ -84,6 +92,15 @@ pub enum Reply {
     Policy {
         outcome: PolicyOutcome,
     },
+    /// The reviewer's answer (`Err`: no verdict that parses, or it could not be asked), its reply
+    /// stored redacted, and what asking it used.
+    Reviewed {
+        outcome: Result<Review, String>,
+        log: Option<ArtifactId>,
+        usage: Option<Usage>,
+        cost_usd: Option<f64>,
+        cost_source: Option<String>,
+    },
     /// The attempt's commit, pushed to the remote as `refname`.
     Committed {
         commit: CommitSha,
@@ -97,13 +114,14 @@ pub enum Reply {
 
 impl Reply {
     /// The artifacts the reply names (logs, transcripts, prompts).
-    pub fn artifacts(&self) -> Vec<&abo_core::ids::ArtifactId> {
+    pub fn artifacts(&self) -> Vec<&ArtifactId> {
         match self {
             Self::Backend { outcome, .. } => [&outcome.log, &outcome.transcript, &outcome.prompt]
                 .into_iter()
                 .flatten()
                 .collect(),
             Self::Gate { outcome } => outcome.log.iter().collect(),
+            Self::Reviewed { log, .. } => log.iter().collect(),
             _ => Vec::new(),
         }
     }
@@ -111,7 +129,7 @@ impl Reply {
 
 /// Copies artifacts between this machine and the shared store: `up` shares local ones, else
 /// missing local ones are fetched. Best effort: a missing artifact only shortens what is shown.
-pub async fn sync_artifacts(ctx: &Ctx, ids: &[&abo_core::ids::ArtifactId], up: bool) {
+pub async fn sync_artifacts(ctx: &Ctx, ids: &[&ArtifactId], up: bool) {
     for id in ids {
         let local = ctx.artifacts.path(id);
         if up {
@@ -294,6 +312,31 @@ pub(crate) async fn execute(
                 Ok(r) => unexpected(&attempt, r),
                 Err(why) => interrupted(&attempt, why),
             })
+        }
+        Effect::Review { attempt, reviewer } => {
+            let name = reviewer.name().clone();
+            Ok(
+                match shared.run(ctx, &attempt, &Work::Review { reviewer }).await {
+                    Ok(Reply::Reviewed {
+                        outcome,
+                        log,
+                        usage,
+                        cost_usd,
+                        cost_source,
+                    }) => Done::command(Command::ReviewDone {
+                        task: attempt.task.clone(),
+                        attempt: attempt.attempt,
+                        reviewer: name,
+                        outcome,
+                        log,
+                        usage,
+                        cost_usd,
+                        cost_source,
+                    }),
+                    Ok(r) => unexpected(&attempt, r),
+                    Err(why) => interrupted(&attempt, why),
+                },
+            )
         }
         Effect::Land { attempt } => {
             let outcome = match shared.run(ctx, &attempt, &Work::Commit).await {

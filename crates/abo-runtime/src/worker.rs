@@ -347,6 +347,7 @@ impl Worker {
                 candidate: None,
             },
             Work::Policy => Effect::EvaluatePolicy { attempt },
+            Work::Review { reviewer } => Effect::Review { attempt, reviewer },
             Work::Cleanup { keep } => Effect::Cleanup { attempt, keep },
             Work::Commit => return self.commit(spec, &attempt, job.token).await,
         };
@@ -358,6 +359,20 @@ impl Worker {
             },
             Some(Command::GateDone { outcome, .. }) => Reply::Gate { outcome },
             Some(Command::PolicyDone { outcome, .. }) => Reply::Policy { outcome },
+            Some(Command::ReviewDone {
+                outcome,
+                log,
+                usage,
+                cost_usd,
+                cost_source,
+                ..
+            }) => Reply::Reviewed {
+                outcome,
+                log,
+                usage,
+                cost_usd,
+                cost_source,
+            },
             None if job.kind == JobKind::Cleanup => Reply::Cleaned,
             other => Reply::Failed {
                 reason: format!("unexpected result {other:?}"),

@@ -31,6 +31,8 @@ pub enum JobKind {
     Gate,
     /// Evaluate the policy on the attempt's change.
     Policy,
+    /// Ask the reviewer about the attempt's change, read in its worktree.
+    Review,
     /// Commit the attempt and push it for the control plane to land.
     Commit,
     /// Remove (or keep) the attempt's worktree; the lease ends with it.
@@ -43,6 +45,7 @@ impl JobKind {
             Self::Start => "start",
             Self::Gate => "gate",
             Self::Policy => "policy",
+            Self::Review => "review",
             Self::Commit => "commit",
             Self::Cleanup => "cleanup",
         }
@@ -53,6 +56,7 @@ impl JobKind {
             Self::Start,
             Self::Gate,
             Self::Policy,
+            Self::Review,
             Self::Commit,
             Self::Cleanup,
         ]

@@ -44,12 +44,21 @@ pub(super) async fn review(
         return done;
     };
     let redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);
-    let wt = ctx.worktree(attempt);
-    let diff = ctx
-        .git
-        .run_in(&wt, crate::change::SHOWN)
-        .await
-        .unwrap_or_default();
+    // The reviewer reads the change as it is in the attempt's worktree, all of it, or is not
+    // asked: an empty question would be approved as easily as the change it leaves out.
+    let diff = match crate::change::shown(&ctx.git, &ctx.worktree(attempt)).await {
+        Ok(d) if !d.trim().is_empty() => d,
+        Ok(_) => {
+            done.outcome = Err("the change's diff is empty: the reviewer was not asked".into());
+            return done;
+        }
+        Err(e) => {
+            done.outcome = Err(redactor.redact(&format!(
+                "could not read the change's diff, the reviewer was not asked: {e}"
+            )));
+            return done;
+        }
+    };
     let gates: Vec<String> = task.gates.iter().map(ToString::to_string).collect();
     let prompt = redactor.redact(&review::prompt(
         &task.title,

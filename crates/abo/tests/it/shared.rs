@@ -634,3 +634,44 @@ fn a_baseline_one_worker_measured_is_read_by_another() {
         assert_eq!(runs, 1, "{w}: the base gate ran once in all");
     }
 }
+
+/// `review:` with workers: the reviewer reads the attempt's change where its worktree is, on the
+/// worker. The reviewer here approves whatever it is shown and says how many of the task's lines
+/// it saw: asked on the control plane, where the attempt has no worktree, it would be shown an
+/// empty diff and approve a change nobody reviewed.
+#[test]
+fn on_workers_the_reviewer_reads_the_attempts_whole_change() {
+    let reviewer = r#"n=$(grep -c "^+written by the task" "$ABO_REVIEW_FILE"); echo "{\"verdict\":\"approve\",\"findings\":[{\"file\":\"f0.txt\",\"line\":1,\"severity\":\"low\",\"text\":\"saw $n\"}]}""#;
+    let mut c = Cluster::new(&format!(
+        "{CONFIG}backends:\n  rev: {{ kind: command, run: '{}' }}\nreview: {{ backends: [rev] }}\n",
+        reviewer.replace('\'', "''")
+    ));
+    c.serve("serve");
+    c.worker("w1", 1, None);
+    let run = c.detach(
+        "tasks:\n  - { id: a, title: Write f0, run: 'echo written by the task > f0.txt' }\n",
+    );
+    let status = c.wait_finished(&run, 90);
+    all_landed(&status, 1);
+    let url = c.db.url.clone();
+    let out = abo(&c.repo, &["events", "--json", "--store", &url, &run]);
+    let reviews: Vec<Value> = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["kind"] == "task.review")
+        .collect();
+    assert_eq!(reviews.len(), 1, "{}", out.stdout);
+    let r = &reviews[0]["data"];
+    assert_eq!(
+        (&r["verdict"], &r["findings"][0]["text"]),
+        (&Value::from("approve"), &Value::from("saw 1")),
+        "{r:#}"
+    );
+    // It was the worker's job, and its reply, stored there, is readable on the control plane.
+    assert!(c.log("w1").contains("claimed review"), "{}", c.log("w1"));
+    let log = r["log"].as_str().expect("the review's log");
+    let reply =
+        std::fs::read_to_string(c.repo.path.join(".abo/artifacts").join(log)).unwrap_or_default();
+    assert!(reply.contains("saw 1"), "{reply:?}");
+}
