@@ -396,6 +396,23 @@ pub enum EventBody {
         by_run: RunId,
         by_task: TaskId,
     },
+    /// Under `landing.mode: pull-request`, a scheduled verification's revert of the first bad
+    /// commit (a task's landing) was committed on a branch of its own (`revert_branch`, pushed to
+    /// `landing.remote`) on top of the base branch's head `on`, and offered as a draft pull request
+    /// (`url`). The base branch still holds the bad commit: the task is reverted (`task.reverted`,
+    /// `verify.reverted`) once the revert is found on it.
+    #[serde(rename = "verify.proposed")]
+    VerifyProposed {
+        commit: CommitSha,
+        revert: CommitSha,
+        revert_branch: String,
+        on: CommitSha,
+        url: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        number: Option<u64>,
+        by_run: RunId,
+        by_task: TaskId,
+    },
     /// A scheduled verification's first bad commit was not made by abo (or the head fails with
     /// nothing verified before it): reported, never reverted.
     #[serde(rename = "verify.reported")]
@@ -573,6 +590,7 @@ impl EventBody {
             Self::TaskProposal { .. } => "task.proposal",
             Self::VerifyScheduled { .. } => "verify.scheduled",
             Self::VerifyReverted { .. } => "verify.reverted",
+            Self::VerifyProposed { .. } => "verify.proposed",
             Self::VerifyReported { .. } => "verify.reported",
             Self::Deploy(d) => d.kind(),
         }

@@ -842,7 +842,7 @@ pub const CONFIG: &[Key] = &[
         Ty::Str,
         "none",
         "30m",
-        "`abo daemon` runs `landing.verify` on the base branch's head on this schedule (an interval like `30m`, or a cron expression like `0 3 * * *`): a failure is bisected back to the last head that verified, and the first bad commit reverted on the base branch when abo made it (reported, never reverted, when a person did).",
+        "`abo daemon` runs `landing.verify` on the base branch's head on this schedule (an interval like `30m`, or a cron expression like `0 3 * * *`): a failure is bisected back to the last head that verified, and the first bad commit reverted on the base branch when abo made it (reported, never reverted, when a person did); under `landing.mode: pull-request` the revert is pushed to a branch of its own, `abo-revert/<short sha>`, and proposed as a draft pull request.",
     ),
     k(
         "review",

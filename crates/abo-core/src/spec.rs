@@ -153,12 +153,13 @@ pub struct EmailSpec {
 
 /// The events notified when a channel names none.
 /// A revert by `landing.verify` (or one that could not be made) is news too.
-pub const DEFAULT_NOTIFY: [&str; 6] = [
+pub const DEFAULT_NOTIFY: [&str; 7] = [
     "run.finished",
     "task.approval_requested",
     "budget.alert",
     "task.reverted",
     "run.revert_failed",
+    "verify.proposed",
     "verify.reported",
 ];
 

@@ -4,6 +4,9 @@
 //! was. When the head fails, its first-parent commits since the last head that verified are
 //! bisected as `crate::verify` bisects a run's (the same [`Verification`]); the first bad commit is
 //! reverted when abo made it (a task's landing), and reported, never reverted, when a person did.
+//! Under `landing.mode: pull-request` the revert is proposed instead ([`Proposed`]): the branch
+//! still holds the bad commit, so its head is not verified again until it moves, and the task is
+//! reverted once the revert is found on the branch.
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +30,18 @@ pub fn log_id(branch: &str) -> RunId {
     RunId::new(format!("verify-{}", branch.replace('/', "-")))
 }
 
+/// A revert proposed as a pull request (`verify.proposed`), not yet found on the branch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Proposed {
+    pub commit: CommitSha,
+    pub revert: CommitSha,
+    /// The base branch's head the revert was made on: it reaches the branch after it.
+    pub on: CommitSha,
+    pub url: String,
+    pub run: RunId,
+    pub task: TaskId,
+}
+
 /// The verification in progress.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Current {
@@ -43,6 +58,8 @@ pub struct Scheduled {
     /// The last head looked at (verified, reverted, or reported): not verified again.
     pub seen: Option<CommitSha>,
     pub current: Option<Current>,
+    /// The revert proposed last, until it is found on the branch (`verify.reverted`).
+    pub proposed: Option<Proposed>,
 }
 
 /// What the scheduled verification needs next.
@@ -147,12 +164,44 @@ impl Scheduled {
                 }
             }
             EventBody::VerifyReverted {
-                revert, by_task, ..
-            } => {
-                if let Some(c) = &mut self.current {
+                commit,
+                revert,
+                by_task,
+                ..
+            } => match &mut self.current {
+                // Made on the branch by this verification: the revert is verified next.
+                Some(c) => {
                     c.verification.reverted(by_task, revert);
+                    self.seen = Some(revert.clone());
                 }
-                self.seen = Some(revert.clone());
+                // A proposed revert found on the branch (its pull request was merged): the head
+                // it is on is new, and verified as any.
+                None => {
+                    if self.proposed.as_ref().is_some_and(|p| p.commit == *commit) {
+                        self.proposed = None;
+                    }
+                }
+            },
+            // The branch's head still holds the bad commit: it is not taken for verified (`good`
+            // stays), and being `seen`, it is not verified (nor proposed) again until it moves.
+            EventBody::VerifyProposed {
+                commit,
+                revert,
+                on,
+                url,
+                by_run,
+                by_task,
+                ..
+            } => {
+                self.current = None;
+                self.proposed = Some(Proposed {
+                    commit: commit.clone(),
+                    revert: revert.clone(),
+                    on: on.clone(),
+                    url: url.clone(),
+                    run: by_run.clone(),
+                    task: by_task.clone(),
+                });
             }
             EventBody::VerifyReported { .. } => self.current = None,
             EventBody::RunRevertFailed {
@@ -405,6 +454,63 @@ mod tests {
         let s = Scheduled::fold("main", &stored(log));
         assert_eq!((s.good.clone(), s.next()), (Some(c("m0")), Next::Idle));
         assert!(!s.due(&c("r")));
+    }
+
+    /// Under pull requests: the revert is proposed, the head (still bad) is neither taken for
+    /// verified nor looked at again; once the revert is found on the branch, the new head is
+    /// verified and bisects, should it fail, from the last good head.
+    #[test]
+    fn a_proposed_revert_leaves_the_head_bad_until_it_is_found_on_the_branch() {
+        let commits = [("p1", None), ("t2", Some("t"))];
+        let proposed = EventBody::VerifyProposed {
+            commit: c("t2"),
+            revert: c("r"),
+            revert_branch: "abo-revert/t2".into(),
+            on: c("t2"),
+            url: "https://forge/pull/1".into(),
+            number: Some(1),
+            by_run: RunId::new("r1"),
+            by_task: TaskId::new("t"),
+        };
+        let mut log = vec![
+            scheduled("m0", None, &[]),
+            verified("m0", true),
+            scheduled("t2", Some("m0"), &commits),
+            verified("t2", false),
+            probed("p1", true),
+        ];
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert!(matches!(s.next(), Next::Revert { commit, .. } if commit == c("t2")));
+        log.push(proposed);
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert_eq!(s.next(), Next::Idle);
+        assert_eq!(s.good, Some(c("m0")), "the bad head is not verified");
+        assert!(!s.due(&c("t2")), "nor looked at (or proposed) again");
+        assert_eq!(
+            s.proposed.as_ref().map(|p| &p.url),
+            Some(&"https://forge/pull/1".to_owned())
+        );
+        // The pull request merged: main's head is the revert (a fast-forward), found there.
+        assert!(s.due(&c("r")));
+        log.push(EventBody::VerifyReverted {
+            commit: c("t2"),
+            revert: c("r"),
+            by_run: RunId::new("r1"),
+            by_task: TaskId::new("t"),
+        });
+        let s = Scheduled::fold("main", &stored(log.clone()));
+        assert_eq!((s.proposed.clone(), s.next()), (None, Next::Idle));
+        assert!(s.due(&c("r")), "the head holding the revert is verified");
+        log.extend([
+            scheduled(
+                "r",
+                Some("m0"),
+                &[("p1", None), ("t2", Some("t")), ("r", None)],
+            ),
+            verified("r", true),
+        ]);
+        let s = Scheduled::fold("main", &stored(log));
+        assert_eq!((s.good.clone(), s.next()), (Some(c("r")), Next::Idle));
     }
 
     #[test]

@@ -254,7 +254,7 @@ pub(crate) async fn execute_here(
             let (outcome, commit, reason) =
                 if spec.settings.landing.mode == abo_core::config::LandingMode::PullRequest {
                     // The pull request is how the run branch reaches the base branch.
-                    match crate::pr::open(ctx, spec, &run_id).await {
+                    match crate::pr::open_for_run(ctx, spec, &run_id).await {
                         Ok((url, number)) => {
                             let why = format!("offered as a pull request: {url}");
                             pull_request = Some((url, number));

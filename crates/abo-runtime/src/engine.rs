@@ -74,6 +74,10 @@ const HEARTBEAT_TICKS: u32 = 5;
 /// How long a lease held from another host stays valid without a heartbeat.
 const LEASE_TTL_MS: i64 = 30_000;
 
+/// How often a holder renews a lease it keeps outside the engine's loop (a scheduled
+/// verification's): well within [`LEASE_TTL_MS`].
+pub const LEASE_BEAT: Duration = Duration::from_secs(1);
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())

@@ -102,6 +102,11 @@ fn headline(e: &StoredEvent) -> String {
                 .unwrap_or_default();
             format!("landing.verify fails{on} and {commit} could not be reverted: {reason}")
         }
+        EventBody::VerifyProposed {
+            commit, url, on, ..
+        } => format!(
+            "the base branch fails landing.verify at {on}; the revert of its first bad commit {commit} is proposed as a pull request: {url}"
+        ),
         EventBody::VerifyReported { commit, reason, .. } => format!(
             "the base branch fails landing.verify and its first bad commit {commit} was not made by abo: reported, not reverted ({reason})"
         ),

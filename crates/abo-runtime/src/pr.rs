@@ -1,7 +1,8 @@
-//! `landing.mode: pull-request`: the run branch, pushed, offered as a draft pull request on GitHub
-//! (REST API) or a draft merge request on GitLab, with the run's summary as its description.
+//! `landing.mode: pull-request`: a branch abo pushed, offered as a draft pull request on GitHub
+//! (REST API) or a draft merge request on GitLab: the run branch with the run's summary as its
+//! description, or the revert a scheduled verification proposes (`verify_schedule`).
 
-use abo_core::config::Provider;
+use abo_core::config::{Landing, Provider};
 use abo_core::spec::RunSpec;
 use serde_json::{Value, json};
 
@@ -44,13 +45,51 @@ async fn description(ctx: &Ctx, spec: &RunSpec, run: &abo_core::ids::RunId) -> S
     out
 }
 
-/// Opens the pull (merge) request; returns its URL and number.
-pub async fn open(
+/// A pull (merge) request to open: the branch `head` (pushed to `landing.remote`) into `base`.
+#[derive(Clone, Copy, Debug)]
+pub struct Request<'a> {
+    pub head: &'a str,
+    pub base: &'a str,
+    pub title: &'a str,
+    pub body: &'a str,
+}
+
+/// Opens the run branch's pull (merge) request, the run's summary as its description; returns
+/// its URL and number.
+pub async fn open_for_run(
     ctx: &Ctx,
     spec: &RunSpec,
     run: &abo_core::ids::RunId,
 ) -> Result<(String, Option<u64>), String> {
-    let l = &spec.settings.landing;
+    let base = spec
+        .base_branch
+        .clone()
+        .ok_or("the run has no base branch to open the pull request against")?;
+    let title = format!("abo: {}", spec.title);
+    let body = description(ctx, spec, run).await;
+    let req = Request {
+        head: &spec.branch,
+        base: &base,
+        title: &title,
+        body: &body,
+    };
+    open(ctx, &spec.settings.landing, &req).await
+}
+
+/// Opens a draft pull (merge) request as `landing` says (provider, API, repository, token); one
+/// that exists already for the same head and base (abo opened it, then stopped before recording
+/// it) is found and returned, not opened twice. Returns its URL and number.
+pub async fn open(
+    ctx: &Ctx,
+    l: &Landing,
+    req: &Request<'_>,
+) -> Result<(String, Option<u64>), String> {
+    let Request {
+        head,
+        base,
+        title,
+        body,
+    } = *req;
     let var = l.token_env();
     let token = std::env::var(&var).map_err(|_| format!("{var} is not set"))?;
     let repo = match &l.repo {
@@ -69,12 +108,6 @@ pub async fn open(
             })?
         }
     };
-    let base = spec
-        .base_branch
-        .clone()
-        .ok_or("the run has no base branch to open the pull request against")?;
-    let title = format!("abo: {}", spec.title);
-    let body = description(ctx, spec, run).await;
     let api = l.api_url();
     let api = api.trim_end_matches('/');
     let req = match l.provider() {
@@ -84,14 +117,16 @@ pub async fn open(
             .bearer_auth(&token)
             .header("accept", "application/vnd.github+json")
             .header("x-github-api-version", "2022-11-28")
-            .json(&json!({ "title": title, "head": spec.branch, "base": base, "body": body, "draft": true })),
+            .json(
+                &json!({ "title": title, "head": head, "base": base, "body": body, "draft": true }),
+            ),
         Provider::Gitlab => {
             let project = gitlab_project(&repo);
             ctx.http()
                 .post(format!("{api}/projects/{project}/merge_requests"))
                 .header("private-token", &token)
                 .json(&json!({
-                    "source_branch": spec.branch, "target_branch": base,
+                    "source_branch": head, "target_branch": base,
                     "title": format!("Draft: {title}"), "description": body,
                 }))
         }
@@ -112,8 +147,8 @@ pub async fn open(
                 ctx.http()
                     .get(format!("{api}/repos/{repo}/pulls"))
                     .query(&[
-                        ("head", format!("{owner}:{}", spec.branch)),
-                        ("base", base.clone()),
+                        ("head", format!("{owner}:{head}")),
+                        ("base", base.to_owned()),
                         ("state", "open".to_owned()),
                     ])
                     .bearer_auth(&token)
@@ -127,8 +162,8 @@ pub async fn open(
                     gitlab_project(&repo)
                 ))
                 .query(&[
-                    ("source_branch", spec.branch.clone()),
-                    ("target_branch", base.clone()),
+                    ("source_branch", head.to_owned()),
+                    ("target_branch", base.to_owned()),
                     ("state", "opened".to_owned()),
                 ])
                 .header("private-token", &token),
@@ -139,9 +174,8 @@ pub async fn open(
             v = first.clone();
         } else {
             return Err(format!(
-                "HTTP {}: one exists for {} but none was found",
+                "HTTP {}: one exists for {head} but none was found",
                 status.as_u16(),
-                spec.branch
             ));
         }
     } else if !status.is_success() {

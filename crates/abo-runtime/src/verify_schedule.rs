@@ -30,6 +30,13 @@ pub enum Outcome {
         commit: CommitSha,
         revert: CommitSha,
     },
+    /// Under `landing.mode: pull-request`: the first bad commit, a task's landing, has its revert
+    /// `revert` proposed as the pull request `url`; the base branch is as it was.
+    Proposed {
+        commit: CommitSha,
+        revert: CommitSha,
+        url: String,
+    },
     /// The first bad commit was not abo's (or the head fails with nothing to bisect): reported.
     Reported { commit: CommitSha, reason: String },
     /// It fails and stays so (the revert could not be made, or it fails after the revert).
@@ -61,7 +68,25 @@ pub async fn verify_base(ctx: &Arc<Ctx>, config: &Config, branch: &str) -> Resul
     {
         return Err(format!("{log} is verified by another process"));
     }
-    let r = verify_leased(ctx, config, branch, &log).await;
+    // The lease is renewed while the verification runs (its gates may outlast the lease's TTL,
+    // after which another host would take it over), and every record of the log is fenced by it.
+    let beat = {
+        let (ctx, log, me) = (Arc::clone(ctx), log.clone(), me.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::engine::LEASE_BEAT).await;
+                let beat = abo_store::Lease {
+                    heartbeat: ctx.now(),
+                    ..me.clone()
+                };
+                if let Ok(false) = ctx.store.heartbeat(&log, &beat).await {
+                    return;
+                }
+            }
+        })
+    };
+    let r = verify_leased(ctx, config, branch, &log, &me).await;
+    beat.abort();
     let _ = ctx.store.release_lease(&log, &me).await;
     r
 }
@@ -71,6 +96,7 @@ async fn verify_leased(
     config: &Config,
     branch: &str,
     log: &RunId,
+    me: &abo_store::Lease,
 ) -> Result<Outcome, String> {
     let log = log.clone();
     let events = ctx
@@ -90,6 +116,17 @@ async fn verify_leased(
         if !s.due(&head) {
             return Ok(Outcome::Idle);
         }
+        if let Some(p) = s.proposed.clone()
+            && p.on != head
+            && let Some(revert) =
+                heal_base::proposal_merged(ctx, &p.on, &head, &p.commit, &p.revert).await
+        {
+            // The proposed revert reached the branch: the task is reverted now.
+            reverted(
+                ctx, config, &log, me, &mut s, branch, &p.run, &p.task, &p.commit, &revert, None,
+            )
+            .await?;
+        }
         let commits = match &s.good {
             Some(good) => first_parents(ctx, good, &head).await?,
             None => Vec::new(),
@@ -100,7 +137,7 @@ async fn verify_leased(
             good: s.good.clone(),
             commits,
         };
-        record(ctx, config, &log, body, &mut s).await?;
+        record(ctx, config, &log, me, body, &mut s).await?;
     }
     let gates = spec.settings.landing.verify.clone();
     let on = OnBase {
@@ -134,7 +171,7 @@ async fn verify_leased(
                         reason: o.reason,
                     }
                 };
-                record(ctx, config, &log, body, &mut s).await?;
+                record(ctx, config, &log, me, body, &mut s).await?;
                 let reverted = matches!(ended, Outcome::Reverted { .. });
                 if !bisect && o.passed && !reverted {
                     ended = Outcome::Passed { head: commit };
@@ -155,31 +192,70 @@ async fn verify_leased(
                     reason: reason.clone(),
                     log: verify_log,
                 };
-                record(ctx, config, &log, body, &mut s).await?;
+                record(ctx, config, &log, me, body, &mut s).await?;
                 return Ok(Outcome::Reported { commit, reason });
             }
             // Under `landing.mode: pull-request` nothing reaches the base branch but through a
-            // pull request: abo does not commit its revert there, it reports the commit (a pull
-            // request of the revert is not built yet).
+            // pull request: the revert is committed on a branch of its own and proposed.
             Next::Revert {
                 run,
                 task,
                 commit,
                 reason,
-                log: verify_log,
                 ..
             } if spec.settings.landing.mode == abo_core::config::LandingMode::PullRequest => {
-                let reason = format!(
-                    "{reason}; it is {run}'s task {task}, not reverted: landing.mode is pull-request, so abo commits nothing to {branch} (revert it with a pull request: git revert {})",
-                    commit.short()
-                );
-                let body = EventBody::VerifyReported {
-                    commit: commit.clone(),
-                    reason: reason.clone(),
-                    log: verify_log,
+                let message =
+                    revert_message(ctx, &spec, &policy, &run, &task, &commit, &reason).await;
+                let landing = &spec.settings.landing;
+                let proposed = async {
+                    let (revert, on) =
+                        heal_base::propose(ctx, &landing.remote, branch, &commit, &message).await?;
+                    let revert_branch = heal_base::proposal_branch(&commit);
+                    let title = message.lines().next().unwrap_or_default();
+                    let body = format!(
+                        "landing.verify fails on `{branch}` at {on}; abo's scheduled verification bisected it to {commit}, {run}'s task {task}.\n\n{message}"
+                    );
+                    let req = crate::pr::Request {
+                        head: &revert_branch,
+                        base: branch,
+                        title: &format!("abo: {title}"),
+                        body: &body,
+                    };
+                    let (url, number) = crate::pr::open(ctx, landing, &req).await?;
+                    Ok::<_, String>((revert, on, revert_branch, url, number))
                 };
-                record(ctx, config, &log, body, &mut s).await?;
-                return Ok(Outcome::Reported { commit, reason });
+                match proposed.await {
+                    Ok((revert, on, revert_branch, url, number)) => {
+                        let body = EventBody::VerifyProposed {
+                            commit: commit.clone(),
+                            revert: revert.clone(),
+                            revert_branch,
+                            on,
+                            url: url.clone(),
+                            number,
+                            by_run: run,
+                            by_task: task,
+                        };
+                        record(ctx, config, &log, me, body, &mut s).await?;
+                        return Ok(Outcome::Proposed {
+                            commit,
+                            revert,
+                            url,
+                        });
+                    }
+                    Err(reason) => {
+                        let reason = redactor(&spec, &policy).redact(&format!(
+                            "the revert of {commit} could not be proposed: {reason}"
+                        ));
+                        let body = EventBody::RunRevertFailed {
+                            commit,
+                            reason: reason.clone(),
+                            branch: Some(branch.to_owned()),
+                        };
+                        record(ctx, config, &log, me, body, &mut s).await?;
+                        return Ok(Outcome::Broken { reason });
+                    }
+                }
             }
             Next::Revert {
                 run,
@@ -189,44 +265,24 @@ async fn verify_leased(
                 reason,
                 log: verify_log,
             } => {
-                let message = heal::revert_message(
-                    &task_title(ctx, &run, &task).await,
-                    &commit,
-                    &run,
-                    &task,
-                    &reason,
-                );
-                let message = crate::redact::Redactor::from_process_env_using(
-                    &policy.scanner,
-                    &spec.settings.secret_env,
-                )
-                .redact(&message);
+                let message =
+                    revert_message(ctx, &spec, &policy, &run, &task, &commit, &reason).await;
                 match heal_base::revert_with(ctx, &run, branch, &commit, &head, &message).await {
                     RevertOutcome::Reverted { revert } => {
-                        // The task is reverted in its own run, the verify log its feedback.
-                        let body = EventBody::TaskReverted {
-                            commit: commit.clone(),
-                            revert: revert.clone(),
-                            branch: Some(branch.to_owned()),
-                            reason,
-                            log: verify_log,
-                        };
-                        // Once, though abo stopped after recording it and reverts again.
-                        let recorded = ctx.store.run_events(&run).await.is_ok_and(|evs| {
-                            evs.iter().any(|e| {
-                                matches!(&e.event.body, EventBody::TaskReverted { revert: r, .. } if *r == revert)
-                            })
-                        });
-                        if !recorded {
-                            append(ctx, config, &run, Some(&task), body).await?;
-                        }
-                        let body = EventBody::VerifyReverted {
-                            commit: commit.clone(),
-                            revert: revert.clone(),
-                            by_run: run,
-                            by_task: task,
-                        };
-                        record(ctx, config, &log, body, &mut s).await?;
+                        reverted(
+                            ctx,
+                            config,
+                            &log,
+                            me,
+                            &mut s,
+                            branch,
+                            &run,
+                            &task,
+                            &commit,
+                            &revert,
+                            Some((reason, verify_log)),
+                        )
+                        .await?;
                         ended = Outcome::Reverted { commit, revert };
                     }
                     RevertOutcome::Failed { reason } => {
@@ -235,7 +291,7 @@ async fn verify_leased(
                             reason: reason.clone(),
                             branch: Some(branch.to_owned()),
                         };
-                        record(ctx, config, &log, body, &mut s).await?;
+                        record(ctx, config, &log, me, body, &mut s).await?;
                         return Ok(Outcome::Broken { reason });
                     }
                 }
@@ -244,25 +300,101 @@ async fn verify_leased(
     }
 }
 
-/// Appends `body` to the branch's log and folds it into `s`.
+/// The revert's message, as a committed revert's (`Abo-Revert-Of:`, the task's trailers),
+/// redacted.
+async fn revert_message(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    policy: &RunPolicy,
+    run: &RunId,
+    task: &TaskId,
+    commit: &CommitSha,
+    reason: &str,
+) -> String {
+    let message =
+        heal::revert_message(&task_title(ctx, run, task).await, commit, run, task, reason);
+    redactor(spec, policy).redact(&message)
+}
+
+fn redactor(spec: &RunSpec, policy: &RunPolicy) -> crate::redact::Redactor {
+    crate::redact::Redactor::from_process_env_using(&policy.scanner, &spec.settings.secret_env)
+}
+
+/// `commit` is reverted on the branch by `revert`: `task.reverted` in the task's own run (once,
+/// though abo stopped after recording it and looks again), then `verify.reverted` in the branch's
+/// log. `why` is the verification's reason and log when this verification made the revert; a
+/// proposed revert found merged gives the proposal's.
+#[allow(clippy::too_many_arguments)] // the revert's whole context, each a different thing
+async fn reverted(
+    ctx: &Arc<Ctx>,
+    config: &Config,
+    log: &RunId,
+    me: &abo_store::Lease,
+    s: &mut Scheduled,
+    branch: &str,
+    run: &RunId,
+    task: &TaskId,
+    commit: &CommitSha,
+    revert: &CommitSha,
+    why: Option<(String, Option<abo_core::ids::ArtifactId>)>,
+) -> Result<(), String> {
+    let (reason, verify_log) = why.unwrap_or_else(|| {
+        let url = s
+            .proposed
+            .as_ref()
+            .map(|p| p.url.clone())
+            .unwrap_or_default();
+        (
+            format!("landing.verify failed on {branch}; the revert proposed as {url} was merged"),
+            None,
+        )
+    });
+    let body = EventBody::TaskReverted {
+        commit: commit.clone(),
+        revert: revert.clone(),
+        branch: Some(branch.to_owned()),
+        reason,
+        log: verify_log,
+    };
+    let recorded = ctx.store.run_events(run).await.is_ok_and(|evs| {
+        evs.iter().any(
+            |e| matches!(&e.event.body, EventBody::TaskReverted { revert: r, .. } if r == revert),
+        )
+    });
+    if !recorded {
+        append(ctx, config, run, Some(task), None, body).await?;
+    }
+    let body = EventBody::VerifyReverted {
+        commit: commit.clone(),
+        revert: revert.clone(),
+        by_run: run.clone(),
+        by_task: task.clone(),
+    };
+    record(ctx, config, log, me, body, s).await
+}
+
+/// Appends `body` to the branch's log, as long as `me` holds its lease, and folds it into `s`.
 async fn record(
     ctx: &Arc<Ctx>,
     config: &Config,
     log: &RunId,
+    me: &abo_store::Lease,
     body: EventBody,
     s: &mut Scheduled,
 ) -> Result<(), String> {
-    append(ctx, config, log, None, body.clone()).await?;
+    append(ctx, config, log, None, Some(me), body.clone()).await?;
     s.apply(&body);
     Ok(())
 }
 
-/// Appends `body` to `run`'s log and notifies whoever wants it.
+/// Appends `body` to `run`'s log (fenced by `holder`'s lease of it when given) and notifies whoever
+/// wants it.
 async fn append(
     ctx: &Arc<Ctx>,
     config: &Config,
     run: &RunId,
     task: Option<&TaskId>,
+    holder: Option<&abo_store::Lease>,
     body: EventBody,
 ) -> Result<(), String> {
     let event = Event {
@@ -273,7 +405,7 @@ async fn append(
     };
     let stored: Vec<StoredEvent> = ctx
         .store
-        .append(std::slice::from_ref(&event))
+        .append_as(std::slice::from_ref(&event), holder.map(|h| (run, h)))
         .await
         .map_err(|e| format!("could not record {}: {e}", event.body.kind()))?;
     let secret_env = crate::create::secret_env(config);
@@ -484,5 +616,80 @@ mod tests {
         assert!(ctx.store.take_lease(&log, &other, None).await.unwrap());
         let e = verify_base(&ctx, &config, "main").await.unwrap_err();
         assert!(e.contains("verify-main is verified by"), "{e}");
+    }
+
+    /// A verification outlasting the lease's TTL (30 s without a heartbeat, for another host)
+    /// keeps its lease: it is renewed while the gates run. One taken over anyway (the host was
+    /// cut off) records nothing more in the log.
+    #[tokio::test]
+    async fn the_lease_is_renewed_while_the_gates_run_and_a_lost_one_records_nothing() {
+        let repo = TestRepo::new();
+        let go = repo.outside.join("go");
+        repo.git(&["checkout", "-q", "--detach"]);
+        let dir = tempfile::tempdir().unwrap();
+        let store = abo_store::Store::open("sqlite:t.db", dir.path())
+            .await
+            .unwrap();
+        let git = crate::git::Git::new(repo.path.clone());
+        let ctx = Arc::new(Ctx::new(
+            repo.path.clone(),
+            store,
+            git,
+            Arc::new(crate::SystemClock),
+        ));
+        let yaml = format!(
+            "version: 1\nsandbox: {{ mode: off }}\ngates:\n  - {{ name: e2e, run: 'while [ ! -f {} ]; do sleep 0.05; done' }}\nlanding: {{ verify: [e2e], verify_schedule: 1s }}\n",
+            go.display()
+        );
+        let config = Config::parse("abo.yml", &yaml).unwrap();
+        let log = log_id("main");
+        let verifying = {
+            let (ctx, config) = (Arc::clone(&ctx), config.clone());
+            tokio::spawn(async move { verify_base(&ctx, &config, "main").await })
+        };
+        let lease = || async { ctx.store.lease(&log).await.unwrap() };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut first = None;
+        let renewed = loop {
+            match (lease().await, &first) {
+                (Some(l), None) => first = Some(l),
+                (Some(l), Some(f)) if l.heartbeat > f.heartbeat => break l,
+                _ => {}
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the lease was not renewed: {first:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        // Another host takes the lease over (as it would had it expired).
+        let other = abo_store::Lease {
+            host: "elsewhere".into(),
+            pid: 1,
+            heartbeat: ctx.now(),
+        };
+        assert!(
+            ctx.store
+                .take_lease(&log, &other, Some(&renewed))
+                .await
+                .unwrap()
+        );
+        std::fs::write(&go, "").unwrap();
+        let e = verifying.await.unwrap().unwrap_err();
+        assert!(e.contains("could not record run.verify"), "{e}");
+        let kinds: Vec<&str> = ctx
+            .store
+            .run_events(&log)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.event.body.kind())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["verify.scheduled"],
+            "nothing recorded once the lease was lost"
+        );
+        assert_eq!(lease().await.map(|l| l.host), Some("elsewhere".to_owned()));
     }
 }

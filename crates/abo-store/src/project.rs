@@ -340,6 +340,7 @@ impl<'a> Fold<'a> {
             | EventBody::RunRevertFailed { .. }
             | EventBody::VerifyScheduled { .. }
             | EventBody::VerifyReverted { .. }
+            | EventBody::VerifyProposed { .. }
             | EventBody::VerifyReported { .. }
             | EventBody::TaskReview { .. }
             | EventBody::Deploy(_) => {}

@@ -201,6 +201,11 @@ fn outcome(o: &Outcome) -> String {
         Outcome::Idle => "nothing new".to_owned(),
         Outcome::Passed { head } => format!("{head} passed"),
         Outcome::Reverted { commit, revert } => format!("{commit} reverted by {revert}"),
+        Outcome::Proposed {
+            commit,
+            revert,
+            url,
+        } => format!("{commit} is the first bad commit: its revert {revert} is proposed, {url}"),
         Outcome::Reported { commit, reason } => {
             format!("{commit} is the first bad commit, not abo's: reported ({reason})")
         }

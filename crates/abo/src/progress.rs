@@ -421,6 +421,16 @@ pub(crate) fn describe(e: &StoredEvent) -> Option<String> {
             short(commit),
             short(revert)
         ),
+        EventBody::VerifyProposed {
+            commit,
+            by_run,
+            by_task,
+            url,
+            ..
+        } => format!(
+            "{} ({by_run} {by_task}) is the first bad commit: its revert is proposed as a pull request, {url}",
+            short(commit)
+        ),
         EventBody::VerifyReported { commit, reason, .. } => format!(
             "{} is the first bad commit and abo did not make it: reported, not reverted: {reason}",
             short(commit)

@@ -175,6 +175,10 @@ pub(crate) async fn base_verify(
         } else {
             format!("{} still fails after the revert", short(commit))
         }),
+        EventBody::VerifyProposed { commit, url, .. } => Some(format!(
+            "{} fails; its revert is proposed, not yet on the branch: {url}",
+            short(commit)
+        )),
         EventBody::VerifyReported { commit, reason, .. } => Some(format!(
             "{} reported, not reverted: {reason}",
             short(commit)
@@ -191,6 +195,7 @@ pub(crate) async fn base_verify(
         "log": log.as_str(),
         "good": s.good.as_ref().map(|c| c.as_str()),
         "in_progress": s.current.is_some(),
+        "proposed": s.proposed.as_ref().map(|p| p.url.as_str()),
         "last": last,
     });
     Ok(Some((line, json)))

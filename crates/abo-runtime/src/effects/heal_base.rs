@@ -222,6 +222,133 @@ pub(crate) async fn revert_with(
     ))
 }
 
+/// The branch a proposed revert of `commit` is pushed to.
+pub(crate) fn proposal_branch(commit: &CommitSha) -> String {
+    format!("abo-revert/{}", commit.short())
+}
+
+/// Under `landing.mode: pull-request`: the revert of `commit` (message `message`) made on
+/// `branch`'s head as a commit of its own, on the branch [`proposal_branch`], pushed to `remote`;
+/// the base branch does not move. A revert of `commit` on that head already on the remote's
+/// branch (abo stopped after pushing it, before recording it) is taken, not made again; one on an
+/// older head is replaced (the branch is abo's own). Returns the revert and the head it is on.
+pub(crate) async fn propose(
+    ctx: &Ctx,
+    remote: &str,
+    branch: &str,
+    commit: &CommitSha,
+    message: &str,
+) -> Result<(CommitSha, CommitSha), String> {
+    let git = &ctx.git;
+    let on = match git.branch_head(branch).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return Err(format!("the base branch {branch} is missing")),
+        Err(e) => return Err(format!("could not read {branch}: {e}")),
+    };
+    let refname = format!("refs/heads/{}", proposal_branch(commit));
+    let pushed = git
+        .run(&["ls-remote", "--refs", remote, &refname])
+        .await
+        .map_err(|e| format!("could not read {remote}: {e}"))?;
+    let pushed = pushed.split_whitespace().next().map(CommitSha::new);
+    if let Some(p) = &pushed {
+        let fetch = format!("+{refname}:{refname}");
+        git.run(&["fetch", "--quiet", "--no-tags", remote, &fetch])
+            .await
+            .map_err(|e| format!("could not fetch {refname} from {remote}: {e}"))?;
+        if is_revert_of(ctx, p, commit).await
+            && git.rev_parse(&format!("{p}^")).await.ok() == Some(on.clone())
+        {
+            return Ok((p.clone(), on));
+        }
+    }
+    let parent = git
+        .rev_parse(&format!("{commit}^"))
+        .await
+        .map_err(|e| format!("could not read the parent of {commit}: {e}"))?;
+    let tree = match git.merge_tree(commit, &on, &parent).await {
+        Ok(Ok(tree)) => tree,
+        Ok(Err(conflicts)) => {
+            return Err(format!(
+                "reverting {commit} conflicts with {branch} in: {}",
+                conflicts.join(", ")
+            ));
+        }
+        Err(e) => return Err(format!("could not revert {commit}: {e}")),
+    };
+    let revert = git
+        .commit_tree(&tree, &on, message)
+        .await
+        .map_err(|e| format!("could not commit the revert of {commit}: {e}"))?;
+    git.set_ref(&refname, &revert)
+        .await
+        .map_err(|e| format!("could not keep the revert at {refname}: {e}"))?;
+    // Replacing only what abo found there: a push of anything else meanwhile is refused.
+    let lease = format!(
+        "--force-with-lease={refname}:{}",
+        pushed.as_ref().map_or("", CommitSha::as_str)
+    );
+    let spec = format!("{revert}:{refname}");
+    git.run(&["push", "--quiet", &lease, remote, &spec])
+        .await
+        .map_err(|e| format!("could not push the revert to {remote} as {refname}: {e}"))?;
+    Ok((revert, on))
+}
+
+/// Whether `c` says it reverts `commit` (its `Abo-Revert-Of:` trailer).
+async fn is_revert_of(ctx: &Ctx, c: &CommitSha, commit: &CommitSha) -> bool {
+    let of = format!("Abo-Revert-Of: {commit}");
+    ctx.git
+        .run(&["log", "-1", "--format=%B", c.as_str()])
+        .await
+        .is_ok_and(|body| body.lines().any(|l| l.trim() == of))
+}
+
+/// The commit of `branch`'s history since `on` that brought the proposed `revert` of `commit`
+/// there: the revert itself (merged or fast-forwarded), or a copy of it (squashed, rebased: it
+/// says it reverts `commit` and changes exactly what `revert` changes). A commit that only claims
+/// to revert it (trailers anyone can write) is not taken.
+pub(crate) async fn proposal_merged(
+    ctx: &Ctx,
+    on: &CommitSha,
+    head: &CommitSha,
+    commit: &CommitSha,
+    revert: &CommitSha,
+) -> Option<CommitSha> {
+    let git = &ctx.git;
+    let range = format!("{on}..{head}");
+    let list = git.run(&["rev-list", &range]).await.ok()?;
+    let shas: Vec<CommitSha> = list.split_whitespace().map(CommitSha::new).collect();
+    if shas.contains(revert) {
+        return Some(revert.clone());
+    }
+    let change = |c: &CommitSha| {
+        let (parent, c) = (format!("{c}^"), c.to_string());
+        async move {
+            git.run(&[
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                "--no-renames",
+                "--full-index",
+                "--binary",
+                &parent,
+                &c,
+            ])
+            .await
+            .ok()
+        }
+    };
+    let undone = change(revert).await?;
+    for c in shas {
+        if is_revert_of(ctx, &c, commit).await && change(&c).await.as_ref() == Some(&undone) {
+            return Some(c);
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use abo_test_support::TestRepo;

@@ -388,57 +388,272 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
     );
 }
 
-/// Under `landing.mode: pull-request` abo commits nothing to the base branch itself: the bad
-/// commit abo made is found and reported, and main is left where it was (the control is the test
-/// above, where the same commit is reverted on main).
+/// `abo daemon` with `env` added, its output in `out` (read while it runs).
+fn daemon_with(
+    repo: &TestRepo,
+    env: &[(&str, &str)],
+    out: &std::path::Path,
+) -> std::process::Child {
+    let file = std::fs::File::create(out).unwrap();
+    crate::abo_cmd(
+        repo,
+        &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
+    )
+    .envs(env.iter().copied())
+    .stdout(std::process::Stdio::from(file.try_clone().unwrap()))
+    .stderr(std::process::Stdio::from(file))
+    .spawn()
+    .unwrap()
+}
+
+/// Under `landing.mode: pull-request` abo commits nothing to the base branch itself: the revert
+/// of its bad commit is a commit on a branch of its own, pushed to the remote and offered as a
+/// draft pull request (a local server answering as GitHub does). main keeps the bad commit and is
+/// not taken for verified; abo stopping after opening the pull request but before recording it
+/// finds that one again instead of opening a second; once the pull request is merged, the task is
+/// reverted and main verified from there. (The committed revert is the test above.)
 #[test]
-fn under_pull_requests_the_daemon_reports_abos_bad_commit_and_commits_nothing_to_main() {
+fn under_pull_requests_the_daemon_proposes_its_revert_and_verifies_main_once_it_is_merged() {
     let Landed {
         repo,
         backlog: _,
         id,
         run_branch,
     } = landed_b();
+    let bare = repo.outside.join("remote.git");
+    abo_test_support::git_in(
+        &repo.outside,
+        &["init", "-q", "--bare", bare.to_str().unwrap()],
+    );
+    repo.git(&["remote", "add", "origin", bare.to_str().unwrap()]);
     let good = repo.git(&["rev-parse", "main"]).trim().to_owned();
     repo.git(&["checkout", "-q", "-b", "work"]);
-    let hook = abo_test_support::stub::StubServer::start(
-        (0..4)
-            .map(|_| abo_test_support::stub::Canned::ok("{}"))
-            .collect(),
-    );
+    let hook =
+        abo_test_support::stub::StubServer::start(vec![abo_test_support::stub::Canned::ok("{}")]);
+    let pull = r#"{"html_url":"https://github.example/acme/app/pull/9","number":9}"#;
+    let forge = abo_test_support::stub::StubServer::start(vec![
+        abo_test_support::stub::Canned::status(201, pull),
+        abo_test_support::stub::Canned::status(
+            422,
+            r#"{"message":"A pull request already exists for acme:abo-revert/x."}"#,
+        ),
+        abo_test_support::stub::Canned::ok(format!("[{pull}]")),
+    ]);
     config(
         &repo,
-        &SCHEDULED_CONFIG
-            .replace("HOOK", &hook.url)
-            .replace("landing:\n", "landing:\n  mode: pull-request\n"),
+        &SCHEDULED_CONFIG.replace("HOOK", &hook.url).replace(
+            "landing:\n",
+            &format!(
+                "landing:\n  mode: pull-request\n  provider: github\n  api_url: '{}'\n  repo: acme/app\n",
+                forge.url
+            ),
+        ),
     );
-    let mut daemon = daemon(&repo);
+    let env = [("GITHUB_TOKEN", "t0k-secret")];
+    let said = repo.outside.join("daemon.out");
+    let mut daemon = daemon_with(&repo, &env, &said);
     let log = || events(&repo, "verify-main");
     let first = abo_test_support::wait_for(60, || !kinds(&log(), "run.verify").is_empty());
     let bad = repo.git(&["rev-parse", &run_branch]).trim().to_owned();
     repo.git(&["update-ref", "refs/heads/main", &bad, &good]);
-    let reported =
-        first && abo_test_support::wait_for(90, || !kinds(&log(), "verify.reported").is_empty());
+    let proposed =
+        first && abo_test_support::wait_for(90, || !kinds(&log(), "verify.proposed").is_empty());
     let _ = daemon.kill();
-    let out = daemon.wait_with_output().unwrap();
+    let _ = daemon.wait();
     assert!(
-        first && reported,
+        proposed,
         "daemon said: {}",
-        String::from_utf8_lossy(&out.stdout)
+        std::fs::read_to_string(&said).unwrap_or_default()
     );
     let evs = log();
-    let r = kinds(&evs, "verify.reported");
-    assert_eq!(r[0]["data"]["commit"], bad.as_str());
-    let reason = r[0]["data"]["reason"].as_str().unwrap();
-    assert!(
-        reason.contains("landing.mode is pull-request") && reason.contains(&id),
-        "{reason}"
+    let p = kinds(&evs, "verify.proposed")[0]["data"].clone();
+    let revert = p["revert"].as_str().unwrap().to_owned();
+    let short = &bad[..10];
+    assert_eq!(
+        (
+            &p["commit"],
+            &p["revert_branch"],
+            &p["on"],
+            &p["url"],
+            &p["number"],
+            &p["by_run"],
+            &p["by_task"]
+        ),
+        (
+            &Value::from(bad.as_str()),
+            &Value::from(format!("abo-revert/{short}")),
+            &Value::from(bad.as_str()),
+            &Value::from("https://github.example/acme/app/pull/9"),
+            &Value::from(9),
+            &Value::from(id.as_str()),
+            &Value::from("b"),
+        )
     );
-    assert!(kinds(&evs, "verify.reverted").is_empty());
+    // main is where it was: nothing committed to it, and its bad head is not taken for verified.
     assert_eq!(
         repo.git(&["rev-parse", "main"]).trim(),
         bad,
         "main untouched"
     );
+    assert!(kinds(&evs, "verify.reverted").is_empty());
     assert_eq!(brief(&status(&repo, Some(&id))), s(&[("b", "landed", 1)]));
+    let st = status(&repo, Some(&id));
+    assert_eq!(st["base_verify"]["good"], good.as_str(), "{st}");
+    assert_eq!(
+        st["base_verify"]["proposed"], "https://github.example/acme/app/pull/9",
+        "{st}"
+    );
+    // The revert: a commit on main's head, as a committed revert's message, on the remote's branch.
+    let pushed = abo_test_support::git_in(
+        &bare,
+        &["rev-parse", &format!("refs/heads/abo-revert/{short}")],
+    );
+    assert_eq!(pushed.trim(), revert);
+    assert_eq!(repo.git(&["rev-parse", &format!("{revert}^")]).trim(), bad);
+    assert_eq!(
+        repo.git(&["ls-tree", "--name-only", &revert])
+            .lines()
+            .filter(|l| *l == "b.txt")
+            .count(),
+        0
+    );
+    let message = repo.git(&["log", "-1", "--format=%B", &revert]);
+    assert!(message.starts_with("Revert \"Add b\""), "{message}");
+    for trailer in [
+        format!("Abo-Revert-Of: {bad}"),
+        format!("Abo-Run: {id}"),
+        "Abo-Task: b".to_owned(),
+    ] {
+        assert!(
+            message.lines().any(|l| l == trailer),
+            "{trailer} in {message}"
+        );
+    }
+    // The draft pull request, through the forge's API with the token.
+    let reqs = forge.requests();
+    assert_eq!(reqs.len(), 1, "one pull request");
+    let r = &reqs[0];
+    assert_eq!(
+        (r.method.as_str(), r.path.as_str()),
+        ("POST", "/repos/acme/app/pulls")
+    );
+    assert_eq!(r.header("authorization"), Some("Bearer t0k-secret"));
+    assert_eq!(r.body["head"], format!("abo-revert/{short}"));
+    assert_eq!(r.body["base"], "main");
+    assert_eq!(r.body["draft"], true);
+    assert!(
+        r.body["title"]
+            .as_str()
+            .unwrap()
+            .starts_with("abo: Revert \"Add b\""),
+        "{}",
+        r.body
+    );
+    assert!(
+        r.body["body"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("Abo-Revert-Of: {bad}")),
+        "{}",
+        r.body
+    );
+    // A person is told.
+    assert!(
+        hook.requests()
+            .iter()
+            .any(|r| r.raw.contains("verify.proposed") && r.raw.contains("pull/9")),
+        "{:?}",
+        hook.requests()
+            .iter()
+            .map(|r| r.raw.clone())
+            .collect::<Vec<_>>()
+    );
+
+    // abo stopped after opening the pull request, before recording it: the next daemon finds the
+    // revert it pushed and the pull request it opened (the forge answers 422 to a second).
+    let seq = kinds(&evs, "verify.proposed")[0]["seq"].as_i64().unwrap();
+    crate::crash::truncate_log(&repo.path, seq);
+    let mut daemon = daemon_with(&repo, &env, &said);
+    let again = abo_test_support::wait_for(90, || !kinds(&log(), "verify.proposed").is_empty());
+    // The pull request is merged (a merge commit, as GitHub makes one).
+    let mut merged = String::new();
+    let mut healed = false;
+    if again {
+        let tree = format!("{revert}^{{tree}}");
+        merged = repo
+            .git(&[
+                "commit-tree",
+                &tree,
+                "-p",
+                &bad,
+                "-p",
+                &revert,
+                "-m",
+                "Merge pull request #9",
+            ])
+            .trim()
+            .to_owned();
+        repo.git(&["update-ref", "refs/heads/main", &merged, &bad]);
+        healed = abo_test_support::wait_for(90, || {
+            let evs = log();
+            !kinds(&evs, "verify.reverted").is_empty()
+                && kinds(&evs, "run.verify")
+                    .iter()
+                    .any(|v| v["data"]["commit"] == merged.as_str() && v["data"]["passed"] == true)
+        });
+    }
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        again && healed,
+        "daemon said: {}",
+        std::fs::read_to_string(&said).unwrap_or_default()
+    );
+    let evs = log();
+    let p = kinds(&evs, "verify.proposed");
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        p[0]["data"]["revert"],
+        revert.as_str(),
+        "the pushed revert, not a second"
+    );
+    assert_eq!(
+        p[0]["data"]["url"],
+        "https://github.example/acme/app/pull/9"
+    );
+    assert_eq!(
+        forge
+            .requests()
+            .iter()
+            .map(|r| (r.method.clone(), r.path.clone()))
+            .collect::<Vec<_>>(),
+        [
+            ("POST".to_owned(), "/repos/acme/app/pulls".to_owned()),
+            ("POST".to_owned(), "/repos/acme/app/pulls".to_owned()),
+            ("GET".to_owned(), "/repos/acme/app/pulls".to_owned()),
+        ],
+        "found, not opened twice"
+    );
+    // Merged: the task is reverted in its own run by the revert that reached main, and main's new
+    // head verified from the last good one.
+    let r = kinds(&evs, "verify.reverted");
+    assert_eq!(
+        (&r[0]["data"]["commit"], &r[0]["data"]["revert"]),
+        (&Value::from(bad.as_str()), &Value::from(revert.as_str()))
+    );
+    let scheduled = kinds(&evs, "verify.scheduled");
+    let last = scheduled.last().unwrap();
+    assert_eq!(
+        (&last["data"]["head"], &last["data"]["good"]),
+        (&Value::from(merged.as_str()), &Value::from(good.as_str()))
+    );
+    assert_eq!(brief(&status(&repo, Some(&id))), s(&[("b", "reverted", 1)]));
+    let st = status(&repo, Some(&id));
+    assert_eq!(st["base_verify"]["good"], merged.as_str(), "{st}");
+    // The change failure rate counts it, and the time to restore runs to the merge.
+    let report = abo(&repo, &["report", "--json"]);
+    assert_eq!(report.code, 0, "{}", report.stderr);
+    let report: Value = serde_json::from_str(&report.stdout).unwrap();
+    assert_eq!(report["tasks_reverted"], 1, "{report:#}");
+    assert_eq!(report["time_to_restore"]["count"], 1, "{report:#}");
 }
