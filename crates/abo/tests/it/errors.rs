@@ -384,11 +384,11 @@ fn a_backlog_directorys_link_out_of_it_is_refused_and_its_target_never_read() {
     config(&repo, CONFIG);
     let notes = repo.write_outside(
         "private/notes.yml",
-        "tasks:\n  - { id: leak, title: private-note-text, run: 'true' }\n",
+        "tasks:\n  - { id: leak, title: private-note-text, run: 'echo l > l.txt' }\n",
     );
     repo.write_outside(
         "plans/a.yml",
-        "tasks:\n  - { id: a, title: A, run: 'true' }\n",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
     );
     let plans = repo.outside.join("plans");
     std::os::unix::fs::symlink(&notes, plans.join("b.yml")).unwrap();
@@ -433,7 +433,7 @@ fn a_backlog_directorys_link_to_its_own_file_is_read() {
     config(&repo, CONFIG);
     repo.write_outside(
         "plans/sub/a.yml",
-        "tasks:\n  - { id: a, title: A, run: 'true' }\n",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
     );
     let plans = repo.outside.join("plans");
     std::os::unix::fs::symlink("sub/a.yml", plans.join("a.yml")).unwrap();
