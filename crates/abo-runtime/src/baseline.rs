@@ -160,9 +160,7 @@ async fn run(
     let env = crate::effects::attempt_env(spec, task, attempt, &dir);
     let label = format!("baseline-{name}");
     let ran = crate::effects::gate_once(ctx, spec, gate, &dir, &scratch, &env, &log, &label).await;
-    let text = std::fs::read(&log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = crate::artifacts::read_log(&log);
     let rules = crate::sandbox::confined_rules(ctx, &spec.settings.sandbox);
     let passed = ran.as_ref().is_some_and(|r| r.passed);
     let (m, _) = crate::measure::collect(&dir, &gate.reports, &rules, &text, passed);

@@ -356,6 +356,11 @@ fn range(s: &str, sign: char) -> Option<(usize, usize)> {
     Some((start.parse().ok()?, count))
 }
 
+/// The largest diff read: an agent writing a file of gigabytes makes git print all of it, and the
+/// diff is parsed in memory. A change this large is far past any review (`safety.max_diff_bytes`
+/// is 1 MiB by default): reading it fails the attempt, with the reason.
+pub const MAX_DIFF: u64 = 64 << 20;
+
 /// Reads the worktree's change against HEAD. New files are only marked intent-to-add: nothing is
 /// written to git's object store before the policy has allowed the change (a secret in a denied
 /// change must not end up in a blob). Two git processes: the `add`, and one diff for the three
@@ -363,7 +368,7 @@ fn range(s: &str, sign: char) -> Option<(usize, usize)> {
 /// yet, so one diff is much cheaper than three).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
     let gitlinks = git.stage(wt, true).await?;
-    let out = git.run_in(wt, DIFF).await?;
+    let out = git.run_in_capped(wt, DIFF, MAX_DIFF).await?;
     let files = parse(&out)?;
     let links: Vec<String> = files
         .iter()
@@ -540,6 +545,32 @@ mod tests {
             !loose.contains(&git_hash(&repo, "new dir/key.rs")),
             "{objects}"
         );
+    }
+
+    /// An agent writes a file larger than any diff abo reads: reading the change fails (the
+    /// attempt fails, with the reason) instead of holding all of git's output in memory. The
+    /// control: the same file under the bound is read.
+    #[tokio::test]
+    async fn a_change_past_the_largest_diff_is_refused_not_read_whole() {
+        let repo = TestRepo::new();
+        repo.write("a.txt", "a\n");
+        repo.commit_all("base");
+        let line = "x".repeat(1023) + "\n";
+        let big = line.repeat(usize::try_from(MAX_DIFF >> 10).unwrap() + 1024);
+        repo.write("big.txt", &big);
+        let git = Git::new(repo.path.clone());
+        let err = summarize(&git, &repo.path, &Scanner::default())
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains("its output passed 64 MiB, so it was stopped"),
+            "{err}"
+        );
+        repo.write("big.txt", &line.repeat(1024));
+        let change = summarize(&git, &repo.path, &Scanner::default())
+            .await
+            .unwrap();
+        assert_eq!(change.lines_added, 1024);
     }
 
     fn git_hash(repo: &TestRepo, rel: &str) -> String {

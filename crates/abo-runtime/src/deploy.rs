@@ -719,9 +719,7 @@ impl Deployer<'_> {
                 describe: format!("could not start: {e}"),
             },
         };
-        let output = std::fs::read(&log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let output = crate::artifacts::read_log(&log);
         Ran {
             output: self.redact.redact(&output),
             ..ran

@@ -979,9 +979,7 @@ async fn run_gate(
         }
         // Another run comes: what this one's reports name as failed, then a clean slate.
         any_failed = true;
-        let text = std::fs::read(&log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default();
+        let text = crate::artifacts::read_log(&log);
         let (m, _) = crate::measure::collect(
             &dir,
             &gate.reports,
@@ -993,9 +991,7 @@ async fn run_gate(
         crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     }
     outcome.duration_ms = ms(started.elapsed());
-    let text = std::fs::read(&log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = crate::artifacts::read_log(&log);
     // What the gate measured: its reports (then removed, so that they are no part of the change),
     // or its runner's summary lines.
     let (mut measured, report_texts) = crate::measure::collect(
@@ -1042,9 +1038,7 @@ async fn run_gate(
             measured.problems.clear();
         }
     }
-    let text = std::fs::read(&log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = crate::artifacts::read_log(&log);
     crate::measure::clear(&ctx.git, &dir, &gate.reports).await;
     // A gate may print what the change holds: secrets in it are redacted from the log.
     let mut redactor = Redactor::from_process_env_using(&run.scanner, &spec.settings.secret_env);

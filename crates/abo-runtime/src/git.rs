@@ -132,6 +132,10 @@ pub struct Git {
 
 /// Variables that would point git somewhere else than where abo means it to work, or change what
 /// it runs.
+/// The most of a git command's stdout held in memory: what a worktree holds decides how much a
+/// `diff` or `show` prints, and nothing abo reads from git comes near it.
+pub const MAX_STDOUT: u64 = 512 << 20;
+
 pub const GIT_ENV_REMOVE: &[&str] = &[
     "GIT_DIR",
     "GIT_WORK_TREE",
@@ -242,7 +246,13 @@ impl Git {
 
     /// Runs git in `cwd`, returning stdout; a non-zero exit is an error with git's message.
     pub async fn run_in(&self, cwd: &Path, args: &[&str]) -> Result<String> {
-        let out = self.raw(cwd, args, &[]).await?;
+        self.run_in_capped(cwd, args, MAX_STDOUT).await
+    }
+
+    /// [`Git::run_in`], with git stopped and an error once it prints more than `max` bytes: what
+    /// a worktree holds decides how much a `diff` prints.
+    pub async fn run_in_capped(&self, cwd: &Path, args: &[&str], max: u64) -> Result<String> {
+        let out = self.raw_capped(cwd, args, &[], None, max).await?;
         if out.exit == Some(0) {
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         } else {
@@ -284,11 +294,22 @@ impl Git {
         env: &[(String, String)],
         input: Option<&[u8]>,
     ) -> Result<process::Outcome> {
+        self.raw_capped(cwd, args, env, input, MAX_STDOUT).await
+    }
+
+    async fn raw_capped(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        input: Option<&[u8]>,
+        max: u64,
+    ) -> Result<process::Outcome> {
         let mut cleared = 0;
         loop {
             let out = {
                 let _held = self.repo.shared().await;
-                self.raw_unlocked_input(cwd, args, env, input).await?
+                self.raw_unlocked_capped(cwd, args, env, input, max).await?
             };
             if out.exit == Some(0) || cleared >= 3 {
                 return Ok(out);
@@ -401,8 +422,21 @@ impl Git {
         env: &[(String, String)],
         input: Option<&[u8]>,
     ) -> Result<process::Outcome> {
+        self.raw_unlocked_capped(cwd, args, env, input, MAX_STDOUT)
+            .await
+    }
+
+    async fn raw_unlocked_capped(
+        &self,
+        cwd: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        input: Option<&[u8]>,
+        max: u64,
+    ) -> Result<process::Outcome> {
         let mut spec = Spec::new("git", cwd).args(hardened_args(args));
         spec.input = input.map(<[u8]>::to_vec);
+        spec.max_stdout = Some(max);
         spec.env_remove = GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()).collect();
         if let Some(dir) = self.pinned_git_dir(cwd) {
             spec.env

@@ -32,6 +32,9 @@ pub struct Spec {
     pub sandbox: Option<crate::sandbox::Sandboxed>,
     /// Written to the process's stdin, which is then closed (`None`: stdin is closed at once).
     pub input: Option<Vec<u8>>,
+    /// The most of stdout captured in memory: past it the process is stopped and the run is an
+    /// error (what a worktree holds decides how much git prints).
+    pub max_stdout: Option<u64>,
 }
 
 impl Spec {
@@ -46,6 +49,7 @@ impl Spec {
             log: None,
             sandbox: None,
             input: None,
+            max_stdout: None,
         }
     }
 
@@ -261,10 +265,22 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
     };
     let read_out = async {
         let mut buf = Vec::new();
+        let mut over = false;
         if let Some(s) = stdout.as_mut() {
-            let _ = tokio::io::AsyncReadExt::read_to_end(s, &mut buf).await;
+            let max = spec.max_stdout.unwrap_or(u64::MAX);
+            let _ = tokio::io::AsyncReadExt::read_to_end(
+                &mut tokio::io::AsyncReadExt::take(s, max.saturating_add(1)),
+                &mut buf,
+            )
+            .await;
+            if buf.len() as u64 > max {
+                // Stopped here: the rest is never read, and the child would wait on its pipe.
+                over = true;
+                buf = Vec::new();
+                kill_group(pgid);
+            }
         }
-        buf
+        (buf, over)
     };
     let read_err = async {
         let mut buf = Vec::new();
@@ -288,7 +304,11 @@ pub async fn run(spec: &Spec, groups: &Groups) -> std::io::Result<Outcome> {
     groups.remove(pgid);
     let duration = started.elapsed();
     match result {
-        Some((status, stdout, stderr)) => {
+        Some((_, (_, true), _)) => Err(std::io::Error::other(format!(
+            "its output passed {} MiB, so it was stopped",
+            spec.max_stdout.unwrap_or_default() >> 20
+        ))),
+        Some((status, (stdout, false), stderr)) => {
             let status = status?;
             use std::os::unix::process::ExitStatusExt;
             Ok(Outcome {
@@ -412,6 +432,84 @@ pub struct Streamed {
     pub stopped_for: Option<String>,
 }
 
+/// An agent's stream as written to its transcript file, bounded: its first lines up to
+/// [`TRANSCRIPT_HEAD`] bytes, then only the last [`TRANSCRIPT_TAIL`] bytes of lines (held in
+/// memory, written at the end after a line saying what was cut). An agent printing without end
+/// fills neither the disk nor abo's memory, and the transcript still ends with its result.
+struct Transcript {
+    file: std::fs::File,
+    head: u64,
+    tail_max: u64,
+    written: u64,
+    full: bool,
+    tail: std::collections::VecDeque<String>,
+    tail_bytes: u64,
+    cut_lines: u64,
+}
+
+/// The start of a transcript that is kept.
+pub const TRANSCRIPT_HEAD: u64 = 12 << 20;
+/// The end of a cut transcript that is kept.
+pub const TRANSCRIPT_TAIL: u64 = 4 << 20;
+
+impl Transcript {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        Self::bounded(path, TRANSCRIPT_HEAD, TRANSCRIPT_TAIL)
+    }
+
+    fn bounded(path: &Path, head: u64, tail_max: u64) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
+        let written = file.metadata().map_or(0, |m| m.len());
+        Ok(Self {
+            file,
+            head,
+            tail_max,
+            written,
+            full: false,
+            tail: std::collections::VecDeque::new(),
+            tail_bytes: 0,
+            cut_lines: 0,
+        })
+    }
+
+    fn line(&mut self, l: &str) {
+        use std::io::Write;
+        let n = l.len() as u64 + 1;
+        if !self.full && self.written + n <= self.head {
+            self.written += n;
+            let _ = writeln!(self.file, "{l}");
+            return;
+        }
+        self.full = true;
+        self.tail.push_back(l.to_owned());
+        self.tail_bytes += n;
+        while self.tail_bytes > self.tail_max
+            && let Some(old) = self.tail.pop_front()
+        {
+            self.tail_bytes -= old.len() as u64 + 1;
+            self.cut_lines += 1;
+        }
+    }
+
+    fn finish(&mut self) {
+        use std::io::Write;
+        if self.cut_lines > 0 {
+            let _ = writeln!(
+                self.file,
+                "[abo: {} lines of this transcript cut here]",
+                self.cut_lines
+            );
+        }
+        for l in self.tail.drain(..) {
+            let _ = writeln!(self.file, "{l}");
+        }
+        self.tail_bytes = 0;
+    }
+}
+
 /// Runs a process whose stdout is read line by line (an agent CLI's JSON stream). Every line is
 /// handed to `on_line` and appended to `transcript`; stderr goes to `spec.log`. The watchdog kills
 /// the process group after `silence` without a line, at `spec.timeout`, or `grace` after
@@ -447,10 +545,7 @@ pub async fn run_streaming(
             cmd.stderr(Stdio::null());
         }
     }
-    let mut transcript_file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(transcript)?;
+    let mut transcript_file = Transcript::open(transcript)?;
     let started = Instant::now();
     let mut child = cmd.spawn()?;
     let pgid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
@@ -482,8 +577,7 @@ pub async fn run_streaming(
         tokio::select! {
             line = lines.next_line() => match line {
                 Ok(Some(l)) => {
-                    use std::io::Write;
-                    let _ = writeln!(transcript_file, "{l}");
+                    transcript_file.line(&l);
                     match on_line(&l) {
                         Line::Final if final_at.is_none() => final_at = Some(tokio::time::Instant::now()),
                         Line::Stop => {
@@ -533,6 +627,7 @@ pub async fn run_streaming(
     };
     kill_group(pgid);
     release(spec);
+    transcript_file.finish();
     let was_tracked = groups.0.lock().map(|g| g.contains(&pgid)).unwrap_or(true);
     groups.remove(pgid);
     let status = match exited {
@@ -583,4 +678,58 @@ pub fn find_executable(command: &str) -> Option<PathBuf> {
     std::env::split_paths(&path)
         .map(|d| d.join(command))
         .find(|p| is_exec(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Groups, Spec, Transcript, run};
+
+    /// A process printing without end (git's `diff` of a gigabyte file an agent wrote) is stopped
+    /// once its stdout passes the bound, and the run is an error; the control: without the bound,
+    /// all of it is held in memory.
+    #[tokio::test]
+    async fn stdout_past_its_bound_stops_the_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = Spec::shell("head -c 8000000 /dev/zero", dir.path());
+        let all = run(&spec, &Groups::default()).await.unwrap();
+        assert_eq!(all.stdout.len(), 8_000_000);
+        spec.max_stdout = Some(1 << 20);
+        let err = run(&spec, &Groups::default()).await.unwrap_err();
+        assert_eq!(err.to_string(), "its output passed 1 MiB, so it was stopped");
+        // An endless one ends too: the bound stops it, not its end.
+        let endless = Spec {
+            max_stdout: Some(1 << 20),
+            ..Spec::shell("yes", dir.path())
+        };
+        assert!(run(&endless, &Groups::default()).await.is_err());
+    }
+
+    /// An agent printing without end: the transcript keeps its first lines and its last ones, in
+    /// order, says how many were cut, and stays within its bounds.
+    #[test]
+    fn a_transcript_past_its_bound_keeps_its_head_and_tail_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("transcript.jsonl");
+        let mut t = Transcript::bounded(&p, 100, 50).unwrap();
+        for i in 0..1000 {
+            t.line(&format!("line {i:04}"));
+        }
+        t.finish();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // 10 bytes a line (with its newline): ten in the head, five in the tail.
+        assert_eq!(lines[..10], (0..10).map(|i| format!("line {i:04}")).collect::<Vec<_>>());
+        assert_eq!(lines[10], "[abo: 985 lines of this transcript cut here]");
+        assert_eq!(
+            lines[11..],
+            (995..1000).map(|i| format!("line {i:04}")).collect::<Vec<_>>()
+        );
+        // The control: under the bound nothing is cut.
+        let q = dir.path().join("short.jsonl");
+        let mut t = Transcript::bounded(&q, 100, 50).unwrap();
+        t.line("a");
+        t.line("b");
+        t.finish();
+        assert_eq!(std::fs::read_to_string(&q).unwrap(), "a\nb\n");
+    }
 }

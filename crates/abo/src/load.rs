@@ -66,12 +66,20 @@ pub(crate) struct Source {
     pub(crate) text: String,
 }
 
+/// The largest backlog file read: a plan is text a person wrote, not a data dump.
+const MAX_BACKLOG_BYTES: u64 = 8 << 20;
+
 /// Parses a backlog file, or every `.yml`/`.yaml`/`.md` file of a directory.
+///
+/// A directory's entries are what an earlier run's agent may have committed, so each is read only
+/// if it is a regular file or a link to one inside the directory: a link out of it (to a key, to
+/// `/proc/self/environ`), a FIFO or a device is refused, located, and nothing starts.
 pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Source>> {
     let shown = display_path(path);
     if !path.exists() {
         return Err(Usage::new(format!("{shown}: no such file")).into());
     }
+    let mut errors = Vec::new();
     let files: Vec<PathBuf> = if path.is_dir() {
         let mut f: Vec<PathBuf> = std::fs::read_dir(path)
             .map_err(|e| Usage::new(format!("{shown}: {e}")))?
@@ -90,18 +98,25 @@ pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Source>> {
             ))
             .into());
         }
+        let dir = path.canonicalize().map_err(|e| Usage::new(format!("{shown}: {e}")))?;
+        f.retain(|file| match in_directory(&dir, file) {
+            Ok(()) => true,
+            Err(why) => {
+                errors.push(InputError::new(&display_path(file), why));
+                false
+            }
+        });
         f
     } else {
         vec![path.to_owned()]
     };
     let mut out = Vec::new();
-    let mut errors = Vec::new();
     for f in files {
         let name = display_path(&f);
-        let text = match std::fs::read_to_string(&f) {
+        let text = match read_bounded(&f) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(InputError::new(&name, e.to_string()));
+                errors.push(InputError::new(&name, e));
                 continue;
             }
         };
@@ -114,6 +129,43 @@ pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Source>> {
         return Err(InputErrors(errors).into());
     }
     Ok(out)
+}
+
+/// Whether a directory's entry `file` is a regular file of `dir` (canonical), itself or through
+/// links that stay in it.
+fn in_directory(dir: &Path, file: &Path) -> Result<(), String> {
+    let real = file
+        .canonicalize()
+        .map_err(|e| format!("cannot be read: {e}"))?;
+    if !real.starts_with(dir) {
+        return Err(format!(
+            "a link to {} outside the backlog's directory; not read (hint: copy the file into the directory)",
+            real.display()
+        ));
+    }
+    let meta = std::fs::metadata(&real).map_err(|e| format!("cannot be read: {e}"))?;
+    if !meta.is_file() {
+        return Err("not a regular file; not read".into());
+    }
+    Ok(())
+}
+
+/// A backlog file's text, refused past [`MAX_BACKLOG_BYTES`] (read with a bound, so a file that
+/// grows while read cannot take the memory either).
+fn read_bounded(file: &Path) -> Result<String, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(file).map_err(|e| e.to_string())?;
+    let mut bytes = Vec::new();
+    f.take(MAX_BACKLOG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_BACKLOG_BYTES {
+        return Err(format!(
+            "larger than {} MiB; a backlog is read whole, so it is not read",
+            MAX_BACKLOG_BYTES >> 20
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| "stream did not contain valid UTF-8".into())
 }
 
 /// Validates backlogs against the config into a plan, and checks them like a change: a secret in

@@ -287,8 +287,8 @@ fn prompt_files(job: &Job<'_>, p: &prompt::Prompt) -> Vec<(String, String)> {
 
 /// Stores a file's content, redacted, as an artifact.
 fn store_redacted(job: &Job<'_>, path: &Path) -> Option<abo_core::ids::ArtifactId> {
-    let bytes = std::fs::read(path).ok()?;
-    let text = job.redactor.redact(&String::from_utf8_lossy(&bytes));
+    std::fs::metadata(path).ok()?;
+    let text = job.redactor.redact(&crate::artifacts::read_log(path));
     job.ctx.artifacts.put(text.as_bytes()).ok()
 }
 

@@ -106,9 +106,7 @@ pub(crate) async fn verify(
         }
         let _ = ctx.git.remove_worktree(&dir).await;
     }
-    let text = std::fs::read(&log)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    let text = crate::artifacts::read_log(&log);
     let redactor = Redactor::from_process_env_using(&policy.scanner, &spec.settings.secret_env);
     outcome.log = ctx.artifacts.put(redactor.redact(&text).as_bytes()).ok();
     outcome.reason = outcome.reason.map(|r| redactor.redact(&r));

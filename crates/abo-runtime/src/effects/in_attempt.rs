@@ -64,9 +64,7 @@ impl InAttempt<'_> {
             let ran = gate_once(ctx, spec, gate, &wt, &scratch, &env, &log, &label).await;
             // Its reports are no part of the change.
             crate::measure::clear(&ctx.git, &wt, &gate.reports).await;
-            let text = std::fs::read(&log)
-                .map(|b| String::from_utf8_lossy(&b).into_owned())
-                .unwrap_or_default();
+            let text = crate::artifacts::read_log(&log);
             let passed = ran.as_ref().is_some_and(|r| r.passed);
             if !passed {
                 failed_gates.push(name.clone());

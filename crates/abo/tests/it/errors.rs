@@ -374,3 +374,69 @@ fn a_secret_in_abo_yml_is_refused_before_the_run_records_it() {
         Vec::<std::path::PathBuf>::new()
     );
 }
+
+/// A backlog directory holds what an earlier run's agent may have committed: a link in it to a
+/// file outside (a key, another project's notes) is refused, located, and nothing starts. The
+/// control: the same text as a regular file of the directory is read, and becomes a task.
+#[test]
+fn a_backlog_directorys_link_out_of_it_is_refused_and_its_target_never_read() {
+    let repo = TestRepo::new();
+    config(&repo, CONFIG);
+    let notes = repo.write_outside(
+        "private/notes.yml",
+        "tasks:\n  - { id: leak, title: private-note-text, run: 'echo l > l.txt' }\n",
+    );
+    repo.write_outside(
+        "plans/a.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
+    );
+    let plans = repo.outside.join("plans");
+    std::os::unix::fs::symlink(&notes, plans.join("b.yml")).unwrap();
+    // A FIFO would block the read forever: refused without opening it.
+    let fifo = plans.join("c.yml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let out = abo(&repo, &["run", plans.to_str().unwrap()]);
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("b.yml: a link to")
+            && out.stderr.contains("outside the backlog's directory; not read"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("c.yml: not a regular file; not read"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("private-note-text"), "{}", out.stderr);
+    assert!(!repo.path.join(".abo").exists(), "nothing may start");
+    assert_eq!(repo.git(&["branch", "--list", "abo/*"]), "");
+
+    // The control: the same file, no longer a link, is a backlog of the directory like any other.
+    std::fs::remove_file(plans.join("b.yml")).unwrap();
+    std::fs::remove_file(&fifo).unwrap();
+    std::fs::copy(&notes, plans.join("b.yml")).unwrap();
+    let out = abo(&repo, &["run", plans.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let s = crate::status(&repo, None);
+    assert!(
+        s.to_string().contains("private-note-text"),
+        "the control read the file: {s}"
+    );
+}
+
+/// A link inside the directory to another of its files is followed, as a person would expect.
+#[test]
+fn a_backlog_directorys_link_to_its_own_file_is_read() {
+    let repo = TestRepo::new();
+    config(&repo, CONFIG);
+    repo.write_outside(
+        "plans/sub/a.yml",
+        "tasks:\n  - { id: a, title: A, run: 'echo a > a.txt' }\n",
+    );
+    let plans = repo.outside.join("plans");
+    std::os::unix::fs::symlink("sub/a.yml", plans.join("a.yml")).unwrap();
+    let out = abo(&repo, &["run", plans.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+}
