@@ -252,6 +252,7 @@ async fn knowledge_briefing(job: &Job<'_>, files: &mut Vec<String>, budget: usiz
         job.task,
         files,
         job.ctx.clock.now(),
+        &job.ctx.knowledge,
     )
     .await
     {
@@ -263,7 +264,8 @@ async fn knowledge_briefing(job: &Job<'_>, files: &mut Vec<String>, budget: usiz
             files.push(r.path.clone());
         }
     }
-    briefing::render(&ctx, budget / 5, job.ctx.tokenizer())
+    // Measured as the rest of the prompt is: a command's briefing never loads the tokenizer.
+    briefing::render(&ctx, budget / 5, counter(job.backend, job.ctx))
 }
 
 /// Writes the prompt (and feedback) for a command or agent; returns their variables.
