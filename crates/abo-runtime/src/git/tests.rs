@@ -729,7 +729,11 @@ async fn worktrees_added_and_removed_at_once_with_prunes_among_them_are_all_righ
     }
     for wt in &wts {
         assert_eq!(std::fs::read_to_string(wt.join("a")).unwrap(), "1\n");
-        assert!(git.pinned_git_dir(wt).is_some(), "{} registered", wt.display());
+        assert!(
+            git.pinned_git_dir(wt).is_some(),
+            "{} registered",
+            wt.display()
+        );
     }
     // Half of them removed at once, with prunes again; the others stay registered.
     for (i, wt) in wts[..n / 2].iter().enumerate() {
@@ -750,6 +754,11 @@ async fn worktrees_added_and_removed_at_once_with_prunes_among_them_are_all_righ
             "worktree {}\n",
             root.join(wt.file_name().unwrap()).display()
         ));
-        assert_eq!((shown, wt.exists()), (i >= n / 2, i >= n / 2), "{}", wt.display());
+        assert_eq!(
+            (shown, wt.exists()),
+            (i >= n / 2, i >= n / 2),
+            "{}",
+            wt.display()
+        );
     }
 }
