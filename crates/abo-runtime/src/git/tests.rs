@@ -714,14 +714,15 @@ async fn worktrees_added_and_removed_at_once_with_prunes_among_them_are_all_righ
     let wts: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("t{i}-1"))).collect();
     let mut set = tokio::task::JoinSet::new();
     for (i, wt) in wts.iter().enumerate() {
-        let (git, wt, base) = (git.clone(), wt.clone(), base.clone());
+        let (adder, wt, base) = (git.clone(), wt.clone(), base.clone());
         set.spawn(async move {
-            git.add_worktree(&wt, &format!("abo-attempt/r/t{i}-1"), &base)
+            adder
+                .add_worktree(&wt, &format!("abo-attempt/r/t{i}-1"), &base)
                 .await
         });
         if i % 6 == 0 {
-            let git = git.clone();
-            set.spawn(async move { git.prune_worktrees().await });
+            let pruner = git.clone();
+            set.spawn(async move { pruner.prune_worktrees().await });
         }
     }
     while let Some(done) = set.join_next().await {
@@ -737,11 +738,11 @@ async fn worktrees_added_and_removed_at_once_with_prunes_among_them_are_all_righ
     }
     // Half of them removed at once, with prunes again; the others stay registered.
     for (i, wt) in wts[..n / 2].iter().enumerate() {
-        let (git, wt) = (git.clone(), wt.clone());
-        set.spawn(async move { git.remove_worktree(&wt).await });
+        let (remover, wt) = (git.clone(), wt.clone());
+        set.spawn(async move { remover.remove_worktree(&wt).await });
         if i % 3 == 0 {
-            let git = git.clone();
-            set.spawn(async move { git.prune_worktrees().await });
+            let pruner = git.clone();
+            set.spawn(async move { pruner.prune_worktrees().await });
         }
     }
     while let Some(done) = set.join_next().await {
