@@ -92,6 +92,8 @@ pub struct Ctx {
     pub sockets: abo_sandbox::sockets::Scan,
     /// Agent CLIs' versions, asked once per executable.
     pub agent_versions: crate::backends::agent::Versions,
+    /// The commits whose files and history the knowledge index holds (updated once per commit).
+    pub knowledge: crate::knowledge::Updated,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -124,6 +126,7 @@ impl Ctx {
             stop: tokio::sync::watch::channel(None).0,
             sockets: Default::default(),
             agent_versions: Default::default(),
+            knowledge: Default::default(),
         }
     }
 

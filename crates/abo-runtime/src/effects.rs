@@ -171,7 +171,12 @@ pub(crate) async fn execute_here(
             Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
         },
         Effect::Prove { attempt, commit } => {
-            match crate::proof::prove(ctx, &attempt, &commit).await {
+            let title = spec
+                .tasks
+                .iter()
+                .find(|t| t.id == attempt.task)
+                .map_or("", |t| t.title.as_str());
+            match crate::proof::prove(ctx, title, &attempt, &commit).await {
                 Ok(()) => Done::default(),
                 Err(e) => Done::warning(format!(
                     "the proof of change of {attempt} could not be written: {e}"
@@ -572,12 +577,15 @@ async fn untracked_in_the_way(
 }
 
 /// The attempt's review as the policy sees it (`input.review`): its `task.review` event's data.
+/// Read from the task's own events, not the run's whole log (every attempt's policy reads it).
 async fn last_review(ctx: &Ctx, attempt: &AttemptId) -> Option<serde_json::Value> {
-    let events = ctx.store.run_events(&attempt.run).await.ok()?;
+    let events = ctx
+        .store
+        .task_events(&attempt.run, &attempt.task)
+        .await
+        .ok()?;
     events.iter().rev().find_map(|e| match &e.event.body {
-        abo_core::event::EventBody::TaskReview { attempt: a, .. }
-            if *a == attempt.attempt && e.event.task.as_ref() == Some(&attempt.task) =>
-        {
+        abo_core::event::EventBody::TaskReview { attempt: a, .. } if *a == attempt.attempt => {
             Some(e.event.body.data())
         }
         _ => None,

@@ -122,10 +122,11 @@ pub struct Git {
     pub root: PathBuf,
     pub identity: Identity,
     groups: Groups,
-    /// Git's worktree bookkeeping (`.git/worktrees/`) is not safe under concurrent add, remove and
-    /// prune: one prune can delete another add's half-written entry. Every change to it goes
-    /// through this lock.
-    worktrees: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Git's worktree bookkeeping (`.git/worktrees/`) is not safe under a prune running beside an
+    /// add: the prune can delete the add's half-written entry. Adds and removes of distinct
+    /// worktrees hold this lock shared (they run side by side: attempts start at once); prunes
+    /// and repairs hold it exclusive.
+    worktrees: std::sync::Arc<tokio::sync::RwLock<()>>,
     /// Held shared by each git call, exclusive while repairing what a killed git left behind.
     repo: repair::RepoLock,
 }
@@ -383,7 +384,7 @@ impl Git {
     /// registrations), holding the repository exclusive, then prunes worktree registrations.
     /// Returns what it removed, and what it left (too young, or locked by a person).
     pub async fn repair(&self) -> (Vec<repair::Leftover>, Vec<repair::Leftover>) {
-        let _guard = self.worktrees.lock().await;
+        let _guard = self.worktrees.write().await;
         self.repair_locked().await
     }
 
@@ -466,12 +467,22 @@ impl Git {
         }
         let common = common_dir(&self.root)?;
         let wt = wt.canonicalize().ok()?;
-        for e in std::fs::read_dir(common.join("worktrees")).ok()?.flatten() {
-            let Ok(named) = std::fs::read_to_string(e.path().join("gitdir")) else {
-                continue;
-            };
-            let named = Path::new(named.trim()).parent().map(Path::canonicalize);
-            if matches!(named, Some(Ok(p)) if p == wt) {
+        let names = |dir: &Path| {
+            let named = std::fs::read_to_string(dir.join("gitdir")).ok()?;
+            Path::new(named.trim()).parent().map(Path::canonicalize)
+        };
+        let admin = common.join("worktrees");
+        // Git names a worktree's entry after its folder (`worktree add`; a number is appended
+        // when that name is taken): that entry is looked at first, so that a git call costs the
+        // same with 1,000 worktrees as with one. It counts only when its `gitdir` names `wt`.
+        if let Some(name) = wt.file_name() {
+            let guess = admin.join(name);
+            if matches!(names(&guess), Some(Ok(p)) if p == wt) {
+                return Some(guess);
+            }
+        }
+        for e in std::fs::read_dir(&admin).ok()?.flatten() {
+            if matches!(names(&e.path()), Some(Ok(p)) if p == wt) {
                 return Some(e.path());
             }
         }
@@ -629,7 +640,6 @@ impl Git {
     /// A fresh worktree at `path` on `branch`, made (or reset, when a killed attempt left it) at
     /// `start`, a commit or a full ref name that git resolves as it adds: one git process.
     pub async fn add_worktree_from(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
-        let _guard = self.worktrees.lock().await;
         let p = path.to_string_lossy();
         let add = [
             "worktree",
@@ -641,48 +651,67 @@ impl Git {
             &p,
             start,
         ];
-        let fresh = || async {
-            self.remove_worktree_locked(path).await?;
-            self.run(&add).await.map(drop)
-        };
-        if fresh().await.is_err() {
-            // A registration a killed `worktree add` left (locked "initializing", its folder gone,
-            // still holding the branch) stops this one: repaired, the add runs once more.
-            self.repair_locked().await;
-            fresh().await?;
-        }
-        Ok(())
+        self.add_worktree_args(path, &add).await
     }
 
     /// A detached worktree at `path` on `at`.
     pub async fn add_detached_worktree(&self, path: &Path, at: &CommitSha) -> Result<()> {
-        let _guard = self.worktrees.lock().await;
         let p = path.to_string_lossy();
         let add = ["worktree", "add", "--quiet", "--detach", &p, at.as_str()];
-        let fresh = || async {
-            self.remove_worktree_locked(path).await?;
-            self.run(&add).await.map(drop)
-        };
-        if fresh().await.is_err() {
-            self.repair_locked().await;
-            fresh().await?;
+        self.add_worktree_args(path, &add).await
+    }
+
+    /// Runs `add` (a `git worktree add` of `path`) after removing what is at `path`. Adds and
+    /// removes of distinct worktrees run side by side (each touches only its own entry under
+    /// `.git/worktrees/`, its own branch and folder); what needs `worktree prune` (a half-made
+    /// entry, a registration a killed `worktree add` left, locked "initializing" and still holding
+    /// the branch) is done under the exclusive lock, then the add runs once more there.
+    async fn add_worktree_args(&self, path: &Path, add: &[&str]) -> Result<()> {
+        {
+            let _shared = self.worktrees.read().await;
+            if self.remove_registered(path).await && self.run(add).await.is_ok() {
+                return Ok(());
+            }
         }
-        Ok(())
+        let _exclusive = self.worktrees.write().await;
+        self.repair_locked().await;
+        self.remove_worktree_locked(path).await?;
+        self.run(add).await.map(drop)
     }
 
     /// Removes a worktree and its directory; a missing one is fine.
     pub async fn remove_worktree(&self, path: &Path) -> Result<()> {
-        let _guard = self.worktrees.lock().await;
+        {
+            let _shared = self.worktrees.read().await;
+            if self.remove_registered(path).await {
+                return Ok(());
+            }
+        }
+        let _exclusive = self.worktrees.write().await;
         self.remove_worktree_locked(path).await
     }
 
     /// Forgets worktrees whose directories are gone.
     pub async fn prune_worktrees(&self) -> Result<()> {
-        let _guard = self.worktrees.lock().await;
+        let _guard = self.worktrees.write().await;
         self.run(&["worktree", "prune"]).await?;
         Ok(())
     }
 
+    /// `git worktree remove` of a registered worktree (the shared lock held): whether `path` is
+    /// gone now. `false` asks for [`Git::remove_worktree_locked`] under the exclusive lock.
+    async fn remove_registered(&self, path: &Path) -> bool {
+        if !path.exists() {
+            return true;
+        }
+        let p = path.to_string_lossy().into_owned();
+        // Two --force: also when it is locked or has changes.
+        self.run(&["worktree", "remove", "--force", "--force", &p])
+            .await
+            .is_ok()
+    }
+
+    /// Removes `path` and its registration (the exclusive lock held: it may prune).
     async fn remove_worktree_locked(&self, path: &Path) -> Result<()> {
         if !path.exists() {
             return Ok(());

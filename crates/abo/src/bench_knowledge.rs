@@ -72,7 +72,7 @@ async fn one(dir: &Path, files: usize, reps: usize) -> anyhow::Result<Value> {
     let head = git.rev_parse("HEAD").await?;
     let at = Timestamp(1);
     let t0 = Instant::now();
-    knowledge::update(&git, &store, &red, &head, at).await?;
+    knowledge::update(&git, &store, &red, &head, at, &Default::default()).await?;
     let build = t0.elapsed();
     let bytes = size(&repo.join(".abo"));
     // One file changes: only it is read again.
@@ -80,7 +80,7 @@ async fn one(dir: &Path, files: usize, reps: usize) -> anyhow::Result<Value> {
     crate::bench::sh("git commit -qam 'one change'", &repo).await?;
     let next = git.rev_parse("HEAD").await?;
     let t1 = Instant::now();
-    knowledge::update(&git, &store, &red, &next, at).await?;
+    knowledge::update(&git, &store, &red, &next, at, &Default::default()).await?;
     let incremental = t1.elapsed();
     let text = "Give the prompt budget a retry when the sandbox profile is denied";
     let tracked: Vec<String> = git
@@ -97,7 +97,7 @@ async fn one(dir: &Path, files: usize, reps: usize) -> anyhow::Result<Value> {
         let named = abo_runtime::backends::prompt::relevant_files(&spec, &tracked);
         without.push(crate::bench::ms(t.elapsed()));
         let t = Instant::now();
-        let repo_id = knowledge::update(&git, &store, &red, &next, at).await?;
+        let repo_id = knowledge::update(&git, &store, &red, &next, at, &Default::default()).await?;
         query::context(
             &store,
             &query::Ask {

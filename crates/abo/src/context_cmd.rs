@@ -113,6 +113,7 @@ pub(crate) async fn context(
         &spec,
         &files,
         ctx.clock.now(),
+        &ctx.knowledge,
     )
     .await?;
     let took = started.elapsed();

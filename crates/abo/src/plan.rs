@@ -87,6 +87,7 @@ pub(crate) async fn plan(
         &ticket_task,
         &[],
         ctx.clock.now(),
+        &ctx.knowledge,
     )
     .await
     .map(|k| {
@@ -135,6 +136,7 @@ pub(crate) async fn plan(
             &t,
             &[],
             ctx.clock.now(),
+            &ctx.knowledge,
         )
         .await
         {

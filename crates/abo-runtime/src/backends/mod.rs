@@ -252,6 +252,7 @@ async fn knowledge_briefing(job: &Job<'_>, files: &mut Vec<String>, budget: usiz
         job.task,
         files,
         job.ctx.clock.now(),
+        &job.ctx.knowledge,
     )
     .await
     {
@@ -263,7 +264,8 @@ async fn knowledge_briefing(job: &Job<'_>, files: &mut Vec<String>, budget: usiz
             files.push(r.path.clone());
         }
     }
-    briefing::render(&ctx, budget / 5, job.ctx.tokenizer())
+    // Measured as the rest of the prompt is: a command's briefing never loads the tokenizer.
+    briefing::render(&ctx, budget / 5, counter(job.backend, job.ctx))
 }
 
 /// Writes the prompt (and feedback) for a command or agent; returns their variables.
@@ -1142,6 +1144,89 @@ mod tests {
         let n = super::counter(&api, &ctx).count(text);
         assert!(ctx.tokenizer_loaded());
         assert!(n > 0 && n != text.len().div_ceil(4), "{n}");
+    }
+
+    /// The whole prompt of a command attempt (its files and the knowledge index's briefing) is
+    /// built without loading the tokenizer; the same prompt for a model loads it (the control).
+    #[tokio::test]
+    async fn a_commands_prompt_and_briefing_do_not_load_the_tokenizer() {
+        use abo_core::ids::{AttemptId, BackendName, RunId, TaskId};
+        use abo_core::spec::{BackendSpec, TaskSpec};
+        let repo = abo_test_support::TestRepo::new();
+        repo.write("src/parse.rs", "pub fn parse_input() -> u32 { 1 }\n");
+        repo.write("src/lib.rs", "pub mod parse;\n");
+        repo.commit_all("parser");
+        let store = abo_store::Store::open("sqlite:t.db", &repo.outside)
+            .await
+            .unwrap();
+        let git = crate::git::Git::new(repo.path.clone());
+        let config = abo_core::config::Config::parse("abo.yml", "version: 1\n").unwrap();
+        let settings = crate::create::settings(&config, None);
+        let redactor = crate::redact::Redactor::from_process_env_using(
+            &abo_policy::secrets::Scanner::default(),
+            &[],
+        );
+        let command = BackendSpec::Command {
+            name: BackendName::new("c"),
+            run: "true".into(),
+        };
+        let api = BackendSpec::Api {
+            name: BackendName::new("m"),
+            api: abo_core::config::ApiKind::Openai,
+            model: "gpt-4o".into(),
+            base_url: "http://127.0.0.1:9/v1".into(),
+            api_key_env: None,
+            max_tokens: 100,
+            context_tokens: 8000,
+            retries: 0,
+        };
+        for (backend, loads) in [(&command, false), (&api, true)] {
+            let ctx = crate::Ctx::new(
+                repo.path.clone(),
+                store.clone(),
+                git.clone(),
+                std::sync::Arc::new(crate::SystemClock),
+            );
+            let task = TaskSpec {
+                id: TaskId::new("t"),
+                title: "Fix parse_input in the parser".into(),
+                kind: abo_core::backlog::TaskType::Code,
+                description: String::new(),
+                acceptance: vec![],
+                paths: vec!["src/**".into()],
+                deps: vec![],
+                backend: backend.clone(),
+                gates: vec![],
+                labels: vec![],
+                max_attempts: 1,
+                priority: 0,
+                skipped: None,
+                needs_plan_approval: false,
+                autonomy: Default::default(),
+                origin: String::new(),
+                budget: None,
+                routed: false,
+                context_tokens: 0,
+            };
+            let attempt = AttemptId::new(RunId::new("r"), task.id.clone(), 1);
+            let job = super::Job {
+                ctx: &ctx,
+                settings: &settings,
+                task: &task,
+                attempt: &attempt,
+                backend,
+                worktree: &repo.path,
+                scratch: &repo.outside,
+                env: Vec::new(),
+                feedback: None,
+                redactor: &redactor,
+                reserved: Default::default(),
+                checker: None,
+            };
+            let p = super::build_prompt(&job, super::prompt::Contract::EditFiles).await;
+            assert!(p.text.contains("src/parse.rs"), "{}", p.text);
+            assert_eq!(ctx.tokenizer_loaded(), loads, "{backend:?}");
+        }
     }
 
     #[test]

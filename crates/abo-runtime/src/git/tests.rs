@@ -655,3 +655,111 @@ async fn moving_refs_moves_all_or_none() {
     let listed = git.checked_out_in("y").await.unwrap();
     assert_eq!(listed.len(), 1);
 }
+
+/// Each worktree's git directory is its own entry in the repository's bookkeeping, also when two
+/// worktrees' folders share a name (git names the second entry `wt1`): the entry named after the
+/// folder is looked at first, and taken only when it names this worktree.
+#[tokio::test]
+async fn a_worktree_is_pinned_to_its_own_entry_when_folder_names_collide() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let git = Git::new(repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let (first, second) = (repo.outside.join("a/wt"), repo.outside.join("b/wt"));
+    git.add_worktree(&first, "abo-attempt/first", &base)
+        .await
+        .unwrap();
+    git.add_worktree(&second, "abo-attempt/second", &base)
+        .await
+        .unwrap();
+    let common = common_dir(&repo.path).unwrap();
+    let name = |wt: &Path| {
+        git.pinned_git_dir(wt)
+            .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+    };
+    assert_eq!(
+        (name(&first), name(&second)),
+        (Some("wt".to_owned()), Some("wt1".to_owned()))
+    );
+    assert!(common.join("worktrees/wt1").is_dir());
+    // What each worktree commits goes on its own branch.
+    std::fs::write(second.join("b.txt"), "b\n").unwrap();
+    let commit = git.commit_all(&second, &["t".into()]).await.unwrap();
+    assert_eq!(
+        git.branch_head("abo-attempt/second").await.unwrap(),
+        Some(commit)
+    );
+    assert_eq!(
+        git.branch_head("abo-attempt/first").await.unwrap(),
+        Some(base)
+    );
+    // A folder git never registered has no git directory, whatever its name.
+    let stray = repo.outside.join("c/wt");
+    std::fs::create_dir_all(&stray).unwrap();
+    assert_eq!(name(&stray), None);
+}
+
+/// Worktrees are added and removed side by side (attempts start at once), with prunes among
+/// them: every add ends registered and checked out, every removed one is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worktrees_added_and_removed_at_once_with_prunes_among_them_are_all_right() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let git = Git::new(repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let dir = repo.path.join(".abo/worktrees/r");
+    let n = 24;
+    let wts: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("t{i}-1"))).collect();
+    let mut set = tokio::task::JoinSet::new();
+    for (i, wt) in wts.iter().enumerate() {
+        let (adder, wt, base) = (git.clone(), wt.clone(), base.clone());
+        set.spawn(async move {
+            adder
+                .add_worktree(&wt, &format!("abo-attempt/r/t{i}-1"), &base)
+                .await
+        });
+        if i % 6 == 0 {
+            let pruner = git.clone();
+            set.spawn(async move { pruner.prune_worktrees().await });
+        }
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap().unwrap();
+    }
+    for wt in &wts {
+        assert_eq!(std::fs::read_to_string(wt.join("a")).unwrap(), "1\n");
+        assert!(
+            git.pinned_git_dir(wt).is_some(),
+            "{} registered",
+            wt.display()
+        );
+    }
+    // Half of them removed at once, with prunes again; the others stay registered.
+    for (i, wt) in wts[..n / 2].iter().enumerate() {
+        let (remover, wt) = (git.clone(), wt.clone());
+        set.spawn(async move { remover.remove_worktree(&wt).await });
+        if i % 3 == 0 {
+            let pruner = git.clone();
+            set.spawn(async move { pruner.prune_worktrees().await });
+        }
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap().unwrap();
+    }
+    let listed = repo.git(&["worktree", "list", "--porcelain"]);
+    let root = dir.canonicalize().unwrap();
+    for (i, wt) in wts.iter().enumerate() {
+        let shown = listed.contains(&format!(
+            "worktree {}\n",
+            root.join(wt.file_name().unwrap()).display()
+        ));
+        assert_eq!(
+            (shown, wt.exists()),
+            (i >= n / 2, i >= n / 2),
+            "{}",
+            wt.display()
+        );
+    }
+}

@@ -47,25 +47,53 @@ pub async fn repo_id(git: &Git, head: &CommitSha) -> Result<String, KnowledgeErr
 /// Files ranked for a task, at most.
 pub const RANKED: usize = 20;
 
+/// The commits whose files and history this process has indexed, with their repository's id;
+/// also what makes updates one at a time. Attempts that start together all start from the run
+/// branch's same commit: the first indexes it, the others wait for it and then find it here,
+/// instead of each running the same git commands (`rev-list`, `ls-tree`, `cat-file`, `show`),
+/// reading the same events since the outcomes' cursor and writing the same rows at once.
+#[derive(Debug, Default)]
+pub struct Updated(tokio::sync::Mutex<std::collections::HashMap<CommitSha, String>>);
+
 /// Brings the index up to date for `commit`: its files (only those never read), the history it
-/// descends from, and the outcomes the event log recorded since the last update. Returns the
-/// repository's id.
+/// descends from (both once per commit in a process, `done`), and the outcomes the event log
+/// recorded since the last update. Returns the repository's id.
 pub async fn update(
     git: &Git,
     store: &Store,
     redactor: &Redactor,
     commit: &CommitSha,
     at: Timestamp,
+    done: &Updated,
 ) -> Result<String, KnowledgeError> {
-    let repo = repo_id(git, commit).await?;
-    index::index_commit(git, store, redactor, &repo, commit, at).await?;
-    history::index_history(git, store, redactor, &repo, commit).await?;
+    let mut indexed = done.0.lock().await;
+    let repo = match indexed.get(commit) {
+        Some(repo) => {
+            // The store still says whether the commit's files are indexed (and marks them used,
+            // so that `abo gc` keeps them); its history is a commit's own and was read here.
+            index::index_commit(git, store, redactor, repo, commit, at).await?;
+            repo.clone()
+        }
+        None => {
+            let repo = repo_id(git, commit).await?;
+            index::index_commit(git, store, redactor, &repo, commit, at).await?;
+            history::index_history(git, store, redactor, &repo, commit).await?;
+            indexed.insert(commit.clone(), repo.clone());
+            repo
+        }
+    };
+    // Under the same lock: the first attempt reads the log since the cursor (every run's spec
+    // it names), the others find the cursor moved past it.
     outcomes::index_outcomes(git, store, redactor, &repo).await?;
     Ok(repo)
 }
 
 /// What the index says about `task` at `commit` (brought up to date first); `named` are the
 /// files the task names by path.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the index's places, the task, and what this process already indexed"
+)]
 pub async fn for_task(
     git: &Git,
     store: &Store,
@@ -74,8 +102,9 @@ pub async fn for_task(
     task: &TaskSpec,
     named: &[String],
     at: Timestamp,
+    done: &Updated,
 ) -> Result<query::Context, KnowledgeError> {
-    let repo = update(git, store, redactor, commit, at).await?;
+    let repo = update(git, store, redactor, commit, at, done).await?;
     let text = redactor.redact(&outcomes::statement(task));
     query::context(
         store,
