@@ -98,7 +98,9 @@ pub(crate) fn backlogs(path: &Path) -> anyhow::Result<Vec<Source>> {
             ))
             .into());
         }
-        let dir = path.canonicalize().map_err(|e| Usage::new(format!("{shown}: {e}")))?;
+        let dir = path
+            .canonicalize()
+            .map_err(|e| Usage::new(format!("{shown}: {e}")))?;
         f.retain(|file| match in_directory(&dir, file) {
             Ok(()) => true,
             Err(why) => {
