@@ -105,7 +105,10 @@ mod tests {
         let got = read_log_bounded(&p, 100, 10).unwrap();
         assert!(got.starts_with("START\nxxxx"), "{got}");
         assert!(got.ends_with("x\nEND\n"), "{got}");
-        assert!(got.contains("[abo: 911 bytes of this log cut here; it had 1011]"), "{got}");
+        assert!(
+            got.contains("[abo: 911 bytes of this log cut here; it had 1011]"),
+            "{got}"
+        );
         assert!(got.len() < 200, "{}", got.len());
         // Under the bound, the log is read as it is; a missing one is empty.
         assert_eq!(read_log_bounded(&p, 2000, 10).unwrap(), text);

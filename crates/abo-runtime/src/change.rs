@@ -563,7 +563,8 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            err.to_string().contains("its output passed 64 MiB, so it was stopped"),
+            err.to_string()
+                .contains("its output passed 64 MiB, so it was stopped"),
             "{err}"
         );
         repo.write("big.txt", &line.repeat(1024));

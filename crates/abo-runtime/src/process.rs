@@ -695,7 +695,10 @@ mod tests {
         assert_eq!(all.stdout.len(), 8_000_000);
         spec.max_stdout = Some(1 << 20);
         let err = run(&spec, &Groups::default()).await.unwrap_err();
-        assert_eq!(err.to_string(), "its output passed 1 MiB, so it was stopped");
+        assert_eq!(
+            err.to_string(),
+            "its output passed 1 MiB, so it was stopped"
+        );
         // An endless one ends too: the bound stops it, not its end.
         let endless = Spec {
             max_stdout: Some(1 << 20),
@@ -718,11 +721,16 @@ mod tests {
         let text = std::fs::read_to_string(&p).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         // 10 bytes a line (with its newline): ten in the head, five in the tail.
-        assert_eq!(lines[..10], (0..10).map(|i| format!("line {i:04}")).collect::<Vec<_>>());
+        assert_eq!(
+            lines[..10],
+            (0..10).map(|i| format!("line {i:04}")).collect::<Vec<_>>()
+        );
         assert_eq!(lines[10], "[abo: 985 lines of this transcript cut here]");
         assert_eq!(
             lines[11..],
-            (995..1000).map(|i| format!("line {i:04}")).collect::<Vec<_>>()
+            (995..1000)
+                .map(|i| format!("line {i:04}"))
+                .collect::<Vec<_>>()
         );
         // The control: under the bound nothing is cut.
         let q = dir.path().join("short.jsonl");

@@ -445,8 +445,8 @@ pub async fn run(
     .await;
     if i.kind == AgentKind::Aider {
         // The agent writes it: read bounded, like every log.
-        let read = std::fs::metadata(i.analytics_log)
-            .map(|_| crate::artifacts::read_log(i.analytics_log));
+        let read =
+            std::fs::metadata(i.analytics_log).map(|_| crate::artifacts::read_log(i.analytics_log));
         let note = match read {
             Ok(log) => format!(
                 "abo: aider's analytics log has {} message_send events\n",
