@@ -284,20 +284,11 @@ impl Git {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<process::Outcome> {
-        self.raw_with_input(cwd, args, env, None).await
+        self.raw_capped(cwd, args, env, None, MAX_STDOUT).await
     }
 
-    /// [`Git::raw`] with `input` written to git's stdin.
-    async fn raw_with_input(
-        &self,
-        cwd: &Path,
-        args: &[&str],
-        env: &[(String, String)],
-        input: Option<&[u8]>,
-    ) -> Result<process::Outcome> {
-        self.raw_capped(cwd, args, env, input, MAX_STDOUT).await
-    }
-
+    /// [`Git::raw`] with `input` written to git's stdin, and git stopped once its stdout passes
+    /// `max` bytes.
     async fn raw_capped(
         &self,
         cwd: &Path,
@@ -413,17 +404,7 @@ impl Git {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<process::Outcome> {
-        self.raw_unlocked_input(cwd, args, env, None).await
-    }
-
-    async fn raw_unlocked_input(
-        &self,
-        cwd: &Path,
-        args: &[&str],
-        env: &[(String, String)],
-        input: Option<&[u8]>,
-    ) -> Result<process::Outcome> {
-        self.raw_unlocked_capped(cwd, args, env, input, MAX_STDOUT)
+        self.raw_unlocked_capped(cwd, args, env, None, MAX_STDOUT)
             .await
     }
 
@@ -938,7 +919,7 @@ impl Git {
         let args = ["update-ref", "-m", message, "--stdin"];
         let root = self.root.clone();
         let out = self
-            .raw_with_input(&root, &args, &[], Some(input.as_bytes()))
+            .raw_capped(&root, &args, &[], Some(input.as_bytes()), MAX_STDOUT)
             .await?;
         Ok(out.exit == Some(0))
     }
