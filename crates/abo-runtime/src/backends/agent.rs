@@ -243,7 +243,10 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
             push("--message-file");
             push(&i.prompt_file.to_string_lossy());
             // Unattended: no questions, no update check, no release notes, no model warnings
-            // (each of which asks to open a browser). Analytics are not sent, only logged.
+            // (each of which asks to open a browser). Analytics are not sent, only logged. No
+            // URL in the prompt is fetched: with `--yes-always` aider would say yes to adding it,
+            // then to pip-installing Playwright to scrape it (into its own installation, from
+            // PyPI: in the sandbox the proxy refuses that and the attempt fails).
             for s in [
                 "--yes-always",
                 "--no-auto-commits",
@@ -251,6 +254,8 @@ pub fn argv(i: &Invocation<'_>) -> Vec<String> {
                 "--no-check-update",
                 "--no-show-release-notes",
                 "--no-show-model-warnings",
+                "--no-detect-urls",
+                "--disable-playwright",
                 "--no-analytics",
                 "--analytics-log",
             ] {
@@ -752,7 +757,7 @@ mod tests {
                 ..i.clone()
             })
             .join(" "),
-            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --no-check-update --no-show-release-notes --no-show-model-warnings --no-analytics --analytics-log /s/aider.jsonl --no-git --no-gitignore --chat-history-file /s/aider.chat.history.md --input-history-file /s/aider.input.history"
+            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --no-check-update --no-show-release-notes --no-show-model-warnings --no-detect-urls --disable-playwright --no-analytics --analytics-log /s/aider.jsonl --no-git --no-gitignore --chat-history-file /s/aider.chat.history.md --input-history-file /s/aider.input.history"
         );
         let git = ["--git".to_owned()];
         assert_eq!(
@@ -764,7 +769,7 @@ mod tests {
                 ..i.clone()
             })
             .join(" "),
-            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --no-check-update --no-show-release-notes --no-show-model-warnings --no-analytics --analytics-log /s/aider.jsonl --chat-history-file /s/aider.chat.history.md --input-history-file /s/aider.input.history --openai-api-base http://127.0.0.1:11434/v1 --model openai/qwen2.5-coder --git"
+            "--message-file /s/prompt.md --yes-always --no-auto-commits --no-pretty --no-check-update --no-show-release-notes --no-show-model-warnings --no-detect-urls --disable-playwright --no-analytics --analytics-log /s/aider.jsonl --chat-history-file /s/aider.chat.history.md --input-history-file /s/aider.input.history --openai-api-base http://127.0.0.1:11434/v1 --model openai/qwen2.5-coder --git"
         );
         assert_eq!(
             argv(&Invocation {
