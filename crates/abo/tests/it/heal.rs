@@ -249,16 +249,20 @@ fn landed_b() -> Landed {
     }
 }
 
-/// `abo daemon` checking the schedule every 200 ms.
-fn daemon(repo: &TestRepo) -> std::process::Child {
-    crate::abo_cmd(
+/// `abo daemon` checking the schedule every 200 ms, what it says written to the file returned
+/// (read while it runs: an event is in the log a moment before the daemon says it).
+fn daemon(repo: &TestRepo) -> (std::process::Child, std::path::PathBuf) {
+    let said = repo.outside.join("daemon.out");
+    let file = std::fs::File::create(&said).unwrap();
+    let child = crate::abo_cmd(
         repo,
         &["daemon", "--interval", "200ms", "--addr", "127.0.0.1:0"],
     )
-    .stdout(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::from(file))
     .stderr(std::process::Stdio::piped())
     .spawn()
-    .unwrap()
+    .unwrap();
+    (child, said)
 }
 
 /// Notified by default: `task.reverted` (in the task's run) and `verify.reported`.
@@ -283,7 +287,7 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
             .collect(),
     );
     config(&repo, &SCHEDULED_CONFIG.replace("HOOK", &hook.url));
-    let mut daemon = daemon(&repo);
+    let (mut daemon, said_file) = daemon(&repo);
     let log = || events(&repo, "verify-main");
     let has = |evs: &[Value], kind: &str, n: usize| kinds(evs, kind).len() >= n;
     // The schedule's first look: main as it is verifies.
@@ -312,10 +316,15 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
         repo.git(&["worktree", "remove", "--force", wt.to_str().unwrap()]);
         reported = abo_test_support::wait_for(90, || has(&log(), "verify.reported", 1));
     }
+    // What follows the event: the daemon's line and the notification.
+    let read_said = || std::fs::read_to_string(&said_file).unwrap_or_default();
+    let told = abo_test_support::wait_for(30, || {
+        read_said().contains("not abo's: reported") && hook.requests().len() >= 2
+    });
     let _ = daemon.kill();
-    let out = daemon.wait_with_output().unwrap();
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(first && healed && reported, "daemon said: {said}");
+    let _ = daemon.wait();
+    let said = read_said();
+    assert!(first && healed && reported && told, "daemon said: {said}");
 
     let evs = log();
     let scheduled = kinds(&evs, "verify.scheduled");
