@@ -50,6 +50,10 @@ pub enum Command {
         attempt: u32,
         outcome: LandOutcome,
     },
+    /// The outcomes of an [`Effect::LandTogether`], in its order.
+    LandedTogether {
+        outcomes: Vec<(TaskId, u32, LandOutcome)>,
+    },
     PolicyDone {
         task: TaskId,
         attempt: u32,
@@ -191,6 +195,9 @@ pub enum LandOutcome {
     /// checked out): the run pauses with `reason`, and the attempt runs again under the same
     /// number when it resumes, without using up the task's attempts.
     Blocked { reason: String },
+    /// The landing could not finish for a cause outside the attempt (the worker holding its
+    /// worktree was lost): as [`Command::Interrupted`].
+    Interrupted { reason: String },
 }
 
 /// The policy's decision on an attempt, or why it could not be made.
@@ -235,6 +242,10 @@ pub enum Effect {
     EvaluatePolicy { attempt: AttemptId },
     /// Commit the attempt and merge it onto the run branch (fast-forward, or a candidate commit).
     Land { attempt: AttemptId },
+    /// Commit each attempt and land them on the run branch in this order, each merged onto the
+    /// one before (none has gates on its merged result); answered by one
+    /// [`Command::LandedTogether`].
+    LandTogether { attempts: Vec<AttemptId> },
     /// Move the run branch to a candidate whose gates passed.
     Advance {
         attempt: AttemptId,
@@ -370,6 +381,11 @@ impl RunState {
                 attempt,
                 outcome,
             } => land_done(&mut cx, &task, attempt, outcome),
+            Command::LandedTogether { outcomes } => {
+                for (task, attempt, outcome) in outcomes {
+                    land_done(&mut cx, &task, attempt, outcome);
+                }
+            }
             Command::PolicyDone {
                 task,
                 attempt,
@@ -579,15 +595,7 @@ fn interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String) {
         return; // stale: the attempt already ended
     }
     cx.state.inflight.land_queue.retain(|q| q != task);
-    if cx
-        .state
-        .inflight
-        .landing
-        .as_ref()
-        .is_some_and(|(t, _)| t == task)
-    {
-        cx.state.inflight.landing = None;
-    }
+    cx.state.inflight.landed(task);
     charge_interrupted(cx, task, attempt);
     cx.emit(
         Some(task),
@@ -949,10 +957,10 @@ fn gate_done(
     // The gate must be the one expected next: anything else is a stale result.
     let expected = match stage {
         GateStage::Attempt => gates.get(passed),
-        GateStage::Merged => match &cx.state.inflight.landing {
-            Some((l, n)) if l == task => gates.get(*n),
-            _ => None,
-        },
+        GateStage::Merged => {
+            let landing = cx.state.inflight.landing.iter().find(|(l, _)| l == task);
+            landing.and_then(|(_, n)| gates.get(*n))
+        }
     };
     if expected != Some(&o.name) {
         return;
@@ -971,7 +979,7 @@ fn gate_done(
                 .map_or("was killed".to_owned(), |c| format!("exited with {c}"))
         };
         if stage == GateStage::Merged {
-            cx.state.inflight.landing = None;
+            cx.state.inflight.landed(task);
         }
         let reason = format!("gate `{}` failed{where_}: it {how}", o.name);
         return attempt_failed(cx, task, attempt, reason, o.log);
@@ -979,7 +987,13 @@ fn gate_done(
     match stage {
         GateStage::Attempt => next_gate(cx, task, attempt),
         GateStage::Merged => {
-            let n = match &mut cx.state.inflight.landing {
+            let n = match cx
+                .state
+                .inflight
+                .landing
+                .iter_mut()
+                .find(|(l, _)| l == task)
+            {
                 Some((_, n)) => {
                     *n += 1;
                     *n
@@ -1005,14 +1019,14 @@ fn gate_done(
 }
 
 fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
-    let landing_this = matches!(&cx.state.inflight.landing, Some((l, _)) if l == task);
+    let landing_this = cx.state.inflight.is_landing(task);
     let verifying = cx.state.task(task).and_then(|t| t.state.landable()) == Some(attempt);
     if !landing_this || !verifying {
         return;
     }
     match o {
         LandOutcome::Landed { commit } => {
-            cx.state.inflight.landing = None;
+            cx.state.inflight.landed(task);
             cx.emit(
                 Some(task),
                 EventBody::TaskLanded {
@@ -1049,9 +1063,10 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
             }
         }
         LandOutcome::Failed { reason, log } => {
-            cx.state.inflight.landing = None;
+            cx.state.inflight.landed(task);
             attempt_failed(cx, task, attempt, reason, log);
         }
+        LandOutcome::Interrupted { reason } => interrupted(cx, task, attempt, reason),
         LandOutcome::Blocked { reason } => {
             // Not the attempt's fault: it runs again under the same number once a person has
             // cleared the way and resumed the run.
@@ -1339,7 +1354,7 @@ fn wait_for_window(cx: &mut Ctx<'_>, why: &str) -> bool {
         return s.in_flight() > 0;
     }
     let idle =
-        s.in_flight() == 0 && s.inflight.landing.is_none() && s.inflight.land_queue.is_empty();
+        s.in_flight() == 0 && s.inflight.landing.is_empty() && s.inflight.land_queue.is_empty();
     if idle {
         cx.emit(
             None,
@@ -1434,7 +1449,7 @@ fn charge_interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32) {
 
 /// Whether nothing is in flight, landing or waiting to land.
 fn idle(s: &RunState) -> bool {
-    s.in_flight() == 0 && s.inflight.landing.is_none() && s.inflight.land_queue.is_empty()
+    s.in_flight() == 0 && s.inflight.landing.is_empty() && s.inflight.land_queue.is_empty()
 }
 
 /// Nothing is in flight and ready tasks wait for held backends (no fallback may run them): the
@@ -1508,18 +1523,49 @@ fn promote_ready(cx: &mut Ctx<'_>) {
     }
 }
 
+/// The most tasks landed together in one effect.
+pub const LAND_TOGETHER_MAX: usize = 64;
+
+/// Lands what waits in the queue: a task whose gates run on its merged result alone (the next
+/// one must merge onto where it lands), the others together, in the order they passed, in one
+/// [`Effect::LandTogether`] (their commits made side by side, the run branch moved once).
 fn land_next(cx: &mut Ctx<'_>) {
-    if cx.state.inflight.landing.is_some() {
+    if !cx.state.inflight.landing.is_empty() {
         return;
     }
-    while let Some(task) = cx.state.inflight.land_queue.pop_front() {
-        if let Some(attempt) = cx.state.task(&task).and_then(|t| t.state.landable()) {
-            cx.state.inflight.landing = Some((task.clone(), 0));
-            cx.effect(Effect::Land {
-                attempt: cx.attempt(&task, attempt),
-            });
-            return;
+    let after_merge = cx.state.spec.settings.landing.gates_after_merge;
+    let mut together = Vec::new();
+    while let Some(task) = cx.state.inflight.land_queue.front().cloned() {
+        let landable = cx.state.task(&task).and_then(|t| {
+            let alone = after_merge && !t.spec.gates.is_empty();
+            t.state.landable().map(|a| (a, alone))
+        });
+        let Some((attempt, alone)) = landable else {
+            cx.state.inflight.land_queue.pop_front();
+            continue;
+        };
+        if alone {
+            if together.is_empty() {
+                cx.state.inflight.land_queue.pop_front();
+                together.push((task, attempt));
+            }
+            break;
         }
+        cx.state.inflight.land_queue.pop_front();
+        together.push((task, attempt));
+        if together.len() == LAND_TOGETHER_MAX {
+            break;
+        }
+    }
+    cx.state.inflight.landing = together.iter().map(|(t, _)| (t.clone(), 0)).collect();
+    match together.as_slice() {
+        [] => {}
+        [(task, attempt)] => cx.effect(Effect::Land {
+            attempt: cx.attempt(task, *attempt),
+        }),
+        _ => cx.effect(Effect::LandTogether {
+            attempts: together.iter().map(|(t, a)| cx.attempt(t, *a)).collect(),
+        }),
     }
 }
 

@@ -391,12 +391,26 @@ impl TaskRecord {
 /// resume recovers the tasks they were working on.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct InFlight {
-    /// The task landing now (one at a time), and how many gates passed on its merged result.
-    pub landing: Option<(TaskId, usize)>,
+    /// The tasks landing now, each with how many gates passed on its merged result: one whose
+    /// gates run on the merged result (it lands alone), or several landed together in one
+    /// [`crate::decide::Effect::LandTogether`].
+    pub landing: Vec<(TaskId, usize)>,
     /// Tasks whose gates all passed, in the order they finished.
     pub land_queue: VecDeque<TaskId>,
     /// A `landing.verify` run, bisect step or revert is in flight.
     pub verifying: bool,
+}
+
+impl InFlight {
+    /// Whether `task` is landing now.
+    pub fn is_landing(&self, task: &TaskId) -> bool {
+        self.landing.iter().any(|(l, _)| l == task)
+    }
+
+    /// `task` is no longer landing.
+    pub fn landed(&mut self, task: &TaskId) {
+        self.landing.retain(|(l, _)| l != task);
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]

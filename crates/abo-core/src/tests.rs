@@ -1922,3 +1922,81 @@ fn a_run_branch_that_cannot_move_pauses_the_run_and_the_attempt_runs_again_under
 mod healing;
 mod proposals;
 mod review;
+
+#[test]
+fn tasks_waiting_to_land_land_together_and_one_gated_on_its_merge_lands_alone() {
+    // a, b and c have no gates; g's gates run on its merged result.
+    let mut spec = spec(
+        &[t("a", &[]), t("b", &[]), t("c", &[]), t("g", &[])],
+        &["test"],
+        4,
+    );
+    for task in &mut spec.tasks {
+        if task.id.as_str() != "g" {
+            task.gates.clear();
+        }
+    }
+    let mut h = Harness::new(spec);
+    h.run(vec![Command::Start, ok("a", 1), ok("b", 1), ok("c", 1)]);
+    let conflict = LandOutcome::Failed {
+        reason: "the change conflicts with the run branch in: x".into(),
+        log: None,
+    };
+    let together = |outcomes: Vec<(&str, LandOutcome)>| Command::LandedTogether {
+        outcomes: outcomes
+            .into_iter()
+            .map(|(t, o)| (TaskId::new(t), 1, o))
+            .collect(),
+    };
+    let landed_at = |c: &str| LandOutcome::Landed {
+        commit: CommitSha::new(c),
+    };
+    h.check(
+        vec![
+            // a lands alone: nothing else waits.
+            allow("a", 1),
+            // b and c wait while a lands, then land together; g's gates pass meanwhile.
+            allow("b", 1),
+            allow("c", 1),
+            ok("g", 1),
+            gate("g", 1, "test", GateStage::Attempt, true, None),
+            allow("g", 1),
+            landed("a", 1, "ca"),
+            // c conflicts with b: it alone runs again; g then lands alone.
+            together(vec![("b", landed_at("cb")), ("c", conflict)]),
+        ],
+        expect![[r#"
+            > PolicyDone { task: TaskId("a"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
+              task.policy a {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 } }
+            > PolicyDone { task: TaskId("b"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
+              task.policy b {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+            > PolicyDone { task: TaskId("c"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
+              task.policy c {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+            > backend ok g#1
+              task.backend_finished g {"attempt":1,"cost_source":null,"cost_usd":null,"duration_ms":5,"exit":0,"files_changed":1,"log":null,"message":null,"model":null,"ok":true,"prompt":null,"reason":null,"transcript":null,"transient":false,"usage":null}
+              => gate test Attempt r/g/1
+            > gate test Attempt g#1 passed=true
+              task.gate g {"attempt":1,"duration_ms":3,"exit":0,"log":null,"name":"test","passed":true,"runs":1,"stage":"attempt","timed_out":false}
+              => EvaluatePolicy { attempt: AttemptId { run: RunId("r"), task: TaskId("g"), attempt: 1 } }
+            > PolicyDone { task: TaskId("g"), attempt: 1, outcome: PolicyOutcome { verdict: Allow, deny: [], require_approval: [], risk: "low", duration_us: 40, error: None, secrets: 0, input: None } }
+              task.policy g {"attempt":1,"deny":[],"duration_us":40,"require_approval":[],"risk":"low","verdict":"allow"}
+            > land a#1 Landed { commit: CommitSha("ca") }
+              task.landed a {"attempt":1,"commit":"ca"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, commit: CommitSha("ca") }
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("a"), attempt: 1 }, keep: false }
+              => LandTogether { attempts: [AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 }, AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 }] }
+            > LandedTogether { outcomes: [(TaskId("b"), 1, Landed { commit: CommitSha("cb") }), (TaskId("c"), 1, Failed { reason: "the change conflicts with the run branch in: x", log: None })] }
+              task.landed b {"attempt":1,"commit":"cb"}
+              task.retry c {"attempt":2,"cause":"failed","kept_worktree":".abo/worktrees/r/c-1","log":null,"reason":"the change conflicts with the run branch in: x"}
+              task.started c {"attempt":2,"backend":"command","worktree":".abo/worktrees/r/c-2"}
+              => Prove { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 }, commit: CommitSha("cb") }
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("b"), attempt: 1 }, keep: false }
+              => Cleanup { attempt: AttemptId { run: RunId("r"), task: TaskId("c"), attempt: 1 }, keep: true }
+              => Land { attempt: AttemptId { run: RunId("r"), task: TaskId("g"), attempt: 1 } }
+              => start r/c/2 feedback: the change conflicts with the run branch in: x
+        "#]],
+    );
+    assert!(h.state.inflight.is_landing(&TaskId::new("g")));
+    assert_eq!(h.state.inflight.landing.len(), 1);
+}

@@ -158,6 +158,15 @@ pub(crate) async fn execute_here(
                 outcome,
             })
         }
+        Effect::LandTogether { attempts } => {
+            let outcomes = land_together(ctx, spec, &attempts).await;
+            Done::command(Command::LandedTogether {
+                outcomes: outcomes
+                    .into_iter()
+                    .map(|(a, o)| (a.task, a.attempt, o))
+                    .collect(),
+            })
+        }
         Effect::Advance { attempt, candidate } => {
             let outcome = advance(ctx, spec, &attempt, &candidate).await;
             Done::command(Command::LandDone {
@@ -1263,13 +1272,7 @@ async fn land_commit_on(
 ) -> Result<LandOutcome, String> {
     let git = &ctx.git;
     let failed = |e: crate::git::GitError| format!("landing failed: {e}");
-    // The run branch as git's files hold it (no git process); git reads it when they cannot tell.
-    let branch = format!("refs/heads/{}", spec.branch);
-    let run_head = match git.ref_in_files(&branch) {
-        Some(head) => head,
-        None => git.branch_head(&spec.branch).await.map_err(failed)?,
-    }
-    .ok_or_else(|| format!("the run branch {} is missing", spec.branch))?;
+    let run_head = run_head(ctx, spec).await?;
     let target = if run_head == *base {
         commit.clone()
     } else {
@@ -1279,15 +1282,7 @@ async fn land_commit_on(
             .map_err(failed)?
         {
             Ok(tree) => tree,
-            Err(conflicts) => {
-                return Ok(LandOutcome::Failed {
-                    reason: format!(
-                        "the change conflicts with the run branch in: {}",
-                        conflicts.join(", ")
-                    ),
-                    log: None,
-                });
-            }
+            Err(conflicts) => return Ok(conflicted(&conflicts)),
         };
         let candidate = git
             .commit_tree_like(&tree, &run_head, commit)
@@ -1301,12 +1296,59 @@ async fn land_commit_on(
         }
         candidate
     };
-    // Nothing checked out has the branch, and its keeper is where the branch is (or not made
-    // yet): the branch, the keeper and the attempt's own branch move in one transaction.
+    let own = [(attempt.branch(), commit.clone())];
+    Ok(
+        match move_landed(ctx, spec, attempt, &run_head, &target, &own).await? {
+            Ok(()) => LandOutcome::Landed { commit: target },
+            Err(o) => o,
+        },
+    )
+}
+
+/// The run branch's head, as git's files hold it (no git process), or as git reads it when they
+/// cannot tell.
+async fn run_head(ctx: &Ctx, spec: &RunSpec) -> Result<CommitSha, String> {
+    let branch = format!("refs/heads/{}", spec.branch);
+    match ctx.git.ref_in_files(&branch) {
+        Some(head) => head,
+        None => ctx
+            .git
+            .branch_head(&spec.branch)
+            .await
+            .map_err(|e| format!("landing failed: {e}"))?,
+    }
+    .ok_or_else(|| format!("the run branch {} is missing", spec.branch))
+}
+
+fn conflicted(conflicts: &[String]) -> LandOutcome {
+    LandOutcome::Failed {
+        reason: format!(
+            "the change conflicts with the run branch in: {}",
+            conflicts.join(", ")
+        ),
+        log: None,
+    }
+}
+
+/// Moves the run branch from `old` to `new`. When nothing checked out has the branch and its
+/// keeper is where the branch is (or not made yet), the branch, the keeper and the attempts' own
+/// branches (`own`: each deleted where it is expected) move in one `update-ref` transaction that
+/// checks each is still where it was read; when that cannot be done or fails, the branch and the
+/// keeper are read and judged one by one ([`move_run_branch`]).
+async fn move_landed(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    attempt: &AttemptId,
+    old: &CommitSha,
+    new: &CommitSha,
+    own: &[(String, CommitSha)],
+) -> Result<Result<(), LandOutcome>, String> {
+    let git = &ctx.git;
+    let branch = format!("refs/heads/{}", spec.branch);
     let keeper = keeper_ref(&attempt.run);
-    let zero = CommitSha::new("0".repeat(run_head.as_str().len()));
+    let zero = CommitSha::new("0".repeat(old.as_str().len()));
     let keeper_at = match git.ref_in_files(&keeper) {
-        Some(Some(k)) if k == run_head => Some(k),
+        Some(Some(k)) if k == *old => Some(k),
         Some(None) => Some(zero),
         _ => None,
     };
@@ -1314,22 +1356,128 @@ async fn land_commit_on(
         && git.is_checked_out(&spec.branch) == Some(false)
     {
         let moves = [
-            (branch.as_str(), &target, &run_head),
-            (keeper.as_str(), &target, &keeper_at),
+            (branch.as_str(), new, old),
+            (keeper.as_str(), new, &keeper_at),
         ];
-        let own = format!("refs/heads/{}", attempt.branch());
+        let own: Vec<(String, &CommitSha)> = own
+            .iter()
+            .map(|(b, c)| (format!("refs/heads/{b}"), c))
+            .collect();
+        let deletes: Vec<(&str, &CommitSha)> = own.iter().map(|(r, c)| (r.as_str(), *c)).collect();
         if git
-            .move_refs("abo: land", &moves, &[(own.as_str(), commit)])
+            .move_refs("abo: land", &moves, &deletes)
             .await
-            .map_err(failed)?
+            .map_err(|e| format!("landing failed: {e}"))?
         {
-            return Ok(LandOutcome::Landed { commit: target });
+            return Ok(Ok(()));
         }
     }
-    if let Err(o) = move_run_branch(ctx, spec, attempt, &target, &run_head).await {
-        return Ok(o);
+    Ok(move_run_branch(ctx, spec, attempt, new, old).await)
+}
+
+/// Lands `attempts` in their order, none with gates on its merged result: their commits made side
+/// by side in their worktrees, each merged onto the one before (the first is the commit itself
+/// when the run branch is still where its attempt started), then the run branch, its keeper and
+/// every attempt's own branch moved in one transaction ([`move_landed`]). An attempt that cannot
+/// be committed or conflicts fails alone, and the next merges onto what landed before it; when
+/// the branch cannot move, every attempt that got that far shares the outcome.
+async fn land_together(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    attempts: &[AttemptId],
+) -> Vec<(AttemptId, LandOutcome)> {
+    let failed = |reason: String| LandOutcome::Failed { reason, log: None };
+    let commits = futures_util::future::join_all(attempts.iter().map(|a| async move {
+        let task = spec
+            .tasks
+            .iter()
+            .find(|t| t.id == a.task)
+            .ok_or_else(|| format!("task `{}` is not in the run", a.task))?;
+        commit_attempt_on(ctx, task, a).await
+    }))
+    .await;
+    let mut outcomes: Vec<Option<LandOutcome>> = vec![None; attempts.len()];
+    let all = |o: LandOutcome| attempts.iter().cloned().zip(std::iter::repeat(o)).collect();
+    let run_head = match run_head(ctx, spec).await {
+        Ok(h) => h,
+        Err(reason) => return all(failed(reason)),
+    };
+    // The authors and messages of the commits to merge, read by one git process.
+    let made: Vec<CommitSha> = commits
+        .iter()
+        .filter_map(|c| c.as_ref().ok())
+        .filter(|(_, base)| *base != run_head)
+        .map(|(c, _)| c.clone())
+        .collect();
+    let authors = if made.is_empty() {
+        Vec::new()
+    } else {
+        match ctx.git.authors(&made).await {
+            Ok(a) => a,
+            Err(e) => return all(failed(format!("landing failed: {e}"))),
+        }
+    };
+    let authored = |c: &CommitSha| {
+        made.iter()
+            .position(|m| m == c)
+            .and_then(|i| authors.get(i))
+    };
+    let mut head = run_head.clone();
+    let mut own = Vec::new();
+    let mut landed = Vec::new();
+    for (i, c) in commits.into_iter().enumerate() {
+        let (commit, base) = match c {
+            Ok(c) => c,
+            Err(reason) => {
+                outcomes[i] = Some(failed(reason));
+                continue;
+            }
+        };
+        let target = if base == head {
+            commit.clone()
+        } else {
+            let merged = match ctx.git.merge_tree(&base, &head, &commit).await {
+                Ok(Ok(tree)) => match authored(&commit) {
+                    Some(like) => ctx.git.commit_tree_as(&tree, &head, like).await,
+                    None => ctx.git.commit_tree_like(&tree, &head, &commit).await,
+                },
+                Ok(Err(conflicts)) => {
+                    outcomes[i] = Some(conflicted(&conflicts));
+                    continue;
+                }
+                Err(e) => Err(e),
+            };
+            match merged {
+                Ok(m) => m,
+                Err(e) => {
+                    outcomes[i] = Some(failed(format!("landing failed: {e}")));
+                    continue;
+                }
+            }
+        };
+        own.push((attempts[i].branch(), commit));
+        landed.push((i, target.clone()));
+        head = target;
     }
-    Ok(LandOutcome::Landed { commit: target })
+    if let Some((first, _)) = landed.first() {
+        let moved = move_landed(ctx, spec, &attempts[*first], &run_head, &head, &own).await;
+        for (i, target) in landed {
+            outcomes[i] = Some(match &moved {
+                Ok(Ok(())) => LandOutcome::Landed { commit: target },
+                Ok(Err(o)) => o.clone(),
+                Err(reason) => failed(reason.clone()),
+            });
+        }
+    }
+    attempts
+        .iter()
+        .cloned()
+        .zip(
+            outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| failed("not landed".into()))),
+        )
+        .collect()
 }
 
 /// The ref that keeps a run's landed commits reachable whatever happens to its branch: it moves
@@ -1422,3 +1570,6 @@ async fn cleanup(ctx: &Ctx, attempt: &AttemptId, keep: bool) -> Result<(), crate
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

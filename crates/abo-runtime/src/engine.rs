@@ -358,7 +358,7 @@ async fn drive_leased(
                 });
             }
         }
-        let idle = state.in_flight() == 0 && state.inflight.landing.is_none();
+        let idle = state.in_flight() == 0 && state.inflight.landing.is_empty();
         let stopped =
             state.status.is_terminal() || matches!(state.status, RunStatus::Paused { .. });
         if jobs == 0 && idle && stopped {

@@ -75,6 +75,16 @@ pub enum GitError {
 
 type Result<T> = std::result::Result<T, GitError>;
 
+/// A commit's author and message, to make another commit like it ([`Git::authors`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Authored {
+    pub name: String,
+    pub email: String,
+    /// Strict ISO 8601, as git prints `%aI`.
+    pub date: String,
+    pub message: String,
+}
+
 /// `log --format` of a commit's sha and abo's three trailers, tab-separated.
 const TRAILERS_FORMAT: &str = "--format=%H%x09%(trailers:key=Abo-Run,valueonly,separator=%x2C)%x09%(trailers:key=Abo-Task,valueonly,separator=%x2C)%x09%(trailers:key=Abo-Attempt,valueonly,separator=%x2C)";
 
@@ -129,6 +139,9 @@ pub struct Git {
     worktrees: std::sync::Arc<tokio::sync::RwLock<()>>,
     /// Held shared by each git call, exclusive while repairing what a killed git left behind.
     repo: repair::RepoLock,
+    /// Held while a note is added: each `git notes add` moves the notes ref, and two at once
+    /// fail to lock it (landings side by side prove their commits side by side).
+    notes: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Variables that would point git somewhere else than where abo means it to work, or change what
@@ -240,6 +253,7 @@ impl Git {
             identity: Identity::default(),
             groups: Groups::default(),
             worktrees: Default::default(),
+            notes: Default::default(),
             repo: repair::RepoLock::new(common_dir(&root).as_deref()),
             root,
         }
@@ -924,6 +938,32 @@ impl Git {
         Ok(out.exit == Some(0))
     }
 
+    /// Sets the note of `commit` in `refs/notes/{notes}` to `text`, one note at a time in this
+    /// process; another process moving the notes ref at the same moment makes git fail to lock
+    /// it, and the add is tried again (five times, 50 ms apart).
+    pub async fn set_note(&self, notes: &str, commit: &CommitSha, text: &str) -> Result<()> {
+        let _one = self.notes.lock().await;
+        let args = [
+            "notes",
+            "--ref",
+            notes,
+            "add",
+            "-f",
+            "-m",
+            text,
+            commit.as_str(),
+        ];
+        let mut tries = 0;
+        loop {
+            match self.run(&args).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tries == 4 => return Err(e),
+                Err(_) => tries += 1,
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     /// Whether some worktree of the repository has `branch` checked out, read from git's own
     /// bookkeeping (each worktree's `HEAD` in the common git directory) without starting git;
     /// `None` when that cannot be read as plain files (then ask [`Git::checked_out_in`]).
@@ -1013,25 +1053,67 @@ impl Git {
         parent: &CommitSha,
         like: &CommitSha,
     ) -> Result<CommitSha> {
-        let info = self
-            .run(&[
-                "log",
-                "-1",
-                "--format=%an%x00%ae%x00%aI%x00%B",
-                like.as_str(),
-            ])
-            .await?;
-        let mut parts = info.splitn(4, '\0');
-        let (an, ae, ad) = (
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-            parts.next().unwrap_or_default(),
-        );
-        let msg = parts.next().unwrap_or_default().trim_end().to_owned();
+        let info = self.authors(std::slice::from_ref(like)).await?;
+        let info = info.into_iter().next().unwrap_or_default();
+        self.commit_tree_as(tree, parent, &info).await
+    }
+
+    /// The author and message of each of `commits`, in their order, read by one git process.
+    pub async fn authors(&self, commits: &[CommitSha]) -> Result<Vec<Authored>> {
+        let mut args = vec![
+            "log",
+            "--no-walk=unsorted",
+            "--format=%H%x00%an%x00%ae%x00%aI%x00%B%x01",
+        ];
+        args.extend(commits.iter().map(CommitSha::as_str));
+        let out = self.run(&args).await?;
+        let mut by_sha = std::collections::HashMap::new();
+        for record in out.split('\x01') {
+            let mut parts = record.trim_start_matches('\n').splitn(5, '\0');
+            let (Some(sha), Some(name), Some(email), Some(date), Some(message)) = (
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+                parts.next(),
+            ) else {
+                continue;
+            };
+            by_sha.insert(
+                sha.to_owned(),
+                Authored {
+                    name: name.to_owned(),
+                    email: email.to_owned(),
+                    date: date.to_owned(),
+                    message: message.trim_end().to_owned(),
+                },
+            );
+        }
+        commits
+            .iter()
+            .map(|c| {
+                by_sha
+                    .get(c.as_str())
+                    .cloned()
+                    .ok_or_else(|| GitError::Failed {
+                        args: "log --no-walk".into(),
+                        message: format!("it did not show commit {c}"),
+                    })
+            })
+            .collect()
+    }
+
+    /// A commit of `tree` on `parent`, with the author and message of `like`.
+    pub async fn commit_tree_as(
+        &self,
+        tree: &str,
+        parent: &CommitSha,
+        like: &Authored,
+    ) -> Result<CommitSha> {
         let env = [
-            ("GIT_AUTHOR_NAME".to_owned(), an.to_owned()),
-            ("GIT_AUTHOR_EMAIL".to_owned(), ae.to_owned()),
-            ("GIT_AUTHOR_DATE".to_owned(), ad.to_owned()),
+            ("GIT_AUTHOR_NAME".to_owned(), like.name.clone()),
+            ("GIT_AUTHOR_EMAIL".to_owned(), like.email.clone()),
+            ("GIT_AUTHOR_DATE".to_owned(), like.date.clone()),
         ];
         let args = [
             "-c",
@@ -1041,7 +1123,7 @@ impl Git {
             "-p",
             parent.as_str(),
             "-m",
-            &msg,
+            &like.message,
         ];
         let out = self.raw(&self.root.clone(), &args, &env).await?;
         if out.exit != Some(0) {

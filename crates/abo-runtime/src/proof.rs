@@ -190,29 +190,10 @@ pub async fn prove(
     let envelope = json!({ "proof": proof, "signature": hex::encode(signature.to_bytes()), "public_key": hex::encode(key.verifying_key().to_bytes()) });
     let text = envelope.to_string();
     let _ = ctx.artifacts.put(text.as_bytes());
-    // Concurrent notes updates race on the notes ref: try again.
-    let mut last = String::new();
-    for _ in 0..5 {
-        match ctx
-            .git
-            .run(&[
-                "notes",
-                "--ref",
-                NOTES_REF,
-                "add",
-                "-f",
-                "-m",
-                &text,
-                commit.as_str(),
-            ])
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    Err(last)
+    ctx.git
+        .set_note(NOTES_REF, commit, &text)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// What `abo verify` found.

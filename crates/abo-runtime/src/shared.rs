@@ -339,19 +339,26 @@ pub(crate) async fn execute(
             )
         }
         Effect::Land { attempt } => {
-            let outcome = match shared.run(ctx, &attempt, &Work::Commit).await {
-                Ok(Reply::Committed { commit, refname }) => {
-                    land_pushed(ctx, shared, spec, &attempt, &commit, &refname).await
-                }
-                Ok(Reply::Failed { reason }) => LandOutcome::Failed { reason, log: None },
-                Ok(r) => return Ok(unexpected(&attempt, r)),
-                Err(why) => return Ok(interrupted(&attempt, why)),
+            let outcome = land_through_worker(ctx, shared, spec, &attempt).await;
+            let mut done = match outcome {
+                LandOutcome::Interrupted { reason } => return Ok(interrupted(&attempt, reason)),
+                outcome => Done::command(Command::LandDone {
+                    task: attempt.task.clone(),
+                    attempt: attempt.attempt,
+                    outcome,
+                }),
             };
-            let mut done = Done::command(Command::LandDone {
-                task: attempt.task.clone(),
-                attempt: attempt.attempt,
-                outcome,
-            });
+            publish_if_landed(ctx, shared, spec, &mut done).await;
+            Ok(done)
+        }
+        // Each commit is a worker's: they land one after the other, and the branch is pushed once.
+        Effect::LandTogether { attempts } => {
+            let mut outcomes = Vec::new();
+            for attempt in attempts {
+                let outcome = land_through_worker(ctx, shared, spec, &attempt).await;
+                outcomes.push((attempt.task, attempt.attempt, outcome));
+            }
+            let mut done = Done::command(Command::LandedTogether { outcomes });
             publish_if_landed(ctx, shared, spec, &mut done).await;
             Ok(done)
         }
@@ -416,6 +423,25 @@ pub(crate) async fn execute(
 
 /// Fetches the worker's commit from the ref of its token, checks it is the one reported, and lands
 /// it here.
+/// The worker commits the attempt and pushes it; this process fetches it and lands it.
+async fn land_through_worker(
+    ctx: &Ctx,
+    shared: &Shared,
+    spec: &RunSpec,
+    attempt: &AttemptId,
+) -> LandOutcome {
+    match shared.run(ctx, attempt, &Work::Commit).await {
+        Ok(Reply::Committed { commit, refname }) => {
+            land_pushed(ctx, shared, spec, attempt, &commit, &refname).await
+        }
+        Ok(Reply::Failed { reason }) => LandOutcome::Failed { reason, log: None },
+        Ok(r) => LandOutcome::Interrupted {
+            reason: format!("the worker answered out of turn: {r:?}"),
+        },
+        Err(reason) => LandOutcome::Interrupted { reason },
+    }
+}
+
 async fn land_pushed(
     ctx: &Ctx,
     shared: &Shared,
@@ -459,12 +485,13 @@ async fn land_pushed(
 
 /// After the run branch moved, it is pushed so workers start their next attempts from it.
 async fn publish_if_landed(ctx: &Ctx, shared: &Shared, spec: &RunSpec, done: &mut Done) {
-    if let Some(Command::LandDone {
-        outcome: LandOutcome::Landed { .. },
-        ..
-    }) = &done.command
-        && let Err(e) = ctx.git.push(&shared.remote, &spec.branch).await
-    {
+    let landed = |o: &LandOutcome| matches!(o, LandOutcome::Landed { .. });
+    let any = match &done.command {
+        Some(Command::LandDone { outcome, .. }) => landed(outcome),
+        Some(Command::LandedTogether { outcomes }) => outcomes.iter().any(|(_, _, o)| landed(o)),
+        _ => false,
+    };
+    if any && let Err(e) = ctx.git.push(&shared.remote, &spec.branch).await {
         done.warnings.push(format!(
             "pushing {} to {} failed: workers start from an older head ({e})",
             spec.branch, shared.remote

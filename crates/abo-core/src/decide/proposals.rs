@@ -209,11 +209,8 @@ pub(super) fn hedge(cx: &mut Ctx<'_>) {
                 }
             };
             let inflight = &cx.state.inflight;
-            let landing = inflight.land_queue.contains(&t.spec.id)
-                || inflight
-                    .landing
-                    .as_ref()
-                    .is_some_and(|(l, _)| *l == t.spec.id);
+            let landing =
+                inflight.land_queue.contains(&t.spec.id) || inflight.is_landing(&t.spec.id);
             let (attempt, since, hedges) = match &t.state {
                 // A change that passed and waits to land is not hedged.
                 TaskState::Running { attempt } | TaskState::Verifying { attempt, .. }

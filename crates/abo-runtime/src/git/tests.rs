@@ -763,3 +763,29 @@ async fn worktrees_added_and_removed_at_once_with_prunes_among_them_are_all_righ
         );
     }
 }
+
+/// Proofs of commits landed together are noted side by side: every note ends on its commit (git
+/// fails to lock the notes ref when two adds move it at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notes_set_at_once_are_all_kept() {
+    let repo = TestRepo::new();
+    let mut commits = Vec::new();
+    for i in 0..16 {
+        repo.write("a", &format!("{i}\n"));
+        repo.commit_all(&format!("c{i}"));
+        commits.push(CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim()));
+    }
+    let git = Git::new(repo.path.clone());
+    let mut set = tokio::task::JoinSet::new();
+    for (i, c) in commits.iter().enumerate() {
+        let (git, c) = (git.clone(), c.clone());
+        set.spawn(async move { git.set_note("t", &c, &format!("note {i}")).await });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap().unwrap();
+    }
+    for (i, c) in commits.iter().enumerate() {
+        let note = repo.git(&["notes", "--ref", "t", "show", c.as_str()]);
+        assert_eq!(note.trim(), format!("note {i}"));
+    }
+}

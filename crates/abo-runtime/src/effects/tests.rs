@@ -1,0 +1,140 @@
+//! Landing attempts on the run branch, against a real repository.
+
+use abo_core::ids::RunId;
+use abo_test_support::TestRepo;
+use pretty_assertions::assert_eq;
+
+use super::*;
+
+/// A repository whose run branch `abo/r` is at its first commit (checked out nowhere), a store,
+/// and a run spec of tasks `x`, `y` and `z`.
+async fn setup() -> (TestRepo, Ctx, tempfile::TempDir, RunSpec) {
+    let repo = TestRepo::new();
+    repo.write("a.txt", "a\n");
+    repo.commit_all("Add a");
+    repo.git(&["branch", "abo/r"]);
+    let dir = tempfile::tempdir().unwrap();
+    let store = abo_store::Store::open("sqlite:t.db", dir.path())
+        .await
+        .unwrap();
+    let git = crate::git::Git::new(repo.path.clone());
+    let ctx = Ctx::new(
+        repo.path.clone(),
+        store,
+        git,
+        std::sync::Arc::new(crate::SystemClock),
+    );
+    let task = |id: &str| {
+        serde_json::json!({
+            "id": id, "title": id.to_uppercase(), "type": "code", "description": "",
+            "acceptance": [], "paths": [], "deps": [],
+            "backend": { "kind": "command", "name": "command", "run": "true" },
+            "gates": [], "labels": [], "max_attempts": 1, "priority": 0, "skipped": null, "origin": "t"
+        })
+    };
+    let spec: RunSpec = serde_json::from_value(serde_json::json!({
+        "title": "t", "profile": "exploration", "base": "0", "base_branch": null, "branch": "abo/r",
+        "settings": { "max_parallel": 3, "stop_after_consecutive_failures": 0, "attempt_timeout_ms": 1000,
+            "silence_timeout_ms": 1000, "run_timeout_ms": 60_000, "gates": [], "landing": {} },
+        "tasks": [task("x"), task("y"), task("z")]
+    }))
+    .unwrap();
+    (repo, ctx, dir, spec)
+}
+
+/// The attempt of `task`, its worktree made from the run branch, `file` written in it.
+fn attempt(repo: &TestRepo, ctx: &Ctx, task: &str, file: &str, text: &str) -> AttemptId {
+    let a = AttemptId {
+        run: RunId::new("r"),
+        task: abo_core::ids::TaskId::new(task),
+        attempt: 1,
+    };
+    let wt = ctx.worktree(&a);
+    std::fs::create_dir_all(wt.parent().unwrap()).unwrap();
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "-B",
+        &a.branch(),
+        wt.to_str().unwrap(),
+        "abo/r",
+    ]);
+    std::fs::write(wt.join(file), text).unwrap();
+    a
+}
+
+fn landed(o: &LandOutcome) -> CommitSha {
+    match o {
+        LandOutcome::Landed { commit } => commit.clone(),
+        other => panic!("not landed: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn attempts_land_together_each_merged_onto_the_one_before_and_a_conflict_fails_alone() {
+    let (repo, ctx, _dir, spec) = setup().await;
+    let start = repo.git(&["rev-parse", "abo/r"]).trim().to_owned();
+    let x = attempt(&repo, &ctx, "x", "x.txt", "x\n");
+    let y = attempt(&repo, &ctx, "y", "y.txt", "y\n");
+    // z writes x.txt too, otherwise than x: it conflicts with x once x has landed.
+    let z = attempt(&repo, &ctx, "z", "x.txt", "z\n");
+    let out = land_together(&ctx, &spec, &[x.clone(), y.clone(), z.clone()]).await;
+    let tasks: Vec<&str> = out.iter().map(|(a, _)| a.task.as_str()).collect();
+    assert_eq!(tasks, ["x", "y", "z"]);
+    // x is its own commit (the branch was where it started); y is merged onto it.
+    let cx = landed(&out[0].1);
+    let cy = landed(&out[1].1);
+    assert_eq!(repo.git(&["rev-parse", &format!("{cx}^")]).trim(), start);
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{cy}^")]).trim(),
+        cx.as_str()
+    );
+    assert!(
+        matches!(&out[2].1, LandOutcome::Failed { reason, .. } if reason.contains("conflicts") && reason.contains("x.txt")),
+        "{:?}",
+        out[2].1
+    );
+    // The branch and its keeper are at y's landing; x's and y's own branches are gone, z's
+    // stays for its next attempt's feedback.
+    assert_eq!(repo.git(&["rev-parse", "abo/r"]).trim(), cy.as_str());
+    assert_eq!(
+        repo.git(&["rev-parse", &keeper_ref(&x.run)]).trim(),
+        cy.as_str()
+    );
+    let branches = repo.git(&[
+        "branch",
+        "--list",
+        "abo-attempt/*",
+        "--format=%(refname:short)",
+    ]);
+    assert_eq!(branches.trim(), z.branch());
+    assert_eq!(repo.git(&["show", "abo/r:x.txt", "abo/r:y.txt"]), "x\ny\n");
+    // y's landing keeps the message, trailers and author of y's own commit (its second parent's
+    // place in a merge is taken by its diff: one parent).
+    let message = repo.git(&["log", "-1", "--format=%an <%ae>%n%B", cy.as_str()]);
+    let own = repo.git(&["log", "-1", "--format=%an <%ae>%n%B", cx.as_str()]);
+    assert_eq!(message.lines().next(), own.lines().next());
+    assert!(
+        message.contains("Y\n\nAbo-Run: r\nAbo-Task: y\nAbo-Attempt: 1"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn attempts_landing_together_on_a_checked_out_branch_all_wait_and_the_branch_stays() {
+    let (repo, ctx, _dir, spec) = setup().await;
+    let x = attempt(&repo, &ctx, "x", "x.txt", "x\n");
+    let y = attempt(&repo, &ctx, "y", "y.txt", "y\n");
+    let start = repo.git(&["rev-parse", "abo/r"]).trim().to_owned();
+    // Control: the branch checked out nowhere, the two land (above); here a person has it.
+    repo.git(&["checkout", "-q", "abo/r"]);
+    let out = land_together(&ctx, &spec, &[x, y]).await;
+    for (a, o) in &out {
+        assert!(
+            matches!(o, LandOutcome::Blocked { reason } if reason.contains("checked out")),
+            "{a}: {o:?}"
+        );
+    }
+    assert_eq!(repo.git(&["rev-parse", "abo/r"]).trim(), start);
+}
