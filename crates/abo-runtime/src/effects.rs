@@ -1296,7 +1296,7 @@ async fn land_commit_on(
         }
         candidate
     };
-    let own = [(attempt.branch(), commit.clone())];
+    let own = [(format!("refs/heads/{}", attempt.branch()), commit.clone())];
     Ok(
         match move_landed(ctx, spec, attempt, &run_head, &target, &own).await? {
             Ok(()) => LandOutcome::Landed { commit: target },
@@ -1331,8 +1331,8 @@ fn conflicted(conflicts: &[String]) -> LandOutcome {
 }
 
 /// Moves the run branch from `old` to `new`. When nothing checked out has the branch and its
-/// keeper is where the branch is (or not made yet), the branch, the keeper and the attempts' own
-/// branches (`own`: each deleted where it is expected) move in one `update-ref` transaction that
+/// keeper is where the branch is (or not made yet), the branch and the keeper move and `deletes`
+/// (the attempts' own branches: each where it is expected) are deleted in one `update-ref` transaction that
 /// checks each is still where it was read; when that cannot be done or fails, the branch and the
 /// keeper are read and judged one by one ([`move_run_branch`]).
 async fn move_landed(
@@ -1341,7 +1341,7 @@ async fn move_landed(
     attempt: &AttemptId,
     old: &CommitSha,
     new: &CommitSha,
-    own: &[(String, CommitSha)],
+    deletes: &[(String, CommitSha)],
 ) -> Result<Result<(), LandOutcome>, String> {
     let git = &ctx.git;
     let branch = format!("refs/heads/{}", spec.branch);
@@ -1359,11 +1359,8 @@ async fn move_landed(
             (branch.as_str(), new, old),
             (keeper.as_str(), new, &keeper_at),
         ];
-        let own: Vec<(String, &CommitSha)> = own
-            .iter()
-            .map(|(b, c)| (format!("refs/heads/{b}"), c))
-            .collect();
-        let deletes: Vec<(&str, &CommitSha)> = own.iter().map(|(r, c)| (r.as_str(), *c)).collect();
+        let deletes: Vec<(&str, &CommitSha)> =
+            deletes.iter().map(|(r, c)| (r.as_str(), c)).collect();
         if git
             .move_refs("abo: land", &moves, &deletes)
             .await
@@ -1376,17 +1373,22 @@ async fn move_landed(
 }
 
 /// Lands `attempts` in their order, none with gates on its merged result: their commits made side
-/// by side in their worktrees, each merged onto the one before (the first is the commit itself
-/// when the run branch is still where its attempt started), then the run branch, its keeper and
-/// every attempt's own branch moved in one transaction ([`move_landed`]). An attempt that cannot
-/// be committed or conflicts fails alone, and the next merges onto what landed before it; when
-/// the branch cannot move, every attempt that got that far shares the outcome.
+/// by side in their worktrees, then each put on the one before. The first is its own commit when
+/// the run branch is still where its attempt started; one whose paths nothing changed since its
+/// attempt started (on the branch, or by those before it here) is replayed path by path, all of
+/// them in one `git fast-import` ([`crate::git::chain`]: the tree `git merge-tree` would give);
+/// any other is merged with `git merge-tree`. Then the run branch, its keeper and every attempt's
+/// own branch move in one transaction ([`move_landed`]). An attempt that cannot be committed or
+/// conflicts fails alone, and the next is put on what landed before it; when the branch cannot
+/// move, every attempt that got that far shares the outcome.
 async fn land_together(
     ctx: &Ctx,
     spec: &RunSpec,
     attempts: &[AttemptId],
 ) -> Vec<(AttemptId, LandOutcome)> {
+    use crate::git::chain::{PathChange, Touched};
     let failed = |reason: String| LandOutcome::Failed { reason, log: None };
+    let git = &ctx.git;
     let commits = futures_util::future::join_all(attempts.iter().map(|a| async move {
         let task = spec
             .tasks
@@ -1402,65 +1404,128 @@ async fn land_together(
         Ok(h) => h,
         Err(reason) => return all(failed(reason)),
     };
-    // The authors and messages of the commits to merge, read by one git process.
-    let made: Vec<CommitSha> = commits
-        .iter()
-        .filter_map(|c| c.as_ref().ok())
-        .filter(|(_, base)| *base != run_head)
-        .map(|(c, _)| c.clone())
-        .collect();
-    let authors = if made.is_empty() {
-        Vec::new()
-    } else {
-        match ctx.git.authors(&made).await {
-            Ok(a) => a,
-            Err(e) => return all(failed(format!("landing failed: {e}"))),
+    let mut made = Vec::new();
+    for (i, c) in commits.into_iter().enumerate() {
+        match c {
+            Ok((commit, base)) => made.push((i, commit, base)),
+            Err(reason) => outcomes[i] = Some(failed(reason)),
         }
+    }
+    // What each commit changes and what changed on the branch since each base (one git process),
+    // and the commits' authors and messages (one more). Without the first, every one is merged.
+    let mut bases: Vec<CommitSha> = made.iter().map(|(_, _, b)| b.clone()).collect();
+    bases.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    bases.dedup();
+    bases.retain(|b| *b != run_head);
+    let mut pairs: Vec<(CommitSha, CommitSha)> = made
+        .iter()
+        .map(|(_, c, b)| (c.clone(), b.clone()))
+        .collect();
+    pairs.extend(bases.iter().map(|b| (run_head.clone(), b.clone())));
+    let mut changes = git.changes(&pairs).await.ok();
+    let since: std::collections::HashMap<CommitSha, Touched> = match &changes {
+        Some(ch) => bases
+            .iter()
+            .zip(&ch[made.len()..])
+            .map(|(b, c)| {
+                let mut t = Touched::default();
+                t.add(c);
+                (b.clone(), t)
+            })
+            .collect(),
+        None => Default::default(),
     };
-    let authored = |c: &CommitSha| {
-        made.iter()
-            .position(|m| m == c)
-            .and_then(|i| authors.get(i))
+    let shas: Vec<CommitSha> = made.iter().map(|(_, c, _)| c.clone()).collect();
+    let authors = match git.authors(&shas).await {
+        Ok(a) => a,
+        Err(e) => return all(failed(format!("landing failed: {e}"))),
     };
+    let scratch = format!("refs/abo/landing/{}", spec.branch);
     let mut head = run_head.clone();
+    let mut here = Touched::default();
     let mut own = Vec::new();
     let mut landed = Vec::new();
-    for (i, c) in commits.into_iter().enumerate() {
-        let (commit, base) = match c {
-            Ok(c) => c,
-            Err(reason) => {
-                outcomes[i] = Some(failed(reason));
-                continue;
+    // Replayed together once something needs merging, or at the end.
+    let mut replay: Vec<(usize, usize, Vec<PathChange>)> = Vec::new();
+    let mut scratch_at = None;
+    let mut k = 0;
+    loop {
+        let next = made.get(k);
+        let first = next.is_some_and(|(_, _, base)| *base == head) && landed.is_empty();
+        let clear = next.filter(|_| !first).and_then(|(_, _, base)| {
+            let mine = changes.as_ref()?.get(k)?;
+            let before = since.get(base);
+            (before.is_none_or(|t| t.clear_of(mine)) && here.clear_of(mine)).then(|| mine.clone())
+        });
+        if let Some(mine) = clear {
+            here.add(&mine);
+            replay.push((made[k].0, k, mine));
+            k += 1;
+            continue;
+        }
+        if !replay.is_empty() {
+            let group: Vec<(&crate::git::Authored, &[PathChange])> = replay
+                .iter()
+                .map(|(_, m, c)| (&authors[*m], c.as_slice()))
+                .collect();
+            match git.chain(&head, &group, &scratch).await {
+                Ok(chained) => {
+                    for ((i, m, _), target) in replay.drain(..).zip(chained) {
+                        own.push((attempts[i].branch(), made[m].1.clone()));
+                        landed.push((i, target.clone()));
+                        scratch_at = Some(target.clone());
+                        head = target;
+                    }
+                }
+                // Merged one by one instead.
+                Err(_) => {
+                    for (i, m, _) in std::mem::take(&mut replay) {
+                        let (_, commit, base) = &made[m];
+                        match merged_onto(ctx, base, &head, commit, &authors[m]).await {
+                            Ok(target) => {
+                                own.push((attempts[i].branch(), commit.clone()));
+                                landed.push((i, target.clone()));
+                                head = target;
+                            }
+                            Err(o) => outcomes[i] = Some(o),
+                        }
+                    }
+                }
             }
-        };
-        let target = if base == head {
-            commit.clone()
+        }
+        let Some((i, commit, base)) = next else { break };
+        let i = *i;
+        let target = if first {
+            Ok(commit.clone())
         } else {
-            let merged = match ctx.git.merge_tree(&base, &head, &commit).await {
-                Ok(Ok(tree)) => match authored(&commit) {
-                    Some(like) => ctx.git.commit_tree_as(&tree, &head, like).await,
-                    None => ctx.git.commit_tree_like(&tree, &head, &commit).await,
-                },
-                Ok(Err(conflicts)) => {
-                    outcomes[i] = Some(conflicted(&conflicts));
-                    continue;
-                }
-                Err(e) => Err(e),
-            };
-            match merged {
-                Ok(m) => m,
-                Err(e) => {
-                    outcomes[i] = Some(failed(format!("landing failed: {e}")));
-                    continue;
-                }
-            }
+            merged_onto(ctx, base, &head, commit, &authors[k]).await
         };
-        own.push((attempts[i].branch(), commit));
-        landed.push((i, target.clone()));
-        head = target;
+        match target {
+            Ok(target) => {
+                if let Some(ch) = changes.as_ref().and_then(|ch| ch.get(k)) {
+                    here.add(ch);
+                } else {
+                    // What it changed is not known: whatever follows is merged.
+                    changes = None;
+                }
+                own.push((attempts[i].branch(), commit.clone()));
+                landed.push((i, target.clone()));
+                head = target;
+            }
+            Err(o) => outcomes[i] = Some(o),
+        }
+        k += 1;
     }
     if let Some((first, _)) = landed.first() {
-        let moved = move_landed(ctx, spec, &attempts[*first], &run_head, &head, &own).await;
+        let mut deletes: Vec<(String, CommitSha)> = own
+            .into_iter()
+            .map(|(b, c)| (format!("refs/heads/{b}"), c))
+            .collect();
+        deletes.extend(scratch_at.map(|at| (scratch.clone(), at)));
+        let moved = move_landed(ctx, spec, &attempts[*first], &run_head, &head, &deletes).await;
+        if !matches!(moved, Ok(Ok(()))) {
+            let _ = git.run(&["update-ref", "-d", &scratch]).await;
+        }
         for (i, target) in landed {
             outcomes[i] = Some(match &moved {
                 Ok(Ok(())) => LandOutcome::Landed { commit: target },
@@ -1478,6 +1543,33 @@ async fn land_together(
                 .map(|o| o.unwrap_or_else(|| failed("not landed".into()))),
         )
         .collect()
+}
+
+/// `commit` (made on `base`) merged onto `head` as a commit like it, or why it cannot be.
+async fn merged_onto(
+    ctx: &Ctx,
+    base: &CommitSha,
+    head: &CommitSha,
+    commit: &CommitSha,
+    like: &crate::git::Authored,
+) -> Result<CommitSha, LandOutcome> {
+    let failed = |e: crate::git::GitError| LandOutcome::Failed {
+        reason: format!("landing failed: {e}"),
+        log: None,
+    };
+    match ctx
+        .git
+        .merge_tree(base, head, commit)
+        .await
+        .map_err(failed)?
+    {
+        Ok(tree) => ctx
+            .git
+            .commit_tree_as(&tree, head, like)
+            .await
+            .map_err(failed),
+        Err(conflicts) => Err(conflicted(&conflicts)),
+    }
 }
 
 /// The ref that keeps a run's landed commits reachable whatever happens to its branch: it moves

@@ -82,6 +82,8 @@ pub struct Authored {
     pub email: String,
     /// Strict ISO 8601, as git prints `%aI`.
     pub date: String,
+    /// Seconds since the epoch and the offset (`1700000000 +0100`), as git stores it.
+    pub raw_date: String,
     pub message: String,
 }
 
@@ -793,6 +795,14 @@ impl Git {
     pub async fn commit_all(&self, wt: &Path, paragraphs: &[String]) -> Result<CommitSha> {
         self.stage(wt, false).await?;
         self.commit_index(wt, paragraphs, false).await?;
+        self.head(wt).await
+    }
+
+    /// The commit checked out in `wt`: from git's files when they tell, else by `git rev-parse`.
+    pub async fn head(&self, wt: &Path) -> Result<CommitSha> {
+        if let Some(head) = self.head_in_files(wt) {
+            return Ok(head);
+        }
         let head = self.run_in(wt, &["rev-parse", "HEAD"]).await?;
         Ok(CommitSha::new(head.trim()))
     }
@@ -818,9 +828,13 @@ impl Git {
     }
 
     async fn commit_index(&self, wt: &Path, paragraphs: &[String], all: bool) -> Result<()> {
+        // `maintenance.auto=false`: each commit would start `git maintenance run --auto`, a git
+        // process per attempt; the repository's own git commands still run it.
         let mut args: Vec<&str> = vec![
             "-c",
             "commit.gpgsign=false",
+            "-c",
+            "maintenance.auto=false",
             "commit",
             "--quiet",
             "--no-verify",
@@ -1063,14 +1077,16 @@ impl Git {
         let mut args = vec![
             "log",
             "--no-walk=unsorted",
-            "--format=%H%x00%an%x00%ae%x00%aI%x00%B%x01",
+            "--date=raw",
+            "--format=%H%x00%an%x00%ae%x00%aI%x00%ad%x00%B%x01",
         ];
         args.extend(commits.iter().map(CommitSha::as_str));
         let out = self.run(&args).await?;
         let mut by_sha = std::collections::HashMap::new();
         for record in out.split('\x01') {
-            let mut parts = record.trim_start_matches('\n').splitn(5, '\0');
-            let (Some(sha), Some(name), Some(email), Some(date), Some(message)) = (
+            let mut parts = record.trim_start_matches('\n').splitn(6, '\0');
+            let (Some(sha), Some(name), Some(email), Some(date), Some(raw_date), Some(message)) = (
+                parts.next(),
                 parts.next(),
                 parts.next(),
                 parts.next(),
@@ -1085,6 +1101,7 @@ impl Git {
                     name: name.to_owned(),
                     email: email.to_owned(),
                     date: date.to_owned(),
+                    raw_date: raw_date.to_owned(),
                     message: message.trim_end().to_owned(),
                 },
             );
@@ -1254,6 +1271,7 @@ impl Git {
     }
 }
 
+pub mod chain;
 pub mod index;
 pub mod repair;
 

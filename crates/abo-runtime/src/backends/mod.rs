@@ -235,15 +235,9 @@ const RANKED_FILES: usize = 5;
 /// budget; the best files it ranked join `files`. The index failing leaves the prompt without it
 /// (the attempt goes on as it would have without an index).
 async fn knowledge_briefing(job: &Job<'_>, files: &mut Vec<String>, budget: usize) -> String {
-    let Ok(head) = job
-        .ctx
-        .git
-        .run_in(job.worktree, &["rev-parse", "HEAD"])
-        .await
-    else {
+    let Ok(head) = job.ctx.git.head(job.worktree).await else {
         return String::new();
     };
-    let head = abo_core::ids::CommitSha::new(head.trim());
     let ctx = match crate::knowledge::for_task(
         &job.ctx.git,
         &job.ctx.store,

@@ -138,3 +138,100 @@ async fn attempts_landing_together_on_a_checked_out_branch_all_wait_and_the_bran
     }
     assert_eq!(repo.git(&["rev-parse", "abo/r"]).trim(), start);
 }
+
+/// The tree `git merge-tree` gives for `wt`'s change (its index: the attempt's commit) merged
+/// onto `onto`, from `base`.
+fn merged_tree(repo: &TestRepo, base: &str, onto: &str, wt: &std::path::Path) -> String {
+    let theirs = abo_test_support::git_in(wt, &["write-tree"]);
+    repo.git(&[
+        "merge-tree",
+        "--write-tree",
+        &format!("--merge-base={base}^{{tree}}"),
+        &format!("{onto}^{{tree}}"),
+        theirs.trim(),
+    ])
+    .trim()
+    .to_owned()
+}
+
+#[tokio::test]
+async fn changes_replayed_path_by_path_give_the_trees_merge_tree_gives() {
+    let (repo, ctx, _dir, mut spec) = setup().await;
+    // Every kind of entry and path: nested directories, an executable, a symlink, a directory
+    // that a file replaces, a directory emptied, and names with spaces, quotes, UTF-8 and a
+    // newline.
+    repo.write("dir/a.txt", "a\n");
+    repo.write("run.sh", "echo\n");
+    repo.write("old/only.txt", "old\n");
+    repo.write("d2/x", "x\n");
+    repo.write("shared.txt", "1\n2\n3\n4\n5\n6\n7\n8\n");
+    repo.commit_all("more");
+    repo.git(&["branch", "-f", "abo/r"]);
+    let base = repo.git(&["rev-parse", "abo/r"]).trim().to_owned();
+    for id in ["w", "v"] {
+        let mut t = spec.tasks[0].clone();
+        t.id = abo_core::ids::TaskId::new(id);
+        spec.tasks.push(t);
+    }
+    // x edits shared.txt's first line: landed first, as its own commit.
+    let x = attempt(&repo, &ctx, "x", "shared.txt", "one\n2\n3\n4\n5\n6\n7\n8\n");
+    // y: a file in a new directory with an awkward name, an executable bit, a symlink.
+    let y = attempt(&repo, &ctx, "y", "dir/a.txt", "a2\n");
+    let wy = ctx.worktree(&y);
+    std::fs::create_dir_all(wy.join("new dir")).unwrap();
+    std::fs::write(wy.join("new dir/\"q\" ü\nl.txt"), "q\n").unwrap();
+    std::fs::set_permissions(
+        wy.join("run.sh"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("dir/a.txt", wy.join("link")).unwrap();
+    // z: a directory emptied, a directory replaced by a file.
+    let z = attempt(&repo, &ctx, "z", "d2.tmp", "");
+    let wz = ctx.worktree(&z);
+    std::fs::remove_file(wz.join("d2.tmp")).unwrap();
+    std::fs::remove_dir_all(wz.join("old")).unwrap();
+    std::fs::remove_dir_all(wz.join("d2")).unwrap();
+    std::fs::write(wz.join("d2"), "now a file\n").unwrap();
+    // w edits shared.txt's last line, as x did its first: not replayed (x's edit would be lost)
+    // but merged, which keeps both.
+    let w = attempt(
+        &repo,
+        &ctx,
+        "w",
+        "shared.txt",
+        "1\n2\n3\n4\n5\n6\n7\neight\n",
+    );
+    // v, after w, is replayed on w's merge.
+    let v = attempt(&repo, &ctx, "v", "v.txt", "v\n");
+    let all = [x, y, z, w, v];
+    let out = land_together(&ctx, &spec, &all).await;
+    let mut onto = base.clone();
+    for ((a, o), attempt) in out.iter().zip(&all) {
+        let landed = landed(o);
+        let want = merged_tree(&repo, &base, &onto, &ctx.worktree(attempt));
+        let got = repo.git(&["rev-parse", &format!("{landed}^{{tree}}")]);
+        assert_eq!(got.trim(), want, "{a}");
+        assert_eq!(
+            repo.git(&["rev-parse", &format!("{landed}^")]).trim(),
+            onto,
+            "{a} is on the one before"
+        );
+        let message = repo.git(&["log", "-1", "--format=%B", landed.as_str()]);
+        assert!(
+            message.contains(&format!("Abo-Task: {}", a.task)),
+            "{message}"
+        );
+        onto = landed.as_str().to_owned();
+    }
+    assert_eq!(repo.git(&["rev-parse", "abo/r"]).trim(), onto);
+    assert_eq!(
+        repo.git(&["show", "abo/r:shared.txt"]),
+        "one\n2\n3\n4\n5\n6\n7\neight\n"
+    );
+    assert_eq!(repo.git(&["show", "abo/r:d2"]), "now a file\n");
+    let files = repo.git(&["ls-tree", "-r", "--name-only", "abo/r"]);
+    assert!(!files.contains("old/"), "{files}");
+    // The scratch ref fast-import moved is gone with the landing's transaction.
+    assert_eq!(repo.git(&["for-each-ref", "refs/abo/landing"]), "");
+}
