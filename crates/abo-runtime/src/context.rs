@@ -185,3 +185,21 @@ impl Ctx {
         self.root.join(".abo/tmp").join(run.as_str())
     }
 }
+
+/// A context on the repository at `root`, with a store of its own in a temporary directory (kept
+/// as long as the directory is).
+#[cfg(test)]
+pub(crate) async fn for_test(root: &std::path::Path) -> (Ctx, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let store = abo_store::Store::open("sqlite:t.db", dir.path())
+        .await
+        .expect("the test's store");
+    let git = crate::git::Git::new(root.to_owned());
+    let ctx = Ctx::new(
+        root.to_owned(),
+        store,
+        git,
+        std::sync::Arc::new(crate::SystemClock),
+    );
+    (ctx, dir)
+}

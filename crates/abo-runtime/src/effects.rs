@@ -1411,6 +1411,13 @@ async fn land_together(
             Err(reason) => outcomes[i] = Some(failed(reason)),
         }
     }
+    if made.is_empty() {
+        return attempts
+            .iter()
+            .cloned()
+            .zip(outcomes.into_iter().flatten())
+            .collect();
+    }
     // What each commit changes and what changed on the branch since each base (one git process),
     // and the commits' authors and messages (one more). Without the first, every one is merged.
     let mut bases: Vec<CommitSha> = made.iter().map(|(_, _, b)| b.clone()).collect();
@@ -1451,7 +1458,10 @@ async fn land_together(
     let mut k = 0;
     loop {
         let next = made.get(k);
-        let first = next.is_some_and(|(_, _, base)| *base == head) && landed.is_empty();
+        // Its own commit, when the branch is still where it started and nothing is before it.
+        let first = next.is_some_and(|(_, _, base)| *base == head)
+            && landed.is_empty()
+            && replay.is_empty();
         let clear = next.filter(|_| !first).and_then(|(_, _, base)| {
             let mine = changes.as_ref()?.get(k)?;
             let before = since.get(base);

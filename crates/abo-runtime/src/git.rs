@@ -141,9 +141,8 @@ pub struct Git {
     worktrees: std::sync::Arc<tokio::sync::RwLock<()>>,
     /// Held shared by each git call, exclusive while repairing what a killed git left behind.
     repo: repair::RepoLock,
-    /// Held while a note is added: each `git notes add` moves the notes ref, and two at once
-    /// fail to lock it (landings side by side prove their commits side by side).
-    notes: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// Notes waiting to be written, and the writer's turn (`git::notes`).
+    notes: std::sync::Arc<notes::Queue>,
 }
 
 /// Variables that would point git somewhere else than where abo means it to work, or change what
@@ -952,32 +951,6 @@ impl Git {
         Ok(out.exit == Some(0))
     }
 
-    /// Sets the note of `commit` in `refs/notes/{notes}` to `text`, one note at a time in this
-    /// process; another process moving the notes ref at the same moment makes git fail to lock
-    /// it, and the add is tried again (five times, 50 ms apart).
-    pub async fn set_note(&self, notes: &str, commit: &CommitSha, text: &str) -> Result<()> {
-        let _one = self.notes.lock().await;
-        let args = [
-            "notes",
-            "--ref",
-            notes,
-            "add",
-            "-f",
-            "-m",
-            text,
-            commit.as_str(),
-        ];
-        let mut tries = 0;
-        loop {
-            match self.run(&args).await {
-                Ok(_) => return Ok(()),
-                Err(e) if tries == 4 => return Err(e),
-                Err(_) => tries += 1,
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-
     /// Whether some worktree of the repository has `branch` checked out, read from git's own
     /// bookkeeping (each worktree's `HEAD` in the common git directory) without starting git;
     /// `None` when that cannot be read as plain files (then ask [`Git::checked_out_in`]).
@@ -1273,6 +1246,7 @@ impl Git {
 
 pub mod chain;
 pub mod index;
+mod notes;
 pub mod repair;
 
 #[cfg(test)]

@@ -367,17 +367,7 @@ mod tests {
         let head = CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim());
         // The user works elsewhere: main is checked out nowhere.
         repo.git(&["checkout", "-q", "--detach"]);
-        let dir = tempfile::tempdir().unwrap();
-        let store = abo_store::Store::open("sqlite:t.db", dir.path())
-            .await
-            .unwrap();
-        let git = crate::git::Git::new(repo.path.clone());
-        let ctx = Ctx::new(
-            repo.path.clone(),
-            store,
-            git,
-            std::sync::Arc::new(crate::SystemClock),
-        );
+        let (ctx, dir) = crate::context::for_test(&repo.path).await;
         (repo, ctx, dir, bad, head)
     }
 

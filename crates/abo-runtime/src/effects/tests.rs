@@ -13,17 +13,7 @@ async fn setup() -> (TestRepo, Ctx, tempfile::TempDir, RunSpec) {
     repo.write("a.txt", "a\n");
     repo.commit_all("Add a");
     repo.git(&["branch", "abo/r"]);
-    let dir = tempfile::tempdir().unwrap();
-    let store = abo_store::Store::open("sqlite:t.db", dir.path())
-        .await
-        .unwrap();
-    let git = crate::git::Git::new(repo.path.clone());
-    let ctx = Ctx::new(
-        repo.path.clone(),
-        store,
-        git,
-        std::sync::Arc::new(crate::SystemClock),
-    );
+    let (ctx, dir) = crate::context::for_test(&repo.path).await;
     let task = |id: &str| {
         serde_json::json!({
             "id": id, "title": id.to_uppercase(), "type": "code", "description": "",
@@ -234,4 +224,29 @@ async fn changes_replayed_path_by_path_give_the_trees_merge_tree_gives() {
     assert!(!files.contains("old/"), "{files}");
     // The scratch ref fast-import moved is gone with the landing's transaction.
     assert_eq!(repo.git(&["for-each-ref", "refs/abo/landing"]), "");
+}
+
+#[tokio::test]
+async fn an_attempt_from_the_branchs_head_after_one_from_an_older_commit_goes_on_top_of_it() {
+    let (repo, ctx, _dir, spec) = setup().await;
+    // x started before the branch moved (a landing of an earlier batch), y after.
+    let x = attempt(&repo, &ctx, "x", "x.txt", "x\n");
+    let earlier = attempt(&repo, &ctx, "z", "z.txt", "z\n");
+    let moved = landed(&land_together(&ctx, &spec, std::slice::from_ref(&earlier)).await[0].1);
+    let y = attempt(&repo, &ctx, "y", "y.txt", "y\n");
+    let out = land_together(&ctx, &spec, &[x, y]).await;
+    let (cx, cy) = (landed(&out[0].1), landed(&out[1].1));
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{cx}^")]).trim(),
+        moved.as_str()
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", &format!("{cy}^")]).trim(),
+        cx.as_str()
+    );
+    assert_eq!(repo.git(&["rev-parse", "abo/r"]).trim(), cy.as_str());
+    let files = repo.git(&["ls-tree", "--name-only", "abo/r"]);
+    for f in ["x.txt", "y.txt", "z.txt"] {
+        assert!(files.lines().any(|l| l == f), "{f} in {files}");
+    }
 }

@@ -786,6 +786,37 @@ async fn notes_set_at_once_are_all_kept() {
     }
     for (i, c) in commits.iter().enumerate() {
         let note = repo.git(&["notes", "--ref", "t", "show", c.as_str()]);
-        assert_eq!(note.trim(), format!("note {i}"));
+        assert_eq!(note, format!("note {i}\n"));
     }
+    // A note set again replaces the one there, and notes `git notes` added stay, as they were
+    // written (the same blob as `git notes add -m` makes).
+    repo.git(&[
+        "notes",
+        "--ref",
+        "t",
+        "add",
+        "-f",
+        "-m",
+        "by git",
+        commits[0].as_str(),
+    ]);
+    let by_git = repo.git(&["notes", "--ref", "t", "list", commits[0].as_str()]);
+    git.set_note("t", &commits[0], "by git").await.unwrap();
+    assert_eq!(
+        repo.git(&["notes", "--ref", "t", "list", commits[0].as_str()]),
+        by_git
+    );
+    git.set_note("t", &commits[1], "again").await.unwrap();
+    assert_eq!(
+        repo.git(&["notes", "--ref", "t", "show", commits[1].as_str()]),
+        "again\n"
+    );
+    assert_eq!(
+        repo.git(&["notes", "--ref", "t", "show", commits[2].as_str()]),
+        "note 2\n"
+    );
+    assert_eq!(
+        repo.git(&["notes", "--ref", "t", "list"]).lines().count(),
+        16
+    );
 }
