@@ -800,7 +800,7 @@ pub const CONFIG: &[Key] = &[
         Ty::Bool,
         "true",
         "false",
-        "Run the gates again on the merged tree before the run branch moves.",
+        "Run the gates again on the merged tree before the run branch moves; such a task lands alone. Tasks that pass while others land, without gates on their merged tree, land together: each one commit on the run branch in the order they passed, the branch moved once.",
     ),
     k(
         "landing.provider",
