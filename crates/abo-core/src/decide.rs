@@ -595,7 +595,7 @@ fn interrupted(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, reason: String) {
         return; // stale: the attempt already ended
     }
     cx.state.inflight.land_queue.retain(|q| q != task);
-    cx.state.inflight.landed(task);
+    cx.state.inflight.not_landing(task);
     charge_interrupted(cx, task, attempt);
     cx.emit(
         Some(task),
@@ -979,7 +979,7 @@ fn gate_done(
                 .map_or("was killed".to_owned(), |c| format!("exited with {c}"))
         };
         if stage == GateStage::Merged {
-            cx.state.inflight.landed(task);
+            cx.state.inflight.not_landing(task);
         }
         let reason = format!("gate `{}` failed{where_}: it {how}", o.name);
         return attempt_failed(cx, task, attempt, reason, o.log);
@@ -1026,7 +1026,7 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
     }
     match o {
         LandOutcome::Landed { commit } => {
-            cx.state.inflight.landed(task);
+            cx.state.inflight.not_landing(task);
             cx.emit(
                 Some(task),
                 EventBody::TaskLanded {
@@ -1063,7 +1063,7 @@ fn land_done(cx: &mut Ctx<'_>, task: &TaskId, attempt: u32, o: LandOutcome) {
             }
         }
         LandOutcome::Failed { reason, log } => {
-            cx.state.inflight.landed(task);
+            cx.state.inflight.not_landing(task);
             attempt_failed(cx, task, attempt, reason, log);
         }
         LandOutcome::Interrupted { reason } => interrupted(cx, task, attempt, reason),

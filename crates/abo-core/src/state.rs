@@ -408,7 +408,7 @@ impl InFlight {
     }
 
     /// `task` is no longer landing.
-    pub fn landed(&mut self, task: &TaskId) {
+    pub fn not_landing(&mut self, task: &TaskId) {
         self.landing.retain(|(l, _)| l != task);
     }
 }

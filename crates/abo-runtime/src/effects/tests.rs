@@ -158,6 +158,9 @@ async fn changes_replayed_path_by_path_give_the_trees_merge_tree_gives() {
     repo.commit_all("more");
     repo.git(&["branch", "-f", "abo/r"]);
     let base = repo.git(&["rev-parse", "abo/r"]).trim().to_owned();
+    // fast-import keeps what it writes in a pack however few the objects (merge-tree and
+    // commit-tree write loose ones): the pack says the replay ran.
+    repo.git(&["config", "fastimport.unpackLimit", "1"]);
     for id in ["w", "v"] {
         let mut t = spec.tasks[0].clone();
         t.id = abo_core::ids::TaskId::new(id);
@@ -224,6 +227,11 @@ async fn changes_replayed_path_by_path_give_the_trees_merge_tree_gives() {
     assert!(!files.contains("old/"), "{files}");
     // The scratch ref fast-import moved is gone with the landing's transaction.
     assert_eq!(repo.git(&["for-each-ref", "refs/abo/landing"]), "");
+    let objects = repo.git(&["count-objects", "-v"]);
+    assert!(
+        !objects.contains("\npacks: 0\n"),
+        "nothing was replayed: {objects}"
+    );
 }
 
 #[tokio::test]
