@@ -2,6 +2,7 @@
 //! `safety` section of abo.yml; files in `safety.policy_dir` add rules to package `abo`. The engine
 //! is built once per run and reused; each evaluation is timed.
 
+pub mod classes;
 pub mod measure;
 pub mod reports;
 pub mod secrets;
@@ -184,9 +185,11 @@ impl Policy {
         })
     }
 
-    /// The input with each file's glob facts: the forbidden patterns it matches, whether it is in
-    /// the allowed paths and in the task's scope. Matching globs here, once, is what keeps an
-    /// evaluation fast: regorus would compile each glob for each file. Facts already given stay.
+    /// The input with each file's facts: the forbidden patterns it matches, whether it is in the
+    /// allowed paths and in the task's scope, and its [`classes`]; `change.classified` says they
+    /// are there. Matching globs and classifying paths here, once, is what keeps an evaluation
+    /// fast: regorus would compile each glob for each file, and its calls of the bundle's functions
+    /// on every file were most of a large change's evaluation. Facts already given stay.
     pub fn with_path_facts(&self, input: &Value) -> Value {
         let mut input = input.clone();
         let task_paths: Vec<String> = input["task"]["paths"]
@@ -223,7 +226,18 @@ impl Policy {
                     let in_scope = task_paths.is_empty() || abo_core::glob::any(&task_paths, &path);
                     obj.insert("in_scope".into(), Value::Bool(in_scope));
                 }
+                let classes = classes::of(&path);
+                for (key, value) in [
+                    ("sensitive", classes.sensitive),
+                    ("low", classes.low),
+                    ("manifest", classes.manifest),
+                ] {
+                    obj.entry(key).or_insert(Value::Bool(value));
+                }
             }
+        }
+        if let Some(change) = input.get_mut("change").and_then(Value::as_object_mut) {
+            change.insert("classified".into(), Value::Bool(true));
         }
         input
     }

@@ -65,6 +65,12 @@ fn eval(i: Value) -> (Verdict, Vec<String>, String) {
         d.require_approval,
         "facts and glob.match disagree on {i}"
     );
+    let risk = fallback.eval_rule("data.abo.risk".into()).unwrap();
+    assert_eq!(
+        risk.as_string().unwrap().as_ref(),
+        d.risk,
+        "the classes and the functions disagree on {i}"
+    );
     (d.verdict, d.reasons(), d.risk)
 }
 
@@ -803,4 +809,121 @@ fn the_fast_per_file_rules_select_what_the_functions_select() {
         before.contains(&"src/AUTH_x/y.rs".to_owned())
             && !before.contains(&"src/authx_y.rs".to_owned())
     );
+}
+
+/// Each file's classes as abo computes them (`classes::of`) are what the bundle's functions say of
+/// its path, on paths at the edges of each definition; the rules read the facts (the control: a
+/// fact given by hand changes the risk the functions would give).
+#[test]
+fn the_classes_computed_here_are_the_bundles_functions() {
+    let paths = [
+        "src/main.rs",
+        "src/auth.rs",
+        "src/AUTH/x.rs",
+        "src/auth_token.rs",
+        "src/authx_y.rs",
+        "src/_auth.rs",
+        "src/my_auth.rs",
+        "src/session.rs.bak",
+        "src/sessions.rs",
+        "Crypto_/k.rs",
+        "SECRET",
+        "lib/Permissions.py",
+        "login",
+        "docs/guide.md",
+        "doc/x.rs",
+        "Docs/x.rs",
+        "a/docs",
+        "README",
+        "README.rst",
+        "readme.rs",
+        "src/LICENSE-MIT",
+        "CHANGELOG.md",
+        "notes.TXT",
+        "x.adoc",
+        "x.md.rs",
+        ".md",
+        "md",
+        "tests/a.rs",
+        "a/tests/b/c.py",
+        "tests",
+        "spec/x_spec.rb",
+        "src/__tests__/a.js",
+        "test_a.py",
+        "src/test_a.py",
+        "a_test.go",
+        "a.test.ts",
+        "a.spec.ts",
+        "a_test",
+        "testing/a.rs",
+        "tests/conftest.py",
+        "docs/conf.py",
+        "docs/Cargo.toml",
+        "tests/requirements.txt",
+        "docs/requirements/dev.txt",
+        "Requirements-Dev.In",
+        "constraints.txt",
+        "constraintsfile.in",
+        "requirements/x.TXT",
+        "x/requirements/y.md",
+        "docs/flake.lock",
+        "a.LOCK",
+        ".lock",
+        "lock",
+        "sub/package.json",
+        "Package.json",
+        "pnpm-lock.yaml",
+        "build.gradle.kts",
+        "Cargo.toml.orig",
+        "ÄUTH/ü.md",
+        "src/ÅUTH_x.rs",
+        "tests/Straße.rs",
+        "",
+        "/",
+        "a//b",
+        "docs/",
+    ];
+    let check = ".abo/policy/check.rego".to_owned();
+    let rules = "package abo\n\n\
+        slow_sensitive := {f.path | some f in files; sensitive(f.path)}\n\n\
+        fact_sensitive := {f.path | some f in files; f.sensitive == true}\n\n\
+        slow_low := {f.path | some f in files; low_file(f)}\n\n\
+        fact_low := {f.path | some f in files; f.low == true}\n\n\
+        slow_manifest := {f.path | some f in files; manifest(f.path)}\n\n\
+        fact_manifest := {f.path | some f in files; f.manifest == true}\n"
+        .to_owned();
+    let mut p = Policy::load(&json!({}), &[(check, rules)]).unwrap();
+    let i = input(&paths, &[], "", 1);
+    let mut q = |rule: &str| -> Vec<String> {
+        let mut v: Vec<String> = p
+            .query(&i, &format!("data.abo.{rule}"))
+            .unwrap()
+            .unwrap_or_default()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    for class in ["sensitive", "low", "manifest"] {
+        let facts = q(&format!("fact_{class}"));
+        assert_eq!(facts, q(&format!("slow_{class}")), "{class}");
+        // Not a comparison of empty sets, nor of everything.
+        assert!(
+            facts.len() > 3 && facts.len() < paths.len() - 3,
+            "{class}: {facts:?}"
+        );
+    }
+    // Each path alone: the decision (and its risk) with the facts is the functions' one.
+    for path in paths {
+        eval(input(&[path], &[], "", 1));
+    }
+    // The rules read the facts: a fact given by hand stays and decides.
+    let mut p = Policy::load(&json!({}), &[]).unwrap();
+    let mut i = input(&["src/main.rs"], &[], "", 1);
+    assert_eq!(p.evaluate(&i).unwrap().risk, "medium");
+    i["change"]["files"][0]["sensitive"] = json!(true);
+    assert_eq!(p.evaluate(&i).unwrap().risk, "critical");
 }

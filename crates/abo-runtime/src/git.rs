@@ -143,6 +143,9 @@ pub struct Git {
     repo: repair::RepoLock,
     /// Notes waiting to be written, and the writer's turn (`git::notes`).
     notes: std::sync::Arc<notes::Queue>,
+    /// The committer abo's own commits (`git fast-import`'s) name, without its time: `Name
+    /// <email>` and git's time zone, asked of git once ([`Git::committer_ident`]).
+    committer: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
 }
 
 /// Variables that would point git somewhere else than where abo means it to work, or change what
@@ -206,6 +209,15 @@ fn common_dir(root: &Path) -> Option<PathBuf> {
     })
 }
 
+/// `Name <email> 1700000000 +0100` as (`Name <email>`, `+0100`).
+fn split_ident(ident: &str) -> Option<(String, String)> {
+    let mut parts = ident.rsplitn(3, ' ');
+    let zone = parts.next()?;
+    parts.next()?.parse::<u64>().ok()?;
+    let who = parts.next().filter(|w| w.ends_with('>'))?;
+    Some((who.to_owned(), zone.to_owned()))
+}
+
 /// Where attributes come from: the commit checked out, not the worktree's files.
 const ATTR_TREE: &str = "attr.tree=HEAD";
 
@@ -255,6 +267,7 @@ impl Git {
             groups: Groups::default(),
             worktrees: Default::default(),
             notes: Default::default(),
+            committer: Default::default(),
             repo: repair::RepoLock::new(common_dir(&root).as_deref()),
             root,
         }
@@ -551,6 +564,27 @@ impl Git {
                 ("GIT_COMMITTER_EMAIL".into(), "abo@localhost".into()),
             ];
         }
+        self.committer = Default::default();
+    }
+
+    /// The committer line of a commit made now (`Name <email> SECONDS ZONE`), as `git var
+    /// GIT_COMMITTER_IDENT` gives it: git is asked once, the time is the clock's.
+    pub async fn committer_ident(&self) -> Result<String> {
+        let (who, zone) = self
+            .committer
+            .get_or_try_init(|| async {
+                let args = ["var", "GIT_COMMITTER_IDENT"];
+                let ident = self.run(&args).await?;
+                split_ident(ident.trim()).ok_or_else(|| GitError::Failed {
+                    args: args.join(" "),
+                    message: format!("unexpected output: {}", ident.trim()),
+                })
+            })
+            .await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        Ok(format!("{who} {now} {zone}"))
     }
 
     pub async fn rev_parse(&self, rev: &str) -> Result<CommitSha> {
@@ -694,17 +728,26 @@ impl Git {
         Ok(())
     }
 
-    /// `git worktree remove` of a registered worktree (the shared lock held): whether `path` is
-    /// gone now. `false` asks for [`Git::remove_worktree_locked`] under the exclusive lock.
+    /// Removes a registered worktree (the shared lock held) as `git worktree remove --force
+    /// --force` does, without starting git: its folder, then its entry under `.git/worktrees/`,
+    /// found from the repository's bookkeeping ([`Git::pinned_git_dir`], never from the folder's
+    /// `.git` file, which its agent could point anywhere). The folder goes first: a crash between
+    /// the two leaves an entry naming a missing folder, which `worktree prune` forgets. Symbolic
+    /// links in the folder are removed, never followed (`remove_dir_all`). Whether `path` is gone
+    /// now: `false` asks for [`Git::remove_worktree_locked`] under the exclusive lock.
     async fn remove_registered(&self, path: &Path) -> bool {
-        if !path.exists() {
+        if std::fs::symlink_metadata(path).is_err() {
             return true;
         }
-        let p = path.to_string_lossy().into_owned();
-        // Two --force: also when it is locked or has changes.
-        self.run(&["worktree", "remove", "--force", "--force", &p])
-            .await
-            .is_ok()
+        let Some(entry) = self.pinned_git_dir(path) else {
+            return false;
+        };
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            std::fs::remove_dir_all(&path).is_ok() && std::fs::remove_dir_all(&entry).is_ok()
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Removes `path` and its registration (the exclusive lock held: it may prune).

@@ -91,8 +91,7 @@ impl Git {
                 ),
             });
         }
-        let ident = self.run(&["var", "GIT_COMMITTER_IDENT"]).await?;
-        let committer = ident.trim();
+        let committer = self.committer_ident().await?;
         let mut stream = Vec::new();
         for (i, (authored, changes)) in commits.iter().enumerate() {
             // As `git commit-tree -m` writes it: the message and a newline.

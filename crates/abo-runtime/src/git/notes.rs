@@ -102,7 +102,7 @@ impl Git {
     /// makes the import fail (it only moves a ref forward), and it is tried again on the new one.
     async fn notes_in_one_commit(&self, notes: &str, these: &[Pending]) -> Result<()> {
         let refname = format!("refs/notes/{notes}");
-        let ident = self.run(&["var", "GIT_COMMITTER_IDENT"]).await?;
+        let ident = self.committer_ident().await?;
         let mut last = None;
         for _ in 0..5 {
             let at = match self.ref_in_files(&refname) {
@@ -113,8 +113,7 @@ impl Git {
             let message = "Notes added by 'git notes add'\n";
             stream.extend_from_slice(
                 format!(
-                    "commit {refname}\ncommitter {}\ndata {}\n{message}",
-                    ident.trim(),
+                    "commit {refname}\ncommitter {ident}\ndata {}\n{message}",
                     message.len()
                 )
                 .as_bytes(),

@@ -820,3 +820,83 @@ async fn notes_set_at_once_are_all_kept() {
         16
     );
 }
+
+/// Removing a worktree takes its folder and its own entry under `.git/worktrees/`, and nothing
+/// its agent pointed at: the `.git` file rewritten to name the repository's git directory, a
+/// symbolic link to a folder outside, another worktree's entry named in its own. The control:
+/// plain git, following the rewritten `.git` file, resolves the repository's own git directory
+/// (what a removal reading that file would delete).
+#[tokio::test]
+async fn removing_a_worktree_takes_only_its_folder_and_its_own_entry() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let git = Git::new(repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let dir = repo.path.join(".abo/worktrees/r");
+    let (hostile, other) = (dir.join("t1-1"), dir.join("t2-1"));
+    git.add_worktree(&hostile, "abo-attempt/r/t1-1", &base)
+        .await
+        .unwrap();
+    git.add_worktree(&other, "abo-attempt/r/t2-1", &base)
+        .await
+        .unwrap();
+    let common = common_dir(&repo.path).unwrap().canonicalize().unwrap();
+    let other_entry = git.pinned_git_dir(&other).unwrap();
+    let own_entry = git.pinned_git_dir(&hostile).unwrap();
+    // The attacks.
+    std::fs::write(
+        hostile.join(".git"),
+        format!("gitdir: {}\n", common.display()),
+    )
+    .unwrap();
+    let precious = repo.outside.join("precious");
+    std::fs::create_dir_all(&precious).unwrap();
+    std::fs::write(precious.join("keep"), "k").unwrap();
+    std::os::unix::fs::symlink(&precious, hostile.join("escape")).unwrap();
+    std::os::unix::fs::symlink(&common, hostile.join("dotgit")).unwrap();
+    std::fs::write(
+        own_entry.join("commondir"),
+        format!("{}\n", other_entry.display()),
+    )
+    .unwrap();
+    // The control: git itself follows the `.git` file to the repository's git directory.
+    let followed = git_in(&hostile, &["rev-parse", "--absolute-git-dir"]);
+    assert_eq!(Path::new(followed.trim()), common);
+
+    git.remove_worktree(&hostile).await.unwrap();
+    assert!(!hostile.exists() && !own_entry.exists());
+    assert_eq!(std::fs::read_to_string(precious.join("keep")).unwrap(), "k");
+    assert!(common.join("HEAD").is_file() && common.join("objects").is_dir());
+    assert!(other_entry.join("HEAD").is_file());
+    assert_eq!(git.pinned_git_dir(&other), Some(other_entry));
+    assert_eq!(repo.git(&["rev-parse", "HEAD"]).trim(), base.as_str());
+    let listed = repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(
+        !listed.contains("t1-1") && listed.contains("t2-1"),
+        "{listed}"
+    );
+    assert_eq!(std::fs::read_to_string(other.join("a")).unwrap(), "1\n");
+}
+
+/// The committer of abo's own imported commits is git's (`git var`, asked once), at the time of
+/// each commit; names with spaces keep them.
+#[tokio::test]
+async fn the_committer_is_gits_at_the_time_of_each_commit() {
+    assert_eq!(
+        split_ident("Ada M. Lovelace <ada@x> 1700000000 +0100"),
+        Some(("Ada M. Lovelace <ada@x>".to_owned(), "+0100".to_owned()))
+    );
+    assert_eq!(split_ident("no time <a@b>"), None);
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let git = Git::new(repo.path.clone());
+    let ident = git.committer_ident().await.unwrap();
+    let from_git = repo.git(&["var", "GIT_COMMITTER_IDENT"]);
+    let (who, zone) = split_ident(from_git.trim()).unwrap();
+    let (mine_who, mine_zone) = split_ident(&ident).unwrap();
+    assert_eq!((mine_who, mine_zone), (who, zone));
+    let secs = |i: &str| i.rsplitn(3, ' ').nth(1).unwrap().parse::<u64>().unwrap();
+    assert!(secs(&ident).abs_diff(secs(from_git.trim())) <= 2);
+}

@@ -4,7 +4,7 @@
 //! read from where the last reading stopped (a cursor in the store); runs whose base commit is not
 //! in this repository are left out (a shared store may hold other repositories' runs).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use abo_core::event::EventBody;
 use abo_core::ids::{CommitSha, RunId};
@@ -84,21 +84,21 @@ pub async fn index_outcomes(
             break;
         };
         let last = last.seq;
-        let mut docs = Vec::new();
-        for e in &page {
-            let ev = &e.event;
-            let Some(task_id) = &ev.task else {
-                continue;
-            };
-            if !matches!(
-                ev.body,
-                EventBody::TaskLanded { .. }
-                    | EventBody::TaskRetry { .. }
-                    | EventBody::TaskFailed { .. }
-                    | EventBody::TaskDenied { .. }
-            ) {
-                continue;
-            }
+        let outcomes: Vec<&abo_core::event::Event> = page
+            .iter()
+            .map(|e| &e.event)
+            .filter(|ev| {
+                ev.task.is_some()
+                    && matches!(
+                        ev.body,
+                        EventBody::TaskLanded { .. }
+                            | EventBody::TaskRetry { .. }
+                            | EventBody::TaskFailed { .. }
+                            | EventBody::TaskDenied { .. }
+                    )
+            })
+            .collect();
+        for ev in &outcomes {
             if !specs.contains_key(&ev.run) {
                 let spec = run_spec(store, &ev.run).await?;
                 let ours = match &spec {
@@ -107,6 +107,22 @@ pub async fn index_outcomes(
                 };
                 specs.insert(ev.run.clone(), spec.filter(|_| ours));
             }
+        }
+        // The files of the page's landed commits (of this repository's runs), in one `git show`.
+        let landed: Vec<&CommitSha> = outcomes
+            .iter()
+            .filter(|ev| matches!(specs.get(&ev.run), Some(Some(_))))
+            .filter_map(|ev| match &ev.body {
+                EventBody::TaskLanded { commit, .. } => Some(commit),
+                _ => None,
+            })
+            .collect();
+        let mut files_of = changed(git, &landed).await;
+        let mut docs = Vec::new();
+        for ev in outcomes {
+            let Some(task_id) = &ev.task else {
+                continue;
+            };
             let Some(Some(spec)) = specs.get(&ev.run) else {
                 continue;
             };
@@ -116,7 +132,7 @@ pub async fn index_outcomes(
             let key = |n: u32| format!("{}/{}/{n}", ev.run, task_id);
             let doc = match &ev.body {
                 EventBody::TaskLanded { attempt, commit } => {
-                    let files = changed(git, commit).await;
+                    let files = files_of.remove(commit).unwrap_or_default();
                     let outcome = format!(
                         "Landed as {} changing {}.",
                         commit.as_str(),
@@ -206,24 +222,71 @@ async fn run_spec(store: &Store, run: &RunId) -> Result<Option<RunSpec>, Knowled
     }))
 }
 
-/// The files a landed commit changed.
-async fn changed(git: &Git, commit: &CommitSha) -> Vec<String> {
-    git.run(&[
+/// Files kept per landed commit.
+const MAX_FILES: usize = 200;
+
+/// Commits read per `git show`.
+const SHOW_COMMITS: usize = 200;
+
+/// The files each landed commit changed (at most [`MAX_FILES`]), read for all of them by one `git
+/// show` (of [`SHOW_COMMITS`] at most); a commit the repository lacks fails the batch, which is
+/// then read commit by commit.
+pub(super) async fn changed(git: &Git, commits: &[&CommitSha]) -> HashMap<CommitSha, Vec<String>> {
+    let mut files = HashMap::new();
+    for chunk in commits.chunks(SHOW_COMMITS) {
+        match show_names(git, chunk).await {
+            Some(lists) => files.extend(chunk.iter().map(|c| (*c).clone()).zip(lists)),
+            None => {
+                for c in chunk {
+                    let one = show_names(git, std::slice::from_ref(c)).await;
+                    let list = one.and_then(|l| l.into_iter().next()).unwrap_or_default();
+                    files.insert((*c).clone(), list);
+                }
+            }
+        }
+    }
+    files
+}
+
+/// `git show -z --name-only` of `commits`: each one's files, in their order. The output is read
+/// against the commits asked for: each record starts with the header of the next commit expected
+/// (`RS sha US NUL`), so a file named like a header cannot move files to another commit.
+async fn show_names(git: &Git, commits: &[&CommitSha]) -> Option<Vec<Vec<String>>> {
+    let mut args = vec![
         "show",
         "-z",
         "--name-only",
         "--no-renames",
-        "--format=",
-        commit.as_str(),
-    ])
-    .await
-    .map(|s| {
-        s.split('\0')
-            .map(|p| p.trim_start_matches('\n'))
-            .filter(|p| !p.is_empty())
-            .take(200)
-            .map(str::to_owned)
-            .collect()
-    })
-    .unwrap_or_default()
+        "--format=%x1e%H%x1f",
+    ];
+    args.extend(commits.iter().map(|c| c.as_str()));
+    let out = git.run(&args).await.ok()?;
+    Some(parse_names(&out, commits))
+}
+
+fn parse_names(out: &str, commits: &[&CommitSha]) -> Vec<Vec<String>> {
+    let headers: Vec<String> = commits.iter().map(|c| format!("\u{1e}{c}\u{1f}")).collect();
+    let mut lists: Vec<Vec<String>> = vec![Vec::new(); commits.len()];
+    let mut current: Option<usize> = None;
+    let mut first = false;
+    for entry in out.split('\0') {
+        let next = current.map_or(0, |i| i + 1);
+        if headers.get(next).is_some_and(|h| entry == h) {
+            current = Some(next);
+            first = true;
+            continue;
+        }
+        let Some(i) = current else { continue };
+        // The first name follows the header's newline.
+        let name = if first {
+            entry.strip_prefix('\n').unwrap_or(entry)
+        } else {
+            entry
+        };
+        first = false;
+        if !name.is_empty() && lists[i].len() < MAX_FILES {
+            lists[i].push(name.to_owned());
+        }
+    }
+    lists
 }

@@ -241,3 +241,69 @@ async fn recall_beats_the_file_name_baseline_on_this_repositorys_history() {
     let r = measure(Path::new(here.trim()), 80).await;
     beats("abo", &r, 50);
 }
+
+/// The files of many landed commits are read by one `git show`, each commit's own: an empty
+/// commit has none, a name starting with a newline keeps it after the first, and a file named
+/// like the header of a commit before it (which a hostile change can know) stays a file of its
+/// own commit. A commit the repository lacks leaves the others read, one by one.
+#[tokio::test]
+async fn landed_commits_files_are_read_at_once_each_its_own() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let one = head(&repo.path);
+    git_in(
+        &repo.path,
+        &["commit", "-q", "--allow-empty", "-m", "empty"],
+    );
+    let empty = head(&repo.path);
+    let forged = format!("\u{1e}{one}\u{1f}");
+    repo.write(&forged, "x\n");
+    repo.write("\nnewline-first", "x\n");
+    repo.write("d/b", "x\n");
+    repo.commit_all("three");
+    let three = head(&repo.path);
+    let git = Git::new(repo.path.clone());
+    let missing = CommitSha::new("0123456789012345678901234567890123456789");
+    let asked = [&one, &empty, &three];
+    let files = outcomes::changed(&git, &asked).await;
+    let mut want_three = vec![
+        "\nnewline-first".to_owned(),
+        "d/b".to_owned(),
+        forged.clone(),
+    ];
+    want_three.sort();
+    let mut got_three = files[&three].clone();
+    got_three.sort();
+    assert_eq!(
+        (files[&one].clone(), files[&empty].clone(), got_three),
+        (vec!["a".to_owned()], vec![], want_three.clone())
+    );
+    // The control: split at each record separator, as a reader not holding the commits asked
+    // for would, the forged name makes a second record for `one` (with three's later files).
+    let out = git_in(
+        &repo.path,
+        &[
+            "show",
+            "-z",
+            "--name-only",
+            "--no-renames",
+            "--format=%x1e%H%x1f",
+            one.as_str(),
+            empty.as_str(),
+            three.as_str(),
+        ],
+    );
+    let records = out
+        .split('\u{1e}')
+        .filter(|r| r.starts_with(one.as_str()))
+        .count();
+    assert_eq!(records, 2, "the forged header is in git's output");
+    // One commit missing: the batch fails, each is read alone.
+    let files = outcomes::changed(&git, &[&one, &missing, &three]).await;
+    assert_eq!(files[&one], ["a"]);
+    assert!(files[&missing].is_empty());
+    let mut got = files[&three].clone();
+    got.sort();
+    assert_eq!(got, want_three);
+}
