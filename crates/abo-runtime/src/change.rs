@@ -368,6 +368,21 @@ pub const MAX_DIFF: u64 = 64 << 20;
 /// yet, so one diff is much cheaper than three).
 pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
     let gitlinks = git.stage(wt, true).await?;
+    read(git, wt, scanner, gitlinks).await
+}
+
+/// Reads the worktree's change as [`summarize`] does when its index already holds all of it:
+/// `git apply --3way` (the patch backend's, the result cache's) stages what it applies, new
+/// files included, and nothing else has run in the worktree since. The diff alone: one git
+/// process. After anything else (an agent, a command, a gate) new files are only in the
+/// worktree, and only [`summarize`] sees them.
+pub async fn summarize_staged(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
+    let entries = git.index_entries(wt).await?;
+    let gitlinks = entries.iter().any(crate::git::index::Entry::is_gitlink);
+    read(git, wt, scanner, gitlinks).await
+}
+
+async fn read(git: &Git, wt: &Path, scanner: &Scanner, gitlinks: bool) -> Result<Change, GitError> {
     let out = git.run_in_capped(wt, DIFF, MAX_DIFF).await?;
     let files = parse(&out)?;
     let links: Vec<String> = files
@@ -485,6 +500,72 @@ mod tests {
             "{diff}"
         );
         assert!(shown(&git, &repo.path.join("gone")).await.is_err());
+    }
+
+    /// After `git apply --3way` (a patch task's, a cached result's) the index holds the whole
+    /// change, and reading it without `git add` gives what reading it with `git add` gives: new,
+    /// changed, deleted, binary, executable, a symbolic link, a file in an ignored folder. The
+    /// control: a file written after the apply is only in the worktree, and only `summarize`
+    /// sees it (which is why nothing else may run before `summarize_staged`).
+    #[tokio::test]
+    async fn an_applied_patch_reads_the_same_without_git_add() {
+        let repo = TestRepo::new();
+        repo.write("a.txt", "a\n");
+        repo.write("gone.txt", "bye\n");
+        repo.write("run.sh", "echo\n");
+        repo.write(".gitignore", "build/\n");
+        repo.commit_all("base");
+        repo.write("a.txt", "b\n");
+        std::fs::remove_file(repo.path.join("gone.txt")).unwrap();
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let exe = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(repo.path.join("run.sh"), exe).unwrap();
+        }
+        repo.write("new/key.rs", "let k = \"AKIAIOSFODNN7EXAMPLE\";\n");
+        repo.write("build/out.txt", "built\n");
+        repo.write("logo.png", "\u{0}\u{1}binary");
+        std::os::unix::fs::symlink("a.txt", repo.path.join("link")).unwrap();
+        repo.git(&["add", "-A", "-f"]);
+        let patch = repo.git(&["diff", "--cached", "--binary"]);
+        repo.git(&["reset", "-q", "--hard"]);
+        repo.git(&["clean", "-qfdx"]);
+        let file = repo.outside.join("p.diff");
+        std::fs::write(&file, patch).unwrap();
+        let git = Git::new(repo.path.clone());
+        let base = git.rev_parse("HEAD").await.unwrap();
+        let (staged, added) = (repo.outside.join("s"), repo.outside.join("a"));
+        for (wt, branch) in [(&staged, "s"), (&added, "a")] {
+            git.add_worktree(wt, branch, &base).await.unwrap();
+            git.apply(wt, &file, false).await.unwrap();
+        }
+        let scanner = Scanner::default();
+        let want = summarize(&git, &added, &scanner).await.unwrap();
+        let got = summarize_staged(&git, &staged, &scanner).await.unwrap();
+        assert_eq!(format!("{got:?}"), format!("{want:?}"));
+        let paths: Vec<&str> = got.files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "a.txt",
+                "build/out.txt",
+                "gone.txt",
+                "link",
+                "logo.png",
+                "new/key.rs",
+                "run.sh"
+            ]
+        );
+        assert_eq!(got.secrets.len(), want.secrets.len());
+        assert!(!got.secrets.is_empty());
+        // The control.
+        std::fs::write(staged.join("later.txt"), "x\n").unwrap();
+        let without = summarize_staged(&git, &staged, &scanner).await.unwrap();
+        let with = summarize(&git, &staged, &scanner).await.unwrap();
+        assert_eq!(
+            (without.files.len(), with.files.len()),
+            (got.files.len(), got.files.len() + 1)
+        );
     }
 
     #[tokio::test]
@@ -668,7 +749,11 @@ mod tests {
         let repo = TestRepo::new();
         repo.write("run.sh", "echo hi\n");
         repo.commit_all("base");
-        repo.git(&["update-index", "--chmod=+x", "run.sh"]);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let exe = std::fs::Permissions::from_mode(0o755);
+            std::fs::set_permissions(repo.path.join("run.sh"), exe).unwrap();
+        }
         std::fs::set_permissions(
             repo.path.join("run.sh"),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),

@@ -833,6 +833,8 @@ async fn start_attempt(
     } else {
         None
     };
+    // Only `git apply --3way` wrote to the worktree: the index holds the whole change.
+    let applied = cached.is_some() || matches!(backend, BackendSpec::Patch { .. });
     let backends::Produced {
         mut outcome,
         warnings,
@@ -850,7 +852,12 @@ async fn start_attempt(
     };
     // What the backend changed: how many files, and the secrets it wrote, which never reach an
     // artifact (its log and transcript are redacted).
-    match change::summarize(&ctx.git, &wt, &run.scanner).await {
+    let read = if applied && outcome.failure.is_none() {
+        change::summarize_staged(&ctx.git, &wt, &run.scanner).await
+    } else {
+        change::summarize(&ctx.git, &wt, &run.scanner).await
+    };
+    match read {
         Ok(change) => {
             if outcome.failure.is_none() {
                 if change.files.is_empty() {
