@@ -668,8 +668,17 @@ impl Git {
     }
 
     /// A fresh worktree at `path` on `branch`, made (or reset, when a killed attempt left it) at
-    /// `start`, a commit or a full ref name that git resolves as it adds: one git process.
+    /// `start`, a commit or a full ref name that git resolves: written by abo (`git::add`: two
+    /// git processes, and no reading of the other worktrees), else by `git worktree add`.
     pub async fn add_worktree_from(&self, path: &Path, branch: &str, start: &str) -> Result<()> {
+        {
+            let _shared = self.worktrees.read().await;
+            if self.remove_registered(path).await
+                && matches!(self.create_worktree(path, branch, start).await, Ok(true))
+            {
+                return Ok(());
+            }
+        }
         let p = path.to_string_lossy();
         let add = [
             "worktree",
@@ -1287,6 +1296,7 @@ impl Git {
     }
 }
 
+mod add;
 pub mod chain;
 pub mod index;
 mod notes;

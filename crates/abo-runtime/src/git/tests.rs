@@ -900,3 +900,93 @@ async fn the_committer_is_gits_at_the_time_of_each_commit() {
     let secs = |i: &str| i.rsplitn(3, ' ').nth(1).unwrap().parse::<u64>().unwrap();
     assert!(secs(&ident).abs_diff(secs(from_git.trim())) <= 2);
 }
+
+/// A worktree abo writes itself is one git knows as its own: listed on its branch, checked out
+/// clean (an executable, a symbolic link), kept by `worktree prune`, its branch refused to
+/// `git branch -D` as checked out, committed to on its branch, removed by `git worktree remove`;
+/// a branch a killed attempt left elsewhere is moved to the start. A repository with per-worktree
+/// configuration gets `git worktree add` (what abo would not write for it).
+#[tokio::test]
+async fn a_worktree_abo_writes_is_one_git_knows() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.write("run.sh", "echo\n");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(repo.path.join("run.sh"), exe).unwrap();
+    }
+    std::os::unix::fs::symlink("a", repo.path.join("link")).unwrap();
+    repo.commit_all("one");
+    let one = CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim());
+    repo.write("a", "2\n");
+    repo.commit_all("two");
+    let git = Git::new(repo.path.clone());
+    let wt = repo.path.join(".abo/worktrees/r/t1-1");
+    // Left by a killed attempt: the branch at the older commit.
+    repo.git(&["branch", "abo-attempt/r/t1-1", one.as_str()]);
+    let main = repo.git(&["symbolic-ref", "--short", "HEAD"]);
+    let start = format!("refs/heads/{}", main.trim());
+    assert!(
+        git.create_worktree(&wt, "abo-attempt/r/t1-1", &start)
+            .await
+            .unwrap()
+    );
+    let two = repo.git(&["rev-parse", "HEAD"]);
+    assert_eq!(git_in(&wt, &["rev-parse", "HEAD"]), two);
+    assert_eq!(
+        git_in(&wt, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/abo-attempt/r/t1-1"
+    );
+    assert_eq!(git_in(&wt, &["status", "--porcelain"]), "");
+    assert_eq!(std::fs::read_to_string(wt.join("a")).unwrap(), "2\n");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(wt.join("run.sh"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o111, 0o111);
+    }
+    assert_eq!(std::fs::read_link(wt.join("link")).unwrap(), Path::new("a"));
+    repo.git(&["worktree", "prune"]);
+    let listed = repo.git(&["worktree", "list", "--porcelain"]);
+    let real = wt.canonicalize().unwrap();
+    assert!(
+        listed.contains(&format!(
+            "worktree {}\nHEAD {}branch refs/heads/abo-attempt/r/t1-1\n",
+            real.display(),
+            two
+        )),
+        "{listed}"
+    );
+    assert!(
+        !common_dir(&repo.path)
+            .unwrap()
+            .join("worktrees/t1-1/locked")
+            .exists()
+    );
+    let refused = git.run(&["branch", "-D", "abo-attempt/r/t1-1"]).await;
+    assert!(refused.is_err(), "the branch is checked out");
+    std::fs::write(wt.join("b"), "b\n").unwrap();
+    let commit = git.commit_all(&wt, &["t".into()]).await.unwrap();
+    assert_eq!(
+        git.branch_head("abo-attempt/r/t1-1").await.unwrap(),
+        Some(commit)
+    );
+    repo.git(&["worktree", "remove", "--force", wt.to_str().unwrap()]);
+    assert!(!wt.exists());
+    // Per-worktree configuration: git adds it.
+    repo.git(&["config", "extensions.worktreeConfig", "true"]);
+    let other = repo.path.join(".abo/worktrees/r/t2-1");
+    assert!(
+        !git.create_worktree(&other, "abo-attempt/r/t2-1", &start)
+            .await
+            .unwrap()
+    );
+    assert!(!other.exists());
+    git.add_worktree_from(&other, "abo-attempt/r/t2-1", &start)
+        .await
+        .unwrap();
+    assert_eq!(git_in(&other, &["rev-parse", "HEAD"]), two);
+}

@@ -1,0 +1,157 @@
+//! An attempt's worktree, added as `git worktree add -B` adds it but without reading every other
+//! worktree: git reads each registered worktree's files in each `worktree add` (is the path
+//! registered, is the branch checked out) and again in the `git branch --force` it starts, so
+//! that attempts started together cost the square of their number (200 at once: 20 ms an add,
+//! 40,000 worktree reads in all). What git writes is written here, in git's order
+//! (`gitrepository-layout(5)`, "worktrees"):
+//!
+//! 1. the branch at the start commit (`git update-ref`: a branch a killed attempt left moves);
+//! 2. the worktree's folder, created (it must not exist: the caller removed what was there);
+//! 3. its entry under `<common dir>/worktrees/`, claimed by creating its folder (named after the
+//!    worktree's folder, a number appended while that name is taken, as git names it) and locked
+//!    `initializing` while it is written, so that a `worktree prune` beside it leaves it: `commondir`,
+//!    `HEAD` naming the branch, `gitdir` naming the worktree's `.git` file; then that file;
+//! 4. the lock removed, and the files checked out by `git reset --hard` in it, which is how
+//!    `worktree add` checks out.
+//!
+//! Anything failing removes what was made and says so; the caller then adds the worktree with
+//! `git worktree add`. Repositories this does not know to write for (a reftable, per-worktree
+//! configuration, a main worktree whose `.git` is not a folder, a folder name git would rewrite)
+//! go to `git worktree add` directly.
+
+use std::path::{Path, PathBuf};
+
+use super::{Git, GitError, Result, common_dir};
+
+impl Git {
+    /// Adds the worktree at `path` on `branch` from `start` (a commit or a full ref name); `false`
+    /// when this repository or this name is for `git worktree add` (nothing was made).
+    pub(super) async fn create_worktree(
+        &self,
+        path: &Path,
+        branch: &str,
+        start: &str,
+    ) -> Result<bool> {
+        let Some((common, name)) = self.writable_layout(path) else {
+            return Ok(false);
+        };
+        let refname = format!("refs/heads/{branch}");
+        self.run(&["update-ref", "-m", "abo: attempt", &refname, start])
+            .await?;
+        let made = Made::default();
+        match self
+            .write_worktree(&made, &common, &name, path, &refname)
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                made.undo();
+                Err(e)
+            }
+        }
+    }
+
+    /// The common git directory and the entry's name, when abo writes this repository's
+    /// worktrees itself.
+    fn writable_layout(&self, path: &Path) -> Option<(PathBuf, String)> {
+        let common = common_dir(&self.root)?;
+        if !self.root.join(".git").is_dir() || common.join("reftable").exists() {
+            return None;
+        }
+        let config = std::fs::read_to_string(common.join("config")).ok()?;
+        if config.to_ascii_lowercase().contains("worktreeconfig") {
+            return None;
+        }
+        let name = path.file_name()?.to_str()?;
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && !name.ends_with(".lock")
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        plain.then(|| (common, name.to_owned()))
+    }
+
+    async fn write_worktree(
+        &self,
+        made: &Made,
+        common: &Path,
+        name: &str,
+        path: &Path,
+        refname: &str,
+    ) -> Result<()> {
+        let io = |what: &str, e: std::io::Error| GitError::Failed {
+            args: "worktree add".into(),
+            message: format!("{what}: {e}"),
+        };
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| io("the worktree's parent", e))?;
+        }
+        std::fs::create_dir(path).map_err(|e| io("the worktree's folder", e))?;
+        made.push(path.to_owned());
+        let path = path
+            .canonicalize()
+            .map_err(|e| io("the worktree's folder", e))?;
+        let entries = common.join("worktrees");
+        std::fs::create_dir_all(&entries).map_err(|e| io("the worktrees' entries", e))?;
+        let entry = claim(&entries, name).map_err(|e| io("the worktree's entry", e))?;
+        made.push(entry.clone());
+        let write = |file: &Path, text: String| {
+            std::fs::write(file, text).map_err(|e| io("the worktree's entry", e))
+        };
+        write(&entry.join("locked"), "initializing\n".into())?;
+        write(&entry.join("commondir"), "../..\n".into())?;
+        write(&entry.join("HEAD"), format!("ref: {refname}\n"))?;
+        write(
+            &entry.join("gitdir"),
+            format!("{}\n", path.join(".git").display()),
+        )?;
+        write(&path.join(".git"), format!("gitdir: {}\n", entry.display()))?;
+        std::fs::remove_file(entry.join("locked")).map_err(|e| io("the worktree's entry", e))?;
+        self.run_in(
+            &path,
+            &["reset", "--hard", "--quiet", "--no-recurse-submodules"],
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Creates `<entries>/<name>` (or `<name>1`, `<name>2`... while taken): the folder made is the
+/// claim, as git's own `mkdir` is.
+fn claim(entries: &Path, name: &str) -> std::io::Result<PathBuf> {
+    let mut last = None;
+    for n in 0..1000u32 {
+        let candidate = if n == 0 {
+            entries.join(name)
+        } else {
+            entries.join(format!("{name}{n}"))
+        };
+        match std::fs::create_dir(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
+}
+
+/// What a worktree's creation made so far, removed (newest first) when it fails.
+#[derive(Default)]
+struct Made(std::sync::Mutex<Vec<PathBuf>>);
+
+impl Made {
+    fn push(&self, dir: PathBuf) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(dir);
+        }
+    }
+
+    fn undo(&self) {
+        if let Ok(mut v) = self.0.lock() {
+            while let Some(dir) = v.pop() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+        }
+    }
+}
