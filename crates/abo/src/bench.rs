@@ -326,14 +326,29 @@ impl GitRun {
     }
 }
 
-/// A `git` on `PATH` that logs each call to `log` and runs the real one.
-fn git_counter(dir: &Path, log: &Path) -> anyhow::Result<std::path::PathBuf> {
+/// A `git` that logs each call to `log` and runs the real one: first on `PATH` (for the git
+/// abo and the shell loop start) and in a copy of git's exec path (`GIT_EXEC_PATH`, every other
+/// command there linked to the real one), where git looks for the git it starts itself
+/// (`worktree add` starts `git branch` and `git reset`): every git process is counted.
+async fn git_counter(dir: &Path, log: &Path) -> anyhow::Result<std::path::PathBuf> {
     let real = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
         .map(|p| p.join("git"))
         .find(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("no git on PATH"))?;
+    let out = process::run(
+        &Spec::new(real.as_os_str(), dir).args(["--exec-path"]),
+        &Default::default(),
+    )
+    .await?;
+    let exec_path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     let bin = dir.join("gitcount");
     std::fs::create_dir_all(&bin)?;
+    for entry in std::fs::read_dir(&exec_path)? {
+        let entry = entry?;
+        if entry.file_name() != "git" {
+            std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name()))?;
+        }
+    }
     let script = format!(
         "#!/bin/sh\necho >> '{}'\nexec '{}' \"$@\"\n",
         log.display(),
@@ -389,12 +404,16 @@ async fn git_overhead(
         )
     };
     let exe = std::env::current_exe()?;
-    let abo_run = |path: Option<std::ffi::OsString>| {
+    let abo_run = |path: Option<(std::ffi::OsString, std::path::PathBuf)>| {
         let mut spec = Spec::new(exe.as_os_str(), &repo).args(["run".as_ref(), b.as_os_str()]);
         spec.env_remove = vec!["ABO_CLOCK_OFFSET_FILE".into()];
-        if let Some(p) = path {
+        if let Some((p, exec_path)) = path {
             spec.env
                 .push(("PATH".into(), p.to_string_lossy().into_owned()));
+            spec.env.push((
+                "GIT_EXEC_PATH".into(),
+                exec_path.to_string_lossy().into_owned(),
+            ));
         }
         async move {
             let out = process::run(&spec, &Default::default()).await?;
@@ -437,10 +456,15 @@ async fn git_overhead(
             ));
             std::env::join_paths(paths)
         };
-        let bin = git_counter(&dir.join("abo-count"), &abo_log)?;
-        abo_run(Some(path_with(&bin)?)).await?;
-        let bin = git_counter(&dir.join("shell-count"), &shell_log)?;
-        let script = format!("PATH='{}':\"$PATH\"; {}", bin.display(), shell(4));
+        let bin = git_counter(&dir.join("abo-count"), &abo_log).await?;
+        abo_run(Some((path_with(&bin)?, bin))).await?;
+        let bin = git_counter(&dir.join("shell-count"), &shell_log).await?;
+        let script = format!(
+            "PATH='{}':\"$PATH\"; GIT_EXEC_PATH='{}'; export GIT_EXEC_PATH; {}",
+            bin.display(),
+            bin.display(),
+            shell(4)
+        );
         sh(&script, &repo).await?;
         #[allow(clippy::cast_precision_loss)]
         let each = |p: &Path| lines(p) as f64 / n as f64;

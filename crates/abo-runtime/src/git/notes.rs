@@ -72,25 +72,29 @@ impl Git {
             let (these, rest): (Vec<Pending>, Vec<Pending>) =
                 batch.into_iter().partition(|p| p.notes == notes);
             batch = rest;
-            let result = self.notes_in_one_commit(&notes, &these).await;
+            // One note alone: `git notes add` writes it in one process, where `fast-import`
+            // takes two for a small batch (it starts `unpack-objects` under
+            // `fastimport.unpackLimit`).
+            let imported =
+                these.len() > 1 && self.notes_in_one_commit(&notes, &these).await.is_ok();
             for p in these {
-                let outcome = match &result {
-                    Ok(()) => Ok(()),
+                let outcome = if imported {
+                    Ok(())
+                } else {
                     // One at a time, as `git notes` does it.
-                    Err(_) => self
-                        .run(&[
-                            "notes",
-                            "--ref",
-                            &notes,
-                            "add",
-                            "-f",
-                            "-m",
-                            &p.text,
-                            p.commit.as_str(),
-                        ])
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string()),
+                    self.run(&[
+                        "notes",
+                        "--ref",
+                        &notes,
+                        "add",
+                        "-f",
+                        "-m",
+                        &p.text,
+                        p.commit.as_str(),
+                    ])
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
                 };
                 let _ = p.done.send(outcome);
             }
