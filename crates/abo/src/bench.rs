@@ -335,14 +335,14 @@ async fn git_counter(dir: &Path, log: &Path) -> anyhow::Result<std::path::PathBu
         .map(|p| p.join("git"))
         .find(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("no git on PATH"))?;
+    let bin = dir.join("gitcount");
+    std::fs::create_dir_all(&bin)?;
     let out = process::run(
         &Spec::new(real.as_os_str(), dir).args(["--exec-path"]),
         &Default::default(),
     )
     .await?;
     let exec_path = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    let bin = dir.join("gitcount");
-    std::fs::create_dir_all(&bin)?;
     for entry in std::fs::read_dir(&exec_path)? {
         let entry = entry?;
         if entry.file_name() != "git" {
