@@ -94,7 +94,7 @@ impl Git {
             .map_err(|e| io("the worktree's folder", e))?;
         let entries = common.join("worktrees");
         std::fs::create_dir_all(&entries).map_err(|e| io("the worktrees' entries", e))?;
-        let entry = claim(&entries, name).map_err(|e| io("the worktree's entry", e))?;
+        let entry = claim(&entries, name, &path).map_err(|e| io("the worktree's entry", e))?;
         made.push(entry.clone());
         let write = |file: &Path, text: String| {
             std::fs::write(file, text).map_err(|e| io("the worktree's entry", e))
@@ -106,7 +106,18 @@ impl Git {
             &entry.join("gitdir"),
             format!("{}\n", path.join(".git").display()),
         )?;
-        write(&path.join(".git"), format!("gitdir: {}\n", entry.display()))?;
+        // A new file: nothing planted at the name is followed.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path.join(".git"))
+            .and_then(|mut f| {
+                std::io::Write::write_all(
+                    &mut f,
+                    format!("gitdir: {}\n", entry.display()).as_bytes(),
+                )
+            })
+            .map_err(|e| io("the worktree's .git file", e))?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| io("the worktree's entry", e))?;
         self.run_in(
             &path,
@@ -118,8 +129,14 @@ impl Git {
 }
 
 /// Creates `<entries>/<name>` (or `<name>1`, `<name>2`... while taken): the folder made is the
-/// claim, as git's own `mkdir` is.
-fn claim(entries: &Path, name: &str) -> std::io::Result<PathBuf> {
+/// claim, as git's own `mkdir` is. A taken entry that names `folder` (just made, so nothing can be
+/// registered there: the folder was deleted without its entry) is stale: it is removed and its
+/// name taken, so that the worktree has one entry and abo and git find the same one.
+fn claim(entries: &Path, name: &str, folder: &Path) -> std::io::Result<PathBuf> {
+    let names_folder = |entry: &Path| {
+        std::fs::read_to_string(entry.join("gitdir"))
+            .is_ok_and(|g| Path::new(g.trim()).parent() == Some(folder))
+    };
     let mut last = None;
     for n in 0..1000u32 {
         let candidate = if n == 0 {
@@ -129,7 +146,14 @@ fn claim(entries: &Path, name: &str) -> std::io::Result<PathBuf> {
         };
         match std::fs::create_dir(&candidate) {
             Ok(()) => return Ok(candidate),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                if names_folder(&candidate) {
+                    std::fs::remove_dir_all(&candidate)?;
+                    std::fs::create_dir(&candidate)?;
+                    return Ok(candidate);
+                }
+                last = Some(e);
+            }
             Err(e) => return Err(e),
         }
     }

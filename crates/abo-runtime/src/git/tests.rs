@@ -990,3 +990,36 @@ async fn a_worktree_abo_writes_is_one_git_knows() {
         .unwrap();
     assert_eq!(git_in(&other, &["rev-parse", "HEAD"]), two);
 }
+
+/// A worktree's folder deleted without its entry (a crash between the two, a person's `rm -rf`)
+/// leaves an entry naming the folder: adding the worktree again takes that entry's place instead
+/// of registering the folder twice, so that git (following the `.git` file) and abo (reading the
+/// entries) use the same one, with its index.
+#[tokio::test]
+async fn a_worktree_added_where_a_deleted_one_was_registered_has_one_entry() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let git = Git::new(repo.path.clone());
+    let base = git.rev_parse("HEAD").await.unwrap();
+    let wt = repo.path.join(".abo/worktrees/r/t1-1");
+    git.add_worktree(&wt, "abo-attempt/r/t1-1", &base)
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&wt).unwrap();
+    git.add_worktree(&wt, "abo-attempt/r/t1-1", &base)
+        .await
+        .unwrap();
+    let common = common_dir(&repo.path).unwrap();
+    let entries: Vec<String> = std::fs::read_dir(common.join("worktrees"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(entries, ["t1-1"]);
+    assert_eq!(git_in(&wt, &["status", "--porcelain"]), "");
+    let followed = git_in(&wt, &["rev-parse", "--absolute-git-dir"]);
+    assert_eq!(
+        Path::new(followed.trim()),
+        git.pinned_git_dir(&wt).unwrap().canonicalize().unwrap()
+    );
+}

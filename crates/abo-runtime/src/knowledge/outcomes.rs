@@ -117,7 +117,7 @@ pub async fn index_outcomes(
                 _ => None,
             })
             .collect();
-        let mut files_of = changed(git, &landed).await;
+        let files_of = changed(git, &landed).await;
         let mut docs = Vec::new();
         for ev in outcomes {
             let Some(task_id) = &ev.task else {
@@ -132,7 +132,7 @@ pub async fn index_outcomes(
             let key = |n: u32| format!("{}/{}/{n}", ev.run, task_id);
             let doc = match &ev.body {
                 EventBody::TaskLanded { attempt, commit } => {
-                    let files = files_of.remove(commit).unwrap_or_default();
+                    let files = files_of.get(commit).cloned().unwrap_or_default();
                     let outcome = format!(
                         "Landed as {} changing {}.",
                         commit.as_str(),
@@ -233,6 +233,13 @@ const SHOW_COMMITS: usize = 200;
 /// then read commit by commit.
 pub(super) async fn changed(git: &Git, commits: &[&CommitSha]) -> HashMap<CommitSha, Vec<String>> {
     let mut files = HashMap::new();
+    // `git show` shows a commit named twice once.
+    let mut seen = std::collections::HashSet::new();
+    let commits: Vec<&CommitSha> = commits
+        .iter()
+        .copied()
+        .filter(|c| seen.insert(*c))
+        .collect();
     for chunk in commits.chunks(SHOW_COMMITS) {
         match show_names(git, chunk).await {
             Some(lists) => files.extend(chunk.iter().map(|c| (*c).clone()).zip(lists)),
@@ -248,24 +255,36 @@ pub(super) async fn changed(git: &Git, commits: &[&CommitSha]) -> HashMap<Commit
     files
 }
 
-/// `git show -z --name-only` of `commits`: each one's files, in their order. The output is read
-/// against the commits asked for: each record starts with the header of the next commit expected
-/// (`RS sha US NUL`), so a file named like a header cannot move files to another commit.
+/// `git show -z --name-only` of `commits`: each one's files, in their order. Each record starts
+/// with a header (`RS nonce sha US NUL`) whose nonce is drawn for this call: a file of a change can
+/// be named like a header it can know (a commit's sha), never like one it cannot, so no file
+/// moves to another commit's list.
 async fn show_names(git: &Git, commits: &[&CommitSha]) -> Option<Vec<Vec<String>>> {
-    let mut args = vec![
-        "show",
-        "-z",
-        "--name-only",
-        "--no-renames",
-        "--format=%x1e%H%x1f",
-    ];
+    let nonce = nonce();
+    let format = format!("--format=%x1e{nonce}%H%x1f");
+    let mut args = vec!["show", "-z", "--name-only", "--no-renames", &format];
     args.extend(commits.iter().map(|c| c.as_str()));
     let out = git.run(&args).await.ok()?;
-    Some(parse_names(&out, commits))
+    Some(parse_names(&out, commits, &nonce))
 }
 
-fn parse_names(out: &str, commits: &[&CommitSha]) -> Vec<Vec<String>> {
-    let headers: Vec<String> = commits.iter().map(|c| format!("\u{1e}{c}\u{1f}")).collect();
+/// 16 hex digits no file of a change can have foreseen.
+fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", h.finish())
+}
+
+fn parse_names(out: &str, commits: &[&CommitSha], nonce: &str) -> Vec<Vec<String>> {
+    let headers: Vec<String> = commits
+        .iter()
+        .map(|c| format!("\u{1e}{nonce}{c}\u{1f}"))
+        .collect();
     let mut lists: Vec<Vec<String>> = vec![Vec::new(); commits.len()];
     let mut current: Option<usize> = None;
     let mut first = false;

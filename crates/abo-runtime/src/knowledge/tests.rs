@@ -243,9 +243,10 @@ async fn recall_beats_the_file_name_baseline_on_this_repositorys_history() {
 }
 
 /// The files of many landed commits are read by one `git show`, each commit's own: an empty
-/// commit has none, a name starting with a newline keeps it after the first, and a file named
-/// like the header of a commit before it (which a hostile change can know) stays a file of its
-/// own commit. A commit the repository lacks leaves the others read, one by one.
+/// commit has none, a name starting with a newline keeps it after the first, a file named like
+/// the header of another commit (whose sha a hostile change can know) stays a file of its own
+/// commit, before or after that one, and a commit asked twice keeps its files. A commit the
+/// repository lacks leaves the others read, one by one.
 #[tokio::test]
 async fn landed_commits_files_are_read_at_once_each_its_own() {
     let repo = TestRepo::new();
@@ -299,6 +300,15 @@ async fn landed_commits_files_are_read_at_once_each_its_own() {
         .filter(|r| r.starts_with(one.as_str()))
         .count();
     assert_eq!(records, 2, "the forged header is in git's output");
+    // Asked in the other order, the forged header is that of the commit read next: it still
+    // names a file of its own commit (the headers carry a nonce drawn for each call).
+    let files = outcomes::changed(&git, &[&three, &one, &one]).await;
+    let mut got = files[&three].clone();
+    got.sort();
+    assert_eq!(
+        (got, files[&one].clone()),
+        (want_three.clone(), vec!["a".to_owned()])
+    );
     // One commit missing: the batch fails, each is read alone.
     let files = outcomes::changed(&git, &[&one, &missing, &three]).await;
     assert_eq!(files[&one], ["a"]);
