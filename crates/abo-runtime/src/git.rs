@@ -373,7 +373,11 @@ impl Git {
                             clippy::disallowed_methods,
                             reason = "a file's age is measured on the file system's clock"
                         )]
-                        let now = std::time::SystemTime::now();
+                        #[allow(
+            clippy::disallowed_methods,
+            reason = "git's own time for its commits, as `git var` gives it, not the run's clock"
+        )]
+        let now = std::time::SystemTime::now();
                         now.duration_since(m).ok()
                     })
                     .unwrap_or_default(),
@@ -581,6 +585,10 @@ impl Git {
                 })
             })
             .await?;
+        #[allow(
+            clippy::disallowed_methods,
+            reason = "git's own time for its commits, as `git var` gives it, not the run's clock"
+        )]
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());

@@ -268,15 +268,13 @@ async fn show_names(git: &Git, commits: &[&CommitSha]) -> Option<Vec<Vec<String>
     Some(parse_names(&out, commits, &nonce))
 }
 
-/// 16 hex digits no file of a change can have foreseen.
+/// 16 hex digits no file of a change can have foreseen: the standard library's random hash keys
+/// (drawn from the system's randomness for each process), over a counter.
 fn nonce() -> String {
     use std::hash::{BuildHasher, Hasher};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
+    h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     format!("{:016x}", h.finish())
 }
 
