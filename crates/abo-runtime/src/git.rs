@@ -373,11 +373,7 @@ impl Git {
                             clippy::disallowed_methods,
                             reason = "a file's age is measured on the file system's clock"
                         )]
-                        #[allow(
-            clippy::disallowed_methods,
-            reason = "git's own time for its commits, as `git var` gives it, not the run's clock"
-        )]
-        let now = std::time::SystemTime::now();
+                        let now = std::time::SystemTime::now();
                         now.duration_since(m).ok()
                     })
                     .unwrap_or_default(),
