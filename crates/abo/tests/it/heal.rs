@@ -467,6 +467,13 @@ fn under_pull_requests_the_daemon_proposes_its_revert_and_verifies_main_once_it_
     repo.git(&["update-ref", "refs/heads/main", &bad, &good]);
     let proposed =
         first && abo_test_support::wait_for(90, || !kinds(&log(), "verify.proposed").is_empty());
+    // The person is told after the event is recorded: the daemon is stopped once the hook has
+    // heard of it (or after 10 s; what it heard is checked below).
+    abo_test_support::wait_for(10, || {
+        hook.requests()
+            .iter()
+            .any(|r| r.raw.contains("verify.proposed"))
+    });
     let _ = daemon.kill();
     let _ = daemon.wait();
     assert!(
