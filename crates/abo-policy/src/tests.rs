@@ -712,6 +712,21 @@ fn coverage_gaps_are_closed() {
     }
 }
 
+/// The strings `data.abo.{rule}` holds on `i`, sorted (none when it is undefined).
+fn rule_strings(p: &mut Policy, i: &Value, rule: &str) -> Vec<String> {
+    let mut v: Vec<String> = p
+        .query(i, &format!("data.abo.{rule}"))
+        .unwrap()
+        .unwrap_or_default()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
 /// The per-file rules test a cheap built-in first (a prefix, a suffix, a set lookup) and call the
 /// bundle's functions only on what it leaves: on paths chosen to sit at each test's edges, the
 /// paths each rule reports are exactly those the functions, called on every path, select (and, for
@@ -775,19 +790,7 @@ fn the_fast_per_file_rules_select_what_the_functions_select() {
     let config = serde_json::json!({ "protected_paths": ["vendor/", "docs/abo.yml"] });
     let mut p = Policy::load(&config, &[(check, rules)]).unwrap();
     let i = input(&paths, &[], "", 1);
-    let mut q = |rule: &str| -> Vec<String> {
-        let mut v: Vec<String> = p
-            .query(&i, &format!("data.abo.{rule}"))
-            .unwrap()
-            .unwrap_or_default()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_owned())
-            .collect();
-        v.sort();
-        v
-    };
+    let mut q = |rule: &str| rule_strings(&mut p, &i, rule);
     let (ci, deps, prot) = (
         q("ci_changed"),
         q("dependencies_changed"),
@@ -894,19 +897,7 @@ fn the_classes_computed_here_are_the_bundles_functions() {
         .to_owned();
     let mut p = Policy::load(&json!({}), &[(check, rules)]).unwrap();
     let i = input(&paths, &[], "", 1);
-    let mut q = |rule: &str| -> Vec<String> {
-        let mut v: Vec<String> = p
-            .query(&i, &format!("data.abo.{rule}"))
-            .unwrap()
-            .unwrap_or_default()
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|s| s.as_str().unwrap().to_owned())
-            .collect();
-        v.sort();
-        v
-    };
+    let mut q = |rule: &str| rule_strings(&mut p, &i, rule);
     for class in ["sensitive", "low", "manifest"] {
         let facts = q(&format!("fact_{class}"));
         assert_eq!(facts, q(&format!("slow_{class}")), "{class}");

@@ -38,14 +38,17 @@ impl Git {
         let refname = format!("refs/heads/{branch}");
         self.run(&["update-ref", "-m", "abo: attempt", &refname, start])
             .await?;
-        let made = Made::default();
+        let mut made = Vec::new();
         match self
-            .write_worktree(&made, &common, &name, path, &refname)
+            .write_worktree(&mut made, &common, &name, path, &refname)
             .await
         {
             Ok(()) => Ok(true),
             Err(e) => {
-                made.undo();
+                // What was made, newest first.
+                for dir in made.iter().rev() {
+                    let _ = std::fs::remove_dir_all(dir);
+                }
                 Err(e)
             }
         }
@@ -74,7 +77,7 @@ impl Git {
 
     async fn write_worktree(
         &self,
-        made: &Made,
+        made: &mut Vec<PathBuf>,
         common: &Path,
         name: &str,
         path: &Path,
@@ -158,24 +161,4 @@ fn claim(entries: &Path, name: &str, folder: &Path) -> std::io::Result<PathBuf> 
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other("no free name")))
-}
-
-/// What a worktree's creation made so far, removed (newest first) when it fails.
-#[derive(Default)]
-struct Made(std::sync::Mutex<Vec<PathBuf>>);
-
-impl Made {
-    fn push(&self, dir: PathBuf) {
-        if let Ok(mut v) = self.0.lock() {
-            v.push(dir);
-        }
-    }
-
-    fn undo(&self) {
-        if let Ok(mut v) = self.0.lock() {
-            while let Some(dir) = v.pop() {
-                let _ = std::fs::remove_dir_all(dir);
-            }
-        }
-    }
 }
