@@ -141,8 +141,10 @@ pub struct Git {
     worktrees: std::sync::Arc<tokio::sync::RwLock<()>>,
     /// Held shared by each git call, exclusive while repairing what a killed git left behind.
     repo: repair::RepoLock,
-    /// Notes waiting to be written, and the writer's turn (`git::notes`).
-    notes: std::sync::Arc<notes::Queue>,
+    /// Notes waiting to be written (`git::notes`), and commits whose diff is asked for
+    /// (`git::show`), each answered in batches.
+    notes: std::sync::Arc<batch::Batches<notes::Note, std::result::Result<(), String>>>,
+    diffs: std::sync::Arc<batch::Batches<CommitSha, std::result::Result<String, String>>>,
     /// The committer abo's own commits (`git fast-import`'s) name, without its time: `Name
     /// <email>` and git's time zone, asked of git once ([`Git::committer_ident`]).
     committer: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
@@ -267,6 +269,7 @@ impl Git {
             groups: Groups::default(),
             worktrees: Default::default(),
             notes: Default::default(),
+            diffs: Default::default(),
             committer: Default::default(),
             repo: repair::RepoLock::new(common_dir(&root).as_deref()),
             root,
@@ -1300,11 +1303,24 @@ impl Git {
     }
 }
 
+/// 16 hex digits no file of a change can have foreseen, for the headers abo asks git to print
+/// between the commits of one `git show`: the standard library's random hash keys (drawn from the
+/// system's randomness for each process), over a counter.
+pub(crate) fn nonce() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    format!("{:016x}", h.finish())
+}
+
 mod add;
+mod batch;
 pub mod chain;
 pub mod index;
 mod notes;
 pub mod repair;
+mod show;
 
 #[cfg(test)]
 mod tests;

@@ -61,20 +61,11 @@ pub fn trusted_key(abo_dir: &Path) -> Option<VerifyingKey> {
 
 /// What a commit's diff is: its hash, line counts and files, computed from git.
 async fn diff_facts(ctx: &Ctx, commit: &CommitSha) -> Result<Value, String> {
-    let parent = format!("{commit}^");
-    // One diff for both views: the numstat records, an empty line, then the patch, byte for byte
-    // what `git diff --no-color --no-renames` alone prints (the hash proofs made before carry).
+    // The numstat records, an empty line, then the patch, byte for byte what `git diff
+    // --no-color --no-renames` alone prints (the hash proofs made before carry).
     let out = ctx
         .git
-        .run(&[
-            "diff",
-            "--numstat",
-            "--patch",
-            "--no-color",
-            "--no-renames",
-            &parent,
-            commit.as_str(),
-        ])
+        .commit_diff(commit)
         .await
         .map_err(|e| e.to_string())?;
     let (numstat, diff) = out.split_once("\n\n").unwrap_or((out.as_str(), ""));

@@ -5,14 +5,14 @@
 //! 40,000 worktree reads in all). What git writes is written here, in git's order
 //! (`gitrepository-layout(5)`, "worktrees"):
 //!
-//! 1. the branch at the start commit (`git update-ref`: a branch a killed attempt left moves);
-//! 2. the worktree's folder, created (it must not exist: the caller removed what was there);
-//! 3. its entry under `<common dir>/worktrees/`, claimed by creating its folder (named after the
+//! 1. the worktree's folder, created (it must not exist: the caller removed what was there);
+//! 2. its entry under `<common dir>/worktrees/`, claimed by creating its folder (named after the
 //!    worktree's folder, a number appended while that name is taken, as git names it) and locked
 //!    `initializing` while it is written, so that a `worktree prune` beside it leaves it: `commondir`,
 //!    `HEAD` naming the branch, `gitdir` naming the worktree's `.git` file; then that file;
-//! 4. the lock removed, and the files checked out by `git reset --hard` in it, which is how
-//!    `worktree add` checks out.
+//! 3. the lock removed, then `git reset --hard <start>` in it: it writes the branch (`worktree add`
+//!    runs `git branch --force` for that, a process of its own; a branch a killed attempt left
+//!    moves) and checks out the files, as `worktree add` checks out.
 //!
 //! Anything failing removes what was made and says so; the caller then adds the worktree with
 //! `git worktree add`. Repositories this does not know to write for (a reftable, per-worktree
@@ -36,11 +36,9 @@ impl Git {
             return Ok(false);
         };
         let refname = format!("refs/heads/{branch}");
-        self.run(&["update-ref", "-m", "abo: attempt", &refname, start])
-            .await?;
         let mut made = Vec::new();
         match self
-            .write_worktree(&mut made, &common, &name, path, &refname)
+            .write_worktree(&mut made, &common, &name, path, &refname, start)
             .await
         {
             Ok(()) => Ok(true),
@@ -82,6 +80,7 @@ impl Git {
         name: &str,
         path: &Path,
         refname: &str,
+        start: &str,
     ) -> Result<()> {
         let io = |what: &str, e: std::io::Error| GitError::Failed {
             args: "worktree add".into(),
@@ -122,9 +121,18 @@ impl Git {
             })
             .map_err(|e| io("the worktree's .git file", e))?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| io("the worktree's entry", e))?;
+        // HEAD names a branch that need not exist yet: `reset` to a commit creates it there (or
+        // moves it) and checks out that commit's tree.
         self.run_in(
             &path,
-            &["reset", "--hard", "--quiet", "--no-recurse-submodules"],
+            &[
+                "reset",
+                "--hard",
+                "--quiet",
+                "--no-recurse-submodules",
+                start,
+                "--",
+            ],
         )
         .await?;
         Ok(())

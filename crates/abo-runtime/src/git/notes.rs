@@ -1,110 +1,86 @@
-//! Git notes (the proofs of change), written in batches: landings side by side prove their commits
-//! side by side, and each `git notes add` is a process that moves the notes ref (two at once fail
-//! to lock it). A note asked for while another batch is being written waits for the next, and
-//! each batch is one `git fast-import` commit on the notes ref that adds them all.
+//! Git notes (the proofs of change), written in batches (`git::batch`): each batch is one `git
+//! fast-import` commit on the notes ref that adds them all.
 
 use abo_core::ids::CommitSha;
 
 use super::{Git, GitError, MAX_STDOUT, Result};
 
-/// One note to write, and where to say how it went.
-struct Pending {
+/// One note to write.
+pub(super) struct Note {
     notes: String,
     commit: CommitSha,
     text: String,
-    done: tokio::sync::oneshot::Sender<std::result::Result<(), String>>,
-}
-
-/// The notes waiting, and the writer's turn.
-#[derive(Default)]
-pub(super) struct Queue {
-    pending: std::sync::Mutex<Vec<Pending>>,
-    writer: tokio::sync::Mutex<()>,
-}
-
-impl std::fmt::Debug for Queue {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("notes::Queue")
-    }
 }
 
 impl Git {
     /// Sets the note of `commit` in `refs/notes/{notes}` to `text` (replacing one it had), with the
     /// other notes asked for meanwhile.
     pub async fn set_note(&self, notes: &str, commit: &CommitSha, text: &str) -> Result<()> {
-        let (done, answer) = tokio::sync::oneshot::channel();
+        let note = Note {
+            notes: notes.to_owned(),
+            commit: commit.clone(),
+            text: text.to_owned(),
+        };
         self.notes
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .push(Pending {
-                notes: notes.to_owned(),
-                commit: commit.clone(),
-                text: text.to_owned(),
-                done,
-            });
-        {
-            let _turn = self.notes.writer.lock().await;
-            let batch = std::mem::take(
-                &mut *self
-                    .notes
-                    .pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner),
-            );
-            // Empty when the writer before took this note with its own.
-            if !batch.is_empty() {
-                self.write_notes(batch).await;
-            }
-        }
-        answer
+            .ask(note, async |batch| self.write_notes(batch).await)
             .await
-            .unwrap_or_else(|_| Err("the note was not written".into()))
+            .unwrap_or_else(|| Err("the note was not written".into()))
             .map_err(|message| GitError::Failed {
                 args: format!("notes --ref {notes} add"),
                 message,
             })
     }
 
-    async fn write_notes(&self, mut batch: Vec<Pending>) {
-        while let Some(first) = batch.first() {
-            let notes = first.notes.clone();
-            let (these, rest): (Vec<Pending>, Vec<Pending>) =
-                batch.into_iter().partition(|p| p.notes == notes);
-            batch = rest;
+    /// How writing each note of `batch` went, in its order.
+    async fn write_notes(&self, batch: Vec<Note>) -> Vec<std::result::Result<(), String>> {
+        let mut outcomes: Vec<Option<std::result::Result<(), String>>> =
+            batch.iter().map(|_| None).collect();
+        let mut refs: Vec<&str> = batch.iter().map(|n| n.notes.as_str()).collect();
+        refs.sort_unstable();
+        refs.dedup();
+        for notes in refs {
+            let these: Vec<(usize, &Note)> = batch
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.notes == notes)
+                .collect();
             // One note alone: `git notes add` writes it in one process, where `fast-import`
             // takes two for a small batch (it starts `unpack-objects` under
             // `fastimport.unpackLimit`).
+            let notes_of: Vec<&Note> = these.iter().map(|(_, n)| *n).collect();
             let imported =
-                these.len() > 1 && self.notes_in_one_commit(&notes, &these).await.is_ok();
-            for p in these {
-                let outcome = if imported {
+                these.len() > 1 && self.notes_in_one_commit(notes, &notes_of).await.is_ok();
+            for (i, n) in these {
+                outcomes[i] = Some(if imported {
                     Ok(())
                 } else {
                     // One at a time, as `git notes` does it.
                     self.run(&[
                         "notes",
                         "--ref",
-                        &notes,
+                        notes,
                         "add",
                         "-f",
                         "-m",
-                        &p.text,
-                        p.commit.as_str(),
+                        &n.text,
+                        n.commit.as_str(),
                     ])
                     .await
                     .map(|_| ())
                     .map_err(|e| e.to_string())
-                };
-                let _ = p.done.send(outcome);
+                });
             }
         }
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err("the note was not written".into())))
+            .collect()
     }
 
     /// One commit on `refs/notes/{notes}` adding every note of `these`, by `git fast-import` (which
     /// keeps the notes tree's fanout), on the ref as read; another process moving it meanwhile
     /// makes the import fail (it only moves a ref forward), and it is tried again on the new one.
-    async fn notes_in_one_commit(&self, notes: &str, these: &[Pending]) -> Result<()> {
+    async fn notes_in_one_commit(&self, notes: &str, these: &[&Note]) -> Result<()> {
         let refname = format!("refs/notes/{notes}");
         let ident = self.committer_ident().await?;
         let mut last = None;

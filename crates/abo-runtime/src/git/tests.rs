@@ -1023,3 +1023,106 @@ async fn a_worktree_added_where_a_deleted_one_was_registered_has_one_entry() {
         git.pinned_git_dir(&wt).unwrap().canonicalize().unwrap()
     );
 }
+
+/// The landed commits' diffs read in one `git show` are each what `git diff --numstat --patch
+/// --no-color --no-renames C^ C` prints (what proofs hashed before), whatever the commit holds and
+/// whatever the owner configured for `log` and `diff`: text, a binary, a mode change, a symbolic
+/// link, a deletion, an empty commit, a merge (against its first parent), and a file holding the
+/// header a `git show` without a nonce would print before the next commit (the control: that
+/// line is in the output, where a fixed header would split this commit's diff in two).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_diffs_read_together_are_each_what_git_diff_prints() {
+    let repo = TestRepo::new();
+    for (k, v) in [
+        ("color.ui", "always"),
+        ("diff.renames", "copies"),
+        ("diff.mnemonicPrefix", "true"),
+        ("log.decorate", "full"),
+        ("format.pretty", "fuller"),
+        ("log.showRoot", "false"),
+    ] {
+        repo.git(&["config", k, v]);
+    }
+    repo.write("a", "1\n2\n3\n");
+    repo.commit_all("base");
+    let mut commits = Vec::new();
+    let head = |repo: &TestRepo| CommitSha::new(repo.git(&["rev-parse", "HEAD"]).trim());
+    repo.write("a", "1\ntwo\n3\n");
+    repo.write("new.txt", "x\n");
+    repo.commit_all("text");
+    commits.push(head(&repo));
+    std::fs::write(repo.path.join("bin"), b"\0\x01\x02").unwrap();
+    std::os::unix::fs::symlink("a", repo.path.join("link")).unwrap();
+    std::fs::set_permissions(repo.path.join("a"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    repo.commit_all("binary, link, mode");
+    commits.push(head(&repo));
+    repo.git(&["rm", "-q", "new.txt"]);
+    repo.git(&["commit", "-q", "-m", "delete"]);
+    commits.push(head(&repo));
+    repo.git(&["commit", "-q", "--allow-empty", "-m", "empty"]);
+    commits.push(head(&repo));
+    repo.git(&["notes", "add", "-m", "a note", "HEAD"]);
+    // A file whose lines are the headers a fixed `--format=%x1e%H` would print for the commits
+    // before it.
+    let planted: String = commits.iter().map(|c| format!("\u{1e}{c}\n")).collect();
+    repo.write("planted", &planted);
+    repo.commit_all("planted");
+    commits.push(head(&repo));
+    let main = repo.git(&["symbolic-ref", "--short", "HEAD"]);
+    repo.git(&["checkout", "-q", "-b", "side", "HEAD~1"]);
+    repo.write("side", "s\n");
+    repo.commit_all("side");
+    repo.git(&["checkout", "-q", main.trim()]);
+    repo.git(&["merge", "-q", "--no-ff", "-m", "merge", "side"]);
+    commits.push(head(&repo));
+
+    let git = Git::new(repo.path.clone());
+    let mut set = tokio::task::JoinSet::new();
+    // Each asked for at once, one of them twice.
+    for (i, c) in commits.iter().chain(&commits[..1]).enumerate() {
+        let (git, c) = (git.clone(), c.clone());
+        set.spawn(async move { (i, c.clone(), git.commit_diff(&c).await) });
+    }
+    let mut answered = 0;
+    while let Some(done) = set.join_next().await {
+        let (i, c, diff) = done.unwrap();
+        let parent = format!("{c}^");
+        let by_git = repo.git(&[
+            "diff",
+            "--numstat",
+            "--patch",
+            "--no-color",
+            "--no-renames",
+            &parent,
+            c.as_str(),
+        ]);
+        assert_eq!(diff.unwrap(), by_git, "commit {i}");
+        answered += 1;
+    }
+    assert_eq!(answered, commits.len() + 1);
+    assert!(
+        !git.commit_diff(&head(&repo))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Not a commit: that request fails, alone.
+    assert!(
+        git.commit_diff(&CommitSha::new("0".repeat(40)))
+            .await
+            .is_err()
+    );
+
+    // The control: in `git show`'s output the planted lines are headers as a fixed format
+    // would print them, each at the start of a line.
+    let fixed = repo.git(&[
+        "show",
+        "--no-color",
+        "--patch",
+        "--format=%x1e%H",
+        commits[4].as_str(),
+    ]);
+    assert!(fixed.contains(&format!("\n+\u{1e}{}\n", commits[0])));
+    let shown = fixed.split('\u{1e}').filter(|p| !p.is_empty()).count();
+    assert!(shown > 1, "a fixed header splits one commit's diff: {shown}");
+}

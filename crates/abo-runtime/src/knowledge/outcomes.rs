@@ -260,22 +260,12 @@ pub(super) async fn changed(git: &Git, commits: &[&CommitSha]) -> HashMap<Commit
 /// be named like a header it can know (a commit's sha), never like one it cannot, so no file
 /// moves to another commit's list.
 async fn show_names(git: &Git, commits: &[&CommitSha]) -> Option<Vec<Vec<String>>> {
-    let nonce = nonce();
+    let nonce = crate::git::nonce();
     let format = format!("--format=%x1e{nonce}%H%x1f");
     let mut args = vec!["show", "-z", "--name-only", "--no-renames", &format];
     args.extend(commits.iter().map(|c| c.as_str()));
     let out = git.run(&args).await.ok()?;
     Some(parse_names(&out, commits, &nonce))
-}
-
-/// 16 hex digits no file of a change can have foreseen: the standard library's random hash keys
-/// (drawn from the system's randomness for each process), over a counter.
-fn nonce() -> String {
-    use std::hash::{BuildHasher, Hasher};
-    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
-    format!("{:016x}", h.finish())
 }
 
 fn parse_names(out: &str, commits: &[&CommitSha], nonce: &str) -> Vec<Vec<String>> {
