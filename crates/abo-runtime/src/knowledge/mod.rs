@@ -53,7 +53,17 @@ pub const RANKED: usize = 20;
 /// instead of each running the same git commands (`rev-list`, `ls-tree`, `cat-file`, `show`),
 /// reading the same events since the outcomes' cursor and writing the same rows at once.
 #[derive(Debug, Default)]
-pub struct Updated(tokio::sync::Mutex<std::collections::HashMap<CommitSha, String>>);
+pub struct Updated(tokio::sync::Mutex<Indexed>);
+
+/// What [`Updated`] keeps between updates.
+#[derive(Debug, Default)]
+struct Indexed {
+    commits: std::collections::HashMap<CommitSha, String>,
+    /// The runs whose outcomes were read, each with its spec when its base is in this
+    /// repository: a run's spec never changes, and reading it again for each update decoded a
+    /// run's whole `run.created` (every task of a backlog of 1,000) for each attempt started.
+    specs: outcomes::Specs,
+}
 
 /// Brings the index up to date for `commit`: its files (only those never read), the history it
 /// descends from (both once per commit in a process, `done`), and the outcomes the event log
@@ -67,7 +77,7 @@ pub async fn update(
     done: &Updated,
 ) -> Result<String, KnowledgeError> {
     let mut indexed = done.0.lock().await;
-    let repo = match indexed.get(commit) {
+    let repo = match indexed.commits.get(commit) {
         Some(repo) => {
             // The store still says whether the commit's files are indexed (and marks them used,
             // so that `abo gc` keeps them); its history is a commit's own and was read here.
@@ -78,13 +88,13 @@ pub async fn update(
             let repo = repo_id(git, commit).await?;
             index::index_commit(git, store, redactor, &repo, commit, at).await?;
             history::index_history(git, store, redactor, &repo, commit).await?;
-            indexed.insert(commit.clone(), repo.clone());
+            indexed.commits.insert(commit.clone(), repo.clone());
             repo
         }
     };
     // Under the same lock: the first attempt reads the log since the cursor (every run's spec
     // it names), the others find the cursor moved past it.
-    outcomes::index_outcomes(git, store, redactor, &repo).await?;
+    outcomes::index_outcomes(git, store, redactor, &repo, &mut indexed.specs).await?;
     Ok(repo)
 }
 

@@ -67,16 +67,21 @@ fn make(
     }
 }
 
-/// Reads the log since the last reading; returns how many outcomes were recorded.
+/// The runs whose outcomes were read, each with its spec when its base commit is in this
+/// repository (`None`: another repository's run, whose outcomes are not this one's).
+pub(super) type Specs = BTreeMap<RunId, Option<RunSpec>>;
+
+/// Reads the log since the last reading; returns how many outcomes were recorded. `specs` holds
+/// the runs' specs read before, and gets those read now.
 pub async fn index_outcomes(
     git: &Git,
     store: &Store,
     redactor: &Redactor,
     repo: &str,
+    specs: &mut Specs,
 ) -> Result<usize, KnowledgeError> {
     let mut after =
         u64::try_from(store.knowledge_cursor(repo, CURSOR).await?.unwrap_or(0)).unwrap_or(0);
-    let mut specs: BTreeMap<RunId, Option<RunSpec>> = BTreeMap::new();
     let mut recorded = 0;
     loop {
         let page = store.events(None, after, PAGE).await?;
