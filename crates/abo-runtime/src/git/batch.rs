@@ -30,7 +30,11 @@ impl<Q, A> Batches<Q, A> {
     /// `request`'s answer, computed by `answer` in a batch with the requests made meanwhile:
     /// `answer` takes the batch and returns one answer for each request, in their order. `None`
     /// when no answer came (the caller that was answering the batch was cancelled).
-    pub(super) async fn ask(&self, request: Q, answer: impl AsyncFnOnce(Vec<Q>) -> Vec<A>) -> Option<A> {
+    pub(super) async fn ask(
+        &self,
+        request: Q,
+        answer: impl AsyncFnOnce(Vec<Q>) -> Vec<A>,
+    ) -> Option<A> {
         let (done, answered) = oneshot::channel();
         self.lock().push((request, done));
         {

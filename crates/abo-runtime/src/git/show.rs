@@ -16,7 +16,9 @@ impl Git {
     /// meanwhile. A merge's diff is against its first parent, as `<commit>^` names it.
     pub async fn commit_diff(&self, commit: &CommitSha) -> Result<String> {
         self.diffs
-            .ask(commit.clone(), async |commits| self.commit_diffs(&commits).await)
+            .ask(commit.clone(), async |commits| {
+                self.commit_diffs(&commits).await
+            })
             .await
             .unwrap_or_else(|| Err("the diff was not read".into()))
             .map_err(|message| GitError::Failed {
@@ -27,7 +29,10 @@ impl Git {
 
     /// Each commit's diff, in their order: a chunk's in one `git show`, and each alone when that
     /// fails (one too large, or not a commit) so that one commit fails only itself.
-    async fn commit_diffs(&self, commits: &[CommitSha]) -> Vec<std::result::Result<String, String>> {
+    async fn commit_diffs(
+        &self,
+        commits: &[CommitSha],
+    ) -> Vec<std::result::Result<String, String>> {
         let mut out = Vec::with_capacity(commits.len());
         for chunk in commits.chunks(SHOW_COMMITS) {
             let mut read = self.show_diffs(chunk).await.unwrap_or_default();

@@ -1100,12 +1100,7 @@ async fn commits_diffs_read_together_are_each_what_git_diff_prints() {
         answered += 1;
     }
     assert_eq!(answered, commits.len() + 1);
-    assert!(
-        !git.commit_diff(&head(&repo))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert!(!git.commit_diff(&head(&repo)).await.unwrap().is_empty());
     // Not a commit: that request fails, alone.
     assert!(
         git.commit_diff(&CommitSha::new("0".repeat(40)))
@@ -1124,5 +1119,8 @@ async fn commits_diffs_read_together_are_each_what_git_diff_prints() {
     ]);
     assert!(fixed.contains(&format!("\n+\u{1e}{}\n", commits[0])));
     let shown = fixed.split('\u{1e}').filter(|p| !p.is_empty()).count();
-    assert!(shown > 1, "a fixed header splits one commit's diff: {shown}");
+    assert!(
+        shown > 1,
+        "a fixed header splits one commit's diff: {shown}"
+    );
 }

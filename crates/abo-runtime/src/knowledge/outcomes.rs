@@ -67,6 +67,9 @@ fn make(
     }
 }
 
+/// The kinds of the events an outcome is read from.
+const OUTCOMES: &[&str] = &["task.landed", "task.retry", "task.failed", "task.denied"];
+
 /// The runs whose outcomes were read, each with its spec when its base commit is in this
 /// repository (`None`: another repository's run, whose outcomes are not this one's).
 pub(super) type Specs = BTreeMap<RunId, Option<RunSpec>>;
@@ -84,7 +87,7 @@ pub async fn index_outcomes(
         u64::try_from(store.knowledge_cursor(repo, CURSOR).await?.unwrap_or(0)).unwrap_or(0);
     let mut recorded = 0;
     loop {
-        let page = store.events(None, after, PAGE).await?;
+        let page = store.events_of_kinds(OUTCOMES, after, PAGE).await?;
         let Some(last) = page.last() else {
             break;
         };
@@ -92,16 +95,7 @@ pub async fn index_outcomes(
         let outcomes: Vec<&abo_core::event::Event> = page
             .iter()
             .map(|e| &e.event)
-            .filter(|ev| {
-                ev.task.is_some()
-                    && matches!(
-                        ev.body,
-                        EventBody::TaskLanded { .. }
-                            | EventBody::TaskRetry { .. }
-                            | EventBody::TaskFailed { .. }
-                            | EventBody::TaskDenied { .. }
-                    )
-            })
+            .filter(|ev| ev.task.is_some())
             .collect();
         for ev in &outcomes {
             if !specs.contains_key(&ev.run) {

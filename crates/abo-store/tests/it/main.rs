@@ -140,6 +140,7 @@ macro_rules! conformance {
 
 conformance!(
     projections_follow_events_and_rebuild_equals_live,
+    events_of_some_kinds_are_read_in_order_after_a_seq,
     a_reviews_spend_is_projected_apart_and_counts_against_windows,
     a_batch_projects_as_its_events_one_at_a_time,
     seq_is_gap_free_under_concurrent_appenders,
@@ -1025,6 +1026,61 @@ fn gate(at: i64, name: &str, flaky: Option<&[&str]>) -> Event {
 
 /// What `hedge.after: p90` reads: each landed attempt's wall time, started to landed, by the
 /// task's type; attempts that did not land are not counted.
+async fn events_of_some_kinds_are_read_in_order_after_a_seq(db: Db) {
+    let store = db.open().await;
+    let started = |attempt| EventBody::TaskStarted {
+        attempt,
+        backend: BackendName::new("command"),
+        worktree: "w".into(),
+        reserved: Default::default(),
+    };
+    let landed = |attempt| EventBody::TaskLanded {
+        attempt,
+        commit: CommitSha::new("c"),
+    };
+    let stored = store
+        .append(&[
+            ev(
+                "r1",
+                None,
+                EventBody::RunCreated(Box::new(spec(&["a", "b"]))),
+            ),
+            ev("r1", Some("a"), started(1)),
+            ev("r1", Some("a"), landed(1)),
+            ev("r2", None, EventBody::RunCreated(Box::new(spec(&["a"])))),
+            ev("r2", Some("a"), started(1)),
+            ev("r1", Some("b"), started(1)),
+            ev("r2", Some("a"), landed(1)),
+            ev("r1", Some("b"), landed(1)),
+        ])
+        .await
+        .unwrap();
+    let seqs = |got: Vec<abo_core::event::StoredEvent>| -> Vec<u64> {
+        got.iter().map(|e| e.seq).collect()
+    };
+    let s = |i: usize| stored[i].seq;
+    let kinds = ["task.landed", "run.created"];
+    assert_eq!(
+        seqs(store.events_of_kinds(&kinds, 0, 100).await.unwrap()),
+        vec![s(0), s(2), s(3), s(6), s(7)]
+    );
+    assert_eq!(
+        seqs(store.events_of_kinds(&kinds[..1], s(2), 100).await.unwrap()),
+        vec![s(6), s(7)]
+    );
+    assert_eq!(
+        seqs(store.events_of_kinds(&kinds[..1], 0, 2).await.unwrap()),
+        vec![s(2), s(6)]
+    );
+    assert!(
+        store
+            .events_of_kinds(&["task.denied"], 0, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 async fn landed_durations_are_by_task_type_from_started_to_landed(db: Db) {
     let store = db.open().await;
     let at = |ms: i64, task: &str, body| Event {
