@@ -48,10 +48,11 @@
 //! git as the control): `add` ([`Git::stage`], from `change::summarize` and
 //! [`Git::commit_all`]), `diff HEAD` (`change::summarize`, after the backend and after each
 //! gate, also in the merged worktree), `commit` ([`Git::commit_all`]), `rev-parse`, `log`
-//! (trailers), `ls-files` (the prompt's files), `apply` (the `patch:` backend), `worktree
+//! (trailers), `ls-files` (the prompt's files), `apply` (the `patch:` backend), `reset --hard
+//! START` (the checkout of a worktree `git::add` writes, before any agent runs), `worktree
 //! add/remove/prune/list`, `diff BASE COMMIT` (the result cache), `merge` (in abo's own merge
 //! worktree), `show` (the dashboard); on the repository: `merge-tree`, `commit-tree`,
-//! `update-ref`, `notes` (proofs), `fetch`/`push` (workers, shared runs), `status` and
+//! `update-ref`, `notes` and `show` (proofs), `fetch`/`push` (workers, shared runs), `status` and
 //! `merge --ff-only` (landing into the checked-out base). `abo demo` runs git on the demo
 //! repository it creates, before any agent runs.
 
