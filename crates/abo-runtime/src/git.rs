@@ -197,6 +197,14 @@ const EMPTY_BLOB: [&str; 2] = [
     "473a0f4c3be8a93681a267e3b1e9a7dcda1185436fe141f7749120a303721813",
 ];
 
+impl Git {
+    /// The repository's common git directory, read from its files ([`common_dir`]); `None` when
+    /// they are not as git writes them.
+    pub fn common_git_dir(&self) -> Option<PathBuf> {
+        common_dir(&self.root)
+    }
+}
+
 /// The repository's common git directory: `ROOT/.git`, or where a `.git` file (the root is itself
 /// a linked worktree) and its `commondir` lead.
 fn common_dir(root: &Path) -> Option<PathBuf> {
@@ -548,18 +556,22 @@ impl Git {
         Ok(PathBuf::from(out.trim()))
     }
 
-    /// Uses the user's identity when git has one, else `abo <abo@localhost>`.
+    /// Uses the user's identity when git has one, else `abo <abo@localhost>`: both keys read by
+    /// one `git config --get-regexp` (the last value of each wins, as `git config KEY` reads it).
     pub async fn resolve_identity(&mut self) {
-        let name = self
-            .run(&["config", "user.name"])
+        let found = self
+            .run(&["config", "--get-regexp", r"^user\.(name|email)$"])
             .await
-            .ok()
-            .filter(|s| !s.trim().is_empty());
-        let email = self
-            .run(&["config", "user.email"])
-            .await
-            .ok()
-            .filter(|s| !s.trim().is_empty());
+            .unwrap_or_default();
+        let last = |key: &str| {
+            found
+                .lines()
+                .map(|l| l.split_once(' ').unwrap_or((l, "")))
+                .rfind(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+                .filter(|v| !v.trim().is_empty())
+        };
+        let (name, email) = (last("user.name"), last("user.email"));
         if name.is_none() || email.is_none() {
             self.identity.env = vec![
                 ("GIT_AUTHOR_NAME".into(), "abo".into()),
@@ -609,6 +621,10 @@ impl Git {
 
     /// The commit a branch points at, if the branch exists.
     pub async fn branch_head(&self, branch: &str) -> Result<Option<CommitSha>> {
+        // Read from the ref's file when it is one git wrote plainly: no process.
+        if let Some(found) = self.ref_in_files(&format!("refs/heads/{branch}")) {
+            return Ok(found);
+        }
         let out = self
             .raw(
                 &self.root.clone(),

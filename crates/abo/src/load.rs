@@ -239,8 +239,10 @@ pub(crate) async fn prepare_abo_dir(root: &Path, git: &Git) -> anyhow::Result<()
     }
     // No sandbox on this machine may read it, whichever repository it runs for.
     let _ = abo_runtime::sandbox::remember_state_dir(&root.join(".abo"));
-    let common = git.run(&["rev-parse", "--git-common-dir"]).await?;
-    let common = root.join(common.trim());
+    let common = match git.common_git_dir() {
+        Some(dir) => dir,
+        None => root.join(git.run(&["rev-parse", "--git-common-dir"]).await?.trim()),
+    };
     let exclude = common.join("info/exclude");
     let current = std::fs::read_to_string(&exclude).unwrap_or_default();
     if !current

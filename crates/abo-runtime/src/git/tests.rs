@@ -1124,3 +1124,61 @@ async fn commits_diffs_read_together_are_each_what_git_diff_prints() {
         "a fixed header splits one commit's diff: {shown}"
     );
 }
+
+/// The user's identity is read in one `git config`: both keys set (one of them twice: the last
+/// value counts, as `git config KEY` reads it) keep the user's; an empty value, set in the
+/// repository over any global one, makes abo commit as itself.
+#[tokio::test]
+async fn the_users_identity_is_kept_and_an_empty_one_is_abos() {
+    let repo = TestRepo::new();
+    repo.git(&["config", "user.name", "First"]);
+    repo.git(&["config", "--add", "user.name", "Second"]);
+    repo.git(&["config", "user.email", "second@example.com"]);
+    let mut git = Git::new(repo.path.clone());
+    git.resolve_identity().await;
+    assert!(git.identity.env.is_empty(), "{:?}", git.identity.env);
+    repo.git(&["config", "--add", "user.email", ""]);
+    git.resolve_identity().await;
+    assert!(
+        git.identity
+            .env
+            .contains(&("GIT_COMMITTER_EMAIL".to_owned(), "abo@localhost".to_owned())),
+        "{:?}",
+        git.identity.env
+    );
+}
+
+/// A branch's commit read from the ref files is the one git resolves: loose, packed, packed then
+/// moved (the loose file wins), and missing.
+#[tokio::test]
+async fn a_branch_read_from_its_files_is_where_git_says() {
+    let repo = TestRepo::new();
+    repo.write("a", "1\n");
+    repo.commit_all("one");
+    let one = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    repo.write("a", "2\n");
+    repo.commit_all("two");
+    let two = repo.git(&["rev-parse", "HEAD"]).trim().to_owned();
+    repo.git(&["branch", "abo/packed", &one]);
+    repo.git(&["branch", "abo/moved", &one]);
+    repo.git(&["pack-refs", "--all"]);
+    repo.git(&["branch", "-f", "abo/moved", &two]);
+    repo.git(&["branch", "abo/loose", &two]);
+    let git = Git::new(repo.path.clone());
+    for (branch, at) in [
+        ("abo/packed", Some(&one)),
+        ("abo/moved", Some(&two)),
+        ("abo/loose", Some(&two)),
+        ("abo/none", None),
+    ] {
+        assert_eq!(
+            git.branch_head(branch)
+                .await
+                .unwrap()
+                .map(|c| c.to_string()),
+            at.cloned(),
+            "{branch}"
+        );
+        assert!(git.ref_in_files(&format!("refs/heads/{branch}")).is_some());
+    }
+}
