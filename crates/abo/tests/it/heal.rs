@@ -342,7 +342,8 @@ fn the_daemon_verifies_main_on_schedule_reverts_a_bad_abo_commit_and_reports_a_p
         ),
         (&Value::from(bad.as_str()), &Value::from(false))
     );
-    assert!(artifact(&repo, &verifies[1]["data"]["log"]).contains("e2e: b breaks it"));
+    let bad_log = artifact(&repo, &verifies[1]["data"]["log"]);
+    assert!(bad_log.contains("e2e: b breaks it"), "{bad_log}\n{evs:#?}");
     assert_eq!(verifies[2]["data"]["passed"], true, "the revert verifies");
 
     // main: the bad commit, then its revert on top (moved by compare-and-swap, never forced).
