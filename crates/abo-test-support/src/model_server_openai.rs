@@ -236,12 +236,18 @@ impl Drop for ModelServer {
     }
 }
 
-/// A base URL on 127.0.0.1 where nothing listens: connections are refused.
+/// A base URL on 127.0.0.1 where nothing listens: connections are refused. Port 1 (tcpmux), not
+/// a port bound and let go: the kernel hands that one to the next test that binds port 0 (an
+/// egress proxy of a test beside this one answered a "down" provider's request), while port 1 is
+/// outside the ephemeral range and privileged. Checked, so that a machine where something does
+/// listen there says so.
 pub fn down_url() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    drop(l);
-    format!("http://127.0.0.1:{port}/v1")
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+    assert!(
+        std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(1)).is_err(),
+        "something listens on {addr}: the tests need a port where connections are refused"
+    );
+    format!("http://{addr}/v1")
 }
 
 /// A CA made now, and a server configuration whose certificate it signed for `localhost` and
