@@ -85,6 +85,14 @@ fn ev(run: &str, task: Option<&str>, body: EventBody) -> Event {
     }
 }
 
+/// An attempt landed.
+fn landed(attempt: u32) -> EventBody {
+    EventBody::TaskLanded {
+        attempt,
+        commit: CommitSha::new("c"),
+    }
+}
+
 /// Where a test's store lives; each `open` is a separate pool, as a separate process would have.
 enum Db {
     Sqlite(tempfile::TempDir),
@@ -1024,20 +1032,9 @@ fn gate(at: i64, name: &str, flaky: Option<&[&str]>) -> Event {
     e
 }
 
-/// What `hedge.after: p90` reads: each landed attempt's wall time, started to landed, by the
-/// task's type; attempts that did not land are not counted.
+/// Events of a few kinds, after a seq, in order, at most a limit; none of a kind never appended.
 async fn events_of_some_kinds_are_read_in_order_after_a_seq(db: Db) {
     let store = db.open().await;
-    let started = |attempt| EventBody::TaskStarted {
-        attempt,
-        backend: BackendName::new("command"),
-        worktree: "w".into(),
-        reserved: Default::default(),
-    };
-    let landed = |attempt| EventBody::TaskLanded {
-        attempt,
-        commit: CommitSha::new("c"),
-    };
     let stored = store
         .append(&[
             ev(
@@ -1045,11 +1042,11 @@ async fn events_of_some_kinds_are_read_in_order_after_a_seq(db: Db) {
                 None,
                 EventBody::RunCreated(Box::new(spec(&["a", "b"]))),
             ),
-            ev("r1", Some("a"), started(1)),
+            ev("r1", Some("a"), started(1, "command", None)),
             ev("r1", Some("a"), landed(1)),
             ev("r2", None, EventBody::RunCreated(Box::new(spec(&["a"])))),
-            ev("r2", Some("a"), started(1)),
-            ev("r1", Some("b"), started(1)),
+            ev("r2", Some("a"), started(1, "command", None)),
+            ev("r1", Some("b"), started(1, "command", None)),
             ev("r2", Some("a"), landed(1)),
             ev("r1", Some("b"), landed(1)),
         ])
@@ -1081,21 +1078,13 @@ async fn events_of_some_kinds_are_read_in_order_after_a_seq(db: Db) {
     );
 }
 
+/// What `hedge.after: p90` reads: each landed attempt's wall time, started to landed, by the
+/// task's type; attempts that did not land are not counted.
 async fn landed_durations_are_by_task_type_from_started_to_landed(db: Db) {
     let store = db.open().await;
     let at = |ms: i64, task: &str, body| Event {
         at: Timestamp(1_700_000_000_000 + ms),
         ..ev("r1", Some(task), body)
-    };
-    let started = |attempt| EventBody::TaskStarted {
-        attempt,
-        backend: BackendName::new("command"),
-        worktree: "w".into(),
-        reserved: Default::default(),
-    };
-    let landed = |attempt| EventBody::TaskLanded {
-        attempt,
-        commit: CommitSha::new("c"),
     };
     store
         .append(&[
@@ -1104,11 +1093,11 @@ async fn landed_durations_are_by_task_type_from_started_to_landed(db: Db) {
                 None,
                 EventBody::RunCreated(Box::new(spec(&["a", "b"]))),
             ),
-            at(0, "a", started(1)),
-            at(100, "b", started(1)),
+            at(0, "a", started(1, "command", None)),
+            at(100, "b", started(1, "command", None)),
             at(2_000, "a", landed(1)),
             // b's first attempt failed; its second landed 300 ms after it started.
-            at(2_500, "b", started(2)),
+            at(2_500, "b", started(2, "command", None)),
             at(2_800, "b", landed(2)),
         ])
         .await
