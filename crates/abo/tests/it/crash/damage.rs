@@ -371,6 +371,11 @@ fn a_checked_out_run_branch_is_never_moved_the_run_pauses_and_says_how_to_go_on(
     let id = read_run_id(&mut child);
     let branch = format!("abo/{id}");
     assert!(wait_for(30, || started.exists()));
+    // `b` lands first: a land between the checkout and reading the branch would leave the
+    // person's index behind the branch, which is what the test checks never happens.
+    assert!(wait_for(30, || events(&repo, &id)
+        .iter()
+        .any(|e| e["kind"] == "task.landed" && e["task"] == "b")));
     // The person checks the run branch out in their working tree while `a` runs.
     repo.git(&["checkout", "--quiet", &branch]);
     let head = repo.git(&["rev-parse", &branch]);
