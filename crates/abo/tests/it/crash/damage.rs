@@ -353,6 +353,16 @@ fn a_run_branch_that_lost_work_and_holds_other_commits_is_refused_with_how_to_re
     resume_and_check(&repo, &id, &["a", "b", "c"]);
 }
 
+/// Waits until `task` of run `id` has landed.
+fn wait_landed(repo: &TestRepo, id: &str, task: &str) {
+    assert!(
+        wait_for(30, || events(repo, id)
+            .iter()
+            .any(|e| e["kind"] == "task.landed" && e["task"] == task)),
+        "{task} landed"
+    );
+}
+
 #[test]
 fn a_checked_out_run_branch_is_never_moved_the_run_pauses_and_says_how_to_go_on() {
     let repo = TestRepo::new();
@@ -373,9 +383,7 @@ fn a_checked_out_run_branch_is_never_moved_the_run_pauses_and_says_how_to_go_on(
     assert!(wait_for(30, || started.exists()));
     // `b` lands first: a land between the checkout and reading the branch would leave the
     // person's index behind the branch, which is what the test checks never happens.
-    assert!(wait_for(30, || events(&repo, &id)
-        .iter()
-        .any(|e| e["kind"] == "task.landed" && e["task"] == "b")));
+    wait_landed(&repo, &id, "b");
     // The person checks the run branch out in their working tree while `a` runs.
     repo.git(&["checkout", "--quiet", &branch]);
     let head = repo.git(&["rev-parse", &branch]);
@@ -427,9 +435,7 @@ fn a_run_branch_reset_while_the_run_goes_on_pauses_it_and_resume_restores_what_l
     let mut child = spawn(&repo, &["run", b.to_str().unwrap()]);
     let id = read_run_id(&mut child);
     let branch = format!("abo/{id}");
-    assert!(wait_for(30, || events(&repo, &id)
-        .iter()
-        .any(|e| e["kind"] == "task.landed" && e["task"] == "b")));
+    wait_landed(&repo, &id, "b");
     let base = crate::status(&repo, Some(&id))["run"]["base"]
         .as_str()
         .unwrap()
