@@ -169,6 +169,11 @@ impl Ctx {
         self.root.join(format!("{}-merged", attempt.worktree()))
     }
 
+    /// Worktrees of finished attempts, kept for the next attempts to start from (`git::pool`).
+    pub fn worktree_pool(&self) -> PathBuf {
+        self.root.join(".abo/worktrees/.pool")
+    }
+
     pub fn run_worktrees(&self, run: &RunId) -> PathBuf {
         self.root.join(".abo/worktrees").join(run.as_str())
     }

@@ -175,7 +175,14 @@ pub(crate) async fn execute_here(
                 outcome,
             })
         }
-        Effect::Cleanup { attempt, keep } => match forget_then_cleanup(ctx, &attempt, keep).await {
+        Effect::Cleanup { attempt, keep } => match forget_then_cleanup(
+            ctx,
+            &attempt,
+            keep,
+            recycled(spec),
+        )
+        .await
+        {
             Ok(()) => Done::default(),
             Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
         },
@@ -201,7 +208,8 @@ pub(crate) async fn execute_here(
             // what is killed, with its process groups, then the worktree goes.
             let marker = format!("ABO_WORKTREE={}", ctx.worktree(&attempt).to_string_lossy());
             process::kill_marked(&marker);
-            match forget_then_cleanup(ctx, &attempt, false).await {
+            // Killed, not waited for: its worktree is removed, never kept for another attempt.
+            match forget_then_cleanup(ctx, &attempt, false, 0).await {
                 Ok(()) => Done::default(),
                 Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
             }
@@ -312,14 +320,37 @@ pub(crate) async fn execute_here(
     }
 }
 
-/// Drops what the attempt's gates measured, then cleans up its worktree.
+/// Drops what the attempt's gates measured, then cleans up its worktree (into the pool of at
+/// most `pool` worktrees, see [`recycled`]).
 async fn forget_then_cleanup(
     ctx: &Ctx,
     attempt: &AttemptId,
     keep: bool,
+    pool: usize,
 ) -> Result<(), crate::git::GitError> {
     ctx.measures.forget(attempt);
-    cleanup(ctx, attempt, keep).await
+    cleanup(ctx, attempt, keep, pool).await
+}
+
+/// How many finished attempts' worktrees the pool keeps for later attempts (`git::pool`): as
+/// many as run at once, when no process of a finished attempt can still write its worktree. That
+/// holds when every process ran in a PID namespace of its own (all of it dies with the
+/// namespace's init, and the sandbox's helper waits for that before the attempt ends); without
+/// one (`sandbox.mode: off`, or a host without PID namespaces) a process an attempt left could
+/// write into the next attempt's files, so nothing is pooled.
+fn recycled(spec: &RunSpec) -> usize {
+    static PID_NAMESPACES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let isolated = spec.settings.sandbox.mode != abo_core::config::SandboxMode::Off
+        && *PID_NAMESPACES.get_or_init(|| {
+            abo_sandbox::probe()
+                .iter()
+                .any(|l| l.name == "pid namespace" && l.available)
+        });
+    if isolated {
+        spec.settings.max_parallel.clamp(1, 64)
+    } else {
+        0
+    }
 }
 
 /// The variables every process run for an attempt gets.
@@ -797,7 +828,7 @@ async fn start_attempt(
     let start = format!("refs/heads/{}", spec.branch);
     if let Err(e) = ctx
         .git
-        .add_worktree_from(&wt, &attempt.branch(), &start)
+        .add_worktree_pooled(&ctx.worktree_pool(), &wt, &attempt.branch(), &start)
         .await
     {
         return match ctx.git.branch_head(&spec.branch).await {
@@ -1666,14 +1697,21 @@ async fn advance(
     }
 }
 
-async fn cleanup(ctx: &Ctx, attempt: &AttemptId, keep: bool) -> Result<(), crate::git::GitError> {
+async fn cleanup(
+    ctx: &Ctx,
+    attempt: &AttemptId,
+    keep: bool,
+    pool: usize,
+) -> Result<(), crate::git::GitError> {
     ctx.changes.take(attempt);
     ctx.staged.take(attempt);
     ctx.git
         .remove_worktree(&ctx.merged_worktree(attempt))
         .await?;
     if !keep {
-        ctx.git.remove_worktree(&ctx.worktree(attempt)).await?;
+        ctx.git
+            .recycle_worktree(&ctx.worktree(attempt), &ctx.worktree_pool(), pool)
+            .await?;
         ctx.git.delete_branch(&attempt.branch()).await?;
         let _ = std::fs::remove_dir_all(ctx.scratch(attempt));
     }

@@ -653,6 +653,9 @@ pub async fn sweep(ctx: &Ctx, state: &RunState) {
         }
     }
     if state.in_flight() == 0 {
+        ctx.git
+            .trim_pool(&ctx.worktree_pool(), crate::git::pool::IDLE)
+            .await;
         let _ = std::fs::remove_dir_all(ctx.run_scratch(&state.id));
         if keep.is_empty() {
             let _ = std::fs::remove_dir(&dir);
@@ -692,6 +695,7 @@ pub async fn gc(
         let _ = std::fs::remove_dir_all(ctx.run_scratch(&r.id));
         cleaned.push(r.id);
     }
+    ctx.git.trim_pool(&ctx.worktree_pool(), 0).await;
     ctx.git.prune_worktrees().await?;
     Ok((cleaned, repaired))
 }

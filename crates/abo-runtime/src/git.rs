@@ -12,6 +12,9 @@
 //! config file, and reaches git's own subprocesses through `GIT_CONFIG_PARAMETERS`), the settings
 //! in [`HARDENING`]:
 //!
+//! - `core.checkStat=default` and `core.trustctime=true`: whether a file changed is judged by its
+//!   change time and inode too, never by its size and modification time alone (which whoever
+//!   writes the file sets), whatever the repository's configuration says;
 //! - `core.fsmonitor=false` and `core.hooksPath=/dev/null`: no fsmonitor, no hook (`--no-verify`
 //!   skips only pre-commit and commit-msg; `post-index-change`, `post-commit`, `post-checkout`,
 //!   `post-merge` and `reference-transaction` would still run);
@@ -174,6 +177,8 @@ pub const GIT_ENV_REMOVE: &[&str] = &[
 pub const HARDENING: &[&str] = &[
     "core.fsmonitor=false",
     "core.hooksPath=/dev/null",
+    "core.checkStat=default",
+    "core.trustctime=true",
     "submodule.recurse=false",
     "fetch.recurseSubmodules=false",
     "push.recurseSubmodules=no",
@@ -715,6 +720,26 @@ impl Git {
             start,
         ];
         self.add_worktree_args(path, &add).await
+    }
+
+    /// [`Git::add_worktree_from`], taking a prepared worktree from the pool folder `pool` when it
+    /// holds one (`git::pool`: only the files that differ are written).
+    pub async fn add_worktree_pooled(
+        &self,
+        pool: &Path,
+        path: &Path,
+        branch: &str,
+        start: &str,
+    ) -> Result<()> {
+        {
+            let _shared = self.worktrees.read().await;
+            if self.remove_registered(path).await
+                && self.take_pooled(pool, path, branch, start).await
+            {
+                return Ok(());
+            }
+        }
+        self.add_worktree_from(path, branch, start).await
     }
 
     /// A detached worktree at `path` on `at`.
@@ -1336,6 +1361,7 @@ mod batch;
 pub mod chain;
 pub mod index;
 mod notes;
+pub mod pool;
 pub mod repair;
 mod show;
 

@@ -54,7 +54,7 @@ impl Git {
 
     /// The common git directory and the entry's name, when abo writes this repository's
     /// worktrees itself.
-    fn writable_layout(&self, path: &Path) -> Option<(PathBuf, String)> {
+    pub(super) fn writable_layout(&self, path: &Path) -> Option<(PathBuf, String)> {
         let common = common_dir(&self.root)?;
         if !self.root.join(".git").is_dir() || common.join("reftable").exists() {
             return None;

@@ -1,0 +1,423 @@
+//! Prepared worktrees: a finished attempt's worktree is kept in a pool (a folder of abo's,
+//! `.abo/worktrees/pool/`) instead of being deleted, and the next attempt takes it and checks out
+//! its start there. `git reset --hard` then writes only the files that differ from what the
+//! worktree's index records, so an attempt's setup costs what its change costs, not what the
+//! repository holds (a fresh checkout of 50,000 files writes 50,000 files).
+//!
+//! A pooled worktree held an agent's work, and anything in it may be an attack on the next
+//! attempt: left files, links, nested repositories, modes, a tracked file rewritten in place with
+//! its size and time kept. What the next attempt gets is what a fresh checkout would give it:
+//!
+//! - [`scrub`] removes everything the index does not track (ignored files too, and nested
+//!   repositories), every tracked path whose type, mode or link count is not what git's checkout
+//!   writes, and the contents of nested repositories' folders. It walks without following a
+//!   link. It runs when the worktree goes into the pool and again when it is taken.
+//! - `git reset --hard` compares each remaining file with the index by its stat data. The index
+//!   is git's, in the repository's git directory, which no attempt can write. A file written since
+//!   the index recorded it has a later change time (set by the kernel; no process can set it
+//!   back), and `HARDENING` pins the comparison (`core.checkStat=default`, `core.trustctime=true`)
+//!   so that a repository's configuration cannot turn change times off. Git compares them in
+//!   whole seconds: a file rewritten in the second its stat data were recorded, its size and
+//!   modification time kept, is taken for unchanged unless git finds the entry racy. The stat
+//!   data abo's git records before an agent starts (the checkout) and after it ended are safe
+//!   from that; those an attempt's `check` tool records while its agent runs are not (see
+//!   ARCHITECTURE.md, "What abo does not defend against").
+//! - The worktree's `.git` file is written new, and its entry in the repository keeps only what
+//!   a new entry has (`commondir`, `HEAD`, `gitdir`, and the index).
+//!
+//! A pooled worktree's entry is locked (`git worktree prune` and `remove` leave it) and detached
+//! (its attempt's branch can be deleted). Taking one is a `rename` of its folder: of two attempts
+//! reaching for the same one, one gets it. Whatever fails, the worktree is removed and the
+//! attempt gets a fresh one.
+//!
+//! Only the caller knows when no process of the attempt can still write the folder: it recycles
+//! a worktree only when the attempt's processes ran in a PID namespace of their own (they all
+//! died with its init before the attempt ended), never after a kill it did not wait for.
+
+use std::collections::{HashMap, HashSet};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+
+use super::{Git, common_dir, index};
+
+/// The reason a pooled worktree's entry is locked with: what `git worktree list` shows.
+const LOCKED: &str = "abo: a prepared worktree in abo's pool\n";
+
+/// Worktrees the pool keeps once no run is going on.
+pub const IDLE: usize = 2;
+
+impl Git {
+    /// Puts the worktree at `path` in the pool folder `pool` when it holds fewer than `cap`, else
+    /// removes it as [`Git::remove_worktree`] does. The caller vouches that nothing of its attempt
+    /// still runs.
+    pub async fn recycle_worktree(
+        &self,
+        path: &Path,
+        pool: &Path,
+        cap: usize,
+    ) -> super::Result<()> {
+        if cap > pooled(pool).len() && self.writable_layout(path).is_some() {
+            let _shared = self.worktrees.read().await;
+            if self.put(path, pool).await.is_ok() {
+                return Ok(());
+            }
+        }
+        self.remove_worktree(path).await
+    }
+
+    /// Takes a pooled worktree to `path` (which must not exist) with its `HEAD` naming `branch`,
+    /// and checks out `start` there as `git reset --hard` does, moving or creating the branch.
+    /// `false` when the pool had none, or the one taken could not be made ready (it is gone).
+    pub(super) async fn take_pooled(
+        &self,
+        pool: &Path,
+        path: &Path,
+        branch: &str,
+        start: &str,
+    ) -> bool {
+        let Some(common) = common_dir(&self.root) else {
+            return false;
+        };
+        let Ok(pool) = pool.canonicalize() else {
+            return false;
+        };
+        let Some(name) = pooled(&pool)
+            .into_iter()
+            .find(|n| rename_new(&pool.join(n), path).is_ok())
+        else {
+            return false;
+        };
+        let named = pool.join(&name).join(".git");
+        let Some(entry) = entry_naming(&common, &name, &named) else {
+            let _ = std::fs::remove_dir_all(path);
+            return false;
+        };
+        match self.ready(&common, entry.clone(), path, branch, start).await {
+            Ok(()) => true,
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(path);
+                let _ = std::fs::remove_dir_all(&entry);
+                false
+            }
+        }
+    }
+
+    /// Removes every pooled worktree past the first `keep`.
+    pub async fn trim_pool(&self, pool: &Path, keep: usize) {
+        let Some(common) = common_dir(&self.root) else {
+            return;
+        };
+        let Ok(pool) = pool.canonicalize() else {
+            return;
+        };
+        let _shared = self.worktrees.read().await;
+        for name in pooled(&pool).into_iter().skip(keep) {
+            // Taken out first, so that no attempt takes it while it goes.
+            let out = pool.join(format!(".{name}.removing"));
+            if rename_new(&pool.join(&name), &out).is_err() {
+                continue;
+            }
+            if let Some(entry) = entry_naming(&common, &name, &pool.join(&name).join(".git")) {
+                let _ = std::fs::remove_dir_all(entry);
+            }
+            let _ = std::fs::remove_dir_all(&out);
+        }
+    }
+
+    /// Moves the registered worktree at `path` into the pool, detached and scrubbed.
+    async fn put(&self, path: &Path, pool: &Path) -> Result<(), String> {
+        let common = common_dir(&self.root).ok_or("no git directory")?;
+        let mut entry = self.pinned_git_dir(path).ok_or("not a registered worktree")?;
+        let commit = self.head_commit(path, &entry).await?;
+        std::fs::create_dir_all(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
+        let pool = pool.canonicalize().map_err(|e| e.to_string())?;
+        write(&entry.join("locked"), LOCKED)?;
+        let name = (0..100)
+            .map(|n| format!("w{}-{}", std::process::id(), next_number() + n))
+            .find(|n| rename_new(path, &pool.join(n)).is_ok())
+            .ok_or("no free name in the pool")?;
+        let folder = pool.join(&name);
+        let result = self.settle(&common, &mut entry, &folder, &name, &commit).await;
+        if result.is_err() {
+            let _ = std::fs::remove_dir_all(&folder);
+            let _ = std::fs::remove_dir_all(&entry);
+        }
+        result
+    }
+
+    /// A worktree just moved to the pool `folder`: its entry renamed after it and naming it,
+    /// detached at `commit`, and the folder scrubbed.
+    async fn settle(
+        &self,
+        common: &Path,
+        entry: &mut PathBuf,
+        folder: &Path,
+        name: &str,
+        commit: &str,
+    ) -> Result<(), String> {
+        write(
+            &entry.join("gitdir"),
+            &format!("{}\n", folder.join(".git").display()),
+        )?;
+        write(&entry.join("HEAD"), &format!("{commit}\n"))?;
+        let renamed = common.join("worktrees").join(name);
+        if rename_new(entry, &renamed).is_ok() {
+            *entry = renamed;
+        }
+        write_dot_git(folder, entry)?;
+        keep_only_a_new_entrys(entry)?;
+        let entries = self.index_entries(folder).await.map_err(|e| e.to_string())?;
+        scrub_blocking(folder.to_owned(), entries).await
+    }
+
+    /// A pooled worktree, now at `path`, made the worktree of `branch` at `start`.
+    async fn ready(
+        &self,
+        common: &Path,
+        mut entry: PathBuf,
+        path: &Path,
+        branch: &str,
+        start: &str,
+    ) -> Result<(), String> {
+        let path = path.canonicalize().map_err(|e| e.to_string())?;
+        write(
+            &entry.join("gitdir"),
+            &format!("{}\n", path.join(".git").display()),
+        )?;
+        // Named after its folder, as git names entries, where that name is free: the entry is
+        // then found at once (`Git::pinned_git_dir`).
+        if let Some(name) = path.file_name() {
+            let renamed = common.join("worktrees").join(name);
+            if rename_new(&entry, &renamed).is_ok() {
+                entry = renamed;
+            }
+        }
+        write_dot_git(&path, &entry)?;
+        write(&entry.join("HEAD"), &format!("ref: refs/heads/{branch}\n"))?;
+        keep_only_a_new_entrys(&entry)?;
+        let entries = self.index_entries(&path).await.map_err(|e| e.to_string())?;
+        scrub_blocking(path.clone(), entries).await?;
+        std::fs::remove_file(entry.join("locked")).map_err(|e| e.to_string())?;
+        self.run_in(
+            &path,
+            &[
+                "reset",
+                "--hard",
+                "--quiet",
+                "--no-recurse-submodules",
+                start,
+                "--",
+            ],
+        )
+        .await
+        .map(drop)
+        .map_err(|e| e.to_string())
+    }
+
+    /// The commit the worktree's `HEAD` is on: from the branch's file when git wrote it plainly.
+    async fn head_commit(&self, path: &Path, entry: &Path) -> Result<String, String> {
+        let head = std::fs::read_to_string(entry.join("HEAD")).map_err(|e| e.to_string())?;
+        let head = head.trim();
+        let found = match head.strip_prefix("ref: ") {
+            Some(r) => self.ref_in_files(r).flatten().map(|c| c.to_string()),
+            None => Some(head.to_owned()),
+        };
+        let commit = match found {
+            Some(c) => c,
+            None => self
+                .run_in(path, &["rev-parse", "--verify", "HEAD^{commit}"])
+                .await
+                .map_err(|e| e.to_string())?
+                .trim()
+                .to_owned(),
+        };
+        if commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            Ok(commit)
+        } else {
+            Err(format!("HEAD is not a commit: {commit:?}"))
+        }
+    }
+}
+
+/// The pool's worktrees, by name (folders abo named; anything else there is not taken).
+fn pooled(pool: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(pool) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| n.starts_with('w') && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .collect();
+    names.sort();
+    names
+}
+
+/// A number for the next pooled worktree's name, distinct within this process.
+fn next_number() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(100, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The entry under `<common>/worktrees/` whose `gitdir` names `dot_git` (as abo wrote it, not
+/// resolved: the folder it names has moved): `worktrees/<name>` first, else any.
+fn entry_naming(common: &Path, name: &str, dot_git: &Path) -> Option<PathBuf> {
+    let admin = common.join("worktrees");
+    let names = |e: &Path| {
+        std::fs::read_to_string(e.join("gitdir")).is_ok_and(|g| Path::new(g.trim()) == dot_git)
+    };
+    let guess = admin.join(name);
+    if names(&guess) {
+        return Some(guess);
+    }
+    std::fs::read_dir(&admin)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|e| names(e))
+}
+
+/// `rename(2)` that never replaces what is at `to` (an empty folder would be replaced).
+fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+}
+
+fn write(file: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(file, text).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+/// The worktree's `.git` file, written new whatever stands at its name.
+fn write_dot_git(folder: &Path, entry: &Path) -> Result<(), String> {
+    let dot = folder.join(".git");
+    match std::fs::symlink_metadata(&dot) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dot),
+        Ok(_) => std::fs::remove_file(&dot),
+        Err(_) => Ok(()),
+    }
+    .map_err(|e| format!("{}: {e}", dot.display()))?;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&dot)
+        .and_then(|mut f| {
+            std::io::Write::write_all(&mut f, format!("gitdir: {}\n", entry.display()).as_bytes())
+        })
+        .map_err(|e| format!("{}: {e}", dot.display()))
+}
+
+/// Removes from a worktree's entry what a new entry does not have (what abo's git left there:
+/// `ORIG_HEAD`, logs, a lock of a killed git), keeping the index, whose stat data spare the next
+/// checkout the files that did not change.
+fn keep_only_a_new_entrys(entry: &Path) -> Result<(), String> {
+    const KEPT: &[&str] = &["commondir", "gitdir", "HEAD", "index", "locked"];
+    for e in std::fs::read_dir(entry).map_err(|e| e.to_string())?.flatten() {
+        if KEPT.iter().any(|k| e.file_name() == *k) {
+            continue;
+        }
+        let p = e.path();
+        match e.file_type() {
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        }
+        .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+async fn scrub_blocking(folder: PathBuf, entries: Vec<index::Entry>) -> Result<(), String> {
+    let shown = folder.display().to_string();
+    tokio::task::spawn_blocking(move || scrub(&folder, &entries, umask()))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("scrubbing {shown}: {e}"))
+}
+
+/// The process's file mode creation mask, as Linux reports it (`/proc/self/status`).
+fn umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|m| u32::from_str_radix(m.trim(), 8).ok())
+        })
+        .unwrap_or(0o022)
+}
+
+/// Leaves in the worktree at `folder` only what its index `entries` track, as git's checkout
+/// writes it with the file mode creation mask `umask`: a folder (mode `0777 & !umask`) for each
+/// folder on a tracked path, a regular file with one link (`0666` or `0777`, as the entry's mode
+/// says, `& !umask`) or a symbolic link at each tracked path, an empty folder at a nested
+/// repository's. Everything else is removed (a folder with all it holds); `git reset --hard`
+/// writes again what is missing. The worktree's `.git` file is left alone. Nothing is followed:
+/// each name is looked at with `lstat`, and the walk keeps its own stack (no recursion to
+/// exhaust).
+pub fn scrub(folder: &Path, entries: &[index::Entry], umask: u32) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let dir_mode = 0o777 & !umask;
+    let mut tracked: HashMap<&[u8], u32> = HashMap::with_capacity(entries.len());
+    let mut folders: HashSet<&[u8]> = HashSet::new();
+    for e in entries {
+        let path = e.path.as_bytes();
+        tracked.insert(path, e.mode);
+        for (i, b) in path.iter().enumerate() {
+            if *b == b'/' {
+                folders.insert(&path[..i]);
+            }
+        }
+    }
+    let root = std::fs::symlink_metadata(folder)?;
+    if root.mode() & 0o7777 != dir_mode {
+        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(dir_mode))?;
+    }
+    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = folder.join(std::ffi::OsStr::from_bytes(&rel));
+        for e in std::fs::read_dir(&dir)? {
+            let e = e?;
+            let name = e.file_name();
+            if rel.is_empty() && name == ".git" {
+                continue;
+            }
+            let mut path = rel.clone();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(name.as_bytes());
+            let meta = std::fs::symlink_metadata(e.path())?;
+            let perm = meta.mode() & 0o7777;
+            let kept = if folders.contains(path.as_slice()) {
+                meta.is_dir() && perm == dir_mode
+            } else {
+                match tracked.get(path.as_slice()) {
+                    Some(0o100644) => {
+                        meta.is_file() && meta.nlink() == 1 && perm == (0o666 & !umask)
+                    }
+                    Some(0o100755) => meta.is_file() && meta.nlink() == 1 && perm == dir_mode,
+                    Some(0o120000) => meta.is_symlink(),
+                    Some(0o160000) => {
+                        meta.is_dir()
+                            && perm == dir_mode
+                            && std::fs::read_dir(e.path())?.next().is_none()
+                    }
+                    _ => false,
+                }
+            };
+            if !kept {
+                if meta.is_dir() {
+                    std::fs::remove_dir_all(e.path())?;
+                } else {
+                    std::fs::remove_file(e.path())?;
+                }
+            } else if meta.is_dir() && !tracked.contains_key(path.as_slice()) {
+                stack.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

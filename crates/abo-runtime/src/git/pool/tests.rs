@@ -1,0 +1,223 @@
+//! A pooled worktree, after a hostile attempt wrote in it, comes back as a fresh checkout would
+//! be. The control takes the same attacked worktree back as a pool without the scrub and the
+//! pinned stat comparison would (git's `reset --hard` alone, under the repository's own
+//! configuration), and finds the attacks there.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use abo_test_support::{TestRepo, git_in};
+use pretty_assertions::assert_eq;
+
+use super::super::Git;
+
+/// A modification time far in the past, that the index records for `src/a.txt`.
+fn long_ago() -> std::time::SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)
+}
+
+/// Every name under `dir` but its `.git` file: its type, permission bits, link count, and its
+/// content or link target.
+fn listing(dir: &Path) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            if rel == ".git" {
+                continue;
+            }
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            let what = if m.is_symlink() {
+                format!("link {}", std::fs::read_link(&p).unwrap().display())
+            } else if m.is_dir() {
+                stack.push(p.clone());
+                format!("dir {:o}", m.mode() & 0o7777)
+            } else if m.is_file() {
+                format!(
+                    "file {:o} x{} {:?}",
+                    m.mode() & 0o7777,
+                    m.nlink(),
+                    std::fs::read(&p).unwrap()
+                )
+            } else {
+                format!("other {:o}", m.mode())
+            };
+            out.insert(rel, what);
+        }
+    }
+    out
+}
+
+/// A repository with nested folders, an executable, a link, an ignored folder and a nested
+/// repository's gitlink, whose owner configured git to compare only sizes and modification times.
+fn repository() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("src/a.txt", "original\n");
+    repo.write("src/deep/b.txt", "b\n");
+    repo.write("src/c.txt", "c\n");
+    repo.write("docs/guide.md", "guide\n");
+    repo.write("run.sh", "echo run\n");
+    repo.write(".gitignore", "build/\n");
+    std::fs::set_permissions(
+        repo.path.join("run.sh"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("src/c.txt", repo.path.join("link")).unwrap();
+    repo.commit_all("base");
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let info = format!("160000,{},vendor/lib", head.trim());
+    repo.git(&["update-index", "--add", "--cacheinfo", &info]);
+    repo.git(&["commit", "-qm", "vendor"]);
+    repo.git(&["config", "core.checkStat", "minimal"]);
+    repo
+}
+
+/// What a hostile attempt leaves in its worktree `wt`, once abo's own git recorded `src/a.txt`
+/// in the index (as staging the attempt's change does).
+fn plant(wt: &Path) {
+    let a = wt.join("src/a.txt");
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(long_ago())
+        .unwrap();
+    git_in(wt, &["update-index", "--refresh"]);
+    // Git compares change times in whole seconds: the agent writes in a later second than the
+    // one abo's git recorded the file in (see `git::pool`'s documentation).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    // Rewritten in place: the same size, the recorded modification time set back.
+    std::fs::write(&a, "poisoned\n").unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&a)
+        .unwrap()
+        .set_modified(long_ago())
+        .unwrap();
+    let w = |rel: &str, text: &str| {
+        let p = wt.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    w("untracked.txt", "left\n");
+    w("build/out.o", "ignored\n");
+    w("vendor/lib/evil.sh", "in the nested repository's folder\n");
+    git_in(wt, &["init", "--quiet", "src/inner"]);
+    w("src/inner/x", "a nested repository\n");
+    // A tracked folder replaced by a link out of the worktree.
+    std::fs::remove_dir_all(wt.join("docs")).unwrap();
+    std::os::unix::fs::symlink("/etc", wt.join("docs")).unwrap();
+    // A tracked file hard-linked to a twin, a setuid executable, a closed folder.
+    w("twin", "c\n");
+    std::fs::remove_file(wt.join("src/c.txt")).unwrap();
+    std::fs::hard_link(wt.join("twin"), wt.join("src/c.txt")).unwrap();
+    std::fs::set_permissions(wt.join("run.sh"), std::fs::Permissions::from_mode(0o4777)).unwrap();
+    std::fs::set_permissions(wt.join("src/deep"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::mkfifo(&wt.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
+    let repo = repository();
+    let git = Git::new(repo.path.clone());
+    let pool = repo.path.join(".abo/worktrees/.pool");
+    let start = format!(
+        "refs/heads/{}",
+        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
+    );
+    let fresh = repo.path.join(".abo/worktrees/r/fresh-1");
+    git.add_worktree_from(&fresh, "fresh", &start).await.unwrap();
+    let want = listing(&fresh);
+    assert_eq!(
+        want.get("vendor/lib").map(String::as_str),
+        Some("dir 755"),
+        "a fresh checkout has the gitlink's empty folder: {want:#?}"
+    );
+
+    let first = repo.path.join(".abo/worktrees/r/t1-1");
+    git.add_worktree_pooled(&pool, &first, "abo-attempt/r/t1-1", &start)
+        .await
+        .unwrap();
+    let inode = std::fs::metadata(&first).unwrap().ino();
+    plant(&first);
+    git.recycle_worktree(&first, &pool, 4).await.unwrap();
+    assert!(!first.exists());
+    assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 1);
+    // Its branch can go: the pooled worktree is detached.
+    git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
+    // What `git worktree prune` does to the pooled entry: nothing.
+    repo.git(&["worktree", "prune"]);
+
+    let second = repo.path.join(".abo/worktrees/r/t2-1");
+    git.add_worktree_pooled(&pool, &second, "abo-attempt/r/t2-1", &start)
+        .await
+        .unwrap();
+    assert_eq!(
+        std::fs::metadata(&second).unwrap().ino(),
+        inode,
+        "the pooled worktree was taken"
+    );
+    assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 0);
+    assert_eq!(listing(&second), want);
+    assert_eq!(git_in(&second, &["status", "--porcelain", "--ignored"]), "");
+    assert_eq!(
+        git_in(&second, &["symbolic-ref", "HEAD"]).trim(),
+        "refs/heads/abo-attempt/r/t2-1"
+    );
+    assert_eq!(
+        git_in(&second, &["rev-parse", "HEAD"]),
+        repo.git(&["rev-parse", "HEAD"])
+    );
+    // Git and abo find the same entry: the one named after the folder.
+    let real = second.canonicalize().unwrap();
+    let listed = repo.git(&["worktree", "list", "--porcelain"]);
+    assert!(
+        listed.contains(&format!("worktree {}\n", real.display())),
+        "{listed}"
+    );
+    assert!(
+        repo.path.join(".git/worktrees/t2-1/index").exists(),
+        "{listed}"
+    );
+    assert!(!repo.path.join(".git/worktrees/t2-1/locked").exists());
+    std::fs::write(second.join("new.txt"), "new\n").unwrap();
+    let commit = git.commit_all(&second, &["t2".into()]).await.unwrap();
+    assert_eq!(
+        git.branch_head("abo-attempt/r/t2-1").await.unwrap(),
+        Some(commit)
+    );
+    git.remove_worktree(&second).await.unwrap();
+    assert_eq!(repo.git(&["worktree", "list", "--porcelain"]).matches("worktree ").count(), 2);
+}
+
+/// The control: the same attacks, and the worktree taken back with `git reset --hard` alone.
+#[tokio::test]
+async fn control_a_worktree_reset_by_git_alone_keeps_the_attacks() {
+    let repo = repository();
+    let git = Git::new(repo.path.clone());
+    let start = format!(
+        "refs/heads/{}",
+        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
+    );
+    let wt = repo.path.join(".abo/worktrees/r/t1-1");
+    git.add_worktree_from(&wt, "abo-attempt/r/t1-1", &start)
+        .await
+        .unwrap();
+    plant(&wt);
+    git_in(&wt, &["reset", "--hard", "--quiet", &start]);
+    let got = listing(&wt);
+    let at = |p: &str| got.get(p).cloned().unwrap_or_default();
+    assert!(at("src/a.txt").contains(&format!("{:?}", b"poisoned\n")), "{got:#?}");
+    for left in ["untracked.txt", "build/out.o", "vendor/lib/evil.sh", "src/inner/x", "pipe"] {
+        assert!(got.contains_key(left), "{left}: {got:#?}");
+    }
+    assert!(at("run.sh").starts_with("file 4777"), "{got:#?}");
+    assert_eq!(at("src/deep"), "dir 700");
+}
