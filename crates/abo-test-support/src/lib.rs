@@ -100,12 +100,14 @@ impl TestRepo {
             .collect()
     }
 
-    /// Paths of the worktrees git knows, the main one excluded.
+    /// Paths of the worktrees git knows, the main one and those abo keeps prepared for later
+    /// attempts (its pool, `.abo/worktrees/.pool/`) excluded.
     pub fn extra_worktrees(&self) -> Vec<String> {
         self.git(&["worktree", "list", "--porcelain"])
             .lines()
             .filter_map(|l| l.strip_prefix("worktree "))
             .skip(1)
+            .filter(|w| !w.contains("/.abo/worktrees/.pool/"))
             .map(str::to_owned)
             .collect()
     }
