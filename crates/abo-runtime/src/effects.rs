@@ -175,17 +175,12 @@ pub(crate) async fn execute_here(
                 outcome,
             })
         }
-        Effect::Cleanup { attempt, keep } => match forget_then_cleanup(
-            ctx,
-            &attempt,
-            keep,
-            recycled(spec),
-        )
-        .await
-        {
-            Ok(()) => Done::default(),
-            Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
-        },
+        Effect::Cleanup { attempt, keep } => {
+            match forget_then_cleanup(ctx, &attempt, keep, recycled(spec)).await {
+                Ok(()) => Done::default(),
+                Err(e) => Done::warning(format!("cleaning up {attempt}: {e}")),
+            }
+        }
         Effect::Prove { attempt, commit } => {
             let title = spec
                 .tasks

@@ -94,7 +94,10 @@ impl Git {
             let _ = std::fs::remove_dir_all(path);
             return false;
         };
-        match self.ready(&common, entry.clone(), path, branch, start).await {
+        match self
+            .ready(&common, entry.clone(), path, branch, start)
+            .await
+        {
             Ok(()) => true,
             Err(_) => {
                 let _ = std::fs::remove_dir_all(path);
@@ -129,7 +132,9 @@ impl Git {
     /// Moves the registered worktree at `path` into the pool, detached and scrubbed.
     async fn put(&self, path: &Path, pool: &Path) -> Result<(), String> {
         let common = common_dir(&self.root).ok_or("no git directory")?;
-        let mut entry = self.pinned_git_dir(path).ok_or("not a registered worktree")?;
+        let mut entry = self
+            .pinned_git_dir(path)
+            .ok_or("not a registered worktree")?;
         let commit = self.head_commit(path, &entry).await?;
         std::fs::create_dir_all(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
         let pool = pool.canonicalize().map_err(|e| e.to_string())?;
@@ -139,7 +144,9 @@ impl Git {
             .find(|n| rename_new(path, &pool.join(n)).is_ok())
             .ok_or("no free name in the pool")?;
         let folder = pool.join(&name);
-        let result = self.settle(&common, &mut entry, &folder, &name, &commit).await;
+        let result = self
+            .settle(&common, &mut entry, &folder, &name, &commit)
+            .await;
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&folder);
             let _ = std::fs::remove_dir_all(&entry);
@@ -168,7 +175,10 @@ impl Git {
         }
         write_dot_git(folder, entry)?;
         keep_only_a_new_entrys(entry)?;
-        let entries = self.index_entries(folder).await.map_err(|e| e.to_string())?;
+        let entries = self
+            .index_entries(folder)
+            .await
+            .map_err(|e| e.to_string())?;
         scrub_blocking(folder.to_owned(), entries).await
     }
 
@@ -312,7 +322,10 @@ fn write_dot_git(folder: &Path, entry: &Path) -> Result<(), String> {
 /// checkout the files that did not change.
 fn keep_only_a_new_entrys(entry: &Path) -> Result<(), String> {
     const KEPT: &[&str] = &["commondir", "gitdir", "HEAD", "index", "locked"];
-    for e in std::fs::read_dir(entry).map_err(|e| e.to_string())?.flatten() {
+    for e in std::fs::read_dir(entry)
+        .map_err(|e| e.to_string())?
+        .flatten()
+    {
         if KEPT.iter().any(|k| e.file_name() == *k) {
             continue;
         }
@@ -354,7 +367,7 @@ fn umask() -> u32 {
 /// writes again what is missing. The worktree's `.git` file is left alone. Nothing is followed:
 /// each name is looked at with `lstat`, and the walk keeps its own stack (no recursion to
 /// exhaust).
-pub fn scrub(folder: &Path, entries: &[index::Entry], umask: u32) -> std::io::Result<()> {
+fn scrub(folder: &Path, entries: &[index::Entry], umask: u32) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let dir_mode = 0o777 & !umask;
     let mut tracked: HashMap<&[u8], u32> = HashMap::with_capacity(entries.len());

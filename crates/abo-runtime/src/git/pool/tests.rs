@@ -119,8 +119,11 @@ fn plant(wt: &Path) {
     std::fs::hard_link(wt.join("twin"), wt.join("src/c.txt")).unwrap();
     std::fs::set_permissions(wt.join("run.sh"), std::fs::Permissions::from_mode(0o4777)).unwrap();
     std::fs::set_permissions(wt.join("src/deep"), std::fs::Permissions::from_mode(0o700)).unwrap();
-    nix::unistd::mkfifo(&wt.join("pipe"), nix::sys::stat::Mode::from_bits_truncate(0o600))
-        .unwrap();
+    nix::unistd::mkfifo(
+        &wt.join("pipe"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
 }
 
 #[tokio::test]
@@ -133,7 +136,9 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
         repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
     );
     let fresh = repo.path.join(".abo/worktrees/r/fresh-1");
-    git.add_worktree_from(&fresh, "fresh", &start).await.unwrap();
+    git.add_worktree_from(&fresh, "fresh", &start)
+        .await
+        .unwrap();
     let want = listing(&fresh);
     assert_eq!(
         want.get("vendor/lib").map(String::as_str),
@@ -194,7 +199,12 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
         Some(commit)
     );
     git.remove_worktree(&second).await.unwrap();
-    assert_eq!(repo.git(&["worktree", "list", "--porcelain"]).matches("worktree ").count(), 2);
+    assert_eq!(
+        repo.git(&["worktree", "list", "--porcelain"])
+            .matches("worktree ")
+            .count(),
+        2
+    );
 }
 
 /// The control: the same attacks, and the worktree taken back with `git reset --hard` alone.
@@ -214,8 +224,17 @@ async fn control_a_worktree_reset_by_git_alone_keeps_the_attacks() {
     git_in(&wt, &["reset", "--hard", "--quiet", &start]);
     let got = listing(&wt);
     let at = |p: &str| got.get(p).cloned().unwrap_or_default();
-    assert!(at("src/a.txt").contains(&format!("{:?}", b"poisoned\n")), "{got:#?}");
-    for left in ["untracked.txt", "build/out.o", "vendor/lib/evil.sh", "src/inner/x", "pipe"] {
+    assert!(
+        at("src/a.txt").contains(&format!("{:?}", b"poisoned\n")),
+        "{got:#?}"
+    );
+    for left in [
+        "untracked.txt",
+        "build/out.o",
+        "vendor/lib/evil.sh",
+        "src/inner/x",
+        "pipe",
+    ] {
         assert!(got.contains_key(left), "{left}: {got:#?}");
     }
     assert!(at("run.sh").starts_with("file 4777"), "{got:#?}");
