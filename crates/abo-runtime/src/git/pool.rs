@@ -135,7 +135,7 @@ impl Git {
         let mut entry = self
             .pinned_git_dir(path)
             .ok_or("not a registered worktree")?;
-        let commit = self.head_commit(path, &entry).await?;
+        let commit = self.head_commit(path).await?;
         std::fs::create_dir_all(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
         let pool = pool.canonicalize().map_err(|e| e.to_string())?;
         write(&entry.join("locked"), LOCKED)?;
@@ -226,28 +226,40 @@ impl Git {
         .map_err(|e| e.to_string())
     }
 
-    /// The commit the worktree's `HEAD` is on: from the branch's file when git wrote it plainly.
-    async fn head_commit(&self, path: &Path, entry: &Path) -> Result<String, String> {
-        let head = std::fs::read_to_string(entry.join("HEAD")).map_err(|e| e.to_string())?;
-        let head = head.trim();
-        let found = match head.strip_prefix("ref: ") {
-            Some(r) => self.ref_in_files(r).flatten().map(|c| c.to_string()),
-            None => Some(head.to_owned()),
+    /// A commit to detach a pooled worktree's `HEAD` at: the one it is on, else (its branch was
+    /// never written, or is gone) the repository's. Read from the refs' files when git wrote them
+    /// plainly; which commit does not matter to the next checkout (it compares the index with its
+    /// start), only that `HEAD` names one.
+    async fn head_commit(&self, path: &Path) -> Result<String, String> {
+        let repository_head = || {
+            let common = common_dir(&self.root)?;
+            let head = std::fs::read_to_string(common.join("HEAD")).ok()?;
+            self.ref_in_files(head.trim().strip_prefix("ref: ")?)
+                .flatten()
         };
-        let commit = match found {
-            Some(c) => c,
-            None => self
-                .run_in(path, &["rev-parse", "--verify", "HEAD^{commit}"])
-                .await
-                .map_err(|e| e.to_string())?
-                .trim()
-                .to_owned(),
-        };
-        if commit.len() >= 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Ok(commit)
-        } else {
-            Err(format!("HEAD is not a commit: {commit:?}"))
+        if let Some(c) = self.head_in_files(path).or_else(repository_head) {
+            return Ok(c.as_str().to_owned());
         }
+        for (dir, head) in [(path, "HEAD"), (self.root.as_path(), "HEAD")] {
+            if let Ok(out) = self
+                .run_in(
+                    dir,
+                    &[
+                        "rev-parse",
+                        "--verify",
+                        "--quiet",
+                        &format!("{head}^{{commit}}"),
+                    ],
+                )
+                .await
+            {
+                let c = out.trim();
+                if c.len() >= 40 && c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Ok(c.to_owned());
+                }
+            }
+        }
+        Err("neither the worktree's HEAD nor the repository's names a commit".into())
     }
 }
 

@@ -152,11 +152,19 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
         .unwrap();
     let inode = std::fs::metadata(&first).unwrap().ino();
     plant(&first);
+    // Landing deletes the attempt's branch before its worktree is cleaned up.
+    git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
     git.recycle_worktree(&first, &pool, 4).await.unwrap();
     assert!(!first.exists());
-    assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 1);
-    // Its branch can go: the pooled worktree is detached.
-    git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
+    let pooled: Vec<_> = std::fs::read_dir(&pool).unwrap().flatten().collect();
+    assert_eq!(pooled.len(), 1);
+    // Detached at a commit (the repository's HEAD: its own branch is gone), and locked.
+    let entry = repo.path.join(".git/worktrees").join(pooled[0].file_name());
+    assert_eq!(
+        std::fs::read_to_string(entry.join("HEAD")).unwrap(),
+        repo.git(&["rev-parse", "HEAD"])
+    );
+    assert!(entry.join("locked").exists());
     // What `git worktree prune` does to the pooled entry: nothing.
     repo.git(&["worktree", "prune"]);
 
