@@ -327,8 +327,8 @@ async fn forget_then_cleanup(
     cleanup(ctx, attempt, keep, pool).await
 }
 
-/// How many finished attempts' worktrees the pool keeps for later attempts (`git::pool`): as
-/// many as run at once, when no process of a finished attempt can still write its worktree. That
+/// How many finished attempts' worktrees the pool keeps for later attempts (`git::pool`): one
+/// more than run at once (the next attempt may start while the one before is cleaned up), when no process of a finished attempt can still write its worktree. That
 /// holds when every process ran in a PID namespace of its own (all of it dies with the
 /// namespace's init, and the sandbox's helper waits for that before the attempt ends); without
 /// one (`sandbox.mode: off`, or a host without PID namespaces) a process an attempt left could
@@ -342,7 +342,7 @@ fn recycled(spec: &RunSpec) -> usize {
                 .any(|l| l.name == "pid namespace" && l.available)
         });
     if isolated {
-        spec.settings.max_parallel.clamp(1, 64)
+        spec.settings.max_parallel.clamp(1, 64) + 1
     } else {
         0
     }

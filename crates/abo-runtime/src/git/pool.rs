@@ -83,6 +83,11 @@ impl Git {
         let Ok(pool) = pool.canonicalize() else {
             return false;
         };
+        if let Some(parent) = path.parent()
+            && std::fs::create_dir_all(parent).is_err()
+        {
+            return false;
+        }
         let Some(name) = pooled(&pool)
             .into_iter()
             .find(|n| rename_new(&pool.join(n), path).is_ok())

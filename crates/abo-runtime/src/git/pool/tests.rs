@@ -168,7 +168,8 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
     // What `git worktree prune` does to the pooled entry: nothing.
     repo.git(&["worktree", "prune"]);
 
-    let second = repo.path.join(".abo/worktrees/r/t2-1");
+    // The next run's attempt: its folder's parent is not there yet.
+    let second = repo.path.join(".abo/worktrees/r2/t2-1");
     git.add_worktree_pooled(&pool, &second, "abo-attempt/r/t2-1", &start)
         .await
         .unwrap();
