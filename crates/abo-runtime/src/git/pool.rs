@@ -38,8 +38,6 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
-
 use super::{Git, common_dir, index};
 
 /// The reason a pooled worktree's entry is locked with: what `git worktree list` shows.
@@ -95,14 +93,11 @@ impl Git {
             return false;
         };
         let named = pool.join(&name).join(".git");
-        let Some(entry) = entry_naming(&common, &name, &named) else {
+        let Some(mut entry) = entry_naming(&common, &name, &named) else {
             let _ = std::fs::remove_dir_all(path);
             return false;
         };
-        match self
-            .ready(&common, entry.clone(), path, branch, start)
-            .await
-        {
+        match self.ready(&common, &mut entry, path, branch, start).await {
             Ok(()) => true,
             Err(_) => {
                 let _ = std::fs::remove_dir_all(path);
@@ -121,6 +116,12 @@ impl Git {
             return;
         };
         let _shared = self.worktrees.read().await;
+        // What a removal that was cut short left (its entry went first).
+        for e in std::fs::read_dir(&pool).into_iter().flatten().flatten() {
+            if e.file_name().to_string_lossy().ends_with(".removing") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
         for name in pooled(&pool).into_iter().skip(keep) {
             // Taken out first, so that no attempt takes it while it goes.
             let out = pool.join(format!(".{name}.removing"));
@@ -191,7 +192,7 @@ impl Git {
     async fn ready(
         &self,
         common: &Path,
-        mut entry: PathBuf,
+        entry: &mut PathBuf,
         path: &Path,
         branch: &str,
         start: &str,
@@ -205,13 +206,13 @@ impl Git {
         // then found at once (`Git::pinned_git_dir`).
         if let Some(name) = path.file_name() {
             let renamed = common.join("worktrees").join(name);
-            if rename_new(&entry, &renamed).is_ok() {
-                entry = renamed;
+            if rename_new(entry, &renamed).is_ok() {
+                *entry = renamed;
             }
         }
-        write_dot_git(&path, &entry)?;
+        write_dot_git(&path, entry)?;
         write(&entry.join("HEAD"), &format!("ref: refs/heads/{branch}\n"))?;
-        keep_only_a_new_entrys(&entry)?;
+        keep_only_a_new_entrys(entry)?;
         let entries = self.index_entries(&path).await.map_err(|e| e.to_string())?;
         scrub_blocking(path.clone(), entries).await?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| e.to_string())?;
@@ -306,9 +307,19 @@ fn entry_naming(common: &Path, name: &str, dot_git: &Path) -> Option<PathBuf> {
         .find(|e| names(e))
 }
 
-/// `rename(2)` that never replaces what is at `to` (an empty folder would be replaced).
+/// `rename(2)` that never replaces what is at `to` (an empty folder would be replaced). Where
+/// the system has no such call, nothing is renamed, and no worktree is pooled.
 fn rename_new(from: &Path, to: &Path) -> std::io::Result<()> {
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(Into::into)
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        let _ = (from, to);
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
 }
 
 fn write(file: &Path, text: &str) -> Result<(), String> {
