@@ -1,7 +1,7 @@
 //! What an attempt changed, as the policy sees it, and the secrets in it.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use serde_json::{Value, json};
@@ -371,6 +371,48 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
     read(git, wt, scanner, gitlinks).await
 }
 
+/// A worktree's index as it was, put back by [`KeptIndex::restore`]: around what abo reads of an
+/// attempt's change while a process of the attempt may still write the worktree (the agent's
+/// in-attempt `check`). Reading the change runs `git add`, which records each unchanged file's
+/// stat data in the index, and git compares change times in whole seconds: a file the agent
+/// rewrote just after, in the same second, its size and modification time kept, would match what
+/// the index recorded, and the readings after the agent (the one whose change is committed, and
+/// a pooled worktree's next checkout) would take it for unchanged while the gates ran on it. The
+/// index put back is the one written before the agent started, whose stat data are all older than
+/// anything the agent writes.
+pub struct KeptIndex {
+    file: PathBuf,
+    bytes: Vec<u8>,
+}
+
+impl KeptIndex {
+    /// The index of the registered worktree `wt` as it is now (`None`: it cannot be read, and
+    /// then git makes a new one from HEAD when asked).
+    pub fn keep(git: &Git, wt: &Path) -> Option<Self> {
+        let file = git.index_file(wt)?;
+        let bytes = std::fs::read(&file).ok()?;
+        Some(Self { file, bytes })
+    }
+
+    /// Puts it back (also when what read the change was cut short: on drop).
+    pub fn restore(self) {}
+}
+
+impl Drop for KeptIndex {
+    /// Written whole, then renamed over the index, as git writes it. When that fails the index
+    /// is removed (the next reading compares every file with HEAD).
+    fn drop(&mut self) {
+        let tmp = self.file.with_extension("abo-kept");
+        if std::fs::write(&tmp, &self.bytes)
+            .and_then(|()| std::fs::rename(&tmp, &self.file))
+            .is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+            let _ = std::fs::remove_file(&self.file);
+        }
+    }
+}
+
 /// Reads the worktree's change as [`summarize`] does when its index already holds all of it:
 /// `git apply --3way` (the patch backend's, the result cache's) stages what it applies, new
 /// files included, and nothing else has run in the worktree since. The diff alone: one git
@@ -480,6 +522,77 @@ mod tests {
     use super::*;
     use abo_test_support::TestRepo;
     use pretty_assertions::assert_eq;
+
+    /// An agent that calls its `check` tool, then rewrites a file in the second the check's
+    /// reading recorded that file's stat data (its size and modification time kept), is seen by
+    /// the reading after it: the check's index is put back. The control reads without keeping
+    /// the index, and the rewrite is missed.
+    #[tokio::test]
+    async fn a_file_rewritten_in_the_second_a_check_read_it_is_seen_after_the_agent() {
+        let repo = TestRepo::new();
+        repo.write("x.txt", "original\n");
+        repo.commit_all("base");
+        let git = Git::new(repo.path.clone());
+        let base = git.rev_parse("HEAD").await.unwrap();
+        let scanner = Scanner::default();
+        let long_ago = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        let set = |p: &Path, text: &str| {
+            std::fs::write(p, text).unwrap();
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(long_ago)
+                .unwrap();
+        };
+        let second = |p: &Path, change: bool| {
+            use std::os::unix::fs::MetadataExt;
+            let m = std::fs::metadata(p).unwrap();
+            if change { m.ctime() } else { m.mtime() }
+        };
+        // Whether the reading after the agent sees the rewrite; `None` when the rewrite fell in
+        // a later second than the check's reading (the attack missed its window: try again).
+        let attack = |n: u32, keep: bool| {
+            let (git, scanner, base) = (&git, &scanner, &base);
+            let wt = repo.outside.join(format!("wt-{keep}-{n}"));
+            async move {
+                git.add_worktree(&wt, &format!("b-{keep}-{n}"), base)
+                    .await
+                    .unwrap();
+                // The agent starts in a later second than the checkout.
+                tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+                let x = wt.join("x.txt");
+                set(&x, "original\n");
+                let kept = if keep {
+                    KeptIndex::keep(git, &wt)
+                } else {
+                    None
+                };
+                summarize(git, &wt, scanner).await.unwrap();
+                drop(kept);
+                set(&x, "poisoned\n");
+                let index = git.index_file(&wt).unwrap();
+                if !keep && second(&x, true) != second(&index, false) {
+                    return None;
+                }
+                let after = summarize(git, &wt, scanner).await.unwrap();
+                Some(after.files.iter().any(|f| f.path == "x.txt"))
+            }
+        };
+        assert_eq!(attack(0, true).await, Some(true));
+        let mut control = None;
+        for n in 0..5 {
+            control = attack(n, false).await;
+            if control.is_some() {
+                break;
+            }
+        }
+        assert_eq!(
+            control,
+            Some(false),
+            "the control: without the kept index, the rewrite is missed"
+        );
+    }
 
     /// What a reviewer is shown holds the files the agent added (never staged by it), and a
     /// worktree that is not there is an error, not an empty diff (the control: `git diff HEAD`

@@ -529,6 +529,11 @@ impl Git {
         }
     }
 
+    /// The index file of the registered worktree `wt`, in the repository's git directory.
+    pub fn index_file(&self, wt: &Path) -> Option<PathBuf> {
+        self.pinned_git_dir(wt).map(|d| d.join("index"))
+    }
+
     /// The entries of worktree `wt`'s index (`git ls-files --stage`): read from the index file in
     /// the worktree's git directory (found from the repository's bookkeeping, as for every git
     /// call) when [`index`] can, otherwise from `git ls-files`.

@@ -46,6 +46,8 @@ impl InAttempt<'_> {
         let scratch = ctx.scratch(attempt).join(format!("check-{n}"));
         let _ = std::fs::remove_dir_all(&scratch);
         let _ = std::fs::create_dir_all(&scratch);
+        // The agent runs on while this check reads its change: see `KeptIndex`.
+        let kept = change::KeptIndex::keep(&ctx.git, &wt);
         let env = attempt_env(spec, task, attempt, &wt);
         let mut redactor =
             Redactor::from_process_env_using(&self.run.scanner, &spec.settings.secret_env);
@@ -80,6 +82,9 @@ impl InAttempt<'_> {
         let policy = evaluate_policy(ctx, spec, self.run, attempt).await;
         // What was read for this check is not the attempt's change after the agent.
         ctx.changes.take(attempt);
+        if let Some(kept) = kept {
+            kept.restore();
+        }
         let outcome = if !failed_gates.is_empty() {
             CheckOutcome::GateFailed
         } else {

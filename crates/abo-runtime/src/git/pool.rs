@@ -20,8 +20,8 @@
 //!   whole seconds: a file rewritten in the second its stat data were recorded, its size and
 //!   modification time kept, is taken for unchanged unless git finds the entry racy. The stat
 //!   data abo's git records before an agent starts (the checkout) and after it ended are safe
-//!   from that; those an attempt's `check` tool records while its agent runs are not (see
-//!   ARCHITECTURE.md, "What abo does not defend against").
+//!   from that, and those the attempt's `check` tool records while the agent runs are dropped
+//!   (`change::KeptIndex`).
 //! - The worktree's `.git` file is written new, and its entry in the repository keeps only what
 //!   a new entry has (`commondir`, `HEAD`, `gitdir`, and the index).
 //!
