@@ -328,11 +328,14 @@ async fn forget_then_cleanup(
 }
 
 /// How many finished attempts' worktrees the pool keeps for later attempts (`git::pool`): one
-/// more than run at once (the next attempt may start while the one before is cleaned up), when no process of a finished attempt can still write its worktree. That
-/// holds when every process ran in a PID namespace of its own (all of it dies with the
-/// namespace's init, and the sandbox's helper waits for that before the attempt ends); without
-/// one (`sandbox.mode: off`, or a host without PID namespaces) a process an attempt left could
-/// write into the next attempt's files, so nothing is pooled.
+/// more than run at once (the next attempt may start while the one before is cleaned up), when
+/// no process of a finished attempt can still write its worktree. Only worktrees cleaned up
+/// without being kept are pooled (a landed change's, a denied or outdone proposal's; a failed
+/// attempt's is kept for inspection, and one a person or abo stopped is removed), so their
+/// processes ended by themselves; in a PID namespace of its own (the sandbox) everything such a
+/// process started died with the namespace's init, which the sandbox's helper waits for before
+/// the attempt ends. Without one (`sandbox.mode: off`, or a host without PID namespaces) a process
+/// an attempt left could write into the next attempt's files, so nothing is pooled.
 fn recycled(spec: &RunSpec) -> usize {
     static PID_NAMESPACES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     let isolated = spec.settings.sandbox.mode != abo_core::config::SandboxMode::Off
