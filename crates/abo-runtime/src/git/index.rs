@@ -26,6 +26,33 @@ impl Entry {
     }
 }
 
+/// What the index recorded of an entry's file when git last found it unchanged (`lstat(2)`'s
+/// fields, cut to 32 bits as git stores them): a file whose `lstat` still gives these was not
+/// written since (its change time is the kernel's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stat {
+    pub ctime: (u32, u32),
+    pub mtime: (u32, u32),
+    pub ino: u32,
+    pub size: u32,
+}
+
+impl Stat {
+    /// Whether `m` (an `lstat`) is what was recorded, to the nanosecond.
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        reason = "git stores each field cut to 32 bits"
+    )]
+    pub fn matches(&self, m: &std::fs::Metadata) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        self.ctime == (m.ctime() as u32, m.ctime_nsec() as u32)
+            && self.mtime == (m.mtime() as u32, m.mtime_nsec() as u32)
+            && self.ino == m.ino() as u32
+            && self.size == m.size() as u32
+    }
+}
+
 /// Bytes of an entry before its object name: ctime, mtime, dev, ino, mode, uid, gid, size.
 const STAT: usize = 40;
 /// Past this many entries the file is not read (git itself would take long on it anyway).
@@ -46,6 +73,15 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 }
 
 pub fn parse(b: &[u8], hash_len: usize) -> Option<Vec<Entry>> {
+    parse_with_stats(b, hash_len).map(|v| v.into_iter().map(|(e, _)| e).collect())
+}
+
+/// The entries of the index file at `file`, each with the stat data git recorded for it.
+pub fn read_with_stats(file: &Path, hash_len: usize) -> Option<Vec<(Entry, Stat)>> {
+    parse_with_stats(&std::fs::read(file).ok()?, hash_len)
+}
+
+pub fn parse_with_stats(b: &[u8], hash_len: usize) -> Option<Vec<(Entry, Stat)>> {
     if b.get(0..4)? != b"DIRC" {
         return None;
     }
@@ -95,12 +131,19 @@ pub fn parse(b: &[u8], hash_len: usize) -> Option<Vec<Entry>> {
         if !matches!(mode, 0o100644 | 0o100755 | 0o120000 | 0o160000) {
             return None;
         }
-        out.push(Entry {
+        let stat = Stat {
+            ctime: (be32(b, start)?, be32(b, start + 4)?),
+            mtime: (be32(b, start + 8)?, be32(b, start + 12)?),
+            ino: be32(b, start + 20)?,
+            size: be32(b, start + 36)?,
+        };
+        let entry = Entry {
             mode,
             object,
             stage: u8::try_from((flags >> 12) & 3).ok()?,
             path: String::from_utf8(name.to_vec()).ok()?,
-        });
+        };
+        out.push((entry, stat));
     }
     // Extensions: a signature and a size each. One whose signature does not start with an
     // uppercase letter changes what the entries mean (a split or sparse index): not read here.

@@ -181,10 +181,7 @@ impl Git {
         }
         write_dot_git(folder, entry)?;
         keep_only_a_new_entrys(entry)?;
-        let entries = self
-            .index_entries(folder)
-            .await
-            .map_err(|e| e.to_string())?;
+        let entries = self.index_stats(folder).ok_or("the index cannot be read")?;
         scrub_blocking(folder.to_owned(), entries).await
     }
 
@@ -213,7 +210,7 @@ impl Git {
         write_dot_git(&path, entry)?;
         write(&entry.join("HEAD"), &format!("ref: refs/heads/{branch}\n"))?;
         keep_only_a_new_entrys(entry)?;
-        let entries = self.index_entries(&path).await.map_err(|e| e.to_string())?;
+        let entries = self.index_stats(&path).ok_or("the index cannot be read")?;
         scrub_blocking(path.clone(), entries).await?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| e.to_string())?;
         self.run_in(
@@ -367,7 +364,10 @@ fn keep_only_a_new_entrys(entry: &Path) -> Result<(), String> {
     Ok(())
 }
 
-async fn scrub_blocking(folder: PathBuf, entries: Vec<index::Entry>) -> Result<(), String> {
+async fn scrub_blocking(
+    folder: PathBuf,
+    entries: Vec<(index::Entry, index::Stat)>,
+) -> Result<(), String> {
     let shown = folder.display().to_string();
     tokio::task::spawn_blocking(move || scrub(&folder, &entries, umask()))
         .await
@@ -387,22 +387,30 @@ fn umask() -> u32 {
         .unwrap_or(0o022)
 }
 
-/// Leaves in the worktree at `folder` only what its index `entries` track, as git's checkout
-/// writes it with the file mode creation mask `umask`: a folder (mode `0777 & !umask`) for each
-/// folder on a tracked path, a regular file with one link (`0666` or `0777`, as the entry's mode
-/// says, `& !umask`) or a symbolic link at each tracked path, an empty folder at a nested
-/// repository's. Everything else is removed (a folder with all it holds); `git reset --hard`
-/// writes again what is missing. The worktree's `.git` file is left alone. Nothing is followed:
-/// each name is looked at with `lstat`, and the walk keeps its own stack (no recursion to
-/// exhaust).
-fn scrub(folder: &Path, entries: &[index::Entry], umask: u32) -> std::io::Result<()> {
+/// Leaves in the worktree at `folder` only what its index `entries` track, as the index
+/// recorded it and git's checkout writes it with the file mode creation mask `umask`: a folder
+/// (mode `0777 & !umask`) for each folder on a tracked path; at each tracked path a file or link
+/// whose `lstat` is what the index recorded (so not written since git last found it to hold the
+/// entry's object: whatever an attempt changed and did not commit, new files it marked
+/// intent-to-add included, goes), a regular file also with one link and the mode git gives it
+/// (`0666` or `0777`, as the entry says, `& !umask`); an empty folder at a nested repository's.
+/// Everything else is removed (a folder with all it holds); `git reset --hard` writes again what
+/// is missing. The worktree's `.git` file is left alone. Nothing is followed: each name is looked
+/// at with `lstat`, and the walk keeps its own stack (no recursion to exhaust).
+fn scrub(
+    folder: &Path,
+    entries: &[(index::Entry, index::Stat)],
+    umask: u32,
+) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let dir_mode = 0o777 & !umask;
-    let mut tracked: HashMap<&[u8], u32> = HashMap::with_capacity(entries.len());
+    let mut tracked: HashMap<&[u8], (u32, index::Stat)> = HashMap::with_capacity(entries.len());
     let mut folders: HashSet<&[u8]> = HashSet::new();
-    for e in entries {
+    for (e, stat) in entries {
         let path = e.path.as_bytes();
-        tracked.insert(path, e.mode);
+        // A conflicted path (stages 1 to 3) is never kept: its entries hold no file's stat.
+        let mode = if e.stage == 0 { e.mode } else { 0 };
+        tracked.insert(path, (mode, *stat));
         for (i, b) in path.iter().enumerate() {
             if *b == b'/' {
                 folders.insert(&path[..i]);
@@ -433,12 +441,20 @@ fn scrub(folder: &Path, entries: &[index::Entry], umask: u32) -> std::io::Result
                 meta.is_dir() && perm == dir_mode
             } else {
                 match tracked.get(path.as_slice()) {
-                    Some(0o100644) => {
-                        meta.is_file() && meta.nlink() == 1 && perm == (0o666 & !umask)
+                    Some((0o100644, stat)) => {
+                        meta.is_file()
+                            && meta.nlink() == 1
+                            && perm == (0o666 & !umask)
+                            && stat.matches(&meta)
                     }
-                    Some(0o100755) => meta.is_file() && meta.nlink() == 1 && perm == dir_mode,
-                    Some(0o120000) => meta.is_symlink(),
-                    Some(0o160000) => {
+                    Some((0o100755, stat)) => {
+                        meta.is_file()
+                            && meta.nlink() == 1
+                            && perm == dir_mode
+                            && stat.matches(&meta)
+                    }
+                    Some((0o120000, stat)) => meta.is_symlink() && stat.matches(&meta),
+                    Some((0o160000, _)) => {
                         meta.is_dir()
                             && perm == dir_mode
                             && std::fs::read_dir(e.path())?.next().is_none()

@@ -106,6 +106,9 @@ fn plant(wt: &Path) {
         std::fs::write(p, text).unwrap();
     };
     w("untracked.txt", "left\n");
+    // A new file abo's reading of the change marked intent-to-add (a denied change's, say).
+    w("src/secret.txt", "the attempt's secret\n");
+    git_in(wt, &["add", "--intent-to-add", "src/secret.txt"]);
     w("build/out.o", "ignored\n");
     w("vendor/lib/evil.sh", "in the nested repository's folder\n");
     git_in(wt, &["init", "--quiet", "src/inner"]);
@@ -165,6 +168,14 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
         repo.git(&["rev-parse", "HEAD"])
     );
     assert!(entry.join("locked").exists());
+    // Nothing of the attempt's uncommitted change waits in the pool.
+    for planted in ["poisoned", "the attempt's secret", "left", "ignored"] {
+        assert_eq!(
+            abo_test_support::files_containing(&pool, planted),
+            Vec::<std::path::PathBuf>::new(),
+            "{planted}"
+        );
+    }
     // What `git worktree prune` does to the pooled entry: nothing.
     repo.git(&["worktree", "prune"]);
 
