@@ -716,6 +716,7 @@ impl Git {
             if self.remove_registered(path).await
                 && matches!(self.create_worktree(path, branch, start).await, Ok(true))
             {
+                self.mark_ready(path);
                 return Ok(());
             }
         }
@@ -730,7 +731,9 @@ impl Git {
             &p,
             start,
         ];
-        self.add_worktree_args(path, &add).await
+        self.add_worktree_args(path, &add).await?;
+        self.mark_ready(path);
+        Ok(())
     }
 
     /// [`Git::add_worktree_from`], taking a prepared worktree from the pool folder `pool` when it

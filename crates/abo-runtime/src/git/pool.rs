@@ -10,8 +10,12 @@
 //!
 //! - [`scrub`] removes everything the index does not track (ignored files too, and nested
 //!   repositories), every tracked path whose type, mode or link count is not what git's checkout
-//!   writes, and the contents of nested repositories' folders. It walks without following a
-//!   link. It runs when the worktree goes into the pool and again when it is taken.
+//!   writes, every tracked file whose stat data are not what the index recorded, every tracked
+//!   file changed after the worktree was checked out (its change time is after the [`READY`]
+//!   note's: git's conversions map more than one content to one blob, so git cannot tell a
+//!   rewritten file from the committed one), and the contents of nested repositories' folders.
+//!   It walks without following a link. It runs when the worktree goes into the pool and again
+//!   when it is taken.
 //! - `git reset --hard` compares each remaining file with the index by its stat data. The index
 //!   is git's, in the repository's git directory, which no attempt can write. A file written since
 //!   the index recorded it has a later change time (set by the kernel; no process can set it
@@ -27,8 +31,9 @@
 //!
 //! A pooled worktree's entry is locked (`git worktree prune` and `remove` leave it) and detached
 //! (its attempt's branch can be deleted). Taking one is a `rename` of its folder: of two attempts
-//! reaching for the same one, one gets it. Whatever fails, the worktree is removed and the
-//! attempt gets a fresh one.
+//! reaching for the same one, one gets it. Whatever fails, the worktree is removed (or, when it
+//! cannot be, renamed out of the pool's names, for the next trim) and the attempt gets a fresh
+//! one.
 //!
 //! Only the caller knows when no process of the attempt can still write the folder: it recycles
 //! a worktree only when the attempt's processes ran in a PID namespace of their own (they all
@@ -45,6 +50,13 @@ const LOCKED: &str = "abo: a prepared worktree in abo's pool\n";
 
 /// Worktrees the pool keeps once no run is going on.
 pub const IDLE: usize = 2;
+
+/// A file abo creates in a worktree's entry once the worktree is checked out, before anything of
+/// its attempt runs: its change time is when the attempt could start writing. A tracked file
+/// changed later (its content, its attributes, its links: the kernel sets its change time) is
+/// removed before the worktree is used again, whatever git says of it: git's clean and smudge
+/// conversions (line endings, `ident`) take more than one content for the same blob.
+const READY: &str = "abo-ready";
 
 impl Git {
     /// Puts the worktree at `path` in the pool folder `pool` when it holds fewer than `cap`, else
@@ -94,16 +106,32 @@ impl Git {
         };
         let named = pool.join(&name).join(".git");
         let Some(mut entry) = entry_naming(&common, &name, &named) else {
-            let _ = std::fs::remove_dir_all(path);
+            discard(&pool, &name, path);
             return false;
         };
         match self.ready(&common, &mut entry, path, branch, start).await {
-            Ok(()) => true,
+            Ok(()) => {
+                self.mark_ready(path);
+                true
+            }
             Err(_) => {
-                let _ = std::fs::remove_dir_all(path);
                 let _ = std::fs::remove_dir_all(&entry);
+                discard(&pool, &name, path);
                 false
             }
+        }
+    }
+
+    /// Notes that the registered worktree at `path` is checked out and nothing of its attempt
+    /// ran yet ([`READY`]); without the note the worktree is never pooled.
+    pub(super) fn mark_ready(&self, path: &Path) {
+        if let Some(entry) = self.pinned_git_dir(path) {
+            let file = entry.join(READY);
+            let _ = std::fs::remove_file(&file);
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&file);
         }
     }
 
@@ -141,6 +169,7 @@ impl Git {
         let mut entry = self
             .pinned_git_dir(path)
             .ok_or("not a registered worktree")?;
+        std::fs::metadata(entry.join(READY)).map_err(|e| format!("{READY}: {e}"))?;
         let commit = self.head_commit(path).await?;
         std::fs::create_dir_all(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
         let pool = pool.canonicalize().map_err(|e| e.to_string())?;
@@ -154,8 +183,8 @@ impl Git {
             .settle(&common, &mut entry, &folder, &name, &commit)
             .await;
         if result.is_err() {
-            let _ = std::fs::remove_dir_all(&folder);
             let _ = std::fs::remove_dir_all(&entry);
+            discard(&pool, &name, &folder);
         }
         result
     }
@@ -182,7 +211,7 @@ impl Git {
         write_dot_git(folder, entry)?;
         keep_only_a_new_entrys(entry)?;
         let entries = self.index_stats(folder).ok_or("the index cannot be read")?;
-        scrub_blocking(folder.to_owned(), entries).await
+        scrub_blocking(folder.to_owned(), entries, ready_time(entry)?).await
     }
 
     /// A pooled worktree, now at `path`, made the worktree of `branch` at `start`.
@@ -211,7 +240,7 @@ impl Git {
         write(&entry.join("HEAD"), &format!("ref: refs/heads/{branch}\n"))?;
         keep_only_a_new_entrys(entry)?;
         let entries = self.index_stats(&path).ok_or("the index cannot be read")?;
-        scrub_blocking(path.clone(), entries).await?;
+        scrub_blocking(path.clone(), entries, ready_time(entry)?).await?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| e.to_string())?;
         self.run_in(
             &path,
@@ -346,7 +375,7 @@ fn write_dot_git(folder: &Path, entry: &Path) -> Result<(), String> {
 /// `ORIG_HEAD`, logs, a lock of a killed git), keeping the index, whose stat data spare the next
 /// checkout the files that did not change.
 fn keep_only_a_new_entrys(entry: &Path) -> Result<(), String> {
-    const KEPT: &[&str] = &["commondir", "gitdir", "HEAD", "index", "locked"];
+    const KEPT: &[&str] = &["commondir", "gitdir", "HEAD", "index", "locked", READY];
     for e in std::fs::read_dir(entry)
         .map_err(|e| e.to_string())?
         .flatten()
@@ -364,12 +393,29 @@ fn keep_only_a_new_entrys(entry: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// The change time of the entry's [`READY`] note, to the nanosecond.
+fn ready_time(entry: &Path) -> Result<(i64, i64), String> {
+    let m = std::fs::metadata(entry.join(READY)).map_err(|e| format!("{READY}: {e}"))?;
+    Ok((m.ctime(), m.ctime_nsec()))
+}
+
+/// Takes a folder that could not be used out of the way: renamed to a name the pool never hands
+/// out (the next [`Git::trim_pool`] removes it) when it cannot be removed now, so that it stands
+/// neither in the pool nor at an attempt's path.
+fn discard(pool: &Path, name: &str, folder: &Path) {
+    if std::fs::remove_dir_all(folder).is_err() {
+        let aside = pool.join(format!(".{name}.removing"));
+        let _ = rename_new(folder, &aside);
+    }
+}
+
 async fn scrub_blocking(
     folder: PathBuf,
     entries: Vec<(index::Entry, index::Stat)>,
+    ready: (i64, i64),
 ) -> Result<(), String> {
     let shown = folder.display().to_string();
-    tokio::task::spawn_blocking(move || scrub(&folder, &entries, umask()))
+    tokio::task::spawn_blocking(move || scrub(&folder, &entries, umask(), ready))
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("scrubbing {shown}: {e}"))
@@ -390,9 +436,9 @@ fn umask() -> u32 {
 /// Leaves in the worktree at `folder` only what its index `entries` track, as the index
 /// recorded it and git's checkout writes it with the file mode creation mask `umask`: a folder
 /// (mode `0777 & !umask`) for each folder on a tracked path; at each tracked path a file or link
-/// whose `lstat` is what the index recorded (so not written since git last found it to hold the
-/// entry's object: whatever an attempt changed and did not commit, new files it marked
-/// intent-to-add included, goes), a regular file also with one link and the mode git gives it
+/// whose `lstat` is what the index recorded and whose change time is before `ready` (so not
+/// written since the attempt could start: whatever an attempt changed, committed or not, new
+/// files it marked intent-to-add included, goes), a regular file also with one link and the mode git gives it
 /// (`0666` or `0777`, as the entry says, `& !umask`); an empty folder at a nested repository's.
 /// Everything else is removed (a folder with all it holds); `git reset --hard` writes again what
 /// is missing. The worktree's `.git` file is left alone. Nothing is followed: each name is looked
@@ -401,6 +447,7 @@ fn scrub(
     folder: &Path,
     entries: &[(index::Entry, index::Stat)],
     umask: u32,
+    ready: (i64, i64),
 ) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let dir_mode = 0o777 & !umask;
@@ -437,6 +484,7 @@ fn scrub(
             path.extend_from_slice(name.as_bytes());
             let meta = std::fs::symlink_metadata(e.path())?;
             let perm = meta.mode() & 0o7777;
+            let untouched = (meta.ctime(), meta.ctime_nsec()) < ready;
             let kept = if folders.contains(path.as_slice()) {
                 meta.is_dir() && perm == dir_mode
             } else {
@@ -445,15 +493,17 @@ fn scrub(
                         meta.is_file()
                             && meta.nlink() == 1
                             && perm == (0o666 & !umask)
+                            && untouched
                             && stat.matches(&meta)
                     }
                     Some((0o100755, stat)) => {
                         meta.is_file()
                             && meta.nlink() == 1
                             && perm == dir_mode
+                            && untouched
                             && stat.matches(&meta)
                     }
-                    Some((0o120000, stat)) => meta.is_symlink() && stat.matches(&meta),
+                    Some((0o120000, stat)) => meta.is_symlink() && untouched && stat.matches(&meta),
                     Some((0o160000, _)) => {
                         meta.is_dir()
                             && perm == dir_mode

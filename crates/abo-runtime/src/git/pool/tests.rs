@@ -260,3 +260,85 @@ async fn control_a_worktree_reset_by_git_alone_keeps_the_attacks() {
     assert!(at("run.sh").starts_with("file 4777"), "{got:#?}");
     assert_eq!(at("src/deep"), "dir 700");
 }
+
+/// A repository whose attributes convert line endings and expand `$Id$`, and an attempt that
+/// rewrote two files into forms git's clean conversion maps back to the committed blobs: `git
+/// add` then finds them unchanged and records their new stat data, so the stat data cannot tell.
+/// What was written after the worktree was ready never reaches the next attempt.
+fn converting_repository() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write(".gitattributes", "* text=auto\n*.sh ident\n");
+    repo.write("src/a.txt", "original\n");
+    repo.write("id.sh", "echo \"$Id$\"\n");
+    repo.commit_all("base");
+    repo
+}
+
+fn rewrite_into_the_same_blobs(wt: &Path) {
+    std::fs::write(wt.join("src/a.txt"), "original\r\n").unwrap();
+    std::fs::write(
+        wt.join("id.sh"),
+        "echo \"$Id: \"; touch /tmp/pwned; echo \"$\"\n",
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn what_git_converts_back_to_the_same_blob_does_not_reach_the_next_attempt() {
+    let repo = converting_repository();
+    let git = Git::new(repo.path.clone());
+    let pool = repo.path.join(".abo/worktrees/.pool");
+    let start = format!(
+        "refs/heads/{}",
+        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
+    );
+    let fresh = repo.path.join(".abo/worktrees/r/fresh-1");
+    git.add_worktree_from(&fresh, "fresh", &start)
+        .await
+        .unwrap();
+    let want = listing(&fresh);
+    let first = repo.path.join(".abo/worktrees/r/t1-1");
+    git.add_worktree_pooled(&pool, &first, "abo-attempt/r/t1-1", &start)
+        .await
+        .unwrap();
+    rewrite_into_the_same_blobs(&first);
+    // abo's reading of the change after the agent: nothing changed, as git sees it.
+    git.stage(&first, false).await.unwrap();
+    assert_eq!(git_in(&first, &["status", "--porcelain"]), "");
+    let inode = std::fs::metadata(&first).unwrap().ino();
+    git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
+    git.recycle_worktree(&first, &pool, 4).await.unwrap();
+    let second = repo.path.join(".abo/worktrees/r2/t2-1");
+    git.add_worktree_pooled(&pool, &second, "abo-attempt/r/t2-1", &start)
+        .await
+        .unwrap();
+    assert_eq!(std::fs::metadata(&second).unwrap().ino(), inode);
+    assert_eq!(listing(&second), want);
+}
+
+/// The control: the stat data after `git add`, and `git reset --hard` with them, keep both.
+#[tokio::test]
+async fn control_what_git_converts_back_stays_through_its_reset() {
+    let repo = converting_repository();
+    let git = Git::new(repo.path.clone());
+    let start = format!(
+        "refs/heads/{}",
+        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
+    );
+    let wt = repo.path.join(".abo/worktrees/r/t1-1");
+    git.add_worktree_from(&wt, "abo-attempt/r/t1-1", &start)
+        .await
+        .unwrap();
+    rewrite_into_the_same_blobs(&wt);
+    git.stage(&wt, false).await.unwrap();
+    git_in(&wt, &["reset", "--hard", "--quiet", &start]);
+    assert_eq!(
+        std::fs::read(wt.join("src/a.txt")).unwrap(),
+        b"original\r\n"
+    );
+    assert!(
+        std::fs::read_to_string(wt.join("id.sh"))
+            .unwrap()
+            .contains("touch /tmp/pwned")
+    );
+}
