@@ -21,8 +21,9 @@
 //!   the index recorded it has a later change time (set by the kernel; no process can set it
 //!   back), and `HARDENING` pins the comparison (`core.checkStat=default`, `core.trustctime=true`)
 //!   so that a repository's configuration cannot turn change times off. Git compares them in
-//!   whole seconds: a file rewritten in the second its stat data were recorded, its size and
-//!   modification time kept, is taken for unchanged unless git finds the entry racy. The stat
+//!   whole seconds: a file rewritten in the same second as the change time its stat data
+//!   recorded, its size and modification time kept, is taken for unchanged unless git finds the
+//!   entry racy. The stat
 //!   data abo's git records before an agent starts (the checkout) and after it ended are safe
 //!   from that, and those the attempt's `check` tool records while the agent runs are dropped
 //!   (`change::KeptIndex`).
