@@ -1,5 +1,5 @@
 //! Prepared worktrees: a finished attempt's worktree is kept in a pool (a folder of abo's,
-//! `.abo/worktrees/pool/`) instead of being deleted, and the next attempt takes it and checks out
+//! `.abo/worktrees/.pool/`) instead of being deleted, and the next attempt takes it and checks out
 //! its start there. `git reset --hard` then writes only the files that differ from what the
 //! worktree's index records, so an attempt's setup costs what its change costs, not what the
 //! repository holds (a fresh checkout of 50,000 files writes 50,000 files).
@@ -23,12 +23,11 @@
 //!   so that a repository's configuration cannot turn change times off. Git compares them in
 //!   whole seconds: a file rewritten in the same second as the change time its stat data
 //!   recorded, its size and modification time kept, is taken for unchanged unless git finds the
-//!   entry racy. The stat
-//!   data abo's git records before an agent starts (the checkout) and after it ended are safe
-//!   from that, and those the attempt's `check` tool records while the agent runs are dropped
-//!   (`change::KeptIndex`).
+//!   entry racy. The stat data abo's git records before an agent starts (the checkout) and after
+//!   it ended are safe from that, and those the attempt's `check` tool records while the agent
+//!   runs are dropped (`change::KeptIndex`).
 //! - The worktree's `.git` file is written new, and its entry in the repository keeps only what
-//!   a new entry has (`commondir`, `HEAD`, `gitdir`, and the index).
+//!   a new entry has (`commondir`, `HEAD`, `gitdir`), the index, and abo's [`READY`] note.
 //!
 //! A pooled worktree's entry is locked (`git worktree prune` and `remove` leave it) and detached
 //! (its attempt's branch can be deleted). Taking one is a `rename` of its folder: of two attempts
