@@ -371,7 +371,7 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
     read(git, wt, scanner, gitlinks).await
 }
 
-/// A worktree's index as it was, put back by [`KeptIndex::restore`]: around what abo reads of an
+/// A worktree's index as it was, put back when this is dropped: around what abo reads of an
 /// attempt's change while a process of the attempt may still write the worktree (the agent's
 /// in-attempt `check`). Reading the change runs `git add`, which records each unchanged file's
 /// stat data in the index, and git compares change times in whole seconds: a file the agent
@@ -393,14 +393,12 @@ impl KeptIndex {
         let bytes = std::fs::read(&file).ok()?;
         Some(Self { file, bytes })
     }
-
-    /// Puts it back (also when what read the change was cut short: on drop).
-    pub fn restore(self) {}
 }
 
 impl Drop for KeptIndex {
-    /// Written whole, then renamed over the index, as git writes it. When that fails the index
-    /// is removed (the next reading compares every file with HEAD).
+    /// Puts the index back when dropped (also when what read the change was cut short): written
+    /// whole, then renamed over the index, as git writes it. When that fails the index is removed
+    /// (the next reading compares every file with HEAD).
     fn drop(&mut self) {
         let tmp = self.file.with_extension("abo-kept");
         if std::fs::write(&tmp, &self.bytes)

@@ -82,9 +82,7 @@ impl InAttempt<'_> {
         let policy = evaluate_policy(ctx, spec, self.run, attempt).await;
         // What was read for this check is not the attempt's change after the agent.
         ctx.changes.take(attempt);
-        if let Some(kept) = kept {
-            kept.restore();
-        }
+        drop(kept);
         let outcome = if !failed_gates.is_empty() {
             CheckOutcome::GateFailed
         } else {

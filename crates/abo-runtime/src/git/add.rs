@@ -108,23 +108,20 @@ impl Git {
             &entry.join("gitdir"),
             format!("{}\n", path.join(".git").display()),
         )?;
-        // A new file: nothing planted at the name is followed.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(path.join(".git"))
-            .and_then(|mut f| {
-                std::io::Write::write_all(
-                    &mut f,
-                    format!("gitdir: {}\n", entry.display()).as_bytes(),
-                )
-            })
-            .map_err(|e| io("the worktree's .git file", e))?;
+        super::pool::write_dot_git(&path, &entry).map_err(|message| GitError::Failed {
+            args: "worktree add".into(),
+            message,
+        })?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| io("the worktree's entry", e))?;
-        // HEAD names a branch that need not exist yet: `reset` to a commit creates it there (or
-        // moves it) and checks out that commit's tree.
+        self.check_out(&path, start).await
+    }
+
+    /// Checks out `start` in the registered worktree at `path` (`git reset --hard`): `HEAD` names
+    /// a branch that need not exist yet, and `reset` to a commit creates it there (or moves it).
+    /// Only the files that differ from what the index records are written.
+    pub(super) async fn check_out(&self, path: &Path, start: &str) -> Result<()> {
         self.run_in(
-            &path,
+            path,
             &[
                 "reset",
                 "--hard",
@@ -134,8 +131,8 @@ impl Git {
                 "--",
             ],
         )
-        .await?;
-        Ok(())
+        .await
+        .map(drop)
     }
 }
 

@@ -242,20 +242,9 @@ impl Git {
         let entries = self.index_stats(&path).ok_or("the index cannot be read")?;
         scrub_blocking(path.clone(), entries, ready_time(entry)?).await?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| e.to_string())?;
-        self.run_in(
-            &path,
-            &[
-                "reset",
-                "--hard",
-                "--quiet",
-                "--no-recurse-submodules",
-                start,
-                "--",
-            ],
-        )
-        .await
-        .map(drop)
-        .map_err(|e| e.to_string())
+        self.check_out(&path, start)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// A commit to detach a pooled worktree's `HEAD` at: the one it is on, else (its branch was
@@ -352,8 +341,9 @@ fn write(file: &Path, text: &str) -> Result<(), String> {
     std::fs::write(file, text).map_err(|e| format!("{}: {e}", file.display()))
 }
 
-/// The worktree's `.git` file, written new whatever stands at its name.
-fn write_dot_git(folder: &Path, entry: &Path) -> Result<(), String> {
+/// The worktree's `.git` file, written new whatever stands at its name (nothing planted there is
+/// followed).
+pub(super) fn write_dot_git(folder: &Path, entry: &Path) -> Result<(), String> {
     let dot = folder.join(".git");
     match std::fs::symlink_metadata(&dot) {
         Ok(m) if m.is_dir() => std::fs::remove_dir_all(&dot),

@@ -237,3 +237,52 @@ fn a_change_waiting_for_approval_shows_what_a_plain_diff_hides() {
     assert!(!plain.contains("evil.example"), "{plain}");
     assert!(plain.contains('\u{202e}'), "{plain}");
 }
+
+/// Attempts one after another take the worktrees of those before from abo's pool, and what an
+/// attempt left there (an ignored file) never reaches the next: each task fails if it finds the
+/// file the one before planted. That the worktrees were taken, not checked out again: an
+/// untouched file keeps its change time across two of the three attempts (a checkout writes it
+/// anew). Each attempt lasts over a second, so that the worktree before it is in the pool when it
+/// starts, and git's records of its files are not racy.
+#[test]
+fn attempts_take_pooled_worktrees_without_what_the_attempt_before_left() {
+    let repo = TestRepo::new();
+    repo.write("keep.txt", "untouched\n");
+    repo.write(".gitignore", "build/\n");
+    repo.commit_all("base");
+    config(&repo, "version: 1\nattempts: { max: 1 }\n");
+    let task = |id: &str, deps: &str| {
+        format!(
+            "  - {{ id: {id}, title: {id}, deps: [{deps}], run: 'test ! -e build/out && mkdir -p build && echo left > build/out && stat -c %z keep.txt > ctime-{id}.txt && sleep 1.2' }}\n"
+        )
+    };
+    let b = repo.write_outside(
+        "b.yml",
+        &format!(
+            "tasks:\n{}{}{}",
+            task("a", ""),
+            task("b", "a"),
+            task("c", "b")
+        ),
+    );
+    let out = abo(&repo, &["run", b.to_str().unwrap(), "--json"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(
+        brief(&doc),
+        s(&[("a", "landed", 1), ("b", "landed", 1), ("c", "landed", 1)])
+    );
+    let branch = doc["run"]["branch"].as_str().unwrap();
+    let ctime = |id: &str| repo.git(&["show", &format!("{branch}:ctime-{id}.txt")]);
+    let (a, b, c) = (ctime("a"), ctime("b"), ctime("c"));
+    assert!(a == b || b == c || a == c, "{a}{b}{c}");
+    assert!(
+        repo.path
+            .join(".abo/worktrees/.pool")
+            .read_dir()
+            .unwrap()
+            .count()
+            > 0,
+        "the pool keeps worktrees for the next run"
+    );
+}

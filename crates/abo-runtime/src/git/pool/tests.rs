@@ -53,6 +53,58 @@ fn listing(dir: &Path) -> BTreeMap<String, String> {
     out
 }
 
+/// A repository, abo's git on it, its pool folder and the start every worktree checks out.
+struct Lab {
+    repo: TestRepo,
+    git: Git,
+    pool: std::path::PathBuf,
+    start: String,
+}
+
+impl Lab {
+    fn new(repo: TestRepo) -> Self {
+        let git = Git::new(repo.path.clone());
+        let pool = repo.path.join(".abo/worktrees/.pool");
+        let start = format!(
+            "refs/heads/{}",
+            repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
+        );
+        Self {
+            repo,
+            git,
+            pool,
+            start,
+        }
+    }
+
+    /// A worktree of the start at `rel` (under the repository) on `branch`, from the pool when
+    /// `pooled`.
+    async fn worktree(&self, rel: &str, branch: &str, pooled: bool) -> std::path::PathBuf {
+        let wt = self.repo.path.join(rel);
+        if pooled {
+            self.git
+                .add_worktree_pooled(&self.pool, &wt, branch, &self.start)
+                .await
+                .unwrap();
+        } else {
+            self.git
+                .add_worktree_from(&wt, branch, &self.start)
+                .await
+                .unwrap();
+        }
+        wt
+    }
+
+    /// What a fresh checkout of the start holds.
+    async fn fresh(&self) -> BTreeMap<String, String> {
+        listing(
+            &self
+                .worktree(".abo/worktrees/r/fresh-1", "fresh", false)
+                .await,
+        )
+    }
+}
+
 /// A repository with nested folders, an executable, a link, an ignored folder and a nested
 /// repository's gitlink, whose owner configured git to compare only sizes and modification times.
 fn repository() -> TestRepo {
@@ -131,35 +183,25 @@ fn plant(wt: &Path) {
 
 #[tokio::test]
 async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
-    let repo = repository();
-    let git = Git::new(repo.path.clone());
-    let pool = repo.path.join(".abo/worktrees/.pool");
-    let start = format!(
-        "refs/heads/{}",
-        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
-    );
-    let fresh = repo.path.join(".abo/worktrees/r/fresh-1");
-    git.add_worktree_from(&fresh, "fresh", &start)
-        .await
-        .unwrap();
-    let want = listing(&fresh);
+    let lab = Lab::new(repository());
+    let (repo, git, pool) = (&lab.repo, &lab.git, &lab.pool);
+    let want = lab.fresh().await;
     assert_eq!(
         want.get("vendor/lib").map(String::as_str),
         Some("dir 755"),
         "a fresh checkout has the gitlink's empty folder: {want:#?}"
     );
 
-    let first = repo.path.join(".abo/worktrees/r/t1-1");
-    git.add_worktree_pooled(&pool, &first, "abo-attempt/r/t1-1", &start)
-        .await
-        .unwrap();
+    let first = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", true)
+        .await;
     let inode = std::fs::metadata(&first).unwrap().ino();
     plant(&first);
     // Landing deletes the attempt's branch before its worktree is cleaned up.
     git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
-    git.recycle_worktree(&first, &pool, 4).await.unwrap();
+    git.recycle_worktree(&first, pool, 4).await.unwrap();
     assert!(!first.exists());
-    let pooled: Vec<_> = std::fs::read_dir(&pool).unwrap().flatten().collect();
+    let pooled: Vec<_> = std::fs::read_dir(pool).unwrap().flatten().collect();
     assert_eq!(pooled.len(), 1);
     // Detached at a commit (the repository's HEAD: its own branch is gone), and locked.
     let entry = repo.path.join(".git/worktrees").join(pooled[0].file_name());
@@ -171,7 +213,7 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
     // Nothing of the attempt's uncommitted change waits in the pool.
     for planted in ["poisoned", "the attempt's secret", "left", "ignored"] {
         assert_eq!(
-            abo_test_support::files_containing(&pool, planted),
+            abo_test_support::files_containing(pool, planted),
             Vec::<std::path::PathBuf>::new(),
             "{planted}"
         );
@@ -180,16 +222,15 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
     repo.git(&["worktree", "prune"]);
 
     // The next run's attempt: its folder's parent is not there yet.
-    let second = repo.path.join(".abo/worktrees/r2/t2-1");
-    git.add_worktree_pooled(&pool, &second, "abo-attempt/r/t2-1", &start)
-        .await
-        .unwrap();
+    let second = lab
+        .worktree(".abo/worktrees/r2/t2-1", "abo-attempt/r/t2-1", true)
+        .await;
     assert_eq!(
         std::fs::metadata(&second).unwrap().ino(),
         inode,
         "the pooled worktree was taken"
     );
-    assert_eq!(std::fs::read_dir(&pool).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(pool).unwrap().count(), 0);
     assert_eq!(listing(&second), want);
     assert_eq!(git_in(&second, &["status", "--porcelain", "--ignored"]), "");
     assert_eq!(
@@ -230,18 +271,12 @@ async fn a_pooled_worktree_after_a_hostile_attempt_is_a_fresh_checkout() {
 /// The control: the same attacks, and the worktree taken back with `git reset --hard` alone.
 #[tokio::test]
 async fn control_a_worktree_reset_by_git_alone_keeps_the_attacks() {
-    let repo = repository();
-    let git = Git::new(repo.path.clone());
-    let start = format!(
-        "refs/heads/{}",
-        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
-    );
-    let wt = repo.path.join(".abo/worktrees/r/t1-1");
-    git.add_worktree_from(&wt, "abo-attempt/r/t1-1", &start)
-        .await
-        .unwrap();
+    let lab = Lab::new(repository());
+    let wt = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", false)
+        .await;
     plant(&wt);
-    git_in(&wt, &["reset", "--hard", "--quiet", &start]);
+    git_in(&wt, &["reset", "--hard", "--quiet", &lab.start]);
     let got = listing(&wt);
     let at = |p: &str| got.get(p).cloned().unwrap_or_default();
     assert!(
@@ -285,33 +320,22 @@ fn rewrite_into_the_same_blobs(wt: &Path) {
 
 #[tokio::test]
 async fn what_git_converts_back_to_the_same_blob_does_not_reach_the_next_attempt() {
-    let repo = converting_repository();
-    let git = Git::new(repo.path.clone());
-    let pool = repo.path.join(".abo/worktrees/.pool");
-    let start = format!(
-        "refs/heads/{}",
-        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
-    );
-    let fresh = repo.path.join(".abo/worktrees/r/fresh-1");
-    git.add_worktree_from(&fresh, "fresh", &start)
-        .await
-        .unwrap();
-    let want = listing(&fresh);
-    let first = repo.path.join(".abo/worktrees/r/t1-1");
-    git.add_worktree_pooled(&pool, &first, "abo-attempt/r/t1-1", &start)
-        .await
-        .unwrap();
+    let lab = Lab::new(converting_repository());
+    let git = &lab.git;
+    let want = lab.fresh().await;
+    let first = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", true)
+        .await;
     rewrite_into_the_same_blobs(&first);
     // abo's reading of the change after the agent: nothing changed, as git sees it.
     git.stage(&first, false).await.unwrap();
     assert_eq!(git_in(&first, &["status", "--porcelain"]), "");
     let inode = std::fs::metadata(&first).unwrap().ino();
     git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
-    git.recycle_worktree(&first, &pool, 4).await.unwrap();
-    let second = repo.path.join(".abo/worktrees/r2/t2-1");
-    git.add_worktree_pooled(&pool, &second, "abo-attempt/r/t2-1", &start)
-        .await
-        .unwrap();
+    git.recycle_worktree(&first, &lab.pool, 4).await.unwrap();
+    let second = lab
+        .worktree(".abo/worktrees/r2/t2-1", "abo-attempt/r/t2-1", true)
+        .await;
     assert_eq!(std::fs::metadata(&second).unwrap().ino(), inode);
     assert_eq!(listing(&second), want);
 }
@@ -319,19 +343,13 @@ async fn what_git_converts_back_to_the_same_blob_does_not_reach_the_next_attempt
 /// The control: the stat data after `git add`, and `git reset --hard` with them, keep both.
 #[tokio::test]
 async fn control_what_git_converts_back_stays_through_its_reset() {
-    let repo = converting_repository();
-    let git = Git::new(repo.path.clone());
-    let start = format!(
-        "refs/heads/{}",
-        repo.git(&["symbolic-ref", "--short", "HEAD"]).trim()
-    );
-    let wt = repo.path.join(".abo/worktrees/r/t1-1");
-    git.add_worktree_from(&wt, "abo-attempt/r/t1-1", &start)
-        .await
-        .unwrap();
+    let lab = Lab::new(converting_repository());
+    let wt = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", false)
+        .await;
     rewrite_into_the_same_blobs(&wt);
-    git.stage(&wt, false).await.unwrap();
-    git_in(&wt, &["reset", "--hard", "--quiet", &start]);
+    lab.git.stage(&wt, false).await.unwrap();
+    git_in(&wt, &["reset", "--hard", "--quiet", &lab.start]);
     assert_eq!(
         std::fs::read(wt.join("src/a.txt")).unwrap(),
         b"original\r\n"
