@@ -327,6 +327,18 @@ async fn forget_then_cleanup(
     cleanup(ctx, attempt, keep, pool).await
 }
 
+/// The announcement that `effect` will offer a worktree to the pool, made before it and the
+/// effects decided with it are started: an attempt starting beside it waits for that worktree
+/// instead of checking out a fresh one (`git::pool::Incoming`).
+pub(crate) fn coming_to_pool(
+    ctx: &Ctx,
+    spec: &RunSpec,
+    effect: &Effect,
+) -> Option<crate::git::pool::Coming> {
+    (matches!(effect, Effect::Cleanup { keep: false, .. }) && recycled(spec) > 0)
+        .then(|| ctx.git.announce_recycled())
+}
+
 /// How many finished attempts' worktrees the pool keeps for later attempts (`git::pool`): one
 /// more than run at once (the next attempt may start while the one before is cleaned up), when
 /// no process of a finished attempt can still write its worktree. Only worktrees cleaned up

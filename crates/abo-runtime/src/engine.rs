@@ -348,12 +348,18 @@ async fn drive_leased(
                 ctx.groups.kill_all();
                 break;
             }
-            for effect in effects_due {
+            // Every worktree these effects give back is announced before any of them starts.
+            let coming: Vec<_> = effects_due
+                .iter()
+                .map(|e| effects::coming_to_pool(ctx, &spec, e))
+                .collect();
+            for (effect, coming) in effects_due.into_iter().zip(coming) {
                 jobs += 1;
                 let (ctx, spec, tx) = (Arc::clone(ctx), Arc::clone(&spec), tx.clone());
                 let policy = Arc::clone(&policy);
                 tokio::spawn(async move {
                     let done = effects::execute(&ctx, &spec, &policy, effect).await;
+                    drop(coming);
                     let _ = tx.send(done);
                 });
             }

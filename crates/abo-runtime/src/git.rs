@@ -152,6 +152,9 @@ pub struct Git {
     /// The committer abo's own commits (`git fast-import`'s) name, without its time: `Name
     /// <email>` and git's time zone, asked of git once ([`Git::committer_ident`]).
     committer: std::sync::Arc<tokio::sync::OnceCell<(String, String)>>,
+    /// Worktrees on their way into the pool (`git::pool`), which an attempt finding it empty
+    /// waits for.
+    incoming: std::sync::Arc<pool::Incoming>,
 }
 
 /// Variables that would point git somewhere else than where abo means it to work, or change what
@@ -285,6 +288,7 @@ impl Git {
             notes: Default::default(),
             diffs: Default::default(),
             committer: Default::default(),
+            incoming: Default::default(),
             repo: repair::RepoLock::new(common_dir(&root).as_deref()),
             root,
         }
@@ -737,7 +741,8 @@ impl Git {
     }
 
     /// [`Git::add_worktree_from`], taking a prepared worktree from the pool folder `pool` when it
-    /// holds one (`git::pool`: only the files that differ are written).
+    /// holds one, or one is announced as coming (`git::pool`: only the files that differ are
+    /// written).
     pub async fn add_worktree_pooled(
         &self,
         pool: &Path,
@@ -745,13 +750,16 @@ impl Git {
         branch: &str,
         start: &str,
     ) -> Result<()> {
-        {
+        let cleared = {
             let _shared = self.worktrees.read().await;
-            if self.remove_registered(path).await
-                && self.take_pooled(pool, path, branch, start).await
-            {
-                return Ok(());
-            }
+            self.remove_registered(path).await
+        };
+        if cleared
+            && self
+                .take_pooled_or_incoming(pool, path, branch, start)
+                .await
+        {
+            return Ok(());
         }
         self.add_worktree_from(path, branch, start).await
     }

@@ -58,6 +58,99 @@ pub const IDLE: usize = 2;
 /// conversions (line endings, `ident`) take more than one content for the same blob.
 const READY: &str = "abo-ready";
 
+/// How long an attempt that found the pool empty waits for a worktree on its way in before it
+/// checks out a fresh one.
+const WAIT_FOR_INCOMING: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Worktrees on their way into the pool. In a run the next attempt starts while the one before
+/// is still being put in (its scrub walks the whole folder): an attempt that finds the pool empty
+/// while a worktree is coming that no other attempt waits for waits for it. Putting it in reads
+/// every file's stat data once; a fresh checkout writes every file, and leaves them all "racily
+/// clean" for the git processes of the next second, which read every file again.
+#[derive(Debug, Default)]
+pub struct Incoming {
+    /// Worktrees announced ([`Coming`]) and attempts waiting for one.
+    counts: std::sync::Mutex<(usize, usize)>,
+    /// Woken when a worktree went in, or an announced one arrived or will not.
+    changed: tokio::sync::Notify,
+}
+
+/// A worktree announced as on its way into the pool ([`Git::announce_recycled`]). Dropping it
+/// says that it arrived, or will not.
+#[derive(Debug)]
+pub struct Coming(std::sync::Arc<Incoming>);
+
+impl Drop for Coming {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.counts.lock() {
+            c.0 = c.0.saturating_sub(1);
+        }
+        self.0.changed.notify_waiters();
+    }
+}
+
+impl Incoming {
+    /// Waits, until `deadline`, for a change to the pool when a worktree is coming that no other
+    /// attempt waits for: `true` when it is worth looking again, `false` when nothing is coming
+    /// for this attempt.
+    async fn wait(&self, deadline: tokio::time::Instant) -> bool {
+        let changed = self.changed.notified();
+        tokio::pin!(changed);
+        // Registered before the counts are read: a wake between the two is not missed.
+        changed.as_mut().enable();
+        {
+            let Ok(mut c) = self.counts.lock() else {
+                return false;
+            };
+            if c.0 <= c.1 || tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            c.1 += 1;
+        }
+        let woken = tokio::time::timeout_at(deadline, changed).await.is_ok();
+        if let Ok(mut c) = self.counts.lock() {
+            c.1 = c.1.saturating_sub(1);
+        }
+        woken
+    }
+}
+
+impl Git {
+    /// Announces a worktree that will be offered to the pool ([`Git::recycle_worktree`]) until
+    /// the returned [`Coming`] is dropped: an attempt finding the pool empty meanwhile waits for
+    /// it ([`Git::add_worktree_pooled`]). Announce before the attempts that could take it start.
+    pub fn announce_recycled(&self) -> Coming {
+        if let Ok(mut c) = self.incoming.counts.lock() {
+            c.0 += 1;
+        }
+        Coming(std::sync::Arc::clone(&self.incoming))
+    }
+
+    /// Takes a pooled worktree as [`Git::take_pooled`] does, waiting for one announced as coming
+    /// when the pool has none.
+    pub(super) async fn take_pooled_or_incoming(
+        &self,
+        pool: &Path,
+        path: &Path,
+        branch: &str,
+        start: &str,
+    ) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT_FOR_INCOMING;
+        loop {
+            {
+                let _shared = self.worktrees.read().await;
+                if self.take_pooled(pool, path, branch, start).await {
+                    return true;
+                }
+            }
+            // Outside the lock: a prune waiting for it would hold up the worktree coming in.
+            if !self.incoming.wait(deadline).await {
+                return false;
+            }
+        }
+    }
+}
+
 impl Git {
     /// Puts the worktree at `path` in the pool folder `pool` when it holds fewer than `cap`, else
     /// removes it as [`Git::remove_worktree`] does. The caller vouches that nothing of its attempt
@@ -71,6 +164,7 @@ impl Git {
         if cap > pooled(pool).len() && self.writable_layout(path).is_some() {
             let _shared = self.worktrees.read().await;
             if self.put(path, pool).await.is_ok() {
+                self.incoming.changed.notify_waiters();
                 return Ok(());
             }
         }

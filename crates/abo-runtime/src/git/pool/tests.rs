@@ -360,3 +360,56 @@ async fn control_what_git_converts_back_stays_through_its_reset() {
             .contains("touch /tmp/pwned")
     );
 }
+
+/// A worktree `lab` checked out, given back to the pool by a task of its own after `after`
+/// (announced as coming when `announced`), while another attempt asks for one: that attempt's
+/// folder is the given-back one (the same inode) or a fresh checkout.
+async fn asked_while_one_is_coming(announced: bool, after: std::time::Duration) -> bool {
+    let lab = std::sync::Arc::new(Lab::new(repository()));
+    let first = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", false)
+        .await;
+    let inode = std::fs::metadata(&first).unwrap().ino();
+    let coming = announced.then(|| lab.git.announce_recycled());
+    let giver = {
+        let lab = std::sync::Arc::clone(&lab);
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            lab.git
+                .recycle_worktree(&first, &lab.pool, 2)
+                .await
+                .unwrap();
+            drop(coming);
+        })
+    };
+    let second = lab
+        .worktree(".abo/worktrees/r/t2-1", "abo-attempt/r/t2-1", true)
+        .await;
+    giver.await.unwrap();
+    std::fs::metadata(&second).unwrap().ino() == inode
+}
+
+#[tokio::test]
+async fn an_attempt_finding_the_pool_empty_waits_for_a_worktree_announced_as_coming() {
+    assert!(asked_while_one_is_coming(true, std::time::Duration::from_millis(1500)).await);
+}
+
+#[tokio::test]
+async fn control_without_the_announcement_the_attempt_checks_out_a_fresh_worktree() {
+    assert!(!asked_while_one_is_coming(false, std::time::Duration::from_millis(1500)).await);
+}
+
+#[tokio::test]
+async fn an_announced_worktree_that_does_not_come_leaves_the_attempt_a_fresh_one() {
+    let lab = Lab::new(repository());
+    let coming = lab.git.announce_recycled();
+    let dropper = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        drop(coming);
+    });
+    let wt = lab
+        .worktree(".abo/worktrees/r/t2-1", "abo-attempt/r/t2-1", true)
+        .await;
+    dropper.await.unwrap();
+    assert_eq!(listing(&wt), lab.fresh().await);
+}
