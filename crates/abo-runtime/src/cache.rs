@@ -65,7 +65,11 @@ pub async fn reuse(
     };
     let file = scratch.join("cached.diff");
     std::fs::write(&file, bytes).ok()?;
-    ctx.git.apply(wt, &file, false).await.ok()?;
+    // The worktree is as its checkout left it: nothing ran there yet (`git::fsmonitor`).
+    let vouched = ctx.git.vouch(wt, &[]);
+    let applied = ctx.git.apply(wt, &file, false).await;
+    drop(vouched);
+    applied.ok()?;
     Some((key, source))
 }
 

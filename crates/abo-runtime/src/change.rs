@@ -117,18 +117,29 @@ impl Latest {
 /// The attempts whose change this process read last in their worktree (staged intent-to-add,
 /// nothing run there since) and has not committed, with the commit the change was read against:
 /// such an attempt commits in one `git commit --all`, its parent known. Any other (abo restarted,
-/// a gate ran after the read, the index holds gitlinks) stages and checks as before.
+/// a gate ran after the read, the index holds gitlinks) stages and checks as before. Each holds
+/// the paths of the change read when nothing but abo's git can write the worktree since (every
+/// process of the attempt has ended): its commit is then told that nothing else changed
+/// (`git::fsmonitor`).
 #[derive(Debug, Default)]
-pub struct Staged(Mutex<HashMap<AttemptId, abo_core::ids::CommitSha>>);
+pub struct Staged(Mutex<HashMap<AttemptId, (abo_core::ids::CommitSha, Option<Vec<Vec<u8>>>)>>);
 
 impl Staged {
-    pub fn put(&self, attempt: &AttemptId, on: abo_core::ids::CommitSha) {
+    pub fn put(
+        &self,
+        attempt: &AttemptId,
+        on: abo_core::ids::CommitSha,
+        changed: Option<Vec<Vec<u8>>>,
+    ) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert(attempt.clone(), on);
+            m.insert(attempt.clone(), (on, changed));
         }
     }
 
-    pub fn take(&self, attempt: &AttemptId) -> Option<abo_core::ids::CommitSha> {
+    pub fn take(
+        &self,
+        attempt: &AttemptId,
+    ) -> Option<(abo_core::ids::CommitSha, Option<Vec<Vec<u8>>>)> {
         self.0.lock().ok()?.remove(attempt)
     }
 }
@@ -416,9 +427,13 @@ impl Drop for KeptIndex {
 /// files included, and nothing else has run in the worktree since. The diff alone: one git
 /// process. After anything else (an agent, a command, a gate) new files are only in the
 /// worktree, and only [`summarize`] sees them.
+///
+/// Since nothing but git ran there, the diff is told that nothing changed since git last looked
+/// (`git::fsmonitor`).
 pub async fn summarize_staged(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change, GitError> {
     let entries = git.index_entries(wt).await?;
     let gitlinks = entries.iter().any(crate::git::index::Entry::is_gitlink);
+    let _vouched = git.vouch(wt, &[]);
     read(git, wt, scanner, gitlinks).await
 }
 

@@ -893,6 +893,9 @@ async fn start_attempt(
     };
     // What the backend changed: how many files, and the secrets it wrote, which never reach an
     // artifact (its log and transcript are redacted).
+    // Nothing but abo's git writes the worktree from here on when only git wrote it, or when
+    // every process of the attempt ran in a PID namespace (they all ended with the backend).
+    let quiet = applied || recycled(spec) > 0;
     let read = if applied && outcome.failure.is_none() {
         change::summarize_staged(&ctx.git, &wt, &run.scanner).await
     } else {
@@ -927,7 +930,16 @@ async fn start_attempt(
             if !change.gitlinks
                 && let Some(head) = ctx.git.head_in_files(&wt)
             {
-                ctx.staged.put(attempt, head);
+                // What the diff found changed, which git looked at every file for: the rest is
+                // as the index records it, for the commit to be told (`git::fsmonitor`).
+                let changed = quiet.then(|| {
+                    change
+                        .files
+                        .iter()
+                        .map(|f| f.path.clone().into_bytes())
+                        .collect()
+                });
+                ctx.staged.put(attempt, head, changed);
             }
             ctx.changes.put(attempt, change);
         }
@@ -1255,9 +1267,12 @@ async fn commit_attempt_on(
     };
     // Read and staged by this process just now, on the commit still checked out: committed as
     // staged, in one git process.
-    if let Some(on) = ctx.staged.take(attempt)
+    if let Some((on, changed)) = ctx.staged.take(attempt)
         && git.head_in_files(&wt).as_ref() == Some(&on)
     {
+        // Nothing but abo's git wrote the worktree since the read found what changed: the commit
+        // is told so (`git::fsmonitor`), and looks at nothing else.
+        let _vouched = changed.map(|c| git.vouch(&wt, &c));
         let commit = git
             .commit_tracked(&wt, &on, &message())
             .await

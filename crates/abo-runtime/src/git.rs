@@ -155,6 +155,9 @@ pub struct Git {
     /// Worktrees on their way into the pool (`git::pool`), which an attempt finding it empty
     /// waits for.
     incoming: std::sync::Arc<pool::Incoming>,
+    /// What abo vouches for in its worktrees, told to git through its fsmonitor hook
+    /// (`git::fsmonitor`).
+    claims: std::sync::Arc<fsmonitor::Claims>,
 }
 
 /// Variables that would point git somewhere else than where abo means it to work, or change what
@@ -173,6 +176,7 @@ pub const GIT_ENV_REMOVE: &[&str] = &[
     "GIT_EXTERNAL_DIFF",
     "GIT_CONFIG_PARAMETERS",
     "GIT_CONFIG_COUNT",
+    fsmonitor::VAR,
 ];
 
 /// The configuration every git command abo runs gets on its command line (see the module's
@@ -289,6 +293,7 @@ impl Git {
             diffs: Default::default(),
             committer: Default::default(),
             incoming: Default::default(),
+            claims: Default::default(),
             repo: repair::RepoLock::new(common_dir(&root).as_deref()),
             root,
         }
@@ -465,11 +470,21 @@ impl Git {
         input: Option<&[u8]>,
         max: u64,
     ) -> Result<process::Outcome> {
-        let mut spec = Spec::new("git", cwd).args(hardened_args(args));
+        let pinned = self.pinned_git_dir(cwd);
+        // In abo's own worktrees git asks abo's fsmonitor hook what changed (`git::fsmonitor`).
+        let watched: Vec<&str> = match pinned {
+            Some(_) => fsmonitor::args().iter().chain(args).copied().collect(),
+            None => args.to_vec(),
+        };
+        let mut spec = Spec::new("git", cwd).args(hardened_args(&watched));
         spec.input = input.map(<[u8]>::to_vec);
         spec.max_stdout = Some(max);
         spec.env_remove = GIT_ENV_REMOVE.iter().map(|s| (*s).to_owned()).collect();
-        if let Some(dir) = self.pinned_git_dir(cwd) {
+        if let Some(dir) = pinned {
+            if let Some(claim) = self.claims.file(&dir) {
+                spec.env
+                    .push((fsmonitor::VAR.into(), claim.to_string_lossy().into_owned()));
+            }
             spec.env
                 .push(("GIT_DIR".into(), dir.to_string_lossy().into_owned()));
             spec.env
@@ -542,6 +557,19 @@ impl Git {
     /// The index file of the registered worktree `wt`, in the repository's git directory.
     pub fn index_file(&self, wt: &Path) -> Option<PathBuf> {
         self.pinned_git_dir(wt).map(|d| d.join("index"))
+    }
+
+    /// Vouches, while the returned guard is held, that nothing but the git abo runs writes the
+    /// registered worktree `wt` and that each tracked path but `changed` (relative, a folder's
+    /// with a trailing `/`) is as its index records: git then looks only at those
+    /// (`git::fsmonitor`). `None` when it cannot (not a registered worktree, already vouched
+    /// for), and git looks at every file.
+    pub fn vouch(&self, wt: &Path, changed: &[Vec<u8>]) -> Option<fsmonitor::Vouched> {
+        let entry = self.pinned_git_dir(wt)?;
+        let file = entry.join(fsmonitor::VOUCHED);
+        let held = fsmonitor::Vouched::hold(&self.claims, entry, file.clone())?;
+        fsmonitor::write(&file, changed).ok()?;
+        Some(held)
     }
 
     /// The entries of worktree `wt`'s index (`git ls-files --stage`): read from the index file in
@@ -1381,6 +1409,7 @@ pub(crate) fn nonce() -> String {
 mod add;
 mod batch;
 pub mod chain;
+pub mod fsmonitor;
 pub mod index;
 mod notes;
 pub mod pool;

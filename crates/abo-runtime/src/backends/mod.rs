@@ -159,7 +159,11 @@ async fn patch(job: &Job<'_>, diff: &abo_core::ids::ArtifactId, file: &str) -> P
         return failed(format!("could not read the patch: {e}"));
     }
     let log = job.scratch.join("backend.log");
-    let (failure, exit) = match job.ctx.git.apply(job.worktree, &path, false).await {
+    // The worktree is as its checkout left it: nothing ran there yet (`git::fsmonitor`).
+    let vouched = job.ctx.git.vouch(job.worktree, &[]);
+    let applied = job.ctx.git.apply(job.worktree, &path, false).await;
+    drop(vouched);
+    let (failure, exit) = match applied {
         Ok(msg) => {
             let _ = std::fs::write(&log, msg);
             (None, Some(0))

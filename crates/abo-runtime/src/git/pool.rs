@@ -14,8 +14,11 @@
 //!   file changed after the worktree was checked out (its change time is after the [`READY`]
 //!   note's: git's conversions map more than one content to one blob, so git cannot tell a
 //!   rewritten file from the committed one), and the contents of nested repositories' folders.
-//!   It walks without following a link. It runs when the worktree goes into the pool and again
-//!   when it is taken.
+//!   It walks without following a link. It runs when the worktree goes into the pool, under a
+//!   name the pool never hands out; the worktree gets its pooled name once it is scrubbed, so a
+//!   put that was cut short leaves nothing to take. Nothing writes a pooled worktree: the
+//!   tracked paths the scrub removed are noted ([`SCRUBBED`]), and the next checkout vouches for
+//!   all others (`git::fsmonitor`), so that git does not look at every file again.
 //! - `git reset --hard` compares each remaining file with the index by its stat data. The index
 //!   is git's, in the repository's git directory, which no attempt can write. A file written since
 //!   the index recorded it has a later change time (set by the kernel; no process can set it
@@ -57,6 +60,14 @@ pub const IDLE: usize = 2;
 /// removed before the worktree is used again, whatever git says of it: git's clean and smudge
 /// conversions (line endings, `ident`) take more than one content for the same blob.
 const READY: &str = "abo-ready";
+
+/// A file abo writes in a pooled worktree's entry when the scrub is done: the tracked paths it
+/// removed, as `git::fsmonitor` claims them. Every other tracked file is as the index recorded it,
+/// so the next checkout vouches for them.
+const SCRUBBED: &str = "abo-scrubbed";
+
+/// Past this age a worktree still being put in the pool was left by a put that was cut short.
+const STALE_SETTLING: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// How long an attempt that found the pool empty waits for a worktree on its way in before it
 /// checks out a fresh one.
@@ -238,9 +249,27 @@ impl Git {
             return;
         };
         let _shared = self.worktrees.read().await;
-        // What a removal that was cut short left (its entry went first).
+        // What a removal that was cut short left (its entry went first), and what a put that was
+        // cut short left (a put takes seconds; one of another process may be under way).
         for e in std::fs::read_dir(&pool).into_iter().flatten().flatten() {
-            if e.file_name().to_string_lossy().ends_with(".removing") {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = || {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age > STALE_SETTLING)
+            };
+            if name.ends_with(".removing") {
+                let _ = std::fs::remove_dir_all(e.path());
+            } else if let Some(n) = name
+                .strip_prefix('.')
+                .and_then(|n| n.strip_suffix(".settling"))
+                && stale()
+            {
+                if let Some(entry) = entry_naming(&common, n, &pool.join(n).join(".git")) {
+                    let _ = std::fs::remove_dir_all(entry);
+                }
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -268,14 +297,27 @@ impl Git {
         std::fs::create_dir_all(pool).map_err(|e| format!("{}: {e}", pool.display()))?;
         let pool = pool.canonicalize().map_err(|e| e.to_string())?;
         write(&entry.join("locked"), LOCKED)?;
+        // Scrubbed under a name the pool never hands out, then renamed to its own: a worktree
+        // under a pooled name is always scrubbed, also when abo was killed while putting it in.
         let name = (0..100)
             .map(|n| format!("w{}-{}", std::process::id(), next_number() + n))
-            .find(|n| rename_new(path, &pool.join(n)).is_ok())
+            .find(|n| !pool.join(n).exists() && rename_new(path, &pool.join(settling(n))).is_ok())
             .ok_or("no free name in the pool")?;
-        let folder = pool.join(&name);
-        let result = self
-            .settle(&common, &mut entry, &folder, &name, &commit)
-            .await;
+        let folder = pool.join(settling(&name));
+        let result = match self
+            .settle(
+                &common,
+                &mut entry,
+                &folder,
+                &pool.join(&name),
+                &name,
+                &commit,
+            )
+            .await
+        {
+            Ok(()) => rename_new(&folder, &pool.join(&name)).map_err(|e| e.to_string()),
+            Err(e) => Err(e),
+        };
         if result.is_err() {
             let _ = std::fs::remove_dir_all(&entry);
             discard(&pool, &name, &folder);
@@ -283,19 +325,21 @@ impl Git {
         result
     }
 
-    /// A worktree just moved to the pool `folder`: its entry renamed after it and naming it,
-    /// detached at `commit`, and the folder scrubbed.
+    /// A worktree just moved to `folder` in the pool, to be renamed `pooled` there: its entry
+    /// renamed after it and naming it, detached at `commit`, the folder scrubbed, and what the
+    /// scrub removed noted for its next checkout ([`SCRUBBED`]).
     async fn settle(
         &self,
         common: &Path,
         entry: &mut PathBuf,
         folder: &Path,
+        pooled: &Path,
         name: &str,
         commit: &str,
     ) -> Result<(), String> {
         write(
             &entry.join("gitdir"),
-            &format!("{}\n", folder.join(".git").display()),
+            &format!("{}\n", pooled.join(".git").display()),
         )?;
         write(&entry.join("HEAD"), &format!("{commit}\n"))?;
         let renamed = common.join("worktrees").join(name);
@@ -304,8 +348,10 @@ impl Git {
         }
         write_dot_git(folder, entry)?;
         keep_only_a_new_entrys(entry)?;
-        let entries = self.index_stats(folder).ok_or("the index cannot be read")?;
-        scrub_blocking(folder.to_owned(), entries, ready_time(entry)?).await
+        let entries = index::read_with_stats(&entry.join("index"), self.hash_len())
+            .ok_or("the index cannot be read")?;
+        let removed = scrub_blocking(folder.to_owned(), entries, ready_time(entry)?).await?;
+        super::fsmonitor::write(&entry.join(SCRUBBED), &removed).map_err(|e| e.to_string())
     }
 
     /// A pooled worktree, now at `path`, made the worktree of `branch` at `start`.
@@ -333,9 +379,14 @@ impl Git {
         write_dot_git(&path, entry)?;
         write(&entry.join("HEAD"), &format!("ref: refs/heads/{branch}\n"))?;
         keep_only_a_new_entrys(entry)?;
-        let entries = self.index_stats(&path).ok_or("the index cannot be read")?;
-        scrub_blocking(path.clone(), entries, ready_time(entry)?).await?;
         std::fs::remove_file(entry.join("locked")).map_err(|e| e.to_string())?;
+        // What the scrub found is vouched for (`git::fsmonitor`): the checkout looks only at the
+        // files it removed and at those that differ between the index and `start`. Without the
+        // note (a worktree pooled by an older abo) git looks at every file.
+        let scrubbed = entry.join(SCRUBBED);
+        let _vouched = scrubbed
+            .exists()
+            .then(|| super::fsmonitor::Vouched::hold(&self.claims, entry.clone(), scrubbed));
         self.check_out(&path, start)
             .await
             .map_err(|e| e.to_string())
@@ -376,6 +427,11 @@ impl Git {
         }
         Err("neither the worktree's HEAD nor the repository's names a commit".into())
     }
+}
+
+/// The name a worktree has in the pool while it is scrubbed.
+fn settling(name: &str) -> String {
+    format!(".{name}.settling")
 }
 
 /// The pool's worktrees, by name (folders abo named; anything else there is not taken).
@@ -459,7 +515,15 @@ pub(super) fn write_dot_git(folder: &Path, entry: &Path) -> Result<(), String> {
 /// `ORIG_HEAD`, logs, a lock of a killed git), keeping the index, whose stat data spare the next
 /// checkout the files that did not change.
 fn keep_only_a_new_entrys(entry: &Path) -> Result<(), String> {
-    const KEPT: &[&str] = &["commondir", "gitdir", "HEAD", "index", "locked", READY];
+    const KEPT: &[&str] = &[
+        "commondir",
+        "gitdir",
+        "HEAD",
+        "index",
+        "locked",
+        READY,
+        SCRUBBED,
+    ];
     for e in std::fs::read_dir(entry)
         .map_err(|e| e.to_string())?
         .flatten()
@@ -497,7 +561,7 @@ async fn scrub_blocking(
     folder: PathBuf,
     entries: Vec<(index::Entry, index::Stat)>,
     ready: (i64, i64),
-) -> Result<(), String> {
+) -> Result<Vec<Vec<u8>>, String> {
     let shown = folder.display().to_string();
     tokio::task::spawn_blocking(move || scrub(&folder, &entries, umask(), ready))
         .await
@@ -526,13 +590,15 @@ fn umask() -> u32 {
 /// (`0666` or `0777`, as the entry says, `& !umask`); an empty folder at a nested repository's.
 /// Everything else is removed (a folder with all it holds); `git reset --hard` writes again what
 /// is missing. The worktree's `.git` file is left alone. Nothing is followed: each name is looked
-/// at with `lstat`, and the walk keeps its own stack (no recursion to exhaust).
+/// at with `lstat`, and the walk keeps its own stack (no recursion to exhaust). Returns the
+/// tracked paths it removed, a folder's with a trailing `/`: every other tracked path is as the
+/// index recorded it.
 fn scrub(
     folder: &Path,
     entries: &[(index::Entry, index::Stat)],
     umask: u32,
     ready: (i64, i64),
-) -> std::io::Result<()> {
+) -> std::io::Result<Vec<Vec<u8>>> {
     use std::os::unix::ffi::OsStrExt;
     let dir_mode = 0o777 & !umask;
     let mut tracked: HashMap<&[u8], (u32, index::Stat)> = HashMap::with_capacity(entries.len());
@@ -552,6 +618,7 @@ fn scrub(
     if root.mode() & 0o7777 != dir_mode {
         std::fs::set_permissions(folder, std::fs::Permissions::from_mode(dir_mode))?;
     }
+    let mut removed: Vec<Vec<u8>> = Vec::new();
     let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
     while let Some(rel) = stack.pop() {
         let dir = folder.join(std::ffi::OsStr::from_bytes(&rel));
@@ -566,7 +633,8 @@ fn scrub(
                 path.push(b'/');
             }
             path.extend_from_slice(name.as_bytes());
-            let meta = std::fs::symlink_metadata(e.path())?;
+            // `lstat` of the name in its folder (`DirEntry::metadata` follows no link).
+            let meta = e.metadata()?;
             let perm = meta.mode() & 0o7777;
             let untouched = (meta.ctime(), meta.ctime_nsec()) < ready;
             let kept = if folders.contains(path.as_slice()) {
@@ -602,12 +670,18 @@ fn scrub(
                 } else {
                     std::fs::remove_file(e.path())?;
                 }
+                if folders.contains(path.as_slice()) {
+                    path.push(b'/');
+                    removed.push(path);
+                } else if tracked.contains_key(path.as_slice()) {
+                    removed.push(path);
+                }
             } else if meta.is_dir() && !tracked.contains_key(path.as_slice()) {
                 stack.push(path);
             }
         }
     }
-    Ok(())
+    Ok(removed)
 }
 
 #[cfg(test)]

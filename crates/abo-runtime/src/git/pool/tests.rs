@@ -413,3 +413,152 @@ async fn an_announced_worktree_that_does_not_come_leaves_the_attempt_a_fresh_one
     dropper.await.unwrap();
     assert_eq!(listing(&wt), lab.fresh().await);
 }
+
+/// Takes a worktree back through the pool after `attack` wrote in it and abo's git read the
+/// change (recording the stat data of what it found unchanged), the claim the scrub wrote for
+/// the next checkout replaced by `claim` when given (`git::fsmonitor`'s format). Returns what
+/// the claim listed and what the taken worktree holds.
+async fn taken_back(
+    lab: &Lab,
+    attack: fn(&Path),
+    claim: Option<&[u8]>,
+) -> (Vec<u8>, BTreeMap<String, String>) {
+    let first = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", true)
+        .await;
+    attack(&first);
+    // Written in an earlier second than the index, so that git trusts their stat data; the
+    // refresh records which files git found unchanged (as the commit of a change does).
+    // (Staging fails on the hostile attempt's nested repository without a commit.)
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let _ = lab.git.stage(&first, false).await;
+    let _ = lab
+        .git
+        .run_in(&first, &["update-index", "-q", "--refresh"])
+        .await;
+    lab.git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
+    lab.git
+        .recycle_worktree(&first, &lab.pool, 4)
+        .await
+        .unwrap();
+    let name = std::fs::read_dir(&lab.pool)
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .file_name();
+    let scrubbed = lab
+        .repo
+        .path
+        .join(".git/worktrees")
+        .join(name)
+        .join(super::SCRUBBED);
+    let listed = std::fs::read(&scrubbed).unwrap();
+    if let Some(claim) = claim {
+        std::fs::write(&scrubbed, claim).unwrap();
+    }
+    let second = lab
+        .worktree(".abo/worktrees/r2/t2-1", "abo-attempt/r/t2-1", true)
+        .await;
+    assert!(!scrubbed.exists(), "the claim ends with the checkout");
+    (listed, listing(&second))
+}
+
+#[tokio::test]
+async fn the_next_checkout_is_told_what_the_scrub_removed_and_writes_it_again() {
+    let lab = Lab::new(repository());
+    let want = lab.fresh().await;
+    let (listed, got) = taken_back(&lab, plant, None).await;
+    let paths: Vec<&[u8]> = listed.split(|b| *b == 0).collect();
+    for removed in [
+        &b"src/a.txt"[..],
+        b"src/c.txt",
+        b"src/secret.txt",
+        b"run.sh",
+        b"src/deep/",
+        b"docs/",
+        b"vendor/lib",
+    ] {
+        assert!(
+            paths.contains(&removed),
+            "{}: {}",
+            String::from_utf8_lossy(removed),
+            String::from_utf8_lossy(&listed)
+        );
+    }
+    assert_eq!(got, want);
+    let lab = Lab::new(converting_repository());
+    let want = lab.fresh().await;
+    assert_eq!(
+        taken_back(&lab, rewrite_into_the_same_blobs, None).await.1,
+        want
+    );
+}
+
+/// The control: told that nothing changed, git trusts the stat data it recorded of the files
+/// rewritten into the same blobs, and leaves them out of the checkout (the scrub removed them):
+/// the claim's list is what the checkout relies on.
+#[tokio::test]
+async fn control_a_checkout_told_nothing_changed_leaves_out_what_the_scrub_removed() {
+    let lab = Lab::new(converting_repository());
+    let want = lab.fresh().await;
+    let (listed, got) = taken_back(&lab, rewrite_into_the_same_blobs, Some(b"abo\0")).await;
+    assert!(String::from_utf8_lossy(&listed).contains("src/a.txt"));
+    assert!(want.contains_key("src/a.txt"));
+    assert!(!got.contains_key("src/a.txt"), "{got:#?}");
+}
+
+#[tokio::test]
+async fn a_put_cut_short_leaves_nothing_to_take_and_the_trim_removes_it() {
+    let lab = Lab::new(repository());
+    // What a put killed while it scrubbed leaves: the folder under its settling name.
+    let left = lab.pool.join(".w1-0.settling");
+    std::fs::create_dir_all(left.join("src")).unwrap();
+    std::fs::write(left.join("src/a.txt"), "an attempt's leftover\n").unwrap();
+    let wt = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", true)
+        .await;
+    assert_eq!(listing(&wt), lab.fresh().await);
+    lab.git.trim_pool(&lab.pool, 2).await;
+    assert!(
+        left.exists(),
+        "a put of another process may still be scrubbing it"
+    );
+    std::fs::File::open(&left)
+        .unwrap()
+        .set_modified(long_ago())
+        .unwrap();
+    lab.git.trim_pool(&lab.pool, 2).await;
+    assert!(!left.exists());
+}
+
+/// abo's git in a worktree trusts what abo vouches for (`git::fsmonitor`): a file changed behind
+/// git's back is not seen while a vouch says nothing changed, and is seen without one.
+#[tokio::test]
+async fn a_vouched_git_call_trusts_the_vouch_and_one_without_looks_at_every_file() {
+    let lab = Lab::new(repository());
+    let wt = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", false)
+        .await;
+    let diff = || async {
+        lab.git
+            .run_in(&wt, &["diff", "--name-only", "HEAD"])
+            .await
+            .unwrap()
+    };
+    // Git records the files' stat data (with abo's hook, so the index keeps which it found
+    // unchanged), in a later second than the checkout wrote them (else it does not trust them).
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    lab.git
+        .run_in(&wt, &["update-index", "-q", "--refresh"])
+        .await
+        .unwrap();
+    std::fs::write(wt.join("src/c.txt"), "X\n").unwrap();
+    let vouched = lab.git.vouch(&wt, &[]).unwrap();
+    assert!(lab.git.vouch(&wt, &[]).is_none(), "one vouch at a time");
+    assert_eq!(diff().await, "");
+    drop(vouched);
+    assert_eq!(diff().await, "src/c.txt\n");
+    let _listed = lab.git.vouch(&wt, &[b"src/c.txt".to_vec()]).unwrap();
+    assert_eq!(diff().await, "src/c.txt\n");
+}
