@@ -472,9 +472,11 @@ impl Git {
     ) -> Result<process::Outcome> {
         let pinned = self.pinned_git_dir(cwd);
         // In abo's own worktrees git asks abo's fsmonitor hook what changed (`git::fsmonitor`).
-        let watched: Vec<&str> = match pinned {
-            Some(_) => fsmonitor::args().iter().chain(args).copied().collect(),
-            None => args.to_vec(),
+        let watched: Vec<&str> = match &pinned {
+            Some(dir) if fsmonitor::pays(&dir.join("index")) => {
+                fsmonitor::args().iter().chain(args).copied().collect()
+            }
+            _ => args.to_vec(),
         };
         let mut spec = Spec::new("git", cwd).args(hardened_args(&watched));
         spec.input = input.map(<[u8]>::to_vec);

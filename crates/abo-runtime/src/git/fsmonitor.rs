@@ -8,7 +8,8 @@
 //! changed; git then trusts the index for the entries it found unchanged before (the index's
 //! `FSMN` extension keeps which) and looks only at the paths named.
 //!
-//! abo's git calls in its registered worktrees all name the hook ([`args`]), so the extension is
+//! abo's git calls in its registered worktrees all name the hook ([`args`]) once the index is
+//! large enough for it to pay ([`pays`]), so the extension is
 //! kept (git records there which entries it found unchanged when it refreshes and writes the
 //! index: a commit, `update-index --refresh`). The hook prints the file [`VAR`] names, and fails
 //! when it names none: git then looks at every file, as it does without a hook. abo names a file
@@ -43,6 +44,17 @@ pub(super) const VAR: &str = "ABO_FSMONITOR_CLAIM";
 /// The hook: git runs it with a shell (it holds spaces), its version and last token after the
 /// `#`. A missing file fails it, and git looks at every file.
 const HOOK: &str = "core.fsmonitor=cat -- \"$ABO_FSMONITOR_CLAIM\" 2>/dev/null #";
+
+/// An index this large names the hook (about 1,300 entries): below it, starting the hook's shell
+/// costs more than git's looking at every file. Tests name it always.
+const PAYS_FROM: u64 = if cfg!(test) { 0 } else { 128 << 10 };
+
+/// Whether git calls in the worktree whose index is `index` name the hook: when the index is
+/// large enough for it to pay ([`PAYS_FROM`]). A call that does not drops what the index kept of
+/// the hook's answers, and the next one that does looks at every file.
+pub(super) fn pays(index: &Path) -> bool {
+    PAYS_FROM == 0 || std::fs::metadata(index).is_ok_and(|m| m.len() >= PAYS_FROM)
+}
 
 /// What abo's git calls in a registered worktree get on their command line, after `HARDENING`'s
 /// `core.fsmonitor=false`.
