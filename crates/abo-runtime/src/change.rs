@@ -122,7 +122,10 @@ impl Latest {
 /// process of the attempt has ended): its commit is then told that nothing else changed
 /// (`git::fsmonitor`).
 #[derive(Debug, Default)]
-pub struct Staged(Mutex<HashMap<AttemptId, (abo_core::ids::CommitSha, Option<Vec<Vec<u8>>>)>>);
+pub struct Staged(Mutex<HashMap<AttemptId, StagedRead>>);
+
+/// The commit a staged change was read against, and its paths when the commit may be told so.
+pub type StagedRead = (abo_core::ids::CommitSha, Option<Vec<Vec<u8>>>);
 
 impl Staged {
     pub fn put(
@@ -136,10 +139,7 @@ impl Staged {
         }
     }
 
-    pub fn take(
-        &self,
-        attempt: &AttemptId,
-    ) -> Option<(abo_core::ids::CommitSha, Option<Vec<Vec<u8>>>)> {
+    pub fn take(&self, attempt: &AttemptId) -> Option<StagedRead> {
         self.0.lock().ok()?.remove(attempt)
     }
 }

@@ -47,13 +47,13 @@ const HOOK: &str = "core.fsmonitor=cat -- \"$ABO_FSMONITOR_CLAIM\" 2>/dev/null #
 
 /// An index this large names the hook (about 1,300 entries): below it, starting the hook's shell
 /// costs more than git's looking at every file. Tests name it always.
-const PAYS_FROM: u64 = if cfg!(test) { 0 } else { 128 << 10 };
+const PAYS_FROM: u64 = 128 << 10;
 
 /// Whether git calls in the worktree whose index is `index` name the hook: when the index is
 /// large enough for it to pay ([`PAYS_FROM`]). A call that does not drops what the index kept of
 /// the hook's answers, and the next one that does looks at every file.
 pub(super) fn pays(index: &Path) -> bool {
-    PAYS_FROM == 0 || std::fs::metadata(index).is_ok_and(|m| m.len() >= PAYS_FROM)
+    cfg!(test) || std::fs::metadata(index).is_ok_and(|m| m.len() >= PAYS_FROM)
 }
 
 /// What abo's git calls in a registered worktree get on their command line, after `HARDENING`'s
