@@ -599,89 +599,186 @@ fn scrub(
     umask: u32,
     ready: (i64, i64),
 ) -> std::io::Result<Vec<Vec<u8>>> {
-    use std::os::unix::ffi::OsStrExt;
-    let dir_mode = 0o777 & !umask;
-    let mut tracked: HashMap<&[u8], (u32, index::Stat)> = HashMap::with_capacity(entries.len());
-    let mut folders: HashSet<&[u8]> = HashSet::new();
+    let mut index = Tracked {
+        files: HashMap::with_capacity(entries.len()),
+        folders: HashSet::new(),
+        umask,
+        ready,
+    };
     for (e, stat) in entries {
         let path = e.path.as_bytes();
         // A conflicted path (stages 1 to 3) is never kept: its entries hold no file's stat.
         let mode = if e.stage == 0 { e.mode } else { 0 };
-        tracked.insert(path, (mode, *stat));
+        index.files.insert(path, (mode, *stat));
         for (i, b) in path.iter().enumerate() {
             if *b == b'/' {
-                folders.insert(&path[..i]);
+                index.folders.insert(&path[..i]);
             }
         }
     }
     let root = std::fs::symlink_metadata(folder)?;
-    if root.mode() & 0o7777 != dir_mode {
-        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(dir_mode))?;
+    if root.mode() & 0o7777 != index.dir_mode() {
+        std::fs::set_permissions(folder, std::fs::Permissions::from_mode(index.dir_mode()))?;
     }
-    let mut removed: Vec<Vec<u8>> = Vec::new();
-    let mut stack: Vec<Vec<u8>> = vec![Vec::new()];
-    while let Some(rel) = stack.pop() {
-        let dir = folder.join(std::ffi::OsStr::from_bytes(&rel));
-        for e in std::fs::read_dir(&dir)? {
-            let e = e?;
-            let name = e.file_name();
-            if rel.is_empty() && name == ".git" {
-                continue;
+    walk(folder, &index)
+}
+
+/// What [`scrub`] keeps, from the index.
+struct Tracked<'a> {
+    /// Each tracked path's mode (0 for a conflicted one) and stat data.
+    files: HashMap<&'a [u8], (u32, index::Stat)>,
+    /// The folders on tracked paths.
+    folders: HashSet<&'a [u8]>,
+    umask: u32,
+    ready: (i64, i64),
+}
+
+impl Tracked<'_> {
+    fn dir_mode(&self) -> u32 {
+        0o777 & !self.umask
+    }
+
+    /// Whether the name at `path`, whose `lstat` is `meta`, stays (see [`scrub`]).
+    fn keeps(&self, path: &[u8], meta: &std::fs::Metadata, at: &Path) -> std::io::Result<bool> {
+        let perm = meta.mode() & 0o7777;
+        let untouched = (meta.ctime(), meta.ctime_nsec()) < self.ready;
+        if self.folders.contains(path) {
+            return Ok(meta.is_dir() && perm == self.dir_mode());
+        }
+        Ok(match self.files.get(path) {
+            Some((0o100644, stat)) => {
+                meta.is_file()
+                    && meta.nlink() == 1
+                    && perm == (0o666 & !self.umask)
+                    && untouched
+                    && stat.matches(meta)
             }
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
+            Some((0o100755, stat)) => {
+                meta.is_file()
+                    && meta.nlink() == 1
+                    && perm == self.dir_mode()
+                    && untouched
+                    && stat.matches(meta)
             }
-            path.extend_from_slice(name.as_bytes());
-            // `lstat` of the name in its folder (`DirEntry::metadata` follows no link).
-            let meta = e.metadata()?;
-            let perm = meta.mode() & 0o7777;
-            let untouched = (meta.ctime(), meta.ctime_nsec()) < ready;
-            let kept = if folders.contains(path.as_slice()) {
-                meta.is_dir() && perm == dir_mode
-            } else {
-                match tracked.get(path.as_slice()) {
-                    Some((0o100644, stat)) => {
-                        meta.is_file()
-                            && meta.nlink() == 1
-                            && perm == (0o666 & !umask)
-                            && untouched
-                            && stat.matches(&meta)
+            Some((0o120000, stat)) => meta.is_symlink() && untouched && stat.matches(meta),
+            Some((0o160000, _)) => {
+                meta.is_dir() && perm == self.dir_mode() && std::fs::read_dir(at)?.next().is_none()
+            }
+            _ => false,
+        })
+    }
+}
+
+/// Paths relative to a worktree's folder, as git names them.
+type Paths = Vec<Vec<u8>>;
+
+/// [`scrub`]'s walk: folders are taken from one queue by as many threads as the machine has
+/// cores (at most four), each `lstat`-ing its folder's names. The first error ends it.
+fn walk(folder: &Path, index: &Tracked<'_>) -> std::io::Result<Paths> {
+    use std::sync::{Condvar, Mutex, PoisonError};
+    struct Queue {
+        folders: Vec<Vec<u8>>,
+        busy: usize,
+        failed: Option<std::io::Error>,
+    }
+    let queue = Mutex::new(Queue {
+        folders: vec![Vec::new()],
+        busy: 0,
+        failed: None,
+    });
+    let changed = Condvar::new();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    let worker = || {
+        let mut removed = Vec::new();
+        loop {
+            let rel = {
+                let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+                loop {
+                    if q.failed.is_some() {
+                        return removed;
                     }
-                    Some((0o100755, stat)) => {
-                        meta.is_file()
-                            && meta.nlink() == 1
-                            && perm == dir_mode
-                            && untouched
-                            && stat.matches(&meta)
+                    if let Some(rel) = q.folders.pop() {
+                        q.busy += 1;
+                        break rel;
                     }
-                    Some((0o120000, stat)) => meta.is_symlink() && untouched && stat.matches(&meta),
-                    Some((0o160000, _)) => {
-                        meta.is_dir()
-                            && perm == dir_mode
-                            && std::fs::read_dir(e.path())?.next().is_none()
+                    if q.busy == 0 {
+                        return removed;
                     }
-                    _ => false,
+                    q = changed.wait(q).unwrap_or_else(PoisonError::into_inner);
                 }
             };
-            if !kept {
-                if meta.is_dir() {
-                    std::fs::remove_dir_all(e.path())?;
-                } else {
-                    std::fs::remove_file(e.path())?;
+            // A panic is an error here, so that the others do not wait for this folder forever.
+            let found = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                scrub_folder(folder, &rel, index)
+            }))
+            .unwrap_or_else(|_| Err(std::io::Error::other("the scrub panicked")));
+            let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.busy -= 1;
+            match found {
+                Ok((inside, mut gone)) => {
+                    q.folders.extend(inside);
+                    removed.append(&mut gone);
                 }
-                if folders.contains(path.as_slice()) {
-                    path.push(b'/');
-                    removed.push(path);
-                } else if tracked.contains_key(path.as_slice()) {
-                    removed.push(path);
+                Err(e) => {
+                    q.failed.get_or_insert(e);
                 }
-            } else if meta.is_dir() && !tracked.contains_key(path.as_slice()) {
-                stack.push(path);
             }
+            changed.notify_all();
+        }
+    };
+    // What a thread that panicked removed is not known: then the scrub failed.
+    let removed: Option<Vec<Paths>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
+        handles.into_iter().map(|h| h.join().ok()).collect()
+    });
+    match (
+        queue
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .failed,
+        removed,
+    ) {
+        (Some(e), _) => Err(e),
+        (None, None) => Err(std::io::Error::other("a thread of the scrub panicked")),
+        (None, Some(removed)) => Ok(removed.into_iter().flatten().collect()),
+    }
+}
+
+/// Scrubs the names in the folder at `rel` (relative to `folder`, `""` for the root): returns
+/// the folders in it to walk next and the tracked paths it removed.
+fn scrub_folder(folder: &Path, rel: &[u8], index: &Tracked<'_>) -> std::io::Result<(Paths, Paths)> {
+    use std::os::unix::ffi::OsStrExt;
+    let (mut inside, mut removed) = (Vec::new(), Vec::new());
+    for e in std::fs::read_dir(folder.join(std::ffi::OsStr::from_bytes(rel)))? {
+        let e = e?;
+        let name = e.file_name();
+        if rel.is_empty() && name == ".git" {
+            continue;
+        }
+        let mut path = rel.to_vec();
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        path.extend_from_slice(name.as_bytes());
+        // `lstat` of the name in its folder (`DirEntry::metadata` follows no link).
+        let meta = e.metadata()?;
+        if !index.keeps(&path, &meta, &e.path())? {
+            if meta.is_dir() {
+                std::fs::remove_dir_all(e.path())?;
+            } else {
+                std::fs::remove_file(e.path())?;
+            }
+            if index.folders.contains(path.as_slice()) {
+                path.push(b'/');
+                removed.push(path);
+            } else if index.files.contains_key(path.as_slice()) {
+                removed.push(path);
+            }
+        } else if meta.is_dir() && !index.files.contains_key(path.as_slice()) {
+            inside.push(path);
         }
     }
-    Ok(removed)
+    Ok((inside, removed))
 }
 
 #[cfg(test)]
