@@ -394,6 +394,9 @@ pub async fn summarize(git: &Git, wt: &Path, scanner: &Scanner) -> Result<Change
 pub struct KeptIndex {
     file: PathBuf,
     bytes: Vec<u8>,
+    /// Its modification time: git takes an entry recorded in the index file's last second for
+    /// "racy" and compares its content, so the index put back keeps the time it was written at.
+    modified: Option<std::time::SystemTime>,
 }
 
 impl KeptIndex {
@@ -401,8 +404,13 @@ impl KeptIndex {
     /// then git makes a new one from HEAD when asked).
     pub fn keep(git: &Git, wt: &Path) -> Option<Self> {
         let file = git.index_file(wt)?;
+        let modified = std::fs::metadata(&file).and_then(|m| m.modified()).ok();
         let bytes = std::fs::read(&file).ok()?;
-        Some(Self { file, bytes })
+        Some(Self {
+            file,
+            bytes,
+            modified,
+        })
     }
 }
 
@@ -412,10 +420,15 @@ impl Drop for KeptIndex {
     /// (the next reading compares every file with HEAD).
     fn drop(&mut self) {
         let tmp = self.file.with_extension("abo-kept");
-        if std::fs::write(&tmp, &self.bytes)
-            .and_then(|()| std::fs::rename(&tmp, &self.file))
-            .is_err()
-        {
+        let write = || -> std::io::Result<()> {
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &self.bytes)?;
+            if let Some(m) = self.modified {
+                f.set_modified(m)?;
+            }
+            std::fs::rename(&tmp, &self.file)
+        };
+        if write().is_err() {
             let _ = std::fs::remove_file(&tmp);
             let _ = std::fs::remove_file(&self.file);
         }
@@ -605,6 +618,29 @@ mod tests {
             Some(false),
             "the control: without the kept index, the rewrite is missed"
         );
+    }
+
+    /// The index put back keeps the modification time it was written at: git takes the entries
+    /// recorded in that second for racy, and compares their content.
+    #[tokio::test]
+    async fn the_index_put_back_keeps_its_modification_time() {
+        let repo = TestRepo::new();
+        repo.write("a.txt", "a\n");
+        repo.commit_all("base");
+        let git = Git::new(repo.path.clone());
+        let base = git.rev_parse("HEAD").await.unwrap();
+        let wt = repo.outside.join("wt");
+        git.add_worktree(&wt, "b", &base).await.unwrap();
+        let index = git.index_file(&wt).unwrap();
+        let modified = || std::fs::metadata(&index).unwrap().modified().unwrap();
+        let before = modified();
+        let kept = KeptIndex::keep(&git, &wt).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+        std::fs::write(wt.join("b.txt"), "b\n").unwrap();
+        summarize(&git, &wt, &Scanner::default()).await.unwrap();
+        assert_ne!(modified(), before, "the reading wrote the index");
+        drop(kept);
+        assert_eq!(modified(), before);
     }
 
     /// What a reviewer is shown holds the files the agent added (never staged by it), and a

@@ -339,6 +339,27 @@ pub(crate) fn coming_to_pool(
         .then(|| ctx.git.announce_recycled())
 }
 
+/// Effects decided with a kill of the whole run (`Effect::KillAll`): the kill is not waited for,
+/// so the processes of an attempt in flight may still be dying, and write into its worktree. Each
+/// such attempt's `Cleanup` becomes a `Stop` (its processes killed, its worktree removed, never
+/// pooled).
+pub(crate) fn not_pooled_after_a_kill(effects: &mut [Effect]) {
+    if !effects.iter().any(|e| matches!(e, Effect::KillAll)) {
+        return;
+    }
+    for e in effects {
+        if let Effect::Cleanup {
+            attempt,
+            keep: false,
+        } = e
+        {
+            *e = Effect::Stop {
+                attempt: attempt.clone(),
+            };
+        }
+    }
+}
+
 /// How many finished attempts' worktrees the pool keeps for later attempts (`git::pool`): one
 /// more than run at once (the next attempt may start while the one before is cleaned up), when
 /// no process of a finished attempt can still write its worktree. Only worktrees cleaned up
@@ -347,10 +368,12 @@ pub(crate) fn coming_to_pool(
 /// processes ended by themselves; in a PID namespace of its own (the sandbox) everything such a
 /// process started died with the namespace's init, which the sandbox's helper waits for before
 /// the attempt ends. Without one (`sandbox.mode: off`, or a host without PID namespaces) a process
-/// an attempt left could write into the next attempt's files, so nothing is pooled.
+/// an attempt left could write into the next attempt's files, so nothing is pooled; nor under
+/// `best-effort`, whose helper runs the program without namespaces when it cannot make them.
+/// Attempts a kill ended (not waited for) are removed, not pooled ([`not_pooled_after_a_kill`]).
 fn recycled(spec: &RunSpec) -> usize {
     static PID_NAMESPACES: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let isolated = spec.settings.sandbox.mode != abo_core::config::SandboxMode::Off
+    let isolated = spec.settings.sandbox.mode == abo_core::config::SandboxMode::Required
         && *PID_NAMESPACES.get_or_init(|| {
             abo_sandbox::probe()
                 .iter()

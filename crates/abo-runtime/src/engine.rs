@@ -348,6 +348,7 @@ async fn drive_leased(
                 ctx.groups.kill_all();
                 break;
             }
+            effects::not_pooled_after_a_kill(&mut effects_due);
             // Every worktree these effects give back is announced before any of them starts.
             let coming: Vec<_> = effects_due
                 .iter()

@@ -265,11 +265,42 @@ async fn an_attempt_from_the_branchs_head_after_one_from_an_older_commit_goes_on
 #[tokio::test]
 async fn worktrees_are_pooled_only_under_a_sandbox_with_pid_namespaces() {
     let (_repo, _ctx, _dir, mut spec) = setup().await;
-    spec.settings.sandbox.mode = abo_core::config::SandboxMode::BestEffort;
+    spec.settings.sandbox.mode = abo_core::config::SandboxMode::Required;
     let pid_namespaces = abo_sandbox::probe()
         .iter()
         .any(|l| l.name == "pid namespace" && l.available);
     assert_eq!(recycled(&spec), if pid_namespaces { 4 } else { 0 });
+    // `best-effort` runs the program without namespaces when it cannot make them.
+    spec.settings.sandbox.mode = abo_core::config::SandboxMode::BestEffort;
+    assert_eq!(recycled(&spec), 0);
     spec.settings.sandbox.mode = abo_core::config::SandboxMode::Off;
     assert_eq!(recycled(&spec), 0);
+}
+
+#[test]
+fn attempts_a_kill_of_the_run_ended_are_removed_not_pooled() {
+    let attempt = |n| abo_core::ids::AttemptId {
+        run: abo_core::ids::RunId::new("r"),
+        task: abo_core::ids::TaskId::new("t"),
+        attempt: n,
+    };
+    let cleanup = |n, keep| Effect::Cleanup {
+        attempt: attempt(n),
+        keep,
+    };
+    let mut alone = vec![cleanup(1, false)];
+    super::not_pooled_after_a_kill(&mut alone);
+    assert_eq!(alone, vec![cleanup(1, false)]);
+    let mut killed = vec![Effect::KillAll, cleanup(1, false), cleanup(2, true)];
+    super::not_pooled_after_a_kill(&mut killed);
+    assert_eq!(
+        killed,
+        vec![
+            Effect::KillAll,
+            Effect::Stop {
+                attempt: attempt(1)
+            },
+            cleanup(2, true)
+        ]
+    );
 }

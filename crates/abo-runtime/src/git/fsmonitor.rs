@@ -41,9 +41,20 @@ pub(super) const VOUCHED: &str = "abo-vouched";
 /// The variable naming the file the hook prints.
 pub(super) const VAR: &str = "ABO_FSMONITOR_CLAIM";
 
-/// The hook: git runs it with a shell (it holds spaces), its version and last token after the
-/// `#`. A missing file fails it, and git looks at every file.
-const HOOK: &str = "core.fsmonitor=cat -- \"$ABO_FSMONITOR_CLAIM\" 2>/dev/null #";
+/// The hook's setting: git runs it with a shell (it holds spaces), its version and last token
+/// after the `#`. `cat` is named by its path: the shell runs in the worktree, and a `PATH` with an
+/// empty or relative entry would find a `cat` an agent left there. A missing file fails it, and
+/// git looks at every file. `None` where the system has no `cat` at a known path: no hook.
+fn hook() -> Option<&'static str> {
+    static HOOK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    HOOK.get_or_init(|| {
+        ["/bin/cat", "/usr/bin/cat"]
+            .into_iter()
+            .find(|c| Path::new(c).is_file())
+            .map(|cat| format!("core.fsmonitor={cat} -- \"${VAR}\" 2>/dev/null #"))
+    })
+    .as_deref()
+}
 
 /// An index this large names the hook (about 1,300 entries): below it, starting the hook's shell
 /// costs more than git's looking at every file. Tests name it always.
@@ -57,9 +68,11 @@ pub(super) fn pays(index: &Path) -> bool {
 }
 
 /// What abo's git calls in a registered worktree get on their command line, after `HARDENING`'s
-/// `core.fsmonitor=false`.
-pub(super) fn args() -> [&'static str; 4] {
-    ["-c", HOOK, "-c", "core.fsmonitorHookVersion=2"]
+/// `core.fsmonitor=false` (nothing where there is no hook).
+pub(super) fn args() -> Vec<&'static str> {
+    hook().map_or_else(Vec::new, |h| {
+        vec!["-c", h, "-c", "core.fsmonitorHookVersion=2"]
+    })
 }
 
 /// The vouches held, by worktree entry: the file each one's hook prints.

@@ -17,7 +17,7 @@
 //!   It walks without following a link. It runs when the worktree goes into the pool, under a
 //!   name the pool never hands out; the worktree gets its pooled name once it is scrubbed, so a
 //!   put that was cut short leaves nothing to take. Nothing writes a pooled worktree: the
-//!   tracked paths the scrub removed are noted ([`SCRUBBED`]), and the next checkout vouches for
+//!   tracked paths the scrub did not find as the index recorded them are noted ([`SCRUBBED`]), and the next checkout vouches for
 //!   all others (`git::fsmonitor`), so that git does not look at every file again.
 //! - `git reset --hard` compares each remaining file with the index by its stat data. The index
 //!   is git's, in the repository's git directory, which no attempt can write. A file written since
@@ -62,7 +62,7 @@ pub const IDLE: usize = 2;
 const READY: &str = "abo-ready";
 
 /// A file abo writes in a pooled worktree's entry when the scrub is done: the tracked paths it
-/// removed, as `git::fsmonitor` claims them. Every other tracked file is as the index recorded it,
+/// did not find as the index recorded them, as `git::fsmonitor` claims them. Every other tracked file is as the index recorded it,
 /// so the next checkout vouches for them.
 const SCRUBBED: &str = "abo-scrubbed";
 
@@ -590,9 +590,9 @@ fn umask() -> u32 {
 /// (`0666` or `0777`, as the entry says, `& !umask`); an empty folder at a nested repository's.
 /// Everything else is removed (a folder with all it holds); `git reset --hard` writes again what
 /// is missing. The worktree's `.git` file is left alone. Nothing is followed: each name is looked
-/// at with `lstat`, and the walk keeps its own stack (no recursion to exhaust). Returns the
-/// tracked paths it removed, a folder's with a trailing `/`: every other tracked path is as the
-/// index recorded it.
+/// at with `lstat`, and the walk keeps its own queue (no recursion to exhaust). Returns every
+/// tracked path it did not find as the index recorded it (removed, or not there: deleted, or
+/// under a folder removed whole): every other tracked path is as the index recorded it.
 fn scrub(
     folder: &Path,
     entries: &[(index::Entry, index::Stat)],
@@ -605,11 +605,11 @@ fn scrub(
         umask,
         ready,
     };
-    for (e, stat) in entries {
+    for (n, (e, stat)) in entries.iter().enumerate() {
         let path = e.path.as_bytes();
         // A conflicted path (stages 1 to 3) is never kept: its entries hold no file's stat.
         let mode = if e.stage == 0 { e.mode } else { 0 };
-        index.files.insert(path, (mode, *stat));
+        index.files.insert(path, (mode, *stat, n));
         for (i, b) in path.iter().enumerate() {
             if *b == b'/' {
                 index.folders.insert(&path[..i]);
@@ -620,13 +620,24 @@ fn scrub(
     if root.mode() & 0o7777 != index.dir_mode() {
         std::fs::set_permissions(folder, std::fs::Permissions::from_mode(index.dir_mode()))?;
     }
-    walk(folder, &index)
+    // Every tracked path not found as the index recorded it: removed, or never met (deleted, or
+    // under a folder removed whole).
+    let mut kept = vec![false; entries.len()];
+    for n in walk(folder, &index)? {
+        kept[n] = true;
+    }
+    Ok(index
+        .files
+        .iter()
+        .filter(|(_, (_, _, n))| !kept[*n])
+        .map(|(path, _)| path.to_vec())
+        .collect())
 }
 
 /// What [`scrub`] keeps, from the index.
 struct Tracked<'a> {
-    /// Each tracked path's mode (0 for a conflicted one) and stat data.
-    files: HashMap<&'a [u8], (u32, index::Stat)>,
+    /// Each tracked path's mode (0 for a conflicted one), stat data and number.
+    files: HashMap<&'a [u8], (u32, index::Stat, usize)>,
     /// The folders on tracked paths.
     folders: HashSet<&'a [u8]>,
     umask: u32,
@@ -646,22 +657,22 @@ impl Tracked<'_> {
             return Ok(meta.is_dir() && perm == self.dir_mode());
         }
         Ok(match self.files.get(path) {
-            Some((0o100644, stat)) => {
+            Some((0o100644, stat, _)) => {
                 meta.is_file()
                     && meta.nlink() == 1
                     && perm == (0o666 & !self.umask)
                     && untouched
                     && stat.matches(meta)
             }
-            Some((0o100755, stat)) => {
+            Some((0o100755, stat, _)) => {
                 meta.is_file()
                     && meta.nlink() == 1
                     && perm == self.dir_mode()
                     && untouched
                     && stat.matches(meta)
             }
-            Some((0o120000, stat)) => meta.is_symlink() && untouched && stat.matches(meta),
-            Some((0o160000, _)) => {
+            Some((0o120000, stat, _)) => meta.is_symlink() && untouched && stat.matches(meta),
+            Some((0o160000, _, _)) => {
                 meta.is_dir() && perm == self.dir_mode() && std::fs::read_dir(at)?.next().is_none()
             }
             _ => false,
@@ -673,8 +684,9 @@ impl Tracked<'_> {
 type Paths = Vec<Vec<u8>>;
 
 /// [`scrub`]'s walk: folders are taken from one queue by as many threads as the machine has
-/// cores (at most four), each `lstat`-ing its folder's names. The first error ends it.
-fn walk(folder: &Path, index: &Tracked<'_>) -> std::io::Result<Paths> {
+/// cores (at most four), each `lstat`-ing its folder's names. Returns the numbers of the tracked
+/// paths kept. The first error ends it.
+fn walk(folder: &Path, index: &Tracked<'_>) -> std::io::Result<Vec<usize>> {
     use std::sync::{Condvar, Mutex, PoisonError};
     struct Queue {
         folders: Vec<Vec<u8>>,
@@ -689,20 +701,20 @@ fn walk(folder: &Path, index: &Tracked<'_>) -> std::io::Result<Paths> {
     let changed = Condvar::new();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     let worker = || {
-        let mut removed = Vec::new();
+        let mut kept = Vec::new();
         loop {
             let rel = {
                 let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
                 loop {
                     if q.failed.is_some() {
-                        return removed;
+                        return kept;
                     }
                     if let Some(rel) = q.folders.pop() {
                         q.busy += 1;
                         break rel;
                     }
                     if q.busy == 0 {
-                        return removed;
+                        return kept;
                     }
                     q = changed.wait(q).unwrap_or_else(PoisonError::into_inner);
                 }
@@ -715,9 +727,9 @@ fn walk(folder: &Path, index: &Tracked<'_>) -> std::io::Result<Paths> {
             let mut q = queue.lock().unwrap_or_else(PoisonError::into_inner);
             q.busy -= 1;
             match found {
-                Ok((inside, mut gone)) => {
+                Ok((inside, mut found)) => {
                     q.folders.extend(inside);
-                    removed.append(&mut gone);
+                    kept.append(&mut found);
                 }
                 Err(e) => {
                     q.failed.get_or_insert(e);
@@ -726,8 +738,8 @@ fn walk(folder: &Path, index: &Tracked<'_>) -> std::io::Result<Paths> {
             changed.notify_all();
         }
     };
-    // What a thread that panicked removed is not known: then the scrub failed.
-    let removed: Option<Vec<Paths>> = std::thread::scope(|s| {
+    // What a thread that panicked kept is not known: then the scrub failed.
+    let kept: Option<Vec<Vec<usize>>> = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads).map(|_| s.spawn(worker)).collect();
         handles.into_iter().map(|h| h.join().ok()).collect()
     });
@@ -736,19 +748,23 @@ fn walk(folder: &Path, index: &Tracked<'_>) -> std::io::Result<Paths> {
             .into_inner()
             .unwrap_or_else(PoisonError::into_inner)
             .failed,
-        removed,
+        kept,
     ) {
         (Some(e), _) => Err(e),
         (None, None) => Err(std::io::Error::other("a thread of the scrub panicked")),
-        (None, Some(removed)) => Ok(removed.into_iter().flatten().collect()),
+        (None, Some(kept)) => Ok(kept.into_iter().flatten().collect()),
     }
 }
 
 /// Scrubs the names in the folder at `rel` (relative to `folder`, `""` for the root): returns
-/// the folders in it to walk next and the tracked paths it removed.
-fn scrub_folder(folder: &Path, rel: &[u8], index: &Tracked<'_>) -> std::io::Result<(Paths, Paths)> {
+/// the folders in it to walk next and the numbers of the tracked paths it kept.
+fn scrub_folder(
+    folder: &Path,
+    rel: &[u8],
+    index: &Tracked<'_>,
+) -> std::io::Result<(Paths, Vec<usize>)> {
     use std::os::unix::ffi::OsStrExt;
-    let (mut inside, mut removed) = (Vec::new(), Vec::new());
+    let (mut inside, mut kept) = (Vec::new(), Vec::new());
     for e in std::fs::read_dir(folder.join(std::ffi::OsStr::from_bytes(rel)))? {
         let e = e?;
         let name = e.file_name();
@@ -768,17 +784,13 @@ fn scrub_folder(folder: &Path, rel: &[u8], index: &Tracked<'_>) -> std::io::Resu
             } else {
                 std::fs::remove_file(e.path())?;
             }
-            if index.folders.contains(path.as_slice()) {
-                path.push(b'/');
-                removed.push(path);
-            } else if index.files.contains_key(path.as_slice()) {
-                removed.push(path);
-            }
-        } else if meta.is_dir() && !index.files.contains_key(path.as_slice()) {
+        } else if let Some((_, _, n)) = index.files.get(path.as_slice()) {
+            kept.push(*n);
+        } else if meta.is_dir() {
             inside.push(path);
         }
     }
-    Ok((inside, removed))
+    Ok((inside, kept))
 }
 
 #[cfg(test)]

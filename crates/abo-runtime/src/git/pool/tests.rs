@@ -475,8 +475,8 @@ async fn the_next_checkout_is_told_what_the_scrub_removed_and_writes_it_again() 
         b"src/c.txt",
         b"src/secret.txt",
         b"run.sh",
-        b"src/deep/",
-        b"docs/",
+        b"src/deep/b.txt",
+        b"docs/guide.md",
         b"vendor/lib",
     ] {
         assert!(
@@ -561,4 +561,42 @@ async fn a_vouched_git_call_trusts_the_vouch_and_one_without_looks_at_every_file
     assert_eq!(diff().await, "src/c.txt\n");
     let _listed = lab.git.vouch(&wt, &[b"src/c.txt".to_vec()]).unwrap();
     assert_eq!(diff().await, "src/c.txt\n");
+}
+
+/// An attempt whose change was never read or committed (its run was killed, say) deleted a
+/// tracked file and a tracked folder: the scrub never meets them, and lists them with what it
+/// removed, so the next checkout writes them again instead of trusting the index.
+#[tokio::test]
+async fn tracked_files_an_attempt_deleted_are_back_in_the_next_attempt() {
+    let lab = Lab::new(repository());
+    let want = lab.fresh().await;
+    // A landed attempt: its commit records every file git found unchanged (for its hook).
+    let first = lab
+        .worktree(".abo/worktrees/r/t1-1", "abo-attempt/r/t1-1", true)
+        .await;
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    std::fs::write(first.join("new.txt"), "the attempt's change\n").unwrap();
+    lab.git
+        .commit_all(&first, &["landed".into()])
+        .await
+        .unwrap();
+    lab.git.delete_branch("abo-attempt/r/t1-1").await.unwrap();
+    lab.git
+        .recycle_worktree(&first, &lab.pool, 4)
+        .await
+        .unwrap();
+    let second = lab
+        .worktree(".abo/worktrees/r/t2-1", "abo-attempt/r/t2-1", true)
+        .await;
+    std::fs::remove_file(second.join("src/c.txt")).unwrap();
+    std::fs::remove_dir_all(second.join("docs")).unwrap();
+    lab.git.delete_branch("abo-attempt/r/t2-1").await.unwrap();
+    lab.git
+        .recycle_worktree(&second, &lab.pool, 4)
+        .await
+        .unwrap();
+    let third = lab
+        .worktree(".abo/worktrees/r3/t3-1", "abo-attempt/r/t3-1", true)
+        .await;
+    assert_eq!(listing(&third), want);
 }
