@@ -550,12 +550,6 @@ impl Git {
         }
     }
 
-    /// The entries of worktree `wt`'s index with the stat data git recorded for each, read from
-    /// the index file (`None` when [`index`] cannot read it).
-    pub fn index_stats(&self, wt: &Path) -> Option<Vec<(index::Entry, index::Stat)>> {
-        index::read_with_stats(&self.index_file(wt)?, self.hash_len())
-    }
-
     /// The index file of the registered worktree `wt`, in the repository's git directory.
     pub fn index_file(&self, wt: &Path) -> Option<PathBuf> {
         self.pinned_git_dir(wt).map(|d| d.join("index"))

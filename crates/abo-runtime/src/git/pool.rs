@@ -17,8 +17,9 @@
 //!   It walks without following a link. It runs when the worktree goes into the pool, under a
 //!   name the pool never hands out; the worktree gets its pooled name once it is scrubbed, so a
 //!   put that was cut short leaves nothing to take. Nothing writes a pooled worktree: the
-//!   tracked paths the scrub did not find as the index recorded them are noted ([`SCRUBBED`]), and the next checkout vouches for
-//!   all others (`git::fsmonitor`), so that git does not look at every file again.
+//!   tracked paths the scrub did not find as the index recorded them are noted ([`SCRUBBED`]),
+//!   and the next checkout vouches for all others (`git::fsmonitor`), so that git does not look
+//!   at every file again.
 //! - `git reset --hard` compares each remaining file with the index by its stat data. The index
 //!   is git's, in the repository's git directory, which no attempt can write. A file written since
 //!   the index recorded it has a later change time (set by the kernel; no process can set it
@@ -62,8 +63,8 @@ pub const IDLE: usize = 2;
 const READY: &str = "abo-ready";
 
 /// A file abo writes in a pooled worktree's entry when the scrub is done: the tracked paths it
-/// did not find as the index recorded them, as `git::fsmonitor` claims them. Every other tracked file is as the index recorded it,
-/// so the next checkout vouches for them.
+/// did not find as the index recorded them, as `git::fsmonitor` claims them. Every other tracked
+/// file is as the index recorded it, so the next checkout vouches for them.
 const SCRUBBED: &str = "abo-scrubbed";
 
 /// Past this age a worktree still being put in the pool was left by a put that was cut short.
